@@ -1,0 +1,80 @@
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Formats.SafeTensors;
+
+/// <summary>Reads named tensors of a checkpoint as float32 with their shape checked, dequantising FP8 block
+/// weights (<c>W[r, c] = fp8(q[r, c]) · scale_inv[r / br, c / bc]</c>) on the way.</summary>
+public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, int Cols) fp8Block)
+{
+    private readonly Dictionary<string, int> _dtypes = new(StringComparer.Ordinal);
+
+    /// <summary>Storage dtypes of the tensors read so far, with counts.</summary>
+    public IReadOnlyDictionary<string, int> DTypesRead => _dtypes;
+
+    public bool Contains(string name) => checkpoint.Contains(name);
+
+    /// <summary>Reads a tensor of exactly <paramref name="shape"/> into <paramref name="destination"/>.</summary>
+    /// <param name="why">where the expected shape comes from, for the error message</param>
+    public void Read(string name, ReadOnlySpan<long> shape, Span<float> destination, string why)
+    {
+        var (file, info) = checkpoint.TryGet(name)
+            ?? throw new InvalidDataException($"{checkpoint.Describe()}: tensor '{name}' is missing; expected shape {TensorInfo.FormatShape(shape.ToArray())} ({why})");
+        if (!info.Shape.AsSpan().SequenceEqual(shape))
+            throw new InvalidDataException($"{file.FileName}: tensor '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; expected {TensorInfo.FormatShape(shape.ToArray())} ({why})");
+        if (destination.Length != info.ElementCount)
+            throw new ArgumentException($"destination holds {destination.Length} values; '{name}' has {info.ElementCount}", nameof(destination));
+        string key = info.DType.SafeTensorsName();
+        _dtypes[key] = _dtypes.GetValueOrDefault(key) + 1;
+        if (info.DType == DType.F8E4M3)
+        {
+            ReadFp8(file, info, destination);
+            return;
+        }
+        // Convert in row-sized pieces so tensors over 2 GB never need one span.
+        long rowElems = shape.Length >= 2 ? info.ElementCount / shape[0] : info.ElementCount;
+        int rows = rowElems == 0 ? 0 : (int)(info.ElementCount / rowElems);
+        int size = info.DType.SizeOf();
+        for (int r = 0; r < rows; r++)
+            NumberFormats.ToFloat(info.DType, file.GetBytes(info, r * rowElems * size, (int)(rowElems * size)),
+                destination.Slice((int)(r * rowElems), (int)rowElems));
+    }
+
+    private void ReadFp8(SafeTensorsFile file, TensorInfo info, Span<float> destination)
+    {
+        if (info.Shape.Length != 2)
+            throw new InvalidDataException($"{file.FileName}: tensor '{info.Name}' is F8_E4M3 with shape {TensorInfo.FormatShape(info.Shape)}; FP8 block weights must be 2-D");
+        int rows = (int)info.Shape[0], cols = (int)info.Shape[1];
+        var (br, bc) = fp8Block;
+        string scaleName = TensorNames.Hf.ScaleInv(info.Name);
+        long[] scaleShape = [(rows + br - 1) / br, (cols + bc - 1) / bc];
+        var scale = new float[scaleShape[0] * scaleShape[1]];
+        var (scaleFile, scaleInfo) = checkpoint.TryGet(scaleName)
+            ?? throw new InvalidDataException($"{checkpoint.Describe()}: tensor '{scaleName}' is missing; F8_E4M3 weight '{info.Name}' needs its block scales, shape {TensorInfo.FormatShape(scaleShape)}");
+        if (!scaleInfo.Shape.AsSpan().SequenceEqual(scaleShape))
+            throw new InvalidDataException($"{scaleFile.FileName}: tensor '{scaleName}' has shape {TensorInfo.FormatShape(scaleInfo.Shape)}; expected {TensorInfo.FormatShape(scaleShape)} (ceil({rows}/{br}) x ceil({cols}/{bc}) blocks of '{info.Name}')");
+        if (scaleInfo.DType == DType.F8E4M3)
+            throw new InvalidDataException($"{scaleFile.FileName}: tensor '{scaleName}' is F8_E4M3; block scales must be F32, BF16 or F16");
+        NumberFormats.ToFloat(scaleInfo.DType, scaleFile.GetBytes(scaleInfo), scale);
+        for (int r = 0; r < rows; r++)
+        {
+            ReadOnlySpan<byte> codes = file.GetBytes(info, (long)r * cols, cols);
+            Span<float> dst = destination.Slice(r * cols, cols);
+            ReadOnlySpan<float> scaleRow = scale.AsSpan((r / br) * (int)scaleShape[1], (int)scaleShape[1]);
+            for (int c = 0; c < cols; c++) dst[c] = NumberFormats.F8E4M3ToFloat(codes[c]) * scaleRow[c / bc];
+        }
+    }
+
+    public Matrix ReadMatrix(string name, int rows, int cols, string why)
+    {
+        var m = new Matrix(rows, cols);
+        Read(name, [rows, cols], m.Data, why);
+        return m;
+    }
+
+    public float[] ReadVector(string name, int length, string why)
+    {
+        var v = new float[length];
+        Read(name, [length], v, why);
+        return v;
+    }
+}

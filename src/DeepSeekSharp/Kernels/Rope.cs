@@ -1,0 +1,23 @@
+namespace DeepSeekSharp.Kernels;
+
+/// <summary>Rotary embedding on interleaved pairs: (x[2i], x[2i+1]) is rotated by the angle whose cos/sin are
+/// cos[i], sin[i] (DeepSeek's <c>view_as_complex</c> layout, not NeoX's half split).</summary>
+public static class Rope
+{
+    /// <param name="x">one or more vectors of length 2·cos.Length, rotated in place</param>
+    public static void ApplyInterleaved(Span<float> x, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        int d = cos.Length * 2;
+        if (sin.Length != cos.Length) ThrowHelper.LengthMismatch(nameof(sin), cos.Length, sin.Length);
+        if (d == 0 || x.Length % d != 0) ThrowHelper.LengthMismatch(nameof(x), d, x.Length);
+        for (int off = 0; off < x.Length; off += d)
+        {
+            for (int i = 0; i < cos.Length; i++)
+            {
+                float a = x[off + 2 * i], b = x[off + 2 * i + 1];
+                x[off + 2 * i] = a * cos[i] - b * sin[i];
+                x[off + 2 * i + 1] = a * sin[i] + b * cos[i];
+            }
+        }
+    }
+}

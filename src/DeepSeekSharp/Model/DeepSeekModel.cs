@@ -1,0 +1,55 @@
+using DeepSeekSharp.Formats;
+using DeepSeekSharp.Formats.SafeTensors;
+
+namespace DeepSeekSharp.Model;
+
+/// <summary>A loaded DeepSeek-V2/V3/R1 model. Thread-safe to share; each sequence runs in its own
+/// <see cref="InferenceSession"/>.</summary>
+/// <example><code>
+/// var model = DeepSeekModel.Load("path/to/hf-folder");
+/// using var session = model.CreateSession();
+/// float[] logits = session.Forward([1, 2, 3]);   // [3, vocab]
+/// </code></example>
+public sealed class DeepSeekModel
+{
+    private DeepSeekModel(string path, ModelConfig config, ModelWeights weights)
+    {
+        Path = path;
+        Config = config;
+        Weights = weights;
+        Transformer = new Transformer(config, weights);
+    }
+
+    public string Path { get; }
+    public ModelConfig Config { get; }
+    public ModelWeights Weights { get; }
+    internal Transformer Transformer { get; }
+
+    /// <summary>Number of multi-token-prediction modules whose weights were loaded.</summary>
+    public int MtpLayers => Weights.Mtp.Length;
+
+    /// <summary>Loads a Hugging Face folder (config.json + safetensors, single or sharded). Weights are read
+    /// through a memory map and converted to float32 once; FP8 block weights are dequantised.</summary>
+    public static DeepSeekModel Load(string path)
+    {
+        if (!Directory.Exists(path))
+            throw new DirectoryNotFoundException($"model folder '{path}' does not exist");
+        ModelConfig config = HfConfig.Load(path);
+        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(path);
+        var reader = new TensorReader(checkpoint, config.Fp8BlockSize ?? (128, 128));
+        ModelWeights weights = new WeightLoader(config, reader).Load();
+        return new DeepSeekModel(path, config, weights);
+    }
+
+    /// <summary>Default cache capacity: the context length, capped at 4096 positions.</summary>
+    public int DefaultCapacity => Math.Min(Config.MaxPositionEmbeddings, 4096);
+
+    /// <summary>A new sequence with an empty latent cache of <paramref name="capacity"/> positions.</summary>
+    public InferenceSession CreateSession(int? capacity = null)
+    {
+        int cap = capacity ?? DefaultCapacity;
+        if (cap < 1 || cap > Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(capacity), cap, $"cache capacity must be in [1, max_position_embeddings = {Config.MaxPositionEmbeddings}]");
+        return new InferenceSession(this, cap);
+    }
+}

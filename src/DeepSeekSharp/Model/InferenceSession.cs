@@ -1,0 +1,97 @@
+namespace DeepSeekSharp.Model;
+
+/// <summary>One sequence: its latent KV cache (and the MTP module's), scratch state, and the position reached.
+/// Feed a prompt as one batch (prefill), then one token at a time (decode). Not thread-safe.</summary>
+public sealed class InferenceSession : IDisposable
+{
+    private readonly DeepSeekModel _model;
+    private readonly RunState _state;
+    private readonly LatentKvCache _cache;
+    private readonly LatentKvCache? _mtpCache;
+    private int _lastBatch;
+
+    internal InferenceSession(DeepSeekModel model, int capacity)
+    {
+        _model = model;
+        ModelConfig c = model.Config;
+        _state = new RunState(c);
+        _cache = new LatentKvCache(c.NLayers, c.LatentCacheWidth, capacity);
+        if (model.MtpLayers > 0) _mtpCache = new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, capacity);
+    }
+
+    public ModelConfig Config => _model.Config;
+    /// <summary>Tokens in the cache; the next token goes to this position.</summary>
+    public int Position => _cache.Length;
+    public int Capacity => _cache.Capacity;
+    /// <summary>Positions the MTP module's own cache holds.</summary>
+    public int MtpPosition => _mtpCache?.Length ?? 0;
+    public LatentKvCache Cache => _cache;
+    /// <summary>Which MLA formulation to use; <see cref="AttentionMode.Auto"/> by default.</summary>
+    public AttentionMode Attention { get; set; }
+    public IActivationObserver? Observer { get; set; }
+
+    /// <summary>Hidden states after the final norm [n, dim] of the last <see cref="Forward(ReadOnlySpan{int}, Span{float}, bool)"/>.</summary>
+    public ReadOnlySpan<float> LastHidden => _state.Hidden.AsSpan(0, _lastBatch * Config.Dim);
+
+    /// <summary>Runs <paramref name="tokens"/> at positions Position.. and appends them to the cache.</summary>
+    /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
+    public void Forward(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions = true)
+    {
+        CheckTokens(tokens, Position);
+        int needed = (allPositions ? tokens.Length : 1) * Config.VocabSize;
+        if (logits.Length < needed)
+            throw new ArgumentException($"logits holds {logits.Length} values; {needed} needed", nameof(logits));
+        _model.Transformer.Forward(tokens, _cache, _state, Attention, allPositions, Observer, logits);
+        _lastBatch = tokens.Length;
+    }
+
+    /// <summary>Convenience overload returning [n, vocab] logits.</summary>
+    public float[] Forward(ReadOnlySpan<int> tokens)
+    {
+        var logits = new float[tokens.Length * Config.VocabSize];
+        Forward(tokens, logits);
+        return logits;
+    }
+
+    /// <summary>Multi-token prediction: for each i, the MTP module's logits for the token after
+    /// <paramref name="nextTokens"/>[i], given the main model's final-norm hidden state <paramref name="hidden"/>[i]
+    /// of the position before it. Runs at MTP positions MtpPosition.. and appends to the MTP cache.</summary>
+    /// <param name="hidden">[n, dim], e.g. rows of <see cref="LastHidden"/></param>
+    /// <param name="logits">[n, vocab]</param>
+    public void ForwardMtp(ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, Span<float> logits)
+    {
+        if (_mtpCache is null)
+            throw new InvalidOperationException($"model '{_model.Path}' has no multi-token-prediction weights (num_nextn_predict_layers = {Config.NMtpLayers})");
+        CheckTokens(nextTokens, MtpPosition);
+        if (hidden.Length != nextTokens.Length * Config.Dim)
+            throw new ArgumentException($"hidden holds {hidden.Length} values; {nextTokens.Length} tokens x hidden_size {Config.Dim} needed", nameof(hidden));
+        if (logits.Length < nextTokens.Length * Config.VocabSize)
+            throw new ArgumentException($"logits holds {logits.Length} values; {nextTokens.Length * Config.VocabSize} needed", nameof(logits));
+        // hidden may alias this session's LastHidden, which the MTP pass does not overwrite before reading it.
+        _model.Transformer.ForwardMtp(0, nextTokens, hidden, _mtpCache, _state, Attention, logits);
+    }
+
+    private void CheckTokens(ReadOnlySpan<int> tokens, int position)
+    {
+        if (tokens.IsEmpty) throw new ArgumentException("no tokens to run", nameof(tokens));
+        int vocab = Config.VocabSize;
+        for (int i = 0; i < tokens.Length; i++)
+            if ((uint)tokens[i] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(tokens), tokens[i], $"token id {tokens[i]} at index {i} is outside the vocabulary [0, {vocab})");
+        long end = (long)position + tokens.Length;
+        if (end > Config.MaxPositionEmbeddings)
+            throw new InvalidOperationException($"sequence would reach {end} positions, past max_position_embeddings ({Config.MaxPositionEmbeddings})");
+        if (end > Capacity)
+            throw new InvalidOperationException($"sequence would reach {end} positions, past the KV cache capacity ({Capacity}); {Capacity - position} positions are left");
+    }
+
+    /// <summary>Empties both caches; the session can start a new sequence.</summary>
+    public void Reset()
+    {
+        _cache.Clear();
+        _mtpCache?.Clear();
+        _lastBatch = 0;
+    }
+
+    public void Dispose() { }
+}

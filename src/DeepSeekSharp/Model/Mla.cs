@@ -1,0 +1,88 @@
+using DeepSeekSharp.Kernels;
+
+namespace DeepSeekSharp.Model;
+
+/// <summary>Multi-head Latent Attention for a batch of n consecutive tokens at positions pos0.. of one sequence.
+/// Writes <c>[kv_norm(c_kv) | rope(k_pe)]</c> of every new token to the cache, then attends causally.</summary>
+internal static class Mla
+{
+    public static void Forward(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> xb, int n, int pos0,
+        Span<float> cache, RunState s, bool absorbed, Span<float> output)
+    {
+        int d = c.Dim, heads = c.NHeads, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, qk = c.QkHeadDim;
+        int width = c.LatentCacheWidth, half = rope / 2;
+        float scale = (float)c.SoftmaxScale;
+
+        // q: [n, heads, nope | rope]
+        Span<float> q = s.Q.AsSpan(0, n * heads * qk);
+        if (w.WqA is { } wqA)
+        {
+            Span<float> qa = s.Qa.AsSpan(0, n * c.QLoraRank);
+            MatMul.Forward(xb, wqA.Data, qa, n, d, c.QLoraRank);
+            RmsNorm.Forward(qa, w.QNorm, qa, (float)c.RmsNormEps);
+            MatMul.Forward(qa, w.WqB!.Data, q, n, c.QLoraRank, heads * qk);
+        }
+        else MatMul.Forward(xb, w.Wq!.Data, q, n, d, heads * qk);
+
+        // kv_cmpr: [n, kv_lora | rope] → cache rows pos0..pos0+n-1
+        Span<float> kv = s.Kv.AsSpan(0, n * width);
+        MatMul.Forward(xb, w.WkvA.Data, kv, n, d, width);
+        for (int t = 0; t < n; t++)
+        {
+            ReadOnlySpan<float> cos = s.Cos.AsSpan(t * half, half), sin = s.Sin.AsSpan(t * half, half);
+            for (int h = 0; h < heads; h++)
+                Rope.ApplyInterleaved(q.Slice(t * heads * qk + h * qk + nope, rope), cos, sin);
+            Span<float> row = cache.Slice((pos0 + t) * width, width);
+            RmsNorm.Forward(kv.Slice(t * width, c.KvLoraRank), w.KvNorm, row[..c.KvLoraRank], (float)c.RmsNormEps);
+            kv.Slice(t * width + c.KvLoraRank, rope).CopyTo(row[c.KvLoraRank..]);
+            Rope.ApplyInterleaved(row[c.KvLoraRank..], cos, sin);
+        }
+
+        Span<float> attn = s.AttnOut.AsSpan(0, n * heads * c.VHeadDim);
+        if (absorbed) AttendAbsorbed(c, w, q, n, pos0, cache, s, scale, attn);
+        else AttendExpanded(c, w, q, n, pos0, cache, s, scale, attn);
+        MatMul.Forward(attn, w.Wo.Data, output, n, heads * c.VHeadDim, d);
+    }
+
+    /// <summary>q_nope · W_UK per head gives a kv_lora_rank-wide query; attend over the latents; W_UV maps back.</summary>
+    private static void AttendAbsorbed(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
+        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
+    {
+        int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
+        int headRows = nope + v;
+        for (int t = 0; t < n; t++)
+        {
+            int count = pos0 + t + 1; // causal: positions 0..pos0+t
+            for (int h = 0; h < heads; h++)
+            {
+                ReadOnlySpan<float> qh = q.Slice((t * heads + h) * qk, qk);
+                MatVecTransposed.Forward(qh[..nope], w.WkvB.RowRange(h * headRows, nope), s.QLatent, nope, rank);
+                LatentAttention.Absorbed(s.QLatent, qh[nope..], cache, count, scale, s.Scores, s.LatentOut);
+                MatMul.Forward(s.LatentOut, w.WkvB.RowRange(h * headRows + nope, v), attn.Slice((t * heads + h) * v, v), 1, rank, v);
+            }
+        }
+    }
+
+    /// <summary>Decompress k_nope | v of every position with kv_b_proj, then ordinary multi-head attention.</summary>
+    private static void AttendExpanded(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
+        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
+    {
+        int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
+        int width = c.LatentCacheWidth, span = pos0 + n, kvStride = heads * (nope + v);
+        s.EnsureExpanded(span);
+        Span<float> latents = s.Latents.AsSpan(0, span * rank);
+        for (int p = 0; p < span; p++) cache.Slice(p * width, rank).CopyTo(latents.Slice(p * rank, rank));
+        Span<float> kvFull = s.KvExpanded.AsSpan(0, span * kvStride);
+        MatMul.Forward(latents, w.WkvB.Data, kvFull, span, rank, kvStride);
+        for (int t = 0; t < n; t++)
+        {
+            int count = pos0 + t + 1;
+            for (int h = 0; h < heads; h++)
+            {
+                ReadOnlySpan<float> qh = q.Slice((t * heads + h) * qk, qk);
+                LatentAttention.Expanded(qh[..nope], qh[nope..], kvFull, kvStride, h * (nope + v), cache, width, count, scale,
+                    s.Scores, attn.Slice((t * heads + h) * v, v));
+            }
+        }
+    }
+}

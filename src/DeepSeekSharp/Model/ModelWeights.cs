@@ -1,0 +1,96 @@
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Model;
+
+// Weights in float32, named after the formula (DeepSeek's model.py names). Shapes: [out, in], y = x Wᵀ.
+
+/// <summary>Multi-head Latent Attention weights of one block.</summary>
+public sealed class AttentionWeights
+{
+    /// <summary>[nHeads·qkHeadDim, dim]; q_proj (only when q_lora_rank is null).</summary>
+    public Matrix? Wq { get; init; }
+    /// <summary>[qLoraRank, dim]; q_a_proj.</summary>
+    public Matrix? WqA { get; init; }
+    /// <summary>[qLoraRank]; q_a_layernorm.</summary>
+    public float[]? QNorm { get; init; }
+    /// <summary>[nHeads·qkHeadDim, qLoraRank]; q_b_proj.</summary>
+    public Matrix? WqB { get; init; }
+    /// <summary>[kvLoraRank + qkRopeHeadDim, dim]; kv_a_proj_with_mqa (latent first, rotary key last).</summary>
+    public required Matrix WkvA { get; init; }
+    /// <summary>[kvLoraRank]; kv_a_layernorm.</summary>
+    public required float[] KvNorm { get; init; }
+    /// <summary>[nHeads·(qkNopeHeadDim + vHeadDim), kvLoraRank]; kv_b_proj, per head [k_nope | v].</summary>
+    public required Matrix WkvB { get; init; }
+    /// <summary>[dim, nHeads·vHeadDim]; o_proj.</summary>
+    public required Matrix Wo { get; init; }
+}
+
+/// <summary>A SwiGLU MLP: down(silu(gate x) ⊙ up x).</summary>
+public sealed class MlpWeights
+{
+    /// <summary>[inter, dim]; gate_proj.</summary>
+    public required Matrix Gate { get; init; }
+    /// <summary>[inter, dim]; up_proj.</summary>
+    public required Matrix Up { get; init; }
+    /// <summary>[dim, inter]; down_proj.</summary>
+    public required Matrix Down { get; init; }
+    public int InterDim => Gate.Rows;
+}
+
+/// <summary>DeepSeekMoE weights of one block.</summary>
+public sealed class MoeWeights
+{
+    /// <summary>[nRoutedExperts, dim]; mlp.gate.weight.</summary>
+    public required Matrix Router { get; init; }
+    /// <summary>[nRoutedExperts]; mlp.gate.e_score_correction_bias (noaux_tc only).</summary>
+    public float[]? RouterBias { get; init; }
+    /// <summary>nRoutedExperts experts of width moe_intermediate_size.</summary>
+    public required MlpWeights[] Experts { get; init; }
+    /// <summary>The shared experts fused into one MLP of width n_shared_experts · moe_intermediate_size.</summary>
+    public MlpWeights? Shared { get; init; }
+}
+
+/// <summary>One decoder block: attention and a dense MLP or an MoE.</summary>
+public sealed class BlockWeights
+{
+    /// <summary>[dim]; input_layernorm.</summary>
+    public required float[] AttnNorm { get; init; }
+    public required AttentionWeights Attn { get; init; }
+    /// <summary>[dim]; post_attention_layernorm.</summary>
+    public required float[] FfnNorm { get; init; }
+    public MlpWeights? Mlp { get; init; }
+    public MoeWeights? Moe { get; init; }
+}
+
+/// <summary>A multi-token-prediction module (weights at model.layers.{num_hidden_layers + k}).</summary>
+public sealed class MtpWeights
+{
+    /// <summary>[dim]; enorm, applied to the next token's embedding.</summary>
+    public required float[] ENorm { get; init; }
+    /// <summary>[dim]; hnorm, applied to the main model's hidden state.</summary>
+    public required float[] HNorm { get; init; }
+    /// <summary>[dim, 2·dim]; eh_proj over concat(enorm(embed), hnorm(h)).</summary>
+    public required Matrix EhProj { get; init; }
+    /// <summary>[vocab, dim]; the module's embed_tokens (a copy of the main one in released checkpoints).</summary>
+    public required Matrix Embed { get; init; }
+    public required BlockWeights Block { get; init; }
+    /// <summary>[dim]; shared_head.norm.</summary>
+    public required float[] HeadNorm { get; init; }
+    /// <summary>[vocab, dim]; shared_head.head.</summary>
+    public required Matrix Head { get; init; }
+}
+
+/// <summary>All weights of a model.</summary>
+public sealed class ModelWeights
+{
+    /// <summary>[vocab, dim]; model.embed_tokens.</summary>
+    public required Matrix Embed { get; init; }
+    public required BlockWeights[] Blocks { get; init; }
+    /// <summary>[dim]; model.norm.</summary>
+    public required float[] Norm { get; init; }
+    /// <summary>[vocab, dim]; lm_head (the embedding when tie_word_embeddings).</summary>
+    public required Matrix Head { get; init; }
+    public required MtpWeights[] Mtp { get; init; }
+    /// <summary>Storage dtypes found in the checkpoint, with tensor counts.</summary>
+    public required IReadOnlyDictionary<string, int> DTypes { get; init; }
+}

@@ -1,0 +1,68 @@
+namespace DeepSeekSharp.Model;
+
+/// <summary>Scratch activations of one sequence's forward pass. Buffers grow to the largest batch seen and are
+/// then reused, so a decode step allocates nothing.</summary>
+internal sealed class RunState(ModelConfig c)
+{
+    private int _batch;
+    private int _span;
+
+    public float[] X = [];          // [n, dim] residual stream
+    public float[] Xb = [];         // [n, dim] normed input of a sub-layer
+    public float[] Out = [];        // [n, dim] sub-layer output
+    public float[] Hidden = [];     // [n, dim] after the final norm
+    public float[] Cat = [];        // [n, 2·dim] MTP: [enorm(embed) | hnorm(h)]
+    public float[] Qa = [];         // [n, qLoraRank]
+    public float[] Q = [];          // [n, nHeads·qkHeadDim] per head [q_nope | q_pe]
+    public float[] Kv = [];         // [n, kvLoraRank + qkRopeHeadDim] kv_a_proj_with_mqa output
+    public float[] Cos = [];        // [n, qkRopeHeadDim/2]
+    public float[] Sin = [];        // [n, qkRopeHeadDim/2]
+    public float[] AttnOut = [];    // [n, nHeads·vHeadDim]
+    public float[] QLatent = new float[c.KvLoraRank];   // [kvLoraRank] absorbed query of one head
+    public float[] LatentOut = new float[c.KvLoraRank]; // [kvLoraRank] attended latent of one head
+    public float[] Scores = [];     // [span] attention probabilities
+    public float[] Latents = [];    // [span, kvLoraRank] contiguous latents (expanded path)
+    public float[] KvExpanded = []; // [span, nHeads·(qkNopeHeadDim + vHeadDim)] decompressed k_nope | v
+    public float[] RouterLogits = [];  // [n, nRoutedExperts]
+    public float[] RouterScores = new float[Math.Max(c.NRoutedExperts, 1)];
+    public float[] RouterChoice = new float[Math.Max(c.NRoutedExperts, 1)];
+    public int[] Experts = new int[Math.Max(c.NActivatedExperts, 1)];
+    public float[] ExpertWeights = new float[Math.Max(c.NActivatedExperts, 1)];
+    public float[] G = [], U = [], H = []; // [n, widest MLP] SwiGLU intermediates
+    public float[] ExpertOut = [];  // [n, dim]
+
+    /// <summary>Makes room for a batch of <paramref name="n"/> tokens attending over <paramref name="span"/> positions.</summary>
+    public void Ensure(int n, int span)
+    {
+        if (n > _batch)
+        {
+            _batch = n;
+            int d = c.Dim, mlp = Math.Max(Math.Max(c.InterDim, c.MoeInterDim * Math.Max(c.NSharedExperts, 1)), c.MoeInterDim);
+            X = new float[n * d]; Xb = new float[n * d]; Out = new float[n * d]; Hidden = new float[n * d];
+            Cat = new float[n * 2 * d];
+            Qa = new float[n * c.QLoraRank];
+            Q = new float[n * c.NHeads * c.QkHeadDim];
+            Kv = new float[n * c.LatentCacheWidth];
+            Cos = new float[n * c.QkRopeHeadDim / 2]; Sin = new float[n * c.QkRopeHeadDim / 2];
+            AttnOut = new float[n * c.NHeads * c.VHeadDim];
+            RouterLogits = new float[n * c.NRoutedExperts];
+            G = new float[n * mlp]; U = new float[n * mlp]; H = new float[n * mlp];
+            ExpertOut = new float[n * d];
+        }
+        if (span > _span)
+        {
+            _span = span;
+            Scores = new float[span];
+        }
+    }
+
+    /// <summary>Buffers of the expanded path, sized on first use (they hold every position's decompressed K/V).</summary>
+    public void EnsureExpanded(int span)
+    {
+        if (Latents.Length < span * c.KvLoraRank)
+        {
+            Latents = new float[span * c.KvLoraRank];
+            KvExpanded = new float[span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim)];
+        }
+    }
+}

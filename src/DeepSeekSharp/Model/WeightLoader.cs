@@ -1,0 +1,100 @@
+using DeepSeekSharp.Formats;
+using DeepSeekSharp.Formats.SafeTensors;
+using DeepSeekSharp.Tensors;
+using N = DeepSeekSharp.Formats.TensorNames.Hf;
+
+namespace DeepSeekSharp.Model;
+
+/// <summary>Declares every tensor a model needs with its expected shape (as llama.cpp's create_tensor does)
+/// and reads it as float32.</summary>
+internal sealed class WeightLoader(ModelConfig c, TensorReader r)
+{
+    public ModelWeights Load()
+    {
+        Matrix embed = r.ReadMatrix(N.Embed, c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}");
+        var blocks = new BlockWeights[c.NLayers];
+        for (int l = 0; l < c.NLayers; l++) blocks[l] = Block(l, c.IsMoeLayer(l));
+        float[] norm = Vector(N.Norm, c.Dim);
+        Matrix head = c.TieWordEmbeddings && !r.Contains(N.Head)
+            ? embed
+            : r.ReadMatrix(N.Head, c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}");
+        var mtp = new List<MtpWeights>();
+        for (int k = 0; k < c.NMtpLayers; k++)
+        {
+            int layer = c.NLayers + k;
+            if (!r.Contains(N.Layer(layer, N.MtpEhProj))) break; // a checkpoint without MTP weights loads without MTP
+            mtp.Add(Mtp(layer, embed, head));
+        }
+        return new ModelWeights { Embed = embed, Blocks = blocks, Norm = norm, Head = head, Mtp = [.. mtp], DTypes = r.DTypesRead };
+    }
+
+    private float[] Vector(string name, int length) => r.ReadVector(name, length, $"{length} from config.json");
+
+    private BlockWeights Block(int l, bool moe) => new()
+    {
+        AttnNorm = r.ReadVector(N.Layer(l, N.AttnNorm), c.Dim, $"hidden_size {c.Dim}"),
+        Attn = Attention(l),
+        FfnNorm = r.ReadVector(N.Layer(l, N.FfnNorm), c.Dim, $"hidden_size {c.Dim}"),
+        Mlp = moe ? null : Mlp(l, N.DenseMlp, c.InterDim, $"intermediate_size {c.InterDim}"),
+        Moe = moe ? Moe(l) : null,
+    };
+
+    private AttentionWeights Attention(int l)
+    {
+        int qOut = c.NHeads * c.QkHeadDim;
+        string qWhy = $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + qk_rope_head_dim {c.QkRopeHeadDim})";
+        return new AttentionWeights
+        {
+            Wq = c.HasQLora ? null : r.ReadMatrix(N.Layer(l, N.Wq), qOut, c.Dim, qWhy + $" x hidden_size {c.Dim}"),
+            WqA = c.HasQLora ? r.ReadMatrix(N.Layer(l, N.WqA), c.QLoraRank, c.Dim, $"q_lora_rank {c.QLoraRank} x hidden_size {c.Dim}") : null,
+            QNorm = c.HasQLora ? r.ReadVector(N.Layer(l, N.QNorm), c.QLoraRank, $"q_lora_rank {c.QLoraRank}") : null,
+            WqB = c.HasQLora ? r.ReadMatrix(N.Layer(l, N.WqB), qOut, c.QLoraRank, qWhy + $" x q_lora_rank {c.QLoraRank}") : null,
+            WkvA = r.ReadMatrix(N.Layer(l, N.WkvA), c.LatentCacheWidth, c.Dim,
+                $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
+            KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),
+            WkvB = r.ReadMatrix(N.Layer(l, N.WkvB), c.NHeads * (c.QkNopeHeadDim + c.VHeadDim), c.KvLoraRank,
+                $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + v_head_dim {c.VHeadDim}), x kv_lora_rank {c.KvLoraRank}"),
+            Wo = r.ReadMatrix(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
+                $"hidden_size {c.Dim} x num_attention_heads {c.NHeads} * v_head_dim {c.VHeadDim}"),
+        };
+    }
+
+    private MlpWeights Mlp(int l, string prefix, int inter, string why) => new()
+    {
+        Gate = r.ReadMatrix(N.Layer(l, prefix + N.Gate), inter, c.Dim, $"{why} x hidden_size {c.Dim}"),
+        Up = r.ReadMatrix(N.Layer(l, prefix + N.Up), inter, c.Dim, $"{why} x hidden_size {c.Dim}"),
+        Down = r.ReadMatrix(N.Layer(l, prefix + N.Down), c.Dim, inter, $"hidden_size {c.Dim} x {why}"),
+    };
+
+    private MoeWeights Moe(int l)
+    {
+        var experts = new MlpWeights[c.NRoutedExperts];
+        for (int e = 0; e < experts.Length; e++)
+            experts[e] = Mlp(l, N.Expert(e), c.MoeInterDim, $"moe_intermediate_size {c.MoeInterDim}");
+        int sharedInter = c.NSharedExperts * c.MoeInterDim;
+        return new MoeWeights
+        {
+            Router = r.ReadMatrix(N.Layer(l, N.Router), c.NRoutedExperts, c.Dim, $"n_routed_experts {c.NRoutedExperts} x hidden_size {c.Dim}"),
+            RouterBias = c.HasRouterBias ? r.ReadVector(N.Layer(l, N.RouterBias), c.NRoutedExperts, $"n_routed_experts {c.NRoutedExperts}; topk_method noaux_tc") : null,
+            Experts = experts,
+            Shared = sharedInter > 0
+                ? Mlp(l, N.SharedExperts, sharedInter, $"n_shared_experts {c.NSharedExperts} * moe_intermediate_size {c.MoeInterDim}")
+                : null,
+        };
+    }
+
+    private MtpWeights Mtp(int layer, Matrix mainEmbed, Matrix mainHead) => new()
+    {
+        ENorm = r.ReadVector(N.Layer(layer, N.MtpENorm), c.Dim, $"hidden_size {c.Dim}"),
+        HNorm = r.ReadVector(N.Layer(layer, N.MtpHNorm), c.Dim, $"hidden_size {c.Dim}"),
+        EhProj = r.ReadMatrix(N.Layer(layer, N.MtpEhProj), c.Dim, 2 * c.Dim, $"hidden_size {c.Dim} x 2 * hidden_size"),
+        Embed = r.Contains(N.Layer(layer, N.MtpEmbed))
+            ? r.ReadMatrix(N.Layer(layer, N.MtpEmbed), c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}")
+            : mainEmbed,
+        Block = Block(layer, c.NRoutedExperts > 0),
+        HeadNorm = r.ReadVector(N.Layer(layer, N.MtpHeadNorm), c.Dim, $"hidden_size {c.Dim}"),
+        Head = r.Contains(N.Layer(layer, N.MtpHead))
+            ? r.ReadMatrix(N.Layer(layer, N.MtpHead), c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}")
+            : mainHead,
+    };
+}

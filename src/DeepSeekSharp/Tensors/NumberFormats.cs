@@ -1,0 +1,74 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+
+namespace DeepSeekSharp.Tensors;
+
+/// <summary>Scalar conversions of the storage formats to float32. These are the specification; bulk
+/// converters in <see cref="Convert"/> use them.</summary>
+public static class NumberFormats
+{
+    /// <summary>bfloat16 is the top half of a float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float BF16ToFloat(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>Round-to-nearest-even float32 → bfloat16 (NaN stays NaN).</summary>
+    public static ushort FloatToBF16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        if (float.IsNaN(value)) return (ushort)((bits >> 16) | 0x40);
+        uint rounding = 0x7FFF + ((bits >> 16) & 1);
+        return (ushort)((bits + rounding) >> 16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float F16ToFloat(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+
+    private static readonly float[] F8E4M3Table = BuildF8E4M3Table();
+
+    /// <summary>float8 E4M3FN: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent 0 is subnormal
+    /// (m × 2^-9); 0x7F and 0xFF are NaN; there are no infinities; the largest finite value is 448.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float F8E4M3ToFloat(byte code) => F8E4M3Table[code];
+
+    internal static float F8E4M3ToFloatSpec(byte code)
+    {
+        int sign = code >> 7, exp = (code >> 3) & 0xF, mant = code & 7;
+        float magnitude;
+        if (exp == 0xF && mant == 7) return float.NaN;
+        if (exp == 0) magnitude = mant * MathF.Pow(2, -9);
+        else magnitude = (1 + mant / 8f) * MathF.Pow(2, exp - 7);
+        return sign == 1 ? -magnitude : magnitude;
+    }
+
+    private static float[] BuildF8E4M3Table()
+    {
+        var t = new float[256];
+        for (int i = 0; i < 256; i++) t[i] = F8E4M3ToFloatSpec((byte)i);
+        return t;
+    }
+
+    /// <summary>Converts little-endian raw elements of <paramref name="type"/> to float32.</summary>
+    public static void ToFloat(DType type, ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        int n = destination.Length;
+        if (source.Length != n * type.SizeOf())
+            throw new ArgumentException($"source holds {source.Length} bytes; {n} {type} elements need {n * type.SizeOf()}", nameof(source));
+        switch (type)
+        {
+            case DType.F32:
+                for (int i = 0; i < n; i++) destination[i] = BinaryPrimitives.ReadSingleLittleEndian(source.Slice(i * 4));
+                break;
+            case DType.F16:
+                for (int i = 0; i < n; i++) destination[i] = F16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(source.Slice(i * 2)));
+                break;
+            case DType.BF16:
+                for (int i = 0; i < n; i++) destination[i] = BF16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(source.Slice(i * 2)));
+                break;
+            case DType.F8E4M3:
+                for (int i = 0; i < n; i++) destination[i] = F8E4M3Table[source[i]];
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(type), type, null);
+        }
+    }
+}
