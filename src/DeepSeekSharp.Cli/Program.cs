@@ -1,1 +1,6 @@
-return 0;
+using DeepSeekSharp.Cli;
+
+using var stdout = new StreamWriter(Console.OpenStandardOutput(), new System.Text.UTF8Encoding(false), 1 << 16) { AutoFlush = false };
+int rc = CliApp.Run(args, stdout, Console.Error);
+stdout.Flush();
+return rc;

@@ -1,0 +1,43 @@
+using System.CommandLine;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary>The <c>dss</c> command line. Every command writes its result to <c>stdout</c> and problems to
+/// <c>stderr</c> as one line naming what is wrong, with exit code 1.</summary>
+public static class CliApp
+{
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var root = new RootCommand("DeepSeekSharp: run DeepSeek-V2/V3/R1 models in pure C#")
+        {
+            InspectCommand.Create(stdout),
+            LogitsCommand.Create(stdout),
+        };
+        ParseResult parsed = root.Parse(args);
+        try
+        {
+            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ArgumentException
+                                       or InvalidOperationException or UnauthorizedAccessException or FormatException)
+        {
+            stdout.Flush();
+            stderr.WriteLine($"error: {OneLine(e)}");
+            return 1;
+        }
+    }
+
+    /// <summary>The message alone: no "(Parameter 'x')" or "Actual value was" lines.</summary>
+    internal static string OneLine(Exception e)
+    {
+        string m = e.Message.Split('\n')[0].TrimEnd();
+        int p = m.LastIndexOf(" (Parameter '", StringComparison.Ordinal);
+        return p > 0 ? m[..p] : m;
+    }
+
+    internal static Option<string> ModelOption() => new("--model")
+    {
+        Description = "Hugging Face model folder (config.json + safetensors)",
+        Required = true,
+    };
+}
