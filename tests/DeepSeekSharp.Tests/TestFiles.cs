@@ -1,0 +1,68 @@
+using System.Text;
+using System.Text.Json;
+using DeepSeekSharp.Formats.SafeTensors;
+
+namespace DeepSeekSharp.Tests;
+
+/// <summary>A temporary folder deleted when disposed.</summary>
+public sealed class TempDir : IDisposable
+{
+    public TempDir() => System.IO.Directory.CreateDirectory(Path);
+    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dss-test-" + Guid.NewGuid().ToString("N"));
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    /// <summary>A copy of a golden case's folder to mutate.</summary>
+    public static TempDir CopyOf(string golden)
+    {
+        var t = new TempDir();
+        foreach (string f in System.IO.Directory.GetFiles(GoldenCase.DataPath(golden)))
+            System.IO.File.Copy(f, t.File(System.IO.Path.GetFileName(f)));
+        return t;
+    }
+
+    public void Dispose()
+    {
+        try { System.IO.Directory.Delete(Path, recursive: true); } catch (IOException) { }
+    }
+}
+
+/// <summary>Writes safetensors files from raw entries, so tests can make well-formed and malformed files.</summary>
+public static class SafeTensorsWriter
+{
+    public sealed record Entry(string Name, string DType, long[] Shape, byte[] Data, long[]? Offsets = null);
+
+    /// <summary>Writes entries back to back; <see cref="Entry.Offsets"/> overrides the offsets written in the header.</summary>
+    public static void Write(string path, IEnumerable<Entry> entries, int truncateDataBy = 0)
+    {
+        var header = new Dictionary<string, object> { ["__metadata__"] = new Dictionary<string, string> { ["format"] = "pt" } };
+        var data = new MemoryStream();
+        foreach (Entry e in entries)
+        {
+            long begin = data.Length;
+            data.Write(e.Data);
+            header[e.Name] = new Dictionary<string, object> { ["dtype"] = e.DType, ["shape"] = e.Shape, ["data_offsets"] = e.Offsets ?? [begin, data.Length] };
+        }
+        byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
+        int pad = (8 - json.Length % 8) % 8;
+        json = [.. json, .. Enumerable.Repeat((byte)' ', pad)];
+        using var f = System.IO.File.Create(path);
+        f.Write(BitConverter.GetBytes((long)json.Length));
+        f.Write(json);
+        byte[] raw = data.ToArray();
+        f.Write(raw, 0, raw.Length - truncateDataBy);
+    }
+
+    /// <summary>Every tensor of an existing file as entries (raw bytes copied).</summary>
+    public static List<Entry> ReadAll(string path)
+    {
+        using SafeTensorsFile f = SafeTensorsFile.Open(path);
+        return f.Tensors.Values.OrderBy(t => t.Begin)
+            .Select(t => new Entry(t.Name, t.DType switch
+            {
+                Tensors.DType.F8E4M3 => "F8_E4M3",
+                _ => t.DType.ToString(),
+            }, t.Shape, f.GetBytes(t).ToArray())).ToList();
+    }
+
+    public static byte[] F32(params float[] values) => values.SelectMany(BitConverter.GetBytes).ToArray();
+}
