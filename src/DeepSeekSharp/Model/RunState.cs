@@ -1,11 +1,10 @@
 namespace DeepSeekSharp.Model;
 
 /// <summary>Scratch activations of one sequence's forward pass. Buffers grow to the largest batch seen and are
-/// then reused, so a decode step allocates nothing.</summary>
-internal sealed class RunState(ModelConfig c)
+/// then reused, so a decode step allocates nothing. Buffers indexed by position are sized to the cache capacity.</summary>
+internal sealed class RunState(ModelConfig c, int capacity)
 {
     private int _batch;
-    private int _span;
 
     public float[] X = [];          // [n, dim] residual stream
     public float[] Xb = [];         // [n, dim] normed input of a sub-layer
@@ -20,7 +19,7 @@ internal sealed class RunState(ModelConfig c)
     public float[] AttnOut = [];    // [n, nHeads·vHeadDim]
     public float[] QLatent = new float[c.KvLoraRank];   // [kvLoraRank] absorbed query of one head
     public float[] LatentOut = new float[c.KvLoraRank]; // [kvLoraRank] attended latent of one head
-    public float[] Scores = [];     // [span] attention probabilities
+    public float[] Scores = new float[capacity]; // [capacity] attention probabilities
     public float[] Latents = [];    // [span, kvLoraRank] contiguous latents (expanded path)
     public float[] KvExpanded = []; // [span, nHeads·(qkNopeHeadDim + vHeadDim)] decompressed k_nope | v
     public float[] RouterLogits = [];  // [n, nRoutedExperts]
@@ -31,8 +30,8 @@ internal sealed class RunState(ModelConfig c)
     public float[] G = [], U = [], H = []; // [n, widest MLP] SwiGLU intermediates
     public float[] ExpertOut = [];  // [n, dim]
 
-    /// <summary>Makes room for a batch of <paramref name="n"/> tokens attending over <paramref name="span"/> positions.</summary>
-    public void Ensure(int n, int span)
+    /// <summary>Makes room for a batch of <paramref name="n"/> tokens.</summary>
+    public void Ensure(int n)
     {
         if (n > _batch)
         {
@@ -49,18 +48,15 @@ internal sealed class RunState(ModelConfig c)
             G = new float[n * mlp]; U = new float[n * mlp]; H = new float[n * mlp];
             ExpertOut = new float[n * d];
         }
-        if (span > _span)
-        {
-            _span = span;
-            Scores = new float[span];
-        }
     }
 
-    /// <summary>Buffers of the expanded path, sized on first use (they hold every position's decompressed K/V).</summary>
+    /// <summary>Buffers of the expanded path, sized on first use and grown geometrically up to the capacity
+    /// (they hold every position's decompressed K/V).</summary>
     public void EnsureExpanded(int span)
     {
         if (Latents.Length < span * c.KvLoraRank)
         {
+            span = Math.Min(Math.Max(span, Latents.Length / c.KvLoraRank * 2), capacity);
             Latents = new float[span * c.KvLoraRank];
             KvExpanded = new float[span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim)];
         }

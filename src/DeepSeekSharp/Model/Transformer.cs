@@ -15,7 +15,7 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         IActivationObserver? observer, Span<float> logits)
     {
         int n = tokens.Length, d = c.Dim, pos0 = cache.Length;
-        s.Ensure(n, pos0 + n);
+        s.Ensure(n);
         Span<float> x = s.X.AsSpan(0, n * d);
         for (int t = 0; t < n; t++) w.Embed.Row(tokens[t]).CopyTo(x.Slice(t * d, d));
         PrepareRope(n, pos0, s);
@@ -39,7 +39,7 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     {
         MtpWeights m = w.Mtp[k];
         int n = nextTokens.Length, d = c.Dim, pos0 = cache.Length;
-        s.Ensure(n, pos0 + n);
+        s.Ensure(n);
         Span<float> cat = s.Cat.AsSpan(0, n * 2 * d);
         float eps = (float)c.RmsNormEps;
         for (int t = 0; t < n; t++)

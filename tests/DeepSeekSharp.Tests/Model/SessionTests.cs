@@ -1,0 +1,98 @@
+using DeepSeekSharp.Model;
+
+namespace DeepSeekSharp.Tests.Model;
+
+public class SessionTests
+{
+    private static DeepSeekModel V3Tiny => ModelCache.Get(GoldenCase.DataPath("v3-tiny"));
+
+    [Fact]
+    public void Cache_StoresOnlyLatentAndRotaryKeyPerLayerAndPosition()
+    {
+        using InferenceSession s = V3Tiny.CreateSession(capacity: 20);
+        Assert.Equal(32 + 16, s.Cache.Width);              // kv_lora_rank + qk_rope_head_dim
+        Assert.Equal(3, s.Cache.Layers);                   // main layers only; MTP has its own cache
+        Assert.Equal(3L * 48 * sizeof(float), s.Cache.BytesPerToken);
+        s.Forward([1, 2, 3]);
+        Assert.Equal(3, s.Position);
+        s.Forward([4]);
+        Assert.Equal(4, s.Position);
+    }
+
+    [Fact]
+    public void Forward_PastCacheCapacity_ThrowsAndLeavesTheCacheUsable()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        using InferenceSession s = V3Tiny.CreateSession(capacity: 12);
+        s.Forward(g.PromptIds.AsSpan(0, 10).ToArray());
+        var e = Assert.Throws<InvalidOperationException>(() => s.Forward([1, 2, 3]));
+        Assert.Contains("past the KV cache capacity (12); 2 positions are left", e.Message);
+        Assert.Equal(10, s.Position);
+        float[] logits = s.Forward(g.PromptIds.AsSpan(10, 2).ToArray());
+        Compare.Close(logits.AsSpan(256), g.PrefillLastLogits, 1e-4, "after a refused step");
+    }
+
+    [Fact]
+    public void CreateSession_CapacityOverContext_ThrowsNamingMaxPositionEmbeddings()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => V3Tiny.CreateSession(capacity: 129));
+        Assert.Contains("max_position_embeddings = 128", e.Message);
+    }
+
+    [Fact]
+    public void Forward_PastMaxPositionEmbeddings_Throws()
+    {
+        using InferenceSession s = V3Tiny.CreateSession(capacity: 128);
+        s.Forward(new int[127]);
+        var e = Assert.Throws<InvalidOperationException>(() => s.Forward([0, 0]));
+        Assert.Contains("past max_position_embeddings (128)", e.Message);
+    }
+
+    [Fact]
+    public void Forward_TokenOutsideVocabulary_ThrowsNamingIdAndIndex()
+    {
+        using InferenceSession s = V3Tiny.CreateSession();
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => s.Forward([3, -1]));
+        Assert.Contains("token id -1 at index 1", e.Message);
+        Assert.Equal(0, s.Position);
+    }
+
+    [Fact]
+    public void Reset_StartsANewSequenceWithTheSameResults()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        using InferenceSession s = V3Tiny.CreateSession();
+        s.Forward(g.PromptIds);
+        s.Reset();
+        Assert.Equal(0, s.Position);
+        float[] logits = s.Forward(g.PromptIds);
+        Compare.Close(logits.AsSpan(11 * 256), g.PrefillLastLogits, 1e-4, "after reset");
+    }
+
+    [Fact]
+    public void Forward_LastPositionOnly_EqualsLastRowOfAllPositions()
+    {
+        GoldenCase g = GoldenCase.Load("v2-grouped-tiny");
+        DeepSeekModel m = ModelCache.Get(g.Directory);
+        using InferenceSession a = m.CreateSession(), b = m.CreateSession();
+        float[] all = a.Forward(g.PromptIds);
+        var last = new float[m.Config.VocabSize];
+        b.Forward(g.PromptIds, last, allPositions: false);
+        Assert.Equal(all.AsSpan((g.PromptIds.Length - 1) * last.Length).ToArray(), last);
+    }
+
+    [Fact]
+    public void DecodeStep_AfterWarmUp_AllocatesNothing()
+    {
+        using InferenceSession s = V3Tiny.CreateSession();
+        var logits = new float[256];
+        s.Forward([1, 2, 3, 4], new float[4 * 256]);
+        int[] token = [5]; // a collection expression at the call site would itself allocate
+        s.Forward(token, logits);
+        s.Forward(token, logits);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        s.Forward(token, logits);
+        long after = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Equal(before, after);
+    }
+}
