@@ -59,7 +59,7 @@ public static class SafeTensorsWriter
         return f.Tensors.Values.OrderBy(t => t.Begin)
             .Select(t => new Entry(t.Name, t.DType switch
             {
-                Tensors.DType.F8E4M3 => "F8_E4M3",
+                DeepSeekSharp.Tensors.DType.F8E4M3 => "F8_E4M3",
                 _ => t.DType.ToString(),
             }, t.Shape, f.GetBytes(t).ToArray())).ToList();
     }

@@ -1,0 +1,199 @@
+using DeepSeekSharp.Kernels;
+
+namespace DeepSeekSharp.Tests.Kernels;
+
+/// <summary>Each kernel against a plain double-precision loop on random inputs of awkward sizes.</summary>
+public class KernelTests
+{
+    private static float[] Random(Random rng, int n, float scale = 1f) =>
+        Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+
+    // Vectorised float32 sums against a float64 loop: a few ulps per term over ≤ 300 terms.
+    private const double Tol = 1e-5;
+
+    public static TheoryData<int> Lengths() => new([0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 255, 257]);
+
+    [Theory]
+    [MemberData(nameof(Lengths))]
+    public void MatMul_MatchesScalarReference(int inDim)
+    {
+        var rng = new Random(inDim);
+        foreach (var (n, outDim) in new[] { (1, 1), (1, 13), (3, 29), (5, 64), (2, 600) })
+        {
+            float[] x = Random(rng, n * inDim), w = Random(rng, outDim * inDim);
+            var y = new float[n * outDim];
+            var reference = new float[n * outDim];
+            MatMul.Forward(x, w, y, n, inDim, outDim);
+            MatMul.Reference(x, w, reference, n, inDim, outDim);
+            for (int i = 0; i < y.Length; i++) Assert.Equal(reference[i], y[i], Tol * Math.Max(1, inDim / 16.0));
+        }
+    }
+
+    [Fact]
+    public void MatMul_LargeEnoughToSplitAcrossThreads_EqualsSingleThreadedRowByRow()
+    {
+        var rng = new Random(5);
+        const int n = 4, inDim = 256, outDim = 1031; // over the parallel threshold
+        float[] x = Random(rng, n * inDim), w = Random(rng, outDim * inDim);
+        var y = new float[n * outDim];
+        MatMul.Forward(x, w, y, n, inDim, outDim);
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < outDim; o++)
+            {
+                var one = new float[1];
+                MatMul.Forward(x.AsSpan(t * inDim, inDim), w.AsSpan(o * inDim, inDim), one, 1, inDim, 1);
+                Assert.Equal(one[0], y[t * outDim + o]); // bit-identical: one thread computes each element the same way
+            }
+    }
+
+    [Theory]
+    [MemberData(nameof(Lengths))]
+    public void RmsNorm_MatchesScalar(int d)
+    {
+        if (d == 0) return;
+        var rng = new Random(d);
+        float[] x = Random(rng, 3 * d, 4f), weight = Random(rng, d);
+        var y = new float[3 * d];
+        RmsNorm.Forward(x, weight, y, 1e-6f);
+        for (int r = 0; r < 3; r++)
+        {
+            double ss = 0;
+            for (int i = 0; i < d; i++) ss += (double)x[r * d + i] * x[r * d + i];
+            double inv = 1 / Math.Sqrt(ss / d + 1e-6);
+            for (int i = 0; i < d; i++) Assert.Equal(x[r * d + i] * inv * weight[i], y[r * d + i], 1e-5);
+        }
+    }
+
+    [Fact]
+    public void RmsNorm_OnHandCheckableInput()
+    {
+        // mean of squares of (3, 4) is 12.5; 3/√12.5 = 0.8485, 4/√12.5 = 1.1314
+        var y = new float[2];
+        RmsNorm.Forward([3f, 4f], [1f, 2f], y, 0f);
+        Assert.Equal(0.848528, y[0], 1e-5);
+        Assert.Equal(2 * 1.131371, y[1], 1e-5);
+    }
+
+    [Fact]
+    public void Rope_RotatesInterleavedPairsNotHalves()
+    {
+        float[] x = [1, 2, 3, 4];
+        // pair 0 = (1, 2) rotated by 90°, pair 1 = (3, 4) by 0°
+        Rope.ApplyInterleaved(x, [0f, 1f], [1f, 0f]);
+        Assert.Equal([-2f, 1f, 3f, 4f], x);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(16)]
+    [InlineData(64)]
+    public void Rope_MatchesComplexMultiplication(int d)
+    {
+        var rng = new Random(d);
+        float[] x = Random(rng, 2 * d), angles = Random(rng, d / 2, 3f);
+        float[] cos = angles.Select(MathF.Cos).ToArray(), sin = angles.Select(MathF.Sin).ToArray();
+        float[] y = (float[])x.Clone();
+        Rope.ApplyInterleaved(y, cos, sin);
+        for (int v = 0; v < 2; v++)
+            for (int i = 0; i < d / 2; i++)
+            {
+                var z = new System.Numerics.Complex(x[v * d + 2 * i], x[v * d + 2 * i + 1]) * System.Numerics.Complex.FromPolarCoordinates(1, angles[i]);
+                Assert.Equal(z.Real, y[v * d + 2 * i], 1e-5);
+                Assert.Equal(z.Imaginary, y[v * d + 2 * i + 1], 1e-5);
+            }
+    }
+
+    [Theory]
+    [MemberData(nameof(Lengths))]
+    public void Softmax_MatchesScalarAndSumsToOne(int n)
+    {
+        if (n == 0) return;
+        var rng = new Random(n);
+        float[] x = Random(rng, n, 20f);
+        float[] y = (float[])x.Clone();
+        Softmax.InPlace(y);
+        double max = x.Max(), sum = x.Sum(v => Math.Exp(v - max));
+        for (int i = 0; i < n; i++) Assert.Equal(Math.Exp(x[i] - max) / sum, y[i], 1e-6);
+    }
+
+    [Fact]
+    public void SwiGlu_IsSiluOfGateTimesUp()
+    {
+        var h = new float[3];
+        SwiGlu.Forward([0f, 1f, -2f], [5f, 2f, 3f], h);
+        Assert.Equal(0f, h[0]);
+        Assert.Equal(2 * (1 / (1 + Math.Exp(-1))), h[1], 1e-6);
+        Assert.Equal(3 * (-2 / (1 + Math.Exp(2))), h[2], 1e-6);
+    }
+
+    [Theory]
+    [InlineData(new float[] { 0.1f, 0.4f, 0.2f, 0.3f }, 2, new[] { 1, 3 })]
+    [InlineData(new float[] { 0.5f, 0.5f, 0.1f }, 2, new[] { 0, 1 })]
+    [InlineData(new float[] { float.NegativeInfinity, -3f, float.NegativeInfinity, -1f }, 2, new[] { 3, 1 })]
+    [InlineData(new float[] { 1f, 2f, 3f }, 3, new[] { 2, 1, 0 })]
+    public void TopK_PicksLargestFirstLowerIndexOnTies(float[] values, int k, int[] expected)
+    {
+        var idx = new int[k];
+        TopK.Select(values, idx);
+        Assert.Equal(expected, idx);
+    }
+
+    [Fact]
+    public void TopK_MatchesSortOnRandomInputs()
+    {
+        var rng = new Random(1);
+        for (int trial = 0; trial < 50; trial++)
+        {
+            float[] v = Random(rng, 1 + trial * 3);
+            int k = 1 + trial % v.Length;
+            var idx = new int[k];
+            TopK.Select(v, idx);
+            int[] expected = v.Select((x, i) => (x, i)).OrderByDescending(p => p.x).ThenBy(p => p.i).Take(k).Select(p => p.i).ToArray();
+            Assert.Equal(expected, idx);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 5)]
+    [InlineData(7, 33)]
+    [InlineData(16, 64)]
+    public void MatVecTransposed_MatchesScalar(int rows, int cols)
+    {
+        var rng = new Random(rows * cols);
+        float[] x = Random(rng, rows), w = Random(rng, rows * cols);
+        var y = new float[cols];
+        MatVecTransposed.Forward(x, w, y, rows, cols);
+        for (int c = 0; c < cols; c++)
+            Assert.Equal(Enumerable.Range(0, rows).Sum(r => (double)x[r] * w[r * cols + c]), y[c], 1e-5);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(5)]
+    [InlineData(19)]
+    public void LatentAttention_AbsorbedEqualsExpanded(int count)
+    {
+        // One head: W_UK [N, C], W_UV [V, C]. Expanded: k_nope = W_UK c, v = W_UV c. Absorbed: q_lat = W_UKᵀ q_nope,
+        // out = W_UV (Σ p c). Both must give the same output.
+        const int c = 24, r = 8, nope = 12, v = 10;
+        var rng = new Random(count);
+        float[] cache = Random(rng, count * (c + r)), wuk = Random(rng, nope * c), wuv = Random(rng, v * c);
+        float[] qNope = Random(rng, nope), qPe = Random(rng, r);
+        var kv = new float[count * (nope + v)];
+        for (int s = 0; s < count; s++)
+        {
+            MatMul.Forward(cache.AsSpan(s * (c + r), c), wuk, kv.AsSpan(s * (nope + v), nope), 1, c, nope);
+            MatMul.Forward(cache.AsSpan(s * (c + r), c), wuv, kv.AsSpan(s * (nope + v) + nope, v), 1, c, v);
+        }
+        var expanded = new float[v];
+        LatentAttention.Expanded(qNope, qPe, kv, nope + v, 0, cache, c + r, count, 0.3f, new float[count], expanded);
+
+        var qLat = new float[c];
+        MatVecTransposed.Forward(qNope, wuk, qLat, nope, c);
+        var lat = new float[c];
+        LatentAttention.Absorbed(qLat, qPe, cache, count, 0.3f, new float[count], lat);
+        var absorbed = new float[v];
+        MatMul.Forward(lat, wuv, absorbed, 1, c, v);
+        for (int i = 0; i < v; i++) Assert.Equal(expanded[i], absorbed[i], 1e-5);
+    }
+}
