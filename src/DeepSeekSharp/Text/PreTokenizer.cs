@@ -1,0 +1,133 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace DeepSeekSharp.Text;
+
+/// <summary>The pre-tokenizer of a tokenizer.json: a sequence of regex splits, each applied to every piece the
+/// previous one produced, followed by the byte-level mapping. Supports <c>Split</c> (behavior Isolated, as
+/// DeepSeek-V3 uses), <c>ByteLevel</c> (with or without GPT-2's own regex), and <c>Sequence</c> of those.</summary>
+public sealed class PreTokenizer
+{
+    // GPT-2's pattern, used by ByteLevel when use_regex is true.
+    private const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    private readonly Regex[] _splits;
+
+    public PreTokenizer(IEnumerable<Regex> splits) => _splits = splits.ToArray();
+
+    public static PreTokenizer FromJson(JsonElement spec)
+    {
+        var splits = new List<Regex>();
+        Collect(spec, splits);
+        return new PreTokenizer(splits);
+    }
+
+    private static void Collect(JsonElement spec, List<Regex> splits)
+    {
+        if (spec.ValueKind == JsonValueKind.Null) return;
+        string type = spec.GetProperty("type").GetString() ?? "";
+        switch (type)
+        {
+            case "Sequence":
+                foreach (JsonElement p in spec.GetProperty("pretokenizers").EnumerateArray()) Collect(p, splits);
+                break;
+            case "Split":
+                string behavior = spec.GetProperty("behavior").GetString() ?? "";
+                if (behavior != "Isolated" || spec.TryGetProperty("invert", out JsonElement inv) && inv.GetBoolean())
+                    throw new NotSupportedException($"tokenizer.json: Split pre-tokenizer with behavior '{behavior}' is not supported; supported: Isolated");
+                JsonElement pattern = spec.GetProperty("pattern");
+                string regex = pattern.TryGetProperty("Regex", out JsonElement r) ? r.GetString()! : Regex.Escape(pattern.GetProperty("String").GetString()!);
+                splits.Add(new Regex(regex, RegexOptions.Compiled | RegexOptions.CultureInvariant));
+                break;
+            case "ByteLevel":
+                if (spec.TryGetProperty("add_prefix_space", out JsonElement aps) && aps.GetBoolean())
+                    throw new NotSupportedException("tokenizer.json: ByteLevel pre-tokenizer with add_prefix_space true is not supported");
+                if (!spec.TryGetProperty("use_regex", out JsonElement ur) || ur.GetBoolean())
+                    splits.Add(new Regex(Gpt2Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant));
+                break;
+            default:
+                throw new NotSupportedException($"tokenizer.json: pre-tokenizer '{type}' is not supported; supported: Sequence, Split (Isolated), ByteLevel");
+        }
+    }
+
+    /// <summary>Cuts <paramref name="text"/> into pieces; each match of each regex is a piece of its own, and so is
+    /// every stretch between matches. Concatenated, the pieces give the text back. Each regex sees one piece at a
+    /// time (lookarounds do not look past it), as Hugging Face tokenizers applies a Sequence.</summary>
+    public void Split(string text, List<(int Start, int Length)> pieces)
+    {
+        pieces.Clear();
+        if (text.Length == 0) return;
+        // .NET's Regex matches UTF-16 code units, so \p{L}, \p{S}, \p{N} never match a character outside the BMP
+        // (emoji, rare CJK). Run the regexes over a proxy with one BMP character of the same category per code
+        // point, then map the cuts back.
+        int[]? map = null;
+        string subject = text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') >= 0 ? AstralProxy.Build(text, out map) : text;
+        pieces.Add((0, subject.Length));
+        var scratch = new List<(int, int)>();
+        foreach (Regex regex in _splits)
+        {
+            scratch.Clear();
+            foreach (var (start, length) in pieces)
+            {
+                int pos = start, end = start + length;
+                for (Match m = regex.Match(subject, start, length); m.Success; m = m.NextMatch())
+                {
+                    if (m.Length == 0) continue;
+                    if (m.Index > pos) scratch.Add((pos, m.Index - pos));
+                    scratch.Add((m.Index, m.Length));
+                    pos = m.Index + m.Length;
+                }
+                if (pos < end) scratch.Add((pos, end - pos));
+            }
+            pieces.Clear();
+            pieces.AddRange(scratch);
+        }
+        if (map is null) return;
+        for (int i = 0; i < pieces.Count; i++)
+        {
+            var (start, length) = pieces[i];
+            pieces[i] = (map[start], map[start + length] - map[start]);
+        }
+    }
+}
+
+/// <summary>Replaces each supplementary-plane code point by a BMP stand-in of the same Unicode general category
+/// that none of the pre-tokenizer patterns names explicitly (not ASCII, not in the CJK/kana ranges).</summary>
+internal static class AstralProxy
+{
+    private static readonly char[] StandIn = BuildStandIns();
+
+    private static char[] BuildStandIns()
+    {
+        var table = new char[32];
+        for (int c = 0xFFFD; c >= 0xA0; c--)
+        {
+            if (c is >= 0xD800 and <= 0xDFFF or >= 0x3040 and <= 0x30FF or >= 0x4E00 and <= 0x9FA5) continue;
+            if (char.IsWhiteSpace((char)c)) continue;
+            table[(int)char.GetUnicodeCategory((char)c)] = (char)c; // keeps the lowest such character
+        }
+        return table;
+    }
+
+    /// <param name="map">[proxy index] → index in <paramref name="text"/>; one extra entry for the end</param>
+    public static string Build(string text, out int[] map)
+    {
+        var sb = new System.Text.StringBuilder(text.Length);
+        var m = new List<int>(text.Length + 1);
+        for (int i = 0; i < text.Length; i++)
+        {
+            m.Add(i);
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                var category = System.Globalization.CharUnicodeInfo.GetUnicodeCategory(char.ConvertToUtf32(text[i], text[i + 1]));
+                char standIn = StandIn[(int)category];
+                sb.Append(standIn == '\0' ? text[i] : standIn);
+                i++;
+            }
+            else sb.Append(text[i]);
+        }
+        m.Add(text.Length);
+        map = [.. m];
+        return sb.ToString();
+    }
+}

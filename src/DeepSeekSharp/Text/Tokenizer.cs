@@ -1,0 +1,201 @@
+using System.Collections.Concurrent;
+using System.Text;
+using System.Text.Json;
+
+namespace DeepSeekSharp.Text;
+
+/// <summary>A Hugging Face byte-level BPE tokenizer (tokenizer.json + tokenizer_config.json), as DeepSeek-V2/V3/R1
+/// ship it. Encoding: added tokens are matched in the raw text first (longest match), the rest is cut by the
+/// pre-tokenizer, mapped to the byte-level alphabet and merged by BPE rank. Thread-safe.</summary>
+public sealed class Tokenizer
+{
+    private readonly Dictionary<string, int> _vocab;
+    private readonly byte[][] _tokenBytes;          // [id] → UTF-8 bytes the token decodes to
+    private readonly string[] _tokenText;           // [id] → token string (vocab or added content)
+    private readonly Dictionary<long, (int Rank, int Merged)> _merges; // (left id, right id) → rank, merged id
+    private readonly int[] _byteIds;                // [byte] → id of its single-character token
+    private readonly AddedTokenMatcher _added;
+    private readonly bool[] _special;
+    private readonly PreTokenizer _preTokenizer;
+    private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+
+    private Tokenizer(Dictionary<string, int> vocab, string[] tokenText, bool[] special, Dictionary<long, (int, int)> merges,
+        AddedTokenMatcher added, PreTokenizer pre, TokenizerConfig config)
+    {
+        _vocab = vocab;
+        _tokenText = tokenText;
+        _special = special;
+        _merges = merges;
+        _added = added;
+        _preTokenizer = pre;
+        Config = config;
+        _tokenBytes = tokenText.Select(t => t is null ? [] : ByteLevel.Decode(t)).ToArray();
+        _byteIds = new int[256];
+        for (int b = 0; b < 256; b++)
+            _byteIds[b] = vocab.TryGetValue(ByteLevel.Encode((byte)b).ToString(), out int id) ? id
+                : throw new InvalidDataException($"tokenizer.json: the vocabulary has no token for byte 0x{b:X2} ('{ByteLevel.Encode((byte)b)}'); a byte-level BPE needs all 256");
+        BosId = config.BosToken is { } bos ? TokenToId(bos) : null;
+        EosId = config.EosToken is { } eos ? TokenToId(eos) : null;
+    }
+
+    public TokenizerConfig Config { get; }
+    /// <summary>Number of token ids (vocabulary plus added tokens): max id + 1.</summary>
+    public int VocabSize => _tokenText.Length;
+    public int? BosId { get; }
+    public int? EosId { get; }
+
+    public static Tokenizer Load(string directory)
+    {
+        string path = Path.Combine(directory, "tokenizer.json");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{directory}: no tokenizer.json", path);
+        TokenizerConfig config = TokenizerConfig.Load(directory);
+        using JsonDocument doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        return FromJson(doc.RootElement, config);
+    }
+
+    public static Tokenizer FromJson(JsonElement root, TokenizerConfig config)
+    {
+        JsonElement model = root.GetProperty("model");
+        string type = model.GetProperty("type").GetString() ?? "";
+        if (type != "BPE") throw new NotSupportedException($"tokenizer.json: model type '{type}' is not supported; supported: BPE");
+        if (root.TryGetProperty("normalizer", out JsonElement norm) && norm.ValueKind == JsonValueKind.Object
+            && !(norm.GetProperty("type").GetString() == "Sequence" && norm.GetProperty("normalizers").GetArrayLength() == 0))
+            throw new NotSupportedException($"tokenizer.json: normalizer '{norm.GetProperty("type").GetString()}' is not supported (only an empty Sequence)");
+
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        int maxId = -1;
+        foreach (JsonProperty p in model.GetProperty("vocab").EnumerateObject())
+        {
+            int id = p.Value.GetInt32();
+            vocab[p.Name] = id;
+            maxId = Math.Max(maxId, id);
+        }
+        var added = new List<(string Content, int Id, bool Special)>();
+        if (root.TryGetProperty("added_tokens", out JsonElement addedJson))
+            foreach (JsonElement a in addedJson.EnumerateArray())
+            {
+                int id = a.GetProperty("id").GetInt32();
+                added.Add((a.GetProperty("content").GetString()!, id, a.TryGetProperty("special", out JsonElement s) && s.GetBoolean()));
+                maxId = Math.Max(maxId, id);
+            }
+        var text = new string[maxId + 1];
+        var special = new bool[maxId + 1];
+        foreach (var (token, id) in vocab) text[id] = token;
+        foreach (var (content, id, isSpecial) in added)
+        {
+            text[id] = content;
+            special[id] = isSpecial;
+        }
+
+        var merges = new Dictionary<long, (int, int)>();
+        int rank = 0;
+        foreach (JsonElement m in model.GetProperty("merges").EnumerateArray())
+        {
+            string left, right;
+            if (m.ValueKind == JsonValueKind.Array) { left = m[0].GetString()!; right = m[1].GetString()!; }
+            else
+            {
+                string s = m.GetString()!;
+                int sp = s.IndexOf(' ', 1);
+                left = s[..sp];
+                right = s[(sp + 1)..];
+            }
+            if (vocab.TryGetValue(left, out int l) && vocab.TryGetValue(right, out int r) && vocab.TryGetValue(left + right, out int merged))
+                merges.TryAdd(Key(l, r), (rank, merged));
+            rank++;
+        }
+        PreTokenizer pre = PreTokenizer.FromJson(root.GetProperty("pre_tokenizer"));
+        return new Tokenizer(vocab, text, special, merges, new AddedTokenMatcher(added.Select(a => (a.Content, a.Id))), pre, config);
+    }
+
+    private static long Key(int left, int right) => ((long)left << 32) | (uint)right;
+
+    /// <summary>The id of a token string (vocabulary entry or added token).</summary>
+    public int TokenToId(string token)
+    {
+        if (_added.TryGetExact(token, out int id)) return id;
+        if (_vocab.TryGetValue(token, out id)) return id;
+        throw new KeyNotFoundException($"token '{token}' is not in the vocabulary");
+    }
+
+    public int? TryTokenToId(string token) =>
+        _added.TryGetExact(token, out int id) || _vocab.TryGetValue(token, out id) ? id : null;
+
+    public bool IsSpecial(int id) => (uint)id < (uint)_special.Length && _special[id];
+
+    /// <summary>Encodes text. <paramref name="addBos"/>: prepend BOS as transformers does when
+    /// tokenizer_config.json says add_bos_token (null = follow the config).</summary>
+    public int[] Encode(string text, bool? addBos = null)
+    {
+        var ids = new List<int>(text.Length / 3 + 2);
+        if ((addBos ?? Config.AddBosToken) && BosId is { } bos) ids.Add(bos);
+        var pieces = new List<(int, int)>();
+        int pos = 0;
+        while (pos < text.Length)
+        {
+            var (at, length, id) = _added.FindNext(text, pos);
+            EncodeOrdinary(text, pos, at - pos, pieces, ids);
+            if (length == 0) break;
+            ids.Add(id);
+            pos = at + length;
+        }
+        return [.. ids];
+    }
+
+    private void EncodeOrdinary(string text, int start, int length, List<(int Start, int Length)> pieces, List<int> ids)
+    {
+        if (length == 0) return;
+        string segment = start == 0 && length == text.Length ? text : text.Substring(start, length);
+        _preTokenizer.Split(segment, pieces);
+        foreach (var (s, l) in pieces)
+        {
+            string piece = segment.Substring(s, l);
+            if (!_cache.TryGetValue(piece, out int[]? merged))
+            {
+                merged = Bpe(piece);
+                if (_cache.Count > 200_000) _cache.Clear();
+                _cache[piece] = merged;
+            }
+            ids.AddRange(merged);
+        }
+    }
+
+    /// <summary>BPE of one pre-token: start from its UTF-8 bytes, repeatedly merge the adjacent pair with the lowest
+    /// merge rank (leftmost on ties).</summary>
+    private int[] Bpe(string piece)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(piece);
+        var symbols = new List<int>(bytes.Length);
+        foreach (byte b in bytes) symbols.Add(_byteIds[b]);
+        while (symbols.Count > 1)
+        {
+            int bestRank = int.MaxValue, bestAt = -1, bestId = 0;
+            for (int i = 0; i + 1 < symbols.Count; i++)
+                if (_merges.TryGetValue(Key(symbols[i], symbols[i + 1]), out var m) && m.Rank < bestRank)
+                    (bestRank, bestAt, bestId) = (m.Rank, i, m.Merged);
+            if (bestAt < 0) break;
+            symbols[bestAt] = bestId;
+            symbols.RemoveAt(bestAt + 1);
+        }
+        return [.. symbols];
+    }
+
+    /// <summary>The UTF-8 bytes a token stands for.</summary>
+    public ReadOnlySpan<byte> TokenBytes(int id) =>
+        (uint)id < (uint)_tokenBytes.Length ? _tokenBytes[id] : throw new ArgumentOutOfRangeException(nameof(id), id, $"token id outside [0, {_tokenBytes.Length})");
+
+    /// <summary>The token's string as stored (byte-level form for vocabulary entries).</summary>
+    public string? TokenText(int id) => (uint)id < (uint)_tokenText.Length ? _tokenText[id] : null;
+
+    /// <summary>Decodes ids to text; invalid UTF-8 becomes U+FFFD. Special tokens are kept unless skipped.</summary>
+    public string Decode(ReadOnlySpan<int> ids, bool skipSpecialTokens = false)
+    {
+        var bytes = new List<byte>();
+        foreach (int id in ids)
+        {
+            if (skipSpecialTokens && IsSpecial(id)) continue;
+            bytes.AddRange(TokenBytes(id));
+        }
+        return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
+    }
+}
