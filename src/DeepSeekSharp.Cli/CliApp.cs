@@ -1,17 +1,26 @@
 using System.CommandLine;
 
+using DeepSeekSharp;
+
 namespace DeepSeekSharp.Cli;
 
 /// <summary>The <c>dss</c> command line. Every command writes its result to <c>stdout</c> and problems to
 /// <c>stderr</c> as one line naming what is wrong, with exit code 1.</summary>
 public static class CliApp
 {
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr) => Run(args, Console.In, stdout, stderr);
+
+    public static int Run(string[] args, TextReader stdin, TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("DeepSeekSharp: run DeepSeek-V2/V3/R1 models in pure C#")
         {
             InspectCommand.Create(stdout),
             LogitsCommand.Create(stdout),
+            GenerateCommand.Create(stdout, stderr),
+            ChatCommand.Create(stdin, stdout),
+            TextCommands.Tokenize(stdin, stdout, stderr),
+            TextCommands.Template(stdin, stdout, stderr),
+            CreateRandomCommand.Create(stderr),
         };
         ParseResult parsed = root.Parse(args);
         try
@@ -19,7 +28,8 @@ public static class CliApp
             return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ArgumentException
-                                       or InvalidOperationException or UnauthorizedAccessException or FormatException)
+                                       or InvalidOperationException or UnauthorizedAccessException or FormatException
+                                       or KeyNotFoundException or Text.Templates.TemplateException or System.Text.Json.JsonException)
         {
             stdout.Flush();
             stderr.WriteLine($"error: {OneLine(e)}");
@@ -40,4 +50,7 @@ public static class CliApp
         Description = "Hugging Face model folder (config.json + safetensors)",
         Required = true,
     };
+
+    /// <summary>Where the tokenizer files shipped with dss live.</summary>
+    internal static string BundledTokenizer(string name = "deepseek-v3") => Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", name);
 }

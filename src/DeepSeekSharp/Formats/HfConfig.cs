@@ -167,4 +167,57 @@ public static class HfConfig
         if (v.ValueKind == JsonValueKind.String) return v.GetString();
         throw new InvalidDataException($"{FileName}: field '{prefix}{name}' must be a string, found {v.GetRawText()}");
     }
+
+    /// <summary>The config.json of a config, with the fields and spellings of the released DeepSeek configs.</summary>
+    public static Dictionary<string, object?> ToJsonObject(ModelConfig c, Tensors.DType storage)
+    {
+        bool v3 = c.ModelType == "deepseek_v3";
+        var o = new Dictionary<string, object?>
+        {
+            ["architectures"] = new[] { v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM" },
+            ["attention_bias"] = false,
+            ["attention_dropout"] = 0.0,
+            ["bos_token_id"] = c.BosTokenId,
+            ["eos_token_id"] = c.EosTokenId,
+            ["first_k_dense_replace"] = c.NDenseLayers,
+            ["hidden_act"] = "silu",
+            ["hidden_size"] = c.Dim,
+            ["initializer_range"] = 0.02,
+            ["intermediate_size"] = c.InterDim,
+            ["kv_lora_rank"] = c.KvLoraRank,
+            ["max_position_embeddings"] = c.MaxPositionEmbeddings,
+            ["model_type"] = c.ModelType,
+            ["moe_intermediate_size"] = c.MoeInterDim,
+            ["moe_layer_freq"] = c.MoeLayerFreq,
+            ["n_group"] = c.NExpertGroups,
+            ["n_routed_experts"] = c.NRoutedExperts,
+            ["n_shared_experts"] = c.NSharedExperts,
+            ["norm_topk_prob"] = c.NormTopkProb,
+            ["num_attention_heads"] = c.NHeads,
+            ["num_experts_per_tok"] = c.NActivatedExperts,
+            ["num_hidden_layers"] = c.NLayers,
+            ["num_key_value_heads"] = c.NHeads,
+            ["q_lora_rank"] = c.HasQLora ? c.QLoraRank : null,
+            ["qk_nope_head_dim"] = c.QkNopeHeadDim,
+            ["qk_rope_head_dim"] = c.QkRopeHeadDim,
+            ["rms_norm_eps"] = c.RmsNormEps,
+            ["rope_scaling"] = c.Yarn is { } y ? new Dictionary<string, object>
+            {
+                ["beta_fast"] = y.BetaFast, ["beta_slow"] = y.BetaSlow, ["factor"] = y.Factor, ["mscale"] = y.Mscale,
+                ["mscale_all_dim"] = y.MscaleAllDim, ["original_max_position_embeddings"] = y.OriginalMaxPositionEmbeddings, ["type"] = "yarn",
+            } : null,
+            ["rope_theta"] = c.RopeTheta,
+            ["routed_scaling_factor"] = c.RouteScale,
+            ["scoring_func"] = c.ScoreFunc == ScoreFunc.Sigmoid ? "sigmoid" : "softmax",
+            ["tie_word_embeddings"] = c.TieWordEmbeddings,
+            ["topk_group"] = c.NLimitedGroups,
+            ["topk_method"] = c.TopkMethod switch { TopkMethod.Greedy => "greedy", TopkMethod.GroupLimitedGreedy => "group_limited_greedy", _ => "noaux_tc" },
+            ["torch_dtype"] = storage switch { Tensors.DType.BF16 => "bfloat16", Tensors.DType.F16 => "float16", _ => "float32" },
+            ["use_cache"] = true,
+            ["v_head_dim"] = c.VHeadDim,
+            ["vocab_size"] = c.VocabSize,
+        };
+        if (v3) o["num_nextn_predict_layers"] = c.NMtpLayers;
+        return o;
+    }
 }

@@ -1,0 +1,51 @@
+using System.CommandLine;
+using DeepSeekSharp.Model;
+using DeepSeekSharp.Tensors;
+using Spectre.Console;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary><c>dss create-random --preset v2-lite|v3|v3-tiny|v2-lite-tiny [--layers N] [--dtype bf16|f32] --out DIR
+/// [--seed S]</c>: a Hugging Face checkpoint with random weights and the real DeepSeek-V3 tokenizer.</summary>
+internal static class CreateRandomCommand
+{
+    public static Command Create(TextWriter stderr)
+    {
+        var preset = new Option<string>("--preset") { Description = "model shape", Required = true };
+        preset.AcceptOnlyFromAmong(RandomCheckpoint.Presets);
+        var layers = new Option<int?>("--layers") { Description = "cut the stack to N layers" };
+        var dtype = new Option<string>("--dtype") { Description = "storage dtype", DefaultValueFactory = _ => "bf16" };
+        dtype.AcceptOnlyFromAmong("bf16", "f16", "f32");
+        var output = new Option<string>("--out") { Description = "folder to write", Required = true };
+        var seed = new Option<ulong>("--seed") { Description = "weights RNG seed", DefaultValueFactory = _ => 1 };
+        var cmd = new Command("create-random", "Write a random-weight checkpoint with a real DeepSeek shape and tokenizer") { preset, layers, dtype, output, seed };
+        cmd.SetAction(r =>
+        {
+            ModelConfig config = RandomCheckpoint.Preset(r.GetValue(preset)!, r.GetValue(layers));
+            DType type = r.GetValue(dtype) switch { "f32" => DType.F32, "f16" => DType.F16, _ => DType.BF16 };
+            string dir = r.GetValue(output)!;
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
+            console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    ProgressTask task = ctx.AddTask($"writing {dir}");
+                    RandomCheckpoint.Create(config, dir, type, r.GetValue(seed), CliApp.BundledTokenizer(), new SyncProgress(task));
+                    task.Value = task.MaxValue;
+                });
+            ModelSummary s = ModelSummary.FromConfig(config);
+            stderr.WriteLine($"wrote {dir}: {config.ModelType}, {config.NLayers} layers, {s.TotalParameters:N0} parameters ({s.ActiveParameters:N0} active per token)");
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Reports on the writing thread (Progress&lt;T&gt; would post to the thread pool).</summary>
+    private sealed class SyncProgress(ProgressTask task) : IProgress<(long Done, long Total)>
+    {
+        public void Report((long Done, long Total) p)
+        {
+            task.MaxValue = Math.Max(p.Total, 1);
+            task.Value = p.Done;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using System.Text.Json;
+using DeepSeekSharp.Inference;
+using DeepSeekSharp.Text;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary><c>dss generate --model DIR --prompt TEXT [...] [--raw]</c>: streams the reply to stdout (reasoning
+/// between &lt;think&gt; and &lt;/think&gt;), then a one-line usage summary to stderr.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        Option<string> model = CliApp.ModelOption();
+        var prompt = new Option<string>("--prompt") { Description = "the prompt (a user message unless --raw)", Required = true };
+        var raw = new Option<bool>("--raw") { Description = "send the prompt as is, without the chat template" };
+        var gen = new GenerationCliOptions();
+        var cmd = new Command("generate", "Generate a reply to a prompt, streamed to stdout") { model, prompt, raw };
+        gen.AddTo(cmd);
+        cmd.SetAction(async (r, ct) =>
+        {
+            GenerationOptions options = gen.Read(r);
+            using Generator g = Generator.Load(r.GetValue(model)!, r.GetValue(gen.Context));
+            string text = r.GetValue(prompt)!;
+            IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)
+                ? g.CompleteAsync(text, options, ct)
+                : g.ChatAsync(JsonSerializer.SerializeToElement(new[] { new { role = "user", content = text } }), options, ct);
+            GenerationUsage? usage = await Print(stream, stdout);
+            stdout.Flush();
+            if (usage is not null) stderr.WriteLine(usage);
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Writes deltas as they come; reasoning is wrapped in &lt;think&gt; … &lt;/think&gt;.</summary>
+    internal static async Task<GenerationUsage?> Print(IAsyncEnumerable<GenerationUpdate> stream, TextWriter output)
+    {
+        bool inThink = false;
+        GenerationUsage? usage = null;
+        await foreach (GenerationUpdate u in stream)
+        {
+            if (u.Usage is not null) { usage = u.Usage; continue; }
+            if (u.Part == ReplyPart.Reasoning && !inThink) { output.Write("<think>\n"); inThink = true; }
+            if (u.Part == ReplyPart.Answer && inThink) { output.Write("\n</think>\n\n"); inThink = false; }
+            output.Write(u.Text);
+            output.Flush();
+        }
+        if (inThink) output.Write("\n</think>");
+        output.WriteLine();
+        return usage;
+    }
+}

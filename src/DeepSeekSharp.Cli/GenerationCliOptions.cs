@@ -1,0 +1,42 @@
+using System.CommandLine;
+using DeepSeekSharp.Inference;
+using DeepSeekSharp.Inference.Sampling;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary>Sampling and length options shared by <c>generate</c> and <c>chat</c>. Defaults follow DeepSeek's
+/// recommendation for R1 (temperature 0.6, top-p 0.95).</summary>
+internal sealed class GenerationCliOptions
+{
+    public readonly Option<int> MaxTokens = new("--max-tokens") { Description = "most tokens to generate", DefaultValueFactory = _ => 512 };
+    public readonly Option<float> Temperature = new("--temperature") { Description = "0 = greedy, up to 2", DefaultValueFactory = _ => 0.6f };
+    public readonly Option<float> TopP = new("--top-p") { Description = "nucleus sampling mass in (0, 1]", DefaultValueFactory = _ => 0.95f };
+    public readonly Option<int> TopK = new("--top-k") { Description = "keep the k most likely tokens (0 = off)" };
+    public readonly Option<float> MinP = new("--min-p") { Description = "drop tokens below min-p × the best one's probability (0 = off)" };
+    public readonly Option<ulong?> Seed = new("--seed") { Description = "RNG seed; the same seed gives the same tokens on any machine" };
+    public readonly Option<int?> Context = new("--context") { Description = "KV cache positions (default: max_position_embeddings, at most 4096)" };
+
+    public void AddTo(Command c)
+    {
+        c.Options.Add(MaxTokens);
+        c.Options.Add(Temperature);
+        c.Options.Add(TopP);
+        c.Options.Add(TopK);
+        c.Options.Add(MinP);
+        c.Options.Add(Seed);
+        c.Options.Add(Context);
+    }
+
+    public GenerationOptions Read(ParseResult r) => new()
+    {
+        MaxTokens = r.GetValue(MaxTokens),
+        Sampling = new SamplingOptions
+        {
+            Temperature = r.GetValue(Temperature),
+            TopP = r.GetValue(TopP),
+            TopK = r.GetValue(TopK),
+            MinP = r.GetValue(MinP),
+            Seed = r.GetValue(Seed),
+        },
+    };
+}

@@ -1,0 +1,50 @@
+using DeepSeekSharp.Inference.Sampling;
+
+namespace DeepSeekSharp.Inference;
+
+/// <summary>Options of one generation. Defaults: up to 512 new tokens, sampling defaults, no stop strings.</summary>
+public sealed record GenerationOptions
+{
+    public SamplingOptions Sampling { get; init; } = new();
+    /// <summary>Most new tokens to generate (reasoning included); null = until the context is full.</summary>
+    public int? MaxTokens { get; init; } = 512;
+    /// <summary>Generation stops before any of these strings; they are not part of the output.</summary>
+    public IReadOnlyList<string> Stop { get; init; } = [];
+
+    public void Validate(int vocabSize)
+    {
+        Sampling.Validate(vocabSize);
+        if (MaxTokens is < 1) throw new ArgumentOutOfRangeException("max_tokens", MaxTokens, $"'max_tokens' must be ≥ 1, got {MaxTokens}");
+        foreach (string s in Stop)
+            if (string.IsNullOrEmpty(s)) throw new ArgumentException("'stop' strings must not be empty", "stop");
+    }
+}
+
+public enum FinishReason
+{
+    /// <summary>End-of-sequence token or a stop string.</summary>
+    Stop,
+    /// <summary>max_tokens reached or the context is full.</summary>
+    Length,
+}
+
+/// <summary>Figures of one finished generation.</summary>
+public sealed record GenerationUsage(
+    int PromptTokens,
+    int CompletionTokens,
+    int ReasoningTokens,
+    FinishReason FinishReason,
+    TimeSpan TimeToFirstToken,
+    TimeSpan Total)
+{
+    /// <summary>Decode speed: tokens after the first one per second of decoding.</summary>
+    public double DecodeTokensPerSecond =>
+        CompletionTokens > 1 && Total > TimeToFirstToken ? (CompletionTokens - 1) / (Total - TimeToFirstToken).TotalSeconds : 0;
+
+    public override string ToString() =>
+        $"prompt {PromptTokens} tokens, completion {CompletionTokens} ({ReasoningTokens} reasoning), finish {FinishReason.ToString().ToLowerInvariant()}, " +
+        $"first token {TimeToFirstToken.TotalMilliseconds:F0} ms, decode {DecodeTokensPerSecond:F1} tokens/s";
+}
+
+/// <summary>A piece of streamed output: text of one part, or (last) the usage with empty text.</summary>
+public sealed record GenerationUpdate(Text.ReplyPart Part, string Text, GenerationUsage? Usage = null);

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using DeepSeekSharp.Inference.Sampling;
+using DeepSeekSharp.Model;
+using DeepSeekSharp.Text;
+using DeepSeekSharp.Text.Templates;
+
+namespace DeepSeekSharp.Inference;
+
+/// <summary>Text in, streamed text out: chat template → tokenizer → prefill → decode loop → sampler → streaming
+/// detokenizer → stop strings → reasoning parser. Owns one sequence; its cache is reused across calls for the
+/// prompt prefix they share (a multi-turn chat re-reads only the new turn). One generation at a time.</summary>
+public sealed class Generator : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly List<int> _cached = [];   // token ids whose latents are in the session's cache
+    private readonly float[] _logits;
+    private readonly int[] _one = new int[1]; // the decode step's input, reused so a step allocates nothing
+    private int _busy;
+
+    public Generator(DeepSeekModel model, Tokenizer tokenizer, int? contextLength = null)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        if (tokenizer.VocabSize > model.Config.VocabSize)
+            throw new ArgumentException($"the tokenizer has {tokenizer.VocabSize} token ids but the model's vocab_size is {model.Config.VocabSize}", nameof(tokenizer));
+        Template = tokenizer.Config.ChatTemplate is { } t ? ChatTemplate.Parse(t) : null;
+        _session = model.CreateSession(contextLength);
+        _logits = new float[model.Config.VocabSize];
+    }
+
+    /// <summary>Loads a Hugging Face folder holding both the model and its tokenizer files.</summary>
+    public static Generator Load(string path, int? contextLength = null) =>
+        new(DeepSeekModel.Load(path), Tokenizer.Load(path), contextLength);
+
+    public DeepSeekModel Model { get; }
+    public Tokenizer Tokenizer { get; }
+    public ChatTemplate? Template { get; }
+    public int ContextLength => _session.Capacity;
+
+    /// <summary>Renders OpenAI-style messages (a JSON array) with the model's chat template.</summary>
+    public string RenderChat(JsonElement messages, bool addGenerationPrompt = true)
+    {
+        if (Template is null) throw new InvalidOperationException("the tokenizer_config.json has no chat_template; use a raw prompt");
+        return Template.Render(messages, addGenerationPrompt, Tokenizer.Config.BosToken, Tokenizer.Config.EosToken);
+    }
+
+    /// <summary>Generates a reply to a conversation (OpenAI-style messages as a JSON array).</summary>
+    public IAsyncEnumerable<GenerationUpdate> ChatAsync(JsonElement messages, GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        string prompt = RenderChat(messages);
+        // The rendered chat already starts with BOS.
+        return GenerateAsync(Tokenizer.Encode(prompt, addBos: false), PromptEndsInReasoning(prompt), options, cancellationToken);
+    }
+
+    /// <summary>Continues a raw prompt (no template; BOS as tokenizer_config.json says).</summary>
+    public IAsyncEnumerable<GenerationUpdate> CompleteAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        GenerateAsync(Tokenizer.Encode(prompt), PromptEndsInReasoning(prompt), options, cancellationToken);
+
+    /// <summary>R1 templates end the prompt inside an open think block.</summary>
+    public static bool PromptEndsInReasoning(string prompt) =>
+        prompt.TrimEnd('\n', ' ').EndsWith(ReasoningParser.OpenTag, StringComparison.Ordinal);
+
+    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] promptIds, bool startsInReasoning, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        options.Validate(Model.Config.VocabSize);
+        if (promptIds.Length == 0) throw new ArgumentException("the prompt is empty", nameof(promptIds));
+        if (promptIds.Length >= ContextLength)
+            throw new ArgumentException($"the prompt has {promptIds.Length} tokens; the context holds {ContextLength}, leaving no room to generate", nameof(promptIds));
+        if (Interlocked.Exchange(ref _busy, 1) == 1) throw new InvalidOperationException("this generator is already generating");
+        try
+        {
+            await Task.Yield(); // the caller gets control back; the loop below runs on the thread pool
+            var clock = Stopwatch.StartNew();
+            var sampler = new SamplerChain(options.Sampling, Model.Config.VocabSize, ContextLength);
+            foreach (int id in promptIds) sampler.Accept(id);
+            Prefill(promptIds, cancellationToken);
+
+            var detok = new StreamingDetokenizer(Tokenizer, skipSpecialTokens: true);
+            var stops = new StopMatcher(options.Stop);
+            var reasoning = new ReasoningParser(startsInReasoning);
+            int maxTokens = Math.Min(options.MaxTokens ?? int.MaxValue, ContextLength - promptIds.Length);
+            int generated = 0, reasoningTokens = 0;
+            TimeSpan firstToken = TimeSpan.Zero;
+            FinishReason finish = FinishReason.Length;
+            bool inReasoning = startsInReasoning;
+            var pending = new List<GenerationUpdate>();
+            while (generated < maxTokens)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                int next = sampler.Sample(_logits);
+                if (generated++ == 0) firstToken = clock.Elapsed;
+                if (next == Tokenizer.EosId || next == Model.Config.EosTokenId) { finish = FinishReason.Stop; break; }
+                sampler.Accept(next);
+                var (emit, stopped) = stops.Push(detok.Push(next));
+                Route(reasoning.Push(emit), pending, ref inReasoning);
+                if (inReasoning) reasoningTokens++;
+                foreach (GenerationUpdate u in pending) yield return u;
+                pending.Clear();
+                if (stopped) { finish = FinishReason.Stop; break; }
+                if (generated < maxTokens) Step(next);
+            }
+            Route(reasoning.Push(stops.Flush() + detok.Flush()), pending, ref inReasoning);
+            Route(reasoning.Flush(), pending, ref inReasoning);
+            foreach (GenerationUpdate u in pending) yield return u;
+            yield return new GenerationUpdate(inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
+                new GenerationUsage(promptIds.Length, generated, reasoningTokens, finish, firstToken, clock.Elapsed));
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    private static void Route(List<(ReplyPart Part, string Text)> pieces, List<GenerationUpdate> output, ref bool inReasoning)
+    {
+        foreach (var (part, text) in pieces)
+        {
+            inReasoning = part == ReplyPart.Reasoning;
+            if (text.Length > 0) output.Add(new GenerationUpdate(part, text));
+        }
+    }
+
+    /// <summary>Runs the prompt through the model, reusing the cached prefix it shares with the last sequence.</summary>
+    private void Prefill(int[] promptIds, CancellationToken cancellationToken)
+    {
+        int common = 0;
+        while (common < _cached.Count && common < promptIds.Length - 1 && _cached[common] == promptIds[common]) common++;
+        _session.Cache.Truncate(common);
+        _cached.RemoveRange(common, _cached.Count - common);
+        const int chunk = 512; // bounds scratch memory; also where cancellation is checked
+        for (int start = common; start < promptIds.Length; start += chunk)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            ReadOnlySpan<int> part = promptIds.AsSpan(start, Math.Min(chunk, promptIds.Length - start));
+            _session.Forward(part, _logits, allPositions: false);
+            _cached.AddRange(part);
+        }
+    }
+
+    private void Step(int token)
+    {
+        _one[0] = token;
+        _session.Forward(_one, _logits);
+        _cached.Add(token);
+    }
+
+    /// <summary>Forgets the cached sequence.</summary>
+    public void Reset()
+    {
+        _session.Reset();
+        _cached.Clear();
+    }
+
+    public void Dispose() => _session.Dispose();
+}

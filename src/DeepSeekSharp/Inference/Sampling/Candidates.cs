@@ -1,0 +1,89 @@
+using System.Runtime.InteropServices;
+
+namespace DeepSeekSharp.Inference.Sampling;
+
+[StructLayout(LayoutKind.Sequential)]
+public struct Candidate
+{
+    public int Id;
+    public float Logit;
+    public float P;
+}
+
+/// <summary>The preallocated candidate list a sampler chain works on: one entry per token id at first, then
+/// sorted (logit descending, lower id first on ties) and truncated by the filters.</summary>
+public sealed class Candidates(int vocab)
+{
+    private static readonly Comparison<Candidate> ByLogitDesc = (a, b) => b.Logit.CompareTo(a.Logit) is var c && c != 0 ? c : a.Id.CompareTo(b.Id);
+
+    private readonly Candidate[] _items = new Candidate[vocab];
+
+    public int Count { get; private set; }
+    /// <summary>Entries [0, SortedCount) are sorted and are the SortedCount best of all Count.</summary>
+    public int SortedCount { get; private set; }
+    /// <summary>True while entry i is token i (before any sort or truncation).</summary>
+    public bool IndexedById { get; private set; }
+
+    public Span<Candidate> Items => _items.AsSpan(0, Count);
+
+    public void Load(ReadOnlySpan<float> logits)
+    {
+        if (logits.Length > _items.Length) throw new ArgumentException($"{logits.Length} logits; the sampler was built for {_items.Length}", nameof(logits));
+        for (int i = 0; i < logits.Length; i++) _items[i] = new Candidate { Id = i, Logit = logits[i] };
+        Count = logits.Length;
+        SortedCount = 0;
+        IndexedById = true;
+    }
+
+    /// <summary>Makes the best <paramref name="k"/> candidates sorted at the front (quickselect, then sort of k).</summary>
+    public void SortTop(int k)
+    {
+        k = Math.Min(k, Count);
+        if (k <= SortedCount) return;
+        Span<Candidate> items = Items;
+        if (k < Count) Select(items, k);
+        items[..k].Sort(ByLogitDesc);
+        SortedCount = k;
+        IndexedById = false;
+    }
+
+    /// <summary>Keeps the first <paramref name="n"/> (sorted) candidates.</summary>
+    public void Truncate(int n)
+    {
+        if (n > SortedCount) throw new InvalidOperationException("truncate only a sorted prefix");
+        Count = Math.Max(n, 1);
+        SortedCount = Count;
+    }
+
+    /// <summary>P = softmax(Logit) over the current candidates.</summary>
+    public void Softmax()
+    {
+        Span<Candidate> items = Items;
+        float max = float.NegativeInfinity;
+        foreach (ref Candidate c in items) max = MathF.Max(max, c.Logit);
+        double sum = 0;
+        foreach (ref Candidate c in items) sum += c.P = MathF.Exp(c.Logit - max);
+        float inv = (float)(1 / sum);
+        foreach (ref Candidate c in items) c.P *= inv;
+    }
+
+    /// <summary>Partitions so the k best (by logit, then lower id) come first, in no particular order.</summary>
+    private static void Select(Span<Candidate> a, int k)
+    {
+        int lo = 0, hi = a.Length - 1;
+        while (lo < hi)
+        {
+            Candidate pivot = a[lo + (hi - lo) / 2];
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (ByLogitDesc(a[i], pivot) < 0) i++;
+                while (ByLogitDesc(a[j], pivot) > 0) j--;
+                if (i <= j) { (a[i], a[j]) = (a[j], a[i]); i++; j--; }
+            }
+            if (k - 1 <= j) hi = j;
+            else if (k - 1 >= i) lo = i;
+            else return;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+using DeepSeekSharp.Formats;
+using DeepSeekSharp.Formats.SafeTensors;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Model;
+
+/// <summary>Writes Hugging Face checkpoints with random weights of sensible scale (linear weights with variance
+/// 1/in so activations stay of order one; routers spread tokens over experts) for tests and benchmarks, since no
+/// real weights can be downloaded here. Presets carry real DeepSeek shapes and the real DeepSeek-V3 vocabulary.</summary>
+public static class RandomCheckpoint
+{
+    public static readonly string[] Presets = ["v2-lite", "v3", "v3-tiny", "v2-lite-tiny"];
+
+    /// <summary>The config of a preset, cut to <paramref name="layers"/> layers when given.</summary>
+    public static ModelConfig Preset(string name, int? layers = null)
+    {
+        var yarn40 = new YarnScaling(40, 4096, 32, 1, 1.0, 1.0);
+        ModelConfig c = name switch
+        {
+            // DeepSeek-V2-Lite's shape with the DeepSeek-V3 tokenizer's vocabulary.
+            "v2-lite" => new ModelConfig
+            {
+                ModelType = "deepseek_v2", VocabSize = 129280, Dim = 2048, InterDim = 10944, MoeInterDim = 1408, NLayers = 27, NDenseLayers = 1,
+                NHeads = 16, NRoutedExperts = 64, NSharedExperts = 2, NActivatedExperts = 6, TopkMethod = TopkMethod.Greedy, ScoreFunc = ScoreFunc.Softmax,
+                RouteScale = 1.0, KvLoraRank = 512, QkNopeHeadDim = 128, QkRopeHeadDim = 64, VHeadDim = 128,
+                Yarn = yarn40 with { Mscale = 0.707, MscaleAllDim = 0.707 }, MaxPositionEmbeddings = 163840, BosTokenId = 0, EosTokenId = 1,
+            },
+            "v3" => new ModelConfig
+            {
+                ModelType = "deepseek_v3", VocabSize = 129280, Dim = 7168, InterDim = 18432, MoeInterDim = 2048, NLayers = 61, NDenseLayers = 3,
+                NHeads = 128, NRoutedExperts = 256, NSharedExperts = 1, NActivatedExperts = 8, NExpertGroups = 8, NLimitedGroups = 4,
+                TopkMethod = TopkMethod.NoAuxTc, ScoreFunc = ScoreFunc.Sigmoid, NormTopkProb = true, RouteScale = 2.5, QLoraRank = 1536,
+                KvLoraRank = 512, QkNopeHeadDim = 128, QkRopeHeadDim = 64, VHeadDim = 128, Yarn = yarn40, MaxPositionEmbeddings = 163840,
+                NMtpLayers = 1, BosTokenId = 0, EosTokenId = 1,
+            },
+            "v3-tiny" => new ModelConfig
+            {
+                ModelType = "deepseek_v3", VocabSize = 129280, Dim = 64, InterDim = 128, MoeInterDim = 32, NLayers = 2, NDenseLayers = 1,
+                NHeads = 4, NRoutedExperts = 16, NSharedExperts = 1, NActivatedExperts = 4, NExpertGroups = 4, NLimitedGroups = 2,
+                TopkMethod = TopkMethod.NoAuxTc, ScoreFunc = ScoreFunc.Sigmoid, NormTopkProb = true, RouteScale = 2.5, QLoraRank = 32,
+                KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 16, VHeadDim = 16, Yarn = new YarnScaling(4, 1024, 32, 1, 1, 1),
+                MaxPositionEmbeddings = 4096, NMtpLayers = 1, BosTokenId = 0, EosTokenId = 1,
+            },
+            "v2-lite-tiny" => new ModelConfig
+            {
+                ModelType = "deepseek_v2", VocabSize = 129280, Dim = 64, InterDim = 128, MoeInterDim = 32, NLayers = 2, NDenseLayers = 1,
+                NHeads = 4, NRoutedExperts = 12, NSharedExperts = 2, NActivatedExperts = 3, TopkMethod = TopkMethod.Greedy, ScoreFunc = ScoreFunc.Softmax,
+                RouteScale = 1.0, KvLoraRank = 32, QkNopeHeadDim = 16, QkRopeHeadDim = 8, VHeadDim = 12,
+                Yarn = new YarnScaling(40, 1024, 32, 1, 0.707, 0.707), MaxPositionEmbeddings = 8192, BosTokenId = 0, EosTokenId = 1,
+            },
+            _ => throw new ArgumentOutOfRangeException(nameof(name), name, $"unknown preset '{name}'; presets: {string.Join(", ", Presets)}"),
+        };
+        if (layers is { } n)
+        {
+            if (n < 1) throw new ArgumentOutOfRangeException(nameof(layers), n, "--layers must be ≥ 1");
+            c = c with { NLayers = n, NDenseLayers = Math.Min(c.NDenseLayers, n) };
+        }
+        c.Validate();
+        return c;
+    }
+
+    /// <summary>Writes config.json, sharded safetensors with an index, and the tokenizer files of
+    /// <paramref name="tokenizerDir"/> (when given) into <paramref name="outDir"/>.</summary>
+    /// <param name="progress">bytes written so far and in all</param>
+    public static void Create(ModelConfig config, string outDir, DType dtype, ulong seed, string? tokenizerDir = null,
+        IProgress<(long Done, long Total)>? progress = null, long maxShardBytes = 2L << 30)
+    {
+        if (dtype is not (DType.BF16 or DType.F32 or DType.F16))
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "--dtype must be bf16, f16 or f32");
+        Directory.CreateDirectory(outDir);
+        var entries = TensorManifest.For(config).ToList();
+        DType TypeOf(TensorManifest.Entry e) => e.Role == TensorRole.RouterBias ? DType.F32 : dtype;
+        long Bytes(TensorManifest.Entry e) => e.Shape.Aggregate(1L, (a, b) => a * b) * TypeOf(e).SizeOf();
+
+        // Cut into shards of at most maxShardBytes, at tensor boundaries.
+        var shards = new List<List<TensorManifest.Entry>> { new() };
+        long inShard = 0, total = 0;
+        foreach (var e in entries)
+        {
+            if (inShard > 0 && inShard + Bytes(e) > maxShardBytes) { shards.Add([]); inShard = 0; }
+            shards[^1].Add(e);
+            inShard += Bytes(e);
+            total += Bytes(e);
+        }
+        long done = 0;
+        var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        for (int s = 0; s < shards.Count; s++)
+        {
+            string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
+            using var writer = new SafeTensorsWriter(Path.Combine(outDir, file), shards[s].Select(e => (e.Name, TypeOf(e), e.Shape)));
+            foreach (var e in shards[s])
+            {
+                WriteRandom(writer, e, TypeOf(e), config, seed, ref done, total, progress);
+                weightMap[e.Name] = file;
+            }
+            writer.Commit();
+        }
+        WriteJsonAtomically(Path.Combine(outDir, SafeTensorsCheckpoint.IndexFileName),
+            new Dictionary<string, object> { ["metadata"] = new Dictionary<string, long> { ["total_size"] = total }, ["weight_map"] = weightMap });
+        WriteJsonAtomically(Path.Combine(outDir, HfConfig.FileName), HfConfig.ToJsonObject(config, dtype));
+        if (tokenizerDir is not null)
+            foreach (string f in new[] { "tokenizer.json", "tokenizer_config.json" })
+                File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(outDir, f), overwrite: true);
+    }
+
+    private static void WriteRandom(SafeTensorsWriter writer, TensorManifest.Entry e, DType type, ModelConfig c, ulong seed,
+        ref long done, long total, IProgress<(long, long)>? progress)
+    {
+        long cols = e.Shape[^1], rows = e.Shape.Aggregate(1L, (a, b) => a * b) / Math.Max(cols, 1);
+        // uniform in [-a, a] has standard deviation a/√3
+        double std = e.Role switch
+        {
+            TensorRole.Embedding => 1.0,
+            TensorRole.Linear or TensorRole.Router => 1.0 / Math.Sqrt(cols),
+            _ => 0,
+        };
+        double a = std * Math.Sqrt(3);
+        var rng = new Rng(seed ^ (ulong)StableHash(e.Name));
+        var values = new float[cols];
+        var bytes = new byte[cols * type.SizeOf()];
+        for (long r = 0; r < rows; r++)
+        {
+            for (int i = 0; i < cols; i++)
+                values[i] = e.Role == TensorRole.Norm ? 1f : e.Role == TensorRole.RouterBias ? 0f : (float)((rng.NextDouble() * 2 - 1) * a);
+            for (int i = 0; i < cols; i++)
+            {
+                switch (type)
+                {
+                    case DType.F32: BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(i * 4), values[i]); break;
+                    case DType.BF16: BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(i * 2), NumberFormats.FloatToBF16(values[i])); break;
+                    default: BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(i * 2), (Half)values[i]); break;
+                }
+            }
+            writer.Write(bytes);
+            done += bytes.Length;
+            if ((r & 1023) == 0 || r == rows - 1) progress?.Report((done, total));
+        }
+    }
+
+    private static int StableHash(string s)
+    {
+        unchecked
+        {
+            int h = (int)2166136261;
+            foreach (char ch in s) h = (h ^ ch) * 16777619;
+            return h;
+        }
+    }
+
+    internal static void WriteJsonAtomically(string path, object value)
+    {
+        string temp = path + ".tmp";
+        File.WriteAllText(temp, JsonSerializer.Serialize(value, new JsonSerializerOptions { WriteIndented = true }));
+        File.Move(temp, path, overwrite: true);
+    }
+}
