@@ -161,12 +161,14 @@ public sealed class Tokenizer
     }
 
     /// <summary>BPE of one pre-token: start from its UTF-8 bytes, repeatedly merge the adjacent pair with the lowest
-    /// merge rank (leftmost on ties).</summary>
+    /// merge rank (leftmost on ties). Short pieces use a direct scan; long ones a heap over a linked list, so a
+    /// 10 KB word costs n log n, not n².</summary>
     private int[] Bpe(string piece)
     {
         byte[] bytes = Encoding.UTF8.GetBytes(piece);
         var symbols = new List<int>(bytes.Length);
         foreach (byte b in bytes) symbols.Add(_byteIds[b]);
+        if (symbols.Count > 48) return BpeLong(symbols);
         while (symbols.Count > 1)
         {
             int bestRank = int.MaxValue, bestAt = -1, bestId = 0;
@@ -178,6 +180,36 @@ public sealed class Tokenizer
             symbols.RemoveAt(bestAt + 1);
         }
         return [.. symbols];
+    }
+
+    private int[] BpeLong(List<int> symbols)
+    {
+        int n = symbols.Count;
+        int[] id = [.. symbols], next = new int[n], prev = new int[n];
+        for (int i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; }
+        var heap = new PriorityQueue<(int Left, int Right, int LeftId, int RightId, int Merged), (int Rank, int Pos)>();
+        void Push(int left)
+        {
+            int right = left >= 0 ? next[left] : -1;
+            if (left < 0 || right < 0) return;
+            if (_merges.TryGetValue(Key(id[left], id[right]), out var m))
+                heap.Enqueue((left, right, id[left], id[right], m.Merged), (m.Rank, left));
+        }
+        for (int i = 0; i + 1 < n; i++) Push(i);
+        while (heap.TryDequeue(out var e, out _))
+        {
+            // stale when either side was merged away or changed since this pair was queued
+            if (id[e.Left] != e.LeftId || next[e.Left] != e.Right || id[e.Right] != e.RightId) continue;
+            id[e.Left] = e.Merged;
+            id[e.Right] = -1;
+            next[e.Left] = next[e.Right];
+            if (next[e.Right] >= 0) prev[next[e.Right]] = e.Left;
+            Push(prev[e.Left]);
+            Push(e.Left);
+        }
+        var result = new List<int>();
+        for (int i = 0; i >= 0; i = next[i]) result.Add(id[i]);
+        return [.. result];
     }
 
     /// <summary>The UTF-8 bytes a token stands for.</summary>

@@ -1,0 +1,36 @@
+using DeepSeekSharp.Bench;
+
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- tokenizer [--mb 4]
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- mltokenizers
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- kernels   (BenchmarkDotNet)
+string mode = args.Length > 0 ? args[0] : "help";
+string repo = Repo.Root();
+switch (mode)
+{
+    case "tokenizer":
+        TokenizerBench.Run(repo, args.Length > 2 && args[1] == "--mb" ? double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 4);
+        break;
+    case "mltokenizers":
+        MlTokenizersEvaluation.Run(repo);
+        break;
+    case "kernels":
+        BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
+        break;
+    default:
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args]");
+        break;
+}
+
+namespace DeepSeekSharp.Bench
+{
+    internal static class Repo
+    {
+        /// <summary>The repository root: the nearest folder above the working directory holding DeepSeekSharp.slnx.</summary>
+        public static string Root()
+        {
+            for (string? d = Directory.GetCurrentDirectory(); d is not null; d = Path.GetDirectoryName(d))
+                if (File.Exists(Path.Combine(d, "DeepSeekSharp.slnx"))) return d;
+            throw new DirectoryNotFoundException("run from inside the repository");
+        }
+    }
+}

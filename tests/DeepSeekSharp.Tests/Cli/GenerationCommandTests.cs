@@ -1,0 +1,88 @@
+using DeepSeekSharp.Model;
+
+namespace DeepSeekSharp.Tests.Cli;
+
+public class GenerationCommandTests
+{
+    [Fact]
+    public void Generate_StreamsTextAndPrintsUsageToStderr()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "Hello", "--max-tokens", "8",
+            "--temperature", "0", "--context", "128");
+        Assert.True(code == 0, stderr);
+        Assert.False(string.IsNullOrWhiteSpace(stdout));
+        Assert.Contains("completion 8", stderr);
+        Assert.Contains("finish length", stderr);
+        Assert.Contains("tokens/s", stderr);
+    }
+
+    [Fact]
+    public void Generate_SameSeed_SameOutput_RawPromptWorks()
+    {
+        string[] args = ["generate", "--model", RandomModel.V3Tiny, "--prompt", "Once", "--raw", "--max-tokens", "6", "--seed", "4", "--context", "64"];
+        Assert.Equal(CliRunner.Run(args).Stdout, CliRunner.Run(args).Stdout);
+    }
+
+    [Fact]
+    public void Generate_BadOption_FailsNamingIt()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "x", "--top-p", "1.5", "--context", "64");
+        Assert.Equal(1, code);
+        Assert.Contains("'top_p' must be in (0, 1]", stderr);
+    }
+
+    [Fact]
+    public void Generate_ModelWithoutTokenizer_FailsNamingTheFile()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", GoldenCase.DataPath("v3-tiny"), "--prompt", "x");
+        Assert.Equal(1, code);
+        Assert.Contains("tokenizer.json", stderr);
+    }
+
+    [Fact]
+    public void Chat_TwoTurnsThenResetThenExit_ThroughItsStreams()
+    {
+        string input = "Hello\nHow are you?\n/reset\nAgain\n/exit\nnever read\n";
+        var (code, stdout, stderr) = CliRunner.RunWithInput(input, "chat", "--model", RandomModel.V3Tiny, "--max-tokens", "5",
+            "--temperature", "0", "--context", "256");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("dss chat", stdout);
+        Assert.Equal(3, CountOf(stdout, "completion 5"));           // three answers, each with a stats line
+        Assert.Contains("(conversation reset)", stdout);
+        // After /reset the conversation restarts: "Again" is a first turn, so its prompt is as short as the first's.
+        int[] prompts = System.Text.RegularExpressions.Regex.Matches(stdout, @"prompt (\d+) tokens").Select(m => int.Parse(m.Groups[1].Value)).ToArray();
+        Assert.Equal(3, prompts.Length);
+        Assert.True(prompts[1] > prompts[0] + 5, "the second turn carries the first turn in its prompt");
+        Assert.True(prompts[2] < prompts[1], "after /reset the history is gone");
+    }
+
+    private static int CountOf(string s, string sub) => (s.Length - s.Replace(sub, "").Length) / sub.Length;
+
+    [Fact]
+    public void CreateRandom_WritesALoadableShardedCheckpointWithTokenizer()
+    {
+        using var dir = new TempDir();
+        string outDir = Path.Combine(dir.Path, "m");
+        var (code, _, stderr) = CliRunner.Run("create-random", "--preset", "v2-lite-tiny", "--layers", "1", "--dtype", "f32", "--out", outDir, "--seed", "3");
+        Assert.True(code == 0, stderr);
+        Assert.True(File.Exists(Path.Combine(outDir, "model.safetensors.index.json")));
+        Assert.True(File.Exists(Path.Combine(outDir, "tokenizer.json")));
+        Assert.Empty(Directory.GetFiles(outDir, "*.tmp"));
+        DeepSeekModel m = DeepSeekModel.Load(outDir);
+        Assert.Equal(129280, m.Config.VocabSize);
+        Assert.Equal(1, m.Config.NLayers);
+        using InferenceSession s = m.CreateSession(16);
+        float[] logits = s.Forward([0, 100, 2000]);
+        Assert.All(logits, v => Assert.True(float.IsFinite(v)));
+        double std = Math.Sqrt(logits.Select(v => (double)v * v).Average());
+        Assert.InRange(std, 0.05, 20); // sensible scale: neither vanishing nor exploding
+    }
+
+    [Fact]
+    public void CreateRandom_UnknownPreset_FailsListingPresets()
+    {
+        var (code, _, stderr) = CliRunner.Run("create-random", "--preset", "gpt2", "--out", "/tmp/x");
+        Assert.NotEqual(0, code);
+        Assert.Contains("v2-lite", stderr);
+    }
+}
