@@ -25,7 +25,8 @@ public static class CliApp
         ParseResult parsed = root.Parse(args);
         try
         {
-            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+            // ProcessTerminationTimeout = null: Ctrl+C is ours (chat stops the current answer and stays).
+            return parsed.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
         }
         catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or ArgumentException
                                        or InvalidOperationException or UnauthorizedAccessException or FormatException
