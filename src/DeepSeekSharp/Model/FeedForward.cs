@@ -17,7 +17,7 @@ internal static class FeedForward
         MatMul.Forward(h, w.Down.Data, output, n, inter, d);
     }
 
-    public static void Moe(ModelConfig c, MoeWeights w, ReadOnlySpan<float> xb, int n, int pos0, int layer, RunState s,
+    public static void Moe(ModelConfig c, MoeWeights w, ReadOnlySpan<float> xb, int n, int layer, RunState s,
         IActivationObserver? observer, Span<float> output)
     {
         int d = c.Dim, nExperts = c.NRoutedExperts;
@@ -32,7 +32,7 @@ internal static class FeedForward
         for (int t = 0; t < n; t++)
         {
             Router.Route(c, logits.Slice(t * nExperts, nExperts), w.RouterBias, s.RouterScores, s.RouterChoice, experts, weights);
-            observer?.OnRouting(layer, pos0 + t, experts, weights);
+            observer?.OnRouting(layer, s.Positions[t], experts, weights);
             ReadOnlySpan<float> xt = xb.Slice(t * d, d);
             Span<float> yt = output.Slice(t * d, d);
             for (int i = 0; i < experts.Length; i++)

@@ -6,8 +6,8 @@ namespace DeepSeekSharp.Model;
 /// Writes <c>[kv_norm(c_kv) | rope(k_pe)]</c> of every new token to the cache, then attends causally.</summary>
 internal static class Mla
 {
-    public static void Forward(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> xb, int n, int pos0,
-        Span<float> cache, RunState s, bool absorbed, Span<float> output)
+    public static void Forward(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> xb, int n, ReadOnlySpan<SequenceSlice> slices,
+        int cacheLayer, RunState s, AttentionMode mode, Span<float> output)
     {
         int d = c.Dim, heads = c.NHeads, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, qk = c.QkHeadDim;
         int width = c.LatentCacheWidth, half = rope / 2;
@@ -24,23 +24,31 @@ internal static class Mla
         }
         else MatMul.Forward(xb, w.Wq!.Data, q, n, d, heads * qk);
 
-        // kv_cmpr: [n, kv_lora | rope] → cache rows pos0..pos0+n-1
+        // kv_cmpr: [n, kv_lora | rope] → each row's cache position
         Span<float> kv = s.Kv.AsSpan(0, n * width);
         MatMul.Forward(xb, w.WkvA.Data, kv, n, d, width);
-        for (int t = 0; t < n; t++)
-        {
-            ReadOnlySpan<float> cos = s.Cos.AsSpan(t * half, half), sin = s.Sin.AsSpan(t * half, half);
-            for (int h = 0; h < heads; h++)
-                Rope.ApplyInterleaved(q.Slice(t * heads * qk + h * qk + nope, rope), cos, sin);
-            Span<float> row = cache.Slice((pos0 + t) * width, width);
-            RmsNorm.Forward(kv.Slice(t * width, c.KvLoraRank), w.KvNorm, row[..c.KvLoraRank], (float)c.RmsNormEps);
-            kv.Slice(t * width + c.KvLoraRank, rope).CopyTo(row[c.KvLoraRank..]);
-            Rope.ApplyInterleaved(row[c.KvLoraRank..], cos, sin);
-        }
-
         Span<float> attn = s.AttnOut.AsSpan(0, n * heads * c.VHeadDim);
-        if (absorbed) AttendAbsorbed(c, w, q, n, pos0, cache, s, scale, attn);
-        else AttendExpanded(c, w, q, n, pos0, cache, s, scale, attn);
+        int rowSize = heads * qk, outSize = heads * c.VHeadDim;
+        foreach (SequenceSlice slice in slices)
+        {
+            Span<float> cache = slice.Cache.Layer(cacheLayer);
+            int pos0 = slice.Cache.Length;
+            for (int t = slice.Start; t < slice.Start + slice.Count; t++)
+            {
+                ReadOnlySpan<float> cos = s.Cos.AsSpan(t * half, half), sin = s.Sin.AsSpan(t * half, half);
+                for (int h = 0; h < heads; h++)
+                    Rope.ApplyInterleaved(q.Slice(t * rowSize + h * qk + nope, rope), cos, sin);
+                Span<float> row = cache.Slice(s.Positions[t] * width, width);
+                RmsNorm.Forward(kv.Slice(t * width, c.KvLoraRank), w.KvNorm, row[..c.KvLoraRank], (float)c.RmsNormEps);
+                kv.Slice(t * width + c.KvLoraRank, rope).CopyTo(row[c.KvLoraRank..]);
+                Rope.ApplyInterleaved(row[c.KvLoraRank..], cos, sin);
+            }
+            ReadOnlySpan<float> qs = q.Slice(slice.Start * rowSize, slice.Count * rowSize);
+            Span<float> attnSlice = attn.Slice(slice.Start * outSize, slice.Count * outSize);
+            bool absorbed = mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && slice.Count == 1;
+            if (absorbed) AttendAbsorbed(c, w, qs, slice.Count, pos0, cache, s, scale, attnSlice);
+            else AttendExpanded(c, w, qs, slice.Count, pos0, cache, s, scale, attnSlice);
+        }
         MatMul.Forward(attn, w.Wo.Data, output, n, heads * c.VHeadDim, d);
     }
 

@@ -14,6 +14,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
     public float[] Qa = [];         // [n, qLoraRank]
     public float[] Q = [];          // [n, nHeads·qkHeadDim] per head [q_nope | q_pe]
     public float[] Kv = [];         // [n, kvLoraRank + qkRopeHeadDim] kv_a_proj_with_mqa output
+    public int[] Positions = [];    // [n] position of each row in its sequence
     public float[] Cos = [];        // [n, qkRopeHeadDim/2]
     public float[] Sin = [];        // [n, qkRopeHeadDim/2]
     public float[] AttnOut = [];    // [n, nHeads·vHeadDim]
@@ -42,6 +43,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
             Qa = new float[n * c.QLoraRank];
             Q = new float[n * c.NHeads * c.QkHeadDim];
             Kv = new float[n * c.LatentCacheWidth];
+            Positions = new int[n];
             Cos = new float[n * c.QkRopeHeadDim / 2]; Sin = new float[n * c.QkRopeHeadDim / 2];
             AttnOut = new float[n * c.NHeads * c.VHeadDim];
             RouterLogits = new float[n * c.NRoutedExperts];

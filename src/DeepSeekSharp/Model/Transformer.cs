@@ -14,20 +14,39 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     public void Forward(ReadOnlySpan<int> tokens, LatentKvCache cache, RunState s, AttentionMode mode, bool allPositions,
         IActivationObserver? observer, Span<float> logits)
     {
-        int n = tokens.Length, d = c.Dim, pos0 = cache.Length;
+        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, tokens.Length)];
+        Forward(tokens, one, s, mode, allPositions, observer, logits);
+    }
+
+    /// <summary>One pass over the tokens of several sequences: rows [Start, Start + Count) of
+    /// <paramref name="tokens"/> belong to slice i and continue its cache. Every projection reads each weight once
+    /// for all rows; attention runs per sequence; no row's arithmetic depends on another's, so a sequence gets
+    /// bit-identical logits alone or in a batch.</summary>
+    /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [slices, vocab]: each slice's last row</param>
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<SequenceSlice> slices, RunState s, AttentionMode mode, bool allPositions,
+        IActivationObserver? observer, Span<float> logits)
+    {
+        int n = tokens.Length, d = c.Dim;
         s.Ensure(n);
         Span<float> x = s.X.AsSpan(0, n * d);
         for (int t = 0; t < n; t++) w.Embed.Row(tokens[t]).CopyTo(x.Slice(t * d, d));
-        PrepareRope(n, pos0, s);
-        bool absorbed = mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && n == 1;
+        PrepareRope(slices, s);
         for (int l = 0; l < c.NLayers; l++)
-            Block(w.Blocks[l], l, x, n, pos0, cache.Layer(l), s, absorbed, observer);
-        cache.Commit(n);
+            Block(w.Blocks[l], l, x, n, slices, l, s, mode, observer);
+        foreach (SequenceSlice slice in slices) slice.Cache.Commit(slice.Count);
 
         Span<float> hidden = s.Hidden.AsSpan(0, n * d);
         RmsNorm.Forward(x, w.Norm, hidden, (float)c.RmsNormEps);
-        if (allPositions) MatMul.Forward(hidden, w.Head.Data, logits, n, d, c.VocabSize);
-        else MatMul.Forward(hidden.Slice((n - 1) * d, d), w.Head.Data, logits, 1, d, c.VocabSize);
+        if (allPositions)
+        {
+            MatMul.Forward(hidden, w.Head.Data, logits, n, d, c.VocabSize);
+            return;
+        }
+        // Gather each slice's last row so lm_head is read once for all sequences.
+        Span<float> last = s.Xb.AsSpan(0, slices.Length * d);
+        for (int i = 0; i < slices.Length; i++)
+            hidden.Slice((slices[i].Start + slices[i].Count - 1) * d, d).CopyTo(last.Slice(i * d, d));
+        MatMul.Forward(last, w.Head.Data, logits, slices.Length, d, c.VocabSize);
     }
 
     /// <summary>MTP module k: for each i, predicts the token after <paramref name="nextTokens"/>[i] from
@@ -49,33 +68,41 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         }
         Span<float> x = s.X.AsSpan(0, n * d);
         MatMul.Forward(cat, m.EhProj.Data, x, n, 2 * d, d);
-        PrepareRope(n, pos0, s);
-        bool absorbed = mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && n == 1;
-        Block(m.Block, c.NLayers + k, x, n, pos0, cache.Layer(k), s, absorbed, observer: null);
+        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, n)];
+        PrepareRope(one, s);
+        Block(m.Block, c.NLayers + k, x, n, one, k, s, mode, observer: null);
         cache.Commit(n);
         Span<float> normed = s.Xb.AsSpan(0, n * d);
         RmsNorm.Forward(x, m.HeadNorm, normed, eps);
         MatMul.Forward(normed, m.Head.Data, logits, n, d, c.VocabSize);
     }
 
-    private void PrepareRope(int n, int pos0, RunState s)
+    /// <summary>cos/sin of every row's position, and the positions themselves.</summary>
+    private void PrepareRope(ReadOnlySpan<SequenceSlice> slices, RunState s)
     {
         int half = c.QkRopeHeadDim / 2;
-        for (int t = 0; t < n; t++) _rope.CosSin(pos0 + t, s.Cos.AsSpan(t * half, half), s.Sin.AsSpan(t * half, half));
+        foreach (SequenceSlice slice in slices)
+            for (int t = 0; t < slice.Count; t++)
+            {
+                int row = slice.Start + t, position = slice.Cache.Length + t;
+                s.Positions[row] = position;
+                _rope.CosSin(position, s.Cos.AsSpan(row * half, half), s.Sin.AsSpan(row * half, half));
+            }
     }
 
     /// <summary>x += attn(attn_norm(x)); x += ffn(ffn_norm(x)).</summary>
-    private void Block(BlockWeights b, int layer, Span<float> x, int n, int pos0, Span<float> cache, RunState s, bool absorbed,
-        IActivationObserver? observer)
+    /// <param name="cacheLayer">which layer of each slice's cache this block reads and writes</param>
+    private void Block(BlockWeights b, int layer, Span<float> x, int n, ReadOnlySpan<SequenceSlice> slices, int cacheLayer, RunState s,
+        AttentionMode mode, IActivationObserver? observer)
     {
         int d = c.Dim;
         float eps = (float)c.RmsNormEps;
         Span<float> xb = s.Xb.AsSpan(0, n * d), o = s.Out.AsSpan(0, n * d);
         RmsNorm.Forward(x, b.AttnNorm, xb, eps);
-        Mla.Forward(c, b.Attn, xb, n, pos0, cache, s, absorbed, o);
+        Mla.Forward(c, b.Attn, xb, n, slices, cacheLayer, s, mode, o);
         TensorPrimitives.Add(x, o, x);
         RmsNorm.Forward(x, b.FfnNorm, xb, eps);
-        if (b.Moe is { } moe) FeedForward.Moe(c, moe, xb, n, pos0, layer, s, observer, o);
+        if (b.Moe is { } moe) FeedForward.Moe(c, moe, xb, n, layer, s, observer, o);
         else FeedForward.Mlp(c, b.Mlp!, xb, n, s, o);
         TensorPrimitives.Add(x, o, x);
     }
