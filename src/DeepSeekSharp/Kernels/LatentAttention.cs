@@ -21,13 +21,13 @@ public static class LatentAttention
         for (int s = 0; s < count; s++)
         {
             ReadOnlySpan<float> row = cache.Slice(s * stride, stride);
-            scores[s] = (TensorPrimitives.Dot(qLatent, row[..c]) + TensorPrimitives.Dot(qPe, row[c..])) * scale;
+            scores[s] = (Dot.Compute(qLatent, row[..c]) + Dot.Compute(qPe, row[c..])) * scale;
         }
         Span<float> p = scores[..count];
         Softmax.InPlace(p);
         outLatent.Clear();
         for (int s = 0; s < count; s++)
-            TensorPrimitives.MultiplyAdd(cache.Slice(s * stride, c), p[s], outLatent, outLatent);
+            Axpy.Compute(cache.Slice(s * stride, c), p[s], outLatent);
     }
 
     /// <summary>Expanded MLA for one head: keys are [k_nope (from decompressed kv) | k_pe (from cache)].</summary>
@@ -47,12 +47,12 @@ public static class LatentAttention
         {
             ReadOnlySpan<float> kNope = kv.Slice(s * kvStride + kvOffset, n);
             ReadOnlySpan<float> kPe = cache.Slice(s * cacheStride + cacheStride - r, r);
-            scores[s] = (TensorPrimitives.Dot(qNope, kNope) + TensorPrimitives.Dot(qPe, kPe)) * scale;
+            scores[s] = (Dot.Compute(qNope, kNope) + Dot.Compute(qPe, kPe)) * scale;
         }
         Span<float> p = scores[..count];
         Softmax.InPlace(p);
         output.Clear();
         for (int s = 0; s < count; s++)
-            TensorPrimitives.MultiplyAdd(kv.Slice(s * kvStride + kvOffset + n, v), p[s], output, output);
+            Axpy.Compute(kv.Slice(s * kvStride + kvOffset + n, v), p[s], output);
     }
 }

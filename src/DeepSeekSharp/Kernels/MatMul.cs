@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 namespace DeepSeekSharp.Kernels;
 
 /// <summary>y = x Wᵀ for a batch of rows: x [n, in], W [out, in] row-major, y [n, out].</summary>
-/// <remarks>Each output element is one <see cref="TensorPrimitives.Dot(ReadOnlySpan{float}, ReadOnlySpan{float})"/>
+/// <remarks>Each output element is one <see cref="Dot.Compute(ReadOnlySpan{float}, ReadOnlySpan{float})"/>
 /// computed by exactly one thread, so results are bit-identical for any thread count. Work is split over
 /// weight rows (outer loop), and each weight row is used for every token of the batch while it is in cache.</remarks>
 public static class MatMul
@@ -50,7 +50,7 @@ public static class MatMul
         {
             ReadOnlySpan<float> row = w.Slice(o * inDim, inDim);
             for (int t = 0; t < n; t++)
-                y[t * outDim + o] = TensorPrimitives.Dot(row, x.Slice(t * inDim, inDim));
+                y[t * outDim + o] = Dot.Compute(row, x.Slice(t * inDim, inDim));
         }
     }
 

@@ -13,6 +13,6 @@ public static class MatVecTransposed
         if (y.Length != cols) ThrowHelper.LengthMismatch(nameof(y), cols, y.Length);
         y.Clear();
         for (int r = 0; r < rows; r++)
-            TensorPrimitives.MultiplyAdd(w.Slice(r * cols, cols), x[r], y, y);
+            Axpy.Compute(w.Slice(r * cols, cols), x[r], y);
     }
 }

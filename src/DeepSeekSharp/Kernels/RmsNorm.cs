@@ -14,7 +14,7 @@ public static class RmsNorm
         {
             ReadOnlySpan<float> xr = x.Slice(r * d, d);
             Span<float> yr = y.Slice(r * d, d);
-            float ss = TensorPrimitives.SumOfSquares(xr);
+            float ss = Dot.Compute(xr, xr); // fixed order: independent of alignment
             float inv = 1f / MathF.Sqrt(ss / d + eps);
             TensorPrimitives.Multiply(xr, inv, yr);
             TensorPrimitives.Multiply(yr, weight, yr);

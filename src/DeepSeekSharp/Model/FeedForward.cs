@@ -38,7 +38,7 @@ internal static class FeedForward
             for (int i = 0; i < experts.Length; i++)
             {
                 Mlp(c, w.Experts[experts[i]], xt, 1, s, expertOut);
-                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(expertOut, weights[i], yt, yt);
+                Axpy.Compute(expertOut, weights[i], yt);
             }
         }
     }

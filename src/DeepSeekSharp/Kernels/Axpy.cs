@@ -1,0 +1,36 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace DeepSeekSharp.Kernels;
+
+/// <summary>y += a · x, every element one fused multiply-add (vector body and scalar tail alike), so results do not
+/// depend on where the arrays sit in memory.</summary>
+public static class Axpy
+{
+    public static void Compute(ReadOnlySpan<float> x, float a, Span<float> y)
+    {
+        if (x.Length != y.Length) ThrowHelper.LengthMismatch(nameof(y), x.Length, y.Length);
+        ref float rx = ref MemoryMarshal.GetReference(x);
+        ref float ry = ref MemoryMarshal.GetReference(y);
+        int n = x.Length, i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var va = Vector512.Create(a);
+            for (; i + 16 <= n; i += 16)
+                Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref rx, (nuint)i), va, Vector512.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var va = Vector256.Create(a);
+            for (; i + 8 <= n; i += 8)
+                Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref rx, (nuint)i), va, Vector256.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
+        }
+        for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(x[i], a, y[i]);
+    }
+
+    /// <summary>The specification.</summary>
+    internal static void Scalar(ReadOnlySpan<float> x, float a, Span<float> y)
+    {
+        for (int i = 0; i < x.Length; i++) y[i] = MathF.FusedMultiplyAdd(x[i], a, y[i]);
+    }
+}
