@@ -66,61 +66,29 @@ public sealed class Generator : IDisposable
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         options ??= new GenerationOptions();
-        options.Validate(Model.Config.VocabSize);
-        if (promptIds.Length == 0) throw new ArgumentException("the prompt is empty", nameof(promptIds));
-        if (promptIds.Length >= ContextLength)
-            throw new ArgumentException($"the prompt has {promptIds.Length} tokens; the context holds {ContextLength}, leaving no room to generate", nameof(promptIds));
+        ReplyStream.Validate(promptIds, options, Model.Config.VocabSize, ContextLength);
         if (Interlocked.Exchange(ref _busy, 1) == 1) throw new InvalidOperationException("this generator is already generating");
         try
         {
             await Task.Yield(); // the caller gets control back; the loop below runs on the thread pool
-            var clock = Stopwatch.StartNew();
-            var sampler = new SamplerChain(options.Sampling, Model.Config.VocabSize, ContextLength);
-            foreach (int id in promptIds) sampler.Accept(id);
+            var reply = new ReplyStream(Tokenizer, Model.Config.EosTokenId, Model.Config.VocabSize, promptIds, startsInReasoning, options, ContextLength);
             Prefill(promptIds, cancellationToken);
-
-            var detok = new StreamingDetokenizer(Tokenizer, skipSpecialTokens: true);
-            var stops = new StopMatcher(options.Stop);
-            var reasoning = new ReasoningParser(startsInReasoning);
-            int maxTokens = Math.Min(options.MaxTokens ?? int.MaxValue, ContextLength - promptIds.Length);
-            int generated = 0, reasoningTokens = 0;
-            TimeSpan firstToken = TimeSpan.Zero;
-            FinishReason finish = FinishReason.Length;
-            bool inReasoning = startsInReasoning;
             var pending = new List<GenerationUpdate>();
-            while (generated < maxTokens)
+            while (!reply.Finished)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                int next = sampler.Sample(_logits);
-                if (generated++ == 0) firstToken = clock.Elapsed;
-                if (next == Tokenizer.EosId || next == Model.Config.EosTokenId) { finish = FinishReason.Stop; break; }
-                sampler.Accept(next);
-                var (emit, stopped) = stops.Push(detok.Push(next));
-                Route(reasoning.Push(emit), pending, ref inReasoning);
-                if (inReasoning) reasoningTokens++;
+                int next = reply.Sampler.Sample(_logits);
+                reply.OnToken(next, pending);
                 foreach (GenerationUpdate u in pending) yield return u;
                 pending.Clear();
-                if (stopped) { finish = FinishReason.Stop; break; }
-                if (generated < maxTokens) Step(next);
+                if (!reply.Finished) Step(next);
             }
-            Route(reasoning.Push(stops.Flush() + detok.Flush()), pending, ref inReasoning);
-            Route(reasoning.Flush(), pending, ref inReasoning);
+            reply.Complete(pending);
             foreach (GenerationUpdate u in pending) yield return u;
-            yield return new GenerationUpdate(inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
-                new GenerationUsage(promptIds.Length, generated, reasoningTokens, finish, firstToken, clock.Elapsed));
         }
         finally
         {
             Volatile.Write(ref _busy, 0);
-        }
-    }
-
-    private static void Route(List<(ReplyPart Part, string Text)> pieces, List<GenerationUpdate> output, ref bool inReasoning)
-    {
-        foreach (var (part, text) in pieces)
-        {
-            inReasoning = part == ReplyPart.Reasoning;
-            if (text.Length > 0) output.Add(new GenerationUpdate(part, text));
         }
     }
 
