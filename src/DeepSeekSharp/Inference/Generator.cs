@@ -11,7 +11,7 @@ namespace DeepSeekSharp.Inference;
 /// <summary>Text in, streamed text out: chat template → tokenizer → prefill → decode loop → sampler → streaming
 /// detokenizer → stop strings → reasoning parser. Owns one sequence; its cache is reused across calls for the
 /// prompt prefix they share (a multi-turn chat re-reads only the new turn). One generation at a time.</summary>
-public sealed class Generator : IDisposable
+public sealed class Generator : IGenerationEngine, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly List<int> _cached = [];   // token ids whose latents are in the session's cache
@@ -38,25 +38,6 @@ public sealed class Generator : IDisposable
     public Tokenizer Tokenizer { get; }
     public ChatTemplate? Template { get; }
     public int ContextLength => _session.Capacity;
-
-    /// <summary>Renders OpenAI-style messages (a JSON array) with the model's chat template.</summary>
-    public string RenderChat(JsonElement messages, bool addGenerationPrompt = true)
-    {
-        if (Template is null) throw new InvalidOperationException("the tokenizer_config.json has no chat_template; use a raw prompt");
-        return Template.Render(messages, addGenerationPrompt, Tokenizer.Config.BosToken, Tokenizer.Config.EosToken);
-    }
-
-    /// <summary>Generates a reply to a conversation (OpenAI-style messages as a JSON array).</summary>
-    public IAsyncEnumerable<GenerationUpdate> ChatAsync(JsonElement messages, GenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        string prompt = RenderChat(messages);
-        // The rendered chat already starts with BOS.
-        return GenerateAsync(Tokenizer.Encode(prompt, addBos: false), PromptEndsInReasoning(prompt), options, cancellationToken);
-    }
-
-    /// <summary>Continues a raw prompt (no template; BOS as tokenizer_config.json says).</summary>
-    public IAsyncEnumerable<GenerationUpdate> CompleteAsync(string prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        GenerateAsync(Tokenizer.Encode(prompt), PromptEndsInReasoning(prompt), options, cancellationToken);
 
     /// <summary>R1 templates end the prompt inside an open think block.</summary>
     public static bool PromptEndsInReasoning(string prompt) =>

@@ -212,9 +212,9 @@ public sealed class Tokenizer
         return [.. result];
     }
 
-    /// <summary>The UTF-8 bytes a token stands for.</summary>
-    public ReadOnlySpan<byte> TokenBytes(int id) =>
-        (uint)id < (uint)_tokenBytes.Length ? _tokenBytes[id] : throw new ArgumentOutOfRangeException(nameof(id), id, $"token id outside [0, {_tokenBytes.Length})");
+    /// <summary>The UTF-8 bytes a token stands for; empty for ids the tokenizer never produces (a model's
+    /// embedding may have more rows than the tokenizer has tokens: DeepSeek-V3 129,280 vs 128,815).</summary>
+    public ReadOnlySpan<byte> TokenBytes(int id) => (uint)id < (uint)_tokenBytes.Length ? _tokenBytes[id] : [];
 
     /// <summary>The token's string as stored (byte-level form for vocabulary entries).</summary>
     public string? TokenText(int id) => (uint)id < (uint)_tokenText.Length ? _tokenText[id] : null;

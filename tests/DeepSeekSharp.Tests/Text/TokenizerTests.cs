@@ -63,3 +63,14 @@ public class TokenizerTests
         Assert.Equal("Hi", V3.Decode([0, .. V3.Encode("Hi", addBos: false), 1], skipSpecialTokens: true));
     }
 }
+
+public class TokenizerEdgeTests
+{
+    [Fact]
+    public void Decode_IdBeyondTheTokenizerButInsideTheModel_GivesNoText()
+    {
+        // DeepSeek-V3's embedding has 129,280 rows; the tokenizer knows 128,815 ids.
+        Assert.Equal("ab", TokenizerTests.V3.Decode([67, 128900, 68])); // 67 = "a", 68 = "b"
+        Assert.Equal("", new StreamingDetokenizer(TokenizerTests.V3).Push(129000));
+    }
+}

@@ -1,0 +1,43 @@
+using DeepSeekSharp.Model;
+using DeepSeekSharp.Text;
+using DeepSeekSharp.Text.Templates;
+
+namespace DeepSeekSharp.Inference;
+
+/// <summary>What the front doors (CLI, HTTP server, IChatClient) need from an engine: a tokenizer and template to
+/// build prompts, and a stream of updates for a prompt. <see cref="Generator"/> runs one sequence;
+/// <see cref="BatchScheduler"/> runs many together.</summary>
+public interface IGenerationEngine
+{
+    DeepSeekModel Model { get; }
+    Tokenizer Tokenizer { get; }
+    ChatTemplate? Template { get; }
+    int ContextLength { get; }
+
+    IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] promptIds, bool startsInReasoning, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default);
+}
+
+public static class GenerationEngineExtensions
+{
+    /// <summary>Renders OpenAI-style messages (a JSON array) with the model's chat template.</summary>
+    public static string RenderChat(this IGenerationEngine engine, System.Text.Json.JsonElement messages, bool addGenerationPrompt = true)
+    {
+        if (engine.Template is null) throw new InvalidOperationException("the tokenizer_config.json has no chat_template; use a raw prompt");
+        return engine.Template.Render(messages, addGenerationPrompt, engine.Tokenizer.Config.BosToken, engine.Tokenizer.Config.EosToken);
+    }
+
+    /// <summary>Generates a reply to a conversation (OpenAI-style messages as a JSON array).</summary>
+    public static IAsyncEnumerable<GenerationUpdate> ChatAsync(this IGenerationEngine engine, System.Text.Json.JsonElement messages,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        string prompt = engine.RenderChat(messages);
+        // The rendered chat already starts with BOS.
+        return engine.GenerateAsync(engine.Tokenizer.Encode(prompt, addBos: false), Generator.PromptEndsInReasoning(prompt), options, cancellationToken);
+    }
+
+    /// <summary>Continues a raw prompt (no template; BOS as tokenizer_config.json says).</summary>
+    public static IAsyncEnumerable<GenerationUpdate> CompleteAsync(this IGenerationEngine engine, string prompt,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        engine.GenerateAsync(engine.Tokenizer.Encode(prompt), Generator.PromptEndsInReasoning(prompt), options, cancellationToken);
+}
