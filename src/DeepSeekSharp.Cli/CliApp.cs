@@ -21,6 +21,7 @@ public static class CliApp
             TextCommands.Tokenize(stdin, stdout, stderr),
             TextCommands.Template(stdin, stdout, stderr),
             CreateRandomCommand.Create(stderr),
+            ServeCommand.Create(stdout),
         };
         ParseResult parsed = root.Parse(args);
         try

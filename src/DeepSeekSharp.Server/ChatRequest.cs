@@ -1,0 +1,164 @@
+using System.Text.Json;
+using DeepSeekSharp.Inference;
+using DeepSeekSharp.Inference.Sampling;
+
+namespace DeepSeekSharp.Server;
+
+/// <summary>A validated /v1/chat/completions or /v1/completions request.</summary>
+internal sealed record ChatRequest
+{
+    public required GenerationOptions Options { get; init; }
+    public JsonElement Messages { get; init; }     // chat
+    public string? Prompt { get; init; }           // completions
+    public bool Stream { get; init; }
+    public bool IncludeUsage { get; init; }
+
+    /// <summary>Parses and checks a body; every problem is an <see cref="ApiError"/> naming the parameter.</summary>
+    public static ChatRequest Parse(JsonElement body, bool chat, string servedModel, int vocabSize)
+    {
+        if (body.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("the request body must be a JSON object");
+        if (Get(body, "model") is { } model)
+        {
+            if (model.ValueKind != JsonValueKind.String) throw ApiError.BadRequest("'model' must be a string", "model");
+            if (model.GetString() != servedModel)
+                throw new ApiError(404, $"The model '{model.GetString()}' does not exist; this server serves '{servedModel}'", "model", "model_not_found");
+        }
+        if (Int(body, "n") is { } n && n != 1) throw ApiError.BadRequest($"only n = 1 is supported, got {n}", "n");
+        if (Get(body, "logprobs") is { ValueKind: JsonValueKind.True } || Get(body, "logprobs") is { ValueKind: JsonValueKind.Number })
+            throw ApiError.BadRequest("logprobs are not supported", "logprobs");
+        if (Get(body, "tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
+            throw ApiError.BadRequest("tool definitions are not supported by this server", "tools");
+        if (Get(body, "response_format") is { } rf && !(rf.ValueKind == JsonValueKind.Object && Get(rf, "type") is { } rt && rt.GetString() == "text"))
+            throw ApiError.BadRequest("only response_format {\"type\": \"text\"} is supported", "response_format");
+
+        JsonElement messages = default;
+        string? prompt = null;
+        if (chat) messages = ValidateMessages(Get(body, "messages"));
+        else prompt = ValidatePrompt(Get(body, "prompt"));
+
+        int? maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? (chat ? null : 16);
+        if (maxTokens is < 1) throw ApiError.BadRequest($"'max_tokens' must be ≥ 1, got {maxTokens}", "max_tokens");
+        var sampling = new SamplingOptions
+        {
+            Temperature = Float(body, "temperature") ?? 1f,
+            TopP = Float(body, "top_p") ?? 1f,
+            TopK = Int(body, "top_k") is { } k && k > 0 ? k : 0,
+            MinP = Float(body, "min_p") ?? 0f,
+            PresencePenalty = Float(body, "presence_penalty") ?? 0f,
+            FrequencyPenalty = Float(body, "frequency_penalty") ?? 0f,
+            RepetitionPenalty = Float(body, "repetition_penalty") ?? 1f,
+            Seed = Get(body, "seed") is { } seed ? (seed.TryGetInt64(out long s) ? unchecked((ulong)s) : throw ApiError.BadRequest("'seed' must be an integer", "seed")) : null,
+            LogitBias = LogitBias(Get(body, "logit_bias")),
+        };
+        var options = new GenerationOptions { Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")) };
+        try { options.Validate(vocabSize); }
+        catch (ArgumentException e) { throw ApiError.BadRequest(FirstLine(e.Message), e.ParamName); }
+
+        bool stream = Bool(body, "stream") ?? false;
+        bool includeUsage = Get(body, "stream_options") is { } so && (so.ValueKind == JsonValueKind.Object ? Bool(so, "include_usage") ?? false
+            : throw ApiError.BadRequest("'stream_options' must be an object", "stream_options"));
+        return new ChatRequest { Options = options, Messages = messages, Prompt = prompt, Stream = stream, IncludeUsage = includeUsage };
+    }
+
+    internal static string FirstLine(string message)
+    {
+        string m = message.Split('\n')[0];
+        int p = m.LastIndexOf(" (Parameter '", StringComparison.Ordinal);
+        return p > 0 ? m[..p] : m;
+    }
+
+    private static readonly string[] Roles = ["system", "developer", "user", "assistant", "tool"];
+
+    /// <summary>Messages as the template expects them: content flattened to a string (text parts joined).</summary>
+    private static JsonElement ValidateMessages(JsonElement? m)
+    {
+        if (m is not { ValueKind: JsonValueKind.Array } arr) throw ApiError.BadRequest("'messages' is required and must be an array", "messages");
+        if (arr.GetArrayLength() == 0) throw ApiError.BadRequest("'messages' must not be empty", "messages");
+        var result = new List<Dictionary<string, object?>>();
+        int i = 0;
+        foreach (JsonElement msg in arr.EnumerateArray())
+        {
+            string where = $"messages[{i++}]";
+            if (msg.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest($"'{where}' must be an object", where);
+            string? role = Get(msg, "role") is { ValueKind: JsonValueKind.String } r ? r.GetString() : null;
+            if (role is null || !Roles.Contains(role))
+                throw ApiError.BadRequest($"'{where}.role' must be one of {string.Join(", ", Roles)}", $"{where}.role");
+            var copy = new Dictionary<string, object?> { ["role"] = role == "developer" ? "system" : role };
+            JsonElement? content = Get(msg, "content");
+            bool hasToolCalls = Get(msg, "tool_calls") is { ValueKind: JsonValueKind.Array };
+            copy["content"] = content switch
+            {
+                null when role == "assistant" && hasToolCalls => null,
+                { ValueKind: JsonValueKind.String } s => s.GetString(),
+                { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select(p =>
+                    p.ValueKind == JsonValueKind.Object && Get(p, "type")?.GetString() == "text" && Get(p, "text") is { ValueKind: JsonValueKind.String } t
+                        ? t.GetString()
+                        : throw ApiError.BadRequest($"'{where}.content' parts must be {{\"type\": \"text\", \"text\": ...}}", $"{where}.content"))),
+                _ => throw ApiError.BadRequest($"'{where}.content' must be a string or an array of text parts", $"{where}.content"),
+            };
+            if (hasToolCalls) copy["tool_calls"] = msg.GetProperty("tool_calls").Clone();
+            result.Add(copy);
+        }
+        return JsonSerializer.SerializeToElement(result);
+    }
+
+    private static string ValidatePrompt(JsonElement? p) => p switch
+    {
+        { ValueKind: JsonValueKind.String } s when s.GetString()!.Length > 0 => s.GetString()!,
+        { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.String => a[0].GetString()!,
+        { ValueKind: JsonValueKind.String } => throw ApiError.BadRequest("'prompt' must not be empty", "prompt"),
+        _ => throw ApiError.BadRequest("'prompt' is required and must be a string", "prompt"),
+    };
+
+    private static IReadOnlyList<string> Stops(JsonElement? s)
+    {
+        if (s is null) return [];
+        string[] stops = s.Value.ValueKind switch
+        {
+            JsonValueKind.String => [s.Value.GetString()!],
+            JsonValueKind.Array => s.Value.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString()! : throw ApiError.BadRequest("'stop' must hold strings", "stop")).ToArray(),
+            _ => throw ApiError.BadRequest("'stop' must be a string or an array of strings", "stop"),
+        };
+        if (stops.Length > 4) throw ApiError.BadRequest($"'stop' holds {stops.Length} strings; at most 4", "stop");
+        return stops;
+    }
+
+    private static IReadOnlyDictionary<int, float>? LogitBias(JsonElement? b)
+    {
+        if (b is null) return null;
+        if (b.Value.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("'logit_bias' must be an object of token id → bias", "logit_bias");
+        var d = new Dictionary<int, float>();
+        foreach (JsonProperty p in b.Value.EnumerateObject())
+        {
+            if (!int.TryParse(p.Name, out int id) || p.Value.ValueKind != JsonValueKind.Number)
+                throw ApiError.BadRequest($"'logit_bias' entry '{p.Name}' must map a token id to a number", "logit_bias");
+            d[id] = p.Value.GetSingle();
+        }
+        return d;
+    }
+
+    private static JsonElement? Get(JsonElement o, string name) =>
+        o.TryGetProperty(name, out JsonElement v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+    private static int? Int(JsonElement o, string name) => Get(o, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.Number } v when v.TryGetInt32(out int i) => i,
+        _ => throw ApiError.BadRequest($"'{name}' must be an integer", name),
+    };
+
+    private static float? Float(JsonElement o, string name) => Get(o, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.Number } v => v.GetSingle(),
+        _ => throw ApiError.BadRequest($"'{name}' must be a number", name),
+    };
+
+    private static bool? Bool(JsonElement o, string name) => Get(o, name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.True } => true,
+        { ValueKind: JsonValueKind.False } => false,
+        _ => throw ApiError.BadRequest($"'{name}' must be true or false", name),
+    };
+}

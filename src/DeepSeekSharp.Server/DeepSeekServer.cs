@@ -1,0 +1,300 @@
+using System.Text;
+using System.Text.Json;
+using DeepSeekSharp.Inference;
+using DeepSeekSharp.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Prometheus;
+
+namespace DeepSeekSharp.Server;
+
+/// <summary>The OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health,
+/// /metrics, all driving one <see cref="BatchScheduler"/>.</summary>
+public sealed class DeepSeekServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly BatchScheduler _engine;
+    private readonly ServerMetrics _metrics;
+    private readonly string _modelId;
+    private readonly string? _apiKey;
+
+    public DeepSeekServer(BatchScheduler engine, ServerOptions options)
+    {
+        _engine = engine;
+        _modelId = options.ModelId ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(engine.Model.Path));
+        _apiKey = string.IsNullOrEmpty(options.ApiKey) ? null : options.ApiKey;
+        _metrics = new ServerMetrics(engine);
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        _app = builder.Build();
+        _app.Use(Authenticate);
+        _app.MapPost("/v1/chat/completions", ctx => Handle(ctx, "chat", chat: true));
+        _app.MapPost("/v1/completions", ctx => Handle(ctx, "completions", chat: false));
+        _app.MapGet("/v1/models", ModelsAsync);
+        _app.MapGet("/health", ctx => WriteJson(ctx, 200, w =>
+        {
+            w.WriteString("status", "ok");
+            w.WriteString("model", _modelId);
+            w.WriteNumber("active_sequences", _engine.ActiveSequences);
+            w.WriteNumber("queue_depth", _engine.QueueDepth);
+        }));
+        _app.MapMetrics("/metrics", _metrics.Registry);
+    }
+
+    public string ModelId => _modelId;
+
+    /// <summary>The address the server listens on (after <see cref="StartAsync"/>), e.g. http://127.0.0.1:51234.</summary>
+    public Uri Address => new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+
+    public Task StartAsync(CancellationToken cancellationToken = default) => _app.StartAsync(cancellationToken);
+
+    /// <summary>Serves until <paramref name="cancellationToken"/> is cancelled.</summary>
+    public async Task RunAsync(CancellationToken cancellationToken = default)
+    {
+        await _app.StartAsync(cancellationToken);
+        try { await Task.Delay(Timeout.Infinite, cancellationToken); }
+        catch (OperationCanceledException) { }
+        await _app.StopAsync(CancellationToken.None);
+    }
+
+    public async ValueTask DisposeAsync() => await _app.DisposeAsync();
+
+    private async Task Authenticate(HttpContext ctx, Func<Task> next)
+    {
+        if (_apiKey is not null && ctx.Request.Path.StartsWithSegments("/v1")
+            && ctx.Request.Headers.Authorization.ToString() != "Bearer " + _apiKey)
+        {
+            await WriteError(ctx, new ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'", code: "invalid_api_key"), "auth");
+            return;
+        }
+        await next();
+    }
+
+    private Task ModelsAsync(HttpContext ctx) => WriteJson(ctx, 200, w =>
+    {
+        w.WriteString("object", "list");
+        w.WriteStartArray("data");
+        w.WriteStartObject();
+        w.WriteString("id", _modelId);
+        w.WriteString("object", "model");
+        w.WriteNumber("created", DateTimeOffset.UtcNow.ToUnixTimeSeconds());
+        w.WriteString("owned_by", "deepseeksharp");
+        w.WriteNumber("max_model_len", _engine.ContextLength);
+        w.WriteEndObject();
+        w.WriteEndArray();
+    });
+
+    private async Task Handle(HttpContext ctx, string endpoint, bool chat)
+    {
+        try
+        {
+            JsonElement body;
+            try
+            {
+                using JsonDocument doc = await JsonDocument.ParseAsync(ctx.Request.Body, default, ctx.RequestAborted);
+                body = doc.RootElement.Clone();
+            }
+            catch (JsonException e) { throw ApiError.BadRequest($"the request body is not valid JSON: {e.Message}"); }
+            ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize);
+            int[] promptIds;
+            bool reasoning;
+            try
+            {
+                string prompt = chat ? _engine.RenderChat(req.Messages) : req.Prompt!;
+                promptIds = chat ? _engine.Tokenizer.Encode(prompt, addBos: false) : _engine.Tokenizer.Encode(prompt);
+                reasoning = Generator.PromptEndsInReasoning(prompt);
+            }
+            catch (Text.Templates.TemplateException e) { throw ApiError.BadRequest(e.Message, "messages"); }
+            if (promptIds.Length >= _engine.ContextLength)
+                throw ApiError.BadRequest($"the prompt has {promptIds.Length} tokens; this server's context holds {_engine.ContextLength}", chat ? "messages" : "prompt", "context_length_exceeded");
+            IAsyncEnumerable<GenerationUpdate> stream = _engine.GenerateAsync(promptIds, reasoning, req.Options, ctx.RequestAborted);
+            var reply = new Reply(chat, _modelId);
+            if (req.Stream) await StreamAsync(ctx, stream, reply, req.IncludeUsage);
+            else await CompleteAsync(ctx, stream, reply);
+            _metrics.Requests.WithLabels(endpoint, "200").Inc();
+        }
+        catch (ApiError e) { await WriteError(ctx, e, endpoint); }
+        catch (EngineBusyException e)
+        {
+            ctx.Response.Headers.RetryAfter = "1";
+            await WriteError(ctx, new ApiError(503, e.Message, code: "server_overloaded", type: "server_error"), endpoint);
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            _metrics.Requests.WithLabels(endpoint, "499").Inc(); // client went away; its sequence was cancelled
+        }
+    }
+
+    /// <summary>Accumulates one reply for the non-streaming answer and shapes the JSON of both modes.</summary>
+    private sealed class Reply(bool chat, string model)
+    {
+        public readonly string Id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
+        public readonly long Created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        public readonly bool Chat = chat;
+        public readonly string Model = model;
+        public readonly StringBuilder Content = new(), Reasoning = new();
+        public GenerationUsage? Usage;
+
+        public string FinishReason => Usage?.FinishReason == Inference.FinishReason.Length ? "length" : "stop";
+
+        public void Header(Utf8JsonWriter w, bool chunk)
+        {
+            w.WriteString("id", Id);
+            w.WriteString("object", Chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion");
+            w.WriteNumber("created", Created);
+            w.WriteString("model", Model);
+        }
+
+        public void WriteUsage(Utf8JsonWriter w)
+        {
+            GenerationUsage u = Usage!;
+            w.WriteStartObject("usage");
+            w.WriteNumber("prompt_tokens", u.PromptTokens);
+            w.WriteNumber("completion_tokens", u.CompletionTokens);
+            w.WriteNumber("total_tokens", u.PromptTokens + u.CompletionTokens);
+            w.WriteStartObject("completion_tokens_details");
+            w.WriteNumber("reasoning_tokens", u.ReasoningTokens);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+    }
+
+    private async Task CompleteAsync(HttpContext ctx, IAsyncEnumerable<GenerationUpdate> stream, Reply reply)
+    {
+        await foreach (GenerationUpdate u in stream)
+        {
+            if (u.Usage is not null) reply.Usage = u.Usage;
+            else (u.Part == ReplyPart.Reasoning ? reply.Reasoning : reply.Content).Append(u.Text);
+        }
+        Count(reply);
+        await WriteJson(ctx, 200, w =>
+        {
+            reply.Header(w, chunk: false);
+            w.WriteStartArray("choices");
+            w.WriteStartObject();
+            w.WriteNumber("index", 0);
+            if (reply.Chat)
+            {
+                w.WriteStartObject("message");
+                w.WriteString("role", "assistant");
+                w.WriteString("content", reply.Content.ToString());
+                if (reply.Reasoning.Length > 0) w.WriteString("reasoning_content", reply.Reasoning.ToString());
+                else w.WriteNull("reasoning_content");
+                w.WriteEndObject();
+            }
+            else w.WriteString("text", reply.Reasoning.ToString() + reply.Content);
+            w.WriteNull("logprobs");
+            w.WriteString("finish_reason", reply.FinishReason);
+            w.WriteEndObject();
+            w.WriteEndArray();
+            reply.WriteUsage(w);
+        });
+    }
+
+    private void Count(Reply reply)
+    {
+        _metrics.CompletionTokens.Inc(reply.Usage!.CompletionTokens);
+        _metrics.PromptTokens.Inc(reply.Usage.PromptTokens);
+    }
+
+    /// <summary>Server-sent events: the role, reasoning_content pieces, content pieces, the finish chunk, an optional
+    /// usage chunk, then <c>data: [DONE]</c>.</summary>
+    private async Task StreamAsync(HttpContext ctx, IAsyncEnumerable<GenerationUpdate> stream, Reply reply, bool includeUsage)
+    {
+        await using IAsyncEnumerator<GenerationUpdate> e = stream.GetAsyncEnumerator(ctx.RequestAborted);
+        bool more = await e.MoveNextAsync(); // errors before the first token still become a JSON error response
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        if (reply.Chat) await Event(ctx, reply, w => Delta(w, reply, "role", "assistant", null));
+        for (; more; more = await e.MoveNextAsync())
+        {
+            GenerationUpdate u = e.Current;
+            if (u.Usage is not null) { reply.Usage = u.Usage; continue; }
+            if (u.Text.Length == 0) continue;
+            string field = !reply.Chat ? "text" : u.Part == ReplyPart.Reasoning ? "reasoning_content" : "content";
+            await Event(ctx, reply, w => Delta(w, reply, field, u.Text, null));
+        }
+        Count(reply);
+        await Event(ctx, reply, w => Delta(w, reply, null, null, reply.FinishReason));
+        if (includeUsage)
+            await Event(ctx, reply, w =>
+            {
+                w.WriteStartArray("choices");
+                w.WriteEndArray();
+                reply.WriteUsage(w);
+            });
+        await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
+        await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+    }
+
+    private static void Delta(Utf8JsonWriter w, Reply reply, string? field, string? value, string? finish)
+    {
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", 0);
+        if (reply.Chat)
+        {
+            w.WriteStartObject("delta");
+            if (field is not null) w.WriteString(field, value);
+            w.WriteEndObject();
+        }
+        else w.WriteString("text", field is null ? "" : value);
+        w.WriteNull("logprobs");
+        if (finish is null) w.WriteNull("finish_reason");
+        else w.WriteString("finish_reason", finish);
+        w.WriteEndObject();
+        w.WriteEndArray();
+    }
+
+    private static async Task Event(HttpContext ctx, Reply reply, Action<Utf8JsonWriter> body)
+    {
+        var buffer = new MemoryStream();
+        buffer.Write("data: "u8);
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            reply.Header(w, chunk: true);
+            body(w);
+            w.WriteEndObject();
+        }
+        buffer.Write("\n\n"u8);
+        await ctx.Response.Body.WriteAsync(buffer.GetBuffer().AsMemory(0, (int)buffer.Length), ctx.RequestAborted);
+        await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+    }
+
+    private static async Task WriteJson(HttpContext ctx, int status, Action<Utf8JsonWriter> body)
+    {
+        var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            body(w);
+            w.WriteEndObject();
+        }
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.Body.WriteAsync(buffer.GetBuffer().AsMemory(0, (int)buffer.Length));
+    }
+
+    private async Task WriteError(HttpContext ctx, ApiError e, string endpoint)
+    {
+        _metrics.Requests.WithLabels(endpoint, e.Status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+        if (ctx.Response.HasStarted) return; // mid-stream: nothing more can be said
+        await WriteJson(ctx, e.Status, w =>
+        {
+            w.WriteStartObject("error");
+            w.WriteString("message", e.Message);
+            w.WriteString("type", e.Type);
+            if (e.Param is null) w.WriteNull("param"); else w.WriteString("param", e.Param);
+            if (e.Code is null) w.WriteNull("code"); else w.WriteString("code", e.Code);
+            w.WriteEndObject();
+        });
+    }
+}

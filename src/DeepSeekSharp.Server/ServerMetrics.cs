@@ -1,0 +1,32 @@
+using DeepSeekSharp.Inference;
+using Prometheus;
+
+namespace DeepSeekSharp.Server;
+
+/// <summary>Prometheus metrics of one server (its own registry, so several servers in a process stay apart).</summary>
+internal sealed class ServerMetrics
+{
+    public readonly CollectorRegistry Registry = Metrics.NewCustomRegistry();
+    public readonly Counter Requests;
+    public readonly Counter CompletionTokens;
+    public readonly Counter PromptTokens;
+
+    public ServerMetrics(BatchScheduler engine)
+    {
+        MetricFactory f = Metrics.WithCustomRegistry(Registry);
+        Requests = f.CreateCounter("dss_requests_total", "HTTP requests by endpoint and status code", "endpoint", "status");
+        CompletionTokens = f.CreateCounter("dss_completion_tokens_total", "Tokens generated");
+        PromptTokens = f.CreateCounter("dss_prompt_tokens_total", "Prompt tokens processed");
+        Gauge queue = f.CreateGauge("dss_queue_depth", "Requests waiting for a sequence slot");
+        Gauge active = f.CreateGauge("dss_active_sequences", "Sequences in the running batch");
+        Gauge speed = f.CreateGauge("dss_decode_tokens_per_second", "Tokens per second of the last decode step, all sequences together");
+        Gauge cache = f.CreateGauge("dss_kv_cache_bytes", "Latent KV cache allocated for all sequence slots");
+        Registry.AddBeforeCollectCallback(() =>
+        {
+            queue.Set(engine.QueueDepth);
+            active.Set(engine.ActiveSequences);
+            speed.Set(engine.DecodeTokensPerSecond);
+            cache.Set(engine.CacheBytes);
+        });
+    }
+}
