@@ -52,12 +52,18 @@ public sealed class DeepSeekServer : IAsyncDisposable
     /// <summary>The address the server listens on (after <see cref="StartAsync"/>), e.g. http://127.0.0.1:51234.</summary>
     public Uri Address => new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
 
-    public Task StartAsync(CancellationToken cancellationToken = default) => _app.StartAsync(cancellationToken);
+    private bool _started;
+
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        await _app.StartAsync(cancellationToken);
+        _started = true;
+    }
 
     /// <summary>Serves until <paramref name="cancellationToken"/> is cancelled.</summary>
     public async Task RunAsync(CancellationToken cancellationToken = default)
     {
-        await _app.StartAsync(cancellationToken);
+        if (!_started) await StartAsync(cancellationToken);
         try { await Task.Delay(Timeout.Infinite, cancellationToken); }
         catch (OperationCanceledException) { }
         await _app.StopAsync(CancellationToken.None);
