@@ -1,5 +1,6 @@
 using DeepSeekSharp.Formats;
 using DeepSeekSharp.Formats.SafeTensors;
+using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
 
@@ -10,10 +11,13 @@ namespace DeepSeekSharp.Model;
 /// using var session = model.CreateSession();
 /// float[] logits = session.Forward([1, 2, 3]);   // [3, vocab]
 /// </code></example>
-public sealed class DeepSeekModel
+public sealed class DeepSeekModel : IDisposable
 {
-    private DeepSeekModel(string path, ModelConfig config, ModelWeights weights)
+    private readonly IDisposable? _files;
+
+    private DeepSeekModel(string path, ModelConfig config, ModelWeights weights, IDisposable? files)
     {
+        _files = files;
         Path = path;
         Config = config;
         Weights = weights;
@@ -30,15 +34,36 @@ public sealed class DeepSeekModel
 
     /// <summary>Loads a Hugging Face folder (config.json + safetensors, single or sharded). Weights are read
     /// through a memory map and converted to float32 once; FP8 block weights are dequantised.</summary>
-    public static DeepSeekModel Load(string path)
+    public static DeepSeekModel Load(string path, LoadOptions? options = null)
     {
+        options ??= new LoadOptions();
         if (!Directory.Exists(path))
             throw new DirectoryNotFoundException($"model folder '{path}' does not exist");
         ModelConfig config = HfConfig.Load(path);
-        using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(path);
-        var reader = new TensorReader(checkpoint, config.Fp8BlockSize ?? (128, 128));
-        ModelWeights weights = new WeightLoader(config, reader).Load();
-        return new DeepSeekModel(path, config, weights);
+        SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(path);
+        try
+        {
+            var reader = new TensorReader(checkpoint, config.Fp8BlockSize ?? (128, 128));
+            ModelWeights weights = new WeightLoader(config, reader, options).Load();
+            if (options.MemoryMap) return new DeepSeekModel(path, config, weights, checkpoint); // weights point into the files
+            checkpoint.Dispose();
+            return new DeepSeekModel(path, config, weights, null);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Bytes of weight data held (whatever their formats).</summary>
+    public long WeightBytes => Weights.AllMatrices().Sum(m => m.Bytes);
+
+    /// <summary>Frees the weights' native memory (and closes the files when memory-mapped).</summary>
+    public void Dispose()
+    {
+        foreach (Matrix m in Weights.AllMatrices().Distinct()) m.Dispose();
+        _files?.Dispose();
     }
 
     /// <summary>Default cache capacity: the context length, capped at 4096 positions.</summary>

@@ -11,10 +11,10 @@ internal static class FeedForward
     {
         int d = c.Dim, inter = w.InterDim;
         Span<float> g = s.G.AsSpan(0, n * inter), u = s.U.AsSpan(0, n * inter), h = s.H.AsSpan(0, n * inter);
-        MatMul.Forward(xb, w.Gate.Data, g, n, d, inter);
-        MatMul.Forward(xb, w.Up.Data, u, n, d, inter);
+        w.Gate.Forward(xb, g, n);
+        w.Up.Forward(xb, u, n);
         SwiGlu.Forward(g, u, h);
-        MatMul.Forward(h, w.Down.Data, output, n, inter, d);
+        w.Down.Forward(h, output, n);
     }
 
     public static void Moe(ModelConfig c, MoeWeights w, ReadOnlySpan<float> xb, int n, int layer, RunState s,
@@ -22,7 +22,7 @@ internal static class FeedForward
     {
         int d = c.Dim, nExperts = c.NRoutedExperts;
         Span<float> logits = s.RouterLogits.AsSpan(0, n * nExperts);
-        MatMul.Forward(xb, w.Router.Data, logits, n, d, nExperts);
+        w.Router.Forward(xb, logits, n);
         if (w.Shared is { } shared) Mlp(c, shared, xb, n, s, output);
         else output[..(n * d)].Clear();
 

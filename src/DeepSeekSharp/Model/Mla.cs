@@ -18,15 +18,15 @@ internal static class Mla
         if (w.WqA is { } wqA)
         {
             Span<float> qa = s.Qa.AsSpan(0, n * c.QLoraRank);
-            MatMul.Forward(xb, wqA.Data, qa, n, d, c.QLoraRank);
+            wqA.Forward(xb, qa, n);
             RmsNorm.Forward(qa, w.QNorm, qa, (float)c.RmsNormEps);
-            MatMul.Forward(qa, w.WqB!.Data, q, n, c.QLoraRank, heads * qk);
+            w.WqB!.Forward(qa, q, n);
         }
-        else MatMul.Forward(xb, w.Wq!.Data, q, n, d, heads * qk);
+        else w.Wq!.Forward(xb, q, n);
 
         // kv_cmpr: [n, kv_lora | rope] → each row's cache position
         Span<float> kv = s.Kv.AsSpan(0, n * width);
-        MatMul.Forward(xb, w.WkvA.Data, kv, n, d, width);
+        w.WkvA.Forward(xb, kv, n);
         Span<float> attn = s.AttnOut.AsSpan(0, n * heads * c.VHeadDim);
         int rowSize = heads * qk, outSize = heads * c.VHeadDim;
         foreach (SequenceSlice slice in slices)
@@ -49,7 +49,7 @@ internal static class Mla
             if (absorbed) AttendAbsorbed(c, w, qs, slice.Count, pos0, cache, s, scale, attnSlice);
             else AttendExpanded(c, w, qs, slice.Count, pos0, cache, s, scale, attnSlice);
         }
-        MatMul.Forward(attn, w.Wo.Data, output, n, heads * c.VHeadDim, d);
+        w.Wo.Forward(attn, output, n);
     }
 
     /// <summary>q_nope · W_UK per head gives a kv_lora_rank-wide query; attend over the latents; W_UV maps back.</summary>
@@ -64,9 +64,10 @@ internal static class Mla
             for (int h = 0; h < heads; h++)
             {
                 ReadOnlySpan<float> qh = q.Slice((t * heads + h) * qk, qk);
-                MatVecTransposed.Forward(qh[..nope], w.WkvB.RowRange(h * headRows, nope), s.QLatent, nope, rank);
+                s.QLatent.AsSpan().Clear();
+                w.WkvB.AccumulateRows(h * headRows, qh[..nope], s.QLatent);
                 LatentAttention.Absorbed(s.QLatent, qh[nope..], cache, count, scale, s.Scores, s.LatentOut);
-                MatMul.Forward(s.LatentOut, w.WkvB.RowRange(h * headRows + nope, v), attn.Slice((t * heads + h) * v, v), 1, rank, v);
+                w.WkvB.Forward(s.LatentOut, attn.Slice((t * heads + h) * v, v), 1, h * headRows + nope, v);
             }
         }
     }
@@ -81,7 +82,7 @@ internal static class Mla
         Span<float> latents = s.Latents.AsSpan(0, span * rank);
         for (int p = 0; p < span; p++) cache.Slice(p * width, rank).CopyTo(latents.Slice(p * rank, rank));
         Span<float> kvFull = s.KvExpanded.AsSpan(0, span * kvStride);
-        MatMul.Forward(latents, w.WkvB.Data, kvFull, span, rank, kvStride);
+        w.WkvB.Forward(latents, kvFull, span);
         for (int t = 0; t < n; t++)
         {
             int count = pos0 + t + 1;

@@ -93,4 +93,33 @@ public sealed class ModelWeights
     public required MtpWeights[] Mtp { get; init; }
     /// <summary>Storage dtypes found in the checkpoint, with tensor counts.</summary>
     public required IReadOnlyDictionary<string, int> DTypes { get; init; }
+
+    /// <summary>Every weight matrix (a tied head appears once).</summary>
+    public IEnumerable<Matrix> AllMatrices()
+    {
+        IEnumerable<Matrix> Block(BlockWeights b)
+        {
+            AttentionWeights a = b.Attn;
+            foreach (Matrix? m in new[] { a.Wq, a.WqA, a.WqB, a.WkvA, a.WkvB, a.Wo })
+                if (m is not null) yield return m;
+            if (b.Mlp is { } mlp) { yield return mlp.Gate; yield return mlp.Up; yield return mlp.Down; }
+            if (b.Moe is { } moe)
+            {
+                yield return moe.Router;
+                foreach (MlpWeights e in moe.Experts.Concat(moe.Shared is null ? [] : [moe.Shared]))
+                { yield return e.Gate; yield return e.Up; yield return e.Down; }
+            }
+        }
+        var all = new List<Matrix> { Embed };
+        foreach (BlockWeights b in Blocks) all.AddRange(Block(b));
+        if (!ReferenceEquals(Head, Embed)) all.Add(Head);
+        foreach (MtpWeights m in Mtp)
+        {
+            all.Add(m.EhProj);
+            if (!ReferenceEquals(m.Embed, Embed)) all.Add(m.Embed);
+            all.AddRange(Block(m.Block));
+            if (!ReferenceEquals(m.Head, Head)) all.Add(m.Head);
+        }
+        return all;
+    }
 }

@@ -29,7 +29,7 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         int n = tokens.Length, d = c.Dim;
         s.Ensure(n);
         Span<float> x = s.X.AsSpan(0, n * d);
-        for (int t = 0; t < n; t++) w.Embed.Row(tokens[t]).CopyTo(x.Slice(t * d, d));
+        for (int t = 0; t < n; t++) w.Embed.DequantizeRow(tokens[t], x.Slice(t * d, d));
         PrepareRope(slices, s);
         for (int l = 0; l < c.NLayers; l++)
             Block(w.Blocks[l], l, x, n, slices, l, s, mode, observer);
@@ -39,14 +39,14 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         RmsNorm.Forward(x, w.Norm, hidden, (float)c.RmsNormEps);
         if (allPositions)
         {
-            MatMul.Forward(hidden, w.Head.Data, logits, n, d, c.VocabSize);
+            w.Head.Forward(hidden, logits, n);
             return;
         }
         // Gather each slice's last row so lm_head is read once for all sequences.
         Span<float> last = s.Xb.AsSpan(0, slices.Length * d);
         for (int i = 0; i < slices.Length; i++)
             hidden.Slice((slices[i].Start + slices[i].Count - 1) * d, d).CopyTo(last.Slice(i * d, d));
-        MatMul.Forward(last, w.Head.Data, logits, slices.Length, d, c.VocabSize);
+        w.Head.Forward(last, logits, slices.Length);
     }
 
     /// <summary>MTP module k: for each i, predicts the token after <paramref name="nextTokens"/>[i] from
@@ -63,18 +63,20 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         float eps = (float)c.RmsNormEps;
         for (int t = 0; t < n; t++)
         {
-            RmsNorm.Forward(m.Embed.Row(nextTokens[t]), m.ENorm, cat.Slice(t * 2 * d, d), eps);
+            Span<float> embedding = s.Xb.AsSpan(0, d);
+            m.Embed.DequantizeRow(nextTokens[t], embedding);
+            RmsNorm.Forward(embedding, m.ENorm, cat.Slice(t * 2 * d, d), eps);
             RmsNorm.Forward(hidden.Slice(t * d, d), m.HNorm, cat.Slice(t * 2 * d + d, d), eps);
         }
         Span<float> x = s.X.AsSpan(0, n * d);
-        MatMul.Forward(cat, m.EhProj.Data, x, n, 2 * d, d);
+        m.EhProj.Forward(cat, x, n);
         Span<SequenceSlice> one = [new SequenceSlice(cache, 0, n)];
         PrepareRope(one, s);
         Block(m.Block, c.NLayers + k, x, n, one, k, s, mode, observer: null);
         cache.Commit(n);
         Span<float> normed = s.Xb.AsSpan(0, n * d);
         RmsNorm.Forward(x, m.HeadNorm, normed, eps);
-        MatMul.Forward(normed, m.Head.Data, logits, n, d, c.VocabSize);
+        m.Head.Forward(normed, logits, n);
     }
 
     /// <summary>cos/sin of every row's position, and the positions themselves.</summary>

@@ -7,17 +7,29 @@ namespace DeepSeekSharp.Model;
 
 /// <summary>Declares every tensor a model needs with its expected shape (as llama.cpp's create_tensor does)
 /// and reads it as float32.</summary>
-internal sealed class WeightLoader(ModelConfig c, TensorReader r)
+internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions options)
 {
+    private int _done;
+    private readonly int _total = TensorManifest.For(c).Count(e => e.Role is TensorRole.Linear or TensorRole.Embedding or TensorRole.Router);
+
+    /// <summary>Reads one weight matrix in the format the options choose for it.</summary>
+    private Matrix Mat(string name, int rows, int cols, string why, bool quantizable = true)
+    {
+        DType stored = r.DTypeOf(name) ?? DType.F32;
+        Matrix m = r.ReadMatrix(name, rows, cols, why, options.FormatFor(stored, cols, quantizable), options.MemoryMap);
+        options.Progress?.Report((++_done, _total));
+        return m;
+    }
+
     public ModelWeights Load()
     {
-        Matrix embed = r.ReadMatrix(N.Embed, c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}");
+        Matrix embed = Mat(N.Embed, c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}");
         var blocks = new BlockWeights[c.NLayers];
         for (int l = 0; l < c.NLayers; l++) blocks[l] = Block(l, c.IsMoeLayer(l));
         float[] norm = Vector(N.Norm, c.Dim);
         Matrix head = c.TieWordEmbeddings && !r.Contains(N.Head)
             ? embed
-            : r.ReadMatrix(N.Head, c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}");
+            : Mat(N.Head, c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}");
         var mtp = new List<MtpWeights>();
         for (int k = 0; k < c.NMtpLayers; k++)
         {
@@ -45,25 +57,25 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r)
         string qWhy = $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + qk_rope_head_dim {c.QkRopeHeadDim})";
         return new AttentionWeights
         {
-            Wq = c.HasQLora ? null : r.ReadMatrix(N.Layer(l, N.Wq), qOut, c.Dim, qWhy + $" x hidden_size {c.Dim}"),
-            WqA = c.HasQLora ? r.ReadMatrix(N.Layer(l, N.WqA), c.QLoraRank, c.Dim, $"q_lora_rank {c.QLoraRank} x hidden_size {c.Dim}") : null,
+            Wq = c.HasQLora ? null : Mat(N.Layer(l, N.Wq), qOut, c.Dim, qWhy + $" x hidden_size {c.Dim}"),
+            WqA = c.HasQLora ? Mat(N.Layer(l, N.WqA), c.QLoraRank, c.Dim, $"q_lora_rank {c.QLoraRank} x hidden_size {c.Dim}") : null,
             QNorm = c.HasQLora ? r.ReadVector(N.Layer(l, N.QNorm), c.QLoraRank, $"q_lora_rank {c.QLoraRank}") : null,
-            WqB = c.HasQLora ? r.ReadMatrix(N.Layer(l, N.WqB), qOut, c.QLoraRank, qWhy + $" x q_lora_rank {c.QLoraRank}") : null,
-            WkvA = r.ReadMatrix(N.Layer(l, N.WkvA), c.LatentCacheWidth, c.Dim,
+            WqB = c.HasQLora ? Mat(N.Layer(l, N.WqB), qOut, c.QLoraRank, qWhy + $" x q_lora_rank {c.QLoraRank}") : null,
+            WkvA = Mat(N.Layer(l, N.WkvA), c.LatentCacheWidth, c.Dim,
                 $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
             KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),
-            WkvB = r.ReadMatrix(N.Layer(l, N.WkvB), c.NHeads * (c.QkNopeHeadDim + c.VHeadDim), c.KvLoraRank,
+            WkvB = Mat(N.Layer(l, N.WkvB), c.NHeads * (c.QkNopeHeadDim + c.VHeadDim), c.KvLoraRank,
                 $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + v_head_dim {c.VHeadDim}), x kv_lora_rank {c.KvLoraRank}"),
-            Wo = r.ReadMatrix(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
+            Wo = Mat(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
                 $"hidden_size {c.Dim} x num_attention_heads {c.NHeads} * v_head_dim {c.VHeadDim}"),
         };
     }
 
     private MlpWeights Mlp(int l, string prefix, int inter, string why) => new()
     {
-        Gate = r.ReadMatrix(N.Layer(l, prefix + N.Gate), inter, c.Dim, $"{why} x hidden_size {c.Dim}"),
-        Up = r.ReadMatrix(N.Layer(l, prefix + N.Up), inter, c.Dim, $"{why} x hidden_size {c.Dim}"),
-        Down = r.ReadMatrix(N.Layer(l, prefix + N.Down), c.Dim, inter, $"hidden_size {c.Dim} x {why}"),
+        Gate = Mat(N.Layer(l, prefix + N.Gate), inter, c.Dim, $"{why} x hidden_size {c.Dim}"),
+        Up = Mat(N.Layer(l, prefix + N.Up), inter, c.Dim, $"{why} x hidden_size {c.Dim}"),
+        Down = Mat(N.Layer(l, prefix + N.Down), c.Dim, inter, $"hidden_size {c.Dim} x {why}"),
     };
 
     private MoeWeights Moe(int l)
@@ -74,7 +86,7 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r)
         int sharedInter = c.NSharedExperts * c.MoeInterDim;
         return new MoeWeights
         {
-            Router = r.ReadMatrix(N.Layer(l, N.Router), c.NRoutedExperts, c.Dim, $"n_routed_experts {c.NRoutedExperts} x hidden_size {c.Dim}"),
+            Router = Mat(N.Layer(l, N.Router), c.NRoutedExperts, c.Dim, $"n_routed_experts {c.NRoutedExperts} x hidden_size {c.Dim}", quantizable: false),
             RouterBias = c.HasRouterBias ? r.ReadVector(N.Layer(l, N.RouterBias), c.NRoutedExperts, $"n_routed_experts {c.NRoutedExperts}; topk_method noaux_tc") : null,
             Experts = experts,
             Shared = sharedInter > 0
@@ -87,14 +99,14 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r)
     {
         ENorm = r.ReadVector(N.Layer(layer, N.MtpENorm), c.Dim, $"hidden_size {c.Dim}"),
         HNorm = r.ReadVector(N.Layer(layer, N.MtpHNorm), c.Dim, $"hidden_size {c.Dim}"),
-        EhProj = r.ReadMatrix(N.Layer(layer, N.MtpEhProj), c.Dim, 2 * c.Dim, $"hidden_size {c.Dim} x 2 * hidden_size"),
+        EhProj = Mat(N.Layer(layer, N.MtpEhProj), c.Dim, 2 * c.Dim, $"hidden_size {c.Dim} x 2 * hidden_size"),
         Embed = r.Contains(N.Layer(layer, N.MtpEmbed))
-            ? r.ReadMatrix(N.Layer(layer, N.MtpEmbed), c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}")
+            ? Mat(N.Layer(layer, N.MtpEmbed), c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}")
             : mainEmbed,
         Block = Block(layer, c.NRoutedExperts > 0),
         HeadNorm = r.ReadVector(N.Layer(layer, N.MtpHeadNorm), c.Dim, $"hidden_size {c.Dim}"),
         Head = r.Contains(N.Layer(layer, N.MtpHead))
-            ? r.ReadMatrix(N.Layer(layer, N.MtpHead), c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}")
+            ? Mat(N.Layer(layer, N.MtpHead), c.VocabSize, c.Dim, $"vocab_size {c.VocabSize} x hidden_size {c.Dim}")
             : mainHead,
     };
 }

@@ -1,25 +1,289 @@
+using System.Runtime.CompilerServices;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Kernels.Quant;
+
 namespace DeepSeekSharp.Tensors;
 
-/// <summary>A dense row-major float32 matrix [Rows, Cols]; a linear layer's weight is [out, in] (y = W x).</summary>
-public sealed class Matrix
+/// <summary>How a weight matrix is stored in memory.</summary>
+public enum WeightFormat { F32, BF16, Q8_0, Q4_K }
+
+/// <summary>A weight matrix [Rows, Cols] (a linear layer's [out, in], y = W x) in one storage format, rows contiguous
+/// in memory that never moves: aligned native memory, or a memory-mapped file used in place. Every format gives the
+/// same operations: a batched product, row dequantisation (embedding lookup), and row accumulation (absorbed MLA).
+/// Each output element is computed by one thread with a fixed summation order, so results do not depend on the
+/// thread count, the batch a row sits in, or where the activations lie in memory.</summary>
+public abstract unsafe class Matrix : IDisposable
 {
-    public Matrix(int rows, int cols)
+    private readonly byte* _data;
+    private readonly IDisposable? _owner;
+
+    protected Matrix(int rows, int cols, long rowBytes, byte* data, IDisposable? owner)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(rows);
-        ArgumentOutOfRangeException.ThrowIfNegative(cols);
         Rows = rows;
         Cols = cols;
-        Data = new float[checked(rows * cols)];
+        RowBytes = rowBytes;
+        _data = data;
+        _owner = owner;
     }
 
     public int Rows { get; }
     public int Cols { get; }
+    public long RowBytes { get; }
+    public long Bytes => RowBytes * Rows;
+    public abstract WeightFormat Format { get; }
 
-    /// <summary>Row-major values [Rows * Cols].</summary>
-    public float[] Data { get; }
+    protected byte* RowPointer(int r) => _data + r * RowBytes;
 
-    public Span<float> Row(int r) => Data.AsSpan(r * Cols, Cols);
+    /// <summary>The bytes of row r as stored (for writers such as GGUF).</summary>
+    public ReadOnlySpan<byte> RawRow(int r) => new(RowPointer(r), checked((int)RowBytes));
 
-    /// <summary>Rows [start, start + count) as one span.</summary>
-    public Span<float> RowRange(int start, int count) => Data.AsSpan(start * Cols, count * Cols);
+    /// <summary>Writes row r as float32.</summary>
+    public abstract void DequantizeRow(int r, Span<float> dst);
+
+    /// <summary>Stores a float32 row into row r, quantising as the format requires (used while loading).</summary>
+    public abstract void SetRow(int r, ReadOnlySpan<float> values);
+
+    /// <summary>y[t, o − rowStart] = W[o] · x[t] for o in [rowStart, rowStart + rowCount), t in [0, n).</summary>
+    /// <param name="x">[n, Cols]</param>
+    /// <param name="y">[n, rowCount]</param>
+    public void Forward(ReadOnlySpan<float> x, Span<float> y, int n, int rowStart = 0, int rowCount = -1)
+    {
+        if (rowCount < 0) rowCount = Rows - rowStart;
+        if ((uint)rowStart > (uint)Rows || rowCount > Rows - rowStart) throw new ArgumentOutOfRangeException(nameof(rowCount));
+        if (x.Length < (long)n * Cols) ThrowHelper.TooShort(nameof(x), (long)n * Cols, x.Length);
+        if (y.Length < (long)n * rowCount) ThrowHelper.TooShort(nameof(y), (long)n * rowCount, y.Length);
+        if (n == 0 || rowCount == 0) return;
+        QuantizedActivations? act = Prepare(x, n);
+        fixed (float* px = x, py = y)
+        {
+            MatMulJob job = MatMulJob.ForThisThread;
+            job.Set(this, act, px, py, n, rowStart, rowCount);
+            long work = (long)n * rowCount * Cols;
+            int threads = WorkerPool.Shared.Threads;
+            if (work < 1 << 15 || threads == 1) job.Rows(0, rowCount);
+            else
+            {
+                int chunkRows = Math.Max(4, (rowCount + threads * 4 - 1) / (threads * 4));
+                job.ChunkRows = chunkRows;
+                WorkerPool.Shared.Run(job, (rowCount + chunkRows - 1) / chunkRows);
+            }
+            job.Clear();
+        }
+    }
+
+    /// <summary>Prepares the activations for <see cref="DotRows"/> on the calling thread: integer formats quantise
+    /// them to 8 bits per block of 32 (into that thread's scratch); float formats use them as they are.</summary>
+    private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n) => null;
+
+    /// <summary>y[t, o − rowStart] for o in [r0, r1): the per-format inner kernel (one thread).</summary>
+    private protected abstract void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount);
+
+    /// <summary>y += Σ_i x[i] · W[rowStart + i] (a transposed product over a row range).</summary>
+    public virtual void AccumulateRows(int rowStart, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (y.Length != Cols) ThrowHelper.LengthMismatch(nameof(y), Cols, y.Length);
+        Span<float> row = Scratch.Row(Cols);
+        for (int i = 0; i < x.Length; i++)
+        {
+            DequantizeRow(rowStart + i, row);
+            Axpy.Compute(row, x[i], y);
+        }
+    }
+
+    public void Dispose()
+    {
+        _owner?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Per-thread scratch, grown and then reused (no allocation in steady state).</summary>
+    private protected static class Scratch
+    {
+        [ThreadStatic] private static float[]? _row;
+        [ThreadStatic] private static QuantizedActivations? _act;
+
+        public static Span<float> Row(int n)
+        {
+            if (_row is null || _row.Length < n) _row = new float[n];
+            return _row.AsSpan(0, n);
+        }
+
+        public static QuantizedActivations Activations => _act ??= new QuantizedActivations();
+    }
+
+    private sealed class MatMulJob : PoolJob
+    {
+        [ThreadStatic] private static MatMulJob? _mine;
+        public static MatMulJob ForThisThread => _mine ??= new MatMulJob();
+
+        private Matrix? _m;
+        private QuantizedActivations? _act;
+        private float* _x, _y;
+        private int _n, _rowStart, _rowCount;
+        public int ChunkRows;
+
+        public void Set(Matrix m, QuantizedActivations? act, float* x, float* y, int n, int rowStart, int rowCount)
+        {
+            (_m, _act, _n, _rowStart, _rowCount) = (m, act, n, rowStart, rowCount);
+            _x = x;
+            _y = y;
+        }
+
+        public void Clear() => (_m, _act) = (null, null);
+
+        public void Rows(int r0, int r1) => _m!.DotRows(_act, _x, _y, _n, _rowStart + r0, _rowStart + r1, _rowStart, _rowCount);
+
+        public override void Execute(int chunk) => Rows(chunk * ChunkRows, Math.Min((chunk + 1) * ChunkRows, _rowCount));
+    }
+
+    /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).</summary>
+    public static Matrix Create(WeightFormat format, int rows, int cols)
+    {
+        long rowBytes = RowBytesOf(format, cols);
+        var buffer = new NativeBuffer(rowBytes * rows);
+        return Wrap(format, rows, cols, buffer.Pointer, buffer);
+    }
+
+    /// <summary>A matrix over existing memory (e.g. a mapped file); <paramref name="owner"/> is disposed with it.</summary>
+    public static Matrix Wrap(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner) => format switch
+    {
+        WeightFormat.F32 => new F32Matrix(rows, cols, data, owner),
+        WeightFormat.BF16 => new Bf16Matrix(rows, cols, data, owner),
+        WeightFormat.Q8_0 => new Q8_0Matrix(rows, cols, data, owner),
+        WeightFormat.Q4_K => new Q4KMatrix(rows, cols, data, owner),
+        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+    };
+
+    public static long RowBytesOf(WeightFormat format, int cols) => format switch
+    {
+        WeightFormat.F32 => cols * 4L,
+        WeightFormat.BF16 => cols * 2L,
+        WeightFormat.Q8_0 => CheckBlocks(cols, 32, format) / 32 * BlockQ8_0.Bytes,
+        WeightFormat.Q4_K => CheckBlocks(cols, 256, format) / 256 * BlockQ4K.Bytes,
+        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+    };
+
+    /// <summary>Whether a row of <paramref name="cols"/> values can be stored in <paramref name="format"/>.</summary>
+    public static bool Supports(WeightFormat format, int cols) => format switch
+    {
+        WeightFormat.Q8_0 => cols % 32 == 0,
+        WeightFormat.Q4_K => cols % 256 == 0,
+        _ => true,
+    };
+
+    private static long CheckBlocks(int cols, int block, WeightFormat f) =>
+        cols % block == 0 ? cols : throw new ArgumentException($"{f} stores rows in blocks of {block}; {cols} columns do not divide");
+
+    /// <summary>A float32 matrix from values (tests, small weights).</summary>
+    public static Matrix FromValues(int rows, int cols, ReadOnlySpan<float> values, WeightFormat format = WeightFormat.F32)
+    {
+        Matrix m = Create(format, rows, cols);
+        for (int r = 0; r < rows; r++) m.SetRow(r, values.Slice(r * cols, cols));
+        return m;
+    }
+}
+
+internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(rows, cols, cols * 4L, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.F32;
+    private ReadOnlySpan<float> Row(int r) => new(RowPointer(r), Cols);
+    public override void DequantizeRow(int r, Span<float> dst) => Row(r).CopyTo(dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => values.CopyTo(new Span<float>(RowPointer(r), Cols));
+
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<float> row = Row(o);
+            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
+        }
+    }
+
+    public override void AccumulateRows(int rowStart, ReadOnlySpan<float> x, Span<float> y)
+    {
+        for (int i = 0; i < x.Length; i++) Axpy.Compute(Row(rowStart + i), x[i], y);
+    }
+}
+
+internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(rows, cols, cols * 2L, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.BF16;
+    private ReadOnlySpan<ushort> Row(int r) => new(RowPointer(r), Cols);
+
+    public override void DequantizeRow(int r, Span<float> dst)
+    {
+        ReadOnlySpan<ushort> row = Row(r);
+        for (int i = 0; i < row.Length; i++) dst[i] = NumberFormats.BF16ToFloat(row[i]);
+    }
+
+    public override void SetRow(int r, ReadOnlySpan<float> values)
+    {
+        var row = new Span<ushort>(RowPointer(r), Cols);
+        for (int i = 0; i < row.Length; i++) row[i] = NumberFormats.FloatToBF16(values[i]);
+    }
+
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<ushort> row = Row(o);
+            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Bf16Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
+        }
+    }
+}
+
+internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, cols / 32 * BlockQ8_0.Bytes, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.Q8_0;
+    private ReadOnlySpan<BlockQ8_0> Row(int r) => new(RowPointer(r), Cols / 32);
+    public override void DequantizeRow(int r, Span<float> dst) => Q8_0.DequantizeRow(Row(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => Q8_0.QuantizeRow(values, new Span<BlockQ8_0>(RowPointer(r), Cols / 32));
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = Scratch.Activations;
+        a.Quantize(x, n, Cols);
+        return a;
+    }
+
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int blocks = Cols / 32;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<BlockQ8_0> row = Row(o);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Q8_0.VecDotQ8_0Q8(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
+        }
+    }
+}
+
+internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, cols / 256 * BlockQ4K.Bytes, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.Q4_K;
+    private ReadOnlySpan<BlockQ4K> Row(int r) => new(RowPointer(r), Cols / 256);
+    public override void DequantizeRow(int r, Span<float> dst) => Q4K.DequantizeRow(Row(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => Q4K.QuantizeRow(values, new Span<BlockQ4K>(RowPointer(r), Cols / 256));
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = Scratch.Activations;
+        a.Quantize(x, n, Cols);
+        return a;
+    }
+
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int blocks = Cols / 32;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<BlockQ4K> row = Row(o);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks), a.Sum.AsSpan(t * blocks, blocks));
+        }
+    }
 }

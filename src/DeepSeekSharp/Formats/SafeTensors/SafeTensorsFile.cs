@@ -154,6 +154,9 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return new ReadOnlySpan<byte>(_base + _dataStart + t.Begin, (int)t.ByteLength);
     }
 
+    /// <summary>Where a tensor's data starts in the mapped file (valid while this file is open).</summary>
+    public byte* DataPointer(TensorInfo t) => _base + _dataStart + t.Begin;
+
     /// <summary>Bytes [offset, offset + count) of a tensor's data.</summary>
     public ReadOnlySpan<byte> GetBytes(TensorInfo t, long offset, int count)
     {

@@ -13,6 +13,9 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
 
     public bool Contains(string name) => checkpoint.Contains(name);
 
+    /// <summary>The stored dtype of a tensor; null when absent.</summary>
+    public DType? DTypeOf(string name) => checkpoint.TryGet(name)?.Info.DType;
+
     /// <summary>Reads a tensor of exactly <paramref name="shape"/> into <paramref name="destination"/>.</summary>
     /// <param name="why">where the expected shape comes from, for the error message</param>
     public void Read(string name, ReadOnlySpan<long> shape, Span<float> destination, string why)
@@ -41,33 +44,67 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
 
     private void ReadFp8(SafeTensorsFile file, TensorInfo info, Span<float> destination)
     {
+        float[] scale = Fp8Scales(info, out int scaleCols);
+        int rows = (int)info.Shape[0], cols = (int)info.Shape[1];
+        for (int r = 0; r < rows; r++) Fp8Row(file, info, scale, scaleCols, r, destination.Slice(r * cols, cols));
+    }
+
+    /// <summary>The block scales of an FP8 weight, checked against its shape.</summary>
+    private float[] Fp8Scales(TensorInfo info, out int scaleCols)
+    {
         if (info.Shape.Length != 2)
-            throw new InvalidDataException($"{file.FileName}: tensor '{info.Name}' is F8_E4M3 with shape {TensorInfo.FormatShape(info.Shape)}; FP8 block weights must be 2-D");
+            throw new InvalidDataException($"tensor '{info.Name}' is F8_E4M3 with shape {TensorInfo.FormatShape(info.Shape)}; FP8 block weights must be 2-D");
         int rows = (int)info.Shape[0], cols = (int)info.Shape[1];
         var (br, bc) = fp8Block;
         string scaleName = TensorNames.Hf.ScaleInv(info.Name);
         long[] scaleShape = [(rows + br - 1) / br, (cols + bc - 1) / bc];
-        var scale = new float[scaleShape[0] * scaleShape[1]];
         var (scaleFile, scaleInfo) = checkpoint.TryGet(scaleName)
             ?? throw new InvalidDataException($"{checkpoint.Describe()}: tensor '{scaleName}' is missing; F8_E4M3 weight '{info.Name}' needs its block scales, shape {TensorInfo.FormatShape(scaleShape)}");
         if (!scaleInfo.Shape.AsSpan().SequenceEqual(scaleShape))
             throw new InvalidDataException($"{scaleFile.FileName}: tensor '{scaleName}' has shape {TensorInfo.FormatShape(scaleInfo.Shape)}; expected {TensorInfo.FormatShape(scaleShape)} (ceil({rows}/{br}) x ceil({cols}/{bc}) blocks of '{info.Name}')");
         if (scaleInfo.DType == DType.F8E4M3)
             throw new InvalidDataException($"{scaleFile.FileName}: tensor '{scaleName}' is F8_E4M3; block scales must be F32, BF16 or F16");
+        var scale = new float[scaleShape[0] * scaleShape[1]];
         NumberFormats.ToFloat(scaleInfo.DType, scaleFile.GetBytes(scaleInfo), scale);
-        for (int r = 0; r < rows; r++)
-        {
-            ReadOnlySpan<byte> codes = file.GetBytes(info, (long)r * cols, cols);
-            Span<float> dst = destination.Slice(r * cols, cols);
-            ReadOnlySpan<float> scaleRow = scale.AsSpan((r / br) * (int)scaleShape[1], (int)scaleShape[1]);
-            for (int c = 0; c < cols; c++) dst[c] = NumberFormats.F8E4M3ToFloat(codes[c]) * scaleRow[c / bc];
-        }
+        scaleCols = (int)scaleShape[1];
+        return scale;
     }
 
-    public Matrix ReadMatrix(string name, int rows, int cols, string why)
+    private void Fp8Row(SafeTensorsFile file, TensorInfo info, float[] scale, int scaleCols, int r, Span<float> dst)
     {
-        var m = new Matrix(rows, cols);
-        Read(name, [rows, cols], m.Data, why);
+        int cols = (int)info.Shape[1];
+        var (br, bc) = fp8Block;
+        ReadOnlySpan<byte> codes = file.GetBytes(info, (long)r * cols, cols);
+        ReadOnlySpan<float> scaleRow = scale.AsSpan((r / br) * scaleCols, scaleCols);
+        for (int c = 0; c < cols; c++) dst[c] = NumberFormats.F8E4M3ToFloat(codes[c]) * scaleRow[c / bc];
+    }
+
+    /// <summary>Reads a [rows, cols] weight into a matrix of <paramref name="format"/>, row by row (no whole-tensor
+    /// float copy). With <paramref name="inPlace"/>, a tensor already stored as F32 or BF16 in that format is used
+    /// from the memory-mapped file directly; the caller keeps the checkpoint open while the matrix lives.</summary>
+    public Matrix ReadMatrix(string name, int rows, int cols, string why, WeightFormat format = WeightFormat.F32, bool inPlace = false)
+    {
+        long[] shape = [rows, cols];
+        var (file, info) = checkpoint.TryGet(name)
+            ?? throw new InvalidDataException($"{checkpoint.Describe()}: tensor '{name}' is missing; expected shape {TensorInfo.FormatShape(shape)} ({why})");
+        if (!info.Shape.AsSpan().SequenceEqual(shape))
+            throw new InvalidDataException($"{file.FileName}: tensor '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; expected {TensorInfo.FormatShape(shape)} ({why})");
+        string key = info.DType.SafeTensorsName();
+        _dtypes[key] = _dtypes.GetValueOrDefault(key) + 1;
+        if (inPlace && (info.DType, format) is (DType.BF16, WeightFormat.BF16) or (DType.F32, WeightFormat.F32))
+            unsafe { return Matrix.Wrap(format, rows, cols, file.DataPointer(info), owner: null); }
+        Matrix m = Matrix.Create(format, rows, cols);
+        var row = new float[cols];
+        float[]? scale = null;
+        int scaleCols = 0;
+        if (info.DType == DType.F8E4M3) scale = Fp8Scales(info, out scaleCols);
+        int size = info.DType.SizeOf();
+        for (int r = 0; r < rows; r++)
+        {
+            if (scale is not null) Fp8Row(file, info, scale, scaleCols, r, row);
+            else NumberFormats.ToFloat(info.DType, file.GetBytes(info, (long)r * cols * size, cols * size), row);
+            m.SetRow(r, row);
+        }
         return m;
     }
 

@@ -1,0 +1,163 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>GGUF Q4_K: super-blocks of 256 weights (144 bytes): fp16 d and dmin, twelve bytes packing eight 6-bit
+/// scales and eight 6-bit minimums (one per sub-block of 32), and 128 bytes of 4-bit codes. Within each group of
+/// 64 weights, byte l holds weight l in its low nibble and weight 32 + l in its high nibble.
+/// w = d · sc_j · q − dmin · m_j.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct BlockQ4K
+{
+    public const int Size = 256, Bytes = 144;
+    public ushort D, DMin;
+    public Scales Sc;
+    public Codes Qs;
+
+    [InlineArray(12)]
+    public struct Scales { private byte _e; }
+
+    [InlineArray(128)]
+    public struct Codes { private byte _e; }
+}
+
+public static class Q4K
+{
+    /// <summary>Scale and minimum code of sub-block j (ggml's get_scale_min_k4).</summary>
+    internal static (int Scale, int Min) ScaleMin(ref BlockQ4K b, int j) => j < 4
+        ? (b.Sc[j] & 63, b.Sc[j + 4] & 63)
+        : ((b.Sc[j + 4] & 0xF) | ((b.Sc[j - 4] >> 6) << 4), (b.Sc[j + 4] >> 4) | ((b.Sc[j] >> 6) << 4));
+
+    public static void DequantizeRow(ReadOnlySpan<BlockQ4K> src, Span<float> dst)
+    {
+        for (int b = 0; b < src.Length; b++)
+        {
+            BlockQ4K blk = src[b];
+            float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
+            for (int j = 0; j < 8; j++)
+            {
+                var (sc, m) = ScaleMin(ref blk, j);
+                int group = j / 2, shift = (j % 2) * 4;
+                for (int l = 0; l < 32; l++)
+                    dst[b * 256 + j * 32 + l] = d * sc * ((blk.Qs[group * 32 + l] >> shift) & 0xF) - dmin * m;
+            }
+        }
+    }
+
+    /// <summary>Quantises one row (length a multiple of 256): per sub-block an affine fit x ≈ s·q − m (q in 0..15,
+    /// m ≥ 0), then the sixteen s and m quantised to 6 bits against the super-block's d and dmin.</summary>
+    public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ4K> dst)
+    {
+        if (x.Length != dst.Length * 256) ThrowHelper.LengthMismatch(nameof(dst), x.Length / 256, dst.Length);
+        Span<float> scales = stackalloc float[8], mins = stackalloc float[8];
+        for (int b = 0; b < dst.Length; b++)
+        {
+            ReadOnlySpan<float> v = x.Slice(b * 256, 256);
+            float maxScale = 0, maxMin = 0;
+            for (int j = 0; j < 8; j++)
+            {
+                float lo = 0, hi = float.MinValue;
+                foreach (float f in v.Slice(j * 32, 32)) { lo = MathF.Min(lo, f); hi = MathF.Max(hi, f); }
+                scales[j] = (hi - lo) / 15f;
+                mins[j] = -lo;
+                maxScale = MathF.Max(maxScale, scales[j]);
+                maxMin = MathF.Max(maxMin, mins[j]);
+            }
+            ref BlockQ4K blk = ref dst[b];
+            blk = default;
+            float d = maxScale / 63f, dmin = maxMin / 63f;
+            blk.D = HalfTable.FromFloat(d);
+            blk.DMin = HalfTable.FromFloat(dmin);
+            d = HalfTable.Values[blk.D];
+            dmin = HalfTable.Values[blk.DMin];
+            for (int j = 0; j < 8; j++)
+            {
+                int sc = d > 0 ? Math.Clamp((int)MathF.Round(scales[j] / d), 0, 63) : 0;
+                int m = dmin > 0 ? Math.Clamp((int)MathF.Round(mins[j] / dmin), 0, 63) : 0;
+                if (j < 4)
+                {
+                    blk.Sc[j] = (byte)sc;
+                    blk.Sc[j + 4] = (byte)m;
+                }
+                else
+                {
+                    blk.Sc[j + 4] = (byte)((sc & 0xF) | ((m & 0xF) << 4));
+                    blk.Sc[j - 4] |= (byte)((sc >> 4) << 6);
+                    blk.Sc[j] |= (byte)((m >> 4) << 6);
+                }
+                float s = d * sc, mm = dmin * m, inv = s > 0 ? 1f / s : 0f;
+                int group = j / 2, shift = (j % 2) * 4;
+                for (int l = 0; l < 32; l++)
+                {
+                    int q = Math.Clamp((int)MathF.Round((v[j * 32 + l] + mm) * inv), 0, 15);
+                    blk.Qs[group * 32 + l] |= (byte)(q << shift);
+                }
+            }
+        }
+    }
+
+    /// <summary>Σ w·x against activations quantised per 32 (codes, scales, and d·Σq per block for the minimums).</summary>
+    public static float VecDotQ4KQ8(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum)
+    {
+        if (xq.Length != w.Length * 256 || xd.Length != w.Length * 8) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
+        if (AvxVnni.IsSupported) return V256(w, xq, xd, xsum, vnni: true);
+        if (Avx2.IsSupported) return V256(w, xq, xd, xsum, vnni: false);
+        return Scalar(w, xq, xd, xsum);
+    }
+
+    /// <summary>The specification: exact integer sums per sub-block, combined in sub-block order.</summary>
+    internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum)
+    {
+        float sum = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            BlockQ4K blk = w[b];
+            float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
+            for (int j = 0; j < 8; j++)
+            {
+                var (sc, m) = ScaleMin(ref blk, j);
+                int group = j / 2, shift = (j % 2) * 4, xb = b * 8 + j, isum = 0;
+                for (int l = 0; l < 32; l++) isum += ((blk.Qs[group * 32 + l] >> shift) & 0xF) * xq[xb * 32 + l];
+                sum += d * sc * xd[xb] * isum - dmin * m * xsum[xb];
+            }
+        }
+        return sum;
+    }
+
+    internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum, bool vnni)
+    {
+        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        Vector256<short> ones = Vector256.Create((short)1);
+        float sum = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
+            float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
+            ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
+            Vector256<float> acc = Vector256<float>.Zero;
+            for (int g = 0; g < 4; g++)
+            {
+                Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
+                Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
+                for (int h = 0; h < 2; h++)
+                {
+                    int j = g * 2 + h, xb = b * 8 + j;
+                    Vector256<sbyte> x = Vector256.LoadUnsafe(ref xr, (nuint)(xb * 32));
+                    Vector256<byte> q = h == 0 ? q0 : q1;
+                    Vector256<int> dot = vnni
+                        ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, q, x)
+                        : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, x), ones);
+                    var (sc, m) = ScaleMin(ref blk, j);
+                    acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(d * sc * xd[xb]), acc);
+                    sum -= dmin * m * xsum[xb];
+                }
+            }
+            sum += Vector256.Sum(acc);
+        }
+        return sum;
+    }
+}

@@ -1,0 +1,129 @@
+namespace DeepSeekSharp.Kernels;
+
+/// <summary>Work for the pool: <see cref="Execute"/> is called once for each chunk index in [0, chunks).</summary>
+public abstract class PoolJob
+{
+    public abstract void Execute(int chunk);
+}
+
+/// <summary>A persistent pool of worker threads that split a kernel's chunks (rows, experts) between themselves and
+/// the calling thread. Workers spin briefly between kernels (a decode step runs hundreds of them) and then sleep.
+/// Chunks are handed out by a shared counter, but a chunk's result never depends on which thread ran it, so
+/// results are bit-identical for any thread count. One caller at a time: a second concurrent caller runs its
+/// chunks inline on its own thread.</summary>
+public sealed class WorkerPool : IDisposable
+{
+    private static WorkerPool? _shared;
+
+    /// <summary>The process-wide pool, sized by <see cref="Configure"/> (default: all cores).</summary>
+    public static WorkerPool Shared => _shared ??= new WorkerPool(Environment.ProcessorCount);
+
+    /// <summary>Sets the number of threads (including the caller) of the shared pool.</summary>
+    public static void Configure(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads);
+        WorkerPool? old = Interlocked.Exchange(ref _shared, new WorkerPool(threads));
+        old?.Dispose();
+    }
+
+    private readonly Thread[] _workers;
+    private readonly object _gate = new();
+    private readonly ManualResetEventSlim _wake = new(false);
+    private PoolJob? _job;
+    private int _chunks, _pending, _runId;
+    private long _ticket;     // bits 40..63: run id; 20..39: chunk count; 0..19: next chunk to claim
+    private long _generation;
+    private volatile bool _disposed;
+
+    public WorkerPool(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads);
+        Threads = threads;
+        _workers = new Thread[threads - 1];
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            _workers[i] = new Thread(WorkerLoop) { IsBackground = true, Name = $"dss-worker-{i + 1}" };
+            _workers[i].Start();
+        }
+    }
+
+    /// <summary>Threads that run chunks, the caller included.</summary>
+    public int Threads { get; }
+
+    /// <summary>Runs <paramref name="job"/> for chunks [0, <paramref name="chunks"/>) and returns when all are done.</summary>
+    public void Run(PoolJob job, int chunks)
+    {
+        if (chunks <= 0) return;
+        if (chunks >= 1 << 20) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, "at most 2^20 - 1 chunks");
+        if (chunks == 1 || _workers.Length == 0 || !Monitor.TryEnter(_gate))
+        {
+            for (int i = 0; i < chunks; i++) job.Execute(i);
+            return;
+        }
+        try
+        {
+            int run = (_runId + 1) & 0xFFFFFF;
+            _job = job;
+            _chunks = chunks;
+            Volatile.Write(ref _pending, chunks);
+            Volatile.Write(ref _runId, run);
+            Volatile.Write(ref _ticket, ((long)run << 40) | ((long)chunks << 20)); // claims are only valid for this run
+            Interlocked.Increment(ref _generation);
+            _wake.Set();
+            Work(job, chunks, run);
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) > 0) spin.SpinOnce(-1);
+            _job = null;
+        }
+        finally
+        {
+            Monitor.Exit(_gate);
+        }
+    }
+
+    /// <summary>Claims and runs chunks of run <paramref name="run"/> until none are left. A worker that read a stale
+    /// job cannot claim chunks of a newer run: the ticket carries the run id.</summary>
+    private void Work(PoolJob job, int chunks, int run)
+    {
+        while (true)
+        {
+            long t = Volatile.Read(ref _ticket);
+            if ((int)(t >> 40) != run) return;
+            int i = (int)(t & 0xFFFFF);
+            if (i >= (int)((t >> 20) & 0xFFFFF)) return; // the count comes from the ticket, never from a stale read
+            if (i >= chunks) return;
+            if (Interlocked.CompareExchange(ref _ticket, t + 1, t) != t) continue;
+            job.Execute(i);
+            Interlocked.Decrement(ref _pending);
+        }
+    }
+
+    private void WorkerLoop()
+    {
+        long seen = 0;
+        while (!_disposed)
+        {
+            // Spin a little for the next kernel of the same step, then sleep until woken.
+            var spin = new SpinWait();
+            while (Interlocked.Read(ref _generation) == seen && !_disposed)
+            {
+                if (spin.Count > 2000) { _wake.Wait(50); if (Interlocked.Read(ref _generation) == seen) _wake.Reset(); spin = new SpinWait(); }
+                else spin.SpinOnce(-1);
+            }
+            if (_disposed) return;
+            seen = Interlocked.Read(ref _generation);
+            int run = Volatile.Read(ref _runId);
+            PoolJob? job = _job;
+            int chunks = _chunks;
+            if (job is not null) Work(job, chunks, run);
+        }
+    }
+
+    public void Dispose()
+    {
+        _disposed = true;
+        _wake.Set();
+        foreach (Thread t in _workers) t.Join(1000);
+        _wake.Dispose();
+    }
+}

@@ -1,0 +1,32 @@
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Model;
+
+/// <summary>How weights are held in memory. Defaults: every weight keeps its stored format where a kernel exists
+/// (BF16 and F32 as stored; F16 and FP8 are converted exactly to F32), read into aligned anonymous memory.</summary>
+public sealed record LoadOptions
+{
+    /// <summary>Convert projection, expert, embedding and lm_head weights to this format at load (Q8_0, Q4_K, BF16,
+    /// F32). Matrices whose width does not fit the format's block fall back to Q8_0, then F32; routers stay F32.</summary>
+    public WeightFormat? Quantize { get; init; }
+
+    /// <summary>Use F32/BF16 tensors straight from the memory-mapped files instead of reading them into anonymous
+    /// memory (the files stay open while the model lives). On this host idle file pages get evicted and re-read,
+    /// so anonymous memory is the default.</summary>
+    public bool MemoryMap { get; init; }
+
+    /// <summary>Reports (done, total) tensors while loading.</summary>
+    public IProgress<(int Done, int Total)>? Progress { get; init; }
+
+    /// <summary>The format a [*, cols] weight stored as <paramref name="stored"/> gets.</summary>
+    public WeightFormat FormatFor(DType stored, int cols, bool quantizable)
+    {
+        if (quantizable && Quantize is { } q)
+        {
+            if (Matrix.Supports(q, cols)) return q;
+            if (Matrix.Supports(WeightFormat.Q8_0, cols) && q != WeightFormat.F32) return WeightFormat.Q8_0;
+            return WeightFormat.F32;
+        }
+        return stored == DType.BF16 ? WeightFormat.BF16 : WeightFormat.F32;
+    }
+}

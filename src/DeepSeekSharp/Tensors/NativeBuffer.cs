@@ -1,0 +1,40 @@
+using System.Runtime.InteropServices;
+
+namespace DeepSeekSharp.Tensors;
+
+/// <summary>64-byte-aligned native memory (outside the GC heap, never moved), freed once on dispose.</summary>
+public sealed unsafe class NativeBuffer : IDisposable
+{
+    private void* _pointer;
+
+    public NativeBuffer(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        Length = bytes;
+        _pointer = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+        GC.AddMemoryPressure(Math.Max(bytes, 1));
+    }
+
+    public long Length { get; }
+    public byte* Pointer => _pointer != null ? (byte*)_pointer : throw new ObjectDisposedException(nameof(NativeBuffer));
+
+    public Span<byte> Bytes(long offset, int count)
+    {
+        if (offset < 0 || count < 0 || offset + count > Length) throw new ArgumentOutOfRangeException(nameof(offset));
+        return new Span<byte>(Pointer + offset, count);
+    }
+
+    public void Dispose()
+    {
+        if (_pointer == null) return;
+        NativeMemory.AlignedFree(_pointer);
+        _pointer = null;
+        GC.RemoveMemoryPressure(Math.Max(Length, 1));
+        GC.SuppressFinalize(this);
+    }
+
+    ~NativeBuffer()
+    {
+        if (_pointer != null) NativeMemory.AlignedFree(_pointer);
+    }
+}
