@@ -14,9 +14,24 @@ public abstract class PoolJob
 public sealed class WorkerPool : IDisposable
 {
     private static WorkerPool? _shared;
+    [ThreadStatic] private static WorkerPool? _override;
 
-    /// <summary>The process-wide pool, sized by <see cref="Configure"/> (default: all cores).</summary>
-    public static WorkerPool Shared => _shared ??= new WorkerPool(Environment.ProcessorCount);
+    /// <summary>The pool kernels on this thread use: one set by <see cref="Use"/>, else the process-wide pool sized by
+    /// <see cref="Configure"/> (default: all cores).</summary>
+    public static WorkerPool Shared => _override ?? (_shared ??= new WorkerPool(Environment.ProcessorCount));
+
+    /// <summary>Makes kernels called from this thread use <paramref name="pool"/> until the scope is disposed.</summary>
+    public static IDisposable Use(WorkerPool pool)
+    {
+        WorkerPool? previous = _override;
+        _override = pool;
+        return new Restore(previous);
+    }
+
+    private sealed class Restore(WorkerPool? previous) : IDisposable
+    {
+        public void Dispose() => _override = previous;
+    }
 
     /// <summary>Sets the number of threads (including the caller) of the shared pool.</summary>
     public static void Configure(int threads)
@@ -103,12 +118,14 @@ public sealed class WorkerPool : IDisposable
         long seen = 0;
         while (!_disposed)
         {
-            // Spin a little for the next kernel of the same step, then sleep until woken.
-            var spin = new SpinWait();
+            // Spin up to ~200 µs for the next kernel of the same step (they come back to back), then sleep until woken.
+            long spinUntil = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 5000;
             while (Interlocked.Read(ref _generation) == seen && !_disposed)
             {
-                if (spin.Count > 2000) { _wake.Wait(50); if (Interlocked.Read(ref _generation) == seen) _wake.Reset(); spin = new SpinWait(); }
-                else spin.SpinOnce(-1);
+                if (System.Diagnostics.Stopwatch.GetTimestamp() < spinUntil) { Thread.SpinWait(20); continue; }
+                _wake.Reset();
+                if (Interlocked.Read(ref _generation) != seen || _disposed) break;
+                _wake.Wait(100);
             }
             if (_disposed) return;
             seen = Interlocked.Read(ref _generation);

@@ -1,0 +1,108 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Kernels.Quant;
+
+namespace DeepSeekSharp.Tests.Kernels.Quant;
+
+public class QuantKernelTests
+{
+    private static float[] Random(Random rng, int n, float scale = 1f) =>
+        Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+
+    [Fact]
+    public void BlockSizes_MatchGgml()
+    {
+        Assert.Equal(34, Unsafe.SizeOf<BlockQ8_0>());
+        Assert.Equal(144, Unsafe.SizeOf<BlockQ4K>());
+    }
+
+    private static double Rmse(float[] a, float[] b) => Math.Sqrt(a.Zip(b).Average(p => (double)(p.First - p.Second) * (p.First - p.Second)));
+
+    [Fact]
+    public void Q8_0_RoundTrip_ErrorWithinGgmlBound()
+    {
+        float[] x = Random(new Random(1), 4096);
+        var blocks = new BlockQ8_0[4096 / 32];
+        Q8_0.QuantizeRow(x, blocks);
+        var back = new float[4096];
+        Q8_0.DequantizeRow(blocks, back);
+        Assert.True(Rmse(x, back) < 0.002 * 2, $"rmse {Rmse(x, back)}"); // half a step of 1/127 at most per value: ≈ 0.0023 uniform
+        Assert.True(Rmse(x, back) < 0.005);
+    }
+
+    [Fact]
+    public void Q4K_RoundTrip_ErrorWithinBound()
+    {
+        float[] x = Random(new Random(2), 4096);
+        var blocks = new BlockQ4K[4096 / 256];
+        Q4K.QuantizeRow(x, blocks);
+        var back = new float[4096];
+        Q4K.DequantizeRow(blocks, back);
+        // 4 bits over a range of 2: step 2/15 ≈ 0.133, uniform error rmse ≈ step/√12 ≈ 0.039 (plus 6-bit scale rounding)
+        Assert.True(Rmse(x, back) < 0.045, $"rmse {Rmse(x, back)}");
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(17)]
+    [InlineData(64)]
+    public void Q8_0_Dot_EveryPathEqualsScalarAndMatchesFloat(int blocks)
+    {
+        var rng = new Random(blocks);
+        float[] w = Random(rng, blocks * 32), x = Random(rng, blocks * 32, 3f);
+        var wb = new BlockQ8_0[blocks];
+        Q8_0.QuantizeRow(w, wb);
+        var act = new QuantizedActivations();
+        act.Quantize(x, 1, blocks * 32);
+        float spec = Q8_0.Scalar(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks));
+        // integer block sums are exact, so paths differ only in float rounding of the scaled sums
+        if (Avx2.IsSupported) Assert.Equal(spec, Q8_0.V256(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks), vnni: false), 1e-5 * blocks);
+        if (AvxVnni.IsSupported) Assert.Equal(spec, Q8_0.V256(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks), vnni: true), 1e-5 * blocks);
+        var wd = new float[blocks * 32];
+        Q8_0.DequantizeRow(wb, wd);
+        double exact = wd.Zip(x).Sum(p => (double)p.First * p.Second);
+        // activation quantisation: half a step of max|x|/127 per value
+        Assert.Equal(exact, spec, 0.02 * Math.Sqrt(blocks * 32));
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(8)]
+    public void Q4K_Dot_EveryPathEqualsScalarAndMatchesFloat(int superBlocks)
+    {
+        var rng = new Random(superBlocks + 100);
+        int n = superBlocks * 256;
+        float[] w = Random(rng, n), x = Random(rng, n, 2f);
+        var wb = new BlockQ4K[superBlocks];
+        Q4K.QuantizeRow(w, wb);
+        var act = new QuantizedActivations();
+        act.Quantize(x, 1, n);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, n / 32), s = act.Sum.AsSpan(0, n / 32);
+        float spec = Q4K.Scalar(wb, q, d, s);
+        if (Avx2.IsSupported) Assert.Equal(spec, Q4K.V256(wb, q, d, s, vnni: false), 1e-4 * superBlocks);
+        if (AvxVnni.IsSupported) Assert.Equal(spec, Q4K.V256(wb, q, d, s, vnni: true), 1e-4 * superBlocks);
+        var wd = new float[n];
+        Q4K.DequantizeRow(wb, wd);
+        var xd = new float[n];
+        for (int i = 0; i < n; i++) xd[i] = act.Q[i] * act.D[i / 32];
+        double exact = wd.Zip(xd).Sum(p => (double)p.First * p.Second); // same quantised x: only float rounding differs
+        Assert.Equal(exact, spec, 1e-3 * superBlocks);
+    }
+
+    [Fact]
+    public void Bf16Dot_EveryPathMatchesScalar()
+    {
+        var rng = new Random(9);
+        foreach (int n in new[] { 0, 1, 15, 16, 17, 33, 100, 257 })
+        {
+            ushort[] w = Random(rng, n).Select(DeepSeekSharp.Tensors.NumberFormats.FloatToBF16).ToArray();
+            float[] x = Random(rng, n);
+            float spec = Bf16Dot.Scalar(w, x);
+            if (Avx2.IsSupported) Assert.Equal(spec, Bf16Dot.V256(w, x), 1e-5 * Math.Max(1, n / 16.0));
+            if (Avx512F.IsSupported) Assert.Equal(spec, Bf16Dot.V512(w, x), 1e-5 * Math.Max(1, n / 16.0));
+        }
+    }
+}
