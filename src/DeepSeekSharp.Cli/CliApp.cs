@@ -22,6 +22,7 @@ public static class CliApp
             TextCommands.Template(stdin, stdout, stderr),
             CreateRandomCommand.Create(stderr),
             ServeCommand.Create(stdout),
+            BenchCommand.Create(stdout, stderr),
         };
         ParseResult parsed = root.Parse(args);
         try

@@ -7,6 +7,7 @@ namespace DeepSeekSharp.Kernels;
 /// depend on where the arrays sit in memory.</summary>
 public static class Axpy
 {
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public static void Compute(ReadOnlySpan<float> x, float a, Span<float> y)
     {
         if (x.Length != y.Length) ThrowHelper.LengthMismatch(nameof(y), x.Length, y.Length);

@@ -24,6 +24,7 @@ public static class Dot
         return s;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float V512(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         ref float ra = ref MemoryMarshal.GetReference(a);
@@ -44,6 +45,7 @@ public static class Dot
         return sum;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
     {
         ref float ra = ref MemoryMarshal.GetReference(a);

@@ -15,6 +15,7 @@ public sealed class WorkerPool : IDisposable
 {
     private static WorkerPool? _shared;
     [ThreadStatic] private static WorkerPool? _override;
+    [ThreadStatic] private static int _insideJob; // > 0 while this thread runs a chunk: nested kernels run inline
 
     /// <summary>The pool kernels on this thread use: one set by <see cref="Use"/>, else the process-wide pool sized by
     /// <see cref="Configure"/> (default: all cores).</summary>
@@ -70,9 +71,11 @@ public sealed class WorkerPool : IDisposable
     {
         if (chunks <= 0) return;
         if (chunks >= 1 << 20) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, "at most 2^20 - 1 chunks");
-        if (chunks == 1 || _workers.Length == 0 || !Monitor.TryEnter(_gate))
+        if (chunks == 1 || _workers.Length == 0 || _insideJob > 0 || !Monitor.TryEnter(_gate))
         {
-            for (int i = 0; i < chunks; i++) job.Execute(i);
+            _insideJob++;
+            try { for (int i = 0; i < chunks; i++) job.Execute(i); }
+            finally { _insideJob--; }
             return;
         }
         try
@@ -108,7 +111,9 @@ public sealed class WorkerPool : IDisposable
             if (i >= (int)((t >> 20) & 0xFFFFF)) return; // the count comes from the ticket, never from a stale read
             if (i >= chunks) return;
             if (Interlocked.CompareExchange(ref _ticket, t + 1, t) != t) continue;
-            job.Execute(i);
+            _insideJob++;
+            try { job.Execute(i); }
+            finally { _insideJob--; }
             Interlocked.Decrement(ref _pending);
         }
     }
@@ -118,8 +123,9 @@ public sealed class WorkerPool : IDisposable
         long seen = 0;
         while (!_disposed)
         {
-            // Spin up to ~200 µs for the next kernel of the same step (they come back to back), then sleep until woken.
-            long spinUntil = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 5000;
+            // Spin up to ~3 ms for the next kernel (a step's kernels come back to back, and a sleeping thread wakes
+            // slowly on a VM), then sleep until woken.
+            long spinUntil = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency / 330;
             while (Interlocked.Read(ref _generation) == seen && !_disposed)
             {
                 if (System.Diagnostics.Stopwatch.GetTimestamp() < spinUntil) { Thread.SpinWait(20); continue; }

@@ -17,29 +17,43 @@ internal static class FeedForward
         w.Down.Forward(h, output, n);
     }
 
+    /// <summary>Routes every token, then runs each chosen expert once over all the tokens routed to it (one
+    /// weight read serves them all) and adds its weighted output to theirs. Every token receives its experts'
+    /// contributions in ascending expert order whatever the batch, so a token's result is the same alone or
+    /// batched.</summary>
     public static void Moe(ModelConfig c, MoeWeights w, ReadOnlySpan<float> xb, int n, int layer, RunState s,
         IActivationObserver? observer, Span<float> output)
     {
-        int d = c.Dim, nExperts = c.NRoutedExperts;
+        int d = c.Dim, nExperts = c.NRoutedExperts, k = c.NActivatedExperts;
         Span<float> logits = s.RouterLogits.AsSpan(0, n * nExperts);
         w.Router.Forward(xb, logits, n);
         if (w.Shared is { } shared) Mlp(c, shared, xb, n, s, output);
         else output[..(n * d)].Clear();
 
-        Span<int> experts = s.Experts;
-        Span<float> weights = s.ExpertWeights;
-        Span<float> expertOut = s.ExpertOut.AsSpan(0, d);
+        Span<int> chosen = s.RouteExperts.AsSpan(0, n * k);
+        Span<float> weights = s.RouteWeights.AsSpan(0, n * k);
         for (int t = 0; t < n; t++)
         {
-            Router.Route(c, logits.Slice(t * nExperts, nExperts), w.RouterBias, s.RouterScores, s.RouterChoice, experts, weights);
-            observer?.OnRouting(layer, s.Positions[t], experts, weights);
-            ReadOnlySpan<float> xt = xb.Slice(t * d, d);
-            Span<float> yt = output.Slice(t * d, d);
-            for (int i = 0; i < experts.Length; i++)
+            Router.Route(c, logits.Slice(t * nExperts, nExperts), w.RouterBias, s.RouterScores, s.RouterChoice, chosen.Slice(t * k, k), weights.Slice(t * k, k));
+            observer?.OnRouting(layer, s.Positions[t], chosen.Slice(t * k, k), weights.Slice(t * k, k));
+        }
+        Span<int> rows = s.GatherRows.AsSpan(0, n);
+        Span<float> rowWeights = s.GatherWeights.AsSpan(0, n);
+        for (int e = 0; e < nExperts; e++)
+        {
+            int m = 0;
+            for (int t = 0; t < n; t++)
             {
-                Mlp(c, w.Experts[experts[i]], xt, 1, s, expertOut);
-                Axpy.Compute(expertOut, weights[i], yt);
+                int at = chosen.Slice(t * k, k).IndexOf(e);
+                if (at < 0) continue;
+                rows[m] = t;
+                rowWeights[m++] = weights[t * k + at];
             }
+            if (m == 0) continue;
+            Span<float> gathered = s.GatherX.AsSpan(0, m * d), result = s.ExpertOut.AsSpan(0, m * d);
+            for (int i = 0; i < m; i++) xb.Slice(rows[i] * d, d).CopyTo(gathered.Slice(i * d, d));
+            Mlp(c, w.Experts[e], gathered, m, s, result);
+            for (int i = 0; i < m; i++) Axpy.Compute(result.Slice(i * d, d), rowWeights[i], output.Slice(rows[i] * d, d));
         }
     }
 }

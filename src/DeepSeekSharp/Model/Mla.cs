@@ -52,45 +52,79 @@ internal static class Mla
         w.Wo.Forward(attn, output, n);
     }
 
-    /// <summary>q_nope · W_UK per head gives a kv_lora_rank-wide query; attend over the latents; W_UV maps back.</summary>
+    /// <summary>q_nope · W_UK per head (via the transposed W_UK) gives a kv_lora_rank-wide query; attend over the
+    /// latents; W_UV maps back. Heads run in parallel.</summary>
     private static void AttendAbsorbed(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
-        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
-    {
-        int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
-        int headRows = nope + v;
-        for (int t = 0; t < n; t++)
-        {
-            int count = pos0 + t + 1; // causal: positions 0..pos0+t
-            for (int h = 0; h < heads; h++)
-            {
-                ReadOnlySpan<float> qh = q.Slice((t * heads + h) * qk, qk);
-                s.QLatent.AsSpan().Clear();
-                w.WkvB.AccumulateRows(h * headRows, qh[..nope], s.QLatent);
-                LatentAttention.Absorbed(s.QLatent, qh[nope..], cache, count, scale, s.Scores, s.LatentOut);
-                w.WkvB.Forward(s.LatentOut, attn.Slice((t * heads + h) * v, v), 1, h * headRows + nope, v);
-            }
-        }
-    }
+        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn) =>
+        AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: true);
 
-    /// <summary>Decompress k_nope | v of every position with kv_b_proj, then ordinary multi-head attention.</summary>
+    /// <summary>Decompress k_nope | v of every position with kv_b_proj, then ordinary multi-head attention, heads in
+    /// parallel.</summary>
     private static void AttendExpanded(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
         ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
     {
-        int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
-        int width = c.LatentCacheWidth, span = pos0 + n, kvStride = heads * (nope + v);
+        int rank = c.KvLoraRank, width = c.LatentCacheWidth, span = pos0 + n;
         s.EnsureExpanded(span);
         Span<float> latents = s.Latents.AsSpan(0, span * rank);
         for (int p = 0; p < span; p++) cache.Slice(p * width, rank).CopyTo(latents.Slice(p * rank, rank));
-        Span<float> kvFull = s.KvExpanded.AsSpan(0, span * kvStride);
-        w.WkvB.Forward(latents, kvFull, span);
-        for (int t = 0; t < n; t++)
+        w.WkvB.Forward(latents, s.KvExpanded.AsSpan(0, span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim)), span);
+        AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: false);
+    }
+
+    /// <summary>Attention of every token of a slice for one head per chunk; heads are independent, so any thread
+    /// may run any head with the same result.</summary>
+    private sealed unsafe class AttentionJob : PoolJob
+    {
+        [ThreadStatic] private static AttentionJob? _mine;
+
+        private ModelConfig _c = null!;
+        private AttentionWeights _w = null!;
+        private RunState _s = null!;
+        private float* _q, _cache, _attn;
+        private int _n, _pos0;
+        private float _scale;
+        private bool _absorbed;
+
+        public static void Run(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache,
+            RunState s, float scale, Span<float> attn, bool absorbed)
         {
-            int count = pos0 + t + 1;
-            for (int h = 0; h < heads; h++)
+            AttentionJob job = _mine ??= new AttentionJob();
+            s.EnsureHeads();
+            fixed (float* pq = q, pc = cache, pa = attn)
             {
-                ReadOnlySpan<float> qh = q.Slice((t * heads + h) * qk, qk);
-                LatentAttention.Expanded(qh[..nope], qh[nope..], kvFull, kvStride, h * (nope + v), cache, width, count, scale,
-                    s.Scores, attn.Slice((t * heads + h) * v, v));
+                (job._c, job._w, job._s, job._n, job._pos0, job._scale, job._absorbed) = (c, w, s, n, pos0, scale, absorbed);
+                job._q = pq;
+                job._cache = pc;
+                job._attn = pa;
+                WorkerPool.Shared.Run(job, c.NHeads);
+                (job._w, job._s) = (null!, null!);
+            }
+        }
+
+        public override void Execute(int h)
+        {
+            ModelConfig c = _c;
+            int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
+            int width = c.LatentCacheWidth, kvStride = heads * (nope + v), capacity = _s.Scores.Length / heads;
+            Span<float> scores = _s.Scores.AsSpan(h * capacity, capacity);
+            var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
+            for (int t = 0; t < _n; t++)
+            {
+                int count = _pos0 + t + 1; // causal: positions 0..pos0+t
+                var qh = new ReadOnlySpan<float>(_q + (t * heads + h) * qk, qk);
+                var output = new Span<float>(_attn + (t * heads + h) * v, v);
+                if (_absorbed)
+                {
+                    Span<float> qLatent = _s.QLatent.AsSpan(h * rank, rank), latentOut = _s.LatentOut.AsSpan(h * rank, rank);
+                    _w.WkT.Forward(qh[..nope], qLatent, 1, h * rank, rank);
+                    LatentAttention.Absorbed(qLatent, qh[nope..], cache, count, _scale, scores, latentOut);
+                    _w.WkvB.Forward(latentOut, output, 1, h * (nope + v) + nope, v);
+                }
+                else
+                {
+                    LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded.AsSpan(0, (_pos0 + _n) * kvStride), kvStride, h * (nope + v),
+                        cache, width, count, _scale, scores, output);
+                }
             }
         }
     }

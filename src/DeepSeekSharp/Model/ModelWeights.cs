@@ -23,6 +23,9 @@ public sealed class AttentionWeights
     public required Matrix WkvB { get; init; }
     /// <summary>[dim, nHeads·vHeadDim]; o_proj.</summary>
     public required Matrix Wo { get; init; }
+    /// <summary>[nHeads·kvLoraRank, qkNopeHeadDim]: each head's k_nope part of kv_b_proj, transposed, so absorbed
+    /// attention folds q_nope into latent space with an ordinary product (GGUF: attn_k_b). Derived at load.</summary>
+    public required Matrix WkT { get; init; }
 }
 
 /// <summary>A SwiGLU MLP: down(silu(gate x) ⊙ up x).</summary>
@@ -100,7 +103,7 @@ public sealed class ModelWeights
         IEnumerable<Matrix> Block(BlockWeights b)
         {
             AttentionWeights a = b.Attn;
-            foreach (Matrix? m in new[] { a.Wq, a.WqA, a.WqB, a.WkvA, a.WkvB, a.Wo })
+            foreach (Matrix? m in new[] { a.Wq, a.WqA, a.WqB, a.WkvA, a.WkvB, a.WkT, a.Wo })
                 if (m is not null) yield return m;
             if (b.Mlp is { } mlp) { yield return mlp.Gate; yield return mlp.Up; yield return mlp.Down; }
             if (b.Moe is { } moe)

@@ -18,18 +18,21 @@ internal sealed class RunState(ModelConfig c, int capacity)
     public float[] Cos = [];        // [n, qkRopeHeadDim/2]
     public float[] Sin = [];        // [n, qkRopeHeadDim/2]
     public float[] AttnOut = [];    // [n, nHeads·vHeadDim]
-    public float[] QLatent = new float[c.KvLoraRank];   // [kvLoraRank] absorbed query of one head
-    public float[] LatentOut = new float[c.KvLoraRank]; // [kvLoraRank] attended latent of one head
-    public float[] Scores = new float[capacity]; // [capacity] attention probabilities
+    public float[] QLatent = [];    // [nHeads, kvLoraRank] absorbed query per head
+    public float[] LatentOut = [];  // [nHeads, kvLoraRank] attended latent per head
+    public float[] Scores = [];     // [nHeads, capacity] attention probabilities per head
     public float[] Latents = [];    // [span, kvLoraRank] contiguous latents (expanded path)
     public float[] KvExpanded = []; // [span, nHeads·(qkNopeHeadDim + vHeadDim)] decompressed k_nope | v
     public float[] RouterLogits = [];  // [n, nRoutedExperts]
     public float[] RouterScores = new float[Math.Max(c.NRoutedExperts, 1)];
     public float[] RouterChoice = new float[Math.Max(c.NRoutedExperts, 1)];
-    public int[] Experts = new int[Math.Max(c.NActivatedExperts, 1)];
-    public float[] ExpertWeights = new float[Math.Max(c.NActivatedExperts, 1)];
     public float[] G = [], U = [], H = []; // [n, widest MLP] SwiGLU intermediates
-    public float[] ExpertOut = [];  // [n, dim]
+    public float[] ExpertOut = [];  // [n, dim] one expert's output for the tokens routed to it
+    public float[] GatherX = [];    // [n, dim] the inputs of the tokens routed to one expert
+    public int[] GatherRows = [];   // [n] which tokens those are
+    public float[] GatherWeights = []; // [n] and their routing weights for that expert
+    public int[] RouteExperts = []; // [n, k] chosen experts per token
+    public float[] RouteWeights = []; // [n, k] their weights
 
     /// <summary>Makes room for a batch of <paramref name="n"/> tokens.</summary>
     public void Ensure(int n)
@@ -49,7 +52,21 @@ internal sealed class RunState(ModelConfig c, int capacity)
             RouterLogits = new float[n * c.NRoutedExperts];
             G = new float[n * mlp]; U = new float[n * mlp]; H = new float[n * mlp];
             ExpertOut = new float[n * d];
+            GatherX = new float[n * d];
+            GatherRows = new int[n];
+            GatherWeights = new float[n];
+            RouteExperts = new int[n * Math.Max(c.NActivatedExperts, 1)];
+            RouteWeights = new float[n * Math.Max(c.NActivatedExperts, 1)];
         }
+    }
+
+    /// <summary>Per-head attention scratch (heads run in parallel).</summary>
+    public void EnsureHeads()
+    {
+        if (Scores.Length > 0) return;
+        Scores = new float[c.NHeads * capacity];
+        QLatent = new float[c.NHeads * c.KvLoraRank];
+        LatentOut = new float[c.NHeads * c.KvLoraRank];
     }
 
     /// <summary>Buffers of the expanded path, sized on first use and grown geometrically up to the capacity

@@ -53,6 +53,8 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions op
 
     private AttentionWeights Attention(int l)
     {
+        Matrix wkvB = Mat(N.Layer(l, N.WkvB), c.NHeads * (c.QkNopeHeadDim + c.VHeadDim), c.KvLoraRank,
+            $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + v_head_dim {c.VHeadDim}), x kv_lora_rank {c.KvLoraRank}");
         int qOut = c.NHeads * c.QkHeadDim;
         string qWhy = $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + qk_rope_head_dim {c.QkRopeHeadDim})";
         return new AttentionWeights
@@ -64,11 +66,31 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions op
             WkvA = Mat(N.Layer(l, N.WkvA), c.LatentCacheWidth, c.Dim,
                 $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
             KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),
-            WkvB = Mat(N.Layer(l, N.WkvB), c.NHeads * (c.QkNopeHeadDim + c.VHeadDim), c.KvLoraRank,
-                $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + v_head_dim {c.VHeadDim}), x kv_lora_rank {c.KvLoraRank}"),
+            WkvB = wkvB,
+            WkT = TransposeKNope(wkvB),
             Wo = Mat(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
                 $"hidden_size {c.Dim} x num_attention_heads {c.NHeads} * v_head_dim {c.VHeadDim}"),
         };
+    }
+
+    /// <summary>W_UK of every head, transposed: row h·rank + c holds kv_b_proj[h·(nope+v) + d, c] over d.</summary>
+    private Matrix TransposeKNope(Matrix wkvB)
+    {
+        int nope = c.QkNopeHeadDim, rank = c.KvLoraRank, headRows = nope + c.VHeadDim;
+        WeightFormat format = Matrix.Supports(wkvB.Format, nope) ? wkvB.Format : Matrix.Supports(WeightFormat.Q8_0, nope) && wkvB.Format != WeightFormat.F32 ? WeightFormat.Q8_0 : WeightFormat.F32;
+        Matrix t = Matrix.Create(format, c.NHeads * rank, nope);
+        var head = new float[nope * rank];
+        var row = new float[nope];
+        for (int h = 0; h < c.NHeads; h++)
+        {
+            for (int d = 0; d < nope; d++) wkvB.DequantizeRow(h * headRows + d, head.AsSpan(d * rank, rank));
+            for (int cc = 0; cc < rank; cc++)
+            {
+                for (int d = 0; d < nope; d++) row[d] = head[d * rank + cc];
+                t.SetRow(h * rank + cc, row);
+            }
+        }
+        return t;
     }
 
     private MlpWeights Mlp(int l, string prefix, int inter, string why) => new()

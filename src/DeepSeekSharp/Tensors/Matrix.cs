@@ -63,7 +63,7 @@ public abstract unsafe class Matrix : IDisposable
             if (work < 1 << 15 || threads == 1) job.Rows(0, rowCount);
             else
             {
-                int chunkRows = Math.Max(4, (rowCount + threads * 4 - 1) / (threads * 4));
+                int chunkRows = Math.Max(4, (rowCount + threads * 16 - 1) / (threads * 16));
                 job.ChunkRows = chunkRows;
                 WorkerPool.Shared.Run(job, (rowCount + chunkRows - 1) / chunkRows);
             }
@@ -190,6 +190,7 @@ internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposab
     public override void DequantizeRow(int r, Span<float> dst) => Row(r).CopyTo(dst);
     public override void SetRow(int r, ReadOnlySpan<float> values) => values.CopyTo(new Span<float>(RowPointer(r), Cols));
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         for (int o = r0; o < r1; o++)
@@ -222,6 +223,7 @@ internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposa
         for (int i = 0; i < row.Length; i++) row[i] = NumberFormats.FloatToBF16(values[i]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         for (int o = r0; o < r1; o++)
@@ -247,6 +249,7 @@ internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposa
         return a;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
@@ -275,6 +278,7 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
         return a;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;

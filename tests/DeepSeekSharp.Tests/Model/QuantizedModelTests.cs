@@ -27,7 +27,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
     {
         using DeepSeekModel reference = DeepSeekModel.Load(DenseDir.Value);
         using DeepSeekModel quantized = DeepSeekModel.Load(DenseDir.Value, new LoadOptions { Quantize = format });
-        Assert.All(quantized.Weights.AllMatrices(), m => Assert.Equal(format, m.Format));
+        Assert.All(quantized.Weights.AllMatrices(), m => Assert.Equal(Matrix.Supports(format, m.Cols) ? format : WeightFormat.Q8_0, m.Format));
         using InferenceSession a = reference.CreateSession(16), b = quantized.CreateSession(16);
         float[] la = a.Forward(Prompt), lb = b.Forward(Prompt);
         double worst = 0;

@@ -154,6 +154,27 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return new ReadOnlySpan<byte>(_base + _dataStart + t.Begin, (int)t.ByteLength);
     }
 
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _handle;
+
+    /// <summary>Copies bytes [offset, offset + destination.Length) of a tensor's data with a positional read (not
+    /// through the mapping, so converting a checkpoint does not leave its pages in this process's resident set).
+    /// Thread-safe.</summary>
+    public void ReadBytes(TensorInfo t, long offset, Span<byte> destination)
+    {
+        if (offset < 0 || offset + destination.Length > t.ByteLength)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"[{offset}, {offset + destination.Length}) is outside tensor '{t.Name}' ({t.ByteLength} bytes)");
+        if (_handle is null)
+            lock (this) _handle ??= File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        long position = _dataStart + t.Begin + offset;
+        while (destination.Length > 0)
+        {
+            int n = RandomAccess.Read(_handle, destination, position);
+            if (n <= 0) throw new InvalidDataException($"{FileName}: tensor '{t.Name}' ends early (file truncated while reading?)");
+            destination = destination[n..];
+            position += n;
+        }
+    }
+
     /// <summary>Where a tensor's data starts in the mapped file (valid while this file is open).</summary>
     public byte* DataPointer(TensorInfo t) => _base + _dataStart + t.Begin;
 
@@ -167,6 +188,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     public void Dispose()
     {
+        _handle?.Dispose();
         if (_view is not null && _base != null)
         {
             _view.SafeMemoryMappedViewHandle.ReleasePointer();

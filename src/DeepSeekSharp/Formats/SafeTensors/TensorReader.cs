@@ -70,11 +70,13 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         return scale;
     }
 
-    private void Fp8Row(SafeTensorsFile file, TensorInfo info, float[] scale, int scaleCols, int r, Span<float> dst)
+    private void Fp8Row(SafeTensorsFile file, TensorInfo info, float[] scale, int scaleCols, int r, Span<float> dst) =>
+        Fp8Row(file.GetBytes(info, (long)r * (int)info.Shape[1], (int)info.Shape[1]), info, scale, scaleCols, r, dst);
+
+    private void Fp8Row(ReadOnlySpan<byte> codes, TensorInfo info, float[] scale, int scaleCols, int r, Span<float> dst)
     {
         int cols = (int)info.Shape[1];
         var (br, bc) = fp8Block;
-        ReadOnlySpan<byte> codes = file.GetBytes(info, (long)r * cols, cols);
         ReadOnlySpan<float> scaleRow = scale.AsSpan((r / br) * scaleCols, scaleCols);
         for (int c = 0; c < cols; c++) dst[c] = NumberFormats.F8E4M3ToFloat(codes[c]) * scaleRow[c / bc];
     }
@@ -94,17 +96,25 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         if (inPlace && (info.DType, format) is (DType.BF16, WeightFormat.BF16) or (DType.F32, WeightFormat.F32))
             unsafe { return Matrix.Wrap(format, rows, cols, file.DataPointer(info), owner: null); }
         Matrix m = Matrix.Create(format, rows, cols);
-        var row = new float[cols];
         float[]? scale = null;
         int scaleCols = 0;
         if (info.DType == DType.F8E4M3) scale = Fp8Scales(info, out scaleCols);
         int size = info.DType.SizeOf();
-        for (int r = 0; r < rows; r++)
+        // Rows are independent: read and convert them in parallel blocks.
+        const int rowsPerTask = 64;
+        Parallel.For(0, (rows + rowsPerTask - 1) / rowsPerTask, task =>
         {
-            if (scale is not null) Fp8Row(file, info, scale, scaleCols, r, row);
-            else NumberFormats.ToFloat(info.DType, file.GetBytes(info, (long)r * cols * size, cols * size), row);
-            m.SetRow(r, row);
-        }
+            int r0 = task * rowsPerTask, r1 = Math.Min(rows, r0 + rowsPerTask);
+            var raw = new byte[(long)(r1 - r0) * cols * size];
+            file.ReadBytes(info, (long)r0 * cols * size, raw);
+            var row = new float[cols];
+            for (int r = r0; r < r1; r++)
+            {
+                if (scale is not null) Fp8Row(raw.AsSpan((r - r0) * cols, cols), info, scale, scaleCols, r, row);
+                else NumberFormats.ToFloat(info.DType, raw.AsSpan((r - r0) * cols * size, cols * size), row);
+                m.SetRow(r, row);
+            }
+        });
         return m;
     }
 

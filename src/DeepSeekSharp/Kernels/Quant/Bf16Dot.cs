@@ -23,6 +23,7 @@ public static class Bf16Dot
         return s;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float V512(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x)
     {
         ref ushort rw = ref MemoryMarshal.GetReference(w);
@@ -41,6 +42,7 @@ public static class Bf16Dot
         return sum;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x)
     {
         ref ushort rw = ref MemoryMarshal.GetReference(w);

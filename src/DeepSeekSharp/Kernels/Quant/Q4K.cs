@@ -109,6 +109,7 @@ public static class Q4K
     }
 
     /// <summary>The specification: exact integer sums per sub-block, combined in sub-block order.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum)
     {
         float sum = 0;
@@ -127,6 +128,7 @@ public static class Q4K
         return sum;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum, bool vnni)
     {
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);

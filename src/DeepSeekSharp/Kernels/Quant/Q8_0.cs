@@ -53,6 +53,7 @@ public static class Q8_0
     }
 
     /// <summary>The specification: an exact integer sum per block, scaled and summed in block order.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float Scalar(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         float sum = 0;
@@ -65,6 +66,7 @@ public static class Q8_0
         return sum;
     }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, bool vnni)
     {
         ref byte wb = ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w));

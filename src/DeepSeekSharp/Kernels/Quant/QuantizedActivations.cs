@@ -12,6 +12,7 @@ public sealed class QuantizedActivations
     public float[] Sum = [];    // [rows, cols / 32]: d · Σ q
     public int Cols { get; private set; }
 
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Quantize(ReadOnlySpan<float> x, int rows, int cols)
     {
         if (cols % Block != 0) throw new ArgumentException($"cols ({cols}) must be a multiple of {Block}", nameof(cols));
