@@ -274,7 +274,7 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;
-        a.Quantize(x, n, Cols);
+        a.QuantizeK(x, n, Cols);
         return a;
     }
 
@@ -282,12 +282,13 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
-        int blocks = Cols / 32;
+        int superBlocks = Cols / 256;
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<BlockQ4K> row = Row(o);
             for (int t = 0; t < n; t++)
-                y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks), a.Sum.AsSpan(t * blocks, blocks));
+                y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks),
+                    a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
         }
     }
 }

@@ -99,67 +99,69 @@ public static class Q4K
         }
     }
 
-    /// <summary>Σ w·x against activations quantised per 32 (codes, scales, and d·Σq per block for the minimums).</summary>
-    public static float VecDotQ4KQ8(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum)
+    /// <summary>Σ w·x against activations quantised per 256 (codes, one scale per super-block, Σq per 32).</summary>
+    public static float VecDotQ4KQ8K(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
     {
-        if (xq.Length != w.Length * 256 || xd.Length != w.Length * 8) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
-        if (AvxVnni.IsSupported) return V256(w, xq, xd, xsum, vnni: true);
-        if (Avx2.IsSupported) return V256(w, xq, xd, xsum, vnni: false);
-        return Scalar(w, xq, xd, xsum);
+        if (xq.Length != w.Length * 256 || xd.Length != w.Length || blockSum.Length != w.Length * 8)
+            ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
+        return Avx2.IsSupported ? V256(w, xq, xd, blockSum) : Scalar(w, xq, xd, blockSum);
     }
 
-    /// <summary>The specification: exact integer sums per sub-block, combined in sub-block order.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum)
+    /// <summary>The specification: per super-block the exact integer Σ_j sc_j·(Σ q·x) and Σ_j m_j·Σx, then
+    /// d·dx·first − dmin·dx·second.</summary>
+    internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
     {
         float sum = 0;
         for (int b = 0; b < w.Length; b++)
         {
             BlockQ4K blk = w[b];
-            float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
+            int isum = 0, msum = 0;
             for (int j = 0; j < 8; j++)
             {
                 var (sc, m) = ScaleMin(ref blk, j);
-                int group = j / 2, shift = (j % 2) * 4, xb = b * 8 + j, isum = 0;
-                for (int l = 0; l < 32; l++) isum += ((blk.Qs[group * 32 + l] >> shift) & 0xF) * xq[xb * 32 + l];
-                sum += d * sc * xd[xb] * isum - dmin * m * xsum[xb];
+                int group = j / 2, shift = (j % 2) * 4, dot = 0;
+                for (int l = 0; l < 32; l++) dot += ((blk.Qs[group * 32 + l] >> shift) & 0xF) * xq[b * 256 + j * 32 + l];
+                isum += sc * dot;
+                msum += m * blockSum[b * 8 + j];
             }
+            sum += HalfTable.Values[blk.D] * xd[b] * isum - HalfTable.Values[blk.DMin] * xd[b] * msum;
         }
         return sum;
     }
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<float> xsum, bool vnni)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
     {
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
         Vector256<byte> low = Vector256.Create((byte)0x0F);
-        Vector256<short> ones = Vector256.Create((short)1);
-        float sum = 0;
+        Span<short> sc = stackalloc short[8];
+        Vector256<float> acc = Vector256<float>.Zero;
+        float correction = 0;
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
-            float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
+            int msum = 0;
+            for (int j = 0; j < 8; j++)
+            {
+                var (s, m) = ScaleMin(ref blk, j);
+                sc[j] = (short)s;
+                msum += m * blockSum[b * 8 + j];
+            }
             ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
-            Vector256<float> acc = Vector256<float>.Zero;
+            ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
+            Vector256<int> isum = Vector256<int>.Zero;
             for (int g = 0; g < 4; g++)
             {
                 Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
                 Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
-                for (int h = 0; h < 2; h++)
-                {
-                    int j = g * 2 + h, xb = b * 8 + j;
-                    Vector256<sbyte> x = Vector256.LoadUnsafe(ref xr, (nuint)(xb * 32));
-                    Vector256<byte> q = h == 0 ? q0 : q1;
-                    Vector256<int> dot = vnni
-                        ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, q, x)
-                        : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, x), ones);
-                    var (sc, m) = ScaleMin(ref blk, j);
-                    acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(d * sc * xd[xb]), acc);
-                    sum -= dmin * m * xsum[xb];
-                }
+                // u4 × s8 pairs fit int16 (≤ 3810); the 6-bit sub-block scale is applied by the widening pair-add.
+                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), Vector256.Create(sc[2 * g]));
+                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), Vector256.Create(sc[2 * g + 1]));
             }
-            sum += Vector256.Sum(acc);
+            float dx = xd[b];
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(HalfTable.Values[blk.D] * dx), acc);
+            correction += HalfTable.Values[blk.DMin] * dx * msum;
         }
-        return sum;
+        return Vector256.Sum(acc) - correction;
     }
 }
