@@ -133,20 +133,24 @@ public static class Q4K
     internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
     {
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        ref int bs = ref MemoryMarshal.GetReference(blockSum);
         Vector256<byte> low = Vector256.Create((byte)0x0F);
-        Span<short> sc = stackalloc short[8];
+        Span<uint> packed = stackalloc uint[4];
         Vector256<float> acc = Vector256<float>.Zero;
         float correction = 0;
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
-            int msum = 0;
-            for (int j = 0; j < 8; j++)
-            {
-                var (s, m) = ScaleMin(ref blk, j);
-                sc[j] = (short)s;
-                msum += m * blockSum[b * 8 + j];
-            }
+            // Unpack the eight 6-bit scales (bytes 0..7 of packed) and minimums (bytes 8..15), as ggml does.
+            ref byte scb = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
+            uint u0 = Unsafe.ReadUnaligned<uint>(ref scb), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 8));
+            packed[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+            packed[2] = u1 & 0x3f3f3f3f;
+            packed[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+            packed[0] = u0 & 0x3f3f3f3f;
+            ReadOnlySpan<byte> sc = System.Runtime.InteropServices.MemoryMarshal.AsBytes(packed);
+            Vector256<int> mins = Avx2.ConvertToVector256Int32(Vector128.Create(packed[2], packed[3], 0, 0).AsByte());
+            int msum = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(b * 8)));
             ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
             ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
             Vector256<int> isum = Vector256<int>.Zero;
@@ -155,8 +159,8 @@ public static class Q4K
                 Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
                 Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
                 // u4 × s8 pairs fit int16 (≤ 3810); the 6-bit sub-block scale is applied by the widening pair-add.
-                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), Vector256.Create(sc[2 * g]));
-                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), Vector256.Create(sc[2 * g + 1]));
+                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), Vector256.Create((short)sc[2 * g]));
+                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), Vector256.Create((short)sc[2 * g + 1]));
             }
             float dx = xd[b];
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(HalfTable.Values[blk.D] * dx), acc);
