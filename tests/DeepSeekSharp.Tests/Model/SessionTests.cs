@@ -95,4 +95,21 @@ public class SessionTests
         long after = GC.GetAllocatedBytesForCurrentThread();
         Assert.Equal(before, after);
     }
+
+    [Theory]
+    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q8_0)]
+    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q4_K)]
+    [InlineData(DeepSeekSharp.Tensors.WeightFormat.BF16)]
+    public void QuantizedDecodeStep_ThroughThePool_AllocatesNothing(DeepSeekSharp.Tensors.WeightFormat format)
+    {
+        using DeepSeekModel m = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
+        using InferenceSession s = m.CreateSession(64);
+        var logits = new float[m.Config.VocabSize];
+        s.Forward([1, 2, 3, 4], logits, allPositions: false);
+        int[] token = [5];
+        for (int i = 0; i < 3; i++) s.Forward(token, logits);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        s.Forward(token, logits);
+        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+    }
 }
