@@ -14,9 +14,9 @@ internal static class BenchCommand
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder" };
-        var quantize = new Option<string?>("--quantize") { Description = "convert weights at load: q8_0, q4_k, bf16, f32" };
-        quantize.AcceptOnlyFromAmong("q8_0", "q4_k", "bf16", "f32");
-        var mmap = new Option<bool>("--mmap") { Description = "use F32/BF16 weights from the memory-mapped files in place" };
+        var loading = new ModelLoading();
+        Option<string?> quantize = loading.Quantize;
+        Option<bool> mmap = loading.Mmap;
         var noMmap = new Option<bool>("--no-mmap") { Description = "read weights into anonymous memory (the default)" };
         var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 512, Description = "prefill length" };
         var genTokens = new Option<int>("--gen-tokens") { DefaultValueFactory = _ => 128, Description = "decode steps" };
@@ -38,12 +38,9 @@ internal static class BenchCommand
             }
             string path = r.GetValue(model) ?? throw new ArgumentException("--model is required (or use --memory)");
             if (r.GetValue(threads) is { } t) WorkerPool.Configure(t);
-            WeightFormat? format = r.GetValue(quantize) switch
-            {
-                "q8_0" => WeightFormat.Q8_0, "q4_k" => WeightFormat.Q4_K, "bf16" => WeightFormat.BF16, "f32" => WeightFormat.F32, _ => null,
-            };
+            WeightFormat? format = ModelLoading.Format(r.GetValue(quantize));
             var clock = Stopwatch.StartNew();
-            using DeepSeekModel m = DeepSeekModel.Load(path, new LoadOptions { Quantize = format, MemoryMap = r.GetValue(mmap) && !r.GetValue(noMmap) });
+            using DeepSeekModel m = ModelLoading.Load(path, format, r.GetValue(mmap) && !r.GetValue(noMmap), stderr);
             double loadSeconds = clock.Elapsed.TotalSeconds;
             Result res = Run(m, r.GetValue(promptTokens), r.GetValue(genTokens), Math.Max(1, r.GetValue(repeat)));
             long rss = PeakRss();

@@ -16,8 +16,10 @@ internal static class ChatCommand
         Option<string> model = CliApp.ModelOption();
         var system = new Option<string?>("--system") { Description = "a system prompt" };
         var gen = new GenerationCliOptions();
+        var loading = new ModelLoading();
         var cmd = new Command("chat", "Chat with a model in the terminal") { model, system };
         gen.AddTo(cmd);
+        loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
             IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings
@@ -26,7 +28,9 @@ internal static class ChatCommand
                 Ansi = ReferenceEquals(stdout, Console.Out) || stdout is StreamWriter ? AnsiSupport.Detect : AnsiSupport.No,
                 ColorSystem = ColorSystemSupport.Detect,
             });
-            using Generator g = Generator.Load(r.GetValue(model)!, r.GetValue(gen.Context));
+            string path = r.GetValue(model)!;
+            Tokenizer tokenizer = Tokenizer.Load(path); // before the (slow) weights, so a missing tokenizer fails fast
+            using Generator g = new(loading.Load(r, path, Console.Error), tokenizer, r.GetValue(gen.Context));
             await Run(g, gen.Read(r), r.GetValue(system), stdin, console, ct);
             return 0;
         });

@@ -15,12 +15,16 @@ internal static class GenerateCommand
         var prompt = new Option<string>("--prompt") { Description = "the prompt (a user message unless --raw)", Required = true };
         var raw = new Option<bool>("--raw") { Description = "send the prompt as is, without the chat template" };
         var gen = new GenerationCliOptions();
+        var loading = new ModelLoading();
         var cmd = new Command("generate", "Generate a reply to a prompt, streamed to stdout") { model, prompt, raw };
         gen.AddTo(cmd);
+        loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
             GenerationOptions options = gen.Read(r);
-            using Generator g = Generator.Load(r.GetValue(model)!, r.GetValue(gen.Context));
+            string path = r.GetValue(model)!;
+            Tokenizer tokenizer = Tokenizer.Load(path); // before the (slow) weights, so a missing tokenizer fails fast
+            using Generator g = new(loading.Load(r, path, stderr), tokenizer, r.GetValue(gen.Context));
             string text = r.GetValue(prompt)!;
             IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)
                 ? g.CompleteAsync(text, options, ct)

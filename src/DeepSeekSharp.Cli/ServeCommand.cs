@@ -17,11 +17,14 @@ internal static class ServeCommand
         var maxBatch = new Option<int>("--max-batch") { Description = "sequences decoded together", DefaultValueFactory = _ => 8 };
         var context = new Option<int?>("--context") { Description = "positions per sequence (default: max_position_embeddings, at most 4096)" };
         var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY' on /v1/*" };
+        var loading = new ModelLoading();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API") { model, host, port, maxBatch, context, apiKey };
+        loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
             string path = r.GetValue(model)!;
-            using var engine = new BatchScheduler(DeepSeekModel.Load(path), Tokenizer.Load(path),
+            Tokenizer tokenizer = Tokenizer.Load(path);
+            using var engine = new BatchScheduler(loading.Load(r, path, Console.Error), tokenizer,
                 new BatchOptions { MaxBatch = r.GetValue(maxBatch), ContextLength = r.GetValue(context) });
             await using var server = new DeepSeekServer(engine, new ServerOptions
             {

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using DeepSeekSharp.Model;
+using DeepSeekSharp.Tensors;
+using Spectre.Console;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary>The weight-loading options shared by generate, chat, serve and bench, and loading with a progress bar.</summary>
+internal sealed class ModelLoading
+{
+    public readonly Option<string?> Quantize = new("--quantize") { Description = "convert weights at load: q8_0, q4_k, bf16 or f32 (default: as stored)" };
+    public readonly Option<bool> Mmap = new("--mmap") { Description = "use F32/BF16 weights from the memory-mapped files in place" };
+
+    public ModelLoading() => Quantize.AcceptOnlyFromAmong("q8_0", "q4_k", "bf16", "f32");
+
+    public void AddTo(Command c)
+    {
+        c.Options.Add(Quantize);
+        c.Options.Add(Mmap);
+    }
+
+    public static WeightFormat? Format(string? name) => name switch
+    {
+        "q8_0" => WeightFormat.Q8_0, "q4_k" => WeightFormat.Q4_K, "bf16" => WeightFormat.BF16, "f32" => WeightFormat.F32, _ => null,
+    };
+
+    public DeepSeekModel Load(ParseResult r, string path, TextWriter progressTo) =>
+        Load(path, Format(r.GetValue(Quantize)), r.GetValue(Mmap), progressTo);
+
+    /// <summary>Loads with a progress bar on <paramref name="progressTo"/> (plain when it is not a terminal).</summary>
+    public static DeepSeekModel Load(string path, WeightFormat? format, bool mmap, TextWriter progressTo)
+    {
+        IAnsiConsole console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(progressTo) });
+        DeepSeekModel? model = null;
+        console.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn())
+            .Start(ctx =>
+            {
+                ProgressTask task = ctx.AddTask($"loading {Path.GetFileName(Path.TrimEndingDirectorySeparator(path))}{(format is { } f ? $" as {f}" : "")}");
+                model = DeepSeekModel.Load(path, new LoadOptions { Quantize = format, MemoryMap = mmap, Progress = new TaskProgress(task) });
+                task.Value = task.MaxValue;
+            });
+        return model!;
+    }
+
+    private sealed class TaskProgress(ProgressTask task) : IProgress<(int Done, int Total)>
+    {
+        public void Report((int Done, int Total) p)
+        {
+            task.MaxValue = Math.Max(p.Total, 1);
+            task.Value = p.Done;
+        }
+    }
+}
