@@ -15,7 +15,7 @@ public class RowDotBenchmarks
     private ushort[] _wb = [];
     private BlockQ8_0[] _w8 = [];
     private BlockQ4K[] _w4 = [];
-    private QuantizedActivations _act = new();
+    private QuantizedActivations _act = new(), _actK = new();
 
     [GlobalSetup]
     public void Setup()
@@ -29,12 +29,13 @@ public class RowDotBenchmarks
         _w4 = new BlockQ4K[N / 256];
         Q4K.QuantizeRow(_wf, _w4);
         _act.Quantize(_x, 1, N);
+        _actK.QuantizeK(_x, 1, N);
     }
 
     [Benchmark(Baseline = true)] public float F32() => Dot.Compute(_wf, _x);
     [Benchmark] public float BF16() => Bf16Dot.Compute(_wb, _x);
     [Benchmark] public float Q8_0Q8() => Q8_0.VecDotQ8_0Q8(_w8, _act.Q.AsSpan(0, N), _act.D.AsSpan(0, N / 32));
-    [Benchmark] public float Q4KQ8() => Q4K.VecDotQ4KQ8(_w4, _act.Q.AsSpan(0, N), _act.D.AsSpan(0, N / 32), _act.Sum.AsSpan(0, N / 32));
+    [Benchmark] public float Q4KQ8K() => Q4K.VecDotQ4KQ8K(_w4, _actK.Q.AsSpan(0, N), _actK.D.AsSpan(0, N / 256), _actK.BlockSum.AsSpan(0, N / 32));
     [Benchmark] public void QuantizeActivations() => _act.Quantize(_x, 1, N);
 }
 

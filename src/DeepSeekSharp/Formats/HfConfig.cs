@@ -168,6 +168,17 @@ public static class HfConfig
         throw new InvalidDataException($"{FileName}: field '{prefix}{name}' must be a string, found {v.GetRawText()}");
     }
 
+    /// <summary>config.json's spelling of a topk_method.</summary>
+    public static string TopkMethodName(TopkMethod m) => m switch
+    {
+        TopkMethod.Greedy => "greedy",
+        TopkMethod.GroupLimitedGreedy => "group_limited_greedy",
+        _ => "noaux_tc",
+    };
+
+    /// <summary>config.json's spelling of a scoring_func.</summary>
+    public static string ScoreFuncName(ScoreFunc f) => f == ScoreFunc.Sigmoid ? "sigmoid" : "softmax";
+
     /// <summary>The config.json of a config, with the fields and spellings of the released DeepSeek configs.</summary>
     public static Dictionary<string, object?> ToJsonObject(ModelConfig c, Tensors.DType storage)
     {
@@ -208,10 +219,10 @@ public static class HfConfig
             } : null,
             ["rope_theta"] = c.RopeTheta,
             ["routed_scaling_factor"] = c.RouteScale,
-            ["scoring_func"] = c.ScoreFunc == ScoreFunc.Sigmoid ? "sigmoid" : "softmax",
+            ["scoring_func"] = ScoreFuncName(c.ScoreFunc),
             ["tie_word_embeddings"] = c.TieWordEmbeddings,
             ["topk_group"] = c.NLimitedGroups,
-            ["topk_method"] = c.TopkMethod switch { TopkMethod.Greedy => "greedy", TopkMethod.GroupLimitedGreedy => "group_limited_greedy", _ => "noaux_tc" },
+            ["topk_method"] = TopkMethodName(c.TopkMethod),
             ["torch_dtype"] = storage switch { Tensors.DType.BF16 => "bfloat16", Tensors.DType.F16 => "float16", _ => "float32" },
             ["use_cache"] = true,
             ["v_head_dim"] = c.VHeadDim,

@@ -1,4 +1,5 @@
 using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels;
 
@@ -13,9 +14,20 @@ public class KernelTests
 
     public static TheoryData<int> Lengths() => new([0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 127, 255, 257]);
 
+    private static void Reference(float[] x, float[] w, float[] y, int n, int inDim, int outDim)
+    {
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < outDim; o++)
+            {
+                double sum = 0;
+                for (int i = 0; i < inDim; i++) sum += (double)x[t * inDim + i] * w[o * inDim + i];
+                y[t * outDim + o] = (float)sum;
+            }
+    }
+
     [Theory]
     [MemberData(nameof(Lengths))]
-    public void MatMul_MatchesScalarReference(int inDim)
+    public void MatrixForward_F32_MatchesScalarReference(int inDim)
     {
         var rng = new Random(inDim);
         foreach (var (n, outDim) in new[] { (1, 1), (1, 13), (3, 29), (5, 64), (2, 600) })
@@ -23,27 +35,39 @@ public class KernelTests
             float[] x = Random(rng, n * inDim), w = Random(rng, outDim * inDim);
             var y = new float[n * outDim];
             var reference = new float[n * outDim];
-            MatMul.Forward(x, w, y, n, inDim, outDim);
-            MatMul.Reference(x, w, reference, n, inDim, outDim);
+            using Matrix m = Matrix.FromValues(outDim, inDim, w);
+            m.Forward(x, y, n);
+            Reference(x, w, reference, n, inDim, outDim);
             for (int i = 0; i < y.Length; i++) Assert.Equal(reference[i], y[i], Tol * Math.Max(1, inDim / 16.0));
         }
     }
 
     [Fact]
-    public void MatMul_LargeEnoughToSplitAcrossThreads_EqualsSingleThreadedRowByRow()
+    public void MatrixForward_RowRange_EqualsTheSameRowsOfTheFullProduct()
+    {
+        var rng = new Random(4);
+        float[] x = Random(rng, 2 * 96), w = Random(rng, 50 * 96);
+        using Matrix m = Matrix.FromValues(50, 96, w, WeightFormat.Q8_0);
+        var full = new float[2 * 50];
+        var part = new float[2 * 7];
+        m.Forward(x, full, 2);
+        m.Forward(x, part, 2, rowStart: 20, rowCount: 7);
+        for (int t = 0; t < 2; t++)
+            for (int o = 0; o < 7; o++) Assert.Equal(full[t * 50 + 20 + o], part[t * 7 + o]);
+    }
+
+    [Fact]
+    public void MatrixForward_LargeEnoughToSplitAcrossThreads_EqualsRowByRow()
     {
         var rng = new Random(5);
         const int n = 4, inDim = 256, outDim = 1031; // over the parallel threshold
         float[] x = Random(rng, n * inDim), w = Random(rng, outDim * inDim);
+        using Matrix m = Matrix.FromValues(outDim, inDim, w);
         var y = new float[n * outDim];
-        MatMul.Forward(x, w, y, n, inDim, outDim);
+        m.Forward(x, y, n);
         for (int t = 0; t < n; t++)
             for (int o = 0; o < outDim; o++)
-            {
-                var one = new float[1];
-                MatMul.Forward(x.AsSpan(t * inDim, inDim), w.AsSpan(o * inDim, inDim), one, 1, inDim, 1);
-                Assert.Equal(one[0], y[t * outDim + o]); // bit-identical: one thread computes each element the same way
-            }
+                Assert.Equal(Dot.Compute(w.AsSpan(o * inDim, inDim), x.AsSpan(t * inDim, inDim)), y[t * outDim + o]); // bit-identical
     }
 
     [Theory]
@@ -157,12 +181,13 @@ public class KernelTests
     [InlineData(1, 5)]
     [InlineData(7, 33)]
     [InlineData(16, 64)]
-    public void MatVecTransposed_MatchesScalar(int rows, int cols)
+    public void AccumulateRows_IsTheTransposedProduct(int rows, int cols)
     {
         var rng = new Random(rows * cols);
         float[] x = Random(rng, rows), w = Random(rng, rows * cols);
+        using Matrix m = Matrix.FromValues(rows, cols, w);
         var y = new float[cols];
-        MatVecTransposed.Forward(x, w, y, rows, cols);
+        m.AccumulateRows(0, x, y);
         for (int c = 0; c < cols; c++)
             Assert.Equal(Enumerable.Range(0, rows).Sum(r => (double)x[r] * w[r * cols + c]), y[c], 1e-5);
     }
@@ -179,21 +204,22 @@ public class KernelTests
         var rng = new Random(count);
         float[] cache = Random(rng, count * (c + r)), wuk = Random(rng, nope * c), wuv = Random(rng, v * c);
         float[] qNope = Random(rng, nope), qPe = Random(rng, r);
+        using Matrix uk = Matrix.FromValues(nope, c, wuk), uv = Matrix.FromValues(v, c, wuv);
         var kv = new float[count * (nope + v)];
         for (int s = 0; s < count; s++)
         {
-            MatMul.Forward(cache.AsSpan(s * (c + r), c), wuk, kv.AsSpan(s * (nope + v), nope), 1, c, nope);
-            MatMul.Forward(cache.AsSpan(s * (c + r), c), wuv, kv.AsSpan(s * (nope + v) + nope, v), 1, c, v);
+            uk.Forward(cache.AsSpan(s * (c + r), c), kv.AsSpan(s * (nope + v), nope), 1);
+            uv.Forward(cache.AsSpan(s * (c + r), c), kv.AsSpan(s * (nope + v) + nope, v), 1);
         }
         var expanded = new float[v];
         LatentAttention.Expanded(qNope, qPe, kv, nope + v, 0, cache, c + r, count, 0.3f, new float[count], expanded);
 
         var qLat = new float[c];
-        MatVecTransposed.Forward(qNope, wuk, qLat, nope, c);
+        uk.AccumulateRows(0, qNope, qLat);
         var lat = new float[c];
         LatentAttention.Absorbed(qLat, qPe, cache, count, 0.3f, new float[count], lat);
         var absorbed = new float[v];
-        MatMul.Forward(lat, wuv, absorbed, 1, c, v);
+        uv.Forward(lat, absorbed, 1);
         for (int i = 0; i < v; i++) Assert.Equal(expanded[i], absorbed[i], 1e-5);
     }
 }
