@@ -254,10 +254,19 @@ internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposa
     {
         QuantizedActivations a = act!;
         int blocks = Cols / 32;
+        // Four tokens at a time share each weight row's loads (prefill, batched decode); every token gets the
+        // same arithmetic as alone, so results do not depend on the batch.
+        int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
+        Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<BlockQ8_0> row = Row(o);
-            for (int t = 0; t < n; t++)
+            for (int t = 0; t < grouped; t += 4)
+            {
+                Q8_0.V256x4(row, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks, four);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
+            }
+            for (int t = grouped; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Q8_0.VecDotQ8_0Q8(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
         }
     }

@@ -47,8 +47,8 @@ public static class Q8_0
     public static float VecDotQ8_0Q8(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         if (xq.Length != w.Length * 32 || xd.Length != w.Length) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 32, xq.Length);
-        if (AvxVnni.IsSupported) return V256(w, xq, xd, vnni: true);
-        if (Avx2.IsSupported) return V256(w, xq, xd, vnni: false);
+        // (.NET's AvxVnni is the VEX form, which Zen 4 lacks; the AVX2 path below is what runs here.)
+        if (Avx2.IsSupported) return V256(w, xq, xd);
         return Scalar(w, xq, xd);
     }
 
@@ -66,28 +66,126 @@ public static class Q8_0
         return sum;
     }
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, bool vnni)
+    /// <summary>AVX2 path. Per group of 8 blocks: exact int32 block sums (|w| × sign-moved x with maddubs+maddwd),
+    /// gathered into one vector by a horizontal-add tree, converted once and scaled by the 8 (d_w·d_x). Remaining
+    /// blocks (fewer than 8) are added one by one. <see cref="V256x4"/> does the same arithmetic per token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         ref byte wb = ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w));
         ref sbyte xb = ref MemoryMarshal.GetReference(xq);
-        float[] half = HalfTable.Values;
+        ref float xs = ref MemoryMarshal.GetReference(xd);
         Vector256<float> acc = Vector256<float>.Zero;
-        Vector256<short> ones = Vector256.Create((short)1);
-        for (int b = 0; b < w.Length; b++)
+        int b = 0, n = w.Length;
+        for (; b + 8 <= n; b += 8)
         {
-            ref byte block = ref Unsafe.Add(ref wb, b * BlockQ8_0.Bytes);
-            Vector256<sbyte> wq = Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
-            Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
-            // |w| as unsigned times x with w's sign moved onto it: u8 × s8 products, exact.
-            Vector256<byte> aw = Avx2.Abs(wq);
-            Vector256<sbyte> sx = Avx2.Sign(x, wq);
-            Vector256<int> dot = vnni
-                ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, aw, sx)
-                : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, sx), ones);
-            float scale = half[Unsafe.As<byte, ushort>(ref block)] * xd[b];
-            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(scale), acc);
+            Vector256<float> ws = Scales8(ref wb, b);
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
         }
-        return Vector256.Sum(acc);
+        float sum = Vector256.Sum(acc);
+        for (; b < n; b++)
+            sum += HalfTable.Values[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref wb, b * BlockQ8_0.Bytes))] * Unsafe.Add(ref xs, b)
+                   * Vector256.Sum(BlockDot(ref wb, ref xb, b));
+        return sum;
+    }
+
+    /// <summary>Four tokens against one weight row (prefill): weight loads and |w| are shared; each token's result is
+    /// bit-identical to <see cref="V256"/> on that token alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void V256x4(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result)
+    {
+        ref byte wb = ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w));
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
+        ref float s0 = ref MemoryMarshal.GetReference(xd);
+        ref float s1 = ref Unsafe.Add(ref s0, dStride), s2 = ref Unsafe.Add(ref s0, 2 * dStride), s3 = ref Unsafe.Add(ref s0, 3 * dStride);
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        int b = 0, n = w.Length;
+        for (; b + 8 <= n; b += 8)
+        {
+            Vector256<float> ws = Scales8(ref wb, b);
+            Sums8x4(ref wb, ref x0, ref x1, ref x2, ref x3, b, out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), ws * Vector256.LoadUnsafe(ref s0, (nuint)b), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), ws * Vector256.LoadUnsafe(ref s1, (nuint)b), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), ws * Vector256.LoadUnsafe(ref s2, (nuint)b), a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), ws * Vector256.LoadUnsafe(ref s3, (nuint)b), a3);
+        }
+        float r0 = Vector256.Sum(a0), r1 = Vector256.Sum(a1), r2 = Vector256.Sum(a2), r3 = Vector256.Sum(a3);
+        for (; b < n; b++)
+        {
+            float d = HalfTable.Values[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref wb, b * BlockQ8_0.Bytes))];
+            r0 += d * Unsafe.Add(ref s0, b) * Vector256.Sum(BlockDot(ref wb, ref x0, b));
+            r1 += d * Unsafe.Add(ref s1, b) * Vector256.Sum(BlockDot(ref wb, ref x1, b));
+            r2 += d * Unsafe.Add(ref s2, b) * Vector256.Sum(BlockDot(ref wb, ref x2, b));
+            r3 += d * Unsafe.Add(ref s3, b) * Vector256.Sum(BlockDot(ref wb, ref x3, b));
+        }
+        result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
+    }
+
+    private static readonly Vector256<short> Ones16 = Vector256.Create((short)1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Codes(ref byte wb, int b) =>
+        Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref wb, b * BlockQ8_0.Bytes + 2)));
+
+    /// <summary>Eight lanes whose sum is block b's exact Σ w·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockDot(ref byte wb, ref sbyte xb, int b)
+    {
+        Vector256<sbyte> wq = Codes(ref wb, b);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq)), Ones16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq)), Ones16);
+
+    /// <summary>[Σ block b, …, Σ block b+7] from eight per-block lane vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Tree(Vector256<int> d0, Vector256<int> d1, Vector256<int> d2, Vector256<int> d3,
+        Vector256<int> d4, Vector256<int> d5, Vector256<int> d6, Vector256<int> d7)
+    {
+        Vector256<int> s0123 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(d0, d1), Avx2.HorizontalAdd(d2, d3));
+        Vector256<int> s4567 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(d4, d5), Avx2.HorizontalAdd(d6, d7));
+        return Avx2.Permute2x128(s0123, s4567, 0x20) + Avx2.Permute2x128(s0123, s4567, 0x31);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Sums8(ref byte wb, ref sbyte xb, int b) =>
+        Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
+             BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Sums8x4(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
+        out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3)
+    {
+        Vector256<int> p00, p01, p02, p03, p04, p05, p06, p07, p10, p11, p12, p13, p14, p15, p16, p17;
+        Vector256<int> p20, p21, p22, p23, p24, p25, p26, p27, p30, p31, p32, p33, p34, p35, p36, p37;
+        Vector256<sbyte> w; Vector256<byte> a;
+        w = Codes(ref wb, b); a = Avx2.Abs(w); p00 = Dot8(a, w, ref x0, b); p10 = Dot8(a, w, ref x1, b); p20 = Dot8(a, w, ref x2, b); p30 = Dot8(a, w, ref x3, b);
+        w = Codes(ref wb, b + 1); a = Avx2.Abs(w); p01 = Dot8(a, w, ref x0, b + 1); p11 = Dot8(a, w, ref x1, b + 1); p21 = Dot8(a, w, ref x2, b + 1); p31 = Dot8(a, w, ref x3, b + 1);
+        w = Codes(ref wb, b + 2); a = Avx2.Abs(w); p02 = Dot8(a, w, ref x0, b + 2); p12 = Dot8(a, w, ref x1, b + 2); p22 = Dot8(a, w, ref x2, b + 2); p32 = Dot8(a, w, ref x3, b + 2);
+        w = Codes(ref wb, b + 3); a = Avx2.Abs(w); p03 = Dot8(a, w, ref x0, b + 3); p13 = Dot8(a, w, ref x1, b + 3); p23 = Dot8(a, w, ref x2, b + 3); p33 = Dot8(a, w, ref x3, b + 3);
+        w = Codes(ref wb, b + 4); a = Avx2.Abs(w); p04 = Dot8(a, w, ref x0, b + 4); p14 = Dot8(a, w, ref x1, b + 4); p24 = Dot8(a, w, ref x2, b + 4); p34 = Dot8(a, w, ref x3, b + 4);
+        w = Codes(ref wb, b + 5); a = Avx2.Abs(w); p05 = Dot8(a, w, ref x0, b + 5); p15 = Dot8(a, w, ref x1, b + 5); p25 = Dot8(a, w, ref x2, b + 5); p35 = Dot8(a, w, ref x3, b + 5);
+        w = Codes(ref wb, b + 6); a = Avx2.Abs(w); p06 = Dot8(a, w, ref x0, b + 6); p16 = Dot8(a, w, ref x1, b + 6); p26 = Dot8(a, w, ref x2, b + 6); p36 = Dot8(a, w, ref x3, b + 6);
+        w = Codes(ref wb, b + 7); a = Avx2.Abs(w); p07 = Dot8(a, w, ref x0, b + 7); p17 = Dot8(a, w, ref x1, b + 7); p27 = Dot8(a, w, ref x2, b + 7); p37 = Dot8(a, w, ref x3, b + 7);
+        i0 = Tree(p00, p01, p02, p03, p04, p05, p06, p07);
+        i1 = Tree(p10, p11, p12, p13, p14, p15, p16, p17);
+        i2 = Tree(p20, p21, p22, p23, p24, p25, p26, p27);
+        i3 = Tree(p30, p31, p32, p33, p34, p35, p36, p37);
+    }
+
+    /// <summary>d of blocks b..b+7 as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scales8(ref byte wb, int b)
+    {
+        float[] h = HalfTable.Values;
+        ref byte p = ref Unsafe.Add(ref wb, b * BlockQ8_0.Bytes);
+        return Vector256.Create(
+            h[Unsafe.As<byte, ushort>(ref p)], h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 34))],
+            h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 68))], h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 102))],
+            h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 136))], h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 170))],
+            h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 204))], h[Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, 238))]);
     }
 }
