@@ -173,4 +173,26 @@ public class SamplerTests
         chain.Accept(4);
         Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
     }
+
+    [Fact]
+    public void TopP_OnAFlatDistribution_KeepsExactlyTheSmallestTopSetWithoutSorting()
+    {
+        // 20,000 nearly equal tokens: the cut is far past the sorted-prefix fast path, so the threshold bisection runs.
+        const int v = 20000;
+        float[] logits = Enumerable.Range(0, v).Select(i => i * 1e-4f).ToArray();
+        var chain = new SamplerChain(new SamplingOptions { TopP = 0.5f, Seed = 3 }, v);
+        chain.Sample(logits);
+        int[] kept = chain.Candidates.Items.ToArray().Select(c => c.Id).Order().ToArray();
+        double[] p = logits.Select(l => Math.Exp(l - logits.Max())).ToArray();
+        double total = p.Sum(), cumulative = 0;
+        int k = 0;
+        foreach (int id in Enumerable.Range(0, v).OrderByDescending(i => logits[i]))
+        {
+            cumulative += p[id] / total;
+            k++;
+            if (cumulative >= 0.5) break;
+        }
+        Assert.InRange(kept.Length, k - 1, k + 1); // float32 mass vs float64 here: at most the boundary token differs
+        Assert.Equal(Enumerable.Range(v - kept.Length, kept.Length), kept); // and they are the most likely ones
+    }
 }

@@ -55,6 +55,19 @@ public sealed class Candidates(int vocab)
         SortedCount = Count;
     }
 
+    /// <summary>Keeps the candidates with P ≥ <paramref name="threshold"/> in their current order (no sort).</summary>
+    public void KeepAtLeast(float threshold)
+    {
+        Span<Candidate> items = Items;
+        int kept = 0;
+        for (int i = 0; i < items.Length; i++)
+            if (items[i].P >= threshold) items[kept++] = items[i];
+        if (kept == 0) return; // never empty: threshold ≤ max P in every caller
+        Count = kept;
+        SortedCount = 0;
+        IndexedById = false;
+    }
+
     /// <summary>P = softmax(Logit) over the current candidates.</summary>
     public void Softmax()
     {

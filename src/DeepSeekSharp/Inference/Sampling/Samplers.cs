@@ -101,13 +101,15 @@ public sealed class TopKSampler(int k) : ISampler
     }
 }
 
-/// <summary>Keeps the smallest prefix (by probability) whose mass reaches p.</summary>
+/// <summary>Keeps the smallest set of most likely tokens whose mass reaches p. Peaked distributions (real models)
+/// are cut within a short sorted prefix; flat ones (hundreds of thousands of similar tokens) by bisecting on the
+/// probability threshold τ — the set is {P ≥ τ} for the largest τ whose set still reaches p — without sorting.</summary>
 public sealed class TopPSampler(float p) : ISampler
 {
     public void Apply(Candidates c)
     {
         c.Softmax();
-        for (int k = Math.Min(64, c.Count); ; k = Math.Min(k * 8, c.Count))
+        for (int k = Math.Min(64, c.Count); k <= 512 || k == c.Count; k = Math.Min(k * 8, c.Count))
         {
             c.SortTop(k);
             double cumulative = 0;
@@ -119,6 +121,17 @@ public sealed class TopPSampler(float p) : ISampler
             }
             if (k == c.Count) return;
         }
+        Span<Candidate> all = c.Items;
+        float lo = 0, hi = 0;
+        foreach (ref Candidate x in all) hi = MathF.Max(hi, x.P);
+        for (int iter = 0; iter < 32 && hi - lo > hi * 1e-6f; iter++)
+        {
+            float mid = (lo + hi) / 2;
+            double mass = 0;
+            foreach (ref Candidate x in all) if (x.P >= mid) mass += x.P;
+            if (mass >= p) lo = mid; else hi = mid;
+        }
+        c.KeepAtLeast(lo);
     }
 }
 
@@ -130,10 +143,6 @@ public sealed class MinPSampler(float minP) : ISampler
         Span<Candidate> items = c.Items;
         float max = 0;
         foreach (ref Candidate x in items) max = MathF.Max(max, x.P);
-        float threshold = minP * max;
-        int keep = 0;
-        foreach (ref Candidate x in items) if (x.P >= threshold) keep++;
-        c.SortTop(keep);
-        c.Truncate(keep);
+        c.KeepAtLeast(minP * max);
     }
 }
