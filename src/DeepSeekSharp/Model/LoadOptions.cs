@@ -2,8 +2,8 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
 
-/// <summary>How weights are held in memory. Defaults: every weight keeps its stored format where a kernel exists
-/// (BF16 and F32 as stored; F16 and FP8 are converted exactly to F32), read into aligned anonymous memory.</summary>
+/// <summary>How weights are held in memory. Defaults: every weight keeps its stored format (F32, BF16, F16, or FP8
+/// with its block scales), read into aligned anonymous memory.</summary>
 public sealed record LoadOptions
 {
     /// <summary>Convert projection, expert, embedding and lm_head weights to this format at load (Q8_0, Q4_K, BF16,
@@ -27,6 +27,12 @@ public sealed record LoadOptions
             if (Matrix.Supports(WeightFormat.Q8_0, cols) && q != WeightFormat.F32) return WeightFormat.Q8_0;
             return WeightFormat.F32;
         }
-        return stored == DType.BF16 ? WeightFormat.BF16 : WeightFormat.F32;
+        return stored switch
+        {
+            DType.BF16 => WeightFormat.BF16,
+            DType.F16 => WeightFormat.F16,
+            DType.F8E4M3 => WeightFormat.FP8,
+            _ => WeightFormat.F32,
+        };
     }
 }

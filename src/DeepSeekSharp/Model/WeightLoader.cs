@@ -77,7 +77,10 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions op
     private Matrix TransposeKNope(Matrix wkvB)
     {
         int nope = c.QkNopeHeadDim, rank = c.KvLoraRank, headRows = nope + c.VHeadDim;
-        WeightFormat format = Matrix.Supports(wkvB.Format, nope) ? wkvB.Format : Matrix.Supports(WeightFormat.Q8_0, nope) && wkvB.Format != WeightFormat.F32 ? WeightFormat.Q8_0 : WeightFormat.F32;
+        // Same format as kv_b_proj where it can be written; exact F32 for F32/FP8 sources; else Q8_0, else F32.
+        WeightFormat format = wkvB.Format is WeightFormat.F32 or WeightFormat.FP8 ? WeightFormat.F32
+            : Matrix.Supports(wkvB.Format, nope) ? wkvB.Format
+            : Matrix.Supports(WeightFormat.Q8_0, nope) ? WeightFormat.Q8_0 : WeightFormat.F32;
         Matrix t = Matrix.Create(format, c.NHeads * rank, nope);
         var head = new float[nope * rank];
         var row = new float[nope];

@@ -5,7 +5,7 @@ using DeepSeekSharp.Kernels.Quant;
 namespace DeepSeekSharp.Tensors;
 
 /// <summary>How a weight matrix is stored in memory.</summary>
-public enum WeightFormat { F32, BF16, Q8_0, Q4_K }
+public enum WeightFormat { F32, BF16, Q8_0, Q4_K, F16, FP8 }
 
 /// <summary>A weight matrix [Rows, Cols] (a linear layer's [out, in], y = W x) in one storage format, rows contiguous
 /// in memory that never moves: aligned native memory, or a memory-mapped file used in place. Every format gives the
@@ -151,8 +151,14 @@ public abstract unsafe class Matrix : IDisposable
         WeightFormat.BF16 => new Bf16Matrix(rows, cols, data, owner),
         WeightFormat.Q8_0 => new Q8_0Matrix(rows, cols, data, owner),
         WeightFormat.Q4_K => new Q4KMatrix(rows, cols, data, owner),
-        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+        WeightFormat.F16 => new F16Matrix(rows, cols, data, owner),
+        _ => throw new ArgumentOutOfRangeException(nameof(format), format, "FP8 matrices are made with CreateFp8 (they need block scales)"),
     };
+
+    /// <summary>An FP8 E4M3 matrix over raw codes with one float scale per <paramref name="block"/> tile
+    /// (DeepSeek-V3's weight_scale_inv: W[r, c] = fp8(q[r, c]) · scale[r / br, c / bc]).</summary>
+    public static Matrix CreateFp8(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner) =>
+        new Fp8Matrix(rows, cols, codes, scales, block, owner);
 
     public static long RowBytesOf(WeightFormat format, int cols) => format switch
     {
@@ -160,6 +166,8 @@ public abstract unsafe class Matrix : IDisposable
         WeightFormat.BF16 => cols * 2L,
         WeightFormat.Q8_0 => CheckBlocks(cols, 32, format) / 32 * BlockQ8_0.Bytes,
         WeightFormat.Q4_K => CheckBlocks(cols, 256, format) / 256 * BlockQ4K.Bytes,
+        WeightFormat.F16 => cols * 2L,
+        WeightFormat.FP8 => cols,
         _ => throw new ArgumentOutOfRangeException(nameof(format)),
     };
 
@@ -168,6 +176,7 @@ public abstract unsafe class Matrix : IDisposable
     {
         WeightFormat.Q8_0 => cols % 32 == 0,
         WeightFormat.Q4_K => cols % 256 == 0,
+        WeightFormat.FP8 => false, // made only from checkpoint codes and scales, never by conversion
         _ => true,
     };
 
@@ -300,4 +309,65 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
                     a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
         }
     }
+}
+
+/// <summary>Formats without a fused kernel: each row is dequantised into per-thread scratch once and dotted with
+/// every token (the row is read once per product, as for the other formats).</summary>
+internal abstract unsafe class RowDequantMatrix(int rows, int cols, long rowBytes, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, rowBytes, data, owner)
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        Span<float> row = Scratch.Row(Cols);
+        for (int o = r0; o < r1; o++)
+        {
+            DequantizeRow(o, row);
+            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
+        }
+    }
+}
+
+internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner) : RowDequantMatrix(rows, cols, cols * 2L, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.F16;
+
+    public override void DequantizeRow(int r, Span<float> dst) =>
+        System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(RowPointer(r), Cols), dst);
+
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, new Span<Half>(RowPointer(r), Cols));
+}
+
+internal sealed unsafe class Fp8Matrix : RowDequantMatrix
+{
+    private readonly float[] _scales; // [ceil(rows / br), ceil(cols / bc)]
+    private readonly int _br, _bc, _scaleCols;
+
+    public Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
+        : base(rows, cols, cols, codes, owner)
+    {
+        (_br, _bc) = block;
+        _scaleCols = (cols + _bc - 1) / _bc;
+        if (scales.Length != (rows + _br - 1) / _br * _scaleCols)
+            throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] FP8 matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
+        _scales = scales;
+    }
+
+    public override WeightFormat Format => WeightFormat.FP8;
+
+    public override void DequantizeRow(int r, Span<float> dst)
+    {
+        var codes = new ReadOnlySpan<byte>(RowPointer(r), Cols);
+        ReadOnlySpan<float> scaleRow = _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
+        for (int c0 = 0, s = 0; c0 < Cols; c0 += _bc, s++)
+        {
+            int end = Math.Min(Cols, c0 + _bc);
+            float scale = scaleRow[s];
+            for (int c = c0; c < end; c++) dst[c] = NumberFormats.F8E4M3ToFloat(codes[c]) * scale;
+        }
+    }
+
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
 }

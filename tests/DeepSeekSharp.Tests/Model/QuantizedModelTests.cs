@@ -112,4 +112,30 @@ public class QuantizedModelTests(ITestOutputHelper output)
             if (IndexOfMax(logits.AsSpan(p * v, v)) == IndexOfMax(g.PerPositionLogits[p])) agree++;
         Assert.True(agree >= 11, $"{name}: top-1 agreement {agree}/12");
     }
+
+    [Theory]
+    [InlineData("v3-fp8-tiny", WeightFormat.FP8)]
+    [InlineData("v2-grouped-tiny", WeightFormat.F16)]
+    [InlineData("v3-tiny", WeightFormat.BF16)]
+    [InlineData("v2-lite-tiny", WeightFormat.F32)]
+    public void StoredFormats_StayAsStored_ByDefault_AndInPlace(string name, WeightFormat stored)
+    {
+        GoldenCase g = GoldenCase.Load(name);
+        foreach (bool mmap in new[] { false, true })
+        {
+            using DeepSeekModel m = DeepSeekModel.Load(g.Directory, new LoadOptions { MemoryMap = mmap });
+            Assert.Contains(m.Weights.AllMatrices(), x => x.Format == stored);
+            using InferenceSession s = m.CreateSession();
+            Compare.Close(s.Forward(g.PromptIds).AsSpan((g.PromptIds.Length - 1) * m.Config.VocabSize), g.PrefillLastLogits, 1e-4, $"{name} mmap={mmap}");
+        }
+    }
+
+    [Fact]
+    public void Fp8Weights_TakeOneBytePerWeight()
+    {
+        using DeepSeekModel m = DeepSeekModel.Load(GoldenCase.DataPath("v3-fp8-tiny"));
+        Matrix qa = m.Weights.Blocks[0].Attn.WqA!;
+        Assert.Equal(WeightFormat.FP8, qa.Format);
+        Assert.Equal((long)qa.Rows * qa.Cols, qa.Bytes);
+    }
 }

@@ -93,8 +93,20 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             throw new InvalidDataException($"{file.FileName}: tensor '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; expected {TensorInfo.FormatShape(shape)} ({why})");
         string key = info.DType.SafeTensorsName();
         _dtypes[key] = _dtypes.GetValueOrDefault(key) + 1;
-        if (inPlace && (info.DType, format) is (DType.BF16, WeightFormat.BF16) or (DType.F32, WeightFormat.F32))
+        if (inPlace && (info.DType, format) is (DType.BF16, WeightFormat.BF16) or (DType.F32, WeightFormat.F32) or (DType.F16, WeightFormat.F16))
             unsafe { return Matrix.Wrap(format, rows, cols, file.DataPointer(info), owner: null); }
+        if (format == WeightFormat.FP8)
+        {
+            if (info.DType != DType.F8E4M3) throw new ArgumentException($"tensor '{name}' is {info.DType}; only F8_E4M3 tensors load as FP8", nameof(format));
+            float[] scales = Fp8Scales(info, out _);
+            unsafe
+            {
+                if (inPlace) return Matrix.CreateFp8(rows, cols, file.DataPointer(info), scales, fp8Block, owner: null);
+                var codes = new NativeBuffer((long)rows * cols);
+                for (int r = 0; r < rows; r++) file.ReadBytes(info, (long)r * cols, codes.Bytes((long)r * cols, cols));
+                return Matrix.CreateFp8(rows, cols, codes.Pointer, scales, fp8Block, codes);
+            }
+        }
         Matrix m = Matrix.Create(format, rows, cols);
         float[]? scale = null;
         int scaleCols = 0;
