@@ -70,6 +70,8 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     internal static (Dictionary<string, TensorInfo>, Dictionary<string, string>) ParseHeader(string file, byte[] header, long dataLength)
     {
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new InvalidDataException($"{file}: header is not valid UTF-8 (corrupt file?)");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header); }
         catch (JsonException e) { throw new InvalidDataException($"{file}: header is not valid JSON: {e.Message}", e); }
