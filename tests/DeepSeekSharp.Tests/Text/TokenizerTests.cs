@@ -74,3 +74,36 @@ public class TokenizerEdgeTests
         Assert.Equal("", new StreamingDetokenizer(TokenizerTests.V3).Push(129000));
     }
 }
+
+public class TokenizerPropertyTests
+{
+    private static readonly (int Lo, int Hi)[] Ranges =
+    [
+        (0x20, 0x7E), (0x09, 0x0D), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF), (0x900, 0x97F),
+        (0x3040, 0x30FF), (0x4E00, 0x9FA5), (0xAC00, 0xD7A3), (0x1F300, 0x1F64F), (0x20000, 0x2A6DF), (0x0300, 0x036F),
+        (0x2000, 0x206F), (0x0030, 0x0039), (0x1D7CE, 0x1D7FF), (0x0085, 0x0085), (0xFEFF, 0xFEFF), (0x00, 0x08),
+    ];
+
+    [Fact]
+    public void RandomText_RoundTripsExactly_AndBosIsOnlyAddedWhenAsked()
+    {
+        var rng = new Random(2024);
+        Tokenizer tok = TokenizerTests.V3;
+        string[] fragments = ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "<｜end▁of▁sentence｜>", "   ", "\n\n", "1234567", "<｜"];
+        for (int trial = 0; trial < 400; trial++)
+        {
+            var sb = new System.Text.StringBuilder();
+            int len = rng.Next(0, 40);
+            for (int i = 0; i < len; i++)
+            {
+                if (rng.Next(12) == 0) { sb.Append(fragments[rng.Next(fragments.Length)]); continue; }
+                var (lo, hi) = Ranges[rng.Next(Ranges.Length)];
+                sb.Append(char.ConvertFromUtf32(rng.Next(lo, hi + 1)));
+            }
+            string text = sb.ToString();
+            int[] ids = tok.Encode(text, addBos: false);
+            Assert.True(tok.Decode(ids) == text, $"round trip failed for {System.Text.Json.JsonSerializer.Serialize(text)}");
+            Assert.Equal([0, .. ids], tok.Encode(text, addBos: true));
+        }
+    }
+}
