@@ -51,8 +51,9 @@ public class QuantizedModelTests(ITestOutputHelper output)
     [Fact]
     public void Bf16_StaysWithinOnePercentOfF32() => Assert.True(Measure(WeightFormat.BF16).MaxRel < 1e-2);
 
-    // Bounds below are the measured figures (BF16 0.58%, Q8_0 2.3%, Q4_K 24% of max |logit| on this random dense
-    // model) with margin; they catch a broken kernel or quantiser (errors of order 1), not drift.
+    // Bounds below are the measured figures (BF16 0.58%, Q8_0 2.3%, Q4_K 29% of max |logit| on this random dense
+    // model — a max over 8 positions of a random network, so it moves with any change to rounding) with margin;
+    // they catch a broken kernel or quantiser (errors of order 1), not drift.
     [Fact]
     public void Q8_0_StaysWithinThreePercentOfF32_SameTopToken()
     {

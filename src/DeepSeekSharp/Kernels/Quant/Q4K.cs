@@ -47,22 +47,27 @@ public static class Q4K
         }
     }
 
-    /// <summary>Quantises one row (length a multiple of 256): per sub-block an affine fit x ≈ s·q − m (q in 0..15,
-    /// m ≥ 0), then the sixteen s and m quantised to 6 bits against the super-block's d and dmin.</summary>
+    /// <summary>Quantises one row (length a multiple of 256). Per sub-block of 32, an affine fit x ≈ s·q − m
+    /// (q in 0..15, m ≥ 0) chosen as ggml's make_qkx2_quants does: try 21 scales around (max − min)/15, fit s and m
+    /// by weighted least squares for each (weights |x| + rms), keep the smallest weighted error. Then the sixteen s
+    /// and m are quantised to 6 bits against the super-block's d and dmin, and the codes are recomputed with them.</summary>
     public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ4K> dst)
     {
         if (x.Length != dst.Length * 256) ThrowHelper.LengthMismatch(nameof(dst), x.Length / 256, dst.Length);
-        Span<float> scales = stackalloc float[8], mins = stackalloc float[8];
+        Span<float> scales = stackalloc float[8], mins = stackalloc float[8], weights = stackalloc float[32];
+        Span<byte> codes = stackalloc byte[32], trial = stackalloc byte[32];
         for (int b = 0; b < dst.Length; b++)
         {
             ReadOnlySpan<float> v = x.Slice(b * 256, 256);
             float maxScale = 0, maxMin = 0;
             for (int j = 0; j < 8; j++)
             {
-                float lo = 0, hi = float.MinValue;
-                foreach (float f in v.Slice(j * 32, 32)) { lo = MathF.Min(lo, f); hi = MathF.Max(hi, f); }
-                scales[j] = (hi - lo) / 15f;
-                mins[j] = -lo;
+                ReadOnlySpan<float> sub = v.Slice(j * 32, 32);
+                float sumSq = 0;
+                foreach (float f in sub) sumSq += f * f;
+                float rms = MathF.Sqrt(sumSq / 32);
+                for (int l = 0; l < 32; l++) weights[l] = rms + MathF.Abs(sub[l]);
+                (scales[j], mins[j]) = FitAffine(sub, weights, codes, trial);
                 maxScale = MathF.Max(maxScale, scales[j]);
                 maxMin = MathF.Max(maxMin, mins[j]);
             }
@@ -97,6 +102,66 @@ public static class Q4K
                 }
             }
         }
+    }
+
+    /// <summary>Best (scale, min) with x ≈ scale·q − min for 4-bit q: ggml's make_qkx2_quants (rmin −1, rdelta 0.1,
+    /// 20 steps), weighted least squares per candidate, min clamped to ≥ 0.</summary>
+    private static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> best, Span<byte> trial)
+    {
+        const int nmax = 15;
+        float lo = 0, hi = float.MinValue, sumW = 0, sumX = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            lo = MathF.Min(lo, x[i]);
+            hi = MathF.Max(hi, x[i]);
+            sumW += w[i];
+            sumX += w[i] * x[i];
+        }
+        if (hi <= lo) return (0, -lo);
+        float scale = (hi - lo) / nmax, offset = lo, bestErr = 0;
+        float iscale0 = nmax / (hi - lo);
+        for (int i = 0; i < x.Length; i++)
+        {
+            best[i] = (byte)Math.Clamp((int)MathF.Round(iscale0 * (x[i] - lo)), 0, nmax);
+            float diff = scale * best[i] + lo - x[i];
+            bestErr += w[i] * diff * diff;
+        }
+        for (int step = 0; step <= 20; step++)
+        {
+            float iscale = (-1f + 0.1f * step + nmax) / (hi - lo);
+            float sumL = 0, sumL2 = 0, sumXL = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                int l = Math.Clamp((int)MathF.Round(iscale * (x[i] - lo)), 0, nmax);
+                trial[i] = (byte)l;
+                sumL += w[i] * l;
+                sumL2 += w[i] * l * l;
+                sumXL += w[i] * l * x[i];
+            }
+            float det = sumW * sumL2 - sumL * sumL;
+            if (det <= 0) continue;
+            float thisScale = (sumW * sumXL - sumX * sumL) / det;
+            float thisOffset = (sumL2 * sumX - sumL * sumXL) / det;
+            if (thisOffset > 0)
+            {
+                thisOffset = 0;
+                thisScale = sumXL / sumL2;
+            }
+            float err = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                float diff = thisScale * trial[i] + thisOffset - x[i];
+                err += w[i] * diff * diff;
+            }
+            if (err < bestErr)
+            {
+                trial.CopyTo(best);
+                bestErr = err;
+                scale = thisScale;
+                offset = thisOffset;
+            }
+        }
+        return (scale, -offset);
     }
 
     /// <summary>Σ w·x against activations quantised per 256 (codes, one scale per super-block, Σq per 32).</summary>

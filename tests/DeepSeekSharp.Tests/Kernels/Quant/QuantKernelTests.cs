@@ -38,8 +38,9 @@ public class QuantKernelTests
         Q4K.QuantizeRow(x, blocks);
         var back = new float[4096];
         Q4K.DequantizeRow(blocks, back);
-        // 4 bits over a range of 2: step 2/15 ≈ 0.133, uniform error rmse ≈ step/√12 ≈ 0.039 (plus 6-bit scale rounding)
-        Assert.True(Rmse(x, back) < 0.045, $"rmse {Rmse(x, back)}");
+        // 4 bits over a range of 2: step 2/15 ≈ 0.133, uniform error rmse ≈ step/√12 ≈ 0.039 for a plain min/max fit;
+        // the ggml-style search (weighted least squares over 21 candidate scales) measures 0.032.
+        Assert.True(Rmse(x, back) < 0.035, $"rmse {Rmse(x, back)}");
     }
 
     [Theory]
