@@ -49,13 +49,13 @@ public static class Q4K
 
     /// <summary>Quantises one row (length a multiple of 256). Per sub-block of 32, an affine fit x ≈ s·q − m
     /// (q in 0..15, m ≥ 0) chosen as ggml's make_qkx2_quants does: try 21 scales around (max − min)/15, fit s and m
-    /// by weighted least squares for each (weights |x| + rms), keep the smallest weighted error. Then the sixteen s
+    /// by weighted least squares for each (weights |x| + rms), keep the smallest weighted error. (6 of ggml's 21
+    /// candidate scales: quantising happens at every load here, not once offline.) Then the sixteen s
     /// and m are quantised to 6 bits against the super-block's d and dmin, and the codes are recomputed with them.</summary>
     public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ4K> dst)
     {
         if (x.Length != dst.Length * 256) ThrowHelper.LengthMismatch(nameof(dst), x.Length / 256, dst.Length);
         Span<float> scales = stackalloc float[8], mins = stackalloc float[8], weights = stackalloc float[32];
-        Span<byte> codes = stackalloc byte[32], trial = stackalloc byte[32];
         for (int b = 0; b < dst.Length; b++)
         {
             ReadOnlySpan<float> v = x.Slice(b * 256, 256);
@@ -67,7 +67,7 @@ public static class Q4K
                 foreach (float f in sub) sumSq += f * f;
                 float rms = MathF.Sqrt(sumSq / 32);
                 for (int l = 0; l < 32; l++) weights[l] = rms + MathF.Abs(sub[l]);
-                (scales[j], mins[j]) = FitAffine(sub, weights, codes, trial);
+                (scales[j], mins[j]) = FitAffine(sub, weights);
                 maxScale = MathF.Max(maxScale, scales[j]);
                 maxMin = MathF.Max(maxMin, mins[j]);
             }
@@ -104,64 +104,55 @@ public static class Q4K
         }
     }
 
-    /// <summary>Best (scale, min) with x ≈ scale·q − min for 4-bit q: ggml's make_qkx2_quants (rmin −1, rdelta 0.1,
-    /// 20 steps), weighted least squares per candidate, min clamped to ≥ 0.</summary>
-    private static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<byte> best, Span<byte> trial)
+    /// <summary>Best (scale, min) with x ≈ scale·q − min for 4-bit q over one sub-block of 32, after ggml's
+    /// make_qkx2_quants (rmin −1, rdelta 0.1, every fourth of its 21 steps): weighted least squares per candidate,
+    /// min clamped to ≥ 0. Vectorised over the 32 values (it runs for every sub-block at load).</summary>
+    private static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
     {
         const int nmax = 15;
-        float lo = 0, hi = float.MinValue, sumW = 0, sumX = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            lo = MathF.Min(lo, x[i]);
-            hi = MathF.Max(hi, x[i]);
-            sumW += w[i];
-            sumX += w[i] * x[i];
-        }
+        Vector256<float> x0 = Vector256.Create(x[..8]), x1 = Vector256.Create(x.Slice(8, 8)), x2 = Vector256.Create(x.Slice(16, 8)), x3 = Vector256.Create(x.Slice(24, 8));
+        Vector256<float> w0 = Vector256.Create(w[..8]), w1 = Vector256.Create(w.Slice(8, 8)), w2 = Vector256.Create(w.Slice(16, 8)), w3 = Vector256.Create(w.Slice(24, 8));
+        float lo = MathF.Min(0, Vector256.Min(Vector256.Min(x0, x1), Vector256.Min(x2, x3)).ToScalarMin());
+        float hi = Vector256.Max(Vector256.Max(x0, x1), Vector256.Max(x2, x3)).ToScalarMax();
         if (hi <= lo) return (0, -lo);
-        float scale = (hi - lo) / nmax, offset = lo, bestErr = 0;
-        float iscale0 = nmax / (hi - lo);
-        for (int i = 0; i < x.Length; i++)
+        float sumW = Vector256.Sum(w0 + w1 + w2 + w3);
+        float sumX = Vector256.Sum(w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3);
+        Vector256<float> vlo = Vector256.Create(lo), zero = Vector256<float>.Zero, top = Vector256.Create((float)nmax);
+
+        Vector256<float> Codes(Vector256<float> v, Vector256<float> iscale) =>
+            Vector256.Min(Vector256.Max(Vector256.Round((v - vlo) * iscale), zero), top);
+
+        float Error(float iscale, float scale, float offset)
         {
-            best[i] = (byte)Math.Clamp((int)MathF.Round(iscale0 * (x[i] - lo)), 0, nmax);
-            float diff = scale * best[i] + lo - x[i];
-            bestErr += w[i] * diff * diff;
+            Vector256<float> vi = Vector256.Create(iscale), vs = Vector256.Create(scale), vo = Vector256.Create(offset);
+            Vector256<float> d0 = vs * Codes(x0, vi) + vo - x0, d1 = vs * Codes(x1, vi) + vo - x1;
+            Vector256<float> d2 = vs * Codes(x2, vi) + vo - x2, d3 = vs * Codes(x3, vi) + vo - x3;
+            return Vector256.Sum(w0 * d0 * d0 + w1 * d1 * d1 + w2 * d2 * d2 + w3 * d3 * d3);
         }
-        for (int step = 0; step <= 20; step++)
+
+        float bestScale = (hi - lo) / nmax, bestOffset = lo;
+        float bestErr = Error(nmax / (hi - lo), bestScale, bestOffset);
+        for (int step = 0; step <= 20; step += 4) // 6 of ggml's 21 candidates: most of the gain at load-time cost
         {
             float iscale = (-1f + 0.1f * step + nmax) / (hi - lo);
-            float sumL = 0, sumL2 = 0, sumXL = 0;
-            for (int i = 0; i < x.Length; i++)
-            {
-                int l = Math.Clamp((int)MathF.Round(iscale * (x[i] - lo)), 0, nmax);
-                trial[i] = (byte)l;
-                sumL += w[i] * l;
-                sumL2 += w[i] * l * l;
-                sumXL += w[i] * l * x[i];
-            }
+            Vector256<float> vi = Vector256.Create(iscale);
+            Vector256<float> l0 = Codes(x0, vi), l1 = Codes(x1, vi), l2 = Codes(x2, vi), l3 = Codes(x3, vi);
+            float sumL = Vector256.Sum(w0 * l0 + w1 * l1 + w2 * l2 + w3 * l3);
+            float sumL2 = Vector256.Sum(w0 * l0 * l0 + w1 * l1 * l1 + w2 * l2 * l2 + w3 * l3 * l3);
+            float sumXL = Vector256.Sum(w0 * l0 * x0 + w1 * l1 * x1 + w2 * l2 * x2 + w3 * l3 * x3);
             float det = sumW * sumL2 - sumL * sumL;
             if (det <= 0) continue;
-            float thisScale = (sumW * sumXL - sumX * sumL) / det;
-            float thisOffset = (sumL2 * sumX - sumL * sumXL) / det;
-            if (thisOffset > 0)
+            float scale = (sumW * sumXL - sumX * sumL) / det;
+            float offset = (sumL2 * sumX - sumL * sumXL) / det;
+            if (offset > 0)
             {
-                thisOffset = 0;
-                thisScale = sumXL / sumL2;
+                offset = 0;
+                scale = sumXL / sumL2;
             }
-            float err = 0;
-            for (int i = 0; i < x.Length; i++)
-            {
-                float diff = thisScale * trial[i] + thisOffset - x[i];
-                err += w[i] * diff * diff;
-            }
-            if (err < bestErr)
-            {
-                trial.CopyTo(best);
-                bestErr = err;
-                scale = thisScale;
-                offset = thisOffset;
-            }
+            float err = Error(iscale, scale, offset);
+            if (err < bestErr) (bestErr, bestScale, bestOffset) = (err, scale, offset);
         }
-        return (scale, -offset);
+        return (bestScale, -bestOffset);
     }
 
     /// <summary>Σ w·x against activations quantised per 256 (codes, one scale per super-block, Σq per 32).</summary>
@@ -232,5 +223,22 @@ public static class Q4K
             correction += HalfTable.Values[blk.DMin] * dx * msum;
         }
         return Vector256.Sum(acc) - correction;
+    }
+}
+
+internal static class VectorReductions
+{
+    public static float ToScalarMin(this Vector256<float> v)
+    {
+        float m = v[0];
+        for (int i = 1; i < Vector256<float>.Count; i++) m = MathF.Min(m, v[i]);
+        return m;
+    }
+
+    public static float ToScalarMax(this Vector256<float> v)
+    {
+        float m = v[0];
+        for (int i = 1; i < Vector256<float>.Count; i++) m = MathF.Max(m, v[i]);
+        return m;
     }
 }
