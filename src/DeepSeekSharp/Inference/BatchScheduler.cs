@@ -66,11 +66,9 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         _options = options ??= new BatchOptions();
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), options.MaxBatch, "MaxBatch must be ≥ 1");
         if (options.PrefillChunk < 1) throw new ArgumentOutOfRangeException(nameof(options), options.PrefillChunk, "PrefillChunk must be ≥ 1");
-        if (tokenizer.VocabSize > model.Config.VocabSize)
-            throw new ArgumentException($"the tokenizer has {tokenizer.VocabSize} token ids but the model's vocab_size is {model.Config.VocabSize}", nameof(tokenizer));
         Model = model;
         Tokenizer = tokenizer;
-        Template = tokenizer.Config.ChatTemplate is { } t ? ChatTemplate.Parse(t) : null;
+        Template = GenerationEngineExtensions.TemplateFor(model, tokenizer);
         ContextLength = options.ContextLength ?? model.DefaultCapacity;
         if (ContextLength < 2 || ContextLength > model.Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(options), ContextLength, $"context length must be in [2, max_position_embeddings = {model.Config.MaxPositionEmbeddings}]");

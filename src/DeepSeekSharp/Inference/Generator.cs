@@ -23,9 +23,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
     {
         Model = model;
         Tokenizer = tokenizer;
-        if (tokenizer.VocabSize > model.Config.VocabSize)
-            throw new ArgumentException($"the tokenizer has {tokenizer.VocabSize} token ids but the model's vocab_size is {model.Config.VocabSize}", nameof(tokenizer));
-        Template = tokenizer.Config.ChatTemplate is { } t ? ChatTemplate.Parse(t) : null;
+        Template = GenerationEngineExtensions.TemplateFor(model, tokenizer);
         _session = model.CreateSession(contextLength);
         _logits = new float[model.Config.VocabSize];
     }

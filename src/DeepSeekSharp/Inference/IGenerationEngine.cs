@@ -20,6 +20,15 @@ public interface IGenerationEngine
 
 public static class GenerationEngineExtensions
 {
+    /// <summary>Checks that <paramref name="tokenizer"/> fits <paramref name="model"/> and parses its chat template
+    /// (null when tokenizer_config.json has none): what every engine does when it is built.</summary>
+    internal static ChatTemplate? TemplateFor(DeepSeekModel model, Tokenizer tokenizer)
+    {
+        if (tokenizer.VocabSize > model.Config.VocabSize)
+            throw new ArgumentException($"the tokenizer has {tokenizer.VocabSize} token ids but the model's vocab_size is {model.Config.VocabSize}", nameof(tokenizer));
+        return tokenizer.Config.ChatTemplate is { } t ? ChatTemplate.Parse(t) : null;
+    }
+
     /// <summary>Renders OpenAI-style messages (a JSON array) with the model's chat template.</summary>
     public static string RenderChat(this IGenerationEngine engine, System.Text.Json.JsonElement messages, bool addGenerationPrompt = true)
     {
