@@ -192,7 +192,7 @@ public abstract unsafe class Matrix : IDisposable
     }
 }
 
-internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(rows, cols, cols * 4L, data, owner)
+internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(rows, cols, RowBytesOf(WeightFormat.F32, cols), data, owner)
 {
     public override WeightFormat Format => WeightFormat.F32;
     private ReadOnlySpan<float> Row(int r) => new(RowPointer(r), Cols);
@@ -215,7 +215,7 @@ internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(rows, cols, cols * 2L, data, owner)
+internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(rows, cols, RowBytesOf(WeightFormat.BF16, cols), data, owner)
 {
     public override WeightFormat Format => WeightFormat.BF16;
     private ReadOnlySpan<ushort> Row(int r) => new(RowPointer(r), Cols);
@@ -244,7 +244,7 @@ internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposa
 }
 
 internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, cols / 32 * BlockQ8_0.Bytes, data, owner)
+    : Matrix(rows, cols, RowBytesOf(WeightFormat.Q8_0, cols), data, owner)
 {
     public override WeightFormat Format => WeightFormat.Q8_0;
     private ReadOnlySpan<BlockQ8_0> Row(int r) => new(RowPointer(r), Cols / 32);
@@ -282,7 +282,7 @@ internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposa
 }
 
 internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, cols / 256 * BlockQ4K.Bytes, data, owner)
+    : Matrix(rows, cols, RowBytesOf(WeightFormat.Q4_K, cols), data, owner)
 {
     public override WeightFormat Format => WeightFormat.Q4_K;
     private ReadOnlySpan<BlockQ4K> Row(int r) => new(RowPointer(r), Cols / 256);
@@ -328,7 +328,7 @@ internal abstract unsafe class RowDequantMatrix(int rows, int cols, long rowByte
     }
 }
 
-internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner) : RowDequantMatrix(rows, cols, cols * 2L, data, owner)
+internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner) : RowDequantMatrix(rows, cols, RowBytesOf(WeightFormat.F16, cols), data, owner)
 {
     public override WeightFormat Format => WeightFormat.F16;
 
@@ -345,7 +345,7 @@ internal sealed unsafe class Fp8Matrix : RowDequantMatrix
     private readonly int _br, _bc, _scaleCols;
 
     public Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
-        : base(rows, cols, cols, codes, owner)
+        : base(rows, cols, RowBytesOf(WeightFormat.FP8, cols), codes, owner)
     {
         (_br, _bc) = block;
         _scaleCols = (cols + _bc - 1) / _bc;
