@@ -5,7 +5,31 @@ using DeepSeekSharp.Kernels.Quant;
 namespace DeepSeekSharp.Tensors;
 
 /// <summary>How a weight matrix is stored in memory.</summary>
-public enum WeightFormat { F32, BF16, Q8_0, Q4_K, F16, FP8 }
+public enum WeightFormat { F32, BF16, Q8_0, Q4_K, F16, FP8, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K }
+
+/// <summary>The GGUF (ggml) type of each block format and back.</summary>
+public static class WeightFormats
+{
+    public static GgmlType ToGgml(this WeightFormat f) => f switch
+    {
+        WeightFormat.F32 => GgmlType.F32, WeightFormat.BF16 => GgmlType.BF16, WeightFormat.F16 => GgmlType.F16,
+        WeightFormat.Q8_0 => GgmlType.Q8_0, WeightFormat.Q4_K => GgmlType.Q4_K, WeightFormat.Q6_K => GgmlType.Q6_K,
+        WeightFormat.Q4_0 => GgmlType.Q4_0, WeightFormat.Q4_1 => GgmlType.Q4_1, WeightFormat.Q5_0 => GgmlType.Q5_0,
+        WeightFormat.Q5_1 => GgmlType.Q5_1, WeightFormat.Q2_K => GgmlType.Q2_K, WeightFormat.Q3_K => GgmlType.Q3_K,
+        WeightFormat.Q5_K => GgmlType.Q5_K,
+        _ => throw new ArgumentOutOfRangeException(nameof(f), f, "FP8 with block scales has no GGUF type"),
+    };
+
+    public static WeightFormat FromGgml(GgmlType t) => t switch
+    {
+        GgmlType.F32 => WeightFormat.F32, GgmlType.BF16 => WeightFormat.BF16, GgmlType.F16 => WeightFormat.F16,
+        GgmlType.Q8_0 => WeightFormat.Q8_0, GgmlType.Q4_K => WeightFormat.Q4_K, GgmlType.Q6_K => WeightFormat.Q6_K,
+        GgmlType.Q4_0 => WeightFormat.Q4_0, GgmlType.Q4_1 => WeightFormat.Q4_1, GgmlType.Q5_0 => WeightFormat.Q5_0,
+        GgmlType.Q5_1 => WeightFormat.Q5_1, GgmlType.Q2_K => WeightFormat.Q2_K, GgmlType.Q3_K => WeightFormat.Q3_K,
+        GgmlType.Q5_K => WeightFormat.Q5_K,
+        _ => throw GgmlBlocks.Unsupported(t),
+    };
+}
 
 /// <summary>A weight matrix [Rows, Cols] (a linear layer's [out, in], y = W x) in one storage format, rows contiguous
 /// in memory that never moves: aligned native memory, or a memory-mapped file used in place. Every format gives the
@@ -152,6 +176,9 @@ public abstract unsafe class Matrix : IDisposable
         WeightFormat.Q8_0 => new Q8_0Matrix(rows, cols, data, owner),
         WeightFormat.Q4_K => new Q4KMatrix(rows, cols, data, owner),
         WeightFormat.F16 => new F16Matrix(rows, cols, data, owner),
+        WeightFormat.Q6_K => new Q6KMatrix(rows, cols, data, owner),
+        WeightFormat.Q4_0 or WeightFormat.Q4_1 or WeightFormat.Q5_0 or WeightFormat.Q5_1 or WeightFormat.Q2_K or WeightFormat.Q3_K or WeightFormat.Q5_K
+            => new GgmlRowMatrix(format, rows, cols, data, owner),
         _ => throw new ArgumentOutOfRangeException(nameof(format), format, "FP8 matrices are made with CreateFp8 (they need block scales)"),
     };
 
@@ -168,16 +195,15 @@ public abstract unsafe class Matrix : IDisposable
         WeightFormat.Q4_K => CheckBlocks(cols, 256, format) / 256 * BlockQ4K.Bytes,
         WeightFormat.F16 => cols * 2L,
         WeightFormat.FP8 => cols,
-        _ => throw new ArgumentOutOfRangeException(nameof(format)),
+        _ => CheckBlocks(cols, GgmlBlocks.BlockSize(format.ToGgml()), format) / GgmlBlocks.BlockSize(format.ToGgml()) * GgmlBlocks.TypeSize(format.ToGgml()),
     };
 
     /// <summary>Whether a row of <paramref name="cols"/> values can be stored in <paramref name="format"/>.</summary>
     public static bool Supports(WeightFormat format, int cols) => format switch
     {
         WeightFormat.Q8_0 => cols % 32 == 0,
-        WeightFormat.Q4_K => cols % 256 == 0,
         WeightFormat.FP8 => false, // made only from checkpoint codes and scales, never by conversion
-        _ => true,
+        _ => cols % GgmlBlocks.BlockSize(format.ToGgml()) == 0,
     };
 
     private static long CheckBlocks(int cols, int block, WeightFormat f) =>
@@ -311,6 +337,35 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
+internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, RowBytesOf(WeightFormat.Q6_K, cols), data, owner)
+{
+    public override WeightFormat Format => WeightFormat.Q6_K;
+    private ReadOnlySpan<BlockQ6K> Row(int r) => new(RowPointer(r), Cols / 256);
+    public override void DequantizeRow(int r, Span<float> dst) => Q6K.DequantizeRow(Row(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => Q6K.QuantizeRow(values, new Span<BlockQ6K>(RowPointer(r), Cols / 256));
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = Scratch.Activations;
+        a.QuantizeK(x, n, Cols);
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int superBlocks = Cols / 256;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<BlockQ6K> row = Row(o);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Q6K.VecDotQ6KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
+        }
+    }
+}
+
 /// <summary>Formats without a fused kernel: each row is dequantised into per-thread scratch once and dotted with
 /// every token (the row is read once per product, as for the other formats).</summary>
 internal abstract unsafe class RowDequantMatrix(int rows, int cols, long rowBytes, byte* data, IDisposable? owner)
@@ -337,6 +392,17 @@ internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposab
 
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, new Span<Half>(RowPointer(r), Cols));
+}
+
+/// <summary>The GGUF block formats read from files without a fused kernel of their own (Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q2_K, Q3_K, Q5_K): rows go through the scalar dequantiser that specifies each format.</summary>
+internal sealed unsafe class GgmlRowMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : RowDequantMatrix(rows, cols, RowBytesOf(format, cols), data, owner)
+{
+    public override WeightFormat Format => format;
+    public override void DequantizeRow(int r, Span<float> dst) => GgmlBlocks.Dequantize(format.ToGgml(), RawRow(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        GgmlBlocks.Quantize(format.ToGgml(), values, new Span<byte>(RowPointer(r), checked((int)RowBytes)));
 }
 
 internal sealed unsafe class Fp8Matrix : RowDequantMatrix

@@ -1,0 +1,171 @@
+using System.Buffers.Binary;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>ggml's first block formats, 32 weights a block. In each, byte j of the 16 code bytes holds weight j in
+/// its low nibble and weight j + 16 in its high nibble; Q5 formats keep the fifth bits in a 32-bit mask (bit j for
+/// weight j).
+/// <list type="bullet">
+/// <item>Q4_0 (18 B): fp16 d, codes: w = d·(q − 8).</item>
+/// <item>Q4_1 (20 B): fp16 d, fp16 m, codes: w = d·q + m.</item>
+/// <item>Q5_0 (22 B): fp16 d, u32 high bits, codes: w = d·(q − 16).</item>
+/// <item>Q5_1 (24 B): fp16 d, fp16 m, u32 high bits, codes: w = d·q + m.</item>
+/// </list>
+/// Quantisers are ggml's reference ones (quantize_row_q*_ref).</summary>
+public static class LegacyQuants
+{
+    private static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[BinaryPrimitives.ReadUInt16LittleEndian(b[at..])];
+    private static void SetHalf(Span<byte> b, int at, float v) => BinaryPrimitives.WriteUInt16LittleEndian(b[at..], HalfTable.FromFloat(v));
+
+    public static void DequantizeQ4_0(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+        {
+            ReadOnlySpan<byte> blk = src.Slice(b * 18, 18);
+            float d = Half(blk, 0);
+            for (int j = 0; j < 16; j++)
+            {
+                dst[b * 32 + j] = d * ((blk[2 + j] & 0xF) - 8);
+                dst[b * 32 + j + 16] = d * ((blk[2 + j] >> 4) - 8);
+            }
+        }
+    }
+
+    public static void DequantizeQ4_1(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+        {
+            ReadOnlySpan<byte> blk = src.Slice(b * 20, 20);
+            float d = Half(blk, 0), m = Half(blk, 2);
+            for (int j = 0; j < 16; j++)
+            {
+                dst[b * 32 + j] = d * (blk[4 + j] & 0xF) + m;
+                dst[b * 32 + j + 16] = d * (blk[4 + j] >> 4) + m;
+            }
+        }
+    }
+
+    public static void DequantizeQ5_0(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+        {
+            ReadOnlySpan<byte> blk = src.Slice(b * 22, 22);
+            float d = Half(blk, 0);
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(blk[2..]);
+            for (int j = 0; j < 16; j++)
+            {
+                int h0 = (int)((qh >> j) << 4) & 0x10, h1 = (int)(qh >> (j + 12)) & 0x10;
+                dst[b * 32 + j] = d * (((blk[6 + j] & 0xF) | h0) - 16);
+                dst[b * 32 + j + 16] = d * (((blk[6 + j] >> 4) | h1) - 16);
+            }
+        }
+    }
+
+    public static void DequantizeQ5_1(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+        {
+            ReadOnlySpan<byte> blk = src.Slice(b * 24, 24);
+            float d = Half(blk, 0), m = Half(blk, 2);
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(blk[4..]);
+            for (int j = 0; j < 16; j++)
+            {
+                int h0 = (int)((qh >> j) << 4) & 0x10, h1 = (int)(qh >> (j + 12)) & 0x10;
+                dst[b * 32 + j] = d * ((blk[8 + j] & 0xF) | h0) + m;
+                dst[b * 32 + j + 16] = d * ((blk[8 + j] >> 4) | h1) + m;
+            }
+        }
+    }
+
+    /// <summary>The value of largest magnitude, with its sign.</summary>
+    private static float SignedMax(ReadOnlySpan<float> v)
+    {
+        float amax = 0, max = 0;
+        foreach (float f in v)
+            if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
+        return max;
+    }
+
+    private static (float Min, float Max) Range(ReadOnlySpan<float> v)
+    {
+        float min = float.MaxValue, max = float.MinValue;
+        foreach (float f in v) (min, max) = (MathF.Min(min, f), MathF.Max(max, f));
+        return (min, max);
+    }
+
+    public static void QuantizeQ4_0(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
+        {
+            ReadOnlySpan<float> v = src.Slice(b * 32, 32);
+            Span<byte> blk = dst.Slice(b * 18, 18);
+            float d = SignedMax(v) / -8, id = d != 0 ? 1 / d : 0;
+            SetHalf(blk, 0, d);
+            for (int j = 0; j < 16; j++)
+            {
+                int q0 = Math.Min(15, (int)(sbyte)(v[j] * id + 8.5f)), q1 = Math.Min(15, (int)(sbyte)(v[j + 16] * id + 8.5f));
+                blk[2 + j] = (byte)(q0 | (q1 << 4));
+            }
+        }
+    }
+
+    public static void QuantizeQ4_1(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
+        {
+            ReadOnlySpan<float> v = src.Slice(b * 32, 32);
+            Span<byte> blk = dst.Slice(b * 20, 20);
+            var (min, max) = Range(v);
+            float d = (max - min) / 15, id = d != 0 ? 1 / d : 0;
+            SetHalf(blk, 0, d);
+            SetHalf(blk, 2, min);
+            for (int j = 0; j < 16; j++)
+            {
+                int q0 = Math.Min(15, (int)(sbyte)((v[j] - min) * id + 0.5f)), q1 = Math.Min(15, (int)(sbyte)((v[j + 16] - min) * id + 0.5f));
+                blk[4 + j] = (byte)(q0 | (q1 << 4));
+            }
+        }
+    }
+
+    public static void QuantizeQ5_0(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
+        {
+            ReadOnlySpan<float> v = src.Slice(b * 32, 32);
+            Span<byte> blk = dst.Slice(b * 22, 22);
+            float d = SignedMax(v) / -16, id = d != 0 ? 1 / d : 0;
+            SetHalf(blk, 0, d);
+            uint qh = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int q0 = Math.Min(31, (int)(sbyte)(v[j] * id + 16.5f)), q1 = Math.Min(31, (int)(sbyte)(v[j + 16] * id + 16.5f));
+                blk[6 + j] = (byte)((q0 & 0xF) | ((q1 & 0xF) << 4));
+                qh |= (uint)((q0 & 0x10) >> 4) << j;
+                qh |= (uint)((q1 & 0x10) >> 4) << (j + 16);
+            }
+            BinaryPrimitives.WriteUInt32LittleEndian(blk[2..], qh);
+        }
+    }
+
+    public static void QuantizeQ5_1(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
+        {
+            ReadOnlySpan<float> v = src.Slice(b * 32, 32);
+            Span<byte> blk = dst.Slice(b * 24, 24);
+            var (min, max) = Range(v);
+            float d = (max - min) / 31, id = d != 0 ? 1 / d : 0;
+            SetHalf(blk, 0, d);
+            SetHalf(blk, 2, min);
+            uint qh = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int q0 = Math.Min(31, (int)(sbyte)((v[j] - min) * id + 0.5f)), q1 = Math.Min(31, (int)(sbyte)((v[j + 16] - min) * id + 0.5f));
+                blk[8 + j] = (byte)((q0 & 0xF) | ((q1 & 0xF) << 4));
+                qh |= (uint)((q0 & 0x10) >> 4) << j;
+                qh |= (uint)((q1 & 0x10) >> 4) << (j + 16);
+            }
+            BinaryPrimitives.WriteUInt32LittleEndian(blk[4..], qh);
+        }
+    }
+}

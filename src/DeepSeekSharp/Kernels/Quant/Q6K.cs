@@ -1,0 +1,158 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>GGUF Q6_K: super-blocks of 256 weights (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2-bit
+/// pairs, sixteen int8 scales (one per 16 weights), fp16 d. In each half of 128 weights, low-nibble byte l holds
+/// weights l and 64 + l, byte 32 + l holds 32 + l and 96 + l; high byte l holds the top two bits of weights l,
+/// 32 + l, 64 + l, 96 + l (bits 0-1, 2-3, 4-5, 6-7). w = d · sc_j · (q − 32).</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 1)]
+public struct BlockQ6K
+{
+    public const int Size = 256, Bytes = 210;
+    public Low Ql;
+    public High Qh;
+    public Scales Sc;
+    public ushort D;
+
+    [InlineArray(128)]
+    public struct Low { private byte _e; }
+
+    [InlineArray(64)]
+    public struct High { private byte _e; }
+
+    [InlineArray(16)]
+    public struct Scales { private sbyte _e; }
+}
+
+public static class Q6K
+{
+    /// <summary>Code (0..63) of weight i of a block.</summary>
+    private static int Code(ref BlockQ6K b, int i)
+    {
+        int half = i / 128, k = i % 128 / 32, l = i % 32;
+        int low = b.Ql[half * 64 + (k % 2) * 32 + l];
+        low = k < 2 ? low & 0xF : low >> 4;
+        return low | (((b.Qh[half * 32 + l] >> (2 * k)) & 3) << 4);
+    }
+
+    public static void DequantizeRow(ReadOnlySpan<BlockQ6K> src, Span<float> dst)
+    {
+        for (int b = 0; b < src.Length; b++)
+        {
+            BlockQ6K blk = src[b];
+            float d = HalfTable.Values[blk.D];
+            for (int i = 0; i < 256; i++) dst[b * 256 + i] = d * blk.Sc[i / 16] * (Code(ref blk, i) - 32);
+        }
+    }
+
+    /// <summary>Quantises one row (length a multiple of 256): per 16 weights a scale putting the value of largest
+    /// magnitude on −32; the sixteen scales quantised to int8 against d = max|scale| / 128 (as ggml's
+    /// quantize_row_q6_K_ref), then codes recomputed with the stored scales.</summary>
+    public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ6K> dst)
+    {
+        if (x.Length != dst.Length * 256) ThrowHelper.LengthMismatch(nameof(dst), x.Length / 256, dst.Length);
+        Span<float> scales = stackalloc float[16];
+        for (int b = 0; b < dst.Length; b++)
+        {
+            ReadOnlySpan<float> v = x.Slice(b * 256, 256);
+            float maxScale = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                float amax = 0, max = 0;
+                foreach (float f in v.Slice(j * 16, 16))
+                    if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
+                scales[j] = max / -32;
+                if (MathF.Abs(scales[j]) > MathF.Abs(maxScale)) maxScale = scales[j];
+            }
+            ref BlockQ6K blk = ref dst[b];
+            blk = default;
+            float iscale = maxScale != 0 ? -128 / maxScale : 0;
+            blk.D = HalfTable.FromFloat(iscale != 0 ? 1 / iscale : 0);
+            float d = HalfTable.Values[blk.D];
+            for (int j = 0; j < 16; j++) blk.Sc[j] = (sbyte)Math.Clamp((int)MathF.Round(iscale * scales[j]), -128, 127);
+            for (int i = 0; i < 256; i++)
+            {
+                float s = d * blk.Sc[i / 16];
+                int q = s != 0 ? Math.Clamp((int)MathF.Round(v[i] / s), -32, 31) + 32 : 32;
+                int half = i / 128, k = i % 128 / 32, l = i % 32;
+                blk.Ql[half * 64 + (k % 2) * 32 + l] |= (byte)((q & 0xF) << (k < 2 ? 0 : 4));
+                blk.Qh[half * 32 + l] |= (byte)((q >> 4) << (2 * k));
+            }
+        }
+    }
+
+    /// <summary>Σ w·x against activations quantised per 256 (codes and one scale per super-block).</summary>
+    public static float VecDotQ6KQ8K(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        if (xq.Length != w.Length * 256 || xd.Length != w.Length) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
+        return Avx2.IsSupported ? V256(w, xq, xd) : Scalar(w, xq, xd);
+    }
+
+    /// <summary>The specification: per super-block the exact integer Σ_j sc_j·Σ (q − 32)·x, times d·dx.</summary>
+    internal static float Scalar(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        float sum = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            BlockQ6K blk = w[b];
+            int isum = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int dot = 0;
+                for (int i = j * 16; i < j * 16 + 16; i++) dot += (Code(ref blk, i) - 32) * xq[b * 256 + i];
+                isum += blk.Sc[j] * dot;
+            }
+            sum += HalfTable.Values[blk.D] * xd[b] * isum;
+        }
+        return sum;
+    }
+
+    /// <summary>AVX2: codes unpacked 32 at a time, u6 × s8 pair sums (maddubs) minus 32 × the pair sums of x, then the
+    /// two sub-block scales of the 32 applied by the widening pair-add. All integer: equal to <see cref="Scalar"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        Vector256<byte> low4 = Vector256.Create((byte)0x0F), high2 = Vector256.Create((byte)0x30), c32 = Vector256.Create((byte)32);
+        float sum = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            ref BlockQ6K blk = ref Unsafe.AsRef(in w[b]);
+            ref byte ql = ref Unsafe.As<BlockQ6K.Low, byte>(ref blk.Ql);
+            ref byte qh = ref Unsafe.As<BlockQ6K.High, byte>(ref blk.Qh);
+            ref sbyte sc = ref Unsafe.As<BlockQ6K.Scales, sbyte>(ref blk.Sc);
+            ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
+            Vector256<int> acc = Vector256<int>.Zero;
+            for (int half = 0; half < 2; half++)
+            {
+                Vector256<byte> l0 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64 + 32));
+                Vector256<byte> h = Vector256.LoadUnsafe(ref qh, (nuint)(half * 32));
+                Vector256<ushort> h16 = h.AsUInt16();
+                Vector256<byte> q0 = (l0 & low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & high2);
+                Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
+                Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
+                Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
+                acc += Part(q0, ref xb, ref sc, half * 4 + 0, c32);
+                acc += Part(q1, ref xb, ref sc, half * 4 + 1, c32);
+                acc += Part(q2, ref xb, ref sc, half * 4 + 2, c32);
+                acc += Part(q3, ref xb, ref sc, half * 4 + 3, c32);
+            }
+            sum += HalfTable.Values[blk.D] * xd[b] * Vector256.Sum(acc);
+        }
+        return sum;
+    }
+
+    /// <summary>Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as eight int32 partial sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Part(Vector256<byte> q, ref sbyte xb, ref sbyte sc, int k, Vector256<byte> c32)
+    {
+        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(k * 32));
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(q, x) - Avx2.MultiplyAddAdjacent(c32, x);
+        Vector256<short> scales = Vector256.Create(Vector128.Create((short)Unsafe.Add(ref sc, 2 * k)), Vector128.Create((short)Unsafe.Add(ref sc, 2 * k + 1)));
+        return Avx2.MultiplyAddAdjacent(p, scales);
+    }
+}

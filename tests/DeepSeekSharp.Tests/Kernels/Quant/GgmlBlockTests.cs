@@ -1,0 +1,227 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Kernels.Quant;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Tests.Kernels.Quant;
+
+/// <summary>Every GGUF block type: sizes, quantise → dequantise error on ggml's own test data and bounds
+/// (tests/test-quantize-fns.cpp), hand-made blocks decoding to hand-computed values, and the Q6_K kernel against its
+/// scalar specification.</summary>
+public class GgmlBlockTests
+{
+    public static TheoryData<GgmlType, int, int> Geometry => new()
+    {
+        { GgmlType.Q4_0, 32, 18 }, { GgmlType.Q4_1, 32, 20 }, { GgmlType.Q5_0, 32, 22 }, { GgmlType.Q5_1, 32, 24 },
+        { GgmlType.Q8_0, 32, 34 }, { GgmlType.Q2_K, 256, 84 }, { GgmlType.Q3_K, 256, 110 }, { GgmlType.Q4_K, 256, 144 },
+        { GgmlType.Q5_K, 256, 176 }, { GgmlType.Q6_K, 256, 210 }, { GgmlType.BF16, 1, 2 }, { GgmlType.F16, 1, 2 }, { GgmlType.F32, 1, 4 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Geometry))]
+    public void BlockGeometry_MatchesGgml(GgmlType t, int blockSize, int typeSize)
+    {
+        Assert.Equal(blockSize, GgmlBlocks.BlockSize(t));
+        Assert.Equal(typeSize, GgmlBlocks.TypeSize(t));
+    }
+
+    [Fact]
+    public void Q6KStruct_Is210Bytes() => Assert.Equal(210, Unsafe.SizeOf<BlockQ6K>());
+
+    [Theory]
+    [InlineData(GgmlType.IQ2_XXS)]
+    [InlineData(GgmlType.TQ1_0)]
+    [InlineData(GgmlType.IQ4_NL)]
+    public void OtherTypes_AreRefusedNamingTheTypeAndTheSupportedOnes(GgmlType t)
+    {
+        var e = Assert.Throws<NotSupportedException>(() => GgmlBlocks.Unsupported(t, "blk.0.ffn_up.weight").Throw());
+        Assert.Contains(t.ToString(), e.Message);
+        Assert.Contains("blk.0.ffn_up.weight", e.Message);
+        Assert.Contains("Q6_K", e.Message);
+    }
+
+    // ggml's test data and metric: 0.1 + 2·cos(i + offset), error = sqrt(Σ diff²) / n over 32·128 values.
+    private const int TestSize = 32 * 128;
+
+    private static float[] GgmlTestData(float offset = 0) =>
+        Enumerable.Range(0, TestSize).Select(i => 0.1f + 2 * MathF.Cos(i + offset)).ToArray();
+
+    private static double GgmlError(float[] a, float[] b) => Math.Sqrt(a.Zip(b).Sum(p => (double)(p.First - p.Second) * (p.First - p.Second))) / a.Length;
+
+    private static float[] RoundTrip(GgmlType t, float[] x)
+    {
+        var bytes = new byte[GgmlBlocks.RowBytes(t, x.Length)];
+        GgmlBlocks.Quantize(t, x, bytes);
+        var back = new float[x.Length];
+        GgmlBlocks.Dequantize(t, bytes, back);
+        return back;
+    }
+
+    // ggml: MAX_QUANTIZATION_TOTAL_ERROR 0.002, _3BITS 0.004, _2BITS 0.0075.
+    [Theory]
+    [InlineData(GgmlType.Q4_0, 0.002)]
+    [InlineData(GgmlType.Q4_1, 0.002)]
+    [InlineData(GgmlType.Q5_0, 0.002)]
+    [InlineData(GgmlType.Q5_1, 0.002)]
+    [InlineData(GgmlType.Q8_0, 0.002)]
+    [InlineData(GgmlType.Q4_K, 0.002)]
+    [InlineData(GgmlType.Q5_K, 0.002)]
+    [InlineData(GgmlType.Q6_K, 0.002)]
+    [InlineData(GgmlType.Q3_K, 0.004)]
+    [InlineData(GgmlType.Q2_K, 0.0075)]
+    [InlineData(GgmlType.F16, 0.002)]
+    [InlineData(GgmlType.BF16, 0.002)]
+    public void RoundTrip_OnGgmlTestData_WithinGgmlBound(GgmlType t, double bound)
+    {
+        float[] x = GgmlTestData();
+        double err = GgmlError(x, RoundTrip(t, x));
+        Assert.True(err < bound, $"{t}: error {err} ≥ {bound}");
+    }
+
+    // On uniform random data in [-1, 1] the plain RMSE is bounded by the step each format's bits allow:
+    // ≈ range / (2^bits − 1) / √12, with slack for the block scale's own rounding.
+    [Theory]
+    [InlineData(GgmlType.Q8_0, 0.005)]
+    [InlineData(GgmlType.Q6_K, 0.012)]
+    [InlineData(GgmlType.Q5_0, 0.025)]
+    [InlineData(GgmlType.Q5_1, 0.02)]
+    [InlineData(GgmlType.Q5_K, 0.02)]
+    [InlineData(GgmlType.Q4_0, 0.05)]
+    [InlineData(GgmlType.Q4_1, 0.045)]
+    [InlineData(GgmlType.Q4_K, 0.035)]
+    [InlineData(GgmlType.Q3_K, 0.1)]
+    [InlineData(GgmlType.Q2_K, 0.2)]
+    public void RoundTrip_OnRandomData_RmseWithinBitBudget(GgmlType t, double bound)
+    {
+        var rng = new Random((int)t);
+        float[] x = Enumerable.Range(0, TestSize).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] back = RoundTrip(t, x);
+        double rmse = Math.Sqrt(x.Zip(back).Average(p => (double)(p.First - p.Second) * (p.First - p.Second)));
+        Assert.True(rmse < bound, $"{t}: rmse {rmse} ≥ {bound}");
+    }
+
+    [Fact]
+    public void RoundTrip_OfZeros_IsZeros()
+    {
+        foreach (GgmlType t in GgmlBlocks.Supported)
+            Assert.All(RoundTrip(t, new float[256]), v => Assert.Equal(0f, v));
+    }
+
+    // Hand-made blocks, decoded by the formulas in ggml-quants.c.
+    [Fact]
+    public void Q4_0_HandMadeBlock()
+    {
+        var blk = new byte[18];
+        BitConverter.TryWriteBytes(blk.AsSpan(0), BitConverter.HalfToUInt16Bits((Half)0.5f));
+        blk[2] = 0x3A; // weight 0: 0xA - 8 = 2; weight 16: 3 - 8 = -5
+        var y = new float[32];
+        GgmlBlocks.Dequantize(GgmlType.Q4_0, blk, y);
+        Assert.Equal(1f, y[0]);
+        Assert.Equal(-2.5f, y[16]);
+        Assert.Equal(-4f, y[1]); // code 0
+    }
+
+    [Fact]
+    public void Q5_0_HandMadeBlock_UsesTheHighBitMask()
+    {
+        var blk = new byte[22];
+        BitConverter.TryWriteBytes(blk.AsSpan(0), BitConverter.HalfToUInt16Bits((Half)1f));
+        BitConverter.TryWriteBytes(blk.AsSpan(2), (1u << 3) | (1u << 19)); // fifth bit of weights 3 and 19
+        blk[6 + 3] = 0x21; // weight 3: low 1 | 16 → 17 - 16 = 1; weight 19: low 2 | 16 → 18 - 16 = 2
+        var y = new float[32];
+        GgmlBlocks.Dequantize(GgmlType.Q5_0, blk, y);
+        Assert.Equal(1f, y[3]);
+        Assert.Equal(2f, y[19]);
+        Assert.Equal(-16f, y[0]);
+    }
+
+    [Fact]
+    public void Q6K_HandMadeBlock()
+    {
+        var blk = new BlockQ6K { D = BitConverter.HalfToUInt16Bits((Half)0.25f) };
+        blk.Sc[0] = 2;   // weights 0..15
+        blk.Sc[6] = -3;  // weights 96..111
+        blk.Ql[0] = 0x5F; // weight 0 low nibble F, weight 64 low nibble 5
+        blk.Qh[0] = 0b10_00_00_10; // weight 0 high bits 2 → q = 0x2F = 47; weight 96 high bits 2
+        blk.Ql[32] = 0x70; // weight 96 low nibble 7 → q = 0x27 = 39
+        var y = new float[256];
+        Q6K.DequantizeRow([blk], y);
+        Assert.Equal(0.25f * 2 * (47 - 32), y[0]);
+        Assert.Equal(0.25f * -3 * (39 - 32), y[96]);
+    }
+
+    [Fact]
+    public void Q3K_HandMadeBlock_SixBitScalesAndHighMask()
+    {
+        var blk = new byte[110];
+        BitConverter.TryWriteBytes(blk.AsSpan(108), BitConverter.HalfToUInt16Bits((Half)1f));
+        // scale 9 (weights 144..159) stored as 9 + 32 = 41 = 0b10_1001: low nibble in byte 96 + 1 (high half), high bits in byte 96+8+1 bits 4-5
+        blk[96 + 1] = 0x90;
+        blk[96 + 8 + 1] = 0b10 << 4;
+        // weight 144: half 1, j 0, l 16 → codes byte 32 + 32 + 16 bits 0-1; high mask byte 16 bit 4
+        blk[32 + 32 + 16] = 0b11;
+        blk[16] = 1 << 4;
+        var y = new float[256];
+        GgmlBlocks.Dequantize(GgmlType.Q3_K, blk, y);
+        Assert.Equal(9f * 3, y[144]);
+        Assert.Equal(9f * -4, y[145]); // code 0 without the high bit: 0 − 4
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(11)]
+    public void Q6K_Dot_EveryPathEqualsScalarAndMatchesFloat(int superBlocks)
+    {
+        var rng = new Random(superBlocks + 600);
+        int n = superBlocks * 256;
+        float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var wb = new BlockQ6K[superBlocks];
+        Q6K.QuantizeRow(w, wb);
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 1, n);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, superBlocks);
+        float spec = Q6K.Scalar(wb, q, d);
+        if (Avx2.IsSupported) Assert.Equal(spec, Q6K.V256(wb, q, d), Math.Abs(spec) * 1e-5 + 1e-5);
+        var wd = new float[n];
+        Q6K.DequantizeRow(wb, wd);
+        double exact = 0;
+        for (int i = 0; i < n; i++) exact += (double)wd[i] * act.Q[i] * act.D[i / 256];
+        Assert.Equal(exact, spec, 1e-3 * superBlocks);
+    }
+
+    [Theory]
+    [InlineData(WeightFormat.Q6_K, 512)]
+    [InlineData(WeightFormat.Q5_0, 96)]
+    [InlineData(WeightFormat.Q3_K, 256)]
+    [InlineData(WeightFormat.Q4_1, 32)]
+    public void GgmlMatrices_ForwardEqualsDequantisedProduct(WeightFormat f, int cols)
+    {
+        var rng = new Random(cols);
+        const int rows = 13, n = 3;
+        float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, n * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        using Matrix m = Matrix.FromValues(rows, cols, w, f);
+        var y = new float[n * rows];
+        m.Forward(x, y, n);
+        var row = new float[cols];
+        for (int o = 0; o < rows; o++)
+        {
+            m.DequantizeRow(o, row);
+            for (int t = 0; t < n; t++)
+            {
+                double exact = 0;
+                for (int c = 0; c < cols; c++) exact += (double)row[c] * x[t * cols + c];
+                // Q6_K quantises the activations to 8 bits (per 256), the others use them as they are
+                Assert.Equal(exact, y[t * rows + o], f == WeightFormat.Q6_K ? 0.01 * Math.Sqrt(cols) : 1e-4); // 8-bit x: ≈ max|x|/127/√12 per value
+            }
+        }
+    }
+}
+
+internal static class ExceptionExtensions
+{
+    public static void Throw(this Exception e) => throw e;
+}
