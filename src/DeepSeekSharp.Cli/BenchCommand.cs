@@ -13,7 +13,7 @@ internal static class BenchCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Option<string?>("--model") { Description = "Hugging Face model folder" };
+        var model = new Option<string?>("--model") { Description = "Hugging Face model folder or .gguf file" };
         var loading = new ModelLoading();
         Option<string?> quantize = loading.Quantize;
         Option<bool> mmap = loading.Mmap;

@@ -21,6 +21,7 @@ public static class CliApp
             TextCommands.Tokenize(stdin, stdout, stderr),
             TextCommands.Template(stdin, stdout, stderr),
             CreateRandomCommand.Create(stderr),
+            ConvertCommand.Create(stderr),
             ServeCommand.Create(stdout),
             BenchCommand.Create(stdout, stderr),
         };
@@ -50,7 +51,7 @@ public static class CliApp
 
     internal static Option<string> ModelOption() => new("--model")
     {
-        Description = "Hugging Face model folder (config.json + safetensors)",
+        Description = "Hugging Face model folder (config.json + safetensors) or a .gguf file",
         Required = true,
     };
 

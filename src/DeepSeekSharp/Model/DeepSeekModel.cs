@@ -1,5 +1,6 @@
 using DeepSeekSharp.Formats;
 using DeepSeekSharp.Formats.SafeTensors;
+using DeepSeekSharp.Formats.Gguf;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
@@ -32,13 +33,15 @@ public sealed class DeepSeekModel : IDisposable
     /// <summary>Number of multi-token-prediction modules whose weights were loaded.</summary>
     public int MtpLayers => Weights.Mtp.Length;
 
-    /// <summary>Loads a Hugging Face folder (config.json + safetensors, single or sharded). Weights are read
-    /// through a memory map and converted to float32 once; FP8 block weights are dequantised.</summary>
+    /// <summary>Loads a Hugging Face folder (config.json + safetensors, single or sharded) or a deepseek2 GGUF file.
+    /// Weights keep their stored format unless <see cref="LoadOptions.Quantize"/> says otherwise.</summary>
     public static DeepSeekModel Load(string path, LoadOptions? options = null)
     {
         options ??= new LoadOptions();
+        if (File.Exists(path) && GgufFile.IsGguf(path)) return LoadGguf(path, options);
         if (!Directory.Exists(path))
-            throw new DirectoryNotFoundException($"model folder '{path}' does not exist");
+            throw new DirectoryNotFoundException(path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)
+                ? $"GGUF file '{path}' does not exist" : $"model folder '{path}' does not exist");
         ModelConfig config = HfConfig.Load(path);
         SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(path);
         try
@@ -52,6 +55,24 @@ public sealed class DeepSeekModel : IDisposable
         catch
         {
             checkpoint.Dispose();
+            throw;
+        }
+    }
+
+    private static DeepSeekModel LoadGguf(string path, LoadOptions options)
+    {
+        GgufFile gguf = GgufFile.Open(path);
+        try
+        {
+            ModelConfig config = Deepseek2Gguf.ReadConfig(gguf);
+            ModelWeights weights = new WeightLoader(config, new GgufTensorSource(gguf, config), options).Load();
+            if (options.MemoryMap) return new DeepSeekModel(path, config, weights, gguf);
+            gguf.Dispose();
+            return new DeepSeekModel(path, config, weights, null);
+        }
+        catch
+        {
+            gguf.Dispose();
             throw;
         }
     }

@@ -19,7 +19,7 @@ public sealed record LoadOptions
     public IProgress<(int Done, int Total)>? Progress { get; init; }
 
     /// <summary>The format a [*, cols] weight stored as <paramref name="stored"/> gets.</summary>
-    public WeightFormat FormatFor(DType stored, int cols, bool quantizable)
+    public WeightFormat FormatFor(WeightFormat stored, int cols, bool quantizable)
     {
         if (quantizable && Quantize is { } q)
         {
@@ -27,12 +27,6 @@ public sealed record LoadOptions
             if (Matrix.Supports(WeightFormat.Q8_0, cols) && q != WeightFormat.F32) return WeightFormat.Q8_0;
             return WeightFormat.F32;
         }
-        return stored switch
-        {
-            DType.BF16 => WeightFormat.BF16,
-            DType.F16 => WeightFormat.F16,
-            DType.F8E4M3 => WeightFormat.FP8,
-            _ => WeightFormat.F32,
-        };
+        return stored;
     }
 }

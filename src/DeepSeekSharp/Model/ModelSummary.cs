@@ -86,6 +86,17 @@ public sealed record ModelSummary
     /// (no weights are read).</summary>
     public static ModelSummary FromDirectory(string directory)
     {
+        if (Formats.Gguf.GgufFile.IsGguf(directory) && File.Exists(directory))
+        {
+            using var gguf = Formats.Gguf.GgufFile.Open(directory);
+            var types = new SortedDictionary<string, int>(StringComparer.Ordinal);
+            foreach (var t in gguf.TensorList)
+            {
+                string key = Kernels.Quant.GgmlBlocks.Name(t.Type);
+                types[key] = types.GetValueOrDefault(key) + 1;
+            }
+            return FromConfig(Formats.Gguf.Deepseek2Gguf.ReadConfig(gguf), types);
+        }
         ModelConfig c = Formats.HfConfig.Load(directory);
         if (!SafeTensorsCheckpoint.Exists(directory)) return FromConfig(c);
         using SafeTensorsCheckpoint ckpt = SafeTensorsCheckpoint.Open(directory);

@@ -7,7 +7,7 @@ namespace DeepSeekSharp.Model;
 
 /// <summary>Declares every tensor a model needs with its expected shape (as llama.cpp's create_tensor does)
 /// and reads it as float32.</summary>
-internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions options)
+internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions options)
 {
     private int _done;
     private readonly int _total = TensorManifest.For(c).Count(e => e.Role is TensorRole.Linear or TensorRole.Embedding or TensorRole.Router);
@@ -15,8 +15,7 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions op
     /// <summary>Reads one weight matrix in the format the options choose for it.</summary>
     private Matrix Mat(string name, int rows, int cols, string why, bool quantizable = true)
     {
-        DType stored = r.DTypeOf(name) ?? DType.F32;
-        Matrix m = r.ReadMatrix(name, rows, cols, why, options.FormatFor(stored, cols, quantizable), options.MemoryMap);
+        Matrix m = r.ReadMatrix(name, rows, cols, why, options.FormatFor(r.StoredFormat(name), cols, quantizable), options.MemoryMap);
         options.Progress?.Report((++_done, _total));
         return m;
     }
@@ -67,7 +66,8 @@ internal sealed class WeightLoader(ModelConfig c, TensorReader r, LoadOptions op
                 $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
             KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),
             WkvB = wkvB,
-            WkT = TransposeKNope(wkvB),
+            WkT = r.ReadKNopeTransposed(l, c.NHeads * c.KvLoraRank, c.QkNopeHeadDim, stored => options.FormatFor(stored, c.QkNopeHeadDim, true), options.MemoryMap)
+                  ?? TransposeKNope(wkvB),
             Wo = Mat(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
                 $"hidden_size {c.Dim} x num_attention_heads {c.NHeads} * v_head_dim {c.VHeadDim}"),
         };

@@ -61,6 +61,13 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>The bytes of row r as stored (for writers such as GGUF).</summary>
     public ReadOnlySpan<byte> RawRow(int r) => new(RowPointer(r), checked((int)RowBytes));
 
+    /// <summary>Copies row r's stored bytes in (a file already in this format).</summary>
+    public void SetRawRow(int r, ReadOnlySpan<byte> raw)
+    {
+        if (raw.Length != RowBytes) ThrowHelper.LengthMismatch(nameof(raw), RowBytes, raw.Length);
+        raw.CopyTo(new Span<byte>(RowPointer(r), checked((int)RowBytes)));
+    }
+
     /// <summary>Writes row r as float32.</summary>
     public abstract void DequantizeRow(int r, Span<float> dst);
 

@@ -15,6 +15,11 @@ public sealed class PreTokenizer
 
     public PreTokenizer(IEnumerable<Regex> splits) => _splits = splits.ToArray();
 
+    /// <summary>The name llama.cpp gives this pre-tokenizer (tokenizer.ggml.pre) when it is one of
+    /// <see cref="ForGguf"/>'s; null otherwise.</summary>
+    public string? GgufName => new[] { "deepseek-v3", "deepseek-llm" }
+        .FirstOrDefault(n => ForGguf(n)._splits.Select(r => r.ToString()).SequenceEqual(_splits.Select(r => r.ToString())));
+
     public static PreTokenizer FromJson(JsonElement spec)
     {
         var splits = new List<Regex>();
@@ -48,6 +53,34 @@ public sealed class PreTokenizer
             default:
                 throw new NotSupportedException($"tokenizer.json: pre-tokenizer '{type}' is not supported; supported: Sequence, Split (Isolated), ByteLevel");
         }
+    }
+
+    /// <summary>The pre-tokenizer a GGUF file names in <c>tokenizer.ggml.pre</c>, with the Split regexes of the
+    /// tokenizer.json it was converted from (llama.cpp's llama-vocab.cpp lists the same). <c>deepseek-v3</c>:
+    /// DeepSeek-V3/R1; <c>deepseek-llm</c>: DeepSeek-LLM and V2, whose letter class also lists a few astral
+    /// alphabets that .NET's UTF-16 regex cannot express (those letters pre-tokenize as other letters do).</summary>
+    public static PreTokenizer ForGguf(string pre)
+    {
+        string[] patterns = pre switch
+        {
+            "deepseek-v3" =>
+            [
+                @"\p{N}{1,3}",
+                "[\u4E00-\u9FA5\u3040-\u309F\u30A0-\u30FF]+",
+                "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+",
+            ],
+            "deepseek-llm" =>
+            [
+                "[\r\n]",
+                "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ]+",
+                "\\s?[!-/:-~！-／：-～‘-‟　-。]+",
+                "(?m)\\s+$",
+                "[一-龥ࠀ-一가-퟿]+",
+                "\\p{N}+",
+            ],
+            _ => throw new NotSupportedException($"tokenizer.ggml.pre '{pre}' is not supported; supported: deepseek-v3, deepseek-llm"),
+        };
+        return new PreTokenizer(patterns.Select(p => new Regex(p, RegexOptions.Compiled | RegexOptions.CultureInvariant)));
     }
 
     /// <summary>Cuts <paramref name="text"/> into pieces; each match of each regex is a piece of its own, and so is

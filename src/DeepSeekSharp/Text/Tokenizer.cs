@@ -44,8 +44,14 @@ public sealed class Tokenizer
     public int? BosId { get; }
     public int? EosId { get; }
 
+    /// <summary>Loads the tokenizer of a Hugging Face folder (tokenizer.json, tokenizer_config.json) or a GGUF file.</summary>
     public static Tokenizer Load(string directory)
     {
+        if (Formats.Gguf.GgufFile.IsGguf(directory) && File.Exists(directory))
+        {
+            using var gguf = Formats.Gguf.GgufFile.Open(directory);
+            return FromGguf(gguf);
+        }
         string path = Path.Combine(directory, "tokenizer.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"{directory}: no tokenizer.json", path);
         TokenizerConfig config = TokenizerConfig.Load(directory);
@@ -87,25 +93,71 @@ public sealed class Tokenizer
             special[id] = isSpecial;
         }
 
+        var merges = BuildMerges(model.GetProperty("merges").EnumerateArray().Select(m => m.ValueKind == JsonValueKind.Array
+            ? (m[0].GetString()!, m[1].GetString()!) : SplitMerge(m.GetString()!)), vocab);
+        PreTokenizer pre = PreTokenizer.FromJson(root.GetProperty("pre_tokenizer"));
+        return new Tokenizer(vocab, text, special, merges, new AddedTokenMatcher(added.Select(a => (a.Content, a.Id))), pre, config);
+    }
+
+    /// <summary>A "left right" merge rule (the left part may itself start with a space character).</summary>
+    private static (string, string) SplitMerge(string s)
+    {
+        int sp = s.IndexOf(' ', 1);
+        return sp < 0 ? (s, "") : (s[..sp], s[(sp + 1)..]);
+    }
+
+    private static Dictionary<long, (int, int)> BuildMerges(IEnumerable<(string Left, string Right)> rules, Dictionary<string, int> vocab)
+    {
         var merges = new Dictionary<long, (int, int)>();
         int rank = 0;
-        foreach (JsonElement m in model.GetProperty("merges").EnumerateArray())
+        foreach (var (left, right) in rules)
         {
-            string left, right;
-            if (m.ValueKind == JsonValueKind.Array) { left = m[0].GetString()!; right = m[1].GetString()!; }
-            else
-            {
-                string s = m.GetString()!;
-                int sp = s.IndexOf(' ', 1);
-                left = s[..sp];
-                right = s[(sp + 1)..];
-            }
             if (vocab.TryGetValue(left, out int l) && vocab.TryGetValue(right, out int r) && vocab.TryGetValue(left + right, out int merged))
                 merges.TryAdd(Key(l, r), (rank, merged));
             rank++;
         }
-        PreTokenizer pre = PreTokenizer.FromJson(root.GetProperty("pre_tokenizer"));
-        return new Tokenizer(vocab, text, special, merges, new AddedTokenMatcher(added.Select(a => (a.Content, a.Id))), pre, config);
+        return merges;
+    }
+
+    /// <summary>The vocabulary a GGUF file carries (tokenizer.ggml.*: model gpt2, the pre-tokenizer name, tokens,
+    /// token types, merges, BOS/EOS ids, add_bos_token, tokenizer.chat_template). Control and user-defined tokens
+    /// are matched in raw text like tokenizer.json's added tokens; control tokens count as special; unused
+    /// (padding) tokens decode to nothing.</summary>
+    public static Tokenizer FromGguf(Formats.Gguf.GgufFile f)
+    {
+        const int Normal = 1, Control = 3, UserDefined = 4, Unused = 5;
+        string model = f.String(Formats.TensorNames.GgufKeys.TokenizerModel) ?? throw new InvalidDataException($"{f.FileName}: no vocabulary (metadata 'tokenizer.ggml.model' is missing)");
+        if (model != "gpt2") throw new NotSupportedException($"{f.FileName}: tokenizer.ggml.model '{model}' is not supported; supported: gpt2 (byte-level BPE)");
+        PreTokenizer pre = PreTokenizer.ForGguf(f.String(Formats.TensorNames.GgufKeys.TokenizerPre) ?? "default");
+        string[] tokens = f.Array<string>(Formats.TensorNames.GgufKeys.Tokens) ?? throw new InvalidDataException($"{f.FileName}: metadata 'tokenizer.ggml.tokens' is missing");
+        int[] types = f.Array<int>(Formats.TensorNames.GgufKeys.TokenTypes) ?? Enumerable.Repeat(Normal, tokens.Length).ToArray();
+        if (types.Length != tokens.Length)
+            throw new InvalidDataException($"{f.FileName}: tokenizer.ggml.token_type has {types.Length} entries for {tokens.Length} tokens");
+        string[] mergeRules = f.Array<string>(Formats.TensorNames.GgufKeys.Merges) ?? throw new InvalidDataException($"{f.FileName}: metadata 'tokenizer.ggml.merges' is missing");
+        int count = tokens.Length;
+        while (count > 0 && types[count - 1] == Unused) count--;
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        var text = new string[count];
+        var special = new bool[count];
+        var added = new List<(string, int)>();
+        for (int id = 0; id < count; id++)
+        {
+            if (types[id] == Unused) continue;
+            text[id] = tokens[id];
+            if (types[id] is Control or UserDefined) added.Add((tokens[id], id));
+            else vocab.TryAdd(tokens[id], id);
+            special[id] = types[id] == Control;
+        }
+        string? TokenAt(string key) => f.Integer(key) is { } i && i >= 0 && i < count ? tokens[i] : null;
+        var config = new TokenizerConfig
+        {
+            BosToken = TokenAt(Formats.TensorNames.GgufKeys.BosId),
+            EosToken = TokenAt(Formats.TensorNames.GgufKeys.EosId),
+            AddBosToken = f.Flag(Formats.TensorNames.GgufKeys.AddBos) ?? true,
+            AddEosToken = f.Flag(Formats.TensorNames.GgufKeys.AddEos) ?? false,
+            ChatTemplate = f.String(Formats.TensorNames.GgufKeys.ChatTemplate),
+        };
+        return new Tokenizer(vocab, text, special, BuildMerges(mergeRules.Select(SplitMerge), vocab), new AddedTokenMatcher(added), pre, config);
     }
 
     private static long Key(int left, int right) => ((long)left << 32) | (uint)right;
@@ -120,6 +172,16 @@ public sealed class Tokenizer
 
     public int? TryTokenToId(string token) =>
         _added.TryGetExact(token, out int id) || _vocab.TryGetValue(token, out id) ? id : null;
+
+    /// <summary>Whether the id is an added token (matched in raw text before pre-tokenization).</summary>
+    public bool IsAddedToken(int id) => TokenText(id) is { } t && _added.TryGetExact(t, out int a) && a == id;
+
+    /// <summary>The merge rules in rank order, as "left right" strings (GGUF's tokenizer.ggml.merges).</summary>
+    public IEnumerable<string> MergeRules() =>
+        _merges.OrderBy(kv => kv.Value.Rank).Select(kv => $"{_tokenText[(int)(kv.Key >> 32)]} {_tokenText[(int)(uint)kv.Key]}");
+
+    /// <summary>The pre-tokenizer's name in GGUF (tokenizer.ggml.pre), or null when it is none llama.cpp knows.</summary>
+    public string? GgufPreName => _preTokenizer.GgufName;
 
     public bool IsSpecial(int id) => (uint)id < (uint)_special.Length && _special[id];
 

@@ -7,6 +7,7 @@ public sealed record TokenizerConfig
 {
     public string? BosToken { get; init; }
     public string? EosToken { get; init; }
+    public string? PadToken { get; init; }
     public bool AddBosToken { get; init; }
     public bool AddEosToken { get; init; }
     public string? ChatTemplate { get; init; }
@@ -41,6 +42,7 @@ public sealed record TokenizerConfig
         {
             BosToken = TokenString(r, "bos_token"),
             EosToken = TokenString(r, "eos_token"),
+            PadToken = TokenString(r, "pad_token"),
             AddBosToken = Flag(r, "add_bos_token"),
             AddEosToken = Flag(r, "add_eos_token"),
             ChatTemplate = template,

@@ -4,8 +4,18 @@ namespace DeepSeekSharp.Formats.SafeTensors;
 
 /// <summary>Reads named tensors of a checkpoint as float32 with their shape checked, dequantising FP8 block
 /// weights (<c>W[r, c] = fp8(q[r, c]) · scale_inv[r / br, c / bc]</c>) on the way.</summary>
-public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, int Cols) fp8Block)
+public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, int Cols) fp8Block) : ITensorSource
 {
+    public WeightFormat StoredFormat(string name) => DTypeOf(name) switch
+    {
+        DType.BF16 => WeightFormat.BF16,
+        DType.F16 => WeightFormat.F16,
+        DType.F8E4M3 => WeightFormat.FP8,
+        _ => WeightFormat.F32,
+    };
+
+    public Matrix? ReadKNopeTransposed(int layer, int rows, int cols, Func<WeightFormat, WeightFormat> format, bool inPlace) => null;
+
     private readonly Dictionary<string, int> _dtypes = new(StringComparer.Ordinal);
 
     /// <summary>Storage dtypes of the tensors read so far, with counts.</summary>

@@ -1,0 +1,48 @@
+using System.CommandLine;
+using DeepSeekSharp.Formats.Gguf;
+using Spectre.Console;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary><c>dss convert --model HF_DIR --out FILE.gguf --type f32|f16|bf16|q8_0|q4_k|q6_k</c>: a deepseek2 GGUF
+/// that llama.cpp and this engine both run.</summary>
+internal static class ConvertCommand
+{
+    public static Command Create(TextWriter stderr)
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model folder", Required = true };
+        var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
+        var type = new Option<string>("--type") { Description = "tensor type (norms and routers stay f32)", DefaultValueFactory = _ => "q8_0" };
+        type.AcceptOnlyFromAmong("f32", "f16", "bf16", "q8_0", "q4_k", "q6_k");
+        var cmd = new Command("convert", "Convert a Hugging Face checkpoint to GGUF (llama.cpp's deepseek2 layout)") { model, output, type };
+        cmd.SetAction(r =>
+        {
+            string src = r.GetValue(model)!, dst = r.GetValue(output)!;
+            GgufOutType t = r.GetValue(type) switch
+            {
+                "f32" => GgufOutType.F32, "f16" => GgufOutType.F16, "bf16" => GgufOutType.BF16,
+                "q4_k" => GgufOutType.Q4_K, "q6_k" => GgufOutType.Q6_K, _ => GgufOutType.Q8_0,
+            };
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
+            console.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    ProgressTask task = ctx.AddTask($"converting to {Path.GetFileName(dst)}");
+                    GgufConverter.Convert(src, dst, t, new SyncProgress(task));
+                    task.Value = task.MaxValue;
+                });
+            stderr.WriteLine($"wrote {dst}: {new FileInfo(dst).Length:N0} bytes ({r.GetValue(type)})");
+            return 0;
+        });
+        return cmd;
+    }
+
+    private sealed class SyncProgress(ProgressTask task) : IProgress<(int Done, int Total)>
+    {
+        public void Report((int Done, int Total) p)
+        {
+            task.MaxValue = Math.Max(p.Total, 1);
+            task.Value = p.Done;
+        }
+    }
+}

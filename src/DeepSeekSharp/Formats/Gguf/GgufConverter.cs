@@ -1,0 +1,186 @@
+using DeepSeekSharp.Formats.SafeTensors;
+using DeepSeekSharp.Kernels.Quant;
+using DeepSeekSharp.Model;
+using DeepSeekSharp.Tensors;
+using DeepSeekSharp.Text;
+using G = DeepSeekSharp.Formats.TensorNames.Gguf;
+using K = DeepSeekSharp.Formats.TensorNames.GgufKeys;
+using N = DeepSeekSharp.Formats.TensorNames.Hf;
+
+namespace DeepSeekSharp.Formats.Gguf;
+
+/// <summary>Output types of <see cref="GgufConverter"/> (llama.cpp's --outtype, plus the k-quants llama-quantize makes).</summary>
+public enum GgufOutType { F32, F16, BF16, Q8_0, Q4_K, Q6_K }
+
+/// <summary>Converts a Hugging Face DeepSeek-V2/V3/R1 folder into a deepseek2 GGUF with the keys, tensor names,
+/// layouts and alignment of llama.cpp's convert_hf_to_gguf.py (DeepseekV2Model): experts stacked per layer,
+/// kv_b_proj split into attn_k_b (each head transposed) and attn_v_b, router and 1-D tensors in F32, MTP layers
+/// left out, FP8 weights dequantised on the way. Types per tensor: the chosen type where the row length fits its
+/// blocks, else llama.cpp's fallback (Q8_0 → F16; Q4_K → Q5_0; Q6_K → Q8_0); with q4_k the output matrix is
+/// Q6_K as llama-quantize makes it. Written row by row to a temporary file, then renamed.</summary>
+public static class GgufConverter
+{
+    private sealed record Planned(string Name, GgmlType Type, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
+
+    public static uint FileType(GgufOutType t) => t switch
+    {
+        GgufOutType.F32 => 0, GgufOutType.F16 => 1, GgufOutType.BF16 => 32, GgufOutType.Q8_0 => 7, GgufOutType.Q4_K => 14, _ => 18,
+    };
+
+    /// <summary>The type a tensor gets; <paramref name="rowLength"/> is ggml's ne0.</summary>
+    public static GgmlType TypeFor(GgufOutType t, string name, long rowLength, int nDims)
+    {
+        if (nDims == 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || name.EndsWith(G.FfnGateInp, StringComparison.Ordinal))
+            return GgmlType.F32;
+        GgmlType Fit(GgmlType want, GgmlType fallback) =>
+            rowLength % GgmlBlocks.BlockSize(want) == 0 ? want : rowLength % GgmlBlocks.BlockSize(fallback) == 0 ? fallback : GgmlType.F16;
+        return t switch
+        {
+            GgufOutType.F32 => GgmlType.F32,
+            GgufOutType.F16 => GgmlType.F16,
+            GgufOutType.BF16 => GgmlType.BF16,
+            GgufOutType.Q8_0 => Fit(GgmlType.Q8_0, GgmlType.F16),
+            GgufOutType.Q4_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_K, GgmlType.Q5_0),
+            _ => Fit(GgmlType.Q6_K, GgmlType.Q8_0),
+        };
+    }
+
+    public static void Convert(string hfDir, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress = null)
+    {
+        ModelConfig c = HfConfig.Load(hfDir);
+        if (c.MoeLayerFreq != 1)
+            throw new NotSupportedException($"{HfConfig.FileName}: moe_layer_freq {c.MoeLayerFreq} cannot be expressed in a deepseek2 GGUF (llama.cpp assumes 1)");
+        Tokenizer? tokenizer = File.Exists(Path.Combine(hfDir, "tokenizer.json")) ? Tokenizer.Load(hfDir) : null;
+        using SafeTensorsCheckpoint ckpt = SafeTensorsCheckpoint.Open(hfDir);
+        var reader = new TensorReader(ckpt, c.Fp8BlockSize ?? (128, 128));
+        List<Planned> plan = Plan(c, reader, type);
+        var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), FileType(type));
+        if (tokenizer is not null) meta.AddRange(Vocabulary(tokenizer, c.VocabSize));
+        string? dir = Path.GetDirectoryName(Path.GetFullPath(outFile));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        using var writer = new GgufWriter(outFile, meta, plan.Select(p => (p.Name, p.Type, p.Dims)));
+        byte[] buffer = [];
+        for (int i = 0; i < plan.Count; i++)
+        {
+            Planned p = plan[i];
+            p.Rows(row =>
+            {
+                int bytes = checked((int)GgmlBlocks.RowBytes(p.Type, row.Length));
+                if (buffer.Length < bytes) buffer = new byte[bytes];
+                GgmlBlocks.Quantize(p.Type, row, buffer.AsSpan(0, bytes));
+                writer.Write(buffer.AsSpan(0, bytes));
+            });
+            progress?.Report((i + 1, plan.Count));
+        }
+        writer.Commit();
+    }
+
+    private static List<Planned> Plan(ModelConfig c, TensorReader r, GgufOutType type)
+    {
+        var plan = new List<Planned>();
+        void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) =>
+            plan.Add(new Planned(name, TypeFor(type, name, dims[0], dims.Length), dims, rows));
+        Action<Action<ReadOnlySpan<float>>> MatrixRows(string hf, int rows, int cols) => emit =>
+        {
+            using Matrix m = r.ReadMatrix(hf, rows, cols, "shape from config.json");
+            var row = new float[cols];
+            for (int i = 0; i < rows; i++)
+            {
+                m.DequantizeRow(i, row);
+                emit(row);
+            }
+        };
+        foreach (TensorManifest.Entry e in TensorManifest.For(c))
+        {
+            if (e.Layer >= c.NLayers && e.Name is not (N.Norm or N.Head)) continue; // MTP modules, as llama.cpp
+            var (name, expert) = G.FromHf(e.Name) ?? throw new InvalidOperationException($"no GGUF name for {e.Name}");
+            if (e.Shape.Length == 1)
+            {
+                int n = (int)e.Shape[0];
+                Add(name, [n], emit => emit(r.ReadVector(e.Name, n, "shape from config.json")));
+                continue;
+            }
+            int rows = (int)e.Shape[0], cols = (int)e.Shape[1];
+            if (expert > 0) continue; // stacked with expert 0
+            if (expert == 0)
+            {
+                string hfOf(int x) => e.Name.Replace(N.Expert(0), N.Expert(x));
+                Add(name, [cols, rows, c.NRoutedExperts], emit =>
+                {
+                    for (int x = 0; x < c.NRoutedExperts; x++) MatrixRows(hfOf(x), rows, cols)(emit);
+                });
+                continue;
+            }
+            if (name.EndsWith(G.AttnKvB, StringComparison.Ordinal))
+            {
+                string prefix = name[..^G.AttnKvB.Length];
+                int nope = c.QkNopeHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
+                Add(prefix + G.AttnKB, [nope, rank, c.NHeads], emit =>
+                {
+                    using Matrix kvb = r.ReadMatrix(e.Name, rows, cols, "shape from config.json");
+                    var head = new float[nope * rank];
+                    var row = new float[nope];
+                    for (int h = 0; h < c.NHeads; h++)
+                    {
+                        for (int d = 0; d < nope; d++) kvb.DequantizeRow(h * (nope + v) + d, head.AsSpan(d * rank, rank));
+                        for (int cc = 0; cc < rank; cc++)
+                        {
+                            for (int d = 0; d < nope; d++) row[d] = head[d * rank + cc];
+                            emit(row);
+                        }
+                    }
+                });
+                Add(prefix + G.AttnVB, [rank, v, c.NHeads], emit =>
+                {
+                    using Matrix kvb = r.ReadMatrix(e.Name, rows, cols, "shape from config.json");
+                    var row = new float[rank];
+                    for (int h = 0; h < c.NHeads; h++)
+                        for (int j = 0; j < v; j++)
+                        {
+                            kvb.DequantizeRow(h * (nope + v) + nope + j, row);
+                            emit(row);
+                        }
+                });
+                continue;
+            }
+            Add(name, [cols, rows], MatrixRows(e.Name, rows, cols));
+        }
+        return plan;
+    }
+
+    /// <summary>tokenizer.ggml.* as llama.cpp's converter writes a byte-level BPE vocabulary: every id up to the
+    /// model's vocab_size (missing ones as [PADn], unused), added tokens as control (special, or looking special
+    /// like &lt;｜…｜&gt;) or user-defined, merges in rank order.</summary>
+    public static IEnumerable<KeyValuePair<string, GgufValue>> Vocabulary(Tokenizer t, int vocabSize)
+    {
+        const int Normal = 1, Control = 3, UserDefined = 4, Unused = 5;
+        string pre = t.GgufPreName ?? throw new NotSupportedException("tokenizer.json: its pre-tokenizer is none llama.cpp knows for deepseek2 (deepseek-v3, deepseek-llm)");
+        int n = Math.Max(vocabSize, t.VocabSize);
+        var tokens = new string[n];
+        var types = new int[n];
+        for (int id = 0; id < n; id++)
+        {
+            string? text = t.TokenText(id);
+            tokens[id] = text ?? $"[PAD{id}]";
+            types[id] = text is null ? Unused
+                : !t.IsAddedToken(id) ? Normal
+                : t.IsSpecial(id) || LooksSpecial(text) ? Control : UserDefined;
+        }
+        yield return new(K.TokenizerModel, GgufValue.Str("gpt2"));
+        yield return new(K.TokenizerPre, GgufValue.Str(pre));
+        yield return new(K.Tokens, GgufValue.Strings(tokens));
+        yield return new(K.TokenTypes, GgufValue.Ints(types));
+        yield return new(K.Merges, GgufValue.Strings([.. t.MergeRules()]));
+        if (t.BosId is { } bos) yield return new(K.BosId, GgufValue.U32((uint)bos));
+        if (t.EosId is { } eos) yield return new(K.EosId, GgufValue.U32((uint)eos));
+        if (t.Config.PadToken is { } pad && t.TryTokenToId(pad) is { } padId) yield return new(K.PadId, GgufValue.U32((uint)padId));
+        yield return new(K.AddBos, GgufValue.Bool(t.Config.AddBosToken));
+        yield return new(K.AddEos, GgufValue.Bool(t.Config.AddEosToken));
+        if (t.Config.ChatTemplate is { } template) yield return new(K.ChatTemplate, GgufValue.Str(template));
+    }
+
+    /// <summary>llama.cpp's does_token_look_special for the shapes DeepSeek uses.</summary>
+    private static bool LooksSpecial(string s) =>
+        s.StartsWith("<|", StringComparison.Ordinal) && s.EndsWith("|>", StringComparison.Ordinal)
+        || s.StartsWith("<｜", StringComparison.Ordinal) && s.EndsWith("｜>", StringComparison.Ordinal);
+}
