@@ -184,7 +184,8 @@ public abstract unsafe class Matrix : IDisposable
         WeightFormat.Q4_K => new Q4KMatrix(rows, cols, data, owner),
         WeightFormat.F16 => new F16Matrix(rows, cols, data, owner),
         WeightFormat.Q6_K => new Q6KMatrix(rows, cols, data, owner),
-        WeightFormat.Q4_0 or WeightFormat.Q4_1 or WeightFormat.Q5_0 or WeightFormat.Q5_1 or WeightFormat.Q2_K or WeightFormat.Q3_K or WeightFormat.Q5_K
+        WeightFormat.Q4_0 or WeightFormat.Q5_0 => new LegacyQ8Matrix(format, rows, cols, data, owner),
+        WeightFormat.Q4_1 or WeightFormat.Q5_1 or WeightFormat.Q2_K or WeightFormat.Q3_K or WeightFormat.Q5_K
             => new GgmlRowMatrix(format, rows, cols, data, owner),
         _ => throw new ArgumentOutOfRangeException(nameof(format), format, "FP8 matrices are made with CreateFp8 (they need block scales)"),
     };
@@ -401,8 +402,40 @@ internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposab
         System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, new Span<Half>(RowPointer(r), Cols));
 }
 
-/// <summary>The GGUF block formats read from files without a fused kernel of their own (Q4_0, Q4_1, Q5_0, Q5_1,
-/// Q2_K, Q3_K, Q5_K): rows go through the scalar dequantiser that specifies each format.</summary>
+/// <summary>Q4_0 and Q5_0 (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's 1408-wide
+/// expert down projections): integer dot products against activations quantised per 32, as for Q8_0.</summary>
+internal sealed unsafe class LegacyQ8Matrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
+{
+    private readonly GgmlType _type = format.ToGgml();
+    public override WeightFormat Format => format;
+    public override void DequantizeRow(int r, Span<float> dst) => GgmlBlocks.Dequantize(_type, RawRow(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        GgmlBlocks.Quantize(_type, values, new Span<byte>(RowPointer(r), checked((int)RowBytes)));
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = Scratch.Activations;
+        a.Quantize(x, n, Cols);
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int blocks = Cols / 32;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<byte> row = RawRow(o);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = LegacyQuants.VecDotQ8(_type, row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
+        }
+    }
+}
+
+/// <summary>The GGUF block formats read from files without a fused kernel of their own (
+/// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K): rows go through the scalar dequantiser that specifies each format.</summary>
 internal sealed unsafe class GgmlRowMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : RowDequantMatrix(rows, cols, RowBytesOf(format, cols), data, owner)
 {

@@ -1,4 +1,8 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels.Quant;
 
@@ -167,5 +171,77 @@ public static class LegacyQuants
             }
             BinaryPrimitives.WriteUInt32LittleEndian(blk[4..], qh);
         }
+    }
+
+    /// <summary>Σ w·x for a Q4_0 or Q5_0 row against activations quantised per 32 (codes and scales), as ggml pairs
+    /// these formats with Q8_0 activations.</summary>
+    public static float VecDotQ8(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        if (type is not (GgmlType.Q4_0 or GgmlType.Q5_0)) throw new ArgumentOutOfRangeException(nameof(type), type, "Q4_0 or Q5_0");
+        if (w.Length != xd.Length * GgmlBlocks.TypeSize(type) || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
+        return Avx2.IsSupported ? V256(type, w, xq, xd) : Scalar(type, w, xq, xd);
+    }
+
+    /// <summary>Signed code of weight i of a Q4_0 (q − 8) or Q5_0 (q − 16) block.</summary>
+    private static int Code(GgmlType type, ReadOnlySpan<byte> blk, int i)
+    {
+        if (type == GgmlType.Q4_0) return (i < 16 ? blk[2 + i] & 0xF : blk[2 + i - 16] >> 4) - 8;
+        uint qh = BinaryPrimitives.ReadUInt32LittleEndian(blk[2..]);
+        int low = i < 16 ? blk[6 + i] & 0xF : blk[6 + i - 16] >> 4;
+        return (low | (int)((qh >> i) & 1) << 4) - 16;
+    }
+
+    /// <summary>The specification: an exact integer sum per block, scaled by d_w·d_x, summed in block order.</summary>
+    internal static float Scalar(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        int size = GgmlBlocks.TypeSize(type);
+        float sum = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ReadOnlySpan<byte> blk = w.Slice(b * size, size);
+            int isum = 0;
+            for (int i = 0; i < 32; i++) isum += Code(type, blk, i) * xq[b * 32 + i];
+            sum += Half(blk, 0) * xd[b] * isum;
+        }
+        return sum;
+    }
+
+    private static readonly Vector256<byte> BitSpread = Vector256.Create(
+        (byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    private static readonly Vector256<byte> BitMask = Vector256.Create(
+        (byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+
+    /// <summary>AVX2: each block's 32 codes unpacked to signed bytes (nibbles, plus the fifth bits spread from the
+    /// 32-bit mask by a byte shuffle), then |w| × sign-moved x pair sums; the integer block sums equal
+    /// <see cref="Scalar"/>'s.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        bool five = type == GgmlType.Q5_0;
+        int size = five ? 22 : 18, codesAt = five ? 6 : 2;
+        ref byte wb = ref MemoryMarshal.GetReference(w);
+        ref sbyte xb = ref MemoryMarshal.GetReference(xq);
+        Vector256<byte> low = Vector256.Create((byte)0x0F), bit4 = Vector256.Create((byte)0x10);
+        Vector256<sbyte> offset = Vector256.Create((sbyte)(five ? 16 : 8));
+        Vector256<short> ones = Vector256.Create((short)1);
+        Vector256<float> acc = Vector256<float>.Zero;
+        float[] half = HalfTable.Values;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte blk = ref Unsafe.Add(ref wb, b * size);
+            Vector128<byte> packed = Vector128.LoadUnsafe(ref Unsafe.Add(ref blk, codesAt));
+            Vector256<byte> q = Vector256.Create(packed & Vector128.Create((byte)0x0F), Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F)) & low;
+            if (five)
+            {
+                Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref blk, 2))).AsByte(), BitSpread);
+                q |= Vector256.Equals(spread & BitMask, BitMask) & bit4;
+            }
+            Vector256<sbyte> wq = q.AsSByte() - offset;
+            Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
+            Vector256<int> dot = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), ones);
+            float scale = half[Unsafe.ReadUnaligned<ushort>(ref blk)] * xd[b];
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(dot), Vector256.Create(scale), acc);
+        }
+        return Vector256.Sum(acc);
     }
 }

@@ -193,10 +193,39 @@ public class GgmlBlockTests
     }
 
     [Theory]
+    [InlineData(GgmlType.Q4_0, 1)]
+    [InlineData(GgmlType.Q4_0, 3)]
+    [InlineData(GgmlType.Q4_0, 17)]
+    [InlineData(GgmlType.Q5_0, 1)]
+    [InlineData(GgmlType.Q5_0, 5)]
+    [InlineData(GgmlType.Q5_0, 44)]
+    public void Q4_0AndQ5_0_Dot_EveryPathEqualsScalarAndMatchesFloat(GgmlType t, int blocks)
+    {
+        var rng = new Random(blocks * 31 + (int)t);
+        int n = blocks * 32;
+        float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+        var wb = new byte[GgmlBlocks.RowBytes(t, n)];
+        GgmlBlocks.Quantize(t, w, wb);
+        var act = new QuantizedActivations();
+        act.Quantize(x, 1, n);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, blocks);
+        float spec = LegacyQuants.Scalar(t, wb, q, d);
+        if (Avx2.IsSupported) Assert.Equal(spec, LegacyQuants.V256(t, wb, q, d), Math.Abs(spec) * 1e-5 + 1e-5 * blocks);
+        var wd = new float[n];
+        GgmlBlocks.Dequantize(t, wb, wd);
+        double exact = 0;
+        for (int i = 0; i < n; i++) exact += (double)wd[i] * act.Q[i] * act.D[i / 32];
+        Assert.Equal(exact, spec, 1e-4 * blocks);
+    }
+
+    [Theory]
     [InlineData(WeightFormat.Q6_K, 512)]
     [InlineData(WeightFormat.Q5_0, 96)]
     [InlineData(WeightFormat.Q3_K, 256)]
     [InlineData(WeightFormat.Q4_1, 32)]
+    [InlineData(WeightFormat.Q4_0, 64)]
     public void GgmlMatrices_ForwardEqualsDequantisedProduct(WeightFormat f, int cols)
     {
         var rng = new Random(cols);
@@ -214,8 +243,8 @@ public class GgmlBlockTests
             {
                 double exact = 0;
                 for (int c = 0; c < cols; c++) exact += (double)row[c] * x[t * cols + c];
-                // Q6_K quantises the activations to 8 bits (per 256), the others use them as they are
-                Assert.Equal(exact, y[t * rows + o], f == WeightFormat.Q6_K ? 0.01 * Math.Sqrt(cols) : 1e-4); // 8-bit x: ≈ max|x|/127/√12 per value
+                // Q6_K, Q5_0 and Q4_0 quantise the activations to 8 bits (≈ max|x|/127/√12 per value); the others use them as they are
+                Assert.Equal(exact, y[t * rows + o], f is WeightFormat.Q6_K or WeightFormat.Q5_0 or WeightFormat.Q4_0 ? 0.01 * Math.Sqrt(cols) : 1e-4);
             }
         }
     }
