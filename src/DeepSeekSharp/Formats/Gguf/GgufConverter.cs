@@ -59,20 +59,44 @@ public static class GgufConverter
         string? dir = Path.GetDirectoryName(Path.GetFullPath(outFile));
         if (dir is not null) Directory.CreateDirectory(dir);
         using var writer = new GgufWriter(outFile, meta, plan.Select(p => (p.Name, p.Type, p.Dims)));
-        byte[] buffer = [];
         for (int i = 0; i < plan.Count; i++)
         {
-            Planned p = plan[i];
-            p.Rows(row =>
-            {
-                int bytes = checked((int)GgmlBlocks.RowBytes(p.Type, row.Length));
-                if (buffer.Length < bytes) buffer = new byte[bytes];
-                GgmlBlocks.Quantize(p.Type, row, buffer.AsSpan(0, bytes));
-                writer.Write(buffer.AsSpan(0, bytes));
-            });
+            using (var batch = new RowBatch(plan[i].Type, writer))
+                plan[i].Rows(batch.Add);
             progress?.Report((i + 1, plan.Count));
         }
         writer.Commit();
+    }
+
+    /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>
+    private sealed class RowBatch(GgmlType type, GgufWriter writer) : IDisposable
+    {
+        private float[] _rows = [];
+        private byte[] _bytes = [];
+        private int _count, _cols;
+
+        public void Add(ReadOnlySpan<float> row)
+        {
+            if (_count == 0) _cols = row.Length;
+            if (_rows.Length < 256 * _cols) _rows = new float[256 * _cols];
+            row.CopyTo(_rows.AsSpan(_count * _cols));
+            if (++_count == 256) Flush();
+        }
+
+        private void Flush()
+        {
+            if (_count == 0) return;
+            int rowBytes = checked((int)GgmlBlocks.RowBytes(type, _cols));
+            if (_bytes.Length < _count * rowBytes) _bytes = new byte[256 * rowBytes];
+            float[] rows = _rows;
+            byte[] bytes = _bytes;
+            int cols = _cols;
+            Parallel.For(0, _count, r => GgmlBlocks.Quantize(type, rows.AsSpan(r * cols, cols), bytes.AsSpan(r * rowBytes, rowBytes)));
+            writer.Write(bytes.AsSpan(0, _count * rowBytes));
+            _count = 0;
+        }
+
+        public void Dispose() => Flush();
     }
 
     private static List<Planned> Plan(ModelConfig c, TensorReader r, GgufOutType type)
