@@ -61,6 +61,13 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>The bytes of row r as stored (for writers such as GGUF).</summary>
     public ReadOnlySpan<byte> RawRow(int r) => new(RowPointer(r), checked((int)RowBytes));
 
+    /// <summary>The stored bytes of rows [r0, r0 + count), writable (for reading a file in this format straight in).</summary>
+    public Span<byte> WritableRows(int r0, int count)
+    {
+        if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
+        return new Span<byte>(RowPointer(r0), checked((int)(RowBytes * count)));
+    }
+
     /// <summary>Copies row r's stored bytes in (a file already in this format).</summary>
     public void SetRawRow(int r, ReadOnlySpan<byte> raw)
     {

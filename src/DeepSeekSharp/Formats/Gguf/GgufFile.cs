@@ -53,6 +53,7 @@ public sealed unsafe class GgufFile : IDisposable
     private readonly MemoryMappedFile? _map;
     private readonly MemoryMappedViewAccessor? _view;
     private readonly byte* _base;
+    private readonly Microsoft.Win32.SafeHandles.SafeFileHandle _handle;
 
     private GgufFile(string path, uint version, Dictionary<string, GgufValue> metadata, List<GgufTensorInfo> tensors, long dataStart, long length)
     {
@@ -62,6 +63,7 @@ public sealed unsafe class GgufFile : IDisposable
         TensorList = tensors;
         Tensors = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         DataStart = dataStart;
+        _handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
         if (length > 0)
         {
             _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
@@ -171,6 +173,21 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>The tensor's data in the mapped file (valid while this file is open).</summary>
     public byte* DataPointer(GgufTensorInfo t) => _base + DataStart + t.Offset;
 
+    /// <summary>Reads bytes of a tensor's data with positional file reads (no mapped pages are touched, so copying
+    /// weights into anonymous memory does not also leave them resident as file pages).</summary>
+    public void ReadBytes(GgufTensorInfo t, long offset, Span<byte> destination)
+    {
+        if (offset < 0 || offset + destination.Length > t.Bytes) throw new ArgumentOutOfRangeException(nameof(offset));
+        long at = DataStart + t.Offset + offset;
+        while (destination.Length > 0)
+        {
+            int n = RandomAccess.Read(_handle, destination, at);
+            if (n <= 0) throw new EndOfStreamException($"{FileName}: unexpected end of file reading tensor '{t.Name}'");
+            destination = destination[n..];
+            at += n;
+        }
+    }
+
     public ReadOnlySpan<byte> Bytes(GgufTensorInfo t, long offset, int count)
     {
         if (offset < 0 || offset + count > t.Bytes) throw new ArgumentOutOfRangeException(nameof(offset));
@@ -241,6 +258,7 @@ public sealed unsafe class GgufFile : IDisposable
             _view.Dispose();
         }
         _map?.Dispose();
+        _handle.Dispose();
     }
 
     /// <summary>Reads the header with every length checked against what is left of the file.</summary>

@@ -66,16 +66,21 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
         return Rows(info, 0, rows, cols, format(WeightFormats.FromGgml(info.Type)), inPlace);
     }
 
-    /// <summary>Rows [0, rows) of a tensor starting <paramref name="byteOffset"/> into its data.</summary>
+    /// <summary>Rows [0, rows) of a tensor starting <paramref name="byteOffset"/> into its data: used in the mapped
+    /// file, read straight into the matrix's memory (same format), or read and converted in parallel.</summary>
     private Matrix Rows(GgufTensorInfo info, long byteOffset, int rows, int cols, WeightFormat format, bool inPlace)
     {
-        byte* data = f.DataPointer(info) + byteOffset;
         long rowBytes = GgmlBlocks.RowBytes(info.Type, cols);
+        int rowsPerRead = (int)Math.Clamp((1 << 26) / Math.Max(rowBytes, 1), 1, rows == 0 ? 1 : rows);
         if (format == WeightFormats.FromGgml(info.Type))
         {
-            if (inPlace) return Matrix.Wrap(format, rows, cols, data, owner: null);
+            if (inPlace) return Matrix.Wrap(format, rows, cols, f.DataPointer(info) + byteOffset, owner: null);
             Matrix copy = Matrix.Create(format, rows, cols);
-            for (int r = 0; r < rows; r++) copy.SetRawRow(r, new ReadOnlySpan<byte>(data + r * rowBytes, checked((int)rowBytes)));
+            for (int r = 0; r < rows; r += rowsPerRead)
+            {
+                int n = Math.Min(rowsPerRead, rows - r);
+                f.ReadBytes(info, byteOffset + r * rowBytes, copy.WritableRows(r, n));
+            }
             return copy;
         }
         Matrix m = Matrix.Create(format, rows, cols);
@@ -83,10 +88,13 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
         GgmlType type = info.Type;
         Parallel.For(0, (rows + rowsPerTask - 1) / rowsPerTask, task =>
         {
+            int r0 = task * rowsPerTask, r1 = Math.Min(rows, r0 + rowsPerTask);
+            var raw = new byte[(r1 - r0) * rowBytes];
+            f.ReadBytes(info, byteOffset + r0 * rowBytes, raw);
             var row = new float[cols];
-            for (int r = task * rowsPerTask; r < Math.Min(rows, (task + 1) * rowsPerTask); r++)
+            for (int r = r0; r < r1; r++)
             {
-                GgmlBlocks.Dequantize(type, new ReadOnlySpan<byte>(data + r * rowBytes, checked((int)rowBytes)), row);
+                GgmlBlocks.Dequantize(type, raw.AsSpan((int)((r - r0) * rowBytes), (int)rowBytes), row);
                 m.SetRow(r, row);
             }
         });

@@ -142,7 +142,7 @@ public static class Q8_0
 
     /// <summary>[Σ block b, …, Σ block b+7] from eight per-block lane vectors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Tree(Vector256<int> d0, Vector256<int> d1, Vector256<int> d2, Vector256<int> d3,
+    internal static Vector256<int> Tree(Vector256<int> d0, Vector256<int> d1, Vector256<int> d2, Vector256<int> d3,
         Vector256<int> d4, Vector256<int> d5, Vector256<int> d6, Vector256<int> d7)
     {
         Vector256<int> s0123 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(d0, d1), Avx2.HorizontalAdd(d2, d3));
