@@ -3,6 +3,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- tokenizer [--mb 4]
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- mltokenizers
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- kernels   (BenchmarkDotNet)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul    (GMAC/s per format and batch size)
 string mode = args.Length > 0 ? args[0] : "help";
 string repo = Repo.Root();
 switch (mode)
@@ -13,11 +14,14 @@ switch (mode)
     case "mltokenizers":
         MlTokenizersEvaluation.Run(repo);
         break;
+    case "matmul":
+        MatMulBench.Run();
+        break;
     case "kernels":
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul");
         break;
 }
 

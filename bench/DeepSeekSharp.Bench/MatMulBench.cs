@@ -1,0 +1,39 @@
+using System.Diagnostics;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Bench;
+
+/// <summary>Multiply-accumulates per second of Matrix.Forward for an expert-shaped weight [1408, 2048] and a dense
+/// [10944, 2048] one, per format, at batch sizes from decode (1) to prefill (512), on 1 and all threads.
+/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul</c></summary>
+internal static class MatMulBench
+{
+    public static void Run()
+    {
+        var rng = new Random(1);
+        foreach (var (rows, cols) in new[] { (1408, 2048), (2048, 1408), (10944, 2048) })
+        foreach (WeightFormat f in new[] { WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K, WeightFormat.Q5_0, WeightFormat.BF16 })
+        {
+            if (!Matrix.Supports(f, cols)) continue;
+            float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            using Matrix m = Matrix.FromValues(rows, cols, w, f);
+            foreach (int n in new[] { 1, 4, 48, 512 })
+            {
+                float[] x = Enumerable.Range(0, n * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+                var y = new float[n * rows];
+                foreach (int threads in new[] { 1, Environment.ProcessorCount })
+                {
+                    using var pool = new WorkerPool(threads);
+                    using var scope = WorkerPool.Use(pool);
+                    m.Forward(x, y, n);
+                    int reps = Math.Max(1, (int)(2e9 / ((double)n * rows * cols)));
+                    var sw = Stopwatch.StartNew();
+                    for (int i = 0; i < reps; i++) m.Forward(x, y, n);
+                    double s = sw.Elapsed.TotalSeconds / reps;
+                    Console.WriteLine($"{f,-5} [{rows,5} x {cols}] n={n,-4} threads={threads}: {(double)n * rows * cols / s / 1e9,6:F1} GMAC/s, {m.Bytes / s / 1e9,6:F1} GB/s of weights");
+                }
+            }
+        }
+    }
+}
