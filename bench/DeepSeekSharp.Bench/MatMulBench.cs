@@ -12,6 +12,18 @@ internal static class MatMulBench
     public static void Run()
     {
         var rng = new Random(1);
+        var act = new DeepSeekSharp.Kernels.Quant.QuantizedActivations();
+        foreach (int n in new[] { 48, 512 })
+        {
+            float[] x = Enumerable.Range(0, n * 2048).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+            act.Quantize(x, n, 2048);
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < 20; i++) act.Quantize(x, n, 2048);
+            Console.WriteLine($"quantise activations [{n} x 2048] per 32: {sw.Elapsed.TotalMilliseconds / 20:F3} ms");
+            sw.Restart();
+            for (int i = 0; i < 20; i++) act.QuantizeK(x, n, 2048);
+            Console.WriteLine($"quantise activations [{n} x 2048] per 256: {sw.Elapsed.TotalMilliseconds / 20:F3} ms");
+        }
         foreach (var (rows, cols) in new[] { (1408, 2048), (2048, 1408), (10944, 2048) })
         foreach (WeightFormat f in new[] { WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K, WeightFormat.Q5_0, WeightFormat.BF16 })
         {

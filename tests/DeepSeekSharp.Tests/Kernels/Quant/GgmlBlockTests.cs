@@ -254,3 +254,29 @@ internal static class ExceptionExtensions
 {
     public static void Throw(this Exception e) => throw e;
 }
+
+public class QuantizedActivationsTests
+{
+    [Theory]
+    [InlineData(1, 32)]
+    [InlineData(3, 96)]
+    [InlineData(5, 512)]
+    public void Quantize_MatchesThePerValueDefinition(int rows, int cols)
+    {
+        var rng = new Random(rows * cols);
+        float[] x = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() * 8 - 4)).ToArray();
+        x[5] = 0; // exact zeros and halves round as the scalar rule says
+        var a = new QuantizedActivations();
+        foreach (int block in cols % 256 == 0 ? new[] { 32, 256 } : [32])
+        {
+            if (block == 32) a.Quantize(x, rows, cols); else a.QuantizeK(x, rows, cols);
+            for (int b = 0; b < rows * cols / block; b++)
+            {
+                float amax = x.Skip(b * block).Take(block).Max(MathF.Abs), d = amax / 127f, inv = d > 0 ? 1f / d : 0f;
+                Assert.Equal(d, a.D[b]);
+                for (int i = b * block; i < (b + 1) * block; i++)
+                    Assert.Equal((sbyte)(int)MathF.Round(x[i] * inv, MidpointRounding.ToEven), a.Q[i]);
+            }
+        }
+    }
+}
