@@ -9,11 +9,11 @@ namespace DeepSeekSharp.Bench;
 /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul</c></summary>
 internal static class MatMulBench
 {
-    public static void Run()
+    public static void Run(string? only = null)
     {
         var rng = new Random(1);
         var act = new DeepSeekSharp.Kernels.Quant.QuantizedActivations();
-        foreach (int n in new[] { 48, 512 })
+        foreach (int n in only is null ? new[] { 48, 512 } : [])
         {
             float[] x = Enumerable.Range(0, n * 2048).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
             act.Quantize(x, n, 2048);
@@ -27,7 +27,7 @@ internal static class MatMulBench
         foreach (var (rows, cols) in new[] { (1408, 2048), (2048, 1408), (10944, 2048) })
         foreach (WeightFormat f in new[] { WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K, WeightFormat.Q5_0, WeightFormat.BF16 })
         {
-            if (!Matrix.Supports(f, cols)) continue;
+            if (!Matrix.Supports(f, cols) || only is not null && !string.Equals(only, f.ToString(), StringComparison.OrdinalIgnoreCase)) continue;
             float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
             using Matrix m = Matrix.FromValues(rows, cols, w, f);
             foreach (int n in new[] { 1, 4, 48, 512 })

@@ -15,13 +15,13 @@ switch (mode)
         MlTokenizersEvaluation.Run(repo);
         break;
     case "matmul":
-        MatMulBench.Run();
+        MatMulBench.Run(args.Length > 1 ? args[1] : null);
         break;
     case "kernels":
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT]");
         break;
 }
 

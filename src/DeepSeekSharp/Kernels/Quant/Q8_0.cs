@@ -155,25 +155,38 @@ public static class Q8_0
         Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
              BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
 
+    /// <summary>For each of four tokens, [Σ block b, Σ b+1, …] summed as <see cref="Tree"/> does, for blocks b..b+7.
+    /// The pair sums are folded as soon as both halves exist, so at most a dozen vectors are live (keeping the
+    /// 32 block results until the end made the JIT spill them and call this out of line).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Sums8x4(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
         out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3)
     {
-        Vector256<int> p00, p01, p02, p03, p04, p05, p06, p07, p10, p11, p12, p13, p14, p15, p16, p17;
-        Vector256<int> p20, p21, p22, p23, p24, p25, p26, p27, p30, p31, p32, p33, p34, p35, p36, p37;
-        Vector256<sbyte> w; Vector256<byte> a;
-        w = Codes(ref wb, b); a = Avx2.Abs(w); p00 = Dot8(a, w, ref x0, b); p10 = Dot8(a, w, ref x1, b); p20 = Dot8(a, w, ref x2, b); p30 = Dot8(a, w, ref x3, b);
-        w = Codes(ref wb, b + 1); a = Avx2.Abs(w); p01 = Dot8(a, w, ref x0, b + 1); p11 = Dot8(a, w, ref x1, b + 1); p21 = Dot8(a, w, ref x2, b + 1); p31 = Dot8(a, w, ref x3, b + 1);
-        w = Codes(ref wb, b + 2); a = Avx2.Abs(w); p02 = Dot8(a, w, ref x0, b + 2); p12 = Dot8(a, w, ref x1, b + 2); p22 = Dot8(a, w, ref x2, b + 2); p32 = Dot8(a, w, ref x3, b + 2);
-        w = Codes(ref wb, b + 3); a = Avx2.Abs(w); p03 = Dot8(a, w, ref x0, b + 3); p13 = Dot8(a, w, ref x1, b + 3); p23 = Dot8(a, w, ref x2, b + 3); p33 = Dot8(a, w, ref x3, b + 3);
-        w = Codes(ref wb, b + 4); a = Avx2.Abs(w); p04 = Dot8(a, w, ref x0, b + 4); p14 = Dot8(a, w, ref x1, b + 4); p24 = Dot8(a, w, ref x2, b + 4); p34 = Dot8(a, w, ref x3, b + 4);
-        w = Codes(ref wb, b + 5); a = Avx2.Abs(w); p05 = Dot8(a, w, ref x0, b + 5); p15 = Dot8(a, w, ref x1, b + 5); p25 = Dot8(a, w, ref x2, b + 5); p35 = Dot8(a, w, ref x3, b + 5);
-        w = Codes(ref wb, b + 6); a = Avx2.Abs(w); p06 = Dot8(a, w, ref x0, b + 6); p16 = Dot8(a, w, ref x1, b + 6); p26 = Dot8(a, w, ref x2, b + 6); p36 = Dot8(a, w, ref x3, b + 6);
-        w = Codes(ref wb, b + 7); a = Avx2.Abs(w); p07 = Dot8(a, w, ref x0, b + 7); p17 = Dot8(a, w, ref x1, b + 7); p27 = Dot8(a, w, ref x2, b + 7); p37 = Dot8(a, w, ref x3, b + 7);
-        i0 = Tree(p00, p01, p02, p03, p04, p05, p06, p07);
-        i1 = Tree(p10, p11, p12, p13, p14, p15, p16, p17);
-        i2 = Tree(p20, p21, p22, p23, p24, p25, p26, p27);
-        i3 = Tree(p30, p31, p32, p33, p34, p35, p36, p37);
+        Quad(ref wb, ref x0, ref x1, ref x2, ref x3, b, out Vector256<int> q0, out Vector256<int> q1, out Vector256<int> q2, out Vector256<int> q3);
+        Quad(ref wb, ref x0, ref x1, ref x2, ref x3, b + 4, out Vector256<int> r0, out Vector256<int> r1, out Vector256<int> r2, out Vector256<int> r3);
+        i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
+        i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
+        i2 = Avx2.Permute2x128(q2, r2, 0x20) + Avx2.Permute2x128(q2, r2, 0x31);
+        i3 = Avx2.Permute2x128(q3, r3, 0x20) + Avx2.Permute2x128(q3, r3, 0x31);
+    }
+
+    /// <summary>hadd(hadd(d_b, d_b+1), hadd(d_b+2, d_b+3)) for each of four tokens (the first level of <see cref="Tree"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
+        out Vector256<int> q0, out Vector256<int> q1, out Vector256<int> q2, out Vector256<int> q3)
+    {
+        Vector256<sbyte> w = Codes(ref wb, b); Vector256<byte> a = Avx2.Abs(w);
+        Vector256<int> e0 = Dot8(a, w, ref x0, b), e1 = Dot8(a, w, ref x1, b), e2 = Dot8(a, w, ref x2, b), e3 = Dot8(a, w, ref x3, b);
+        w = Codes(ref wb, b + 1); a = Avx2.Abs(w);
+        Vector256<int> h0 = Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 1)), h1 = Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 1));
+        Vector256<int> h2 = Avx2.HorizontalAdd(e2, Dot8(a, w, ref x2, b + 1)), h3 = Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 1));
+        w = Codes(ref wb, b + 2); a = Avx2.Abs(w);
+        e0 = Dot8(a, w, ref x0, b + 2); e1 = Dot8(a, w, ref x1, b + 2); e2 = Dot8(a, w, ref x2, b + 2); e3 = Dot8(a, w, ref x3, b + 2);
+        w = Codes(ref wb, b + 3); a = Avx2.Abs(w);
+        q0 = Avx2.HorizontalAdd(h0, Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 3)));
+        q1 = Avx2.HorizontalAdd(h1, Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 3)));
+        q2 = Avx2.HorizontalAdd(h2, Avx2.HorizontalAdd(e2, Dot8(a, w, ref x2, b + 3)));
+        q3 = Avx2.HorizontalAdd(h3, Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 3)));
     }
 
     /// <summary>d of blocks b..b+7 as floats.</summary>
