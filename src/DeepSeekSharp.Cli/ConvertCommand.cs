@@ -28,21 +28,12 @@ internal static class ConvertCommand
                 .Start(ctx =>
                 {
                     ProgressTask task = ctx.AddTask($"converting to {Path.GetFileName(dst)}");
-                    GgufConverter.Convert(src, dst, t, new SyncProgress(task));
+                    GgufConverter.Convert(src, dst, t, new TaskProgress(task));
                     task.Value = task.MaxValue;
                 });
             stderr.WriteLine($"wrote {dst}: {new FileInfo(dst).Length:N0} bytes ({r.GetValue(type)})");
             return 0;
         });
         return cmd;
-    }
-
-    private sealed class SyncProgress(ProgressTask task) : IProgress<(int Done, int Total)>
-    {
-        public void Report((int Done, int Total) p)
-        {
-            task.MaxValue = Math.Max(p.Total, 1);
-            task.Value = p.Done;
-        }
     }
 }

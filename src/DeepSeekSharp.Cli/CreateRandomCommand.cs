@@ -29,7 +29,7 @@ internal static class CreateRandomCommand
                 .Start(ctx =>
                 {
                     ProgressTask task = ctx.AddTask($"writing {dir}");
-                    RandomCheckpoint.Create(config, dir, type, r.GetValue(seed), CliApp.BundledTokenizer(), new SyncProgress(task));
+                    RandomCheckpoint.Create(config, dir, type, r.GetValue(seed), CliApp.BundledTokenizer(), new TaskProgress(task));
                     task.Value = task.MaxValue;
                 });
             ModelSummary s = ModelSummary.FromConfig(config);
@@ -37,15 +37,5 @@ internal static class CreateRandomCommand
             return 0;
         });
         return cmd;
-    }
-
-    /// <summary>Reports on the writing thread (Progress&lt;T&gt; would post to the thread pool).</summary>
-    private sealed class SyncProgress(ProgressTask task) : IProgress<(long Done, long Total)>
-    {
-        public void Report((long Done, long Total) p)
-        {
-            task.MaxValue = Math.Max(p.Total, 1);
-            task.Value = p.Done;
-        }
     }
 }

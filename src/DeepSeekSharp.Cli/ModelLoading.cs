@@ -41,13 +41,17 @@ internal sealed class ModelLoading
             });
         return model!;
     }
+}
 
-    private sealed class TaskProgress(ProgressTask task) : IProgress<(int Done, int Total)>
+/// <summary>Reports (done, total) to a progress bar on the reporting thread (Progress&lt;T&gt; would post to the
+/// thread pool).</summary>
+internal sealed class TaskProgress(ProgressTask task) : IProgress<(int Done, int Total)>, IProgress<(long Done, long Total)>
+{
+    public void Report((int Done, int Total) p) => Report(((long)p.Done, (long)p.Total));
+
+    public void Report((long Done, long Total) p)
     {
-        public void Report((int Done, int Total) p)
-        {
-            task.MaxValue = Math.Max(p.Total, 1);
-            task.Value = p.Done;
-        }
+        task.MaxValue = Math.Max(p.Total, 1);
+        task.Value = p.Done;
     }
 }

@@ -17,4 +17,26 @@ public static class RandomModel
     });
 
     public static string V3Tiny => Dir.Value;
+
+    private static readonly Dictionary<ulong, string> DenseDirs = new();
+
+    /// <summary>An all-dense random model (no routing decision a rounding error could flip) whose rows fit 256-blocks,
+    /// so quantised formats can be compared with tight bounds; one per seed per test run, F32.</summary>
+    public static string Dense(ulong seed)
+    {
+        lock (DenseDirs)
+        {
+            if (DenseDirs.TryGetValue(seed, out string? dir)) return dir;
+            dir = Path.Combine(Path.GetTempPath(), $"dss-dense-{seed}-" + Guid.NewGuid().ToString("N"));
+            ModelConfig c = RandomCheckpoint.Preset("v2-lite-tiny") with
+            {
+                VocabSize = 1000, Dim = 256, InterDim = 512, NLayers = 2, NDenseLayers = 2, NHeads = 4,
+                KvLoraRank = 256, QkNopeHeadDim = 64, QkRopeHeadDim = 32, VHeadDim = 64,
+            };
+            RandomCheckpoint.Create(c, dir, DType.F32, seed: seed);
+            string d = dir;
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(d, true); } catch (IOException) { } };
+            return DenseDirs[seed] = dir;
+        }
+    }
 }

@@ -284,20 +284,25 @@ internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposa
     }
 }
 
-internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, RowBytesOf(WeightFormat.Q8_0, cols), data, owner)
+/// <summary>Formats whose kernels take activations quantised per 32 (ggml's Q8_0): Q8_0, Q4_0, Q5_0.</summary>
+internal abstract unsafe class Q8BlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
 {
-    public override WeightFormat Format => WeightFormat.Q8_0;
-    private ReadOnlySpan<BlockQ8_0> Row(int r) => new(RowPointer(r), Cols / 32);
-    public override void DequantizeRow(int r, Span<float> dst) => Q8_0.DequantizeRow(Row(r), dst);
-    public override void SetRow(int r, ReadOnlySpan<float> values) => Q8_0.QuantizeRow(values, new Span<BlockQ8_0>(RowPointer(r), Cols / 32));
-
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;
         a.Quantize(x, n, Cols);
         return a;
     }
+}
+
+internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposable? owner)
+    : Q8BlockMatrix(WeightFormat.Q8_0, rows, cols, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.Q8_0;
+    private ReadOnlySpan<BlockQ8_0> Row(int r) => new(RowPointer(r), Cols / 32);
+    public override void DequantizeRow(int r, Span<float> dst) => Q8_0.DequantizeRow(Row(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => Q8_0.QuantizeRow(values, new Span<BlockQ8_0>(RowPointer(r), Cols / 32));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -322,30 +327,43 @@ internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposa
     }
 }
 
-internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, RowBytesOf(WeightFormat.Q4_K, cols), data, owner)
+/// <summary>Formats whose kernels take activations quantised per 256 (ggml's Q8_K): Q4_K, Q6_K.</summary>
+internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
 {
-    public override WeightFormat Format => WeightFormat.Q4_K;
-    private ReadOnlySpan<BlockQ4K> Row(int r) => new(RowPointer(r), Cols / 256);
-    public override void DequantizeRow(int r, Span<float> dst) => Q4K.DequantizeRow(Row(r), dst);
-    public override void SetRow(int r, ReadOnlySpan<float> values) => Q4K.QuantizeRow(values, new Span<BlockQ4K>(RowPointer(r), Cols / 256));
-
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;
         a.QuantizeK(x, n, Cols);
         return a;
     }
+}
+
+internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.Q4_K, rows, cols, data, owner)
+{
+    public override WeightFormat Format => WeightFormat.Q4_K;
+    private ReadOnlySpan<BlockQ4K> Row(int r) => new(RowPointer(r), Cols / 256);
+    public override void DequantizeRow(int r, Span<float> dst) => Q4K.DequantizeRow(Row(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => Q4K.QuantizeRow(values, new Span<BlockQ4K>(RowPointer(r), Cols / 256));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
         int superBlocks = Cols / 256;
+        int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
+        Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<BlockQ4K> row = Row(o);
-            for (int t = 0; t < n; t++)
+            for (int t = 0; t < grouped; t += 4)
+            {
+                Q4K.V256x4(row, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * superBlocks, 4 * superBlocks), superBlocks,
+                    a.BlockSum.AsSpan(t * superBlocks * 8, 4 * superBlocks * 8), superBlocks * 8, four);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
+            }
+            for (int t = grouped; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks),
                     a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
         }
@@ -353,19 +371,12 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
 }
 
 internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, RowBytesOf(WeightFormat.Q6_K, cols), data, owner)
+    : KBlockMatrix(WeightFormat.Q6_K, rows, cols, data, owner)
 {
     public override WeightFormat Format => WeightFormat.Q6_K;
     private ReadOnlySpan<BlockQ6K> Row(int r) => new(RowPointer(r), Cols / 256);
     public override void DequantizeRow(int r, Span<float> dst) => Q6K.DequantizeRow(Row(r), dst);
     public override void SetRow(int r, ReadOnlySpan<float> values) => Q6K.QuantizeRow(values, new Span<BlockQ6K>(RowPointer(r), Cols / 256));
-
-    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
-    {
-        QuantizedActivations a = Scratch.Activations;
-        a.QuantizeK(x, n, Cols);
-        return a;
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -412,20 +423,13 @@ internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposab
 /// <summary>Q4_0 and Q5_0 (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's 1408-wide
 /// expert down projections): integer dot products against activations quantised per 32, as for Q8_0.</summary>
 internal sealed unsafe class LegacyQ8Matrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
+    : Q8BlockMatrix(format, rows, cols, data, owner)
 {
     private readonly GgmlType _type = format.ToGgml();
-    public override WeightFormat Format => format;
+    public override WeightFormat Format => WeightFormats.FromGgml(_type);
     public override void DequantizeRow(int r, Span<float> dst) => GgmlBlocks.Dequantize(_type, RawRow(r), dst);
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         GgmlBlocks.Quantize(_type, values, new Span<byte>(RowPointer(r), checked((int)RowBytes)));
-
-    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
-    {
-        QuantizedActivations a = Scratch.Activations;
-        a.Quantize(x, n, Cols);
-        return a;
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)

@@ -100,21 +100,6 @@ public class GgufModelTests(ITestOutputHelper output)
         return (worst, top1);
     }
 
-    /// <summary>An all-dense random model (no routing to flip) whose rows fit 256-blocks, so q4_k and q6_k files
-    /// hold real Q4_K/Q6_K tensors.</summary>
-    private static readonly Lazy<string> DenseDir = new(() =>
-    {
-        string dir = Path.Combine(Path.GetTempPath(), "dss-gguf-dense-" + Guid.NewGuid().ToString("N"));
-        ModelConfig c = RandomCheckpoint.Preset("v2-lite-tiny") with
-        {
-            VocabSize = 1000, Dim = 256, InterDim = 512, NLayers = 2, NDenseLayers = 2, NHeads = 4,
-            KvLoraRank = 256, QkNopeHeadDim = 64, QkRopeHeadDim = 32, VHeadDim = 64,
-        };
-        RandomCheckpoint.Create(c, dir, DType.F32, seed: 11);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
-        return dir;
-    });
-
     // Measured on this model (q8_0 2.6%, q6_k 7.2%, q4_k 17% of max|logit|; top-1 8/8, 8/8, 6/8); bounds with margin.
     [Theory]
     [InlineData(GgufOutType.Q8_0, GgmlType.Q8_0, 0.03)]
@@ -122,7 +107,7 @@ public class GgufModelTests(ITestOutputHelper output)
     [InlineData(GgufOutType.Q4_K, GgmlType.Q4_K, 0.4)]
     public void DenseModel_QuantisedGguf_StaysNearF32_WithRealKQuantTensors(GgufOutType type, GgmlType main, double bound)
     {
-        string dir = DenseDir.Value;
+        string dir = RandomModel.Dense(11);
         string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-dense-{Guid.NewGuid():N}.gguf");
         try
         {

@@ -7,26 +7,14 @@ namespace DeepSeekSharp.Tests.Model;
 /// <summary>Quantised weights against the float32 logits of the same checkpoint.</summary>
 public class QuantizedModelTests(ITestOutputHelper output)
 {
-    /// <summary>An all-dense random model (no routing to flip), wide enough for Q4_K's 256-blocks.</summary>
-    private static readonly Lazy<string> DenseDir = new(() =>
-    {
-        string dir = Path.Combine(Path.GetTempPath(), "dss-dense-" + Guid.NewGuid().ToString("N"));
-        ModelConfig c = RandomCheckpoint.Preset("v2-lite-tiny") with
-        {
-            VocabSize = 1000, Dim = 256, InterDim = 512, NLayers = 2, NDenseLayers = 2, NHeads = 4,
-            KvLoraRank = 256, QkNopeHeadDim = 64, QkRopeHeadDim = 32, VHeadDim = 64,
-        };
-        RandomCheckpoint.Create(c, dir, DType.F32, seed: 5);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
-        return dir;
-    });
+    private static string DenseDir => RandomModel.Dense(5);
 
     private static readonly int[] Prompt = [1, 17, 256, 999, 42, 7, 300, 5];
 
     private (double MaxRel, int Top1) Measure(WeightFormat format)
     {
-        using DeepSeekModel reference = DeepSeekModel.Load(DenseDir.Value);
-        using DeepSeekModel quantized = DeepSeekModel.Load(DenseDir.Value, new LoadOptions { Quantize = format });
+        using DeepSeekModel reference = DeepSeekModel.Load(DenseDir);
+        using DeepSeekModel quantized = DeepSeekModel.Load(DenseDir, new LoadOptions { Quantize = format });
         Assert.All(quantized.Weights.AllMatrices(), m => Assert.Equal(Matrix.Supports(format, m.Cols) ? format : WeightFormat.Q8_0, m.Format));
         using InferenceSession a = reference.CreateSession(16), b = quantized.CreateSession(16);
         float[] la = a.Forward(Prompt), lb = b.Forward(Prompt);
@@ -82,7 +70,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
     [Fact]
     public void ThreadCount_DoesNotChangeLogitsByOneBit()
     {
-        using DeepSeekModel m = DeepSeekModel.Load(DenseDir.Value, new LoadOptions { Quantize = WeightFormat.Q8_0 });
+        using DeepSeekModel m = DeepSeekModel.Load(DenseDir, new LoadOptions { Quantize = WeightFormat.Q8_0 });
         float[] Run(int threads)
         {
             using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);

@@ -27,9 +27,9 @@ public struct BlockQ4K
 public static class Q4K
 {
     /// <summary>Scale and minimum code of sub-block j (ggml's get_scale_min_k4).</summary>
-    internal static (int Scale, int Min) ScaleMin(ref BlockQ4K b, int j) => j < 4
-        ? (b.Sc[j] & 63, b.Sc[j + 4] & 63)
-        : ((b.Sc[j + 4] & 0xF) | ((b.Sc[j - 4] >> 6) << 4), (b.Sc[j + 4] >> 4) | ((b.Sc[j] >> 6) << 4));
+    internal static (int Scale, int Min) ScaleMin(ref BlockQ4K b, int j) => KQuants.ScaleMin6(ScaleBytes(ref b), j);
+
+    private static Span<byte> ScaleBytes(ref BlockQ4K b) => MemoryMarshal.CreateSpan(ref Unsafe.As<BlockQ4K.Scales, byte>(ref b.Sc), 12);
 
     public static void DequantizeRow(ReadOnlySpan<BlockQ4K> src, Span<float> dst)
     {
@@ -82,17 +82,7 @@ public static class Q4K
             {
                 int sc = d > 0 ? Math.Clamp((int)MathF.Round(scales[j] / d), 0, 63) : 0;
                 int m = dmin > 0 ? Math.Clamp((int)MathF.Round(mins[j] / dmin), 0, 63) : 0;
-                if (j < 4)
-                {
-                    blk.Sc[j] = (byte)sc;
-                    blk.Sc[j + 4] = (byte)m;
-                }
-                else
-                {
-                    blk.Sc[j + 4] = (byte)((sc & 0xF) | ((m & 0xF) << 4));
-                    blk.Sc[j - 4] |= (byte)((sc >> 4) << 6);
-                    blk.Sc[j] |= (byte)((m >> 4) << 6);
-                }
+                KQuants.SetScaleMin6(ScaleBytes(ref blk), j, sc, m);
                 float s = d * sc, mm = dmin * m, inv = s > 0 ? 1f / s : 0f;
                 int group = j / 2, shift = (j % 2) * 4;
                 for (int l = 0; l < 32; l++)
@@ -197,13 +187,7 @@ public static class Q4K
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
-            // Unpack the eight 6-bit scales (bytes 0..7 of packed) and minimums (bytes 8..15), as ggml does.
-            ref byte scb = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
-            uint u0 = Unsafe.ReadUnaligned<uint>(ref scb), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 8));
-            packed[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
-            packed[2] = u1 & 0x3f3f3f3f;
-            packed[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
-            packed[0] = u0 & 0x3f3f3f3f;
+            UnpackScales(ref blk, packed);
             ReadOnlySpan<byte> sc = System.Runtime.InteropServices.MemoryMarshal.AsBytes(packed);
             Vector256<int> mins = Avx2.ConvertToVector256Int32(Vector128.Create(packed[2], packed[3], 0, 0).AsByte());
             int msum = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(b * 8)));
@@ -223,6 +207,77 @@ public static class Q4K
             correction += HalfTable.Values[blk.DMin] * dx * msum;
         }
         return Vector256.Sum(acc) - correction;
+    }
+
+    /// <summary>The eight 6-bit scales (bytes 0..7 of <paramref name="packed"/>) and minimums (bytes 8..15) of a block,
+    /// unpacked with whole-word masks as ggml does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnpackScales(ref BlockQ4K blk, Span<uint> packed)
+    {
+        ref byte scb = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
+        uint u0 = Unsafe.ReadUnaligned<uint>(ref scb), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 8));
+        packed[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+        packed[2] = u1 & 0x3f3f3f3f;
+        packed[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+        packed[0] = u0 & 0x3f3f3f3f;
+    }
+
+    /// <summary>Four tokens against one weight row: each super-block's scales, minimums and nibbles are unpacked once
+    /// for all four; every token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void V256x4(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<int> blockSum, int sumStride, Span<float> result)
+    {
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
+        ref int bs = ref MemoryMarshal.GetReference(blockSum);
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        Span<uint> packed = stackalloc uint[4];
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        float c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
+            UnpackScales(ref blk, packed);
+            ReadOnlySpan<byte> sc = MemoryMarshal.AsBytes(packed);
+            Vector256<int> mins = Avx2.ConvertToVector256Int32(Vector128.Create(packed[2], packed[3], 0, 0).AsByte());
+            int m0 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(b * 8)));
+            int m1 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)));
+            int m2 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)));
+            int m3 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)));
+            ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
+            Vector256<int> i0 = Vector256<int>.Zero, i1 = i0, i2 = i0, i3 = i0;
+            nuint xo = (nuint)(b * 256);
+            for (int g = 0; g < 4; g++)
+            {
+                Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
+                Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
+                Vector256<short> s0 = Vector256.Create((short)sc[2 * g]), s1 = Vector256.Create((short)sc[2 * g + 1]);
+                nuint o0 = xo + (nuint)(g * 64), o1 = o0 + 32;
+                i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x0, o0)), s0);
+                i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x0, o1)), s1);
+                i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x1, o0)), s0);
+                i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x1, o1)), s1);
+                i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x2, o0)), s0);
+                i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x2, o1)), s1);
+                i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x3, o0)), s0);
+                i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x3, o1)), s1);
+            }
+            float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
+            float dx0 = xd[b], dx1 = xd[dStride + b], dx2 = xd[2 * dStride + b], dx3 = xd[3 * dStride + b];
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), Vector256.Create(d * dx0), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), Vector256.Create(d * dx1), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), Vector256.Create(d * dx2), a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), Vector256.Create(d * dx3), a3);
+            c0 += dmin * dx0 * m0;
+            c1 += dmin * dx1 * m1;
+            c2 += dmin * dx2 * m2;
+            c3 += dmin * dx3 * m3;
+        }
+        result[0] = Vector256.Sum(a0) - c0;
+        result[1] = Vector256.Sum(a1) - c1;
+        result[2] = Vector256.Sum(a2) - c2;
+        result[3] = Vector256.Sum(a3) - c3;
     }
 }
 

@@ -114,6 +114,28 @@ public class QuantKernelTests
         Assert.Equal(exact, spec, 1e-3 * superBlocks);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(8)]
+    public void Q4K_FourTokenKernel_IsBitIdenticalToOneTokenAtATime(int superBlocks)
+    {
+        if (!Avx2.IsSupported) return;
+        var rng = new Random(superBlocks + 300);
+        int cols = superBlocks * 256;
+        float[] w = Random(rng, cols), x = Random(rng, 4 * cols, 2f);
+        var wb = new BlockQ4K[superBlocks];
+        Q4K.QuantizeRow(w, wb);
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 4, cols);
+        var four = new float[4];
+        Q4K.V256x4(wb, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * superBlocks), superBlocks,
+            act.BlockSum.AsSpan(0, 4 * superBlocks * 8), superBlocks * 8, four);
+        for (int t = 0; t < 4; t++)
+            Assert.Equal(Q4K.V256(wb, act.Q.AsSpan(t * cols, cols), act.D.AsSpan(t * superBlocks, superBlocks),
+                act.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8)), four[t]); // bit-identical
+    }
+
     [Fact]
     public void Bf16Dot_EveryPathMatchesScalar()
     {
