@@ -436,10 +436,17 @@ internal sealed unsafe class LegacyQ8Matrix(WeightFormat format, int rows, int c
     {
         QuantizedActivations a = act!;
         int blocks = Cols / 32;
+        int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
+        Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<byte> row = RawRow(o);
-            for (int t = 0; t < n; t++)
+            for (int t = 0; t < grouped; t += 4)
+            {
+                LegacyQuants.V256x4(_type, row, blocks, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks, four);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
+            }
+            for (int t = grouped; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = LegacyQuants.VecDotQ8(_type, row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
         }
     }

@@ -206,61 +206,49 @@ public static class LegacyQuants
         return sum;
     }
 
+    internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type == GgmlType.Q5_0
+        ? BlockDots<Q5_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd)
+        : BlockDots<Q4_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd);
+
+    /// <summary>Four tokens against one row (see <see cref="BlockDots{T}.V256x4"/>).</summary>
+    internal static void V256x4(GgmlType type, ReadOnlySpan<byte> w, int blocks, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result)
+    {
+        if (type == GgmlType.Q5_0) BlockDots<Q5_0Codes>.V256x4(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, result);
+        else BlockDots<Q4_0Codes>.V256x4(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, result);
+    }
+}
+
+/// <summary>Q4_0's codes: nibbles (weight j low, j + 16 high) minus 8.</summary>
+internal readonly struct Q4_0Codes : IBlockCodes
+{
+    public static int Bytes => 18;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<sbyte> Codes(ref byte block) => Q5_0Codes.Nibbles(ref Unsafe.Add(ref block, 2)).AsSByte() - Vector256.Create((sbyte)8);
+}
+
+/// <summary>Q5_0's codes: nibbles plus the fifth bits from the 32-bit mask (spread to bytes by a shuffle), minus 16.</summary>
+internal readonly struct Q5_0Codes : IBlockCodes
+{
     private static readonly Vector256<byte> BitSpread = Vector256.Create(
         (byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     private static readonly Vector256<byte> BitMask = Vector256.Create(
         (byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
 
-    /// <summary>AVX2: each block's 32 codes unpacked to signed bytes (nibbles, plus the fifth bits spread from the
-    /// 32-bit mask by a byte shuffle), then |w| × sign-moved x pair sums. Eight blocks at a time are gathered into
-    /// one vector of exact integer sums (as Q8_0's kernel does), converted once and scaled by their d_w·d_x.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    public static int Bytes => 22;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> Nibbles(ref byte codes)
     {
-        bool five = type == GgmlType.Q5_0;
-        int size = five ? 22 : 18;
-        ref byte wb = ref MemoryMarshal.GetReference(w);
-        ref sbyte xb = ref MemoryMarshal.GetReference(xq);
-        ref float xs = ref MemoryMarshal.GetReference(xd);
-        float[] half = HalfTable.Values;
-        Vector256<float> acc = Vector256<float>.Zero;
-        int b = 0, n = xd.Length;
-        for (; b + 8 <= n; b += 8)
-        {
-            Vector256<int> sums = Q8_0.Tree(
-                BlockDot(five, size, ref wb, ref xb, b), BlockDot(five, size, ref wb, ref xb, b + 1),
-                BlockDot(five, size, ref wb, ref xb, b + 2), BlockDot(five, size, ref wb, ref xb, b + 3),
-                BlockDot(five, size, ref wb, ref xb, b + 4), BlockDot(five, size, ref wb, ref xb, b + 5),
-                BlockDot(five, size, ref wb, ref xb, b + 6), BlockDot(five, size, ref wb, ref xb, b + 7));
-            ref byte p = ref Unsafe.Add(ref wb, b * size);
-            Vector256<float> scales = Vector256.Create(
-                half[Unsafe.ReadUnaligned<ushort>(ref p)], half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, size))],
-                half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * size))], half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * size))],
-                half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * size))], half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * size))],
-                half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * size))], half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * size))]);
-            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(sums), scales * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
-        }
-        float sum = Vector256.Sum(acc);
-        for (; b < n; b++)
-            sum += half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * size))] * xd[b] * Vector256.Sum(BlockDot(five, size, ref wb, ref xb, b));
-        return sum;
+        Vector128<byte> packed = Vector128.LoadUnsafe(ref codes), low = Vector128.Create((byte)0x0F);
+        return Vector256.Create(packed & low, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low);
     }
 
-    /// <summary>Eight lanes whose sum is block b's exact Σ w·x.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> BlockDot(bool five, int size, ref byte wb, ref sbyte xb, int b)
+    public static Vector256<sbyte> Codes(ref byte block)
     {
-        ref byte blk = ref Unsafe.Add(ref wb, b * size);
-        Vector128<byte> packed = Vector128.LoadUnsafe(ref Unsafe.Add(ref blk, five ? 6 : 2));
-        Vector128<byte> low = Vector128.Create((byte)0x0F);
-        Vector256<byte> q = Vector256.Create(packed & low, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low);
-        if (five)
-        {
-            Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref blk, 2))).AsByte(), BitSpread);
-            q |= Vector256.Equals(spread & BitMask, BitMask) & Vector256.Create((byte)0x10);
-        }
-        Vector256<sbyte> wq = q.AsSByte() - Vector256.Create((sbyte)(five ? 16 : 8));
-        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), Vector256.Create((short)1));
+        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), BitSpread);
+        Vector256<byte> q = Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & BitMask, BitMask) & Vector256.Create((byte)0x10));
+        return q.AsSByte() - Vector256.Create((sbyte)16);
     }
 }

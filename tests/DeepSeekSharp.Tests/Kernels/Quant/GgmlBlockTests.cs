@@ -221,15 +221,38 @@ public class GgmlBlockTests
     }
 
     [Theory]
+    [InlineData(GgmlType.Q4_0, 1)]
+    [InlineData(GgmlType.Q4_0, 19)]
+    [InlineData(GgmlType.Q5_0, 8)]
+    [InlineData(GgmlType.Q5_0, 44)]
+    public void Q4_0AndQ5_0_FourTokenKernel_IsBitIdenticalToOneTokenAtATime(GgmlType t, int blocks)
+    {
+        if (!Avx2.IsSupported) return;
+        var rng = new Random(blocks + 900);
+        int cols = blocks * 32;
+        float[] w = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, 4 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var wb = new byte[GgmlBlocks.RowBytes(t, cols)];
+        GgmlBlocks.Quantize(t, w, wb);
+        var act = new QuantizedActivations();
+        act.Quantize(x, 4, cols);
+        var four = new float[4];
+        LegacyQuants.V256x4(t, wb, blocks, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, four);
+        for (int k = 0; k < 4; k++)
+            Assert.Equal(LegacyQuants.V256(t, wb, act.Q.AsSpan(k * cols, cols), act.D.AsSpan(k * blocks, blocks)), four[k]);
+    }
+
+    [Theory]
     [InlineData(WeightFormat.Q6_K, 512)]
     [InlineData(WeightFormat.Q5_0, 96)]
     [InlineData(WeightFormat.Q3_K, 256)]
     [InlineData(WeightFormat.Q4_1, 32)]
     [InlineData(WeightFormat.Q4_0, 64)]
+    [InlineData(WeightFormat.Q5_0, 1408)]
     public void GgmlMatrices_ForwardEqualsDequantisedProduct(WeightFormat f, int cols)
     {
         var rng = new Random(cols);
-        const int rows = 13, n = 3;
+        const int rows = 13, n = 5; // one group of four tokens and a single one
         float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         float[] x = Enumerable.Range(0, n * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         using Matrix m = Matrix.FromValues(rows, cols, w, f);

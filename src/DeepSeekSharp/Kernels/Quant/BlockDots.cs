@@ -1,0 +1,155 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>A block format of 32 weights that starts with an fp16 scale and yields 32 signed codes (Q8_0, Q4_0,
+/// Q5_0): all it takes for the shared integer kernels below.</summary>
+internal interface IBlockCodes
+{
+    static abstract int Bytes { get; }
+
+    /// <summary>The block's 32 codes as signed bytes, w = d · code.</summary>
+    static abstract Vector256<sbyte> Codes(ref byte block);
+}
+
+/// <summary>AVX2 dot products of rows of <typeparamref name="T"/> blocks against activations quantised per 32, one
+/// token (<see cref="V256"/>) or four sharing each block's codes (<see cref="V256x4"/>, bit-identical per token).
+/// Per block: exact int32 sums of |w| × sign-moved x (maddubs + maddwd); eight blocks' sums gathered into one
+/// vector by a horizontal-add tree, converted once and scaled by their eight d_w·d_x. Blocks past the last whole
+/// eight are added one by one. Specialised per format by the JIT (T is a struct).</summary>
+internal static class BlockDots<T> where T : struct, IBlockCodes
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float V256(ref byte wb, int n, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref sbyte xb = ref MemoryMarshal.GetReference(xq);
+        ref float xs = ref MemoryMarshal.GetReference(xd);
+        Vector256<float> acc = Vector256<float>.Zero;
+        int b = 0;
+        for (; b + 8 <= n; b += 8)
+        {
+            Vector256<float> ws = Scales8(ref wb, b);
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
+        }
+        float sum = Vector256.Sum(acc);
+        for (; b < n; b++)
+            sum += HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))] * Unsafe.Add(ref xs, b)
+                   * Vector256.Sum(BlockDot(ref wb, ref xb, b));
+        return sum;
+    }
+
+    /// <summary>Four tokens against one weight row (prefill): weight loads and |w| are shared; each token's result is
+    /// bit-identical to <see cref="V256"/> on that token alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void V256x4(ref byte wb, int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result)
+    {
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
+        ref float s0 = ref MemoryMarshal.GetReference(xd);
+        ref float s1 = ref Unsafe.Add(ref s0, dStride), s2 = ref Unsafe.Add(ref s0, 2 * dStride), s3 = ref Unsafe.Add(ref s0, 3 * dStride);
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        int b = 0;
+        for (; b + 8 <= n; b += 8)
+        {
+            Vector256<float> ws = Scales8(ref wb, b);
+            Sums8x4(ref wb, ref x0, ref x1, ref x2, ref x3, b, out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), ws * Vector256.LoadUnsafe(ref s0, (nuint)b), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), ws * Vector256.LoadUnsafe(ref s1, (nuint)b), a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), ws * Vector256.LoadUnsafe(ref s2, (nuint)b), a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), ws * Vector256.LoadUnsafe(ref s3, (nuint)b), a3);
+        }
+        float r0 = Vector256.Sum(a0), r1 = Vector256.Sum(a1), r2 = Vector256.Sum(a2), r3 = Vector256.Sum(a3);
+        for (; b < n; b++)
+        {
+            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))];
+            r0 += d * Unsafe.Add(ref s0, b) * Vector256.Sum(BlockDot(ref wb, ref x0, b));
+            r1 += d * Unsafe.Add(ref s1, b) * Vector256.Sum(BlockDot(ref wb, ref x1, b));
+            r2 += d * Unsafe.Add(ref s2, b) * Vector256.Sum(BlockDot(ref wb, ref x2, b));
+            r3 += d * Unsafe.Add(ref s3, b) * Vector256.Sum(BlockDot(ref wb, ref x3, b));
+        }
+        result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
+    }
+
+    private static readonly Vector256<short> Ones16 = Vector256.Create((short)1);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Codes(ref byte wb, int b) => T.Codes(ref Unsafe.Add(ref wb, b * T.Bytes));
+
+    /// <summary>Eight lanes whose sum is block b's exact Σ w·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockDot(ref byte wb, ref sbyte xb, int b)
+    {
+        Vector256<sbyte> wq = Codes(ref wb, b);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq)), Ones16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq)), Ones16);
+
+    /// <summary>[Σ block b, …, Σ block b+7] from eight per-block lane vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Tree(Vector256<int> d0, Vector256<int> d1, Vector256<int> d2, Vector256<int> d3,
+        Vector256<int> d4, Vector256<int> d5, Vector256<int> d6, Vector256<int> d7)
+    {
+        Vector256<int> s0123 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(d0, d1), Avx2.HorizontalAdd(d2, d3));
+        Vector256<int> s4567 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(d4, d5), Avx2.HorizontalAdd(d6, d7));
+        return Avx2.Permute2x128(s0123, s4567, 0x20) + Avx2.Permute2x128(s0123, s4567, 0x31);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Sums8(ref byte wb, ref sbyte xb, int b) =>
+        Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
+             BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
+
+    /// <summary>For each of four tokens, [Σ block b, Σ b+1, …] summed as <see cref="Tree"/> does, for blocks b..b+7.
+    /// The pair sums are folded as soon as both halves exist, so at most a dozen vectors are live (keeping the
+    /// 32 block results until the end made the JIT spill them and call this out of line).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Sums8x4(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
+        out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3)
+    {
+        Quad(ref wb, ref x0, ref x1, ref x2, ref x3, b, out Vector256<int> q0, out Vector256<int> q1, out Vector256<int> q2, out Vector256<int> q3);
+        Quad(ref wb, ref x0, ref x1, ref x2, ref x3, b + 4, out Vector256<int> r0, out Vector256<int> r1, out Vector256<int> r2, out Vector256<int> r3);
+        i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
+        i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
+        i2 = Avx2.Permute2x128(q2, r2, 0x20) + Avx2.Permute2x128(q2, r2, 0x31);
+        i3 = Avx2.Permute2x128(q3, r3, 0x20) + Avx2.Permute2x128(q3, r3, 0x31);
+    }
+
+    /// <summary>hadd(hadd(d_b, d_b+1), hadd(d_b+2, d_b+3)) for each of four tokens (the first level of <see cref="Tree"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
+        out Vector256<int> q0, out Vector256<int> q1, out Vector256<int> q2, out Vector256<int> q3)
+    {
+        Vector256<sbyte> w = Codes(ref wb, b); Vector256<byte> a = Avx2.Abs(w);
+        Vector256<int> e0 = Dot8(a, w, ref x0, b), e1 = Dot8(a, w, ref x1, b), e2 = Dot8(a, w, ref x2, b), e3 = Dot8(a, w, ref x3, b);
+        w = Codes(ref wb, b + 1); a = Avx2.Abs(w);
+        Vector256<int> h0 = Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 1)), h1 = Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 1));
+        Vector256<int> h2 = Avx2.HorizontalAdd(e2, Dot8(a, w, ref x2, b + 1)), h3 = Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 1));
+        w = Codes(ref wb, b + 2); a = Avx2.Abs(w);
+        e0 = Dot8(a, w, ref x0, b + 2); e1 = Dot8(a, w, ref x1, b + 2); e2 = Dot8(a, w, ref x2, b + 2); e3 = Dot8(a, w, ref x3, b + 2);
+        w = Codes(ref wb, b + 3); a = Avx2.Abs(w);
+        q0 = Avx2.HorizontalAdd(h0, Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 3)));
+        q1 = Avx2.HorizontalAdd(h1, Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 3)));
+        q2 = Avx2.HorizontalAdd(h2, Avx2.HorizontalAdd(e2, Dot8(a, w, ref x2, b + 3)));
+        q3 = Avx2.HorizontalAdd(h3, Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 3)));
+    }
+
+    /// <summary>d of blocks b..b+7 as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scales8(ref byte wb, int b)
+    {
+        float[] h = HalfTable.Values;
+        ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
+        int s = T.Bytes;
+        return Vector256.Create(
+            h[Unsafe.ReadUnaligned<ushort>(ref p)], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, s))],
+            h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * s))], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * s))],
+            h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * s))], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * s))],
+            h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * s))], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * s))]);
+    }
+}
