@@ -104,6 +104,15 @@ public static class KQuants
         }
     }
 
+    /// <summary>ggml's importance weights for fitting a sub-block of a 4/5-bit k-quant: rms(x) + |x|.</summary>
+    internal static void FitWeights(ReadOnlySpan<float> sub, Span<float> w)
+    {
+        float sumSq = 0;
+        foreach (float f in sub) sumSq += f * f;
+        float rms = MathF.Sqrt(sumSq / sub.Length);
+        for (int l = 0; l < sub.Length; l++) w[l] = rms + MathF.Abs(sub[l]);
+    }
+
     /// <summary>Best (scale, min ≥ 0) with x ≈ scale·q − min, q in 0..nmax, after ggml's make_qkx2_quants: try
     /// scales around (max − min)/nmax, weighted least squares for each, keep the smallest weighted error.</summary>
     internal static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int nmax, float rmin, float rdelta, int nstep)
@@ -234,10 +243,7 @@ public static class KQuants
             for (int j = 0; j < 8; j++)
             {
                 ReadOnlySpan<float> sub = v.Slice(j * 32, 32);
-                float sumSq = 0;
-                foreach (float f in sub) sumSq += f * f;
-                float rms = MathF.Sqrt(sumSq / 32);
-                for (int l = 0; l < 32; l++) w[l] = rms + MathF.Abs(sub[l]);
+                FitWeights(sub, w);
                 (scales[j], mins[j]) = FitAffine(sub, w, 31, -0.5f, 0.1f, 15);
                 maxScale = MathF.Max(maxScale, scales[j]);
                 maxMin = MathF.Max(maxMin, mins[j]);

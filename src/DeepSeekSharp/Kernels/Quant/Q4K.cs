@@ -63,10 +63,7 @@ public static class Q4K
             for (int j = 0; j < 8; j++)
             {
                 ReadOnlySpan<float> sub = v.Slice(j * 32, 32);
-                float sumSq = 0;
-                foreach (float f in sub) sumSq += f * f;
-                float rms = MathF.Sqrt(sumSq / 32);
-                for (int l = 0; l < 32; l++) weights[l] = rms + MathF.Abs(sub[l]);
+                KQuants.FitWeights(sub, weights);
                 (scales[j], mins[j]) = FitAffine(sub, weights);
                 maxScale = MathF.Max(maxScale, scales[j]);
                 maxMin = MathF.Max(maxMin, mins[j]);
