@@ -61,10 +61,10 @@ public sealed class DeepSeekModel : IDisposable
 
     private static DeepSeekModel LoadGguf(string path, LoadOptions options)
     {
-        GgufFile gguf = GgufFile.Open(path);
+        GgufCheckpoint gguf = GgufCheckpoint.Open(path);
         try
         {
-            ModelConfig config = Deepseek2Gguf.ReadConfig(gguf);
+            ModelConfig config = Deepseek2Gguf.ReadConfig(gguf.Main, gguf.Tensors);
             ModelWeights weights = new WeightLoader(config, new GgufTensorSource(gguf, config), options).Load();
             if (options.MemoryMap) return new DeepSeekModel(path, config, weights, gguf);
             gguf.Dispose();

@@ -88,14 +88,14 @@ public sealed record ModelSummary
     {
         if (Formats.Gguf.GgufFile.IsGguf(directory) && File.Exists(directory))
         {
-            using var gguf = Formats.Gguf.GgufFile.Open(directory);
+            using var gguf = Formats.Gguf.GgufCheckpoint.Open(directory);
             var types = new SortedDictionary<string, int>(StringComparer.Ordinal);
-            foreach (var t in gguf.TensorList)
+            foreach (var t in gguf.Tensors.Values)
             {
                 string key = Kernels.Quant.GgmlBlocks.Name(t.Type);
                 types[key] = types.GetValueOrDefault(key) + 1;
             }
-            return FromConfig(Formats.Gguf.Deepseek2Gguf.ReadConfig(gguf), types);
+            return FromConfig(Formats.Gguf.Deepseek2Gguf.ReadConfig(gguf.Main, gguf.Tensors), types);
         }
         ModelConfig c = Formats.HfConfig.Load(directory);
         if (!SafeTensorsCheckpoint.Exists(directory)) return FromConfig(c);

@@ -307,6 +307,52 @@ public class GgufFileTests : IDisposable
         Assert.Contains("completion 4", gen.Stderr);
     }
 
+    /// <summary>Writes <paramref name="src"/> as <paramref name="parts"/> files the way gguf-split does: metadata
+    /// in the first, split.no / split.count / split.tensors.count in each, tensors spread over them.</summary>
+    private string Split(string src, int parts, string name)
+    {
+        using var f = GgufFile.Open(src);
+        int per = (f.TensorList.Count + parts - 1) / parts;
+        for (int p = 0; p < parts; p++)
+        {
+            var meta = new List<KeyValuePair<string, GgufValue>>
+            {
+                new(GgufCheckpoint.SplitNo, new GgufValue(GgufValueType.UInt16, (ushort)p)),
+                new(GgufCheckpoint.SplitCount, new GgufValue(GgufValueType.UInt16, (ushort)parts)),
+                new(GgufCheckpoint.SplitTensors, GgufValue.I32(f.TensorList.Count)),
+            };
+            if (p == 0) meta.AddRange(f.Metadata);
+            GgufTensorInfo[] mine = f.TensorList.Skip(p * per).Take(per).ToArray();
+            using var w = new GgufWriter(PathOf($"{name}-{p + 1:D5}-of-{parts:D5}.gguf"), meta, mine.Select(t => (t.Name, t.Type, t.Dims)));
+            foreach (GgufTensorInfo t in mine) w.Write(f.Bytes(t, 0, (int)t.Bytes));
+            w.Commit();
+        }
+        return PathOf($"{name}-00001-of-{parts:D5}.gguf");
+    }
+
+    [Fact]
+    public void SplitGguf_LoadsFromItsFirstPart_AndGivesTheSameLogits()
+    {
+        GoldenCase g = GoldenCase.Load("v2-lite-tiny");
+        string whole = GgufModelTests.Convert("v2-lite-tiny", GgufOutType.Q8_0);
+        string first = Split(whole, 3, "split");
+        using DeepSeekModel a = DeepSeekModel.Load(whole), b = DeepSeekModel.Load(first);
+        using InferenceSession sa = a.CreateSession(32), sb = b.CreateSession(32);
+        Assert.Equal(sa.Forward(g.PromptIds), sb.Forward(g.PromptIds));
+        var (code, stdout, stderr) = CliRunner.Run("inspect", "--model", first);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Q8_0", stdout);
+    }
+
+    [Fact]
+    public void SplitGguf_MissingPart_OrOpeningALaterPart_IsNamed()
+    {
+        string first = Split(GgufModelTests.Convert("v2-lite-tiny", GgufOutType.F32), 3, "gap");
+        File.Delete(PathOf("gap-00002-of-00003.gguf"));
+        Assert.Contains("'gap-00002-of-00003.gguf', is missing", Assert.Throws<FileNotFoundException>(() => DeepSeekModel.Load(first)).Message);
+        Assert.Contains("open the first part", Assert.Throws<InvalidDataException>(() => DeepSeekModel.Load(PathOf("gap-00003-of-00003.gguf"))).Message);
+    }
+
     [Fact]
     public void Cli_MissingGguf_FailsNamingIt()
     {

@@ -16,7 +16,11 @@ public static class Deepseek2Gguf
 {
     public const uint GatingSoftmax = 1, GatingSigmoid = 2;
 
-    public static ModelConfig ReadConfig(GgufFile f)
+    public static ModelConfig ReadConfig(GgufFile f) => ReadConfig(f, f.Tensors);
+
+    /// <param name="f">the file with the metadata</param>
+    /// <param name="tensors">every tensor of the model (all parts of a split file)</param>
+    public static ModelConfig ReadConfig(GgufFile f, IReadOnlyDictionary<string, GgufTensorInfo> tensors)
     {
         string arch = f.String(K.Architecture) ?? throw Missing(f, K.Architecture);
         if (arch != G.Arch)
@@ -43,7 +47,7 @@ public static class Deepseek2Gguf
         uint gating = (uint)(Opt(K.ExpertGatingFunc) ?? (int)GatingSoftmax);
         if (gating is not (GatingSoftmax or GatingSigmoid))
             throw new NotSupportedException($"{f.FileName}: metadata '{K.Arch(K.ExpertGatingFunc)}' = {gating} is not supported; supported: 1 (softmax), 2 (sigmoid)");
-        bool hasBias = nRouted > 0 && f.Tensors.ContainsKey(G.Block(nDense, G.ExpProbsB));
+        bool hasBias = nRouted > 0 && tensors.ContainsKey(G.Block(nDense, G.ExpProbsB));
         TopkMethod topk = hasBias ? TopkMethod.NoAuxTc : nGroup > 1 ? TopkMethod.GroupLimitedGreedy : TopkMethod.Greedy;
         YarnScaling? yarn = null;
         string? scaling = f.String(K.Arch(K.RopeScalingType));
@@ -60,7 +64,7 @@ public static class Deepseek2Gguf
                 MscaleAllDim: mscale);
         }
         int vocab = Opt(K.VocabSize) ?? (f.Array<string>(K.Tokens)?.Length)
-            ?? (f.Tensors.TryGetValue(G.TokenEmbd, out GgufTensorInfo? e) ? (int)e.Dims[^1] : throw Missing(f, K.Arch(K.VocabSize)));
+            ?? (tensors.TryGetValue(G.TokenEmbd, out GgufTensorInfo? e) ? (int)e.Dims[^1] : throw Missing(f, K.Arch(K.VocabSize)));
         var config = new ModelConfig
         {
             ModelType = hasBias || gating == GatingSigmoid ? "deepseek_v3" : "deepseek_v2",
@@ -89,7 +93,7 @@ public static class Deepseek2Gguf
             Yarn = yarn,
             MaxPositionEmbeddings = Opt(K.ContextLength) ?? 4096,
             RmsNormEps = f.Number(K.Arch(K.RmsEps)) ?? 1e-6,
-            TieWordEmbeddings = !f.Tensors.ContainsKey(G.Output),
+            TieWordEmbeddings = !tensors.ContainsKey(G.Output),
             BosTokenId = Int(f, K.BosId),
             EosTokenId = Int(f, K.EosId),
         };

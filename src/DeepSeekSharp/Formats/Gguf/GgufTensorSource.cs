@@ -11,14 +11,14 @@ namespace DeepSeekSharp.Formats.Gguf;
 /// <c>attn_v_b</c> in newer ones, whose <c>attn_k_b</c> is used directly as the absorbed-attention W_UK.
 /// Blocks in a format the options keep are used from the mapped file or copied byte for byte; others are
 /// dequantised row by row and converted.</summary>
-public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensorSource
+public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : ITensorSource
 {
     private readonly Dictionary<string, int> _dtypes = new(StringComparer.Ordinal);
 
     public IReadOnlyDictionary<string, int> DTypesRead => _dtypes;
 
     private (GgufTensorInfo Info, int Expert)? Locate(string hf) =>
-        G.FromHf(hf) is var (name, expert) && f.Tensors.TryGetValue(name, out GgufTensorInfo? info) ? (info, expert) : null;
+        G.FromHf(hf) is var (name, expert) && ck.Tensors.TryGetValue(name, out GgufTensorInfo? info) ? (info, expert) : null;
 
     private static bool IsKvB(string hf) => hf.EndsWith(TensorNames.Hf.WkvB, StringComparison.Ordinal);
 
@@ -26,7 +26,7 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
     {
         if (!IsKvB(hf) || G.FromHf(hf) is not var (kvb, _)) return null;
         string prefix = kvb[..^G.AttnKvB.Length];
-        return f.Tensors.TryGetValue(prefix + G.AttnKB, out GgufTensorInfo? k) && f.Tensors.TryGetValue(prefix + G.AttnVB, out GgufTensorInfo? v)
+        return ck.Tensors.TryGetValue(prefix + G.AttnKB, out GgufTensorInfo? k) && ck.Tensors.TryGetValue(prefix + G.AttnVB, out GgufTensorInfo? v)
             ? (k, v) : null;
     }
 
@@ -40,12 +40,12 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
     }
 
     private InvalidDataException MissingTensor(string hf, string why) =>
-        new($"{f.FileName}: tensor '{(G.FromHf(hf) is var (n, _) ? n : hf)}' ({hf}) is missing ({why})");
+        new($"{ck.Main.FileName}: tensor '{(G.FromHf(hf) is var (n, _) ? n : hf)}' ({hf}) is missing ({why})");
 
     private void Check(GgufTensorInfo info, long[] dims, string why)
     {
         if (!info.Dims.AsSpan().SequenceEqual(dims))
-            throw new InvalidDataException($"{f.FileName}: tensor '{info.Name}' has dims {info.FormatDims()}; expected [{string.Join(", ", dims)}] ({why}; ggml order, row length first)");
+            throw new InvalidDataException($"{ck.Main.FileName}: tensor '{info.Name}' has dims {info.FormatDims()}; expected [{string.Join(", ", dims)}] ({why}; ggml order, row length first)");
         string key = GgmlBlocks.Name(info.Type);
         _dtypes[key] = _dtypes.GetValueOrDefault(key) + 1;
     }
@@ -61,7 +61,7 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
 
     public Matrix? ReadKNopeTransposed(int layer, int rows, int cols, Func<WeightFormat, WeightFormat> format, bool inPlace)
     {
-        if (!f.Tensors.TryGetValue(G.Block(layer, G.AttnKB), out GgufTensorInfo? info)) return null;
+        if (!ck.Tensors.TryGetValue(G.Block(layer, G.AttnKB), out GgufTensorInfo? info)) return null;
         Check(info, [cols, c.KvLoraRank, c.NHeads], $"qk_nope_head_dim {cols} x kv_lora_rank {c.KvLoraRank} x heads {c.NHeads}");
         return Rows(info, 0, rows, cols, format(WeightFormats.FromGgml(info.Type)), inPlace);
     }
@@ -74,12 +74,12 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
         int rowsPerRead = (int)Math.Clamp((1 << 26) / Math.Max(rowBytes, 1), 1, rows == 0 ? 1 : rows);
         if (format == WeightFormats.FromGgml(info.Type))
         {
-            if (inPlace) return Matrix.Wrap(format, rows, cols, f.DataPointer(info) + byteOffset, owner: null);
+            if (inPlace) return Matrix.Wrap(format, rows, cols, ck.FileOf(info).DataPointer(info) + byteOffset, owner: null);
             Matrix copy = Matrix.Create(format, rows, cols);
             for (int r = 0; r < rows; r += rowsPerRead)
             {
                 int n = Math.Min(rowsPerRead, rows - r);
-                f.ReadBytes(info, byteOffset + r * rowBytes, copy.WritableRows(r, n));
+                ck.FileOf(info).ReadBytes(info, byteOffset + r * rowBytes, copy.WritableRows(r, n));
             }
             return copy;
         }
@@ -90,7 +90,7 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
         {
             int r0 = task * rowsPerTask, r1 = Math.Min(rows, r0 + rowsPerTask);
             var raw = new byte[(r1 - r0) * rowBytes];
-            f.ReadBytes(info, byteOffset + r0 * rowBytes, raw);
+            ck.FileOf(info).ReadBytes(info, byteOffset + r0 * rowBytes, raw);
             var row = new float[cols];
             for (int r = r0; r < r1; r++)
             {
@@ -115,7 +115,7 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
         for (int h = 0; h < c.NHeads; h++)
         {
             for (int cc = 0; cc < rank; cc++)
-                GgmlBlocks.Dequantize(k.Type, f.Bytes(k, (h * rank + cc) * kRow, (int)kRow), kh.AsSpan(cc * nope, nope));
+                GgmlBlocks.Dequantize(k.Type, ck.FileOf(k).Bytes(k, (h * rank + cc) * kRow, (int)kRow), kh.AsSpan(cc * nope, nope));
             for (int d = 0; d < nope; d++)
             {
                 for (int cc = 0; cc < rank; cc++) row[cc] = kh[cc * nope + d];
@@ -123,7 +123,7 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
             }
             for (int j = 0; j < vd; j++)
             {
-                GgmlBlocks.Dequantize(v.Type, f.Bytes(v, (h * vd + j) * vRow, (int)vRow), row);
+                GgmlBlocks.Dequantize(v.Type, ck.FileOf(v).Bytes(v, (h * vd + j) * vRow, (int)vRow), row);
                 m.SetRow(h * (nope + vd) + nope + j, row);
             }
         }
@@ -135,7 +135,7 @@ public sealed unsafe class GgufTensorSource(GgufFile f, ModelConfig c) : ITensor
         if (Locate(name) is not var (info, _)) throw MissingTensor(name, why);
         Check(info, [length], why);
         var v = new float[length];
-        GgmlBlocks.Dequantize(info.Type, f.Bytes(info, 0, (int)info.Bytes), v);
+        GgmlBlocks.Dequantize(info.Type, ck.FileOf(info).Bytes(info, 0, (int)info.Bytes), v);
         return v;
     }
 }
