@@ -10,7 +10,7 @@ internal static class ConvertCommand
 {
     public static Command Create(TextWriter stderr)
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model folder", Required = true };
+        var model = new Option<string>("--model") { Description = "Hugging Face model folder, or a GGUF file to re-quantise", Required = true };
         var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
         var type = new Option<string>("--type") { Description = "tensor type (norms and routers stay f32)", DefaultValueFactory = _ => "q8_0" };
         type.AcceptOnlyFromAmong("f32", "f16", "bf16", "q8_0", "q4_k", "q6_k");

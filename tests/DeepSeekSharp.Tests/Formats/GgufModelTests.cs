@@ -177,6 +177,24 @@ public class GgufModelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void RequantisingTheF32Gguf_GivesTheSameFileAsConvertingTheCheckpoint()
+    {
+        string viaF32 = Path.Combine(Path.GetTempPath(), $"dss-gguf-requant-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            GgufConverter.Convert(Convert("v3-fp8-tiny", GgufOutType.F32), viaF32, GgufOutType.Q8_0);
+            using var direct = GgufFile.Open(Convert("v3-fp8-tiny", GgufOutType.Q8_0));
+            using var requantised = GgufFile.Open(viaF32);
+            Assert.Equal(7, requantised.Integer("general.file_type"));
+            Assert.Equal(direct.Metadata.Keys.Order(), requantised.Metadata.Keys.Order());
+            Assert.Equal(direct.TensorList.Select(t => (t.Name, t.Type)), requantised.TensorList.Select(t => (t.Name, t.Type)));
+            foreach (GgufTensorInfo t in direct.TensorList)
+                Assert.True(direct.Bytes(t, 0, (int)t.Bytes).SequenceEqual(requantised.Bytes(requantised.Tensors[t.Name], 0, (int)t.Bytes)), t.Name);
+        }
+        finally { File.Delete(viaF32); }
+    }
+
+    [Fact]
     public void OlderFilesWithAttnKvB_LoadToo()
     {
         // Rewrite the f32 conversion with attn_kv_b in place of attn_k_b/attn_v_b and the older key_length

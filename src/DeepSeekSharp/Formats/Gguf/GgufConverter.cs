@@ -45,8 +45,16 @@ public static class GgufConverter
         };
     }
 
-    public static void Convert(string hfDir, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress = null)
+    /// <summary>Converts a Hugging Face folder, or re-quantises a deepseek2 GGUF file (as llama-quantize does: the
+    /// same metadata with the new file type, every tensor dequantised and written in the type the rules give).</summary>
+    public static void Convert(string source, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress = null)
     {
+        if (File.Exists(source) && GgufFile.IsGguf(source))
+        {
+            Requantize(source, outFile, type, progress);
+            return;
+        }
+        string hfDir = source;
         ModelConfig c = HfConfig.Load(hfDir);
         if (c.MoeLayerFreq != 1)
             throw new NotSupportedException($"{HfConfig.FileName}: moe_layer_freq {c.MoeLayerFreq} cannot be expressed in a deepseek2 GGUF (llama.cpp assumes 1)");
@@ -56,6 +64,11 @@ public static class GgufConverter
         List<Planned> plan = Plan(c, reader, type);
         var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), FileType(type));
         if (tokenizer is not null) meta.AddRange(Vocabulary(tokenizer, c.VocabSize));
+        Write(outFile, meta, plan, progress);
+    }
+
+    private static void Write(string outFile, List<KeyValuePair<string, GgufValue>> meta, List<Planned> plan, IProgress<(int Done, int Total)>? progress)
+    {
         string? dir = Path.GetDirectoryName(Path.GetFullPath(outFile));
         if (dir is not null) Directory.CreateDirectory(dir);
         using var writer = new GgufWriter(outFile, meta, plan.Select(p => (p.Name, p.Type, p.Dims)));
@@ -66,6 +79,32 @@ public static class GgufConverter
             progress?.Report((i + 1, plan.Count));
         }
         writer.Commit();
+    }
+
+    private static void Requantize(string source, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress)
+    {
+        using GgufCheckpoint ck = GgufCheckpoint.Open(source);
+        Deepseek2Gguf.ReadConfig(ck.Main, ck.Tensors); // a deepseek2 model, or a clear error
+        if (Path.GetFullPath(source) == Path.GetFullPath(outFile))
+            throw new ArgumentException($"--out must differ from the source file '{source}'");
+        var meta = ck.Main.Metadata.Where(kv => !kv.Key.StartsWith("split.", StringComparison.Ordinal) && kv.Key != K.FileType && kv.Key != GgufFile.AlignmentKey)
+            .Append(new(K.FileType, GgufValue.U32(FileType(type)))).ToList();
+        var plan = ck.Main.TensorList.Concat(ck.Files.Skip(1).SelectMany(f => f.TensorList)).Select(t => new Planned(t.Name,
+            TypeFor(type, t.Name, t.Dims[0], t.Dims.Count(d => d > 1) <= 1 ? 1 : t.Dims.Length), t.Dims, emit =>
+            {
+                GgufFile f = ck.FileOf(t);
+                int cols = (int)t.Dims[0];
+                long rows = t.ElementCount / cols, rowBytes = GgmlBlocks.RowBytes(t.Type, cols);
+                var raw = new byte[rowBytes];
+                var row = new float[cols];
+                for (long r = 0; r < rows; r++)
+                {
+                    f.ReadBytes(t, r * rowBytes, raw);
+                    GgmlBlocks.Dequantize(t.Type, raw, row);
+                    emit(row);
+                }
+            })).ToList();
+        Write(outFile, meta, plan, progress);
     }
 
     /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>
