@@ -4,22 +4,44 @@ using DeepSeekSharp.Model;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss inspect --model DIR [--json]</c>: the architecture summary of a model folder.</summary>
+/// <summary><c>dss inspect --model DIR|FILE.gguf [--json] [--metadata]</c>: the architecture summary of a model; with
+/// <c>--metadata</c>, a GGUF file's keys and tensors (as gguf-dump lists them).</summary>
 internal static class InspectCommand
 {
     public static Command Create(TextWriter stdout)
     {
         Option<string> model = CliApp.ModelOption();
         var json = new Option<bool>("--json") { Description = "print the summary as JSON" };
-        var cmd = new Command("inspect", "Print the architecture summary: layers, heads, ranks, experts, routing, parameters, KV-cache size") { model, json };
+        var metadata = new Option<bool>("--metadata") { Description = "GGUF: list every metadata key and tensor" };
+        var cmd = new Command("inspect", "Print the architecture summary: layers, heads, ranks, experts, routing, parameters, KV-cache size") { model, json, metadata };
         cmd.SetAction(r =>
         {
+            if (r.GetValue(metadata))
+            {
+                WriteGguf(r.GetValue(model)!, stdout);
+                return 0;
+            }
             ModelSummary s = ModelSummary.FromDirectory(r.GetValue(model)!);
             if (r.GetValue(json)) WriteJson(s, stdout);
             else WriteText(s, stdout);
             return 0;
         });
         return cmd;
+    }
+
+    private static void WriteGguf(string path, TextWriter o)
+    {
+        if (!Formats.Gguf.GgufFile.IsGguf(path) || !File.Exists(path))
+            throw new ArgumentException($"--metadata lists a GGUF file's contents; '{path}' is not a .gguf file");
+        using var ck = Formats.Gguf.GgufCheckpoint.Open(path);
+        foreach (Formats.Gguf.GgufFile f in ck.Files)
+        {
+            o.WriteLine($"{f.FileName}: GGUF v{f.Version}, {f.Metadata.Count} keys, {f.TensorList.Count} tensors");
+            foreach (var (key, value) in f.Metadata)
+                o.WriteLine($"  {key,-48} {value.Type,-8} {(key == Formats.TensorNames.GgufKeys.ChatTemplate ? $"({((string)value.Value).Length} characters)" : value.ToString())}");
+            foreach (Formats.Gguf.GgufTensorInfo t in f.TensorList)
+                o.WriteLine($"  {t.Name,-48} {Kernels.Quant.GgmlBlocks.Name(t.Type),-5} {t.FormatDims()}");
+        }
     }
 
     private static string Billions(long n) => n >= 1_000_000_000 ? $"{n / 1e9:F2}B" : n >= 1_000_000 ? $"{n / 1e6:F2}M" : $"{n / 1e3:F2}K";

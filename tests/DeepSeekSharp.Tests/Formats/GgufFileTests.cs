@@ -302,6 +302,11 @@ public class GgufFileTests : IDisposable
         var inspect = CliRunner.Run("inspect", "--model", path);
         Assert.True(inspect.Code == 0, inspect.Stderr);
         Assert.Contains("Q8_0", inspect.Stdout);
+        var meta = CliRunner.Run("inspect", "--model", path, "--metadata");
+        Assert.True(meta.Code == 0, meta.Stderr);
+        Assert.Contains("deepseek2.attention.kv_lora_rank", meta.Stdout);
+        Assert.Contains("tokenizer.ggml.tokens", meta.Stdout);
+        Assert.Matches(@"blk\.0\.attn_k_b\.weight\s+\S+\s+\[", meta.Stdout);
         var gen = CliRunner.Run("generate", "--model", path, "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0", "--context", "64");
         Assert.True(gen.Code == 0, gen.Stderr);
         Assert.Contains("completion 4", gen.Stderr);
