@@ -5,7 +5,7 @@ using DeepSeekSharp.Kernels.Quant;
 namespace DeepSeekSharp.Tensors;
 
 /// <summary>How a weight matrix is stored in memory.</summary>
-public enum WeightFormat { F32, BF16, Q8_0, Q4_K, F16, FP8, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K }
+public enum WeightFormat { F32, BF16, Q8_0, Q4_K, F16, FP8, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS }
 
 /// <summary>The GGUF (ggml) type of each block format and back.</summary>
 public static class WeightFormats
@@ -16,7 +16,7 @@ public static class WeightFormats
         WeightFormat.Q8_0 => GgmlType.Q8_0, WeightFormat.Q4_K => GgmlType.Q4_K, WeightFormat.Q6_K => GgmlType.Q6_K,
         WeightFormat.Q4_0 => GgmlType.Q4_0, WeightFormat.Q4_1 => GgmlType.Q4_1, WeightFormat.Q5_0 => GgmlType.Q5_0,
         WeightFormat.Q5_1 => GgmlType.Q5_1, WeightFormat.Q2_K => GgmlType.Q2_K, WeightFormat.Q3_K => GgmlType.Q3_K,
-        WeightFormat.Q5_K => GgmlType.Q5_K,
+        WeightFormat.Q5_K => GgmlType.Q5_K, WeightFormat.IQ4_NL => GgmlType.IQ4_NL, WeightFormat.IQ4_XS => GgmlType.IQ4_XS,
         _ => throw new ArgumentOutOfRangeException(nameof(f), f, "FP8 with block scales has no GGUF type"),
     };
 
@@ -26,7 +26,7 @@ public static class WeightFormats
         GgmlType.Q8_0 => WeightFormat.Q8_0, GgmlType.Q4_K => WeightFormat.Q4_K, GgmlType.Q6_K => WeightFormat.Q6_K,
         GgmlType.Q4_0 => WeightFormat.Q4_0, GgmlType.Q4_1 => WeightFormat.Q4_1, GgmlType.Q5_0 => WeightFormat.Q5_0,
         GgmlType.Q5_1 => WeightFormat.Q5_1, GgmlType.Q2_K => WeightFormat.Q2_K, GgmlType.Q3_K => WeightFormat.Q3_K,
-        GgmlType.Q5_K => WeightFormat.Q5_K,
+        GgmlType.Q5_K => WeightFormat.Q5_K, GgmlType.IQ4_NL => WeightFormat.IQ4_NL, GgmlType.IQ4_XS => WeightFormat.IQ4_XS,
         _ => throw GgmlBlocks.Unsupported(t),
     };
 }
@@ -192,7 +192,7 @@ public abstract unsafe class Matrix : IDisposable
         WeightFormat.F16 => new F16Matrix(rows, cols, data, owner),
         WeightFormat.Q6_K => new Q6KMatrix(rows, cols, data, owner),
         WeightFormat.Q4_0 or WeightFormat.Q5_0 => new LegacyQ8Matrix(format, rows, cols, data, owner),
-        WeightFormat.Q4_1 or WeightFormat.Q5_1 or WeightFormat.Q2_K or WeightFormat.Q3_K or WeightFormat.Q5_K
+        WeightFormat.Q4_1 or WeightFormat.Q5_1 or WeightFormat.Q2_K or WeightFormat.Q3_K or WeightFormat.Q5_K or WeightFormat.IQ4_NL or WeightFormat.IQ4_XS
             => new GgmlRowMatrix(format, rows, cols, data, owner),
         _ => throw new ArgumentOutOfRangeException(nameof(format), format, "FP8 matrices are made with CreateFp8 (they need block scales)"),
     };
@@ -453,7 +453,7 @@ internal sealed unsafe class LegacyQ8Matrix(WeightFormat format, int rows, int c
 }
 
 /// <summary>The GGUF block formats read from files without a fused kernel of their own (
-/// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K): rows go through the scalar dequantiser that specifies each format.</summary>
+/// Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL, IQ4_XS): rows go through the scalar dequantiser that specifies each format.</summary>
 internal sealed unsafe class GgmlRowMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : RowDequantMatrix(rows, cols, RowBytesOf(format, cols), data, owner)
 {

@@ -17,7 +17,7 @@ public static class GgmlBlocks
     public static readonly GgmlType[] Supported =
     [
         GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1,
-        GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
+        GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS,
     ];
 
     public static bool IsSupported(GgmlType t) => Array.IndexOf(Supported, t) >= 0;
@@ -26,8 +26,8 @@ public static class GgmlBlocks
     public static int BlockSize(GgmlType t) => t switch
     {
         GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => 1,
-        GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0 => 32,
-        GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K => 256,
+        GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.IQ4_NL => 32,
+        GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.IQ4_XS => 256,
         _ => throw Unsupported(t),
     };
 
@@ -38,6 +38,7 @@ public static class GgmlBlocks
         GgmlType.F16 or GgmlType.BF16 => 2,
         GgmlType.Q4_0 => 18, GgmlType.Q4_1 => 20, GgmlType.Q5_0 => 22, GgmlType.Q5_1 => 24, GgmlType.Q8_0 => BlockQ8_0.Bytes,
         GgmlType.Q2_K => 84, GgmlType.Q3_K => 110, GgmlType.Q4_K => BlockQ4K.Bytes, GgmlType.Q5_K => 176, GgmlType.Q6_K => BlockQ6K.Bytes,
+        GgmlType.IQ4_NL => 18, GgmlType.IQ4_XS => 136,
         _ => throw Unsupported(t),
     };
 
@@ -76,6 +77,8 @@ public static class GgmlBlocks
             case GgmlType.Q2_K: KQuants.DequantizeQ2K(src, dst); break;
             case GgmlType.Q3_K: KQuants.DequantizeQ3K(src, dst); break;
             case GgmlType.Q5_K: KQuants.DequantizeQ5K(src, dst); break;
+            case GgmlType.IQ4_NL: Iq4.DequantizeNl(src, dst); break;
+            case GgmlType.IQ4_XS: Iq4.DequantizeXs(src, dst); break;
             default: throw Unsupported(t);
         }
     }
@@ -102,6 +105,8 @@ public static class GgmlBlocks
             case GgmlType.Q2_K: KQuants.QuantizeQ2K(src, dst); break;
             case GgmlType.Q3_K: KQuants.QuantizeQ3K(src, dst); break;
             case GgmlType.Q5_K: KQuants.QuantizeQ5K(src, dst); break;
+            case GgmlType.IQ4_NL: Iq4.QuantizeNl(src, dst); break;
+            case GgmlType.IQ4_XS: Iq4.QuantizeXs(src, dst); break;
             default: throw Unsupported(t);
         }
     }

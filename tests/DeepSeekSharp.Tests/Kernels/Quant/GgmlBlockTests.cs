@@ -14,7 +14,7 @@ public class GgmlBlockTests
     {
         { GgmlType.Q4_0, 32, 18 }, { GgmlType.Q4_1, 32, 20 }, { GgmlType.Q5_0, 32, 22 }, { GgmlType.Q5_1, 32, 24 },
         { GgmlType.Q8_0, 32, 34 }, { GgmlType.Q2_K, 256, 84 }, { GgmlType.Q3_K, 256, 110 }, { GgmlType.Q4_K, 256, 144 },
-        { GgmlType.Q5_K, 256, 176 }, { GgmlType.Q6_K, 256, 210 }, { GgmlType.BF16, 1, 2 }, { GgmlType.F16, 1, 2 }, { GgmlType.F32, 1, 4 },
+        { GgmlType.Q5_K, 256, 176 }, { GgmlType.Q6_K, 256, 210 }, { GgmlType.IQ4_NL, 32, 18 }, { GgmlType.IQ4_XS, 256, 136 }, { GgmlType.BF16, 1, 2 }, { GgmlType.F16, 1, 2 }, { GgmlType.F32, 1, 4 },
     };
 
     [Theory]
@@ -31,7 +31,7 @@ public class GgmlBlockTests
     [Theory]
     [InlineData(GgmlType.IQ2_XXS)]
     [InlineData(GgmlType.TQ1_0)]
-    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ3_S)]
     public void OtherTypes_AreRefusedNamingTheTypeAndTheSupportedOnes(GgmlType t)
     {
         var e = Assert.Throws<NotSupportedException>(() => GgmlBlocks.Unsupported(t, "blk.0.ffn_up.weight").Throw());
@@ -67,6 +67,8 @@ public class GgmlBlockTests
     [InlineData(GgmlType.Q4_K, 0.002)]
     [InlineData(GgmlType.Q5_K, 0.002)]
     [InlineData(GgmlType.Q6_K, 0.002)]
+    [InlineData(GgmlType.IQ4_NL, 0.002)]
+    [InlineData(GgmlType.IQ4_XS, 0.002)]
     [InlineData(GgmlType.Q3_K, 0.004)]
     [InlineData(GgmlType.Q2_K, 0.0075)]
     [InlineData(GgmlType.F16, 0.002)]
@@ -89,6 +91,8 @@ public class GgmlBlockTests
     [InlineData(GgmlType.Q4_0, 0.05)]
     [InlineData(GgmlType.Q4_1, 0.045)]
     [InlineData(GgmlType.Q4_K, 0.035)]
+    [InlineData(GgmlType.IQ4_NL, 0.05)]
+    [InlineData(GgmlType.IQ4_XS, 0.05)]
     [InlineData(GgmlType.Q3_K, 0.1)]
     [InlineData(GgmlType.Q2_K, 0.2)]
     public void RoundTrip_OnRandomData_RmseWithinBitBudget(GgmlType t, double bound)
@@ -148,6 +152,29 @@ public class GgmlBlockTests
         Q6K.DequantizeRow([blk], y);
         Assert.Equal(0.25f * 2 * (47 - 32), y[0]);
         Assert.Equal(0.25f * -3 * (39 - 32), y[96]);
+    }
+
+    [Fact]
+    public void Iq4_HandMadeBlocks_PickTheNonLinearLevels()
+    {
+        var nl = new byte[18];
+        BitConverter.TryWriteBytes(nl.AsSpan(0), BitConverter.HalfToUInt16Bits((Half)0.5f));
+        nl[2 + 4] = 0xF0; // weight 4: level 0 = -127; weight 20: level 15 = 113
+        var y = new float[32];
+        GgmlBlocks.Dequantize(GgmlType.IQ4_NL, nl, y);
+        Assert.Equal(0.5f * -127, y[4]);
+        Assert.Equal(0.5f * 113, y[20]);
+
+        var xs = new byte[136];
+        BitConverter.TryWriteBytes(xs.AsSpan(0), BitConverter.HalfToUInt16Bits((Half)2f));
+        // sub-block 3 scale 45 = 0b10_1101: low nibble 0xD in byte 4 + 1 (high nibble), high bits 2 at bits 6-7
+        xs[4 + 1] = 0xD0;
+        BitConverter.TryWriteBytes(xs.AsSpan(2), (ushort)(2 << 6));
+        xs[8 + 3 * 16 + 5] = 0x08; // weight 3·32 + 5: level 8 = 1
+        var z = new float[256];
+        GgmlBlocks.Dequantize(GgmlType.IQ4_XS, xs, z);
+        Assert.Equal(2f * (45 - 32) * 1, z[3 * 32 + 5]);
+        Assert.Equal(2f * (0 - 32) * -127, z[0]); // sub-block 0: stored scale 0 → −32, code 0 → −127
     }
 
     [Fact]
@@ -249,6 +276,8 @@ public class GgmlBlockTests
     [InlineData(WeightFormat.Q4_1, 32)]
     [InlineData(WeightFormat.Q4_0, 64)]
     [InlineData(WeightFormat.Q5_0, 1408)]
+    [InlineData(WeightFormat.IQ4_XS, 512)]
+    [InlineData(WeightFormat.IQ4_NL, 96)]
     public void GgmlMatrices_ForwardEqualsDequantisedProduct(WeightFormat f, int cols)
     {
         var rng = new Random(cols);

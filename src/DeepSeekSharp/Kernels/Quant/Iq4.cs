@@ -1,0 +1,115 @@
+using System.Buffers.Binary;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>ggml's non-linear 4-bit formats: each 4-bit code picks one of sixteen fixed levels (denser near zero),
+/// times a scale. In each 32 weights, byte j of the 16 code bytes holds weight j (low nibble) and j + 16 (high).
+/// <list type="bullet">
+/// <item>IQ4_NL (18 B per 32): fp16 d, 16 code bytes: w = d · level[q].</item>
+/// <item>IQ4_XS (136 B per 256): fp16 d, u16 high bits and 4 bytes of low nibbles of eight 6-bit sub-block scales
+/// (stored + 32), 128 code bytes: w = d · (ls − 32) · level[q].</item>
+/// </list>
+/// Read from GGUF files; the quantisers (nearest level under a max-magnitude scale) serve tests and conversion.</summary>
+public static class Iq4
+{
+    /// <summary>The sixteen levels (ggml's kvalues_iq4nl).</summary>
+    public static ReadOnlySpan<sbyte> Levels => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+    private static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[BinaryPrimitives.ReadUInt16LittleEndian(b[at..])];
+
+    private static void Codes(ReadOnlySpan<byte> qs, float scale, Span<float> y)
+    {
+        ReadOnlySpan<sbyte> levels = Levels;
+        for (int j = 0; j < 16; j++)
+        {
+            y[j] = scale * levels[qs[j] & 0xF];
+            y[j + 16] = scale * levels[qs[j] >> 4];
+        }
+    }
+
+    public static void DequantizeNl(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+            Codes(src.Slice(b * 18 + 2, 16), Half(src, b * 18), dst.Slice(b * 32, 32));
+    }
+
+    public static void DequantizeXs(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 256; b++)
+        {
+            ReadOnlySpan<byte> blk = src.Slice(b * 136, 136);
+            float d = Half(blk, 0);
+            ushort high = BinaryPrimitives.ReadUInt16LittleEndian(blk[2..]);
+            for (int s = 0; s < 8; s++)
+            {
+                int ls = ((blk[4 + s / 2] >> (4 * (s % 2))) & 0xF) | (((high >> (2 * s)) & 3) << 4);
+                Codes(blk.Slice(8 + s * 16, 16), d * (ls - 32), dst.Slice(b * 256 + s * 32, 32));
+            }
+        }
+    }
+
+    /// <summary>The code whose level is nearest to v.</summary>
+    private static int Nearest(float v)
+    {
+        ReadOnlySpan<sbyte> levels = Levels;
+        int best = 0;
+        for (int k = 1; k < 16; k++)
+            if (MathF.Abs(levels[k] - v) < MathF.Abs(levels[best] - v)) best = k;
+        return best;
+    }
+
+    /// <summary>Scale putting the value of largest magnitude on the level of the same sign at the range end.</summary>
+    private static float ScaleFor(ReadOnlySpan<float> x)
+    {
+        float amax = 0, max = 0;
+        foreach (float f in x)
+            if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
+        return max < 0 ? max / -127f : max / 113f;
+    }
+
+    private static void Encode(ReadOnlySpan<float> x, float scale, Span<byte> qs)
+    {
+        float inv = scale != 0 ? 1 / scale : 0;
+        for (int j = 0; j < 16; j++) qs[j] = (byte)(Nearest(x[j] * inv) | (Nearest(x[j + 16] * inv) << 4));
+    }
+
+    public static void QuantizeNl(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        for (int b = 0; b < src.Length / 32; b++)
+        {
+            ReadOnlySpan<float> v = src.Slice(b * 32, 32);
+            ushort h = HalfTable.FromFloat(ScaleFor(v));
+            BinaryPrimitives.WriteUInt16LittleEndian(dst[(b * 18)..], h);
+            Encode(v, HalfTable.Values[h], dst.Slice(b * 18 + 2, 16));
+        }
+    }
+
+    public static void QuantizeXs(ReadOnlySpan<float> src, Span<byte> dst)
+    {
+        Span<float> scales = stackalloc float[8];
+        for (int b = 0; b < src.Length / 256; b++)
+        {
+            ReadOnlySpan<float> v = src.Slice(b * 256, 256);
+            Span<byte> blk = dst.Slice(b * 136, 136);
+            blk.Clear();
+            float maxScale = 0;
+            for (int s = 0; s < 8; s++)
+            {
+                scales[s] = ScaleFor(v.Slice(s * 32, 32));
+                maxScale = MathF.Max(maxScale, scales[s]);
+            }
+            ushort h = HalfTable.FromFloat(maxScale / 31);
+            BinaryPrimitives.WriteUInt16LittleEndian(blk, h);
+            float d = HalfTable.Values[h];
+            ushort high = 0;
+            for (int s = 0; s < 8; s++)
+            {
+                int ls = d > 0 ? Math.Clamp((int)MathF.Round(scales[s] / d), 0, 31) + 32 : 32;
+                blk[4 + s / 2] |= (byte)((ls & 0xF) << (4 * (s % 2)));
+                high |= (ushort)((ls >> 4) << (2 * s));
+                Encode(v.Slice(s * 32, 32), d * (ls - 32), blk.Slice(8 + s * 16, 16));
+            }
+            BinaryPrimitives.WriteUInt16LittleEndian(blk[2..], high);
+        }
+    }
+}
