@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;
 
@@ -187,11 +188,12 @@ public abstract unsafe class Matrix : IDisposable
     {
         WeightFormat.F32 => new F32Matrix(rows, cols, data, owner),
         WeightFormat.BF16 => new Bf16Matrix(rows, cols, data, owner),
-        WeightFormat.Q8_0 => new Q8_0Matrix(rows, cols, data, owner),
+        WeightFormat.Q8_0 => new BlockQ8Matrix<Q8_0Codes>(format, rows, cols, data, owner),
         WeightFormat.Q4_K => new Q4KMatrix(rows, cols, data, owner),
         WeightFormat.F16 => new F16Matrix(rows, cols, data, owner),
         WeightFormat.Q6_K => new Q6KMatrix(rows, cols, data, owner),
-        WeightFormat.Q4_0 or WeightFormat.Q5_0 => new LegacyQ8Matrix(format, rows, cols, data, owner),
+        WeightFormat.Q4_0 => new BlockQ8Matrix<Q4_0Codes>(format, rows, cols, data, owner),
+        WeightFormat.Q5_0 => new BlockQ8Matrix<Q5_0Codes>(format, rows, cols, data, owner),
         WeightFormat.Q4_1 or WeightFormat.Q5_1 or WeightFormat.Q2_K or WeightFormat.Q3_K or WeightFormat.Q5_K or WeightFormat.IQ4_NL or WeightFormat.IQ4_XS
             => new GgmlRowMatrix(format, rows, cols, data, owner),
         _ => throw new ArgumentOutOfRangeException(nameof(format), format, "FP8 matrices are made with CreateFp8 (they need block scales)"),
@@ -284,25 +286,24 @@ internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposa
     }
 }
 
-/// <summary>Formats whose kernels take activations quantised per 32 (ggml's Q8_0): Q8_0, Q4_0, Q5_0.</summary>
-internal abstract unsafe class Q8BlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
+/// <summary>Q8_0, and Q4_0 and Q5_0 (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's
+/// 1408-wide expert down projections): integer dot products against activations quantised per 32
+/// (<see cref="BlockDots{T}"/>).</summary>
+internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, RowBytesOf(format, cols), data, owner) where T : struct, IBlockCodes
 {
+    private readonly GgmlType _type = format.ToGgml();
+    public override WeightFormat Format => WeightFormats.FromGgml(_type);
+    public override void DequantizeRow(int r, Span<float> dst) => GgmlBlocks.Dequantize(_type, RawRow(r), dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        GgmlBlocks.Quantize(_type, values, new Span<byte>(RowPointer(r), checked((int)RowBytes)));
+
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;
         a.Quantize(x, n, Cols);
         return a;
     }
-}
-
-internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposable? owner)
-    : Q8BlockMatrix(WeightFormat.Q8_0, rows, cols, data, owner)
-{
-    public override WeightFormat Format => WeightFormat.Q8_0;
-    private ReadOnlySpan<BlockQ8_0> Row(int r) => new(RowPointer(r), Cols / 32);
-    public override void DequantizeRow(int r, Span<float> dst) => Q8_0.DequantizeRow(Row(r), dst);
-    public override void SetRow(int r, ReadOnlySpan<float> values) => Q8_0.QuantizeRow(values, new Span<BlockQ8_0>(RowPointer(r), Cols / 32));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -315,14 +316,14 @@ internal sealed unsafe class Q8_0Matrix(int rows, int cols, byte* data, IDisposa
         Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
-            ReadOnlySpan<BlockQ8_0> row = Row(o);
+            ReadOnlySpan<byte> row = RawRow(o);
             for (int t = 0; t < grouped; t += 4)
             {
-                Q8_0.V256x4(row, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks, four);
+                BlockDots<T>.V256x4(ref MemoryMarshal.GetReference(row), blocks, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks, four);
                 for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
             }
             for (int t = grouped; t < n; t++)
-                y[(long)t * rowCount + o - rowStart] = Q8_0.VecDotQ8_0Q8(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
+                y[(long)t * rowCount + o - rowStart] = BlockDots<T>.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
         }
     }
 }
@@ -418,38 +419,6 @@ internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposab
 
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, new Span<Half>(RowPointer(r), Cols));
-}
-
-/// <summary>Q4_0 and Q5_0 (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's 1408-wide
-/// expert down projections): integer dot products against activations quantised per 32, as for Q8_0.</summary>
-internal sealed unsafe class LegacyQ8Matrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
-    : Q8BlockMatrix(format, rows, cols, data, owner)
-{
-    private readonly GgmlType _type = format.ToGgml();
-    public override WeightFormat Format => WeightFormats.FromGgml(_type);
-    public override void DequantizeRow(int r, Span<float> dst) => GgmlBlocks.Dequantize(_type, RawRow(r), dst);
-    public override void SetRow(int r, ReadOnlySpan<float> values) =>
-        GgmlBlocks.Quantize(_type, values, new Span<byte>(RowPointer(r), checked((int)RowBytes)));
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
-    {
-        QuantizedActivations a = act!;
-        int blocks = Cols / 32;
-        int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
-        Span<float> four = stackalloc float[4];
-        for (int o = r0; o < r1; o++)
-        {
-            ReadOnlySpan<byte> row = RawRow(o);
-            for (int t = 0; t < grouped; t += 4)
-            {
-                LegacyQuants.V256x4(_type, row, blocks, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks, four);
-                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
-            }
-            for (int t = grouped; t < n; t++)
-                y[(long)t * rowCount + o - rowStart] = LegacyQuants.VecDotQ8(_type, row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
-        }
-    }
 }
 
 /// <summary>The GGUF block formats read from files without a fused kernel of their own (

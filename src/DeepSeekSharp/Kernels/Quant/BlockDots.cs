@@ -13,6 +13,9 @@ internal interface IBlockCodes
 
     /// <summary>The block's 32 codes as signed bytes, w = d · code.</summary>
     static abstract Vector256<sbyte> Codes(ref byte block);
+
+    /// <summary>Code i of a block, one at a time: the specification <see cref="Codes"/> is tested against.</summary>
+    static abstract int Code(ReadOnlySpan<byte> block, int i);
 }
 
 /// <summary>AVX2 dot products of rows of <typeparamref name="T"/> blocks against activations quantised per 32, one
@@ -22,6 +25,27 @@ internal interface IBlockCodes
 /// eight are added one by one. Specialised per format by the JIT (T is a struct).</summary>
 internal static class BlockDots<T> where T : struct, IBlockCodes
 {
+    /// <summary>Σ w·x for a row of <paramref name="xd"/>.Length blocks, on the fastest path this CPU has.</summary>
+    public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
+        return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd) : Scalar(w, xq, xd);
+    }
+
+    /// <summary>The specification: an exact integer sum per block, scaled by d_w·d_x, summed in block order.</summary>
+    public static float Scalar(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        float sum = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ReadOnlySpan<byte> blk = w.Slice(b * T.Bytes, T.Bytes);
+            int isum = 0;
+            for (int i = 0; i < 32; i++) isum += T.Code(blk, i) * xq[b * 32 + i];
+            sum += HalfTable.Values[BitConverter.ToUInt16(blk)] * xd[b] * isum;
+        }
+        return sum;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float V256(ref byte wb, int n, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {

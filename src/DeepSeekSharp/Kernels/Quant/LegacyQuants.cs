@@ -175,36 +175,17 @@ public static class LegacyQuants
 
     /// <summary>Σ w·x for a Q4_0 or Q5_0 row against activations quantised per 32 (codes and scales), as ggml pairs
     /// these formats with Q8_0 activations.</summary>
-    public static float VecDotQ8(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    public static float VecDotQ8(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type switch
     {
-        if (type is not (GgmlType.Q4_0 or GgmlType.Q5_0)) throw new ArgumentOutOfRangeException(nameof(type), type, "Q4_0 or Q5_0");
-        if (w.Length != xd.Length * GgmlBlocks.TypeSize(type) || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
-        return Avx2.IsSupported ? V256(type, w, xq, xd) : Scalar(type, w, xq, xd);
-    }
+        GgmlType.Q4_0 => BlockDots<Q4_0Codes>.Dot(w, xq, xd),
+        GgmlType.Q5_0 => BlockDots<Q5_0Codes>.Dot(w, xq, xd),
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Q4_0 or Q5_0"),
+    };
 
-    /// <summary>Signed code of weight i of a Q4_0 (q − 8) or Q5_0 (q − 16) block.</summary>
-    private static int Code(GgmlType type, ReadOnlySpan<byte> blk, int i)
-    {
-        if (type == GgmlType.Q4_0) return (i < 16 ? blk[2 + i] & 0xF : blk[2 + i - 16] >> 4) - 8;
-        uint qh = BinaryPrimitives.ReadUInt32LittleEndian(blk[2..]);
-        int low = i < 16 ? blk[6 + i] & 0xF : blk[6 + i - 16] >> 4;
-        return (low | (int)((qh >> i) & 1) << 4) - 16;
-    }
-
-    /// <summary>The specification: an exact integer sum per block, scaled by d_w·d_x, summed in block order.</summary>
-    internal static float Scalar(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
-    {
-        int size = GgmlBlocks.TypeSize(type);
-        float sum = 0;
-        for (int b = 0; b < xd.Length; b++)
-        {
-            ReadOnlySpan<byte> blk = w.Slice(b * size, size);
-            int isum = 0;
-            for (int i = 0; i < 32; i++) isum += Code(type, blk, i) * xq[b * 32 + i];
-            sum += Half(blk, 0) * xd[b] * isum;
-        }
-        return sum;
-    }
+    /// <summary>The specification (see <see cref="BlockDots{T}.Scalar"/>).</summary>
+    internal static float Scalar(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type == GgmlType.Q5_0
+        ? BlockDots<Q5_0Codes>.Scalar(w, xq, xd)
+        : BlockDots<Q4_0Codes>.Scalar(w, xq, xd);
 
     internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type == GgmlType.Q5_0
         ? BlockDots<Q5_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd)
@@ -225,6 +206,8 @@ internal readonly struct Q4_0Codes : IBlockCodes
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Codes(ref byte block) => Q5_0Codes.Nibbles(ref Unsafe.Add(ref block, 2)).AsSByte() - Vector256.Create((sbyte)8);
+
+    public static int Code(ReadOnlySpan<byte> block, int i) => (i < 16 ? block[2 + i] & 0xF : block[2 + i - 16] >> 4) - 8;
 }
 
 /// <summary>Q5_0's codes: nibbles plus the fifth bits from the 32-bit mask (spread to bytes by a shuffle), minus 16.</summary>
@@ -250,5 +233,12 @@ internal readonly struct Q5_0Codes : IBlockCodes
         Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), BitSpread);
         Vector256<byte> q = Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & BitMask, BitMask) & Vector256.Create((byte)0x10));
         return q.AsSByte() - Vector256.Create((sbyte)16);
+    }
+
+    public static int Code(ReadOnlySpan<byte> block, int i)
+    {
+        uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
+        int low = i < 16 ? block[6 + i] & 0xF : block[6 + i - 16] >> 4;
+        return (low | (int)((qh >> i) & 1) << 4) - 16;
     }
 }

@@ -52,19 +52,9 @@ public static class Q8_0
         return Scalar(w, xq, xd);
     }
 
-    /// <summary>The specification: an exact integer sum per block, scaled and summed in block order.</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    internal static float Scalar(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
-    {
-        float sum = 0;
-        for (int b = 0; b < w.Length; b++)
-        {
-            int isum = 0;
-            for (int i = 0; i < 32; i++) isum += w[b].Qs[i] * xq[b * 32 + i];
-            sum += HalfTable.Values[w[b].D] * xd[b] * isum;
-        }
-        return sum;
-    }
+    /// <summary>The specification (see <see cref="BlockDots{T}.Scalar"/>).</summary>
+    internal static float Scalar(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
+        BlockDots<Q8_0Codes>.Scalar(MemoryMarshal.AsBytes(w), xq, xd);
 
     /// <summary>AVX2 path (see <see cref="BlockDots{T}.V256"/>).</summary>
     internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
@@ -82,4 +72,6 @@ internal readonly struct Q8_0Codes : IBlockCodes
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<sbyte> Codes(ref byte block) => Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
+
+    public static int Code(ReadOnlySpan<byte> block, int i) => (sbyte)block[2 + i];
 }
