@@ -143,7 +143,7 @@ public static class Q4K
     }
 
     /// <summary>Σ w·x against activations quantised per 256 (codes, one scale per super-block, Σq per 32).</summary>
-    public static float VecDotQ4KQ8K(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
+    public static float VecDotQ4KQ8K(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
     {
         if (xq.Length != w.Length * 256 || xd.Length != w.Length || blockSum.Length != w.Length * 8)
             ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
@@ -152,7 +152,7 @@ public static class Q4K
 
     /// <summary>The specification: per super-block the exact integer Σ_j sc_j·(Σ q·x) and Σ_j m_j·Σx, then
     /// d·dx·first − dmin·dx·second.</summary>
-    internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
+    internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
     {
         float sum = 0;
         for (int b = 0; b < w.Length; b++)
@@ -172,109 +172,129 @@ public static class Q4K
         return sum;
     }
 
+    /// <summary>AVX2, as ggml's q4_K·q8_K: scales and minimums unpacked in registers, each sub-block's scale
+    /// broadcast by a byte shuffle, u4 × s8 pair sums (maddubs) weighted by the scale (maddwd); the minimums' term
+    /// Σ m_j·Σx_j by one maddwd and kept in its own accumulator. One horizontal sum per row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<int> blockSum)
+    internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
     {
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
-        ref int bs = ref MemoryMarshal.GetReference(blockSum);
-        Vector256<byte> low = Vector256.Create((byte)0x0F);
-        Span<uint> packed = stackalloc uint[4];
+        ref short bs = ref MemoryMarshal.GetReference(blockSum);
         Vector256<float> acc = Vector256<float>.Zero;
-        float correction = 0;
+        Vector128<float> accMin = Vector128<float>.Zero;
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
-            UnpackScales(ref blk, packed);
-            ReadOnlySpan<byte> sc = System.Runtime.InteropServices.MemoryMarshal.AsBytes(packed);
-            Vector256<int> mins = Avx2.ConvertToVector256Int32(Vector128.Create(packed[2], packed[3], 0, 0).AsByte());
-            int msum = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(b * 8)));
+            Vector256<short> lanes = ScalesAndMins(ref blk);
+            Vector256<byte> scales = Avx2.Permute4x64(lanes.AsUInt64(), 0x44).AsByte();
+            Vector128<int> mins = Sse2.MultiplyAddAdjacent(lanes.GetUpper(), Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)));
             ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
             ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
-            Vector256<int> isum = Vector256<int>.Zero;
-            for (int g = 0; g < 4; g++)
-            {
-                Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
-                Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
-                // u4 × s8 pairs fit int16 (≤ 3810); the 6-bit sub-block scale is applied by the widening pair-add.
-                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), Vector256.Create((short)sc[2 * g]));
-                isum += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), Vector256.Create((short)sc[2 * g + 1]));
-            }
+            Vector256<int> isum = Group(ref qs, ref xb, 0, Avx2.Shuffle(scales, Pick0).AsInt16(), Avx2.Shuffle(scales, Pick1).AsInt16())
+                + Group(ref qs, ref xb, 1, Avx2.Shuffle(scales, Pick2).AsInt16(), Avx2.Shuffle(scales, Pick3).AsInt16())
+                + Group(ref qs, ref xb, 2, Avx2.Shuffle(scales, Pick4).AsInt16(), Avx2.Shuffle(scales, Pick5).AsInt16())
+                + Group(ref qs, ref xb, 3, Avx2.Shuffle(scales, Pick6).AsInt16(), Avx2.Shuffle(scales, Pick7).AsInt16());
             float dx = xd[b];
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(HalfTable.Values[blk.D] * dx), acc);
-            correction += HalfTable.Values[blk.DMin] * dx * msum;
+            accMin = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(mins), Vector128.Create(HalfTable.Values[blk.DMin] * dx), accMin);
         }
-        return Vector256.Sum(acc) - correction;
+        return Vector256.Sum(acc) - Vector128.Sum(accMin);
     }
 
-    /// <summary>The eight 6-bit scales (bytes 0..7 of <paramref name="packed"/>) and minimums (bytes 8..15) of a block,
-    /// unpacked with whole-word masks as ggml does.</summary>
+    /// <summary>Σ over group g's 64 weights of sc·q·x for its two sub-blocks, as eight int32 partial sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UnpackScales(ref BlockQ4K blk, Span<uint> packed)
+    private static Vector256<int> Group(ref byte qs, ref sbyte xb, int g, Vector256<short> s0, Vector256<short> s1)
+    {
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
+        Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
+        // u4 × s8 pairs fit int16 (≤ 3810); the 6-bit sub-block scale is applied by the widening pair-add.
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), s0)
+             + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), s1);
+    }
+
+    /// <summary>The eight 6-bit scales (int16 lanes 0..7) and minimums (lanes 8..15) of a block, unpacked with
+    /// whole-word masks as ggml does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScalesAndMins(ref BlockQ4K blk)
     {
         ref byte scb = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
         uint u0 = Unsafe.ReadUnaligned<uint>(ref scb), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 8));
-        packed[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
-        packed[2] = u1 & 0x3f3f3f3f;
-        packed[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
-        packed[0] = u0 & 0x3f3f3f3f;
+        Vector128<uint> packed = Vector128.Create(u0 & 0x3f3f3f3f, (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4),
+            u1 & 0x3f3f3f3f, ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4));
+        return Avx2.ConvertToVector256Int16(packed.AsByte());
+    }
+
+    private static readonly Vector256<byte> Pick0 = PickLane(0), Pick1 = PickLane(1), Pick2 = PickLane(2), Pick3 = PickLane(3),
+        Pick4 = PickLane(4), Pick5 = PickLane(5), Pick6 = PickLane(6), Pick7 = PickLane(7);
+
+    /// <summary>A byte shuffle broadcasting int16 lane j of each 128-bit half to the whole half.</summary>
+    private static Vector256<byte> PickLane(int j)
+    {
+        var b = new byte[32];
+        for (int i = 0; i < 32; i++) b[i] = (byte)(2 * j + i % 2);
+        return Vector256.Create(b);
     }
 
     /// <summary>Four tokens against one weight row: each super-block's scales, minimums and nibbles are unpacked once
     /// for all four; every token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void V256x4(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
-        ReadOnlySpan<int> blockSum, int sumStride, Span<float> result)
+        ReadOnlySpan<short> blockSum, int sumStride, Span<float> result)
     {
         ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
         ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
-        ref int bs = ref MemoryMarshal.GetReference(blockSum);
-        Vector256<byte> low = Vector256.Create((byte)0x0F);
-        Span<uint> packed = stackalloc uint[4];
+        ref short bs = ref MemoryMarshal.GetReference(blockSum);
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
-        float c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+        Vector128<float> m0 = Vector128<float>.Zero, m1 = m0, m2 = m0, m3 = m0;
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
-            UnpackScales(ref blk, packed);
-            ReadOnlySpan<byte> sc = MemoryMarshal.AsBytes(packed);
-            Vector256<int> mins = Avx2.ConvertToVector256Int32(Vector128.Create(packed[2], packed[3], 0, 0).AsByte());
-            int m0 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(b * 8)));
-            int m1 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)));
-            int m2 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)));
-            int m3 = Vector256.Sum(mins * Vector256.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)));
+            Vector256<short> lanes = ScalesAndMins(ref blk);
+            Vector256<byte> scales = Avx2.Permute4x64(lanes.AsUInt64(), 0x44).AsByte();
+            Vector128<short> mins = lanes.GetUpper();
             ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
-            Vector256<int> i0 = Vector256<int>.Zero, i1 = i0, i2 = i0, i3 = i0;
             nuint xo = (nuint)(b * 256);
-            for (int g = 0; g < 4; g++)
-            {
-                Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
-                Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
-                Vector256<short> s0 = Vector256.Create((short)sc[2 * g]), s1 = Vector256.Create((short)sc[2 * g + 1]);
-                nuint o0 = xo + (nuint)(g * 64), o1 = o0 + 32;
-                i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x0, o0)), s0);
-                i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x0, o1)), s1);
-                i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x1, o0)), s0);
-                i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x1, o1)), s1);
-                i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x2, o0)), s0);
-                i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x2, o1)), s1);
-                i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x3, o0)), s0);
-                i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x3, o1)), s1);
-            }
+            Vector256<int> i0 = Vector256<int>.Zero, i1 = i0, i2 = i0, i3 = i0;
+            Vector256<short> s0 = Avx2.Shuffle(scales, Pick0).AsInt16(), s1 = Avx2.Shuffle(scales, Pick1).AsInt16();
+            Quad(ref qs, 0, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
+            s0 = Avx2.Shuffle(scales, Pick2).AsInt16(); s1 = Avx2.Shuffle(scales, Pick3).AsInt16();
+            Quad(ref qs, 1, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
+            s0 = Avx2.Shuffle(scales, Pick4).AsInt16(); s1 = Avx2.Shuffle(scales, Pick5).AsInt16();
+            Quad(ref qs, 2, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
+            s0 = Avx2.Shuffle(scales, Pick6).AsInt16(); s1 = Avx2.Shuffle(scales, Pick7).AsInt16();
+            Quad(ref qs, 3, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
             float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
             float dx0 = xd[b], dx1 = xd[dStride + b], dx2 = xd[2 * dStride + b], dx3 = xd[3 * dStride + b];
             a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), Vector256.Create(d * dx0), a0);
             a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), Vector256.Create(d * dx1), a1);
             a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), Vector256.Create(d * dx2), a2);
             a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), Vector256.Create(d * dx3), a3);
-            c0 += dmin * dx0 * m0;
-            c1 += dmin * dx1 * m1;
-            c2 += dmin * dx2 * m2;
-            c3 += dmin * dx3 * m3;
+            m0 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)))), Vector128.Create(dmin * dx0), m0);
+            m1 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)))), Vector128.Create(dmin * dx1), m1);
+            m2 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)))), Vector128.Create(dmin * dx2), m2);
+            m3 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)))), Vector128.Create(dmin * dx3), m3);
         }
-        result[0] = Vector256.Sum(a0) - c0;
-        result[1] = Vector256.Sum(a1) - c1;
-        result[2] = Vector256.Sum(a2) - c2;
-        result[3] = Vector256.Sum(a3) - c3;
+        result[0] = Vector256.Sum(a0) - Vector128.Sum(m0);
+        result[1] = Vector256.Sum(a1) - Vector128.Sum(m1);
+        result[2] = Vector256.Sum(a2) - Vector128.Sum(m2);
+        result[3] = Vector256.Sum(a3) - Vector128.Sum(m3);
+    }
+
+    /// <summary>Group g (64 weights) for four tokens: nibbles unpacked once; adds into each token's integer sums in the
+    /// order <see cref="Group"/> does.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad(ref byte qs, int g, nuint xo, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3,
+        Vector256<short> s0, Vector256<short> s1, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
+    {
+        Vector256<byte> low = Vector256.Create((byte)0x0F);
+        Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
+        Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
+        nuint o0 = xo + (nuint)(g * 64), o1 = o0 + 32;
+        i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x0, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x0, o1)), s1);
+        i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x1, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x1, o1)), s1);
+        i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x2, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x2, o1)), s1);
+        i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x3, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x3, o1)), s1);
     }
 }
 

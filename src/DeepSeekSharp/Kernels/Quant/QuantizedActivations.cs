@@ -12,7 +12,7 @@ public sealed class QuantizedActivations
 
     public sbyte[] Q = [];      // [rows, cols]
     public float[] D = [];      // [rows, cols / 32]    (per-32 mode) or [rows, cols / 256] (per-256 mode)
-    public int[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (per-256 mode, for block minimums)
+    public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (per-256 mode, for block minimums; |Σ| ≤ 4064)
     public int Cols { get; private set; }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
@@ -30,12 +30,12 @@ public sealed class QuantizedActivations
         if (cols % 256 != 0) throw new ArgumentException($"cols ({cols}) must be a multiple of 256", nameof(cols));
         Quantize(x, rows, cols, 256);
         int sub = rows * cols / Block;
-        if (BlockSum.Length < sub) BlockSum = new int[sub];
+        if (BlockSum.Length < sub) BlockSum = new short[sub];
         for (int b = 0; b < sub; b++)
         {
             int sum = 0;
             foreach (sbyte q in Q.AsSpan(b * Block, Block)) sum += q;
-            BlockSum[b] = sum;
+            BlockSum[b] = (short)sum;
         }
     }
 

@@ -103,7 +103,7 @@ public class QuantKernelTests
         act.QuantizeK(x, 1, n);
         Span<sbyte> q = act.Q.AsSpan(0, n);
         Span<float> d = act.D.AsSpan(0, superBlocks);
-        Span<int> s = act.BlockSum.AsSpan(0, superBlocks * 8);
+        Span<short> s = act.BlockSum.AsSpan(0, superBlocks * 8);
         float spec = Q4K.Scalar(wb, q, d, s);
         if (Avx2.IsSupported) Assert.Equal(spec, Q4K.V256(wb, q, d, s), 1e-4 * superBlocks);
         var wd = new float[n];
