@@ -64,7 +64,7 @@ public sealed class DeepSeekModel : IDisposable
         GgufCheckpoint gguf = GgufCheckpoint.Open(path);
         try
         {
-            ModelConfig config = Deepseek2Gguf.ReadConfig(gguf.Main, gguf.Tensors);
+            ModelConfig config = Deepseek2Gguf.ReadConfig(gguf);
             ModelWeights weights = new WeightLoader(config, new GgufTensorSource(gguf, config), options).Load();
             if (options.MemoryMap) return new DeepSeekModel(path, config, weights, gguf);
             gguf.Dispose();

@@ -95,7 +95,7 @@ public sealed record ModelSummary
                 string key = Kernels.Quant.GgmlBlocks.Name(t.Type);
                 types[key] = types.GetValueOrDefault(key) + 1;
             }
-            return FromConfig(Formats.Gguf.Deepseek2Gguf.ReadConfig(gguf.Main, gguf.Tensors), types);
+            return FromConfig(Formats.Gguf.Deepseek2Gguf.ReadConfig(gguf), types);
         }
         ModelConfig c = Formats.HfConfig.Load(directory);
         if (!SafeTensorsCheckpoint.Exists(directory)) return FromConfig(c);

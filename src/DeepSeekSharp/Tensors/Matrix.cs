@@ -69,13 +69,6 @@ public abstract unsafe class Matrix : IDisposable
         return new Span<byte>(RowPointer(r0), checked((int)(RowBytes * count)));
     }
 
-    /// <summary>Copies row r's stored bytes in (a file already in this format).</summary>
-    public void SetRawRow(int r, ReadOnlySpan<byte> raw)
-    {
-        if (raw.Length != RowBytes) ThrowHelper.LengthMismatch(nameof(raw), RowBytes, raw.Length);
-        raw.CopyTo(new Span<byte>(RowPointer(r), checked((int)RowBytes)));
-    }
-
     /// <summary>Writes row r as float32.</summary>
     public abstract void DequantizeRow(int r, Span<float> dst);
 

@@ -16,12 +16,10 @@ public static class Deepseek2Gguf
 {
     public const uint GatingSoftmax = 1, GatingSigmoid = 2;
 
-    public static ModelConfig ReadConfig(GgufFile f) => ReadConfig(f, f.Tensors);
-
-    /// <param name="f">the file with the metadata</param>
-    /// <param name="tensors">every tensor of the model (all parts of a split file)</param>
-    public static ModelConfig ReadConfig(GgufFile f, IReadOnlyDictionary<string, GgufTensorInfo> tensors)
+    public static ModelConfig ReadConfig(GgufCheckpoint model)
     {
+        GgufFile f = model.Main;
+        IReadOnlyDictionary<string, GgufTensorInfo> tensors = model.Tensors;
         string arch = f.String(K.Architecture) ?? throw Missing(f, K.Architecture);
         if (arch != G.Arch)
             throw new NotSupportedException($"{f.FileName}: architecture '{arch}' is not supported; supported: {G.Arch} (DeepSeek-V2/V3/R1)");

@@ -84,13 +84,13 @@ public static class GgufConverter
     private static void Requantize(string source, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress)
     {
         using GgufCheckpoint ck = GgufCheckpoint.Open(source);
-        Deepseek2Gguf.ReadConfig(ck.Main, ck.Tensors); // a deepseek2 model, or a clear error
+        Deepseek2Gguf.ReadConfig(ck); // a deepseek2 model, or a clear error
         if (Path.GetFullPath(source) == Path.GetFullPath(outFile))
             throw new ArgumentException($"--out must differ from the source file '{source}'");
         var meta = ck.Main.Metadata.Where(kv => !kv.Key.StartsWith("split.", StringComparison.Ordinal) && kv.Key != K.FileType && kv.Key != GgufFile.AlignmentKey)
             .Append(new(K.FileType, GgufValue.U32(FileType(type)))).ToList();
-        var plan = ck.Main.TensorList.Concat(ck.Files.Skip(1).SelectMany(f => f.TensorList)).Select(t => new Planned(t.Name,
-            TypeFor(type, t.Name, t.Dims[0], t.Dims.Count(d => d > 1) <= 1 ? 1 : t.Dims.Length), t.Dims, emit =>
+        var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name,
+            TypeFor(type, t.Name, t.Dims[0], t.Dims.Length), t.Dims, emit =>
             {
                 GgufFile f = ck.FileOf(t);
                 int cols = (int)t.Dims[0];

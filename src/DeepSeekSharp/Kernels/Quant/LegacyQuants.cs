@@ -173,15 +173,6 @@ public static class LegacyQuants
         }
     }
 
-    /// <summary>Σ w·x for a Q4_0 or Q5_0 row against activations quantised per 32 (codes and scales), as ggml pairs
-    /// these formats with Q8_0 activations.</summary>
-    public static float VecDotQ8(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type switch
-    {
-        GgmlType.Q4_0 => BlockDots<Q4_0Codes>.Dot(w, xq, xd),
-        GgmlType.Q5_0 => BlockDots<Q5_0Codes>.Dot(w, xq, xd),
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "Q4_0 or Q5_0"),
-    };
-
     /// <summary>The specification (see <see cref="BlockDots{T}.Scalar"/>).</summary>
     internal static float Scalar(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type == GgmlType.Q5_0
         ? BlockDots<Q5_0Codes>.Scalar(w, xq, xd)
