@@ -30,7 +30,7 @@ internal static class MatMulBench
             if (!Matrix.Supports(f, cols) || only is not null && !string.Equals(only, f.ToString(), StringComparison.OrdinalIgnoreCase)) continue;
             float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
             using Matrix m = Matrix.FromValues(rows, cols, w, f);
-            foreach (int n in new[] { 1, 4, 48, 512 })
+            foreach (int n in new[] { 1, 4, 8, 16, 48, 512 })
             {
                 float[] x = Enumerable.Range(0, n * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
                 var y = new float[n * rows];

@@ -96,6 +96,8 @@ public abstract unsafe class Matrix : IDisposable
             else
             {
                 int chunkRows = Math.Max(4, (rowCount + threads * 16 - 1) / (threads * 16));
+                int unit = RowUnit(n);
+                chunkRows = (chunkRows + unit - 1) / unit * unit;
                 job.ChunkRows = chunkRows;
                 WorkerPool.Shared.Run(job, (rowCount + chunkRows - 1) / chunkRows);
             }
@@ -106,6 +108,9 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>Prepares the activations for <see cref="DotRows"/> on the calling thread: integer formats quantise
     /// them to 8 bits per block of 32 (into that thread's scratch); float formats use them as they are.</summary>
     private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n) => null;
+
+    /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>
+    private protected virtual int RowUnit(int n) => 1;
 
     /// <summary>y[t, o − rowStart] for o in [r0, r1): the per-format inner kernel (one thread).</summary>
     private protected abstract void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount);
@@ -291,10 +296,19 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         GgmlBlocks.Quantize(_type, values, new Span<byte>(RowPointer(r), checked((int)RowBytes)));
 
+    /// <summary>From this many tokens on, rows are unpacked into panels shared by all tokens (<see cref="BlockGemm{T}"/>);
+    /// fewer run the row kernels. Both give the same bits for a token.</summary>
+    internal const int GemmMinTokens = 8;
+
+    private static bool UseGemm(int n) => n >= GemmMinTokens && BlockGemm<T>.IsSupported;
+
+    private protected override int RowUnit(int n) => UseGemm(n) ? BlockGemm<T>.PanelRows : 1;
+
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;
         a.Quantize(x, n, Cols);
+        if (UseGemm(n)) a.Widen(n, BlockGemm<T>.TokenPadding);
         return a;
     }
 
@@ -303,8 +317,20 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
     {
         QuantizedActivations a = act!;
         int blocks = Cols / 32;
-        // Four tokens at a time share each weight row's loads (prefill, batched decode); every token gets the
-        // same arithmetic as alone, so results do not depend on the batch.
+        if (UseGemm(n))
+        {
+            Span<short> panel = GemmScratch.Panel(blocks);
+            Span<float> scales = GemmScratch.Scales(blocks), partials = GemmScratch.Partials;
+            for (int p = r0; p < r1; p += BlockGemm<T>.PanelRows)
+            {
+                int rows = Math.Min(BlockGemm<T>.PanelRows, r1 - p);
+                BlockGemm<T>.Pack(ref *RowPointer(p), RowBytes, rows, blocks, panel, scales);
+                BlockGemm<T>.Multiply(panel, scales, blocks, rows, a.Q16, a.D, n, partials, y + (p - rowStart), rowCount);
+            }
+            return;
+        }
+        // Four tokens at a time share each weight row's loads (batched decode); every token gets the same
+        // arithmetic as alone, so results do not depend on the batch.
         int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
         Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)

@@ -58,7 +58,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             Vector256<float> ws = Scales8(ref wb, b);
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
         }
-        float sum = Vector256.Sum(acc);
+        float sum = Reduce8(acc);
         for (; b < n; b++)
             sum += HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))] * Unsafe.Add(ref xs, b)
                    * Vector256.Sum(BlockDot(ref wb, ref xb, b));
@@ -85,7 +85,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), ws * Vector256.LoadUnsafe(ref s2, (nuint)b), a2);
             a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), ws * Vector256.LoadUnsafe(ref s3, (nuint)b), a3);
         }
-        float r0 = Vector256.Sum(a0), r1 = Vector256.Sum(a1), r2 = Vector256.Sum(a2), r3 = Vector256.Sum(a3);
+        float r0 = Reduce8(a0), r1 = Reduce8(a1), r2 = Reduce8(a2), r3 = Reduce8(a3);
         for (; b < n; b++)
         {
             float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))];
@@ -95,6 +95,15 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             r3 += d * Unsafe.Add(ref s3, b) * Vector256.Sum(BlockDot(ref wb, ref x3, b));
         }
         result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
+    }
+
+    /// <summary>The eight lanes added in a fixed order, ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), which
+    /// <see cref="BlockGemm{T}"/> repeats across rows (Vector256.Sum's order is not specified).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Reduce8(Vector256<float> v)
+    {
+        Vector128<float> h = v.GetLower() + v.GetUpper();
+        return (h.GetElement(0) + h.GetElement(2)) + (h.GetElement(1) + h.GetElement(3));
     }
 
     private static readonly Vector256<short> Ones16 = Vector256.Create((short)1);

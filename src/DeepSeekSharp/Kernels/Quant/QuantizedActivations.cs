@@ -13,7 +13,25 @@ public sealed class QuantizedActivations
     public sbyte[] Q = [];      // [rows, cols]
     public float[] D = [];      // [rows, cols / 32]    (per-32 mode) or [rows, cols / 256] (per-256 mode)
     public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (per-256 mode, for block minimums; |Σ| ≤ 4064)
+    public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
     public int Cols { get; private set; }
+
+    /// <summary>Fills <see cref="Q16"/> with the first <paramref name="rows"/> rows of <see cref="Q"/> (per-32 mode) as
+    /// int16, followed by <paramref name="padRows"/> rows of zero codes and scales for kernels that run whole passes.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public void Widen(int rows, int padRows)
+    {
+        int count = rows * Cols, blocks = rows * Cols / Block, padBlocks = padRows * Cols / Block;
+        if (Q16.Length < count + padRows * Cols) Q16 = new short[count + padRows * Cols];
+        if (D.Length < blocks + padBlocks) Array.Resize(ref D, blocks + padBlocks);
+        Q16.AsSpan(count, padRows * Cols).Clear();
+        D.AsSpan(blocks, padBlocks).Clear();
+        int i = 0;
+        if (Avx512BW.IsSupported)
+            for (; i + 32 <= count; i += 32)
+                Avx512BW.ConvertToVector512Int16(Vector256.Create(Q.AsSpan(i, 32))).CopyTo(Q16.AsSpan(i, 32));
+        for (; i < count; i++) Q16[i] = Q[i];
+    }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Quantize(ReadOnlySpan<float> x, int rows, int cols)

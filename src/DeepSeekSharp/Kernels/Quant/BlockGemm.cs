@@ -1,0 +1,183 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>Many tokens against a matrix of <typeparamref name="T"/> blocks (prefill, large batches) with AVX-512.
+/// Sixteen weight rows are unpacked once into a panel of int16 codes laid out so that one 512-bit vector holds the
+/// same two columns of all sixteen rows; each token's column pair is broadcast and multiplied by vpmaddwd, so a
+/// vector lane accumulates one row's exact int32 block sum with no horizontal reduction. The unpacking (widen,
+/// 16×16 transpose) is paid once per panel and shared by every token.
+/// <para>The float arithmetic per row and token is exactly <see cref="BlockDots{T}.V256"/>'s: block b's sum is
+/// scaled by d_w·d_x and fused into partial sum b mod 8 for the whole eights of blocks, the eight partials are added
+/// in <see cref="BlockDots{T}.Reduce8"/>'s order, and the last blocks are added one at a time. So a token's result
+/// does not depend on how many tokens are computed with it (tested bit for bit).</para></summary>
+internal static class BlockGemm<T> where T : struct, IBlockCodes
+{
+    public const int PanelRows = 16;
+    private const int TokensPerPass = 4;
+
+    public static bool IsSupported => Avx512BW.IsSupported;
+
+    /// <summary>Unpacks rows [0, <paramref name="rows"/>) (at most 16, <paramref name="rowBytes"/> apart) into
+    /// <paramref name="panel"/> [blocks, 16 column pairs, 16 rows, 2] and their scales into
+    /// <paramref name="scales"/> [blocks, 16 rows]; missing rows are zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pack(ref byte w, long rowBytes, int rows, int blocks, Span<short> panel, Span<float> scales)
+    {
+        if (panel.Length < blocks * 512 || scales.Length < blocks * 16 || (uint)rows > PanelRows) ThrowHelper.TooShort(nameof(panel), blocks * 512, panel.Length);
+        float[] half = HalfTable.Values;
+        Span<Vector512<int>> u = stackalloc Vector512<int>[16];
+        ref short p = ref MemoryMarshal.GetReference(panel);
+        for (int b = 0; b < blocks; b++)
+        {
+            // Rows in groups of four: two unpack rounds leave u[4e + q] = column pair 4L + e of rows 4q..4q+3 in
+            // 128-bit lane L.
+            for (int q = 0; q < 4; q++)
+            {
+                Vector512<int> r0 = Row(ref w, rowBytes, rows, 4 * q, b), r1 = Row(ref w, rowBytes, rows, 4 * q + 1, b);
+                Vector512<int> r2 = Row(ref w, rowBytes, rows, 4 * q + 2, b), r3 = Row(ref w, rowBytes, rows, 4 * q + 3, b);
+                Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
+                Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
+                u[q] = Avx512F.UnpackLow(t0, t2).AsInt32();
+                u[4 + q] = Avx512F.UnpackHigh(t0, t2).AsInt32();
+                u[8 + q] = Avx512F.UnpackLow(t1, t3).AsInt32();
+                u[12 + q] = Avx512F.UnpackHigh(t1, t3).AsInt32();
+            }
+            // Then a 4×4 transpose of 128-bit lanes gives column pair g = 4L + e of all sixteen rows.
+            ref short pb = ref Unsafe.Add(ref p, b * 512);
+            for (int e = 0; e < 4; e++)
+            {
+                Vector512<int> a = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0x44), c = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0x44);
+                Vector512<int> bb = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0xEE), d = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0xEE);
+                Avx512F.Shuffle4x128(a, c, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)(e * 32));
+                Avx512F.Shuffle4x128(a, c, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((4 + e) * 32));
+                Avx512F.Shuffle4x128(bb, d, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)((8 + e) * 32));
+                Avx512F.Shuffle4x128(bb, d, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((12 + e) * 32));
+            }
+            for (int j = 0; j < PanelRows; j++)
+                scales[b * 16 + j] = j < rows ? half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * T.Bytes)))] : 0f;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Row(ref byte w, long rowBytes, int rows, int j, int b) =>
+        j < rows ? Avx512BW.ConvertToVector512Int16(T.Codes(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * T.Bytes)))).AsInt32() : Vector512<int>.Zero;
+
+    /// <summary>y[t · yStride + j] = row j · token t for the panel's first <paramref name="rows"/> rows and tokens
+    /// [0, n): <paramref name="x16"/> [n, blocks · 32] codes widened to int16 and <paramref name="xd"/> [n, blocks]
+    /// scales, each readable (any values) up to <see cref="TokenPadding"/> tokens past n; <paramref name="partials"/>
+    /// is scratch of at least <see cref="PartialsLength"/> floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Multiply(ReadOnlySpan<short> panel, ReadOnlySpan<float> scales, int blocks, int rows,
+        ReadOnlySpan<short> x16, ReadOnlySpan<float> xd, int n, Span<float> partials, float* y, long yStride)
+    {
+        int cols = blocks * 32, padded = (n + TokenPadding) / TokensPerPass * TokensPerPass;
+        if (panel.Length < blocks * 512 || scales.Length < blocks * 16 || x16.Length < padded * cols || xd.Length < padded * blocks || partials.Length < PartialsLength)
+            ThrowHelper.TooShort(nameof(x16), padded * cols, x16.Length);
+        int whole = blocks / 8 * 8;
+        nint stride = cols * sizeof(short);
+        Span<float> lane = stackalloc float[PanelRows];
+        fixed (short* pw = panel, xq = x16)
+        fixed (float* ps = scales, part = partials, xs = xd)
+        {
+            for (int t0 = 0; t0 < n; t0 += TokensPerPass)
+            {
+                // A short last pass runs on the padding tokens and stores only the real ones.
+                byte* x = (byte*)(xq + (long)t0 * cols);
+                float* d0 = xs + (long)t0 * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks;
+                new Span<float>(part, PartialsLength).Clear();
+                int b = 0;
+                for (; b < whole; b++)
+                {
+                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2, out Vector512<int> s3);
+                    Vector512<float> ws = Vector512.Load(ps + b * 16);
+                    float* p = part + (b & 7) * 16;
+                    Fold(p, s0, ws * d0[b]);
+                    Fold(p + 128, s1, ws * d1[b]);
+                    Fold(p + 256, s2, ws * d2[b]);
+                    Fold(p + 384, s3, ws * d3[b]);
+                }
+                Vector512<float> r0 = Reduce(part), r1 = Reduce(part + 128), r2 = Reduce(part + 256), r3 = Reduce(part + 384);
+                for (; b < blocks; b++)
+                {
+                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2, out Vector512<int> s3);
+                    Vector512<float> ws = Vector512.Load(ps + b * 16);
+                    r0 += ws * d0[b] * Vector512.ConvertToSingle(s0);
+                    r1 += ws * d1[b] * Vector512.ConvertToSingle(s1);
+                    r2 += ws * d2[b] * Vector512.ConvertToSingle(s2);
+                    r3 += ws * d3[b] * Vector512.ConvertToSingle(s3);
+                }
+                Store(r0, y + t0 * yStride, rows, lane);
+                if (t0 + 1 < n) Store(r1, y + (t0 + 1) * yStride, rows, lane);
+                if (t0 + 2 < n) Store(r2, y + (t0 + 2) * yStride, rows, lane);
+                if (t0 + 3 < n) Store(r3, y + (t0 + 3) * yStride, rows, lane);
+            }
+        }
+    }
+
+    /// <summary>Tokens past n that <see cref="Multiply"/> may read (its last pass of four runs whole).</summary>
+    public const int TokenPadding = TokensPerPass - 1;
+
+    public const int PartialsLength = TokensPerPass * 8 * PanelRows;
+
+    /// <summary>Exact int32 sums of one block for the sixteen rows of <paramref name="w"/> and four tokens
+    /// <paramref name="stride"/> bytes apart from <paramref name="x"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Sums(short* w, byte* x, nint stride,
+        out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2, out Vector512<int> s3)
+    {
+        s0 = s1 = s2 = s3 = Vector512<int>.Zero;
+        byte* x1 = x + stride;
+        for (int g = 0; g < 16; g++, w += 32, x += 4, x1 += 4)
+        {
+            Vector512<short> wv = Vector512.Load(w);
+            s0 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x).AsInt16());
+            s1 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x1).AsInt16());
+            s2 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 2 * stride)).AsInt16());
+            s3 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 2 * stride)).AsInt16());
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Fold(float* p, Vector512<int> s, Vector512<float> scale) =>
+        Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s), scale, Vector512.Load(p)).Store(p);
+
+    /// <summary>The eight partials of one token added in <see cref="BlockDots{T}.Reduce8"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector512<float> Reduce(float* p)
+    {
+        Vector512<float> h0 = Vector512.Load(p) + Vector512.Load(p + 64), h1 = Vector512.Load(p + 16) + Vector512.Load(p + 80);
+        Vector512<float> h2 = Vector512.Load(p + 32) + Vector512.Load(p + 96), h3 = Vector512.Load(p + 48) + Vector512.Load(p + 112);
+        return (h0 + h2) + (h1 + h3);
+    }
+
+    private static unsafe void Store(Vector512<float> r, float* y, int rows, Span<float> lane)
+    {
+        if (rows == PanelRows) r.Store(y);
+        else
+        {
+            r.CopyTo(lane);
+            lane[..rows].CopyTo(new Span<float>(y, rows));
+        }
+    }
+}
+
+/// <summary>Per-thread panel scratch for <see cref="BlockGemm{T}"/>, grown and then reused.</summary>
+internal static class GemmScratch
+{
+    [ThreadStatic] private static short[]? _panel;
+    [ThreadStatic] private static float[]? _scales, _partials;
+
+    public static Span<short> Panel(int blocks) => Grow(ref _panel, blocks * 512);
+    public static Span<float> Scales(int blocks) => Grow(ref _scales, blocks * 16);
+    public static Span<float> Partials => Grow(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
+
+    private static Span<TElem> Grow<TElem>(ref TElem[]? a, int n)
+    {
+        if (a is null || a.Length < n) a = new TElem[n];
+        return a.AsSpan(0, n);
+    }
+}
