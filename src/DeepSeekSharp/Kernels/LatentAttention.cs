@@ -1,4 +1,7 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace DeepSeekSharp.Kernels;
 
@@ -54,5 +57,139 @@ public static class LatentAttention
         output.Clear();
         for (int s = 0; s < count; s++)
             Axpy.Compute(kv.Slice(s * kvStride + kvOffset + n, v), p[s], output);
+    }
+
+    /// <summary>Whether <see cref="ExpandedQueries"/> has a vector path here (else callers use <see cref="Expanded"/>
+    /// per query).</summary>
+    public static bool HasBlockedPath => Vector512.IsHardwareAccelerated;
+
+    /// <summary>Expanded MLA for one head and <paramref name="n"/> consecutive queries at positions pos0.. (query t
+    /// sees positions 0..pos0 + t), as <see cref="Expanded"/> computes each but as small matrix products: keys are
+    /// copied transposed in tiles of 32 positions, scores of four queries × 32 positions accumulate in registers
+    /// over the key dimensions, and the values are weighted for two queries per pass over them.</summary>
+    /// <param name="q">query t at t · qStride: [q_nope (N) | q_pe (R)]</param>
+    /// <param name="kv">decompressed rows; row s of this head starts at s·kvStride + kvOffset: [k_nope (N) | v (V)]</param>
+    /// <param name="cache">[pos0 + n, cacheStride] cached rows (k_pe is the last R of each)</param>
+    /// <param name="output">query t's [<paramref name="v"/>] result at t · outStride</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void ExpandedQueries(ReadOnlySpan<float> q, int qStride, int n, int pos0, int nope, int rope, int v,
+        ReadOnlySpan<float> kv, int kvStride, int kvOffset, ReadOnlySpan<float> cache, int cacheStride, float scale,
+        Span<float> output, int outStride)
+    {
+        if (!HasBlockedPath) throw new PlatformNotSupportedException("ExpandedQueries needs 512-bit vectors");
+        int span = pos0 + n, dims = nope + rope;
+        if (n <= 0) return;
+        if (q.Length < (long)(n - 1) * qStride + dims) ThrowHelper.TooShort(nameof(q), (long)(n - 1) * qStride + dims, q.Length);
+        if (kv.Length < (long)(span - 1) * kvStride + kvOffset + nope + v) ThrowHelper.TooShort(nameof(kv), (long)(span - 1) * kvStride + kvOffset + nope + v, kv.Length);
+        if (cache.Length < (long)span * cacheStride) ThrowHelper.TooShort(nameof(cache), (long)span * cacheStride, cache.Length);
+        if (output.Length < (long)(n - 1) * outStride + v) ThrowHelper.TooShort(nameof(output), (long)(n - 1) * outStride + v, output.Length);
+
+        int tiles = (span + 31) / 32;
+        Span<float> kt = AttentionScratch.Keys(tiles * dims * 32), p = AttentionScratch.Probabilities(4 * tiles * 32);
+        // Keys transposed: tile b, dimension d, position b·32 + i at (b · dims + d) · 32 + i; positions past the span are 0.
+        for (int b = 0; b < tiles; b++)
+        {
+            Span<float> tile = kt.Slice(b * dims * 32, dims * 32);
+            if (b * 32 + 32 > span) tile.Clear();
+            for (int i = 0; i < 32 && b * 32 + i < span; i++)
+            {
+                int s = b * 32 + i;
+                ReadOnlySpan<float> kn = kv.Slice(s * kvStride + kvOffset, nope), kp = cache.Slice(s * cacheStride + cacheStride - rope, rope);
+                for (int d = 0; d < nope; d++) tile[d * 32 + i] = kn[d];
+                for (int d = 0; d < rope; d++) tile[(nope + d) * 32 + i] = kp[d];
+            }
+        }
+        fixed (float* pq = q, pk = kt, pp = p, pkv = kv, po = output)
+        {
+            for (int t0 = 0; t0 < n; t0 += 4)
+            {
+                int m = Math.Min(4, n - t0), last = pos0 + t0 + m; // positions [0, last) are seen by some query of the four
+                float* q0 = pq + (long)t0 * qStride, q1 = pq + (long)(t0 + Math.Min(1, m - 1)) * qStride;
+                float* q2 = pq + (long)(t0 + Math.Min(2, m - 1)) * qStride, q3 = pq + (long)(t0 + Math.Min(3, m - 1)) * qStride;
+                int stride = tiles * 32;
+                for (int b = 0; b * 32 < last; b++)
+                {
+                    Vector512<float> a0 = Vector512<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
+                    float* k = pk + (long)b * dims * 32;
+                    for (int d = 0; d < dims; d++, k += 32)
+                    {
+                        Vector512<float> lo = Vector512.Load(k), hi = Vector512.Load(k + 16);
+                        Vector512<float> x = Vector512.Create(q0[d]);
+                        a0 = Vector512.FusedMultiplyAdd(x, lo, a0); b0 = Vector512.FusedMultiplyAdd(x, hi, b0);
+                        x = Vector512.Create(q1[d]);
+                        a1 = Vector512.FusedMultiplyAdd(x, lo, a1); b1 = Vector512.FusedMultiplyAdd(x, hi, b1);
+                        x = Vector512.Create(q2[d]);
+                        a2 = Vector512.FusedMultiplyAdd(x, lo, a2); b2 = Vector512.FusedMultiplyAdd(x, hi, b2);
+                        x = Vector512.Create(q3[d]);
+                        a3 = Vector512.FusedMultiplyAdd(x, lo, a3); b3 = Vector512.FusedMultiplyAdd(x, hi, b3);
+                    }
+                    float* o = pp + b * 32;
+                    (a0 * scale).Store(o); (b0 * scale).Store(o + 16);
+                    (a1 * scale).Store(o + stride); (b1 * scale).Store(o + stride + 16);
+                    (a2 * scale).Store(o + 2 * stride); (b2 * scale).Store(o + 2 * stride + 16);
+                    (a3 * scale).Store(o + 3 * stride); (b3 * scale).Store(o + 3 * stride + 16);
+                }
+                for (int i = 0; i < m; i++) Softmax.InPlace(p.Slice(i * stride, pos0 + t0 + i + 1));
+                for (int i = 0; i < m; i += 2)
+                {
+                    // Two queries share each value row; the second sees one position more.
+                    int c0 = pos0 + t0 + i + 1, c1 = i + 1 < m ? c0 + 1 : 0;
+                    float* o0 = po + (long)(t0 + i) * outStride, o1 = i + 1 < m ? o0 + outStride : o0;
+                    float* w0 = pp + i * stride, w1 = w0 + stride;
+                    new Span<float>(o0, v).Clear();
+                    if (i + 1 < m) new Span<float>(o1, v).Clear();
+                    for (int s = 0; s < Math.Max(c0, c1); s++)
+                    {
+                        float* vr = pkv + (long)s * kvStride + kvOffset + nope;
+                        float p0 = s < c0 ? w0[s] : 0f;
+                        if (s < c1) WeightedPair(vr, p0, w1[s], o0, o1, v);
+                        else Weighted(vr, p0, o0, v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>o0 += p0 · v; o1 += p1 · v (one load of each value serves both).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void WeightedPair(float* v, float p0, float p1, float* o0, float* o1, int len)
+    {
+        Vector512<float> x0 = Vector512.Create(p0), x1 = Vector512.Create(p1);
+        int j = 0;
+        for (; j + 16 <= len; j += 16)
+        {
+            Vector512<float> vv = Vector512.Load(v + j);
+            Vector512.FusedMultiplyAdd(vv, x0, Vector512.Load(o0 + j)).Store(o0 + j);
+            Vector512.FusedMultiplyAdd(vv, x1, Vector512.Load(o1 + j)).Store(o1 + j);
+        }
+        for (; j < len; j++)
+        {
+            o0[j] = MathF.FusedMultiplyAdd(v[j], p0, o0[j]);
+            o1[j] = MathF.FusedMultiplyAdd(v[j], p1, o1[j]);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Weighted(float* v, float p0, float* o0, int len)
+    {
+        Vector512<float> x0 = Vector512.Create(p0);
+        int j = 0;
+        for (; j + 16 <= len; j += 16) Vector512.FusedMultiplyAdd(Vector512.Load(v + j), x0, Vector512.Load(o0 + j)).Store(o0 + j);
+        for (; j < len; j++) o0[j] = MathF.FusedMultiplyAdd(v[j], p0, o0[j]);
+    }
+}
+
+/// <summary>Per-thread scratch of <see cref="LatentAttention.ExpandedQueries"/>, grown and then reused.</summary>
+internal static class AttentionScratch
+{
+    [ThreadStatic] private static float[]? _keys, _probabilities;
+
+    public static Span<float> Keys(int n) => Grow(ref _keys, n);
+    public static Span<float> Probabilities(int n) => Grow(ref _probabilities, n);
+
+    private static Span<float> Grow(ref float[]? a, int n)
+    {
+        if (a is null || a.Length < n) a = new float[n];
+        return a.AsSpan(0, n);
     }
 }

@@ -108,6 +108,13 @@ internal static class Mla
             int width = c.LatentCacheWidth, kvStride = heads * (nope + v), capacity = _s.Scores.Length / heads;
             Span<float> scores = _s.Scores.AsSpan(h * capacity, capacity);
             var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
+            if (!_absorbed && _n > 1 && LatentAttention.HasBlockedPath)
+            {
+                LatentAttention.ExpandedQueries(new ReadOnlySpan<float>(_q + h * qk, (_n - 1) * heads * qk + qk), heads * qk, _n, _pos0,
+                    nope, qk - nope, v, _s.KvExpanded.AsSpan(0, (_pos0 + _n) * kvStride), kvStride, h * (nope + v), cache, width, _scale,
+                    new Span<float>(_attn + h * v, (_n - 1) * heads * v + v), heads * v);
+                return;
+            }
             for (int t = 0; t < _n; t++)
             {
                 int count = _pos0 + t + 1; // causal: positions 0..pos0+t

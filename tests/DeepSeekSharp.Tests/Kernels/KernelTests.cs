@@ -222,4 +222,31 @@ public class KernelTests
         uv.Forward(lat, absorbed, 1);
         for (int i = 0; i < v; i++) Assert.Equal(expanded[i], absorbed[i], 1e-5);
     }
+
+    [Theory]
+    [InlineData(0, 1, 16, 8, 16)]
+    [InlineData(0, 13, 12, 4, 20)]   // dimensions off the vector width, a short last group of queries
+    [InlineData(37, 6, 128, 64, 128)] // V2-Lite's head shape after a cached prefix; the span crosses a 32-position tile
+    [InlineData(5, 40, 16, 8, 33)]
+    public void ExpandedQueries_GiveEveryQueryWhatExpandedGivesIt(int pos0, int n, int nope, int rope, int v)
+    {
+        if (!LatentAttention.HasBlockedPath) return;
+        const int heads = 3, h = 1, width = 40; // cache rows [c_kv (40 - rope) | k_pe]
+        int span = pos0 + n, qk = nope + rope, kvStride = heads * (nope + v), cacheStride = width + rope;
+        var rng = new Random(pos0 * 100 + n);
+        float[] q = Random(rng, n * heads * qk, 2f), kv = Random(rng, span * kvStride), cache = Random(rng, span * cacheStride);
+        var blocked = new float[n * heads * v];
+        LatentAttention.ExpandedQueries(q.AsSpan(h * qk), heads * qk, n, pos0, nope, rope, v, kv, kvStride, h * (nope + v),
+            cache, cacheStride, 0.3f, blocked.AsSpan(h * v), heads * v);
+        for (int t = 0; t < n; t++)
+        {
+            var one = new float[v];
+            int count = pos0 + t + 1;
+            LatentAttention.Expanded(q.AsSpan((t * heads + h) * qk, nope), q.AsSpan((t * heads + h) * qk + nope, rope), kv, kvStride,
+                h * (nope + v), cache, cacheStride, count, 0.3f, new float[count], one);
+            for (int i = 0; i < v; i++) Assert.Equal(one[i], blocked[(t * heads + h) * v + i], 1e-5);
+        }
+        for (int t = 0; t < n; t++) // other heads' outputs are left alone
+            Assert.All(blocked.AsSpan((t * heads) * v, v).ToArray(), x => Assert.Equal(0f, x));
+    }
 }
