@@ -27,10 +27,12 @@ internal sealed class RunState(ModelConfig c, int capacity)
     public float[] RouterScores = new float[Math.Max(c.NRoutedExperts, 1)];
     public float[] RouterChoice = new float[Math.Max(c.NRoutedExperts, 1)];
     public float[] G = [], U = [], H = []; // [n, widest MLP] SwiGLU intermediates
-    public float[] ExpertOut = [];  // [n, dim] one expert's output for the tokens routed to it
-    public float[] GatherX = [];    // [n, dim] the inputs of the tokens routed to one expert
-    public int[] GatherRows = [];   // [n] which tokens those are
-    public float[] GatherWeights = []; // [n] and their routing weights for that expert
+    public float[] ExpertOut = [];  // [n·k, dim] each expert's outputs for the tokens routed to it, expert after expert
+    public float[] GatherX = [];    // [n·k, dim] the inputs of those tokens, in the same slots
+    public int[] GatherRows = [];   // [n·k] which token each slot is
+    public float[] GatherWeights = []; // [n·k] and its routing weight for that slot's expert
+    public int[] ExpertStart = new int[Math.Max(c.NRoutedExperts, 1) + 1]; // first slot of each expert
+    public int[] ExpertOrder = new int[Math.Max(c.NRoutedExperts, 1)];     // experts by descending token count
     public int[] RouteExperts = []; // [n, k] chosen experts per token
     public float[] RouteWeights = []; // [n, k] their weights
 
@@ -40,7 +42,8 @@ internal sealed class RunState(ModelConfig c, int capacity)
         if (n > _batch)
         {
             _batch = n;
-            int d = c.Dim, mlp = Math.Max(Math.Max(c.InterDim, c.MoeInterDim * Math.Max(c.NSharedExperts, 1)), c.MoeInterDim);
+            int d = c.Dim, k = Math.Max(c.NActivatedExperts, 1);
+            int mlp = Math.Max(Math.Max(c.InterDim, c.MoeInterDim * Math.Max(c.NSharedExperts, 1)), c.MoeInterDim * k);
             X = new float[n * d]; Xb = new float[n * d]; Out = new float[n * d]; Hidden = new float[n * d];
             Cat = new float[n * 2 * d];
             Qa = new float[n * c.QLoraRank];
@@ -51,10 +54,10 @@ internal sealed class RunState(ModelConfig c, int capacity)
             AttnOut = new float[n * c.NHeads * c.VHeadDim];
             RouterLogits = new float[n * c.NRoutedExperts];
             G = new float[n * mlp]; U = new float[n * mlp]; H = new float[n * mlp];
-            ExpertOut = new float[n * d];
-            GatherX = new float[n * d];
-            GatherRows = new int[n];
-            GatherWeights = new float[n];
+            ExpertOut = new float[n * k * d];
+            GatherX = new float[n * k * d];
+            GatherRows = new int[n * k];
+            GatherWeights = new float[n * k];
             RouteExperts = new int[n * Math.Max(c.NActivatedExperts, 1)];
             RouteWeights = new float[n * Math.Max(c.NActivatedExperts, 1)];
         }
