@@ -7,7 +7,7 @@ namespace DeepSeekSharp.Kernels.Quant;
 
 /// <summary>Many tokens against a matrix of <typeparamref name="T"/> blocks (prefill, large batches) with AVX-512.
 /// Sixteen weight rows are unpacked once into a panel of int16 codes laid out so that one 512-bit vector holds the
-/// same two columns of all sixteen rows; each token's column pair is broadcast and multiplied by vpmaddwd, so a
+/// same two columns of all sixteen rows; each token's column pair is broadcast and multiplied by vpmaddwd (six tokens a pass), so a
 /// vector lane accumulates one row's exact int32 block sum with no horizontal reduction. The unpacking (widen,
 /// 16×16 transpose) is paid once per panel and shared by every token.
 /// <para>The float arithmetic per row and token is exactly <see cref="BlockDots{T}.V256"/>'s: block b's sum is
@@ -17,7 +17,7 @@ namespace DeepSeekSharp.Kernels.Quant;
 internal static class BlockGemm<T> where T : struct, IBlockCodes
 {
     public const int PanelRows = 16;
-    private const int TokensPerPass = 4;
+    private const int TokensPerPass = 6;
 
     public static bool IsSupported => Avx512BW.IsSupported;
 
@@ -87,49 +87,58 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
             {
                 // A short last pass runs on the padding tokens and stores only the real ones.
                 byte* x = (byte*)(xq + (long)t0 * cols);
-                float* d0 = xs + (long)t0 * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks;
+                float* d0 = xs + (long)t0 * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks, d4 = d3 + blocks, d5 = d4 + blocks;
                 new Span<float>(part, PartialsLength).Clear();
                 int b = 0;
                 for (; b < whole; b++)
                 {
-                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2, out Vector512<int> s3);
+                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2,
+                        out Vector512<int> s3, out Vector512<int> s4, out Vector512<int> s5);
                     Vector512<float> ws = Vector512.Load(ps + b * 16);
                     float* p = part + (b & 7) * 16;
                     Fold(p, s0, ws * d0[b]);
                     Fold(p + 128, s1, ws * d1[b]);
                     Fold(p + 256, s2, ws * d2[b]);
                     Fold(p + 384, s3, ws * d3[b]);
+                    Fold(p + 512, s4, ws * d4[b]);
+                    Fold(p + 640, s5, ws * d5[b]);
                 }
-                Vector512<float> r0 = Reduce(part), r1 = Reduce(part + 128), r2 = Reduce(part + 256), r3 = Reduce(part + 384);
+                Vector512<float> r0 = Reduce(part), r1 = Reduce(part + 128), r2 = Reduce(part + 256), r3 = Reduce(part + 384),
+                    r4 = Reduce(part + 512), r5 = Reduce(part + 640);
                 for (; b < blocks; b++)
                 {
-                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2, out Vector512<int> s3);
+                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2,
+                        out Vector512<int> s3, out Vector512<int> s4, out Vector512<int> s5);
                     Vector512<float> ws = Vector512.Load(ps + b * 16);
                     r0 += ws * d0[b] * Vector512.ConvertToSingle(s0);
                     r1 += ws * d1[b] * Vector512.ConvertToSingle(s1);
                     r2 += ws * d2[b] * Vector512.ConvertToSingle(s2);
                     r3 += ws * d3[b] * Vector512.ConvertToSingle(s3);
+                    r4 += ws * d4[b] * Vector512.ConvertToSingle(s4);
+                    r5 += ws * d5[b] * Vector512.ConvertToSingle(s5);
                 }
                 Store(r0, y + t0 * yStride, rows, lane);
                 if (t0 + 1 < n) Store(r1, y + (t0 + 1) * yStride, rows, lane);
                 if (t0 + 2 < n) Store(r2, y + (t0 + 2) * yStride, rows, lane);
                 if (t0 + 3 < n) Store(r3, y + (t0 + 3) * yStride, rows, lane);
+                if (t0 + 4 < n) Store(r4, y + (t0 + 4) * yStride, rows, lane);
+                if (t0 + 5 < n) Store(r5, y + (t0 + 5) * yStride, rows, lane);
             }
         }
     }
 
-    /// <summary>Tokens past n that <see cref="Multiply"/> may read (its last pass of four runs whole).</summary>
+    /// <summary>Tokens past n that <see cref="Multiply"/> may read (its last pass of six runs whole).</summary>
     public const int TokenPadding = TokensPerPass - 1;
 
     public const int PartialsLength = TokensPerPass * 8 * PanelRows;
 
-    /// <summary>Exact int32 sums of one block for the sixteen rows of <paramref name="w"/> and four tokens
+    /// <summary>Exact int32 sums of one block for the sixteen rows of <paramref name="w"/> and six tokens
     /// <paramref name="stride"/> bytes apart from <paramref name="x"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Sums(short* w, byte* x, nint stride,
-        out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2, out Vector512<int> s3)
+    private static unsafe void Sums(short* w, byte* x, nint stride, out Vector512<int> s0, out Vector512<int> s1,
+        out Vector512<int> s2, out Vector512<int> s3, out Vector512<int> s4, out Vector512<int> s5)
     {
-        s0 = s1 = s2 = s3 = Vector512<int>.Zero;
+        s0 = s1 = s2 = s3 = s4 = s5 = Vector512<int>.Zero;
         byte* x1 = x + stride;
         for (int g = 0; g < 16; g++, w += 32, x += 4, x1 += 4)
         {
@@ -138,6 +147,8 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
             s1 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x1).AsInt16());
             s2 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 2 * stride)).AsInt16());
             s3 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 2 * stride)).AsInt16());
+            s4 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 4 * stride)).AsInt16());
+            s5 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 4 * stride)).AsInt16());
         }
     }
 
