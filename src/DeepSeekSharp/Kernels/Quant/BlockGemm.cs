@@ -57,8 +57,18 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                 Avx512F.Shuffle4x128(bb, d, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)((8 + e) * 32));
                 Avx512F.Shuffle4x128(bb, d, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((12 + e) * 32));
             }
-            for (int j = 0; j < PanelRows; j++)
-                scales[b * 16 + j] = j < rows ? half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * T.Bytes)))] : 0f;
+        }
+        ref float sc = ref MemoryMarshal.GetReference(scales);
+        for (int j = 0; j < PanelRows; j++)
+        {
+            if (j >= rows)
+            {
+                for (int b = 0; b < blocks; b++) Unsafe.Add(ref sc, b * 16 + j) = 0f;
+                continue;
+            }
+            ref byte row = ref Unsafe.Add(ref w, (nint)(j * rowBytes));
+            for (int b = 0; b < blocks; b++)
+                Unsafe.Add(ref sc, b * 16 + j) = half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref row, b * T.Bytes))];
         }
     }
 
@@ -176,19 +186,25 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     }
 }
 
-/// <summary>Per-thread panel scratch for <see cref="BlockGemm{T}"/>, grown and then reused.</summary>
+/// <summary>Per-thread panel scratch for <see cref="BlockGemm{T}"/>, grown and then reused: pinned and 64-byte
+/// aligned, so no 512-bit load of a panel row splits across cache lines.</summary>
 internal static class GemmScratch
 {
     [ThreadStatic] private static short[]? _panel;
     [ThreadStatic] private static float[]? _scales, _partials;
 
-    public static Span<short> Panel(int blocks) => Grow(ref _panel, blocks * 512);
-    public static Span<float> Scales(int blocks) => Grow(ref _scales, blocks * 16);
-    public static Span<float> Partials => Grow(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
+    public static Span<short> Panel(int blocks) => Aligned(ref _panel, blocks * 512);
+    public static Span<float> Scales(int blocks) => Aligned(ref _scales, blocks * 16);
+    public static Span<float> Partials => Aligned(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
 
-    private static Span<TElem> Grow<TElem>(ref TElem[]? a, int n)
+    private static unsafe Span<TElem> Aligned<TElem>(ref TElem[]? a, int n) where TElem : unmanaged
     {
-        if (a is null || a.Length < n) a = new TElem[n];
-        return a.AsSpan(0, n);
+        int slack = 64 / sizeof(TElem);
+        if (a is null || a.Length < n + slack) a = GC.AllocateUninitializedArray<TElem>(n + slack, pinned: true);
+        fixed (TElem* p = a)
+        {
+            int skip = (int)((64 - (nint)p % 64) % 64) / sizeof(TElem);
+            return a.AsSpan(skip, n);
+        }
     }
 }
