@@ -179,17 +179,11 @@ public static class LatentAttention
     }
 }
 
-/// <summary>Per-thread scratch of <see cref="LatentAttention.ExpandedQueries"/>, grown and then reused.</summary>
+/// <summary>Per-thread scratch of <see cref="LatentAttention.ExpandedQueries"/>, grown and then reused; 64-byte aligned.</summary>
 internal static class AttentionScratch
 {
     [ThreadStatic] private static float[]? _keys, _probabilities;
 
-    public static Span<float> Keys(int n) => Grow(ref _keys, n);
-    public static Span<float> Probabilities(int n) => Grow(ref _probabilities, n);
-
-    private static Span<float> Grow(ref float[]? a, int n)
-    {
-        if (a is null || a.Length < n) a = new float[n];
-        return a.AsSpan(0, n);
-    }
+    public static Span<float> Keys(int n) => AlignedScratch.Grow(ref _keys, n);
+    public static Span<float> Probabilities(int n) => AlignedScratch.Grow(ref _probabilities, n);
 }

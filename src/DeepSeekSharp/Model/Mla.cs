@@ -67,7 +67,7 @@ internal static class Mla
         s.EnsureExpanded(span);
         Span<float> latents = s.Latents.AsSpan(0, span * rank);
         for (int p = 0; p < span; p++) cache.Slice(p * width, rank).CopyTo(latents.Slice(p * rank, rank));
-        w.WkvB.Forward(latents, s.KvExpanded.AsSpan(0, span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim)), span);
+        w.WkvB.Forward(latents, s.KvExpanded[..(span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim))], span);
         AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: false);
     }
 
@@ -111,7 +111,7 @@ internal static class Mla
             if (!_absorbed && _n > 1 && LatentAttention.HasBlockedPath)
             {
                 LatentAttention.ExpandedQueries(new ReadOnlySpan<float>(_q + h * qk, (_n - 1) * heads * qk + qk), heads * qk, _n, _pos0,
-                    nope, qk - nope, v, _s.KvExpanded.AsSpan(0, (_pos0 + _n) * kvStride), kvStride, h * (nope + v), cache, width, _scale,
+                    nope, qk - nope, v, _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v), cache, width, _scale,
                     new Span<float>(_attn + h * v, (_n - 1) * heads * v + v), heads * v);
                 return;
             }
@@ -129,7 +129,7 @@ internal static class Mla
                 }
                 else
                 {
-                    LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded.AsSpan(0, (_pos0 + _n) * kvStride), kvStride, h * (nope + v),
+                    LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v),
                         cache, width, count, _scale, scores, output);
                 }
             }

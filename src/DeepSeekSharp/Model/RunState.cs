@@ -22,7 +22,10 @@ internal sealed class RunState(ModelConfig c, int capacity)
     public float[] LatentOut = [];  // [nHeads, kvLoraRank] attended latent per head
     public float[] Scores = [];     // [nHeads, capacity] attention probabilities per head
     public float[] Latents = [];    // [span, kvLoraRank] contiguous latents (expanded path)
-    public float[] KvExpanded = []; // [span, nHeads·(qkNopeHeadDim + vHeadDim)] decompressed k_nope | v
+    private float[]? _kvExpanded;   // pinned; KvExpanded starts at its first 64-byte boundary
+    private int _kvExpandedLength;
+    /// <summary>[span, nHeads·(qkNopeHeadDim + vHeadDim)] decompressed k_nope | v, 64-byte aligned.</summary>
+    public Span<float> KvExpanded => Kernels.AlignedScratch.Grow(ref _kvExpanded, _kvExpandedLength);
     public float[] RouterLogits = [];  // [n, nRoutedExperts]
     public float[] RouterScores = new float[Math.Max(c.NRoutedExperts, 1)];
     public float[] RouterChoice = new float[Math.Max(c.NRoutedExperts, 1)];
@@ -80,7 +83,8 @@ internal sealed class RunState(ModelConfig c, int capacity)
         {
             span = Math.Min(Math.Max(span, Latents.Length / c.KvLoraRank * 2), capacity);
             Latents = new float[span * c.KvLoraRank];
-            KvExpanded = new float[span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim)];
+            _kvExpandedLength = span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim);
+            _kvExpanded = null;
         }
     }
 }

@@ -186,25 +186,13 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     }
 }
 
-/// <summary>Per-thread panel scratch for <see cref="BlockGemm{T}"/>, grown and then reused: pinned and 64-byte
-/// aligned, so no 512-bit load of a panel row splits across cache lines.</summary>
+/// <summary>Per-thread panel scratch for <see cref="BlockGemm{T}"/>, grown and then reused; 64-byte aligned.</summary>
 internal static class GemmScratch
 {
     [ThreadStatic] private static short[]? _panel;
     [ThreadStatic] private static float[]? _scales, _partials;
 
-    public static Span<short> Panel(int blocks) => Aligned(ref _panel, blocks * 512);
-    public static Span<float> Scales(int blocks) => Aligned(ref _scales, blocks * 16);
-    public static Span<float> Partials => Aligned(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
-
-    private static unsafe Span<TElem> Aligned<TElem>(ref TElem[]? a, int n) where TElem : unmanaged
-    {
-        int slack = 64 / sizeof(TElem);
-        if (a is null || a.Length < n + slack) a = GC.AllocateUninitializedArray<TElem>(n + slack, pinned: true);
-        fixed (TElem* p = a)
-        {
-            int skip = (int)((64 - (nint)p % 64) % 64) / sizeof(TElem);
-            return a.AsSpan(skip, n);
-        }
-    }
+    public static Span<short> Panel(int blocks) => AlignedScratch.Grow(ref _panel, blocks * 512);
+    public static Span<float> Scales(int blocks) => AlignedScratch.Grow(ref _scales, blocks * 16);
+    public static Span<float> Partials => AlignedScratch.Grow(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
 }
