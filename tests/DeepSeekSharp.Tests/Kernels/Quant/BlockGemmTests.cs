@@ -20,6 +20,7 @@ public class BlockGemmTests
         { WeightFormat.Q8_0, 37, 13, 11 },
         { WeightFormat.Q8_0, 5, 3, 9 },
         { WeightFormat.Q8_0, 70, 64, 21 },
+        { WeightFormat.Q8_0, 70, 64, 100 }, // tokens in chunks of 48 over groups of four panels
         { WeightFormat.Q4_0, 37, 13, 10 },
         { WeightFormat.Q5_0, 37, 19, 12 },
     };
