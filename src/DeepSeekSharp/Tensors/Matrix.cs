@@ -109,6 +109,38 @@ public abstract unsafe class Matrix : IDisposable
     /// them to 8 bits per block of 32 (into that thread's scratch); float formats use them as they are.</summary>
     private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n) => null;
 
+    /// <summary>The panel kernels' loop over rows [r0, r1): up to 256 KB of 16-row panels are unpacked at once, then
+    /// tokens pass over them in chunks of about 192 KB of activations, so both stay in L2 (one panel over all of a
+    /// long prompt streamed the activations from L3: -30%).</summary>
+    private protected void PanelProduct<TK>(QuantizedActivations a, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+        where TK : IPanelKernel
+    {
+        const int panelRows = 16;
+        int shorts = TK.PanelShorts(Cols), floats = TK.ScaleFloats(Cols);
+        int group = Math.Clamp((256 << 10) / (shorts * 2), 1, (r1 - r0 + panelRows - 1) / panelRows);
+        int chunk = Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6);
+        Span<short> panels = GemmScratch.Panel(shorts * group);
+        Span<float> scales = GemmScratch.Scales(floats * group), partials = GemmScratch.Partials;
+        for (int p0 = r0; p0 < r1; p0 += panelRows * group)
+        {
+            int count = Math.Min(group, (r1 - p0 + panelRows - 1) / panelRows);
+            for (int i = 0; i < count; i++)
+            {
+                TK.Pack(ref *RowPointer(p0 + i * panelRows), RowBytes, Math.Min(panelRows, r1 - p0 - i * panelRows), Cols,
+                    panels.Slice(i * shorts, shorts), scales.Slice(i * floats, floats));
+            }
+            for (int t0 = 0; t0 < n; t0 += chunk)
+            {
+                int tn = Math.Min(chunk, n - t0);
+                for (int i = 0; i < count; i++)
+                {
+                    TK.Multiply(panels.Slice(i * shorts, shorts), scales.Slice(i * floats, floats), Cols, Math.Min(panelRows, r1 - p0 - i * panelRows),
+                        a, t0, tn, partials, y + (long)t0 * rowCount + (p0 + i * panelRows - rowStart), rowCount);
+                }
+            }
+        }
+    }
+
     /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>
     private protected virtual int RowUnit(int n) => 1;
 
@@ -319,32 +351,7 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
         int blocks = Cols / 32;
         if (UseGemm(n))
         {
-            // Up to 256 KB of panels are unpacked at once, then tokens pass over them in chunks of about 192 KB of
-            // activations, so both stay in L2 (one panel over all of a long prompt streamed it from L3: -30%).
-            const int panelRows = BlockGemm<T>.PanelRows;
-            int group = Math.Clamp((256 << 10) / (blocks * 1024), 1, (r1 - r0 + panelRows - 1) / panelRows);
-            int chunk = Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6);
-            Span<short> panels = GemmScratch.Panel(blocks * group);
-            Span<float> scales = GemmScratch.Scales(blocks * group), partials = GemmScratch.Partials;
-            for (int p0 = r0; p0 < r1; p0 += panelRows * group)
-            {
-                int count = Math.Min(group, (r1 - p0 + panelRows - 1) / panelRows);
-                for (int i = 0; i < count; i++)
-                {
-                    BlockGemm<T>.Pack(ref *RowPointer(p0 + i * panelRows), RowBytes, Math.Min(panelRows, r1 - p0 - i * panelRows), blocks,
-                        panels.Slice(i * blocks * 512, blocks * 512), scales.Slice(i * blocks * 16, blocks * 16));
-                }
-                for (int t0 = 0; t0 < n; t0 += chunk)
-                {
-                    int tn = Math.Min(chunk, n - t0);
-                    for (int i = 0; i < count; i++)
-                    {
-                        BlockGemm<T>.Multiply(panels.Slice(i * blocks * 512, blocks * 512), scales.Slice(i * blocks * 16, blocks * 16), blocks,
-                            Math.Min(panelRows, r1 - p0 - i * panelRows), a.Q16.AsSpan(t0 * Cols), a.D.AsSpan(t0 * blocks), tn, partials,
-                            y + (long)t0 * rowCount + (p0 + i * panelRows - rowStart), rowCount);
-                    }
-                }
-            }
+            PanelProduct<BlockPanels<T>>(a, y, n, r0, r1, rowStart, rowCount);
             return;
         }
         // Four tokens at a time share each weight row's loads (batched decode); every token gets the same
@@ -369,10 +376,16 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
 internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
 {
+    /// <summary>Whether this format has a panel kernel that <paramref name="n"/> tokens use.</summary>
+    private protected virtual bool UseGemm(int n) => false;
+
+    private protected override int RowUnit(int n) => UseGemm(n) ? 16 : 1;
+
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;
         a.QuantizeK(x, n, Cols);
+        if (UseGemm(n)) a.Widen(n, Q4KGemm.TokenPadding);
         return a;
     }
 }
@@ -386,9 +399,16 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     public override void SetRow(int r, ReadOnlySpan<float> values) => Q4K.QuantizeRow(values, new Span<BlockQ4K>(RowPointer(r), Cols / 256));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override bool UseGemm(int n) => n >= 8 && Q4KGemm.IsSupported;
+
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
+        if (UseGemm(n))
+        {
+            PanelProduct<Q4KPanels>(a, y, n, r0, r1, rowStart, rowCount);
+            return;
+        }
         int superBlocks = Cols / 256;
         int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
         Span<float> four = stackalloc float[4];
@@ -500,4 +520,37 @@ internal sealed unsafe class Fp8Matrix : RowDequantMatrix
 
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
+}
+
+/// <summary>A panel kernel as <see cref="Matrix"/>'s panel loop drives it (see <see cref="BlockGemm{T}"/>).</summary>
+internal interface IPanelKernel
+{
+    static abstract int PanelShorts(int cols);
+    static abstract int ScaleFloats(int cols);
+    static abstract void Pack(ref byte w, long rowBytes, int rows, int cols, Span<short> panel, Span<float> scales);
+    static abstract unsafe void Multiply(ReadOnlySpan<short> panel, ReadOnlySpan<float> scales, int cols, int rows,
+        QuantizedActivations a, int t0, int n, Span<float> partials, float* y, long yStride);
+}
+
+internal readonly struct BlockPanels<T> : IPanelKernel where T : struct, IBlockCodes
+{
+    public static int PanelShorts(int cols) => cols / 32 * 512;
+    public static int ScaleFloats(int cols) => cols / 32 * 16;
+    public static void Pack(ref byte w, long rowBytes, int rows, int cols, Span<short> panel, Span<float> scales) =>
+        BlockGemm<T>.Pack(ref w, rowBytes, rows, cols / 32, panel, scales);
+    public static unsafe void Multiply(ReadOnlySpan<short> panel, ReadOnlySpan<float> scales, int cols, int rows,
+        QuantizedActivations a, int t0, int n, Span<float> partials, float* y, long yStride) =>
+        BlockGemm<T>.Multiply(panel, scales, cols / 32, rows, a.Q16.AsSpan(t0 * cols), a.D.AsSpan(t0 * (cols / 32)), n, partials, y, yStride);
+}
+
+internal readonly struct Q4KPanels : IPanelKernel
+{
+    public static int PanelShorts(int cols) => cols / 256 * Q4KGemm.ShortsPerSuperBlock;
+    public static int ScaleFloats(int cols) => cols / 256 * 32;
+    public static void Pack(ref byte w, long rowBytes, int rows, int cols, Span<short> panel, Span<float> scales) =>
+        Q4KGemm.Pack(ref w, rowBytes, rows, cols / 256, panel, scales);
+    public static unsafe void Multiply(ReadOnlySpan<short> panel, ReadOnlySpan<float> scales, int cols, int rows,
+        QuantizedActivations a, int t0, int n, Span<float> partials, float* y, long yStride) =>
+        Q4KGemm.Multiply(panel, scales, cols / 256, rows, a.Q16.AsSpan(t0 * cols), a.D.AsSpan(t0 * (cols / 256)),
+            a.BlockSum.AsSpan(t0 * (cols / 32)), n, partials, y, yStride);
 }

@@ -17,7 +17,7 @@ namespace DeepSeekSharp.Kernels.Quant;
 internal static class BlockGemm<T> where T : struct, IBlockCodes
 {
     public const int PanelRows = 16;
-    private const int TokensPerPass = 6;
+    internal const int TokensPerPass = 6;
 
     public static bool IsSupported => Avx512BW.IsSupported;
 
@@ -27,37 +27,9 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pack(ref byte w, long rowBytes, int rows, int blocks, Span<short> panel, Span<float> scales)
     {
-        if (panel.Length < blocks * 512 || scales.Length < blocks * 16 || (uint)rows > PanelRows) ThrowHelper.TooShort(nameof(panel), blocks * 512, panel.Length);
+        if (scales.Length < blocks * 16) ThrowHelper.TooShort(nameof(scales), blocks * 16, scales.Length);
+        PanelPack.Codes<BlockRows<T>>(ref w, rowBytes, rows, blocks, panel);
         float[] half = HalfTable.Values;
-        Span<Vector512<int>> u = stackalloc Vector512<int>[16];
-        ref short p = ref MemoryMarshal.GetReference(panel);
-        for (int b = 0; b < blocks; b++)
-        {
-            // Rows in groups of four: two unpack rounds leave u[4e + q] = column pair 4L + e of rows 4q..4q+3 in
-            // 128-bit lane L.
-            for (int q = 0; q < 4; q++)
-            {
-                Vector512<int> r0 = Row(ref w, rowBytes, rows, 4 * q, b), r1 = Row(ref w, rowBytes, rows, 4 * q + 1, b);
-                Vector512<int> r2 = Row(ref w, rowBytes, rows, 4 * q + 2, b), r3 = Row(ref w, rowBytes, rows, 4 * q + 3, b);
-                Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
-                Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
-                u[q] = Avx512F.UnpackLow(t0, t2).AsInt32();
-                u[4 + q] = Avx512F.UnpackHigh(t0, t2).AsInt32();
-                u[8 + q] = Avx512F.UnpackLow(t1, t3).AsInt32();
-                u[12 + q] = Avx512F.UnpackHigh(t1, t3).AsInt32();
-            }
-            // Then a 4×4 transpose of 128-bit lanes gives column pair g = 4L + e of all sixteen rows.
-            ref short pb = ref Unsafe.Add(ref p, b * 512);
-            for (int e = 0; e < 4; e++)
-            {
-                Vector512<int> a = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0x44), c = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0x44);
-                Vector512<int> bb = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0xEE), d = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0xEE);
-                Avx512F.Shuffle4x128(a, c, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)(e * 32));
-                Avx512F.Shuffle4x128(a, c, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((4 + e) * 32));
-                Avx512F.Shuffle4x128(bb, d, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)((8 + e) * 32));
-                Avx512F.Shuffle4x128(bb, d, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((12 + e) * 32));
-            }
-        }
         ref float sc = ref MemoryMarshal.GetReference(scales);
         for (int j = 0; j < PanelRows; j++)
         {
@@ -71,10 +43,6 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                 Unsafe.Add(ref sc, b * 16 + j) = half[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref row, b * T.Bytes))];
         }
     }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Row(ref byte w, long rowBytes, int rows, int j, int b) =>
-        j < rows ? Avx512BW.ConvertToVector512Int16(T.Codes(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * T.Bytes)))).AsInt32() : Vector512<int>.Zero;
 
     /// <summary>y[t · yStride + j] = row j · token t for the panel's first <paramref name="rows"/> rows and tokens
     /// [0, n): <paramref name="x16"/> [n, blocks · 32] codes widened to int16 and <paramref name="xd"/> [n, blocks]
@@ -102,8 +70,8 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                 int b = 0;
                 for (; b < whole; b++)
                 {
-                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2,
-                        out Vector512<int> s3, out Vector512<int> s4, out Vector512<int> s5);
+                    Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
+                    PanelPack.AddSums(pw + b * 512, x + b * 64, stride, ref s0, ref s1, ref s2, ref s3, ref s4, ref s5);
                     Vector512<float> ws = Vector512.Load(ps + b * 16);
                     float* p = part + (b & 7) * 16;
                     Fold(p, s0, ws * d0[b]);
@@ -117,8 +85,8 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                     r4 = Reduce(part + 512), r5 = Reduce(part + 640);
                 for (; b < blocks; b++)
                 {
-                    Sums(pw + b * 512, x + b * 64, stride, out Vector512<int> s0, out Vector512<int> s1, out Vector512<int> s2,
-                        out Vector512<int> s3, out Vector512<int> s4, out Vector512<int> s5);
+                    Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
+                    PanelPack.AddSums(pw + b * 512, x + b * 64, stride, ref s0, ref s1, ref s2, ref s3, ref s4, ref s5);
                     Vector512<float> ws = Vector512.Load(ps + b * 16);
                     r0 += ws * d0[b] * Vector512.ConvertToSingle(s0);
                     r1 += ws * d1[b] * Vector512.ConvertToSingle(s1);
@@ -141,26 +109,6 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     public const int TokenPadding = TokensPerPass - 1;
 
     public const int PartialsLength = TokensPerPass * 8 * PanelRows;
-
-    /// <summary>Exact int32 sums of one block for the sixteen rows of <paramref name="w"/> and six tokens
-    /// <paramref name="stride"/> bytes apart from <paramref name="x"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Sums(short* w, byte* x, nint stride, out Vector512<int> s0, out Vector512<int> s1,
-        out Vector512<int> s2, out Vector512<int> s3, out Vector512<int> s4, out Vector512<int> s5)
-    {
-        s0 = s1 = s2 = s3 = s4 = s5 = Vector512<int>.Zero;
-        byte* x1 = x + stride;
-        for (int g = 0; g < 16; g++, w += 32, x += 4, x1 += 4)
-        {
-            Vector512<short> wv = Vector512.Load(w);
-            s0 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x).AsInt16());
-            s1 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x1).AsInt16());
-            s2 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 2 * stride)).AsInt16());
-            s3 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 2 * stride)).AsInt16());
-            s4 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 4 * stride)).AsInt16());
-            s5 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 4 * stride)).AsInt16());
-        }
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void Fold(float* p, Vector512<int> s, Vector512<float> scale) =>
@@ -186,13 +134,90 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     }
 }
 
+/// <summary>Where a panel's codes come from: sub-block s (32 weights) of one row as sixteen int32 lanes, each two
+/// int16 codes (column pair i in lane i).</summary>
+internal interface IPanelRows
+{
+    static abstract Vector512<int> Codes(ref byte row, int s);
+}
+
+/// <summary>Rows of 32-weight blocks (<see cref="IBlockCodes"/>): the block's codes widened.</summary>
+internal readonly struct BlockRows<T> : IPanelRows where T : struct, IBlockCodes
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<int> Codes(ref byte row, int s) => Avx512BW.ConvertToVector512Int16(T.Codes(ref Unsafe.Add(ref row, s * T.Bytes))).AsInt32();
+}
+
+/// <summary>The panel layout and integer core shared by the panel kernels (<see cref="BlockGemm{T}"/>, <see cref="Q4KGemm"/>).</summary>
+internal static class PanelPack
+{
+    /// <summary>panel[s, pair i, row j, 2] = row j's codes i·2, i·2 + 1 of sub-block s, for rows [0, rows) (missing rows 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Codes<TRows>(ref byte w, long rowBytes, int rows, int subBlocks, Span<short> panel) where TRows : IPanelRows
+    {
+        if (panel.Length < subBlocks * 512 || (uint)rows > 16) ThrowHelper.TooShort(nameof(panel), subBlocks * 512, panel.Length);
+        Span<Vector512<int>> u = stackalloc Vector512<int>[16];
+        ref short p = ref MemoryMarshal.GetReference(panel);
+        for (int b = 0; b < subBlocks; b++)
+        {
+            // Rows in groups of four: two unpack rounds leave u[4e + q] = column pair 4L + e of rows 4q..4q+3 in
+            // 128-bit lane L.
+            for (int q = 0; q < 4; q++)
+            {
+                Vector512<int> r0 = Row<TRows>(ref w, rowBytes, rows, 4 * q, b), r1 = Row<TRows>(ref w, rowBytes, rows, 4 * q + 1, b);
+                Vector512<int> r2 = Row<TRows>(ref w, rowBytes, rows, 4 * q + 2, b), r3 = Row<TRows>(ref w, rowBytes, rows, 4 * q + 3, b);
+                Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
+                Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
+                u[q] = Avx512F.UnpackLow(t0, t2).AsInt32();
+                u[4 + q] = Avx512F.UnpackHigh(t0, t2).AsInt32();
+                u[8 + q] = Avx512F.UnpackLow(t1, t3).AsInt32();
+                u[12 + q] = Avx512F.UnpackHigh(t1, t3).AsInt32();
+            }
+            // Then a 4×4 transpose of 128-bit lanes gives column pair g = 4L + e of all sixteen rows.
+            ref short pb = ref Unsafe.Add(ref p, b * 512);
+            for (int e = 0; e < 4; e++)
+            {
+                Vector512<int> a = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0x44), c = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0x44);
+                Vector512<int> bb = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0xEE), d = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0xEE);
+                Avx512F.Shuffle4x128(a, c, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)(e * 32));
+                Avx512F.Shuffle4x128(a, c, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((4 + e) * 32));
+                Avx512F.Shuffle4x128(bb, d, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)((8 + e) * 32));
+                Avx512F.Shuffle4x128(bb, d, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((12 + e) * 32));
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Row<TRows>(ref byte w, long rowBytes, int rows, int j, int s) where TRows : IPanelRows =>
+        j < rows ? TRows.Codes(ref Unsafe.Add(ref w, (nint)(j * rowBytes)), s) : Vector512<int>.Zero;
+
+    /// <summary>Adds the exact int32 sums of one sub-block (32 columns) for the sixteen rows of <paramref name="w"/> and
+    /// six tokens <paramref name="stride"/> bytes apart from <paramref name="x"/> (int16 codes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void AddSums(short* w, byte* x, nint stride, ref Vector512<int> s0, ref Vector512<int> s1,
+        ref Vector512<int> s2, ref Vector512<int> s3, ref Vector512<int> s4, ref Vector512<int> s5)
+    {
+        byte* x1 = x + stride;
+        for (int g = 0; g < 16; g++, w += 32, x += 4, x1 += 4)
+        {
+            Vector512<short> wv = Vector512.Load(w);
+            s0 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x).AsInt16());
+            s1 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x1).AsInt16());
+            s2 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 2 * stride)).AsInt16());
+            s3 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 2 * stride)).AsInt16());
+            s4 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 4 * stride)).AsInt16());
+            s5 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 4 * stride)).AsInt16());
+        }
+    }
+}
+
 /// <summary>Per-thread panel scratch for <see cref="BlockGemm{T}"/>, grown and then reused; 64-byte aligned.</summary>
 internal static class GemmScratch
 {
     [ThreadStatic] private static short[]? _panel;
     [ThreadStatic] private static float[]? _scales, _partials;
 
-    public static Span<short> Panel(int blocks) => AlignedScratch.Grow(ref _panel, blocks * 512);
-    public static Span<float> Scales(int blocks) => AlignedScratch.Grow(ref _scales, blocks * 16);
+    public static Span<short> Panel(int shorts) => AlignedScratch.Grow(ref _panel, shorts);
+    public static Span<float> Scales(int floats) => AlignedScratch.Grow(ref _scales, floats);
     public static Span<float> Partials => AlignedScratch.Grow(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
 }

@@ -150,38 +150,39 @@ public static class Q4K
         return Avx2.IsSupported ? V256(w, xq, xd, blockSum) : Scalar(w, xq, xd, blockSum);
     }
 
-    /// <summary>The specification: per super-block the exact integer Σ_j sc_j·(Σ q·x) and Σ_j m_j·Σx, then
-    /// d·dx·first − dmin·dx·second.</summary>
+    /// <summary>The specification: per super-block the exact integers I = Σ_j sc_j·(Σ q·x) and M = Σ_j m_j·Σx, then
+    /// two sums fused in block order, A = fma(I, d·dx, A) and B = fma(M, dmin·dx, B); the result is A − B. Every
+    /// path (AVX2 one and four tokens, the AVX-512 panels) computes exactly these steps.</summary>
     internal static float Scalar(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
     {
-        float sum = 0;
+        float a = 0, m = 0;
         for (int b = 0; b < w.Length; b++)
         {
             BlockQ4K blk = w[b];
             int isum = 0, msum = 0;
             for (int j = 0; j < 8; j++)
             {
-                var (sc, m) = ScaleMin(ref blk, j);
+                var (sc, mn) = ScaleMin(ref blk, j);
                 int group = j / 2, shift = (j % 2) * 4, dot = 0;
                 for (int l = 0; l < 32; l++) dot += ((blk.Qs[group * 32 + l] >> shift) & 0xF) * xq[b * 256 + j * 32 + l];
                 isum += sc * dot;
-                msum += m * blockSum[b * 8 + j];
+                msum += mn * blockSum[b * 8 + j];
             }
-            sum += HalfTable.Values[blk.D] * xd[b] * isum - HalfTable.Values[blk.DMin] * xd[b] * msum;
+            a = MathF.FusedMultiplyAdd(isum, HalfTable.Values[blk.D] * xd[b], a);
+            m = MathF.FusedMultiplyAdd(msum, HalfTable.Values[blk.DMin] * xd[b], m);
         }
-        return sum;
+        return a - m;
     }
 
     /// <summary>AVX2, as ggml's q4_K·q8_K: scales and minimums unpacked in registers, each sub-block's scale
     /// broadcast by a byte shuffle, u4 × s8 pair sums (maddubs) weighted by the scale (maddwd); the minimums' term
-    /// Σ m_j·Σx_j by one maddwd and kept in its own accumulator. One horizontal sum per row.</summary>
+    /// Σ m_j·Σx_j by one maddwd. Both integer sums are reduced per super-block and fused as <see cref="Scalar"/> does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
     {
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
         ref short bs = ref MemoryMarshal.GetReference(blockSum);
-        Vector256<float> acc = Vector256<float>.Zero;
-        Vector128<float> accMin = Vector128<float>.Zero;
+        float a = 0, m = 0;
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
@@ -195,10 +196,10 @@ public static class Q4K
                 + Group(ref qs, ref xb, 2, Avx2.Shuffle(scales, Pick4).AsInt16(), Avx2.Shuffle(scales, Pick5).AsInt16())
                 + Group(ref qs, ref xb, 3, Avx2.Shuffle(scales, Pick6).AsInt16(), Avx2.Shuffle(scales, Pick7).AsInt16());
             float dx = xd[b];
-            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum), Vector256.Create(HalfTable.Values[blk.D] * dx), acc);
-            accMin = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(mins), Vector128.Create(HalfTable.Values[blk.DMin] * dx), accMin);
+            a = MathF.FusedMultiplyAdd(Vector256.Sum(isum), HalfTable.Values[blk.D] * dx, a);
+            m = MathF.FusedMultiplyAdd(Vector128.Sum(mins), HalfTable.Values[blk.DMin] * dx, m);
         }
-        return Vector256.Sum(acc) - Vector128.Sum(accMin);
+        return a - m;
     }
 
     /// <summary>Σ over group g's 64 weights of sc·q·x for its two sub-blocks, as eight int32 partial sums.</summary>
@@ -245,8 +246,7 @@ public static class Q4K
         ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
         ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
         ref short bs = ref MemoryMarshal.GetReference(blockSum);
-        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
-        Vector128<float> m0 = Vector128<float>.Zero, m1 = m0, m2 = m0, m3 = m0;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, m0 = 0, m1 = 0, m2 = 0, m3 = 0;
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
@@ -266,19 +266,19 @@ public static class Q4K
             Quad(ref qs, 3, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
             float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
             float dx0 = xd[b], dx1 = xd[dStride + b], dx2 = xd[2 * dStride + b], dx3 = xd[3 * dStride + b];
-            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), Vector256.Create(d * dx0), a0);
-            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), Vector256.Create(d * dx1), a1);
-            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), Vector256.Create(d * dx2), a2);
-            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), Vector256.Create(d * dx3), a3);
-            m0 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)))), Vector128.Create(dmin * dx0), m0);
-            m1 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)))), Vector128.Create(dmin * dx1), m1);
-            m2 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)))), Vector128.Create(dmin * dx2), m2);
-            m3 = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)))), Vector128.Create(dmin * dx3), m3);
+            a0 = MathF.FusedMultiplyAdd(Vector256.Sum(i0), d * dx0, a0);
+            a1 = MathF.FusedMultiplyAdd(Vector256.Sum(i1), d * dx1, a1);
+            a2 = MathF.FusedMultiplyAdd(Vector256.Sum(i2), d * dx2, a2);
+            a3 = MathF.FusedMultiplyAdd(Vector256.Sum(i3), d * dx3, a3);
+            m0 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)))), dmin * dx0, m0);
+            m1 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)))), dmin * dx1, m1);
+            m2 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)))), dmin * dx2, m2);
+            m3 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)))), dmin * dx3, m3);
         }
-        result[0] = Vector256.Sum(a0) - Vector128.Sum(m0);
-        result[1] = Vector256.Sum(a1) - Vector128.Sum(m1);
-        result[2] = Vector256.Sum(a2) - Vector128.Sum(m2);
-        result[3] = Vector256.Sum(a3) - Vector128.Sum(m3);
+        result[0] = a0 - m0;
+        result[1] = a1 - m1;
+        result[2] = a2 - m2;
+        result[3] = a3 - m3;
     }
 
     /// <summary>Group g (64 weights) for four tokens: nibbles unpacked once; adds into each token's integer sums in the

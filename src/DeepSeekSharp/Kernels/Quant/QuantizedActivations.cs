@@ -15,17 +15,25 @@ public sealed class QuantizedActivations
     public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (per-256 mode, for block minimums; |Σ| ≤ 4064)
     public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
     public int Cols { get; private set; }
+    private int _block = Block;
 
-    /// <summary>Fills <see cref="Q16"/> with the first <paramref name="rows"/> rows of <see cref="Q"/> (per-32 mode) as
-    /// int16, followed by <paramref name="padRows"/> rows of zero codes and scales for kernels that run whole passes.</summary>
+    /// <summary>Fills <see cref="Q16"/> with the first <paramref name="rows"/> rows of <see cref="Q"/> as int16,
+    /// followed by <paramref name="padRows"/> rows of zero codes, scales and block sums for kernels that run whole
+    /// passes of tokens.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Widen(int rows, int padRows)
     {
-        int count = rows * Cols, blocks = rows * Cols / Block, padBlocks = padRows * Cols / Block;
+        int count = rows * Cols, blocks = count / _block, padBlocks = padRows * Cols / _block;
         if (Q16.Length < count + padRows * Cols) Q16 = new short[count + padRows * Cols];
         if (D.Length < blocks + padBlocks) Array.Resize(ref D, blocks + padBlocks);
         Q16.AsSpan(count, padRows * Cols).Clear();
         D.AsSpan(blocks, padBlocks).Clear();
+        if (_block == 256)
+        {
+            int sums = count / Block, padSums = padRows * Cols / Block;
+            if (BlockSum.Length < sums + padSums) Array.Resize(ref BlockSum, sums + padSums);
+            BlockSum.AsSpan(sums, padSums).Clear();
+        }
         int i = 0;
         if (Avx512BW.IsSupported)
             for (; i + 32 <= count; i += 32)
@@ -64,6 +72,7 @@ public sealed class QuantizedActivations
         if (Q.Length < rows * cols) Q = new sbyte[rows * cols];
         if (D.Length < blocks) D = new float[blocks];
         Cols = cols;
+        _block = block;
         for (int b = 0; b < blocks; b++)
         {
             ReadOnlySpan<float> v = x.Slice(b * block, block);

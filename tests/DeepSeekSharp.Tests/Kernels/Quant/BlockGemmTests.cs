@@ -23,6 +23,8 @@ public class BlockGemmTests
         { WeightFormat.Q8_0, 70, 64, 100 }, // tokens in chunks of 48 over groups of four panels
         { WeightFormat.Q4_0, 37, 13, 10 },
         { WeightFormat.Q5_0, 37, 19, 12 },
+        { WeightFormat.Q4_K, 37, 24, 13 },  // three super-blocks
+        { WeightFormat.Q4_K, 20, 64, 100 }, // chunks of 48 tokens over groups of three panels
     };
 
     [Theory]
@@ -108,9 +110,11 @@ public class BlockGemmTests
         var w = new float[m.Cols];
         m.DequantizeRow(row, w);
         var act = new QuantizedActivations();
-        act.Quantize(x, 1, m.Cols);
+        int block = m.Format == WeightFormat.Q4_K ? 256 : 32; // per-256 activations for the k-quant kernels
+        if (block == 256) act.QuantizeK(x, 1, m.Cols);
+        else act.Quantize(x, 1, m.Cols);
         double sum = 0;
-        for (int i = 0; i < m.Cols; i++) sum += (double)w[i] * act.Q[i] * act.D[i / 32];
+        for (int i = 0; i < m.Cols; i++) sum += (double)w[i] * act.Q[i] * act.D[i / block];
         return sum;
     }
 }
