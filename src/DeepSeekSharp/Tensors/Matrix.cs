@@ -398,11 +398,11 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     public override void DequantizeRow(int r, Span<float> dst) => Q4K.DequantizeRow(Row(r), dst);
     public override void SetRow(int r, ReadOnlySpan<float> values) => Q4K.QuantizeRow(values, new Span<BlockQ4K>(RowPointer(r), Cols / 256));
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     /// <summary>Unpacking a Q4_K panel costs about twice a Q8_0 one: below ~24 tokens the four-token kernel is faster
     /// (matmul bench). Both give the same bits.</summary>
     private protected override bool UseGemm(int n) => n >= 24 && Q4KGemm.IsSupported;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
