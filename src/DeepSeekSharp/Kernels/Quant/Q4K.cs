@@ -182,7 +182,7 @@ public static class Q4K
     {
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
         ref short bs = ref MemoryMarshal.GetReference(blockSum);
-        float a = 0, m = 0;
+        Vector128<float> am = Vector128<float>.Zero; // lane 0: Σ fma(I, d·dx); lane 1: Σ fma(M, dmin·dx)
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
@@ -195,11 +195,26 @@ public static class Q4K
                 + Group(ref qs, ref xb, 1, Avx2.Shuffle(scales, Pick2).AsInt16(), Avx2.Shuffle(scales, Pick3).AsInt16())
                 + Group(ref qs, ref xb, 2, Avx2.Shuffle(scales, Pick4).AsInt16(), Avx2.Shuffle(scales, Pick5).AsInt16())
                 + Group(ref qs, ref xb, 3, Avx2.Shuffle(scales, Pick6).AsInt16(), Avx2.Shuffle(scales, Pick7).AsInt16());
-            float dx = xd[b];
-            a = MathF.FusedMultiplyAdd(Vector256.Sum(isum), HalfTable.Values[blk.D] * dx, a);
-            m = MathF.FusedMultiplyAdd(Vector128.Sum(mins), HalfTable.Values[blk.DMin] * dx, m);
+            am = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(isum, mins)), DminD(ref blk) * xd[b], am);
         }
-        return a - m;
+        return am.GetElement(0) - am.GetElement(1);
+    }
+
+    /// <summary>[I, M, I, M]: the exact totals of a super-block's eight scaled partial sums and four minimum sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Totals(Vector256<int> isum, Vector128<int> mins)
+    {
+        Vector128<int> h = Ssse3.HorizontalAdd(isum.GetLower() + isum.GetUpper(), mins);
+        return Ssse3.HorizontalAdd(h, h);
+    }
+
+    /// <summary>[d, dmin, d, dmin] of a block as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> DminD(ref BlockQ4K blk)
+    {
+        float[] h = HalfTable.Values;
+        float d = h[blk.D], dmin = h[blk.DMin];
+        return Vector128.Create(d, dmin, d, dmin);
     }
 
     /// <summary>Σ over group g's 64 weights of sc·q·x for its two sub-blocks, as eight int32 partial sums.</summary>
@@ -246,7 +261,7 @@ public static class Q4K
         ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
         ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
         ref short bs = ref MemoryMarshal.GetReference(blockSum);
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        Vector128<float> acc = Vector128<float>.Zero, accMin = acc; // lane k: token k
         for (int b = 0; b < w.Length; b++)
         {
             ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
@@ -265,21 +280,26 @@ public static class Q4K
             s0 = Avx2.Shuffle(scales, Pick6).AsInt16(); s1 = Avx2.Shuffle(scales, Pick7).AsInt16();
             Quad(ref qs, 3, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
             float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
-            float dx0 = xd[b], dx1 = xd[dStride + b], dx2 = xd[2 * dStride + b], dx3 = xd[3 * dStride + b];
-            a0 = MathF.FusedMultiplyAdd(Vector256.Sum(i0), d * dx0, a0);
-            a1 = MathF.FusedMultiplyAdd(Vector256.Sum(i1), d * dx1, a1);
-            a2 = MathF.FusedMultiplyAdd(Vector256.Sum(i2), d * dx2, a2);
-            a3 = MathF.FusedMultiplyAdd(Vector256.Sum(i3), d * dx3, a3);
-            m0 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)))), dmin * dx0, m0);
-            m1 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)))), dmin * dx1, m1);
-            m2 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)))), dmin * dx2, m2);
-            m3 = MathF.FusedMultiplyAdd(Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)))), dmin * dx3, m3);
+            Vector128<float> dx = Vector128.Create(xd[b], xd[dStride + b], xd[2 * dStride + b], xd[3 * dStride + b]);
+            Vector128<int> n0 = Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)));
+            Vector128<int> n1 = Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(sumStride + b * 8)));
+            Vector128<int> n2 = Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(2 * sumStride + b * 8)));
+            Vector128<int> n3 = Sse2.MultiplyAddAdjacent(mins, Vector128.LoadUnsafe(ref bs, (nuint)(3 * sumStride + b * 8)));
+            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals4(i0.GetLower() + i0.GetUpper(), i1.GetLower() + i1.GetUpper(),
+                i2.GetLower() + i2.GetUpper(), i3.GetLower() + i3.GetUpper())), d * dx, acc);
+            accMin = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals4(n0, n1, n2, n3)), dmin * dx, accMin);
         }
-        result[0] = a0 - m0;
-        result[1] = a1 - m1;
-        result[2] = a2 - m2;
-        result[3] = a3 - m3;
+        Vector128<float> r = acc - accMin;
+        result[0] = r.GetElement(0);
+        result[1] = r.GetElement(1);
+        result[2] = r.GetElement(2);
+        result[3] = r.GetElement(3);
     }
+
+    /// <summary>[Σ t0, Σ t1, Σ t2, Σ t3] (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Totals4(Vector128<int> t0, Vector128<int> t1, Vector128<int> t2, Vector128<int> t3) =>
+        Ssse3.HorizontalAdd(Ssse3.HorizontalAdd(t0, t1), Ssse3.HorizontalAdd(t2, t3));
 
     /// <summary>Group g (64 weights) for four tokens: nibbles unpacked once; adds into each token's integer sums in the
     /// order <see cref="Group"/> does.</summary>
