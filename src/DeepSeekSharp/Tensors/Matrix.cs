@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;
 
@@ -439,6 +440,13 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
     public override void SetRow(int r, ReadOnlySpan<float> values) => Q6K.QuantizeRow(values, new Span<BlockQ6K>(RowPointer(r), Cols / 256));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = base.Prepare(x, n)!;
+        if (Avx2.IsSupported) a.PreparePairs32(n);
+        return a;
+    }
+
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
@@ -447,7 +455,9 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
         {
             ReadOnlySpan<BlockQ6K> row = Row(o);
             for (int t = 0; t < n; t++)
-                y[(long)t * rowCount + o - rowStart] = Q6K.VecDotQ6KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
+                y[(long)t * rowCount + o - rowStart] = Avx2.IsSupported
+                    ? Q6K.V256(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks), a.Pairs32.AsSpan(t * Cols / 2, Cols / 2))
+                    : Q6K.Scalar(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
         }
     }
 }

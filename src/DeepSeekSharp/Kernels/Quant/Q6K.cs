@@ -111,13 +111,24 @@ public static class Q6K
         return sum;
     }
 
-    /// <summary>AVX2: codes unpacked 32 at a time, u6 × s8 pair sums (maddubs) minus 32 × the pair sums of x, then the
-    /// two sub-block scales of the 32 applied by the widening pair-add. All integer: equal to <see cref="Scalar"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>AVX2 without the activations' pair sums at hand (computes them, then <see cref="V256(ReadOnlySpan{BlockQ6K}, ReadOnlySpan{sbyte}, ReadOnlySpan{float}, ReadOnlySpan{short})"/>).</summary>
     internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
+        var pairs = new short[xq.Length / 2];
+        for (int i = 0; i < pairs.Length; i++) pairs[i] = (short)(32 * (xq[2 * i] + xq[2 * i + 1]));
+        return V256(w, xq, xd, pairs);
+    }
+
+    /// <summary>AVX2: codes unpacked 32 at a time, u6 × s8 pair sums (maddubs) minus 32 × the pair sums of x (given:
+    /// <see cref="QuantizedActivations.Pairs32"/>), then the two sub-block scales of the 32 applied by the widening
+    /// pair-add, the scales widened once per block and picked by a byte shuffle. All integer: equal to <see cref="Scalar"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> pairs32)
+    {
+        if (pairs32.Length < xq.Length / 2) ThrowHelper.TooShort(nameof(pairs32), xq.Length / 2, pairs32.Length);
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
-        Vector256<byte> low4 = Vector256.Create((byte)0x0F), high2 = Vector256.Create((byte)0x30), c32 = Vector256.Create((byte)32);
+        ref short pr = ref MemoryMarshal.GetReference(pairs32);
+        Vector256<byte> low4 = Vector256.Create((byte)0x0F), high2 = Vector256.Create((byte)0x30);
         float sum = 0;
         for (int b = 0; b < w.Length; b++)
         {
@@ -126,6 +137,9 @@ public static class Q6K
             ref byte qh = ref Unsafe.As<BlockQ6K.High, byte>(ref blk.Qh);
             ref sbyte sc = ref Unsafe.As<BlockQ6K.Scales, sbyte>(ref blk.Sc);
             ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
+            ref short pb = ref Unsafe.Add(ref pr, b * 128);
+            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref sc));
+            Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
             Vector256<int> acc = Vector256<int>.Zero;
             for (int half = 0; half < 2; half++)
             {
@@ -136,23 +150,28 @@ public static class Q6K
                 Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
                 Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
                 Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
-                acc += Part(q0, ref xb, ref sc, half * 4 + 0, c32);
-                acc += Part(q1, ref xb, ref sc, half * 4 + 1, c32);
-                acc += Part(q2, ref xb, ref sc, half * 4 + 2, c32);
-                acc += Part(q3, ref xb, ref sc, half * 4 + 3, c32);
+                Vector256<byte> s = half == 0 ? scales : scalesHi; // sub-block scales 8·half .. 8·half + 7
+                acc += Part(q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick[0]).AsInt16());
+                acc += Part(q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick[1]).AsInt16());
+                acc += Part(q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick[2]).AsInt16());
+                acc += Part(q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick[3]).AsInt16());
             }
             sum += HalfTable.Values[blk.D] * xd[b] * Vector256.Sum(acc);
         }
         return sum;
     }
 
-    /// <summary>Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as eight int32 partial sums.</summary>
+    /// <summary>Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as eight int32 partial sums;
+    /// <paramref name="scales"/> holds sub-block 2k's scale in the low 128 bits and 2k + 1's in the high.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Part(Vector256<byte> q, ref sbyte xb, ref sbyte sc, int k, Vector256<byte> c32)
+    private static Vector256<int> Part(Vector256<byte> q, ref sbyte xb, ref short pb, int k, Vector256<short> scales)
     {
-        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(k * 32));
-        Vector256<short> p = Avx2.MultiplyAddAdjacent(q, x) - Avx2.MultiplyAddAdjacent(c32, x);
-        Vector256<short> scales = Vector256.Create(Vector128.Create((short)Unsafe.Add(ref sc, 2 * k)), Vector128.Create((short)Unsafe.Add(ref sc, 2 * k + 1)));
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref xb, (nuint)(k * 32))) - Vector256.LoadUnsafe(ref pb, (nuint)(k * 16));
         return Avx2.MultiplyAddAdjacent(p, scales);
     }
+
+    /// <summary>Byte shuffles broadcasting, within the scales of one half (eight int16 in each 128-bit lane), scale
+    /// 2k to the low lane and 2k + 1 to the high lane.</summary>
+    private static readonly Vector256<byte>[] Pick = [.. Enumerable.Range(0, 4).Select(k =>
+        Vector256.Create(Enumerable.Range(0, 32).Select(i => (byte)(2 * (2 * k + i / 16) + i % 2)).ToArray()))];
 }

@@ -13,9 +13,23 @@ public sealed class QuantizedActivations
     public sbyte[] Q = [];      // [rows, cols]
     public float[] D = [];      // [rows, cols / 32]    (per-32 mode) or [rows, cols / 256] (per-256 mode)
     public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (per-256 mode, for block minimums; |Σ| ≤ 4064)
+    public short[] Pairs32 = [];  // [rows, cols / 2]: 32·(q[2i] + q[2i+1]), Q6_K's offset term (by PreparePairs32)
     public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
     public int Cols { get; private set; }
     private int _block = Block;
+
+    /// <summary>Fills <see cref="Pairs32"/> for the first <paramref name="rows"/> rows: what vpmaddubsw of 32s against
+    /// the codes gives, so Q6_K's kernel (codes stored as q + 32) subtracts it instead of recomputing it per weight row.</summary>
+    public void PreparePairs32(int rows)
+    {
+        int pairs = rows * Cols / 2;
+        if (Pairs32.Length < pairs) Pairs32 = new short[pairs];
+        int i = 0;
+        if (Avx2.IsSupported)
+            for (; i + 16 <= pairs; i += 16)
+                Avx2.MultiplyAddAdjacent(Vector256.Create((byte)32), Vector256.Create(Q.AsSpan(2 * i, 32))).CopyTo(Pairs32.AsSpan(i, 16));
+        for (; i < pairs; i++) Pairs32[i] = (short)(32 * (Q[2 * i] + Q[2 * i + 1]));
+    }
 
     /// <summary>Fills <see cref="Q16"/> with the first <paramref name="rows"/> rows of <see cref="Q"/> as int16,
     /// followed by <paramref name="padRows"/> rows of zero codes, scales and block sums for kernels that run whole
