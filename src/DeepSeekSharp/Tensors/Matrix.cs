@@ -143,7 +143,10 @@ public abstract unsafe class Matrix : IDisposable
     }
 
     /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>
-    private protected virtual int RowUnit(int n) => 1;
+    private int RowUnit(int n) => UseGemm(n) ? 16 : 1;
+
+    /// <summary>Whether <paramref name="n"/> tokens go through this format's panel kernel (see <see cref="PanelProduct"/>).</summary>
+    private protected virtual bool UseGemm(int n) => false;
 
     /// <summary>y[t, o − rowStart] for o in [r0, r1): the per-format inner kernel (one thread).</summary>
     private protected abstract void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount);
@@ -333,9 +336,7 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
     /// fewer run the row kernels. Both give the same bits for a token.</summary>
     internal const int GemmMinTokens = 8;
 
-    private static bool UseGemm(int n) => n >= GemmMinTokens && BlockGemm<T>.IsSupported;
-
-    private protected override int RowUnit(int n) => UseGemm(n) ? BlockGemm<T>.PanelRows : 1;
+    private protected override bool UseGemm(int n) => n >= GemmMinTokens && BlockGemm<T>.IsSupported;
 
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
@@ -377,11 +378,6 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
 internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : Matrix(rows, cols, RowBytesOf(format, cols), data, owner)
 {
-    /// <summary>Whether this format has a panel kernel that <paramref name="n"/> tokens use.</summary>
-    private protected virtual bool UseGemm(int n) => false;
-
-    private protected override int RowUnit(int n) => UseGemm(n) ? 16 : 1;
-
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
         QuantizedActivations a = Scratch.Activations;

@@ -84,9 +84,18 @@ public static class KQuants
     }
 
     /// <summary>Scale and minimum of sub-block j from the 12-byte packing Q4_K and Q5_K share (get_scale_min_k4).</summary>
-    internal static (int Scale, int Min) ScaleMin6(ReadOnlySpan<byte> s, int j) => j < 4
-        ? (s[j] & 63, s[j + 4] & 63)
-        : ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static (int Scale, int Min) ScaleMin6(ReadOnlySpan<byte> s, int j) => ScaleMin6(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(s[..12]), j);
+
+    /// <summary>The same from a reference to the 12 bytes (no span: the panel kernels call it for every sub-block).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static (int Scale, int Min) ScaleMin6(ref byte s, int j)
+    {
+        ref byte a = ref System.Runtime.CompilerServices.Unsafe.Add(ref s, j), b = ref System.Runtime.CompilerServices.Unsafe.Add(ref s, j + 4);
+        return j < 4
+            ? (a & 63, b & 63)
+            : ((b & 0xF) | ((System.Runtime.CompilerServices.Unsafe.Add(ref s, j - 4) >> 6) << 4), (b >> 4) | ((a >> 6) << 4));
+    }
 
     /// <summary>Stores sub-block j's 6-bit scale and minimum into the 12-byte packing (bytes start zeroed).</summary>
     internal static void SetScaleMin6(Span<byte> s, int j, int sc, int m)

@@ -27,7 +27,8 @@ public struct BlockQ4K
 public static class Q4K
 {
     /// <summary>Scale and minimum code of sub-block j (ggml's get_scale_min_k4).</summary>
-    internal static (int Scale, int Min) ScaleMin(ref BlockQ4K b, int j) => KQuants.ScaleMin6(ScaleBytes(ref b), j);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static (int Scale, int Min) ScaleMin(ref BlockQ4K b, int j) => KQuants.ScaleMin6(ref Unsafe.As<BlockQ4K.Scales, byte>(ref b.Sc), j);
 
     private static Span<byte> ScaleBytes(ref BlockQ4K b) => MemoryMarshal.CreateSpan(ref Unsafe.As<BlockQ4K.Scales, byte>(ref b.Sc), 12);
 

@@ -16,24 +16,9 @@ internal readonly struct Q4KRows : IPanelRows
         int j = s & 7;
         Vector256<byte> raw = Vector256.LoadUnsafe(ref Unsafe.Add(ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs), (j >> 1) * 32));
         Vector256<byte> q = (j & 1) == 0 ? raw & Vector256.Create((byte)0x0F) : Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & Vector256.Create((byte)0x0F);
-        return (Avx512BW.ConvertToVector512Int16(q) * Vector512.Create((short)Scale(ref blk, j))).AsInt32();
+        return (Avx512BW.ConvertToVector512Int16(q) * Vector512.Create((short)Q4K.ScaleMin(ref blk, j).Scale)).AsInt32();
     }
 
-    /// <summary>Sub-block j's 6-bit scale (as <see cref="KQuants.ScaleMin6"/>, without the span).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int Scale(ref BlockQ4K blk, int j)
-    {
-        ref byte s = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
-        return j < 4 ? Unsafe.Add(ref s, j) & 63 : (Unsafe.Add(ref s, j + 4) & 0xF) | ((Unsafe.Add(ref s, j - 4) >> 6) << 4);
-    }
-
-    /// <summary>Sub-block j's 6-bit minimum.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int Min(ref BlockQ4K blk, int j)
-    {
-        ref byte s = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
-        return j < 4 ? Unsafe.Add(ref s, j + 4) & 63 : (Unsafe.Add(ref s, j + 4) >> 4) | ((Unsafe.Add(ref s, j) >> 6) << 4);
-    }
 }
 
 /// <summary>Many tokens against Q4_K rows (prefill) with AVX-512, as <see cref="BlockGemm{T}"/> does for 32-weight
@@ -75,7 +60,7 @@ internal static class Q4KGemm
                 ref BlockQ4K blk = ref Unsafe.As<byte, BlockQ4K>(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * BlockQ4K.Bytes)));
                 scales[b * 16 + j] = half[blk.D];
                 scales[(superBlocks + b) * 16 + j] = half[blk.DMin];
-                for (int k = 0; k < 8; k++) mins[(b * 4 + k / 2) * 32 + j * 2 + k % 2] = (short)Q4KRows.Min(ref blk, k);
+                for (int k = 0; k < 8; k++) mins[(b * 4 + k / 2) * 32 + j * 2 + k % 2] = (short)Q4K.ScaleMin(ref blk, k).Min;
             }
     }
 

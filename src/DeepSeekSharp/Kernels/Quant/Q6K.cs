@@ -114,7 +114,7 @@ public static class Q6K
     /// <summary>AVX2 without the activations' pair sums at hand (computes them, then <see cref="V256(ReadOnlySpan{BlockQ6K}, ReadOnlySpan{sbyte}, ReadOnlySpan{float}, ReadOnlySpan{short})"/>).</summary>
     internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
-        var pairs = new short[xq.Length / 2];
+        Span<short> pairs = xq.Length <= 32768 ? stackalloc short[xq.Length / 2] : new short[xq.Length / 2];
         for (int i = 0; i < pairs.Length; i++) pairs[i] = (short)(32 * (xq[2 * i] + xq[2 * i + 1]));
         return V256(w, xq, xd, pairs);
     }
