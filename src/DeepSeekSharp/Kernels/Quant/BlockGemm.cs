@@ -156,35 +156,48 @@ internal static class PanelPack
     public static void Codes<TRows>(ref byte w, long rowBytes, int rows, int subBlocks, Span<short> panel) where TRows : IPanelRows
     {
         if (panel.Length < subBlocks * 512 || (uint)rows > 16) ThrowHelper.TooShort(nameof(panel), subBlocks * 512, panel.Length);
-        Span<Vector512<int>> u = stackalloc Vector512<int>[16];
         ref short p = ref MemoryMarshal.GetReference(panel);
         for (int b = 0; b < subBlocks; b++)
         {
-            // Rows in groups of four: two unpack rounds leave u[4e + q] = column pair 4L + e of rows 4q..4q+3 in
-            // 128-bit lane L.
-            for (int q = 0; q < 4; q++)
-            {
-                Vector512<int> r0 = Row<TRows>(ref w, rowBytes, rows, 4 * q, b), r1 = Row<TRows>(ref w, rowBytes, rows, 4 * q + 1, b);
-                Vector512<int> r2 = Row<TRows>(ref w, rowBytes, rows, 4 * q + 2, b), r3 = Row<TRows>(ref w, rowBytes, rows, 4 * q + 3, b);
-                Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
-                Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
-                u[q] = Avx512F.UnpackLow(t0, t2).AsInt32();
-                u[4 + q] = Avx512F.UnpackHigh(t0, t2).AsInt32();
-                u[8 + q] = Avx512F.UnpackLow(t1, t3).AsInt32();
-                u[12 + q] = Avx512F.UnpackHigh(t1, t3).AsInt32();
-            }
-            // Then a 4×4 transpose of 128-bit lanes gives column pair g = 4L + e of all sixteen rows.
+            // Rows in groups of four: two unpack rounds leave (u_q0, u_q1, u_q2, u_q3) = column pairs 4L + 0..3 of rows
+            // 4q..4q+3 in 128-bit lane L; then a 4×4 transpose of 128-bit lanes gives column pair 4L + e of all sixteen
+            // rows. Locals, not an array, so the sixteen vectors stay in registers.
+            Quad<TRows>(ref w, rowBytes, rows, 0, b, out Vector512<int> u00, out Vector512<int> u01, out Vector512<int> u02, out Vector512<int> u03);
+            Quad<TRows>(ref w, rowBytes, rows, 4, b, out Vector512<int> u10, out Vector512<int> u11, out Vector512<int> u12, out Vector512<int> u13);
+            Quad<TRows>(ref w, rowBytes, rows, 8, b, out Vector512<int> u20, out Vector512<int> u21, out Vector512<int> u22, out Vector512<int> u23);
+            Quad<TRows>(ref w, rowBytes, rows, 12, b, out Vector512<int> u30, out Vector512<int> u31, out Vector512<int> u32, out Vector512<int> u33);
             ref short pb = ref Unsafe.Add(ref p, b * 512);
-            for (int e = 0; e < 4; e++)
-            {
-                Vector512<int> a = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0x44), c = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0x44);
-                Vector512<int> bb = Avx512F.Shuffle4x128(u[4 * e], u[4 * e + 1], 0xEE), d = Avx512F.Shuffle4x128(u[4 * e + 2], u[4 * e + 3], 0xEE);
-                Avx512F.Shuffle4x128(a, c, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)(e * 32));
-                Avx512F.Shuffle4x128(a, c, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((4 + e) * 32));
-                Avx512F.Shuffle4x128(bb, d, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)((8 + e) * 32));
-                Avx512F.Shuffle4x128(bb, d, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((12 + e) * 32));
-            }
+            Lanes(ref pb, 0, u00, u10, u20, u30);
+            Lanes(ref pb, 1, u01, u11, u21, u31);
+            Lanes(ref pb, 2, u02, u12, u22, u32);
+            Lanes(ref pb, 3, u03, u13, u23, u33);
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad<TRows>(ref byte w, long rowBytes, int rows, int j, int b,
+        out Vector512<int> e0, out Vector512<int> e1, out Vector512<int> e2, out Vector512<int> e3) where TRows : IPanelRows
+    {
+        Vector512<int> r0 = Row<TRows>(ref w, rowBytes, rows, j, b), r1 = Row<TRows>(ref w, rowBytes, rows, j + 1, b);
+        Vector512<int> r2 = Row<TRows>(ref w, rowBytes, rows, j + 2, b), r3 = Row<TRows>(ref w, rowBytes, rows, j + 3, b);
+        Vector512<long> t0 = Avx512F.UnpackLow(r0, r1).AsInt64(), t1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
+        Vector512<long> t2 = Avx512F.UnpackLow(r2, r3).AsInt64(), t3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
+        e0 = Avx512F.UnpackLow(t0, t2).AsInt32();
+        e1 = Avx512F.UnpackHigh(t0, t2).AsInt32();
+        e2 = Avx512F.UnpackLow(t1, t3).AsInt32();
+        e3 = Avx512F.UnpackHigh(t1, t3).AsInt32();
+    }
+
+    /// <summary>Stores column pairs e, 4 + e, 8 + e, 12 + e from the four row groups' vectors for e.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Lanes(ref short pb, int e, Vector512<int> g0, Vector512<int> g1, Vector512<int> g2, Vector512<int> g3)
+    {
+        Vector512<int> a = Avx512F.Shuffle4x128(g0, g1, 0x44), c = Avx512F.Shuffle4x128(g2, g3, 0x44);
+        Vector512<int> bb = Avx512F.Shuffle4x128(g0, g1, 0xEE), d = Avx512F.Shuffle4x128(g2, g3, 0xEE);
+        Avx512F.Shuffle4x128(a, c, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)(e * 32));
+        Avx512F.Shuffle4x128(a, c, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((4 + e) * 32));
+        Avx512F.Shuffle4x128(bb, d, 0x88).AsInt16().StoreUnsafe(ref pb, (nuint)((8 + e) * 32));
+        Avx512F.Shuffle4x128(bb, d, 0xDD).AsInt16().StoreUnsafe(ref pb, (nuint)((12 + e) * 32));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
