@@ -63,3 +63,50 @@ public class MatVecBenchmarks
     [Benchmark] public void Q8_0() => _q8.Forward(_x, _y, 1);
     [Benchmark] public void Q4_K() => _q4.Forward(_x, _y, 1);
 }
+
+/// <summary>The same projection for a batch of tokens — about one expert's share of a 512-token prefill, and a whole
+/// prompt — which the AVX-512 panel kernels take (the row kernels where AVX-512 is off).</summary>
+[MemoryDiagnoser]
+public class MatMulBenchmarks
+{
+    private Matrix _q8 = null!, _q4 = null!;
+    private float[] _x = [], _y = [];
+
+    [Params(48, 512)] public int Tokens;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var rng = new Random(3);
+        float[] w = Enumerable.Range(0, 1408 * 2048).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        _x = Enumerable.Range(0, Tokens * 2048).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+        _y = new float[Tokens * 1408];
+        _q8 = Matrix.FromValues(1408, 2048, w, WeightFormat.Q8_0);
+        _q4 = Matrix.FromValues(1408, 2048, w, WeightFormat.Q4_K);
+    }
+
+    [Benchmark(Baseline = true)] public void Q8_0() => _q8.Forward(_x, _y, Tokens);
+    [Benchmark] public void Q4_K() => _q4.Forward(_x, _y, Tokens);
+}
+
+/// <summary>Softmax over an attention row of 512 scores (after the max is subtracted: values in [−3, 0]), against
+/// the library exp alone, warmed up.</summary>
+public class SoftmaxBenchmarks
+{
+    private readonly float[] _scores = Enumerable.Range(0, 512).Select(i => (float)(new Random(i).NextDouble() * 3 - 3)).ToArray();
+    private readonly float[] _work = new float[512];
+
+    [Benchmark(Baseline = true)]
+    public void Softmax()
+    {
+        _scores.CopyTo(_work, 0);
+        DeepSeekSharp.Kernels.Softmax.InPlace(_work);
+    }
+
+    [Benchmark]
+    public void TensorPrimitivesExp()
+    {
+        _scores.CopyTo(_work, 0);
+        System.Numerics.Tensors.TensorPrimitives.Exp(_work, _work);
+    }
+}

@@ -7,8 +7,9 @@ namespace DeepSeekSharp.Kernels;
 /// width gives the same bits (a value's result never depends on whether it fell in a vector body or a tail).
 /// Cephes' expf: n = round(x·log2 e), r = x − n·ln 2 in two parts, a degree-5 polynomial for e^r, then 2^n applied as
 /// two factors 2^⌊n/2⌋·2^(n−⌊n/2⌋) so overflow gives ∞ and underflow goes through the subnormals to 0. Within 2 ulp of
-/// the correctly rounded value over the float range (tested against double). TensorPrimitives.Exp is not used: in
-/// System.Numerics.Tensors 10.0.0 it runs ~40× slower once inputs leave about [−0.5, 0.5], which softmax rows do.</summary>
+/// the correctly rounded value over the float range (tested against double). Not TensorPrimitives.Exp: its bits may
+/// differ between vector body and tail, and in a short-lived process (a first prefill) it ran up to ~40× slower than
+/// warmed up, before the JIT had tiered it (warmed, BenchmarkDotNet: within 20% of this).</summary>
 public static class FastExp
 {
     private const float Log2E = 1.44269504088896341f, Ln2Hi = 0.693359375f, Ln2Lo = -2.12194440e-4f;
