@@ -365,11 +365,12 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             ReadOnlySpan<byte> row = RawRow(o);
             for (int t = 0; t < grouped; t += 4)
             {
-                BlockDots<T>.V256x4(ref MemoryMarshal.GetReference(row), blocks, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks, four);
+                BlockDots<T>.V256x4(ref MemoryMarshal.GetReference(row), blocks, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks,
+                    a.BlockSum.AsSpan(t * blocks, 4 * blocks), four);
                 for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
             }
             for (int t = grouped; t < n; t++)
-                y[(long)t * rowCount + o - rowStart] = BlockDots<T>.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks));
+                y[(long)t * rowCount + o - rowStart] = BlockDots<T>.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks), a.BlockSum.AsSpan(t * blocks, blocks));
         }
     }
 }

@@ -16,20 +16,31 @@ internal interface IBlockCodes
 
     /// <summary>Code i of a block, one at a time: the specification <see cref="Codes"/> is tested against.</summary>
     static abstract int Code(ReadOnlySpan<byte> block, int i);
+
+    /// <summary>What makes every code non-negative (Q4_0 8, Q5_0 16), or 0 for formats whose codes take the full
+    /// signed byte range (Q8_0: those use the sign trick instead).</summary>
+    static abstract int Offset { get; }
+
+    /// <summary>The block's codes + <see cref="Offset"/> as unsigned bytes (formats with an offset).</summary>
+    static abstract Vector256<byte> Unsigned(ref byte block);
 }
 
 /// <summary>AVX2 dot products of rows of <typeparamref name="T"/> blocks against activations quantised per 32, one
 /// token (<see cref="V256"/>) or four sharing each block's codes (<see cref="V256x4"/>, bit-identical per token).
-/// Per block: exact int32 sums of |w| × sign-moved x (maddubs + maddwd); eight blocks' sums gathered into one
-/// vector by a horizontal-add tree, converted once and scaled by their eight d_w·d_x. Blocks past the last whole
-/// eight are added one by one. Specialised per format by the JIT (T is a struct).</summary>
+/// Per block: exact int32 sums of |w| × sign-moved x (maddubs + maddwd) — or, for formats with small codes, of
+/// (code + offset) × x minus offset × Σx, which needs no sign trick; eight blocks' sums gathered into one vector by a
+/// horizontal-add tree, converted once and scaled by their eight d_w·d_x. Blocks past the last whole eight are added
+/// one by one. Either way the integer sums are exact, so the results are the same bits. Specialised per format by
+/// the JIT (T is a struct).</summary>
 internal static class BlockDots<T> where T : struct, IBlockCodes
 {
     /// <summary>Σ w·x for a row of <paramref name="xd"/>.Length blocks, on the fastest path this CPU has.</summary>
-    public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    /// <param name="xsum">Σ codes of each activation block (<see cref="QuantizedActivations.BlockSum"/>); read only
+    /// by formats with an <see cref="IBlockCodes.Offset"/></param>
+    public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
     {
         if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
-        return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd) : Scalar(w, xq, xd);
+        return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum) : Scalar(w, xq, xd);
     }
 
     /// <summary>The specification: an exact integer sum per block, scaled by d_w·d_x, summed in block order.</summary>
@@ -47,29 +58,35 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static float V256(ref byte wb, int n, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    public static float V256(ref byte wb, int n, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
     {
+        if (T.Offset != 0 && xsum.Length < n) ThrowHelper.TooShort(nameof(xsum), n, xsum.Length);
         ref sbyte xb = ref MemoryMarshal.GetReference(xq);
         ref float xs = ref MemoryMarshal.GetReference(xd);
+        ref short xu = ref MemoryMarshal.GetReference(xsum);
         Vector256<float> acc = Vector256<float>.Zero;
         int b = 0;
         for (; b + 8 <= n; b += 8)
         {
             Vector256<float> ws = Scales8(ref wb, b);
-            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, ref xu, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
         }
         float sum = Reduce8(acc);
         for (; b < n; b++)
             sum += HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))] * Unsafe.Add(ref xs, b)
-                   * Vector256.Sum(BlockDot(ref wb, ref xb, b));
+                   * BlockSum(ref wb, ref xb, ref xu, b);
         return sum;
     }
 
     /// <summary>Four tokens against one weight row (prefill): weight loads and |w| are shared; each token's result is
     /// bit-identical to <see cref="V256"/> on that token alone.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void V256x4(ref byte wb, int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result)
+    public static void V256x4(ref byte wb, int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> xsum, Span<float> result)
     {
+        if (T.Offset != 0 && xsum.Length < 3 * dStride + n) ThrowHelper.TooShort(nameof(xsum), 3 * dStride + n, xsum.Length);
+        ref short u0 = ref MemoryMarshal.GetReference(xsum);
+        ref short u1 = ref Unsafe.Add(ref u0, dStride), u2 = ref Unsafe.Add(ref u0, 2 * dStride), u3 = ref Unsafe.Add(ref u0, 3 * dStride);
         ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
         ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
         ref float s0 = ref MemoryMarshal.GetReference(xd);
@@ -80,6 +97,13 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         {
             Vector256<float> ws = Scales8(ref wb, b);
             Sums8x4(ref wb, ref x0, ref x1, ref x2, ref x3, b, out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3);
+            if (T.Offset != 0)
+            {
+                i0 -= OffsetSums8(ref u0, b);
+                i1 -= OffsetSums8(ref u1, b);
+                i2 -= OffsetSums8(ref u2, b);
+                i3 -= OffsetSums8(ref u3, b);
+            }
             a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), ws * Vector256.LoadUnsafe(ref s0, (nuint)b), a0);
             a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), ws * Vector256.LoadUnsafe(ref s1, (nuint)b), a1);
             a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), ws * Vector256.LoadUnsafe(ref s2, (nuint)b), a2);
@@ -89,10 +113,10 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         for (; b < n; b++)
         {
             float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))];
-            r0 += d * Unsafe.Add(ref s0, b) * Vector256.Sum(BlockDot(ref wb, ref x0, b));
-            r1 += d * Unsafe.Add(ref s1, b) * Vector256.Sum(BlockDot(ref wb, ref x1, b));
-            r2 += d * Unsafe.Add(ref s2, b) * Vector256.Sum(BlockDot(ref wb, ref x2, b));
-            r3 += d * Unsafe.Add(ref s3, b) * Vector256.Sum(BlockDot(ref wb, ref x3, b));
+            r0 += d * Unsafe.Add(ref s0, b) * BlockSum(ref wb, ref x0, ref u0, b);
+            r1 += d * Unsafe.Add(ref s1, b) * BlockSum(ref wb, ref x1, ref u1, b);
+            r2 += d * Unsafe.Add(ref s2, b) * BlockSum(ref wb, ref x2, ref u2, b);
+            r3 += d * Unsafe.Add(ref s3, b) * BlockSum(ref wb, ref x3, ref u3, b);
         }
         result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
     }
@@ -111,17 +135,48 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<sbyte> Codes(ref byte wb, int b) => T.Codes(ref Unsafe.Add(ref wb, b * T.Bytes));
 
-    /// <summary>Eight lanes whose sum is block b's exact Σ w·x.</summary>
+    /// <summary>Eight lanes whose sum is block b's exact Σ w·x (for offset formats: Σ (code + offset)·x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> BlockDot(ref byte wb, ref sbyte xb, int b)
     {
+        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
+        if (T.Offset != 0)
+            return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x), Ones16);
         Vector256<sbyte> wq = Codes(ref wb, b);
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq)), Ones16);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), Ones16);
     }
 
+    /// <summary>Block b's exact Σ w·x as one integer.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq)), Ones16);
+    private static int BlockSum(ref byte wb, ref sbyte xb, ref short xu, int b) =>
+        Vector256.Sum(BlockDot(ref wb, ref xb, b)) - (T.Offset != 0 ? T.Offset * Unsafe.Add(ref xu, b) : 0);
+
+    /// <summary>offset × Σx of blocks b..b+7, to take from the offset codes' sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> OffsetSums8(ref short xu, int b) =>
+        Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref xu, (nuint)b)) * T.Offset;
+
+    /// <summary>Block b against one token: |w| × sign-moved x, or the offset codes (then <paramref name="aw"/> holds
+    /// them and <paramref name="wq"/> is unused) × x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b)
+    {
+        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, T.Offset != 0 ? x : Avx2.Sign(x, wq)), Ones16);
+    }
+
+    /// <summary>What <see cref="Dot8"/> multiplies: (|w|, w), or (code + offset, unused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Weights(ref byte wb, int b, out Vector256<sbyte> wq)
+    {
+        if (T.Offset != 0)
+        {
+            wq = default;
+            return T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes));
+        }
+        wq = Codes(ref wb, b);
+        return Avx2.Abs(wq);
+    }
 
     /// <summary>[Σ block b, …, Σ block b+7] from eight per-block lane vectors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -134,9 +189,12 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Sums8(ref byte wb, ref sbyte xb, int b) =>
-        Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
-             BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
+    private static Vector256<int> Sums8(ref byte wb, ref sbyte xb, ref short xu, int b)
+    {
+        Vector256<int> s = Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
+            BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
+        return T.Offset != 0 ? s - OffsetSums8(ref xu, b) : s;
+    }
 
     /// <summary>For each of four tokens, [Σ block b, Σ b+1, …] summed as <see cref="Tree"/> does, for blocks b..b+7.
     /// The pair sums are folded as soon as both halves exist, so at most a dozen vectors are live (keeping the
@@ -158,14 +216,14 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     private static void Quad(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
         out Vector256<int> q0, out Vector256<int> q1, out Vector256<int> q2, out Vector256<int> q3)
     {
-        Vector256<sbyte> w = Codes(ref wb, b); Vector256<byte> a = Avx2.Abs(w);
+        Vector256<byte> a = Weights(ref wb, b, out Vector256<sbyte> w);
         Vector256<int> e0 = Dot8(a, w, ref x0, b), e1 = Dot8(a, w, ref x1, b), e2 = Dot8(a, w, ref x2, b), e3 = Dot8(a, w, ref x3, b);
-        w = Codes(ref wb, b + 1); a = Avx2.Abs(w);
+        a = Weights(ref wb, b + 1, out w);
         Vector256<int> h0 = Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 1)), h1 = Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 1));
         Vector256<int> h2 = Avx2.HorizontalAdd(e2, Dot8(a, w, ref x2, b + 1)), h3 = Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 1));
-        w = Codes(ref wb, b + 2); a = Avx2.Abs(w);
+        a = Weights(ref wb, b + 2, out w);
         e0 = Dot8(a, w, ref x0, b + 2); e1 = Dot8(a, w, ref x1, b + 2); e2 = Dot8(a, w, ref x2, b + 2); e3 = Dot8(a, w, ref x3, b + 2);
-        w = Codes(ref wb, b + 3); a = Avx2.Abs(w);
+        a = Weights(ref wb, b + 3, out w);
         q0 = Avx2.HorizontalAdd(h0, Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 3)));
         q1 = Avx2.HorizontalAdd(h1, Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 3)));
         q2 = Avx2.HorizontalAdd(h2, Avx2.HorizontalAdd(e2, Dot8(a, w, ref x2, b + 3)));

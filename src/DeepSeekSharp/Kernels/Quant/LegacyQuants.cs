@@ -178,15 +178,16 @@ public static class LegacyQuants
         ? BlockDots<Q5_0Codes>.Scalar(w, xq, xd)
         : BlockDots<Q4_0Codes>.Scalar(w, xq, xd);
 
-    internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type == GgmlType.Q5_0
-        ? BlockDots<Q5_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd)
-        : BlockDots<Q4_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd);
+    internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum) => type == GgmlType.Q5_0
+        ? BlockDots<Q5_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum)
+        : BlockDots<Q4_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum);
 
     /// <summary>Four tokens against one row (see <see cref="BlockDots{T}.V256x4"/>).</summary>
-    internal static void V256x4(GgmlType type, ReadOnlySpan<byte> w, int blocks, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result)
+    internal static void V256x4(GgmlType type, ReadOnlySpan<byte> w, int blocks, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> xsum, Span<float> result)
     {
-        if (type == GgmlType.Q5_0) BlockDots<Q5_0Codes>.V256x4(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, result);
-        else BlockDots<Q4_0Codes>.V256x4(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, result);
+        if (type == GgmlType.Q5_0) BlockDots<Q5_0Codes>.V256x4(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, xsum, result);
+        else BlockDots<Q4_0Codes>.V256x4(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, xsum, result);
     }
 }
 
@@ -196,9 +197,14 @@ internal readonly struct Q4_0Codes : IBlockCodes
     public static int Bytes => 18;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<sbyte> Codes(ref byte block) => Q5_0Codes.Nibbles(ref Unsafe.Add(ref block, 2)).AsSByte() - Vector256.Create((sbyte)8);
+    public static Vector256<sbyte> Codes(ref byte block) => Unsigned(ref block).AsSByte() - Vector256.Create((sbyte)8);
 
     public static int Code(ReadOnlySpan<byte> block, int i) => (i < 16 ? block[2 + i] & 0xF : block[2 + i - 16] >> 4) - 8;
+
+    public static int Offset => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Unsigned(ref byte block) => Q5_0Codes.Nibbles(ref Unsafe.Add(ref block, 2));
 }
 
 /// <summary>Q5_0's codes: nibbles plus the fifth bits from the 32-bit mask (spread to bytes by a shuffle), minus 16.</summary>
@@ -219,11 +225,15 @@ internal readonly struct Q5_0Codes : IBlockCodes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<sbyte> Codes(ref byte block)
+    public static Vector256<sbyte> Codes(ref byte block) => Unsigned(ref block).AsSByte() - Vector256.Create((sbyte)16);
+
+    public static int Offset => 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Unsigned(ref byte block)
     {
         Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), BitSpread);
-        Vector256<byte> q = Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & BitMask, BitMask) & Vector256.Create((byte)0x10));
-        return q.AsSByte() - Vector256.Create((sbyte)16);
+        return Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & BitMask, BitMask) & Vector256.Create((byte)0x10));
     }
 
     public static int Code(ReadOnlySpan<byte> block, int i)

@@ -58,11 +58,11 @@ public static class Q8_0
 
     /// <summary>AVX2 path (see <see cref="BlockDots{T}.V256"/>).</summary>
     internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
-        BlockDots<Q8_0Codes>.V256(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xd);
+        BlockDots<Q8_0Codes>.V256(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xd, default);
 
     /// <summary>Four tokens against one weight row (see <see cref="BlockDots{T}.V256x4"/>).</summary>
     internal static void V256x4(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result) =>
-        BlockDots<Q8_0Codes>.V256x4(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, result);
+        BlockDots<Q8_0Codes>.V256x4(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, default, result);
 }
 
 /// <summary>Q8_0's codes: 32 int8 after the fp16 scale.</summary>
@@ -74,4 +74,9 @@ internal readonly struct Q8_0Codes : IBlockCodes
     public static Vector256<sbyte> Codes(ref byte block) => Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
 
     public static int Code(ReadOnlySpan<byte> block, int i) => (sbyte)block[2 + i];
+
+    public static int Offset => 0;
+
+    /// <summary>Not used: Q8_0's codes span the signed byte range and take the sign trick.</summary>
+    public static Vector256<byte> Unsigned(ref byte block) => default;
 }

@@ -12,7 +12,7 @@ public sealed class QuantizedActivations
 
     public sbyte[] Q = [];      // [rows, cols]
     public float[] D = [];      // [rows, cols / 32]    (per-32 mode) or [rows, cols / 256] (per-256 mode)
-    public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (per-256 mode, for block minimums; |Σ| ≤ 4064)
+    public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (|Σ| ≤ 4064): Q4_K's minimums, Q4_0/Q5_0's code offsets
     public short[] Pairs32 = [];  // [rows, cols / 2]: 32·(q[2i] + q[2i+1]), Q6_K's offset term (by PreparePairs32)
     public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
     public int Cols { get; private set; }
@@ -42,12 +42,9 @@ public sealed class QuantizedActivations
         if (D.Length < blocks + padBlocks) Array.Resize(ref D, blocks + padBlocks);
         Q16.AsSpan(count, padRows * Cols).Clear();
         D.AsSpan(blocks, padBlocks).Clear();
-        if (_block == 256)
-        {
-            int sums = count / Block, padSums = padRows * Cols / Block;
-            if (BlockSum.Length < sums + padSums) Array.Resize(ref BlockSum, sums + padSums);
-            BlockSum.AsSpan(sums, padSums).Clear();
-        }
+        int sums = count / Block, padSums = padRows * Cols / Block;
+        if (BlockSum.Length < sums + padSums) Array.Resize(ref BlockSum, sums + padSums);
+        BlockSum.AsSpan(sums, padSums).Clear();
         int i = 0;
         if (Avx512BW.IsSupported)
             for (; i + 32 <= count; i += 32)
@@ -69,14 +66,6 @@ public sealed class QuantizedActivations
     {
         if (cols % 256 != 0) throw new ArgumentException($"cols ({cols}) must be a multiple of 256", nameof(cols));
         Quantize(x, rows, cols, 256);
-        int sub = rows * cols / Block;
-        if (BlockSum.Length < sub) BlockSum = new short[sub];
-        for (int b = 0; b < sub; b++)
-        {
-            int sum = 0;
-            foreach (sbyte q in Q.AsSpan(b * Block, Block)) sum += q;
-            BlockSum[b] = (short)sum;
-        }
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
@@ -96,6 +85,16 @@ public sealed class QuantizedActivations
             if (Avx2.IsSupported) RoundV256(v, inv, q);
             else for (int i = 0; i < block; i++) q[i] = (sbyte)(int)MathF.Round(v[i] * inv, MidpointRounding.ToEven);
             D[b] = d;
+        }
+        int sub = rows * cols / Block;
+        if (BlockSum.Length < sub) BlockSum = new short[sub];
+        for (int b = 0; b < sub; b++)
+        {
+            int sum = 0;
+            if (Avx2.IsSupported)
+                sum = Vector256.Sum(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.Create((byte)1), Vector256.Create(Q.AsSpan(b * Block, Block))), Vector256.Create((short)1)));
+            else foreach (sbyte q in Q.AsSpan(b * Block, Block)) sum += q;
+            BlockSum[b] = (short)sum;
         }
     }
 

@@ -244,7 +244,7 @@ public class GgmlBlockTests
         Span<sbyte> q = act.Q.AsSpan(0, n);
         Span<float> d = act.D.AsSpan(0, blocks);
         float spec = LegacyQuants.Scalar(t, wb, q, d);
-        if (Avx2.IsSupported) Assert.Equal(spec, LegacyQuants.V256(t, wb, q, d), Math.Abs(spec) * 1e-5 + 1e-5 * blocks);
+        if (Avx2.IsSupported) Assert.Equal(spec, LegacyQuants.V256(t, wb, q, d, act.BlockSum.AsSpan(0, blocks)), Math.Abs(spec) * 1e-5 + 1e-5 * blocks);
         var wd = new float[n];
         GgmlBlocks.Dequantize(t, wb, wd);
         double exact = 0;
@@ -269,9 +269,9 @@ public class GgmlBlockTests
         var act = new QuantizedActivations();
         act.Quantize(x, 4, cols);
         var four = new float[4];
-        LegacyQuants.V256x4(t, wb, blocks, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, four);
+        LegacyQuants.V256x4(t, wb, blocks, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, act.BlockSum.AsSpan(0, 4 * blocks), four);
         for (int k = 0; k < 4; k++)
-            Assert.Equal(LegacyQuants.V256(t, wb, act.Q.AsSpan(k * cols, cols), act.D.AsSpan(k * blocks, blocks)), four[k]);
+            Assert.Equal(LegacyQuants.V256(t, wb, act.Q.AsSpan(k * cols, cols), act.D.AsSpan(k * blocks, blocks), act.BlockSum.AsSpan(k * blocks, blocks)), four[k]);
     }
 
     [Theory]
