@@ -86,7 +86,6 @@ public static class LatentAttention
 
         int tiles = (span + 31) / 32;
         Span<float> kt = AttentionScratch.Keys(tiles * dims * 32), p = AttentionScratch.Probabilities(4 * tiles * 32);
-        Span<float> values = AttentionScratch.Values(span * v);
         // Keys transposed: tile b, dimension d, position b·32 + i at (b · dims + d) · 32 + i; positions past the span are 0.
         for (int b = 0; b < tiles; b++)
         {
@@ -100,10 +99,7 @@ public static class LatentAttention
                 for (int d = 0; d < rope; d++) tile[(nope + d) * 32 + i] = kp[d];
             }
         }
-        // This head's values side by side (in the decompressed rows they are a whole row of all heads apart), so the
-        // passes over them below read L2, not memory.
-        for (int s = 0; s < span; s++) kv.Slice(s * kvStride + kvOffset + nope, v).CopyTo(values.Slice(s * v, v));
-        fixed (float* pq = q, pk = kt, pp = p, pv = values, po = output)
+        fixed (float* pq = q, pk = kt, pp = p, pkv = kv, po = output)
         {
             for (int t0 = 0; t0 < n; t0 += 4)
             {
@@ -144,7 +140,7 @@ public static class LatentAttention
                     if (i + 1 < m) new Span<float>(o1, v).Clear();
                     for (int s = 0; s < Math.Max(c0, c1); s++)
                     {
-                        float* vr = pv + (long)s * v;
+                        float* vr = pkv + (long)s * kvStride + kvOffset + nope;
                         float p0 = s < c0 ? w0[s] : 0f;
                         if (s < c1) WeightedPair(vr, p0, w1[s], o0, o1, v);
                         else Weighted(vr, p0, o0, v);
@@ -186,9 +182,8 @@ public static class LatentAttention
 /// <summary>Per-thread scratch of <see cref="LatentAttention.ExpandedQueries"/>, grown and then reused; 64-byte aligned.</summary>
 internal static class AttentionScratch
 {
-    [ThreadStatic] private static float[]? _keys, _probabilities, _values;
+    [ThreadStatic] private static float[]? _keys, _probabilities;
 
     public static Span<float> Keys(int n) => AlignedScratch.Grow(ref _keys, n);
     public static Span<float> Probabilities(int n) => AlignedScratch.Grow(ref _probabilities, n);
-    public static Span<float> Values(int n) => AlignedScratch.Grow(ref _values, n);
 }

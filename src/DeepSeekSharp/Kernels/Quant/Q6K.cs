@@ -115,7 +115,7 @@ public static class Q6K
     internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         Span<short> pairs = xq.Length <= 32768 ? stackalloc short[xq.Length / 2] : new short[xq.Length / 2];
-        for (int i = 0; i < pairs.Length; i++) pairs[i] = (short)(32 * (xq[2 * i] + xq[2 * i + 1]));
+        QuantizedActivations.Pairs32Of(xq, pairs);
         return V256(w, xq, xd, pairs);
     }
 

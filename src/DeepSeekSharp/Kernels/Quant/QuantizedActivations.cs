@@ -24,11 +24,17 @@ public sealed class QuantizedActivations
     {
         int pairs = rows * Cols / 2;
         if (Pairs32.Length < pairs) Pairs32 = new short[pairs];
+        Pairs32Of(Q.AsSpan(0, 2 * pairs), Pairs32.AsSpan(0, pairs));
+    }
+
+    /// <summary>dst[i] = 32·(q[2i] + q[2i+1]).</summary>
+    internal static void Pairs32Of(ReadOnlySpan<sbyte> q, Span<short> dst)
+    {
         int i = 0;
         if (Avx2.IsSupported)
-            for (; i + 16 <= pairs; i += 16)
-                Avx2.MultiplyAddAdjacent(Vector256.Create((byte)32), Vector256.Create(Q.AsSpan(2 * i, 32))).CopyTo(Pairs32.AsSpan(i, 16));
-        for (; i < pairs; i++) Pairs32[i] = (short)(32 * (Q[2 * i] + Q[2 * i + 1]));
+            for (; i + 16 <= dst.Length; i += 16)
+                Avx2.MultiplyAddAdjacent(Vector256.Create((byte)32), Vector256.Create(q.Slice(2 * i, 32))).CopyTo(dst.Slice(i, 16));
+        for (; i < dst.Length; i++) dst[i] = (short)(32 * (q[2 * i] + q[2 * i + 1]));
     }
 
     /// <summary>Fills <see cref="Q16"/> with the first <paramref name="rows"/> rows of <see cref="Q"/> as int16,
