@@ -55,7 +55,8 @@ public abstract unsafe class Matrix : IDisposable
     public int Rows { get; }
     public int Cols { get; }
     public long RowBytes { get; }
-    public long Bytes => RowBytes * Rows;
+    /// <summary>Bytes the matrix occupies in memory.</summary>
+    public virtual long Bytes => RowBytes * Rows;
     public abstract WeightFormat Format { get; }
 
     protected byte* RowPointer(int r) => _data + r * RowBytes;
@@ -63,11 +64,13 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>The bytes of row r as stored (for writers such as GGUF).</summary>
     public ReadOnlySpan<byte> RawRow(int r) => new(RowPointer(r), checked((int)RowBytes));
 
-    /// <summary>The stored bytes of rows [r0, r0 + count), writable (for reading a file in this format straight in).</summary>
-    public Span<byte> WritableRows(int r0, int count)
+    /// <summary>Sets rows [r0, r0 + count) from their bytes in the format's file layout (<see cref="RowBytes"/> per row),
+    /// which <paramref name="fill"/> writes into the span it is given: the matrix's own memory where it keeps that
+    /// layout, so a file is read straight in.</summary>
+    public virtual void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
     {
         if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
-        return new Span<byte>(RowPointer(r0), checked((int)(RowBytes * count)));
+        fill(new Span<byte>(RowPointer(r0), checked((int)(RowBytes * count))));
     }
 
     /// <summary>Writes row r as float32.</summary>
@@ -143,7 +146,7 @@ public abstract unsafe class Matrix : IDisposable
     }
 
     /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>
-    private int RowUnit(int n) => UseGemm(n) ? 16 : 1;
+    private protected virtual int RowUnit(int n) => UseGemm(n) ? 16 : 1;
 
     /// <summary>Whether <paramref name="n"/> tokens go through this format's panel kernel (see <see cref="PanelProduct"/>).</summary>
     private protected virtual bool UseGemm(int n) => false;
@@ -182,6 +185,14 @@ public abstract unsafe class Matrix : IDisposable
         }
 
         public static QuantizedActivations Activations => _act ??= new QuantizedActivations();
+
+        [ThreadStatic] private static BlockQ4K[]? _q4k;
+
+        public static Span<BlockQ4K> Q4KRow(int superBlocks)
+        {
+            if (_q4k is null || _q4k.Length < superBlocks) _q4k = new BlockQ4K[superBlocks];
+            return _q4k.AsSpan(0, superBlocks);
+        }
     }
 
     private sealed class MatMulJob : PoolJob
@@ -209,9 +220,19 @@ public abstract unsafe class Matrix : IDisposable
         public override void Execute(int chunk) => Rows(chunk * ChunkRows, Math.Min((chunk + 1) * ChunkRows, _rowCount));
     }
 
-    /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).</summary>
-    public static Matrix Create(WeightFormat format, int rows, int cols)
+    /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
+    /// Q4_K is kept in <see cref="Q4KTiles"/> (sixteen rows interleaved) where the CPU has the kernels for it.</summary>
+    public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
+
+    /// <summary><see cref="Create(WeightFormat, int, int)"/>; <paramref name="tiles"/> false keeps every format in its
+    /// file layout (as a mapped file is used), for tests of those kernels.</summary>
+    internal static Matrix Create(WeightFormat format, int rows, int cols, bool tiles)
     {
+        if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported)
+        {
+            var tileBuffer = new NativeBuffer(Q4KTiles.MatrixBytes(rows, (int)(CheckBlocks(cols, 256, format) / 256)));
+            return new Q4KTiledMatrix(rows, cols, tileBuffer.Pointer, tileBuffer);
+        }
         long rowBytes = RowBytesOf(format, cols);
         var buffer = new NativeBuffer(rowBytes * rows);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
@@ -261,9 +282,12 @@ public abstract unsafe class Matrix : IDisposable
         cols % block == 0 ? cols : throw new ArgumentException($"{f} stores rows in blocks of {block}; {cols} columns do not divide");
 
     /// <summary>A float32 matrix from values (tests, small weights).</summary>
-    public static Matrix FromValues(int rows, int cols, ReadOnlySpan<float> values, WeightFormat format = WeightFormat.F32)
+    public static Matrix FromValues(int rows, int cols, ReadOnlySpan<float> values, WeightFormat format = WeightFormat.F32) =>
+        FromValues(rows, cols, values, format, tiles: true);
+
+    internal static Matrix FromValues(int rows, int cols, ReadOnlySpan<float> values, WeightFormat format, bool tiles)
     {
-        Matrix m = Create(format, rows, cols);
+        Matrix m = Create(format, rows, cols, tiles);
         for (int r = 0; r < rows; r++) m.SetRow(r, values.Slice(r * cols, cols));
         return m;
     }
@@ -424,6 +448,60 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
             for (int t = grouped; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks),
                     a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
+        }
+    }
+}
+
+/// <summary>Q4_K in <see cref="Q4KTiles"/>: sixteen rows interleaved per super-block (AVX-512). Rows past the last
+/// whole sixteen are padding; a product computes a tile's sixteen rows and keeps those asked for.</summary>
+internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.Q4_K, rows, cols, data, owner)
+{
+    private readonly byte* _tiles = data;
+    private int SuperBlocks => Cols / 256;
+    public override WeightFormat Format => WeightFormat.Q4_K;
+    public override long Bytes => Q4KTiles.MatrixBytes(Rows, SuperBlocks);
+    private byte* Group(int r) => _tiles + (long)(r / Q4KTiles.Rows) * SuperBlocks * Q4KTiles.Bytes;
+
+    public override void DequantizeRow(int r, Span<float> dst)
+    {
+        Span<BlockQ4K> row = Scratch.Q4KRow(SuperBlocks);
+        Q4KTiles.GetRow(Group(r), r % Q4KTiles.Rows, row);
+        Q4K.DequantizeRow(row, dst);
+    }
+
+    public override void SetRow(int r, ReadOnlySpan<float> values)
+    {
+        Span<BlockQ4K> row = Scratch.Q4KRow(SuperBlocks);
+        Q4K.QuantizeRow(values, row);
+        Q4KTiles.SetRow(row, Group(r), r % Q4KTiles.Rows);
+    }
+
+    public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
+    {
+        if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
+        var stored = new byte[checked((int)(RowBytes * count))];
+        fill(stored);
+        ReadOnlySpan<BlockQ4K> blocks = MemoryMarshal.Cast<byte, BlockQ4K>(stored);
+        for (int i = 0; i < count; i++)
+            Q4KTiles.SetRow(blocks.Slice(i * SuperBlocks, SuperBlocks), Group(r0 + i), (r0 + i) % Q4KTiles.Rows);
+    }
+
+    private protected override int RowUnit(int n) => Q4KTiles.Rows;
+
+    /// <summary>Tokens in chunks of about 192 KB of codes (kept in L2) against every tile group of the rows in turn.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
+        for (int t0 = 0; t0 < n; t0 += chunk)
+        {
+            int tn = Math.Min(chunk, n - t0);
+            for (int g = r0 / Q4KTiles.Rows * Q4KTiles.Rows; g < r1; g += Q4KTiles.Rows)
+            {
+                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + Q4KTiles.Rows) - g;
+                Q4KTiles.Multiply(Group(g), SuperBlocks, act!, t0, tn, y + (long)t0 * rowCount + (g + lo - rowStart), rowCount, lo, hi);
+            }
         }
     }
 }

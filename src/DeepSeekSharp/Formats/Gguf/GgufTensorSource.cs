@@ -79,7 +79,7 @@ public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : 
             for (int r = 0; r < rows; r += rowsPerRead)
             {
                 int n = Math.Min(rowsPerRead, rows - r);
-                ck.FileOf(info).ReadBytes(info, byteOffset + r * rowBytes, copy.WritableRows(r, n));
+                copy.ReadStoredRows(r, n, span => ck.FileOf(info).ReadBytes(info, byteOffset + r * rowBytes, span));
             }
             return copy;
         }

@@ -1,0 +1,245 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>Q4_K rows interleaved sixteen at a time, the layout the AVX-512 kernels read (llama.cpp repacks Q4_K for
+/// its x86 kernels the same way). GGUF's layout keeps each row's super-block together, so a kernel pays the
+/// unpacking of 6-bit scales, the broadcasting of each sub-block scale and a horizontal reduction per row and
+/// super-block — about as many instructions as the multiplications, which made one-token Q4_K compute-bound here.
+/// A tile holds one super-block (256 columns) of sixteen rows, every value GGUF stores and nothing else:
+/// <list type="bullet">
+/// <item>bytes [0, 2048): codes. Vector k (64 bytes) covers columns 8k..8k+7: byte 4r + i holds row r's code of column
+/// 8k + i in its low nibble and of column 8k + 4 + i in its high nibble. Masking or shifting a vector gives four
+/// consecutive columns of all sixteen rows, so one broadcast 32-bit group of activations multiplies all rows
+/// (vpmaddubsw) and each 32-bit lane keeps one row's sums: no horizontal reduction.</item>
+/// <item>[2048, 2176): sub-block scales, byte 16j + r = row r's 6-bit scale of sub-block j.</item>
+/// <item>[2176, 2304): minimums in pairs, byte 32p + 2r + e = row r's minimum of sub-block 2p + e.</item>
+/// <item>[2304, 2368): d of rows 0..15, then dmin of rows 0..15, as GGUF's fp16.</item>
+/// </list>
+/// 2368 bytes for 16 × 144 stored by GGUF (+2.8%: scales and minimums unpacked from 6 to 8 bits).
+/// <para>The arithmetic is <see cref="Q4K.Scalar"/>'s: exact integer sums I = Σ_j sc_j · Σ q·x (the u4 × s8 pair sums of
+/// a sub-block add up in int16: 16 products ≤ 16 · 15 · 127 = 30480) and M = Σ_j m_j · Σx_j, then per super-block
+/// A = fma(I, d·dx, A) and B = fma(M, dmin·dx, B), result A − B — the same bits as every other Q4_K path.</para></summary>
+internal static unsafe class Q4KTiles
+{
+    public const int Rows = 16, Bytes = 2368;
+    private const int ScaleOffset = 2048, MinOffset = 2176, HalfOffset = 2304;
+
+    public static bool IsSupported => Avx512BW.IsSupported;
+
+    /// <summary>Bytes of a matrix of <paramref name="rows"/> × <paramref name="superBlocks"/> super-blocks (rows padded to 16).</summary>
+    public static long MatrixBytes(int rows, int superBlocks) => (long)(rows + Rows - 1) / Rows * superBlocks * Bytes;
+
+    /// <summary>Writes row <paramref name="r"/> (0..15) of the tile group at <paramref name="group"/> from GGUF blocks.
+    /// Rows of one group touch disjoint bytes, so rows can be written from several threads.</summary>
+    public static void SetRow(ReadOnlySpan<BlockQ4K> row, byte* group, int r)
+    {
+        for (int b = 0; b < row.Length; b++)
+        {
+            byte* t = group + (long)b * Bytes;
+            BlockQ4K blk = row[b];
+            for (int k = 0; k < 32; k++)
+                for (int i = 0; i < 4; i++)
+                    t[k * 64 + r * 4 + i] = (byte)(Code(ref blk, 8 * k + i) | Code(ref blk, 8 * k + 4 + i) << 4);
+            for (int j = 0; j < 8; j++)
+            {
+                var (sc, m) = Q4K.ScaleMin(ref blk, j);
+                t[ScaleOffset + j * 16 + r] = (byte)sc;
+                t[MinOffset + j / 2 * 32 + r * 2 + j % 2] = (byte)m;
+            }
+            ((ushort*)(t + HalfOffset))[r] = blk.D;
+            ((ushort*)(t + HalfOffset))[16 + r] = blk.DMin;
+        }
+    }
+
+    /// <summary>Row <paramref name="r"/> of the tile group as GGUF blocks (the exact inverse of <see cref="SetRow"/>).</summary>
+    public static void GetRow(byte* group, int r, Span<BlockQ4K> row)
+    {
+        for (int b = 0; b < row.Length; b++)
+        {
+            byte* t = group + (long)b * Bytes;
+            ref BlockQ4K blk = ref row[b];
+            blk = default;
+            for (int k = 0; k < 32; k++)
+                for (int i = 0; i < 4; i++)
+                {
+                    byte v = t[k * 64 + r * 4 + i];
+                    SetCode(ref blk, 8 * k + i, v & 0xF);
+                    SetCode(ref blk, 8 * k + 4 + i, v >> 4);
+                }
+            Span<byte> scales = MemoryMarshal.CreateSpan(ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc), 12);
+            for (int j = 0; j < 8; j++)
+                KQuants.SetScaleMin6(scales, j, t[ScaleOffset + j * 16 + r], t[MinOffset + j / 2 * 32 + r * 2 + j % 2]);
+            blk.D = ((ushort*)(t + HalfOffset))[r];
+            blk.DMin = ((ushort*)(t + HalfOffset))[16 + r];
+        }
+    }
+
+    // GGUF: within each 64 columns, byte l holds column l (low nibble) and 32 + l (high nibble).
+    private static int Code(ref BlockQ4K b, int c) => (b.Qs[c / 64 * 32 + c % 32] >> (c % 64 / 32 * 4)) & 0xF;
+
+    private static void SetCode(ref BlockQ4K b, int c, int q) => b.Qs[c / 64 * 32 + c % 32] |= (byte)(q << (c % 64 / 32 * 4));
+
+    /// <summary>y[t · yStride + r − lo] = row r · token t for rows r in [lo, hi) of the tile group (at most 16) and
+    /// tokens [0, n) of <paramref name="a"/> (quantised per 256), starting at token <paramref name="t0"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Multiply(byte* group, int superBlocks, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi)
+    {
+        int cols = superBlocks * 256;
+        if (a.Q.Length < (long)(t0 + n) * cols || a.D.Length < (t0 + n) * superBlocks || a.BlockSum.Length < (t0 + n) * superBlocks * 8)
+            ThrowHelper.TooShort(nameof(a), (long)(t0 + n) * cols, a.Q.Length);
+        Span<float> lanes = stackalloc float[4 * Rows];
+        fixed (sbyte* q = a.Q)
+        fixed (float* d = a.D)
+        fixed (short* s = a.BlockSum)
+        fixed (float* l = lanes)
+        {
+            int t = 0;
+            for (; t + 4 <= n; t += 4)
+            {
+                int u = t0 + t;
+                Four(group, superBlocks, q + (long)u * cols, cols, d + u * superBlocks, s + u * superBlocks * 8, l);
+                for (int k = 0; k < 4; k++) Store(l + k * Rows, y + (t + k) * yStride, lo, hi);
+            }
+            for (; t < n; t++)
+            {
+                int u = t0 + t;
+                One(group, superBlocks, q + (long)u * cols, d + u * superBlocks, s + u * superBlocks * 8, l);
+                Store(l, y + t * yStride, lo, hi);
+            }
+        }
+    }
+
+    private static void Store(float* lanes, float* y, int lo, int hi)
+    {
+        for (int r = lo; r < hi; r++) y[r - lo] = lanes[r];
+    }
+
+    /// <summary>One token: the sixteen rows' results into <paramref name="result"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
+    private static void One(byte* group, int superBlocks, sbyte* x, float* xd, short* bsum, float* result)
+    {
+        Vector512<float> sumA = default, sumB = default;
+        for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
+        {
+            byte* t = group + (long)b * Bytes;
+            Vector512<int> isum = default;
+            for (int j = 0; j < 8; j++)
+            {
+                Vector512<short> acc = default;
+                for (int v = 0; v < 4; v++)
+                {
+                    int k = 4 * j + v;
+                    Codes(t + k * 64, out Vector512<byte> c0, out Vector512<byte> c1);
+                    acc += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + 8 * k)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 8 * k + 4));
+                }
+                isum += Avx512BW.MultiplyAddAdjacent(acc, Scale(t, j));
+            }
+            Vector512<float> dx = Vector512.Create(xd[b]);
+            sumA = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(isum), D(t) * dx, sumA);
+            sumB = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Mins(t, bsum)), DMin(t) * dx, sumB);
+        }
+        (sumA - sumB).Store(result);
+    }
+
+    /// <summary>Four tokens <paramref name="stride"/> codes apart: each code vector is loaded and unpacked once for
+    /// all four; every token's lanes get exactly <see cref="One"/>'s arithmetic.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
+    private static void Four(byte* group, int superBlocks, sbyte* x, int stride, float* xd, short* bsum, float* result)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int sbStride = stride / 32;
+        for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
+        {
+            byte* t = group + (long)b * Bytes;
+            Vector512<int> i0 = default, i1 = default, i2 = default, i3 = default;
+            for (int j = 0; j < 8; j++)
+            {
+                Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
+                for (int v = 0; v < 4; v++)
+                {
+                    int k = 4 * j + v;
+                    Codes(t + k * 64, out Vector512<byte> c0, out Vector512<byte> c1);
+                    sbyte* xk = x + 8 * k;
+                    s0 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + 4));
+                    s1 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk + stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + stride + 4));
+                    s2 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk + 2 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + 2 * stride + 4));
+                    s3 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk + 3 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + 3 * stride + 4));
+                }
+                Vector512<short> sc = Scale(t, j);
+                i0 += Avx512BW.MultiplyAddAdjacent(s0, sc);
+                i1 += Avx512BW.MultiplyAddAdjacent(s1, sc);
+                i2 += Avx512BW.MultiplyAddAdjacent(s2, sc);
+                i3 += Avx512BW.MultiplyAddAdjacent(s3, sc);
+            }
+            Vector512<float> d = D(t), dm = DMin(t);
+            int superBlocksPerToken = stride / 256;
+            Vector512<float> x0 = Vector512.Create(xd[b]), x1 = Vector512.Create(xd[superBlocksPerToken + b]);
+            Vector512<float> x2 = Vector512.Create(xd[2 * superBlocksPerToken + b]), x3 = Vector512.Create(xd[3 * superBlocksPerToken + b]);
+            a0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(i0), d * x0, a0);
+            a1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(i1), d * x1, a1);
+            a2 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(i2), d * x2, a2);
+            a3 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(i3), d * x3, a3);
+            b0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Mins(t, bsum)), dm * x0, b0);
+            b1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Mins(t, bsum + sbStride)), dm * x1, b1);
+            b2 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Mins(t, bsum + 2 * sbStride)), dm * x2, b2);
+            b3 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(Mins(t, bsum + 3 * sbStride)), dm * x3, b3);
+        }
+        (a0 - b0).Store(result);
+        (a1 - b1).Store(result + Rows);
+        (a2 - b2).Store(result + 2 * Rows);
+        (a3 - b3).Store(result + 3 * Rows);
+    }
+
+    /// <summary>The low and high nibbles of code vector k: columns 8k..8k+3 and 8k+4..8k+7 of the sixteen rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Codes(byte* v, out Vector512<byte> low, out Vector512<byte> high)
+    {
+        Vector512<byte> raw = Vector512.Load(v), mask = Vector512.Create((byte)0x0F);
+        low = raw & mask;
+        high = Vector512.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & mask;
+    }
+
+    /// <summary>Four consecutive activation codes repeated across the vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<sbyte> Broadcast(sbyte* x) => Vector512.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+
+    /// <summary>Sub-block j's scale of each row in both int16 halves of the row's 32-bit lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> Scale(byte* t, int j)
+    {
+        Vector512<int> sc = Avx512F.ConvertToVector512Int32(Vector128.Load(t + ScaleOffset + j * 16));
+        return (sc | (sc << 16)).AsInt16();
+    }
+
+    /// <summary>Σ_j m_j · Σx_j per row (exact: |Σx_j| ≤ 32 · 127, m ≤ 63).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Mins(byte* t, short* bsum) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(t + MinOffset)), Vector512.Create(Unsafe.ReadUnaligned<int>(bsum)).AsInt16())
+        + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(t + MinOffset + 32)), Vector512.Create(Unsafe.ReadUnaligned<int>(bsum + 2)).AsInt16())
+        + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(t + MinOffset + 64)), Vector512.Create(Unsafe.ReadUnaligned<int>(bsum + 4)).AsInt16())
+        + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(t + MinOffset + 96)), Vector512.Create(Unsafe.ReadUnaligned<int>(bsum + 6)).AsInt16());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> D(byte* t) => HalfToSingle(Vector256.Load((ushort*)(t + HalfOffset)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> DMin(byte* t) => HalfToSingle(Vector256.Load((ushort*)(t + HalfOffset + 32)));
+
+    /// <summary>Sixteen fp16 values as float32, exactly (<see cref="HalfTable"/>'s values for every pattern): the
+    /// exponent and mantissa shifted into place and rescaled by 2^112 (exact for normal and subnormal halves);
+    /// infinities and NaNs keep an all-ones exponent.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> HalfToSingle(Vector256<ushort> h)
+    {
+        Vector512<int> v = Avx512F.ConvertToVector512Int32(h);
+        Vector512<int> magnitude = v & Vector512.Create(0x7FFF), bits = magnitude << 13;
+        Vector512<float> f = bits.AsSingle() * Vector512.Create(5.192296858534828e33f); // 2^112
+        Vector512<int> special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00));
+        Vector512<int> r = Vector512.ConditionalSelect(special, bits | Vector512.Create(0x7F800000), f.AsInt32());
+        return (r | ((v & Vector512.Create(0x8000)) << 16)).AsSingle();
+    }
+}

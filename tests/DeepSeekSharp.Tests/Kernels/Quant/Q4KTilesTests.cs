@@ -1,0 +1,120 @@
+using System.Runtime.InteropServices;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Kernels.Quant;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Tests.Kernels.Quant;
+
+/// <summary>Q4_K kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, the in-memory layout on AVX-512 CPUs) must
+/// hold exactly the GGUF blocks it was given and compute exactly what the file-layout kernels compute.</summary>
+public unsafe class Q4KTilesTests
+{
+    private static float[] Random(Random rng, int n, float scale = 1f) =>
+        Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+
+    [Fact]
+    public void HalfToSingle_MatchesTheTable_ForEveryPattern()
+    {
+        if (!Q4KTiles.IsSupported) return;
+        var halves = new ushort[16];
+        var floats = new float[16];
+        for (int start = 0; start < 65536; start += 16)
+        {
+            for (int i = 0; i < 16; i++) halves[i] = (ushort)(start + i);
+            System.Runtime.Intrinsics.Vector512.CopyTo(Q4KTiles.HalfToSingle(System.Runtime.Intrinsics.Vector256.Create(halves)), floats);
+            for (int i = 0; i < 16; i++)
+                Assert.True(BitConverter.SingleToInt32Bits(floats[i]) == BitConverter.SingleToInt32Bits(HalfTable.Values[start + i]) || float.IsNaN(floats[i]) && float.IsNaN(HalfTable.Values[start + i]),
+                    $"0x{start + i:X4}: {floats[i]:R} != {HalfTable.Values[start + i]:R}");
+        }
+    }
+
+    [Fact]
+    public void Tiles_HoldTheGgufBlocksExactly()
+    {
+        const int superBlocks = 3;
+        var rng = new Random(5);
+        var rows = new BlockQ4K[16 * superBlocks];
+        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every bit pattern, including the 6-bit scale packing
+        var tiles = new byte[Q4KTiles.MatrixBytes(16, superBlocks)];
+        var back = new BlockQ4K[superBlocks];
+        fixed (byte* group = tiles)
+        {
+            for (int r = 0; r < 16; r++) Q4KTiles.SetRow(rows.AsSpan(r * superBlocks, superBlocks), group, r);
+            for (int r = 0; r < 16; r++)
+            {
+                Q4KTiles.GetRow(group, r, back);
+                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * superBlocks, superBlocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
+            }
+        }
+    }
+
+    public static TheoryData<int, int, int> Shapes => new()
+    {
+        // rows (whole tiles, a partial one, less than one), super-blocks, tokens (passes of four and single ones)
+        { 16, 1, 1 },
+        { 37, 3, 7 },
+        { 5, 2, 4 },
+        { 70, 8, 13 },
+        { 33, 1, 130 }, // token chunks (192 KB of codes) do not divide the tokens
+    };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(int rows, int superBlocks, int n)
+    {
+        if (!Q4KTiles.IsSupported) return;
+        var rng = new Random(rows * 13 + superBlocks * 5 + n);
+        int cols = superBlocks * 256;
+        float[] w = Random(rng, rows * cols);
+        using Matrix tiled = Matrix.FromValues(rows, cols, w, WeightFormat.Q4_K);
+        using Matrix file = Matrix.FromValues(rows, cols, w, WeightFormat.Q4_K, tiles: false);
+        Assert.NotEqual(tiled.GetType(), file.GetType());
+        float[] x = Random(rng, n * cols, 3f);
+        x[7] = 0;
+        x[x.Length - 2] = 60f;
+        var expected = new float[n * rows];
+        var actual = new float[n * rows];
+        var one = new float[rows];
+        file.Forward(x, expected, n);
+        tiled.Forward(x, actual, n);
+        Assert.Equal(Bits(expected), Bits(actual));
+        for (int t = 0; t < n; t++)
+        {
+            tiled.Forward(x.AsSpan(t * cols, cols), one, 1);
+            Assert.Equal(Bits(expected.AsSpan(t * rows, rows)), Bits(one));
+        }
+        // A row range starting inside a tile, and two threads.
+        int start = Math.Min(3, rows - 1), count = rows - start;
+        var part = new float[n * count];
+        using (var pool = new WorkerPool(2))
+        using (WorkerPool.Use(pool)) tiled.Forward(x, part, n, start, count);
+        for (int t = 0; t < n; t++) Assert.Equal(Bits(expected.AsSpan(t * rows + start, count)), Bits(part.AsSpan(t * count, count)));
+    }
+
+    [Fact]
+    public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes()
+    {
+        var rng = new Random(9);
+        const int rows = 21, cols = 512;
+        using Matrix file = Matrix.FromValues(rows, cols, Random(rng, rows * cols), WeightFormat.Q4_K, tiles: false);
+        using Matrix tiled = Matrix.Create(WeightFormat.Q4_K, rows, cols);
+        tiled.ReadStoredRows(0, 12, span => { for (int r = 0; r < 12; r++) file.RawRow(r).CopyTo(span[(r * (int)file.RowBytes)..]); });
+        tiled.ReadStoredRows(12, rows - 12, span => { for (int r = 12; r < rows; r++) file.RawRow(r).CopyTo(span[((r - 12) * (int)file.RowBytes)..]); });
+        var a = new float[cols];
+        var b = new float[cols];
+        for (int r = 0; r < rows; r++)
+        {
+            file.DequantizeRow(r, a);
+            tiled.DequantizeRow(r, b);
+            Assert.Equal(a, b);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(20, 2, _ => { }));
+    }
+
+    private static int[] Bits(ReadOnlySpan<float> v)
+    {
+        var bits = new int[v.Length];
+        for (int i = 0; i < v.Length; i++) bits[i] = BitConverter.SingleToInt32Bits(v[i]);
+        return bits;
+    }
+}
