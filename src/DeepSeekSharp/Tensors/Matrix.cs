@@ -186,12 +186,13 @@ public abstract unsafe class Matrix : IDisposable
 
         public static QuantizedActivations Activations => _act ??= new QuantizedActivations();
 
-        [ThreadStatic] private static BlockQ4K[]? _q4k;
+        [ThreadStatic] private static byte[]? _stored;
 
-        public static Span<BlockQ4K> Q4KRow(int superBlocks)
+        /// <summary>A row in its file layout (for formats kept otherwise in memory).</summary>
+        public static Span<byte> StoredRow(int bytes)
         {
-            if (_q4k is null || _q4k.Length < superBlocks) _q4k = new BlockQ4K[superBlocks];
-            return _q4k.AsSpan(0, superBlocks);
+            if (_stored is null || _stored.Length < bytes) _stored = new byte[bytes];
+            return _stored.AsSpan(0, bytes);
         }
     }
 
@@ -221,18 +222,14 @@ public abstract unsafe class Matrix : IDisposable
     }
 
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
-    /// Q4_K is kept in <see cref="Q4KTiles"/> (sixteen rows interleaved) where the CPU has the kernels for it.</summary>
+    /// Q4_K is kept as sixteen interleaved rows (<see cref="Q4KTiles"/>) where the CPU has the kernels for it.</summary>
     public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
 
     /// <summary><see cref="Create(WeightFormat, int, int)"/>; <paramref name="tiles"/> false keeps every format in its
     /// file layout (as a mapped file is used), for tests of those kernels.</summary>
     internal static Matrix Create(WeightFormat format, int rows, int cols, bool tiles)
     {
-        if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported)
-        {
-            var tileBuffer = new NativeBuffer(Q4KTiles.MatrixBytes(rows, (int)(CheckBlocks(cols, 256, format) / 256)));
-            return new Q4KTiledMatrix(rows, cols, tileBuffer.Pointer, tileBuffer);
-        }
+        if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return TiledMatrix<Q4KTileFormat>.Create(rows, (int)CheckBlocks(cols, 256, format));
         long rowBytes = RowBytesOf(format, cols);
         var buffer = new NativeBuffer(rowBytes * rows);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
@@ -452,29 +449,65 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>Q4_K in <see cref="Q4KTiles"/>: sixteen rows interleaved per super-block (AVX-512). Rows past the last
-/// whole sixteen are padding; a product computes a tile's sixteen rows and keeps those asked for.</summary>
-internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : KBlockMatrix(WeightFormat.Q4_K, rows, cols, data, owner)
+/// <summary>A format kept as sixteen interleaved rows per tile of columns (<see cref="Q4KTiles"/>).</summary>
+internal unsafe interface ITileFormat
 {
+    static abstract WeightFormat Format { get; }
+    static abstract int TileBytes { get; }
+    static abstract int TileColumns { get; }
+    static abstract void SetRow(ReadOnlySpan<byte> stored, byte* group, int r);
+    static abstract void GetRow(byte* group, int r, Span<byte> stored);
+    static abstract void Multiply(byte* group, int tiles, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi);
+    static abstract void Quantize(QuantizedActivations a, ReadOnlySpan<float> x, int n, int cols);
+}
+
+internal readonly unsafe struct Q4KTileFormat : ITileFormat
+{
+    public static WeightFormat Format => WeightFormat.Q4_K;
+    public static int TileBytes => Q4KTiles.Bytes;
+    public static int TileColumns => 256;
+    public static void SetRow(ReadOnlySpan<byte> stored, byte* group, int r) => Q4KTiles.SetRow(MemoryMarshal.Cast<byte, BlockQ4K>(stored), group, r);
+    public static void GetRow(byte* group, int r, Span<byte> stored) => Q4KTiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ4K>(stored));
+    public static void Multiply(byte* group, int tiles, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi) =>
+        Q4KTiles.Multiply(group, tiles, a, t0, n, y, yStride, lo, hi);
+    public static void Quantize(QuantizedActivations a, ReadOnlySpan<float> x, int n, int cols) => a.QuantizeK(x, n, cols);
+}
+
+/// <summary>A block format kept as sixteen interleaved rows per tile (AVX-512): a row is converted from and to the
+/// file layout on the way in and out (loading, dequantising a row); products compute a tile's sixteen rows and keep
+/// those asked for. Rows past the last whole sixteen are padding.</summary>
+internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(rows, cols, RowBytesOf(TF.Format, cols), data, owner) where TF : struct, ITileFormat
+{
+    public const int TileRows = 16;
     private readonly byte* _tiles = data;
-    private int SuperBlocks => Cols / 256;
-    public override WeightFormat Format => WeightFormat.Q4_K;
-    public override long Bytes => Q4KTiles.MatrixBytes(Rows, SuperBlocks);
-    private byte* Group(int r) => _tiles + (long)(r / Q4KTiles.Rows) * SuperBlocks * Q4KTiles.Bytes;
+    private int Tiles => Cols / TF.TileColumns;
+    public override WeightFormat Format => TF.Format;
+    public static long BytesFor(int rows, int cols) => (long)(rows + TileRows - 1) / TileRows * (cols / TF.TileColumns) * TF.TileBytes;
+
+    /// <summary>A matrix in aligned native memory; the padding rows of the last group are zero.</summary>
+    public static TiledMatrix<TF> Create(int rows, int cols)
+    {
+        var buffer = new NativeBuffer(BytesFor(rows, cols));
+        long group = (long)(cols / TF.TileColumns) * TF.TileBytes;
+        if (rows % TileRows != 0) new Span<byte>(buffer.Pointer + (long)(rows / TileRows) * group, checked((int)group)).Clear();
+        return new TiledMatrix<TF>(rows, cols, buffer.Pointer, buffer);
+    }
+    public override long Bytes => BytesFor(Rows, Cols);
+    private byte* Group(int r) => _tiles + (long)(r / TileRows) * Tiles * TF.TileBytes;
 
     public override void DequantizeRow(int r, Span<float> dst)
     {
-        Span<BlockQ4K> row = Scratch.Q4KRow(SuperBlocks);
-        Q4KTiles.GetRow(Group(r), r % Q4KTiles.Rows, row);
-        Q4K.DequantizeRow(row, dst);
+        Span<byte> row = Scratch.StoredRow(checked((int)RowBytes));
+        TF.GetRow(Group(r), r % TileRows, row);
+        GgmlBlocks.Dequantize(TF.Format.ToGgml(), row, dst);
     }
 
     public override void SetRow(int r, ReadOnlySpan<float> values)
     {
-        Span<BlockQ4K> row = Scratch.Q4KRow(SuperBlocks);
-        Q4K.QuantizeRow(values, row);
-        Q4KTiles.SetRow(row, Group(r), r % Q4KTiles.Rows);
+        Span<byte> row = Scratch.StoredRow(checked((int)RowBytes));
+        GgmlBlocks.Quantize(TF.Format.ToGgml(), values, row);
+        TF.SetRow(row, Group(r), r % TileRows);
     }
 
     public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
@@ -482,12 +515,19 @@ internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDis
         if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
         var stored = new byte[checked((int)(RowBytes * count))];
         fill(stored);
-        ReadOnlySpan<BlockQ4K> blocks = MemoryMarshal.Cast<byte, BlockQ4K>(stored);
         for (int i = 0; i < count; i++)
-            Q4KTiles.SetRow(blocks.Slice(i * SuperBlocks, SuperBlocks), Group(r0 + i), (r0 + i) % Q4KTiles.Rows);
+            TF.SetRow(stored.AsSpan(checked((int)(i * RowBytes)), (int)RowBytes), Group(r0 + i), (r0 + i) % TileRows);
     }
 
-    private protected override int RowUnit(int n) => Q4KTiles.Rows;
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = Scratch.Activations;
+        TF.Quantize(a, x, n, Cols);
+        return a;
+    }
+
+    private protected override int RowUnit(int n) => TileRows;
+
 
     /// <summary>Tokens in chunks of about 192 KB of codes (kept in L2) against every tile group of the rows in turn.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -497,10 +537,10 @@ internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDis
         for (int t0 = 0; t0 < n; t0 += chunk)
         {
             int tn = Math.Min(chunk, n - t0);
-            for (int g = r0 / Q4KTiles.Rows * Q4KTiles.Rows; g < r1; g += Q4KTiles.Rows)
+            for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
             {
-                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + Q4KTiles.Rows) - g;
-                Q4KTiles.Multiply(Group(g), SuperBlocks, act!, t0, tn, y + (long)t0 * rowCount + (g + lo - rowStart), rowCount, lo, hi);
+                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
+                TF.Multiply(Group(g), Tiles, act!, t0, tn, y + (long)t0 * rowCount + (g + lo - rowStart), rowCount, lo, hi);
             }
         }
     }

@@ -30,9 +30,6 @@ internal static unsafe class Q4KTiles
 
     public static bool IsSupported => Avx512BW.IsSupported;
 
-    /// <summary>Bytes of a matrix of <paramref name="rows"/> × <paramref name="superBlocks"/> super-blocks (rows padded to 16).</summary>
-    public static long MatrixBytes(int rows, int superBlocks) => (long)(rows + Rows - 1) / Rows * superBlocks * Bytes;
-
     /// <summary>Writes row <paramref name="r"/> (0..15) of the tile group at <paramref name="group"/> from GGUF blocks.
     /// Rows of one group touch disjoint bytes, so rows can be written from several threads.</summary>
     public static void SetRow(ReadOnlySpan<BlockQ4K> row, byte* group, int r)

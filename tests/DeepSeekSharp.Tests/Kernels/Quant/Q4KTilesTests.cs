@@ -5,7 +5,7 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, the in-memory layout on AVX-512 CPUs) must
+/// <summary>Q4_K kept as sixteen interleaved rows (<see cref="Q4KTiles"/>: the in-memory layout on AVX-512 CPUs) must
 /// hold exactly the GGUF blocks it was given and compute exactly what the file-layout kernels compute.</summary>
 public unsafe class Q4KTilesTests
 {
@@ -29,13 +29,13 @@ public unsafe class Q4KTilesTests
     }
 
     [Fact]
-    public void Tiles_HoldTheGgufBlocksExactly()
+    public void Q4KTiles_HoldTheGgufBlocksExactly()
     {
         const int superBlocks = 3;
         var rng = new Random(5);
         var rows = new BlockQ4K[16 * superBlocks];
         rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every bit pattern, including the 6-bit scale packing
-        var tiles = new byte[Q4KTiles.MatrixBytes(16, superBlocks)];
+        var tiles = new byte[TiledMatrix<Q4KTileFormat>.BytesFor(16, superBlocks * 256)];
         var back = new BlockQ4K[superBlocks];
         fixed (byte* group = tiles)
         {
@@ -48,26 +48,25 @@ public unsafe class Q4KTilesTests
         }
     }
 
-    public static TheoryData<int, int, int> Shapes => new()
+    public static TheoryData<WeightFormat, int, int, int> Shapes => new()
     {
-        // rows (whole tiles, a partial one, less than one), super-blocks, tokens (passes of four and single ones)
-        { 16, 1, 1 },
-        { 37, 3, 7 },
-        { 5, 2, 4 },
-        { 70, 8, 13 },
-        { 33, 1, 130 }, // token chunks (192 KB of codes) do not divide the tokens
+        // rows (whole tiles, a partial one, less than one), columns, tokens (passes of four and single ones)
+        { WeightFormat.Q4_K, 16, 256, 1 },
+        { WeightFormat.Q4_K, 37, 768, 7 },
+        { WeightFormat.Q4_K, 5, 512, 4 },
+        { WeightFormat.Q4_K, 70, 2048, 13 },
+        { WeightFormat.Q4_K, 33, 256, 130 }, // token chunks (192 KB of codes) do not divide the tokens
     };
 
     [Theory]
     [MemberData(nameof(Shapes))]
-    public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(int rows, int superBlocks, int n)
+    public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(WeightFormat format, int rows, int cols, int n)
     {
         if (!Q4KTiles.IsSupported) return;
-        var rng = new Random(rows * 13 + superBlocks * 5 + n);
-        int cols = superBlocks * 256;
+        var rng = new Random(rows * 13 + cols * 5 + n);
         float[] w = Random(rng, rows * cols);
-        using Matrix tiled = Matrix.FromValues(rows, cols, w, WeightFormat.Q4_K);
-        using Matrix file = Matrix.FromValues(rows, cols, w, WeightFormat.Q4_K, tiles: false);
+        using Matrix tiled = Matrix.FromValues(rows, cols, w, format);
+        using Matrix file = Matrix.FromValues(rows, cols, w, format, tiles: false);
         Assert.NotEqual(tiled.GetType(), file.GetType());
         float[] x = Random(rng, n * cols, 3f);
         x[7] = 0;
@@ -91,13 +90,14 @@ public unsafe class Q4KTilesTests
         for (int t = 0; t < n; t++) Assert.Equal(Bits(expected.AsSpan(t * rows + start, count)), Bits(part.AsSpan(t * count, count)));
     }
 
-    [Fact]
-    public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes()
+    [Theory]
+    [InlineData(WeightFormat.Q4_K)]
+    public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes(WeightFormat format)
     {
         var rng = new Random(9);
         const int rows = 21, cols = 512;
-        using Matrix file = Matrix.FromValues(rows, cols, Random(rng, rows * cols), WeightFormat.Q4_K, tiles: false);
-        using Matrix tiled = Matrix.Create(WeightFormat.Q4_K, rows, cols);
+        using Matrix file = Matrix.FromValues(rows, cols, Random(rng, rows * cols), format, tiles: false);
+        using Matrix tiled = Matrix.Create(format, rows, cols);
         tiled.ReadStoredRows(0, 12, span => { for (int r = 0; r < 12; r++) file.RawRow(r).CopyTo(span[(r * (int)file.RowBytes)..]); });
         tiled.ReadStoredRows(12, rows - 12, span => { for (int r = 12; r < rows; r++) file.RawRow(r).CopyTo(span[((r - 12) * (int)file.RowBytes)..]); });
         var a = new float[cols];
