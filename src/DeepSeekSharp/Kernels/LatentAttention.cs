@@ -136,6 +136,11 @@ public static class LatentAttention
                     int c0 = pos0 + t0 + i + 1, c1 = i + 1 < m ? c0 + 1 : 0;
                     float* o0 = po + (long)(t0 + i) * outStride, o1 = i + 1 < m ? o0 + outStride : o0;
                     float* w0 = pp + i * stride, w1 = w0 + stride;
+                    if (v == 128)
+                    {
+                        WeightedRows128(pkv + kvOffset + nope, kvStride, w0, w1, c0, c1, o0, i + 1 < m ? o1 : null);
+                        continue;
+                    }
                     new Span<float>(o0, v).Clear();
                     if (i + 1 < m) new Span<float>(o1, v).Clear();
                     for (int s = 0; s < Math.Max(c0, c1); s++)
@@ -148,6 +153,40 @@ public static class LatentAttention
                 }
             }
         }
+    }
+
+    /// <summary>The value pass above for 128-wide values with both outputs in registers: o0 = Σ_s p0[s]·v_s over
+    /// s &lt; max(c0, c1) (p0 = 0 past c0) and, when <paramref name="o1"/> is given, o1 = Σ_s p1[s]·v_s over s &lt; c1 —
+    /// the same fused multiply-adds in the same order as <see cref="WeightedPair"/> and <see cref="Weighted"/>, without
+    /// a load and a store of the outputs per value row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void WeightedRows128(float* values, int stride, float* p0, float* p1, int c0, int c1, float* o0, float* o1)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+        int rows = Math.Max(c0, c1);
+        for (int s = 0; s < rows; s++)
+        {
+            float* vr = values + (long)s * stride;
+            Vector512<float> x = Vector512.Create(s < c0 ? p0[s] : 0f);
+            Vector512<float> v0 = Vector512.Load(vr), v1 = Vector512.Load(vr + 16), v2 = Vector512.Load(vr + 32), v3 = Vector512.Load(vr + 48);
+            Vector512<float> v4 = Vector512.Load(vr + 64), v5 = Vector512.Load(vr + 80), v6 = Vector512.Load(vr + 96), v7 = Vector512.Load(vr + 112);
+            a0 = Vector512.FusedMultiplyAdd(v0, x, a0); a1 = Vector512.FusedMultiplyAdd(v1, x, a1);
+            a2 = Vector512.FusedMultiplyAdd(v2, x, a2); a3 = Vector512.FusedMultiplyAdd(v3, x, a3);
+            a4 = Vector512.FusedMultiplyAdd(v4, x, a4); a5 = Vector512.FusedMultiplyAdd(v5, x, a5);
+            a6 = Vector512.FusedMultiplyAdd(v6, x, a6); a7 = Vector512.FusedMultiplyAdd(v7, x, a7);
+            if (s < c1)
+            {
+                Vector512<float> y = Vector512.Create(p1[s]);
+                b0 = Vector512.FusedMultiplyAdd(v0, y, b0); b1 = Vector512.FusedMultiplyAdd(v1, y, b1);
+                b2 = Vector512.FusedMultiplyAdd(v2, y, b2); b3 = Vector512.FusedMultiplyAdd(v3, y, b3);
+                b4 = Vector512.FusedMultiplyAdd(v4, y, b4); b5 = Vector512.FusedMultiplyAdd(v5, y, b5);
+                b6 = Vector512.FusedMultiplyAdd(v6, y, b6); b7 = Vector512.FusedMultiplyAdd(v7, y, b7);
+            }
+        }
+        a0.Store(o0); a1.Store(o0 + 16); a2.Store(o0 + 32); a3.Store(o0 + 48); a4.Store(o0 + 64); a5.Store(o0 + 80); a6.Store(o0 + 96); a7.Store(o0 + 112);
+        if (o1 == null) return;
+        b0.Store(o1); b1.Store(o1 + 16); b2.Store(o1 + 32); b3.Store(o1 + 48); b4.Store(o1 + 64); b5.Store(o1 + 80); b6.Store(o1 + 96); b7.Store(o1 + 112);
     }
 
     /// <summary>o0 += p0 · v; o1 += p1 · v (one load of each value serves both).</summary>

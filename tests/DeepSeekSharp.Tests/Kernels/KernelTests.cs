@@ -227,6 +227,7 @@ public class KernelTests
     [InlineData(0, 1, 16, 8, 16)]
     [InlineData(0, 13, 12, 4, 20)]   // dimensions off the vector width, a short last group of queries
     [InlineData(37, 6, 128, 64, 128)] // V2-Lite's head shape after a cached prefix; the span crosses a 32-position tile
+    [InlineData(3, 7, 128, 64, 128)]  // 128-wide values (kept in registers): a last query without a partner
     [InlineData(5, 40, 16, 8, 33)]
     public void ExpandedQueries_GiveEveryQueryWhatExpandedGivesIt(int pos0, int n, int nope, int rope, int v)
     {
