@@ -515,8 +515,12 @@ internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDi
         if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
         var stored = new byte[checked((int)(RowBytes * count))];
         fill(stored);
-        for (int i = 0; i < count; i++)
-            TF.SetRow(stored.AsSpan(checked((int)(i * RowBytes)), (int)RowBytes), Group(r0 + i), (r0 + i) % TileRows);
+        const int rowsPerTask = 64; // rows of one group touch disjoint bytes, so tasks may split groups
+        Parallel.For(0, (count + rowsPerTask - 1) / rowsPerTask, task =>
+        {
+            for (int i = task * rowsPerTask; i < Math.Min(count, (task + 1) * rowsPerTask); i++)
+                TF.SetRow(stored.AsSpan(checked((int)(i * RowBytes)), (int)RowBytes), Group(r0 + i), (r0 + i) % TileRows);
+        });
     }
 
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)

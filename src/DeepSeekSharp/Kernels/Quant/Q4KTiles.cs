@@ -38,9 +38,18 @@ internal static unsafe class Q4KTiles
         {
             byte* t = group + (long)b * Bytes;
             BlockQ4K blk = row[b];
-            for (int k = 0; k < 32; k++)
-                for (int i = 0; i < 4; i++)
-                    t[k * 64 + r * 4 + i] = (byte)(Code(ref blk, 8 * k + i) | Code(ref blk, 8 * k + 4 + i) << 4);
+            // Eight GGUF bytes from 32g + j hold columns 64g + j.. (low nibbles) and 64g + 32 + j.. (high nibbles):
+            // two of the tile's 32-bit lanes each.
+            byte* qs = (byte*)Unsafe.AsPointer(ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs));
+            for (int g = 0; g < 4; g++)
+                for (int j = 0; j < 32; j += 8)
+                {
+                    ulong u = Unsafe.ReadUnaligned<ulong>(qs + 32 * g + j);
+                    ulong low = u & 0x0F0F0F0F0F0F0F0FUL, high = (u >> 4) & 0x0F0F0F0F0F0F0F0FUL;
+                    int k = (64 * g + j) / 8;
+                    *(uint*)(t + k * 64 + r * 4) = (uint)low | (uint)(low >> 32) << 4;
+                    *(uint*)(t + (k + 4) * 64 + r * 4) = (uint)high | (uint)(high >> 32) << 4;
+                }
             for (int j = 0; j < 8; j++)
             {
                 var (sc, m) = Q4K.ScaleMin(ref blk, j);
@@ -76,8 +85,6 @@ internal static unsafe class Q4KTiles
     }
 
     // GGUF: within each 64 columns, byte l holds column l (low nibble) and 32 + l (high nibble).
-    private static int Code(ref BlockQ4K b, int c) => (b.Qs[c / 64 * 32 + c % 32] >> (c % 64 / 32 * 4)) & 0xF;
-
     private static void SetCode(ref BlockQ4K b, int c, int q) => b.Qs[c / 64 * 32 + c % 32] |= (byte)(q << (c % 64 / 32 * 4));
 
     /// <summary>y[t · yStride + r − lo] = row r · token t for rows r in [lo, hi) of the tile group (at most 16) and
