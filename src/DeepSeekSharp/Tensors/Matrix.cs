@@ -61,8 +61,8 @@ public abstract unsafe class Matrix : IDisposable
 
     protected byte* RowPointer(int r) => _data + r * RowBytes;
 
-    /// <summary>The bytes of row r as stored (for writers such as GGUF).</summary>
-    public ReadOnlySpan<byte> RawRow(int r) => new(RowPointer(r), checked((int)RowBytes));
+    /// <summary>The bytes of row r in the format's file layout, where the matrix keeps that layout in memory.</summary>
+    public virtual ReadOnlySpan<byte> RawRow(int r) => new(RowPointer(r), checked((int)RowBytes));
 
     /// <summary>Sets rows [r0, r0 + count) from their bytes in the format's file layout (<see cref="RowBytes"/> per row),
     /// which <paramref name="fill"/> writes into the span it is given: the matrix's own memory where it keeps that
@@ -484,6 +484,7 @@ internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDi
     private int Tiles => Cols / TF.TileColumns;
     public override WeightFormat Format => TF.Format;
     public static long BytesFor(int rows, int cols) => (long)(rows + TileRows - 1) / TileRows * (cols / TF.TileColumns) * TF.TileBytes;
+    public override long Bytes => BytesFor(Rows, Cols);
 
     /// <summary>A matrix in aligned native memory; the padding rows of the last group are zero.</summary>
     public static TiledMatrix<TF> Create(int rows, int cols)
@@ -493,7 +494,10 @@ internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDi
         if (rows % TileRows != 0) new Span<byte>(buffer.Pointer + (long)(rows / TileRows) * group, checked((int)group)).Clear();
         return new TiledMatrix<TF>(rows, cols, buffer.Pointer, buffer);
     }
-    public override long Bytes => BytesFor(Rows, Cols);
+
+    /// <summary>Not kept here: rows are interleaved (<see cref="DequantizeRow"/> gives a row's values).</summary>
+    public override ReadOnlySpan<byte> RawRow(int r) =>
+        throw new NotSupportedException($"{TF.Format} rows are kept interleaved in tiles; there are no stored bytes of one row to return");
     private byte* Group(int r) => _tiles + (long)(r / TileRows) * Tiles * TF.TileBytes;
 
     public override void DequantizeRow(int r, Span<float> dst)
@@ -531,7 +535,6 @@ internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDi
     }
 
     private protected override int RowUnit(int n) => TileRows;
-
 
     /// <summary>Tokens in chunks of about 192 KB of codes (kept in L2) against every tile group of the rows in turn.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -109,6 +109,7 @@ public unsafe class Q4KTilesTests
             Assert.Equal(a, b);
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(20, 2, _ => { }));
+        Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length);
     }
 
     private static int[] Bits(ReadOnlySpan<float> v)
