@@ -109,7 +109,7 @@ public unsafe class Q4KTilesTests
             Assert.Equal(a, b);
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(20, 2, _ => { }));
-        Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length);
+        if (Q4KTiles.IsSupported) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
     }
 
     private static int[] Bits(ReadOnlySpan<float> v)
