@@ -74,15 +74,57 @@ public sealed class QuantizedActivations
         Quantize(x, rows, cols, 256);
     }
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    private void Quantize(ReadOnlySpan<float> x, int rows, int cols, int block)
+    private unsafe void Quantize(ReadOnlySpan<float> x, int rows, int cols, int block)
     {
+        if (x.Length < (long)rows * cols) ThrowHelper.TooShort(nameof(x), (long)rows * cols, x.Length);
         int blocks = rows * cols / block;
         if (Q.Length < rows * cols) Q = new sbyte[rows * cols];
         if (D.Length < blocks) D = new float[blocks];
+        if (BlockSum.Length < rows * cols / Block) BlockSum = new short[rows * cols / Block];
         Cols = cols;
         _block = block;
-        for (int b = 0; b < blocks; b++)
+        WorkerPool pool = WorkerPool.Shared;
+        if (rows < ParallelRows || pool.Threads == 1)
+        {
+            QuantizeRows(x, 0, rows);
+            return;
+        }
+        // A prompt's activations: rows split between threads (each row's codes are the same whoever computes them).
+        fixed (float* px = x)
+        {
+            QuantizeJob job = QuantizeJob.ForThisThread;
+            job.Target = this;
+            job.X = px;
+            job.Rows = rows;
+            pool.Run(job, (rows + ParallelRows - 1) / ParallelRows);
+            job.Target = null;
+        }
+    }
+
+    /// <summary>Rows per chunk when a quantisation is split between threads (fewer rows run on the calling thread).</summary>
+    private const int ParallelRows = 16;
+
+    private sealed unsafe class QuantizeJob : PoolJob
+    {
+        [ThreadStatic] private static QuantizeJob? _mine;
+        public static QuantizeJob ForThisThread => _mine ??= new QuantizeJob();
+        public QuantizedActivations? Target;
+        public float* X;
+        public int Rows;
+
+        public override void Execute(int chunk)
+        {
+            int r0 = chunk * ParallelRows, r1 = Math.Min(Rows, r0 + ParallelRows), cols = Target!.Cols;
+            Target.QuantizeRows(new ReadOnlySpan<float>(X, Rows * cols), r0, r1);
+        }
+    }
+
+    /// <summary>Codes, scales and per-32 sums of rows [r0, r1).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private void QuantizeRows(ReadOnlySpan<float> x, int r0, int r1)
+    {
+        int block = _block, perRow = Cols / block;
+        for (int b = r0 * perRow; b < r1 * perRow; b++)
         {
             ReadOnlySpan<float> v = x.Slice(b * block, block);
             Span<sbyte> q = Q.AsSpan(b * block, block);
@@ -92,9 +134,8 @@ public sealed class QuantizedActivations
             else for (int i = 0; i < block; i++) q[i] = (sbyte)(int)MathF.Round(v[i] * inv, MidpointRounding.ToEven);
             D[b] = d;
         }
-        int sub = rows * cols / Block;
-        if (BlockSum.Length < sub) BlockSum = new short[sub];
-        for (int b = 0; b < sub; b++)
+        int sumsPerRow = Cols / Block;
+        for (int b = r0 * sumsPerRow; b < r1 * sumsPerRow; b++)
         {
             int sum = 0;
             if (Avx2.IsSupported)

@@ -16,6 +16,32 @@ public class QuantKernelTests
         Assert.Equal(144, Unsafe.SizeOf<BlockQ4K>());
     }
 
+    [Theory]
+    [InlineData(37, 96, false)] // per 32; rows split between threads in chunks of 16, a short last one
+    [InlineData(20, 512, true)] // per 256
+    public void ActivationsQuantisedOnSeveralThreads_EqualOneRowAtATime(int rows, int cols, bool perSuperBlock)
+    {
+        var rng = new Random(rows + cols);
+        float[] x = Random(rng, rows * cols, 4f);
+        var together = new QuantizedActivations();
+        using (var pool = new DeepSeekSharp.Kernels.WorkerPool(2))
+        using (DeepSeekSharp.Kernels.WorkerPool.Use(pool))
+        {
+            if (perSuperBlock) together.QuantizeK(x, rows, cols);
+            else together.Quantize(x, rows, cols);
+        }
+        int perRowScales = cols / (perSuperBlock ? 256 : 32);
+        for (int r = 0; r < rows; r++)
+        {
+            var one = new QuantizedActivations();
+            if (perSuperBlock) one.QuantizeK(x.AsSpan(r * cols, cols), 1, cols);
+            else one.Quantize(x.AsSpan(r * cols, cols), 1, cols);
+            Assert.Equal(one.Q.AsSpan(0, cols).ToArray(), together.Q.AsSpan(r * cols, cols).ToArray());
+            Assert.Equal(one.D.AsSpan(0, perRowScales).ToArray(), together.D.AsSpan(r * perRowScales, perRowScales).ToArray());
+            Assert.Equal(one.BlockSum.AsSpan(0, cols / 32).ToArray(), together.BlockSum.AsSpan(r * cols / 32, cols / 32).ToArray());
+        }
+    }
+
     private static double Rmse(float[] a, float[] b) => Math.Sqrt(a.Zip(b).Average(p => (double)(p.First - p.Second) * (p.First - p.Second)));
 
     [Fact]
