@@ -130,8 +130,8 @@ internal static unsafe class Q4KTiles
         for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
         {
             byte* t = group + (long)b * Bytes;
-            // Two tiles ahead: without it one token's kernel waited on memory between bursts of compute (two threads
-            // streamed ~16 GB/s of tiles; with it 20-26, as fast as the Q8_0 row kernel, in the same runs).
+            // Two tiles ahead: without it one token's kernel waits on memory between bursts of compute (a two-thread
+            // harness streamed ~16 GB/s of tiles without it, 20-26 with it; decode in the model: a few per cent).
             for (int l = 0; l < Bytes; l += 64) Sse.Prefetch0(t + 2 * Bytes + l);
             Vector512<int> isum = default;
             for (int j = 0; j < 8; j++)
