@@ -69,8 +69,13 @@ public abstract unsafe class Matrix : IDisposable
     /// layout, so a file is read straight in.</summary>
     public virtual void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
     {
-        if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
+        CheckRowRange(r0, count);
         fill(new Span<byte>(RowPointer(r0), checked((int)(RowBytes * count))));
+    }
+
+    private protected void CheckRowRange(int r0, int count)
+    {
+        if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
     }
 
     /// <summary>Writes row r as float32.</summary>
@@ -229,7 +234,7 @@ public abstract unsafe class Matrix : IDisposable
     /// file layout (as a mapped file is used), for tests of those kernels.</summary>
     internal static Matrix Create(WeightFormat format, int rows, int cols, bool tiles)
     {
-        if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return TiledMatrix<Q4KTileFormat>.Create(rows, (int)CheckBlocks(cols, 256, format));
+        if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return Q4KTiledMatrix.Create(rows, (int)CheckBlocks(cols, 256, format));
         long rowBytes = RowBytesOf(format, cols);
         var buffer = new NativeBuffer(rowBytes * rows);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
@@ -449,89 +454,62 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>A format kept as sixteen interleaved rows per tile of columns (<see cref="Q4KTiles"/>).</summary>
-internal unsafe interface ITileFormat
+/// <summary>Q4_K kept as sixteen interleaved rows per super-block (<see cref="Q4KTiles"/>, AVX-512): a row is converted
+/// from and to the GGUF layout on the way in and out (loading, dequantising a row); products compute a tile's
+/// sixteen rows and keep those asked for. Rows past the last whole sixteen are padding.</summary>
+internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.Q4_K, rows, cols, data, owner)
 {
-    static abstract WeightFormat Format { get; }
-    static abstract int TileBytes { get; }
-    static abstract int TileColumns { get; }
-    static abstract void SetRow(ReadOnlySpan<byte> stored, byte* group, int r);
-    static abstract void GetRow(byte* group, int r, Span<byte> stored);
-    static abstract void Multiply(byte* group, int tiles, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi);
-    static abstract void Quantize(QuantizedActivations a, ReadOnlySpan<float> x, int n, int cols);
-}
-
-internal readonly unsafe struct Q4KTileFormat : ITileFormat
-{
-    public static WeightFormat Format => WeightFormat.Q4_K;
-    public static int TileBytes => Q4KTiles.Bytes;
-    public static int TileColumns => 256;
-    public static void SetRow(ReadOnlySpan<byte> stored, byte* group, int r) => Q4KTiles.SetRow(MemoryMarshal.Cast<byte, BlockQ4K>(stored), group, r);
-    public static void GetRow(byte* group, int r, Span<byte> stored) => Q4KTiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ4K>(stored));
-    public static void Multiply(byte* group, int tiles, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi) =>
-        Q4KTiles.Multiply(group, tiles, a, t0, n, y, yStride, lo, hi);
-    public static void Quantize(QuantizedActivations a, ReadOnlySpan<float> x, int n, int cols) => a.QuantizeK(x, n, cols);
-}
-
-/// <summary>A block format kept as sixteen interleaved rows per tile (AVX-512): a row is converted from and to the
-/// file layout on the way in and out (loading, dequantising a row); products compute a tile's sixteen rows and keep
-/// those asked for. Rows past the last whole sixteen are padding.</summary>
-internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDisposable? owner)
-    : Matrix(rows, cols, RowBytesOf(TF.Format, cols), data, owner) where TF : struct, ITileFormat
-{
-    public const int TileRows = 16;
+    private const int TileRows = Q4KTiles.Rows;
     private readonly byte* _tiles = data;
-    private int Tiles => Cols / TF.TileColumns;
-    public override WeightFormat Format => TF.Format;
-    public static long BytesFor(int rows, int cols) => (long)(rows + TileRows - 1) / TileRows * (cols / TF.TileColumns) * TF.TileBytes;
+    private int SuperBlocks => Cols / 256;
+    public override WeightFormat Format => WeightFormat.Q4_K;
+    public static long BytesFor(int rows, int cols) => (long)(rows + TileRows - 1) / TileRows * (cols / 256) * Q4KTiles.Bytes;
     public override long Bytes => BytesFor(Rows, Cols);
 
     /// <summary>A matrix in aligned native memory; the padding rows of the last group are zero.</summary>
-    public static TiledMatrix<TF> Create(int rows, int cols)
+    public static Q4KTiledMatrix Create(int rows, int cols)
     {
         var buffer = new NativeBuffer(BytesFor(rows, cols));
-        long group = (long)(cols / TF.TileColumns) * TF.TileBytes;
+        long group = (long)(cols / 256) * Q4KTiles.Bytes;
         if (rows % TileRows != 0) new Span<byte>(buffer.Pointer + (long)(rows / TileRows) * group, checked((int)group)).Clear();
-        return new TiledMatrix<TF>(rows, cols, buffer.Pointer, buffer);
+        return new Q4KTiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 
     /// <summary>Not kept here: rows are interleaved (<see cref="DequantizeRow"/> gives a row's values).</summary>
     public override ReadOnlySpan<byte> RawRow(int r) =>
-        throw new NotSupportedException($"{TF.Format} rows are kept interleaved in tiles; there are no stored bytes of one row to return");
-    private byte* Group(int r) => _tiles + (long)(r / TileRows) * Tiles * TF.TileBytes;
+        throw new NotSupportedException("Q4_K rows are kept interleaved in tiles; there are no stored bytes of one row to return");
+
+    private byte* Group(int r) => _tiles + (long)(r / TileRows) * SuperBlocks * Q4KTiles.Bytes;
+
+    private Span<BlockQ4K> RowScratch() => MemoryMarshal.Cast<byte, BlockQ4K>(Scratch.StoredRow(checked((int)RowBytes)));
 
     public override void DequantizeRow(int r, Span<float> dst)
     {
-        Span<byte> row = Scratch.StoredRow(checked((int)RowBytes));
-        TF.GetRow(Group(r), r % TileRows, row);
-        GgmlBlocks.Dequantize(TF.Format.ToGgml(), row, dst);
+        Span<BlockQ4K> row = RowScratch();
+        Q4KTiles.GetRow(Group(r), r % TileRows, row);
+        Q4K.DequantizeRow(row, dst);
     }
 
     public override void SetRow(int r, ReadOnlySpan<float> values)
     {
-        Span<byte> row = Scratch.StoredRow(checked((int)RowBytes));
-        GgmlBlocks.Quantize(TF.Format.ToGgml(), values, row);
-        TF.SetRow(row, Group(r), r % TileRows);
+        Span<BlockQ4K> row = RowScratch();
+        Q4K.QuantizeRow(values, row);
+        Q4KTiles.SetRow(row, Group(r), r % TileRows);
     }
 
     public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
     {
-        if ((uint)r0 > (uint)Rows || count < 0 || count > Rows - r0) throw new ArgumentOutOfRangeException(nameof(count));
+        CheckRowRange(r0, count);
         var stored = new byte[checked((int)(RowBytes * count))];
         fill(stored);
         const int rowsPerTask = 64; // rows of one group touch disjoint bytes, so tasks may split groups
         Parallel.For(0, (count + rowsPerTask - 1) / rowsPerTask, task =>
         {
+            ReadOnlySpan<BlockQ4K> blocks = MemoryMarshal.Cast<byte, BlockQ4K>(stored);
             for (int i = task * rowsPerTask; i < Math.Min(count, (task + 1) * rowsPerTask); i++)
-                TF.SetRow(stored.AsSpan(checked((int)(i * RowBytes)), (int)RowBytes), Group(r0 + i), (r0 + i) % TileRows);
+                Q4KTiles.SetRow(blocks.Slice(i * SuperBlocks, SuperBlocks), Group(r0 + i), (r0 + i) % TileRows);
         });
-    }
-
-    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
-    {
-        QuantizedActivations a = Scratch.Activations;
-        TF.Quantize(a, x, n, Cols);
-        return a;
     }
 
     private protected override int RowUnit(int n) => TileRows;
@@ -547,7 +525,7 @@ internal sealed unsafe class TiledMatrix<TF>(int rows, int cols, byte* data, IDi
             for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
             {
                 int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
-                TF.Multiply(Group(g), Tiles, act!, t0, tn, y + (long)t0 * rowCount + (g + lo - rowStart), rowCount, lo, hi);
+                Q4KTiles.Multiply(Group(g), SuperBlocks, act!, t0, tn, y + (long)t0 * rowCount + (g + lo - rowStart), rowCount, lo, hi);
             }
         }
     }

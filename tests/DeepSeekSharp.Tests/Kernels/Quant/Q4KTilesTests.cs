@@ -35,7 +35,7 @@ public unsafe class Q4KTilesTests
         var rng = new Random(5);
         var rows = new BlockQ4K[16 * superBlocks];
         rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every bit pattern, including the 6-bit scale packing
-        var tiles = new byte[TiledMatrix<Q4KTileFormat>.BytesFor(16, superBlocks * 256)];
+        var tiles = new byte[Q4KTiledMatrix.BytesFor(16, superBlocks * 256)];
         var back = new BlockQ4K[superBlocks];
         fixed (byte* group = tiles)
         {
