@@ -384,6 +384,15 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
         }
         // Four tokens at a time share each weight row's loads (batched decode); every token gets the same
         // arithmetic as alone, so results do not depend on the batch.
+        if (n == 1 && System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            // One token (decode): the activations' spans made once, each row's kernel called on its pointer.
+            ReadOnlySpan<sbyte> q = a.Q.AsSpan(0, Cols);
+            ReadOnlySpan<float> d = a.D.AsSpan(0, blocks);
+            ReadOnlySpan<short> sums = a.BlockSum.AsSpan(0, blocks);
+            for (int o = r0; o < r1; o++) y[o - rowStart] = BlockDots<T>.V256(ref *RowPointer(o), blocks, q, d, sums);
+            return;
+        }
         int grouped = System.Runtime.Intrinsics.X86.Avx2.IsSupported ? n / 4 * 4 : 0;
         Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)

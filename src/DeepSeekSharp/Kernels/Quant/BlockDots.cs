@@ -72,6 +72,11 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, ref xu, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
         }
         float sum = Reduce8(acc);
+        if (b + 4 <= n)
+        {
+            sum = Add4(sum, ref wb, ref xb, ref xs, ref xu, b);
+            b += 4;
+        }
         for (; b < n; b++)
             sum += HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))] * Unsafe.Add(ref xs, b)
                    * BlockSum(ref wb, ref xb, ref xu, b);
@@ -144,6 +149,26 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x), Ones16);
         Vector256<sbyte> wq = Codes(ref wb, b);
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), Ones16);
+    }
+
+    /// <summary>Blocks b..b+3 added to <paramref name="sum"/> one at a time, exactly as the one-block loop adds them,
+    /// with their four integer sums taken from one horizontal-add tree instead of four full reductions (rows of four
+    /// blocks, MLA's 128-wide W_UK rows, ran entirely in the one-block loop).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Add4(float sum, ref byte wb, ref sbyte xb, ref float xs, ref short xu, int b)
+    {
+        Vector256<int> q = Avx2.HorizontalAdd(Avx2.HorizontalAdd(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1)),
+            Avx2.HorizontalAdd(BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3)));
+        Vector128<int> s = q.GetLower() + q.GetUpper();
+        if (T.Offset != 0)
+            s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * T.Offset;
+        float[] h = HalfTable.Values;
+        ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
+        sum += h[Unsafe.ReadUnaligned<ushort>(ref p)] * Unsafe.Add(ref xs, b) * s.GetElement(0);
+        sum += h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, T.Bytes))] * Unsafe.Add(ref xs, b + 1) * s.GetElement(1);
+        sum += h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * T.Bytes))] * Unsafe.Add(ref xs, b + 2) * s.GetElement(2);
+        sum += h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * T.Bytes))] * Unsafe.Add(ref xs, b + 3) * s.GetElement(3);
+        return sum;
     }
 
     /// <summary>Block b's exact Σ w·x as one integer.</summary>

@@ -254,6 +254,7 @@ public class GgmlBlockTests
 
     [Theory]
     [InlineData(GgmlType.Q4_0, 1)]
+    [InlineData(GgmlType.Q4_0, 13)]
     [InlineData(GgmlType.Q4_0, 19)]
     [InlineData(GgmlType.Q5_0, 8)]
     [InlineData(GgmlType.Q5_0, 44)]

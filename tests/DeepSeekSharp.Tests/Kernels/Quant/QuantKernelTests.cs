@@ -72,6 +72,8 @@ public class QuantKernelTests
     [Theory]
     [InlineData(1)]
     [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(14)]
     [InlineData(17)]
     [InlineData(64)]
     public void Q8_0_Dot_EveryPathEqualsScalarAndMatchesFloat(int blocks)
@@ -94,9 +96,11 @@ public class QuantKernelTests
 
     [Theory]
     [InlineData(1)]
+    [InlineData(4)]
     [InlineData(7)]
     [InlineData(8)]
     [InlineData(19)]
+    [InlineData(44)]
     [InlineData(64)]
     public void Q8_0_FourTokenKernel_IsBitIdenticalToOneTokenAtATime(int blocks)
     {
