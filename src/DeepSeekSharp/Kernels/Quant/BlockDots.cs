@@ -162,12 +162,15 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector128<int> s = q.GetLower() + q.GetUpper();
         if (T.Offset != 0)
             s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * T.Offset;
-        float[] h = HalfTable.Values;
         ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
-        sum += h[Unsafe.ReadUnaligned<ushort>(ref p)] * Unsafe.Add(ref xs, b) * s.GetElement(0);
-        sum += h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, T.Bytes))] * Unsafe.Add(ref xs, b + 1) * s.GetElement(1);
-        sum += h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * T.Bytes))] * Unsafe.Add(ref xs, b + 2) * s.GetElement(2);
-        sum += h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * T.Bytes))] * Unsafe.Add(ref xs, b + 3) * s.GetElement(3);
+        Vector128<float> d = HalfTable.ToSingle(Vector128.Create(
+            Unsafe.ReadUnaligned<ushort>(ref p), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, T.Bytes)),
+            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * T.Bytes)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * T.Bytes)),
+            0, 0, 0, 0)).GetLower();
+        sum += d.GetElement(0) * Unsafe.Add(ref xs, b) * s.GetElement(0);
+        sum += d.GetElement(1) * Unsafe.Add(ref xs, b + 1) * s.GetElement(1);
+        sum += d.GetElement(2) * Unsafe.Add(ref xs, b + 2) * s.GetElement(2);
+        sum += d.GetElement(3) * Unsafe.Add(ref xs, b + 3) * s.GetElement(3);
         return sum;
     }
 
@@ -255,17 +258,17 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         q3 = Avx2.HorizontalAdd(h3, Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 3)));
     }
 
-    /// <summary>d of blocks b..b+7 as floats.</summary>
+    /// <summary>d of blocks b..b+7 as floats, converted in registers (<see cref="HalfTable.ToSingle(Vector128{ushort})"/>:
+    /// the table's values, without a table line per distinct scale competing with the weights for L1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Scales8(ref byte wb, int b)
     {
-        float[] h = HalfTable.Values;
         ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
         int s = T.Bytes;
-        return Vector256.Create(
-            h[Unsafe.ReadUnaligned<ushort>(ref p)], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, s))],
-            h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * s))], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * s))],
-            h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * s))], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * s))],
-            h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * s))], h[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * s))]);
+        return HalfTable.ToSingle(Vector128.Create(
+            Unsafe.ReadUnaligned<ushort>(ref p), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, s)),
+            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * s)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * s)),
+            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * s)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * s)),
+            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * s)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * s))));
     }
 }

@@ -233,22 +233,8 @@ internal static unsafe class Q4KTiles
         + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.Load(t + MinOffset + 96)), Vector512.Create(Unsafe.ReadUnaligned<int>(bsum + 6)).AsInt16());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> D(byte* t) => HalfToSingle(Vector256.Load((ushort*)(t + HalfOffset)));
+    private static Vector512<float> D(byte* t) => HalfTable.ToSingle(Vector256.Load((ushort*)(t + HalfOffset)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> DMin(byte* t) => HalfToSingle(Vector256.Load((ushort*)(t + HalfOffset + 32)));
-
-    /// <summary>Sixteen fp16 values as float32, exactly (<see cref="HalfTable"/>'s values for every pattern): the
-    /// exponent and mantissa shifted into place and rescaled by 2^112 (exact for normal and subnormal halves);
-    /// infinities and NaNs keep an all-ones exponent.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> HalfToSingle(Vector256<ushort> h)
-    {
-        Vector512<int> v = Avx512F.ConvertToVector512Int32(h);
-        Vector512<int> magnitude = v & Vector512.Create(0x7FFF), bits = magnitude << 13;
-        Vector512<float> f = bits.AsSingle() * Vector512.Create(5.192296858534828e33f); // 2^112
-        Vector512<int> special = Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00));
-        Vector512<int> r = Vector512.ConditionalSelect(special, bits | Vector512.Create(0x7F800000), f.AsInt32());
-        return (r | ((v & Vector512.Create(0x8000)) << 16)).AsSingle();
-    }
+    private static Vector512<float> DMin(byte* t) => HalfTable.ToSingle(Vector256.Load((ushort*)(t + HalfOffset + 32)));
 }

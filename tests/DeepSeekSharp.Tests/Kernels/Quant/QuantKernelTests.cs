@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels.Quant;
 
@@ -67,6 +68,38 @@ public class QuantKernelTests
         // 4 bits over a range of 2: step 2/15 ≈ 0.133, uniform error rmse ≈ step/√12 ≈ 0.039 for a plain min/max fit;
         // the ggml-style search (weighted least squares over 21 candidate scales) measures 0.032.
         Assert.True(Rmse(x, back) < 0.035, $"rmse {Rmse(x, back)}");
+    }
+
+    [Fact]
+    public void HalfToSingle_InRegisters_MatchesTheTable_ForEveryPattern()
+    {
+        var halves = new ushort[16];
+        var floats = new float[16];
+        for (int start = 0; start < 65536; start += 16)
+        {
+            for (int i = 0; i < 16; i++) halves[i] = (ushort)(start + i);
+            if (Avx512F.IsSupported)
+            {
+                Vector512.CopyTo(HalfTable.ToSingle(Vector256.Create(halves)), floats);
+                AssertSameAsTable(start, 16, floats);
+            }
+            if (Avx2.IsSupported)
+            {
+                Vector256.CopyTo(HalfTable.ToSingle(Vector128.Create(halves.AsSpan(0, 8))), floats);
+                Vector256.CopyTo(HalfTable.ToSingle(Vector128.Create(halves.AsSpan(8, 8))), floats.AsSpan(8));
+                AssertSameAsTable(start, 16, floats);
+            }
+        }
+
+        static void AssertSameAsTable(int start, int n, float[] floats)
+        {
+            for (int i = 0; i < n; i++)
+            {
+                float want = HalfTable.Values[start + i];
+                Assert.True(BitConverter.SingleToInt32Bits(floats[i]) == BitConverter.SingleToInt32Bits(want) || float.IsNaN(floats[i]) && float.IsNaN(want),
+                    $"0x{start + i:X4}: {floats[i]:R} != {want:R}");
+            }
+        }
     }
 
     [Theory]
