@@ -81,7 +81,7 @@ internal static class Mla
         private AttentionWeights _w = null!;
         private RunState _s = null!;
         private float* _q, _cache, _attn;
-        private int _n, _pos0;
+        private int _n, _pos0, _group;
         private float _scale;
         private bool _absorbed;
 
@@ -96,19 +96,28 @@ internal static class Mla
                 job._q = pq;
                 job._cache = pc;
                 job._attn = pa;
-                WorkerPool.Shared.Run(job, c.NHeads);
+                // Absorbed: heads in as many groups as threads, each group's heads attending together (one pass over
+                // the cache per group); a head computes the same bits in any group.
+                job._group = absorbed ? (c.NHeads + WorkerPool.Shared.Threads - 1) / WorkerPool.Shared.Threads : 1;
+                WorkerPool.Shared.Run(job, (c.NHeads + job._group - 1) / job._group);
                 (job._w, job._s) = (null!, null!);
             }
         }
 
-        public override void Execute(int h)
+        public override void Execute(int chunk)
         {
+            if (_absorbed)
+            {
+                Absorbed(chunk * _group, Math.Min(_c.NHeads, (chunk + 1) * _group));
+                return;
+            }
+            int h = chunk;
             ModelConfig c = _c;
             int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
             int width = c.LatentCacheWidth, kvStride = heads * (nope + v), capacity = _s.Scores.Length / heads;
             Span<float> scores = _s.Scores.AsSpan(h * capacity, capacity);
             var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
-            if (!_absorbed && _n > 1 && LatentAttention.HasBlockedPath)
+            if (_n > 1 && LatentAttention.HasBlockedPath)
             {
                 LatentAttention.ExpandedQueries(new ReadOnlySpan<float>(_q + h * qk, (_n - 1) * heads * qk + qk), heads * qk, _n, _pos0,
                     nope, qk - nope, v, _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v), cache, width, _scale,
@@ -120,18 +129,28 @@ internal static class Mla
                 int count = _pos0 + t + 1; // causal: positions 0..pos0+t
                 var qh = new ReadOnlySpan<float>(_q + (t * heads + h) * qk, qk);
                 var output = new Span<float>(_attn + (t * heads + h) * v, v);
-                if (_absorbed)
-                {
-                    Span<float> qLatent = _s.QLatent.AsSpan(h * rank, rank), latentOut = _s.LatentOut.AsSpan(h * rank, rank);
-                    _w.WkT.Forward(qh[..nope], qLatent, 1, h * rank, rank);
-                    LatentAttention.Absorbed(qLatent, qh[nope..], cache, count, _scale, scores, latentOut);
-                    _w.WkvB.Forward(latentOut, output, 1, h * (nope + v) + nope, v);
-                }
-                else
-                {
-                    LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v),
-                        cache, width, count, _scale, scores, output);
-                }
+                LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v),
+                    cache, width, count, _scale, scores, output);
+            }
+        }
+
+        /// <summary>Heads [h0, h1) of every token: q_nope · W_UK per head, attention over the latents for the heads
+        /// together, W_UV back per head.</summary>
+        private void Absorbed(int h0, int h1)
+        {
+            ModelConfig c = _c;
+            int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth;
+            int capacity = _s.Scores.Length / heads, g = h1 - h0;
+            var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
+            Span<float> qLatent = _s.QLatent.AsSpan(h0 * rank, g * rank), latentOut = _s.LatentOut.AsSpan(h0 * rank, g * rank);
+            for (int t = 0; t < _n; t++)
+            {
+                var q = new ReadOnlySpan<float>(_q + (t * heads + h0) * qk, g * qk);
+                for (int h = 0; h < g; h++) _w.WkT.Forward(q.Slice(h * qk, nope), qLatent.Slice(h * rank, rank), 1, (h0 + h) * rank, rank);
+                LatentAttention.AbsorbedHeads(g, qLatent, q[nope..], qk, cache, _pos0 + t + 1, _scale,
+                    _s.Scores.AsSpan(h0 * capacity, g * capacity), capacity, latentOut);
+                for (int h = 0; h < g; h++)
+                    _w.WkvB.Forward(latentOut.Slice(h * rank, rank), new Span<float>(_attn + (t * heads + h0 + h) * v, v), 1, (h0 + h) * (nope + v) + nope, v);
             }
         }
     }

@@ -227,6 +227,28 @@ public class KernelTests
     }
 
     [Theory]
+    [InlineData(1, 1, 16, 8)]
+    [InlineData(3, 37, 40, 8)]     // sizes off the vector width
+    [InlineData(8, 70, 512, 64)]   // V2-Lite's latent and rotary widths, eight heads
+    public void AbsorbedHeads_GiveEveryHeadWhatAbsorbedGivesIt_BitForBit(int heads, int count, int c, int r)
+    {
+        const int qk = 200, capacity = 90; // per-head query stride and score stride wider than needed, as in the model
+        var rng = new Random(heads * 100 + count);
+        float[] cache = Random(rng, count * (c + r)), qLat = Random(rng, heads * c), q = Random(rng, heads * qk);
+        var scores = new float[heads * capacity];
+        var outLat = new float[heads * c];
+        LatentAttention.AbsorbedHeads(heads, qLat, q.AsSpan(0, (heads - 1) * qk + r), qk, cache, count, 0.07f, scores, capacity, outLat);
+        for (int h = 0; h < heads; h++)
+        {
+            var oneScores = new float[count];
+            var one = new float[c];
+            LatentAttention.Absorbed(qLat.AsSpan(h * c, c), q.AsSpan(h * qk, r), cache, count, 0.07f, oneScores, one);
+            Assert.Equal(one, outLat.AsSpan(h * c, c).ToArray());
+            Assert.Equal(oneScores, scores.AsSpan(h * capacity, count).ToArray());
+        }
+    }
+
+    [Theory]
     [InlineData(0, 1, 16, 8, 16)]
     [InlineData(0, 13, 12, 4, 20)]   // dimensions off the vector width, a short last group of queries
     [InlineData(37, 6, 128, 64, 128)] // V2-Lite's head shape after a cached prefix; the span crosses a 32-position tile
