@@ -96,9 +96,9 @@ internal static class Mla
                 job._q = pq;
                 job._cache = pc;
                 job._attn = pa;
-                // Absorbed: heads in as many groups as threads, each group's heads attending together (one pass over
-                // the cache per group); a head computes the same bits in any group.
-                job._group = absorbed ? (c.NHeads + WorkerPool.Shared.Threads - 1) / WorkerPool.Shared.Threads : 1;
+                // Absorbed: four heads a chunk, attending together (LatentAttention.AbsorbedHeads); a head computes the
+                // same bits in any group, and four chunks still balance across threads.
+                job._group = absorbed ? 4 : 1;
                 WorkerPool.Shared.Run(job, (c.NHeads + job._group - 1) / job._group);
                 (job._w, job._s) = (null!, null!);
             }
