@@ -163,10 +163,15 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         if (T.Offset != 0)
             s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * T.Offset;
         ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
-        Vector128<float> d = HalfTable.ToSingle(Vector128.Create(
-            Unsafe.ReadUnaligned<ushort>(ref p), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, T.Bytes)),
-            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * T.Bytes)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * T.Bytes)),
-            0, 0, 0, 0)).GetLower();
+        Vector128<float> d;
+        ushort h0 = Unsafe.ReadUnaligned<ushort>(ref p), h1 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, T.Bytes));
+        ushort h2 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * T.Bytes)), h3 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * T.Bytes));
+        if (Avx512F.IsSupported) d = HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, 0, 0, 0, 0).ToVector256()).GetLower().GetLower();
+        else
+        {
+            float[] t = HalfTable.Values;
+            d = Vector128.Create(t[h0], t[h1], t[h2], t[h3]);
+        }
         sum += d.GetElement(0) * Unsafe.Add(ref xs, b) * s.GetElement(0);
         sum += d.GetElement(1) * Unsafe.Add(ref xs, b + 1) * s.GetElement(1);
         sum += d.GetElement(2) * Unsafe.Add(ref xs, b + 2) * s.GetElement(2);
@@ -258,17 +263,20 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         q3 = Avx2.HorizontalAdd(h3, Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 3)));
     }
 
-    /// <summary>d of blocks b..b+7 as floats, converted in registers (<see cref="HalfTable.ToSingle(Vector128{ushort})"/>:
-    /// the table's values, without a table line per distinct scale competing with the weights for L1).</summary>
+    /// <summary>d of blocks b..b+7 as floats: converted in registers with AVX-512 (<see cref="HalfTable.ToSingle"/>,
+    /// the table's values without a table line per distinct scale competing with the weights for L1), else looked up.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Scales8(ref byte wb, int b)
     {
         ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
         int s = T.Bytes;
-        return HalfTable.ToSingle(Vector128.Create(
-            Unsafe.ReadUnaligned<ushort>(ref p), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, s)),
-            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * s)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * s)),
-            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * s)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * s)),
-            Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * s)), Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * s))));
+        ushort h0 = Unsafe.ReadUnaligned<ushort>(ref p), h1 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, s));
+        ushort h2 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * s)), h3 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * s));
+        ushort h4 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * s)), h5 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * s));
+        ushort h6 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * s)), h7 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * s));
+        if (Avx512F.IsSupported)
+            return HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, h4, h5, h6, h7).ToVector256()).GetLower();
+        float[] t = HalfTable.Values;
+        return Vector256.Create(t[h0], t[h1], t[h2], t[h3], t[h4], t[h5], t[h6], t[h7]);
     }
 }
