@@ -34,8 +34,8 @@ public static class LatentAttention
     }
 
     /// <summary>Absorbed MLA for <paramref name="heads"/> query heads over the same cache (decode: MLA's heads share
-    /// one latent cache, like multi-query attention). With AVX-512 and widths that are multiples of 16, four heads at
-    /// a time: the scores of two positions × four heads accumulate in registers over the key's C + R dimensions (one
+    /// one latent cache, like multi-query attention). With AVX-512, a latent width that is a multiple of 32 and a rotary
+    /// width that is a multiple of 16, four heads at a time: the scores of two positions × four heads accumulate in registers over the key's C + R dimensions (one
     /// load of a cached row serves four heads), and the values are weighted per 32 latent dimensions × four heads
     /// with the sums kept in registers over all positions — no per-position dot product reductions or stores of
     /// partial outputs. A head's arithmetic (accumulation order, softmax) does not depend on which heads share its
