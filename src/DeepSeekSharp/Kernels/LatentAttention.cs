@@ -33,64 +33,70 @@ public static class LatentAttention
             Axpy.Compute(cache.Slice(s * stride, c), p[s], outLatent);
     }
 
-    /// <summary>Absorbed MLA for <paramref name="heads"/> query heads over the same cache (decode: MLA's heads share
-    /// one latent cache, like multi-query attention). With AVX-512, a latent width that is a multiple of 32 and a rotary
-    /// width that is a multiple of 16, four heads at a time: the scores of two positions × four heads accumulate in registers over the key's C + R dimensions (one
-    /// load of a cached row serves four heads), and the values are weighted per 32 latent dimensions × four heads
-    /// with the sums kept in registers over all positions — no per-position dot product reductions or stores of
-    /// partial outputs. A head's arithmetic (accumulation order, softmax) does not depend on which heads share its
-    /// group, so the result is the same bits however the heads are split across threads (tested). Otherwise each
-    /// head runs <see cref="Absorbed"/>.</summary>
-    /// <param name="qLatent">head h's [C] at h · C</param>
-    /// <param name="qPe">head h's [R] at h · <paramref name="qPeStride"/></param>
-    /// <param name="scores">head h's [count] scratch at h · <paramref name="scoreStride"/>; the probabilities on return</param>
-    /// <param name="outLatent">head h's [C] result at h · C</param>
+    /// <summary>Whether <see cref="AbsorbedBlock"/> runs here for latent width <paramref name="c"/> and rotary width
+    /// <paramref name="r"/> (AVX-512, c a multiple of 32, r of 16); otherwise callers attend with <see cref="Absorbed"/>
+    /// one head at a time.</summary>
+    public static bool HasBlockedAbsorbed(int c, int r) => Vector512.IsHardwareAccelerated && c % 32 == 0 && r % 16 == 0;
+
+    /// <summary>Positions per <see cref="AbsorbedBlock"/> call. Fixed, so the result never depends on how blocks are
+    /// spread over threads.</summary>
+    public const int BlockPositions = 64;
+
+    /// <summary>Absorbed MLA of all heads over one block of cached rows (decode: MLA's heads share one latent cache, like
+    /// multi-query attention, so a block of rows is read once for every head while it is in L2). Heads go four at a
+    /// time: scores of two positions × four heads accumulate in registers over the key, and the values are weighted
+    /// per 32 latent dimensions × four heads over the block's positions. For each head it leaves the block's max score
+    /// m, Σ exp(score − m) and the unnormalised Σ exp(score − m) · c_kv, which <see cref="AbsorbedMerge"/> combines
+    /// over the blocks in order (split-K softmax, as flash-decoding does).</summary>
+    /// <param name="queries">[4 · groups, C + R]: head h's [q_latent | q_pe]</param>
+    /// <param name="rows">[count, C + R] the block's cached rows</param>
+    /// <param name="partial">[4 · groups, C] unnormalised outputs</param>
+    /// <param name="max">[4 · groups] the block's max score per head</param>
+    /// <param name="sum">[4 · groups] Σ exp(score − max) per head</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void AbsorbedHeads(int heads, ReadOnlySpan<float> qLatent, ReadOnlySpan<float> qPe, int qPeStride, ReadOnlySpan<float> cache,
-        int count, float scale, Span<float> scores, int scoreStride, Span<float> outLatent)
+    public static unsafe void AbsorbedBlock(int groups, ReadOnlySpan<float> queries, ReadOnlySpan<float> rows, int count, int c, int r,
+        float scale, Span<float> partial, Span<float> max, Span<float> sum)
     {
-        if (heads <= 0) return;
-        int c = qLatent.Length / heads, r = qPe.Length - (heads - 1) * qPeStride, stride = c + r;
-        if (qLatent.Length != heads * c || r <= 0) ThrowHelper.LengthMismatch(nameof(qPe), heads * qPeStride, qPe.Length);
-        if (cache.Length < (long)count * stride) ThrowHelper.TooShort(nameof(cache), (long)count * stride, cache.Length);
-        if (count > scoreStride || scores.Length < (long)(heads - 1) * scoreStride + count) ThrowHelper.TooShort(nameof(scores), (heads - 1) * scoreStride + count, scores.Length);
-        if (outLatent.Length != heads * c) ThrowHelper.LengthMismatch(nameof(outLatent), heads * c, outLatent.Length);
-        if (!Vector512.IsHardwareAccelerated || c % 32 != 0 || r % 16 != 0)
+        int stride = c + r, heads = 4 * groups;
+        if (!HasBlockedAbsorbed(c, r)) throw new NotSupportedException($"no blocked absorbed attention for widths {c} + {r} here");
+        if (count <= 0 || count > BlockPositions) throw new ArgumentOutOfRangeException(nameof(count), count, $"1 to {BlockPositions} positions a block");
+        if (queries.Length < heads * stride) ThrowHelper.TooShort(nameof(queries), heads * stride, queries.Length);
+        if (rows.Length < count * stride) ThrowHelper.TooShort(nameof(rows), count * stride, rows.Length);
+        if (partial.Length < heads * c) ThrowHelper.TooShort(nameof(partial), heads * c, partial.Length);
+        if (max.Length < heads || sum.Length < heads) ThrowHelper.TooShort(nameof(max), heads, Math.Min(max.Length, sum.Length));
+        Span<float> p = stackalloc float[4 * BlockPositions];
+        fixed (float* q = queries, kv = rows, o = partial, pp = p)
         {
-            for (int h = 0; h < heads; h++)
-                Absorbed(qLatent.Slice(h * c, c), qPe.Slice(h * qPeStride, r), cache, count, scale, scores.Slice(h * scoreStride, count), outLatent.Slice(h * c, c));
-            return;
-        }
-        // Four heads' [qLatent | qPe] side by side, then four heads' probabilities; missing heads of the last group are
-        // zeros computed into scratch.
-        Span<float> q4 = AlignedScratch.Grow(ref _queries, 4 * stride), p4 = AlignedScratch.Grow(ref _probabilities, 4 * scoreStride)[..(4 * count)]; // sized by capacity: no growth per step
-        Span<float> out4 = AlignedScratch.Grow(ref _outputs, 4 * c);
-        fixed (float* kv = cache, q = q4, p = p4, o = out4)
-        {
-            for (int h0 = 0; h0 < heads; h0 += 4)
+            for (int g = 0; g < groups; g++)
             {
-                int g = Math.Min(4, heads - h0);
-                q4.Clear();
-                for (int h = 0; h < g; h++)
-                {
-                    qLatent.Slice((h0 + h) * c, c).CopyTo(q4.Slice(h * stride, c));
-                    qPe.Slice((h0 + h) * qPeStride, r).CopyTo(q4.Slice(h * stride + c, r));
-                }
-                Scores4(kv, stride, count, q, scale, p);
-                for (int h = 0; h < g; h++)
-                {
-                    Span<float> ph = p4.Slice(h * count, count);
-                    Softmax.InPlace(ph);
-                    ph.CopyTo(scores.Slice((h0 + h) * scoreStride, count));
-                }
-                for (int h = g; h < 4; h++) p4.Slice(h * count, count).Clear();
-                Values4(kv, stride, c, count, p, o);
-                for (int h = 0; h < g; h++) out4.Slice(h * c, c).CopyTo(outLatent.Slice((h0 + h) * c, c));
+                Scores4(kv, stride, count, q + g * 4 * stride, scale, pp);
+                for (int h = 0; h < 4; h++) sum[4 * g + h] = Softmax.ExpInPlace(p.Slice(h * count, count), out max[4 * g + h]);
+                Values4(kv, stride, c, count, pp, o + g * 4 * c);
             }
         }
     }
 
-    [ThreadStatic] private static float[]? _queries, _probabilities, _outputs;
+    /// <summary>Head <paramref name="h"/>'s attended latent from the blocks' results of <see cref="AbsorbedBlock"/>
+    /// (<paramref name="heads"/> = the padded head count they were made with): M = max_b m_b,
+    /// L = Σ_b l_b·exp(m_b − M), out = (Σ_b exp(m_b − M)·o_b) / L, blocks added in order.</summary>
+    public static void AbsorbedMerge(int blocks, int heads, int h, ReadOnlySpan<float> partial, ReadOnlySpan<float> max,
+        ReadOnlySpan<float> sum, Span<float> outLatent)
+    {
+        int c = outLatent.Length;
+        if (blocks <= 0 || partial.Length < ((blocks - 1) * heads + h + 1) * c || max.Length < blocks * heads || sum.Length < blocks * heads)
+            ThrowHelper.TooShort(nameof(partial), (long)blocks * heads * c, partial.Length);
+        float m = float.NegativeInfinity;
+        for (int b = 0; b < blocks; b++) m = MathF.Max(m, max[b * heads + h]);
+        float total = 0;
+        outLatent.Clear();
+        for (int b = 0; b < blocks; b++)
+        {
+            float w = FastExp.Exp(max[b * heads + h] - m);
+            total += sum[b * heads + h] * w;
+            Axpy.Compute(partial.Slice((b * heads + h) * c, c), w, outLatent);
+        }
+        TensorPrimitives.Multiply(outLatent, 1f / total, outLatent);
+    }
 
     /// <summary>p[h · count + s] = (row s · q_h) · scale for four heads; two positions at a time, each head's sum over
     /// the row in 16-wide steps from the start, reduced in <see cref="Reduce16"/>'s fixed order.</summary>

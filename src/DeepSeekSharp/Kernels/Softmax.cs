@@ -14,7 +14,18 @@ public static class Softmax
     public static void InPlace(Span<float> x)
     {
         if (x.IsEmpty) return;
-        float max = TensorPrimitives.Max(x);
+        float sum = ExpInPlace(x, out _);
+        TensorPrimitives.Multiply(x, 1f / sum, x);
+    }
+
+    /// <summary>x_i ← exp(x_i − max) in place; returns Σ of them (in <see cref="InPlace"/>'s order) and the max (the
+    /// unnormalised half of a softmax, for combining blocks of a row).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float ExpInPlace(Span<float> x, out float max)
+    {
+        max = float.NegativeInfinity;
+        if (x.IsEmpty) return 0;
+        max = TensorPrimitives.Max(x);
         ref float r = ref MemoryMarshal.GetReference(x);
         int n = x.Length, i = 0;
         float sum = 0;
@@ -46,6 +57,6 @@ public static class Softmax
             Unsafe.Add(ref r, i) = e;
             sum += e;
         }
-        TensorPrimitives.Multiply(x, 1f / sum, x);
+        return sum;
     }
 }

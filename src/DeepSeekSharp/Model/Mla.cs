@@ -55,8 +55,81 @@ internal static class Mla
     /// <summary>q_nope · W_UK per head (via the transposed W_UK) gives a kv_lora_rank-wide query; attend over the
     /// latents; W_UV maps back. Heads run in parallel.</summary>
     private static void AttendAbsorbed(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
-        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn) =>
-        AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: true);
+        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
+    {
+        if (LatentAttention.HasBlockedAbsorbed(c.KvLoraRank, c.QkRopeHeadDim)) AbsorbedJob.Run(c, w, q, n, pos0, cache, s, scale, attn);
+        else AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: true);
+    }
+
+    /// <summary>Absorbed attention of each token in three parallel steps: the queries folded into latent space (heads
+    /// four a chunk), attention of all heads over fixed blocks of positions (a block a chunk: each block of the cache is
+    /// read once for all heads, and the threads share the positions instead of re-reading the whole cache per group
+    /// of heads), then per head the blocks merged and mapped back by W_UV. Block boundaries are fixed, so the result
+    /// does not depend on the thread count.</summary>
+    private sealed unsafe class AbsorbedJob : PoolJob
+    {
+        [ThreadStatic] private static AbsorbedJob? _mine;
+
+        private ModelConfig _c = null!;
+        private AttentionWeights _w = null!;
+        private RunState _s = null!;
+        private float* _q, _cache, _attn;
+        private int _t, _count, _step, _blocks;
+        private float _scale;
+
+        public static void Run(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache,
+            RunState s, float scale, Span<float> attn)
+        {
+            AbsorbedJob job = _mine ??= new AbsorbedJob();
+            s.EnsureHeads();
+            fixed (float* pq = q, pc = cache, pa = attn)
+            {
+                (job._c, job._w, job._s, job._scale) = (c, w, s, scale);
+                job._q = pq;
+                job._cache = pc;
+                job._attn = pa;
+                int groups = (c.NHeads + 3) / 4;
+                for (int t = 0; t < n; t++)
+                {
+                    job._t = t;
+                    job._count = pos0 + t + 1; // causal: positions 0..pos0+t
+                    job._blocks = (job._count + LatentAttention.BlockPositions - 1) / LatentAttention.BlockPositions;
+                    for (job._step = 0; job._step < 3; job._step++)
+                        WorkerPool.Shared.Run(job, job._step == 1 ? job._blocks : groups);
+                }
+                (job._w, job._s) = (null!, null!);
+            }
+        }
+
+        public override void Execute(int chunk)
+        {
+            ModelConfig c = _c;
+            int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth;
+            int padded = (heads + 3) / 4 * 4;
+            if (_step == 1)
+            {
+                int s0 = chunk * LatentAttention.BlockPositions, count = Math.Min(LatentAttention.BlockPositions, _count - s0);
+                LatentAttention.AbsorbedBlock(padded / 4, _s.QPacked, new ReadOnlySpan<float>(_cache + (long)s0 * width, count * width), count,
+                    rank, width - rank, _scale, _s.BlockOut.AsSpan(chunk * padded * rank, padded * rank),
+                    _s.BlockMax.AsSpan(chunk * padded, padded), _s.BlockSum.AsSpan(chunk * padded, padded));
+                return;
+            }
+            for (int h = 4 * chunk; h < Math.Min(heads, 4 * chunk + 4); h++)
+            {
+                var qh = new ReadOnlySpan<float>(_q + (_t * heads + h) * qk, qk);
+                Span<float> packed = _s.QPacked.AsSpan(h * width, width);
+                if (_step == 0)
+                {
+                    _w.WkT.Forward(qh[..nope], packed[..rank], 1, h * rank, rank);
+                    qh[nope..].CopyTo(packed[rank..]);
+                    continue;
+                }
+                Span<float> latent = _s.LatentOut.AsSpan(h * rank, rank);
+                LatentAttention.AbsorbedMerge(_blocks, padded, h, _s.BlockOut, _s.BlockMax, _s.BlockSum, latent);
+                _w.WkvB.Forward(latent, new Span<float>(_attn + (_t * heads + h) * v, v), 1, h * (nope + v) + nope, v);
+            }
+        }
+    }
 
     /// <summary>Decompress k_nope | v of every position with kv_b_proj, then ordinary multi-head attention, heads in
     /// parallel.</summary>
@@ -81,7 +154,7 @@ internal static class Mla
         private AttentionWeights _w = null!;
         private RunState _s = null!;
         private float* _q, _cache, _attn;
-        private int _n, _pos0, _group;
+        private int _n, _pos0;
         private float _scale;
         private bool _absorbed;
 
@@ -96,28 +169,19 @@ internal static class Mla
                 job._q = pq;
                 job._cache = pc;
                 job._attn = pa;
-                // Absorbed: four heads a chunk, attending together (LatentAttention.AbsorbedHeads); a head computes the
-                // same bits in any group, and four chunks still balance across threads.
-                job._group = absorbed ? 4 : 1;
-                WorkerPool.Shared.Run(job, (c.NHeads + job._group - 1) / job._group);
+                WorkerPool.Shared.Run(job, c.NHeads);
                 (job._w, job._s) = (null!, null!);
             }
         }
 
-        public override void Execute(int chunk)
+        public override void Execute(int h)
         {
-            if (_absorbed)
-            {
-                Absorbed(chunk * _group, Math.Min(_c.NHeads, (chunk + 1) * _group));
-                return;
-            }
-            int h = chunk;
             ModelConfig c = _c;
             int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
             int width = c.LatentCacheWidth, kvStride = heads * (nope + v), capacity = _s.Scores.Length / heads;
             Span<float> scores = _s.Scores.AsSpan(h * capacity, capacity);
             var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
-            if (_n > 1 && LatentAttention.HasBlockedPath)
+            if (!_absorbed && _n > 1 && LatentAttention.HasBlockedPath)
             {
                 LatentAttention.ExpandedQueries(new ReadOnlySpan<float>(_q + h * qk, (_n - 1) * heads * qk + qk), heads * qk, _n, _pos0,
                     nope, qk - nope, v, _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v), cache, width, _scale,
@@ -129,28 +193,18 @@ internal static class Mla
                 int count = _pos0 + t + 1; // causal: positions 0..pos0+t
                 var qh = new ReadOnlySpan<float>(_q + (t * heads + h) * qk, qk);
                 var output = new Span<float>(_attn + (t * heads + h) * v, v);
-                LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v),
-                    cache, width, count, _scale, scores, output);
-            }
-        }
-
-        /// <summary>Heads [h0, h1) of every token: q_nope · W_UK per head, attention over the latents for the heads
-        /// together, W_UV back per head.</summary>
-        private void Absorbed(int h0, int h1)
-        {
-            ModelConfig c = _c;
-            int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth;
-            int capacity = _s.Scores.Length / heads, g = h1 - h0;
-            var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
-            Span<float> qLatent = _s.QLatent.AsSpan(h0 * rank, g * rank), latentOut = _s.LatentOut.AsSpan(h0 * rank, g * rank);
-            for (int t = 0; t < _n; t++)
-            {
-                var q = new ReadOnlySpan<float>(_q + (t * heads + h0) * qk, g * qk);
-                for (int h = 0; h < g; h++) _w.WkT.Forward(q.Slice(h * qk, nope), qLatent.Slice(h * rank, rank), 1, (h0 + h) * rank, rank);
-                LatentAttention.AbsorbedHeads(g, qLatent, q[nope..], qk, cache, _pos0 + t + 1, _scale,
-                    _s.Scores.AsSpan(h0 * capacity, g * capacity), capacity, latentOut);
-                for (int h = 0; h < g; h++)
-                    _w.WkvB.Forward(latentOut.Slice(h * rank, rank), new Span<float>(_attn + (t * heads + h0 + h) * v, v), 1, (h0 + h) * (nope + v) + nope, v);
+                if (_absorbed)
+                {
+                    Span<float> qLatent = _s.QLatent.AsSpan(h * rank, rank), latentOut = _s.LatentOut.AsSpan(h * rank, rank);
+                    _w.WkT.Forward(qh[..nope], qLatent, 1, h * rank, rank);
+                    LatentAttention.Absorbed(qLatent, qh[nope..], cache, count, _scale, scores, latentOut);
+                    _w.WkvB.Forward(latentOut, output, 1, h * (nope + v) + nope, v);
+                }
+                else
+                {
+                    LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v),
+                        cache, width, count, _scale, scores, output);
+                }
             }
         }
     }

@@ -21,6 +21,9 @@ internal sealed class RunState(ModelConfig c, int capacity)
     public float[] QLatent = [];    // [nHeads, kvLoraRank] absorbed query per head
     public float[] LatentOut = [];  // [nHeads, kvLoraRank] attended latent per head
     public float[] Scores = [];     // [nHeads, capacity] attention probabilities per head
+    public float[] QPacked = [];    // [nHeads rounded up to 4, latent cache width] absorbed queries [q_latent | q_pe]
+    public float[] BlockOut = [];   // [position blocks, padded heads, kvLoraRank] absorbed attention per block
+    public float[] BlockMax = [], BlockSum = []; // [position blocks, padded heads] their softmax max and Σ exp
     public float[] Latents = [];    // [span, kvLoraRank] contiguous latents (expanded path)
     private float[]? _kvExpanded;   // pinned; KvExpanded starts at its first 64-byte boundary
     private int _kvExpandedLength;
@@ -73,6 +76,11 @@ internal sealed class RunState(ModelConfig c, int capacity)
         Scores = new float[c.NHeads * capacity];
         QLatent = new float[c.NHeads * c.KvLoraRank];
         LatentOut = new float[c.NHeads * c.KvLoraRank];
+        int padded = (c.NHeads + 3) / 4 * 4, blocks = (capacity + Kernels.LatentAttention.BlockPositions - 1) / Kernels.LatentAttention.BlockPositions;
+        QPacked = new float[padded * c.LatentCacheWidth]; // padding heads stay zero
+        BlockOut = new float[blocks * padded * c.KvLoraRank];
+        BlockMax = new float[blocks * padded];
+        BlockSum = new float[blocks * padded];
     }
 
     /// <summary>Buffers of the expanded path, sized on first use and grown geometrically up to the capacity

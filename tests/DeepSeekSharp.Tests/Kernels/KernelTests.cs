@@ -228,31 +228,31 @@ public class KernelTests
 
     [Theory]
     [InlineData(1, 1, 32, 16)]
-    [InlineData(3, 37, 40, 8)]     // widths the blocked kernel does not take: every head runs Absorbed
-    [InlineData(6, 45, 96, 32)]    // a short last group of heads, an odd number of positions
-    [InlineData(8, 70, 512, 64)]   // V2-Lite's latent and rotary widths
-    public void AbsorbedHeads_SameBitsInAnyGrouping_AndMatchOneHeadAtATime(int heads, int count, int c, int r)
+    [InlineData(3, 37, 96, 32)]    // padded heads, one short block
+    [InlineData(8, 64, 512, 64)]   // V2-Lite's widths, exactly one block
+    [InlineData(6, 130, 96, 16)]   // three blocks, the last of two positions
+    public void AbsorbedBlocks_Merged_MatchOneHeadAtATime(int heads, int count, int c, int r)
     {
-        const int qk = 200, capacity = 90; // per-head query stride and score stride wider than needed, as in the model
+        if (!LatentAttention.HasBlockedAbsorbed(c, r)) return;
+        int stride = c + r, padded = (heads + 3) / 4 * 4, block = LatentAttention.BlockPositions;
+        int blocks = (count + block - 1) / block;
         var rng = new Random(heads * 100 + count);
-        float[] cache = Random(rng, count * (c + r)), qLat = Random(rng, heads * c), q = Random(rng, heads * qk);
-        var scores = new float[heads * capacity];
-        var outLat = new float[heads * c];
-        LatentAttention.AbsorbedHeads(heads, qLat, q.AsSpan(0, (heads - 1) * qk + r), qk, cache, count, 0.07f, scores, capacity, outLat);
+        float[] cache = Random(rng, count * stride), queries = new float[padded * stride];
+        Random(rng, heads * stride).CopyTo(queries, 0); // padding heads stay zero
+        float[] partial = new float[blocks * padded * c], max = new float[blocks * padded], sum = new float[blocks * padded];
+        for (int b = 0; b < blocks; b++)
+        {
+            int n = Math.Min(block, count - b * block);
+            LatentAttention.AbsorbedBlock(padded / 4, queries, cache.AsSpan(b * block * stride, n * stride), n, c, r, 0.07f,
+                partial.AsSpan(b * padded * c, padded * c), max.AsSpan(b * padded, padded), sum.AsSpan(b * padded, padded));
+        }
         for (int h = 0; h < heads; h++)
         {
-            // the same head alone (a group of one): the same bits
-            var aloneScores = new float[capacity];
-            var alone = new float[c];
-            LatentAttention.AbsorbedHeads(1, qLat.AsSpan(h * c, c), q.AsSpan(h * qk, r), qk, cache, count, 0.07f, aloneScores, capacity, alone);
-            Assert.Equal(alone, outLat.AsSpan(h * c, c).ToArray());
-            Assert.Equal(aloneScores.AsSpan(0, count).ToArray(), scores.AsSpan(h * capacity, count).ToArray());
-            // and what the one-head kernel computes, up to summation order
-            var oneScores = new float[count];
+            var merged = new float[c];
+            LatentAttention.AbsorbedMerge(blocks, padded, h, partial, max, sum, merged);
             var one = new float[c];
-            LatentAttention.Absorbed(qLat.AsSpan(h * c, c), q.AsSpan(h * qk, r), cache, count, 0.07f, oneScores, one);
-            for (int j = 0; j < c; j++) Assert.Equal(one[j], outLat[h * c + j], 1e-5);
-            for (int s = 0; s < count; s++) Assert.Equal(oneScores[s], scores[h * capacity + s], 1e-6);
+            LatentAttention.Absorbed(queries.AsSpan(h * stride, c), queries.AsSpan(h * stride + c, r), cache, count, 0.07f, new float[count], one);
+            for (int j = 0; j < c; j++) Assert.Equal(one[j], merged[j], 1e-5);
         }
     }
 

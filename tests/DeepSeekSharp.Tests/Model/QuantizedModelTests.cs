@@ -71,12 +71,17 @@ public class QuantizedModelTests(ITestOutputHelper output)
     public void ThreadCount_DoesNotChangeLogitsByOneBit()
     {
         using DeepSeekModel m = DeepSeekModel.Load(DenseDir, new LoadOptions { Quantize = WeightFormat.Q8_0 });
+        // A 70-token prefill (expanded attention), then three decode steps (absorbed attention over two blocks of
+        // positions, which threads share).
+        int[] prompt = [.. Enumerable.Range(0, 70).Select(i => (Prompt[i % Prompt.Length] + 13 * i) % 1000)];
         float[] Run(int threads)
         {
             using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
             using var scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
-            using InferenceSession s = m.CreateSession(16);
-            return s.Forward(Prompt);
+            using InferenceSession s = m.CreateSession(96);
+            var all = new List<float>(s.Forward(prompt));
+            foreach (int token in new[] { 3, 14, 15 }) all.AddRange(s.Forward([token]));
+            return [.. all];
         }
         Assert.Equal(Run(1), Run(2));
         Assert.Equal(Run(1), Run(3));
