@@ -38,6 +38,10 @@ public static class LatentAttention
     /// one head at a time.</summary>
     public static bool HasBlockedAbsorbed(int c, int r) => Vector512.IsHardwareAccelerated && c % 32 == 0 && r % 16 == 0;
 
+    /// <summary>Heads as <see cref="AbsorbedBlock"/> takes them: rounded up to whole groups of four (the extra heads have
+    /// zero queries).</summary>
+    public static int PaddedHeads(int heads) => (heads + 3) / 4 * 4;
+
     /// <summary>Positions per <see cref="AbsorbedBlock"/> call. Fixed, so the result never depends on how blocks are
     /// spread over threads.</summary>
     public const int BlockPositions = 64;

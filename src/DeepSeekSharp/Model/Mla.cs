@@ -88,7 +88,7 @@ internal static class Mla
                 job._q = pq;
                 job._cache = pc;
                 job._attn = pa;
-                int groups = (c.NHeads + 3) / 4;
+                int groups = LatentAttention.PaddedHeads(c.NHeads) / 4;
                 for (int t = 0; t < n; t++)
                 {
                     job._t = t;
@@ -105,7 +105,7 @@ internal static class Mla
         {
             ModelConfig c = _c;
             int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth;
-            int padded = (heads + 3) / 4 * 4;
+            int padded = LatentAttention.PaddedHeads(heads);
             if (_step == 1)
             {
                 int s0 = chunk * LatentAttention.BlockPositions, count = Math.Min(LatentAttention.BlockPositions, _count - s0);

@@ -76,7 +76,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
         Scores = new float[c.NHeads * capacity];
         QLatent = new float[c.NHeads * c.KvLoraRank];
         LatentOut = new float[c.NHeads * c.KvLoraRank];
-        int padded = (c.NHeads + 3) / 4 * 4, blocks = (capacity + Kernels.LatentAttention.BlockPositions - 1) / Kernels.LatentAttention.BlockPositions;
+        int padded = Kernels.LatentAttention.PaddedHeads(c.NHeads), blocks = (capacity + Kernels.LatentAttention.BlockPositions - 1) / Kernels.LatentAttention.BlockPositions;
         QPacked = new float[padded * c.LatentCacheWidth]; // padding heads stay zero
         BlockOut = new float[blocks * padded * c.KvLoraRank];
         BlockMax = new float[blocks * padded];

@@ -78,7 +78,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             b += 4;
         }
         for (; b < n; b++)
-            sum += HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))] * Unsafe.Add(ref xs, b)
+            sum += HalfTable.Values[ScaleBits(ref wb, b)] * Unsafe.Add(ref xs, b)
                    * BlockSum(ref wb, ref xb, ref xu, b);
         return sum;
     }
@@ -117,7 +117,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         float r0 = Reduce8(a0), r1 = Reduce8(a1), r2 = Reduce8(a2), r3 = Reduce8(a3);
         for (; b < n; b++)
         {
-            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes))];
+            float d = HalfTable.Values[ScaleBits(ref wb, b)];
             r0 += d * Unsafe.Add(ref s0, b) * BlockSum(ref wb, ref x0, ref u0, b);
             r1 += d * Unsafe.Add(ref s1, b) * BlockSum(ref wb, ref x1, ref u1, b);
             r2 += d * Unsafe.Add(ref s2, b) * BlockSum(ref wb, ref x2, ref u2, b);
@@ -162,10 +162,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector128<int> s = q.GetLower() + q.GetUpper();
         if (T.Offset != 0)
             s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * T.Offset;
-        ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
         Vector128<float> d;
-        ushort h0 = Unsafe.ReadUnaligned<ushort>(ref p), h1 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, T.Bytes));
-        ushort h2 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * T.Bytes)), h3 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * T.Bytes));
+        ushort h0 = ScaleBits(ref wb, b), h1 = ScaleBits(ref wb, b + 1), h2 = ScaleBits(ref wb, b + 2), h3 = ScaleBits(ref wb, b + 3);
         if (Avx512F.IsSupported) d = HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, 0, 0, 0, 0).ToVector256()).GetLower().GetLower();
         else
         {
@@ -263,17 +261,17 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         q3 = Avx2.HorizontalAdd(h3, Avx2.HorizontalAdd(e3, Dot8(a, w, ref x3, b + 3)));
     }
 
+    /// <summary>Block b's fp16 scale d, as stored.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ushort ScaleBits(ref byte wb, int b) => Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes));
+
     /// <summary>d of blocks b..b+7 as floats: converted in registers with AVX-512 (<see cref="HalfTable.ToSingle"/>,
     /// the table's values without a table line per distinct scale competing with the weights for L1), else looked up.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Scales8(ref byte wb, int b)
     {
-        ref byte p = ref Unsafe.Add(ref wb, b * T.Bytes);
-        int s = T.Bytes;
-        ushort h0 = Unsafe.ReadUnaligned<ushort>(ref p), h1 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, s));
-        ushort h2 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 2 * s)), h3 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 3 * s));
-        ushort h4 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 4 * s)), h5 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 5 * s));
-        ushort h6 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 6 * s)), h7 = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref p, 7 * s));
+        ushort h0 = ScaleBits(ref wb, b), h1 = ScaleBits(ref wb, b + 1), h2 = ScaleBits(ref wb, b + 2), h3 = ScaleBits(ref wb, b + 3);
+        ushort h4 = ScaleBits(ref wb, b + 4), h5 = ScaleBits(ref wb, b + 5), h6 = ScaleBits(ref wb, b + 6), h7 = ScaleBits(ref wb, b + 7);
         if (Avx512F.IsSupported)
             return HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, h4, h5, h6, h7).ToVector256()).GetLower();
         float[] t = HalfTable.Values;
