@@ -135,10 +135,14 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         return (h.GetElement(0) + h.GetElement(2)) + (h.GetElement(1) + h.GetElement(3));
     }
 
-    private static readonly Vector256<short> Ones16 = Vector256.Create((short)1);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<sbyte> Codes(ref byte wb, int b) => T.Codes(ref Unsafe.Add(ref wb, b * T.Bytes));
+
+    // Vector constants in these kernels are written in place (Vector256.Create(…)), never kept in static readonly
+    // fields or behind properties: a method compiled straight to full optimisation (AggressiveOptimization) is compiled
+    // before its classes are initialised, so a field read becomes a class-init check and a load in the loop, and a
+    // large method runs out of inlining budget, leaving a property getter as a call per block.
 
     /// <summary>Eight lanes whose sum is block b's exact Σ w·x (for offset formats: Σ (code + offset)·x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -146,9 +150,9 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     {
         Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
         if (T.Offset != 0)
-            return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x), Ones16);
+            return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x), Vector256.Create((short)1));
         Vector256<sbyte> wq = Codes(ref wb, b);
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), Ones16);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), Vector256.Create((short)1));
     }
 
     /// <summary>Blocks b..b+3 added to <paramref name="sum"/> one at a time, exactly as the one-block loop adds them,
@@ -193,7 +197,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b)
     {
         Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, T.Offset != 0 ? x : Avx2.Sign(x, wq)), Ones16);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, T.Offset != 0 ? x : Avx2.Sign(x, wq)), Vector256.Create((short)1));
     }
 
     /// <summary>What <see cref="Dot8"/> multiplies: (|w|, w), or (code + offset, unused).</summary>

@@ -210,10 +210,6 @@ internal readonly struct Q4_0Codes : IBlockCodes
 /// <summary>Q5_0's codes: nibbles plus the fifth bits from the 32-bit mask (spread to bytes by a shuffle), minus 16.</summary>
 internal readonly struct Q5_0Codes : IBlockCodes
 {
-    private static readonly Vector256<byte> BitSpread = Vector256.Create(
-        (byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    private static readonly Vector256<byte> BitMask = Vector256.Create(
-        (byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
 
     public static int Bytes => 22;
 
@@ -232,8 +228,12 @@ internal readonly struct Q5_0Codes : IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unsigned(ref byte block)
     {
-        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), BitSpread);
-        return Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & BitMask, BitMask) & Vector256.Create((byte)0x10));
+        // Constants written in place, not static readonly fields (see BlockDots.Ones16): byte i of the mask word goes
+        // to bytes 8i..8i+7, and each of those keeps its own bit.
+        Vector256<byte> bitSpread = Vector256.Create(0UL, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303).AsByte();
+        Vector256<byte> bitMask = Vector256.Create(0x8040201008040201).AsByte();
+        Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), bitSpread);
+        return Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & bitMask, bitMask) & Vector256.Create((byte)0x10));
     }
 
     public static int Code(ReadOnlySpan<byte> block, int i)

@@ -242,16 +242,16 @@ public static class Q4K
         return Avx2.ConvertToVector256Int16(packed.AsByte());
     }
 
-    private static readonly Vector256<byte> Pick0 = PickLane(0), Pick1 = PickLane(1), Pick2 = PickLane(2), Pick3 = PickLane(3),
-        Pick4 = PickLane(4), Pick5 = PickLane(5), Pick6 = PickLane(6), Pick7 = PickLane(7);
-
-    /// <summary>A byte shuffle broadcasting int16 lane j of each 128-bit half to the whole half.</summary>
-    private static Vector256<byte> PickLane(int j)
-    {
-        var b = new byte[32];
-        for (int i = 0; i < 32; i++) b[i] = (byte)(2 * j + i % 2);
-        return Vector256.Create(b);
-    }
+    // Byte shuffles broadcasting int16 lane j of each 128-bit half to the whole half: bytes 2j, 2j + 1 repeated.
+    // Constants as expressions, not static readonly fields (see BlockDots.Ones16).
+    private static Vector256<byte> Pick0 => Vector256.Create((ushort)0x0100).AsByte();
+    private static Vector256<byte> Pick1 => Vector256.Create((ushort)0x0302).AsByte();
+    private static Vector256<byte> Pick2 => Vector256.Create((ushort)0x0504).AsByte();
+    private static Vector256<byte> Pick3 => Vector256.Create((ushort)0x0706).AsByte();
+    private static Vector256<byte> Pick4 => Vector256.Create((ushort)0x0908).AsByte();
+    private static Vector256<byte> Pick5 => Vector256.Create((ushort)0x0B0A).AsByte();
+    private static Vector256<byte> Pick6 => Vector256.Create((ushort)0x0D0C).AsByte();
+    private static Vector256<byte> Pick7 => Vector256.Create((ushort)0x0F0E).AsByte();
 
     /// <summary>Four tokens against one weight row: each super-block's scales, minimums and nibbles are unpacked once
     /// for all four; every token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>

@@ -151,10 +151,10 @@ public static class Q6K
                 Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
                 Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
                 Vector256<byte> s = half == 0 ? scales : scalesHi; // sub-block scales 8·half .. 8·half + 7
-                acc += Part(q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick[0]).AsInt16());
-                acc += Part(q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick[1]).AsInt16());
-                acc += Part(q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick[2]).AsInt16());
-                acc += Part(q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick[3]).AsInt16());
+                acc += Part(q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16());
+                acc += Part(q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16());
+                acc += Part(q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16());
+                acc += Part(q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick(3)).AsInt16());
             }
             sum += HalfTable.Values[blk.D] * xd[b] * Vector256.Sum(acc);
         }
@@ -171,7 +171,9 @@ public static class Q6K
     }
 
     /// <summary>Byte shuffles broadcasting, within the scales of one half (eight int16 in each 128-bit lane), scale
-    /// 2k to the low lane and 2k + 1 to the high lane.</summary>
-    private static readonly Vector256<byte>[] Pick = [.. Enumerable.Range(0, 4).Select(k =>
-        Vector256.Create(Enumerable.Range(0, 32).Select(i => (byte)(2 * (2 * k + i / 16) + i % 2)).ToArray()))];
+    /// 2k to the low lane and 2k + 1 to the high lane: bytes 4k, 4k + 1 repeated in the low half and 4k + 2, 4k + 3 in
+    /// the high half. A constant for constant k, not a static readonly field (see BlockDots.Ones16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Pick(int k) => Vector256.Create(
+        Vector128.Create((ushort)(4 * k | (4 * k + 1) << 8)), Vector128.Create((ushort)(4 * k + 2 | (4 * k + 3) << 8))).AsByte();
 }

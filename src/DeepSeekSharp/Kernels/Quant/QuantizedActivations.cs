@@ -162,7 +162,7 @@ public sealed class QuantizedActivations
         return MathF.Max(h[0], h[1]);
     }
 
-    private static readonly Vector256<int> PackOrder = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+    private static Vector256<int> PackOrder => Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7); // a constant, not a field (see BlockDots.Ones16)
 
     /// <summary>q = round-half-even(v · inv), 32 at a time: the same products and rounding as the scalar loop.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
