@@ -76,6 +76,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
         Scores = new float[c.NHeads * capacity];
         QLatent = new float[c.NHeads * c.KvLoraRank];
         LatentOut = new float[c.NHeads * c.KvLoraRank];
+        if (!Kernels.LatentAttention.HasBlockedAbsorbed(c.KvLoraRank, c.QkRopeHeadDim)) return; // heads one at a time: no block scratch
         int padded = Kernels.LatentAttention.PaddedHeads(c.NHeads), blocks = (capacity + Kernels.LatentAttention.BlockPositions - 1) / Kernels.LatentAttention.BlockPositions;
         QPacked = new float[padded * c.LatentCacheWidth]; // padding heads stay zero
         BlockOut = new float[blocks * padded * c.KvLoraRank];
