@@ -37,12 +37,16 @@ internal static class BenchCommand
                 return 0;
             }
             string path = r.GetValue(model) ?? throw new ArgumentException("--model is required (or use --memory)");
+            int prompt = r.GetValue(promptTokens), gen = r.GetValue(genTokens), runs = r.GetValue(repeat);
+            if (prompt < 0) throw new ArgumentException($"--prompt-tokens must be 0 or more (got {prompt})");
+            if (gen < 1) throw new ArgumentException($"--gen-tokens must be 1 or more (got {gen})");
+            if (runs < 1) throw new ArgumentException($"--repeat must be 1 or more (got {runs})");
             if (r.GetValue(threads) is { } t) WorkerPool.Configure(t);
             WeightFormat? format = ModelLoading.Format(r.GetValue(quantize));
             var clock = Stopwatch.StartNew();
             using DeepSeekModel m = ModelLoading.Load(path, format, r.GetValue(mmap) && !r.GetValue(noMmap), stderr);
             double loadSeconds = clock.Elapsed.TotalSeconds;
-            Result res = Run(m, r.GetValue(promptTokens), r.GetValue(genTokens), Math.Max(1, r.GetValue(repeat)));
+            Result res = Run(m, prompt, gen, runs);
             long rss = PeakRss();
             long active = ActiveBytesPerToken(m);
             double gbs = active * res.DecodeTokS / 1e9;
@@ -70,7 +74,8 @@ internal static class BenchCommand
     private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat)
     {
         var rng = new Rng(7);
-        int[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (int)(rng.NextUInt64() % 100000)).ToArray();
+        ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize); // random ids below 100000 (ordinary text tokens of the real vocabulary)
+        int[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
         var prefill = new List<double>();
         var decode = new List<double>();
         var logits = new float[m.Config.VocabSize];
@@ -82,7 +87,7 @@ internal static class BenchCommand
             var sw = Stopwatch.StartNew();
             for (int start = 0; start < prompt.Length; start += 512)
                 s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
-            prefill.Add(prompt.Length / sw.Elapsed.TotalSeconds);
+            prefill.Add(prompt.Length == 0 ? 0 : prompt.Length / sw.Elapsed.TotalSeconds); // no prompt: decode from an empty cache (llama-bench tg)
             sw.Restart();
             for (int i = 0; i < genTokens; i++)
             {

@@ -1,0 +1,77 @@
+using System.Text.Json;
+
+namespace DeepSeekSharp.Tests.Cli;
+
+/// <summary><c>dss bench</c> on a golden checkpoint: the JSON fields the README documents, and clear errors for bad
+/// options. Speeds are only checked for being measured (positive) and consistent with each other, never against a
+/// threshold: timing belongs in benchmarks. No <c>--threads</c> here, which would resize the process-wide pool
+/// under other tests.</summary>
+public class BenchCommandTests
+{
+    [Theory]
+    [InlineData(null)]
+    [InlineData("q8_0")]
+    public void Bench_Json_ReportsEveryFieldConsistently(string? quantize)
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        List<string> args = ["bench", "--model", g.Directory, "--prompt-tokens", "9", "--gen-tokens", "5", "--repeat", "2", "--json"];
+        if (quantize is not null) args.AddRange(["--quantize", quantize]);
+        var (code, stdout, stderr) = CliRunner.Run([.. args]);
+        Assert.True(code == 0, stderr);
+        JsonElement j = JsonDocument.Parse(stdout).RootElement;
+
+        Assert.Equal(9, j.GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(5, j.GetProperty("gen_tokens").GetInt32());
+        Assert.Equal(quantize is null ? "stored" : "Q8_0", j.GetProperty("format").GetString());
+        double prefill = j.GetProperty("prefill_tok_s").GetDouble(), decode = j.GetProperty("decode_tok_s").GetDouble();
+        long active = j.GetProperty("active_bytes_per_token").GetInt64(), weights = j.GetProperty("weight_bytes").GetInt64();
+        Assert.True(prefill > 0 && double.IsFinite(prefill), $"prefill {prefill}");
+        Assert.True(decode > 0 && double.IsFinite(decode), $"decode {decode}");
+        Assert.InRange(active, 1, weights); // a token reads part of the weights (the MoE's chosen experts)
+        Assert.True(active < weights, "v3-tiny routes to some experts, so a token reads less than all weights");
+        Assert.Equal(active * decode / 1e9, j.GetProperty("decode_gb_s").GetDouble(), 1e-9);
+        Assert.True(j.GetProperty("peak_rss_bytes").GetInt64() > weights);
+        Assert.True(j.GetProperty("load_s").GetDouble() >= 0);
+    }
+
+    [Fact]
+    public void Bench_EmptyPrompt_DecodesFromAnEmptyCache()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "3", "--repeat", "1", "--json");
+        Assert.True(code == 0, stderr);
+        JsonElement j = JsonDocument.Parse(stdout).RootElement;
+        Assert.Equal(0, j.GetProperty("prefill_tok_s").GetDouble());
+        Assert.True(j.GetProperty("decode_tok_s").GetDouble() > 0);
+    }
+
+    [Theory]
+    [InlineData("--prompt-tokens", "-1", "--prompt-tokens must be 0 or more")]
+    [InlineData("--gen-tokens", "0", "--gen-tokens must be 1 or more")]
+    [InlineData("--repeat", "0", "--repeat must be 1 or more")]
+    public void Bench_BadCounts_FailWithTheOptionNamed(string option, string value, string message)
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, option, value);
+        Assert.Equal(1, code);
+        Assert.Contains(message, stderr);
+        Assert.Equal("", stdout);
+    }
+
+    [Fact]
+    public void Bench_PromptPastTheContext_FailsWithTheLimit()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny"); // max_position_embeddings 128
+        var (code, _, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "200", "--gen-tokens", "4");
+        Assert.Equal(1, code);
+        Assert.Contains("max_position_embeddings (128)", stderr);
+    }
+
+    [Fact]
+    public void Bench_WithoutModel_SaysWhatIsMissing()
+    {
+        var (code, _, stderr) = CliRunner.Run("bench", "--json");
+        Assert.Equal(1, code);
+        Assert.Contains("--model is required", stderr);
+    }
+}
