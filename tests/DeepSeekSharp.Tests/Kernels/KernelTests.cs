@@ -231,6 +231,8 @@ public class KernelTests
     [InlineData(3, 37, 96, 32)]    // padded heads, one short block
     [InlineData(8, 64, 512, 64)]   // V2-Lite's widths, exactly one block
     [InlineData(6, 130, 96, 16)]   // three blocks, the last of two positions
+    [InlineData(12, 71, 64, 16)]   // three groups of four heads; a short odd block
+    [InlineData(16, 64, 512, 64)]  // V2-Lite's heads and widths
     public void AbsorbedBlocks_Merged_MatchOneHeadAtATime(int heads, int count, int c, int r)
     {
         if (!LatentAttention.HasBlockedAbsorbed(c, r)) return;
