@@ -135,14 +135,14 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         return (h.GetElement(0) + h.GetElement(2)) + (h.GetElement(1) + h.GetElement(3));
     }
 
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<sbyte> Codes(ref byte wb, int b) => T.Codes(ref Unsafe.Add(ref wb, b * T.Bytes));
 
-    // Vector constants in these kernels are written in place (Vector256.Create(…)), never kept in static readonly
-    // fields or behind properties: a method compiled straight to full optimisation (AggressiveOptimization) is compiled
+    // Vector constants of the quantised kernels (here and in the other Kernels/Quant files) are written in place
+    // (Vector256.Create(…) of literals) or in [AggressiveInlining] helpers, never kept in static readonly fields or
+    // behind plain properties: a method compiled straight to full optimisation (AggressiveOptimization) is compiled
     // before its classes are initialised, so a field read becomes a class-init check and a load in the loop, and a
-    // large method runs out of inlining budget, leaving a property getter as a call per block.
+    // large method runs out of inlining budget, leaving a plain getter as a call per block.
 
     /// <summary>Eight lanes whose sum is block b's exact Σ w·x (for offset formats: Σ (code + offset)·x).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

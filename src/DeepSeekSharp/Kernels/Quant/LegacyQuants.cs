@@ -210,7 +210,6 @@ internal readonly struct Q4_0Codes : IBlockCodes
 /// <summary>Q5_0's codes: nibbles plus the fifth bits from the 32-bit mask (spread to bytes by a shuffle), minus 16.</summary>
 internal readonly struct Q5_0Codes : IBlockCodes
 {
-
     public static int Bytes => 22;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -228,8 +227,8 @@ internal readonly struct Q5_0Codes : IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unsigned(ref byte block)
     {
-        // Constants written in place, not static readonly fields (see BlockDots.Ones16): byte i of the mask word goes
-        // to bytes 8i..8i+7, and each of those keeps its own bit.
+        // Constants written in place (see the note on vector constants in BlockDots): byte i of the mask word goes to
+        // bytes 8i..8i+7, and each of those keeps its own bit.
         Vector256<byte> bitSpread = Vector256.Create(0UL, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303).AsByte();
         Vector256<byte> bitMask = Vector256.Create(0x8040201008040201).AsByte();
         Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), bitSpread);

@@ -192,10 +192,10 @@ public static class Q4K
             Vector128<int> mins = Sse2.MultiplyAddAdjacent(lanes.GetUpper(), Vector128.LoadUnsafe(ref bs, (nuint)(b * 8)));
             ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
             ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
-            Vector256<int> isum = Group(ref qs, ref xb, 0, Avx2.Shuffle(scales, Pick0).AsInt16(), Avx2.Shuffle(scales, Pick1).AsInt16())
-                + Group(ref qs, ref xb, 1, Avx2.Shuffle(scales, Pick2).AsInt16(), Avx2.Shuffle(scales, Pick3).AsInt16())
-                + Group(ref qs, ref xb, 2, Avx2.Shuffle(scales, Pick4).AsInt16(), Avx2.Shuffle(scales, Pick5).AsInt16())
-                + Group(ref qs, ref xb, 3, Avx2.Shuffle(scales, Pick6).AsInt16(), Avx2.Shuffle(scales, Pick7).AsInt16());
+            Vector256<int> isum = Group(ref qs, ref xb, 0, Avx2.Shuffle(scales, Pick(0)).AsInt16(), Avx2.Shuffle(scales, Pick(1)).AsInt16())
+                + Group(ref qs, ref xb, 1, Avx2.Shuffle(scales, Pick(2)).AsInt16(), Avx2.Shuffle(scales, Pick(3)).AsInt16())
+                + Group(ref qs, ref xb, 2, Avx2.Shuffle(scales, Pick(4)).AsInt16(), Avx2.Shuffle(scales, Pick(5)).AsInt16())
+                + Group(ref qs, ref xb, 3, Avx2.Shuffle(scales, Pick(6)).AsInt16(), Avx2.Shuffle(scales, Pick(7)).AsInt16());
             am = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(isum, mins)), DminD(ref blk) * xd[b], am);
         }
         return am.GetElement(0) - am.GetElement(1);
@@ -242,16 +242,10 @@ public static class Q4K
         return Avx2.ConvertToVector256Int16(packed.AsByte());
     }
 
-    // Byte shuffles broadcasting int16 lane j of each 128-bit half to the whole half: bytes 2j, 2j + 1 repeated.
-    // Constants as expressions, not static readonly fields (see BlockDots.Ones16).
-    private static Vector256<byte> Pick0 => Vector256.Create((ushort)0x0100).AsByte();
-    private static Vector256<byte> Pick1 => Vector256.Create((ushort)0x0302).AsByte();
-    private static Vector256<byte> Pick2 => Vector256.Create((ushort)0x0504).AsByte();
-    private static Vector256<byte> Pick3 => Vector256.Create((ushort)0x0706).AsByte();
-    private static Vector256<byte> Pick4 => Vector256.Create((ushort)0x0908).AsByte();
-    private static Vector256<byte> Pick5 => Vector256.Create((ushort)0x0B0A).AsByte();
-    private static Vector256<byte> Pick6 => Vector256.Create((ushort)0x0D0C).AsByte();
-    private static Vector256<byte> Pick7 => Vector256.Create((ushort)0x0F0E).AsByte();
+    /// <summary>A byte shuffle broadcasting int16 lane j of each 128-bit half to the whole half: bytes 2j, 2j + 1
+    /// repeated. A constant for constant j (see the note on vector constants in BlockDots).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Pick(int j) => Vector256.Create((ushort)(2 * j | (2 * j + 1) << 8)).AsByte();
 
     /// <summary>Four tokens against one weight row: each super-block's scales, minimums and nibbles are unpacked once
     /// for all four; every token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>
@@ -272,13 +266,13 @@ public static class Q4K
             ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
             nuint xo = (nuint)(b * 256);
             Vector256<int> i0 = Vector256<int>.Zero, i1 = i0, i2 = i0, i3 = i0;
-            Vector256<short> s0 = Avx2.Shuffle(scales, Pick0).AsInt16(), s1 = Avx2.Shuffle(scales, Pick1).AsInt16();
+            Vector256<short> s0 = Avx2.Shuffle(scales, Pick(0)).AsInt16(), s1 = Avx2.Shuffle(scales, Pick(1)).AsInt16();
             Quad(ref qs, 0, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
-            s0 = Avx2.Shuffle(scales, Pick2).AsInt16(); s1 = Avx2.Shuffle(scales, Pick3).AsInt16();
+            s0 = Avx2.Shuffle(scales, Pick(2)).AsInt16(); s1 = Avx2.Shuffle(scales, Pick(3)).AsInt16();
             Quad(ref qs, 1, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
-            s0 = Avx2.Shuffle(scales, Pick4).AsInt16(); s1 = Avx2.Shuffle(scales, Pick5).AsInt16();
+            s0 = Avx2.Shuffle(scales, Pick(4)).AsInt16(); s1 = Avx2.Shuffle(scales, Pick(5)).AsInt16();
             Quad(ref qs, 2, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
-            s0 = Avx2.Shuffle(scales, Pick6).AsInt16(); s1 = Avx2.Shuffle(scales, Pick7).AsInt16();
+            s0 = Avx2.Shuffle(scales, Pick(6)).AsInt16(); s1 = Avx2.Shuffle(scales, Pick(7)).AsInt16();
             Quad(ref qs, 3, xo, ref x0, ref x1, ref x2, ref x3, s0, s1, ref i0, ref i1, ref i2, ref i3);
             float d = HalfTable.Values[blk.D], dmin = HalfTable.Values[blk.DMin];
             Vector128<float> dx = Vector128.Create(xd[b], xd[dStride + b], xd[2 * dStride + b], xd[3 * dStride + b]);

@@ -172,7 +172,7 @@ public static class Q6K
 
     /// <summary>Byte shuffles broadcasting, within the scales of one half (eight int16 in each 128-bit lane), scale
     /// 2k to the low lane and 2k + 1 to the high lane: bytes 4k, 4k + 1 repeated in the low half and 4k + 2, 4k + 3 in
-    /// the high half. A constant for constant k, not a static readonly field (see BlockDots.Ones16).</summary>
+    /// the high half. A constant for constant k (see the note on vector constants in BlockDots).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<byte> Pick(int k) => Vector256.Create(
         Vector128.Create((ushort)(4 * k | (4 * k + 1) << 8)), Vector128.Create((ushort)(4 * k + 2 | (4 * k + 3) << 8))).AsByte();

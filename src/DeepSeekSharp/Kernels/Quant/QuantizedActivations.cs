@@ -162,8 +162,6 @@ public sealed class QuantizedActivations
         return MathF.Max(h[0], h[1]);
     }
 
-    private static Vector256<int> PackOrder => Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7); // a constant, not a field (see BlockDots.Ones16)
-
     /// <summary>q = round-half-even(v · inv), 32 at a time: the same products and rounding as the scalar loop.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     private static void RoundV256(ReadOnlySpan<float> v, float inv, Span<sbyte> q)
@@ -176,7 +174,7 @@ public sealed class QuantizedActivations
             Vector256<int> i2 = Avx.ConvertToVector256Int32(Vector256.Round(Vector256.Create(v.Slice(i + 16, 8)) * s));
             Vector256<int> i3 = Avx.ConvertToVector256Int32(Vector256.Round(Vector256.Create(v.Slice(i + 24, 8)) * s));
             Vector256<sbyte> packed = Avx2.PackSignedSaturate(Avx2.PackSignedSaturate(i0, i1), Avx2.PackSignedSaturate(i2, i3));
-            Avx2.PermuteVar8x32(packed.AsInt32(), PackOrder).AsSByte().CopyTo(q.Slice(i, 32));
+            Avx2.PermuteVar8x32(packed.AsInt32(), Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).AsSByte().CopyTo(q.Slice(i, 32));
         }
     }
 }
