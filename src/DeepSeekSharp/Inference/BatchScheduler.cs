@@ -75,6 +75,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         ModelConfig c = model.Config;
         _slots = Enumerable.Range(0, options.MaxBatch).Select(_ => new Slot(new LatentKvCache(c.NLayers, c.LatentCacheWidth, ContextLength))).ToArray();
         _state = new RunState(c, ContextLength);
+        model.PreparePoolThreads(options.MaxBatch);
         _incoming = Channel.CreateBounded<Request>(new BoundedChannelOptions(Math.Max(options.MaxQueue, 1)) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         _thread = new Thread(Loop) { IsBackground = true, Name = "dss-engine" };
         _thread.Start();

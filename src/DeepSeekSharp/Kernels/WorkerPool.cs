@@ -99,6 +99,35 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
+    /// <summary>Runs <paramref name="job"/> once on each of the pool's threads (chunk i on one thread, no thread twice),
+    /// e.g. to make per-thread scratch before work that must not allocate: each chunk waits until every thread holds
+    /// one. Best effort: where another caller holds the pool, only the calling thread runs it (chunk 0), and a worker
+    /// that has not come within five seconds leaves its chunk to whichever thread is free.</summary>
+    public void RunOnEachThread(PoolJob job)
+    {
+        if (_workers.Length == 0 || _insideJob > 0 || !Monitor.TryEnter(_gate))
+        {
+            job.Execute(0);
+            return;
+        }
+        try { Run(new EachThread(job, Threads), Threads); } // Run takes the (re-entrant) gate again: never inline here
+        finally { Monitor.Exit(_gate); }
+    }
+
+    private sealed class EachThread(PoolJob inner, int threads) : PoolJob
+    {
+        private int _arrived;
+
+        public override void Execute(int chunk)
+        {
+            Interlocked.Increment(ref _arrived);
+            long giveUp = System.Diagnostics.Stopwatch.GetTimestamp() + 5 * System.Diagnostics.Stopwatch.Frequency;
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _arrived) < threads && System.Diagnostics.Stopwatch.GetTimestamp() < giveUp) spin.SpinOnce(-1);
+            inner.Execute(chunk);
+        }
+    }
+
     /// <summary>Claims and runs chunks of run <paramref name="run"/> until none are left. A worker that read a stale
     /// job cannot claim chunks of a newer run: the ticket carries the run id.</summary>
     private void Work(PoolJob job, int chunks, int run)
@@ -120,6 +149,10 @@ public sealed class WorkerPool : IDisposable
 
     private void WorkerLoop()
     {
+        // A thread's reference-type thread statics live in a holder made on its first read of one (32 bytes here):
+        // read ours now, so a worker's first nested kernel (it asks for WorkerPool.Shared) does not allocate in the
+        // middle of a decode step.
+        GC.KeepAlive(_override);
         long seen = 0;
         while (!_disposed)
         {

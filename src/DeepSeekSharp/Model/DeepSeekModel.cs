@@ -1,6 +1,7 @@
 using DeepSeekSharp.Formats;
 using DeepSeekSharp.Formats.SafeTensors;
 using DeepSeekSharp.Formats.Gguf;
+using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
@@ -97,5 +98,22 @@ public sealed class DeepSeekModel : IDisposable
         if (cap < 1 || cap > Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(capacity), cap, $"cache capacity must be in [1, max_position_embeddings = {Config.MaxPositionEmbeddings}]");
         return new InferenceSession(this, cap);
+    }
+
+    private int _widestRow;
+
+    /// <summary>Makes the per-thread scratch of products of up to <paramref name="tokens"/> tokens (decode steps) on
+    /// every thread of the current pool, so that a decode step allocates nothing on any of them even when a worker's
+    /// first product of some kind (an expert's, run inside its chunk) comes long after warm-up, as it can when the
+    /// machine is loaded.</summary>
+    internal void PreparePoolThreads(int tokens = 1)
+    {
+        if (_widestRow == 0) _widestRow = Weights.AllMatrices().Max(m => m.Cols);
+        WorkerPool.Shared.RunOnEachThread(new PrepareThreadJob(tokens, _widestRow));
+    }
+
+    private sealed class PrepareThreadJob(int tokens, int cols) : PoolJob
+    {
+        public override void Execute(int chunk) => Matrix.PrepareThisThread(tokens, cols);
     }
 }

@@ -17,6 +17,7 @@ public sealed class InferenceSession : IDisposable
         _state = new RunState(c, capacity);
         _cache = new LatentKvCache(c.NLayers, c.LatentCacheWidth, capacity);
         if (model.MtpLayers > 0) _mtpCache = new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, capacity);
+        model.PreparePoolThreads();
     }
 
     public ModelConfig Config => _model.Config;

@@ -177,6 +177,17 @@ public abstract unsafe class Matrix : IDisposable
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Makes this thread's scratch for products of up to <paramref name="tokens"/> tokens with matrices up to
+    /// <paramref name="cols"/> wide (the product's job, quantised activations, a dequantised row), so the first such
+    /// product on this thread — e.g. a worker's first nested expert or attention product, whenever it comes —
+    /// allocates nothing.</summary>
+    internal static void PrepareThisThread(int tokens, int cols)
+    {
+        _ = MatMulJob.ForThisThread;
+        Scratch.Activations.Reserve(tokens, cols);
+        Scratch.Row(cols);
+    }
+
     /// <summary>Per-thread scratch, grown and then reused (no allocation in steady state).</summary>
     private protected static class Scratch
     {

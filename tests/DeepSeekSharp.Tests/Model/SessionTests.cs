@@ -95,6 +95,80 @@ public class SessionTests
         Assert.Equal(before, after);
     }
 
+    /// <summary>A worker's first products of each kind (an expert's, run inside its chunk) may come long after
+    /// warm-up when the machine is loaded: here they come only in the measured steps, on a worker that has done
+    /// nothing but what creating the session does (making every pool thread's scratch). Warm-up runs on a one-thread
+    /// pool; the steps then run on a two-thread pool, whose two threads are both read.</summary>
+    [Theory]
+    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q8_0)]
+    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q4_K)]
+    [InlineData(DeepSeekSharp.Tensors.WeightFormat.BF16)]
+    public void DecodeStep_OnAFreshWorker_AllocatesNothingOnEitherThread(DeepSeekSharp.Tensors.WeightFormat format)
+    {
+        _ = DeepSeekSharp.Kernels.WorkerPool.Shared; // the process-wide pool exists (a nested kernel on a worker asks for it)
+        using var one = new DeepSeekSharp.Kernels.WorkerPool(1);
+        using var two = new DeepSeekSharp.Kernels.WorkerPool(2);
+        using DeepSeekModel m = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
+        InferenceSession s;
+        using (DeepSeekSharp.Kernels.WorkerPool.Use(two)) s = m.CreateSession(96);
+        using (s)
+        {
+            var logits = new float[m.Config.VocabSize];
+            int[] token = [5];
+            using (DeepSeekSharp.Kernels.WorkerPool.Use(one))
+            {
+                s.Forward([1, 2, 3, 4], logits, allPositions: false);
+                for (int i = 0; i < 40; i++) s.Forward(token, logits); // past tiered JIT's call-count threshold (30)
+            }
+            using (DeepSeekSharp.Kernels.WorkerPool.Use(two))
+            {
+                var probe = new AllocationProbe();
+                long[] before = new long[2], threads = new long[2];
+                probe.Read(two);
+                probe.Bytes.CopyTo(before, 0);
+                probe.ThreadIds.CopyTo(threads, 0);
+                for (int i = 0; i < 5; i++) s.Forward(token, logits);
+                probe.Read(two);
+                Assert.NotEqual(threads[0], threads[1]);
+                for (int k = 0; k < 2; k++)
+                {
+                    int j = Array.IndexOf(probe.ThreadIds, threads[k]);
+                    Assert.True(before[k] == probe.Bytes[j],
+                        $"{(threads[k] == Environment.CurrentManagedThreadId ? "caller" : "worker")} allocated {probe.Bytes[j] - before[k]} bytes in 5 steps");
+                }
+            }
+        }
+    }
+
+    /// <summary>Reads GC.GetAllocatedBytesForCurrentThread on both threads of a two-thread pool: two chunks that each
+    /// wait for the other, so no thread runs both; nothing is allocated after the read.</summary>
+    private sealed class AllocationProbe : DeepSeekSharp.Kernels.PoolJob
+    {
+        public readonly long[] Bytes = new long[2];
+        public readonly long[] ThreadIds = new long[2];
+        private int _arrived;
+
+        public void Read(DeepSeekSharp.Kernels.WorkerPool pool)
+        {
+            _arrived = 0;
+            pool.Run(this, 2);
+        }
+
+        public override void Execute(int chunk)
+        {
+            Bytes[chunk] = GC.GetAllocatedBytesForCurrentThread();
+            ThreadIds[chunk] = Environment.CurrentManagedThreadId;
+            Interlocked.Increment(ref _arrived);
+            var spin = new SpinWait();
+            long giveUp = System.Diagnostics.Stopwatch.GetTimestamp() + 10 * System.Diagnostics.Stopwatch.Frequency;
+            while (Volatile.Read(ref _arrived) < 2)
+            {
+                if (System.Diagnostics.Stopwatch.GetTimestamp() > giveUp) throw new TimeoutException("the pool never ran both probe chunks at once");
+                spin.SpinOnce(-1);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q8_0)]
     [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q4_K)]

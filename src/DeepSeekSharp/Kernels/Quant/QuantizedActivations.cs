@@ -58,6 +58,18 @@ public sealed class QuantizedActivations
         for (; i < count; i++) Q16[i] = Q[i];
     }
 
+    /// <summary>Grows the buffers to hold <paramref name="rows"/> × <paramref name="cols"/> activations now, so a later
+    /// <see cref="Quantize(ReadOnlySpan{float}, int, int)"/> or <see cref="QuantizeK"/> of at most that size (and
+    /// <see cref="PreparePairs32"/>) allocates nothing.</summary>
+    public void Reserve(int rows, int cols)
+    {
+        long n = (long)rows * cols;
+        if (Q.Length < n) Q = new sbyte[n];
+        if (D.Length < n / Block) D = new float[n / Block];
+        if (BlockSum.Length < n / Block) BlockSum = new short[n / Block];
+        if (Pairs32.Length < n / 2) Pairs32 = new short[n / 2];
+    }
+
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Quantize(ReadOnlySpan<float> x, int rows, int cols)
     {

@@ -1,0 +1,63 @@
+using System.Collections.Concurrent;
+using DeepSeekSharp.Kernels;
+
+namespace DeepSeekSharp.Tests.Kernels;
+
+public class WorkerPoolTests
+{
+    private sealed class RecordThreads : PoolJob
+    {
+        public readonly ConcurrentDictionary<int, int> ChunkOfThread = new();
+        public int Calls;
+
+        public override void Execute(int chunk)
+        {
+            Interlocked.Increment(ref Calls);
+            Assert.True(ChunkOfThread.TryAdd(Environment.CurrentManagedThreadId, chunk), "a thread ran two chunks");
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void RunOnEachThread_RunsOneChunkOnEveryThread(int threads)
+    {
+        using var pool = new WorkerPool(threads);
+        for (int round = 0; round < 3; round++) // also after the workers have gone to sleep
+        {
+            var job = new RecordThreads();
+            pool.RunOnEachThread(job);
+            Assert.Equal(threads, job.Calls);
+            Assert.Equal(threads, job.ChunkOfThread.Count);
+            Assert.Equal(Enumerable.Range(0, threads), job.ChunkOfThread.Values.Order());
+            Assert.Contains(Environment.CurrentManagedThreadId, job.ChunkOfThread.Keys);
+            if (round == 1) Thread.Sleep(20); // past the workers' ~3 ms spin
+        }
+    }
+
+    [Fact]
+    public void RunOnEachThread_InsideAChunk_RunsOnTheCallingThreadOnly()
+    {
+        using var pool = new WorkerPool(2);
+        var inner = new RecordThreads();
+        var outer = new Nested(pool, inner);
+        pool.Run(outer, 2);
+        Assert.Equal(2, inner.Calls); // once from each outer chunk, each on its own thread
+        Assert.All(inner.ChunkOfThread.Values, chunk => Assert.Equal(0, chunk));
+    }
+
+    private sealed class Nested(WorkerPool pool, RecordThreads inner) : PoolJob
+    {
+        private int _arrived;
+
+        public override void Execute(int chunk)
+        {
+            // Both outer chunks are held at once, so each runs on its own thread.
+            Interlocked.Increment(ref _arrived);
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _arrived) < 2) spin.SpinOnce(-1);
+            pool.RunOnEachThread(inner);
+        }
+    }
+}
