@@ -55,13 +55,13 @@ internal static class BenchCommand
                 {
                     prefill_tok_s = res.PrefillTokS, decode_tok_s = res.DecodeTokS, active_bytes_per_token = active, decode_gb_s = gbs,
                     peak_rss_bytes = rss, load_s = loadSeconds, weight_bytes = m.WeightBytes, threads = WorkerPool.Shared.Threads,
-                    prompt_tokens = r.GetValue(promptTokens), gen_tokens = r.GetValue(genTokens), format = format?.ToString() ?? "stored",
+                    prompt_tokens = prompt, gen_tokens = gen, format = format?.ToString() ?? "stored",
                 }));
             else
             {
                 stdout.WriteLine($"model {path}: {m.WeightBytes / 1e9:F2} GB of weights ({format?.ToString() ?? "as stored"}), loaded in {loadSeconds:F1} s, {WorkerPool.Shared.Threads} threads");
-                stdout.WriteLine($"prefill {r.GetValue(promptTokens)} tokens: {res.PrefillTokS:F1} tokens/s (median of {r.GetValue(repeat)})");
-                stdout.WriteLine($"decode {r.GetValue(genTokens)} tokens: {res.DecodeTokS:F2} tokens/s, {active / 1e9:F3} GB active weights per token = {gbs:F1} GB/s");
+                stdout.WriteLine($"prefill {prompt} tokens: {res.PrefillTokS:F1} tokens/s (median of {runs})");
+                stdout.WriteLine($"decode {gen} tokens: {res.DecodeTokS:F2} tokens/s, {active / 1e9:F3} GB active weights per token = {gbs:F1} GB/s");
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
