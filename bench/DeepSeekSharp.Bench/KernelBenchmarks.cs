@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using BenchmarkDotNet.Attributes;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;

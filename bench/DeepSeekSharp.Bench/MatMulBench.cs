@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Diagnostics;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
@@ -27,7 +28,7 @@ internal static class MatMulBench
         foreach (var (rows, cols) in new[] { (1408, 2048), (2048, 1408), (10944, 2048) })
         foreach (WeightFormat f in new[] { WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K, WeightFormat.Q5_0, WeightFormat.BF16 })
         {
-            if (!Matrix.Supports(f, cols) || only is not null && !string.Equals(only, f.ToString(), StringComparison.OrdinalIgnoreCase)) continue;
+            if (!f.Traits().CanHold(cols) || only is not null && !string.Equals(only, f.ToString(), StringComparison.OrdinalIgnoreCase)) continue;
             float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
             using Matrix m = Matrix.FromValues(rows, cols, w, f);
             foreach (int n in new[] { 1, 4, 8, 16, 48, 512 })

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;

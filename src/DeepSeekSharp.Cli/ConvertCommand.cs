@@ -1,5 +1,6 @@
 using System.CommandLine;
 using DeepSeekSharp.Formats.Gguf;
+using DeepSeekSharp.Linear;
 using Spectre.Console;
 
 namespace DeepSeekSharp.Cli;
@@ -13,16 +14,12 @@ internal static class ConvertCommand
         var model = new Option<string>("--model") { Description = "Hugging Face model folder, or a GGUF file to re-quantise", Required = true };
         var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
         var type = new Option<string>("--type") { Description = "tensor type (norms and routers stay f32)", DefaultValueFactory = _ => "q8_0" };
-        type.AcceptOnlyFromAmong("f32", "f16", "bf16", "q8_0", "q4_k", "q6_k");
+        type.AcceptOnlyFromAmong(WeightFormats.Names(WeightFormats.GgufTargets));
         var cmd = new Command("convert", "Convert a Hugging Face checkpoint to GGUF (llama.cpp's deepseek2 layout)") { model, output, type };
         cmd.SetAction(r =>
         {
             string src = r.GetValue(model)!, dst = r.GetValue(output)!;
-            GgufOutType t = r.GetValue(type) switch
-            {
-                "f32" => GgufOutType.F32, "f16" => GgufOutType.F16, "bf16" => GgufOutType.BF16,
-                "q4_k" => GgufOutType.Q4_K, "q6_k" => GgufOutType.Q6_K, _ => GgufOutType.Q8_0,
-            };
+            WeightFormat t = WeightFormats.Parse(r.GetValue(type)!, WeightFormats.GgufTargets);
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
             console.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
                 .Start(ctx =>

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.CommandLine;
 using DeepSeekSharp.Model;
 using DeepSeekSharp.Tensors;
@@ -8,10 +9,13 @@ namespace DeepSeekSharp.Cli;
 /// <summary>The weight-loading options shared by generate, chat, serve and bench, and loading with a progress bar.</summary>
 internal sealed class ModelLoading
 {
-    public readonly Option<string?> Quantize = new("--quantize") { Description = "convert weights at load: q8_0, q4_k, q6_k, bf16 or f32 (default: as stored)" };
+    public readonly Option<string?> Quantize = new("--quantize")
+    {
+        Description = $"convert weights at load: {string.Join(", ", WeightFormats.Names(WeightFormats.LoadTargets))} (default: as stored)",
+    };
     public readonly Option<bool> Mmap = new("--mmap") { Description = "use F32/BF16 weights from the memory-mapped files in place" };
 
-    public ModelLoading() => Quantize.AcceptOnlyFromAmong("q8_0", "q4_k", "q6_k", "bf16", "f32");
+    public ModelLoading() => Quantize.AcceptOnlyFromAmong(WeightFormats.Names(WeightFormats.LoadTargets));
 
     public void AddTo(Command c)
     {
@@ -19,10 +23,7 @@ internal sealed class ModelLoading
         c.Options.Add(Mmap);
     }
 
-    public static WeightFormat? Format(string? name) => name switch
-    {
-        "q8_0" => WeightFormat.Q8_0, "q4_k" => WeightFormat.Q4_K, "q6_k" => WeightFormat.Q6_K, "bf16" => WeightFormat.BF16, "f32" => WeightFormat.F32, _ => null,
-    };
+    public static WeightFormat? Format(string? name) => name is null ? null : WeightFormats.Parse(name, WeightFormats.LoadTargets);
 
     public DeepSeekModel Load(ParseResult r, string path, TextWriter progressTo) =>
         Load(path, Format(r.GetValue(Quantize)), r.GetValue(Mmap), progressTo);

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Formats;
@@ -17,10 +18,6 @@ public interface ITensorSource
     Matrix ReadMatrix(string name, int rows, int cols, string why, WeightFormat format, bool inPlace);
 
     float[] ReadVector(string name, int length, string why);
-
-    /// <summary>Layer <paramref name="layer"/>'s W_UK with each head transposed ([n_heads·kv_lora_rank, nope]) when the
-    /// file stores it so (GGUF attn_k_b) in a format the options allow; null to derive it from kv_b_proj.</summary>
-    Matrix? ReadKNopeTransposed(int layer, int rows, int cols, Func<WeightFormat, WeightFormat> format, bool inPlace);
 
     /// <summary>Storage types of the tensors read so far, with counts.</summary>
     IReadOnlyDictionary<string, int> DTypesRead { get; }

@@ -22,6 +22,10 @@ public static class TensorNames
         public const string KvNorm = "self_attn.kv_a_layernorm.weight";
         public const string WkvB = "self_attn.kv_b_proj.weight";
         public const string Wo = "self_attn.o_proj.weight";
+        /// <summary>Not in Hugging Face checkpoints: each head's W_UK (the k_nope rows of kv_b_proj) transposed, as GGUF
+        /// files store it (<c>attn_k_b</c>, dims [nope, rank, heads]). The loader derives it from kv_b_proj where a
+        /// checkpoint lacks it.</summary>
+        public const string WkT = "self_attn.k_b_proj_transposed.weight";
 
         /// <summary>Dense MLP (<c>mlp.</c>), routed expert (<c>mlp.experts.E.</c>) or shared experts
         /// (<c>mlp.shared_experts.</c>) prefix; append <see cref="Gate"/>, <see cref="Up"/>, <see cref="Down"/>.</summary>
@@ -110,7 +114,7 @@ public static class TensorNames
             string? name = suffix switch
             {
                 Hf.AttnNorm => AttnNorm, Hf.FfnNorm => FfnNorm, Hf.Wq => AttnQ, Hf.WqA => AttnQA, Hf.QNorm => AttnQANorm,
-                Hf.WqB => AttnQB, Hf.WkvA => AttnKvAMqa, Hf.KvNorm => AttnKvANorm, Hf.WkvB => AttnKvB, Hf.Wo => AttnOutput,
+                Hf.WqB => AttnQB, Hf.WkvA => AttnKvAMqa, Hf.KvNorm => AttnKvANorm, Hf.WkvB => AttnKvB, Hf.WkT => AttnKB, Hf.Wo => AttnOutput,
                 Hf.DenseMlp + Hf.Gate => FfnGate, Hf.DenseMlp + Hf.Up => FfnUp, Hf.DenseMlp + Hf.Down => FfnDown,
                 Hf.SharedExperts + Hf.Gate => FfnGateShexp, Hf.SharedExperts + Hf.Up => FfnUpShexp, Hf.SharedExperts + Hf.Down => FfnDownShexp,
                 "experts." + Hf.Gate => FfnGateExps, "experts." + Hf.Up => FfnUpExps, "experts." + Hf.Down => FfnDownExps,

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Formats;
 using DeepSeekSharp.Formats.SafeTensors;
 using DeepSeekSharp.Formats.Gguf;

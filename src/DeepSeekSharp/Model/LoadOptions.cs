@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
@@ -23,8 +24,8 @@ public sealed record LoadOptions
     {
         if (quantizable && Quantize is { } q)
         {
-            if (Matrix.Supports(q, cols)) return q;
-            if (Matrix.Supports(WeightFormat.Q8_0, cols) && q != WeightFormat.F32) return WeightFormat.Q8_0;
+            if (q.Traits().CanHold(cols)) return q;
+            if (WeightFormat.Q8_0.Traits().CanHold(cols) && q != WeightFormat.F32) return WeightFormat.Q8_0;
             return WeightFormat.F32;
         }
         return stored;

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Formats;
 using DeepSeekSharp.Formats.SafeTensors;
 using DeepSeekSharp.Tensors;
@@ -66,8 +67,11 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
                 $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
             KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),
             WkvB = wkvB,
-            WkT = r.ReadKNopeTransposed(l, c.NHeads * c.KvLoraRank, c.QkNopeHeadDim, stored => options.FormatFor(stored, c.QkNopeHeadDim, true), options.MemoryMap)
-                  ?? TransposeKNope(wkvB),
+            WkT = r.Contains(N.Layer(l, N.WkT))
+                ? r.ReadMatrix(N.Layer(l, N.WkT), c.NHeads * c.KvLoraRank, c.QkNopeHeadDim,
+                    $"num_attention_heads {c.NHeads} x kv_lora_rank {c.KvLoraRank}, x qk_nope_head_dim {c.QkNopeHeadDim}",
+                    options.FormatFor(r.StoredFormat(N.Layer(l, N.WkT)), c.QkNopeHeadDim, quantizable: true), options.MemoryMap)
+                : TransposeKNope(wkvB),
             Wo = Mat(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
                 $"hidden_size {c.Dim} x num_attention_heads {c.NHeads} * v_head_dim {c.VHeadDim}"),
         };
@@ -79,19 +83,16 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
         int nope = c.QkNopeHeadDim, rank = c.KvLoraRank, headRows = nope + c.VHeadDim;
         // Same format as kv_b_proj where it can be written; exact F32 for F32/FP8 sources; else Q8_0, else F32.
         WeightFormat format = wkvB.Format is WeightFormat.F32 or WeightFormat.FP8 ? WeightFormat.F32
-            : Matrix.Supports(wkvB.Format, nope) ? wkvB.Format
-            : Matrix.Supports(WeightFormat.Q8_0, nope) ? WeightFormat.Q8_0 : WeightFormat.F32;
+            : wkvB.Format.Traits().CanHold(nope) ? wkvB.Format
+            : WeightFormat.Q8_0.Traits().CanHold(nope) ? WeightFormat.Q8_0 : WeightFormat.F32;
         Matrix t = Matrix.Create(format, c.NHeads * rank, nope);
-        var head = new float[nope * rank];
-        var row = new float[nope];
+        var head = new float[nope * rank];       // [nope, rank]: the head's k_nope rows of kv_b_proj
+        var transposed = new float[rank * nope]; // [rank, nope]
         for (int h = 0; h < c.NHeads; h++)
         {
             for (int d = 0; d < nope; d++) wkvB.DequantizeRow(h * headRows + d, head.AsSpan(d * rank, rank));
-            for (int cc = 0; cc < rank; cc++)
-            {
-                for (int d = 0; d < nope; d++) row[d] = head[d * rank + cc];
-                t.SetRow(h * rank + cc, row);
-            }
+            Kernels.Transpose.Compute(head, nope, rank, transposed);
+            for (int cc = 0; cc < rank; cc++) t.SetRow(h * rank + cc, transposed.AsSpan(cc * nope, nope));
         }
         return t;
     }

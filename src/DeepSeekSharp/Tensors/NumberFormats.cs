@@ -47,6 +47,18 @@ public static class NumberFormats
         return t;
     }
 
+    /// <summary>One row of an FP8 block-scaled weight: dst[c] = fp8(codes[c]) · scales[c / blockCols], where
+    /// <paramref name="scales"/> is the row's line of block scales (DeepSeek-V3's weight_scale_inv).</summary>
+    public static void Fp8Row(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst)
+    {
+        for (int c0 = 0, s = 0; c0 < codes.Length; c0 += blockCols, s++)
+        {
+            int end = Math.Min(codes.Length, c0 + blockCols);
+            float scale = scales[s];
+            for (int c = c0; c < end; c++) dst[c] = F8E4M3Table[codes[c]] * scale;
+        }
+    }
+
     /// <summary>Converts little-endian raw elements of <paramref name="type"/> to float32.</summary>
     public static void ToFloat(DType type, ReadOnlySpan<byte> source, Span<float> destination)
     {

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Buffers.Binary;
 using System.Text;
 using DeepSeekSharp.Formats.Gguf;
@@ -38,8 +39,8 @@ public class GgufFileTests : IDisposable
         string path = PathOf(name);
         using var w = new GgufWriter(path, meta, [("t.f32", GgmlType.F32, [3, 2]), ("t.q8", GgmlType.Q8_0, [64])]);
         w.Write(MemoryMarshal.AsBytes<float>([1, 2, 3, 4, 5, 6]));
-        var q = new byte[GgmlBlocks.RowBytes(GgmlType.Q8_0, 64)];
-        GgmlBlocks.Quantize(GgmlType.Q8_0, Enumerable.Range(0, 64).Select(i => i / 64f).ToArray(), q);
+        var q = new byte[GgmlType.Q8_0.Traits().RowBytes(64)];
+        GgmlType.Q8_0.Traits().Quantize(Enumerable.Range(0, 64).Select(i => i / 64f).ToArray(), q);
         w.Write(q);
         w.Commit();
         return path;
@@ -238,7 +239,7 @@ public class GgufFileTests : IDisposable
     public void MissingHyperParameter_IsNamed()
     {
         GoldenCase g = GoldenCase.Load("v2-lite-tiny");
-        using var f = GgufFile.Open(GgufModelTests.Convert("v2-lite-tiny", GgufOutType.F32));
+        using var f = GgufFile.Open(GgufModelTests.Convert("v2-lite-tiny", WeightFormat.F32));
         string path = PathOf("nokv.gguf");
         using (var w = new GgufWriter(path, f.Metadata.Where(kv => kv.Key != "deepseek2.attention.kv_lora_rank"), []))
             w.Commit();
@@ -250,7 +251,7 @@ public class GgufFileTests : IDisposable
     private static readonly Lazy<string> WithVocab = new(() =>
     {
         string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-vocab-{Guid.NewGuid():N}.gguf");
-        GgufConverter.Convert(RandomModel.V3Tiny, path, GgufOutType.Q8_0);
+        GgufConverter.Convert(RandomModel.V3Tiny, path, WeightFormat.Q8_0);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => File.Delete(path);
         return path;
     });
@@ -339,7 +340,7 @@ public class GgufFileTests : IDisposable
     public void SplitGguf_LoadsFromItsFirstPart_AndGivesTheSameLogits()
     {
         GoldenCase g = GoldenCase.Load("v2-lite-tiny");
-        string whole = GgufModelTests.Convert("v2-lite-tiny", GgufOutType.Q8_0);
+        string whole = GgufModelTests.Convert("v2-lite-tiny", WeightFormat.Q8_0);
         string first = Split(whole, 3, "split");
         using DeepSeekModel a = DeepSeekModel.Load(whole), b = DeepSeekModel.Load(first);
         using InferenceSession sa = a.CreateSession(32), sb = b.CreateSession(32);
@@ -352,7 +353,7 @@ public class GgufFileTests : IDisposable
     [Fact]
     public void SplitGguf_MissingPart_OrOpeningALaterPart_IsNamed()
     {
-        string first = Split(GgufModelTests.Convert("v2-lite-tiny", GgufOutType.F32), 3, "gap");
+        string first = Split(GgufModelTests.Convert("v2-lite-tiny", WeightFormat.F32), 3, "gap");
         File.Delete(PathOf("gap-00002-of-00003.gguf"));
         Assert.Contains("'gap-00002-of-00003.gguf', is missing", Assert.Throws<FileNotFoundException>(() => DeepSeekModel.Load(first)).Message);
         Assert.Contains("open the first part", Assert.Throws<InvalidDataException>(() => DeepSeekModel.Load(PathOf("gap-00003-of-00003.gguf"))).Message);

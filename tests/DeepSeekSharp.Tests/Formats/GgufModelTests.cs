@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Formats.Gguf;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Model;
@@ -11,10 +12,10 @@ namespace DeepSeekSharp.Tests.Formats;
 /// quantised types stay within stated bounds of them.</summary>
 public class GgufModelTests(ITestOutputHelper output)
 {
-    private static readonly Dictionary<(string, GgufOutType), string> Converted = new();
+    private static readonly Dictionary<(string, WeightFormat), string> Converted = new();
 
     /// <summary>The golden case converted once per test run.</summary>
-    internal static string Convert(string name, GgufOutType type)
+    internal static string Convert(string name, WeightFormat type)
     {
         lock (Converted)
         {
@@ -41,7 +42,7 @@ public class GgufModelTests(ITestOutputHelper output)
     {
         GoldenCase g = GoldenCase.Load(name);
         using DeepSeekModel hf = DeepSeekModel.Load(g.Directory);
-        using DeepSeekModel gguf = DeepSeekModel.Load(Convert(name, GgufOutType.F32));
+        using DeepSeekModel gguf = DeepSeekModel.Load(Convert(name, WeightFormat.F32));
         Assert.Equal(hf.Config with { NMtpLayers = 0, MoeLayerFreq = 1, TorchDtype = null, Fp8BlockSize = null, RmsNormEps = gguf.Config.RmsNormEps,
             Yarn = gguf.Config.Yarn, BosTokenId = null, EosTokenId = null }, gguf.Config with { BosTokenId = null, EosTokenId = null });
         float[] a = Logits(hf, g.PromptIds), b = Logits(gguf, g.PromptIds);
@@ -55,7 +56,7 @@ public class GgufModelTests(ITestOutputHelper output)
     public void F32Gguf_DecodesLikeTheGolden_AbsorbedAttentionUsesAttnKB()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        using DeepSeekModel gguf = DeepSeekModel.Load(Convert("v3-tiny", GgufOutType.F32));
+        using DeepSeekModel gguf = DeepSeekModel.Load(Convert("v3-tiny", WeightFormat.F32));
         using InferenceSession s = gguf.CreateSession(64);
         s.Forward(g.PromptIds);
         foreach (var (input, _, logits) in g.Decode)
@@ -68,18 +69,18 @@ public class GgufModelTests(ITestOutputHelper output)
     // moves a position's logits by tens of percent (v3-tiny q8_0: 41% at one position, the top token unchanged):
     // F16 3.4e-7, BF16 5.9e-7 (the golden weights are bf16 values); see DenseModel below for tight bounds.
     [Theory]
-    [InlineData("v3-tiny", GgufOutType.F16, 1e-5, 12)]
-    [InlineData("v3-tiny", GgufOutType.BF16, 1e-5, 12)]
-    [InlineData("v3-tiny", GgufOutType.Q8_0, 0.6, 11)]
-    [InlineData("v3-tiny", GgufOutType.Q4_K, 0.8, 9)]
-    [InlineData("v2-lite-tiny", GgufOutType.Q8_0, 0.04, 12)]
-    [InlineData("v2-lite-tiny", GgufOutType.Q4_K, 0.2, 10)]
-    [InlineData("v3-fp8-tiny", GgufOutType.Q8_0, 0.06, 12)]
-    [InlineData("v3-fp8-tiny", GgufOutType.Q4_K, 0.5, 7)]
-    public void QuantisedGguf_StaysNearTheF32Logits(string name, GgufOutType type, double bound, int minTop1)
+    [InlineData("v3-tiny", WeightFormat.F16, 1e-5, 12)]
+    [InlineData("v3-tiny", WeightFormat.BF16, 1e-5, 12)]
+    [InlineData("v3-tiny", WeightFormat.Q8_0, 0.6, 11)]
+    [InlineData("v3-tiny", WeightFormat.Q4_K, 0.8, 9)]
+    [InlineData("v2-lite-tiny", WeightFormat.Q8_0, 0.04, 12)]
+    [InlineData("v2-lite-tiny", WeightFormat.Q4_K, 0.2, 10)]
+    [InlineData("v3-fp8-tiny", WeightFormat.Q8_0, 0.06, 12)]
+    [InlineData("v3-fp8-tiny", WeightFormat.Q4_K, 0.5, 7)]
+    public void QuantisedGguf_StaysNearTheF32Logits(string name, WeightFormat type, double bound, int minTop1)
     {
         GoldenCase g = GoldenCase.Load(name);
-        using DeepSeekModel f32 = DeepSeekModel.Load(Convert(name, GgufOutType.F32));
+        using DeepSeekModel f32 = DeepSeekModel.Load(Convert(name, WeightFormat.F32));
         using DeepSeekModel q = DeepSeekModel.Load(Convert(name, type));
         var (worst, top1) = Measure(f32, q, g.PromptIds);
         output.WriteLine($"{name} {type}: max rel {worst:E2}, top-1 {top1}/{g.PromptIds.Length}; types {string.Join(", ", q.Weights.DTypes.Select(kv => $"{kv.Key}×{kv.Value}"))}");
@@ -102,10 +103,10 @@ public class GgufModelTests(ITestOutputHelper output)
 
     // Measured on this model (q8_0 2.6%, q6_k 7.2%, q4_k 17% of max|logit|; top-1 8/8, 8/8, 6/8); bounds with margin.
     [Theory]
-    [InlineData(GgufOutType.Q8_0, GgmlType.Q8_0, 0.03)]
-    [InlineData(GgufOutType.Q6_K, GgmlType.Q6_K, 0.12)]
-    [InlineData(GgufOutType.Q4_K, GgmlType.Q4_K, 0.4)]
-    public void DenseModel_QuantisedGguf_StaysNearF32_WithRealKQuantTensors(GgufOutType type, GgmlType main, double bound)
+    [InlineData(WeightFormat.Q8_0, GgmlType.Q8_0, 0.03)]
+    [InlineData(WeightFormat.Q6_K, GgmlType.Q6_K, 0.12)]
+    [InlineData(WeightFormat.Q4_K, GgmlType.Q4_K, 0.4)]
+    public void DenseModel_QuantisedGguf_StaysNearF32_WithRealKQuantTensors(WeightFormat type, GgmlType main, double bound)
     {
         string dir = RandomModel.Dense(11);
         string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-dense-{Guid.NewGuid():N}.gguf");
@@ -134,7 +135,7 @@ public class GgufModelTests(ITestOutputHelper output)
     public void Conversion_WritesLlamaCppKeysNamesAndLayouts()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        using var f = GgufFile.Open(Convert("v3-tiny", GgufOutType.Q8_0));
+        using var f = GgufFile.Open(Convert("v3-tiny", WeightFormat.Q8_0));
         using DeepSeekModel hf = DeepSeekModel.Load(g.Directory);
         ModelConfig c = hf.Config;
         Assert.Equal(3u, f.Version);
@@ -167,11 +168,11 @@ public class GgufModelTests(ITestOutputHelper output)
 
         // The stacked expert tensor holds expert e's rows at e·rows: compare one expert with the safetensors one.
         GgufTensorInfo up = f.Tensors[G.Block(l, G.FfnUpExps)];
-        long rowBytes = GgmlBlocks.RowBytes(up.Type, c.Dim);
+        long rowBytes = up.Type.Traits().RowBytes(c.Dim);
         var fromGguf = new float[c.Dim];
         var fromHf = new float[c.Dim];
         int expert = c.NRoutedExperts - 1, row = 3;
-        GgmlBlocks.Dequantize(up.Type, f.Bytes(up, ((long)expert * c.MoeInterDim + row) * rowBytes, (int)rowBytes), fromGguf);
+        up.Type.Traits().Dequantize(f.Bytes(up, ((long)expert * c.MoeInterDim + row) * rowBytes, (int)rowBytes), fromGguf);
         hf.Weights.Blocks[l].Moe!.Experts[expert].Up.DequantizeRow(row, fromHf);
         for (int i = 0; i < c.Dim; i++) Assert.Equal(fromHf[i], fromGguf[i], Math.Abs(fromHf[i]) / 100 + 1e-3);
     }
@@ -182,8 +183,8 @@ public class GgufModelTests(ITestOutputHelper output)
         string viaF32 = Path.Combine(Path.GetTempPath(), $"dss-gguf-requant-{Guid.NewGuid():N}.gguf");
         try
         {
-            GgufConverter.Convert(Convert("v3-fp8-tiny", GgufOutType.F32), viaF32, GgufOutType.Q8_0);
-            using var direct = GgufFile.Open(Convert("v3-fp8-tiny", GgufOutType.Q8_0));
+            GgufConverter.Convert(Convert("v3-fp8-tiny", WeightFormat.F32), viaF32, WeightFormat.Q8_0);
+            using var direct = GgufFile.Open(Convert("v3-fp8-tiny", WeightFormat.Q8_0));
             using var requantised = GgufFile.Open(viaF32);
             Assert.Equal(7, requantised.Integer("general.file_type"));
             Assert.Equal(direct.Metadata.Keys.Order(), requantised.Metadata.Keys.Order());
@@ -200,7 +201,7 @@ public class GgufModelTests(ITestOutputHelper output)
         // Rewrite the f32 conversion with attn_kv_b in place of attn_k_b/attn_v_b and the older key_length
         // convention (key_length = nope + rope, value_length = v_head_dim, no *_mla keys).
         GoldenCase g = GoldenCase.Load("v2-lite-tiny");
-        string src = Convert("v2-lite-tiny", GgufOutType.F32);
+        string src = Convert("v2-lite-tiny", WeightFormat.F32);
         string dst = Path.Combine(Path.GetTempPath(), $"dss-gguf-old-{Guid.NewGuid():N}.gguf");
         try
         {
@@ -256,7 +257,7 @@ public class GgufModelTests(ITestOutputHelper output)
     public void MemoryMappedGguf_UsesBlocksInPlace_AndMatchesAnonymous()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        string path = Convert("v3-tiny", GgufOutType.Q8_0);
+        string path = Convert("v3-tiny", WeightFormat.Q8_0);
         using DeepSeekModel mapped = DeepSeekModel.Load(path, new LoadOptions { MemoryMap = true });
         using DeepSeekModel copied = DeepSeekModel.Load(path);
         Assert.Contains(mapped.Weights.AllMatrices(), m => m.Format == WeightFormat.Q8_0);

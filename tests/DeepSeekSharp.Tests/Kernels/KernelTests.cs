@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
 
@@ -181,21 +182,6 @@ public class KernelTests
     }
 
     [Theory]
-    [InlineData(1, 5)]
-    [InlineData(7, 33)]
-    [InlineData(16, 64)]
-    public void AccumulateRows_IsTheTransposedProduct(int rows, int cols)
-    {
-        var rng = new Random(rows * cols);
-        float[] x = Random(rng, rows), w = Random(rng, rows * cols);
-        using Matrix m = Matrix.FromValues(rows, cols, w);
-        var y = new float[cols];
-        m.AccumulateRows(0, x, y);
-        for (int c = 0; c < cols; c++)
-            Assert.Equal(Enumerable.Range(0, rows).Sum(r => (double)x[r] * w[r * cols + c]), y[c], 1e-5);
-    }
-
-    [Theory]
     [InlineData(1)]
     [InlineData(5)]
     [InlineData(19)]
@@ -217,8 +203,12 @@ public class KernelTests
         var expanded = new float[v];
         LatentAttention.Expanded(qNope, qPe, kv, nope + v, 0, cache, c + r, count, 0.3f, new float[count], expanded);
 
+        // q_lat = W_UKᵀ q_nope through the transposed W_UK, as the model folds queries (WkT).
+        var wukT = new float[c * nope];
+        Transpose.Compute(wuk, nope, c, wukT);
+        using Matrix ukT = Matrix.FromValues(c, nope, wukT);
         var qLat = new float[c];
-        uk.AccumulateRows(0, qNope, qLat);
+        ukT.Forward(qNope, qLat, 1);
         var lat = new float[c];
         LatentAttention.Absorbed(qLat, qPe, cache, count, 0.3f, new float[count], lat);
         var absorbed = new float[v];

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Model;
 
 namespace DeepSeekSharp.Tests.Model;
@@ -100,10 +101,10 @@ public class SessionTests
     /// nothing but what creating the session does (making every pool thread's scratch). Warm-up runs on a one-thread
     /// pool; the steps then run on a two-thread pool, whose two threads are both read.</summary>
     [Theory]
-    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q8_0)]
-    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q4_K)]
-    [InlineData(DeepSeekSharp.Tensors.WeightFormat.BF16)]
-    public void DecodeStep_OnAFreshWorker_AllocatesNothingOnEitherThread(DeepSeekSharp.Tensors.WeightFormat format)
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.Q8_0)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.Q4_K)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.BF16)]
+    public void DecodeStep_OnAFreshWorker_AllocatesNothingOnEitherThread(DeepSeekSharp.Linear.WeightFormat format)
     {
         _ = DeepSeekSharp.Kernels.WorkerPool.Shared; // the process-wide pool exists (a nested kernel on a worker asks for it)
         using var one = new DeepSeekSharp.Kernels.WorkerPool(1);
@@ -170,10 +171,10 @@ public class SessionTests
     }
 
     [Theory]
-    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q8_0)]
-    [InlineData(DeepSeekSharp.Tensors.WeightFormat.Q4_K)]
-    [InlineData(DeepSeekSharp.Tensors.WeightFormat.BF16)]
-    public void QuantizedDecodeStep_ThroughThePool_AllocatesNothing(DeepSeekSharp.Tensors.WeightFormat format)
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.Q8_0)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.Q4_K)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.BF16)]
+    public void QuantizedDecodeStep_ThroughThePool_AllocatesNothing(DeepSeekSharp.Linear.WeightFormat format)
     {
         using DeepSeekModel m = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
         using InferenceSession s = m.CreateSession(64);

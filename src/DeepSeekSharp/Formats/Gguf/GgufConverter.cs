@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Formats.SafeTensors;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Model;
@@ -9,9 +10,6 @@ using N = DeepSeekSharp.Formats.TensorNames.Hf;
 
 namespace DeepSeekSharp.Formats.Gguf;
 
-/// <summary>Output types of <see cref="GgufConverter"/> (llama.cpp's --outtype, plus the k-quants llama-quantize makes).</summary>
-public enum GgufOutType { F32, F16, BF16, Q8_0, Q4_K, Q6_K }
-
 /// <summary>Converts a Hugging Face DeepSeek-V2/V3/R1 folder into a deepseek2 GGUF with the keys, tensor names,
 /// layouts and alignment of llama.cpp's convert_hf_to_gguf.py (DeepseekV2Model): experts stacked per layer,
 /// kv_b_proj split into attn_k_b (each head transposed) and attn_v_b, router and 1-D tensors in F32, MTP layers
@@ -22,32 +20,33 @@ public static class GgufConverter
 {
     private sealed record Planned(string Name, GgmlType Type, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
 
-    public static uint FileType(GgufOutType t) => t switch
+    /// <summary>llama.cpp's <c>general.file_type</c> (enum llama_ftype) for an output type of
+    /// <see cref="WeightFormats.GgufTargets"/> (LLAMA_FTYPE_MOSTLY_*: Q4_K is written as Q4_K_S, 14).</summary>
+    public static uint FileType(WeightFormat t) => t switch
     {
-        GgufOutType.F32 => 0, GgufOutType.F16 => 1, GgufOutType.BF16 => 32, GgufOutType.Q8_0 => 7, GgufOutType.Q4_K => 14, _ => 18,
+        WeightFormat.F32 => 0, WeightFormat.F16 => 1, WeightFormat.BF16 => 32, WeightFormat.Q8_0 => 7, WeightFormat.Q4_K => 14, WeightFormat.Q6_K => 18,
+        _ => throw new ArgumentOutOfRangeException(nameof(t), t, $"GGUF output types: {string.Join(", ", WeightFormats.GgufTargets)}"),
     };
 
     /// <summary>The type a tensor gets; <paramref name="rowLength"/> is ggml's ne0.</summary>
-    public static GgmlType TypeFor(GgufOutType t, string name, long rowLength, int nDims)
+    public static GgmlType TypeFor(WeightFormat t, string name, long rowLength, int nDims)
     {
         if (nDims == 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || name.EndsWith(G.FfnGateInp, StringComparison.Ordinal))
             return GgmlType.F32;
         GgmlType Fit(GgmlType want, GgmlType fallback) =>
-            rowLength % GgmlBlocks.BlockSize(want) == 0 ? want : rowLength % GgmlBlocks.BlockSize(fallback) == 0 ? fallback : GgmlType.F16;
+            rowLength % want.Traits().BlockSize == 0 ? want : rowLength % fallback.Traits().BlockSize == 0 ? fallback : GgmlType.F16;
         return t switch
         {
-            GgufOutType.F32 => GgmlType.F32,
-            GgufOutType.F16 => GgmlType.F16,
-            GgufOutType.BF16 => GgmlType.BF16,
-            GgufOutType.Q8_0 => Fit(GgmlType.Q8_0, GgmlType.F16),
-            GgufOutType.Q4_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_K, GgmlType.Q5_0),
-            _ => Fit(GgmlType.Q6_K, GgmlType.Q8_0),
+            WeightFormat.Q8_0 => Fit(GgmlType.Q8_0, GgmlType.F16),
+            WeightFormat.Q4_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_K, GgmlType.Q5_0),
+            WeightFormat.Q6_K => Fit(GgmlType.Q6_K, GgmlType.Q8_0),
+            _ => t.ToGgml(),
         };
     }
 
     /// <summary>Converts a Hugging Face folder, or re-quantises a deepseek2 GGUF file (as llama-quantize does: the
     /// same metadata with the new file type, every tensor dequantised and written in the type the rules give).</summary>
-    public static void Convert(string source, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress = null)
+    public static void Convert(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress = null)
     {
         if (File.Exists(source) && GgufFile.IsGguf(source))
         {
@@ -81,7 +80,7 @@ public static class GgufConverter
         writer.Commit();
     }
 
-    private static void Requantize(string source, string outFile, GgufOutType type, IProgress<(int Done, int Total)>? progress)
+    private static void Requantize(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress)
     {
         using GgufCheckpoint ck = GgufCheckpoint.Open(source);
         Deepseek2Gguf.ReadConfig(ck); // a deepseek2 model, or a clear error
@@ -94,13 +93,13 @@ public static class GgufConverter
             {
                 GgufFile f = ck.FileOf(t);
                 int cols = (int)t.Dims[0];
-                long rows = t.ElementCount / cols, rowBytes = GgmlBlocks.RowBytes(t.Type, cols);
+                long rows = t.ElementCount / cols, rowBytes = t.Type.Traits().RowBytes(cols);
                 var raw = new byte[rowBytes];
                 var row = new float[cols];
                 for (long r = 0; r < rows; r++)
                 {
                     f.ReadBytes(t, r * rowBytes, raw);
-                    GgmlBlocks.Dequantize(t.Type, raw, row);
+                    t.Type.Traits().Dequantize(raw, row);
                     emit(row);
                 }
             })).ToList();
@@ -125,12 +124,12 @@ public static class GgufConverter
         private void Flush()
         {
             if (_count == 0) return;
-            int rowBytes = checked((int)GgmlBlocks.RowBytes(type, _cols));
+            int rowBytes = checked((int)type.Traits().RowBytes(_cols));
             if (_bytes.Length < _count * rowBytes) _bytes = new byte[256 * rowBytes];
             float[] rows = _rows;
             byte[] bytes = _bytes;
             int cols = _cols;
-            Parallel.For(0, _count, r => GgmlBlocks.Quantize(type, rows.AsSpan(r * cols, cols), bytes.AsSpan(r * rowBytes, rowBytes)));
+            Parallel.For(0, _count, r => type.Traits().Quantize(rows.AsSpan(r * cols, cols), bytes.AsSpan(r * rowBytes, rowBytes)));
             writer.Write(bytes.AsSpan(0, _count * rowBytes));
             _count = 0;
         }
@@ -138,7 +137,7 @@ public static class GgufConverter
         public void Dispose() => Flush();
     }
 
-    private static List<Planned> Plan(ModelConfig c, TensorReader r, GgufOutType type)
+    private static List<Planned> Plan(ModelConfig c, TensorReader r, WeightFormat type)
     {
         var plan = new List<Planned>();
         void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) =>

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.IO.MemoryMappedFiles;
 using System.Text;
 using DeepSeekSharp.Kernels.Quant;
@@ -35,7 +36,7 @@ public readonly record struct GgufValue(GgufValueType Type, object Value, GgufVa
 public sealed record GgufTensorInfo(string Name, long[] Dims, GgmlType Type, long Offset)
 {
     public long ElementCount => Dims.Aggregate(1L, (a, b) => a * b);
-    public long Bytes => ElementCount / GgmlBlocks.BlockSize(Type) * GgmlBlocks.TypeSize(Type);
+    public long Bytes => ElementCount / Type.Traits().BlockSize * Type.Traits().BlockBytes;
     public long[] Shape => Dims.Reverse().ToArray();
     public string FormatDims() => $"[{string.Join(", ", Dims)}]";
 }
@@ -145,7 +146,7 @@ public sealed unsafe class GgufFile : IDisposable
             }
             var type = (GgmlType)r.U32($"type of tensor '{name}'");
             if (!GgmlBlocks.IsSupported(type)) throw GgmlBlocks.Unsupported(type, name);
-            int bs = GgmlBlocks.BlockSize(type);
+            int bs = type.Traits().BlockSize;
             if (dims[0] % bs != 0)
                 throw new InvalidDataException($"{file}: tensor '{name}' is {type} with rows of {dims[0]} values; {type} stores rows in blocks of {bs}");
             ulong offset = r.U64($"offset of tensor '{name}'");

@@ -1,3 +1,5 @@
+using DeepSeekSharp.Linear;
+using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Model;
 using DeepSeekSharp.Tensors;
@@ -34,8 +36,8 @@ public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : 
 
     public WeightFormat StoredFormat(string name)
     {
-        if (Locate(name) is var (info, _)) return WeightFormats.FromGgml(info.Type);
-        if (SplitKvB(name) is var (_, v) && Matrix.Supports(WeightFormats.FromGgml(v.Type), c.KvLoraRank)) return WeightFormats.FromGgml(v.Type);
+        if (Locate(name) is var (info, _)) return info.Type.Traits().Format;
+        if (SplitKvB(name) is var (_, v) && v.Type.Traits().CanHold(c.KvLoraRank)) return v.Type.Traits().Format;
         return WeightFormat.F32;
     }
 
@@ -54,25 +56,22 @@ public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : 
     {
         if (Locate(name) is not var (info, expert))
             return SplitKvB(name) is var (k, v) ? JoinKvB(k, v, rows, cols, format) : throw MissingTensor(name, why);
-        Check(info, expert < 0 ? [cols, rows] : [cols, rows, c.NRoutedExperts], expert < 0 ? why : why + $", x n_routed_experts {c.NRoutedExperts}");
-        long rowBytes = GgmlBlocks.RowBytes(info.Type, cols);
+        long[] dims = expert >= 0 ? [cols, rows, c.NRoutedExperts]
+            : name.EndsWith(TensorNames.Hf.WkT, StringComparison.Ordinal) ? [cols, c.KvLoraRank, c.NHeads] // stored per head
+            : [cols, rows];
+        Check(info, dims, expert < 0 ? why : why + $", x n_routed_experts {c.NRoutedExperts}");
+        long rowBytes = info.Type.Traits().RowBytes(cols);
         return Rows(info, Math.Max(expert, 0) * rows * rowBytes, rows, cols, format, inPlace);
-    }
-
-    public Matrix? ReadKNopeTransposed(int layer, int rows, int cols, Func<WeightFormat, WeightFormat> format, bool inPlace)
-    {
-        if (!ck.Tensors.TryGetValue(G.Block(layer, G.AttnKB), out GgufTensorInfo? info)) return null;
-        Check(info, [cols, c.KvLoraRank, c.NHeads], $"qk_nope_head_dim {cols} x kv_lora_rank {c.KvLoraRank} x heads {c.NHeads}");
-        return Rows(info, 0, rows, cols, format(WeightFormats.FromGgml(info.Type)), inPlace);
     }
 
     /// <summary>Rows [0, rows) of a tensor starting <paramref name="byteOffset"/> into its data: used in the mapped
     /// file, read straight into the matrix's memory (same format), or read and converted in parallel.</summary>
     private Matrix Rows(GgufTensorInfo info, long byteOffset, int rows, int cols, WeightFormat format, bool inPlace)
     {
-        long rowBytes = GgmlBlocks.RowBytes(info.Type, cols);
+        FormatTraits stored = info.Type.Traits();
+        long rowBytes = stored.RowBytes(cols);
         int rowsPerRead = (int)Math.Clamp((1 << 26) / Math.Max(rowBytes, 1), 1, rows == 0 ? 1 : rows);
-        if (format == WeightFormats.FromGgml(info.Type))
+        if (format == stored.Format)
         {
             if (inPlace) return Matrix.Wrap(format, rows, cols, ck.FileOf(info).DataPointer(info) + byteOffset, owner: null);
             Matrix copy = Matrix.Create(format, rows, cols);
@@ -84,20 +83,8 @@ public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : 
             return copy;
         }
         Matrix m = Matrix.Create(format, rows, cols);
-        const int rowsPerTask = 64;
-        GgmlType type = info.Type;
-        Parallel.For(0, (rows + rowsPerTask - 1) / rowsPerTask, task =>
-        {
-            int r0 = task * rowsPerTask, r1 = Math.Min(rows, r0 + rowsPerTask);
-            var raw = new byte[(r1 - r0) * rowBytes];
-            ck.FileOf(info).ReadBytes(info, byteOffset + r0 * rowBytes, raw);
-            var row = new float[cols];
-            for (int r = r0; r < r1; r++)
-            {
-                GgmlBlocks.Dequantize(type, raw.AsSpan((int)((r - r0) * rowBytes), (int)rowBytes), row);
-                m.SetRow(r, row);
-            }
-        });
+        RowTasks.Convert(m, rowBytes, (r0, raw) => ck.FileOf(info).ReadBytes(info, byteOffset + r0 * rowBytes, raw),
+            (raw, _, row) => stored.Dequantize(raw, row));
         return m;
     }
 
@@ -109,21 +96,19 @@ public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : 
         Check(v, [rank, vd, c.NHeads], $"kv_lora_rank {rank} x v_head_dim {vd} x heads {c.NHeads}");
         if (rows != c.NHeads * (nope + vd) || cols != rank) throw new ArgumentException("kv_b_proj shape does not match the config");
         Matrix m = Matrix.Create(format, rows, cols);
-        long kRow = GgmlBlocks.RowBytes(k.Type, nope), vRow = GgmlBlocks.RowBytes(v.Type, rank);
-        var kh = new float[rank * nope];
+        long kRow = k.Type.Traits().RowBytes(nope), vRow = v.Type.Traits().RowBytes(rank);
+        var kh = new float[rank * nope]; // [rank, nope] as stored
+        var khT = new float[nope * rank]; // [nope, rank] as kv_b_proj holds it
         var row = new float[rank];
         for (int h = 0; h < c.NHeads; h++)
         {
             for (int cc = 0; cc < rank; cc++)
-                GgmlBlocks.Dequantize(k.Type, ck.FileOf(k).Bytes(k, (h * rank + cc) * kRow, (int)kRow), kh.AsSpan(cc * nope, nope));
-            for (int d = 0; d < nope; d++)
-            {
-                for (int cc = 0; cc < rank; cc++) row[cc] = kh[cc * nope + d];
-                m.SetRow(h * (nope + vd) + d, row);
-            }
+                k.Type.Traits().Dequantize(ck.FileOf(k).Bytes(k, (h * rank + cc) * kRow, (int)kRow), kh.AsSpan(cc * nope, nope));
+            Transpose.Compute(kh, rank, nope, khT);
+            for (int d = 0; d < nope; d++) m.SetRow(h * (nope + vd) + d, khT.AsSpan(d * rank, rank));
             for (int j = 0; j < vd; j++)
             {
-                GgmlBlocks.Dequantize(v.Type, ck.FileOf(v).Bytes(v, (h * vd + j) * vRow, (int)vRow), row);
+                v.Type.Traits().Dequantize(ck.FileOf(v).Bytes(v, (h * vd + j) * vRow, (int)vRow), row);
                 m.SetRow(h * (nope + vd) + nope + j, row);
             }
         }
@@ -135,7 +120,7 @@ public sealed unsafe class GgufTensorSource(GgufCheckpoint ck, ModelConfig c) : 
         if (Locate(name) is not var (info, _)) throw MissingTensor(name, why);
         Check(info, [length], why);
         var v = new float[length];
-        GgmlBlocks.Dequantize(info.Type, ck.FileOf(info).Bytes(info, 0, (int)info.Bytes), v);
+        info.Type.Traits().Dequantize(ck.FileOf(info).Bytes(info, 0, (int)info.Bytes), v);
         return v;
     }
 }

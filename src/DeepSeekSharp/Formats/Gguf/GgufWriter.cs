@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Text;
 using DeepSeekSharp.Kernels.Quant;
 
@@ -23,7 +24,7 @@ public sealed class GgufWriter : IDisposable
         _temp = path + ".tmp";
         var meta = metadata.ToList();
         _alignment = meta.FirstOrDefault(kv => kv.Key == GgufFile.AlignmentKey).Value.Value is uint a ? a : GgufFile.DefaultAlignment;
-        _tensors = tensors.Select(t => (t.Name, t.Dims, t.Type, t.Dims.Aggregate(1L, (x, y) => x * y) / GgmlBlocks.BlockSize(t.Type) * GgmlBlocks.TypeSize(t.Type))).ToList();
+        _tensors = tensors.Select(t => (t.Name, t.Dims, t.Type, t.Dims.Aggregate(1L, (x, y) => x * y) / t.Type.Traits().BlockSize * t.Type.Traits().BlockBytes)).ToList();
         _stream = new FileStream(_temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         var w = new BinaryWriter(_stream, Encoding.UTF8, leaveOpen: true);
         w.Write(GgufFile.Magic);

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Formats.SafeTensors;
@@ -13,8 +14,6 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         DType.F8E4M3 => WeightFormat.FP8,
         _ => WeightFormat.F32,
     };
-
-    public Matrix? ReadKNopeTransposed(int layer, int rows, int cols, Func<WeightFormat, WeightFormat> format, bool inPlace) => null;
 
     private readonly Dictionary<string, int> _dtypes = new(StringComparer.Ordinal);
 
@@ -56,7 +55,7 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
     {
         float[] scale = Fp8Scales(info, out int scaleCols);
         int rows = (int)info.Shape[0], cols = (int)info.Shape[1];
-        for (int r = 0; r < rows; r++) Fp8Row(file, info, scale, scaleCols, r, destination.Slice(r * cols, cols));
+        for (int r = 0; r < rows; r++) Fp8Row(file.GetBytes(info, (long)r * cols, cols), scale, scaleCols, r, destination.Slice(r * cols, cols));
     }
 
     /// <summary>The block scales of an FP8 weight, checked against its shape.</summary>
@@ -80,16 +79,8 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         return scale;
     }
 
-    private void Fp8Row(SafeTensorsFile file, TensorInfo info, float[] scale, int scaleCols, int r, Span<float> dst) =>
-        Fp8Row(file.GetBytes(info, (long)r * (int)info.Shape[1], (int)info.Shape[1]), info, scale, scaleCols, r, dst);
-
-    private void Fp8Row(ReadOnlySpan<byte> codes, TensorInfo info, float[] scale, int scaleCols, int r, Span<float> dst)
-    {
-        int cols = (int)info.Shape[1];
-        var (br, bc) = fp8Block;
-        ReadOnlySpan<float> scaleRow = scale.AsSpan((r / br) * scaleCols, scaleCols);
-        for (int c = 0; c < cols; c++) dst[c] = NumberFormats.F8E4M3ToFloat(codes[c]) * scaleRow[c / bc];
-    }
+    private void Fp8Row(ReadOnlySpan<byte> codes, float[] scale, int scaleCols, int r, Span<float> dst) =>
+        NumberFormats.Fp8Row(codes, scale.AsSpan(r / fp8Block.Rows * scaleCols, scaleCols), fp8Block.Cols, dst);
 
     /// <summary>Reads a [rows, cols] weight into a matrix of <paramref name="format"/>, row by row (no whole-tensor
     /// float copy). With <paramref name="inPlace"/>, a tensor already stored as F32 or BF16 in that format is used
@@ -122,20 +113,10 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         int scaleCols = 0;
         if (info.DType == DType.F8E4M3) scale = Fp8Scales(info, out scaleCols);
         int size = info.DType.SizeOf();
-        // Rows are independent: read and convert them in parallel blocks.
-        const int rowsPerTask = 64;
-        Parallel.For(0, (rows + rowsPerTask - 1) / rowsPerTask, task =>
+        RowTasks.Convert(m, (long)cols * size, (r0, raw) => file.ReadBytes(info, (long)r0 * cols * size, raw), (raw, r, row) =>
         {
-            int r0 = task * rowsPerTask, r1 = Math.Min(rows, r0 + rowsPerTask);
-            var raw = new byte[(long)(r1 - r0) * cols * size];
-            file.ReadBytes(info, (long)r0 * cols * size, raw);
-            var row = new float[cols];
-            for (int r = r0; r < r1; r++)
-            {
-                if (scale is not null) Fp8Row(raw.AsSpan((r - r0) * cols, cols), info, scale, scaleCols, r, row);
-                else NumberFormats.ToFloat(info.DType, raw.AsSpan((r - r0) * cols * size, cols * size), row);
-                m.SetRow(r, row);
-            }
+            if (scale is not null) Fp8Row(raw, scale, scaleCols, r, row);
+            else NumberFormats.ToFloat(info.DType, raw, row);
         });
         return m;
     }

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;

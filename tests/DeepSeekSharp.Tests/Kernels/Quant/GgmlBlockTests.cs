@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels.Quant;
@@ -21,8 +22,8 @@ public class GgmlBlockTests
     [MemberData(nameof(Geometry))]
     public void BlockGeometry_MatchesGgml(GgmlType t, int blockSize, int typeSize)
     {
-        Assert.Equal(blockSize, GgmlBlocks.BlockSize(t));
-        Assert.Equal(typeSize, GgmlBlocks.TypeSize(t));
+        Assert.Equal(blockSize, t.Traits().BlockSize);
+        Assert.Equal(typeSize, t.Traits().BlockBytes);
     }
 
     [Fact]
@@ -50,10 +51,10 @@ public class GgmlBlockTests
 
     private static float[] RoundTrip(GgmlType t, float[] x)
     {
-        var bytes = new byte[GgmlBlocks.RowBytes(t, x.Length)];
-        GgmlBlocks.Quantize(t, x, bytes);
+        var bytes = new byte[t.Traits().RowBytes(x.Length)];
+        t.Traits().Quantize(x, bytes);
         var back = new float[x.Length];
-        GgmlBlocks.Dequantize(t, bytes, back);
+        t.Traits().Dequantize(bytes, back);
         return back;
     }
 
@@ -119,7 +120,7 @@ public class GgmlBlockTests
         BitConverter.TryWriteBytes(blk.AsSpan(0), BitConverter.HalfToUInt16Bits((Half)0.5f));
         blk[2] = 0x3A; // weight 0: 0xA - 8 = 2; weight 16: 3 - 8 = -5
         var y = new float[32];
-        GgmlBlocks.Dequantize(GgmlType.Q4_0, blk, y);
+        GgmlType.Q4_0.Traits().Dequantize(blk, y);
         Assert.Equal(1f, y[0]);
         Assert.Equal(-2.5f, y[16]);
         Assert.Equal(-4f, y[1]); // code 0
@@ -133,7 +134,7 @@ public class GgmlBlockTests
         BitConverter.TryWriteBytes(blk.AsSpan(2), (1u << 3) | (1u << 19)); // fifth bit of weights 3 and 19
         blk[6 + 3] = 0x21; // weight 3: low 1 | 16 → 17 - 16 = 1; weight 19: low 2 | 16 → 18 - 16 = 2
         var y = new float[32];
-        GgmlBlocks.Dequantize(GgmlType.Q5_0, blk, y);
+        GgmlType.Q5_0.Traits().Dequantize(blk, y);
         Assert.Equal(1f, y[3]);
         Assert.Equal(2f, y[19]);
         Assert.Equal(-16f, y[0]);
@@ -161,7 +162,7 @@ public class GgmlBlockTests
         BitConverter.TryWriteBytes(nl.AsSpan(0), BitConverter.HalfToUInt16Bits((Half)0.5f));
         nl[2 + 4] = 0xF0; // weight 4: level 0 = -127; weight 20: level 15 = 113
         var y = new float[32];
-        GgmlBlocks.Dequantize(GgmlType.IQ4_NL, nl, y);
+        GgmlType.IQ4_NL.Traits().Dequantize(nl, y);
         Assert.Equal(0.5f * -127, y[4]);
         Assert.Equal(0.5f * 113, y[20]);
 
@@ -172,7 +173,7 @@ public class GgmlBlockTests
         BitConverter.TryWriteBytes(xs.AsSpan(2), (ushort)(2 << 6));
         xs[8 + 3 * 16 + 5] = 0x08; // weight 3·32 + 5: level 8 = 1
         var z = new float[256];
-        GgmlBlocks.Dequantize(GgmlType.IQ4_XS, xs, z);
+        GgmlType.IQ4_XS.Traits().Dequantize(xs, z);
         Assert.Equal(2f * (45 - 32) * 1, z[3 * 32 + 5]);
         Assert.Equal(2f * (0 - 32) * -127, z[0]); // sub-block 0: stored scale 0 → −32, code 0 → −127
     }
@@ -189,7 +190,7 @@ public class GgmlBlockTests
         blk[32 + 32 + 16] = 0b11;
         blk[16] = 1 << 4;
         var y = new float[256];
-        GgmlBlocks.Dequantize(GgmlType.Q3_K, blk, y);
+        GgmlType.Q3_K.Traits().Dequantize(blk, y);
         Assert.Equal(9f * 3, y[144]);
         Assert.Equal(9f * -4, y[145]); // code 0 without the high bit: 0 − 4
     }
@@ -237,8 +238,8 @@ public class GgmlBlockTests
         int n = blocks * 32;
         float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         float[] x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
-        var wb = new byte[GgmlBlocks.RowBytes(t, n)];
-        GgmlBlocks.Quantize(t, w, wb);
+        var wb = new byte[t.Traits().RowBytes(n)];
+        t.Traits().Quantize(w, wb);
         var act = new QuantizedActivations();
         act.Quantize(x, 1, n);
         Span<sbyte> q = act.Q.AsSpan(0, n);
@@ -246,7 +247,7 @@ public class GgmlBlockTests
         float spec = LegacyQuants.Scalar(t, wb, q, d);
         if (Avx2.IsSupported) Assert.Equal(spec, LegacyQuants.V256(t, wb, q, d, act.BlockSum.AsSpan(0, blocks)), Math.Abs(spec) * 1e-5 + 1e-5 * blocks);
         var wd = new float[n];
-        GgmlBlocks.Dequantize(t, wb, wd);
+        t.Traits().Dequantize(wb, wd);
         double exact = 0;
         for (int i = 0; i < n; i++) exact += (double)wd[i] * act.Q[i] * act.D[i / 32];
         Assert.Equal(exact, spec, 1e-4 * blocks);
@@ -265,8 +266,8 @@ public class GgmlBlockTests
         int cols = blocks * 32;
         float[] w = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         float[] x = Enumerable.Range(0, 4 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
-        var wb = new byte[GgmlBlocks.RowBytes(t, cols)];
-        GgmlBlocks.Quantize(t, w, wb);
+        var wb = new byte[t.Traits().RowBytes(cols)];
+        t.Traits().Quantize(w, wb);
         var act = new QuantizedActivations();
         act.Quantize(x, 4, cols);
         var four = new float[4];

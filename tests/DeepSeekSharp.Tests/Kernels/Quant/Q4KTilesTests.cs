@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Runtime.InteropServices;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;

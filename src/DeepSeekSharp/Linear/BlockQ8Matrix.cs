@@ -1,0 +1,65 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Kernels.Quant;
+
+namespace DeepSeekSharp.Linear;
+
+/// <summary>Q8_0, and Q4_0 and Q5_0 (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's
+/// 1408-wide expert down projections): integer dot products against activations quantised per 32
+/// (<see cref="BlockDots{T}"/>), or from <see cref="GemmMinTokens"/> tokens on the panel kernel
+/// (<see cref="BlockGemm{T}"/>).</summary>
+internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(format, rows, cols, data, owner) where T : struct, IBlockCodes
+{
+    /// <summary>From this many tokens on, rows are unpacked into panels shared by all tokens (<see cref="BlockGemm{T}"/>);
+    /// fewer run the row kernels. Both give the same bits for a token.</summary>
+    internal const int GemmMinTokens = 8;
+
+    private protected override bool UseGemm(int n) => n >= GemmMinTokens && BlockGemm<T>.IsSupported;
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = LinearScratch.Activations;
+        a.Quantize(x, n, Cols);
+        if (UseGemm(n)) a.Widen(n, BlockGemm<T>.TokenPadding);
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int blocks = Cols / 32;
+        if (UseGemm(n))
+        {
+            Panels<BlockPanels<T>>(a, y, n, r0, r1, rowStart, rowCount);
+            return;
+        }
+        // Four tokens at a time share each weight row's loads (batched decode); every token gets the same
+        // arithmetic as alone, so results do not depend on the batch.
+        if (n == 1 && Avx2.IsSupported)
+        {
+            // One token (decode): the activations' spans made once, each row's kernel called on its pointer.
+            ReadOnlySpan<sbyte> q = a.Q.AsSpan(0, Cols);
+            ReadOnlySpan<float> d = a.D.AsSpan(0, blocks);
+            ReadOnlySpan<short> sums = a.BlockSum.AsSpan(0, blocks);
+            for (int o = r0; o < r1; o++) y[o - rowStart] = BlockDots<T>.V256(ref *RowPointer(o), blocks, q, d, sums);
+            return;
+        }
+        int grouped = Avx2.IsSupported ? n / 4 * 4 : 0;
+        Span<float> four = stackalloc float[4];
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<byte> row = RawRow(o);
+            for (int t = 0; t < grouped; t += 4)
+            {
+                BlockDots<T>.V256x4(ref MemoryMarshal.GetReference(row), blocks, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * blocks, 4 * blocks), blocks,
+                    a.BlockSum.AsSpan(t * blocks, 4 * blocks), four);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
+            }
+            for (int t = grouped; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = BlockDots<T>.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks), a.BlockSum.AsSpan(t * blocks, blocks));
+        }
+    }
+}

@@ -1,0 +1,82 @@
+using System.Runtime.CompilerServices;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Kernels.Quant;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Linear;
+
+/// <summary>F32: rows dotted with the activations as they are.</summary>
+internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(WeightFormat.F32, rows, cols, data, owner)
+{
+    private ReadOnlySpan<float> Row(int r) => new(RowPointer(r), Cols);
+    public override void DequantizeRow(int r, Span<float> dst) => Row(r).CopyTo(dst);
+    public override void SetRow(int r, ReadOnlySpan<float> values) => values.CopyTo(new Span<float>(RowPointer(r), Cols));
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<float> row = Row(o);
+            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
+        }
+    }
+}
+
+/// <summary>BF16: computed directly, each row widened to float32 in registers (<see cref="Bf16Dot"/>).</summary>
+internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(WeightFormat.BF16, rows, cols, data, owner)
+{
+    private ReadOnlySpan<ushort> Row(int r) => new(RowPointer(r), Cols);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<ushort> row = Row(o);
+            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Bf16Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
+        }
+    }
+}
+
+/// <summary>Formats without a fused kernel (F16, FP8, and the GGUF types Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL,
+/// IQ4_XS): each row is dequantised into per-thread scratch once and dotted with every token (the row is read once
+/// per product, as for the other formats).</summary>
+internal unsafe class RowDequantMatrix : Matrix
+{
+    public RowDequantMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner) : base(format, rows, cols, data, owner) { }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        Span<float> row = LinearScratch.Row(Cols);
+        for (int o = r0; o < r1; o++)
+        {
+            DequantizeRow(o, row);
+            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
+        }
+    }
+}
+
+/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
+internal sealed unsafe class Fp8Matrix : RowDequantMatrix
+{
+    private readonly float[] _scales; // [ceil(rows / br), ceil(cols / bc)]
+    private readonly int _br, _bc, _scaleCols;
+
+    public Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
+        : base(WeightFormat.FP8, rows, cols, codes, owner)
+    {
+        (_br, _bc) = block;
+        _scaleCols = (cols + _bc - 1) / _bc;
+        if (scales.Length != (rows + _br - 1) / _br * _scaleCols)
+            throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] FP8 matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
+        _scales = scales;
+    }
+
+    public override void DequantizeRow(int r, Span<float> dst) =>
+        NumberFormats.Fp8Row(new ReadOnlySpan<byte>(RowPointer(r), Cols), _scales.AsSpan(r / _br * _scaleCols, _scaleCols), _bc, dst);
+
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
+}

@@ -1,0 +1,87 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Kernels.Quant;
+
+namespace DeepSeekSharp.Linear;
+
+/// <summary>Formats whose kernels take activations quantised per 256 (ggml's Q8_K): Q4_K, Q6_K.</summary>
+internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(format, rows, cols, data, owner)
+{
+    private protected int SuperBlocks => Cols / 256;
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = LinearScratch.Activations;
+        a.QuantizeK(x, n, Cols);
+        if (UseGemm(n)) a.Widen(n, Q4KGemm.TokenPadding);
+        return a;
+    }
+}
+
+/// <summary>Q4_K in the GGUF block layout (a mapped file, or CPUs without the tile kernels).</summary>
+internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.Q4_K, rows, cols, data, owner)
+{
+    private ReadOnlySpan<BlockQ4K> Row(int r) => new(RowPointer(r), SuperBlocks);
+
+    /// <summary>Unpacking a Q4_K panel costs about twice a Q8_0 one: below ~24 tokens the four-token kernel is faster
+    /// (matmul bench). Both give the same bits.</summary>
+    private protected override bool UseGemm(int n) => n >= 24 && Q4KGemm.IsSupported;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        if (UseGemm(n))
+        {
+            Panels<Q4KPanels>(a, y, n, r0, r1, rowStart, rowCount);
+            return;
+        }
+        int superBlocks = SuperBlocks;
+        int grouped = Avx2.IsSupported ? n / 4 * 4 : 0;
+        Span<float> four = stackalloc float[4];
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<BlockQ4K> row = Row(o);
+            for (int t = 0; t < grouped; t += 4)
+            {
+                Q4K.V256x4(row, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * superBlocks, 4 * superBlocks), superBlocks,
+                    a.BlockSum.AsSpan(t * superBlocks * 8, 4 * superBlocks * 8), superBlocks * 8, four);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
+            }
+            for (int t = grouped; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks),
+                    a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
+        }
+    }
+}
+
+/// <summary>Q6_K (llama.cpp's choice for the output matrix of a Q4_K_M file).</summary>
+internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.Q6_K, rows, cols, data, owner)
+{
+    private ReadOnlySpan<BlockQ6K> Row(int r) => new(RowPointer(r), SuperBlocks);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        QuantizedActivations a = base.Prepare(x, n)!;
+        if (Avx2.IsSupported) a.PreparePairs32(n);
+        return a;
+    }
+
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int superBlocks = SuperBlocks;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<BlockQ6K> row = Row(o);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Avx2.IsSupported
+                    ? Q6K.V256(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks), a.Pairs32.AsSpan(t * Cols / 2, Cols / 2))
+                    : Q6K.Scalar(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
+        }
+    }
+}
