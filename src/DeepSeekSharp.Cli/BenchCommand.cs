@@ -122,14 +122,16 @@ internal static class BenchCommand
         foreach (BlockWeights b in w.Blocks)
         {
             AttentionWeights a = b.Attn;
-            bytes += new[] { a.Wq, a.WqA, a.WqB, a.WkvA, a.WkvB, a.Wo }.Where(x => x is not null).Sum(x => x!.Bytes);
-            if (b.Mlp is { } mlp) bytes += mlp.Gate.Bytes + mlp.Up.Bytes + mlp.Down.Bytes;
-            if (b.Moe is { } moe)
+            bytes += a.Q.Matrices().Sum(x => x.Bytes) + a.WkvA.Bytes + a.WkvB.Bytes + a.Wo.Bytes;
+            switch (b.Ffn)
             {
-                bytes += moe.Router.Bytes;
-                if (moe.Shared is { } sh) bytes += sh.Gate.Bytes + sh.Up.Bytes + sh.Down.Bytes;
-                long expert = moe.Experts.Sum(e => e.Gate.Bytes + e.Up.Bytes + e.Down.Bytes) / moe.Experts.Length;
-                bytes += expert * m.Config.NActivatedExperts;
+                case MlpWeights mlp:
+                    bytes += mlp.Matrices().Sum(x => x.Bytes);
+                    break;
+                case MoeWeights moe:
+                    bytes += moe.Router.Bytes + (moe.Shared?.Matrices().Sum(x => x.Bytes) ?? 0);
+                    bytes += moe.Experts.Sum(e => e.Matrices().Sum(x => x.Bytes)) / moe.Experts.Length * m.Config.NActivatedExperts;
+                    break;
             }
         }
         return bytes;

@@ -31,6 +31,7 @@ internal static class FeedForward
         int d = c.Dim, nExperts = c.NRoutedExperts, k = c.NActivatedExperts;
         Span<float> logits = s.RouterLogits.AsSpan(0, n * nExperts);
         w.Router.Forward(xb, logits, n);
+        observer?.OnTensor(TensorName.FfnMoeLogits, layer, logits, n, nExperts);
         if (w.Shared is { } shared) Mlp(c, shared, xb, n, s, output);
         else output[..(n * d)].Clear();
 

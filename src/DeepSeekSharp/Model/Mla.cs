@@ -2,210 +2,101 @@ using DeepSeekSharp.Kernels;
 
 namespace DeepSeekSharp.Model;
 
-/// <summary>Multi-head Latent Attention for a batch of n consecutive tokens at positions pos0.. of one sequence.
-/// Writes <c>[kv_norm(c_kv) | rope(k_pe)]</c> of every new token to the cache, then attends causally.</summary>
-internal static class Mla
+/// <summary>Multi-head Latent Attention of one block (DeepSeek's <c>model.py</c> MLA) for a batch of n tokens that
+/// continue one or more sequences. Each new token's <c>[kv_norm(c_kv) | rope(k_pe)]</c> goes into its sequence's
+/// latent cache; then every token attends causally over its sequence, one of two equivalent ways:
+/// <list type="bullet">
+/// <item><b>expanded</b> (prefill): k_nope | v = W_kvB · c_kv for every cached position, then ordinary multi-head attention;</item>
+/// <item><b>absorbed</b> (decode): q_latent = W_UKᵀ q_nope, scores q_latent·c_kv + q_pe·k_pe over the latents directly,
+/// out = W_UV (Σ p c_kv) — nothing decompressed, the cache read once (llama.cpp: "converts into MQA").</item>
+/// </list>
+/// Shapes: H heads, D = qk_nope_head_dim, R = qk_rope_head_dim, V = v_head_dim, C = kv_lora_rank.</summary>
+internal sealed class Mla(ModelConfig c, AttentionWeights w)
 {
-    public static void Forward(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> xb, int n, ReadOnlySpan<SequenceSlice> slices,
-        int cacheLayer, RunState s, AttentionMode mode, Span<float> output)
+    private readonly float _scale = (float)c.SoftmaxScale;
+    private readonly float _eps = (float)c.RmsNormEps;
+
+    /// <param name="xb">[n, dim] attn_norm(x)</param>
+    /// <param name="cacheLayer">which layer of each slice's cache this block reads and writes</param>
+    /// <param name="output">[n, dim] W_o · attention</param>
+    public void Forward(ReadOnlySpan<float> xb, int n, ReadOnlySpan<SequenceSlice> slices, int cacheLayer, RunState s, AttentionMode mode,
+        IActivationObserver? observer, int layer, Span<float> output)
     {
-        int d = c.Dim, heads = c.NHeads, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, qk = c.QkHeadDim;
-        int width = c.LatentCacheWidth, half = rope / 2;
-        float scale = (float)c.SoftmaxScale;
+        int heads = c.NHeads, qk = c.QkHeadDim, width = c.LatentCacheWidth;
+        Span<float> q = s.Q.AsSpan(0, n * heads * qk);          // [n, H, D | R]
+        Query(xb, n, s, q);
+        Span<float> kvCmpr = s.Kv.AsSpan(0, n * width);         // [n, C | R]
+        w.WkvA.Forward(xb, kvCmpr, n);
+        observer?.OnTensor(TensorName.Q, layer, q, n, heads * qk);
+        observer?.OnTensor(TensorName.KvCmpr, layer, kvCmpr, n, width);
 
-        // q: [n, heads, nope | rope]
-        Span<float> q = s.Q.AsSpan(0, n * heads * qk);
-        if (w.WqA is { } wqA)
-        {
-            Span<float> qa = s.Qa.AsSpan(0, n * c.QLoraRank);
-            wqA.Forward(xb, qa, n);
-            RmsNorm.Forward(qa, w.QNorm, qa, (float)c.RmsNormEps);
-            w.WqB!.Forward(qa, q, n);
-        }
-        else w.Wq!.Forward(xb, q, n);
-
-        // kv_cmpr: [n, kv_lora | rope] → each row's cache position
-        Span<float> kv = s.Kv.AsSpan(0, n * width);
-        w.WkvA.Forward(xb, kv, n);
-        Span<float> attn = s.AttnOut.AsSpan(0, n * heads * c.VHeadDim);
-        int rowSize = heads * qk, outSize = heads * c.VHeadDim;
+        Span<float> attn = s.AttnOut.AsSpan(0, n * heads * c.VHeadDim); // [n, H, V]
         foreach (SequenceSlice slice in slices)
         {
-            Span<float> cache = slice.Cache.Layer(cacheLayer);
-            int pos0 = slice.Cache.Length;
-            for (int t = slice.Start; t < slice.Start + slice.Count; t++)
-            {
-                ReadOnlySpan<float> cos = s.Cos.AsSpan(t * half, half), sin = s.Sin.AsSpan(t * half, half);
-                for (int h = 0; h < heads; h++)
-                    Rope.ApplyInterleaved(q.Slice(t * rowSize + h * qk + nope, rope), cos, sin);
-                Span<float> row = cache.Slice(s.Positions[t] * width, width);
-                RmsNorm.Forward(kv.Slice(t * width, c.KvLoraRank), w.KvNorm, row[..c.KvLoraRank], (float)c.RmsNormEps);
-                kv.Slice(t * width + c.KvLoraRank, rope).CopyTo(row[c.KvLoraRank..]);
-                Rope.ApplyInterleaved(row[c.KvLoraRank..], cos, sin);
-            }
-            ReadOnlySpan<float> qs = q.Slice(slice.Start * rowSize, slice.Count * rowSize);
-            Span<float> attnSlice = attn.Slice(slice.Start * outSize, slice.Count * outSize);
-            bool absorbed = mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && slice.Count == 1;
-            if (absorbed) AttendAbsorbed(c, w, qs, slice.Count, pos0, cache, s, scale, attnSlice);
-            else AttendExpanded(c, w, qs, slice.Count, pos0, cache, s, scale, attnSlice);
+            Span<float> cache = slice.Cache.Layer(cacheLayer); // [capacity, C | R]
+            int pos0 = slice.Cache.Length, rows = slice.Count;
+            RotateAndCache(q, kvCmpr, slice, cache, s);
+            ReadOnlySpan<float> qs = q.Slice(slice.Start * heads * qk, rows * heads * qk);
+            Span<float> outs = attn.Slice(slice.Start * heads * c.VHeadDim, rows * heads * c.VHeadDim);
+            if (mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && rows == 1) AttendAbsorbed(qs, rows, pos0, cache, s, outs);
+            else AttendExpanded(qs, rows, pos0, cache, s, outs);
         }
+        observer?.OnTensor(TensorName.KqvOut, layer, attn, n, heads * c.VHeadDim);
         w.Wo.Forward(attn, output, n);
     }
 
-    /// <summary>q_nope · W_UK per head (via the transposed W_UK) gives a kv_lora_rank-wide query; attend over the
-    /// latents; W_UV maps back. Heads run in parallel.</summary>
-    private static void AttendAbsorbed(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
-        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
+    /// <summary>q = W_q x (plain), or W_qB · q_norm(W_qA x) (low-rank, V3).</summary>
+    private void Query(ReadOnlySpan<float> xb, int n, RunState s, Span<float> q)
     {
-        if (LatentAttention.HasBlockedAbsorbed(c.KvLoraRank, c.QkRopeHeadDim)) AbsorbedJob.Run(c, w, q, n, pos0, cache, s, scale, attn);
-        else AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: true);
-    }
-
-    /// <summary>Absorbed attention of each token in three parallel steps: the queries folded into latent space (heads
-    /// four a chunk), attention of all heads over fixed blocks of positions (a block a chunk: each block of the cache is
-    /// read once for all heads, and the threads share the positions instead of re-reading the whole cache per group
-    /// of heads), then per head the blocks merged and mapped back by W_UV. Block boundaries are fixed, so the result
-    /// does not depend on the thread count.</summary>
-    private sealed unsafe class AbsorbedJob : PoolJob
-    {
-        [ThreadStatic] private static AbsorbedJob? _mine;
-
-        private ModelConfig _c = null!;
-        private AttentionWeights _w = null!;
-        private RunState _s = null!;
-        private float* _q, _cache, _attn;
-        private int _t, _count, _step, _blocks;
-        private float _scale;
-
-        public static void Run(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache,
-            RunState s, float scale, Span<float> attn)
+        switch (w.Q)
         {
-            AbsorbedJob job = _mine ??= new AbsorbedJob();
-            s.EnsureHeads();
-            fixed (float* pq = q, pc = cache, pa = attn)
-            {
-                (job._c, job._w, job._s, job._scale) = (c, w, s, scale);
-                job._q = pq;
-                job._cache = pc;
-                job._attn = pa;
-                int groups = LatentAttention.PaddedHeads(c.NHeads) / 4;
-                for (int t = 0; t < n; t++)
-                {
-                    job._t = t;
-                    job._count = pos0 + t + 1; // causal: positions 0..pos0+t
-                    job._blocks = (job._count + LatentAttention.BlockPositions - 1) / LatentAttention.BlockPositions;
-                    for (job._step = 0; job._step < 3; job._step++)
-                        WorkerPool.Shared.Run(job, job._step == 1 ? job._blocks : groups);
-                }
-                (job._w, job._s) = (null!, null!);
-            }
-        }
-
-        public override void Execute(int chunk)
-        {
-            ModelConfig c = _c;
-            int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth;
-            int padded = LatentAttention.PaddedHeads(heads);
-            if (_step == 1)
-            {
-                int s0 = chunk * LatentAttention.BlockPositions, count = Math.Min(LatentAttention.BlockPositions, _count - s0);
-                LatentAttention.AbsorbedBlock(padded / 4, _s.QPacked, new ReadOnlySpan<float>(_cache + (long)s0 * width, count * width), count,
-                    rank, width - rank, _scale, _s.BlockOut.AsSpan(chunk * padded * rank, padded * rank),
-                    _s.BlockMax.AsSpan(chunk * padded, padded), _s.BlockSum.AsSpan(chunk * padded, padded));
-                return;
-            }
-            for (int h = 4 * chunk; h < Math.Min(heads, 4 * chunk + 4); h++)
-            {
-                var qh = new ReadOnlySpan<float>(_q + (_t * heads + h) * qk, qk);
-                Span<float> packed = _s.QPacked.AsSpan(h * width, width);
-                if (_step == 0)
-                {
-                    _w.WkT.Forward(qh[..nope], packed[..rank], 1, h * rank, rank);
-                    qh[nope..].CopyTo(packed[rank..]);
-                    continue;
-                }
-                Span<float> latent = _s.LatentOut.AsSpan(h * rank, rank);
-                LatentAttention.AbsorbedMerge(_blocks, padded, h, _s.BlockOut, _s.BlockMax, _s.BlockSum, latent);
-                _w.WkvB.Forward(latent, new Span<float>(_attn + (_t * heads + h) * v, v), 1, h * (nope + v) + nope, v);
-            }
+            case QProjection.Plain plain:
+                plain.Wq.Forward(xb, q, n);
+                break;
+            case QProjection.LowRank lowRank:
+                Span<float> qa = s.Qa.AsSpan(0, n * c.QLoraRank); // [n, q_lora_rank]
+                lowRank.WqA.Forward(xb, qa, n);
+                RmsNorm.Forward(qa, lowRank.QNorm, qa, _eps);
+                lowRank.WqB.Forward(qa, q, n);
+                break;
         }
     }
 
-    /// <summary>Decompress k_nope | v of every position with kv_b_proj, then ordinary multi-head attention, heads in
-    /// parallel.</summary>
-    private static void AttendExpanded(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0,
-        ReadOnlySpan<float> cache, RunState s, float scale, Span<float> attn)
+    /// <summary>Decoupled RoPE on each token's q_pe (every head) and k_pe (shared), and the token's cache row
+    /// <c>[kv_norm(c_kv) | rope(k_pe)]</c> at its position.</summary>
+    private void RotateAndCache(Span<float> q, ReadOnlySpan<float> kvCmpr, SequenceSlice slice, Span<float> cache, RunState s)
+    {
+        int heads = c.NHeads, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, qk = c.QkHeadDim;
+        int rank = c.KvLoraRank, width = c.LatentCacheWidth, half = rope / 2;
+        for (int t = slice.Start; t < slice.Start + slice.Count; t++)
+        {
+            ReadOnlySpan<float> cos = s.Cos.AsSpan(t * half, half), sin = s.Sin.AsSpan(t * half, half);
+            for (int h = 0; h < heads; h++) Rope.ApplyInterleaved(q.Slice((t * heads + h) * qk + nope, rope), cos, sin);
+            Span<float> row = cache.Slice(s.Positions[t] * width, width);
+            RmsNorm.Forward(kvCmpr.Slice(t * width, rank), w.KvNorm, row[..rank], _eps);
+            kvCmpr.Slice(t * width + rank, rope).CopyTo(row[rank..]);
+            Rope.ApplyInterleaved(row[rank..], cos, sin);
+        }
+    }
+
+    /// <summary>Absorbed attention of each of n tokens over positions 0..pos0+t: all heads over blocks of the cache
+    /// where the CPU has the blocked kernel (<see cref="AbsorbedDecode"/>), else one head at a time.</summary>
+    private void AttendAbsorbed(ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, RunState s, Span<float> attn)
+    {
+        s.EnsureHeads();
+        if (s.Blocks is { } blocks) AbsorbedDecode.Run(c, w, blocks, q, n, pos0, cache, _scale, attn);
+        else HeadsJob.Run(c, w, q, n, pos0, cache, s, _scale, attn, absorbed: true);
+    }
+
+    /// <summary>k_nope | v of every position = W_kvB · c_kv ([span, H, D + V]), then ordinary multi-head attention.</summary>
+    private void AttendExpanded(ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, RunState s, Span<float> attn)
     {
         int rank = c.KvLoraRank, width = c.LatentCacheWidth, span = pos0 + n;
+        s.EnsureHeads();
         s.EnsureExpanded(span);
-        Span<float> latents = s.Latents.AsSpan(0, span * rank);
+        Span<float> latents = s.Latents.AsSpan(0, span * rank); // [span, C]
         for (int p = 0; p < span; p++) cache.Slice(p * width, rank).CopyTo(latents.Slice(p * rank, rank));
         w.WkvB.Forward(latents, s.KvExpanded[..(span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim))], span);
-        AttentionJob.Run(c, w, q, n, pos0, cache, s, scale, attn, absorbed: false);
-    }
-
-    /// <summary>Attention of every token of a slice for one head per chunk; heads are independent, so any thread
-    /// may run any head with the same result.</summary>
-    private sealed unsafe class AttentionJob : PoolJob
-    {
-        [ThreadStatic] private static AttentionJob? _mine;
-
-        private ModelConfig _c = null!;
-        private AttentionWeights _w = null!;
-        private RunState _s = null!;
-        private float* _q, _cache, _attn;
-        private int _n, _pos0;
-        private float _scale;
-        private bool _absorbed;
-
-        public static void Run(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache,
-            RunState s, float scale, Span<float> attn, bool absorbed)
-        {
-            AttentionJob job = _mine ??= new AttentionJob();
-            s.EnsureHeads();
-            fixed (float* pq = q, pc = cache, pa = attn)
-            {
-                (job._c, job._w, job._s, job._n, job._pos0, job._scale, job._absorbed) = (c, w, s, n, pos0, scale, absorbed);
-                job._q = pq;
-                job._cache = pc;
-                job._attn = pa;
-                WorkerPool.Shared.Run(job, c.NHeads);
-                (job._w, job._s) = (null!, null!);
-            }
-        }
-
-        public override void Execute(int h)
-        {
-            ModelConfig c = _c;
-            int heads = c.NHeads, nope = c.QkNopeHeadDim, qk = c.QkHeadDim, v = c.VHeadDim, rank = c.KvLoraRank;
-            int width = c.LatentCacheWidth, kvStride = heads * (nope + v), capacity = _s.Scores.Length / heads;
-            Span<float> scores = _s.Scores.AsSpan(h * capacity, capacity);
-            var cache = new ReadOnlySpan<float>(_cache, (_pos0 + _n) * width);
-            if (!_absorbed && _n > 1 && LatentAttention.HasBlockedPath)
-            {
-                LatentAttention.ExpandedQueries(new ReadOnlySpan<float>(_q + h * qk, (_n - 1) * heads * qk + qk), heads * qk, _n, _pos0,
-                    nope, qk - nope, v, _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v), cache, width, _scale,
-                    new Span<float>(_attn + h * v, (_n - 1) * heads * v + v), heads * v);
-                return;
-            }
-            for (int t = 0; t < _n; t++)
-            {
-                int count = _pos0 + t + 1; // causal: positions 0..pos0+t
-                var qh = new ReadOnlySpan<float>(_q + (t * heads + h) * qk, qk);
-                var output = new Span<float>(_attn + (t * heads + h) * v, v);
-                if (_absorbed)
-                {
-                    Span<float> qLatent = _s.QLatent.AsSpan(h * rank, rank), latentOut = _s.LatentOut.AsSpan(h * rank, rank);
-                    _w.WkT.Forward(qh[..nope], qLatent, 1, h * rank, rank);
-                    LatentAttention.Absorbed(qLatent, qh[nope..], cache, count, _scale, scores, latentOut);
-                    _w.WkvB.Forward(latentOut, output, 1, h * (nope + v) + nope, v);
-                }
-                else
-                {
-                    LatentAttention.Expanded(qh[..nope], qh[nope..], _s.KvExpanded[..((_pos0 + _n) * kvStride)], kvStride, h * (nope + v),
-                        cache, width, count, _scale, scores, output);
-                }
-            }
-        }
+        HeadsJob.Run(c, w, q, n, pos0, cache, s, _scale, attn, absorbed: false);
     }
 }

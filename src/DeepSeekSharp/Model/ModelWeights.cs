@@ -3,19 +3,45 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
 
-// Weights in float32, named after the formula (DeepSeek's model.py names). Shapes: [out, in], y = x Wᵀ.
+// Weights named after the formula (DeepSeek's model.py names), each matrix in the format it was loaded as (see
+// Linear/WeightFormat.cs); norms and biases in float32. Shapes: [out, in], y = W x.
+
+/// <summary>The query projection: plain (V2-Lite, q_lora_rank null) or low-rank (V3/R1).</summary>
+public abstract class QProjection
+{
+    private QProjection() { }
+
+    /// <summary>q = W_q x.</summary>
+    /// <param name="Wq">[nHeads·qkHeadDim, dim]; q_proj</param>
+    public sealed class Plain(Matrix Wq) : QProjection
+    {
+        public Matrix Wq { get; } = Wq;
+    }
+
+    /// <summary>q = W_qB · q_norm(W_qA x).</summary>
+    /// <param name="WqA">[qLoraRank, dim]; q_a_proj</param>
+    /// <param name="QNorm">[qLoraRank]; q_a_layernorm</param>
+    /// <param name="WqB">[nHeads·qkHeadDim, qLoraRank]; q_b_proj</param>
+    public sealed class LowRank(Matrix WqA, float[] QNorm, Matrix WqB) : QProjection
+    {
+        public Matrix WqA { get; } = WqA;
+        public float[] QNorm { get; } = QNorm;
+        public Matrix WqB { get; } = WqB;
+    }
+
+    /// <summary>The projection's matrices.</summary>
+    public IEnumerable<Matrix> Matrices() => this switch
+    {
+        Plain p => [p.Wq],
+        LowRank l => [l.WqA, l.WqB],
+        _ => throw new InvalidOperationException(),
+    };
+}
 
 /// <summary>Multi-head Latent Attention weights of one block.</summary>
 public sealed class AttentionWeights
 {
-    /// <summary>[nHeads·qkHeadDim, dim]; q_proj (only when q_lora_rank is null).</summary>
-    public Matrix? Wq { get; init; }
-    /// <summary>[qLoraRank, dim]; q_a_proj.</summary>
-    public Matrix? WqA { get; init; }
-    /// <summary>[qLoraRank]; q_a_layernorm.</summary>
-    public float[]? QNorm { get; init; }
-    /// <summary>[nHeads·qkHeadDim, qLoraRank]; q_b_proj.</summary>
-    public Matrix? WqB { get; init; }
+    public required QProjection Q { get; init; }
     /// <summary>[kvLoraRank + qkRopeHeadDim, dim]; kv_a_proj_with_mqa (latent first, rotary key last).</summary>
     public required Matrix WkvA { get; init; }
     /// <summary>[kvLoraRank]; kv_a_layernorm.</summary>
@@ -29,8 +55,17 @@ public sealed class AttentionWeights
     public required Matrix WkT { get; init; }
 }
 
+/// <summary>The feed-forward half of a block: a dense MLP or DeepSeekMoE.</summary>
+public abstract class FeedForwardWeights
+{
+    private protected FeedForwardWeights() { }
+
+    /// <summary>Every matrix of the feed-forward half.</summary>
+    public abstract IEnumerable<Matrix> Matrices();
+}
+
 /// <summary>A SwiGLU MLP: down(silu(gate x) ⊙ up x).</summary>
-public sealed class MlpWeights
+public sealed class MlpWeights : FeedForwardWeights
 {
     /// <summary>[inter, dim]; gate_proj.</summary>
     public required Matrix Gate { get; init; }
@@ -39,10 +74,12 @@ public sealed class MlpWeights
     /// <summary>[dim, inter]; down_proj.</summary>
     public required Matrix Down { get; init; }
     public int InterDim => Gate.Rows;
+
+    public override IEnumerable<Matrix> Matrices() => [Gate, Up, Down];
 }
 
 /// <summary>DeepSeekMoE weights of one block.</summary>
-public sealed class MoeWeights
+public sealed class MoeWeights : FeedForwardWeights
 {
     /// <summary>[nRoutedExperts, dim]; mlp.gate.weight.</summary>
     public required Matrix Router { get; init; }
@@ -52,6 +89,9 @@ public sealed class MoeWeights
     public required MlpWeights[] Experts { get; init; }
     /// <summary>The shared experts fused into one MLP of width n_shared_experts · moe_intermediate_size.</summary>
     public MlpWeights? Shared { get; init; }
+
+    public override IEnumerable<Matrix> Matrices() =>
+        [Router, .. Experts.Concat(Shared is null ? [] : [Shared]).SelectMany(e => e.Matrices())];
 }
 
 /// <summary>One decoder block: attention and a dense MLP or an MoE.</summary>
@@ -62,8 +102,11 @@ public sealed class BlockWeights
     public required AttentionWeights Attn { get; init; }
     /// <summary>[dim]; post_attention_layernorm.</summary>
     public required float[] FfnNorm { get; init; }
-    public MlpWeights? Mlp { get; init; }
-    public MoeWeights? Moe { get; init; }
+    /// <summary>A dense MLP (layers before first_k_dense_replace) or an MoE.</summary>
+    public required FeedForwardWeights Ffn { get; init; }
+
+    /// <summary>Every matrix of the block.</summary>
+    public IEnumerable<Matrix> Matrices() => [.. Attn.Q.Matrices(), Attn.WkvA, Attn.WkvB, Attn.WkT, Attn.Wo, .. Ffn.Matrices()];
 }
 
 /// <summary>A multi-token-prediction module (weights at model.layers.{num_hidden_layers + k}).</summary>
@@ -101,27 +144,14 @@ public sealed class ModelWeights
     /// <summary>Every weight matrix (a tied head appears once).</summary>
     public IEnumerable<Matrix> AllMatrices()
     {
-        IEnumerable<Matrix> Block(BlockWeights b)
-        {
-            AttentionWeights a = b.Attn;
-            foreach (Matrix? m in new[] { a.Wq, a.WqA, a.WqB, a.WkvA, a.WkvB, a.WkT, a.Wo })
-                if (m is not null) yield return m;
-            if (b.Mlp is { } mlp) { yield return mlp.Gate; yield return mlp.Up; yield return mlp.Down; }
-            if (b.Moe is { } moe)
-            {
-                yield return moe.Router;
-                foreach (MlpWeights e in moe.Experts.Concat(moe.Shared is null ? [] : [moe.Shared]))
-                { yield return e.Gate; yield return e.Up; yield return e.Down; }
-            }
-        }
         var all = new List<Matrix> { Embed };
-        foreach (BlockWeights b in Blocks) all.AddRange(Block(b));
+        foreach (BlockWeights b in Blocks) all.AddRange(b.Matrices());
         if (!ReferenceEquals(Head, Embed)) all.Add(Head);
         foreach (MtpWeights m in Mtp)
         {
             all.Add(m.EhProj);
             if (!ReferenceEquals(m.Embed, Embed)) all.Add(m.Embed);
-            all.AddRange(Block(m.Block));
+            all.AddRange(m.Block.Matrices());
             if (!ReferenceEquals(m.Head, Head)) all.Add(m.Head);
         }
         return all;

@@ -21,9 +21,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
     public float[] QLatent = [];    // [nHeads, kvLoraRank] absorbed query per head
     public float[] LatentOut = [];  // [nHeads, kvLoraRank] attended latent per head
     public float[] Scores = [];     // [nHeads, capacity] attention probabilities per head
-    public float[] QPacked = [];    // [nHeads rounded up to 4, latent cache width] absorbed queries [q_latent | q_pe]
-    public float[] BlockOut = [];   // [position blocks, padded heads, kvLoraRank] absorbed attention per block
-    public float[] BlockMax = [], BlockSum = []; // [position blocks, padded heads] their softmax max and Σ exp
+    public Kernels.AbsorbedBlocks? Blocks; // blocked absorbed attention of all heads, where the CPU has it
     public float[] Latents = [];    // [span, kvLoraRank] contiguous latents (expanded path)
     private float[]? _kvExpanded;   // pinned; KvExpanded starts at its first 64-byte boundary
     private int _kvExpandedLength;
@@ -76,12 +74,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
         Scores = new float[c.NHeads * capacity];
         QLatent = new float[c.NHeads * c.KvLoraRank];
         LatentOut = new float[c.NHeads * c.KvLoraRank];
-        if (!Kernels.LatentAttention.HasBlockedAbsorbed(c.KvLoraRank, c.QkRopeHeadDim)) return; // heads one at a time: no block scratch
-        int padded = Kernels.LatentAttention.PaddedHeads(c.NHeads), blocks = (capacity + Kernels.LatentAttention.BlockPositions - 1) / Kernels.LatentAttention.BlockPositions;
-        QPacked = new float[padded * c.LatentCacheWidth]; // padding heads stay zero
-        BlockOut = new float[blocks * padded * c.KvLoraRank];
-        BlockMax = new float[blocks * padded];
-        BlockSum = new float[blocks * padded];
+        Blocks = Kernels.AbsorbedBlocks.For(c.NHeads, c.KvLoraRank, c.QkRopeHeadDim, capacity);
     }
 
     /// <summary>Buffers of the expanded path, sized on first use and grown geometrically up to the capacity

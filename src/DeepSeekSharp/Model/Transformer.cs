@@ -8,6 +8,8 @@ namespace DeepSeekSharp.Model;
 internal sealed class Transformer(ModelConfig c, ModelWeights w)
 {
     private readonly RotaryEmbedding _rope = new(c);
+    private readonly Mla[] _attention = [.. w.Blocks.Select(b => new Mla(c, b.Attn))];
+    private readonly Mla[] _mtpAttention = [.. w.Mtp.Select(m => new Mla(c, m.Block.Attn))];
 
     /// <param name="tokens">[n] token ids at positions cache.Length ..</param>
     /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
@@ -32,14 +34,16 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         for (int t = 0; t < n; t++) w.Embed.DequantizeRow(tokens[t], x.Slice(t * d, d));
         PrepareRope(slices, s);
         for (int l = 0; l < c.NLayers; l++)
-            Block(w.Blocks[l], l, x, n, slices, l, s, mode, observer);
+            Block(w.Blocks[l], _attention[l], l, x, n, slices, l, s, mode, observer);
         foreach (SequenceSlice slice in slices) slice.Cache.Commit(slice.Count);
 
-        Span<float> hidden = s.Hidden.AsSpan(0, n * d);
+        Span<float> hidden = s.Hidden.AsSpan(0, n * d); // [n, dim]
         RmsNorm.Forward(x, w.Norm, hidden, (float)c.RmsNormEps);
+        observer?.OnTensor(TensorName.ResultNorm, -1, hidden, n, d);
         if (allPositions)
         {
             w.Head.Forward(hidden, logits, n);
+            observer?.OnTensor(TensorName.ResultOutput, -1, logits[..(n * c.VocabSize)], n, c.VocabSize);
             return;
         }
         // Gather each slice's last row so lm_head is read once for all sequences.
@@ -72,7 +76,7 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         m.EhProj.Forward(cat, x, n);
         Span<SequenceSlice> one = [new SequenceSlice(cache, 0, n)];
         PrepareRope(one, s);
-        Block(m.Block, c.NLayers + k, x, n, one, k, s, mode, observer: null);
+        Block(m.Block, _mtpAttention[k], c.NLayers + k, x, n, one, k, s, mode, observer: null);
         cache.Commit(n);
         Span<float> normed = s.Xb.AsSpan(0, n * d);
         RmsNorm.Forward(x, m.HeadNorm, normed, eps);
@@ -93,19 +97,29 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     }
 
     /// <summary>x += attn(attn_norm(x)); x += ffn(ffn_norm(x)).</summary>
+    /// <param name="x">[n, dim] the residual stream</param>
     /// <param name="cacheLayer">which layer of each slice's cache this block reads and writes</param>
-    private void Block(BlockWeights b, int layer, Span<float> x, int n, ReadOnlySpan<SequenceSlice> slices, int cacheLayer, RunState s,
-        AttentionMode mode, IActivationObserver? observer)
+    private void Block(BlockWeights b, Mla attention, int layer, Span<float> x, int n, ReadOnlySpan<SequenceSlice> slices, int cacheLayer,
+        RunState s, AttentionMode mode, IActivationObserver? observer)
     {
         int d = c.Dim;
         float eps = (float)c.RmsNormEps;
-        Span<float> xb = s.Xb.AsSpan(0, n * d), o = s.Out.AsSpan(0, n * d);
+        Span<float> xb = s.Xb.AsSpan(0, n * d), o = s.Out.AsSpan(0, n * d); // [n, dim] each
         RmsNorm.Forward(x, b.AttnNorm, xb, eps);
-        Mla.Forward(c, b.Attn, xb, n, slices, cacheLayer, s, mode, o);
+        observer?.OnTensor(TensorName.AttnNorm, layer, xb, n, d);
+        attention.Forward(xb, n, slices, cacheLayer, s, mode, observer, layer, o);
+        observer?.OnTensor(TensorName.AttnOut, layer, o, n, d);
         TensorPrimitives.Add(x, o, x);
+        observer?.OnTensor(TensorName.FfnInp, layer, x, n, d);
         RmsNorm.Forward(x, b.FfnNorm, xb, eps);
-        if (b.Moe is { } moe) FeedForward.Moe(c, moe, xb, n, layer, s, observer, o);
-        else FeedForward.Mlp(c, b.Mlp!, xb, n, s, o);
+        observer?.OnTensor(TensorName.FfnNorm, layer, xb, n, d);
+        switch (b.Ffn)
+        {
+            case MoeWeights moe: FeedForward.Moe(c, moe, xb, n, layer, s, observer, o); break;
+            case MlpWeights mlp: FeedForward.Mlp(c, mlp, xb, n, s, o); break;
+        }
+        observer?.OnTensor(TensorName.FfnOut, layer, o, n, d);
         TensorPrimitives.Add(x, o, x);
+        observer?.OnTensor(TensorName.LOut, layer, x, n, d);
     }
 }

@@ -47,8 +47,7 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
         AttnNorm = r.ReadVector(N.Layer(l, N.AttnNorm), c.Dim, $"hidden_size {c.Dim}"),
         Attn = Attention(l),
         FfnNorm = r.ReadVector(N.Layer(l, N.FfnNorm), c.Dim, $"hidden_size {c.Dim}"),
-        Mlp = moe ? null : Mlp(l, N.DenseMlp, c.InterDim, $"intermediate_size {c.InterDim}"),
-        Moe = moe ? Moe(l) : null,
+        Ffn = moe ? Moe(l) : Mlp(l, N.DenseMlp, c.InterDim, $"intermediate_size {c.InterDim}"),
     };
 
     private AttentionWeights Attention(int l)
@@ -59,10 +58,12 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
         string qWhy = $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + qk_rope_head_dim {c.QkRopeHeadDim})";
         return new AttentionWeights
         {
-            Wq = c.HasQLora ? null : Mat(N.Layer(l, N.Wq), qOut, c.Dim, qWhy + $" x hidden_size {c.Dim}"),
-            WqA = c.HasQLora ? Mat(N.Layer(l, N.WqA), c.QLoraRank, c.Dim, $"q_lora_rank {c.QLoraRank} x hidden_size {c.Dim}") : null,
-            QNorm = c.HasQLora ? r.ReadVector(N.Layer(l, N.QNorm), c.QLoraRank, $"q_lora_rank {c.QLoraRank}") : null,
-            WqB = c.HasQLora ? Mat(N.Layer(l, N.WqB), qOut, c.QLoraRank, qWhy + $" x q_lora_rank {c.QLoraRank}") : null,
+            Q = c.HasQLora
+                ? new QProjection.LowRank(
+                    Mat(N.Layer(l, N.WqA), c.QLoraRank, c.Dim, $"q_lora_rank {c.QLoraRank} x hidden_size {c.Dim}"),
+                    r.ReadVector(N.Layer(l, N.QNorm), c.QLoraRank, $"q_lora_rank {c.QLoraRank}"),
+                    Mat(N.Layer(l, N.WqB), qOut, c.QLoraRank, qWhy + $" x q_lora_rank {c.QLoraRank}"))
+                : new QProjection.Plain(Mat(N.Layer(l, N.Wq), qOut, c.Dim, qWhy + $" x hidden_size {c.Dim}")),
             WkvA = Mat(N.Layer(l, N.WkvA), c.LatentCacheWidth, c.Dim,
                 $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
             KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),

@@ -173,7 +173,7 @@ public class GgufModelTests(ITestOutputHelper output)
         var fromHf = new float[c.Dim];
         int expert = c.NRoutedExperts - 1, row = 3;
         up.Type.Traits().Dequantize(f.Bytes(up, ((long)expert * c.MoeInterDim + row) * rowBytes, (int)rowBytes), fromGguf);
-        hf.Weights.Blocks[l].Moe!.Experts[expert].Up.DequantizeRow(row, fromHf);
+        ((MoeWeights)hf.Weights.Blocks[l].Ffn).Experts[expert].Up.DequantizeRow(row, fromHf);
         for (int i = 0; i < c.Dim; i++) Assert.Equal(fromHf[i], fromGguf[i], Math.Abs(fromHf[i]) / 100 + 1e-3);
     }
 

@@ -1,0 +1,59 @@
+namespace DeepSeekSharp.Kernels;
+
+/// <summary>Blocked absorbed attention of one decoded token for all heads of a layer: the heads' packed queries,
+/// and per block of <see cref="LatentAttention.BlockPositions"/> cached positions each head's max score, Σ exp and
+/// unnormalised output (<see cref="LatentAttention.AbsorbedBlock"/>), merged per head in block order
+/// (<see cref="LatentAttention.AbsorbedMerge"/>). The head padding and block size are this kernel's business; callers
+/// see heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
+public sealed class AbsorbedBlocks
+{
+    private readonly int _heads, _padded, _rank, _width;
+    private readonly float[] _queries; // [padded heads, rank + rope] head h's [q_latent | q_pe]; padding heads stay zero
+    private readonly float[] _out;     // [blocks, padded heads, rank] unnormalised Σ exp(score − max) · c_kv per block
+    private readonly float[] _max;     // [blocks, padded heads] the block's max score per head
+    private readonly float[] _sum;     // [blocks, padded heads] Σ exp(score − max)
+    private readonly float[] _latent;  // [heads, rank] each head's merged Σ p c_kv
+
+    private AbsorbedBlocks(int heads, int rank, int rope, int capacity)
+    {
+        (_heads, _padded, _rank, _width) = (heads, LatentAttention.PaddedHeads(heads), rank, rank + rope);
+        int blocks = Blocks(capacity);
+        _queries = new float[_padded * _width];
+        _out = new float[blocks * _padded * rank];
+        _max = new float[blocks * _padded];
+        _sum = new float[blocks * _padded];
+        _latent = new float[heads * rank];
+    }
+
+    /// <summary>The blocked path for these widths where this CPU has it (AVX-512, rank a multiple of 32, rope of 16);
+    /// null where heads attend one at a time (<see cref="LatentAttention.Absorbed"/>).</summary>
+    public static AbsorbedBlocks? For(int heads, int rank, int rope, int capacity) =>
+        LatentAttention.HasBlockedAbsorbed(rank, rope) ? new AbsorbedBlocks(heads, rank, rope, capacity) : null;
+
+    /// <summary>Chunks of heads the fold and merge steps split into (four heads a chunk).</summary>
+    public int HeadGroups => _padded / 4;
+
+    /// <summary>Blocks covering <paramref name="count"/> positions.</summary>
+    public static int Blocks(int count) => (count + LatentAttention.BlockPositions - 1) / LatentAttention.BlockPositions;
+
+    /// <summary>Head h's packed query [q_latent (rank) | q_pe (rope)], to be written by the fold step.</summary>
+    public Span<float> Query(int h) => _queries.AsSpan(h * _width, _width);
+
+    /// <summary>Attention of every head over block <paramref name="block"/> of <paramref name="cache"/>'s first
+    /// <paramref name="count"/> rows ([count, rank + rope]).</summary>
+    public void Attend(int block, ReadOnlySpan<float> cache, int count, float scale)
+    {
+        int s0 = block * LatentAttention.BlockPositions, n = Math.Min(LatentAttention.BlockPositions, count - s0);
+        LatentAttention.AbsorbedBlock(_padded / 4, _queries, cache.Slice(s0 * _width, n * _width), n, _rank, _width - _rank, scale,
+            _out.AsSpan(block * _padded * _rank, _padded * _rank), _max.AsSpan(block * _padded, _padded), _sum.AsSpan(block * _padded, _padded));
+    }
+
+    /// <summary>Head h's attended latent Σ p_s c_kv[s] ([rank]) from the first <paramref name="blocks"/> blocks.</summary>
+    public ReadOnlySpan<float> Merge(int blocks, int h)
+    {
+        if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
+        Span<float> latent = _latent.AsSpan(h * _rank, _rank);
+        LatentAttention.AbsorbedMerge(blocks, _padded, h, _out, _max, _sum, latent);
+        return latent;
+    }
+}
