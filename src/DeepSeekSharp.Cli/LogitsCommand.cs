@@ -4,8 +4,9 @@ using DeepSeekSharp.Model;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss logits --model DIR --tokens 1,2,3 [--decode-from N] [--attention expanded|absorbed] [--mtp]</c>:
-/// JSON <c>{"logits": [[...], ...]}</c>, one row per input position.</summary>
+/// <summary><c>dss logits --model DIR --tokens 1,2,3 [--decode-from N] [--attention expanded|absorbed] [--mtp] [--dump DIR]</c>:
+/// JSON <c>{"logits": [[...], ...]}</c>, one row per input position; <c>--dump</c> also writes every named
+/// intermediate of every layer as <c>.npy</c> files (<see cref="TensorRecorder"/>).</summary>
 internal static class LogitsCommand
 {
     public static Command Create(TextWriter stdout)
@@ -16,7 +17,8 @@ internal static class LogitsCommand
         var attention = new Option<string>("--attention") { Description = "force the MLA path everywhere: expanded or absorbed (default: expanded for prefill, absorbed for decode)" };
         attention.AcceptOnlyFromAmong("expanded", "absorbed", "auto");
         var mtp = new Option<bool>("--mtp") { Description = "also print mtp_logits: for each position i but the last, the MTP module's logits for token i+2" };
-        var cmd = new Command("logits", "Print the logits of every input position as JSON") { model, tokens, decodeFrom, attention, mtp };
+        var dump = new Option<string?>("--dump") { Description = "also write every named intermediate (attn_norm, q, kv_cmpr, ..., l_out per layer; result_norm, result_output) to this folder as .npy files with an index.json of shapes" };
+        var cmd = new Command("logits", "Print the logits of every input position as JSON") { model, tokens, decodeFrom, attention, mtp, dump };
         cmd.SetAction(r =>
         {
             int[] ids = ParseTokens(r.GetValue(tokens)!);
@@ -26,7 +28,8 @@ internal static class LogitsCommand
                 "absorbed" => AttentionMode.Absorbed,
                 _ => AttentionMode.Auto,
             };
-            Run(DeepSeekModel.Load(r.GetValue(model)!), ids, r.GetValue(decodeFrom), mode, r.GetValue(mtp), stdout);
+            using DeepSeekModel m = DeepSeekModel.Load(r.GetValue(model)!);
+            Run(m, ids, r.GetValue(decodeFrom), mode, r.GetValue(mtp), r.GetValue(dump), stdout);
             return 0;
         });
         return cmd;
@@ -42,7 +45,7 @@ internal static class LogitsCommand
         return ids;
     }
 
-    private static void Run(DeepSeekModel model, int[] ids, int? decodeFrom, AttentionMode mode, bool withMtp, TextWriter stdout)
+    private static void Run(DeepSeekModel model, int[] ids, int? decodeFrom, AttentionMode mode, bool withMtp, string? dump, TextWriter stdout)
     {
         ModelConfig c = model.Config;
         int prefill = decodeFrom ?? ids.Length;
@@ -52,6 +55,8 @@ internal static class LogitsCommand
             throw new InvalidOperationException($"--mtp: model '{model.Path}' has no multi-token-prediction weights");
         using InferenceSession s = model.CreateSession(Math.Min(c.MaxPositionEmbeddings, Math.Max(ids.Length, 1)));
         s.Attention = mode;
+        TensorRecorder? recorder = dump is null ? null : new TensorRecorder();
+        s.Observer = recorder;
         int vocab = c.VocabSize, d = c.Dim;
         var logits = new float[ids.Length * vocab];
         var hidden = new float[ids.Length * d];
@@ -62,6 +67,7 @@ internal static class LogitsCommand
             s.Forward(ids.AsSpan(p, 1), logits.AsSpan(p * vocab, vocab));
             s.LastHidden.CopyTo(hidden.AsSpan(p * d, d));
         }
+        recorder?.Save(dump!);
         float[]? mtpLogits = null;
         if (withMtp && ids.Length > 1)
         {
