@@ -3,6 +3,7 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Inference;
 
+[Collection(AllocationSensitive.Name)]
 public class SamplerTests
 {
     // ln of probabilities 0.5, 0.3, 0.15, 0.05: softmax gives them back exactly.
