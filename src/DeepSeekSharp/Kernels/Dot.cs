@@ -24,44 +24,28 @@ public static class Dot
         return s;
     }
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    internal static float V512(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
-    {
-        ref float ra = ref MemoryMarshal.GetReference(a);
-        ref float rb = ref MemoryMarshal.GetReference(b);
-        int n = a.Length, i = 0;
-        Vector512<float> s0 = Vector512<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
-        for (; i + 64 <= n; i += 64)
-        {
-            s0 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref ra, (nuint)i), Vector512.LoadUnsafe(ref rb, (nuint)i), s0);
-            s1 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref ra, (nuint)(i + 16)), Vector512.LoadUnsafe(ref rb, (nuint)(i + 16)), s1);
-            s2 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref ra, (nuint)(i + 32)), Vector512.LoadUnsafe(ref rb, (nuint)(i + 32)), s2);
-            s3 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref ra, (nuint)(i + 48)), Vector512.LoadUnsafe(ref rb, (nuint)(i + 48)), s3);
-        }
-        for (; i + 16 <= n; i += 16)
-            s0 = Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref ra, (nuint)i), Vector512.LoadUnsafe(ref rb, (nuint)i), s0);
-        float sum = Vector512.Sum((s0 + s1) + (s2 + s3));
-        for (; i < n; i++) sum += Unsafe.Add(ref ra, i) * Unsafe.Add(ref rb, i);
-        return sum;
-    }
+    internal static float V512(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => Vector<Simd512, Vector512<float>>(a, b);
 
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
-    internal static float V256(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    internal static float V256(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => Vector<Simd256, Vector256<float>>(a, b);
+
+    /// <summary>Four accumulators over blocks of four vectors, then one over whole vectors, summed as
+    /// (s0 + s1) + (s2 + s3) and reduced, then the scalar tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Vector<TS, TV>(ReadOnlySpan<float> a, ReadOnlySpan<float> b) where TS : ISimd<TV> where TV : struct
     {
         ref float ra = ref MemoryMarshal.GetReference(a);
         ref float rb = ref MemoryMarshal.GetReference(b);
-        int n = a.Length, i = 0;
-        Vector256<float> s0 = Vector256<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
-        for (; i + 32 <= n; i += 32)
+        int n = a.Length, i = 0, w = TS.Count;
+        TV s0 = TS.Zero, s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 4 * w <= n; i += 4 * w)
         {
-            s0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ra, (nuint)i), Vector256.LoadUnsafe(ref rb, (nuint)i), s0);
-            s1 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ra, (nuint)(i + 8)), Vector256.LoadUnsafe(ref rb, (nuint)(i + 8)), s1);
-            s2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ra, (nuint)(i + 16)), Vector256.LoadUnsafe(ref rb, (nuint)(i + 16)), s2);
-            s3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ra, (nuint)(i + 24)), Vector256.LoadUnsafe(ref rb, (nuint)(i + 24)), s3);
+            s0 = TS.Fma(TS.Load(ref ra, (nuint)i), TS.Load(ref rb, (nuint)i), s0);
+            s1 = TS.Fma(TS.Load(ref ra, (nuint)(i + w)), TS.Load(ref rb, (nuint)(i + w)), s1);
+            s2 = TS.Fma(TS.Load(ref ra, (nuint)(i + 2 * w)), TS.Load(ref rb, (nuint)(i + 2 * w)), s2);
+            s3 = TS.Fma(TS.Load(ref ra, (nuint)(i + 3 * w)), TS.Load(ref rb, (nuint)(i + 3 * w)), s3);
         }
-        for (; i + 8 <= n; i += 8)
-            s0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref ra, (nuint)i), Vector256.LoadUnsafe(ref rb, (nuint)i), s0);
-        float sum = Vector256.Sum((s0 + s1) + (s2 + s3));
+        for (; i + w <= n; i += w) s0 = TS.Fma(TS.Load(ref ra, (nuint)i), TS.Load(ref rb, (nuint)i), s0);
+        float sum = TS.Sum(TS.Add(TS.Add(s0, s1), TS.Add(s2, s3)));
         for (; i < n; i++) sum += Unsafe.Add(ref ra, i) * Unsafe.Add(ref rb, i);
         return sum;
     }

@@ -31,34 +31,21 @@ public static class FastExp
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Exp(Vector512<float> x)
-    {
-        Vector512<float> c = Vector512.Min(Vector512.Max(x, Vector512.Create(Lo)), Vector512.Create(Hi));
-        Vector512<float> n = Vector512.Round(c * Log2E);
-        Vector512<float> r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Lo), Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Hi), c));
-        Vector512<float> p = Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(
-            Vector512.FusedMultiplyAdd(Vector512.Create(P0), r, Vector512.Create(P1)), r, Vector512.Create(P2)), r, Vector512.Create(P3)),
-            r, Vector512.Create(P4)), r, Vector512.Create(P5));
-        Vector512<float> y = Vector512.FusedMultiplyAdd(p, r * r, r) + Vector512<float>.One;
-        Vector512<int> ni = Vector512.ConvertToInt32(n), n1 = Vector512.ShiftRightArithmetic(ni, 1);
-        Vector512<float> result = y * Vector512.ShiftLeft(n1 + Vector512.Create(127), 23).AsSingle()
-                                    * Vector512.ShiftLeft(ni - n1 + Vector512.Create(127), 23).AsSingle();
-        return Vector512.ConditionalSelect(Vector512.Equals(x, x), result, x); // NaN stays NaN
-    }
+    public static Vector512<float> Exp(Vector512<float> x) => Exp<Simd512, Vector512<float>>(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Exp(Vector256<float> x)
+    public static Vector256<float> Exp(Vector256<float> x) => Exp<Simd256, Vector256<float>>(x);
+
+    /// <summary><see cref="Exp(float)"/> in every lane: the same operations in the same order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static TV Exp<TS, TV>(TV x) where TS : ISimd<TV> where TV : struct
     {
-        Vector256<float> c = Vector256.Min(Vector256.Max(x, Vector256.Create(Lo)), Vector256.Create(Hi));
-        Vector256<float> n = Vector256.Round(c * Log2E);
-        Vector256<float> r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2Lo), Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2Hi), c));
-        Vector256<float> p = Vector256.FusedMultiplyAdd(Vector256.FusedMultiplyAdd(Vector256.FusedMultiplyAdd(Vector256.FusedMultiplyAdd(
-            Vector256.FusedMultiplyAdd(Vector256.Create(P0), r, Vector256.Create(P1)), r, Vector256.Create(P2)), r, Vector256.Create(P3)),
-            r, Vector256.Create(P4)), r, Vector256.Create(P5));
-        Vector256<float> y = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256<float>.One;
-        Vector256<int> ni = Vector256.ConvertToInt32(n), n1 = Vector256.ShiftRightArithmetic(ni, 1);
-        Vector256<float> result = y * Vector256.ShiftLeft(n1 + Vector256.Create(127), 23).AsSingle()
-                                    * Vector256.ShiftLeft(ni - n1 + Vector256.Create(127), 23).AsSingle();
-        return Vector256.ConditionalSelect(Vector256.Equals(x, x), result, x);
+        TV c = TS.Min(TS.Max(x, TS.Broadcast(Lo)), TS.Broadcast(Hi));
+        TV n = TS.Round(TS.Multiply(c, TS.Broadcast(Log2E)));
+        TV r = TS.Fma(n, TS.Broadcast(-Ln2Lo), TS.Fma(n, TS.Broadcast(-Ln2Hi), c));
+        TV p = TS.Fma(TS.Fma(TS.Fma(TS.Fma(TS.Fma(TS.Broadcast(P0), r, TS.Broadcast(P1)), r, TS.Broadcast(P2)), r, TS.Broadcast(P3)),
+            r, TS.Broadcast(P4)), r, TS.Broadcast(P5));
+        TV y = TS.Add(TS.Fma(p, TS.Multiply(r, r), r), TS.One);
+        return TS.KeepNaN(x, TS.ScaleByPowerOfTwo(y, n)); // NaN stays NaN
     }
 }

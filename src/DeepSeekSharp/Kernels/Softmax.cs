@@ -29,28 +29,8 @@ public static class Softmax
         ref float r = ref MemoryMarshal.GetReference(x);
         int n = x.Length, i = 0;
         float sum = 0;
-        if (Vector512.IsHardwareAccelerated && n >= 16)
-        {
-            Vector512<float> m = Vector512.Create(max), acc = Vector512<float>.Zero;
-            for (; i + 16 <= n; i += 16)
-            {
-                Vector512<float> e = FastExp.Exp(Vector512.LoadUnsafe(ref r, (nuint)i) - m);
-                e.StoreUnsafe(ref r, (nuint)i);
-                acc += e;
-            }
-            for (int l = 0; l < 16; l++) sum += acc.GetElement(l);
-        }
-        else if (Vector256.IsHardwareAccelerated && n >= 8)
-        {
-            Vector256<float> m = Vector256.Create(max), acc = Vector256<float>.Zero;
-            for (; i + 8 <= n; i += 8)
-            {
-                Vector256<float> e = FastExp.Exp(Vector256.LoadUnsafe(ref r, (nuint)i) - m);
-                e.StoreUnsafe(ref r, (nuint)i);
-                acc += e;
-            }
-            for (int l = 0; l < 8; l++) sum += acc.GetElement(l);
-        }
+        if (Vector512.IsHardwareAccelerated && n >= 16) i = ExpBody<Simd512, Vector512<float>>(ref r, n, max, ref sum);
+        else if (Vector256.IsHardwareAccelerated && n >= 8) i = ExpBody<Simd256, Vector256<float>>(ref r, n, max, ref sum);
         for (; i < n; i++)
         {
             float e = FastExp.Exp(Unsafe.Add(ref r, i) - max);
@@ -58,5 +38,22 @@ public static class Softmax
             sum += e;
         }
         return sum;
+    }
+
+    /// <summary>The whole vectors of <see cref="ExpInPlace"/>: lane partial sums, then the lanes added in order to
+    /// <paramref name="sum"/>. Returns the index of the first element left for the tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int ExpBody<TS, TV>(ref float r, int n, float max, ref float sum) where TS : ISimd<TV> where TV : struct
+    {
+        TV m = TS.Broadcast(max), acc = TS.Zero;
+        int i = 0;
+        for (; i + TS.Count <= n; i += TS.Count)
+        {
+            TV e = FastExp.Exp<TS, TV>(TS.Subtract(TS.Load(ref r, (nuint)i), m));
+            TS.Store(e, ref r, (nuint)i);
+            acc = TS.Add(acc, e);
+        }
+        for (int l = 0; l < TS.Count; l++) sum += TS.Lane(acc, l);
+        return i;
     }
 }

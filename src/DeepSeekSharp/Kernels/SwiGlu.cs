@@ -15,22 +15,25 @@ public static class SwiGlu
         if (h.Length < gate.Length) ThrowHelper.TooShort(nameof(h), gate.Length, h.Length);
         ref float g = ref MemoryMarshal.GetReference(gate), u = ref MemoryMarshal.GetReference(up), o = ref MemoryMarshal.GetReference(h);
         int n = gate.Length, i = 0;
-        if (Vector512.IsHardwareAccelerated)
-            for (; i + 16 <= n; i += 16)
-            {
-                Vector512<float> v = Vector512.LoadUnsafe(ref g, (nuint)i);
-                (v / (Vector512<float>.One + FastExp.Exp(-v)) * Vector512.LoadUnsafe(ref u, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
-            }
-        else if (Vector256.IsHardwareAccelerated)
-            for (; i + 8 <= n; i += 8)
-            {
-                Vector256<float> v = Vector256.LoadUnsafe(ref g, (nuint)i);
-                (v / (Vector256<float>.One + FastExp.Exp(-v)) * Vector256.LoadUnsafe(ref u, (nuint)i)).StoreUnsafe(ref o, (nuint)i);
-            }
+        if (Vector512.IsHardwareAccelerated) i = Body<Simd512, Vector512<float>>(ref g, ref u, ref o, n);
+        else if (Vector256.IsHardwareAccelerated) i = Body<Simd256, Vector256<float>>(ref g, ref u, ref o, n);
         for (; i < n; i++)
         {
             float v = Unsafe.Add(ref g, i);
             Unsafe.Add(ref o, i) = v / (1f + FastExp.Exp(-v)) * Unsafe.Add(ref u, i);
         }
+    }
+
+    /// <summary>The whole vectors; returns the index of the first element left for the tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Body<TS, TV>(ref float g, ref float u, ref float o, int n) where TS : ISimd<TV> where TV : struct
+    {
+        int i = 0;
+        for (; i + TS.Count <= n; i += TS.Count)
+        {
+            TV v = TS.Load(ref g, (nuint)i);
+            TS.Store(TS.Multiply(TS.Divide(v, TS.Add(TS.One, FastExp.Exp<TS, TV>(TS.Negate(v)))), TS.Load(ref u, (nuint)i)), ref o, (nuint)i);
+        }
+        return i;
     }
 }
