@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.CommandLine;
 using DeepSeekSharp.Model;
 using DeepSeekSharp.Tensors;
@@ -22,7 +23,7 @@ internal static class CreateRandomCommand
         cmd.SetAction(r =>
         {
             ModelConfig config = RandomCheckpoint.Preset(r.GetValue(preset)!, r.GetValue(layers));
-            DType type = r.GetValue(dtype) switch { "f32" => DType.F32, "f16" => DType.F16, _ => DType.BF16 };
+            WeightFormat type = r.GetValue(dtype) switch { "f32" => WeightFormat.F32, "f16" => WeightFormat.F16, _ => WeightFormat.BF16 };
             string dir = r.GetValue(output)!;
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
             console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())

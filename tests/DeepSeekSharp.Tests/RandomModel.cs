@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Model;
 using DeepSeekSharp.Tensors;
 
@@ -10,7 +11,7 @@ public static class RandomModel
     private static readonly Lazy<string> Dir = new(() =>
     {
         string dir = Path.Combine(Path.GetTempPath(), "dss-random-v3-tiny-" + Guid.NewGuid().ToString("N"));
-        RandomCheckpoint.Create(RandomCheckpoint.Preset("v3-tiny"), dir, DType.BF16, seed: 11,
+        RandomCheckpoint.Create(RandomCheckpoint.Preset("v3-tiny"), dir, WeightFormat.BF16, seed: 11,
             tokenizerDir: Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3"));
         AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
         return dir;
@@ -33,7 +34,7 @@ public static class RandomModel
                 VocabSize = 1000, Dim = 256, InterDim = 512, NLayers = 2, NDenseLayers = 2, NHeads = 4,
                 KvLoraRank = 256, QkNopeHeadDim = 64, QkRopeHeadDim = 32, VHeadDim = 64,
             };
-            RandomCheckpoint.Create(c, dir, DType.F32, seed: seed);
+            RandomCheckpoint.Create(c, dir, WeightFormat.F32, seed: seed);
             string d = dir;
             AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(d, true); } catch (IOException) { } };
             return DenseDirs[seed] = dir;

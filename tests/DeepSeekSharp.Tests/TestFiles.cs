@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Text;
 using System.Text.Json;
 using DeepSeekSharp.Formats.SafeTensors;
@@ -57,11 +58,7 @@ public static class SafeTensorsWriter
     {
         using SafeTensorsFile f = SafeTensorsFile.Open(path);
         return f.Tensors.Values.OrderBy(t => t.Begin)
-            .Select(t => new Entry(t.Name, t.DType switch
-            {
-                DeepSeekSharp.Tensors.DType.F8E4M3 => "F8_E4M3",
-                _ => t.DType.ToString(),
-            }, t.Shape, f.GetBytes(t).ToArray())).ToList();
+            .Select(t => new Entry(t.Name, t.Format.SafeTensorsName(), t.Shape, f.GetBytes(t).ToArray())).ToList();
     }
 
     public static byte[] F32(params float[] values) => values.SelectMany(BitConverter.GetBytes).ToArray();

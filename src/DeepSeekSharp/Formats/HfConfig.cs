@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Text.Json;
 using DeepSeekSharp.Model;
 
@@ -180,7 +181,7 @@ public static class HfConfig
     public static string ScoreFuncName(ScoreFunc f) => f == ScoreFunc.Sigmoid ? "sigmoid" : "softmax";
 
     /// <summary>The config.json of a config, with the fields and spellings of the released DeepSeek configs.</summary>
-    public static Dictionary<string, object?> ToJsonObject(ModelConfig c, Tensors.DType storage)
+    public static Dictionary<string, object?> ToJsonObject(ModelConfig c, WeightFormat storage)
     {
         bool v3 = c.ModelType == "deepseek_v3";
         var o = new Dictionary<string, object?>
@@ -223,7 +224,7 @@ public static class HfConfig
             ["tie_word_embeddings"] = c.TieWordEmbeddings,
             ["topk_group"] = c.NLimitedGroups,
             ["topk_method"] = TopkMethodName(c.TopkMethod),
-            ["torch_dtype"] = storage switch { Tensors.DType.BF16 => "bfloat16", Tensors.DType.F16 => "float16", _ => "float32" },
+            ["torch_dtype"] = storage switch { WeightFormat.BF16 => "bfloat16", WeightFormat.F16 => "float16", _ => "float32" },
             ["use_cache"] = true,
             ["v_head_dim"] = c.VHeadDim,
             ["vocab_size"] = c.VocabSize,

@@ -153,6 +153,25 @@ public static unsafe class WeightFormats
     public static GgmlType ToGgml(this WeightFormat f) =>
         f.Traits().Ggml ?? throw new ArgumentOutOfRangeException(nameof(f), f, $"{f} has no GGUF type");
 
+    /// <summary>Bytes per element of a format stored element by element (F32, F16, BF16, FP8).</summary>
+    public static int ElementBytes(this WeightFormat f) =>
+        f.Traits() is { BlockSize: 1 } t ? t.BlockBytes : throw new ArgumentOutOfRangeException(nameof(f), f, $"{f} is stored in blocks of {f.Traits().BlockSize}");
+
+    /// <summary>The format a safetensors dtype name stores (F32, F16, BF16, F8_E4M3); null for names we do not read.</summary>
+    public static WeightFormat? FromSafeTensorsName(string name)
+    {
+        foreach (FormatTraits f in Table)
+            if (f.SafeTensors == name) return f.Format;
+        return null;
+    }
+
+    /// <summary>The safetensors dtype name of an element format.</summary>
+    public static string SafeTensorsName(this WeightFormat f) =>
+        f.Traits().SafeTensors ?? throw new ArgumentOutOfRangeException(nameof(f), f, $"{f} has no safetensors dtype");
+
+    /// <summary>The safetensors dtypes we read, for error messages.</summary>
+    public static string SupportedSafeTensorsNames => string.Join(", ", Table.Where(f => f.SafeTensors is not null).Select(f => f.SafeTensors));
+
     /// <summary>Formats weights can be converted into at load (<c>--quantize</c>): those with a quantiser and a fused
     /// kernel or a float layout.</summary>
     public static readonly WeightFormat[] LoadTargets = [WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K, WeightFormat.BF16, WeightFormat.F32];

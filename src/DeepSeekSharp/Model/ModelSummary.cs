@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Formats.SafeTensors;
 
 namespace DeepSeekSharp.Model;
@@ -103,7 +104,7 @@ public sealed record ModelSummary
         var dtypes = new SortedDictionary<string, int>(StringComparer.Ordinal);
         foreach (string name in ckpt.TensorNames)
         {
-            string key = ckpt.TryGet(name)!.Value.Info.DType.ToString();
+            string key = ckpt.TryGet(name)!.Value.Info.Format.SafeTensorsName();
             dtypes[key] = dtypes.GetValueOrDefault(key) + 1;
         }
         return FromConfig(c, dtypes);

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Buffers.Binary;
 using System.Text.Json;
 using DeepSeekSharp.Formats;
@@ -64,15 +65,15 @@ public static class RandomCheckpoint
     /// <summary>Writes config.json, sharded safetensors with an index, and the tokenizer files of
     /// <paramref name="tokenizerDir"/> (when given) into <paramref name="outDir"/>.</summary>
     /// <param name="progress">bytes written so far and in all</param>
-    public static void Create(ModelConfig config, string outDir, DType dtype, ulong seed, string? tokenizerDir = null,
+    public static void Create(ModelConfig config, string outDir, WeightFormat dtype, ulong seed, string? tokenizerDir = null,
         IProgress<(long Done, long Total)>? progress = null, long maxShardBytes = 2L << 30)
     {
-        if (dtype is not (DType.BF16 or DType.F32 or DType.F16))
+        if (dtype is not (WeightFormat.BF16 or WeightFormat.F32 or WeightFormat.F16))
             throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "--dtype must be bf16, f16 or f32");
         Directory.CreateDirectory(outDir);
         var entries = TensorManifest.For(config).ToList();
-        DType TypeOf(TensorManifest.Entry e) => e.Role == TensorRole.RouterBias ? DType.F32 : dtype;
-        long Bytes(TensorManifest.Entry e) => e.Shape.Aggregate(1L, (a, b) => a * b) * TypeOf(e).SizeOf();
+        WeightFormat TypeOf(TensorManifest.Entry e) => e.Role == TensorRole.RouterBias ? WeightFormat.F32 : dtype;
+        long Bytes(TensorManifest.Entry e) => e.Shape.Aggregate(1L, (a, b) => a * b) * TypeOf(e).ElementBytes();
 
         // Cut into shards of at most maxShardBytes, at tensor boundaries.
         var shards = new List<List<TensorManifest.Entry>> { new() };
@@ -105,7 +106,7 @@ public static class RandomCheckpoint
                 File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(outDir, f), overwrite: true);
     }
 
-    private static void WriteRandom(SafeTensorsWriter writer, TensorManifest.Entry e, DType type, ModelConfig c, ulong seed,
+    private static void WriteRandom(SafeTensorsWriter writer, TensorManifest.Entry e, WeightFormat type, ModelConfig c, ulong seed,
         ref long done, long total, IProgress<(long, long)>? progress)
     {
         long cols = e.Shape[^1], rows = e.Shape.Aggregate(1L, (a, b) => a * b) / Math.Max(cols, 1);
@@ -119,7 +120,7 @@ public static class RandomCheckpoint
         double a = std * Math.Sqrt(3);
         var rng = new Rng(seed ^ (ulong)StableHash(e.Name));
         var values = new float[cols];
-        var bytes = new byte[cols * type.SizeOf()];
+        var bytes = new byte[cols * type.ElementBytes()];
         for (long r = 0; r < rows; r++)
         {
             for (int i = 0; i < cols; i++)
@@ -128,8 +129,8 @@ public static class RandomCheckpoint
             {
                 switch (type)
                 {
-                    case DType.F32: BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(i * 4), values[i]); break;
-                    case DType.BF16: BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(i * 2), NumberFormats.FloatToBF16(values[i])); break;
+                    case WeightFormat.F32: BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(i * 4), values[i]); break;
+                    case WeightFormat.BF16: BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(i * 2), NumberFormats.FloatToBF16(values[i])); break;
                     default: BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(i * 2), (Half)values[i]); break;
                 }
             }

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 
@@ -60,23 +61,23 @@ public static class NumberFormats
     }
 
     /// <summary>Converts little-endian raw elements of <paramref name="type"/> to float32.</summary>
-    public static void ToFloat(DType type, ReadOnlySpan<byte> source, Span<float> destination)
+    public static void ToFloat(WeightFormat type, ReadOnlySpan<byte> source, Span<float> destination)
     {
         int n = destination.Length;
-        if (source.Length != n * type.SizeOf())
-            throw new ArgumentException($"source holds {source.Length} bytes; {n} {type} elements need {n * type.SizeOf()}", nameof(source));
+        if (source.Length != n * type.ElementBytes())
+            throw new ArgumentException($"source holds {source.Length} bytes; {n} {type} elements need {n * type.ElementBytes()}", nameof(source));
         switch (type)
         {
-            case DType.F32:
+            case WeightFormat.F32:
                 for (int i = 0; i < n; i++) destination[i] = BinaryPrimitives.ReadSingleLittleEndian(source.Slice(i * 4));
                 break;
-            case DType.F16:
+            case WeightFormat.F16:
                 for (int i = 0; i < n; i++) destination[i] = F16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(source.Slice(i * 2)));
                 break;
-            case DType.BF16:
+            case WeightFormat.BF16:
                 for (int i = 0; i < n; i++) destination[i] = BF16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(source.Slice(i * 2)));
                 break;
-            case DType.F8E4M3:
+            case WeightFormat.FP8:
                 for (int i = 0; i < n; i++) destination[i] = F8E4M3Table[source[i]];
                 break;
             default:

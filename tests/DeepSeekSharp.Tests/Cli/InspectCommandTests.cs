@@ -39,7 +39,7 @@ public class InspectCommandTests
     public void Inspect_Fp8Checkpoint_ListsTheDTypesFound()
     {
         JsonElement dtypes = InspectJson(GoldenCase.DataPath("v3-fp8-tiny")).GetProperty("weight_dtypes");
-        Assert.True(dtypes.GetProperty("F8E4M3").GetInt32() > 0);
+        Assert.True(dtypes.GetProperty("F8_E4M3").GetInt32() > 0);
         Assert.True(dtypes.GetProperty("BF16").GetInt32() > 0);
         Assert.True(dtypes.GetProperty("F32").GetInt32() > 0);
     }

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Formats.SafeTensors;
 using DeepSeekSharp.Tensors;
 using static DeepSeekSharp.Tests.SafeTensorsWriter;
@@ -16,9 +17,9 @@ public class SafeTensorsFileTests
         Write(dir.File("m.safetensors"), [A, B]);
         using SafeTensorsFile f = SafeTensorsFile.Open(dir.File("m.safetensors"));
         Assert.Equal(["a", "b"], f.Tensors.Keys.Order());
-        Assert.Equal(DType.BF16, f.Tensors["b"].DType);
+        Assert.Equal(WeightFormat.BF16, f.Tensors["b"].Format);
         var values = new float[3];
-        NumberFormats.ToFloat(DType.BF16, f.GetBytes(f.Tensors["b"]), values);
+        NumberFormats.ToFloat(WeightFormat.BF16, f.GetBytes(f.Tensors["b"]), values);
         Assert.Equal([1f, 2f, -3f], values);
         Assert.Equal("pt", f.Metadata["format"]);
     }

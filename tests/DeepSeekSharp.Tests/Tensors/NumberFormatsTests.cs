@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Tensors;
@@ -47,12 +48,12 @@ public class NumberFormatsTests
     public void ToFloat_ConvertsEachDType()
     {
         var dst = new float[2];
-        NumberFormats.ToFloat(DType.F16, [0x00, 0x3C, 0x00, 0xC0], dst); // 1.0, -2.0
+        NumberFormats.ToFloat(WeightFormat.F16, [0x00, 0x3C, 0x00, 0xC0], dst); // 1.0, -2.0
         Assert.Equal([1f, -2f], dst);
-        NumberFormats.ToFloat(DType.F32, [.. BitConverter.GetBytes(0.5f), .. BitConverter.GetBytes(-3f)], dst);
+        NumberFormats.ToFloat(WeightFormat.F32, [.. BitConverter.GetBytes(0.5f), .. BitConverter.GetBytes(-3f)], dst);
         Assert.Equal([0.5f, -3f], dst);
-        NumberFormats.ToFloat(DType.F8E4M3, [0x38, 0x7E], dst);
+        NumberFormats.ToFloat(WeightFormat.FP8, [0x38, 0x7E], dst);
         Assert.Equal([1f, 448f], dst);
-        Assert.Throws<ArgumentException>(() => NumberFormats.ToFloat(DType.BF16, [0x80], dst));
+        Assert.Throws<ArgumentException>(() => NumberFormats.ToFloat(WeightFormat.BF16, [0x80], dst));
     }
 }

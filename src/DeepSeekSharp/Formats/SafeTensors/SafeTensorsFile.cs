@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Text.Json;
@@ -107,8 +108,8 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         if (!e.TryGetProperty("dtype", out JsonElement dt) || dt.ValueKind != JsonValueKind.String)
             throw new InvalidDataException($"{Where()}: header entry has no 'dtype' string");
         string dtName = dt.GetString()!;
-        DType dtype = DTypeInfo.FromSafeTensorsName(dtName)
-            ?? throw new NotSupportedException($"{Where()}: dtype '{dtName}' is not supported; supported: {DTypeInfo.SupportedSafeTensorsNames}");
+        WeightFormat dtype = WeightFormats.FromSafeTensorsName(dtName)
+            ?? throw new NotSupportedException($"{Where()}: dtype '{dtName}' is not supported; supported: {WeightFormats.SupportedSafeTensorsNames}");
         if (!e.TryGetProperty("shape", out JsonElement sh) || sh.ValueKind != JsonValueKind.Array)
             throw new InvalidDataException($"{Where()}: header entry has no 'shape' array");
         var shape = new long[sh.GetArrayLength()];
@@ -129,7 +130,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         long elements;
         try { elements = shape.Aggregate(1L, (a, b) => checked(a * b)); }
         catch (OverflowException) { throw new InvalidDataException($"{Where()}: shape {TensorInfo.FormatShape(shape)} is too large"); }
-        long expected = elements * dtype.SizeOf();
+        long expected = elements * dtype.ElementBytes();
         if (end - begin != expected)
             throw new InvalidDataException($"{Where()}: data_offsets [{begin}, {end}] span {end - begin} bytes, but shape {TensorInfo.FormatShape(shape)} of {dtName} needs {expected}");
         return new TensorInfo(name, dtype, shape, begin, end);

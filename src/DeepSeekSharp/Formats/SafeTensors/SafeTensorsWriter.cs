@@ -1,3 +1,4 @@
+using DeepSeekSharp.Linear;
 using System.Text;
 using System.Text.Json;
 using DeepSeekSharp.Tensors;
@@ -10,16 +11,16 @@ public sealed class SafeTensorsWriter : IDisposable
 {
     private readonly string _path, _temp;
     private readonly FileStream _stream;
-    private readonly List<(string Name, DType DType, long[] Shape, long Bytes)> _tensors;
+    private readonly List<(string Name, WeightFormat Format, long[] Shape, long Bytes)> _tensors;
     private int _current;
     private long _writtenOfCurrent;
     private bool _committed;
 
-    public SafeTensorsWriter(string path, IEnumerable<(string Name, DType DType, long[] Shape)> tensors)
+    public SafeTensorsWriter(string path, IEnumerable<(string Name, WeightFormat Format, long[] Shape)> tensors)
     {
         _path = path;
         _temp = path + ".tmp";
-        _tensors = tensors.Select(t => (t.Name, t.DType, t.Shape, t.Shape.Aggregate(1L, (a, b) => a * b) * t.DType.SizeOf())).ToList();
+        _tensors = tensors.Select(t => (t.Name, t.Format, t.Shape, t.Shape.Aggregate(1L, (a, b) => a * b) * t.Format.ElementBytes())).ToList();
         var header = new Dictionary<string, object> { ["__metadata__"] = new Dictionary<string, string> { ["format"] = "pt" } };
         long offset = 0;
         foreach (var (name, dtype, shape, bytes) in _tensors)

@@ -7,13 +7,7 @@ namespace DeepSeekSharp.Formats.SafeTensors;
 /// weights (<c>W[r, c] = fp8(q[r, c]) · scale_inv[r / br, c / bc]</c>) on the way.</summary>
 public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, int Cols) fp8Block) : ITensorSource
 {
-    public WeightFormat StoredFormat(string name) => DTypeOf(name) switch
-    {
-        DType.BF16 => WeightFormat.BF16,
-        DType.F16 => WeightFormat.F16,
-        DType.F8E4M3 => WeightFormat.FP8,
-        _ => WeightFormat.F32,
-    };
+    public WeightFormat StoredFormat(string name) => FormatOf(name) ?? WeightFormat.F32;
 
     private readonly Dictionary<string, int> _dtypes = new(StringComparer.Ordinal);
 
@@ -23,7 +17,7 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
     public bool Contains(string name) => checkpoint.Contains(name);
 
     /// <summary>The stored dtype of a tensor; null when absent.</summary>
-    public DType? DTypeOf(string name) => checkpoint.TryGet(name)?.Info.DType;
+    public WeightFormat? FormatOf(string name) => checkpoint.TryGet(name)?.Info.Format;
 
     /// <summary>Reads a tensor of exactly <paramref name="shape"/> into <paramref name="destination"/>.</summary>
     /// <param name="why">where the expected shape comes from, for the error message</param>
@@ -35,9 +29,9 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             throw new InvalidDataException($"{file.FileName}: tensor '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; expected {TensorInfo.FormatShape(shape.ToArray())} ({why})");
         if (destination.Length != info.ElementCount)
             throw new ArgumentException($"destination holds {destination.Length} values; '{name}' has {info.ElementCount}", nameof(destination));
-        string key = info.DType.SafeTensorsName();
+        string key = info.Format.SafeTensorsName();
         _dtypes[key] = _dtypes.GetValueOrDefault(key) + 1;
-        if (info.DType == DType.F8E4M3)
+        if (info.Format == WeightFormat.FP8)
         {
             ReadFp8(file, info, destination);
             return;
@@ -45,9 +39,9 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         // Convert in row-sized pieces so tensors over 2 GB never need one span.
         long rowElems = shape.Length >= 2 ? info.ElementCount / shape[0] : info.ElementCount;
         int rows = rowElems == 0 ? 0 : (int)(info.ElementCount / rowElems);
-        int size = info.DType.SizeOf();
+        int size = info.Format.ElementBytes();
         for (int r = 0; r < rows; r++)
-            NumberFormats.ToFloat(info.DType, file.GetBytes(info, r * rowElems * size, (int)(rowElems * size)),
+            NumberFormats.ToFloat(info.Format, file.GetBytes(info, r * rowElems * size, (int)(rowElems * size)),
                 destination.Slice((int)(r * rowElems), (int)rowElems));
     }
 
@@ -71,10 +65,10 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             ?? throw new InvalidDataException($"{checkpoint.Describe()}: tensor '{scaleName}' is missing; F8_E4M3 weight '{info.Name}' needs its block scales, shape {TensorInfo.FormatShape(scaleShape)}");
         if (!scaleInfo.Shape.AsSpan().SequenceEqual(scaleShape))
             throw new InvalidDataException($"{scaleFile.FileName}: tensor '{scaleName}' has shape {TensorInfo.FormatShape(scaleInfo.Shape)}; expected {TensorInfo.FormatShape(scaleShape)} (ceil({rows}/{br}) x ceil({cols}/{bc}) blocks of '{info.Name}')");
-        if (scaleInfo.DType == DType.F8E4M3)
+        if (scaleInfo.Format == WeightFormat.FP8)
             throw new InvalidDataException($"{scaleFile.FileName}: tensor '{scaleName}' is F8_E4M3; block scales must be F32, BF16 or F16");
         var scale = new float[scaleShape[0] * scaleShape[1]];
-        NumberFormats.ToFloat(scaleInfo.DType, scaleFile.GetBytes(scaleInfo), scale);
+        NumberFormats.ToFloat(scaleInfo.Format, scaleFile.GetBytes(scaleInfo), scale);
         scaleCols = (int)scaleShape[1];
         return scale;
     }
@@ -92,13 +86,13 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             ?? throw new InvalidDataException($"{checkpoint.Describe()}: tensor '{name}' is missing; expected shape {TensorInfo.FormatShape(shape)} ({why})");
         if (!info.Shape.AsSpan().SequenceEqual(shape))
             throw new InvalidDataException($"{file.FileName}: tensor '{name}' has shape {TensorInfo.FormatShape(info.Shape)}; expected {TensorInfo.FormatShape(shape)} ({why})");
-        string key = info.DType.SafeTensorsName();
+        string key = info.Format.SafeTensorsName();
         _dtypes[key] = _dtypes.GetValueOrDefault(key) + 1;
-        if (inPlace && (info.DType, format) is (DType.BF16, WeightFormat.BF16) or (DType.F32, WeightFormat.F32) or (DType.F16, WeightFormat.F16))
+        if (inPlace && (info.Format, format) is (WeightFormat.BF16, WeightFormat.BF16) or (WeightFormat.F32, WeightFormat.F32) or (WeightFormat.F16, WeightFormat.F16))
             unsafe { return Matrix.Wrap(format, rows, cols, file.DataPointer(info), owner: null); }
         if (format == WeightFormat.FP8)
         {
-            if (info.DType != DType.F8E4M3) throw new ArgumentException($"tensor '{name}' is {info.DType}; only F8_E4M3 tensors load as FP8", nameof(format));
+            if (info.Format != WeightFormat.FP8) throw new ArgumentException($"tensor '{name}' is {info.Format}; only F8_E4M3 tensors load as FP8", nameof(format));
             float[] scales = Fp8Scales(info, out _);
             unsafe
             {
@@ -111,12 +105,12 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         Matrix m = Matrix.Create(format, rows, cols);
         float[]? scale = null;
         int scaleCols = 0;
-        if (info.DType == DType.F8E4M3) scale = Fp8Scales(info, out scaleCols);
-        int size = info.DType.SizeOf();
+        if (info.Format == WeightFormat.FP8) scale = Fp8Scales(info, out scaleCols);
+        int size = info.Format.ElementBytes();
         RowTasks.Convert(m, (long)cols * size, (r0, raw) => file.ReadBytes(info, (long)r0 * cols * size, raw), (raw, r, row) =>
         {
             if (scale is not null) Fp8Row(raw, scale, scaleCols, r, row);
-            else NumberFormats.ToFloat(info.DType, raw, row);
+            else NumberFormats.ToFloat(info.Format, raw, row);
         });
         return m;
     }
