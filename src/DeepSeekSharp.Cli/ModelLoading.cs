@@ -13,7 +13,7 @@ internal sealed class ModelLoading
     {
         Description = $"convert weights at load: {string.Join(", ", WeightFormats.Names(WeightFormats.LoadTargets))} (default: as stored)",
     };
-    public readonly Option<bool> Mmap = new("--mmap") { Description = "use F32/BF16 weights from the memory-mapped files in place" };
+    public readonly Option<bool> Mmap = new("--mmap") { Description = "use weights that keep their stored format from the memory-mapped files in place" };
 
     public ModelLoading() => Quantize.AcceptOnlyFromAmong(WeightFormats.Names(WeightFormats.LoadTargets));
 

@@ -108,18 +108,12 @@ public sealed class DeepSeekServer : IAsyncDisposable
             }
             catch (JsonException e) { throw ApiError.BadRequest($"the request body is not valid JSON: {e.Message}"); }
             ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize);
-            int[] promptIds;
-            bool reasoning;
-            try
-            {
-                string prompt = chat ? _engine.RenderChat(req.Messages) : req.Prompt!;
-                promptIds = chat ? _engine.Tokenizer.Encode(prompt, addBos: false) : _engine.Tokenizer.Encode(prompt);
-                reasoning = Generator.PromptEndsInReasoning(prompt);
-            }
+            PromptTokens prompt;
+            try { prompt = chat ? _engine.ChatPrompt(req.Messages) : _engine.RawPrompt(req.Prompt!); }
             catch (Text.Templates.TemplateException e) { throw ApiError.BadRequest(e.Message, "messages"); }
-            if (promptIds.Length >= _engine.ContextLength)
-                throw ApiError.BadRequest($"the prompt has {promptIds.Length} tokens; this server's context holds {_engine.ContextLength}", chat ? "messages" : "prompt", "context_length_exceeded");
-            IAsyncEnumerable<GenerationUpdate> stream = _engine.GenerateAsync(promptIds, reasoning, req.Options, ctx.RequestAborted);
+            if (prompt.Ids.Length >= _engine.ContextLength)
+                throw ApiError.BadRequest($"the prompt has {prompt.Ids.Length} tokens; this server's context holds {_engine.ContextLength}", chat ? "messages" : "prompt", "context_length_exceeded");
+            IAsyncEnumerable<GenerationUpdate> stream = _engine.GenerateAsync(prompt, req.Options, ctx.RequestAborted);
             var reply = new Reply(chat, _modelId);
             if (req.Stream) await StreamAsync(ctx, stream, reply, req.IncludeUsage);
             else await CompleteAsync(ctx, stream, reply);

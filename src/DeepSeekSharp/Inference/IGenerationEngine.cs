@@ -36,17 +36,33 @@ public static class GenerationEngineExtensions
         return engine.Template.Render(messages, addGenerationPrompt, engine.Tokenizer.Config.BosToken, engine.Tokenizer.Config.EosToken);
     }
 
-    /// <summary>Generates a reply to a conversation (OpenAI-style messages as a JSON array).</summary>
-    public static IAsyncEnumerable<GenerationUpdate> ChatAsync(this IGenerationEngine engine, System.Text.Json.JsonElement messages,
-        GenerationOptions? options = null, CancellationToken cancellationToken = default)
+    /// <summary>A conversation (OpenAI-style messages as a JSON array) rendered with the chat template and tokenised.</summary>
+    public static PromptTokens ChatPrompt(this IGenerationEngine engine, System.Text.Json.JsonElement messages)
     {
         string prompt = engine.RenderChat(messages);
-        // The rendered chat already starts with BOS.
-        return engine.GenerateAsync(engine.Tokenizer.Encode(prompt, addBos: false), Generator.PromptEndsInReasoning(prompt), options, cancellationToken);
+        return new(engine.Tokenizer.Encode(prompt, addBos: false), Generator.PromptEndsInReasoning(prompt)); // the render starts with BOS
     }
 
-    /// <summary>Continues a raw prompt (no template; BOS as tokenizer_config.json says).</summary>
+    /// <summary>A raw prompt (no template; BOS as tokenizer_config.json says) tokenised.</summary>
+    public static PromptTokens RawPrompt(this IGenerationEngine engine, string prompt) =>
+        new(engine.Tokenizer.Encode(prompt), Generator.PromptEndsInReasoning(prompt));
+
+    /// <summary>Generates from a tokenised prompt.</summary>
+    public static IAsyncEnumerable<GenerationUpdate> GenerateAsync(this IGenerationEngine engine, PromptTokens prompt,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        engine.GenerateAsync(prompt.Ids, prompt.StartsInReasoning, options, cancellationToken);
+
+    /// <summary>Generates a reply to a conversation (OpenAI-style messages as a JSON array).</summary>
+    public static IAsyncEnumerable<GenerationUpdate> ChatAsync(this IGenerationEngine engine, System.Text.Json.JsonElement messages,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
+        engine.GenerateAsync(engine.ChatPrompt(messages), options, cancellationToken);
+
+    /// <summary>Continues a raw prompt.</summary>
     public static IAsyncEnumerable<GenerationUpdate> CompleteAsync(this IGenerationEngine engine, string prompt,
         GenerationOptions? options = null, CancellationToken cancellationToken = default) =>
-        engine.GenerateAsync(engine.Tokenizer.Encode(prompt), Generator.PromptEndsInReasoning(prompt), options, cancellationToken);
+        engine.GenerateAsync(engine.RawPrompt(prompt), options, cancellationToken);
 }
+
+/// <summary>A prompt's token ids, and whether generation starts inside the reasoning (the prompt ends in an open
+/// <c>&lt;think&gt;</c>, as R1's template leaves it).</summary>
+public readonly record struct PromptTokens(int[] Ids, bool StartsInReasoning);

@@ -11,8 +11,9 @@ public sealed record LoadOptions
     /// F32). Matrices whose width does not fit the format's block fall back to Q8_0, then F32; routers stay F32.</summary>
     public WeightFormat? Quantize { get; init; }
 
-    /// <summary>Use F32/BF16 tensors straight from the memory-mapped files instead of reading them into anonymous
-    /// memory (the files stay open while the model lives). On this host idle file pages get evicted and re-read,
+    /// <summary>Use weights that keep their stored format (F32, BF16, F16, FP8 codes; GGUF blocks in their file layout)
+    /// straight from the memory-mapped files instead of reading them into anonymous memory (the files stay open while
+    /// the model lives). On this host idle file pages get evicted and re-read,
     /// so anonymous memory is the default.</summary>
     public bool MemoryMap { get; init; }
 

@@ -6,8 +6,8 @@ using N = DeepSeekSharp.Formats.TensorNames.Hf;
 
 namespace DeepSeekSharp.Model;
 
-/// <summary>Declares every tensor a model needs with its expected shape (as llama.cpp's create_tensor does)
-/// and reads it as float32.</summary>
+/// <summary>Declares every tensor a model needs with its expected shape (as llama.cpp's create_tensor does) and
+/// reads it: each weight matrix in the format <see cref="LoadOptions"/> chooses for it, norms and biases as float32.</summary>
 internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions options)
 {
     private int _done;

@@ -3,8 +3,9 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Formats.SafeTensors;
 
-/// <summary>Reads named tensors of a checkpoint as float32 with their shape checked, dequantising FP8 block
-/// weights (<c>W[r, c] = fp8(q[r, c]) · scale_inv[r / br, c / bc]</c>) on the way.</summary>
+/// <summary>Reads named tensors of a safetensors checkpoint with their shape checked: weight matrices in the format
+/// asked for (used in place from the mapped file where it is the stored one, else converted row by row), vectors as
+/// float32, FP8 block weights dequantised on the way where needed (<c>W[r, c] = fp8(q[r, c]) · scale_inv[r / br, c / bc]</c>).</summary>
 public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, int Cols) fp8Block) : ITensorSource
 {
     public WeightFormat StoredFormat(string name) => FormatOf(name) ?? WeightFormat.F32;
@@ -77,7 +78,7 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
         NumberFormats.Fp8Row(codes, scale.AsSpan(r / fp8Block.Rows * scaleCols, scaleCols), fp8Block.Cols, dst);
 
     /// <summary>Reads a [rows, cols] weight into a matrix of <paramref name="format"/>, row by row (no whole-tensor
-    /// float copy). With <paramref name="inPlace"/>, a tensor already stored as F32 or BF16 in that format is used
+    /// float copy). With <paramref name="inPlace"/>, a tensor stored as F32, BF16, F16 or FP8 in that format is used
     /// from the memory-mapped file directly; the caller keeps the checkpoint open while the matrix lives.</summary>
     public Matrix ReadMatrix(string name, int rows, int cols, string why, WeightFormat format = WeightFormat.F32, bool inPlace = false)
     {
