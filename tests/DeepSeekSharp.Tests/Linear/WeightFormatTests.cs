@@ -1,0 +1,87 @@
+using DeepSeekSharp.Kernels.Quant;
+using DeepSeekSharp.Linear;
+
+namespace DeepSeekSharp.Tests.Linear;
+
+/// <summary>The table of weight formats: one consistent row per format, read by everything that needs a format's facts.</summary>
+public class WeightFormatTests
+{
+    public static TheoryData<WeightFormat> AllFormats() => new(Enum.GetValues<WeightFormat>());
+
+    [Theory]
+    [MemberData(nameof(AllFormats))]
+    public void EveryFormat_HasItsOwnRow(WeightFormat f)
+    {
+        FormatTraits t = f.Traits();
+        Assert.Equal(f, t.Format);
+        Assert.Equal(t.Name, t.Name.ToLowerInvariant());
+        Assert.Single(WeightFormats.All, x => x.Name == t.Name);
+        if (t.Ggml is { } g) Assert.Equal(f, g.Traits().Format); // GGUF type and back
+    }
+
+    [Theory]
+    [InlineData(WeightFormat.F32, 1, 4)]
+    [InlineData(WeightFormat.BF16, 1, 2)]
+    [InlineData(WeightFormat.F16, 1, 2)]
+    [InlineData(WeightFormat.FP8, 1, 1)]
+    [InlineData(WeightFormat.Q8_0, 32, 34)]   // ggml-common.h: block_q8_0 = fp16 d + 32 int8
+    [InlineData(WeightFormat.Q4_0, 32, 18)]   // fp16 d + 16 bytes of nibbles
+    [InlineData(WeightFormat.Q4_1, 32, 20)]
+    [InlineData(WeightFormat.Q5_0, 32, 22)]
+    [InlineData(WeightFormat.Q5_1, 32, 24)]
+    [InlineData(WeightFormat.Q2_K, 256, 84)]
+    [InlineData(WeightFormat.Q3_K, 256, 110)]
+    [InlineData(WeightFormat.Q4_K, 256, 144)]
+    [InlineData(WeightFormat.Q5_K, 256, 176)]
+    [InlineData(WeightFormat.Q6_K, 256, 210)]
+    [InlineData(WeightFormat.IQ4_NL, 32, 18)]
+    [InlineData(WeightFormat.IQ4_XS, 256, 136)]
+    public void BlockGeometry_IsGgmls(WeightFormat f, int blockSize, int blockBytes)
+    {
+        Assert.Equal(blockSize, f.Traits().BlockSize);
+        Assert.Equal(blockBytes, f.Traits().BlockBytes);
+        Assert.Equal(3L * blockBytes, f.Traits().RowBytes(3 * blockSize));
+        if (blockSize > 1) Assert.Throws<ArgumentException>(() => f.Traits().RowBytes(blockSize + 1));
+    }
+
+    [Theory]
+    [MemberData(nameof(AllFormats))]
+    public void WrappedMatrix_ReportsItsFormatAndRowBytes(WeightFormat f)
+    {
+        FormatTraits t = f.Traits();
+        if (t.Wrap is null) return; // FP8 needs its block scales (Matrix.CreateFp8)
+        int cols = 2 * Math.Max(t.BlockSize, 32) * (t.BlockSize == 256 ? 1 : 8);
+        using Matrix m = Matrix.Create(f, 3, cols, tiles: false);
+        Assert.Equal(f, m.Format);
+        Assert.Equal(t.RowBytes(cols), m.RowBytes);
+    }
+
+    [Fact]
+    public void Parse_AcceptsTheCommandLineNames_AndNamesTheChoicesOtherwise()
+    {
+        Assert.Equal(WeightFormat.Q4_K, WeightFormats.Parse("q4_k", WeightFormats.LoadTargets));
+        Assert.Equal(WeightFormat.Q8_0, WeightFormats.Parse("Q8_0", WeightFormats.GgufTargets));
+        var e = Assert.Throws<ArgumentException>(() => WeightFormats.Parse("q5_k", WeightFormats.LoadTargets));
+        Assert.Contains("q8_0, q4_k, q6_k, bf16, f32", e.Message);
+    }
+
+    [Fact]
+    public void SafeTensorsNames_MapToElementFormats()
+    {
+        Assert.Equal(WeightFormat.FP8, WeightFormats.FromSafeTensorsName("F8_E4M3"));
+        Assert.Equal(WeightFormat.BF16, WeightFormats.FromSafeTensorsName("BF16"));
+        Assert.Null(WeightFormats.FromSafeTensorsName("I64"));
+        Assert.Equal("F32, BF16, F16, F8_E4M3", WeightFormats.SupportedSafeTensorsNames);
+        Assert.Equal(1, WeightFormat.FP8.ElementBytes());
+        Assert.Throws<ArgumentOutOfRangeException>(() => WeightFormat.Q8_0.ElementBytes());
+    }
+
+    [Fact]
+    public void UnsupportedGgmlType_ThrowsNamingTheTensorAndTheSupportedTypes()
+    {
+        var e = Assert.Throws<NotSupportedException>(() => GgmlType.IQ2_XXS.Traits("blk.0.ffn_down_exps.weight"));
+        Assert.Contains("blk.0.ffn_down_exps.weight", e.Message);
+        Assert.Contains("IQ2_XXS", e.Message);
+        Assert.Contains("Q4_K", e.Message);
+    }
+}
