@@ -150,7 +150,9 @@ public static class Deepseek2Gguf
         Add(K.FileType, GgufValue.U32(fileType));
         U(K.LeadingDenseBlockCount, c.NRoutedExperts > 0 ? c.NDenseLayers : c.NLayers);
         U(K.VocabSize, c.VocabSize);
-        if (c.HasQLora) U(K.QLoraRank, c.QLoraRank);
+        // llama.cpp reads q_lora_rank for every deepseek2 model whose layer count is not V2-Lite's (26 or 27), so a
+        // model cut to other depths without q-LoRA carries it as 0 (its converter writes it only when set).
+        if (c.HasQLora || c.NLayers is not (26 or 27)) U(K.QLoraRank, c.HasQLora ? c.QLoraRank : 0);
         U(K.KvLoraRank, c.KvLoraRank);
         U(K.KeyLength, c.KvLoraRank + c.QkRopeHeadDim);
         U(K.ValueLength, c.KvLoraRank);
