@@ -13,8 +13,12 @@ namespace DeepSeekSharp.Model;
 /// Shapes: H heads, D = qk_nope_head_dim, R = qk_rope_head_dim, V = v_head_dim, C = kv_lora_rank.</summary>
 internal sealed class Mla(ModelConfig c, AttentionWeights w)
 {
-    private readonly float _scale = (float)c.SoftmaxScale;
     private readonly float _eps = (float)c.RmsNormEps;
+
+    public ModelConfig Config => c;
+    public AttentionWeights Weights => w;
+    /// <summary>softmax_scale, YaRN's mscale² included.</summary>
+    public float Scale { get; } = (float)c.SoftmaxScale;
 
     /// <param name="xb">[n, dim] attn_norm(x)</param>
     /// <param name="cacheLayer">which layer of each slice's cache this block reads and writes</param>
@@ -84,8 +88,8 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
     private void AttendAbsorbed(ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, RunState s, Span<float> attn)
     {
         s.EnsureHeads();
-        if (s.Blocks is { } blocks) AbsorbedDecode.Run(c, w, blocks, q, n, pos0, cache, _scale, attn);
-        else HeadsJob.Run(c, w, q, n, pos0, cache, s, _scale, attn, absorbed: true);
+        if (s.Blocks is { } blocks) AbsorbedDecode.Run(this, blocks, q, n, pos0, cache, attn);
+        else HeadsJob.Run(this, s, q, n, pos0, cache, attn, absorbed: true);
     }
 
     /// <summary>k_nope | v of every position = W_kvB · c_kv ([span, H, D + V]), then ordinary multi-head attention.</summary>
@@ -97,6 +101,6 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
         Span<float> latents = s.Latents.AsSpan(0, span * rank); // [span, C]
         for (int p = 0; p < span; p++) cache.Slice(p * width, rank).CopyTo(latents.Slice(p * rank, rank));
         w.WkvB.Forward(latents, s.KvExpanded[..(span * c.NHeads * (c.QkNopeHeadDim + c.VHeadDim))], span);
-        HeadsJob.Run(c, w, q, n, pos0, cache, s, _scale, attn, absorbed: false);
+        HeadsJob.Run(this, s, q, n, pos0, cache, attn, absorbed: false);
     }
 }

@@ -23,13 +23,15 @@ internal sealed unsafe class AbsorbedDecode
 
     private AbsorbedDecode() => (_fold, _attend, _merge) = (new(this), new(this), new(this));
 
-    public static void Run(ModelConfig c, AttentionWeights w, AbsorbedBlocks blocks, ReadOnlySpan<float> q, int n, int pos0,
-        ReadOnlySpan<float> cache, float scale, Span<float> attn)
+    /// <param name="q">[n, H, D | R] rotated queries</param>
+    /// <param name="cache">[pos0 + n, C | R] the layer's latent cache</param>
+    /// <param name="attn">[n, H, V]</param>
+    public static void Run(Mla layer, AbsorbedBlocks blocks, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, Span<float> attn)
     {
         AbsorbedDecode d = _mine ??= new AbsorbedDecode();
         fixed (float* pq = q, pc = cache, pa = attn)
         {
-            (d._c, d._w, d._blocks, d._scale) = (c, w, blocks, scale);
+            (d._c, d._w, d._blocks, d._scale) = (layer.Config, layer.Weights, blocks, layer.Scale);
             d._q = pq;
             d._cache = pc;
             d._attn = pa;
@@ -101,17 +103,16 @@ internal sealed unsafe class HeadsJob : PoolJob
     private float _scale;
     private bool _absorbed;
 
-    public static void Run(ModelConfig c, AttentionWeights w, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache,
-        RunState s, float scale, Span<float> attn, bool absorbed)
+    public static void Run(Mla layer, RunState s, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, Span<float> attn, bool absorbed)
     {
         HeadsJob job = _mine ??= new HeadsJob();
         fixed (float* pq = q, pc = cache, pa = attn)
         {
-            (job._c, job._w, job._s, job._n, job._pos0, job._scale, job._absorbed) = (c, w, s, n, pos0, scale, absorbed);
+            (job._c, job._w, job._s, job._n, job._pos0, job._scale, job._absorbed) = (layer.Config, layer.Weights, s, n, pos0, layer.Scale, absorbed);
             job._q = pq;
             job._cache = pc;
             job._attn = pa;
-            WorkerPool.Shared.Run(job, c.NHeads);
+            WorkerPool.Shared.Run(job, layer.Config.NHeads);
             (job._w, job._s) = (null!, null!);
         }
     }
