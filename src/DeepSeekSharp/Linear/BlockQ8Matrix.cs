@@ -20,8 +20,7 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
 
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
-        QuantizedActivations a = LinearScratch.Activations;
-        a.Quantize(x, n, Cols);
+        QuantizedActivations a = base.Prepare(x, n)!;
         if (UseGemm(n)) a.Widen(n, BlockGemm<T>.TokenPadding);
         return a;
     }

@@ -12,8 +12,7 @@ internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int c
 
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
     {
-        QuantizedActivations a = LinearScratch.Activations;
-        a.QuantizeK(x, n, Cols);
+        QuantizedActivations a = base.Prepare(x, n)!;
         if (UseGemm(n)) a.Widen(n, Q4KGemm.TokenPadding);
         return a;
     }

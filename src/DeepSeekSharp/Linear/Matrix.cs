@@ -93,9 +93,17 @@ public abstract unsafe class Matrix : IDisposable
         }
     }
 
-    /// <summary>Prepares the activations for <see cref="DotRows"/> on the calling thread: integer formats quantise
-    /// them to 8 bits per block (into that thread's scratch); float formats use them as they are.</summary>
-    private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n) => null;
+    /// <summary>Prepares the activations for <see cref="DotRows"/> on the calling thread, as the format's
+    /// <see cref="FormatTraits.Activations"/> says: integer formats quantise them to 8 bits per block of 32 or 256 (into
+    /// that thread's scratch); float formats use them as they are.</summary>
+    private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    {
+        if (Traits.Activations == ActivationKind.Float) return null;
+        QuantizedActivations a = LinearScratch.Activations;
+        if (Traits.Activations == ActivationKind.Q8PerBlock32) a.Quantize(x, n, Cols);
+        else a.QuantizeK(x, n, Cols);
+        return a;
+    }
 
     /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>
     private protected virtual int RowUnit(int n) => UseGemm(n) ? Linear.PanelProduct.PanelRows : 1;
