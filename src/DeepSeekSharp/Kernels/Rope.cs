@@ -20,4 +20,23 @@ public static class Rope
             }
         }
     }
+
+    /// <summary>The derivative of <see cref="ApplyInterleaved"/>, in place: each pair's gradient rotated back,
+    /// (da, db) ← (da·cos + db·sin, −da·sin + db·cos). In the forward pass this was: (a, b) ← (a·cos − b·sin, a·sin + b·cos).</summary>
+    /// <param name="dx">gradients of the rotated vectors, replaced by those of the inputs</param>
+    public static void ApplyInterleavedBackward(Span<float> dx, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        int d = cos.Length * 2;
+        if (sin.Length != cos.Length) ThrowHelper.LengthMismatch(nameof(sin), cos.Length, sin.Length);
+        if (d == 0 || dx.Length % d != 0) ThrowHelper.LengthMismatch(nameof(dx), d, dx.Length);
+        for (int off = 0; off < dx.Length; off += d)
+        {
+            for (int i = 0; i < cos.Length; i++)
+            {
+                float da = dx[off + 2 * i], db = dx[off + 2 * i + 1];
+                dx[off + 2 * i] = da * cos[i] + db * sin[i];
+                dx[off + 2 * i + 1] = -da * sin[i] + db * cos[i];
+            }
+        }
+    }
 }

@@ -36,4 +36,21 @@ public static class SwiGlu
         }
         return i;
     }
+
+    /// <summary>The derivative of <see cref="Forward"/>: with σ = 1 / (1 + e^−g), dgate += dh ⊙ up ⊙ σ(1 + g(1 − σ)) and
+    /// dup += dh ⊙ g σ. In the forward pass this was: h = g σ(g) ⊙ up.</summary>
+    public static void Backward(Span<float> dgate, Span<float> dup, ReadOnlySpan<float> dh, ReadOnlySpan<float> gate, ReadOnlySpan<float> up)
+    {
+        int n = gate.Length;
+        if (up.Length != n) ThrowHelper.LengthMismatch(nameof(up), n, up.Length);
+        if (dh.Length != n) ThrowHelper.LengthMismatch(nameof(dh), n, dh.Length);
+        if (dgate.Length != n) ThrowHelper.LengthMismatch(nameof(dgate), n, dgate.Length);
+        if (dup.Length != n) ThrowHelper.LengthMismatch(nameof(dup), n, dup.Length);
+        for (int i = 0; i < n; i++)
+        {
+            float g = gate[i], s = 1f / (1f + FastExp.Exp(-g));
+            dgate[i] += dh[i] * up[i] * s * (1f + g * (1f - s));
+            dup[i] += dh[i] * g * s;
+        }
+    }
 }
