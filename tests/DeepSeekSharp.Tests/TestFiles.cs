@@ -63,3 +63,26 @@ public static class SafeTensorsWriter
 
     public static byte[] F32(params float[] values) => values.SelectMany(BitConverter.GetBytes).ToArray();
 }
+
+/// <summary>Reads the float64 tensors of a safetensors file (the training golden data), as float32.</summary>
+internal static class F64SafeTensors
+{
+    public static Dictionary<string, (float[] Values, long[] Shape)> Read(string path)
+    {
+        byte[] b = File.ReadAllBytes(path);
+        long n = BitConverter.ToInt64(b, 0);
+        using JsonDocument header = JsonDocument.Parse(b.AsMemory(8, (int)n));
+        var result = new Dictionary<string, (float[], long[])>();
+        foreach (JsonProperty p in header.RootElement.EnumerateObject())
+        {
+            if (p.Name == "__metadata__") continue;
+            Assert.Equal("F64", p.Value.GetProperty("dtype").GetString());
+            long[] shape = [.. p.Value.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64())];
+            long start = p.Value.GetProperty("data_offsets")[0].GetInt64(), end = p.Value.GetProperty("data_offsets")[1].GetInt64();
+            var values = new float[(end - start) / 8];
+            for (int i = 0; i < values.Length; i++) values[i] = (float)BitConverter.ToDouble(b, (int)(8 + n + start + i * 8));
+            result[p.Name] = (values, shape);
+        }
+        return result;
+    }
+}

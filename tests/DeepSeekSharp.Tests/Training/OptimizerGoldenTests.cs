@@ -1,7 +1,6 @@
 using System.Text.Json;
 using DeepSeekSharp.Formats.SafeTensors;
 using DeepSeekSharp.Tensors;
-using DeepSeekSharp.Tests.Cli;
 using DeepSeekSharp.Training;
 
 namespace DeepSeekSharp.Tests.Training;
