@@ -8,7 +8,7 @@ public static class CrossEntropy
     public static double Forward(ReadOnlySpan<float> logits, int target)
     {
         if ((uint)target >= (uint)logits.Length) throw new ArgumentOutOfRangeException(nameof(target), target, $"a token id below {logits.Length}");
-        return LogSumExp(logits, out _) - logits[target];
+        return LogSumExp(logits) - logits[target];
     }
 
     /// <summary>dlogits += scale · (softmax(z) − onehot(target)): the derivative of <paramref name="scale"/> · <see cref="Forward"/>
@@ -17,14 +17,14 @@ public static class CrossEntropy
     {
         if ((uint)target >= (uint)logits.Length) throw new ArgumentOutOfRangeException(nameof(target), target, $"a token id below {logits.Length}");
         if (dlogits.Length != logits.Length) ThrowHelper.LengthMismatch(nameof(dlogits), logits.Length, dlogits.Length);
-        double lse = LogSumExp(logits, out _);
+        double lse = LogSumExp(logits);
         for (int i = 0; i < logits.Length; i++) dlogits[i] += scale * (float)Math.Exp(logits[i] - lse);
         dlogits[target] -= scale;
     }
 
-    private static double LogSumExp(ReadOnlySpan<float> z, out double max)
+    private static double LogSumExp(ReadOnlySpan<float> z)
     {
-        max = double.NegativeInfinity;
+        double max = double.NegativeInfinity;
         foreach (float v in z) max = Math.Max(max, v);
         double sum = 0;
         foreach (float v in z) sum += Math.Exp(v - max);

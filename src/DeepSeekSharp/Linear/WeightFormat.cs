@@ -71,6 +71,15 @@ public sealed record FormatTraits(
 public static unsafe class WeightFormats
 {
     private static readonly FormatTraits[] Table = Build();
+    private static readonly FormatTraits?[] ByGgml = IndexByGgml(); // indexed by the GGUF type number
+
+    private static FormatTraits?[] IndexByGgml()
+    {
+        var index = new FormatTraits?[(int)Enum.GetValues<GgmlType>().Max() + 1];
+        foreach (FormatTraits f in Table)
+            if (f.Ggml is { } g) index[(int)g] = f;
+        return index;
+    }
 
     private static FormatTraits[] Build()
     {
@@ -142,12 +151,8 @@ public static unsafe class WeightFormats
         (uint)f < (uint)Table.Length ? Table[(int)f] : throw new ArgumentOutOfRangeException(nameof(f), f, "not a weight format");
 
     /// <summary>The format a GGUF tensor type is kept in; throws naming the type (and tensor) when it is not one we read.</summary>
-    public static FormatTraits Traits(this GgmlType t, string? tensor = null)
-    {
-        foreach (FormatTraits f in Table)
-            if (f.Ggml == t) return f;
-        throw GgmlBlocks.Unsupported(t, tensor);
-    }
+    public static FormatTraits Traits(this GgmlType t, string? tensor = null) =>
+        (uint)t < (uint)ByGgml.Length && ByGgml[(int)t] is { } f ? f : throw GgmlBlocks.Unsupported(t, tensor);
 
     /// <summary>The GGUF type of a format.</summary>
     public static GgmlType ToGgml(this WeightFormat f) =>

@@ -55,6 +55,7 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
         Matrix wkvB = Mat(N.Layer(l, N.WkvB), c.NHeads * (c.QkNopeHeadDim + c.VHeadDim), c.KvLoraRank,
             $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + v_head_dim {c.VHeadDim}), x kv_lora_rank {c.KvLoraRank}");
         int qOut = c.NHeads * c.QkHeadDim;
+        string wkT = N.Layer(l, N.WkT);
         string qWhy = $"num_attention_heads {c.NHeads} x (qk_nope_head_dim {c.QkNopeHeadDim} + qk_rope_head_dim {c.QkRopeHeadDim})";
         return new AttentionWeights
         {
@@ -68,10 +69,10 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
                 $"kv_lora_rank {c.KvLoraRank} + qk_rope_head_dim {c.QkRopeHeadDim} from config.json, x hidden_size {c.Dim}"),
             KvNorm = r.ReadVector(N.Layer(l, N.KvNorm), c.KvLoraRank, $"kv_lora_rank {c.KvLoraRank}"),
             WkvB = wkvB,
-            WkT = r.Contains(N.Layer(l, N.WkT))
-                ? r.ReadMatrix(N.Layer(l, N.WkT), c.NHeads * c.KvLoraRank, c.QkNopeHeadDim,
+            WkT = r.Contains(wkT)
+                ? r.ReadMatrix(wkT, c.NHeads * c.KvLoraRank, c.QkNopeHeadDim,
                     $"num_attention_heads {c.NHeads} x kv_lora_rank {c.KvLoraRank}, x qk_nope_head_dim {c.QkNopeHeadDim}",
-                    options.FormatFor(r.StoredFormat(N.Layer(l, N.WkT)), c.QkNopeHeadDim, quantizable: true), options.MemoryMap)
+                    options.FormatFor(r.StoredFormat(wkT), c.QkNopeHeadDim, quantizable: true), options.MemoryMap)
                 : TransposeKNope(wkvB),
             Wo = Mat(N.Layer(l, N.Wo), c.Dim, c.NHeads * c.VHeadDim,
                 $"hidden_size {c.Dim} x num_attention_heads {c.NHeads} * v_head_dim {c.VHeadDim}"),

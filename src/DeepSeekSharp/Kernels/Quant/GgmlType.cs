@@ -15,10 +15,10 @@ public enum GgmlType : uint
 public static class GgmlBlocks
 {
     /// <summary>The types this engine reads (and writes), in the order listed in error messages.</summary>
-    public static IEnumerable<GgmlType> Supported =>
-        Linear.WeightFormats.All.Where(f => f.Ggml is not null).Select(f => f.Ggml!.Value).Order();
+    public static readonly GgmlType[] Supported =
+        [.. Linear.WeightFormats.All.Where(f => f.Ggml is not null).Select(f => f.Ggml!.Value).Order()];
 
-    public static bool IsSupported(GgmlType t) => Supported.Contains(t);
+    public static bool IsSupported(GgmlType t) => Array.IndexOf(Supported, t) >= 0;
 
     public static NotSupportedException Unsupported(GgmlType t, string? tensor = null) => new(
         $"{(tensor is null ? "" : $"tensor '{tensor}': ")}ggml type {Name(t)} is not supported; supported: {string.Join(", ", Supported.Select(Name))}");
