@@ -22,6 +22,19 @@ public static class CrossEntropy
         dlogits[target] -= scale;
     }
 
+    /// <summary>The fused form a trainer uses: returns −log softmax(z)[target] and leaves
+    /// <paramref name="scale"/> · (softmax(z) − onehot(target)) in <paramref name="logits"/> (exponentials in float32 with
+    /// <see cref="Softmax.ExpInPlace"/>, the logarithm in double).</summary>
+    public static double ForwardBackwardInPlace(Span<float> logits, int target, float scale)
+    {
+        if ((uint)target >= (uint)logits.Length) throw new ArgumentOutOfRangeException(nameof(target), target, $"a token id below {logits.Length}");
+        float zt = logits[target];
+        float sum = Softmax.ExpInPlace(logits, out float max);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(logits, scale / sum, logits);
+        logits[target] -= scale;
+        return Math.Log(sum) + max - zt;
+    }
+
     private static double LogSumExp(ReadOnlySpan<float> z)
     {
         double max = double.NegativeInfinity;

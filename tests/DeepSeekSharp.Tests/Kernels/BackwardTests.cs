@@ -139,6 +139,7 @@ public class BackwardTests
     [InlineData(1, 1, 1)]
     [InlineData(3, 5, 7)]
     [InlineData(4, 17, 33)]
+    [InlineData(9, 40, 21)]
     public void LinearBackward_MatchesFiniteDifferences(int n, int rows, int cols)
     {
         var rng = new Random(n * 1000 + rows * 10 + cols);
@@ -156,7 +157,8 @@ public class BackwardTests
             return l;
         }
         float[] dx = new float[x.Length], dw = new float[w.Length];
-        LinearBackward.Compute(dx, dw, dy, x, w, n, rows, cols);
+        Gemm.BackwardData(dx, dy, w, n, rows, cols);
+        Gemm.BackwardWeight(dw, dy, x, n, rows, cols);
         double[] xd = [.. x.Select(v => (double)v)], wd = [.. w.Select(v => (double)v)];
         Close(dx, Numeric(v => Loss(v, wd), x), "dx");
         Close(dw, Numeric(v => Loss(xd, v), w), "dW");
