@@ -24,6 +24,8 @@ public static class CliApp
             ConvertCommand.Create(stderr),
             ServeCommand.Create(stdout),
             BenchCommand.Create(stdout, stderr),
+            TrainCommands.PrepareData(stdout),
+            TrainCommands.Train(stdout, stderr),
         };
         ParseResult parsed = root.Parse(args);
         try

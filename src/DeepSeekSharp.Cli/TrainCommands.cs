@@ -1,0 +1,81 @@
+using System.CommandLine;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Model;
+using DeepSeekSharp.Text;
+using DeepSeekSharp.Training;
+using DeepSeekSharp.Training.Data;
+using Spectre.Console;
+
+namespace DeepSeekSharp.Cli;
+
+/// <summary><c>dss prepare-data</c> (text / JSONL → token shard) and <c>dss train --config train.json</c>.</summary>
+internal static class TrainCommands
+{
+    public static Command PrepareData(TextWriter stdout)
+    {
+        var inputs = new Argument<string[]>("inputs") { Description = ".txt files (documents separated by blank lines) or .jsonl files ({\"text\"} or {\"messages\"} per line)", Arity = ArgumentArity.OneOrMore };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "folder with tokenizer.json and tokenizer_config.json (default: the bundled DeepSeek-V3 tokenizer)" };
+        var output = new Option<string>("--out") { Description = "shard file to write (.tokens)", Required = true };
+        var cmd = new Command("prepare-data", "Tokenize text or chat JSONL into a token shard for dss train (chat: loss on assistant turns only)") { inputs, tokenizer, output };
+        cmd.SetAction(r =>
+        {
+            var prep = new DataPreparation(Tokenizer.Load(r.GetValue(tokenizer) ?? CliApp.BundledTokenizer()));
+            foreach (string path in r.GetValue(inputs)!) prep.AddFile(path);
+            string outPath = r.GetValue(output)!;
+            prep.Write(outPath);
+            stdout.WriteLine($"wrote {outPath}: {prep.Documents:N0} documents, {prep.TokenCount:N0} tokens ({prep.TargetCount:N0} loss targets)");
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command Train(TextWriter stdout, TextWriter stderr)
+    {
+        var config = new Option<string>("--config") { Description = "training config (JSON; see docs/training.md)", Required = true };
+        var threads = new Option<int?>("--threads") { Description = "worker threads (overrides the config; results do not depend on it)" };
+        var steps = new Option<int?>("--stop-after") { Description = "stop after this step (the schedule still spans the config's steps); resume later by running again" };
+        var cmd = new Command("train", "Train a DeepSeek-architecture model on token shards; resumes from the newest checkpoint in its output folder") { config, threads, steps };
+        cmd.SetAction(r =>
+        {
+            TrainConfig cfg = TrainConfig.Load(r.GetValue(config)!);
+            int n = r.GetValue(threads) ?? (cfg.Threads > 0 ? cfg.Threads : Environment.ProcessorCount);
+            using var pool = new WorkerPool(n);
+            using IDisposable _ = WorkerPool.Use(pool);
+            var trainer = new Trainer(cfg, CliApp.BundledTokenizer());
+            ModelConfig c = trainer.Parameters.Config;
+            stderr.WriteLine($"model: {c.ModelType}, hidden {c.Dim}, {c.NLayers} layers + {c.NMtpLayers} MTP, {c.NRoutedExperts} experts, vocab {c.VocabSize}: " +
+                             $"{trainer.Parameters.Count:N0} trainable parameters");
+            stderr.WriteLine($"data: {trainer.Loader.TrainWindows:N0} training windows of {cfg.SeqLen} + 1 tokens, {trainer.Loader.ValidationWindows:N0} held out; " +
+                             $"batch {cfg.BatchSize} × {cfg.GradAccum} accumulated; {n} threads");
+            stderr.WriteLine($"activation memory per micro-batch: {trainer.Model.ActivationBytes / (1024.0 * 1024):F1} MiB; " +
+                             $"parameters + gradients + moments: {trainer.Parameters.Count * 16 / (1024.0 * 1024):F1} MiB");
+            if (trainer.ResumedFrom is not null) stderr.WriteLine($"resumed from {trainer.ResumedFrom} at step {trainer.Step}");
+            int stopAt = Math.Min(r.GetValue(steps) ?? cfg.Steps, cfg.Steps);
+            using var cancel = new CancellationTokenSource();
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
+            string plots = Path.Combine(trainer.Out, "plots");
+            console.Progress().AutoClear(false).HideCompleted(false)
+                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .Start(ctx =>
+                {
+                    ProgressTask task = ctx.AddTask("training", maxValue: cfg.Steps);
+                    task.Value = trainer.Step;
+                    trainer.Run(m =>
+                    {
+                        task.Value = m.Step;
+                        string val = m.ValidationLoss is { } v ? $" val {v:F3}" : "";
+                        task.Description = $"step {m.Step}/{cfg.Steps} loss {m.Loss:F3}{val} {m.TokensPerSecond:F0} tok/s";
+                        if (m.Step >= stopAt) cancel.Cancel();
+                    }, dir => TrainingPlots.Write(trainer.History, plots), cancel.Token);
+                });
+            if (trainer.Step > 0 && Checkpoint.Latest(trainer.CheckpointDir)?.EndsWith($"step-{trainer.Step:D6}", StringComparison.Ordinal) != true)
+            {
+                trainer.SaveCheckpoint(); // stopped early between checkpoints: keep the work
+                TrainingPlots.Write(trainer.History, plots);
+            }
+            stdout.WriteLine($"step {trainer.Step}: checkpoint {Checkpoint.Latest(trainer.CheckpointDir)}; metrics {Path.Combine(trainer.Out, "metrics.csv")}; plots {plots}");
+            return 0;
+        });
+        return cmd;
+    }
+}
