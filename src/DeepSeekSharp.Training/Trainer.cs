@@ -122,7 +122,11 @@ public sealed class Trainer
             if (Step % _cfg.EvalInterval == 0 || Step == _cfg.Steps) m = m with { ValidationLoss = Validate() };
             _history.Add(m);
             stepDone?.Invoke(m);
-            if (Step % _cfg.CheckpointInterval == 0 || Step == _cfg.Steps) checkpointSaved?.Invoke(SaveCheckpoint());
+            if (Step % _cfg.CheckpointInterval == 0 || Step == _cfg.Steps)
+            {
+                string dir = SaveCheckpoint();
+                checkpointSaved?.Invoke(dir);
+            }
         }
     }
 
