@@ -6,7 +6,7 @@ namespace DeepSeekSharp.Training;
 
 /// <summary>One trainable tensor: a slice [Offset, Offset + Length) of the flat buffers, with its Hugging Face name and
 /// shape ([rows, cols], or [length] for norms, which count as one row).</summary>
-public sealed record Parameter(string Name, long[] Shape, long Offset, TensorRole Role)
+public sealed record Parameter(string Name, long[] Shape, long Offset, TensorRole Role, int Index)
 {
     public int Rows => Shape.Length == 2 ? (int)Shape[0] : 1;
     public int Cols => (int)Shape[^1];
@@ -43,7 +43,7 @@ public sealed class ParameterSet
             if (e.Layer >= config.NLayers && (e.Name.EndsWith(Formats.TensorNames.Hf.MtpEmbed, StringComparison.Ordinal) ||
                                               e.Name.EndsWith(Formats.TensorNames.Hf.MtpHead, StringComparison.Ordinal)))
                 continue; // tied to model.embed_tokens / lm_head
-            var p = new Parameter(e.Name, e.Shape, offset, e.Role);
+            var p = new Parameter(e.Name, e.Shape, offset, e.Role, list.Count);
             list.Add(p);
             offset += p.Length;
         }
@@ -53,6 +53,31 @@ public sealed class ParameterSet
         _byName = list.ToDictionary(p => p.Name, StringComparer.Ordinal);
         Values = new float[offset];
         Grads = new float[offset];
+        _transposed = new float[list.Count][];
+        _transposedVersion = new int[list.Count];
+    }
+
+    private readonly float[][] _transposed;
+    private readonly int[] _transposedVersion;
+
+    /// <summary>Counts changes of <see cref="Values"/>; call <see cref="Changed"/> after writing them (the optimizer step
+    /// does) so that cached transposes are rebuilt.</summary>
+    public int Version { get; private set; } = 1;
+
+    public void Changed() => Version++;
+
+    /// <summary>Wᵀ [cols, rows] of a 2-D parameter, transposed once per <see cref="Version"/> (a linear layer's forward
+    /// product reads it; see <see cref="Kernels.Gemm.ForwardTransposed"/>). Safe to call concurrently for different
+    /// parameters.</summary>
+    public ReadOnlySpan<float> Transposed(Parameter p)
+    {
+        float[] t = _transposed[p.Index] ??= new float[p.Length];
+        if (_transposedVersion[p.Index] != Version)
+        {
+            Kernels.Transpose.Compute(Value(p), p.Rows, p.Cols, t);
+            _transposedVersion[p.Index] = Version;
+        }
+        return t;
     }
 
     public ModelConfig Config { get; }
@@ -84,6 +109,7 @@ public sealed class ParameterSet
         using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(directory);
         foreach (Parameter p in Tensors) Read(checkpoint, p.Name, p.Shape, Value(p));
         foreach (int layer in BiasLayers) Read(checkpoint, BiasName(layer), [RouterBias(layer).Length], RouterBias(layer));
+        Changed();
     }
 
     private static void Read(SafeTensorsCheckpoint checkpoint, string name, long[] shape, Span<float> destination)
@@ -112,6 +138,7 @@ public sealed class ParameterSet
             for (int i = 0; i < v.Length; i++) v[i] = (float)((rng.NextDouble() * 2 - 1) * a);
         }
         foreach (int layer in BiasLayers) RouterBias(layer).Clear();
+        Changed();
     }
 
     private static int StableHash(string s)

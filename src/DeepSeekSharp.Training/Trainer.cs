@@ -149,6 +149,7 @@ public sealed class Trainer
         double norm = _cfg.GradClip > 0 ? GradientClipping.Clip([_ps.Grads.AsMemory()], _cfg.GradClip) : GradientClipping.GlobalNorm([_ps.Grads.AsMemory()]);
         double lr = _schedule.At(Step);
         OptimizerJob.Run(this, lr);
+        _ps.Changed();
         var load = new List<(int, double, double)>();
         foreach (var (layer, loads) in _loads.OrderBy(p => p.Key))
         {

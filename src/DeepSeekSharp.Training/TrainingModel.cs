@@ -62,7 +62,7 @@ public sealed class TrainingModel
         _x = new float[n * d]; _dx = new float[n * d]; _xFinal = new float[n * d]; _hidden = new float[n * d]; _dHidden = new float[n * d];
         _tokens = new int[n]; _targets = new int[n];
         _scratch = new BackwardScratch(c, batch, seqLen);
-        _headChunk = Math.Clamp((16 << 20) / c.VocabSize, 1, n);
+        _headChunk = Math.Clamp((32 << 20) / c.VocabSize, 1, n);
         _logits = new float[_headChunk * c.VocabSize];
         if (c.NMtpLayers > 0)
         {

@@ -19,7 +19,7 @@ public static unsafe class Gemm
 {
     /// <summary>Forward products with fewer tokens than this skip the transpose (it would cost as much as the product).</summary>
     public const int DotBelow = 8;
-    private const int TileRows = 4, RowBlock = 64;
+    private const int TileRows = 4, RowBlock = 64, DepthBlock = 256;
 
     /// <summary>y[n, rows] = x[n, cols] · wᵀ, overwriting y.</summary>
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int n, int rows, int cols)
@@ -28,15 +28,32 @@ public static unsafe class Gemm
         if (n == 0 || rows == 0) return;
         if (n < DotBelow || cols == 0)
         {
-            for (int t = 0; t < n; t++)
-                for (int o = 0; o < rows; o++)
-                    y[t * rows + o] = Dot.Compute(x.Slice(t * cols, cols), w.Slice(o * cols, cols));
+            ForwardByDots(x, w, y, n, rows, cols);
             return;
         }
         Span<float> wt = TransposeScratch((long)rows * cols);
         Transpose.Compute(w, rows, cols, wt);
+        ForwardTransposed(x, wt, y, n, rows, cols);
+    }
+
+    /// <summary><see cref="Forward"/> given wᵀ [cols, rows] (a trainer keeps it between optimizer steps); for
+    /// n ≥ <see cref="DotBelow"/> the same bits as <see cref="Forward"/>.</summary>
+    public static void ForwardTransposed(ReadOnlySpan<float> x, ReadOnlySpan<float> wt, Span<float> y, int n, int rows, int cols)
+    {
+        Check(x, (long)n * cols, nameof(x)); Check(wt, (long)rows * cols, nameof(wt)); Check(y, (long)n * rows, nameof(y));
+        if (n == 0 || rows == 0) return;
+        if (cols == 0) { y.Clear(); return; }
         fixed (float* px = x, pwt = wt, py = y)
             Run(px, cols, 1, pwt, rows, py, rows, n, rows, cols, accumulate: false);
+    }
+
+    /// <summary>y[t, o] = <see cref="Dot.Compute"/>(x[t], w[o]): the form for a handful of tokens.</summary>
+    public static void ForwardByDots(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int n, int rows, int cols)
+    {
+        Check(x, (long)n * cols, nameof(x)); Check(w, (long)rows * cols, nameof(w)); Check(y, (long)n * rows, nameof(y));
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < rows; o++)
+                y[t * rows + o] = Dot.Compute(x.Slice(t * cols, cols), w.Slice(o * cols, cols));
     }
 
     /// <summary>dx[n, cols] += dy[n, rows] · w.</summary>
@@ -113,48 +130,56 @@ public static unsafe class Gemm
 
         public void Clear() { _a = null; _b = null; _c = null; }
 
+        // The depth is walked in blocks so that B's [DepthBlock, panel] block stays in cache for every row tile; C holds
+        // the running sums between blocks, which changes nothing in the arithmetic (a float stores exactly).
+
         public override void Execute(int chunk)
         {
             int j0 = chunk / _blocks * _panel, i0 = chunk % _blocks * RowBlock;
             int j1 = Math.Min(_n, j0 + _panel), i1 = Math.Min(_m, i0 + RowBlock);
-            if (Vector512.IsHardwareAccelerated) Block<Simd512, Vector512<float>>(i0, i1, j0, j1);
-            else if (Vector256.IsHardwareAccelerated) Block<Simd256, Vector256<float>>(i0, i1, j0, j1);
-            else ScalarBlock(i0, i1, j0, j1);
+            for (int p0 = 0; p0 < _depth; p0 += DepthBlock)
+            {
+                int p1 = Math.Min(_depth, p0 + DepthBlock);
+                bool load = _accumulate || p0 > 0;
+                if (Vector512.IsHardwareAccelerated) Block<Simd512, Vector512<float>>(i0, i1, j0, j1, p0, p1, load);
+                else if (Vector256.IsHardwareAccelerated) Block<Simd256, Vector256<float>>(i0, i1, j0, j1, p0, p1, load);
+                else ScalarBlock(i0, i1, j0, j1, p0, p1, load);
+            }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private void Block<TS, TV>(int i0, int i1, int j0, int j1) where TS : ISimd<TV> where TV : struct
+        private void Block<TS, TV>(int i0, int i1, int j0, int j1, int p0, int p1, bool load) where TS : ISimd<TV> where TV : struct
         {
             int w = TS.Count, j = j0;
             for (; j + 2 * w <= j1; j += 2 * w)
             {
                 int i = i0;
-                for (; i + TileRows <= i1; i += TileRows) Tile4x2<TS, TV>(i, j);
-                for (; i < i1; i++) Tile1x2<TS, TV>(i, j);
+                for (; i + TileRows <= i1; i += TileRows) Tile4x2<TS, TV>(i, j, p0, p1, load);
+                for (; i < i1; i++) Tile1x2<TS, TV>(i, j, p0, p1, load);
             }
             for (; j + w <= j1; j += w)
-                for (int i = i0; i < i1; i++) Tile1x1<TS, TV>(i, j);
-            if (j < j1) ScalarBlock(i0, i1, j, j1);
+                for (int i = i0; i < i1; i++) Tile1x1<TS, TV>(i, j, p0, p1, load);
+            if (j < j1) ScalarBlock(i0, i1, j, j1, p0, p1, load);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Tile4x2<TS, TV>(int i, int j) where TS : ISimd<TV> where TV : struct
+        private void Tile4x2<TS, TV>(int i, int j, int p0, int p1, bool load) where TS : ISimd<TV> where TV : struct
         {
             int w = TS.Count;
             float* c0 = _c + i * _cRow + j, c1 = c0 + _cRow, c2 = c1 + _cRow, c3 = c2 + _cRow;
             TV z = TS.Zero;
             TV s00 = z, s01 = z, s10 = z, s11 = z, s20 = z, s21 = z, s30 = z, s31 = z;
-            if (_accumulate)
+            if (load)
             {
                 s00 = TS.Load(ref *c0, 0); s01 = TS.Load(ref *c0, (nuint)w);
                 s10 = TS.Load(ref *c1, 0); s11 = TS.Load(ref *c1, (nuint)w);
                 s20 = TS.Load(ref *c2, 0); s21 = TS.Load(ref *c2, (nuint)w);
                 s30 = TS.Load(ref *c3, 0); s31 = TS.Load(ref *c3, (nuint)w);
             }
-            float* a0 = _a + i * _aRow, a1 = a0 + _aRow, a2 = a1 + _aRow, a3 = a2 + _aRow;
-            float* bp = _b + j;
+            float* a0 = _a + i * _aRow + p0 * _aCol, a1 = a0 + _aRow, a2 = a1 + _aRow, a3 = a2 + _aRow;
+            float* bp = _b + p0 * _bRow + j;
             long aCol = _aCol, bRow = _bRow;
-            for (int p = 0; p < _depth; p++)
+            for (int p = p0; p < p1; p++)
             {
                 TV b0 = TS.Load(ref *bp, 0), b1 = TS.Load(ref *bp, (nuint)w);
                 TV x0 = TS.Broadcast(*a0), x1 = TS.Broadcast(*a1), x2 = TS.Broadcast(*a2), x3 = TS.Broadcast(*a3);
@@ -171,12 +196,12 @@ public static unsafe class Gemm
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Tile1x2<TS, TV>(int i, int j) where TS : ISimd<TV> where TV : struct
+        private void Tile1x2<TS, TV>(int i, int j, int p0, int p1, bool load) where TS : ISimd<TV> where TV : struct
         {
             int w = TS.Count;
-            float* c0 = _c + i * _cRow + j, a0 = _a + i * _aRow, bp = _b + j;
-            TV s0 = _accumulate ? TS.Load(ref *c0, 0) : TS.Zero, s1 = _accumulate ? TS.Load(ref *c0, (nuint)w) : TS.Zero;
-            for (int p = 0; p < _depth; p++)
+            float* c0 = _c + i * _cRow + j, a0 = _a + i * _aRow + p0 * _aCol, bp = _b + p0 * _bRow + j;
+            TV s0 = load ? TS.Load(ref *c0, 0) : TS.Zero, s1 = load ? TS.Load(ref *c0, (nuint)w) : TS.Zero;
+            for (int p = p0; p < p1; p++)
             {
                 TV x = TS.Broadcast(*a0);
                 s0 = TS.Fma(x, TS.Load(ref *bp, 0), s0);
@@ -187,11 +212,11 @@ public static unsafe class Gemm
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Tile1x1<TS, TV>(int i, int j) where TS : ISimd<TV> where TV : struct
+        private void Tile1x1<TS, TV>(int i, int j, int p0, int p1, bool load) where TS : ISimd<TV> where TV : struct
         {
-            float* c0 = _c + i * _cRow + j, a0 = _a + i * _aRow, bp = _b + j;
-            TV s0 = _accumulate ? TS.Load(ref *c0, 0) : TS.Zero;
-            for (int p = 0; p < _depth; p++)
+            float* c0 = _c + i * _cRow + j, a0 = _a + i * _aRow + p0 * _aCol, bp = _b + p0 * _bRow + j;
+            TV s0 = load ? TS.Load(ref *c0, 0) : TS.Zero;
+            for (int p = p0; p < p1; p++)
             {
                 s0 = TS.Fma(TS.Broadcast(*a0), TS.Load(ref *bp, 0), s0);
                 a0 += _aCol; bp += _bRow;
@@ -199,15 +224,15 @@ public static unsafe class Gemm
             TS.Store(s0, ref *c0, 0);
         }
 
-        private void ScalarBlock(int i0, int i1, int j0, int j1)
+        private void ScalarBlock(int i0, int i1, int j0, int j1, int p0, int p1, bool load)
         {
             for (int i = i0; i < i1; i++)
                 for (int j = j0; j < j1; j++)
                 {
                     float* cij = _c + i * _cRow + j;
-                    float acc = _accumulate ? *cij : 0f;
-                    float* a0 = _a + i * _aRow, bp = _b + j;
-                    for (int p = 0; p < _depth; p++, a0 += _aCol, bp += _bRow) acc = MathF.FusedMultiplyAdd(*a0, *bp, acc);
+                    float acc = load ? *cij : 0f;
+                    float* a0 = _a + i * _aRow + p0 * _aCol, bp = _b + p0 * _bRow + j;
+                    for (int p = p0; p < p1; p++, a0 += _aCol, bp += _bRow) acc = MathF.FusedMultiplyAdd(*a0, *bp, acc);
                     *cij = acc;
                 }
         }

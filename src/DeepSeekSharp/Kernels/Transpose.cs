@@ -1,6 +1,6 @@
 namespace DeepSeekSharp.Kernels;
 
-/// <summary>y[c, r] = x[r, c]: a small row-major matrix transposed (per-head weight rearrangements at load).</summary>
+/// <summary>y[c, r] = x[r, c]: a row-major matrix transposed (per-head weight rearrangements at load, a trainer's Wᵀ).</summary>
 public static class Transpose
 {
     /// <param name="x">[rows, cols]</param>
@@ -9,7 +9,14 @@ public static class Transpose
     {
         if (x.Length != rows * cols) ThrowHelper.LengthMismatch(nameof(x), (long)rows * cols, x.Length);
         if (y.Length != rows * cols) ThrowHelper.LengthMismatch(nameof(y), (long)rows * cols, y.Length);
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++) y[c * rows + r] = x[r * cols + c];
+        // 32 × 32 tiles: a whole tile's reads and writes stay in cache (a plain loop misses on every strided write).
+        const int Tile = 32;
+        for (int r0 = 0; r0 < rows; r0 += Tile)
+            for (int c0 = 0; c0 < cols; c0 += Tile)
+            {
+                int r1 = Math.Min(rows, r0 + Tile), c1 = Math.Min(cols, c0 + Tile);
+                for (int r = r0; r < r1; r++)
+                    for (int c = c0; c < c1; c++) y[c * rows + r] = x[r * cols + c];
+            }
     }
 }
