@@ -4,6 +4,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- mltokenizers
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- kernels   (BenchmarkDotNet)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul    (GMAC/s per format and batch size)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- gemm      (GFLOP/s of the training products)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- digest MODEL[:FORMAT[:mmap]] ...  (logits hashes to diff between builds)
 string mode = args.Length > 0 ? args[0] : "help";
 string repo = Repo.Root();
@@ -18,6 +19,9 @@ switch (mode)
     case "matmul":
         MatMulBench.Run(args.Length > 1 ? args[1] : null);
         break;
+    case "gemm":
+        GemmBench.Run();
+        break;
     case "digest":
         LogitsDigest.Run(args[1..]);
         break;
@@ -25,7 +29,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | digest MODEL[:FORMAT[:mmap]] ...");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | gemm | digest MODEL[:FORMAT[:mmap]] ...");
         break;
 }
 

@@ -33,7 +33,7 @@ internal static class TrainCommands
     {
         var config = new Option<string>("--config") { Description = "training config (JSON; see docs/training.md)", Required = true };
         var threads = new Option<int?>("--threads") { Description = "worker threads (overrides the config; results do not depend on it)" };
-        var steps = new Option<int?>("--stop-after") { Description = "stop after this step (the schedule still spans the config's steps); resume later by running again" };
+        var steps = new Option<int?>("--stop-after") { Description = "stop after this step and checkpoint it (the schedule still spans the config's steps; 0: write the initial weights); run again to continue" };
         var cmd = new Command("train", "Train a DeepSeek-architecture model on token shards; resumes from the newest checkpoint in its output folder") { config, threads, steps };
         cmd.SetAction(r =>
         {
@@ -54,21 +54,40 @@ internal static class TrainCommands
             using var cancel = new CancellationTokenSource();
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
             string plots = Path.Combine(trainer.Out, "plots");
-            console.Progress().AutoClear(false).HideCompleted(false)
-                .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-                .Start(ctx =>
+            string Line(StepMetrics m) =>
+                $"step {m.Step}/{cfg.Steps} loss {m.Loss:F3}{(m.ValidationLoss is { } v ? $" val {v:F3}" : "")} {m.TokensPerSecond:F0} tok/s";
+            void Plot(string _) => TrainingPlots.Write(trainer.History, plots);
+            // (--stop-after 0 runs nothing and writes the initial weights as step 0 below.)
+            if (stopAt > trainer.Step && !console.Profile.Capabilities.Interactive)
+            {
+                // Logs and pipes get one line per log_interval steps (with the time left) instead of a redrawn bar.
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                int first = trainer.Step;
+                trainer.Run(m =>
                 {
-                    ProgressTask task = ctx.AddTask("training", maxValue: cfg.Steps);
-                    task.Value = trainer.Step;
-                    trainer.Run(m =>
+                    if (m.Step % cfg.LogInterval == 0 || m.ValidationLoss is not null || m.Step == cfg.Steps)
                     {
-                        task.Value = m.Step;
-                        string val = m.ValidationLoss is { } v ? $" val {v:F3}" : "";
-                        task.Description = $"step {m.Step}/{cfg.Steps} loss {m.Loss:F3}{val} {m.TokensPerSecond:F0} tok/s";
-                        if (m.Step >= stopAt) cancel.Cancel();
-                    }, dir => TrainingPlots.Write(trainer.History, plots), cancel.Token);
-                });
-            if (trainer.Step > 0 && Checkpoint.Latest(trainer.CheckpointDir)?.EndsWith($"step-{trainer.Step:D6}", StringComparison.Ordinal) != true)
+                        double left = clock.Elapsed.TotalSeconds / (m.Step - first) * (cfg.Steps - m.Step);
+                        stderr.WriteLine($"{Line(m)}, {TimeSpan.FromSeconds(Math.Round(left)):c} left");
+                    }
+                    if (m.Step >= stopAt) cancel.Cancel();
+                }, Plot, cancel.Token);
+            }
+            else if (stopAt > trainer.Step)
+                console.Progress().AutoClear(false).HideCompleted(false)
+                    .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                    .Start(ctx =>
+                    {
+                        ProgressTask task = ctx.AddTask("training", maxValue: cfg.Steps);
+                        task.Value = trainer.Step;
+                        trainer.Run(m =>
+                        {
+                            task.Value = m.Step;
+                            task.Description = Line(m);
+                            if (m.Step >= stopAt) cancel.Cancel();
+                        }, Plot, cancel.Token);
+                    });
+            if (Checkpoint.Latest(trainer.CheckpointDir)?.EndsWith($"step-{trainer.Step:D6}", StringComparison.Ordinal) != true)
             {
                 trainer.SaveCheckpoint(); // stopped early between checkpoints: keep the work
                 TrainingPlots.Write(trainer.History, plots);
