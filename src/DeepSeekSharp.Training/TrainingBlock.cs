@@ -5,8 +5,9 @@ using N = DeepSeekSharp.Formats.TensorNames.Hf;
 
 namespace DeepSeekSharp.Training;
 
-/// <summary>Buffers the backward pass of every block shares (sized for the main model's B·T rows; the MTP block uses
-/// fewer): gradients of a block's intermediate tensors, needed only while that block is differentiated.</summary>
+/// <summary>Buffers every block shares (sized for the main model's B·T rows; the MTP block uses fewer): the tensors a
+/// block recomputes rather than keeps (its normed inputs, the gathered expert inputs, SwiGLU outputs: each one cheap
+/// elementwise pass or copy), and the gradients of its intermediate tensors, needed only while it is differentiated.</summary>
 internal sealed class BackwardScratch
 {
     public BackwardScratch(ModelConfig c, int batch, int seqLen)
@@ -24,8 +25,12 @@ internal sealed class BackwardScratch
         AttnO = new float[n * h * c.VHeadDim];
         DProbs = new float[batch * h * seqLen];
         G = new float[n * ffn]; U = new float[n * ffn]; H = new float[n * ffn];
+        NormIn = new float[n * c.Dim];
+        Hidden = new float[n * ffn];
         if (c.NRoutedExperts > 0)
         {
+            GatherIn = new float[n * k * c.Dim];
+            ExpertHidden = new float[n * k * c.MoeInterDim];
             EOut = new float[n * k * c.Dim]; GX = new float[n * k * c.Dim];
             EG = new float[n * k * c.MoeInterDim]; EU = new float[n * k * c.MoeInterDim]; EH = new float[n * k * c.MoeInterDim];
             Scores = new float[n * c.NRoutedExperts]; Logits = new float[n * c.NRoutedExperts];
@@ -33,6 +38,9 @@ internal sealed class BackwardScratch
         }
     }
 
+    // Recomputed activations: attn_norm(x) or ffn_norm(x); the experts' gathered inputs; SwiGLU outputs.
+    public readonly float[] NormIn, Hidden, GatherIn = [], ExpertHidden = [];
+    // Gradients.
     public readonly float[] Xn, Q, Qa, Qan, Kva, Cn, Kvb, KpeHeads, AttnO, DProbs, G, U, H;
     public readonly float[] EOut = [], GX = [], EG = [], EU = [], EH = [], Scores = [], Logits = [], RouteW = [];
 }
@@ -56,9 +64,9 @@ internal sealed class TrainingBlock
     private readonly Parameter[] _eGate = [], _eUp = [], _eDown = [];
 
     // Saved activations ([n, ·] unless noted).
-    private readonly float[] _xIn, _xn1, _qa, _qan, _q, _kva, _cn, _kpe, _kvb, _probs, _attnO, _xMid, _xn2;
-    private readonly float[] _g, _u, _h;                          // dense MLP or shared experts
-    private readonly float[] _logits = [], _scores = [], _weights = [], _gx = [], _eg = [], _eu = [], _eh = [], _eOut = [];
+    private readonly float[] _xIn, _qa, _qan, _q, _kva, _cn, _kpe, _kvb, _probs, _attnO, _xMid;
+    private readonly float[] _g, _u;                              // dense MLP or shared experts: gate x, up x
+    private readonly float[] _logits = [], _scores = [], _weights = [], _eg = [], _eu = [], _eOut = [];
     private readonly int[] _chosen = [], _start = [], _slotRow = [], _slotK = [], _order = [];
     private int _usedExperts;
 
@@ -77,7 +85,7 @@ internal sealed class TrainingBlock
         else _wq = P(N.Wq);
 
         int n = _n, h = c.NHeads, d = c.Dim;
-        _xIn = new float[n * d]; _xn1 = new float[n * d]; _xMid = new float[n * d]; _xn2 = new float[n * d];
+        _xIn = new float[n * d]; _xMid = new float[n * d];
         _qa = new float[c.HasQLora ? n * c.QLoraRank : 0]; _qan = new float[_qa.Length];
         _q = new float[n * h * c.QkHeadDim];
         _kva = new float[n * c.LatentCacheWidth]; _cn = new float[n * c.KvLoraRank]; _kpe = new float[n * c.QkRopeHeadDim];
@@ -87,7 +95,7 @@ internal sealed class TrainingBlock
         if (!moe)
         {
             _gate = P(N.DenseMlp + N.Gate); _up = P(N.DenseMlp + N.Up); _down = P(N.DenseMlp + N.Down);
-            _g = new float[n * c.InterDim]; _u = new float[_g.Length]; _h = new float[_g.Length];
+            _g = new float[n * c.InterDim]; _u = new float[_g.Length];
             return;
         }
         int e = c.NRoutedExperts, k = c.NActivatedExperts, mi = c.MoeInterDim;
@@ -97,11 +105,11 @@ internal sealed class TrainingBlock
         _eDown = [.. Enumerable.Range(0, e).Select(i => P(N.Expert(i) + N.Down))];
         int shared = c.NSharedExperts * mi;
         if (shared > 0) { _sGate = P(N.SharedExperts + N.Gate); _sUp = P(N.SharedExperts + N.Up); _sDown = P(N.SharedExperts + N.Down); }
-        _g = new float[n * shared]; _u = new float[_g.Length]; _h = new float[_g.Length];
+        _g = new float[n * shared]; _u = new float[_g.Length];
         _logits = new float[n * e]; _scores = new float[n * e]; _weights = new float[n * k]; _chosen = new int[n * k];
         _start = new int[e + 1]; _slotRow = new int[n * k]; _slotK = new int[n * k]; _order = new int[e];
-        _gx = new float[n * k * d]; _eOut = new float[n * k * d];
-        _eg = new float[n * k * mi]; _eu = new float[_eg.Length]; _eh = new float[_eg.Length];
+        _eOut = new float[n * k * d];
+        _eg = new float[n * k * mi]; _eu = new float[_eg.Length];
         Loads = new int[e];
         SequenceCounts = new int[batch * e];
     }
@@ -118,24 +126,25 @@ internal sealed class TrainingBlock
     public ReadOnlySpan<float> RouteWeights => _weights;
     /// <summary>Floats of saved activations.</summary>
     public long ActivationFloats =>
-        new[] { _xIn, _xn1, _qa, _qan, _q, _kva, _cn, _kpe, _kvb, _probs, _attnO, _xMid, _xn2, _g, _u, _h, _logits, _scores, _weights, _gx, _eg, _eu, _eh, _eOut }
+        new[] { _xIn, _qa, _qan, _q, _kva, _cn, _kpe, _kvb, _probs, _attnO, _xMid, _g, _u, _logits, _scores, _weights, _eg, _eu, _eOut }
             .Sum(a => (long)a.Length);
 
     /// <summary>x ← x + attn(attn_norm(x)); x ← x + ffn(ffn_norm(x)). Returns the balance loss term Σ_b α/B Σ_i f_i P_i.</summary>
     /// <param name="x">[B·T, dim] the residual stream, updated in place</param>
-    public double Forward(Span<float> x, double alpha)
+    public double Forward(Span<float> x, double alpha, BackwardScratch s)
     {
         int n = _n, d = _c.Dim;
         x[..(n * d)].CopyTo(_xIn);
-        RmsNorm.Forward(_xIn, _ps.Value(_attnNorm), _xn1, _eps);
-        Attention();
+        Span<float> xn = s.NormIn.AsSpan(0, n * d);
+        RmsNorm.Forward(_xIn, _ps.Value(_attnNorm), xn, _eps);
+        Attention(xn);
         Span<float> o = x[..(n * d)];
         Linear.Forward(_ps, _wo, _attnO, o, n);
         TensorPrimitives.Add(_xIn, o, _xMid);
-        RmsNorm.Forward(_xMid, _ps.Value(_ffnNorm), _xn2, _eps);
+        RmsNorm.Forward(_xMid, _ps.Value(_ffnNorm), xn, _eps);
         double balance = 0;
-        if (IsMoe) balance = Moe(o, alpha);
-        else Mlp(_gate!, _up!, _down!, _xn2, _g, _u, _h, o, n);
+        if (IsMoe) balance = Moe(xn, o, alpha, s);
+        else Mlp(_gate!, _up!, _down!, xn, _g, _u, s.Hidden, o, n);
         TensorPrimitives.Add(_xMid, o, x[..(n * d)]);
         return balance;
     }
@@ -147,34 +156,37 @@ internal sealed class TrainingBlock
         int n = _n, d = _c.Dim;
         dx = dx[..(n * d)];
         // ffn half: dx is dL/d(x_mid) from the residual, plus the path through ffn_norm.
-        Span<float> dxn = s.Xn.AsSpan(0, n * d);
+        Span<float> dxn = s.Xn.AsSpan(0, n * d), xn = s.NormIn.AsSpan(0, n * d);
         dxn.Clear();
-        if (IsMoe) MoeBackward(dx, dxn, s, alpha);
-        else MlpBackward(_gate!, _up!, _down!, _xn2, _g, _u, _h, dx, dxn, s, n);
+        RmsNorm.Forward(_xMid, _ps.Value(_ffnNorm), xn, _eps); // recomputed: ffn_norm(x_mid)
+        if (IsMoe) MoeBackward(xn, dx, dxn, s, alpha);
+        else MlpBackward(_gate!, _up!, _down!, xn, _g, _u, dx, dxn, s, n);
         RmsNorm.Backward(dx, _ps.Grad(_ffnNorm), dxn, _xMid, _ps.Value(_ffnNorm), _eps);
         // attention half.
         Span<float> dAttnO = s.AttnO.AsSpan(0, _attnO.Length);
         dAttnO.Clear();
         Linear.Backward(_ps, _wo, dx, _attnO, dAttnO, n);
         dxn.Clear();
-        AttentionBackward(dAttnO, dxn, s);
+        RmsNorm.Forward(_xIn, _ps.Value(_attnNorm), xn, _eps); // recomputed: attn_norm(x)
+        AttentionBackward(xn, dAttnO, dxn, s);
         RmsNorm.Backward(dx, _ps.Grad(_attnNorm), dxn, _xIn, _ps.Value(_attnNorm), _eps);
     }
 
     // ---- attention ----
 
-    private void Attention()
+    /// <param name="xn">[n, dim] attn_norm(x)</param>
+    private void Attention(ReadOnlySpan<float> xn)
     {
         ModelConfig c = _c;
         int n = _n, h = c.NHeads, qk = c.QkHeadDim, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth, half = rope / 2;
-        if (_wq is not null) Linear.Forward(_ps, _wq, _xn1, _q, n);
+        if (_wq is not null) Linear.Forward(_ps, _wq, xn, _q, n);
         else
         {
-            Linear.Forward(_ps, _wqA!, _xn1, _qa, n);
+            Linear.Forward(_ps, _wqA!, xn, _qa, n);
             RmsNorm.Forward(_qa, _ps.Value(_qNorm!), _qan, _eps);
             Linear.Forward(_ps, _wqB!, _qan, _q, n);
         }
-        Linear.Forward(_ps, _wkvA, _xn1, _kva, n);
+        Linear.Forward(_ps, _wkvA, xn, _kva, n);
         for (int r = 0; r < n; r++)
         {
             int p = r % _t;
@@ -188,7 +200,7 @@ internal sealed class TrainingBlock
         AttentionJob.Run(this, null, backward: false);
     }
 
-    private void AttentionBackward(ReadOnlySpan<float> dAttnO, Span<float> dxn, BackwardScratch s)
+    private void AttentionBackward(ReadOnlySpan<float> xn, ReadOnlySpan<float> dAttnO, Span<float> dxn, BackwardScratch s)
     {
         ModelConfig c = _c;
         int n = _n, h = c.NHeads, qk = c.QkHeadDim, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, rank = c.KvLoraRank, width = c.LatentCacheWidth, half = rope / 2;
@@ -210,15 +222,15 @@ internal sealed class TrainingBlock
         Linear.Backward(_ps, _wkvB, dkvb, _cn, dcn, n);
         for (int r = 0; r < n; r++)
             RmsNorm.Backward(dkva.Slice(r * width, rank), _ps.Grad(_kvNorm), dcn.Slice(r * rank, rank), _kva.AsSpan(r * width, rank), _ps.Value(_kvNorm), _eps);
-        Linear.Backward(_ps, _wkvA, dkva, _xn1, dxn, n);
-        if (_wq is not null) Linear.Backward(_ps, _wq, dq, _xn1, dxn, n);
+        Linear.Backward(_ps, _wkvA, dkva, xn, dxn, n);
+        if (_wq is not null) Linear.Backward(_ps, _wq, dq, xn, dxn, n);
         else
         {
             Span<float> dqan = s.Qan.AsSpan(0, _qan.Length), dqa = s.Qa.AsSpan(0, _qa.Length);
             dqan.Clear(); dqa.Clear();
             Linear.Backward(_ps, _wqB!, dq, _qan, dqan, n);
             RmsNorm.Backward(dqa, _ps.Grad(_qNorm!), dqan, _qa, _ps.Value(_qNorm!), _eps);
-            Linear.Backward(_ps, _wqA!, dqa, _xn1, dxn, n);
+            Linear.Backward(_ps, _wqA!, dqa, xn, dxn, n);
         }
     }
 
@@ -316,14 +328,16 @@ internal sealed class TrainingBlock
 
     /// <summary>dx += d(down(silu(gate x) ⊙ up x)) for dy; the scratch's G, U, H hold the intermediate gradients.</summary>
     private void MlpBackward(Parameter gate, Parameter up, Parameter down, ReadOnlySpan<float> x, ReadOnlySpan<float> g, ReadOnlySpan<float> u,
-        ReadOnlySpan<float> h, ReadOnlySpan<float> dy, Span<float> dx, BackwardScratch s, int n) =>
-        MlpBackward(gate, up, down, x, g, u, h, dy, dx, s.G, s.U, s.H, n);
+        ReadOnlySpan<float> dy, Span<float> dx, BackwardScratch s, int n) =>
+        MlpBackward(gate, up, down, x, g, u, s.Hidden, dy, dx, s.G, s.U, s.H, n);
 
+    /// <param name="hBuf">where silu(g) ⊙ u is recomputed (down's input, for its weight gradient)</param>
     private void MlpBackward(Parameter gate, Parameter up, Parameter down, ReadOnlySpan<float> x, ReadOnlySpan<float> g, ReadOnlySpan<float> u,
-        ReadOnlySpan<float> h, ReadOnlySpan<float> dy, Span<float> dx, Span<float> dgBuf, Span<float> duBuf, Span<float> dhBuf, int n)
+        Span<float> hBuf, ReadOnlySpan<float> dy, Span<float> dx, Span<float> dgBuf, Span<float> duBuf, Span<float> dhBuf, int n)
     {
         int inter = gate.Rows, m = n * inter;
-        Span<float> dg = dgBuf[..m], du = duBuf[..m], dh = dhBuf[..m];
+        Span<float> dg = dgBuf[..m], du = duBuf[..m], dh = dhBuf[..m], h = hBuf[..m];
+        SwiGlu.Forward(g[..m], u[..m], h);
         dg.Clear(); du.Clear(); dh.Clear();
         Linear.Backward(_ps, down, dy, h, dh, n);
         SwiGlu.Backward(dg, du, dh, g[..m], u[..m]);
@@ -334,11 +348,12 @@ internal sealed class TrainingBlock
     /// <summary>DeepSeekMoE: routes every token with the engine's <see cref="Router"/>, gathers each expert's tokens,
     /// runs the experts in parallel, then adds Σ w·expert(x) (ascending expert order) to the shared experts' output.
     /// Returns this layer's balance-loss term.</summary>
-    private double Moe(Span<float> y, double alpha)
+    /// <param name="xn">[n, dim] ffn_norm(x)</param>
+    private double Moe(ReadOnlySpan<float> xn, Span<float> y, double alpha, BackwardScratch s)
     {
         ModelConfig c = _c;
         int n = _n, d = c.Dim, e = c.NRoutedExperts, k = c.NActivatedExperts;
-        Linear.Forward(_ps, _router!, _xn2, _logits, n);
+        Linear.Forward(_ps, _router!, xn, _logits, n);
         Span<float> choice = stackalloc float[e];
         Span<float> bias = _ps.RouterBias(_layer);
         for (int t = 0; t < n; t++)
@@ -361,15 +376,15 @@ internal sealed class TrainingBlock
                 int at = _chosen.AsSpan(t * k, k).IndexOf(x);
                 if (at < 0) continue;
                 _slotRow[slots] = t; _slotK[slots] = at;
-                _xn2.AsSpan(t * d, d).CopyTo(_gx.AsSpan(slots * d, d));
                 slots++;
             }
             if (slots > _start[x]) _order[_usedExperts++] = x;
         }
         _start[e] = slots;
-        ExpertJob.Run(this, null, _usedExperts);
+        Gather(xn, s);
+        ExpertJob.Run(this, s, backward: false, _usedExperts);
 
-        if (_sGate is not null) Mlp(_sGate, _sUp!, _sDown!, _xn2, _g, _u, _h, y, n);
+        if (_sGate is not null) Mlp(_sGate, _sUp!, _sDown!, xn, _g, _u, s.Hidden, y, n);
         else y[..(n * d)].Clear();
         for (int i = 0; i < slots; i++)
             Axpy.Compute(_eOut.AsSpan(i * d, d), _weights[_slotRow[i] * k + _slotK[i]], y.Slice(_slotRow[i] * d, d));
@@ -397,11 +412,18 @@ internal sealed class TrainingBlock
         return alpha * total / _b;
     }
 
-    private void MoeBackward(ReadOnlySpan<float> dy, Span<float> dxn, BackwardScratch s, double alpha)
+    /// <summary>Each expert's tokens' inputs in consecutive slots (expert order, then token order).</summary>
+    private void Gather(ReadOnlySpan<float> xn, BackwardScratch s)
+    {
+        int d = _c.Dim;
+        for (int i = 0; i < _start[_c.NRoutedExperts]; i++) xn.Slice(_slotRow[i] * d, d).CopyTo(s.GatherIn.AsSpan(i * d, d));
+    }
+
+    private void MoeBackward(ReadOnlySpan<float> xn, ReadOnlySpan<float> dy, Span<float> dxn, BackwardScratch s, double alpha)
     {
         ModelConfig c = _c;
         int n = _n, d = c.Dim, e = c.NRoutedExperts, k = c.NActivatedExperts, slots = _start[e];
-        if (_sGate is not null) MlpBackward(_sGate, _sUp!, _sDown!, _xn2, _g, _u, _h, dy, dxn, s, n);
+        if (_sGate is not null) MlpBackward(_sGate, _sUp!, _sDown!, xn, _g, _u, dy, dxn, s, n);
         // d(routing weight) = dy · expert output; d(expert output) = w · dy.
         Span<float> dw = s.RouteW.AsSpan(0, n * k);
         dw.Clear();
@@ -413,7 +435,8 @@ internal sealed class TrainingBlock
             TensorPrimitives.Multiply(dyt, _weights[at], s.EOut.AsSpan(i * d, d));
         }
         s.GX.AsSpan(0, slots * d).Clear();
-        ExpertJob.Run(this, s, _usedExperts);
+        Gather(xn, s); // recomputed
+        ExpertJob.Run(this, s, backward: true, _usedExperts);
         for (int i = 0; i < slots; i++) TensorPrimitives.Add(dxn.Slice(_slotRow[i] * d, d), s.GX.AsSpan(i * d, d), dxn.Slice(_slotRow[i] * d, d));
 
         // Router: scores get gradients from the routing weights and from P of the balance loss.
@@ -457,38 +480,38 @@ internal sealed class TrainingBlock
                 for (int i = 0; i < e; i++) dlt[i] = sc[i] * (dst[i] - dot);
             }
         }
-        Linear.Backward(_ps, _router!, dl, _xn2, dxn, n);
+        Linear.Backward(_ps, _router!, dl, xn, dxn, n);
     }
 
-    /// <summary>One routed expert per chunk over its gathered tokens (largest load first is not needed for
-    /// correctness; experts run in expert order). Forward: its outputs; backward: its weights' gradients and its
-    /// tokens' input gradients (into the scratch's GX slots).</summary>
+    /// <summary>One routed expert per chunk over its gathered tokens, in expert order. Forward: its outputs; backward:
+    /// its weights' gradients and its tokens' input gradients (into the scratch's GX slots).</summary>
     private sealed class ExpertJob : PoolJob
     {
         [ThreadStatic] private static ExpertJob? _mine;
         private TrainingBlock _blk = null!;
-        private BackwardScratch? _s;
+        private BackwardScratch _s = null!;
+        private bool _backward;
 
-        public static void Run(TrainingBlock blk, BackwardScratch? s, int experts)
+        public static void Run(TrainingBlock blk, BackwardScratch s, bool backward, int experts)
         {
             ExpertJob job = _mine ??= new ExpertJob();
-            (job._blk, job._s) = (blk, s);
+            (job._blk, job._s, job._backward) = (blk, s, backward);
             WorkerPool.Shared.Run(job, experts);
-            (job._blk, job._s) = (null!, null);
+            (job._blk, job._s) = (null!, null!);
         }
 
         public override void Execute(int chunk)
         {
             TrainingBlock b = _blk;
+            BackwardScratch s = _s;
             int x = b._order[chunk], first = b._start[x], m = b._start[x + 1] - first, d = b._c.Dim, mi = b._c.MoeInterDim;
-            Span<float> gx = b._gx.AsSpan(first * d, m * d), g = b._eg.AsSpan(first * mi, m * mi), u = b._eu.AsSpan(first * mi, m * mi);
-            Span<float> h = b._eh.AsSpan(first * mi, m * mi);
-            if (_s is null)
+            Span<float> gx = s.GatherIn.AsSpan(first * d, m * d), g = b._eg.AsSpan(first * mi, m * mi), u = b._eu.AsSpan(first * mi, m * mi);
+            Span<float> h = s.ExpertHidden.AsSpan(first * mi, m * mi);
+            if (!_backward)
             {
                 b.Mlp(b._eGate[x], b._eUp[x], b._eDown[x], gx, g, u, h, b._eOut.AsSpan(first * d, m * d), m);
                 return;
             }
-            BackwardScratch s = _s;
             b.MlpBackward(b._eGate[x], b._eUp[x], b._eDown[x], gx, g, u, h, s.EOut.AsSpan(first * d, m * d), s.GX.AsSpan(first * d, m * d),
                 s.EG.AsSpan(first * mi, m * mi), s.EU.AsSpan(first * mi, m * mi), s.EH.AsSpan(first * mi, m * mi), m);
         }

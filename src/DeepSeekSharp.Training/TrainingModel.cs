@@ -115,7 +115,7 @@ public sealed class TrainingModel
         Span<float> embed = _ps.Value(_embed);
         for (int i = 0; i < n; i++) embed.Slice(tokens[i] * d, d).CopyTo(_x.AsSpan(i * d, d));
         double balance = 0;
-        foreach (TrainingBlock b in _blocks) balance += b.Forward(_x, weights.Balance);
+        foreach (TrainingBlock b in _blocks) balance += b.Forward(_x, weights.Balance, _scratch);
         _x.CopyTo(_xFinal, 0);
         RmsNorm.Forward(_xFinal, _ps.Value(_norm), _hidden, (float)c.RmsNormEps);
         int mainTargets = Count(targets, 0, _t, 0);
@@ -174,7 +174,7 @@ public sealed class TrainingModel
                 RmsNorm.Forward(_hidden.AsSpan((b * _t + i) * d, d), _ps.Value(_hNorm!), _mtpCat.AsSpan(row * 2 * d + d, d), eps);
             }
         Linear.Forward(_ps, _ehProj!, _mtpCat, _mtpX, m);
-        balance += _mtpBlock!.Forward(_mtpX, weights.Balance);
+        balance += _mtpBlock!.Forward(_mtpX, weights.Balance, _scratch);
         _mtpX.CopyTo(_mtpXFinal, 0);
         RmsNorm.Forward(_mtpXFinal, _ps.Value(_headNorm!), _mtpNormed, eps);
         float scale = mtpTargets == 0 ? 0 : (float)(weights.Mtp * gradScale / mtpTargets);
