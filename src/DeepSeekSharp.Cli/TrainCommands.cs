@@ -88,10 +88,8 @@ internal static class TrainCommands
                         }, Plot, cancel.Token);
                     });
             if (Checkpoint.Latest(trainer.CheckpointDir)?.EndsWith($"step-{trainer.Step:D6}", StringComparison.Ordinal) != true)
-            {
                 trainer.SaveCheckpoint(); // stopped early between checkpoints: keep the work
-                TrainingPlots.Write(trainer.History, plots);
-            }
+            TrainingPlots.Write(trainer.History, plots); // (so running a finished config again redraws its plots)
             stdout.WriteLine($"step {trainer.Step}: checkpoint {Checkpoint.Latest(trainer.CheckpointDir)}; metrics {Path.Combine(trainer.Out, "metrics.csv")}; plots {plots}");
             return 0;
         });

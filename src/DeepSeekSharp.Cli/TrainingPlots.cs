@@ -48,9 +48,9 @@ internal static class TrainingPlots
         plot.Title(title);
         plot.XLabel("step");
         plot.YLabel(yLabel);
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right); // beside the data, never over the end of a curve
         string temp = path + ".tmp.png";
-        plot.SavePng(temp, 900, 500);
+        plot.SavePng(temp, 1100, 500);
         File.Move(temp, path, overwrite: true);
     }
 }

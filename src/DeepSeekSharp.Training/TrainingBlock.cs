@@ -43,6 +43,9 @@ internal sealed class BackwardScratch
     // Gradients.
     public readonly float[] Xn, Q, Qa, Qan, Kva, Cn, Kvb, KpeHeads, AttnO, DProbs, G, U, H;
     public readonly float[] EOut = [], GX = [], EG = [], EU = [], EH = [], Scores = [], Logits = [], RouteW = [];
+
+    public long Floats => new[] { NormIn, Hidden, GatherIn, ExpertHidden, Xn, Q, Qa, Qan, Kva, Cn, Kvb, KpeHeads, AttnO, DProbs, G, U, H,
+        EOut, GX, EG, EU, EH, Scores, Logits, RouteW }.Sum(a => (long)a.Length);
 }
 
 /// <summary>One decoder block (attention, then a dense MLP or DeepSeekMoE, each with a residual) over a batch of B

@@ -84,7 +84,7 @@ public sealed class TrainingModel
     /// <summary>Bytes of activations saved for the backward pass plus the backward scratch and logits chunk.</summary>
     public long ActivationBytes =>
         4 * (Blocks.Sum(b => b.ActivationFloats) + _x.Length * 5L + _mtpCat.Length * 2L + _embedRows.Length + _mtpX.Length * 3L + _logits.Length
-             + typeof(BackwardScratch).GetFields().Sum(f => (long)((float[])f.GetValue(_scratch)!).Length));
+             + _scratch.Floats);
 
     /// <summary>MoE layers' expert loads ([n_routed_experts] each) from the last step, by layer index (the MTP layer is
     /// num_hidden_layers).</summary>
@@ -118,7 +118,7 @@ public sealed class TrainingModel
         foreach (TrainingBlock b in _blocks) balance += b.Forward(_x, weights.Balance, _scratch);
         _x.CopyTo(_xFinal, 0);
         RmsNorm.Forward(_xFinal, _ps.Value(_norm), _hidden, (float)c.RmsNormEps);
-        int mainTargets = Count(targets, 0, _t, 0);
+        int mainTargets = Count(targets, 0);
         float mainScale = mainTargets == 0 ? 0 : (float)(weights.Main * gradScale / mainTargets);
         Array.Clear(_dHidden);
 
@@ -127,7 +127,7 @@ public sealed class TrainingModel
         int mtpTargets = 0;
         if (_mtpBlock is not null)
         {
-            mtpTargets = Count(targets, 1, _t, 1);
+            mtpTargets = Count(targets, 1);
             (mtpCe, balance) = Mtp(weights, gradients, gradScale, mtpTargets, balance);
         }
 
@@ -145,14 +145,13 @@ public sealed class TrainingModel
         return new BatchLoss(mainCe, mtpCe, balance, weights.Main * mainCe + weights.Mtp * mtpCe + balance, mainTargets, mtpTargets);
     }
 
-    /// <summary>Targets ≥ 0 at positions [from, seqLen) of each sequence, shifted by <paramref name="shift"/> (the
-    /// MTP module's row i predicts main target i + 1).</summary>
-    private int Count(ReadOnlySpan<int> targets, int from, int seqLen, int shift)
+    /// <summary>Targets ≥ 0 at positions [from, T) of each sequence (from = 1 counts the MTP module's, whose row i
+    /// predicts main target i + 1).</summary>
+    private int Count(ReadOnlySpan<int> targets, int from)
     {
         int count = 0;
         for (int b = 0; b < _b; b++)
-            for (int i = from; i < seqLen; i++) if (targets[b * seqLen + i] >= 0) count++;
-        _ = shift;
+            for (int i = from; i < _t; i++) if (targets[b * _t + i] >= 0) count++;
         return count;
     }
 
