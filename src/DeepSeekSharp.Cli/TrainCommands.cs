@@ -65,9 +65,9 @@ internal static class TrainCommands
                 int first = trainer.Step;
                 trainer.Run(m =>
                 {
-                    if (m.Step % cfg.LogInterval == 0 || m.ValidationLoss is not null || m.Step == cfg.Steps)
+                    if (m.Step % cfg.LogInterval == 0 || m.ValidationLoss is not null || m.Step == stopAt)
                     {
-                        double left = clock.Elapsed.TotalSeconds / (m.Step - first) * (cfg.Steps - m.Step);
+                        double left = clock.Elapsed.TotalSeconds / (m.Step - first) * (stopAt - m.Step);
                         stderr.WriteLine($"{Line(m)}, {TimeSpan.FromSeconds(Math.Round(left)):c} left");
                     }
                     if (m.Step >= stopAt) cancel.Cancel();
