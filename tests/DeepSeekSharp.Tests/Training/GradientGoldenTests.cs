@@ -1,3 +1,4 @@
+using Xunit.Abstractions;
 using System.Text.Json;
 using DeepSeekSharp.Training;
 
@@ -6,7 +7,7 @@ namespace DeepSeekSharp.Tests.Training;
 /// <summary>One training step of the golden checkpoints against the float64 reference (torch autograd through
 /// DeepSeek's model.py modules): every loss component, every parameter's gradient, the routing it decided on, the
 /// gradient of each loss component alone at the routers, and the loads the bias rule uses.</summary>
-public class GradientGoldenTests
+public class GradientGoldenTests(ITestOutputHelper output)
 {
     private static string Data(params string[] parts) => Path.Combine([AppContext.BaseDirectory, "data", .. parts]);
 
@@ -96,6 +97,7 @@ public class GradientGoldenTests
             Assert.True(rel <= 1e-4, $"{tensor}: max |ours − ref| / max |ref| = {rel:E2}");
         }
         Assert.True(worst > 0); // the comparison ran on real values
+        output.WriteLine($"{name}: losses main {run.Loss.MainCe:R}, mtp {run.Loss.MtpCe:R}, balance {run.Loss.Balance:R}; worst gradient {worst:E2}");
     }
 
     [Theory]
