@@ -1,0 +1,71 @@
+using DeepSeekSharp.Tests.Cli;
+using DeepSeekSharp.Text;
+using DeepSeekSharp.Training.Data;
+
+namespace DeepSeekSharp.Tests.Training;
+
+/// <summary><c>dss prepare-data</c> with the bundled DeepSeek-V3 tokenizer: documents get BOS and EOS, text is all
+/// targets, chat conversations are targets only on the assistant turns, and bad input names its file and line.</summary>
+public class DataPreparationTests
+{
+    private static readonly Tokenizer Tok = Tokenizer.Load(Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3"));
+
+    [Fact]
+    public void TextDocuments_AreSeparatedByBlankLines_EachWithBosAndEos()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("a.txt"), "The cat sat.\n\nTwo plus two is four.\r\n");
+        var (code, stdout, err) = CliRunner.Run("prepare-data", dir.File("a.txt"), "--out", dir.File("a.tokens"));
+        Assert.True(code == 0, err);
+        Assert.Contains("2 documents", stdout);
+        TokenShard shard = TokenShard.Read(dir.File("a.tokens"));
+        int bos = Tok.BosId!.Value, eos = Tok.EosId!.Value;
+        int[] want = [bos, .. Tok.Encode("The cat sat.", addBos: false), eos, bos, .. Tok.Encode("Two plus two is four.", addBos: false), eos];
+        Assert.Equal(want, shard.Tokens);
+        Assert.Equal(2, shard.Documents);
+        // Every token but BOS is a target (BOS is never predicted).
+        Assert.Equal(want.Select(t => t == bos ? (byte)0 : (byte)1), shard.LossMask);
+    }
+
+    [Fact]
+    public void ChatConversations_AreTargetsOnlyOnTheAssistantTurns()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("chat.jsonl"),
+            """{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Peru?"}, {"role": "assistant", "content": "Lima."}]}""" + "\n" +
+            """{"text": "plain text line"}""" + "\n");
+        var prep = new DataPreparation(Tok);
+        prep.AddFile(dir.File("chat.jsonl"));
+        prep.Write(dir.File("chat.tokens"));
+        TokenShard shard = TokenShard.Read(dir.File("chat.tokens"));
+        int eos = Tok.EosId!.Value;
+        int firstEnd = Array.IndexOf(shard.Tokens, eos, Array.IndexOf(shard.Tokens, eos) + 1); // the conversation ends at its 2nd EOS
+        int[] conv = shard.Tokens[..(firstEnd + 1)];
+        byte[] mask = shard.LossMask[..(firstEnd + 1)];
+        string targets = Tok.Decode([.. conv.Where((_, i) => mask[i] == 1)]);
+        string context = Tok.Decode([.. conv.Where((_, i) => mask[i] == 0)]);
+        Assert.Equal("Paris.<｜end▁of▁sentence｜>Lima.<｜end▁of▁sentence｜>", targets);
+        Assert.Contains("Capital of France?", context);
+        Assert.Contains("And of Peru?", context);
+        Assert.Contains("Be brief.", context);
+        // The whole conversation is the template's rendering, token for token.
+        Assert.Equal(Tok.Decode(conv), Tok.Decode(Tok.Encode(Tok.Decode(conv), addBos: false)));
+        Assert.Equal(2, shard.Documents);
+        Assert.True(shard.LossMask[(firstEnd + 2)..].All(m => m == 1)); // the text document after it: all targets
+    }
+
+    [Theory]
+    [InlineData("{\"text\": 5}", "no \"text\" string")]
+    [InlineData("not json", "not valid JSON")]
+    [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}", "no assistant message")]
+    public void BadLines_NameTheFileAndLine(string line, string message)
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("bad.jsonl"), "{\"text\": \"fine\"}\n" + line + "\n");
+        var (code, _, err) = CliRunner.Run("prepare-data", dir.File("bad.jsonl"), "--out", dir.File("bad.tokens"));
+        Assert.Equal(1, code);
+        Assert.Contains("bad.jsonl:2", err);
+        Assert.Contains(message, err);
+        Assert.False(File.Exists(dir.File("bad.tokens")));
+    }
+}
