@@ -82,8 +82,16 @@ public sealed class DataPreparation(Tokenizer tokenizer)
             string before = _template.Render(JsonSerializer.SerializeToElement(all[..i]), true, bos, eos);
             string through = _template.Render(JsonSerializer.SerializeToElement(all[..(i + 1)]), false, bos, eos);
             if (!full.StartsWith(before, StringComparison.Ordinal) || !through.StartsWith(before, StringComparison.Ordinal))
-                throw new InvalidDataException($"{where}: the chat template renders message {i} differently once later messages follow, so its assistant turn cannot be located for the loss mask");
+                throw new InvalidDataException($"{where}: the chat template's prompt for assistant message {i} is not how it renders that message, so the turn " +
+                    "cannot be located for the loss mask (R1's template, for one, opens the prompt with <think> but drops everything up to </think> " +
+                    "from assistant turns); give such examples as {\"text\": ...} already in the template's form");
             int end = CommonPrefix(full, through);
+            // A template may drop part of a message (R1's removes everything up to </think> from assistant turns):
+            // learning from what is left would silently lose the reasoning, so say so instead.
+            if (all[i].TryGetProperty("content", out JsonElement content) && content.ValueKind == JsonValueKind.String &&
+                !full.AsSpan(before.Length, end - before.Length).Contains(content.GetString()!.Trim(), StringComparison.Ordinal))
+                throw new InvalidDataException($"{where}: the chat template does not render assistant message {i} whole (R1's template drops " +
+                    "everything up to </think>); give reasoning examples as {\"text\": ...} already in the template's form, or use a template that keeps them");
             if (end > before.Length) spans.Add((before.Length, end));
         }
         if (spans.Count == 0) throw new InvalidDataException($"{where}: no assistant message to learn from");

@@ -54,6 +54,38 @@ public class DataPreparationTests
         Assert.True(shard.LossMask[(firstEnd + 2)..].All(m => m == 1)); // the text document after it: all targets
     }
 
+    private static Tokenizer WithTemplate(TempDir dir, string template)
+    {
+        string v3 = Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3");
+        File.Copy(Path.Combine(v3, "tokenizer.json"), dir.File("tokenizer.json"), overwrite: true);
+        var config = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(v3, "tokenizer_config.json")))!;
+        config["chat_template"] = template;
+        File.WriteAllText(dir.File("tokenizer_config.json"), config.ToJsonString());
+        return Tokenizer.Load(dir.Path);
+    }
+
+    [Fact]
+    public void TemplatesThatDropReasoning_AreRefused_NotSilentlyTrainedOn()
+    {
+        using var dir = new TempDir();
+        using var reasoning = System.Text.Json.JsonDocument.Parse(
+            """[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>two and two</think>4"}]""");
+        // R1's template: its prompt opens <think>, its assistant turns lose everything up to </think>.
+        string r1 = System.Text.RegularExpressions.Regex.Unescape(File.ReadAllText(
+            Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-r1", "chat_template.reconstructed.jinja")).Trim());
+        var e = Assert.Throws<InvalidDataException>(() => new DataPreparation(WithTemplate(dir, r1)).AddChat(reasoning.RootElement));
+        Assert.Contains("</think>", e.Message);
+        // A template whose prompt is consistent but which strips the reasoning from the rendered turn.
+        const string stripping = "{% for m in messages %}{% if m['role'] == 'assistant' %}<A>{{ m['content'].split('</think>')[-1] }}</A>" +
+                                 "{% else %}<U>{{ m['content'] }}</U>{% endif %}{% endfor %}{% if add_generation_prompt %}<A>{% endif %}";
+        var prep = new DataPreparation(WithTemplate(dir, stripping));
+        e = Assert.Throws<InvalidDataException>(() => prep.AddChat(reasoning.RootElement));
+        Assert.Contains("does not render assistant message 1 whole", e.Message);
+        using var plain = System.Text.Json.JsonDocument.Parse("""[{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]""");
+        prep.AddChat(plain.RootElement); // what the template keeps whole is fine
+        Assert.Equal(1, prep.Documents);
+    }
+
     [Theory]
     [InlineData("{\"text\": 5}", "no \"text\" string")]
     [InlineData("not json", "not valid JSON")]
