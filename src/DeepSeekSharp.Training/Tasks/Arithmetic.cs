@@ -1,0 +1,176 @@
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Training.Tasks;
+
+/// <summary>Which problems a split holds. Train and held-out share difficulties 1–3 but never a problem (a problem's
+/// split follows from a hash of its operands); the harder split has one more digit than training ever sees.</summary>
+public enum Split { Train, Heldout, Harder }
+
+public enum Operation { Add, Subtract, Multiply }
+
+/// <summary>One problem: the question as a user would ask it, its exact answer, and how it was made.</summary>
+public sealed record Problem(string Question, long Answer, Operation Op, long A, long B, int Digits, bool WordProblem);
+
+/// <summary>Arithmetic with exact answers, for R1's recipe: multi-digit addition and subtraction and multiplication
+/// by a one- or two-digit number, asked as expressions ("What is 452 + 379?") or as short word problems, with
+/// difficulty = digits of the larger operand. Deterministic for a seed.</summary>
+public static class Arithmetic
+{
+    public const int MaxTrainDigits = 3;
+
+    private static readonly string[] Names = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Ben", "Ivy", "Max", "Eva", "Tom"];
+    private static readonly string[] Things = ["stickers", "marbles", "apples", "coins", "stamps", "cards", "books", "shells"];
+
+    /// <summary>The split a pair of operands belongs to at training difficulties (one in ten is held out).</summary>
+    public static Split SplitOf(Operation op, long a, long b) =>
+        (uint)HashCode.Combine((int)op, a, b) % 10 == 0 ? Split.Heldout : Split.Train;
+
+    /// <summary><paramref name="count"/> problems of a split, the same ones for the same seed.</summary>
+    public static List<Problem> Generate(Split split, int count, ulong seed)
+    {
+        var rng = new Rng(seed * 0x9E3779B97F4A7C15UL + (ulong)split + 17);
+        var list = new List<Problem>(count);
+        while (list.Count < count)
+        {
+            var op = (Operation)(rng.NextUInt64() % 3);
+            int digits = split == Split.Harder ? MaxTrainDigits + 1 : 1 + (int)(rng.NextUInt64() % MaxTrainDigits);
+            long a = Number(rng, digits), b;
+            switch (op)
+            {
+                case Operation.Add: b = Number(rng, 1 + (int)(rng.NextUInt64() % (ulong)digits)); break;
+                case Operation.Subtract: b = rng.NextUInt64() % 2 == 0 ? Number(rng, digits) : Number(rng, 1 + (int)(rng.NextUInt64() % (ulong)digits)); if (b > a) (a, b) = (b, a); break;
+                default: b = Number(rng, 1 + (int)(rng.NextUInt64() % 2)); if (digits == 1) b = Number(rng, 1); break;
+            }
+            if (split != Split.Harder && SplitOf(op, a, b) != split) continue;
+            bool word = rng.NextUInt64() % 3 == 0;
+            list.Add(new Problem(Ask(rng, op, a, b, word), Apply(op, a, b), op, a, b, digits, word));
+        }
+        return list;
+    }
+
+    private static long Number(Rng rng, int digits)
+    {
+        long lo = digits == 1 ? 0 : (long)Math.Pow(10, digits - 1), hi = (long)Math.Pow(10, digits);
+        return lo + (long)(rng.NextUInt64() % (ulong)(hi - lo));
+    }
+
+    public static long Apply(Operation op, long a, long b) => op switch
+    {
+        Operation.Add => a + b,
+        Operation.Subtract => a - b,
+        _ => a * b,
+    };
+
+    public static string Symbol(Operation op) => op switch { Operation.Add => "+", Operation.Subtract => "-", _ => "*" };
+
+    private static string Ask(Rng rng, Operation op, long a, long b, bool word)
+    {
+        if (!word)
+        {
+            string[] forms = ["What is {0}?", "Compute {0}.", "{0} = ?", "Calculate {0}."];
+            return string.Format(CultureInfo.InvariantCulture, forms[rng.NextUInt64() % (ulong)forms.Length], $"{a} {Symbol(op)} {b}");
+        }
+        string name = Names[rng.NextUInt64() % (ulong)Names.Length], thing = Things[rng.NextUInt64() % (ulong)Things.Length];
+        return op switch
+        {
+            Operation.Add => $"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
+            Operation.Subtract => $"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have left?",
+            _ => $"{name} buys {b} boxes with {a} {thing} in each box. How many {thing} is that in all?",
+        };
+    }
+
+    /// <summary>The worked solution R1's cold start trains on: the column-by-column working inside
+    /// <c>&lt;think&gt;…&lt;/think&gt;</c>, then one answer line.</summary>
+    public static string Solution(Problem p)
+    {
+        var sb = new StringBuilder("<think>\n");
+        string sym = Symbol(p.Op);
+        sb.Append(CultureInfo.InvariantCulture, $"We need {p.A} {sym} {p.B}.\n");
+        switch (p.Op)
+        {
+            case Operation.Add: AddColumns(sb, p.A, p.B); break;
+            case Operation.Subtract: SubtractColumns(sb, p.A, p.B); break;
+            default: MultiplyParts(sb, p.A, p.B); break;
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"So {p.A} {sym} {p.B} = {p.Answer}.\n</think>\n\n");
+        sb.Append(CultureInfo.InvariantCulture, $"The answer is {p.Answer}.");
+        return sb.ToString();
+    }
+
+    private static readonly string[] Places = ["ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands"];
+
+    private static void AddColumns(StringBuilder sb, long a, long b)
+    {
+        int carry = 0, col = 0;
+        while (a > 0 || b > 0 || carry > 0 || col == 0)
+        {
+            int x = (int)(a % 10), y = (int)(b % 10), s = x + y + carry;
+            sb.Append(CultureInfo.InvariantCulture, $"{Places[Math.Min(col, Places.Length - 1)]}: {x} + {y}{(carry > 0 ? " + 1" : "")} = {s}, write {s % 10}{(s >= 10 ? ", carry 1" : "")}.\n");
+            carry = s / 10; a /= 10; b /= 10; col++;
+        }
+    }
+
+    private static void SubtractColumns(StringBuilder sb, long a, long b)
+    {
+        int borrow = 0, col = 0;
+        while (a > 0 || col == 0)
+        {
+            int x = (int)(a % 10) - borrow, y = (int)(b % 10);
+            bool need = x < y;
+            int d = (need ? x + 10 : x) - y;
+            sb.Append(CultureInfo.InvariantCulture, $"{Places[Math.Min(col, Places.Length - 1)]}: {(need ? $"{x} + 10" : $"{x}")} - {y} = {d}, write {d}{(need ? ", borrow 1" : "")}.\n");
+            borrow = need ? 1 : 0; a /= 10; b /= 10; col++;
+        }
+    }
+
+    private static void MultiplyParts(StringBuilder sb, long a, long b)
+    {
+        var parts = new List<long>();
+        long place = 1;
+        do
+        {
+            long digit = b % 10, part = a * digit * place;
+            sb.Append(CultureInfo.InvariantCulture, $"{a} * {digit * place} = {part}.\n");
+            parts.Add(part);
+            b /= 10; place *= 10;
+        } while (b > 0);
+        if (parts.Count > 1) sb.Append(CultureInfo.InvariantCulture, $"Add the parts: {string.Join(" + ", parts)} = {parts.Sum()}.\n");
+    }
+
+    private static readonly Regex Integer = new(@"-?\d[\d,]*", RegexOptions.Compiled);
+
+    /// <summary>Checks a completion that follows R1's generation prompt (which ends in <c>&lt;think&gt;\n</c>, so the
+    /// completion may or may not repeat the opening tag): well-formed when it holds exactly one <c>&lt;/think&gt;</c>
+    /// with reasoning before it and a number after it; correct when the last integer after <c>&lt;/think&gt;</c> is the
+    /// answer (a reply without the closing tag is neither).</summary>
+    public static (bool WellFormed, bool Correct) Verify(string completion, long answer)
+    {
+        int close = completion.IndexOf("</think>", StringComparison.Ordinal);
+        int opens = Count(completion, "<think>");
+        bool tags = Count(completion, "</think>") == 1 && (opens == 0 || opens == 1 && completion.TrimStart().StartsWith("<think>", StringComparison.Ordinal));
+        if (!tags) return (false, false);
+        string reasoning = completion[..close].Replace("<think>", "", StringComparison.Ordinal), after = completion[(close + 8)..];
+        MatchCollection numbers = Integer.Matches(after);
+        if (numbers.Count == 0) return (false, false);
+        bool correct = long.TryParse(numbers[^1].Value.Replace(",", "", StringComparison.Ordinal), NumberStyles.AllowLeadingSign,
+            CultureInfo.InvariantCulture, out long got) && got == answer;
+        return (reasoning.Trim().Length > 0, correct);
+    }
+
+    private static int Count(string s, string what)
+    {
+        int n = 0;
+        for (int i = s.IndexOf(what, StringComparison.Ordinal); i >= 0; i = s.IndexOf(what, i + what.Length, StringComparison.Ordinal)) n++;
+        return n;
+    }
+
+    /// <summary>TinyZero's rule-based reward: 1 when correct, a small bonus for the format alone, else 0.</summary>
+    public static double Reward(string completion, long answer, double formatReward = 0.1)
+    {
+        var (wellFormed, correct) = Verify(completion, answer);
+        return correct ? 1.0 : wellFormed ? formatReward : 0.0;
+    }
+}
