@@ -13,7 +13,7 @@ internal static class TrainCommands
 {
     public static Command PrepareData(TextWriter stdout)
     {
-        var inputs = new Argument<string[]>("inputs") { Description = ".txt files (documents separated by blank lines) or .jsonl files ({\"text\"} or {\"messages\"} per line)", Arity = ArgumentArity.OneOrMore };
+        var inputs = new Argument<string[]>("inputs") { Description = ".txt files (documents separated by blank lines) or .jsonl files ({\"text\"}, {\"prompt\", \"completion\"} or {\"messages\"} per line)", Arity = ArgumentArity.OneOrMore };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "folder with tokenizer.json and tokenizer_config.json (default: the bundled DeepSeek-V3 tokenizer)" };
         var output = new Option<string>("--out") { Description = "shard file to write (.tokens)", Required = true };
         var cmd = new Command("prepare-data", "Tokenize text or chat JSONL into a token shard for dss train (chat: loss on assistant turns only)") { inputs, tokenizer, output };

@@ -5,8 +5,9 @@ using DeepSeekSharp.Text.Templates;
 namespace DeepSeekSharp.Training.Data;
 
 /// <summary>Turns text into a <see cref="TokenShard"/>: plain text files (documents separated by blank lines) and
-/// JSONL files whose lines hold either <c>{"text": ...}</c> (every token a target) or <c>{"messages": [...]}</c>
-/// rendered with the model's chat template, where only the assistant turns are targets. Every document starts with
+/// JSONL files whose lines hold <c>{"text": ...}</c> (every token a target), <c>{"prompt": ..., "completion": ...}</c>
+/// (raw text; only the completion is a target) or <c>{"messages": [...]}</c> rendered with the model's chat template,
+/// where only the assistant turns are targets. Every document starts with
 /// BOS (when the tokenizer has one and the text does not already) and ends with EOS.</summary>
 public sealed class DataPreparation(Tokenizer tokenizer)
 {
@@ -48,8 +49,11 @@ public sealed class DataPreparation(Tokenizer tokenizer)
             JsonElement root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{where}: each line must be a JSON object with \"text\" or \"messages\"");
             if (root.TryGetProperty("text", out JsonElement text) && text.ValueKind == JsonValueKind.String) AddText(text.GetString()!);
+            else if (root.TryGetProperty("prompt", out JsonElement prompt) && prompt.ValueKind == JsonValueKind.String
+                     && root.TryGetProperty("completion", out JsonElement completion) && completion.ValueKind == JsonValueKind.String)
+                AddPromptCompletion(prompt.GetString()!, completion.GetString()!);
             else if (root.TryGetProperty("messages", out JsonElement messages) && messages.ValueKind == JsonValueKind.Array) AddChat(messages, where);
-            else throw new InvalidDataException($"{where}: no \"text\" string or \"messages\" array");
+            else throw new InvalidDataException($"{where}: no \"text\" string, \"prompt\" and \"completion\" strings, or \"messages\" array");
         }
     }
 
@@ -60,6 +64,17 @@ public sealed class DataPreparation(Tokenizer tokenizer)
         Begin(text);
         Append(tokenizer.Encode(text, addBos: false), 1);
         End();
+    }
+
+    /// <summary>One document of raw text in two parts: the prompt is context, the completion is learnt (for examples
+    /// already in a template's form, such as R1's <c>…&lt;｜Assistant｜&gt;&lt;think&gt;\n</c> prompt).</summary>
+    public void AddPromptCompletion(string prompt, string completion)
+    {
+        if (completion.Length == 0) throw new InvalidDataException("an empty completion has nothing to learn");
+        Begin(prompt + completion);
+        Append(tokenizer.Encode(prompt, addBos: false), 0);
+        Append(tokenizer.Encode(completion, addBos: false), 1);
+        End(alreadyEnded: tokenizer.Config.EosToken is { Length: > 0 } eos && completion.EndsWith(eos, StringComparison.Ordinal));
     }
 
     /// <summary>One conversation rendered with the chat template; the loss covers each assistant turn (from after the

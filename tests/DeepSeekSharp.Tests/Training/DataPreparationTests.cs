@@ -54,6 +54,22 @@ public class DataPreparationTests
         Assert.True(shard.LossMask[(firstEnd + 2)..].All(m => m == 1)); // the text document after it: all targets
     }
 
+    [Fact]
+    public void PromptCompletionPairs_LearnOnlyTheCompletion()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("sft.jsonl"),
+            """{"prompt": "<｜User｜>2+2?<｜Assistant｜><think>\n", "completion": "two and two\n</think>\n\n4<｜end▁of▁sentence｜>"}""" + "\n");
+        var prep = new DataPreparation(Tok);
+        prep.AddFile(dir.File("sft.jsonl"));
+        prep.Write(dir.File("sft.tokens"));
+        TokenShard shard = TokenShard.Read(dir.File("sft.tokens"));
+        string targets = Tok.Decode([.. shard.Tokens.Where((_, i) => shard.LossMask[i] == 1)]);
+        Assert.Equal("two and two\n</think>\n\n4<｜end▁of▁sentence｜>", targets); // the completion's own EOS, not a second one
+        Assert.Equal(Tok.BosId, shard.Tokens[0]);
+        Assert.Equal("<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n", Tok.Decode([.. shard.Tokens.Where((_, i) => shard.LossMask[i] == 0)]));
+    }
+
     private static Tokenizer WithTemplate(TempDir dir, string template)
     {
         string v3 = Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3");
