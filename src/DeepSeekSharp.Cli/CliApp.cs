@@ -26,6 +26,7 @@ public static class CliApp
             BenchCommand.Create(stdout, stderr),
             TrainCommands.PrepareData(stdout),
             TrainCommands.Train(stdout, stderr),
+            EvalCommand.Create(stdout, stderr),
         };
         ParseResult parsed = root.Parse(args);
         try

@@ -24,9 +24,14 @@ public static class Arithmetic
     private static readonly string[] Names = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Ben", "Ivy", "Max", "Eva", "Tom"];
     private static readonly string[] Things = ["stickers", "marbles", "apples", "coins", "stamps", "cards", "books", "shells"];
 
-    /// <summary>The split a pair of operands belongs to at training difficulties (one in ten is held out).</summary>
-    public static Split SplitOf(Operation op, long a, long b) =>
-        (uint)HashCode.Combine((int)op, a, b) % 10 == 0 ? Split.Heldout : Split.Train;
+    /// <summary>The split a pair of operands belongs to at training difficulties (one in ten is held out), by a fixed
+    /// hash (not <see cref="HashCode"/>, which is seeded differently in every process).</summary>
+    public static Split SplitOf(Operation op, long a, long b)
+    {
+        ulong h = ((ulong)op * 0x9E3779B97F4A7C15UL) ^ ((ulong)a * 0xBF58476D1CE4E5B9UL) ^ ((ulong)b * 0x94D049BB133111EBUL);
+        h ^= h >> 31; h *= 0xD6E8FEB86659FD93UL; h ^= h >> 32;
+        return h % 10 == 0 ? Split.Heldout : Split.Train;
+    }
 
     /// <summary><paramref name="count"/> problems of a split, the same ones for the same seed.</summary>
     public static List<Problem> Generate(Split split, int count, ulong seed)

@@ -12,6 +12,14 @@ public class ArithmeticTaskTests
     {
         var train = Arithmetic.Generate(Split.Train, 3000, seed: 1);
         Assert.Equal(train, Arithmetic.Generate(Split.Train, 3000, seed: 1));
+        // The split is a pure function of the problem (the same in every process): the documented mixing hash.
+        for (long a = 0; a < 60; a++)
+            foreach (Operation op in Enum.GetValues<Operation>())
+            {
+                ulong h = ((ulong)op * 0x9E3779B97F4A7C15UL) ^ ((ulong)a * 0xBF58476D1CE4E5B9UL) ^ ((ulong)(a * 7 + 3) * 0x94D049BB133111EBUL);
+                h ^= h >> 31; h *= 0xD6E8FEB86659FD93UL; h ^= h >> 32;
+                Assert.Equal(h % 10 == 0 ? Split.Heldout : Split.Train, Arithmetic.SplitOf(op, a, a * 7 + 3));
+            }
         Assert.NotEqual(train.Select(p => p.Question), Arithmetic.Generate(Split.Train, 3000, seed: 2).Select(p => p.Question));
         var heldout = Arithmetic.Generate(Split.Heldout, 500, seed: 1);
         var trainKeys = train.Select(p => (p.Op, p.A, p.B)).ToHashSet();
