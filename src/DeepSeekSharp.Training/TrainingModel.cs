@@ -97,7 +97,12 @@ public sealed class TrainingModel
     /// taken (a sequence's last position, padding, prompt tokens under a loss mask). The MTP module's target at
     /// position i is the main target at i + 1.</param>
     /// <param name="gradScale">multiplies every gradient (1 / micro-batches when accumulating)</param>
-    public BatchLoss Step(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, LossWeights weights, bool gradients, double gradScale = 1.0)
+    /// <param name="tokenWeights">[B·T] or empty: the next-token loss becomes Σ_i w_i · CE_i instead of the mean over
+    /// targets (w_i may be negative: a policy-gradient step weighs each sampled token's −log p by its advantage
+    /// term); <see cref="BatchLoss.MainCe"/> is then that weighted sum</param>
+    /// <param name="tokenLoss">[B·T] or empty: receives each position's CE_i = −log p(target_i) (0 without a target)</param>
+    public BatchLoss Step(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, LossWeights weights, bool gradients, double gradScale = 1.0,
+        ReadOnlySpan<float> tokenWeights = default, Span<float> tokenLoss = default)
     {
         ModelConfig c = _c;
         int n = _n, d = c.Dim, v = c.VocabSize;
@@ -108,6 +113,8 @@ public sealed class TrainingModel
             if ((uint)tokens[i] >= (uint)v) throw new ArgumentOutOfRangeException(nameof(tokens), tokens[i], $"token {i}: ids must be in [0, {v})");
             if (targets[i] < -1 || targets[i] >= v) throw new ArgumentOutOfRangeException(nameof(targets), targets[i], $"target {i}: ids must be in [0, {v}) or −1");
         }
+        if (!tokenWeights.IsEmpty && tokenWeights.Length != n) throw new ArgumentException($"{tokenWeights.Length} token weights for {n} tokens", nameof(tokenWeights));
+        if (!tokenLoss.IsEmpty && tokenLoss.Length != n) throw new ArgumentException($"{tokenLoss.Length} token losses for {n} tokens", nameof(tokenLoss));
         tokens.CopyTo(_tokens); targets.CopyTo(_targets);
         double alpha = weights.Balance * gradScale;
 
@@ -131,7 +138,8 @@ public sealed class TrainingModel
             (mtpCe, balance) = Mtp(weights, gradients, gradScale, mtpTargets, balance);
         }
 
-        double mainCe = Head(_hidden, _dHidden, _targets, 0, _t, 0, _t, _head, mainScale, gradients);
+        if (!tokenWeights.IsEmpty) mainScale = (float)(weights.Main * gradScale); // the weights carry the normalisation
+        double mainCe = Head(_hidden, _dHidden, _targets, 0, _t, 0, _t, _head, mainScale, gradients, tokenWeights, tokenLoss);
         if (gradients)
         {
             _dx.AsSpan().Clear();
@@ -140,7 +148,7 @@ public sealed class TrainingModel
             Span<float> dEmbed = _ps.Grad(_embed);
             for (int i = 0; i < n; i++) TensorPrimitives.Add(dEmbed.Slice(tokens[i] * d, d), _dx.AsSpan(i * d, d), dEmbed.Slice(tokens[i] * d, d));
         }
-        mainCe = mainTargets == 0 ? 0 : mainCe / mainTargets;
+        if (tokenWeights.IsEmpty) mainCe = mainTargets == 0 ? 0 : mainCe / mainTargets;
         mtpCe = mtpTargets == 0 ? 0 : mtpCe / mtpTargets;
         return new BatchLoss(mainCe, mtpCe, balance, weights.Main * mainCe + weights.Mtp * mtpCe + balance, mainTargets, mtpTargets);
     }
@@ -205,8 +213,10 @@ public sealed class TrainingModel
     /// <summary>logits = head(x) for B sequences of <paramref name="rows"/> rows, in chunks of rows; returns the summed
     /// cross-entropy over rows with a target; with gradients, dlogits = scale · (softmax − onehot) feed dx and dHead.
     /// Row i of sequence b is scored against targets[b · stride + i + shift].</summary>
+    /// <param name="rowWeights">empty, or a weight per row multiplying its loss and gradient (main head only)</param>
+    /// <param name="rowLoss">empty, or each row's cross-entropy</param>
     private double Head(ReadOnlySpan<float> x, Span<float> dx, ReadOnlySpan<int> targets, int shift, int stride, int first, int rows,
-        Parameter head, float scale, bool gradients)
+        Parameter head, float scale, bool gradients, ReadOnlySpan<float> rowWeights = default, Span<float> rowLoss = default)
     {
         int d = _c.Dim, v = _c.VocabSize, total = _b * rows;
         double loss = 0;
@@ -218,10 +228,14 @@ public sealed class TrainingModel
             for (int r = 0; r < cnt; r++)
             {
                 int row = r0 + r, b = row / rows, i = row % rows + first;
-                int target = targets[b * stride + i + shift];
+                int at = b * stride + i + shift, target = targets[at];
                 Span<float> z = logits.Slice(r * v, v);
+                if (!rowLoss.IsEmpty) rowLoss[at] = 0;
                 if (target < 0) { z.Clear(); continue; }
-                loss += gradients ? CrossEntropy.ForwardBackwardInPlace(z, target, scale) : CrossEntropy.Forward(z, target);
+                float w = rowWeights.IsEmpty ? 1f : rowWeights[at];
+                double ce = gradients ? CrossEntropy.ForwardBackwardInPlace(z, target, scale * w) : CrossEntropy.Forward(z, target);
+                if (!rowLoss.IsEmpty) rowLoss[at] = (float)ce;
+                loss += w * ce;
             }
             if (gradients) Linear.Backward(_ps, head, logits, x.Slice(r0 * d, cnt * d), dx.Slice(r0 * d, cnt * d), cnt);
         }

@@ -88,6 +88,52 @@ public class ModelGradientTests
     }
 
     [Fact]
+    public void PerTokenWeights_GiveTheWeightedSumsGradient_AndPerTokenLossesAreReported()
+    {
+        var (ps, model, tokens, targets) = Setup(V3Odd, batch: 2, seqLen: 7, seed: 8);
+        var weights = new LossWeights { Mtp = 0, Balance = 0 };
+        int count = targets.Count(t => t >= 0);
+        Array.Clear(ps.Grads);
+        float[] ce = new float[tokens.Length];
+        BatchLoss plain = model.Step(tokens, targets, weights, gradients: true, tokenLoss: ce);
+        float[] mean = (float[])ps.Grads.Clone();
+        Assert.Equal(plain.MainCe, ce.Sum(x => (double)x) / count, 5);
+        Assert.All(ce.Where((_, i) => targets[i] < 0), x => Assert.Equal(0f, x));
+
+        // Weights 1/count reproduce the mean exactly; signed weights follow Σ w_i CE_i by finite differences.
+        float[] w = [.. targets.Select(t => t >= 0 ? (float)(1.0 / count) : 0f)];
+        Array.Clear(ps.Grads);
+        model.Step(tokens, targets, weights, gradients: true, tokenWeights: w);
+        Assert.Equal(mean, ps.Grads);
+
+        var rng = new Random(2);
+        float[] signed = [.. targets.Select(_ => (float)(rng.NextDouble() * 2 - 1))];
+        Array.Clear(ps.Grads);
+        double total = model.Step(tokens, targets, weights, gradients: true, tokenWeights: signed).MainCe;
+        Assert.Equal(Enumerable.Range(0, ce.Length).Sum(i => targets[i] >= 0 ? signed[i] * (double)ce[i] : 0), total, 4);
+        foreach (string name in new[] { "lm_head.weight", "model.layers.0.self_attn.kv_b_proj.weight", "model.layers.1.mlp.gate.weight" })
+        {
+            Parameter p = ps[name];
+            double[] u = [.. Enumerable.Range(0, p.Length).Select(_ => rng.NextDouble() * 2 - 1)];
+            double norm = Math.Sqrt(u.Sum(x => x * x)), analytic = 0;
+            for (int i = 0; i < p.Length; i++) analytic += ps.Grads[p.Offset + i] * u[i] / norm;
+            double Loss(double h)
+            {
+                Span<float> v = ps.Value(p);
+                float[] keep = v.ToArray();
+                for (int i = 0; i < v.Length; i++) v[i] = (float)(keep[i] + h * u[i] / norm);
+                ps.Changed();
+                double l = model.Step(tokens, targets, weights, gradients: false, tokenWeights: signed).MainCe;
+                keep.CopyTo(v);
+                ps.Changed();
+                return l;
+            }
+            double numeric = (Loss(2e-3) - Loss(-2e-3)) / 4e-3;
+            Assert.True(Math.Abs(analytic - numeric) <= 0.03 * Math.Max(Math.Abs(analytic), 1e-2), $"{name}: {analytic:E4} vs {numeric:E4}");
+        }
+    }
+
+    [Fact]
     public void TwoMicroBatches_AccumulateToTheGradientOfTheWholeBatch()
     {
         var (ps, model, tokens, targets) = Setup(V3Odd, batch: 2, seqLen: 7, seed: 5);
