@@ -61,6 +61,16 @@ public sealed class DeepSeekModel : IDisposable
         }
     }
 
+    /// <summary>A model whose weights come from any <see cref="ITensorSource"/> (Hugging Face names): a trainer's
+    /// in-memory parameters, for instance, so that it can sample from the weights it is training without a
+    /// checkpoint on disk. The weights are copied (or converted per <see cref="LoadOptions.Quantize"/>).</summary>
+    public static DeepSeekModel FromSource(ModelConfig config, ITensorSource source, LoadOptions? options = null, string path = "(in memory)")
+    {
+        config.Validate();
+        ModelWeights weights = new WeightLoader(config, source, (options ?? new LoadOptions()) with { MemoryMap = false }).Load();
+        return new DeepSeekModel(path, config, weights, null);
+    }
+
     private static DeepSeekModel LoadGguf(string path, LoadOptions options)
     {
         GgufCheckpoint gguf = GgufCheckpoint.Open(path);

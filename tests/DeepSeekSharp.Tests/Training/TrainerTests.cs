@@ -86,6 +86,23 @@ public class TrainerTests
     }
 
     [Fact]
+    public void TheWeightsBeingTrained_RunInTheEngineWithoutACheckpoint()
+    {
+        using var dir = new TempDir();
+        Trainer t = Train(Config(dir, steps: 6), threads: 2);
+        using var fromDisk = DeepSeekSharp.Model.DeepSeekModel.Load(Checkpoint.Latest(t.CheckpointDir)!);
+        using var inMemory = DeepSeekSharp.Model.DeepSeekModel.FromSource(t.Parameters.Config, new ParameterSource(t.Parameters));
+        int[] prompt = [3, 14, 15, 92, 65, 35];
+        using var a = fromDisk.CreateSession();
+        using var b = inMemory.CreateSession();
+        Assert.Equal(a.Forward(prompt), b.Forward(prompt));
+        Assert.Equal(1, inMemory.MtpLayers);
+        // The biases the bias rule moved are the ones the engine routes with.
+        Assert.Equal(t.Parameters.RouterBias(1).ToArray(), ((DeepSeekSharp.Model.MoeWeights)inMemory.Weights.Blocks[1].Ffn).RouterBias);
+        Assert.Contains(t.Parameters.RouterBias(1).ToArray(), x => x != 0);
+    }
+
+    [Fact]
     public void Weights_AreBitIdentical_WithOneAndTwoThreads()
     {
         using var dir = new TempDir();
