@@ -103,6 +103,35 @@ public class TrainerTests
     }
 
     [Fact]
+    public void Rollouts_AreReproducible_AndGreedyOnesFollowTheModel()
+    {
+        using var dir = new TempDir();
+        Trainer t = Train(Config(dir, steps: 4), threads: 2);
+        using var model = DeepSeekSharp.Model.DeepSeekModel.FromSource(t.Parameters.Config, new ParameterSource(t.Parameters));
+        int[] prompt = [5, 6, 7];
+        // Greedy: every member of the group is the argmax path, which a full recompute of each prefix confirms.
+        var greedy = DeepSeekSharp.Training.Tasks.Rollouts.Sample(model, prompt, 3, new DeepSeekSharp.Inference.Sampling.SamplingOptions { Temperature = 0 }, 8);
+        Assert.All(greedy, r => Assert.Equal(greedy[0].Ids, r.Ids));
+        var seq = new List<int>(prompt);
+        foreach (int id in greedy[0].Ids)
+        {
+            using var s = model.CreateSession();
+            float[] logits = s.Forward([.. seq]);
+            int v = model.Config.VocabSize, best = 0;
+            for (int i = 1; i < v; i++) if (logits[(seq.Count - 1) * v + i] > logits[(seq.Count - 1) * v + best]) best = i;
+            Assert.Equal(best, id);
+            seq.Add(id);
+        }
+        // Sampled at temperature 1: the same seed gives the same group, and its members differ.
+        var options = new DeepSeekSharp.Inference.Sampling.SamplingOptions { Temperature = 1, Seed = 42 };
+        var a = DeepSeekSharp.Training.Tasks.Rollouts.Sample(model, prompt, 4, options, 12);
+        var b = DeepSeekSharp.Training.Tasks.Rollouts.Sample(model, prompt, 4, options, 12);
+        Assert.Equal(a.Select(r => r.Ids), b.Select(r => r.Ids));
+        Assert.True(a.Select(r => string.Join(",", r.Ids)).Distinct().Count() > 1);
+        Assert.Throws<ArgumentOutOfRangeException>(() => DeepSeekSharp.Training.Tasks.Rollouts.Sample(model, prompt, 2, options, 100));
+    }
+
+    [Fact]
     public void Weights_AreBitIdentical_WithOneAndTwoThreads()
     {
         using var dir = new TempDir();
