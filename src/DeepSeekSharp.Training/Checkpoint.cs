@@ -100,8 +100,8 @@ public static class Checkpoint
     public static TrainerState Load(string checkpoint, ParameterSet ps, float[] m, float[] v)
     {
         ModelConfig theirs = HfConfig.Load(checkpoint);
-        if (HfConfig.ToJsonObject(theirs, WeightFormat.F32).Where(p => p.Key != "torch_dtype").Any(p =>
-                !JsonEquals(p.Value, HfConfig.ToJsonObject(ps.Config, WeightFormat.F32).GetValueOrDefault(p.Key))))
+        Dictionary<string, object?> mine = HfConfig.ToJsonObject(ps.Config, WeightFormat.F32);
+        if (HfConfig.ToJsonObject(theirs, WeightFormat.F32).Where(p => p.Key != "torch_dtype").Any(p => !JsonEquals(p.Value, mine.GetValueOrDefault(p.Key))))
             throw new InvalidDataException($"{checkpoint}: the checkpoint is of another model shape than this run's config ({Describe(theirs)} vs {Describe(ps.Config)})");
         ps.Load(checkpoint);
         using (SafeTensorsFile opt = SafeTensorsFile.Open(Path.Combine(checkpoint, OptimizerFile)))

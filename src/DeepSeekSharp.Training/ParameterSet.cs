@@ -124,30 +124,12 @@ public sealed class ParameterSet
         NumberFormats.ToFloat(found.Info.Format, found.File.GetBytes(found.Info), destination);
     }
 
-    /// <summary>Random initial values as <see cref="RandomCheckpoint"/> draws them (uniform, variance 1/in for
-    /// projections and routers, 1 for the embedding), norms 1, biases 0.</summary>
+    /// <summary>Random initial values as <see cref="RandomCheckpoint"/> draws them (<see cref="RandomInit"/>: uniform,
+    /// variance 1/in for projections and routers, <paramref name="embeddingStd"/>² for the embedding), norms 1, biases 0.</summary>
     public void Initialize(ulong seed, double embeddingStd = 1.0)
     {
-        foreach (Parameter p in Tensors)
-        {
-            Span<float> v = Value(p);
-            if (p.Role == TensorRole.Norm) { v.Fill(1f); continue; }
-            double std = p.Role == TensorRole.Embedding ? embeddingStd : 1.0 / Math.Sqrt(p.Cols);
-            double a = std * Math.Sqrt(3);
-            var rng = new Rng(seed ^ (ulong)StableHash(p.Name));
-            for (int i = 0; i < v.Length; i++) v[i] = (float)((rng.NextDouble() * 2 - 1) * a);
-        }
+        foreach (Parameter p in Tensors) new RandomInit(p.Name, p.Role, p.Cols, seed, embeddingStd).Next(Value(p));
         foreach (int layer in BiasLayers) RouterBias(layer).Clear();
         Changed();
-    }
-
-    private static int StableHash(string s)
-    {
-        unchecked
-        {
-            int h = (int)2166136261;
-            foreach (char ch in s) h = (h ^ ch) * 16777619;
-            return h;
-        }
     }
 }

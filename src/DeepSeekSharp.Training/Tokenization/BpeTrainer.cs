@@ -36,8 +36,9 @@ public static class BpeTrainer
         // Word frequencies over the pre-tokenized, byte-level-encoded corpus.
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         var pieces = new List<(int Start, int Length)>();
+        string[] added = [.. AddedTokens.Select(a => a.Content)];
         foreach (string raw in texts)
-            foreach (string text in raw.Split(AddedTokens.Select(a => a.Content).ToArray(), StringSplitOptions.RemoveEmptyEntries))
+            foreach (string text in raw.Split(added, StringSplitOptions.RemoveEmptyEntries))
             {
                 pieces.Clear();
                 pre.Split(text, pieces);
@@ -92,9 +93,9 @@ public static class BpeTrainer
 
         var vocabJson = new JsonObject();
         for (int i = 0; i < vocab.Count; i++) vocabJson[vocab[i]] = first + i;
-        var added = new JsonArray();
+        var addedJson = new JsonArray();
         for (int i = 0; i < first; i++)
-            added.Add(new JsonObject
+            addedJson.Add(new JsonObject
             {
                 ["id"] = i, ["content"] = AddedTokens[i].Content, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
                 ["normalized"] = !AddedTokens[i].Special, ["special"] = AddedTokens[i].Special,
@@ -104,7 +105,7 @@ public static class BpeTrainer
             ["version"] = "1.0",
             ["truncation"] = null,
             ["padding"] = null,
-            ["added_tokens"] = added,
+            ["added_tokens"] = addedJson,
             ["normalizer"] = new JsonObject { ["type"] = "Sequence", ["normalizers"] = new JsonArray() },
             ["pre_tokenizer"] = JsonNode.Parse(preTokenizer.GetRawText()),
             ["post_processor"] = null,

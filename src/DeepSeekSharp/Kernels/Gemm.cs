@@ -6,38 +6,23 @@ namespace DeepSeekSharp.Kernels;
 /// <summary>The float32 matrix products of training, for a linear layer y[t] = W x[t] (W [rows, cols] row-major, n
 /// tokens):
 /// <list type="bullet">
-/// <item><see cref="Forward"/>: Y = X Wᵀ;</item>
+/// <item><see cref="ForwardTransposed"/>: Y = X Wᵀ (from Wᵀ), or <see cref="ForwardByDots"/> for a few tokens;</item>
 /// <item><see cref="BackwardData"/>: dX += dY W;</item>
 /// <item><see cref="BackwardWeight"/>: dW += dYᵀ X (llm.c's matmul_backward).</item>
 /// </list>
 /// All three are one kernel, C[i, j] (+)= Σ_p A[i, p] · B[p, j] with B's rows contiguous: each element of C is one
 /// chain of fused multiply-adds over p in ascending order, whatever the tile it falls in, the vector width's tail or
 /// the thread that computes it, so results are bit-identical for any thread count (and the scalar path,
-/// <see cref="Reference"/>, is the specification). The forward transposes W once per call so that it, too, reads B
-/// by rows; products of fewer than <see cref="DotBelow"/> tokens use one fixed-order dot product per element instead.</summary>
+/// <see cref="Reference"/>, is the specification). The forward reads Wᵀ so that it, too, reads B by rows; products of
+/// fewer than <see cref="DotBelow"/> tokens are better done with one fixed-order dot product per element.</summary>
 public static unsafe class Gemm
 {
-    /// <summary>Forward products with fewer tokens than this skip the transpose (it would cost as much as the product).</summary>
+    /// <summary>Below this many tokens a forward product is cheaper by dots than through Wᵀ.</summary>
     public const int DotBelow = 8;
     private const int TileRows = 4, RowBlock = 64, DepthBlock = 256;
 
-    /// <summary>y[n, rows] = x[n, cols] · wᵀ, overwriting y.</summary>
-    public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int n, int rows, int cols)
-    {
-        Check(x, (long)n * cols, nameof(x)); Check(w, (long)rows * cols, nameof(w)); Check(y, (long)n * rows, nameof(y));
-        if (n == 0 || rows == 0) return;
-        if (n < DotBelow || cols == 0)
-        {
-            ForwardByDots(x, w, y, n, rows, cols);
-            return;
-        }
-        Span<float> wt = TransposeScratch((long)rows * cols);
-        Transpose.Compute(w, rows, cols, wt);
-        ForwardTransposed(x, wt, y, n, rows, cols);
-    }
-
-    /// <summary><see cref="Forward"/> given wᵀ [cols, rows] (a trainer keeps it between optimizer steps); for
-    /// n ≥ <see cref="DotBelow"/> the same bits as <see cref="Forward"/>.</summary>
+    /// <summary>y[n, rows] = x[n, cols] · wᵀ, overwriting y, given wᵀ [cols, rows] (a trainer transposes each weight
+    /// once per optimizer step).</summary>
     public static void ForwardTransposed(ReadOnlySpan<float> x, ReadOnlySpan<float> wt, Span<float> y, int n, int rows, int cols)
     {
         Check(x, (long)n * cols, nameof(x)); Check(wt, (long)rows * cols, nameof(wt)); Check(y, (long)n * rows, nameof(y));
@@ -90,14 +75,6 @@ public static unsafe class Gemm
     private static void Check(ReadOnlySpan<float> s, long length, string name)
     {
         if (s.Length != length) ThrowHelper.LengthMismatch(name, length, s.Length);
-    }
-
-    [ThreadStatic] private static float[]? _transpose;
-
-    private static Span<float> TransposeScratch(long length)
-    {
-        if (_transpose is null || _transpose.Length < length) _transpose = new float[Math.Max(length, 1024)];
-        return _transpose.AsSpan(0, (int)length);
     }
 
     private static void Run(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int nCols, int depth, bool accumulate)

@@ -110,21 +110,12 @@ public static class RandomCheckpoint
         ref long done, long total, IProgress<(long, long)>? progress)
     {
         long cols = e.Shape[^1], rows = e.Shape.Aggregate(1L, (a, b) => a * b) / Math.Max(cols, 1);
-        // uniform in [-a, a] has standard deviation a/√3
-        double std = e.Role switch
-        {
-            TensorRole.Embedding => 1.0,
-            TensorRole.Linear or TensorRole.Router => 1.0 / Math.Sqrt(cols),
-            _ => 0,
-        };
-        double a = std * Math.Sqrt(3);
-        var rng = new Rng(seed ^ (ulong)StableHash(e.Name));
+        var init = new RandomInit(e.Name, e.Role, cols, seed);
         var values = new float[cols];
         var bytes = new byte[cols * type.ElementBytes()];
         for (long r = 0; r < rows; r++)
         {
-            for (int i = 0; i < cols; i++)
-                values[i] = e.Role == TensorRole.Norm ? 1f : e.Role == TensorRole.RouterBias ? 0f : (float)((rng.NextDouble() * 2 - 1) * a);
+            init.Next(values);
             for (int i = 0; i < cols; i++)
             {
                 switch (type)
@@ -140,6 +131,44 @@ public static class RandomCheckpoint
         }
     }
 
+    internal static void WriteJsonAtomically(string path, object value)
+    {
+        string temp = path + ".tmp";
+        File.WriteAllText(temp, JsonSerializer.Serialize(value, new JsonSerializerOptions { WriteIndented = true }));
+        File.Move(temp, path, overwrite: true);
+    }
+}
+
+/// <summary>The random initial values of one tensor, drawn row after row: uniform in [−a, a] (standard deviation
+/// a/√3) with standard deviation 1/√in for projections and routers and <c>embeddingStd</c> (1) for the embedding;
+/// norms 1, router biases 0. The generator is seeded by the seed and a stable hash of the tensor's name, so a tensor
+/// gets the same values whoever draws it (a checkpoint writer streaming rows, a trainer filling a buffer).</summary>
+public sealed class RandomInit
+{
+    private readonly Rng _rng;
+    private readonly TensorRole _role;
+    private readonly double _a;
+
+    public RandomInit(string name, TensorRole role, long cols, ulong seed, double embeddingStd = 1.0)
+    {
+        _role = role;
+        double std = role switch
+        {
+            TensorRole.Embedding => embeddingStd,
+            TensorRole.Linear or TensorRole.Router => 1.0 / Math.Sqrt(cols),
+            _ => 0,
+        };
+        _a = std * Math.Sqrt(3);
+        _rng = new Rng(seed ^ (ulong)StableHash(name));
+    }
+
+    /// <summary>Fills the next values (any number: a row, or a whole tensor at once gives the same values).</summary>
+    public void Next(Span<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+            values[i] = _role == TensorRole.Norm ? 1f : _role == TensorRole.RouterBias ? 0f : (float)((_rng.NextDouble() * 2 - 1) * _a);
+    }
+
     private static int StableHash(string s)
     {
         unchecked
@@ -148,12 +177,5 @@ public static class RandomCheckpoint
             foreach (char ch in s) h = (h ^ ch) * 16777619;
             return h;
         }
-    }
-
-    internal static void WriteJsonAtomically(string path, object value)
-    {
-        string temp = path + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(value, new JsonSerializerOptions { WriteIndented = true }));
-        File.Move(temp, path, overwrite: true);
     }
 }

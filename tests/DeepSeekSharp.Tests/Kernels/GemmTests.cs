@@ -21,18 +21,15 @@ public class GemmTests
         var rng = new Random(n * 7919 + rows * 31 + cols);
         float[] x = Random(rng, n * cols), w = Random(rng, rows * cols), dy = Random(rng, n * rows);
 
-        float[] y = new float[n * rows], yRef = new float[n * rows];
-        Gemm.Forward(x, w, y, n, rows, cols);
-        if (n >= Gemm.DotBelow)
-        {
-            float[] wt = new float[w.Length];
-            Transpose.Compute(w, rows, cols, wt);
-            Gemm.Reference(x, cols, 1, wt, rows, yRef, rows, n, rows, cols, accumulate: false);
-        }
-        else
-            for (int t = 0; t < n; t++)
-                for (int o = 0; o < rows; o++) yRef[t * rows + o] = Dot.Compute(x.AsSpan(t * cols, cols), w.AsSpan(o * cols, cols));
+        float[] y = new float[n * rows], yRef = new float[n * rows], wt = new float[w.Length];
+        Transpose.Compute(w, rows, cols, wt);
+        Gemm.ForwardTransposed(x, wt, y, n, rows, cols);
+        Gemm.Reference(x, cols, 1, wt, rows, yRef, rows, n, rows, cols, accumulate: false);
         Assert.Equal(yRef, y);
+        float[] byDots = new float[n * rows];
+        Gemm.ForwardByDots(x, w, byDots, n, rows, cols);
+        for (int t = 0; t < n; t++)
+            for (int o = 0; o < rows; o++) Assert.Equal(Dot.Compute(x.AsSpan(t * cols, cols), w.AsSpan(o * cols, cols)), byDots[t * rows + o]);
 
         float[] dx = Random(rng, n * cols), dxRef = (float[])dx.Clone();
         Gemm.BackwardData(dx, dy, w, n, rows, cols);
@@ -64,8 +61,9 @@ public class GemmTests
         {
             using var pool = new WorkerPool(threads);
             using IDisposable _ = WorkerPool.Use(pool);
-            float[] y = new float[n * rows], dx = new float[n * cols], dw = new float[rows * cols];
-            Gemm.Forward(x, w, y, n, rows, cols);
+            float[] y = new float[n * rows], dx = new float[n * cols], dw = new float[rows * cols], wt = new float[w.Length];
+            Transpose.Compute(w, rows, cols, wt);
+            Gemm.ForwardTransposed(x, wt, y, n, rows, cols);
             Gemm.BackwardData(dx, dy, w, n, rows, cols);
             Gemm.BackwardWeight(dw, dy, x, n, rows, cols);
             return (y, dx, dw);
@@ -80,7 +78,7 @@ public class GemmTests
     [Fact]
     public void WrongLengths_AreRejectedWithTheArgumentName()
     {
-        var e = Assert.ThrowsAny<ArgumentException>(() => Gemm.Forward(new float[6], new float[6], new float[5], 2, 2, 3));
+        var e = Assert.ThrowsAny<ArgumentException>(() => Gemm.ForwardTransposed(new float[6], new float[6], new float[5], 2, 2, 3));
         Assert.Contains("y", e.Message);
     }
 }

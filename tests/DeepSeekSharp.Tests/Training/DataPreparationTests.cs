@@ -10,6 +10,20 @@ public class DataPreparationTests
 {
     private static readonly Tokenizer Tok = Tokenizer.Load(Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3"));
 
+    /// <summary>The shard prepare-data makes of these JSONL lines.</summary>
+    private static TokenShard Prepare(params string[] lines)
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("in.jsonl"), string.Concat(lines.Select(l => l + "\n")));
+        var prep = new DataPreparation(Tok);
+        prep.AddFile(dir.File("in.jsonl"));
+        prep.Write(dir.File("in.tokens"));
+        return TokenShard.Read(dir.File("in.tokens"));
+    }
+
+    /// <summary>The text of the tokens whose loss-mask byte is <paramref name="mask"/>.</summary>
+    private static string Decode(int[] tokens, byte[] lossMask, byte mask) => Tok.Decode([.. tokens.Where((_, i) => lossMask[i] == mask)]);
+
     [Fact]
     public void TextDocuments_AreSeparatedByBlankLines_EachWithBosAndEos()
     {
@@ -30,20 +44,14 @@ public class DataPreparationTests
     [Fact]
     public void ChatConversations_AreTargetsOnlyOnTheAssistantTurns()
     {
-        using var dir = new TempDir();
-        File.WriteAllText(dir.File("chat.jsonl"),
-            """{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Peru?"}, {"role": "assistant", "content": "Lima."}]}""" + "\n" +
-            """{"text": "plain text line"}""" + "\n");
-        var prep = new DataPreparation(Tok);
-        prep.AddFile(dir.File("chat.jsonl"));
-        prep.Write(dir.File("chat.tokens"));
-        TokenShard shard = TokenShard.Read(dir.File("chat.tokens"));
+        TokenShard shard = Prepare(
+            """{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And of Peru?"}, {"role": "assistant", "content": "Lima."}]}""",
+            """{"text": "plain text line"}""");
         int eos = Tok.EosId!.Value;
         int firstEnd = Array.IndexOf(shard.Tokens, eos, Array.IndexOf(shard.Tokens, eos) + 1); // the conversation ends at its 2nd EOS
         int[] conv = shard.Tokens[..(firstEnd + 1)];
         byte[] mask = shard.LossMask[..(firstEnd + 1)];
-        string targets = Tok.Decode([.. conv.Where((_, i) => mask[i] == 1)]);
-        string context = Tok.Decode([.. conv.Where((_, i) => mask[i] == 0)]);
+        string targets = Decode(conv, mask, 1), context = Decode(conv, mask, 0);
         Assert.Equal("Paris.<｜end▁of▁sentence｜>Lima.<｜end▁of▁sentence｜>", targets);
         Assert.Contains("Capital of France?", context);
         Assert.Contains("And of Peru?", context);
@@ -57,17 +65,11 @@ public class DataPreparationTests
     [Fact]
     public void PromptCompletionPairs_LearnOnlyTheCompletion()
     {
-        using var dir = new TempDir();
-        File.WriteAllText(dir.File("sft.jsonl"),
-            """{"prompt": "<｜User｜>2+2?<｜Assistant｜><think>\n", "completion": "two and two\n</think>\n\n4<｜end▁of▁sentence｜>"}""" + "\n");
-        var prep = new DataPreparation(Tok);
-        prep.AddFile(dir.File("sft.jsonl"));
-        prep.Write(dir.File("sft.tokens"));
-        TokenShard shard = TokenShard.Read(dir.File("sft.tokens"));
-        string targets = Tok.Decode([.. shard.Tokens.Where((_, i) => shard.LossMask[i] == 1)]);
+        TokenShard shard = Prepare("""{"prompt": "<｜User｜>2+2?<｜Assistant｜><think>\n", "completion": "two and two\n</think>\n\n4<｜end▁of▁sentence｜>"}""");
+        string targets = Decode(shard.Tokens, shard.LossMask, 1);
         Assert.Equal("two and two\n</think>\n\n4<｜end▁of▁sentence｜>", targets); // the completion's own EOS, not a second one
         Assert.Equal(Tok.BosId, shard.Tokens[0]);
-        Assert.Equal("<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n", Tok.Decode([.. shard.Tokens.Where((_, i) => shard.LossMask[i] == 0)]));
+        Assert.Equal("<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n", Decode(shard.Tokens, shard.LossMask, 0));
     }
 
     private static Tokenizer WithTemplate(TempDir dir, string template)
