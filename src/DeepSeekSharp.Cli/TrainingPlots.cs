@@ -3,7 +3,7 @@ using DeepSeekSharp.Training;
 namespace DeepSeekSharp.Cli;
 
 /// <summary>PNG plots of a run's metrics (ScottPlot): losses, learning rate, gradient norm, and each MoE layer's expert
-/// load spread (max and min load over the mean). Each file is written whole, then renamed into place.</summary>
+/// load spread (max and min load over the mean). Each file is written whole, then renamed into place (<see cref="Formats.AtomicFile"/>).</summary>
 internal static class TrainingPlots
 {
     public static void Write(IReadOnlyList<StepMetrics> history, string dir)
@@ -49,8 +49,6 @@ internal static class TrainingPlots
         plot.XLabel("step");
         plot.YLabel(yLabel);
         plot.ShowLegend(ScottPlot.Edge.Right); // beside the data, never over the end of a curve
-        string temp = path + ".tmp.png";
-        plot.SavePng(temp, 1100, 500);
-        File.Move(temp, path, overwrite: true);
+        Formats.AtomicFile.Write(path, s => s.Write(plot.GetImageBytes(1100, 500, ScottPlot.ImageFormat.Png)));
     }
 }

@@ -61,8 +61,8 @@ public static class Checkpoint
             WriteTensors(Path.Combine(temp, SafeTensorsCheckpoint.SingleFileName), ModelTensors(ps));
             WriteTensors(Path.Combine(temp, OptimizerFile),
                 [("exp_avg", [m.LongLength], () => m), ("exp_avg_sq", [v.LongLength], () => v)]);
-            WriteJson(Path.Combine(temp, HfConfig.FileName), HfConfig.ToJsonObject(ps.Config, WeightFormat.F32));
-            WriteJson(Path.Combine(temp, StateFile), state);
+            AtomicFile.WriteJson(Path.Combine(temp, HfConfig.FileName), HfConfig.ToJsonObject(ps.Config, WeightFormat.F32));
+            AtomicFile.WriteJson(Path.Combine(temp, StateFile), state);
             if (tokenizerDir is not null)
                 foreach (string f in new[] { "tokenizer.json", "tokenizer_config.json" })
                     if (File.Exists(Path.Combine(tokenizerDir, f))) File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(temp, f), overwrite: true);
@@ -74,7 +74,7 @@ public static class Checkpoint
             try { if (Directory.Exists(temp)) Directory.Delete(temp, true); } catch (IOException) { }
             throw new IOException($"checkpoint {name} could not be written ({e.Message}); the previous checkpoint is intact", e);
         }
-        WriteText(Path.Combine(dir, LatestFile), name);
+        AtomicFile.WriteText(Path.Combine(dir, LatestFile), name);
         foreach (string old in Directory.GetDirectories(dir, "step-*").Where(d => !d.EndsWith(".tmp", StringComparison.Ordinal))
                      .Order(StringComparer.Ordinal).SkipLast(keep))
             Directory.Delete(old, true);
@@ -131,22 +131,5 @@ public static class Checkpoint
         using var writer = new SafeTensorsWriter(path, tensors.Select(t => (t.Name, WeightFormat.F32, t.Shape)));
         foreach (var t in tensors) writer.Write(MemoryMarshal.AsBytes(t.Values().Span));
         writer.Commit();
-    }
-
-    private static void WriteJson(string path, object value) =>
-        WriteText(path, JsonSerializer.Serialize(value, new JsonSerializerOptions { WriteIndented = true }));
-
-    /// <summary>Temporary file, flushed to disk, then renamed over the target.</summary>
-    internal static void WriteText(string path, string text)
-    {
-        string temp = path + ".tmp";
-        using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write))
-        using (var w = new StreamWriter(f))
-        {
-            w.Write(text);
-            w.Flush();
-            f.Flush(flushToDisk: true);
-        }
-        File.Move(temp, path, overwrite: true);
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using DeepSeekSharp.Formats;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Model;
 using DeepSeekSharp.Training.Data;
@@ -203,8 +204,8 @@ public sealed class Trainer
         var state = new TrainerState(Step, _loader.Epoch, _loader.Position, _tokensSeen, Fingerprint(_cfg));
         string dir = Checkpoint.Save(CheckpointDir, _ps, _m, _v, state, _tokenizerDir, _cfg.KeepCheckpoints);
         string csv = MetricsCsv();
-        Checkpoint.WriteText(Path.Combine(dir, "metrics.csv"), csv);
-        Checkpoint.WriteText(Path.Combine(Out, "metrics.csv"), csv);
+        AtomicFile.WriteText(Path.Combine(dir, "metrics.csv"), csv);
+        AtomicFile.WriteText(Path.Combine(Out, "metrics.csv"), csv);
         return dir;
     }
 

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using DeepSeekSharp.Formats;
 
 namespace DeepSeekSharp.Training.Data;
 
@@ -31,39 +32,28 @@ public sealed class TokenShard
     public byte[] LossMask { get; }
     public long Documents { get; }
 
-    /// <summary>Writes a shard atomically (temporary file, then rename).</summary>
-    public static void Write(string path, int vocab, ReadOnlySpan<int> tokens, ReadOnlySpan<byte> mask, long documents)
+    /// <summary>Writes a shard atomically (<see cref="AtomicFile"/>).</summary>
+    public static void Write(string path, int vocab, int[] tokens, byte[] mask, long documents)
     {
         if (mask.Length != tokens.Length) throw new ArgumentException($"{mask.Length} mask bytes for {tokens.Length} tokens", nameof(mask));
-        string temp = path + ".tmp";
-        try
+        AtomicFile.Write(path, f =>
         {
-            using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+            Span<byte> header = stackalloc byte[HeaderBytes];
+            Magic.CopyTo(header);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[8..], 1);
+            BinaryPrimitives.WriteUInt32LittleEndian(header[12..], (uint)vocab);
+            BinaryPrimitives.WriteUInt64LittleEndian(header[16..], (ulong)tokens.Length);
+            BinaryPrimitives.WriteUInt64LittleEndian(header[24..], (ulong)documents);
+            f.Write(header);
+            var buffer = new byte[4096 * 4];
+            for (int i = 0; i < tokens.Length; i += 4096)
             {
-                Span<byte> header = stackalloc byte[HeaderBytes];
-                Magic.CopyTo(header);
-                BinaryPrimitives.WriteUInt32LittleEndian(header[8..], 1);
-                BinaryPrimitives.WriteUInt32LittleEndian(header[12..], (uint)vocab);
-                BinaryPrimitives.WriteUInt64LittleEndian(header[16..], (ulong)tokens.Length);
-                BinaryPrimitives.WriteUInt64LittleEndian(header[24..], (ulong)documents);
-                f.Write(header);
-                var buffer = new byte[4096 * 4];
-                for (int i = 0; i < tokens.Length; i += 4096)
-                {
-                    int count = Math.Min(4096, tokens.Length - i);
-                    for (int j = 0; j < count; j++) BinaryPrimitives.WriteInt32LittleEndian(buffer.AsSpan(j * 4), tokens[i + j]);
-                    f.Write(buffer, 0, count * 4);
-                }
-                f.Write(mask);
-                f.Flush(flushToDisk: true);
+                int count = Math.Min(4096, tokens.Length - i);
+                for (int j = 0; j < count; j++) BinaryPrimitives.WriteInt32LittleEndian(buffer.AsSpan(j * 4), tokens[i + j]);
+                f.Write(buffer, 0, count * 4);
             }
-            File.Move(temp, path, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(temp);
-            throw;
-        }
+            f.Write(mask);
+        });
     }
 
     /// <summary>Reads and checks a shard: magic, version, length, and every id below the vocabulary.</summary>

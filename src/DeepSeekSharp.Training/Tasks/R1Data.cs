@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using DeepSeekSharp.Formats;
 using DeepSeekSharp.Text.Templates;
 using DeepSeekSharp.Training.Tokenization;
 
@@ -21,13 +22,13 @@ public static class R1Data
     {
         Directory.CreateDirectory(dir);
         JsonObject tokenizer = BpeTrainer.Train(corpus.Select(p => p.Question + "\n" + Arithmetic.Solution(p)), vocabSize, preTokenizer);
-        Checkpoint.WriteText(Path.Combine(dir, "tokenizer.json"), tokenizer.ToJsonString());
+        AtomicFile.WriteText(Path.Combine(dir, "tokenizer.json"), tokenizer.ToJsonString());
         var config = new JsonObject
         {
             ["add_bos_token"] = true, ["add_eos_token"] = false, ["bos_token"] = Bos, ["eos_token"] = Eos,
             ["model_max_length"] = 4096, ["tokenizer_class"] = "LlamaTokenizerFast", ["chat_template"] = chatTemplate,
         };
-        Checkpoint.WriteText(Path.Combine(dir, "tokenizer_config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteText(Path.Combine(dir, "tokenizer_config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>One supervised example: the templated prompt and the completion to learn.</summary>
@@ -43,13 +44,14 @@ public static class R1Data
     /// <summary>Writes examples as <c>{"prompt", "completion"}</c> JSONL for <c>dss prepare-data</c>.</summary>
     public static void WriteExamples(string path, IEnumerable<Problem> problems, ChatTemplate template)
     {
-        using var w = new StreamWriter(path + ".tmp");
-        foreach (Problem p in problems)
+        AtomicFile.Write(path, s =>
         {
-            var (prompt, completion) = Example(p, template);
-            w.WriteLine(JsonSerializer.Serialize(new { prompt, completion }));
-        }
-        w.Close();
-        File.Move(path + ".tmp", path, overwrite: true);
+            using var w = new StreamWriter(s, leaveOpen: true);
+            foreach (Problem p in problems)
+            {
+                var (prompt, completion) = Example(p, template);
+                w.WriteLine(JsonSerializer.Serialize(new { prompt, completion }));
+            }
+        });
     }
 }

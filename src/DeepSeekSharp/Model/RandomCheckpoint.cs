@@ -98,9 +98,9 @@ public static class RandomCheckpoint
             }
             writer.Commit();
         }
-        WriteJsonAtomically(Path.Combine(outDir, SafeTensorsCheckpoint.IndexFileName),
+        AtomicFile.WriteJson(Path.Combine(outDir, SafeTensorsCheckpoint.IndexFileName),
             new Dictionary<string, object> { ["metadata"] = new Dictionary<string, long> { ["total_size"] = total }, ["weight_map"] = weightMap });
-        WriteJsonAtomically(Path.Combine(outDir, HfConfig.FileName), HfConfig.ToJsonObject(config, dtype));
+        AtomicFile.WriteJson(Path.Combine(outDir, HfConfig.FileName), HfConfig.ToJsonObject(config, dtype));
         if (tokenizerDir is not null)
             foreach (string f in new[] { "tokenizer.json", "tokenizer_config.json" })
                 File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(outDir, f), overwrite: true);
@@ -129,13 +129,6 @@ public static class RandomCheckpoint
             done += bytes.Length;
             if ((r & 1023) == 0 || r == rows - 1) progress?.Report((done, total));
         }
-    }
-
-    internal static void WriteJsonAtomically(string path, object value)
-    {
-        string temp = path + ".tmp";
-        File.WriteAllText(temp, JsonSerializer.Serialize(value, new JsonSerializerOptions { WriteIndented = true }));
-        File.Move(temp, path, overwrite: true);
     }
 }
 

@@ -52,7 +52,7 @@ public sealed class TensorRecorder : IActivationObserver
             {
                 var (values, rows, cols) = Get(name, layer);
                 string file = FileName(name, layer);
-                WriteAtomically(Path.Combine(directory, file), s => WriteNpy(s, values, rows, cols));
+                Formats.AtomicFile.Write(Path.Combine(directory, file), s => WriteNpy(s, values, rows, cols));
                 json.WriteStartObject();
                 json.WriteString("name", name);
                 json.WriteNumber("layer", layer);
@@ -66,7 +66,7 @@ public sealed class TensorRecorder : IActivationObserver
             json.WriteEndArray();
             json.WriteEndObject();
         }
-        WriteAtomically(Path.Combine(directory, "index.json"), s => s.Write(index.ToArray()));
+        Formats.AtomicFile.Write(Path.Combine(directory, "index.json"), s => s.Write(index.ToArray()));
     }
 
     /// <summary>NumPy format 1.0: magic, version, a little-endian header length, the header dict padded with spaces to
@@ -80,12 +80,5 @@ public sealed class TensorRecorder : IActivationObserver
         s.Write(BitConverter.GetBytes((ushort)header.Length));
         s.Write(Encoding.ASCII.GetBytes(header));
         s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values));
-    }
-
-    private static void WriteAtomically(string path, Action<Stream> write)
-    {
-        string tmp = path + ".tmp";
-        using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write)) write(f);
-        File.Move(tmp, path, overwrite: true);
     }
 }
