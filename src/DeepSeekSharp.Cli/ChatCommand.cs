@@ -13,7 +13,7 @@ internal static class ChatCommand
 {
     public static Command Create(TextReader stdin, TextWriter stdout)
     {
-        Option<string> model = CliApp.ModelOption();
+        Option<string> model = CliApp.ModelOptionWithDefault();
         var system = new Option<string?>("--system") { Description = "a system prompt" };
         var gen = new GenerationCliOptions();
         var loading = new ModelLoading();

@@ -58,6 +58,16 @@ public static class CliApp
         Required = true,
     };
 
+    /// <summary>The model shipped with dss (trained by <c>dss train --recipe r1-tiny</c>), used when <c>--model</c> is not given.</summary>
+    internal static string BundledModel() => Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny");
+
+    /// <summary><c>--model</c> for the commands that talk to a model: the bundled r1-tiny when not given.</summary>
+    internal static Option<string> ModelOptionWithDefault() => new("--model")
+    {
+        Description = "Hugging Face model folder (config.json + safetensors) or a .gguf file (default: the bundled r1-tiny, a small reasoning model that does arithmetic)",
+        DefaultValueFactory = _ => BundledModel(),
+    };
+
     /// <summary>Where the tokenizer files shipped with dss live.</summary>
     internal static string BundledTokenizer(string name = "deepseek-v3") => Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", name);
 }

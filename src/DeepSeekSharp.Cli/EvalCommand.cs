@@ -16,7 +16,7 @@ internal static class EvalCommand
     {
         Option<string> model = CliApp.ModelOption();
         var task = new Option<string>("--task") { Description = "task: arithmetic", DefaultValueFactory = _ => "arithmetic" };
-        var split = new Option<string>("--split") { Description = "train, heldout or harder", DefaultValueFactory = _ => "heldout" };
+        var split = new Option<string>("--split") { Description = "train, heldout, harder or phrasing (held-out problems in wordings training never uses)", DefaultValueFactory = _ => "heldout" };
         var samples = new Option<int>("--samples") { Description = "problems to ask", DefaultValueFactory = _ => 200 };
         var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
         var seed = new Option<ulong>("--seed") { Description = "which problems (and the sampling seed)", DefaultValueFactory = _ => 1 };
@@ -29,7 +29,7 @@ internal static class EvalCommand
             if (r.GetValue(task) != "arithmetic") throw new ArgumentException($"unknown task '{r.GetValue(task)}'; tasks: arithmetic");
             string splitName = r.GetValue(split)!;
             if (!Enum.TryParse(splitName, ignoreCase: true, out Split which) || !Enum.IsDefined(which))
-                throw new ArgumentException($"unknown split '{splitName}'; splits: train, heldout, harder");
+                throw new ArgumentException($"unknown split '{splitName}'; splits: train, heldout, harder, phrasing");
             int n = r.GetValue(samples);
             if (n < 1) throw new ArgumentException($"--samples ({n}) must be ≥ 1");
             string path = r.GetValue(model)!;

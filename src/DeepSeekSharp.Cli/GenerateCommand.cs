@@ -11,7 +11,7 @@ internal static class GenerateCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        Option<string> model = CliApp.ModelOption();
+        Option<string> model = CliApp.ModelOptionWithDefault();
         var prompt = new Option<string>("--prompt") { Description = "the prompt (a user message unless --raw)", Required = true };
         var raw = new Option<bool>("--raw") { Description = "send the prompt as is, without the chat template" };
         var gen = new GenerationCliOptions();

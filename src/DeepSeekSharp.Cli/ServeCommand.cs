@@ -11,7 +11,7 @@ internal static class ServeCommand
 {
     public static Command Create(TextWriter stdout)
     {
-        Option<string> model = CliApp.ModelOption();
+        Option<string> model = CliApp.ModelOptionWithDefault();
         var host = new Option<string>("--host") { Description = "address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "port to listen on", DefaultValueFactory = _ => 8080 };
         var maxBatch = new Option<int>("--max-batch") { Description = "sequences decoded together", DefaultValueFactory = _ => 8 };

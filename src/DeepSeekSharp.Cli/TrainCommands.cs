@@ -4,6 +4,7 @@ using DeepSeekSharp.Model;
 using DeepSeekSharp.Text;
 using DeepSeekSharp.Training;
 using DeepSeekSharp.Training.Data;
+using DeepSeekSharp.Training.Tasks;
 using Spectre.Console;
 
 namespace DeepSeekSharp.Cli;
@@ -31,12 +32,18 @@ internal static class TrainCommands
 
     public static Command Train(TextWriter stdout, TextWriter stderr)
     {
-        var config = new Option<string>("--config") { Description = "training config (JSON; see docs/training.md)", Required = true };
+        var config = new Option<string?>("--config") { Description = "training config (JSON; see docs/training.md)" };
+        var recipe = new Option<string?>("--recipe") { Description = "run a whole recipe instead: r1-tiny (data, tokenizer, cold start, GRPO, evaluation, export)" };
+        var seed = new Option<ulong>("--seed") { Description = "with --recipe: the seed of everything", DefaultValueFactory = _ => 1 };
+        var outDir = new Option<string?>("--out") { Description = "with --recipe: the output folder (default: the recipe's name)" };
         var threads = new Option<int?>("--threads") { Description = "worker threads (overrides the config; results do not depend on it)" };
         var steps = new Option<int?>("--stop-after") { Description = "stop after this step and checkpoint it (the schedule still spans the config's steps; 0: write the initial weights); run again to continue" };
-        var cmd = new Command("train", "Train a DeepSeek-architecture model on token shards; resumes from the newest checkpoint in its output folder") { config, threads, steps };
+        var cmd = new Command("train", "Train a DeepSeek-architecture model on token shards; resumes from the newest checkpoint in its output folder") { config, threads, steps, recipe, seed, outDir };
         cmd.SetAction(r =>
         {
+            if ((r.GetValue(config) is null) == (r.GetValue(recipe) is null)) throw new ArgumentException("give exactly one of --config FILE and --recipe NAME");
+            if (r.GetValue(recipe) is { } name)
+                return RunRecipe(name, r.GetValue(seed), r.GetValue(outDir) ?? name, r.GetValue(threads) ?? Environment.ProcessorCount, stdout, stderr);
             TrainConfig cfg = TrainConfig.Load(r.GetValue(config)!);
             int n = r.GetValue(threads) ?? (cfg.Threads > 0 ? cfg.Threads : Environment.ProcessorCount);
             using var pool = new WorkerPool(n);
@@ -94,5 +101,51 @@ internal static class TrainCommands
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary><c>dss train --recipe r1-tiny</c>: every stage with one progress line per step (SFT every 20), plots
+    /// under OUT/plots, the model in OUT/model.</summary>
+    private static int RunRecipe(string name, ulong seed, string outDir, int threads, TextWriter stdout, TextWriter stderr)
+    {
+        R1RecipeOptions options = R1RecipeOptions.Named(name) with { Seed = seed };
+        using var pool = new WorkerPool(threads);
+        using IDisposable _ = WorkerPool.Use(pool);
+        string assets = CliApp.BundledTokenizer(""), plots = Path.Combine(outDir, "plots");
+        var recipe = new R1Recipe(options, outDir, assets, stderr.WriteLine);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        int firstStep = 0;
+        Trainer? sft = null;
+        GrpoTrainer? grpo = null;
+        string Left(int step, int from, int total) =>
+            step > from ? TimeSpan.FromSeconds(Math.Round(clock.Elapsed.TotalSeconds / (step - from) * (total - step))).ToString("c") : "?";
+        string? model = recipe.Run(
+            stage1Started: t =>
+            {
+                sft = t; firstStep = t.Step; clock.Restart();
+                stderr.WriteLine($"stage 1 (cold start): {t.Parameters.Count:N0} parameters, {options.SftSteps} steps{(t.ResumedFrom is not null ? $", resumed from {t.ResumedFrom}" : "")}");
+            },
+            sftStep: m =>
+            {
+                if (m.Step % 20 == 0 || m.ValidationLoss is not null || m.Step == options.SftSteps)
+                    stderr.WriteLine($"stage 1 step {m.Step}/{options.SftSteps} loss {m.Loss:F3}{(m.ValidationLoss is { } v ? $" val {v:F3}" : "")} {m.TokensPerSecond:F0} tok/s, {Left(m.Step, firstStep, options.SftSteps)} left");
+                if (m.ValidationLoss is not null) TrainingPlots.Write(sft!.History, Path.Combine(plots, "stage1"));
+            },
+            stage2Started: g =>
+            {
+                TrainingPlots.Write(sft?.History ?? [], Path.Combine(plots, "stage1"));
+                grpo = g; firstStep = g.Step; clock.Restart();
+                stderr.WriteLine($"stage 2 (GRPO): {options.Grpo.Steps} steps × {options.Grpo.PromptsPerStep} problems × {options.Grpo.GroupSize} samples{(g.ResumedFrom is not null ? $", resumed from {g.ResumedFrom}" : "")}");
+            },
+            grpoStep: m =>
+            {
+                stderr.WriteLine($"GRPO step {m.Step}/{options.Grpo.Steps} reward {m.Reward:F3} accuracy {m.Accuracy:P1} well-formed {m.FormatRate:P1} " +
+                                 $"length {m.MeanLength:F0} KL {m.Kl:F4} groups {m.Groups}/{m.Groups + m.Skipped}{(m.HeldoutAccuracy is { } h ? $" held-out {h:P1}" : "")} " +
+                                 $"{m.Seconds:F1} s, {Left(m.Step, firstStep, options.Grpo.Steps)} left");
+                TrainingPlots.WriteGrpo(grpo!.History, Path.Combine(plots, "stage2"));
+            },
+            evalProgress: (what, done, total) => { if (done % 50 == 0 || done == total) stderr.WriteLine($"eval {what}: {done}/{total}"); });
+        if (model is null) { stdout.WriteLine($"stopped; run the same command again to continue"); return 1; }
+        stdout.WriteLine($"model: {model} (model card: {Path.Combine(model, "README.md")}); evaluations: {Path.Combine(outDir, "eval")}; plots: {plots}");
+        return 0;
     }
 }

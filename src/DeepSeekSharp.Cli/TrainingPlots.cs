@@ -34,6 +34,25 @@ internal static class TrainingPlots
             });
     }
 
+    /// <summary>GRPO's curves: rollout reward and accuracy with held-out greedy accuracy, reply length, KL to the
+    /// reference.</summary>
+    public static void WriteGrpo(IReadOnlyList<GrpoMetrics> history, string dir)
+    {
+        if (history.Count == 0) return;
+        Directory.CreateDirectory(dir);
+        double[] steps = [.. history.Select(h => (double)h.Step)];
+        var evals = history.Where(h => h.HeldoutAccuracy is not null).ToList();
+        Save(Path.Combine(dir, "reward.png"), "GRPO: reward and accuracy", "mean over the step's samples", plot =>
+        {
+            Line(plot, steps, [.. history.Select(h => h.Reward)], "reward (rollouts, T 1.0)");
+            Line(plot, steps, [.. history.Select(h => h.Accuracy)], "accuracy (rollouts, T 1.0)");
+            Line(plot, steps, [.. history.Select(h => h.FormatRate)], "well-formed (rollouts)");
+            if (evals.Count > 0) Line(plot, [.. evals.Select(h => (double)h.Step)], [.. evals.Select(h => h.HeldoutAccuracy!.Value)], "held-out accuracy (greedy)", markers: true);
+        });
+        Save(Path.Combine(dir, "length.png"), "GRPO: reply length", "tokens per reply", plot => Line(plot, steps, [.. history.Select(h => h.MeanLength)], "mean reply length"));
+        Save(Path.Combine(dir, "kl.png"), "GRPO: KL to the cold-start model (k3)", "mean per token", plot => Line(plot, steps, [.. history.Select(h => h.Kl)], "KL"));
+    }
+
     private static void Line(ScottPlot.Plot plot, double[] xs, double[] ys, string label, bool markers = false)
     {
         var s = plot.Add.Scatter(xs, ys);

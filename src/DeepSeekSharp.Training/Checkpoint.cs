@@ -126,10 +126,38 @@ public static class Checkpoint
         MemoryMarshal.Cast<byte, float>(f.GetBytes(info)).CopyTo(into);
     }
 
-    private static void WriteTensors(string path, List<(string Name, long[] Shape, Func<ReadOnlyMemory<float>> Values)> tensors)
+    private static void WriteTensors(string path, List<(string Name, long[] Shape, Func<ReadOnlyMemory<float>> Values)> tensors, bool bf16Matrices = false)
     {
-        using var writer = new SafeTensorsWriter(path, tensors.Select(t => (t.Name, WeightFormat.F32, t.Shape)));
-        foreach (var t in tensors) writer.Write(MemoryMarshal.AsBytes(t.Values().Span));
+        WeightFormat Format(long[] shape) => bf16Matrices && shape.Length == 2 ? WeightFormat.BF16 : WeightFormat.F32;
+        using var writer = new SafeTensorsWriter(path, tensors.Select(t => (t.Name, Format(t.Shape), t.Shape)));
+        foreach (var t in tensors)
+        {
+            ReadOnlySpan<float> values = t.Values().Span;
+            if (Format(t.Shape) == WeightFormat.F32) { writer.Write(MemoryMarshal.AsBytes(values)); continue; }
+            var half = new ushort[values.Length];
+            for (int i = 0; i < values.Length; i++) half[i] = ToBf16(values[i]);
+            writer.Write(MemoryMarshal.AsBytes(half.AsSpan()));
+        }
         writer.Commit();
+    }
+
+    /// <summary>Round to nearest even (what PyTorch's <c>.to(torch.bfloat16)</c> does); NaN stays NaN.</summary>
+    internal static ushort ToBf16(float f)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(f);
+        if (float.IsNaN(f)) return (ushort)((bits >> 16) | 0x40);
+        return (ushort)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
+
+    /// <summary>A model folder for inference (no optimizer state): config.json, model.safetensors with the matrices in
+    /// BF16 (as DeepSeek ships its checkpoints; norms and router biases stay float32), and the tokenizer files.</summary>
+    public static void ExportModel(ParameterSet ps, string dir, string? tokenizerDir)
+    {
+        Directory.CreateDirectory(dir);
+        WriteTensors(Path.Combine(dir, SafeTensorsCheckpoint.SingleFileName), ModelTensors(ps), bf16Matrices: true);
+        AtomicFile.WriteJson(Path.Combine(dir, HfConfig.FileName), HfConfig.ToJsonObject(ps.Config, WeightFormat.BF16));
+        if (tokenizerDir is not null)
+            foreach (string f in new[] { "tokenizer.json", "tokenizer_config.json" })
+                if (File.Exists(Path.Combine(tokenizerDir, f))) File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(dir, f), overwrite: true);
     }
 }

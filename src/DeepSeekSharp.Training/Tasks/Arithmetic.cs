@@ -6,8 +6,9 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Training.Tasks;
 
 /// <summary>Which problems a split holds. Train and held-out share difficulties 1–3 but never a problem (a problem's
-/// split follows from a hash of its operands); the harder split has one more digit than training ever sees.</summary>
-public enum Split { Train, Heldout, Harder }
+/// split follows from a hash of its operands); the harder split has one more digit than training ever sees; the
+/// unseen-phrasing split asks held-out problems in wordings the training data never uses.</summary>
+public enum Split { Train, Heldout, Harder, Phrasing }
 
 public enum Operation { Add, Subtract, Multiply }
 
@@ -15,14 +16,21 @@ public enum Operation { Add, Subtract, Multiply }
 public sealed record Problem(string Question, long Answer, Operation Op, long A, long B, int Digits, bool WordProblem);
 
 /// <summary>Arithmetic with exact answers, for R1's recipe: multi-digit addition and subtraction and multiplication
-/// by a one- or two-digit number, asked as expressions ("What is 452 + 379?") or as short word problems, with
-/// difficulty = digits of the larger operand. Deterministic for a seed.</summary>
+/// by a one-digit number, asked as expressions ("What is 452 + 379?") or as short word problems, with difficulty =
+/// digits of the larger operand. Deterministic for a seed.</summary>
 public static class Arithmetic
 {
     public const int MaxTrainDigits = 3;
 
     private static readonly string[] Names = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Ben", "Ivy", "Max", "Eva", "Tom"];
     private static readonly string[] Things = ["stickers", "marbles", "apples", "coins", "stamps", "cards", "books", "shells"];
+    private static readonly string[] Forms = ["What is {0}?", "Compute {0}.", "{0} = ?", "Calculate {0}.", "{0}", "Work out {0}.", "Find {0}.", "Solve {0}."];
+
+    // Never used in training: other wordings, other names and things, other sentences around the same numbers.
+    private static readonly string[] UnseenNames = ["Ana", "Raj", "Kim", "Noah", "Lily", "Omar"];
+    private static readonly string[] UnseenThings = ["pencils", "cookies", "tickets", "bottles", "flowers"];
+    private static readonly string[] UnseenForms = ["Hey, what's {0}?", "Quick question: {0}", "Can you calculate {0} for me?", "How much is {0}?",
+        "Please compute {0}.", "I need the result of {0}.", "what is {0}", "Tell me {0}, please."];
 
     /// <summary>The split a pair of operands belongs to at training difficulties (one in ten is held out), by a fixed
     /// hash (not <see cref="HashCode"/>, which is seeded differently in every process).</summary>
@@ -47,11 +55,13 @@ public static class Arithmetic
             {
                 case Operation.Add: b = Number(rng, 1 + (int)(rng.NextUInt64() % (ulong)digits)); break;
                 case Operation.Subtract: b = rng.NextUInt64() % 2 == 0 ? Number(rng, digits) : Number(rng, 1 + (int)(rng.NextUInt64() % (ulong)digits)); if (b > a) (a, b) = (b, a); break;
-                default: b = Number(rng, 1 + (int)(rng.NextUInt64() % 2)); if (digits == 1) b = Number(rng, 1); break;
+                default: b = Number(rng, 1); break;
             }
-            if (split != Split.Harder && SplitOf(op, a, b) != split) continue;
+            Split home = split == Split.Phrasing ? Split.Heldout : split;
+            if (split != Split.Harder && SplitOf(op, a, b) != home) continue;
             bool word = rng.NextUInt64() % 3 == 0;
-            list.Add(new Problem(Ask(rng, op, a, b, word), Apply(op, a, b), op, a, b, digits, word));
+            string question = split == Split.Phrasing ? AskUnseen(rng, op, a, b, word) : Ask(rng, op, a, b, word);
+            list.Add(new Problem(question, Apply(op, a, b), op, a, b, digits, word));
         }
         return list;
     }
@@ -71,24 +81,44 @@ public static class Arithmetic
 
     public static string Symbol(Operation op) => op switch { Operation.Add => "+", Operation.Subtract => "-", _ => "*" };
 
+    private static T Pick<T>(Rng rng, T[] items) => items[rng.NextUInt64() % (ulong)items.Length];
+
+    /// <summary>The expression as people type it: with spaces, or (one time in four) without.</summary>
+    private static string Expression(Rng rng, Operation op, long a, long b) =>
+        rng.NextUInt64() % 4 == 0 ? $"{a}{Symbol(op)}{b}" : $"{a} {Symbol(op)} {b}";
+
     private static string Ask(Rng rng, Operation op, long a, long b, bool word)
     {
-        if (!word)
+        if (!word) return string.Format(CultureInfo.InvariantCulture, Pick(rng, Forms), Expression(rng, op, a, b));
+        string n = Pick(rng, Names), t = Pick(rng, Things);
+        string[] forms = op switch
         {
-            string[] forms = ["What is {0}?", "Compute {0}.", "{0} = ?", "Calculate {0}."];
-            return string.Format(CultureInfo.InvariantCulture, forms[rng.NextUInt64() % (ulong)forms.Length], $"{a} {Symbol(op)} {b}");
-        }
-        string name = Names[rng.NextUInt64() % (ulong)Names.Length], thing = Things[rng.NextUInt64() % (ulong)Things.Length];
+            Operation.Add => [$"{n} has {a} {t} and gets {b} more. How many {t} does {n} have now?",
+                $"{n} had {a} {t}. A friend gave {n} {b} more. How many {t} does {n} have?"],
+            Operation.Subtract => [$"{n} has {a} {t} and gives away {b}. How many {t} does {n} have left?",
+                $"There were {a} {t}. {n} took {b} of them. How many {t} are left?"],
+            _ => [$"{n} buys {b} boxes with {a} {t} in each box. How many {t} is that in all?",
+                $"{n} has {b} bags and each bag holds {a} {t}. How many {t} in total?"],
+        };
+        return Pick(rng, forms);
+    }
+
+    private static string AskUnseen(Rng rng, Operation op, long a, long b, bool word)
+    {
+        if (!word) return string.Format(CultureInfo.InvariantCulture, Pick(rng, UnseenForms), Expression(rng, op, a, b));
+        string n = Pick(rng, UnseenNames), t = Pick(rng, UnseenThings);
         return op switch
         {
-            Operation.Add => $"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?",
-            Operation.Subtract => $"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have left?",
-            _ => $"{name} buys {b} boxes with {a} {thing} in each box. How many {thing} is that in all?",
+            Operation.Add => $"A shelf holds {a} {t}. {n} puts {b} more on it. How many {t} are on the shelf?",
+            Operation.Subtract => $"{n} baked {a} {t} and sold {b}. How many {t} are left?",
+            _ => $"{n} packs {b} crates with {a} {t} in each. How many {t} did {n} pack?",
         };
     }
 
-    /// <summary>The worked solution R1's cold start trains on: the column-by-column working inside
-    /// <c>&lt;think&gt;…&lt;/think&gt;</c>, then one answer line.</summary>
+    /// <summary>The worked solution R1's cold start trains on, inside <c>&lt;think&gt;…&lt;/think&gt;</c>, then one answer
+    /// line. The working goes column by column from the ones; before each column it rewrites what is left of the
+    /// operands (and the carry or borrow), so the digits a column needs are always the last ones just written, and it
+    /// keeps the result so far, so the final line copies rather than reassembles.</summary>
     public static string Solution(Problem p)
     {
         var sb = new StringBuilder("<think>\n");
@@ -98,7 +128,7 @@ public static class Arithmetic
         {
             case Operation.Add: AddColumns(sb, p.A, p.B); break;
             case Operation.Subtract: SubtractColumns(sb, p.A, p.B); break;
-            default: MultiplyParts(sb, p.A, p.B); break;
+            default: MultiplyColumns(sb, p.A, p.B); break;
         }
         sb.Append(CultureInfo.InvariantCulture, $"So {p.A} {sym} {p.B} = {p.Answer}.\n</think>\n\n");
         sb.Append(CultureInfo.InvariantCulture, $"The answer is {p.Answer}.");
@@ -107,13 +137,18 @@ public static class Arithmetic
 
     private static readonly string[] Places = ["ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands"];
 
+    private static string Place(int col) => Places[Math.Min(col, Places.Length - 1)];
+
     private static void AddColumns(StringBuilder sb, long a, long b)
     {
         int carry = 0, col = 0;
+        string sofar = "";
         while (a > 0 || b > 0 || carry > 0 || col == 0)
         {
+            if (col > 0) sb.Append(CultureInfo.InvariantCulture, $"Next {a} + {b}{(carry > 0 ? ", carry 1" : "")}.\n");
             int x = (int)(a % 10), y = (int)(b % 10), s = x + y + carry;
-            sb.Append(CultureInfo.InvariantCulture, $"{Places[Math.Min(col, Places.Length - 1)]}: {x} + {y}{(carry > 0 ? " + 1" : "")} = {s}, write {s % 10}{(s >= 10 ? ", carry 1" : "")}.\n");
+            sofar = (s % 10).ToString(CultureInfo.InvariantCulture) + sofar;
+            sb.Append(CultureInfo.InvariantCulture, $"{Place(col)}: {x} + {y}{(carry > 0 ? " + 1" : "")} = {s}, write {s % 10}{(s >= 10 ? ", carry 1" : "")}. So far {sofar}.\n");
             carry = s / 10; a /= 10; b /= 10; col++;
         }
     }
@@ -121,28 +156,38 @@ public static class Arithmetic
     private static void SubtractColumns(StringBuilder sb, long a, long b)
     {
         int borrow = 0, col = 0;
+        string sofar = "";
         while (a > 0 || col == 0)
         {
-            int x = (int)(a % 10) - borrow, y = (int)(b % 10);
+            if (col > 0) sb.Append(CultureInfo.InvariantCulture, $"Next {a} - {b}{(borrow > 0 ? ", borrowed 1" : "")}.\n");
+            int x = (int)(a % 10), y = (int)(b % 10);
+            sb.Append(CultureInfo.InvariantCulture, $"{Place(col)}: ");
+            if (borrow > 0) { sb.Append(CultureInfo.InvariantCulture, $"{x} - 1 = {x - 1}, "); x -= 1; }
             bool need = x < y;
             int d = (need ? x + 10 : x) - y;
-            sb.Append(CultureInfo.InvariantCulture, $"{Places[Math.Min(col, Places.Length - 1)]}: {(need ? $"{x} + 10" : $"{x}")} - {y} = {d}, write {d}{(need ? ", borrow 1" : "")}.\n");
+            sofar = d.ToString(CultureInfo.InvariantCulture) + sofar;
+            sb.Append(need ? $"{x} - {y}, borrow 10: {x + 10} - {y} = {d}" : $"{x} - {y} = {d}");
+            sb.Append(CultureInfo.InvariantCulture, $", write {d}. So far {sofar}.\n");
             borrow = need ? 1 : 0; a /= 10; b /= 10; col++;
         }
     }
 
-    private static void MultiplyParts(StringBuilder sb, long a, long b)
+    private static void MultiplyColumns(StringBuilder sb, long a, long b)
     {
-        var parts = new List<long>();
-        long place = 1;
+        int carry = 0, col = 0, y = (int)b;
+        string sofar = "";
         do
         {
-            long digit = b % 10, part = a * digit * place;
-            sb.Append(CultureInfo.InvariantCulture, $"{a} * {digit * place} = {part}.\n");
-            parts.Add(part);
-            b /= 10; place *= 10;
-        } while (b > 0);
-        if (parts.Count > 1) sb.Append(CultureInfo.InvariantCulture, $"Add the parts: {string.Join(" + ", parts)} = {parts.Sum()}.\n");
+            if (col > 0) sb.Append(CultureInfo.InvariantCulture, $"Next {a} * {y}{(carry > 0 ? $", carry {carry}" : "")}.\n");
+            int x = (int)(a % 10), prod = x * y, s = prod + carry;
+            bool last = a < 10;
+            sb.Append(CultureInfo.InvariantCulture, $"{Place(col)}: {x} * {y} = {prod}");
+            if (carry > 0) sb.Append(CultureInfo.InvariantCulture, $", {prod} + {carry} = {s}");
+            string written = last ? s.ToString(CultureInfo.InvariantCulture) : (s % 10).ToString(CultureInfo.InvariantCulture);
+            sofar = written + sofar;
+            sb.Append(CultureInfo.InvariantCulture, $", write {written}{(!last && s >= 10 ? $", carry {s / 10}" : "")}. So far {sofar}.\n");
+            carry = s / 10; a /= 10; col++;
+        } while (a > 0);
     }
 
     private static readonly Regex Integer = new(@"-?\d[\d,]*", RegexOptions.Compiled);

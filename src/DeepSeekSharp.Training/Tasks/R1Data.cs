@@ -21,7 +21,7 @@ public static class R1Data
     public static void WriteTokenizer(string dir, IEnumerable<Problem> corpus, int vocabSize, JsonElement preTokenizer, string chatTemplate)
     {
         Directory.CreateDirectory(dir);
-        JsonObject tokenizer = BpeTrainer.Train(corpus.Select(p => p.Question + "\n" + Arithmetic.Solution(p)), vocabSize, preTokenizer);
+        JsonObject tokenizer = BpeTrainer.Train(corpus.Select(p => p.Question + "\n" + Arithmetic.Solution(p)), vocabSize, SingleDigits(preTokenizer));
         AtomicFile.WriteText(Path.Combine(dir, "tokenizer.json"), tokenizer.ToJsonString());
         var config = new JsonObject
         {
@@ -29,6 +29,17 @@ public static class R1Data
             ["model_max_length"] = 4096, ["tokenizer_class"] = "LlamaTokenizerFast", ["chat_template"] = chatTemplate,
         };
         AtomicFile.WriteText(Path.Combine(dir, "tokenizer_config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    /// <summary>DeepSeek-V3's pre-tokenizer with numbers split into single digits instead of groups of up to three
+    /// (as LLaMA's and Qwen's tokenizers do), so that every digit a column of the working needs is a token of its own.</summary>
+    public static JsonElement SingleDigits(JsonElement preTokenizer)
+    {
+        const string groups = @"\\p{N}{1,3}", single = @"\\p{N}"; // as escaped in the JSON text
+        string text = preTokenizer.GetRawText();
+        if (!text.Contains(groups, StringComparison.Ordinal))
+            throw new InvalidDataException($"the pre-tokenizer has no {groups} split to replace");
+        return JsonDocument.Parse(text.Replace(groups, single, StringComparison.Ordinal)).RootElement.Clone();
     }
 
     /// <summary>One supervised example: the templated prompt and the completion to learn.</summary>

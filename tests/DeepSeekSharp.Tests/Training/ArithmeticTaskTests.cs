@@ -37,9 +37,11 @@ public class ArithmeticTaskTests
             }
     }
 
-    private static readonly Regex AddLine = new(@": (\d) \+ (\d)( \+ 1)? = (\d+), write (\d)");
-    private static readonly Regex SubLine = new(@": (-?\d)( \+ 10)? - (\d) = (\d+), write (\d)");
-    private static readonly Regex MulLine = new(@"^(\d+) \* (\d+) = (\d+)\.$", RegexOptions.Multiline);
+    private static readonly Regex AddLine = new(@": (\d) \+ (\d)( \+ 1)? = (\d+), write (\d)(, carry 1)?\. So far (\d+)\.");
+    private static readonly Regex SubLine = new(@": (?:(\d) - 1 = (-?\d), )?(-?\d) - (\d)(?:, borrow 10: (\d+) - (\d))? = (\d+), write (\d)\. So far (\d+)\.");
+    private static readonly Regex MulLine = new(@": (\d) \* (\d) = (\d+)(?:, (\d+) \+ (\d) = (\d+))?, write (\d+)(?:, carry (\d))?\. So far (\d+)\.");
+    private static readonly Regex NextLine = new(@"^Next (\d+) [-+*] (\d+)", RegexOptions.Multiline);
+    private static readonly Regex SoFar = new(@"So far (\d+)\.");
 
     [Fact]
     public void EveryWorkedSolution_IsRightLineByLine_AndPassesTheVerifier()
@@ -49,17 +51,59 @@ public class ArithmeticTaskTests
             string s = Arithmetic.Solution(p);
             Assert.Equal((true, true), Arithmetic.Verify(s, p.Answer));
             Assert.Contains($"So {p.A} {Arithmetic.Symbol(p.Op)} {p.B} = {p.Answer}.", s);
-            foreach (Match m in AddLine.Matches(s))
+            Regex line = p.Op switch { Operation.Add => AddLine, Operation.Subtract => SubLine, _ => MulLine };
+            MatchCollection columns = line.Matches(s);
+            Assert.Equal(SoFar.Matches(s).Count, columns.Count); // every column line parses
+            foreach (Match m in columns)
             {
-                int sum = int.Parse(m.Groups[1].Value) + int.Parse(m.Groups[2].Value) + (m.Groups[3].Success ? 1 : 0);
-                Assert.Equal(sum, int.Parse(m.Groups[4].Value));
-                Assert.Equal(sum % 10, int.Parse(m.Groups[5].Value));
+                int G(int i) => int.Parse(m.Groups[i].Value);
+                switch (p.Op)
+                {
+                    case Operation.Add:
+                        Assert.Equal(G(1) + G(2) + (m.Groups[3].Success ? 1 : 0), G(4));
+                        Assert.Equal(G(4) % 10, G(5));
+                        Assert.Equal(G(4) >= 10, m.Groups[6].Success);
+                        break;
+                    case Operation.Subtract:
+                        if (m.Groups[1].Success) Assert.Equal(G(1) - 1, G(2));
+                        if (m.Groups[5].Success) { Assert.True(G(3) < G(4)); Assert.Equal(G(3) + 10, G(5)); Assert.Equal(G(5) - G(6), G(7)); }
+                        else Assert.Equal(G(3) - G(4), G(7));
+                        Assert.Equal(G(7), G(8));
+                        break;
+                    default:
+                        Assert.Equal(G(1) * G(2), G(3));
+                        if (m.Groups[4].Success) Assert.Equal(G(4) + G(5), G(6));
+                        int value = m.Groups[4].Success ? G(6) : G(3);
+                        Assert.Equal(m.Groups[8].Success ? value % 10 : value, G(7));
+                        if (m.Groups[8].Success) Assert.Equal(value / 10, G(8));
+                        break;
+                }
             }
-            foreach (Match m in SubLine.Matches(s))
-                Assert.Equal(int.Parse(m.Groups[1].Value) + (m.Groups[2].Success ? 10 : 0) - int.Parse(m.Groups[3].Value), int.Parse(m.Groups[4].Value));
-            foreach (Match m in MulLine.Matches(s))
-                Assert.Equal(long.Parse(m.Groups[1].Value) * long.Parse(m.Groups[2].Value), long.Parse(m.Groups[3].Value));
+            // The result so far grows by one column at a time and ends as the answer (leading zeros aside).
+            string last = SoFar.Matches(s)[^1].Groups[1].Value;
+            Assert.Equal(p.Answer, long.Parse(last));
+            // Each "Next" line holds what is left of the operands: one more digit dropped per column.
+            long div = 10;
+            foreach (Match m in NextLine.Matches(s))
+            {
+                Assert.Equal(p.A / div, long.Parse(m.Groups[1].Value));
+                Assert.Equal(p.Op == Operation.Multiply ? p.B : p.B / div, long.Parse(m.Groups[2].Value));
+                div *= 10;
+            }
         }
+    }
+
+    [Fact]
+    public void ThePhrasingSplit_AsksHeldoutProblems_InWordingsTrainingNeverUses()
+    {
+        var unseen = Arithmetic.Generate(Split.Phrasing, 300, seed: 5);
+        Assert.All(unseen, p => Assert.Equal(Split.Heldout, Arithmetic.SplitOf(p.Op, p.A, p.B)));
+        // The words around the numbers, with the numbers taken out.
+        static string Frame(Problem p) => Regex.Replace(p.Question, @"\d+", "#");
+        var trainFrames = Arithmetic.Generate(Split.Train, 20000, seed: 5).Select(Frame).ToHashSet();
+        Assert.DoesNotContain(unseen, p => trainFrames.Contains(Frame(p)));
+        Assert.Contains(unseen, p => p.WordProblem);
+        Assert.Contains(unseen, p => !p.WordProblem);
     }
 
     [Theory]
