@@ -139,7 +139,7 @@ internal static class TrainCommands
             grpoStep: m =>
             {
                 stderr.WriteLine($"GRPO step {m.Step}/{options.Grpo.Steps} reward {m.Reward:F3} accuracy {m.Accuracy:P1} well-formed {m.FormatRate:P1} " +
-                                 $"length {m.MeanLength:F0} KL {m.Kl:F4} groups {m.Groups}/{m.Groups + m.Skipped}{(m.HeldoutAccuracy is { } h ? $" held-out {h:P1}" : "")} " +
+                                 $"length {m.MeanLength:F0} KL {m.Kl:F4} groups {m.Groups}/{m.Groups + m.Skipped}{(m.HeldoutAccuracy is { } h ? $" held-out {h:P1} harder {m.HarderAccuracy:P1}" : "")} " +
                                  $"{m.Seconds:F1} s, {Left(m.Step, firstStep, options.Grpo.Steps)} left");
                 TrainingPlots.WriteGrpo(grpo!.History, Path.Combine(plots, "stage2"));
             },

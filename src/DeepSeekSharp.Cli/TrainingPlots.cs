@@ -47,7 +47,12 @@ internal static class TrainingPlots
             Line(plot, steps, [.. history.Select(h => h.Reward)], "reward (rollouts, T 1.0)");
             Line(plot, steps, [.. history.Select(h => h.Accuracy)], "accuracy (rollouts, T 1.0)");
             Line(plot, steps, [.. history.Select(h => h.FormatRate)], "well-formed (rollouts)");
-            if (evals.Count > 0) Line(plot, [.. evals.Select(h => (double)h.Step)], [.. evals.Select(h => h.HeldoutAccuracy!.Value)], "held-out accuracy (greedy)", markers: true);
+            if (evals.Count > 0)
+            {
+                double[] at = [.. evals.Select(h => (double)h.Step)];
+                Line(plot, at, [.. evals.Select(h => h.HeldoutAccuracy!.Value)], "held-out 1–3 digits (greedy)", markers: true);
+                Line(plot, at, [.. evals.Select(h => h.HarderAccuracy ?? double.NaN)], "held-out 4 digits (greedy)", markers: true);
+            }
         });
         Save(Path.Combine(dir, "length.png"), "GRPO: reply length", "tokens per reply", plot => Line(plot, steps, [.. history.Select(h => h.MeanLength)], "mean reply length"));
         Save(Path.Combine(dir, "kl.png"), "GRPO: KL to the cold-start model (k3)", "mean per token", plot => Line(plot, steps, [.. history.Select(h => h.Kl)], "KL"));

@@ -17,11 +17,14 @@ public sealed record GrpoConfig
     public int Steps { get; init; } = 60;
     /// <summary>Problems per step; each gets <see cref="GroupSize"/> sampled completions.</summary>
     public int PromptsPerStep { get; init; } = 16;
+    /// <summary>The share of each step's problems with <see cref="Arithmetic.MaxTrainDigits"/> + 1 digits (training
+    /// side of the split hash): RL goes past what the cold start was shown, as R1's did.</summary>
+    public double HarderShare { get; init; } = 0.5;
     public int GroupSize { get; init; } = 8;
     public double Temperature { get; init; } = 1.0;
     /// <summary>Completion length limit (a completion cut there is scored as written, usually 0).</summary>
-    public int MaxTokens { get; init; } = 224;
-    public double Lr { get; init; } = 1e-4;
+    public int MaxTokens { get; init; } = 288;
+    public double Lr { get; init; } = 2e-4;
     public int WarmupSteps { get; init; } = 5;
     public double WeightDecay { get; init; }
     public double GradClip { get; init; } = 1.0;
@@ -33,9 +36,9 @@ public sealed record GrpoConfig
     /// <summary>Micro-batch rows (one completion each) per forward/backward pass.</summary>
     public int MicroBatch { get; init; } = 16;
     public ulong Seed { get; init; } = 1;
-    public int EvalInterval { get; init; } = 20;
-    /// <summary>Held-out problems asked greedily at each evaluation.</summary>
-    public int EvalSamples { get; init; } = 100;
+    public int EvalInterval { get; init; } = 10;
+    /// <summary>Held-out and harder problems asked greedily at each evaluation.</summary>
+    public int EvalSamples { get; init; } = 64;
     public int CheckpointInterval { get; init; } = 10;
 
     public void Validate()
@@ -44,6 +47,7 @@ public sealed record GrpoConfig
         if (Steps < 1) Fail($"steps ({Steps}) must be ≥ 1");
         if (PromptsPerStep < 1) Fail($"prompts_per_step ({PromptsPerStep}) must be ≥ 1");
         if (GroupSize < 2) Fail($"group_size ({GroupSize}) must be ≥ 2: advantages are relative to the group");
+        if (!(HarderShare >= 0 && HarderShare <= 1)) Fail($"harder_share ({HarderShare}) must be in [0, 1]");
         if (!(Temperature > 0)) Fail($"temperature ({Temperature}) must be > 0");
         if (MaxTokens < 1) Fail($"max_tokens ({MaxTokens}) must be ≥ 1");
         if (!(Lr > 0)) Fail($"lr ({Lr}) must be > 0");
@@ -54,19 +58,19 @@ public sealed record GrpoConfig
 
 /// <summary>One GRPO step's numbers (a row of grpo.csv).</summary>
 public sealed record GrpoMetrics(int Step, double Reward, double Accuracy, double FormatRate, double MeanLength, double Kl, double Loss,
-    int Groups, int Skipped, double GradNorm, double Seconds, double RolloutSeconds, double? HeldoutAccuracy)
+    int Groups, int Skipped, double GradNorm, double Seconds, double RolloutSeconds, double? HeldoutAccuracy, double? HarderAccuracy)
 {
-    public const string Header = "step,reward,accuracy,format_rate,mean_length,kl,loss,groups,skipped,grad_norm,seconds,rollout_seconds,heldout_accuracy";
+    public const string Header = "step,reward,accuracy,format_rate,mean_length,kl,loss,groups,skipped,grad_norm,seconds,rollout_seconds,heldout_accuracy,harder_accuracy";
 
     public string ToCsv() => string.Create(CultureInfo.InvariantCulture,
-        $"{Step},{Reward:R},{Accuracy:R},{FormatRate:R},{MeanLength:R},{Kl:R},{Loss:R},{Groups},{Skipped},{GradNorm:R},{Seconds:F2},{RolloutSeconds:F2},{HeldoutAccuracy?.ToString("R", CultureInfo.InvariantCulture)}");
+        $"{Step},{Reward:R},{Accuracy:R},{FormatRate:R},{MeanLength:R},{Kl:R},{Loss:R},{Groups},{Skipped},{GradNorm:R},{Seconds:F2},{RolloutSeconds:F2},{HeldoutAccuracy?.ToString("R", CultureInfo.InvariantCulture)},{HarderAccuracy?.ToString("R", CultureInfo.InvariantCulture)}");
 
     public static GrpoMetrics FromCsv(string line)
     {
         string[] f = line.Split(',');
         double D(int i) => double.Parse(f[i], CultureInfo.InvariantCulture);
         return new GrpoMetrics(int.Parse(f[0], CultureInfo.InvariantCulture), D(1), D(2), D(3), D(4), D(5), D(6),
-            int.Parse(f[7], CultureInfo.InvariantCulture), int.Parse(f[8], CultureInfo.InvariantCulture), D(9), D(10), D(11), f[12].Length == 0 ? null : D(12));
+            int.Parse(f[7], CultureInfo.InvariantCulture), int.Parse(f[8], CultureInfo.InvariantCulture), D(9), D(10), D(11), f[12].Length == 0 ? null : D(12), f[13].Length == 0 ? null : D(13));
     }
 }
 
@@ -142,7 +146,7 @@ public sealed class GrpoTrainer
         {
             GrpoMetrics m = TrainStep();
             if (_cfg.EvalSamples > 0 && (Step % _cfg.EvalInterval == 0 || Step == _cfg.Steps))
-                m = m with { HeldoutAccuracy = EvaluateHeldout(_cfg.EvalSamples) };
+                m = m with { HeldoutAccuracy = Evaluate(Split.Heldout, _cfg.EvalSamples), HarderAccuracy = Evaluate(Split.Harder, _cfg.EvalSamples) };
             _history.Add(m);
             stepDone?.Invoke(m);
             if (Step % _cfg.CheckpointInterval == 0 || Step == _cfg.Steps) SaveCheckpoint();
@@ -154,12 +158,12 @@ public sealed class GrpoTrainer
 
     private int[] PromptIds(Problem p) => _tokenizer.Encode(R1Data.Example(p, _template).Prompt, addBos: false);
 
-    /// <summary>Greedy accuracy of the current policy on held-out problems (the same problems every time).</summary>
-    public double EvaluateHeldout(int samples)
+    /// <summary>Greedy accuracy of the current policy on problems of a split (the same problems every time).</summary>
+    public double Evaluate(Split split, int samples)
     {
         using DeepSeekModel model = PolicyModel();
         int correct = 0;
-        foreach (Problem p in Arithmetic.Generate(Split.Heldout, samples, seed: 1000 + _cfg.Seed))
+        foreach (Problem p in Arithmetic.Generate(split, samples, seed: 1000 + _cfg.Seed))
         {
             int[] prompt = PromptIds(p);
             Rollout r = Rollouts.Sample(model, prompt, 1, new SamplingOptions { Temperature = 0 }, Math.Min(_cfg.MaxTokens, model.Config.MaxPositionEmbeddings - prompt.Length))[0];
@@ -180,7 +184,9 @@ public sealed class GrpoTrainer
     {
         var clock = Stopwatch.StartNew();
         ulong stepSeed = Mix(_cfg.Seed, (ulong)Step);
-        List<Problem> problems = Arithmetic.Generate(Split.Train, _cfg.PromptsPerStep, stepSeed);
+        int harder = (int)Math.Round(_cfg.PromptsPerStep * _cfg.HarderShare);
+        List<Problem> problems = [.. Arithmetic.Generate(Split.Train, _cfg.PromptsPerStep - harder, stepSeed),
+            .. harder > 0 ? Arithmetic.Generate(Split.Train, harder, stepSeed, Arithmetic.MaxTrainDigits + 1, Arithmetic.MaxTrainDigits + 1) : []];
         int g = _cfg.GroupSize, maxPos = _ps.Config.MaxPositionEmbeddings;
         var sequences = new List<Sequence>();
         var advantages = new List<double[]>();
@@ -234,7 +240,7 @@ public sealed class GrpoTrainer
         }
         Step++;
         return new GrpoMetrics(Step, rewardSum / samples, (double)correct / samples, (double)wellFormed / samples, lengthSum / samples,
-            kl, loss, problems.Count - skipped, skipped, norm, clock.Elapsed.TotalSeconds, rolloutSeconds, null);
+            kl, loss, problems.Count - skipped, skipped, norm, clock.Elapsed.TotalSeconds, rolloutSeconds, null, null);
     }
 
     /// <summary>Log-probabilities of every sampled token under the policy and the reference, the GRPO gradient with

@@ -6,8 +6,9 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Training.Tasks;
 
 /// <summary>Which problems a split holds. Train and held-out share difficulties 1–3 but never a problem (a problem's
-/// split follows from a hash of its operands); the harder split has one more digit than training ever sees; the
-/// unseen-phrasing split asks held-out problems in wordings the training data never uses.</summary>
+/// split follows from a hash of its operands); the harder split holds held-out problems with one digit more than the
+/// cold start ever sees (GRPO may train on four-digit problems of the train side of the hash); the unseen-phrasing
+/// split asks held-out problems in wordings the training data never uses.</summary>
 public enum Split { Train, Heldout, Harder, Phrasing }
 
 public enum Operation { Add, Subtract, Multiply }
@@ -41,15 +42,19 @@ public static class Arithmetic
         return h % 10 == 0 ? Split.Heldout : Split.Train;
     }
 
-    /// <summary><paramref name="count"/> problems of a split, the same ones for the same seed.</summary>
-    public static List<Problem> Generate(Split split, int count, ulong seed)
+    /// <summary><paramref name="count"/> problems of a split, the same ones for the same seed; difficulties
+    /// <paramref name="minDigits"/>..<paramref name="maxDigits"/> (0: the split's own, 1–3, or 4 for harder).</summary>
+    public static List<Problem> Generate(Split split, int count, ulong seed, int minDigits = 0, int maxDigits = 0)
     {
-        var rng = new Rng(seed * 0x9E3779B97F4A7C15UL + (ulong)split + 17);
+        var rng = new Rng(seed * 0x9E3779B97F4A7C15UL + (ulong)split + 17 + (ulong)(minDigits * 131 + maxDigits));
+        int lo = minDigits > 0 ? minDigits : split == Split.Harder ? MaxTrainDigits + 1 : 1;
+        int hi = maxDigits > 0 ? maxDigits : split == Split.Harder ? MaxTrainDigits + 1 : MaxTrainDigits;
+        if (lo > hi) throw new ArgumentException($"no difficulties in [{lo}, {hi}]");
         var list = new List<Problem>(count);
         while (list.Count < count)
         {
             var op = (Operation)(rng.NextUInt64() % 3);
-            int digits = split == Split.Harder ? MaxTrainDigits + 1 : 1 + (int)(rng.NextUInt64() % MaxTrainDigits);
+            int digits = lo + (int)(rng.NextUInt64() % (ulong)(hi - lo + 1));
             long a = Number(rng, digits), b;
             switch (op)
             {
@@ -57,8 +62,8 @@ public static class Arithmetic
                 case Operation.Subtract: b = rng.NextUInt64() % 2 == 0 ? Number(rng, digits) : Number(rng, 1 + (int)(rng.NextUInt64() % (ulong)digits)); if (b > a) (a, b) = (b, a); break;
                 default: b = Number(rng, 1); break;
             }
-            Split home = split == Split.Phrasing ? Split.Heldout : split;
-            if (split != Split.Harder && SplitOf(op, a, b) != home) continue;
+            Split home = split is Split.Phrasing or Split.Harder ? Split.Heldout : split;
+            if (SplitOf(op, a, b) != home) continue;
             bool word = rng.NextUInt64() % 3 == 0;
             string question = split == Split.Phrasing ? AskUnseen(rng, op, a, b, word) : Ask(rng, op, a, b, word);
             list.Add(new Problem(question, Apply(op, a, b), op, a, b, digits, word));

@@ -17,6 +17,9 @@ public sealed record R1RecipeOptions
     public ulong Seed { get; init; } = 1;
     /// <summary>Cold-start examples (worked solutions of training problems).</summary>
     public int Examples { get; init; } = 60000;
+    /// <summary>The share of cold-start examples with four digits (train side of the split hash): "a few" worked
+    /// examples of the hard case, which GRPO then has to master.</summary>
+    public double ColdStartHarderShare { get; init; } = 0.03;
     public int Vocab { get; init; } = 512;
     public int SftSteps { get; init; } = 2400;
     public int SftBatch { get; init; } = 16;
@@ -107,7 +110,9 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         Directory.CreateDirectory(DataDir);
         using JsonDocument v3 = JsonDocument.Parse(File.ReadAllText(Path.Combine(assets, "deepseek-v3", "tokenizer.json")));
         string template = File.ReadAllText(Path.Combine(assets, "deepseek-r1", "chat_template.reconstructed.jinja")).Trim();
-        List<Problem> train = Arithmetic.Generate(Split.Train, options.Examples, options.Seed);
+        int harder = (int)Math.Round(options.Examples * options.ColdStartHarderShare);
+        List<Problem> train = Interleave(Arithmetic.Generate(Split.Train, options.Examples - harder, options.Seed),
+            harder > 0 ? Arithmetic.Generate(Split.Train, harder, options.Seed, Arithmetic.MaxTrainDigits + 1, Arithmetic.MaxTrainDigits + 1) : []);
         string tokDir = Path_("data", "tokenizer");
         R1Data.WriteTokenizer(tokDir, train.Take(5000), options.Vocab, v3.RootElement.GetProperty("pre_tokenizer"), template);
         var tokenizer = Tokenizer.Load(tokDir);
@@ -121,6 +126,21 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         prep.Write(shard);
         log($"data: {options.Examples:N0} worked solutions, {prep.TokenCount:N0} tokens, vocabulary {tokenizer.VocabSize}");
         return shard;
+    }
+
+    /// <summary>Spreads <paramref name="few"/> evenly through <paramref name="many"/> (so that the validation tail of
+    /// the shard is a sample of both).</summary>
+    private static List<Problem> Interleave(List<Problem> many, List<Problem> few)
+    {
+        var all = new List<Problem>(many.Count + few.Count);
+        int f = 0;
+        for (int i = 0; i < many.Count; i++)
+        {
+            all.Add(many[i]);
+            if (f < few.Count && (long)(i + 1) * few.Count >= (long)(f + 1) * many.Count) all.Add(few[f++]);
+        }
+        all.AddRange(few.Skip(f));
+        return all;
     }
 
     public TrainConfig SftConfig() => TrainConfig.Parse(JsonSerializer.Serialize(new
@@ -195,7 +215,7 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         sb.AppendLine("A 4.9M-parameter model with MLA (q-LoRA, decoupled RoPE), one dense layer then three MoE layers (8 routed");
         sb.AppendLine("experts, 2 per token, one shared, sigmoid routing with the bias rule) and one MTP module, trained on 2 CPU");
         sb.AppendLine("cores by `dss train --recipe r1-tiny` from nothing:").AppendLine();
-        sb.AppendLine(ci, $"1. **Data**: {options.Examples:N0} generated problems (addition, subtraction, multiplication by one digit; 1–3 digits; expressions and word problems) with worked column-by-column solutions; a {options.Vocab}-entry BPE vocabulary trained on them, digits split one per token, DeepSeek's special tokens, `<think>`/`</think>` whole, R1's chat template.");
+        sb.AppendLine(ci, $"1. **Data**: {options.Examples:N0} generated problems (addition, subtraction, multiplication by one digit; 1–3 digits, and {options.ColdStartHarderShare:P0} with 4; expressions and word problems) with worked column-by-column solutions; a {options.Vocab}-entry BPE vocabulary trained on them, digits split one per token, DeepSeek's special tokens, `<think>`/`</think>` whole, R1's chat template.");
         sb.AppendLine(ci, $"2. **Cold start**: {options.SftSteps} steps of supervised training ({options.SftBatch} × {options.SftSeqLen} tokens, loss on the reply only, MTP λ 0.3).");
         sb.AppendLine(ci, $"3. **GRPO**: {options.Grpo.Steps} steps × {options.Grpo.PromptsPerStep} problems × {options.Grpo.GroupSize} samples at temperature {options.Grpo.Temperature}, reward 1 correct / {options.Grpo.FormatReward} well-formed / 0, ε {options.Grpo.Grpo.Epsilon}, β {options.Grpo.Grpo.Beta} (k3 KL to the cold-start model), token-level normalisation, lr {options.Grpo.Lr}.");
         sb.AppendLine(ci, $"4. **Export**: weights stored in BF16. Seed {options.Seed}.{(wall is { } w ? $" Wall time of the whole recipe: {w.TotalMinutes:F0} minutes." : "")}").AppendLine();
@@ -209,7 +229,7 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         }
         RecipeEval? g = after.FirstOrDefault(x => x.Split == "heldout" && x.Temperature == 0);
         if (g?.MtpDraftAgreement is { } m) sb.AppendLine().AppendLine(ci, $"The MTP module's draft equals the next greedy token {m:P1} of the time on the held-out replies.");
-        sb.AppendLine().AppendLine("Splits: `heldout` = problems of the training difficulties that training never saw; `phrasing` = held-out problems in wordings, names and sentences training never used; `harder` = four-digit numbers, one digit more than training.");
+        sb.AppendLine().AppendLine(ci, $"Splits: `heldout` = problems of the training difficulties that training never saw; `phrasing` = held-out problems in wordings, names and sentences training never used; `harder` = held-out four-digit problems (four digits are {options.ColdStartHarderShare:P0} of the cold start and {options.Grpo.HarderShare:P0} of GRPO's problems).");
         sb.AppendLine().AppendLine("It knows arithmetic of this kind and nothing else: anything else it is asked gets an arithmetic-shaped reply.");
         return sb.ToString();
     }

@@ -25,7 +25,18 @@ public class ArithmeticTaskTests
         var trainKeys = train.Select(p => (p.Op, p.A, p.B)).ToHashSet();
         Assert.DoesNotContain(heldout, p => trainKeys.Contains((p.Op, p.A, p.B)));
         Assert.All(train.Concat(heldout), p => Assert.InRange(p.Digits, 1, Arithmetic.MaxTrainDigits));
-        Assert.All(Arithmetic.Generate(Split.Harder, 200, seed: 1), p => Assert.Equal(Arithmetic.MaxTrainDigits + 1, p.Digits));
+        // Harder problems have one digit more and sit on the held-out side of the hash, so GRPO's four-digit training
+        // problems never include them.
+        Assert.All(Arithmetic.Generate(Split.Harder, 200, seed: 1), p =>
+        {
+            Assert.Equal(Arithmetic.MaxTrainDigits + 1, p.Digits);
+            Assert.Equal(Split.Heldout, Arithmetic.SplitOf(p.Op, p.A, p.B));
+        });
+        Assert.All(Arithmetic.Generate(Split.Train, 200, seed: 1, minDigits: 4, maxDigits: 4), p =>
+        {
+            Assert.Equal(4, p.Digits);
+            Assert.Equal(Split.Train, Arithmetic.SplitOf(p.Op, p.A, p.B));
+        });
         Assert.All(train, p => Assert.Equal(Arithmetic.Apply(p.Op, p.A, p.B), p.Answer));
         Assert.All(train.Where(p => p.Op == Operation.Subtract), p => Assert.True(p.Answer >= 0));
         // Every operation, both phrasings and every difficulty occur.
