@@ -5,7 +5,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- kernels   (BenchmarkDotNet)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul    (GMAC/s per format and batch size)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- r1-data OUT [EXAMPLES] [VOCAB]  (R1 cold-start data: tokenizer + SFT JSONL)
-// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- grpo MODEL OUT [STEPS]  (GRPO steps from a cold-start model: time per step by phase)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- grpo MODEL OUT [STEPS] [SEED]  (GRPO from a cold-start model with the recipe's settings; exports OUT/model)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- gemm      (GFLOP/s of the training products)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- digest MODEL[:FORMAT[:mmap]] ...  (logits hashes to diff between builds)
 string mode = args.Length > 0 ? args[0] : "help";
@@ -25,7 +25,7 @@ switch (mode)
         R1DataBench.Run(repo, args[1], args.Length > 2 ? int.Parse(args[2]) : 20000, args.Length > 3 ? int.Parse(args[3]) : 512);
         break;
     case "grpo":
-        GrpoBench.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3]) : 3);
+        GrpoBench.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3]) : 3, args.Length > 4 ? ulong.Parse(args[4]) : 2);
         break;
     case "gemm":
         GemmBench.Run();
@@ -37,7 +37,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] | gemm | digest MODEL[:FORMAT[:mmap]] ...");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | gemm | digest MODEL[:FORMAT[:mmap]] ...");
         break;
 }
 

@@ -76,6 +76,11 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         Action<string, int, int>? evalProgress = null, CancellationToken cancel = default)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
+        Directory.CreateDirectory(outDir);
+        string stamp = Path_("recipe.json"), settings = JsonSerializer.Serialize(options, Json);
+        if (File.Exists(stamp) && File.ReadAllText(stamp) != settings)
+            throw new InvalidDataException($"{outDir} holds a run with other recipe settings (see {stamp}); use another output folder");
+        AtomicFile.WriteText(stamp, settings);
         PrepareData();
         string? s1 = Stage1Model();
         if (s1 is null)

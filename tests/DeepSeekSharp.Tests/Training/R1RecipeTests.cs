@@ -65,6 +65,10 @@ public class R1RecipeTests
         exported.Load(model!);
         for (int i = 0; i < last.Values.Length; i++)
             Assert.Equal(last.Values[i], exported.Values[i], Math.Abs(last.Values[i]) / 128 + 1e-30f); // BF16: 8 significant bits
+
+        // Another seed in the same folder is refused before anything is mixed in.
+        var e2 = Assert.Throws<InvalidDataException>(() => new R1Recipe(Toy with { Seed = 2 }, dir.Path, Assets(), log.Add).Run());
+        Assert.Contains("other recipe settings", e2.Message);
     }
 
     [Theory]
