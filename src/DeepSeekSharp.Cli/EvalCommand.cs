@@ -22,8 +22,9 @@ internal static class EvalCommand
         var seed = new Option<ulong>("--seed") { Description = "which problems (and the sampling seed)", DefaultValueFactory = _ => 1 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "reply length limit", DefaultValueFactory = _ => 512 };
         var json = new Option<bool>("--json") { Description = "one JSON object instead of a table" };
+        var errors = new Option<int>("--show-errors") { Description = "print up to this many wrong replies with their questions" };
         var cmd = new Command("eval", "Measure a model on a task with exact answers: accuracy per difficulty, format rate, reply lengths")
-            { model, task, split, samples, temperature, seed, maxTokens, json };
+            { model, task, split, samples, temperature, seed, maxTokens, json, errors };
         cmd.SetAction(async (r, ct) =>
         {
             if (r.GetValue(task) != "arithmetic") throw new ArgumentException($"unknown task '{r.GetValue(task)}'; tasks: arithmetic");
@@ -56,6 +57,8 @@ internal static class EvalCommand
                     }
                 });
             EvalSummary s = EvalSummary.Of(results);
+            foreach (EvalResult wrong in results.Where(x => !x.Correct).Take(r.GetValue(errors)))
+                stderr.WriteLine($"--- {wrong.Problem.Question} (answer {wrong.Problem.Answer})\n{wrong.Completion}");
             if (r.GetValue(json))
             {
                 stdout.WriteLine(JsonSerializer.Serialize(new

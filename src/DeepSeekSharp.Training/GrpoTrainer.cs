@@ -20,6 +20,9 @@ public sealed record GrpoConfig
     /// <summary>The share of each step's problems with <see cref="Arithmetic.MaxTrainDigits"/> + 1 digits (training
     /// side of the split hash): RL goes past what the cold start was shown, as R1's did.</summary>
     public double HarderShare { get; init; } = 0.5;
+    /// <summary>The share of each step's problems asked in varied wordings (<see cref="Arithmetic.Generate"/>'s
+    /// <c>varied</c>) rather than the cold start's few templates.</summary>
+    public double VariedShare { get; init; } = 0.5;
     public int GroupSize { get; init; } = 8;
     public double Temperature { get; init; } = 1.0;
     /// <summary>Completion length limit (a completion cut there is scored as written, usually 0).</summary>
@@ -47,7 +50,7 @@ public sealed record GrpoConfig
         if (Steps < 1) Fail($"steps ({Steps}) must be ≥ 1");
         if (PromptsPerStep < 1) Fail($"prompts_per_step ({PromptsPerStep}) must be ≥ 1");
         if (GroupSize < 2) Fail($"group_size ({GroupSize}) must be ≥ 2: advantages are relative to the group");
-        if (!(HarderShare >= 0 && HarderShare <= 1)) Fail($"harder_share ({HarderShare}) must be in [0, 1]");
+        if (!(HarderShare >= 0 && HarderShare <= 1) || !(VariedShare >= 0 && VariedShare <= 1)) Fail("harder_share and varied_share must be in [0, 1]");
         if (!(Temperature > 0)) Fail($"temperature ({Temperature}) must be > 0");
         if (MaxTokens < 1) Fail($"max_tokens ({MaxTokens}) must be ≥ 1");
         if (!(Lr > 0)) Fail($"lr ({Lr}) must be > 0");
@@ -179,14 +182,27 @@ public sealed class GrpoTrainer
         public int Completion => Tokens.Length - PromptLength;
     }
 
+    /// <summary>A step's problems: 1–3 digits and (<see cref="GrpoConfig.HarderShare"/>) 4 digits, each part partly
+    /// (<see cref="GrpoConfig.VariedShare"/>) in varied wordings.</summary>
+    private List<Problem> Problems(ulong seed)
+    {
+        int n = _cfg.PromptsPerStep, harder = (int)Math.Round(n * _cfg.HarderShare), h = Arithmetic.MaxTrainDigits + 1;
+        var list = new List<Problem>(n);
+        foreach (var (count, lo, hi, salt) in new[] { (n - harder, 0, 0, 0UL), (harder, h, h, 1UL) })
+        {
+            int varied = (int)Math.Round(count * _cfg.VariedShare);
+            if (count - varied > 0) list.AddRange(Arithmetic.Generate(Split.Train, count - varied, seed + salt, lo, hi));
+            if (varied > 0) list.AddRange(Arithmetic.Generate(Split.Train, varied, seed + salt + 2, lo, hi, varied: true));
+        }
+        return list;
+    }
+
     /// <summary>One GRPO step: rollouts, rewards, advantages, one policy update.</summary>
     public GrpoMetrics TrainStep()
     {
         var clock = Stopwatch.StartNew();
         ulong stepSeed = Mix(_cfg.Seed, (ulong)Step);
-        int harder = (int)Math.Round(_cfg.PromptsPerStep * _cfg.HarderShare);
-        List<Problem> problems = [.. Arithmetic.Generate(Split.Train, _cfg.PromptsPerStep - harder, stepSeed),
-            .. harder > 0 ? Arithmetic.Generate(Split.Train, harder, stepSeed, Arithmetic.MaxTrainDigits + 1, Arithmetic.MaxTrainDigits + 1) : []];
+        List<Problem> problems = Problems(stepSeed);
         int g = _cfg.GroupSize, maxPos = _ps.Config.MaxPositionEmbeddings;
         var sequences = new List<Sequence>();
         var advantages = new List<double[]>();

@@ -31,7 +31,7 @@ public static class Arithmetic
     private static readonly string[] UnseenNames = ["Ana", "Raj", "Kim", "Noah", "Lily", "Omar"];
     private static readonly string[] UnseenThings = ["pencils", "cookies", "tickets", "bottles", "flowers"];
     private static readonly string[] UnseenForms = ["Hey, what's {0}?", "Quick question: {0}", "Can you calculate {0} for me?", "How much is {0}?",
-        "Please compute {0}.", "I need the result of {0}.", "what is {0}", "Tell me {0}, please."];
+        "Please compute {0}.", "I need the result of {0}.", "So {0} makes how much?", "Tell me {0}, please."];
 
     /// <summary>The split a pair of operands belongs to at training difficulties (one in ten is held out), by a fixed
     /// hash (not <see cref="HashCode"/>, which is seeded differently in every process).</summary>
@@ -43,9 +43,12 @@ public static class Arithmetic
     }
 
     /// <summary><paramref name="count"/> problems of a split, the same ones for the same seed; difficulties
-    /// <paramref name="minDigits"/>..<paramref name="maxDigits"/> (0: the split's own, 1–3, or 4 for harder).</summary>
-    public static List<Problem> Generate(Split split, int count, ulong seed, int minDigits = 0, int maxDigits = 0)
+    /// <paramref name="minDigits"/>..<paramref name="maxDigits"/> (0: the split's own, 1–3, or 4 for harder). With
+    /// <paramref name="varied"/> (train only), each question is worded at random from a larger set of greetings,
+    /// question words, casings and sentences, none of them the phrasing split's.</summary>
+    public static List<Problem> Generate(Split split, int count, ulong seed, int minDigits = 0, int maxDigits = 0, bool varied = false)
     {
+        if (varied && split != Split.Train) throw new ArgumentException("varied wordings are for training problems", nameof(varied));
         var rng = new Rng(seed * 0x9E3779B97F4A7C15UL + (ulong)split + 17 + (ulong)(minDigits * 131 + maxDigits));
         int lo = minDigits > 0 ? minDigits : split == Split.Harder ? MaxTrainDigits + 1 : 1;
         int hi = maxDigits > 0 ? maxDigits : split == Split.Harder ? MaxTrainDigits + 1 : MaxTrainDigits;
@@ -65,7 +68,7 @@ public static class Arithmetic
             Split home = split is Split.Phrasing or Split.Harder ? Split.Heldout : split;
             if (SplitOf(op, a, b) != home) continue;
             bool word = rng.NextUInt64() % 3 == 0;
-            string question = split == Split.Phrasing ? AskUnseen(rng, op, a, b, word) : Ask(rng, op, a, b, word);
+            string question = split == Split.Phrasing ? AskUnseen(rng, op, a, b, word) : varied ? AskVaried(rng, op, a, b, word) : Ask(rng, op, a, b, word);
             list.Add(new Problem(question, Apply(op, a, b), op, a, b, digits, word));
         }
         return list;
@@ -106,6 +109,32 @@ public static class Arithmetic
                 $"{n} has {b} bags and each bag holds {a} {t}. How many {t} in total?"],
         };
         return Pick(rng, forms);
+    }
+
+    private static readonly string[] VariedOpenings = ["", "", "Hi! ", "Hello. ", "Please help: ", "Question: ", "ok so ", "I wonder, ", "Help me out. ", "Math time! "];
+    private static readonly string[] VariedForms = ["what is {0}", "What's {0}", "Evaluate {0}", "Find the value of {0}", "Work this out: {0}",
+        "Do {0}", "Give me {0}", "Figure out {0}", "Mind doing {0}", "{0} equals what", "What do you get for {0}", "Answer {0}"];
+    private static readonly string[] VariedEndings = ["?", ".", "!", "", " please.", " thanks!"];
+    private static readonly string[] VariedNames = ["Dan", "Sue", "Ali", "Jo", "Meg", "Ray", "Nia", "Ted"];
+    private static readonly string[] VariedThings = ["pens", "eggs", "toys", "rocks", "beads", "cups", "hats", "nuts"];
+
+    /// <summary>Training questions in many wordings (GRPO's): an opening, a question form, an ending, sometimes all in
+    /// lower case; word problems with other names, things and verbs. Disjoint from <see cref="AskUnseen"/>'s.</summary>
+    private static string AskVaried(Rng rng, Operation op, long a, long b, bool word)
+    {
+        if (word)
+        {
+            string n = Pick(rng, VariedNames), t = Pick(rng, VariedThings);
+            string[] forms = op switch
+            {
+                Operation.Add => [$"{n} had {a} {t} and found {b} more. How many {t} now?", $"A box has {a} {t}. We add {b} {t}. How many {t} are in the box?"],
+                Operation.Subtract => [$"{n} had {a} {t} and lost {b}. How many {t} remain?", $"A jar held {a} {t}. {n} ate {b}. How many are still in the jar?"],
+                _ => [$"{n} has {b} rows of {a} {t}. How many {t}?", $"Each of {b} kids brings {a} {t}. How many {t} altogether?"],
+            };
+            return Pick(rng, forms);
+        }
+        string q = Pick(rng, VariedOpenings) + string.Format(CultureInfo.InvariantCulture, Pick(rng, VariedForms), Expression(rng, op, a, b)) + Pick(rng, VariedEndings);
+        return rng.NextUInt64() % 4 == 0 ? q.ToLowerInvariant() : q;
     }
 
     private static string AskUnseen(Rng rng, Operation op, long a, long b, bool word)

@@ -111,8 +111,13 @@ public class ArithmeticTaskTests
         Assert.All(unseen, p => Assert.Equal(Split.Heldout, Arithmetic.SplitOf(p.Op, p.A, p.B)));
         // The words around the numbers, with the numbers taken out.
         static string Frame(Problem p) => Regex.Replace(p.Question, @"\d+", "#");
-        var trainFrames = Arithmetic.Generate(Split.Train, 20000, seed: 5).Select(Frame).ToHashSet();
+        var trainFrames = Arithmetic.Generate(Split.Train, 20000, seed: 5).Concat(Arithmetic.Generate(Split.Train, 20000, seed: 5, varied: true))
+            .Select(Frame).ToHashSet();
         Assert.DoesNotContain(unseen, p => trainFrames.Contains(Frame(p)));
+        // Nor do the unseen sentences share their opening words with any training question.
+        static string Opening(Problem p) => string.Join(' ', p.Question.ToLowerInvariant().Split(' ').Take(2));
+        var trainOpenings = trainFrames.Select(f => string.Join(' ', f.ToLowerInvariant().Split(' ').Take(2))).ToHashSet();
+        Assert.DoesNotContain(unseen, p => !p.Question.StartsWith(p.A.ToString(), StringComparison.Ordinal) && trainOpenings.Contains(Opening(p)));
         Assert.Contains(unseen, p => p.WordProblem);
         Assert.Contains(unseen, p => !p.WordProblem);
     }
