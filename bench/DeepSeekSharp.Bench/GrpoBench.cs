@@ -10,6 +10,33 @@ internal static class GrpoBench
 {
     public static void Run(string model, string outDir, int steps, ulong seed)
     {
+        if (steps == 0)
+        {
+            using var pool = new DeepSeekSharp.Kernels.WorkerPool(2);
+            using IDisposable scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
+            if (Environment.GetEnvironmentVariable("GEN_FIRST") == "1")
+            {
+                using var m0 = DeepSeekSharp.Model.DeepSeekModel.Load(model);
+                using var gen = new DeepSeekSharp.Inference.Generator(m0, DeepSeekSharp.Text.Tokenizer.Load(model));
+                var sw1 = System.Diagnostics.Stopwatch.StartNew();
+                TaskEvaluation.Run(gen, Arithmetic.Generate(Split.Heldout, 10, 7), new DeepSeekSharp.Inference.GenerationOptions { MaxTokens = 320 });
+                Console.WriteLine($"generator eval in {sw1.Elapsed.TotalSeconds:F1} s");
+            }
+            var t0 = new GrpoTrainer(new R1RecipeOptions().Grpo, model, outDir);
+            for (int round = 0; round < 2; round++)
+            {
+                var sw0 = System.Diagnostics.Stopwatch.StartNew();
+                t0.TrainStep();
+                Console.WriteLine($"step in {sw0.Elapsed.TotalSeconds:F1} s, GC gen2 count {GC.CollectionCount(2)}, heap {GC.GetTotalMemory(false) >> 20} MB");
+            }
+            foreach (var split in new[] { Split.Heldout, Split.Harder })
+            {
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                double acc = t0.Evaluate(split, 8);
+                Console.WriteLine($"{split}: {acc:P1} in {sw.Elapsed.TotalSeconds:F1} s, GC gen2 count {GC.CollectionCount(2)}");
+            }
+            return;
+        }
         GrpoConfig cfg = new R1RecipeOptions().Grpo with { Steps = steps, Seed = seed };
         var trainer = new GrpoTrainer(cfg, model, outDir);
         trainer.Run(m => Console.WriteLine(

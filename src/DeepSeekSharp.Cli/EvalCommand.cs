@@ -22,9 +22,10 @@ internal static class EvalCommand
         var seed = new Option<ulong>("--seed") { Description = "which problems (and the sampling seed)", DefaultValueFactory = _ => 1 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "reply length limit", DefaultValueFactory = _ => 512 };
         var json = new Option<bool>("--json") { Description = "one JSON object instead of a table" };
+        var mtp = new Option<bool>("--mtp") { Description = "also measure how often the MTP module's draft equals the next greedy token (first 50 problems)" };
         var errors = new Option<int>("--show-errors") { Description = "print up to this many wrong replies with their questions" };
         var cmd = new Command("eval", "Measure a model on a task with exact answers: accuracy per difficulty, format rate, reply lengths")
-            { model, task, split, samples, temperature, seed, maxTokens, json, errors };
+            { model, task, split, samples, temperature, seed, maxTokens, json, errors, mtp };
         cmd.SetAction(async (r, ct) =>
         {
             if (r.GetValue(task) != "arithmetic") throw new ArgumentException($"unknown task '{r.GetValue(task)}'; tasks: arithmetic");
@@ -36,7 +37,8 @@ internal static class EvalCommand
             string path = r.GetValue(model)!;
             Tokenizer tokenizer = Tokenizer.Load(path);
             TaskEvaluation.CheckReasoningTokens(tokenizer);
-            using var g = new Generator(Model.DeepSeekModel.Load(path), tokenizer);
+            using Model.DeepSeekModel loaded = Model.DeepSeekModel.Load(path);
+            using var g = new Generator(loaded, tokenizer);
             var options = new GenerationOptions
             {
                 MaxTokens = r.GetValue(maxTokens),
@@ -57,6 +59,7 @@ internal static class EvalCommand
                     }
                 });
             EvalSummary s = EvalSummary.Of(results);
+            double? agreement = r.GetValue(mtp) ? MtpAgreement.Measure(loaded, tokenizer, problems.Take(50), r.GetValue(maxTokens)) : null;
             foreach (EvalResult wrong in results.Where(x => !x.Correct).Take(r.GetValue(errors)))
                 stderr.WriteLine($"--- {wrong.Problem.Question} (answer {wrong.Problem.Answer})\n{wrong.Completion}");
             if (r.GetValue(json))
@@ -65,6 +68,7 @@ internal static class EvalCommand
                 {
                     task = "arithmetic", split = splitName, samples = s.Count, temperature = r.GetValue(temperature), accuracy = s.Accuracy,
                     format_rate = s.FormatRate, mean_completion_tokens = s.MeanCompletionTokens, mean_reasoning_tokens = s.MeanReasoningTokens,
+                    mtp_draft_agreement = agreement,
                     by_digits = s.ByDigits.ToDictionary(p => p.Key.ToString(System.Globalization.CultureInfo.InvariantCulture), p => new { count = p.Value.Count, accuracy = p.Value.Accuracy }),
                 }));
                 return 0;
@@ -72,6 +76,7 @@ internal static class EvalCommand
             stdout.WriteLine($"{splitName}: {s.Count} problems, accuracy {s.Accuracy:P1}, well-formed {s.FormatRate:P1}, " +
                              $"mean reply {s.MeanCompletionTokens:F1} tokens ({s.MeanReasoningTokens:F1} reasoning)");
             foreach (var (digits, (count, acc)) in s.ByDigits) stdout.WriteLine($"  {digits} digits: {count} problems, accuracy {acc:P1}");
+            if (agreement is { } a) stdout.WriteLine($"  MTP draft = next greedy token: {a:P1}");
             return 0;
         });
         return cmd;

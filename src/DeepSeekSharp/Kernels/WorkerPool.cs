@@ -47,9 +47,13 @@ public sealed class WorkerPool : IDisposable
     private readonly ManualResetEventSlim _wake = new(false);
     private PoolJob? _job;
     private int _chunks, _pending, _runId;
-    private long _ticket;     // bits 40..63: run id; 20..39: chunk count; 0..19: next chunk to claim
+    private long _ticket;     // bits 40..62: run id; 20..39: chunk count; 0..19: next chunk to claim (bit 63 stays 0)
     private long _generation;
     private volatile bool _disposed;
+    private const int RunIdMask = 0x7FFFFF;
+
+    /// <summary>The id of the last run (tests start it near the wrap-around).</summary>
+    internal int RunId { get => Volatile.Read(ref _runId); set => _runId = value & RunIdMask; }
 
     public WorkerPool(int threads)
     {
@@ -80,7 +84,7 @@ public sealed class WorkerPool : IDisposable
         }
         try
         {
-            int run = (_runId + 1) & 0xFFFFFF;
+            int run = (_runId + 1) & RunIdMask; // 23 bits: the ticket stays positive, so t >> 40 is the run id
             _job = job;
             _chunks = chunks;
             Volatile.Write(ref _pending, chunks);

@@ -17,6 +17,28 @@ public class WorkerPoolTests
         }
     }
 
+    private sealed class CountChunks : PoolJob
+    {
+        public int[] Runs = new int[16];
+        public override void Execute(int chunk) => Interlocked.Increment(ref Runs[chunk]);
+    }
+
+    /// <summary>A long-running process (a server, a training run) makes millions of runs: the run id wraps around and
+    /// every chunk of every run is still done exactly once (with a 24-bit id, runs from 2^23 on made the ticket
+    /// negative and no thread claimed their chunks: the caller waited forever).</summary>
+    [Fact]
+    public void RunIdsWrapAround_AndEveryChunkIsStillRunOnce()
+    {
+        using var pool = new WorkerPool(2);
+        pool.RunId = int.MaxValue - 40; // the mask keeps it in range: near the top of the id space
+        var job = new CountChunks();
+        var caller = new Thread(() => { for (int r = 0; r < 100; r++) pool.Run(job, job.Runs.Length); }) { IsBackground = true };
+        caller.Start();
+        Assert.True(caller.Join(TimeSpan.FromSeconds(20)), "a run never finished");
+        Assert.All(job.Runs, n => Assert.Equal(100, n));
+        Assert.True(pool.RunId < 100, $"the run id wrapped (now {pool.RunId})");
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
