@@ -75,7 +75,6 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         Action<GrpoTrainer>? stage2Started = null, Action<GrpoMetrics>? grpoStep = null,
         Action<string, int, int>? evalProgress = null, CancellationToken cancel = default)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         Directory.CreateDirectory(outDir);
         string stamp = Path_("recipe.json"), settings = JsonSerializer.Serialize(options, Json);
         if (File.Exists(stamp) && File.ReadAllText(stamp) != settings)
@@ -102,7 +101,7 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
             s2 = Stage2Model() ?? throw new InvalidOperationException("stage 2 ended without its final checkpoint");
         }
         List<RecipeEval> after = Evaluate("grpo", s2, evalProgress);
-        Export(s2, before, after, clock.Elapsed);
+        Export(s2, before, after);
         return ModelDir;
     }
     public string ModelDir => Path_("model");
@@ -199,7 +198,7 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
     }
 
     /// <summary>The shipped folder: the final weights in BF16, config, tokenizer and a model card.</summary>
-    public void Export(string from, IReadOnlyList<RecipeEval> before, IReadOnlyList<RecipeEval> after, TimeSpan? wall)
+    public void Export(string from, IReadOnlyList<RecipeEval> before, IReadOnlyList<RecipeEval> after)
     {
         string tmp = ModelDir + ".tmp";
         if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
@@ -207,12 +206,12 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         var ps = new ParameterSet(HfConfig.Load(from));
         ps.Load(from);
         Checkpoint.ExportModel(ps, tmp, from);
-        AtomicFile.WriteText(Path.Combine(tmp, "README.md"), ModelCard(before, after, wall));
+        AtomicFile.WriteText(Path.Combine(tmp, "README.md"), ModelCard(before, after));
         if (Directory.Exists(ModelDir)) Directory.Delete(ModelDir, recursive: true);
         Directory.Move(tmp, ModelDir);
     }
 
-    private string ModelCard(IReadOnlyList<RecipeEval> before, IReadOnlyList<RecipeEval> after, TimeSpan? wall)
+    private string ModelCard(IReadOnlyList<RecipeEval> before, IReadOnlyList<RecipeEval> after)
     {
         var sb = new StringBuilder();
         var ci = CultureInfo.InvariantCulture;
@@ -223,7 +222,7 @@ public sealed class R1Recipe(R1RecipeOptions options, string outDir, string asse
         sb.AppendLine(ci, $"1. **Data**: {options.Examples:N0} generated problems (addition, subtraction, multiplication by one digit; 1–3 digits, and {options.ColdStartHarderShare:P0} with 4; expressions and word problems) with worked column-by-column solutions; a {options.Vocab}-entry BPE vocabulary trained on them, digits split one per token, DeepSeek's special tokens, `<think>`/`</think>` whole, R1's chat template.");
         sb.AppendLine(ci, $"2. **Cold start**: {options.SftSteps} steps of supervised training ({options.SftBatch} × {options.SftSeqLen} tokens, loss on the reply only, MTP λ 0.3).");
         sb.AppendLine(ci, $"3. **GRPO**: {options.Grpo.Steps} steps × {options.Grpo.PromptsPerStep} problems × {options.Grpo.GroupSize} samples at temperature {options.Grpo.Temperature}, reward 1 correct / {options.Grpo.FormatReward} well-formed / 0, ε {options.Grpo.Grpo.Epsilon}, β {options.Grpo.Grpo.Beta} (k3 KL to the cold-start model), token-level normalisation, lr {options.Grpo.Lr}.");
-        sb.AppendLine(ci, $"4. **Export**: weights stored in BF16. Seed {options.Seed}.{(wall is { } w ? $" Wall time of the whole recipe: {w.TotalMinutes:F0} minutes." : "")}").AppendLine();
+        sb.AppendLine(ci, $"4. **Export**: weights stored in BF16. Seed {options.Seed}.").AppendLine();
         sb.AppendLine("## Measured (`dss eval`, 200 problems each, seed 7)").AppendLine();
         sb.AppendLine("| split | temperature | after cold start | after GRPO | well-formed after GRPO |");
         sb.AppendLine("|---|---|---|---|---|");
