@@ -1,14 +1,17 @@
 using System.CommandLine;
 using DeepSeekSharp.Inference;
-using DeepSeekSharp.Model;
 using DeepSeekSharp.Server;
 using DeepSeekSharp.Text;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-batch N] [--context N] [--api-key KEY]</c>.</summary>
+/// <summary><c>dss serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-batch N] [--context N]
+/// [--api-key-file F | DSS_API_KEY | --api-key KEY] [--cors ORIGIN] [--shutdown-timeout S]</c>. SIGINT or SIGTERM
+/// drains and exits 0; a second signal exits at once.</summary>
 internal static class ServeCommand
 {
+    public const string ApiKeyVariable = "DSS_API_KEY";
+
     public static Command Create(TextWriter stdout)
     {
         Option<string> model = CliApp.ModelOptionWithDefault();
@@ -16,29 +19,68 @@ internal static class ServeCommand
         var port = new Option<int>("--port") { Description = "port to listen on", DefaultValueFactory = _ => 8080 };
         var maxBatch = new Option<int>("--max-batch") { Description = "sequences decoded together", DefaultValueFactory = _ => 8 };
         var context = new Option<int?>("--context") { Description = "positions per sequence (default: max_position_embeddings, at most 4096)" };
-        var apiKey = new Option<string?>("--api-key") { Description = "require 'Authorization: Bearer KEY' on /v1/*" };
+        var apiKeyFile = new Option<FileInfo?>("--api-key-file") { Description = $"require 'Authorization: Bearer KEY' on /v1/*, the key read from this file (or set {ApiKeyVariable})" };
+        var apiKey = new Option<string?>("--api-key") { Description = $"the key itself (visible to other users in 'ps'; prefer --api-key-file or {ApiKeyVariable})" };
+        var cors = new Option<string[]>("--cors") { Description = "a browser origin allowed to call the API (repeatable; * for any); others get 403", AllowMultipleArgumentsPerToken = false };
+        var shutdownTimeout = new Option<double>("--shutdown-timeout") { Description = "seconds running requests may go on after SIGTERM/SIGINT", DefaultValueFactory = _ => 10 };
         var loading = new ModelLoading();
-        var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API") { model, host, port, maxBatch, context, apiKey };
+        var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API")
+            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout };
         loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
+            // Everything that can be wrong with the options is reported before the weights load.
+            string? key = ApiKey(r.GetValue(apiKeyFile), r.GetValue(apiKey));
+            double timeout = r.GetValue(shutdownTimeout);
+            if (!(timeout >= 0)) throw new ArgumentException($"--shutdown-timeout must be ≥ 0 seconds, got {timeout}");
+            var options = new ServerOptions
+            {
+                Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKey = key,
+                CorsOrigins = r.GetValue(cors) ?? [], ShutdownTimeout = TimeSpan.FromSeconds(timeout),
+            };
+            options.Validate();
+            using ShutdownSignals signals = ShutdownSignals.Listen();
             string path = r.GetValue(model)!;
             Tokenizer tokenizer = Tokenizer.Load(path);
             using var engine = new BatchScheduler(loading.Load(r, path, Console.Error), tokenizer,
                 new BatchOptions { MaxBatch = r.GetValue(maxBatch), ContextLength = r.GetValue(context) });
-            await using var server = new DeepSeekServer(engine, new ServerOptions
-            {
-                Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKey = r.GetValue(apiKey),
-            });
-            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
+            await using var server = new DeepSeekServer(engine, options);
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, signals.Token);
             await server.StartAsync(stop.Token);
             stdout.WriteLine($"serving '{server.ModelId}' at {server.Address} (max batch {engine.MaxBatch}, context {engine.ContextLength}, " +
-                             $"{engine.CacheBytes / (1 << 20)} MiB latent cache); Ctrl+C stops");
+                             $"{engine.CacheBytes / (1 << 20)} MiB latent cache); " +
+                             (server.RequiresApiKey ? "an API key is required" : "no API key: anyone who can reach this address can use it") +
+                             (options.CorsOrigins.Count > 0 ? $"; browsers allowed from {string.Join(", ", options.CorsOrigins)}" : "") +
+                             "; Ctrl+C or SIGTERM stops");
             stdout.Flush();
-            await server.RunAsync(stop.Token);
+            try { await Task.Delay(Timeout.Infinite, stop.Token); }
+            catch (OperationCanceledException) { }
+            stdout.WriteLine($"{signals.Signal?.ToString() ?? "stop"} received: draining (up to {timeout:0.#} s; a second signal exits at once)");
+            stdout.Flush();
+            int cut = await server.ShutdownAsync();
+            stdout.WriteLine(cut == 0 ? "stopped: every request finished" : $"stopped: {cut} request(s) cut off after {timeout:0.#} s");
+            stdout.Flush();
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The key from --api-key-file, else DSS_API_KEY, else --api-key; at most one may be given, and a given
+    /// key may not be empty (that would silently turn authentication off).</summary>
+    internal static string? ApiKey(FileInfo? file, string? flag)
+    {
+        string? env = Environment.GetEnvironmentVariable(ApiKeyVariable);
+        int given = (file is null ? 0 : 1) + (env is null ? 0 : 1) + (flag is null ? 0 : 1);
+        if (given > 1) throw new ArgumentException($"give the API key one way: --api-key-file, {ApiKeyVariable} or --api-key");
+        string? key, source;
+        if (file is not null)
+        {
+            if (!file.Exists) throw new FileNotFoundException($"--api-key-file: {file.FullName} does not exist", file.FullName);
+            (key, source) = (File.ReadAllText(file.FullName).Trim(), $"--api-key-file {file.FullName}");
+        }
+        else if (env is not null) (key, source) = (env.Trim(), ApiKeyVariable);
+        else (key, source) = (flag, "--api-key");
+        if (key is not null && key.Length == 0) throw new ArgumentException($"{source}: the API key is empty; leave it out to serve without a key");
+        return key;
     }
 }

@@ -13,10 +13,26 @@ internal sealed record ChatRequest
     public bool Stream { get; init; }
     public bool IncludeUsage { get; init; }
 
+    /// <summary>The parameters this server implements. Anything else — an OpenAI feature not built yet (tool_choice,
+    /// top_logprobs, functions, ...) or a misspelling — is refused by name, never silently ignored, as OpenAI itself
+    /// refuses unknown arguments. <c>user</c> is accepted and unused (it only labels the caller).</summary>
+    private static readonly HashSet<string> Common =
+    [
+        "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+        "repetition_penalty", "seed", "logit_bias", "stop", "stream", "stream_options", "n", "user", "logprobs",
+        "response_format", "tools",
+    ];
+    private static readonly HashSet<string> ChatOnly = ["messages", "max_completion_tokens"];
+    private static readonly HashSet<string> CompletionsOnly = ["prompt"];
+
     /// <summary>Parses and checks a body; every problem is an <see cref="ApiError"/> naming the parameter.</summary>
     public static ChatRequest Parse(JsonElement body, bool chat, string servedModel, int vocabSize)
     {
         if (body.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("the request body must be a JSON object");
+        CheckText(body, "");
+        foreach (JsonProperty p in body.EnumerateObject())
+            if (!Common.Contains(p.Name) && !(chat ? ChatOnly : CompletionsOnly).Contains(p.Name))
+                throw ApiError.BadRequest($"'{p.Name}' is not supported by this server's {(chat ? "/v1/chat/completions" : "/v1/completions")}", p.Name, "unsupported_parameter");
         if (Get(body, "model") is { } model)
         {
             if (model.ValueKind != JsonValueKind.String) throw ApiError.BadRequest("'model' must be a string", "model");
@@ -28,7 +44,7 @@ internal sealed record ChatRequest
             throw ApiError.BadRequest("logprobs are not supported", "logprobs");
         if (Get(body, "tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
             throw ApiError.BadRequest("tool definitions are not supported by this server", "tools");
-        if (Get(body, "response_format") is { } rf && !(rf.ValueKind == JsonValueKind.Object && Get(rf, "type") is { } rt && rt.GetString() == "text"))
+        if (Get(body, "response_format") is { } rf && !(rf.ValueKind == JsonValueKind.Object && Get(rf, "type") is { ValueKind: JsonValueKind.String } rt && rt.GetString() == "text"))
             throw ApiError.BadRequest("only response_format {\"type\": \"text\"} is supported", "response_format");
 
         JsonElement messages = default;
@@ -91,7 +107,8 @@ internal sealed record ChatRequest
                 null when role == "assistant" && hasToolCalls => null,
                 { ValueKind: JsonValueKind.String } s => s.GetString(),
                 { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select(p =>
-                    p.ValueKind == JsonValueKind.Object && Get(p, "type")?.GetString() == "text" && Get(p, "text") is { ValueKind: JsonValueKind.String } t
+                    p.ValueKind == JsonValueKind.Object && Get(p, "type") is { ValueKind: JsonValueKind.String } type && type.GetString() == "text"
+                        && Get(p, "text") is { ValueKind: JsonValueKind.String } t
                         ? t.GetString()
                         : throw ApiError.BadRequest($"'{where}.content' parts must be {{\"type\": \"text\", \"text\": ...}}", $"{where}.content"))),
                 _ => throw ApiError.BadRequest($"'{where}.content' must be a string or an array of text parts", $"{where}.content"),
@@ -130,11 +147,44 @@ internal sealed record ChatRequest
         var d = new Dictionary<int, float>();
         foreach (JsonProperty p in b.Value.EnumerateObject())
         {
-            if (!int.TryParse(p.Name, out int id) || p.Value.ValueKind != JsonValueKind.Number)
+            if (!int.TryParse(p.Name, out int id) || p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetSingle(out float bias) || !float.IsFinite(bias))
                 throw ApiError.BadRequest($"'logit_bias' entry '{p.Name}' must map a token id to a number", "logit_bias");
-            d[id] = p.Value.GetSingle();
+            d[id] = bias;
         }
         return d;
+    }
+
+    /// <summary>Every string and property name must be valid Unicode. System.Text.Json accepts a lone surrogate escape
+    /// (<c>"\ud800"</c>) or invalid UTF-8 bytes while parsing and only fails when the string is read, so the whole
+    /// body is read once here and the first bad string is named.</summary>
+    private static void CheckText(JsonElement e, string path)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (JsonProperty p in e.EnumerateObject())
+                {
+                    string name = Read(() => p.Name, path.Length == 0 ? "a property name" : $"a property name in '{path}'", path);
+                    CheckText(p.Value, path.Length == 0 ? name : $"{path}.{name}");
+                }
+                break;
+            case JsonValueKind.Array:
+                int i = 0;
+                foreach (JsonElement item in e.EnumerateArray()) CheckText(item, $"{path}[{i++}]");
+                break;
+            case JsonValueKind.String:
+                Read(e.GetString, $"'{path}'", path);
+                break;
+        }
+    }
+
+    private static string Read(Func<string?> read, string what, string path)
+    {
+        try { return read()!; }
+        catch (Exception x) when (x is InvalidOperationException or ArgumentException or System.Text.DecoderFallbackException)
+        {
+            throw ApiError.BadRequest($"{what} is not valid Unicode text (a lone surrogate, or bytes that are not UTF-8)", path.Length == 0 ? null : path);
+        }
     }
 
     private static JsonElement? Get(JsonElement o, string name) =>
@@ -150,7 +200,7 @@ internal sealed record ChatRequest
     private static float? Float(JsonElement o, string name) => Get(o, name) switch
     {
         null => null,
-        { ValueKind: JsonValueKind.Number } v => v.GetSingle(),
+        { ValueKind: JsonValueKind.Number } v when v.TryGetSingle(out float f) && float.IsFinite(f) => f,
         _ => throw ApiError.BadRequest($"'{name}' must be a number", name),
     };
 

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using DeepSeekSharp.Inference;
@@ -14,32 +15,45 @@ using Prometheus;
 namespace DeepSeekSharp.Server;
 
 /// <summary>The OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health,
-/// /metrics, all driving one <see cref="BatchScheduler"/>.</summary>
+/// /metrics, all driving one <see cref="BatchScheduler"/>. <see cref="ShutdownAsync"/> drains it: new requests get
+/// 503, running ones finish or are ended with a stated reason after <see cref="ServerOptions.ShutdownTimeout"/>.</summary>
 public sealed class DeepSeekServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly BatchScheduler _engine;
     private readonly ServerMetrics _metrics;
     private readonly string _modelId;
-    private readonly string? _apiKey;
+    private readonly byte[]? _apiKeyHash;   // SHA-256 of the key: compared in constant time, whatever the lengths
+    private readonly string[] _corsOrigins;
+    private readonly TimeSpan _shutdownTimeout;
+    private readonly ILogger _log;
+    private volatile bool _draining;
 
     public DeepSeekServer(BatchScheduler engine, ServerOptions options)
     {
+        options.Validate();
         _engine = engine;
         _modelId = options.ModelId ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(engine.Model.Path));
-        _apiKey = string.IsNullOrEmpty(options.ApiKey) ? null : options.ApiKey;
+        _apiKeyHash = options.ApiKey is { } key ? SHA256.HashData(Encoding.UTF8.GetBytes(key)) : null;
+        _corsOrigins = options.CorsOrigins.Select(o => o.TrimEnd('/')).ToArray();
+        _shutdownTimeout = options.ShutdownTimeout;
         _metrics = new ServerMetrics(engine);
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        // The host's default console lifetime would take SIGINT/SIGTERM for itself (and swallow a second one); the
+        // owner of the server decides when it stops and calls ShutdownAsync (dss serve: on a signal).
+        builder.Services.AddSingleton<Microsoft.Extensions.Hosting.IHostLifetime, OwnerLifetime>();
         _app = builder.Build();
+        _log = _app.Logger;
+        _app.Use(CheckOrigin);
         _app.Use(Authenticate);
         _app.MapPost("/v1/chat/completions", ctx => Handle(ctx, "chat", chat: true));
         _app.MapPost("/v1/completions", ctx => Handle(ctx, "completions", chat: false));
         _app.MapGet("/v1/models", ModelsAsync);
-        _app.MapGet("/health", ctx => WriteJson(ctx, 200, w =>
+        _app.MapGet("/health", ctx => WriteJson(ctx, _draining ? 503 : 200, w =>
         {
-            w.WriteString("status", "ok");
+            w.WriteString("status", _draining ? "draining" : "ok");
             w.WriteString("model", _modelId);
             w.WriteNumber("active_sequences", _engine.ActiveSequences);
             w.WriteNumber("queue_depth", _engine.QueueDepth);
@@ -47,7 +61,17 @@ public sealed class DeepSeekServer : IAsyncDisposable
         _app.MapMetrics("/metrics", _metrics.Registry);
     }
 
+    private sealed class OwnerLifetime : Microsoft.Extensions.Hosting.IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
     public string ModelId => _modelId;
+    /// <summary>Whether /v1/* requires an API key.</summary>
+    public bool RequiresApiKey => _apiKeyHash is not null;
+    /// <summary>True once <see cref="ShutdownAsync"/> has begun.</summary>
+    public bool Draining => _draining;
 
     /// <summary>The address the server listens on (after <see cref="StartAsync"/>), e.g. http://127.0.0.1:51234.</summary>
     public Uri Address => new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
@@ -60,27 +84,80 @@ public sealed class DeepSeekServer : IAsyncDisposable
         _started = true;
     }
 
-    /// <summary>Serves until <paramref name="cancellationToken"/> is cancelled.</summary>
+    /// <summary>Serves until <paramref name="cancellationToken"/> is cancelled, then drains (<see cref="ShutdownAsync"/>).</summary>
     public async Task RunAsync(CancellationToken cancellationToken = default)
     {
         if (!_started) await StartAsync(cancellationToken);
         try { await Task.Delay(Timeout.Infinite, cancellationToken); }
         catch (OperationCanceledException) { }
-        await _app.StopAsync(CancellationToken.None);
+        await ShutdownAsync();
+    }
+
+    /// <summary>Stops taking requests (503 <c>server_shutting_down</c>; /health says <c>draining</c>), lets running
+    /// and queued sequences finish for up to the shutdown timeout, ends the rest — a stream gets a final error
+    /// event saying why, then <c>[DONE]</c> — and stops listening once every response is written. Returns how many
+    /// sequences were cut off.</summary>
+    public async Task<int> ShutdownAsync()
+    {
+        _draining = true;
+        _engine.BeginDrain();
+        int cut = 0;
+        using (var timeout = new CancellationTokenSource(_shutdownTimeout))
+        {
+            try { await _engine.WhenIdleAsync(timeout.Token); }
+            catch (OperationCanceledException)
+            {
+                cut = _engine.ActiveSequences + (int)_engine.QueueDepth;
+                await _engine.AbortAllAsync(new EngineShutdownException(
+                    $"the server is shutting down: this reply was cut off after {_shutdownTimeout.TotalSeconds:0.#} s of draining"));
+            }
+        }
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(5)); // the cut-off responses write their last event
+        await _app.StopAsync(stop.Token);
+        return cut;
     }
 
     public async ValueTask DisposeAsync() => await _app.DisposeAsync();
 
+    /// <summary>Browsers send <c>Origin</c>; any origin not allowed by <see cref="ServerOptions.CorsOrigins"/> is refused,
+    /// so a web page cannot use a local server through its visitor's browser (a "simple" text/plain POST included).</summary>
+    private async Task CheckOrigin(HttpContext ctx, Func<Task> next)
+    {
+        string? origin = ctx.Request.Headers.Origin;
+        if (string.IsNullOrEmpty(origin)) { await next(); return; }
+        bool allowed = _corsOrigins.Any(o => o == "*" || string.Equals(o, origin, StringComparison.OrdinalIgnoreCase));
+        if (!allowed)
+        {
+            await WriteError(ctx, new ApiError(403, $"cross-origin requests from '{origin}' are refused; start the server with --cors {origin} to allow them",
+                code: "origin_not_allowed"), "cors");
+            return;
+        }
+        ctx.Response.Headers.AccessControlAllowOrigin = origin;
+        ctx.Response.Headers.Vary = "Origin";
+        if (HttpMethods.IsOptions(ctx.Request.Method))
+        {
+            ctx.Response.Headers.AccessControlAllowMethods = "GET, POST, OPTIONS";
+            ctx.Response.Headers.AccessControlAllowHeaders = "Authorization, Content-Type";
+            ctx.Response.Headers.AccessControlMaxAge = "600";
+            ctx.Response.StatusCode = 204;
+            return;
+        }
+        await next();
+    }
+
     private async Task Authenticate(HttpContext ctx, Func<Task> next)
     {
-        if (_apiKey is not null && ctx.Request.Path.StartsWithSegments("/v1")
-            && ctx.Request.Headers.Authorization.ToString() != "Bearer " + _apiKey)
+        if (_apiKeyHash is not null && ctx.Request.Path.StartsWithSegments("/v1") && !KeyMatches(ctx.Request.Headers.Authorization.ToString()))
         {
             await WriteError(ctx, new ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'", code: "invalid_api_key"), "auth");
             return;
         }
         await next();
     }
+
+    private bool KeyMatches(string authorization) =>
+        authorization.StartsWith("Bearer ", StringComparison.Ordinal)
+        && CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(authorization[7..])), _apiKeyHash);
 
     private Task ModelsAsync(HttpContext ctx) => WriteJson(ctx, 200, w =>
     {
@@ -100,6 +177,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
     {
         try
         {
+            if (_draining) throw new ApiError(503, "the server is shutting down", code: "server_shutting_down", type: "server_error");
             JsonElement body;
             try
             {
@@ -107,17 +185,23 @@ public sealed class DeepSeekServer : IAsyncDisposable
                 body = doc.RootElement.Clone();
             }
             catch (JsonException e) { throw ApiError.BadRequest($"the request body is not valid JSON: {e.Message}"); }
+            catch (DecoderFallbackException) { throw ApiError.BadRequest("the request body is not valid UTF-8"); }
             ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize);
             PromptTokens prompt;
-            try { prompt = chat ? _engine.ChatPrompt(req.Messages) : _engine.RawPrompt(req.Prompt!); }
+            // Tokenising stops as soon as the prompt cannot fit, so an oversized prompt costs little time and no memory.
+            try { prompt = chat ? _engine.ChatPrompt(req.Messages, _engine.ContextLength - 1) : _engine.RawPrompt(req.Prompt!, _engine.ContextLength - 1); }
             catch (Text.Templates.TemplateException e) { throw ApiError.BadRequest(e.Message, "messages"); }
-            if (prompt.Ids.Length >= _engine.ContextLength)
-                throw ApiError.BadRequest($"the prompt has {prompt.Ids.Length} tokens; this server's context holds {_engine.ContextLength}", chat ? "messages" : "prompt", "context_length_exceeded");
+            catch (PromptTooLongException e)
+            {
+                throw ApiError.BadRequest($"the prompt has more than {e.Limit} tokens; this server's context holds {_engine.ContextLength} (prompt and reply)",
+                    chat ? "messages" : "prompt", "context_length_exceeded");
+            }
             IAsyncEnumerable<GenerationUpdate> stream = _engine.GenerateAsync(prompt, req.Options, ctx.RequestAborted);
             var reply = new Reply(chat, _modelId);
-            if (req.Stream) await StreamAsync(ctx, stream, reply, req.IncludeUsage);
+            bool whole = true;
+            if (req.Stream) whole = await StreamAsync(ctx, stream, reply, req.IncludeUsage);
             else await CompleteAsync(ctx, stream, reply);
-            _metrics.Requests.WithLabels(endpoint, "200").Inc();
+            _metrics.Requests.WithLabels(endpoint, whole ? "200" : "503").Inc();
         }
         catch (ApiError e) { await WriteError(ctx, e, endpoint); }
         catch (EngineBusyException e)
@@ -125,9 +209,19 @@ public sealed class DeepSeekServer : IAsyncDisposable
             ctx.Response.Headers.RetryAfter = "1";
             await WriteError(ctx, new ApiError(503, e.Message, code: "server_overloaded", type: "server_error"), endpoint);
         }
+        catch (EngineShutdownException e)
+        {
+            await WriteError(ctx, new ApiError(503, e.Message, code: "server_shutting_down", type: "server_error"), endpoint);
+        }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
             _metrics.Requests.WithLabels(endpoint, "499").Inc(); // client went away; its sequence was cancelled
+        }
+        catch (Exception e)
+        {
+            // Nothing unexpected leaves as an empty 500: it is logged, counted, and answered with an error body.
+            _log.LogError(e, "{Endpoint} request failed", endpoint);
+            await WriteError(ctx, new ApiError(500, $"internal error ({e.GetType().Name}); the server logged it", code: "internal_error", type: "server_error"), endpoint);
         }
     }
 
@@ -204,8 +298,8 @@ public sealed class DeepSeekServer : IAsyncDisposable
     }
 
     /// <summary>Server-sent events: the role, reasoning_content pieces, content pieces, the finish chunk, an optional
-    /// usage chunk, then <c>data: [DONE]</c>.</summary>
-    private async Task StreamAsync(HttpContext ctx, IAsyncEnumerable<GenerationUpdate> stream, Reply reply, bool includeUsage)
+    /// usage chunk, then <c>data: [DONE]</c>. False when shutdown cut the reply off (an error event, then [DONE]).</summary>
+    private async Task<bool> StreamAsync(HttpContext ctx, IAsyncEnumerable<GenerationUpdate> stream, Reply reply, bool includeUsage)
     {
         await using IAsyncEnumerator<GenerationUpdate> e = stream.GetAsyncEnumerator(ctx.RequestAborted);
         bool more = await e.MoveNextAsync(); // errors before the first token still become a JSON error response
@@ -213,13 +307,32 @@ public sealed class DeepSeekServer : IAsyncDisposable
         ctx.Response.ContentType = "text/event-stream";
         ctx.Response.Headers.CacheControl = "no-cache";
         if (reply.Chat) await Event(ctx, reply, w => Delta(w, reply, "role", "assistant", null));
-        for (; more; more = await e.MoveNextAsync())
+        try
         {
-            GenerationUpdate u = e.Current;
-            if (u.Usage is not null) { reply.Usage = u.Usage; continue; }
-            if (u.Text.Length == 0) continue;
-            string field = !reply.Chat ? "text" : u.Part == ReplyPart.Reasoning ? "reasoning_content" : "content";
-            await Event(ctx, reply, w => Delta(w, reply, field, u.Text, null));
+            for (; more; more = await e.MoveNextAsync())
+            {
+                GenerationUpdate u = e.Current;
+                if (u.Usage is not null) { reply.Usage = u.Usage; continue; }
+                if (u.Text.Length == 0) continue;
+                string field = !reply.Chat ? "text" : u.Part == ReplyPart.Reasoning ? "reasoning_content" : "content";
+                await Event(ctx, reply, w => Delta(w, reply, field, u.Text, null));
+            }
+        }
+        catch (EngineShutdownException x)
+        {
+            // Cut off by shutdown: an error event (as OpenAI sends mid-stream) says why, then the stream ends properly.
+            await Event(ctx, null, w =>
+            {
+                w.WriteStartObject("error");
+                w.WriteString("message", x.Message);
+                w.WriteString("type", "server_error");
+                w.WriteNull("param");
+                w.WriteString("code", "server_shutting_down");
+                w.WriteEndObject();
+            });
+            await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
+            await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+            return false;
         }
         Count(reply);
         await Event(ctx, reply, w => Delta(w, reply, null, null, reply.FinishReason));
@@ -232,6 +345,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
             });
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
         await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+        return true;
     }
 
     private static void Delta(Utf8JsonWriter w, Reply reply, string? field, string? value, string? finish)
@@ -253,14 +367,14 @@ public sealed class DeepSeekServer : IAsyncDisposable
         w.WriteEndArray();
     }
 
-    private static async Task Event(HttpContext ctx, Reply reply, Action<Utf8JsonWriter> body)
+    private static async Task Event(HttpContext ctx, Reply? reply, Action<Utf8JsonWriter> body)
     {
         var buffer = new MemoryStream();
         buffer.Write("data: "u8);
         using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
         {
             w.WriteStartObject();
-            reply.Header(w, chunk: true);
+            reply?.Header(w, chunk: true);
             body(w);
             w.WriteEndObject();
         }

@@ -22,8 +22,11 @@ public sealed record BatchOptions
     public int PrefillChunk { get; init; } = 256;
 }
 
-/// <summary>The request queue is full: the server is at capacity.</summary>
+/// <summary>The request queue is full, or the engine is draining for shutdown: retry later (elsewhere).</summary>
 public sealed class EngineBusyException(string message) : Exception(message);
+
+/// <summary>A sequence was ended before it finished because the engine is shutting down.</summary>
+public sealed class EngineShutdownException(string message) : Exception(message);
 
 /// <summary>Continuous batching: one engine thread owns the model; requests join the running batch between decode
 /// steps and leave when done, so concurrent requests share each forward pass (one weight read serves every active
@@ -39,6 +42,8 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         public readonly CancellationToken Cancel = cancel;
         public readonly Channel<GenerationUpdate> Output = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         public readonly Stopwatch Clock = Stopwatch.StartNew();
+        public LinkedListNode<Request>? Node;          // its place in the queue while it waits (under the queue's lock)
+        public CancellationTokenRegistration LeaveQueue; // takes it out of the queue the moment its caller gives up
     }
 
     private sealed class Slot(LatentKvCache cache)
@@ -52,14 +57,17 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         public bool Decoding => Request is not null && Prefilled == Request.Prompt.Length;
     }
 
-    private readonly Channel<Request> _incoming;
+    private readonly LinkedList<Request> _queue = new();   // waiting requests, oldest first; lock on it
+    private readonly SemaphoreSlim _wake = new(0);           // released on every arrival (and on abort), so an idle loop wakes
     private readonly Slot[] _slots;
     private readonly RunState _state;
     private readonly BatchOptions _options;
     private readonly Thread _thread;
     private readonly CancellationTokenSource _stop = new();
-    private long _requests, _tokens, _queued;
+    private long _requests, _tokens;
     private double _decodeTokensPerSecond;
+    private volatile bool _draining;
+    private volatile Exception? _abort;   // set by AbortAll: the loop ends every sequence with it
 
     public BatchScheduler(DeepSeekModel model, Tokenizer tokenizer, BatchOptions? options = null)
     {
@@ -76,7 +84,6 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         _slots = Enumerable.Range(0, options.MaxBatch).Select(_ => new Slot(new LatentKvCache(c.NLayers, c.LatentCacheWidth, ContextLength))).ToArray();
         _state = new RunState(c, ContextLength);
         model.PreparePoolThreads(options.MaxBatch);
-        _incoming = Channel.CreateBounded<Request>(new BoundedChannelOptions(Math.Max(options.MaxQueue, 1)) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         _thread = new Thread(Loop) { IsBackground = true, Name = "dss-engine" };
         _thread.Start();
     }
@@ -89,7 +96,9 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     /// <summary>Bytes of latent cache allocated for all slots.</summary>
     public long CacheBytes => _slots.Sum(s => s.Cache.BytesPerToken * s.Cache.Capacity);
     public int ActiveSequences => _slots.Count(s => s.Request is not null);
-    public long QueueDepth => Interlocked.Read(ref _queued);
+    public long QueueDepth { get { lock (_queue) return _queue.Count; } }
+    /// <summary>True after <see cref="BeginDrain"/>: new requests are refused, running ones continue.</summary>
+    public bool Draining => _draining;
     public long RequestsTotal => Interlocked.Read(ref _requests);
     public long TokensGenerated => Interlocked.Read(ref _tokens);
     /// <summary>Tokens per second over the last decode step (all sequences together).</summary>
@@ -101,15 +110,74 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         options ??= new GenerationOptions();
         ReplyStream.Validate(promptIds, options, Model.Config.VocabSize, ContextLength);
         var request = new Request(promptIds, startsInReasoning, options, cancellationToken);
-        if (!_incoming.Writer.TryWrite(request))
-            throw new EngineBusyException($"the engine is at capacity: {MaxBatch} sequences running and {_options.MaxQueue} waiting; retry later");
-        Interlocked.Increment(ref _queued);
-        Interlocked.Increment(ref _requests);
-        await foreach (GenerationUpdate u in request.Output.Reader.ReadAllAsync(CancellationToken.None))
+        lock (_queue)
         {
-            yield return u;
+            if (_draining) throw new EngineBusyException("the engine is shutting down and takes no new requests");
+            if (_queue.Count >= Math.Max(_options.MaxQueue, 1))
+                throw new EngineBusyException($"the engine is at capacity: {MaxBatch} sequences running and {_options.MaxQueue} waiting; retry later");
+            request.Node = _queue.AddLast(request);
+        }
+        // A caller that gives up while waiting leaves the queue at once, so it never holds a place nobody uses.
+        request.LeaveQueue = cancellationToken.Register(() => Withdraw(request));
+        Interlocked.Increment(ref _requests);
+        _wake.Release();
+        try
+        {
+            await foreach (GenerationUpdate u in request.Output.Reader.ReadAllAsync(CancellationToken.None))
+            {
+                yield return u;
+            }
+        }
+        finally
+        {
+            request.LeaveQueue.Dispose();
         }
         cancellationToken.ThrowIfCancellationRequested();
+    }
+
+    private void Withdraw(Request r)
+    {
+        lock (_queue)
+        {
+            if (r.Node?.List is null) return; // already admitted (the loop sees the cancellation) or gone
+            _queue.Remove(r.Node);
+            r.Node = null;
+        }
+        r.Output.Writer.TryComplete();
+    }
+
+    private Request? Dequeue()
+    {
+        lock (_queue)
+        {
+            if (_queue.First is not { } first) return null;
+            _queue.RemoveFirst();
+            first.Value.Node = null;
+            return first.Value;
+        }
+    }
+
+    /// <summary>Stops taking requests (they get <see cref="EngineBusyException"/>); queued and running ones go on.</summary>
+    public void BeginDrain() { lock (_queue) _draining = true; }
+
+    /// <summary>Completes when no sequence runs or waits, or when <paramref name="cancellationToken"/> fires.</summary>
+    public async Task WhenIdleAsync(CancellationToken cancellationToken = default)
+    {
+        while (ActiveSequences > 0 || QueueDepth > 0)
+            await Task.Delay(20, cancellationToken);
+    }
+
+    /// <summary>Ends every running and waiting sequence now with <paramref name="reason"/> (their readers see it
+    /// thrown) and returns when they are all ended.</summary>
+    public async Task AbortAllAsync(EngineShutdownException reason)
+    {
+        _abort = reason;
+        _wake.Release();
+        while (ActiveSequences > 0 || QueueDepth > 0)
+        {
+            if (!_thread.IsAlive) break;
+            await Task.Delay(10);
+        }
     }
 
     private void Loop()
@@ -123,10 +191,12 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         {
             try
             {
+                if (_abort is { } reason) EndAll(reason);
                 if (_slots.All(s => s.Request is null))
                 {
-                    // Idle: sleep until a request arrives.
-                    if (!_incoming.Reader.WaitToReadAsync(_stop.Token).AsTask().GetAwaiter().GetResult()) return;
+                    // Idle: sleep until a request arrives (or an abort).
+                    _wake.Wait(_stop.Token);
+                    if (_abort is { } r2) EndAll(r2);
                 }
                 Admit();
                 BuildStep(tokens, slices, stepSlots);
@@ -165,8 +235,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
             Request? r;
             do
             {
-                if (!_incoming.Reader.TryRead(out r)) return;
-                Interlocked.Decrement(ref _queued);
+                if ((r = Dequeue()) is null) return;
                 if (r.Cancel.IsCancellationRequested) { r.Output.Writer.TryComplete(); r = null; }
             } while (r is null);
             slot.Request = r;
@@ -234,11 +303,20 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         slot.Cache.Clear();
     }
 
+    /// <summary>Ends every running and queued request with <paramref name="reason"/> (on the engine thread).</summary>
+    private void EndAll(Exception reason)
+    {
+        foreach (Slot s in _slots) if (s.Request is not null) Release(s, reason);
+        while (Dequeue() is { } r) r.Output.Writer.TryComplete(reason);
+    }
+
     public void Dispose()
     {
+        lock (_queue) _draining = true;
         _stop.Cancel();
-        _incoming.Writer.TryComplete();
         _thread.Join(TimeSpan.FromSeconds(10));
-        foreach (Slot s in _slots) Release(s, new ObjectDisposedException(nameof(BatchScheduler)));
+        var disposed = new ObjectDisposedException(nameof(BatchScheduler));
+        foreach (Slot s in _slots) Release(s, disposed);
+        while (Dequeue() is { } r) r.Output.Writer.TryComplete(disposed);
     }
 }

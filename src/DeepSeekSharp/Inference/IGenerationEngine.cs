@@ -37,15 +37,15 @@ public static class GenerationEngineExtensions
     }
 
     /// <summary>A conversation (OpenAI-style messages as a JSON array) rendered with the chat template and tokenised.</summary>
-    public static PromptTokens ChatPrompt(this IGenerationEngine engine, System.Text.Json.JsonElement messages)
+    public static PromptTokens ChatPrompt(this IGenerationEngine engine, System.Text.Json.JsonElement messages, int maxTokens = int.MaxValue)
     {
         string prompt = engine.RenderChat(messages);
-        return new(engine.Tokenizer.Encode(prompt, addBos: false), Generator.PromptEndsInReasoning(prompt)); // the render starts with BOS
+        return new(engine.Tokenizer.Encode(prompt, addBos: false, maxTokens), Generator.PromptEndsInReasoning(prompt)); // the render starts with BOS
     }
 
     /// <summary>A raw prompt (no template; BOS as tokenizer_config.json says) tokenised.</summary>
-    public static PromptTokens RawPrompt(this IGenerationEngine engine, string prompt) =>
-        new(engine.Tokenizer.Encode(prompt), Generator.PromptEndsInReasoning(prompt));
+    public static PromptTokens RawPrompt(this IGenerationEngine engine, string prompt, int maxTokens = int.MaxValue) =>
+        new(engine.Tokenizer.Encode(prompt, maxTokens: maxTokens), Generator.PromptEndsInReasoning(prompt));
 
     /// <summary>Generates from a tokenised prompt.</summary>
     public static IAsyncEnumerable<GenerationUpdate> GenerateAsync(this IGenerationEngine engine, PromptTokens prompt,

@@ -18,6 +18,11 @@ public sealed class Tokenizer
     private readonly bool[] _special;
     private readonly PreTokenizer _preTokenizer;
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
+    private readonly int _maxTokenBytes;            // the longest token: a text of n chars needs ≥ n / this tokens
+
+    /// <summary>Pieces longer than this are not cached, and the cache is cleared past <see cref="MaxCacheEntries"/>,
+    /// so it never holds more than a few tens of MB whatever a stranger sends.</summary>
+    public const int MaxCachedPieceChars = 32, MaxCacheEntries = 100_000;
 
     private Tokenizer(Dictionary<string, int> vocab, string[] tokenText, bool[] special, Dictionary<long, (int, int)> merges,
         AddedTokenMatcher added, PreTokenizer pre, TokenizerConfig config)
@@ -34,6 +39,7 @@ public sealed class Tokenizer
         for (int b = 0; b < 256; b++)
             _byteIds[b] = vocab.TryGetValue(ByteLevel.Encode((byte)b).ToString(), out int id) ? id
                 : throw new InvalidDataException($"tokenizer.json: the vocabulary has no token for byte 0x{b:X2} ('{ByteLevel.Encode((byte)b)}'); a byte-level BPE needs all 256");
+        _maxTokenBytes = Math.Max(1, _tokenBytes.Max(b => b.Length)); // added tokens included: still a valid bound
         BosId = config.BosToken is { } bos ? TokenToId(bos) : null;
         EosId = config.EosToken is { } eos ? TokenToId(eos) : null;
     }
@@ -186,40 +192,55 @@ public sealed class Tokenizer
     public bool IsSpecial(int id) => (uint)id < (uint)_special.Length && _special[id];
 
     /// <summary>Encodes text. <paramref name="addBos"/>: prepend BOS as transformers does when
-    /// tokenizer_config.json says add_bos_token (null = follow the config).</summary>
-    public int[] Encode(string text, bool? addBos = null)
+    /// tokenizer_config.json says add_bos_token (null = follow the config). <paramref name="maxTokens"/>: throw
+    /// <see cref="PromptTooLongException"/> as soon as the ids cannot fit in that many — before the work, where a
+    /// lower bound (characters / the longest token's bytes) already says so.</summary>
+    public int[] Encode(string text, bool? addBos = null, int maxTokens = int.MaxValue)
     {
-        var ids = new List<int>(text.Length / 3 + 2);
+        var ids = new List<int>((int)Math.Min(text.Length / 3 + 2, (long)maxTokens + 1));
         if ((addBos ?? Config.AddBosToken) && BosId is { } bos) ids.Add(bos);
         var pieces = new List<(int, int)>();
         int pos = 0;
         while (pos < text.Length)
         {
             var (at, length, id) = _added.FindNext(text, pos);
-            EncodeOrdinary(text, pos, at - pos, pieces, ids);
+            EncodeOrdinary(text, pos, at - pos, pieces, ids, maxTokens);
             if (length == 0) break;
             ids.Add(id);
+            if (ids.Count > maxTokens) throw new PromptTooLongException(maxTokens);
             pos = at + length;
         }
         return [.. ids];
     }
 
-    private void EncodeOrdinary(string text, int start, int length, List<(int Start, int Length)> pieces, List<int> ids)
+    private void EncodeOrdinary(string text, int start, int length, List<(int Start, int Length)> pieces, List<int> ids, int maxTokens)
     {
         if (length == 0) return;
+        MustFit(ids.Count, length, maxTokens);
         string segment = start == 0 && length == text.Length ? text : text.Substring(start, length);
         _preTokenizer.Split(segment, pieces);
         foreach (var (s, l) in pieces)
         {
+            MustFit(ids.Count, l, maxTokens);
             string piece = segment.Substring(s, l);
             if (!_cache.TryGetValue(piece, out int[]? merged))
             {
                 merged = Bpe(piece);
-                if (_cache.Count > 200_000) _cache.Clear();
-                _cache[piece] = merged;
+                if (piece.Length <= MaxCachedPieceChars)
+                {
+                    if (_cache.Count >= MaxCacheEntries) _cache.Clear();
+                    _cache[piece] = merged;
+                }
             }
             ids.AddRange(merged);
+            if (ids.Count > maxTokens) throw new PromptTooLongException(maxTokens);
         }
+    }
+
+    /// <summary>n characters are at least n UTF-8 bytes, so at least n / (longest token's bytes) tokens.</summary>
+    private void MustFit(int have, int chars, int maxTokens)
+    {
+        if (have + (chars + (long)_maxTokenBytes - 1) / _maxTokenBytes > maxTokens) throw new PromptTooLongException(maxTokens);
     }
 
     /// <summary>BPE of one pre-token: start from its UTF-8 bytes, repeatedly merge the adjacent pair with the lowest
@@ -292,4 +313,11 @@ public sealed class Tokenizer
         }
         return Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
     }
+}
+
+/// <summary>A text needs more tokens than the limit it was encoded against.</summary>
+public sealed class PromptTooLongException(int limit) : Exception($"the text needs more than {limit} tokens")
+{
+    /// <summary>The limit it was encoded against.</summary>
+    public int Limit { get; } = limit;
 }
