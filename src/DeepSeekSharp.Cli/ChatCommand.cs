@@ -30,8 +30,10 @@ internal static class ChatCommand
             });
             string path = r.GetValue(model)!;
             Tokenizer tokenizer = Tokenizer.Load(path); // before the (slow) weights, so a missing tokenizer fails fast
+            GenerationOptions options = gen.Read(r);
+            options.Validate(tokenizer.VocabSize);      // and so do bad options
             using Generator g = new(loading.Load(r, path, Console.Error), tokenizer, r.GetValue(gen.Context));
-            await Run(g, gen.Read(r), r.GetValue(system), stdin, console, ct);
+            await Run(g, options, r.GetValue(system), stdin, console, ct);
             return 0;
         });
         return cmd;

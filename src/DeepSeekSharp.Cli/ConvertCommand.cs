@@ -20,14 +20,24 @@ internal static class ConvertCommand
         {
             string src = r.GetValue(model)!, dst = r.GetValue(output)!;
             WeightFormat t = WeightFormats.Parse(r.GetValue(type)!, WeightFormats.GgufTargets);
+            // SIGINT/SIGTERM stop the conversion between row batches; the unfinished OUT.tmp is deleted.
+            using ShutdownSignals signals = ShutdownSignals.Listen();
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
-            console.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-                .Start(ctx =>
-                {
-                    ProgressTask task = ctx.AddTask($"converting to {Path.GetFileName(dst)}");
-                    GgufConverter.Convert(src, dst, t, new TaskProgress(task));
-                    task.Value = task.MaxValue;
-                });
+            try
+            {
+                console.Progress().AutoClear(true).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                    .Start(ctx =>
+                    {
+                        ProgressTask task = ctx.AddTask($"converting to {Path.GetFileName(dst)}");
+                        GgufConverter.Convert(src, dst, t, new TaskProgress(task), signals.Token);
+                        task.Value = task.MaxValue;
+                    });
+            }
+            catch (OperationCanceledException) when (signals.Token.IsCancellationRequested)
+            {
+                stderr.WriteLine($"interrupted by {signals.Signal}: nothing written (the partial {Path.GetFileName(dst)}.tmp was removed)");
+                return 130;
+            }
             stderr.WriteLine($"wrote {dst}: {new FileInfo(dst).Length:N0} bytes ({r.GetValue(type)})");
             return 0;
         });

@@ -24,6 +24,7 @@ internal static class GenerateCommand
             GenerationOptions options = gen.Read(r);
             string path = r.GetValue(model)!;
             Tokenizer tokenizer = Tokenizer.Load(path); // before the (slow) weights, so a missing tokenizer fails fast
+            options.Validate(tokenizer.VocabSize);      // and so do bad options
             using Generator g = new(loading.Load(r, path, stderr), tokenizer, r.GetValue(gen.Context));
             string text = r.GetValue(prompt)!;
             IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)

@@ -24,6 +24,9 @@ public sealed class Tokenizer
     /// so it never holds more than a few tens of MB whatever a stranger sends.</summary>
     public const int MaxCachedPieceChars = 32, MaxCacheEntries = 100_000;
 
+    /// <summary>Pieces in the BPE cache now (tests).</summary>
+    internal int CachedPieces => _cache.Count;
+
     private Tokenizer(Dictionary<string, int> vocab, string[] tokenText, bool[] special, Dictionary<long, (int, int)> merges,
         AddedTokenMatcher added, PreTokenizer pre, TokenizerConfig config)
     {

@@ -46,14 +46,16 @@ public static class GgufConverter
 
     /// <summary>Converts a Hugging Face folder, or re-quantises a deepseek2 GGUF file (as llama-quantize does: the
     /// same metadata with the new file type, every tensor dequantised and written in the type the rules give).</summary>
-    public static void Convert(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress = null)
+    public static void Convert(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress = null,
+        CancellationToken cancellationToken = default)
     {
         if (File.Exists(source) && GgufFile.IsGguf(source))
         {
-            Requantize(source, outFile, type, progress);
+            Requantize(source, outFile, type, progress, cancellationToken);
             return;
         }
         string hfDir = source;
+        RefuseOverwritingInput(hfDir, outFile);
         ModelConfig c = HfConfig.Load(hfDir);
         if (c.MoeLayerFreq != 1)
             throw new NotSupportedException($"{HfConfig.FileName}: moe_layer_freq {c.MoeLayerFreq} cannot be expressed in a deepseek2 GGUF (llama.cpp assumes 1)");
@@ -63,29 +65,43 @@ public static class GgufConverter
         List<Planned> plan = Plan(c, reader, type);
         var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), FileType(type));
         if (tokenizer is not null) meta.AddRange(Vocabulary(tokenizer, c.VocabSize));
-        Write(outFile, meta, plan, progress);
+        Write(outFile, meta, plan, progress, cancellationToken);
     }
 
-    private static void Write(string outFile, List<KeyValuePair<string, GgufValue>> meta, List<Planned> plan, IProgress<(int Done, int Total)>? progress)
+    /// <summary>The output may not be one of the files the model is read from: the rename at the end would replace
+    /// a checkpoint file with GGUF bytes while it is still mapped. A new .gguf inside the folder is fine.</summary>
+    private static void RefuseOverwritingInput(string hfDir, string outFile)
+    {
+        string dir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir)), output = Path.GetFullPath(outFile);
+        if (output == dir) throw new ArgumentException($"--out '{outFile}' is the model folder itself; name a .gguf file");
+        if (Path.GetDirectoryName(output) == dir && (output.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || output.EndsWith(".json", StringComparison.OrdinalIgnoreCase)))
+            throw new ArgumentException($"--out '{outFile}' is one of the input checkpoint's own files; writing it would destroy the input");
+    }
+
+    private static void Write(string outFile, List<KeyValuePair<string, GgufValue>> meta, List<Planned> plan, IProgress<(int Done, int Total)>? progress,
+        CancellationToken cancellationToken)
     {
         string? dir = Path.GetDirectoryName(Path.GetFullPath(outFile));
         if (dir is not null) Directory.CreateDirectory(dir);
+        // Any failure or cancellation disposes the writer uncommitted, which deletes OUT.tmp: nothing half-written stays.
         using var writer = new GgufWriter(outFile, meta, plan.Select(p => (p.Name, p.Type, p.Dims)));
         for (int i = 0; i < plan.Count; i++)
         {
-            using (var batch = new RowBatch(plan[i].Type, writer))
+            cancellationToken.ThrowIfCancellationRequested();
+            using (var batch = new RowBatch(plan[i].Type, writer, cancellationToken))
                 plan[i].Rows(batch.Add);
             progress?.Report((i + 1, plan.Count));
         }
         writer.Commit();
     }
 
-    private static void Requantize(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress)
+    private static void Requantize(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress,
+        CancellationToken cancellationToken)
     {
         using GgufCheckpoint ck = GgufCheckpoint.Open(source);
         Deepseek2Gguf.ReadConfig(ck); // a deepseek2 model, or a clear error
-        if (Path.GetFullPath(source) == Path.GetFullPath(outFile))
-            throw new ArgumentException($"--out must differ from the source file '{source}'");
+        if (Path.GetFullPath(source) == Path.GetFullPath(outFile) || ck.Files.Any(f => Path.GetFullPath(f.Path) == Path.GetFullPath(outFile)))
+            throw new ArgumentException($"--out must differ from the source files ('{source}')");
         var meta = ck.Main.Metadata.Where(kv => !kv.Key.StartsWith("split.", StringComparison.Ordinal) && kv.Key != K.FileType && kv.Key != GgufFile.AlignmentKey)
             .Append(new(K.FileType, GgufValue.U32(FileType(type)))).ToList();
         var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name,
@@ -103,11 +119,11 @@ public static class GgufConverter
                     emit(row);
                 }
             })).ToList();
-        Write(outFile, meta, plan, progress);
+        Write(outFile, meta, plan, progress, cancellationToken);
     }
 
     /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>
-    private sealed class RowBatch(GgmlType type, GgufWriter writer) : IDisposable
+    private sealed class RowBatch(GgmlType type, GgufWriter writer, CancellationToken cancellationToken) : IDisposable
     {
         private float[] _rows = [];
         private byte[] _bytes = [];
@@ -124,6 +140,7 @@ public static class GgufConverter
         private void Flush()
         {
             if (_count == 0) return;
+            cancellationToken.ThrowIfCancellationRequested();
             int rowBytes = checked((int)type.Traits().RowBytes(_cols));
             if (_bytes.Length < _count * rowBytes) _bytes = new byte[256 * rowBytes];
             float[] rows = _rows;
