@@ -63,7 +63,7 @@ internal sealed record ChatRequest
             PresencePenalty = Float(body, "presence_penalty") ?? 0f,
             FrequencyPenalty = Float(body, "frequency_penalty") ?? 0f,
             RepetitionPenalty = Float(body, "repetition_penalty") ?? 1f,
-            Seed = Get(body, "seed") is { } seed ? (seed.TryGetInt64(out long s) ? unchecked((ulong)s) : throw ApiError.BadRequest("'seed' must be an integer", "seed")) : null,
+            Seed = Get(body, "seed") is { } seed ? (seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long s) ? unchecked((ulong)s) : throw ApiError.BadRequest("'seed' must be an integer", "seed")) : null,
             LogitBias = LogitBias(Get(body, "logit_bias")),
         };
         var options = new GenerationOptions { Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")) };

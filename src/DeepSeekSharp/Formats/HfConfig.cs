@@ -19,7 +19,19 @@ public static class HfConfig
         return Parse(File.ReadAllText(path));
     }
 
+    /// <summary>Parses config.json text. Anything malformed — not JSON, a member of the wrong type, an impossible
+    /// value — is an <see cref="InvalidDataException"/> naming the file; an unsupported architecture or setting a
+    /// <see cref="NotSupportedException"/>.</summary>
     public static ModelConfig Parse(string json)
+    {
+        try { return ParseCore(json); }
+        catch (Exception e) when (Text.Tokenizer.IsMalformedJson(e))
+        {
+            throw new InvalidDataException($"{FileName} is malformed: {e.Message}", e);
+        }
+    }
+
+    private static ModelConfig ParseCore(string json)
     {
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true }); }

@@ -68,7 +68,23 @@ public sealed class Tokenizer
         return FromJson(doc.RootElement, config);
     }
 
+    /// <summary>Builds the tokenizer from a parsed tokenizer.json. Malformed content — a missing member, a value of the
+    /// wrong JSON type, invalid text, an id out of range — is an <see cref="InvalidDataException"/>; an unsupported
+    /// model or normaliser a <see cref="NotSupportedException"/>.</summary>
     public static Tokenizer FromJson(JsonElement root, TokenizerConfig config)
+    {
+        try { return FromJsonCore(root, config); }
+        catch (Exception e) when (IsMalformedJson(e))
+        {
+            throw new InvalidDataException($"tokenizer.json is malformed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>What System.Text.Json and collections throw when a document does not have the expected shape.</summary>
+    internal static bool IsMalformedJson(Exception e) => e is InvalidOperationException or FormatException or KeyNotFoundException
+        or ArgumentException or IndexOutOfRangeException or OverflowException;
+
+    private static Tokenizer FromJsonCore(JsonElement root, TokenizerConfig config)
     {
         JsonElement model = root.GetProperty("model");
         string type = model.GetProperty("type").GetString() ?? "";
@@ -90,7 +106,9 @@ public sealed class Tokenizer
             foreach (JsonElement a in addedJson.EnumerateArray())
             {
                 int id = a.GetProperty("id").GetInt32();
-                added.Add((a.GetProperty("content").GetString()!, id, a.TryGetProperty("special", out JsonElement s) && s.GetBoolean()));
+                string content = a.GetProperty("content").GetString()
+                    ?? throw new InvalidDataException($"tokenizer.json: added token {id} has no content");
+                added.Add((content, id, a.TryGetProperty("special", out JsonElement s) && s.GetBoolean()));
                 maxId = Math.Max(maxId, id);
             }
         var text = new string[maxId + 1];
@@ -102,8 +120,13 @@ public sealed class Tokenizer
             special[id] = isSpecial;
         }
 
-        var merges = BuildMerges(model.GetProperty("merges").EnumerateArray().Select(m => m.ValueKind == JsonValueKind.Array
-            ? (m[0].GetString()!, m[1].GetString()!) : SplitMerge(m.GetString()!)), vocab);
+        var merges = BuildMerges(model.GetProperty("merges").EnumerateArray().Select(m => m switch
+        {
+            { ValueKind: JsonValueKind.Array } when m.GetArrayLength() == 2 && m[0].ValueKind == JsonValueKind.String && m[1].ValueKind == JsonValueKind.String
+                => (m[0].GetString()!, m[1].GetString()!),
+            { ValueKind: JsonValueKind.String } => SplitMerge(m.GetString()!),
+            _ => throw new InvalidDataException($"tokenizer.json: a merge rule must be \"left right\" or [\"left\", \"right\"], found {m.ValueKind}"),
+        }), vocab);
         PreTokenizer pre = PreTokenizer.FromJson(root.GetProperty("pre_tokenizer"));
         return new Tokenizer(vocab, text, special, merges, new AddedTokenMatcher(added.Select(a => (a.Content, a.Id))), pre, config);
     }

@@ -20,7 +20,18 @@ public sealed record TokenizerConfig
         return Parse(doc.RootElement);
     }
 
+    /// <summary>Reads a parsed tokenizer_config.json; a member of the wrong JSON type or invalid text is an
+    /// <see cref="InvalidDataException"/>.</summary>
     public static TokenizerConfig Parse(JsonElement r)
+    {
+        try { return ParseCore(r); }
+        catch (Exception e) when (Tokenizer.IsMalformedJson(e))
+        {
+            throw new InvalidDataException($"tokenizer_config.json is malformed: {e.Message}", e);
+        }
+    }
+
+    private static TokenizerConfig ParseCore(JsonElement r)
     {
         static string? TokenString(JsonElement r, string name) =>
             !r.TryGetProperty(name, out JsonElement v) ? null

@@ -70,6 +70,7 @@ public class HostileInputTests(ServerFixture f) : IClassFixture<ServerFixture>
         { """{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}""", "'tool_choice' is not supported", "tool_choice" },
         { """{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}""", "'top_logprobs' is not supported", "top_logprobs" },
         { """{"messages":[{"role":"user","content":"x"}],"temprature":0.5}""", "'temprature' is not supported", "temprature" },
+        { """{"messages":[{"role":"user","content":"x"}],"seed":true}""", "must be an integer", "seed" }, // found by fuzzing
     };
 
     [Theory]

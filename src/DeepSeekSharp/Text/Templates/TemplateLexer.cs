@@ -148,7 +148,9 @@ internal static class TemplateLexer
                 case 'b': sb.Append('\b'); break;
                 case 'f': sb.Append('\f'); break;
                 case 'u' when p + 4 <= src.Length:
-                    sb.Append((char)int.Parse(src.AsSpan(p, 4), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                    if (!int.TryParse(src.AsSpan(p, 4), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int code))
+                        throw new TemplateException($"'\\u{src.Substring(p, 4)}' at offset {p - 2} is not a \\uXXXX escape");
+                    sb.Append((char)code);
                     p += 4;
                     break;
                 case '\\' or '\'' or '"': sb.Append(e); break;
