@@ -18,11 +18,12 @@ internal static class SoakBench
 
     private sealed record Result(Kind Kind, int Status, bool Whole, double Seconds, double? Ttft, List<double> Gaps, int Tokens);
 
-    public static void Run(string model, (int Concurrency, int Requests)[] stages, int maxBatch)
+    public static void Run(string model, (int Concurrency, int Requests)[] stages, int maxBatch, string? quantize)
     {
         string dss = Path.Combine(AppContext.BaseDirectory, "dss.dll");
         var psi = new ProcessStartInfo("dotnet", [dss, "serve", "--model", model, "--port", "0", "--max-batch", maxBatch.ToString(CultureInfo.InvariantCulture),
-            "--context", "1024", "--shutdown-timeout", "10"]) { RedirectStandardOutput = true, RedirectStandardError = true };
+            "--context", "1024", "--shutdown-timeout", "10", .. (quantize is null ? Array.Empty<string>() : ["--quantize", quantize])])
+            { RedirectStandardOutput = true, RedirectStandardError = true };
         using Process server = Process.Start(psi)!;
         var log = new StringBuilder();
         server.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
@@ -47,7 +48,7 @@ internal static class SoakBench
             }
         });
 
-        Console.WriteLine($"server: {model}, max batch {maxBatch}, context 1024; CPU: {Cpu()}");
+        Console.WriteLine($"server: {model}{(quantize is null ? "" : $" --quantize {quantize}")}, max batch {maxBatch}, context 1024; CPU: {Cpu()}");
         RunStage(http, 64, 8, seed: 99); // warm-up: JIT, caches, pools
         long warm = Rss(server.Id);
         Console.WriteLine($"resident after warm-up: {warm / 1e6:0} MB");

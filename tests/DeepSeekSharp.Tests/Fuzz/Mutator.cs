@@ -15,7 +15,7 @@ internal static class Mutator
     public static byte[] Mutate(byte[] input, IReadOnlyList<byte[]> corpus, string[] dictionary, bool json, Random rng)
     {
         byte[] data = input;
-        if (json && rng.Next(3) > 0 && MutateJson(data, rng) is { } tree) data = tree;
+        if (json && rng.Next(3) > 0 && TryMutateJson(data, rng) is { } tree) data = tree;
         int edits = rng.Next(3) == 0 ? 0 : 1 + rng.Next(3);
         for (int e = 0; e < edits; e++) data = EditBytes(data, corpus, dictionary, rng);
         return data;
@@ -51,6 +51,14 @@ internal static class Mutator
             default: { int cut = rng.Next(b.Count + 1); b.RemoveRange(cut, b.Count - cut); break; } // truncate
         }
         return [.. b];
+    }
+
+    /// <summary>The tree edit, or null when the input is not JSON the node API can rewrite (it reads strings
+    /// lazily, so invalid text surfaces anywhere in the edit).</summary>
+    private static byte[]? TryMutateJson(byte[] data, Random rng)
+    {
+        try { return MutateJson(data, rng); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException) { return null; }
     }
 
     private static byte[]? MutateJson(byte[] data, Random rng)

@@ -161,7 +161,8 @@ public class QueueTests
         using var engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(RandomModel.V3Tiny),
             new BatchOptions { MaxBatch = 1, MaxQueue = 3, ContextLength = 4096 });
         int[] prompt = Tokenizer.Load(RandomModel.V3Tiny).Encode("Hello");
-        var options = new GenerationOptions { MaxTokens = 4000 };
+        // EOS biased away: the first request must hold its slot for the whole test.
+        var options = new GenerationOptions { MaxTokens = 4000, Sampling = new() { LogitBias = new Dictionary<int, float> { [engine.Model.Config.EosTokenId ?? 1] = -100 } } };
         using var running = new CancellationTokenSource();
         await using IAsyncEnumerator<GenerationUpdate> first = engine.GenerateAsync(prompt, false, options, running.Token).GetAsyncEnumerator();
         Assert.True(await first.MoveNextAsync()); // it holds the only slot
