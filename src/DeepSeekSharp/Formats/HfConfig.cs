@@ -22,14 +22,7 @@ public static class HfConfig
     /// <summary>Parses config.json text. Anything malformed — not JSON, a member of the wrong type, an impossible
     /// value — is an <see cref="InvalidDataException"/> naming the file; an unsupported architecture or setting a
     /// <see cref="NotSupportedException"/>.</summary>
-    public static ModelConfig Parse(string json)
-    {
-        try { return ParseCore(json); }
-        catch (Exception e) when (Text.Tokenizer.IsMalformedJson(e))
-        {
-            throw new InvalidDataException($"{FileName} is malformed: {e.Message}", e);
-        }
-    }
+    public static ModelConfig Parse(string json) => JsonShape.Read(FileName, () => ParseCore(json));
 
     private static ModelConfig ParseCore(string json)
     {

@@ -71,18 +71,8 @@ public sealed class Tokenizer
     /// <summary>Builds the tokenizer from a parsed tokenizer.json. Malformed content — a missing member, a value of the
     /// wrong JSON type, invalid text, an id out of range — is an <see cref="InvalidDataException"/>; an unsupported
     /// model or normaliser a <see cref="NotSupportedException"/>.</summary>
-    public static Tokenizer FromJson(JsonElement root, TokenizerConfig config)
-    {
-        try { return FromJsonCore(root, config); }
-        catch (Exception e) when (IsMalformedJson(e))
-        {
-            throw new InvalidDataException($"tokenizer.json is malformed: {e.Message}", e);
-        }
-    }
-
-    /// <summary>What System.Text.Json and collections throw when a document does not have the expected shape.</summary>
-    internal static bool IsMalformedJson(Exception e) => e is InvalidOperationException or FormatException or KeyNotFoundException
-        or ArgumentException or IndexOutOfRangeException or OverflowException;
+    public static Tokenizer FromJson(JsonElement root, TokenizerConfig config) =>
+        Formats.JsonShape.Read("tokenizer.json", () => FromJsonCore(root, config));
 
     private static Tokenizer FromJsonCore(JsonElement root, TokenizerConfig config)
     {

@@ -22,14 +22,7 @@ public sealed record TokenizerConfig
 
     /// <summary>Reads a parsed tokenizer_config.json; a member of the wrong JSON type or invalid text is an
     /// <see cref="InvalidDataException"/>.</summary>
-    public static TokenizerConfig Parse(JsonElement r)
-    {
-        try { return ParseCore(r); }
-        catch (Exception e) when (Tokenizer.IsMalformedJson(e))
-        {
-            throw new InvalidDataException($"tokenizer_config.json is malformed: {e.Message}", e);
-        }
-    }
+    public static TokenizerConfig Parse(JsonElement r) => Formats.JsonShape.Read("tokenizer_config.json", () => ParseCore(r));
 
     private static TokenizerConfig ParseCore(JsonElement r)
     {
