@@ -10,18 +10,10 @@ internal static class GrpoBench
 {
     public static void Run(string model, string outDir, int steps, ulong seed)
     {
-        if (steps == 0)
+        if (steps == 0) // timing only: two training steps and the held-out evaluations
         {
             using var pool = new DeepSeekSharp.Kernels.WorkerPool(2);
             using IDisposable scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
-            if (Environment.GetEnvironmentVariable("GEN_FIRST") == "1")
-            {
-                using var m0 = DeepSeekSharp.Model.DeepSeekModel.Load(model);
-                using var gen = new DeepSeekSharp.Inference.Generator(m0, DeepSeekSharp.Text.Tokenizer.Load(model));
-                var sw1 = System.Diagnostics.Stopwatch.StartNew();
-                TaskEvaluation.Run(gen, Arithmetic.Generate(Split.Heldout, 10, 7), new DeepSeekSharp.Inference.GenerationOptions { MaxTokens = 320 });
-                Console.WriteLine($"generator eval in {sw1.Elapsed.TotalSeconds:F1} s");
-            }
             var t0 = new GrpoTrainer(new R1RecipeOptions().Grpo, model, outDir);
             for (int round = 0; round < 2; round++)
             {

@@ -10,4 +10,7 @@ public sealed class ApiError(int status, string message, string? param = null, s
     public string Type { get; } = type;
 
     public static ApiError BadRequest(string message, string? param = null, string? code = null) => new(400, message, param, code);
+
+    /// <summary>503 <c>server_shutting_down</c>: refused or cut off because the server is draining.</summary>
+    public static ApiError ShuttingDown(string message) => new(503, message, code: "server_shutting_down", type: "server_error");
 }

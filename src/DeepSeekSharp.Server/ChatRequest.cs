@@ -181,7 +181,7 @@ internal sealed record ChatRequest
     private static string Read(Func<string?> read, string what, string path)
     {
         try { return read()!; }
-        catch (Exception x) when (x is InvalidOperationException or ArgumentException or System.Text.DecoderFallbackException)
+        catch (Exception x) when (x is InvalidOperationException or ArgumentException) // DecoderFallbackException is an ArgumentException
         {
             throw ApiError.BadRequest($"{what} is not valid Unicode text (a lone surrogate, or bytes that are not UTF-8)", path.Length == 0 ? null : path);
         }

@@ -27,7 +27,6 @@ public sealed class DeepSeekServer : IAsyncDisposable
     private readonly string[] _corsOrigins;
     private readonly TimeSpan _shutdownTimeout;
     private readonly ILogger _log;
-    private volatile bool _draining;
 
     public DeepSeekServer(BatchScheduler engine, ServerOptions options)
     {
@@ -51,9 +50,9 @@ public sealed class DeepSeekServer : IAsyncDisposable
         _app.MapPost("/v1/chat/completions", ctx => Handle(ctx, "chat", chat: true));
         _app.MapPost("/v1/completions", ctx => Handle(ctx, "completions", chat: false));
         _app.MapGet("/v1/models", ModelsAsync);
-        _app.MapGet("/health", ctx => WriteJson(ctx, _draining ? 503 : 200, w =>
+        _app.MapGet("/health", ctx => WriteJson(ctx, _engine.Draining ? 503 : 200, w =>
         {
-            w.WriteString("status", _draining ? "draining" : "ok");
+            w.WriteString("status", _engine.Draining ? "draining" : "ok");
             w.WriteString("model", _modelId);
             w.WriteNumber("active_sequences", _engine.ActiveSequences);
             w.WriteNumber("queue_depth", _engine.QueueDepth);
@@ -70,8 +69,6 @@ public sealed class DeepSeekServer : IAsyncDisposable
     public string ModelId => _modelId;
     /// <summary>Whether /v1/* requires an API key.</summary>
     public bool RequiresApiKey => _apiKeyHash is not null;
-    /// <summary>True once <see cref="ShutdownAsync"/> has begun.</summary>
-    public bool Draining => _draining;
 
     /// <summary>The address the server listens on (after <see cref="StartAsync"/>), e.g. http://127.0.0.1:51234.</summary>
     public Uri Address => new(_app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
@@ -99,7 +96,6 @@ public sealed class DeepSeekServer : IAsyncDisposable
     /// sequences were cut off.</summary>
     public async Task<int> ShutdownAsync()
     {
-        _draining = true;
         _engine.BeginDrain();
         int cut = 0;
         using (var timeout = new CancellationTokenSource(_shutdownTimeout))
@@ -177,7 +173,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
     {
         try
         {
-            if (_draining) throw new ApiError(503, "the server is shutting down", code: "server_shutting_down", type: "server_error");
+            if (_engine.Draining) throw ApiError.ShuttingDown("the server is shutting down");
             JsonElement body;
             try
             {
@@ -209,10 +205,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
             ctx.Response.Headers.RetryAfter = "1";
             await WriteError(ctx, new ApiError(503, e.Message, code: "server_overloaded", type: "server_error"), endpoint);
         }
-        catch (EngineShutdownException e)
-        {
-            await WriteError(ctx, new ApiError(503, e.Message, code: "server_shutting_down", type: "server_error"), endpoint);
-        }
+        catch (EngineShutdownException e) { await WriteError(ctx, ApiError.ShuttingDown(e.Message), endpoint); }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
             _metrics.Requests.WithLabels(endpoint, "499").Inc(); // client went away; its sequence was cancelled
@@ -321,15 +314,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
         catch (EngineShutdownException x)
         {
             // Cut off by shutdown: an error event (as OpenAI sends mid-stream) says why, then the stream ends properly.
-            await Event(ctx, null, w =>
-            {
-                w.WriteStartObject("error");
-                w.WriteString("message", x.Message);
-                w.WriteString("type", "server_error");
-                w.WriteNull("param");
-                w.WriteString("code", "server_shutting_down");
-                w.WriteEndObject();
-            });
+            await Event(ctx, null, w => ErrorObject(w, ApiError.ShuttingDown(x.Message)));
             await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
             await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
             return false;
@@ -401,14 +386,17 @@ public sealed class DeepSeekServer : IAsyncDisposable
     {
         _metrics.Requests.WithLabels(endpoint, e.Status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
         if (ctx.Response.HasStarted) return; // mid-stream: nothing more can be said
-        await WriteJson(ctx, e.Status, w =>
-        {
-            w.WriteStartObject("error");
-            w.WriteString("message", e.Message);
-            w.WriteString("type", e.Type);
-            if (e.Param is null) w.WriteNull("param"); else w.WriteString("param", e.Param);
-            if (e.Code is null) w.WriteNull("code"); else w.WriteString("code", e.Code);
-            w.WriteEndObject();
-        });
+        await WriteJson(ctx, e.Status, w => ErrorObject(w, e));
+    }
+
+    /// <summary>OpenAI's <c>"error": {message, type, param, code}</c>, in a response body or an SSE event.</summary>
+    private static void ErrorObject(Utf8JsonWriter w, ApiError e)
+    {
+        w.WriteStartObject("error");
+        w.WriteString("message", e.Message);
+        w.WriteString("type", e.Type);
+        if (e.Param is null) w.WriteNull("param"); else w.WriteString("param", e.Param);
+        if (e.Code is null) w.WriteNull("code"); else w.WriteString("code", e.Code);
+        w.WriteEndObject();
     }
 }

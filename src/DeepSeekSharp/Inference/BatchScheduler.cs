@@ -160,11 +160,12 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     /// <summary>Stops taking requests (they get <see cref="EngineBusyException"/>); queued and running ones go on.</summary>
     public void BeginDrain() { lock (_queue) _draining = true; }
 
+    private bool Busy => ActiveSequences > 0 || QueueDepth > 0;
+
     /// <summary>Completes when no sequence runs or waits, or when <paramref name="cancellationToken"/> fires.</summary>
     public async Task WhenIdleAsync(CancellationToken cancellationToken = default)
     {
-        while (ActiveSequences > 0 || QueueDepth > 0)
-            await Task.Delay(20, cancellationToken);
+        while (Busy) await Task.Delay(20, cancellationToken);
     }
 
     /// <summary>Ends every running and waiting sequence now with <paramref name="reason"/> (their readers see it
@@ -173,11 +174,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     {
         _abort = reason;
         _wake.Release();
-        while (ActiveSequences > 0 || QueueDepth > 0)
-        {
-            if (!_thread.IsAlive) break;
-            await Task.Delay(10);
-        }
+        while (Busy && _thread.IsAlive) await Task.Delay(10);
     }
 
     private void Loop()
@@ -192,11 +189,10 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
             try
             {
                 if (_abort is { } reason) EndAll(reason);
-                if (_slots.All(s => s.Request is null))
+                if (!Busy)
                 {
-                    // Idle: sleep until a request arrives (or an abort).
-                    _wake.Wait(_stop.Token);
-                    if (_abort is { } r2) EndAll(r2);
+                    _wake.Wait(_stop.Token); // idle: sleep until a request (or an abort) arrives
+                    continue;
                 }
                 Admit();
                 BuildStep(tokens, slices, stepSlots);
@@ -303,7 +299,8 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         slot.Cache.Clear();
     }
 
-    /// <summary>Ends every running and queued request with <paramref name="reason"/> (on the engine thread).</summary>
+    /// <summary>Ends every running and queued request with <paramref name="reason"/> (on the engine thread, or after it
+    /// has stopped).</summary>
     private void EndAll(Exception reason)
     {
         foreach (Slot s in _slots) if (s.Request is not null) Release(s, reason);
@@ -315,8 +312,6 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         lock (_queue) _draining = true;
         _stop.Cancel();
         _thread.Join(TimeSpan.FromSeconds(10));
-        var disposed = new ObjectDisposedException(nameof(BatchScheduler));
-        foreach (Slot s in _slots) Release(s, disposed);
-        while (Dequeue() is { } r) r.Output.Writer.TryComplete(disposed);
+        EndAll(new ObjectDisposedException(nameof(BatchScheduler)));
     }
 }
