@@ -10,6 +10,8 @@ public sealed record GenerationOptions
     public int? MaxTokens { get; init; } = 512;
     /// <summary>Generation stops before any of these strings; they are not part of the output.</summary>
     public IReadOnlyList<string> Stop { get; init; } = [];
+    /// <summary>Speculative decoding; ignored (plain decoding) when the model has no MTP module.</summary>
+    public Speculation Speculation { get; init; }
 
     public void Validate(int vocabSize)
     {
@@ -18,6 +20,17 @@ public sealed record GenerationOptions
         foreach (string s in Stop)
             if (string.IsNullOrEmpty(s)) throw new ArgumentException("'stop' strings must not be empty", "stop");
     }
+}
+
+/// <summary>How a generation drafts tokens ahead of the model.</summary>
+public enum Speculation
+{
+    /// <summary>One token per forward pass.</summary>
+    Off,
+    /// <summary>DeepSeek-V3's multi-token-prediction module drafts the token after next; the model verifies the draft
+    /// and the next token in one pass. Greedy output is identical to <see cref="Off"/>; sampled output has exactly
+    /// the same distribution.</summary>
+    Mtp,
 }
 
 public enum FinishReason
@@ -35,15 +48,21 @@ public sealed record GenerationUsage(
     int ReasoningTokens,
     FinishReason FinishReason,
     TimeSpan TimeToFirstToken,
-    TimeSpan Total)
+    TimeSpan Total,
+    int DraftTokens = 0,
+    int AcceptedDraftTokens = 0)
 {
+    /// <summary>The share of drafted tokens the model accepted (0 without speculation).</summary>
+    public double DraftAcceptance => DraftTokens == 0 ? 0 : (double)AcceptedDraftTokens / DraftTokens;
+
     /// <summary>Decode speed: tokens after the first one per second of decoding.</summary>
     public double DecodeTokensPerSecond =>
         CompletionTokens > 1 && Total > TimeToFirstToken ? (CompletionTokens - 1) / (Total - TimeToFirstToken).TotalSeconds : 0;
 
     public override string ToString() =>
         $"prompt {PromptTokens} tokens, completion {CompletionTokens} ({ReasoningTokens} reasoning), finish {FinishReason.ToString().ToLowerInvariant()}, " +
-        $"first token {TimeToFirstToken.TotalMilliseconds:F0} ms, decode {DecodeTokensPerSecond:F1} tokens/s";
+        $"first token {TimeToFirstToken.TotalMilliseconds:F0} ms, decode {DecodeTokensPerSecond:F1} tokens/s" +
+        (DraftTokens > 0 ? $", drafts accepted {AcceptedDraftTokens}/{DraftTokens} ({DraftAcceptance:P0})" : "");
 }
 
 /// <summary>A piece of streamed output: text of one part, or (last) the usage with empty text.</summary>

@@ -15,8 +15,9 @@ public sealed class Generator : IGenerationEngine, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly List<int> _cached = [];   // token ids whose latents are in the session's cache
-    private readonly float[] _logits;
-    private readonly int[] _one = new int[1]; // the decode step's input, reused so a step allocates nothing
+    private readonly float[] _logits;          // [vocab] the next token's logits
+    private readonly int[] _one = new int[1];  // the decode step's input, reused so a step allocates nothing
+    private readonly Speculator? _speculator;  // null when the model has no MTP module
     private int _busy;
 
     public Generator(DeepSeekModel model, Tokenizer tokenizer, int? contextLength = null)
@@ -26,6 +27,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
         Template = GenerationEngineExtensions.TemplateFor(model, tokenizer);
         _session = model.CreateSession(contextLength);
         _logits = new float[model.Config.VocabSize];
+        if (_session.HasMtp) _speculator = new Speculator(_session);
     }
 
     /// <summary>Loads a Hugging Face folder holding both the model and its tokenizer files.</summary>
@@ -36,6 +38,21 @@ public sealed class Generator : IGenerationEngine, IDisposable
     public Tokenizer Tokenizer { get; }
     public ChatTemplate? Template { get; }
     public int ContextLength => _session.Capacity;
+    /// <summary>Whether <see cref="Speculation.Mtp"/> takes effect (the model has an MTP module).</summary>
+    public bool CanSpeculate => _speculator is not null;
+
+    /// <summary>For benchmarks: replaces each MTP draft (given the position it is for and the module's draft) before it
+    /// is verified, e.g. by a known continuation, to measure speculation at a chosen acceptance rate.</summary>
+    public Func<int, int, int>? DraftOverride { get; set; }
+
+    /// <summary>For tests: sees every generated token id in order.</summary>
+    internal Action<int>? TokenObserver { get; set; }
+
+    private void Emit(ReplyStream reply, int token, List<GenerationUpdate> output)
+    {
+        TokenObserver?.Invoke(token);
+        reply.OnToken(token, output);
+    }
 
     /// <summary>R1 templates end the prompt inside an open think block.</summary>
     public static bool PromptEndsInReasoning(string prompt) =>
@@ -51,31 +68,72 @@ public sealed class Generator : IGenerationEngine, IDisposable
         {
             await Task.Yield(); // the caller gets control back; the loop below runs on the thread pool
             var reply = new ReplyStream(Tokenizer, Model.Config.EosTokenId, Model.Config.VocabSize, promptIds, startsInReasoning, options, ContextLength);
-            Prefill(promptIds, cancellationToken);
+            Speculator? speculator = options.Speculation == Speculation.Mtp ? _speculator : null;
+            Prefill(promptIds, speculator, cancellationToken);
             var pending = new List<GenerationUpdate>();
-            while (!reply.Finished)
+            int next = reply.Sampler.Sample(_logits);
+            Emit(reply, next, pending);
+            while (true)
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                int next = reply.Sampler.Sample(_logits);
-                reply.OnToken(next, pending);
                 foreach (GenerationUpdate u in pending) yield return u;
                 pending.Clear();
-                if (!reply.Finished) Step(next);
+                if (reply.Finished) break;
+                cancellationToken.ThrowIfCancellationRequested();
+                if (speculator is not null && _session.Position + 2 <= _session.Capacity)
+                {
+                    next = SpeculativeStep(speculator, next, reply, pending);
+                    continue;
+                }
+                speculator = null; // a plain step leaves the MTP cache behind; Prefill catches it up next time
+                Step(next);
+                next = reply.Sampler.Sample(_logits);
+                Emit(reply, next, pending);
             }
             reply.Complete(pending);
             foreach (GenerationUpdate u in pending) yield return u;
         }
         finally
         {
+            _session.Cache.Truncate(Math.Min(_session.Position, _cached.Count)); // a draft the reply ended before
             Volatile.Write(ref _busy, 0);
         }
     }
 
-    /// <summary>Runs the prompt through the model, reusing the cached prefix it shares with the last sequence.</summary>
-    private void Prefill(int[] promptIds, CancellationToken cancellationToken)
+    /// <summary>Feeds <paramref name="next"/> (sampled, not yet run) and the MTP module's draft of the token after it in
+    /// one pass; emits the token at the draft's place (the draft when the sampler accepts it) and, when it was
+    /// accepted, the token after it as well. Returns the last emitted token, the next one to run.</summary>
+    private int SpeculativeStep(Speculator speculator, int next, ReplyStream reply, List<GenerationUpdate> output)
+    {
+        int draft = speculator.Draft(_cached, next);
+        if (DraftOverride is { } pick) draft = pick(_session.Position + 1, draft);
+        ReadOnlySpan<float> logits = speculator.Verify(next, draft);
+        _cached.Add(next);
+        int token = reply.Sampler.Sample(logits[.._logits.Length], draft, out bool accepted);
+        reply.DraftTokens++;
+        if (!accepted)
+        {
+            _session.Cache.Truncate(_cached.Count);
+            speculator.Rejected();
+            Emit(reply, token, output);
+            return token;
+        }
+        reply.AcceptedDraftTokens++;
+        _cached.Add(draft);
+        Emit(reply, draft, output);
+        if (reply.Finished) return draft;
+        logits[_logits.Length..].CopyTo(_logits);
+        int after = reply.Sampler.Sample(_logits);
+        Emit(reply, after, output);
+        return after;
+    }
+
+    /// <summary>Runs the prompt through the model, reusing the cached prefix it shares with the last sequence; with a
+    /// speculator, also through the MTP module so its cache covers the prompt.</summary>
+    private void Prefill(int[] promptIds, Speculator? speculator, CancellationToken cancellationToken)
     {
         int common = 0;
         while (common < _cached.Count && common < promptIds.Length - 1 && _cached[common] == promptIds[common]) common++;
+        if (_speculator is not null) common = _speculator.KeepPrefix(common, catchUp: speculator is not null);
         _session.Cache.Truncate(common);
         _cached.RemoveRange(common, _cached.Count - common);
         const int chunk = 512; // bounds scratch memory; also where cancellation is checked
@@ -85,6 +143,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
             ReadOnlySpan<int> part = promptIds.AsSpan(start, Math.Min(chunk, promptIds.Length - start));
             _session.Forward(part, _logits, allPositions: false);
             _cached.AddRange(part);
+            speculator?.Prefilled(part);
         }
     }
 

@@ -50,6 +50,9 @@ internal sealed class ReplyStream
     public int Generated { get; private set; }
     public bool Finished { get; private set; }
     public FinishReason FinishReason { get; private set; } = FinishReason.Length;
+    /// <summary>Tokens drafted by speculation and how many of them the model accepted (for the usage).</summary>
+    public int DraftTokens { get; set; }
+    public int AcceptedDraftTokens { get; set; }
 
     /// <summary>Takes a sampled token: appends the text it completes to <paramref name="output"/> and decides whether
     /// the reply is over. When it is not, the caller feeds <paramref name="token"/> to the model next.</summary>
@@ -81,7 +84,8 @@ internal sealed class ReplyStream
         Route(_reasoning.Push(_stops.Flush() + _detok.Flush()), output);
         Route(_reasoning.Flush(), output);
         output.Add(new GenerationUpdate(_inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
-            new GenerationUsage(_promptTokens, Generated, _reasoningTokens, FinishReason, _firstToken, _clock.Elapsed)));
+            new GenerationUsage(_promptTokens, Generated, _reasoningTokens, FinishReason, _firstToken, _clock.Elapsed,
+                DraftTokens, AcceptedDraftTokens)));
     }
 
     private void Route(List<(ReplyPart Part, string Text)> pieces, List<GenerationUpdate> output)

@@ -27,6 +27,11 @@ public sealed class InferenceSession : IDisposable
     /// <summary>Positions the MTP module's own cache holds.</summary>
     public int MtpPosition => _mtpCache?.Length ?? 0;
     public LatentKvCache Cache => _cache;
+    /// <summary>The MTP module's cache (null for a model without one): position i holds what the module computed from
+    /// the main model's hidden state at i and token i + 1.</summary>
+    public LatentKvCache? MtpCache => _mtpCache;
+    /// <summary>Whether the model has a multi-token-prediction module (<see cref="ForwardMtp"/> works).</summary>
+    public bool HasMtp => _mtpCache is not null;
     /// <summary>Which MLA formulation to use; <see cref="AttentionMode.Auto"/> by default.</summary>
     public AttentionMode Attention { get; set; }
     public IActivationObserver? Observer { get; set; }
@@ -58,18 +63,19 @@ public sealed class InferenceSession : IDisposable
     /// <paramref name="nextTokens"/>[i], given the main model's final-norm hidden state <paramref name="hidden"/>[i]
     /// of the position before it. Runs at MTP positions MtpPosition.. and appends to the MTP cache.</summary>
     /// <param name="hidden">[n, dim], e.g. rows of <see cref="LastHidden"/></param>
-    /// <param name="logits">[n, vocab]</param>
-    public void ForwardMtp(ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, Span<float> logits)
+    /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
+    public void ForwardMtp(ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, Span<float> logits, bool allPositions = true)
     {
         if (_mtpCache is null)
             throw new InvalidOperationException($"model '{_model.Path}' has no multi-token-prediction weights (num_nextn_predict_layers = {Config.NMtpLayers})");
         CheckTokens(nextTokens, MtpPosition);
         if (hidden.Length != nextTokens.Length * Config.Dim)
             throw new ArgumentException($"hidden holds {hidden.Length} values; {nextTokens.Length} tokens x hidden_size {Config.Dim} needed", nameof(hidden));
-        if (logits.Length < nextTokens.Length * Config.VocabSize)
-            throw new ArgumentException($"logits holds {logits.Length} values; {nextTokens.Length * Config.VocabSize} needed", nameof(logits));
+        int needed = (allPositions ? nextTokens.Length : 1) * Config.VocabSize;
+        if (logits.Length < needed)
+            throw new ArgumentException($"logits holds {logits.Length} values; {needed} needed", nameof(logits));
         // hidden may alias this session's LastHidden, which the MTP pass does not overwrite before reading it.
-        _model.Transformer.ForwardMtp(0, nextTokens, hidden, _mtpCache, _state, Attention, logits);
+        _model.Transformer.ForwardMtp(0, nextTokens, hidden, _mtpCache, _state, Attention, logits, allPositions);
     }
 
     private void CheckTokens(ReadOnlySpan<int> tokens, int position)

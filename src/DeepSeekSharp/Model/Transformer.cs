@@ -56,9 +56,9 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     /// <summary>MTP module k: for each i, predicts the token after <paramref name="nextTokens"/>[i] from
     /// eh_proj(concat(enorm(embed(nextTokens[i])), hnorm(hidden[i]))) through its own block and head.</summary>
     /// <param name="hidden">[n, dim] main-model hidden states after the final norm</param>
-    /// <param name="logits">[n, vocab]</param>
+    /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last row</param>
     public void ForwardMtp(int k, ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, LatentKvCache cache, RunState s,
-        AttentionMode mode, Span<float> logits)
+        AttentionMode mode, Span<float> logits, bool allPositions = true)
     {
         MtpWeights m = w.Mtp[k];
         int n = nextTokens.Length, d = c.Dim, pos0 = cache.Length;
@@ -78,9 +78,10 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         PrepareRope(one, s);
         Block(m.Block, _mtpAttention[k], c.NLayers + k, x, n, one, k, s, mode, observer: null);
         cache.Commit(n);
-        Span<float> normed = s.Xb.AsSpan(0, n * d);
-        RmsNorm.Forward(x, m.HeadNorm, normed, eps);
-        m.Head.Forward(normed, logits, n);
+        int rows = allPositions ? n : 1; // the head is the costly part of a long prompt: only the last row when asked
+        Span<float> normed = s.Xb.AsSpan(0, rows * d);
+        RmsNorm.Forward(x[((n - rows) * d)..], m.HeadNorm, normed, eps);
+        m.Head.Forward(normed, logits, rows);
     }
 
     /// <summary>cos/sin of every row's position, and the positions themselves.</summary>

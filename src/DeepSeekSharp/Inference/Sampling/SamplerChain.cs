@@ -30,7 +30,7 @@ public sealed class SamplerChain
 
     public SamplingOptions Options { get; }
 
-    /// <summary>The candidates as the last <see cref="Sample"/> left them (for tests and diagnostics).</summary>
+    /// <summary>The candidates as the last <see cref="Sample(ReadOnlySpan{float})"/> left them (for tests and diagnostics).</summary>
     public Candidates Candidates => _candidates;
 
     public int Sample(ReadOnlySpan<float> logits)
@@ -53,6 +53,44 @@ public sealed class SamplerChain
             if (u < cumulative) return items[i].Id;
         }
         return items[^1].Id;
+    }
+
+    /// <summary>Speculative sampling against a deterministic draft: the token at this position given that
+    /// <paramref name="draft"/> was proposed for it. Greedy, the argmax (the draft is accepted when they agree).
+    /// Otherwise the draft is accepted with probability p(draft) under the filtered distribution p, and on rejection
+    /// a token is drawn from p without the draft, renormalised — so every token comes out with probability exactly
+    /// p(token), whatever the draft (Leviathan et al. 2023 with a one-point draft distribution).</summary>
+    public int Sample(ReadOnlySpan<float> logits, int draft, out bool accepted)
+    {
+        if (_greedy)
+        {
+            int best = Sample(logits);
+            accepted = best == draft;
+            return best;
+        }
+        _candidates.Load(logits);
+        foreach (ISampler s in _steps) s.Apply(_candidates);
+        _candidates.Softmax();
+        Span<Candidate> items = _candidates.Items;
+        double pDraft = 0;
+        for (int i = 0; i < items.Length; i++)
+            if (items[i].Id == draft) { pDraft = items[i].P; break; }
+        if (_rng.NextDouble() < pDraft)
+        {
+            accepted = true;
+            return draft;
+        }
+        accepted = false;
+        double u = _rng.NextDouble() * (1 - pDraft), cumulative = 0;
+        int last = -1;
+        for (int i = 0; i < items.Length; i++)
+        {
+            if (items[i].Id == draft) continue;
+            last = items[i].Id;
+            cumulative += items[i].P;
+            if (u < cumulative) return last;
+        }
+        return last >= 0 ? last : draft; // rounding left u past the end, or the draft was the only candidate
     }
 
     public void Accept(int token)
