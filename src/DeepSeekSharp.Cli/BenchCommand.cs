@@ -9,7 +9,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Cli;
 
 /// <summary><c>dss bench --model PATH [--quantize q8_0|q4_k|bf16|f32] [--mmap] [--prompt-tokens 512] [--gen-tokens 128]
-/// [--threads N] [--repeat R] [--json]</c> and <c>dss bench --memory</c>.</summary>
+/// [--threads N] [--repeat R] [--speculative mtp [--draft-acceptance P]] [--json]</c> and <c>dss bench --memory</c>.</summary>
 internal static class BenchCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
@@ -25,8 +25,14 @@ internal static class BenchCommand
         var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "runs; medians are reported" };
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var memory = new Option<bool>("--memory") { Description = "measure the machine's read bandwidth (1 thread and all threads)" };
+        var speculative = new Option<string?>("--speculative") { Description = "also decode with speculation (mtp) and compare, run by run" };
+        var draftAcceptance = new Option<double?>("--draft-acceptance")
+        {
+            Description = "with --speculative: draft the model's own next greedy token with this probability instead of the MTP module's draft " +
+                "(the mechanics at a chosen acceptance on untrained weights, or on a model without MTP; the module's cost is then not counted)",
+        };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, json, memory };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, json, memory };
         cmd.SetAction(r =>
         {
             if (r.GetValue(memory))
@@ -42,12 +48,23 @@ internal static class BenchCommand
             if (prompt < 0) throw new ArgumentException($"--prompt-tokens must be 0 or more (got {prompt})");
             if (gen < 1) throw new ArgumentException($"--gen-tokens must be 1 or more (got {gen})");
             if (runs < 1) throw new ArgumentException($"--repeat must be 1 or more (got {runs})");
+            bool speculate = r.GetValue(speculative) switch
+            {
+                null => false,
+                "mtp" => true,
+                var other => throw new ArgumentException($"--speculative '{other}' is not supported; supported: mtp"),
+            };
+            double? acceptance = r.GetValue(draftAcceptance);
+            if (acceptance is { } a && !(a >= 0 && a <= 1)) throw new ArgumentException($"--draft-acceptance must be in [0, 1] (got {a})");
+            if (acceptance is not null && !speculate) throw new ArgumentException("--draft-acceptance needs --speculative mtp");
             if (r.GetValue(threads) is { } t) WorkerPool.Configure(t);
             WeightFormat? format = ModelLoading.Format(r.GetValue(quantize));
             var clock = Stopwatch.StartNew();
             using DeepSeekModel m = ModelLoading.Load(path, format, r.GetValue(mmap) && !r.GetValue(noMmap), stderr);
+            if (speculate && m.MtpLayers == 0 && acceptance is null)
+                throw new ArgumentException($"{path} has no MTP module (num_nextn_predict_layers = 0): speculation drafts nothing; measure the mechanics with --draft-acceptance P");
             double loadSeconds = clock.Elapsed.TotalSeconds;
-            Result res = Run(m, prompt, gen, runs);
+            Result res = Run(m, prompt, gen, runs, speculate, acceptance);
             long rss = PeakRss();
             long active = ActiveBytesPerToken(m);
             double gbs = active * res.DecodeTokS / 1e9;
@@ -57,12 +74,26 @@ internal static class BenchCommand
                     prefill_tok_s = res.PrefillTokS, decode_tok_s = res.DecodeTokS, active_bytes_per_token = active, decode_gb_s = gbs,
                     peak_rss_bytes = rss, load_s = loadSeconds, weight_bytes = m.WeightBytes, threads = WorkerPool.Shared.Threads,
                     prompt_tokens = prompt, gen_tokens = gen, format = format?.ToString() ?? "stored",
+                    speculative = res.Spec is { } sp ? new
+                    {
+                        decode_tok_s = sp.DecodeTokS, speedup = sp.DecodeTokS / res.DecodeTokS, acceptance = sp.Acceptance,
+                        tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, plain_experts_per_layer = sp.PlainExperts,
+                        verify_experts_per_layer = sp.VerifyExperts,
+                    } : null,
                 }));
             else
             {
                 stdout.WriteLine($"model {path}: {m.WeightBytes / 1e9:F2} GB of weights ({format?.ToString() ?? "as stored"}), loaded in {loadSeconds:F1} s, {WorkerPool.Shared.Threads} threads");
                 stdout.WriteLine($"prefill {prompt} tokens: {res.PrefillTokS:F1} tokens/s (median of {runs})");
                 stdout.WriteLine($"decode {gen} tokens: {res.DecodeTokS:F2} tokens/s, {active / 1e9:F3} GB active weights per token = {gbs:F1} GB/s");
+                if (res.Spec is { } sp)
+                {
+                    string source = acceptance is { } p ? $"the next greedy token with probability {p:F2}" : "the MTP module";
+                    stdout.WriteLine($"speculative decode (drafts from {source}): {sp.DecodeTokS:F2} tokens/s = {sp.DecodeTokS / res.DecodeTokS:F2}x, " +
+                        $"{sp.Acceptance:P1} of drafts accepted, {sp.TokensPerPass:F2} tokens per forward pass");
+                    if (sp.PlainExperts > 0)
+                        stdout.WriteLine($"routed experts read per MoE layer and pass: {sp.PlainExperts:F2} decoding one token, {sp.VerifyExperts:F2} verifying two");
+                }
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
@@ -70,9 +101,10 @@ internal static class BenchCommand
         return cmd;
     }
 
-    private readonly record struct Result(double PrefillTokS, double DecodeTokS);
+    private readonly record struct Result(double PrefillTokS, double DecodeTokS, SpecResult? Spec = null);
+    private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts);
 
-    private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat)
+    private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null)
     {
         var rng = new Rng(7);
         ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize); // random ids below 100000 (ordinary text tokens of the real vocabulary)
@@ -80,8 +112,11 @@ internal static class BenchCommand
         var prefill = new List<double>();
         var decode = new List<double>();
         var logits = new float[m.Config.VocabSize];
-        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1));
+        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, promptTokens + genTokens + 2));
         int[] one = [0];
+        var reference = new List<int>(); // the greedy continuation (the first run's), which speculation must reproduce
+        var specDecode = new List<double>();
+        double accepted = 0, drafts = 0, passes = 0, produced = 0;
         for (int run = 0; run < repeat; run++)
         {
             s.Reset();
@@ -93,14 +128,132 @@ internal static class BenchCommand
             for (int i = 0; i < genTokens; i++)
             {
                 one[0] = ArgMax(logits);
+                if (run == 0) reference.Add(one[0]);
                 s.Forward(one, logits);
             }
             decode.Add(genTokens / sw.Elapsed.TotalSeconds);
+            if (run == 0) reference.Add(ArgMax(logits));
+            if (!speculate) continue;
+            // Alternating with the plain run above, so drift in the machine's speed hits both alike.
+            var spec = Speculative(m, s, prompt, reference, draftAcceptance, new Rng(100 + (ulong)run), null);
+            specDecode.Add(spec.Tokens / spec.Seconds);
+            accepted += spec.Accepted; drafts += spec.Drafts; passes += spec.Passes; produced += spec.Tokens;
         }
-        return new Result(Median(prefill), Median(decode));
+        if (!speculate) return new Result(Median(prefill), Median(decode));
+        var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, draftAcceptance);
+        return new Result(Median(prefill), Median(decode),
+            new SpecResult(Median(specDecode), accepted / drafts, produced / passes, plainExperts, verifyExperts));
     }
 
-    private static int ArgMax(float[] x)
+    private readonly record struct SpecRun(int Tokens, double Seconds, int Drafts, int Accepted, int Passes);
+
+    /// <summary>Greedy decoding with speculation after the same prefill: each pass runs the next token and a draft of
+    /// the one after (the MTP module's, or with <paramref name="draftAcceptance"/> the reference token with that
+    /// probability and a wrong one otherwise); every token must equal the plain run's.</summary>
+    private static SpecRun Speculative(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, double? draftAcceptance, Rng rng,
+        IActivationObserver? verifyObserver)
+    {
+        int vocab = m.Config.VocabSize, goal = reference.Count - 1;
+        var logits = new float[vocab];
+        var cached = new List<int>(s.Capacity);
+        s.Reset();
+        var speculator = new DeepSeekSharp.Inference.Speculator(s);
+        speculator.KeepPrefix(0, catchUp: true);
+        for (int start = 0; start < prompt.Length; start += 512)
+        {
+            ReadOnlySpan<int> part = prompt.AsSpan(start, Math.Min(512, prompt.Length - start));
+            s.Forward(part, logits, allPositions: false);
+            cached.AddRange(part);
+            speculator.Prefilled(part);
+        }
+        int next = ArgMax(logits), produced = 1, drafts = 0, accepted = 0;
+        var sw = Stopwatch.StartNew();
+        while (produced < goal)
+        {
+            int draft = speculator.Draft(cached, next);
+            if (draftAcceptance is { } p) draft = rng.NextDouble() < p ? reference[produced] : (reference[produced] + 1) % vocab;
+            s.Observer = verifyObserver;
+            ReadOnlySpan<float> both = speculator.Verify(next, draft);
+            s.Observer = null;
+            cached.Add(next);
+            drafts++;
+            int token = ArgMax(both[..vocab]);
+            if (token != reference[produced]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced}");
+            if (token != draft)
+            {
+                s.Cache.Truncate(cached.Count);
+                speculator.Rejected();
+                next = token;
+                produced++;
+                continue;
+            }
+            accepted++;
+            cached.Add(draft);
+            next = ArgMax(both[vocab..]);
+            produced += 2;
+            if (produced <= goal && next != reference[produced - 1]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced - 1}");
+        }
+        return new SpecRun(produced - 1, sw.Elapsed.TotalSeconds, drafts, accepted, drafts);
+    }
+
+    /// <summary>Distinct routed experts per MoE layer and forward pass: plain decoding (one token) against
+    /// speculative verification (two tokens, which may route to different experts and so read more weights).</summary>
+    private static (double Plain, double Verify) CountExperts(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, double? draftAcceptance)
+    {
+        if (m.Config.NRoutedExperts == 0) return (0, 0);
+        var counter = new ExpertCounter(m.Config);
+        var logits = new float[m.Config.VocabSize];
+        s.Reset();
+        if (prompt.Length > 0) s.Forward(prompt, logits, allPositions: false);
+        int[] one = [0];
+        s.Observer = counter;
+        for (int i = 0; i + 1 < reference.Count; i++)
+        {
+            one[0] = reference[i];
+            s.Forward(one, logits);
+            counter.EndPass();
+        }
+        s.Observer = null;
+        double plain = counter.Mean;
+        var verify = new ExpertCounter(m.Config);
+        Speculative(m, s, prompt, reference, draftAcceptance, new Rng(100), new PassCounting(verify));
+        return (plain, verify.Mean);
+    }
+
+    private sealed class PassCounting(ExpertCounter counter) : IActivationObserver
+    {
+        public void OnRouting(int layer, int position, ReadOnlySpan<int> experts, ReadOnlySpan<float> weights) => counter.OnRouting(layer, position, experts, weights);
+        public void OnTensor(string name, int layer, ReadOnlySpan<float> values, int rows, int cols)
+        {
+            if (name == TensorName.ResultNorm) counter.EndPass(); // the end of a main-model pass
+        }
+    }
+
+    private sealed class ExpertCounter(ModelConfig c) : IActivationObserver
+    {
+        private readonly bool[,] _used = new bool[c.NLayers, Math.Max(1, c.NRoutedExperts)];
+        private long _distinct, _layerPasses;
+
+        public double Mean => _layerPasses == 0 ? 0 : (double)_distinct / _layerPasses;
+
+        public void OnRouting(int layer, int position, ReadOnlySpan<int> experts, ReadOnlySpan<float> weights)
+        {
+            foreach (int e in experts) _used[layer, e] = true;
+        }
+
+        public void EndPass()
+        {
+            for (int l = 0; l < c.NLayers; l++)
+            {
+                if (!c.IsMoeLayer(l)) continue;
+                _layerPasses++;
+                for (int e = 0; e < c.NRoutedExperts; e++)
+                    if (_used[l, e]) { _distinct++; _used[l, e] = false; }
+            }
+        }
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> x)
     {
         int best = 0;
         for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;

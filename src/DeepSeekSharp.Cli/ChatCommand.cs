@@ -33,6 +33,7 @@ internal static class ChatCommand
             GenerationOptions options = gen.Read(r);
             options.Validate(tokenizer.VocabSize);      // and so do bad options
             using Generator g = new(loading.Load(r, path, Console.Error), tokenizer, r.GetValue(gen.Context));
+            GenerationCliOptions.WarnIfNoDrafts(options, g, Console.Error);
             await Run(g, options, r.GetValue(system), stdin, console, ct);
             return 0;
         });

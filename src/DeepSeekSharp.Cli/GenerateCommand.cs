@@ -26,6 +26,7 @@ internal static class GenerateCommand
             Tokenizer tokenizer = Tokenizer.Load(path); // before the (slow) weights, so a missing tokenizer fails fast
             options.Validate(tokenizer.VocabSize);      // and so do bad options
             using Generator g = new(loading.Load(r, path, stderr), tokenizer, r.GetValue(gen.Context));
+            GenerationCliOptions.WarnIfNoDrafts(options, g, stderr);
             string text = r.GetValue(prompt)!;
             IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)
                 ? g.CompleteAsync(text, options, ct)

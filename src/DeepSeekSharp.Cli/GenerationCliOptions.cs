@@ -15,6 +15,11 @@ internal sealed class GenerationCliOptions
     public readonly Option<float> MinP = new("--min-p") { Description = "drop tokens below min-p × the best one's probability (0 = off)" };
     public readonly Option<ulong?> Seed = new("--seed") { Description = "RNG seed; the same seed gives the same tokens on any machine" };
     public readonly Option<int?> Context = new("--context") { Description = "KV cache positions (default: max_position_embeddings, at most 4096)" };
+    public readonly Option<string> Speculative = new("--speculative")
+    {
+        Description = "mtp: the model's multi-token-prediction module drafts the token after next and one pass verifies both (same output); off",
+        DefaultValueFactory = _ => "off",
+    };
 
     public void AddTo(Command c)
     {
@@ -25,11 +30,27 @@ internal sealed class GenerationCliOptions
         c.Options.Add(MinP);
         c.Options.Add(Seed);
         c.Options.Add(Context);
+        c.Options.Add(Speculative);
+    }
+
+    public static Speculation ParseSpeculation(string? value) => value switch
+    {
+        null or "off" => Speculation.Off,
+        "mtp" => Speculation.Mtp,
+        _ => throw new ArgumentException($"--speculative '{value}' is not supported; supported: mtp, off"),
+    };
+
+    /// <summary>Says on <paramref name="stderr"/> when speculation was asked for but the model cannot draft.</summary>
+    public static void WarnIfNoDrafts(GenerationOptions options, Generator g, TextWriter stderr)
+    {
+        if (options.Speculation == Speculation.Mtp && !g.CanSpeculate)
+            stderr.WriteLine($"note: the model has no MTP module (num_nextn_predict_layers = {g.Model.Config.NMtpLayers}); decoding without speculation");
     }
 
     public GenerationOptions Read(ParseResult r) => new()
     {
         MaxTokens = r.GetValue(MaxTokens),
+        Speculation = ParseSpeculation(r.GetValue(Speculative)),
         Sampling = new SamplingOptions
         {
             Temperature = r.GetValue(Temperature),

@@ -46,15 +46,25 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         public CancellationTokenRegistration LeaveQueue; // takes it out of the queue the moment its caller gives up
     }
 
-    private sealed class Slot(LatentKvCache cache)
+    private sealed class Slot(LatentKvCache cache, LatentKvCache? mtpCache, int dim)
     {
         public readonly LatentKvCache Cache = cache;
         public Request? Request;
         public ReplyStream? Reply;
         public int Prefilled;      // prompt tokens already in the cache
         public int Next;           // the token to feed next (decoding)
-        public int RowsThisStep;   // prompt tokens this step prefills (0 = decoding one token)
+        public int RowsThisStep;   // prompt tokens this step prefills (0 = decoding)
         public bool Decoding => Request is not null && Prefilled == Request.Prompt.Length;
+
+        // MTP speculation (see Speculator): the module's cache runs one step behind the main one; hidden rows whose
+        // next token is not known yet wait here.
+        public readonly LatentKvCache? MtpCache = mtpCache;
+        public readonly float[] Waiting = mtpCache is null ? [] : new float[2 * dim];
+        public int WaitingRows;
+        public bool Speculating;   // this request drafts with the MTP module
+        public bool Verifying;     // this step runs [Next, Draft]
+        public int Draft;
+        public int LogitOffset;    // where this step's logits for the slot start (rows)
     }
 
     private readonly LinkedList<Request> _queue = new();   // waiting requests, oldest first; lock on it
@@ -68,6 +78,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     private double _decodeTokensPerSecond;
     private volatile bool _draining;
     private volatile Exception? _abort;   // set by AbortAll: the loop ends every sequence with it
+    private readonly MtpBatch _mtp;
 
     public BatchScheduler(DeepSeekModel model, Tokenizer tokenizer, BatchOptions? options = null)
     {
@@ -81,8 +92,10 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         if (ContextLength < 2 || ContextLength > model.Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(options), ContextLength, $"context length must be in [2, max_position_embeddings = {model.Config.MaxPositionEmbeddings}]");
         ModelConfig c = model.Config;
-        _slots = Enumerable.Range(0, options.MaxBatch).Select(_ => new Slot(new LatentKvCache(c.NLayers, c.LatentCacheWidth, ContextLength))).ToArray();
+        _slots = Enumerable.Range(0, options.MaxBatch).Select(_ => new Slot(new LatentKvCache(c.NLayers, c.LatentCacheWidth, ContextLength),
+            model.MtpLayers > 0 ? new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, ContextLength) : null, c.Dim)).ToArray();
         _state = new RunState(c, ContextLength);
+        _mtp = new MtpBatch(c, options.MaxBatch, options.PrefillChunk);
         model.PreparePoolThreads(options.MaxBatch);
         _thread = new Thread(Loop) { IsBackground = true, Name = "dss-engine" };
         _thread.Start();
@@ -93,6 +106,8 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     public ChatTemplate? Template { get; }
     public int ContextLength { get; }
     public int MaxBatch => _options.MaxBatch;
+    /// <summary>Whether requests asking for <see cref="Speculation.Mtp"/> get it (the model has an MTP module).</summary>
+    public bool CanSpeculate => Model.MtpLayers > 0;
     /// <summary>Bytes of latent cache allocated for all slots.</summary>
     public long CacheBytes => _slots.Sum(s => s.Cache.BytesPerToken * s.Cache.Capacity);
     public int ActiveSequences => _slots.Count(s => s.Request is not null);
@@ -183,7 +198,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         var slices = new List<SequenceSlice>();
         var stepSlots = new List<Slot>();
         var updates = new List<GenerationUpdate>();
-        float[] logits = new float[_slots.Length * Model.Config.VocabSize];
+        float[] logits = new float[2 * _slots.Length * Model.Config.VocabSize]; // two rows per verifying sequence
         while (!_stop.IsCancellationRequested)
         {
             try
@@ -200,15 +215,22 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
                 var clock = Stopwatch.StartNew();
                 Model.Transformer.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(tokens),
                     System.Runtime.InteropServices.CollectionsMarshal.AsSpan(slices), _state, AttentionMode.Auto, allPositions: false, observer: null, logits);
-                int decoded = 0;
+                int decoded = 0, vocab = Model.Config.VocabSize;
+                _mtp.Clear();
                 for (int i = 0; i < stepSlots.Count; i++)
                 {
                     Slot slot = stepSlots[i];
+                    SequenceSlice slice = slices[i];
                     slot.Prefilled += slot.RowsThisStep;
-                    if (!slot.Decoding) continue; // prompt not finished yet: these logits are not wanted
-                    decoded++;
-                    Sample(slot, logits.AsSpan(i * Model.Config.VocabSize, Model.Config.VocabSize), updates);
+                    bool wasVerifying = slot.Verifying;
+                    if (slot.Decoding)
+                        decoded += wasVerifying
+                            ? Verify(slot, logits.AsSpan(slot.LogitOffset * vocab, 2 * vocab), updates)
+                            : Sample(slot, logits.AsSpan(slot.LogitOffset * vocab, vocab), updates);
+                    // The rows whose next token is now known go through the MTP module; a decoding slot's last one drafts.
+                    if (slot.Request is not null && slot.Speculating) _mtp.Add(slot, slice, _state.Hidden, slot.RowsThisStep > 0, wasVerifying);
                 }
+                if (_mtp.Rows > 0) _mtp.Run(Model, _state);
                 if (decoded > 0) Volatile.Write(ref _decodeTokensPerSecond, decoded / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -236,6 +258,10 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
             } while (r is null);
             slot.Request = r;
             slot.Cache.Clear();
+            slot.MtpCache?.Clear();
+            slot.WaitingRows = 0;
+            slot.Speculating = r.Options.Speculation == Speculation.Mtp && slot.MtpCache is not null;
+            slot.Verifying = false;
             slot.Prefilled = 0;
             slot.Reply = new ReplyStream(Tokenizer, Model.Config.EosTokenId, Model.Config.VocabSize, r.Prompt, r.StartsInReasoning, r.Options, ContextLength, r.Clock);
         }
@@ -247,16 +273,21 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         tokens.Clear();
         slices.Clear();
         stepSlots.Clear();
-        int budget = _options.PrefillChunk;
+        int budget = _options.PrefillChunk, logitRows = 0;
         foreach (Slot slot in _slots)
         {
             if (slot.Request is not { } r) continue;
             if (r.Cancel.IsCancellationRequested) { Release(slot, null); continue; }
             int count;
+            slot.Verifying = false;
             if (slot.Decoding)
             {
+                // Speculation needs room for the draft; near the end of the context the slot decodes plainly.
+                if (slot.Speculating && slot.Cache.Length + 2 > slot.Cache.Capacity) slot.Speculating = false;
+                slot.Verifying = slot.Speculating;
                 tokens.Add(slot.Next);
-                count = 1;
+                if (slot.Verifying) tokens.Add(slot.Draft);
+                count = slot.Verifying ? 2 : 1;
                 slot.RowsThisStep = 0;
             }
             else
@@ -267,27 +298,137 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
                 tokens.AddRange(r.Prompt.AsSpan(slot.Prefilled, count));
                 slot.RowsThisStep = count;
             }
-            slices.Add(new SequenceSlice(slot.Cache, tokens.Count - count, count));
+            slot.LogitOffset = logitRows;
+            logitRows += slot.Verifying ? 2 : 1;
+            slices.Add(new SequenceSlice(slot.Cache, tokens.Count - count, count, Decoding: slot.Decoding, LogitRows: slot.Verifying ? 2 : 1));
             stepSlots.Add(slot);
         }
     }
 
-    private void Sample(Slot slot, ReadOnlySpan<float> logits, List<GenerationUpdate> updates)
+    /// <summary>Samples the slot's next token; returns 1 (tokens produced).</summary>
+    private int Sample(Slot slot, ReadOnlySpan<float> logits, List<GenerationUpdate> updates)
+    {
+        int next = slot.Reply!.Sampler.Sample(logits);
+        if (Emit(slot, next, updates)) slot.Next = next;
+        return 1;
+    }
+
+    /// <summary>The slot ran [Next, Draft]: the token at the draft's place (the draft if the sampler accepts it) and,
+    /// when accepted, the token after it (as <see cref="Generator"/> does). Returns the tokens produced.</summary>
+    private int Verify(Slot slot, ReadOnlySpan<float> logits, List<GenerationUpdate> updates)
     {
         ReplyStream reply = slot.Reply!;
-        int next = reply.Sampler.Sample(logits);
+        int vocab = Model.Config.VocabSize;
+        int token = reply.Sampler.Sample(logits[..vocab], slot.Draft, out bool accepted);
+        reply.DraftTokens++;
+        if (!accepted)
+        {
+            slot.Cache.Truncate(slot.Cache.Length - 1);
+            slot.WaitingRows = 1; // the draft's hidden row is void
+            if (Emit(slot, token, updates)) slot.Next = token;
+            return 1;
+        }
+        reply.AcceptedDraftTokens++;
+        slot.WaitingRows = 2;
+        if (!Emit(slot, token, updates)) return 1;
+        int after = reply.Sampler.Sample(logits[vocab..]);
+        if (Emit(slot, after, updates)) slot.Next = after;
+        return 2;
+    }
+
+    /// <summary>Gives a token to the slot's reply and its caller; false when that finished the reply (the slot is
+    /// released).</summary>
+    private bool Emit(Slot slot, int token, List<GenerationUpdate> updates)
+    {
+        ReplyStream reply = slot.Reply!;
         updates.Clear();
-        reply.OnToken(next, updates);
+        reply.OnToken(token, updates);
         Interlocked.Increment(ref _tokens);
         foreach (GenerationUpdate u in updates) slot.Request!.Output.Writer.TryWrite(u);
-        if (reply.Finished)
+        if (!reply.Finished) return true;
+        updates.Clear();
+        reply.Complete(updates);
+        foreach (GenerationUpdate u in updates) slot.Request!.Output.Writer.TryWrite(u);
+        Release(slot, null);
+        return false;
+    }
+
+    /// <summary>One step's rows for the MTP module, over every speculating sequence: the hidden rows whose next token
+    /// became known this step (prompt rows, the verified token and an accepted draft), each sequence's rows continuing
+    /// its MTP cache; the last row of a decoding sequence gives its next draft.</summary>
+    private sealed class MtpBatch(ModelConfig c, int maxBatch, int prefillChunk)
+    {
+        private readonly List<int> _tokens = new(3 * maxBatch + prefillChunk);
+        private readonly float[] _hidden = new float[(3 * maxBatch + prefillChunk) * c.Dim];
+        private readonly List<SequenceSlice> _slices = new(maxBatch);
+        private readonly List<Slot?> _drafting = new(maxBatch); // per slice: the slot it drafts for, or null
+        private readonly float[] _logits = new float[maxBatch * c.VocabSize];
+
+        public int Rows => _tokens.Count;
+
+        public void Clear()
         {
-            updates.Clear();
-            reply.Complete(updates);
-            foreach (GenerationUpdate u in updates) slot.Request!.Output.Writer.TryWrite(u);
-            Release(slot, null);
+            _tokens.Clear();
+            _slices.Clear();
+            _drafting.Clear();
         }
-        else slot.Next = next;
+
+        /// <param name="slice">the slot's rows in this step's main pass</param>
+        /// <param name="hidden">the main pass's final hidden states [rows, dim]</param>
+        public void Add(Slot slot, SequenceSlice slice, ReadOnlySpan<float> hidden, bool prefilled, bool verified)
+        {
+            int d = c.Dim, start = _tokens.Count;
+            if (prefilled)
+            {
+                int[] prompt = slot.Request!.Prompt;
+                int first = slot.Prefilled - slice.Count; // the chunk's first position
+                if (slot.WaitingRows == 1) Row(slot.Waiting.AsSpan(0, d), prompt[first]);
+                bool done = slot.Decoding; // its first token was sampled: every row's next token is known
+                int known = done ? slice.Count : slice.Count - 1;
+                for (int r = 0; r < known; r++)
+                    Row(hidden.Slice((slice.Start + r) * d, d), first + r + 1 < prompt.Length ? prompt[first + r + 1] : slot.Next);
+                if (!done) hidden.Slice((slice.Start + slice.Count - 1) * d, d).CopyTo(slot.Waiting);
+                slot.WaitingRows = done ? 0 : 1;
+                Close(slot, start, decoding: false, drafts: done);
+                return;
+            }
+            if (!verified) return;
+            // Accepted: the verified token's and the draft's rows (next tokens: the draft, then the new Next);
+            // rejected: only the verified token's row (next token: the new Next).
+            if (slot.WaitingRows == 2) Row(hidden.Slice(slice.Start * d, d), slot.Draft);
+            Row(hidden.Slice((slice.Start + slot.WaitingRows - 1) * d, d), slot.Next);
+            slot.WaitingRows = 0;
+            Close(slot, start, decoding: true, drafts: true);
+        }
+
+        private void Row(ReadOnlySpan<float> h, int nextToken)
+        {
+            h.CopyTo(_hidden.AsSpan(_tokens.Count * c.Dim, c.Dim));
+            _tokens.Add(nextToken);
+        }
+
+        private void Close(Slot slot, int start, bool decoding, bool drafts)
+        {
+            if (_tokens.Count == start) return;
+            _slices.Add(new SequenceSlice(slot.MtpCache!, start, _tokens.Count - start, Decoding: decoding));
+            _drafting.Add(drafts ? slot : null);
+        }
+
+        public void Run(DeepSeekModel model, RunState state)
+        {
+            int n = _tokens.Count, vocab = c.VocabSize;
+            model.Transformer.ForwardMtp(0, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens), _hidden.AsSpan(0, n * c.Dim),
+                System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_slices), state, AttentionMode.Auto, _logits);
+            for (int i = 0; i < _slices.Count; i++)
+                if (_drafting[i] is { } slot) slot.Draft = ArgMax(_logits.AsSpan(i * vocab, vocab));
+        }
+
+        private static int ArgMax(ReadOnlySpan<float> x)
+        {
+            int best = 0;
+            for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+            return best;
+        }
     }
 
     /// <summary>Ends a slot's request (normally, cancelled, or with an error) and frees its cache.</summary>
@@ -297,6 +438,8 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         slot.Request = null;
         slot.Reply = null;
         slot.Cache.Clear();
+        slot.MtpCache?.Clear();
+        slot.Speculating = slot.Verifying = false;
     }
 
     /// <summary>Ends every running and queued request with <paramref name="reason"/> (on the engine thread, or after it

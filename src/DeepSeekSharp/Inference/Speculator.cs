@@ -10,7 +10,9 @@ namespace DeepSeekSharp.Inference;
 /// <para>A decoding step: the sampled token t and the draft d run through the main model together (absorbed
 /// attention, as a single decode step runs, so each row's logits are bit-identical to running it alone); the logits
 /// at t decide d's place, those at d the token after it. Rejected drafts leave the main cache by truncation; the
-/// MTP cache only ever holds rows whose tokens were accepted.</para></summary>
+/// MTP cache only ever holds rows whose tokens were accepted.</para>
+/// <para>On a model without an MTP module the mechanics still run (benchmarks draft a known continuation) and the
+/// drafting does nothing.</para></summary>
 internal sealed class Speculator
 {
     private readonly InferenceSession _session;
@@ -19,11 +21,13 @@ internal sealed class Speculator
     private readonly float[] _mtpLogits;   // [vocab]
     private readonly float[] _verify;      // [2, vocab]
     private readonly int[] _tokens = new int[2];
+    private readonly bool _hasMtp;
     private int _waiting;                  // rows of _hidden in use
 
     public Speculator(InferenceSession session)
     {
         _session = session;
+        _hasMtp = session.HasMtp;
         _dim = session.Config.Dim;
         _vocab = session.Config.VocabSize;
         _hidden = new float[2 * _dim];
@@ -39,9 +43,10 @@ internal sealed class Speculator
     /// recomputes the hidden states the module still needs.</summary>
     public int KeepPrefix(int common, bool catchUp)
     {
+        _waiting = 0;
+        if (!_hasMtp) return common;
         int keep = Math.Min(MtpCache.Length, Math.Max(0, common - 1));
         MtpCache.Truncate(keep);
-        _waiting = 0;
         return catchUp ? keep : common;
     }
 
@@ -49,6 +54,7 @@ internal sealed class Speculator
     /// every row whose next token is now known; the last row waits for the next token.</summary>
     public void Prefilled(ReadOnlySpan<int> part)
     {
+        if (!_hasMtp) return;
         int n = part.Length;
         if (_waiting == 1)
         {
@@ -61,10 +67,12 @@ internal sealed class Speculator
         _waiting = 1;
     }
 
-    /// <summary>The MTP module's draft of the token after <paramref name="next"/> (sampled, not yet run).</summary>
+    /// <summary>The MTP module's draft of the token after <paramref name="next"/> (sampled, not yet run); 0 without a
+    /// module.</summary>
     /// <param name="cached">the tokens in the main cache</param>
     public int Draft(List<int> cached, int next)
     {
+        if (!_hasMtp) return 0;
         if (_waiting == 2) _tokens[0] = cached[^1];
         _tokens[_waiting - 1] = next;
         using (DecodeAttention())

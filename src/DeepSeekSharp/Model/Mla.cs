@@ -42,7 +42,7 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
             RotateAndCache(q, kvCmpr, slice, cache, s);
             ReadOnlySpan<float> qs = q.Slice(slice.Start * heads * qk, rows * heads * qk);
             Span<float> outs = attn.Slice(slice.Start * heads * c.VHeadDim, rows * heads * c.VHeadDim);
-            if (mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && rows == 1) AttendAbsorbed(qs, rows, pos0, cache, s, outs);
+            if (mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && (rows == 1 || slice.Decoding)) AttendAbsorbed(qs, rows, pos0, cache, s, outs);
             else AttendExpanded(qs, rows, pos0, cache, s, outs);
         }
         observer?.OnTensor(TensorName.KqvOut, layer, attn, n, heads * c.VHeadDim);

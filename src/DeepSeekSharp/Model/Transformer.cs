@@ -24,7 +24,7 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     /// <paramref name="tokens"/> belong to slice i and continue its cache. Every projection reads each weight once
     /// for all rows; attention runs per sequence; no row's arithmetic depends on another's, so a sequence gets
     /// bit-identical logits alone or in a batch.</summary>
-    /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [slices, vocab]: each slice's last row</param>
+    /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else each slice's last LogitRows rows</param>
     public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<SequenceSlice> slices, RunState s, AttentionMode mode, bool allPositions,
         IActivationObserver? observer, Span<float> logits)
     {
@@ -46,11 +46,24 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
             observer?.OnTensor(TensorName.ResultOutput, -1, logits[..(n * c.VocabSize)], n, c.VocabSize);
             return;
         }
-        // Gather each slice's last row so lm_head is read once for all sequences.
-        Span<float> last = s.Xb.AsSpan(0, slices.Length * d);
-        for (int i = 0; i < slices.Length; i++)
-            hidden.Slice((slices[i].Start + slices[i].Count - 1) * d, d).CopyTo(last.Slice(i * d, d));
-        w.Head.Forward(last, logits, slices.Length);
+        Head(w.Head, hidden, slices, s, logits);
+    }
+
+    /// <summary>lm_head over each slice's last <see cref="SequenceSlice.LogitRows"/> rows, gathered so the head is read
+    /// once for all sequences; logits in slice order.</summary>
+    private void Head(DeepSeekSharp.Linear.Matrix head, ReadOnlySpan<float> hidden, ReadOnlySpan<SequenceSlice> slices, RunState s, Span<float> logits)
+    {
+        int d = c.Dim, rows = 0;
+        foreach (SequenceSlice slice in slices) rows += slice.LogitRows;
+        Span<float> last = s.Xb.AsSpan(0, rows * d);
+        rows = 0;
+        foreach (SequenceSlice slice in slices)
+        {
+            int from = slice.Start + slice.Count - slice.LogitRows;
+            hidden.Slice(from * d, slice.LogitRows * d).CopyTo(last.Slice(rows * d));
+            rows += slice.LogitRows;
+        }
+        head.Forward(last, logits, rows);
     }
 
     /// <summary>MTP module k: for each i, predicts the token after <paramref name="nextTokens"/>[i] from
@@ -60,8 +73,17 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     public void ForwardMtp(int k, ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, LatentKvCache cache, RunState s,
         AttentionMode mode, Span<float> logits, bool allPositions = true)
     {
+        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, nextTokens.Length, LogitRows: allPositions ? nextTokens.Length : 1)];
+        ForwardMtp(k, nextTokens, hidden, one, s, mode, logits);
+    }
+
+    /// <summary>The MTP module over rows of several sequences (slices over their MTP caches); logits of each slice's
+    /// last <see cref="SequenceSlice.LogitRows"/> rows, in slice order.</summary>
+    public void ForwardMtp(int k, ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, ReadOnlySpan<SequenceSlice> slices, RunState s,
+        AttentionMode mode, Span<float> logits)
+    {
         MtpWeights m = w.Mtp[k];
-        int n = nextTokens.Length, d = c.Dim, pos0 = cache.Length;
+        int n = nextTokens.Length, d = c.Dim;
         s.Ensure(n);
         Span<float> cat = s.Cat.AsSpan(0, n * 2 * d);
         float eps = (float)c.RmsNormEps;
@@ -74,14 +96,12 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
         }
         Span<float> x = s.X.AsSpan(0, n * d);
         m.EhProj.Forward(cat, x, n);
-        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, n)];
-        PrepareRope(one, s);
-        Block(m.Block, _mtpAttention[k], c.NLayers + k, x, n, one, k, s, mode, observer: null);
-        cache.Commit(n);
-        int rows = allPositions ? n : 1; // the head is the costly part of a long prompt: only the last row when asked
-        Span<float> normed = s.Xb.AsSpan(0, rows * d);
-        RmsNorm.Forward(x[((n - rows) * d)..], m.HeadNorm, normed, eps);
-        m.Head.Forward(normed, logits, rows);
+        PrepareRope(slices, s);
+        Block(m.Block, _mtpAttention[k], c.NLayers + k, x, n, slices, k, s, mode, observer: null);
+        foreach (SequenceSlice slice in slices) slice.Cache.Commit(slice.Count);
+        Span<float> normed = s.Out.AsSpan(0, n * d);
+        RmsNorm.Forward(x, m.HeadNorm, normed, eps); // every row: cheap beside the head, which reads only the rows asked for
+        Head(m.Head, normed, slices, s, logits);
     }
 
     /// <summary>cos/sin of every row's position, and the positions themselves.</summary>

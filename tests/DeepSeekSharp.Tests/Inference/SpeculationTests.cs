@@ -163,6 +163,42 @@ public class SpeculationTests
         Assert.Equal(0, usage.DraftTokens);
     }
 
+    /// <summary>The batch scheduler: speculative and plain requests side by side, prompts prefilled in small chunks
+    /// beside running decodes, each sequence's greedy text the same as plain decoding alone; sampled with a seed, the
+    /// same text as the single-sequence generator with speculation.</summary>
+    [Theory]
+    [InlineData("r1-tiny")]
+    [InlineData("random:v3-tiny")]
+    public async Task BatchScheduler_Speculating_GivesThePlainGreedyText(string name)
+    {
+        using Generator single = Load(name, context: 256);
+        int eos = single.Model.Config.EosTokenId ?? 1;
+        string[] questions = ["What is 452 + 379?", "Compute 610 - 47.", "What is 23 * 19?", "Mia has 37 stickers and gives away 19. How many are left?", "What is 7 + 8?"];
+        JsonElement User(string q) => JsonSerializer.SerializeToElement(new[] { new { role = "user", content = q } });
+        async Task<(string, GenerationUsage)> Collect(IAsyncEnumerable<GenerationUpdate> stream)
+        {
+            var sb = new System.Text.StringBuilder();
+            GenerationUsage? usage = null;
+            await foreach (GenerationUpdate u in stream) { sb.Append(u.Text); usage ??= u.Usage; }
+            return (sb.ToString(), usage!);
+        }
+        var plain = new List<string>();
+        foreach (string q in questions) plain.Add((await Collect(single.ChatAsync(User(q), Greedy(80, Speculation.Off, eos)))).Item1);
+
+        using var engine = new BatchScheduler(single.Model, single.Tokenizer, new BatchOptions { MaxBatch = 4, ContextLength = 256, PrefillChunk = 5 });
+        Assert.True(engine.CanSpeculate);
+        var results = await Task.WhenAll(questions.Select((q, i) => Task.Run(() =>
+            Collect(engine.ChatAsync(User(q), Greedy(80, i % 3 == 1 ? Speculation.Off : Speculation.Mtp, eos))))));
+        Assert.Equal(plain, results.Select(r => r.Item1));
+        Assert.Equal(0, results[1].Item2.DraftTokens);
+        Assert.True(results[0].Item2.DraftTokens > 0);
+        if (name == "r1-tiny") Assert.True(results[0].Item2.DraftAcceptance > 0.8, $"{results[0].Item2.DraftAcceptance:P0}");
+
+        var sampled = new GenerationOptions { MaxTokens = 40, Speculation = Speculation.Mtp, Sampling = new SamplingOptions { Temperature = 0.8f, Seed = 3 } };
+        single.Reset();
+        Assert.Equal((await Collect(single.ChatAsync(User(questions[0]), sampled))).Item1, (await Collect(engine.ChatAsync(User(questions[0]), sampled))).Item1);
+    }
+
     /// <summary>Sampled three-token continuations of one prompt on a 256-token model with top-k 3 (27 possible
     /// sequences): their frequencies with speculation — the module's drafts, and a fixed draft that is often right —
     /// match the model's exact probabilities computed step by step (chi-square, 26 degrees of freedom, p = 0.001).</summary>
