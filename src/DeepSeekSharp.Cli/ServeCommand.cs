@@ -23,9 +23,14 @@ internal static class ServeCommand
         var apiKey = new Option<string?>("--api-key") { Description = $"the key itself (visible to other users in 'ps'; prefer --api-key-file or {ApiKeyVariable})" };
         var cors = new Option<string[]>("--cors") { Description = "a browser origin allowed to call the API (repeatable; * for any); others get 403", AllowMultipleArgumentsPerToken = false };
         var shutdownTimeout = new Option<double>("--shutdown-timeout") { Description = "seconds running requests may go on after SIGTERM/SIGINT", DefaultValueFactory = _ => 10 };
+        var speculative = new Option<string>("--speculative")
+        {
+            Description = "default for requests without a 'speculative' field: mtp (the MTP module drafts, one pass verifies; same output) or off",
+            DefaultValueFactory = _ => "off",
+        };
         var loading = new ModelLoading();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API")
-            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout };
+            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout, speculative };
         loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
@@ -37,6 +42,7 @@ internal static class ServeCommand
             {
                 Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKey = key,
                 CorsOrigins = r.GetValue(cors) ?? [], ShutdownTimeout = TimeSpan.FromSeconds(timeout),
+                Speculation = GenerationCliOptions.ParseSpeculation(r.GetValue(speculative)),
             };
             options.Validate();
             using ShutdownSignals signals = ShutdownSignals.Listen();
@@ -44,11 +50,14 @@ internal static class ServeCommand
             Tokenizer tokenizer = Tokenizer.Load(path);
             using var engine = new BatchScheduler(loading.Load(r, path, Console.Error), tokenizer,
                 new BatchOptions { MaxBatch = r.GetValue(maxBatch), ContextLength = r.GetValue(context) });
+            if (options.Speculation == Speculation.Mtp && !engine.CanSpeculate)
+                Console.Error.WriteLine($"note: the model has no MTP module (num_nextn_predict_layers = {engine.Model.Config.NMtpLayers}); serving without speculation");
             await using var server = new DeepSeekServer(engine, options);
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct, signals.Token);
             await server.StartAsync(stop.Token);
             stdout.WriteLine($"serving '{server.ModelId}' at {server.Address} (max batch {engine.MaxBatch}, context {engine.ContextLength}, " +
-                             $"{engine.CacheBytes / (1 << 20)} MiB latent cache); " +
+                             $"{engine.CacheBytes / (1 << 20)} MiB latent cache" +
+                             (options.Speculation == Speculation.Mtp && engine.CanSpeculate ? ", MTP speculation" : "") + "); " +
                              (server.RequiresApiKey ? "an API key is required" : "no API key: anyone who can reach this address can use it") +
                              (options.CorsOrigins.Count > 0 ? $"; browsers allowed from {string.Join(", ", options.CorsOrigins)}" : "") +
                              "; Ctrl+C or SIGTERM stops");

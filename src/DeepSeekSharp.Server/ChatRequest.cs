@@ -20,13 +20,14 @@ internal sealed record ChatRequest
     [
         "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
         "repetition_penalty", "seed", "logit_bias", "stop", "stream", "stream_options", "n", "user", "logprobs",
-        "response_format", "tools",
+        "response_format", "tools", "speculative",
     ];
     private static readonly HashSet<string> ChatOnly = ["messages", "max_completion_tokens"];
     private static readonly HashSet<string> CompletionsOnly = ["prompt"];
 
     /// <summary>Parses and checks a body; every problem is an <see cref="ApiError"/> naming the parameter.</summary>
-    public static ChatRequest Parse(JsonElement body, bool chat, string servedModel, int vocabSize)
+    /// <param name="speculation">the server's default for requests without a <c>speculative</c> field</param>
+    public static ChatRequest Parse(JsonElement body, bool chat, string servedModel, int vocabSize, Speculation speculation = Speculation.Off)
     {
         if (body.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("the request body must be a JSON object");
         CheckText(body, "");
@@ -66,7 +67,11 @@ internal sealed record ChatRequest
             Seed = Get(body, "seed") is { } seed ? (seed.ValueKind == JsonValueKind.Number && seed.TryGetInt64(out long s) ? unchecked((ulong)s) : throw ApiError.BadRequest("'seed' must be an integer", "seed")) : null,
             LogitBias = LogitBias(Get(body, "logit_bias")),
         };
-        var options = new GenerationOptions { Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")) };
+        if (Get(body, "speculative") is { } spec)
+            speculation = spec.ValueKind == JsonValueKind.String && spec.GetString() is "mtp" or "off"
+                ? spec.GetString() == "mtp" ? Speculation.Mtp : Speculation.Off
+                : throw ApiError.BadRequest("'speculative' must be \"mtp\" or \"off\"", "speculative");
+        var options = new GenerationOptions { Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")), Speculation = speculation };
         try { options.Validate(vocabSize); }
         catch (ArgumentException e) { throw ApiError.BadRequest(FirstLine(e.Message), e.ParamName); }
 

@@ -26,6 +26,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
     private readonly byte[]? _apiKeyHash;   // SHA-256 of the key: compared in constant time, whatever the lengths
     private readonly string[] _corsOrigins;
     private readonly TimeSpan _shutdownTimeout;
+    private readonly Inference.Speculation _speculation;
     private readonly ILogger _log;
 
     public DeepSeekServer(BatchScheduler engine, ServerOptions options)
@@ -36,6 +37,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
         _apiKeyHash = options.ApiKey is { } key ? SHA256.HashData(Encoding.UTF8.GetBytes(key)) : null;
         _corsOrigins = options.CorsOrigins.Select(o => o.TrimEnd('/')).ToArray();
         _shutdownTimeout = options.ShutdownTimeout;
+        _speculation = options.Speculation;
         _metrics = new ServerMetrics(engine);
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
@@ -182,7 +184,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
             }
             catch (JsonException e) { throw ApiError.BadRequest($"the request body is not valid JSON: {e.Message}"); }
             catch (DecoderFallbackException) { throw ApiError.BadRequest("the request body is not valid UTF-8"); }
-            ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize);
+            ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize, _speculation);
             PromptTokens prompt;
             // Tokenising stops as soon as the prompt cannot fit, so an oversized prompt costs little time and no memory.
             try { prompt = chat ? _engine.ChatPrompt(req.Messages, _engine.ContextLength - 1) : _engine.RawPrompt(req.Prompt!, _engine.ContextLength - 1); }
@@ -288,6 +290,8 @@ public sealed class DeepSeekServer : IAsyncDisposable
     {
         _metrics.CompletionTokens.Inc(reply.Usage!.CompletionTokens);
         _metrics.PromptTokens.Inc(reply.Usage.PromptTokens);
+        _metrics.DraftTokens.Inc(reply.Usage.DraftTokens);
+        _metrics.AcceptedDraftTokens.Inc(reply.Usage.AcceptedDraftTokens);
     }
 
     /// <summary>Server-sent events: the role, reasoning_content pieces, content pieces, the finish chunk, an optional

@@ -10,6 +10,8 @@ internal sealed class ServerMetrics
     public readonly Counter Requests;
     public readonly Counter CompletionTokens;
     public readonly Counter PromptTokens;
+    public readonly Counter DraftTokens;
+    public readonly Counter AcceptedDraftTokens;
 
     public ServerMetrics(BatchScheduler engine)
     {
@@ -17,6 +19,8 @@ internal sealed class ServerMetrics
         Requests = f.CreateCounter("dss_requests_total", "HTTP requests by endpoint and status code", "endpoint", "status");
         CompletionTokens = f.CreateCounter("dss_completion_tokens_total", "Tokens generated");
         PromptTokens = f.CreateCounter("dss_prompt_tokens_total", "Prompt tokens processed");
+        DraftTokens = f.CreateCounter("dss_draft_tokens_total", "Tokens drafted by MTP speculation");
+        AcceptedDraftTokens = f.CreateCounter("dss_draft_accepted_tokens_total", "Drafted tokens the model accepted");
         Gauge queue = f.CreateGauge("dss_queue_depth", "Requests waiting for a sequence slot");
         Gauge active = f.CreateGauge("dss_active_sequences", "Sequences in the running batch");
         Gauge speed = f.CreateGauge("dss_decode_tokens_per_second", "Tokens per second of the last decode step, all sequences together");

@@ -16,6 +16,8 @@ public sealed record ServerOptions
     public IReadOnlyList<string> CorsOrigins { get; init; } = [];
     /// <summary>On shutdown, how long running sequences may go on before they are ended with a stated reason.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Speculative decoding for requests that do not choose (their <c>speculative</c> field: "mtp" or "off").</summary>
+    public Inference.Speculation Speculation { get; init; }
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad option.</summary>
     public void Validate()

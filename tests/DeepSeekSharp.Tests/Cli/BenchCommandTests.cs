@@ -35,6 +35,42 @@ public class BenchCommandTests
     }
 
     [Fact]
+    public void Bench_Speculative_ReportsAcceptanceAndExpertReads()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
+            "--speculative", "mtp", "--draft-acceptance", "1", "--json");
+        Assert.True(code == 0, stderr);
+        JsonElement spec = JsonDocument.Parse(stdout).RootElement.GetProperty("speculative");
+        Assert.Equal(1.0, spec.GetProperty("acceptance").GetDouble()); // every draft is the greedy token: all accepted
+        Assert.Equal(2.0, spec.GetProperty("tokens_per_pass").GetDouble(), 1e-9);
+        Assert.True(spec.GetProperty("decode_tok_s").GetDouble() > 0);
+        double one = spec.GetProperty("plain_experts_per_layer").GetDouble(), two = spec.GetProperty("verify_experts_per_layer").GetDouble();
+        int k = JsonDocument.Parse(File.ReadAllText(Path.Combine(g.Directory, "config.json"))).RootElement.GetProperty("num_experts_per_tok").GetInt32();
+        Assert.Equal(k, one); // one token reads exactly its k experts
+        Assert.InRange(two, k, 2 * k); // two tokens share some or none
+
+        var (zero, zeroOut, zeroErr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
+            "--speculative", "mtp", "--draft-acceptance", "0", "--json");
+        Assert.True(zero == 0, zeroErr);
+        JsonElement none = JsonDocument.Parse(zeroOut).RootElement.GetProperty("speculative");
+        Assert.Equal(0.0, none.GetProperty("acceptance").GetDouble());
+        Assert.Equal(1.0, none.GetProperty("tokens_per_pass").GetDouble(), 1e-9);
+    }
+
+    [Theory]
+    [InlineData("v2-lite-tiny", new[] { "--speculative", "mtp" }, "no MTP module")]
+    [InlineData("v3-tiny", new[] { "--speculative", "eagle" }, "--speculative 'eagle'")]
+    [InlineData("v3-tiny", new[] { "--draft-acceptance", "0.5" }, "needs --speculative mtp")]
+    [InlineData("v3-tiny", new[] { "--speculative", "mtp", "--draft-acceptance", "1.5" }, "--draft-acceptance must be in [0, 1]")]
+    public void Bench_BadSpeculationOptions_FailNamingTheProblem(string model, string[] options, string message)
+    {
+        var (code, _, stderr) = CliRunner.Run(["bench", "--model", GoldenCase.DataPath(model), "--gen-tokens", "4", "--repeat", "1", .. options]);
+        Assert.Equal(1, code);
+        Assert.Contains(message, stderr);
+    }
+
+    [Fact]
     public void Bench_EmptyPrompt_DecodesFromAnEmptyCache()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");

@@ -24,6 +24,20 @@ public class GenerationCommandTests
     }
 
     [Fact]
+    public void Generate_SpeculativeMtp_SameGreedyOutput_ReportsDrafts_BadValueFails()
+    {
+        string[] args = ["generate", "--prompt", "What is 452 + 379?", "--temperature", "0"]; // the bundled R1-tiny
+        var plain = CliRunner.Run(args);
+        var (code, stdout, stderr) = CliRunner.Run([.. args, "--speculative", "mtp"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(plain.Stdout, stdout);
+        Assert.Contains("drafts accepted", stderr);
+        var bad = CliRunner.Run([.. args, "--speculative", "eagle"]);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("--speculative 'eagle'", bad.Stderr);
+    }
+
+    [Fact]
     public void Generate_BadOption_FailsNamingIt()
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "x", "--top-p", "1.5", "--context", "64");

@@ -22,6 +22,32 @@ public class HttpProtocolTests(ServerFixture f) : IClassFixture<ServerFixture>
     private static readonly object[] User = [new { role = "user", content = "Hi" }];
 
     [Fact]
+    public async Task SpeculativeField_MtpGivesTheSameGreedyReply_CountsDrafts_AndBadValuesAre400()
+    {
+        object Body(string speculative) => new
+        {
+            model = "v3-tiny-random", messages = new[] { new { role = "user", content = "Name three rivers" } }, max_tokens = 24, temperature = 0,
+            speculative, logit_bias = new Dictionary<string, int> { ["1"] = -100 },
+        };
+        var (offStatus, off) = await Post("/v1/chat/completions", Json(Body("off")));
+        var (mtpStatus, mtp) = await Post("/v1/chat/completions", Json(Body("mtp")));
+        Assert.Equal(HttpStatusCode.OK, offStatus);
+        Assert.Equal(HttpStatusCode.OK, mtpStatus);
+        string Content(JsonElement e) => e.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        Assert.Equal(Content(off), Content(mtp));
+        Assert.Equal(24, mtp.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        using HttpClient http = f.Http();
+        string metrics = await http.GetStringAsync("/metrics");
+        double drafted = double.Parse(metrics.Split('\n').Single(l => l.StartsWith("dss_draft_tokens_total ", StringComparison.Ordinal)).Split(' ')[1],
+            System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(drafted > 0, metrics);
+
+        var (bad, error) = await Post("/v1/chat/completions", Json(new { model = "v3-tiny-random", messages = User, speculative = "eagle" }));
+        Assert.Equal(HttpStatusCode.BadRequest, bad);
+        Assert.Equal("speculative", error.GetProperty("error").GetProperty("param").GetString());
+    }
+
+    [Fact]
     public async Task Streaming_SseFraming_RoleThenContentThenFinishThenUsageThenDone()
     {
         using HttpClient http = f.Http();
