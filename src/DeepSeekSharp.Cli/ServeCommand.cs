@@ -1,5 +1,6 @@
 using System.CommandLine;
 using DeepSeekSharp.Inference;
+using DeepSeekSharp.Model;
 using DeepSeekSharp.Server;
 using DeepSeekSharp.Text;
 
@@ -28,9 +29,14 @@ internal static class ServeCommand
             Description = "default for requests without a 'speculative' field: mtp (the MTP module drafts, one pass verifies; same output) or off",
             DefaultValueFactory = _ => "off",
         };
+        var cacheMemory = new Option<double>("--cache-memory")
+        {
+            Description = "MiB of memory for prompt prefixes shared between requests (0 = off)", DefaultValueFactory = _ => 512,
+        };
+        var cacheDir = new Option<string?>("--cache-dir") { Description = "spill evicted prefix blocks here and find them again after a restart" };
         var loading = new ModelLoading();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API")
-            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout, speculative };
+            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout, speculative, cacheMemory, cacheDir };
         loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
@@ -45,11 +51,16 @@ internal static class ServeCommand
                 Speculation = GenerationCliOptions.ParseSpeculation(r.GetValue(speculative)),
             };
             options.Validate();
+            double cacheMiB = r.GetValue(cacheMemory);
+            if (!(cacheMiB >= 0)) throw new ArgumentException($"--cache-memory must be ≥ 0 MiB, got {cacheMiB}");
+            if (cacheMiB == 0 && r.GetValue(cacheDir) is not null) throw new ArgumentException("--cache-dir needs a prefix cache: --cache-memory must be > 0");
             using ShutdownSignals signals = ShutdownSignals.Listen();
             string path = r.GetValue(model)!;
             Tokenizer tokenizer = Tokenizer.Load(path);
-            using var engine = new BatchScheduler(loading.Load(r, path, Console.Error), tokenizer,
-                new BatchOptions { MaxBatch = r.GetValue(maxBatch), ContextLength = r.GetValue(context) });
+            DeepSeekModel weights = loading.Load(r, path, Console.Error);
+            using PrefixCache? prefixes = PrefixCacheFor(weights, cacheMiB, r.GetValue(cacheDir));
+            using var engine = new BatchScheduler(weights, tokenizer,
+                new BatchOptions { MaxBatch = r.GetValue(maxBatch), ContextLength = r.GetValue(context), PrefixCache = prefixes });
             if (options.Speculation == Speculation.Mtp && !engine.CanSpeculate)
                 Console.Error.WriteLine($"note: the model has no MTP module (num_nextn_predict_layers = {engine.Model.Config.NMtpLayers}); serving without speculation");
             await using var server = new DeepSeekServer(engine, options);
@@ -57,7 +68,8 @@ internal static class ServeCommand
             await server.StartAsync(stop.Token);
             stdout.WriteLine($"serving '{server.ModelId}' at {server.Address} (max batch {engine.MaxBatch}, context {engine.ContextLength}, " +
                              $"{engine.CacheBytes / (1 << 20)} MiB latent cache" +
-                             (options.Speculation == Speculation.Mtp && engine.CanSpeculate ? ", MTP speculation" : "") + "); " +
+                             (options.Speculation == Speculation.Mtp && engine.CanSpeculate ? ", MTP speculation" : "") +
+                             (prefixes is null ? "" : $", prefix cache {cacheMiB:0.#} MiB{(prefixes.Directory is { } d ? " + " + d : "")}") + "); " +
                              (server.RequiresApiKey ? "an API key is required" : "no API key: anyone who can reach this address can use it") +
                              (options.CorsOrigins.Count > 0 ? $"; browsers allowed from {string.Join(", ", options.CorsOrigins)}" : "") +
                              "; Ctrl+C or SIGTERM stops");
@@ -72,6 +84,21 @@ internal static class ServeCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The prefix cache, or null (said on stderr) when it is off or cannot work: serving goes on without it.</summary>
+    private static PrefixCache? PrefixCacheFor(DeepSeekModel model, double mebibytes, string? dir)
+    {
+        if (mebibytes == 0) return null;
+        try
+        {
+            return PrefixCache.For(model, (long)(mebibytes * 1048576), dir, log: m => Console.Error.WriteLine(m));
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            Console.Error.WriteLine($"note: {e.Message.Split('\n')[0].Split(" (Parameter")[0]}; serving without a prefix cache");
+            return null;
+        }
     }
 
     /// <summary>The key from --api-key-file, else DSS_API_KEY, else --api-key; at most one may be given, and a given

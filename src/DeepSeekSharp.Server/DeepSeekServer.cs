@@ -247,6 +247,11 @@ public sealed class DeepSeekServer : IAsyncDisposable
             w.WriteNumber("prompt_tokens", u.PromptTokens);
             w.WriteNumber("completion_tokens", u.CompletionTokens);
             w.WriteNumber("total_tokens", u.PromptTokens + u.CompletionTokens);
+            w.WriteNumber("prompt_cache_hit_tokens", u.CachedPromptTokens);   // DeepSeek's names
+            w.WriteNumber("prompt_cache_miss_tokens", u.PromptTokens - u.CachedPromptTokens);
+            w.WriteStartObject("prompt_tokens_details");                      // OpenAI's
+            w.WriteNumber("cached_tokens", u.CachedPromptTokens);
+            w.WriteEndObject();
             w.WriteStartObject("completion_tokens_details");
             w.WriteNumber("reasoning_tokens", u.ReasoningTokens);
             w.WriteEndObject();

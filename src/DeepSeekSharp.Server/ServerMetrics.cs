@@ -25,12 +25,26 @@ internal sealed class ServerMetrics
         Gauge active = f.CreateGauge("dss_active_sequences", "Sequences in the running batch");
         Gauge speed = f.CreateGauge("dss_decode_tokens_per_second", "Tokens per second of the last decode step, all sequences together");
         Gauge cache = f.CreateGauge("dss_kv_cache_bytes", "Latent KV cache allocated for all sequence slots");
+        PrefixCache? prefixes = engine.PrefixCache;
+        Gauge hitRate = f.CreateGauge("dss_prefix_cache_hit_rate", "Share of prompt tokens restored from the prefix cache since the start");
+        Gauge hitTokens = f.CreateGauge("dss_prefix_cache_hit_tokens", "Prompt tokens restored from the prefix cache since the start");
+        Gauge prefixBytes = f.CreateGauge("dss_prefix_cache_bytes", "Prefix-cache blocks held, by place", "where");
+        Gauge evictions = f.CreateGauge("dss_prefix_cache_evictions", "Blocks evicted from memory since the start");
+        Gauge diskErrors = f.CreateGauge("dss_prefix_cache_disk_errors", "Block files ignored or writes failed since the start");
         Registry.AddBeforeCollectCallback(() =>
         {
             queue.Set(engine.QueueDepth);
             active.Set(engine.ActiveSequences);
             speed.Set(engine.DecodeTokensPerSecond);
             cache.Set(engine.CacheBytes);
+            if (prefixes is null) return;
+            PrefixCacheStats p = prefixes.Stats;
+            hitRate.Set(p.HitRate);
+            hitTokens.Set(p.HitTokens);
+            prefixBytes.WithLabels("memory").Set(p.MemoryBytes);
+            prefixBytes.WithLabels("disk").Set(p.DiskBytes);
+            evictions.Set(p.Evictions);
+            diskErrors.Set(p.DiskErrors);
         });
     }
 }

@@ -20,6 +20,8 @@ public sealed record BatchOptions
     /// <summary>Most prompt tokens prefilled per step (over all new requests), so running streams never stall for
     /// long behind a long prompt.</summary>
     public int PrefillChunk { get; init; } = 256;
+    /// <summary>Prompt prefixes computed before, shared by every sequence (null: none).</summary>
+    public PrefixCache? PrefixCache { get; init; }
 }
 
 /// <summary>The request queue is full, or the engine is draining for shutdown: retry later (elsewhere).</summary>
@@ -106,6 +108,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     public ChatTemplate? Template { get; }
     public int ContextLength { get; }
     public int MaxBatch => _options.MaxBatch;
+    public PrefixCache? PrefixCache => _options.PrefixCache;
     /// <summary>Whether requests asking for <see cref="Speculation.Mtp"/> get it (the model has an MTP module).</summary>
     public bool CanSpeculate => Model.MtpLayers > 0;
     /// <summary>Bytes of latent cache allocated for all slots.</summary>
@@ -222,6 +225,8 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
                     Slot slot = stepSlots[i];
                     SequenceSlice slice = slices[i];
                     slot.Prefilled += slot.RowsThisStep;
+                    if (slot.RowsThisStep > 0 && slot.Decoding) // the prompt is in: share its blocks
+                        _options.PrefixCache?.Store(slot.Request!.Prompt, slot.Prefilled, slot.Cache, null);
                     bool wasVerifying = slot.Verifying;
                     if (slot.Decoding)
                         decoded += wasVerifying
@@ -230,7 +235,14 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
                     // The rows whose next token is now known go through the MTP module; a decoding slot's last one drafts.
                     if (slot.Request is not null && slot.Speculating) _mtp.Add(slot, slice, _state.Hidden, slot.RowsThisStep > 0, wasVerifying);
                 }
-                if (_mtp.Rows > 0) _mtp.Run(Model, _state);
+                if (_mtp.Rows > 0)
+                {
+                    _mtp.Run(Model, _state);
+                    if (_options.PrefixCache is { } shared) // blocks of prompts finished this step get their MTP rows
+                        foreach (Slot slot in stepSlots)
+                            if (slot.Request is not null && slot.Speculating && slot.RowsThisStep > 0 && slot.Decoding)
+                                shared.Store(slot.Request.Prompt, slot.Prefilled, slot.Cache, slot.MtpCache);
+                }
                 if (decoded > 0) Volatile.Write(ref _decodeTokensPerSecond, decoded / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -264,6 +276,16 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
             slot.Verifying = false;
             slot.Prefilled = 0;
             slot.Reply = new ReplyStream(Tokenizer, Model.Config.EosTokenId, Model.Config.VocabSize, r.Prompt, r.StartsInReasoning, r.Options, ContextLength, r.Clock);
+            if (_options.PrefixCache is { } shared)
+            {
+                // The last prompt token is always run (its logits start the reply). A speculating sequence restores the
+                // MTP rows too, one position behind, and reruns the last restored position for the hidden state the
+                // module needs next.
+                int restored = shared.Restore(r.Prompt, r.Prompt.Length - 1, slot.Cache, slot.Speculating ? slot.MtpCache : null);
+                if (slot.Speculating && restored > 0) slot.Cache.Truncate(--restored);
+                slot.Prefilled = restored;
+                slot.Reply.CachedPromptTokens = restored;
+            }
         }
     }
 

@@ -50,7 +50,8 @@ public sealed record GenerationUsage(
     TimeSpan TimeToFirstToken,
     TimeSpan Total,
     int DraftTokens = 0,
-    int AcceptedDraftTokens = 0)
+    int AcceptedDraftTokens = 0,
+    int CachedPromptTokens = 0)
 {
     /// <summary>The share of drafted tokens the model accepted (0 without speculation).</summary>
     public double DraftAcceptance => DraftTokens == 0 ? 0 : (double)AcceptedDraftTokens / DraftTokens;
@@ -60,7 +61,7 @@ public sealed record GenerationUsage(
         CompletionTokens > 1 && Total > TimeToFirstToken ? (CompletionTokens - 1) / (Total - TimeToFirstToken).TotalSeconds : 0;
 
     public override string ToString() =>
-        $"prompt {PromptTokens} tokens, completion {CompletionTokens} ({ReasoningTokens} reasoning), finish {FinishReason.ToString().ToLowerInvariant()}, " +
+        $"prompt {PromptTokens} tokens{(CachedPromptTokens > 0 ? $" ({CachedPromptTokens} cached)" : "")}, completion {CompletionTokens} ({ReasoningTokens} reasoning), finish {FinishReason.ToString().ToLowerInvariant()}, " +
         $"first token {TimeToFirstToken.TotalMilliseconds:F0} ms, decode {DecodeTokensPerSecond:F1} tokens/s" +
         (DraftTokens > 0 ? $", drafts accepted {AcceptedDraftTokens}/{DraftTokens} ({DraftAcceptance:P0})" : "");
 }

@@ -45,6 +45,10 @@ public sealed class Generator : IGenerationEngine, IDisposable
     /// is verified, e.g. by a known continuation, to measure speculation at a chosen acceptance rate.</summary>
     public Func<int, int, int>? DraftOverride { get; set; }
 
+    /// <summary>Prompt prefixes shared with other generators or kept across runs (null: only this generator's own
+    /// last sequence is reused).</summary>
+    public PrefixCache? PrefixCache { get; set; }
+
     /// <summary>For tests: sees every generated token id in order.</summary>
     internal Action<int>? TokenObserver { get; set; }
 
@@ -69,7 +73,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
             await Task.Yield(); // the caller gets control back; the loop below runs on the thread pool
             var reply = new ReplyStream(Tokenizer, Model.Config.EosTokenId, Model.Config.VocabSize, promptIds, startsInReasoning, options, ContextLength);
             Speculator? speculator = options.Speculation == Speculation.Mtp ? _speculator : null;
-            Prefill(promptIds, speculator, cancellationToken);
+            reply.CachedPromptTokens = Prefill(promptIds, speculator, cancellationToken);
             var pending = new List<GenerationUpdate>();
             int next = reply.Sampler.Sample(_logits);
             Emit(reply, next, pending);
@@ -95,6 +99,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
         finally
         {
             _session.Cache.Truncate(Math.Min(_session.Position, _cached.Count)); // a draft the reply ended before
+            PrefixCache?.Store(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_cached), _cached.Count, _session.Cache, _session.MtpCache);
             Volatile.Write(ref _busy, 0);
         }
     }
@@ -127,15 +132,23 @@ public sealed class Generator : IGenerationEngine, IDisposable
         return after;
     }
 
-    /// <summary>Runs the prompt through the model, reusing the cached prefix it shares with the last sequence; with a
-    /// speculator, also through the MTP module so its cache covers the prompt.</summary>
-    private void Prefill(int[] promptIds, Speculator? speculator, CancellationToken cancellationToken)
+    /// <summary>Runs the prompt through the model, reusing the cached prefix it shares with the last sequence or, when
+    /// longer, one from the <see cref="PrefixCache"/>; with a speculator, also through the MTP module so its cache
+    /// covers the prompt. Returns the prompt positions not recomputed.</summary>
+    private int Prefill(int[] promptIds, Speculator? speculator, CancellationToken cancellationToken)
     {
         int common = 0;
         while (common < _cached.Count && common < promptIds.Length - 1 && _cached[common] == promptIds[common]) common++;
+        if (PrefixCache is { } shared && shared.Probe(promptIds, promptIds.Length - 1, needMtp: speculator is not null) is var hit && hit > common)
+        {
+            Reset();
+            common = shared.Restore(promptIds, hit, _session.Cache, speculator is not null ? _session.MtpCache : null);
+            _cached.AddRange(promptIds.AsSpan(0, common));
+        }
         if (_speculator is not null) common = _speculator.KeepPrefix(common, catchUp: speculator is not null);
         _session.Cache.Truncate(common);
         _cached.RemoveRange(common, _cached.Count - common);
+        int reused = common;
         const int chunk = 512; // bounds scratch memory; also where cancellation is checked
         for (int start = common; start < promptIds.Length; start += chunk)
         {
@@ -145,6 +158,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
             _cached.AddRange(part);
             speculator?.Prefilled(part);
         }
+        return reused;
     }
 
     private void Step(int token)

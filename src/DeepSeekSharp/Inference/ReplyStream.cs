@@ -53,6 +53,8 @@ internal sealed class ReplyStream
     /// <summary>Tokens drafted by speculation and how many of them the model accepted (for the usage).</summary>
     public int DraftTokens { get; set; }
     public int AcceptedDraftTokens { get; set; }
+    /// <summary>Prompt tokens whose latents came from a cache instead of the prefill.</summary>
+    public int CachedPromptTokens { get; set; }
 
     /// <summary>Takes a sampled token: appends the text it completes to <paramref name="output"/> and decides whether
     /// the reply is over. When it is not, the caller feeds <paramref name="token"/> to the model next.</summary>
@@ -85,7 +87,7 @@ internal sealed class ReplyStream
         Route(_reasoning.Flush(), output);
         output.Add(new GenerationUpdate(_inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
             new GenerationUsage(_promptTokens, Generated, _reasoningTokens, FinishReason, _firstToken, _clock.Elapsed,
-                DraftTokens, AcceptedDraftTokens)));
+                DraftTokens, AcceptedDraftTokens, CachedPromptTokens)));
     }
 
     private void Route(List<(ReplyPart Part, string Text)> pieces, List<GenerationUpdate> output)

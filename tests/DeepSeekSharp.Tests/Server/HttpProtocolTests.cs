@@ -22,6 +22,32 @@ public class HttpProtocolTests(ServerFixture f) : IClassFixture<ServerFixture>
     private static readonly object[] User = [new { role = "user", content = "Hi" }];
 
     [Fact]
+    public async Task ARepeatedLongPrefix_IsServedFromTheCache_WithTheSameReply_AndUsageSaysSo()
+    {
+        string system = string.Join(" ", Enumerable.Range(0, 150).Select(i => $"rule{i}"));
+        object Body(string question) => new
+        {
+            model = "v3-tiny-random", max_tokens = 12, temperature = 0,
+            messages = new object[] { new { role = "system", content = system }, new { role = "user", content = question } },
+        };
+        var (s1, first) = await Post("/v1/chat/completions", Json(Body("What now?")));
+        var (s2, second) = await Post("/v1/chat/completions", Json(Body("What now?")));
+        Assert.Equal(HttpStatusCode.OK, s1);
+        Assert.Equal(HttpStatusCode.OK, s2);
+        Assert.Equal(first.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(),
+                     second.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+        JsonElement usage = second.GetProperty("usage");
+        int prompt = usage.GetProperty("prompt_tokens").GetInt32(), hit = usage.GetProperty("prompt_cache_hit_tokens").GetInt32();
+        Assert.True(hit >= 128 && hit < prompt, $"{hit} of {prompt} prompt tokens from the cache");
+        Assert.Equal(prompt - hit, usage.GetProperty("prompt_cache_miss_tokens").GetInt32());
+        Assert.Equal(hit, usage.GetProperty("prompt_tokens_details").GetProperty("cached_tokens").GetInt32());
+        using HttpClient http = f.Http();
+        string metrics = await http.GetStringAsync("/metrics");
+        Assert.Contains("dss_prefix_cache_hit_tokens", metrics);
+        Assert.Contains("dss_prefix_cache_bytes{where=\"memory\"}", metrics);
+    }
+
+    [Fact]
     public async Task SpeculativeField_MtpGivesTheSameGreedyReply_CountsDrafts_AndBadValuesAre400()
     {
         object Body(string speculative) => new

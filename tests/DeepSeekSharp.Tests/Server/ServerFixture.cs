@@ -17,8 +17,9 @@ public sealed class ServerFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(RandomModel.V3Tiny),
-            new BatchOptions { MaxBatch = 8, ContextLength = 512, PrefillChunk = 64 });
+        var model = DeepSeekModel.Load(RandomModel.V3Tiny);
+        Engine = new BatchScheduler(model, Tokenizer.Load(RandomModel.V3Tiny),
+            new BatchOptions { MaxBatch = 8, ContextLength = 512, PrefillChunk = 64, PrefixCache = PrefixCache.For(model, 64 << 20) });
         Server = new DeepSeekServer(Engine, new ServerOptions { Port = 0, ApiKey = ApiKey, ModelId = "v3-tiny-random" });
         await Server.StartAsync();
     }
