@@ -31,8 +31,12 @@ internal static class BenchCommand
             Description = "with --speculative: draft the model's own next greedy token with this probability instead of the MTP module's draft " +
                 "(the mechanics at a chosen acceptance on untrained weights, or on a model without MTP; the module's cost is then not counted)",
         };
+        var prefixTokens = new Option<int>("--prefix-tokens")
+        {
+            Description = "also time the first token of a prompt of this many shared tokens + 16 new ones, cold and with the prefix cached",
+        };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, json, memory };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, json, memory };
         cmd.SetAction(r =>
         {
             if (r.GetValue(memory))
@@ -48,6 +52,8 @@ internal static class BenchCommand
             if (prompt < 0) throw new ArgumentException($"--prompt-tokens must be 0 or more (got {prompt})");
             if (gen < 1) throw new ArgumentException($"--gen-tokens must be 1 or more (got {gen})");
             if (runs < 1) throw new ArgumentException($"--repeat must be 1 or more (got {runs})");
+            int prefix = r.GetValue(prefixTokens);
+            if (prefix < 0) throw new ArgumentException($"--prefix-tokens must be 0 or more (got {prefix})");
             bool speculate = r.GetValue(speculative) switch
             {
                 null => false,
@@ -65,6 +71,7 @@ internal static class BenchCommand
                 throw new ArgumentException($"{path} has no MTP module (num_nextn_predict_layers = 0): speculation drafts nothing; measure the mechanics with --draft-acceptance P");
             double loadSeconds = clock.Elapsed.TotalSeconds;
             Result res = Run(m, prompt, gen, runs, speculate, acceptance);
+            (double Cold, double Warm, int Cached)? ttft = prefix > 0 ? FirstTokenTimes(m, prefix, runs) : null;
             long rss = PeakRss();
             long active = ActiveBytesPerToken(m);
             double gbs = active * res.DecodeTokS / 1e9;
@@ -80,6 +87,7 @@ internal static class BenchCommand
                         tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, plain_experts_per_layer = sp.PlainExperts,
                         verify_experts_per_layer = sp.VerifyExperts,
                     } : null,
+                    prefix_cache = ttft is { } tt ? new { prefix_tokens = prefix, cached_tokens = tt.Cached, cold_ttft_ms = tt.Cold * 1e3, warm_ttft_ms = tt.Warm * 1e3 } : null,
                 }));
             else
             {
@@ -94,6 +102,9 @@ internal static class BenchCommand
                     if (sp.PlainExperts > 0)
                         stdout.WriteLine($"routed experts read per MoE layer and pass: {sp.PlainExperts:F2} decoding one token, {sp.VerifyExperts:F2} verifying two");
                 }
+                if (ttft is { } tt)
+                    stdout.WriteLine($"first token after a {prefix}-token shared prefix + 16 tokens: cold {tt.Cold * 1e3:F1} ms, " +
+                        $"warm {tt.Warm * 1e3:F1} ms ({tt.Cached} positions from the prefix cache) = {tt.Cold / tt.Warm:F1}x faster (median of {runs})");
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
@@ -143,6 +154,45 @@ internal static class BenchCommand
         var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, draftAcceptance);
         return new Result(Median(prefill), Median(decode),
             new SpecResult(Median(specDecode), accepted / drafts, produced / passes, plainExperts, verifyExperts));
+    }
+
+    /// <summary>Time to the first token of a prompt that shares <paramref name="prefix"/> tokens with an earlier one:
+    /// cold (the whole prompt prefilled) and warm (the shared blocks restored from a <see cref="Inference.PrefixCache"/>),
+    /// medians over runs; the warm logits must equal the cold ones bit for bit.</summary>
+    private static (double Cold, double Warm, int Cached) FirstTokenTimes(DeepSeekModel m, int prefix, int repeat)
+    {
+        var rng = new Rng(11);
+        ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize);
+        int[] prompt = Enumerable.Range(0, prefix + 16).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        int capacity = Math.Min(m.Config.MaxPositionEmbeddings, prompt.Length);
+        if (prompt.Length > capacity) throw new ArgumentException($"--prefix-tokens {prefix} + 16 exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
+        using var cache = Inference.PrefixCache.For(m, (long)(prefix / Inference.PrefixCache.DefaultBlockSize + 1) * Inference.PrefixCache.DefaultBlockSize
+            * (m.Config.NLayers + m.MtpLayers) * m.Config.LatentCacheWidth * sizeof(float));
+        using InferenceSession s = m.CreateSession(capacity);
+        var cold = new float[m.Config.VocabSize];
+        var warm = new float[m.Config.VocabSize];
+        var coldTimes = new List<double>();
+        var warmTimes = new List<double>();
+        int cached = 0;
+        for (int run = 0; run < repeat; run++)
+        {
+            s.Reset();
+            var sw = Stopwatch.StartNew();
+            for (int start = 0; start < prompt.Length; start += 512)
+                s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), cold, allPositions: false);
+            ArgMax(cold);
+            coldTimes.Add(sw.Elapsed.TotalSeconds);
+            cache.Store(prompt.AsSpan(0, prefix), prefix, s.Cache, null);
+            s.Reset();
+            sw.Restart();
+            cached = cache.Restore(prompt, prompt.Length - 1, s.Cache, null);
+            for (int start = cached; start < prompt.Length; start += 512)
+                s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), warm, allPositions: false);
+            ArgMax(warm);
+            warmTimes.Add(sw.Elapsed.TotalSeconds);
+            if (!cold.AsSpan().SequenceEqual(warm)) throw new InvalidOperationException("the warm prompt's logits differ from the cold one's");
+        }
+        return (Median(coldTimes), Median(warmTimes), cached);
     }
 
     private readonly record struct SpecRun(int Tokens, double Seconds, int Drafts, int Accepted, int Passes);

@@ -58,6 +58,19 @@ public class BenchCommandTests
         Assert.Equal(1.0, none.GetProperty("tokens_per_pass").GetDouble(), 1e-9);
     }
 
+    [Fact]
+    public void Bench_PrefixTokens_TimesTheFirstTokenColdAndWarm()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "4", "--gen-tokens", "2", "--repeat", "1",
+            "--prefix-tokens", "100", "--json");
+        Assert.True(code == 0, stderr);
+        JsonElement p = JsonDocument.Parse(stdout).RootElement.GetProperty("prefix_cache");
+        Assert.Equal(100, p.GetProperty("prefix_tokens").GetInt32());
+        Assert.Equal(64, p.GetProperty("cached_tokens").GetInt32()); // whole blocks of 64 only
+        Assert.True(p.GetProperty("cold_ttft_ms").GetDouble() > 0 && p.GetProperty("warm_ttft_ms").GetDouble() > 0);
+    }
+
     [Theory]
     [InlineData("v2-lite-tiny", new[] { "--speculative", "mtp" }, "no MTP module")]
     [InlineData("v3-tiny", new[] { "--speculative", "eagle" }, "--speculative 'eagle'")]
