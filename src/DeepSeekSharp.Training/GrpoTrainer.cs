@@ -14,7 +14,7 @@ namespace DeepSeekSharp.Training;
 /// <summary>The settings of R1's reinforcement-learning stage (<see cref="GrpoTrainer"/>).</summary>
 public sealed record GrpoConfig
 {
-    public int Steps { get; init; } = 60;
+    public int Steps { get; init; } = 120;
     /// <summary>Problems per step; each gets <see cref="GroupSize"/> sampled completions.</summary>
     public int PromptsPerStep { get; init; } = 16;
     /// <summary>The share of each step's problems with <see cref="Arithmetic.MaxTrainDigits"/> + 1 digits (training

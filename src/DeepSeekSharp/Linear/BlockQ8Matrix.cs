@@ -46,7 +46,8 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             for (int o = r0; o < r1; o++) y[o - rowStart] = BlockDots<T>.V256(ref *RowPointer(o), blocks, q, d, sums);
             return;
         }
-        int grouped = Avx2.IsSupported ? n / 4 * 4 : 0;
+        // Then two at a time (a decode step with a speculative draft), then one.
+        int grouped = Avx2.IsSupported ? n / 4 * 4 : 0, paired = Avx2.IsSupported ? grouped + (n - grouped) / 2 * 2 : 0;
         Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
@@ -57,7 +58,14 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
                     a.BlockSum.AsSpan(t * blocks, 4 * blocks), four);
                 for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
             }
-            for (int t = grouped; t < n; t++)
+            for (int t = grouped; t < paired; t += 2)
+            {
+                BlockDots<T>.V256x2(ref MemoryMarshal.GetReference(row), blocks, a.Q.AsSpan(t * Cols, 2 * Cols), Cols, a.D.AsSpan(t * blocks, 2 * blocks), blocks,
+                    a.BlockSum.AsSpan(t * blocks, 2 * blocks), four);
+                y[(long)t * rowCount + o - rowStart] = four[0];
+                y[(long)(t + 1) * rowCount + o - rowStart] = four[1];
+            }
+            for (int t = paired; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = BlockDots<T>.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks), a.BlockSum.AsSpan(t * blocks, blocks));
         }
     }

@@ -126,6 +126,62 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
     }
 
+    /// <summary>Two tokens against one weight row (a decode step with a speculative draft): weight loads and |w| are
+    /// shared; each token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void V256x2(ref byte wb, int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> xsum, Span<float> result)
+    {
+        if (T.Offset != 0 && xsum.Length < dStride + n) ThrowHelper.TooShort(nameof(xsum), dStride + n, xsum.Length);
+        ref short u0 = ref MemoryMarshal.GetReference(xsum);
+        ref short u1 = ref Unsafe.Add(ref u0, dStride);
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride);
+        ref float s0 = ref MemoryMarshal.GetReference(xd);
+        ref float s1 = ref Unsafe.Add(ref s0, dStride);
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0;
+        int b = 0;
+        for (; b + 8 <= n; b += 8)
+        {
+            Vector256<float> ws = Scales8(ref wb, b);
+            Pair(ref wb, ref x0, ref x1, b, out Vector256<int> q0, out Vector256<int> q1);
+            Pair(ref wb, ref x0, ref x1, b + 4, out Vector256<int> r0, out Vector256<int> r1);
+            Vector256<int> i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
+            Vector256<int> i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
+            if (T.Offset != 0)
+            {
+                i0 -= OffsetSums8(ref u0, b);
+                i1 -= OffsetSums8(ref u1, b);
+            }
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), ws * Vector256.LoadUnsafe(ref s0, (nuint)b), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), ws * Vector256.LoadUnsafe(ref s1, (nuint)b), a1);
+        }
+        float f0 = Reduce8(a0), f1 = Reduce8(a1);
+        for (; b < n; b++)
+        {
+            float d = HalfTable.Values[ScaleBits(ref wb, b)];
+            f0 += d * Unsafe.Add(ref s0, b) * BlockSum(ref wb, ref x0, ref u0, b);
+            f1 += d * Unsafe.Add(ref s1, b) * BlockSum(ref wb, ref x1, ref u1, b);
+        }
+        result[0] = f0; result[1] = f1;
+    }
+
+    /// <summary><see cref="Quad"/> for two tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Pair(ref byte wb, ref sbyte x0, ref sbyte x1, int b, out Vector256<int> q0, out Vector256<int> q1)
+    {
+        Vector256<byte> a = Weights(ref wb, b, out Vector256<sbyte> w);
+        Vector256<int> e0 = Dot8(a, w, ref x0, b), e1 = Dot8(a, w, ref x1, b);
+        a = Weights(ref wb, b + 1, out w);
+        Vector256<int> h0 = Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 1)), h1 = Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 1));
+        a = Weights(ref wb, b + 2, out w);
+        e0 = Dot8(a, w, ref x0, b + 2);
+        e1 = Dot8(a, w, ref x1, b + 2);
+        a = Weights(ref wb, b + 3, out w);
+        q0 = Avx2.HorizontalAdd(h0, Avx2.HorizontalAdd(e0, Dot8(a, w, ref x0, b + 3)));
+        q1 = Avx2.HorizontalAdd(h1, Avx2.HorizontalAdd(e1, Dot8(a, w, ref x1, b + 3)));
+    }
+
     /// <summary>The eight lanes added in a fixed order, ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), which
     /// <see cref="BlockGemm{T}"/> repeats across rows (Vector256.Sum's order is not specified).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

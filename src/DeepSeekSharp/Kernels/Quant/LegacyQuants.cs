@@ -182,6 +182,14 @@ public static class LegacyQuants
         ? BlockDots<Q5_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum)
         : BlockDots<Q4_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum);
 
+    /// <summary>Two tokens against one row (see <see cref="BlockDots{T}.V256x2"/>).</summary>
+    internal static void V256x2(GgmlType type, ReadOnlySpan<byte> w, int blocks, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> xsum, Span<float> result)
+    {
+        if (type == GgmlType.Q5_0) BlockDots<Q5_0Codes>.V256x2(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, xsum, result);
+        else BlockDots<Q4_0Codes>.V256x2(ref MemoryMarshal.GetReference(w), blocks, xq, xStride, xd, dStride, xsum, result);
+    }
+
     /// <summary>Four tokens against one row (see <see cref="BlockDots{T}.V256x4"/>).</summary>
     internal static void V256x4(GgmlType type, ReadOnlySpan<byte> w, int blocks, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
         ReadOnlySpan<short> xsum, Span<float> result)

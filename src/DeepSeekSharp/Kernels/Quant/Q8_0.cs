@@ -60,6 +60,10 @@ public static class Q8_0
     internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
         BlockDots<Q8_0Codes>.V256(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xd, default);
 
+    /// <summary>Two tokens against one weight row (see <see cref="BlockDots{T}.V256x2"/>).</summary>
+    internal static void V256x2(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result) =>
+        BlockDots<Q8_0Codes>.V256x2(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, default, result);
+
     /// <summary>Four tokens against one weight row (see <see cref="BlockDots{T}.V256x4"/>).</summary>
     internal static void V256x4(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result) =>
         BlockDots<Q8_0Codes>.V256x4(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, default, result);

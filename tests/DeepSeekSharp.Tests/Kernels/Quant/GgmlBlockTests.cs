@@ -274,6 +274,10 @@ public class GgmlBlockTests
         LegacyQuants.V256x4(t, wb, blocks, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, act.BlockSum.AsSpan(0, 4 * blocks), four);
         for (int k = 0; k < 4; k++)
             Assert.Equal(LegacyQuants.V256(t, wb, act.Q.AsSpan(k * cols, cols), act.D.AsSpan(k * blocks, blocks), act.BlockSum.AsSpan(k * blocks, blocks)), four[k]);
+        var two = new float[2];
+        LegacyQuants.V256x2(t, wb, blocks, act.Q.AsSpan(2 * cols, 2 * cols), cols, act.D.AsSpan(2 * blocks, 2 * blocks), blocks, act.BlockSum.AsSpan(2 * blocks, 2 * blocks), two);
+        Assert.Equal(four[2], two[0]);
+        Assert.Equal(four[3], two[1]);
     }
 
     [Theory]

@@ -143,6 +143,10 @@ public class QuantKernelTests
         Q8_0.V256x4(wb, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, four);
         for (int t = 0; t < 4; t++)
             Assert.Equal(Q8_0.V256(wb, act.Q.AsSpan(t * cols, cols), act.D.AsSpan(t * blocks, blocks)), four[t]); // bit-identical
+        var two = new float[2];
+        Q8_0.V256x2(wb, act.Q.AsSpan(cols, 2 * cols), cols, act.D.AsSpan(blocks, 2 * blocks), blocks, two); // tokens 1 and 2
+        Assert.Equal(four[1], two[0]);
+        Assert.Equal(four[2], two[1]);
     }
 
     [Theory]

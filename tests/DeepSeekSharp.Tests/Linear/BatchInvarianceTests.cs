@@ -1,0 +1,34 @@
+using DeepSeekSharp.Linear;
+
+namespace DeepSeekSharp.Tests.Linear;
+
+/// <summary>Every weight format gives each token the same bits whatever number of tokens shares the product: one (a
+/// decode step), two (a decode step with a speculative draft), three, four-token groups with a remainder, and panel
+/// (prefill) sizes — so batching and speculation never change a result.</summary>
+public class BatchInvarianceTests
+{
+    [Theory]
+    [InlineData(WeightFormat.F32)]
+    [InlineData(WeightFormat.BF16)]
+    [InlineData(WeightFormat.Q8_0)]
+    [InlineData(WeightFormat.Q4_0)]
+    [InlineData(WeightFormat.Q5_0)]
+    [InlineData(WeightFormat.Q4_K)]
+    [InlineData(WeightFormat.Q6_K)]
+    public void EachToken_GetsTheSameBits_AloneOrWithOthers(WeightFormat format)
+    {
+        const int rows = 37, cols = 512;
+        var rng = new Random(5);
+        using Matrix m = Matrix.Create(format, rows, cols);
+        for (int r = 0; r < rows; r++) m.SetRow(r, Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
+        float[] x = Enumerable.Range(0, 11 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var alone = new float[11 * rows];
+        for (int t = 0; t < 11; t++) m.Forward(x.AsSpan(t * cols, cols), alone.AsSpan(t * rows, rows), 1);
+        foreach (int n in new[] { 2, 3, 5, 6, 9, 11 })
+        {
+            var together = new float[n * rows];
+            m.Forward(x.AsSpan(0, n * cols), together, n);
+            Assert.Equal(alone.AsSpan(0, n * rows).ToArray(), together);
+        }
+    }
+}
