@@ -34,6 +34,7 @@ internal static class ChatCommand
             options.Validate(tokenizer.VocabSize);      // and so do bad options
             using Generator g = new(loading.Load(r, path, Console.Error), tokenizer, r.GetValue(gen.Context));
             GenerationCliOptions.WarnIfNoDrafts(options, g, Console.Error);
+            using PrefixCache? prefixes = gen.AttachCache(r, g, Console.Error);
             await Run(g, options, r.GetValue(system), stdin, console, ct);
             return 0;
         });

@@ -27,6 +27,7 @@ internal static class GenerateCommand
             options.Validate(tokenizer.VocabSize);      // and so do bad options
             using Generator g = new(loading.Load(r, path, stderr), tokenizer, r.GetValue(gen.Context));
             GenerationCliOptions.WarnIfNoDrafts(options, g, stderr);
+            using PrefixCache? prefixes = gen.AttachCache(r, g, stderr);
             string text = r.GetValue(prompt)!;
             IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)
                 ? g.CompleteAsync(text, options, ct)

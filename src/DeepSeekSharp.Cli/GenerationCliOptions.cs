@@ -15,6 +15,10 @@ internal sealed class GenerationCliOptions
     public readonly Option<float> MinP = new("--min-p") { Description = "drop tokens below min-p × the best one's probability (0 = off)" };
     public readonly Option<ulong?> Seed = new("--seed") { Description = "RNG seed; the same seed gives the same tokens on any machine" };
     public readonly Option<int?> Context = new("--context") { Description = "KV cache positions (default: max_position_embeddings, at most 4096)" };
+    public readonly Option<string?> CacheDir = new("--cache-dir")
+    {
+        Description = "keep the prompt's latent-cache blocks in this folder and reuse them in later runs (a prefix cache on disk)",
+    };
     public readonly Option<string> Speculative = new("--speculative")
     {
         Description = "mtp: the model's multi-token-prediction module drafts the token after next and one pass verifies both (same output); off",
@@ -31,6 +35,16 @@ internal sealed class GenerationCliOptions
         c.Options.Add(Seed);
         c.Options.Add(Context);
         c.Options.Add(Speculative);
+        c.Options.Add(CacheDir);
+    }
+
+    /// <summary>With --cache-dir, a prefix cache on disk for the generator (written back when disposed); else null.</summary>
+    public PrefixCache? AttachCache(ParseResult r, Generator g, TextWriter stderr)
+    {
+        if (r.GetValue(CacheDir) is not { } dir) return null;
+        var cache = PrefixCache.For(g.Model, 256L << 20, dir, log: stderr.WriteLine);
+        g.PrefixCache = cache;
+        return cache;
     }
 
     public static Speculation ParseSpeculation(string? value) => value switch

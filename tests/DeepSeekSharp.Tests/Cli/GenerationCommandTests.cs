@@ -38,6 +38,22 @@ public class GenerationCommandTests
     }
 
     [Fact]
+    public void Generate_CacheDir_ASecondRunRestoresThePromptFromDisk_WithTheSameOutput()
+    {
+        using var dir = new TempDir();
+        string prompt = string.Join(" ", Enumerable.Range(0, 100).Select(i => $"item{i}"));
+        string[] args = ["generate", "--model", RandomModel.V3Tiny, "--prompt", prompt, "--raw", "--max-tokens", "6", "--temperature", "0",
+            "--context", "512", "--cache-dir", dir.Path];
+        var first = CliRunner.Run(args);
+        var second = CliRunner.Run(args); // another run: the blocks come from the folder
+        Assert.True(first.Code == 0 && second.Code == 0, first.Stderr + second.Stderr);
+        Assert.Equal(first.Stdout, second.Stdout);
+        Assert.DoesNotContain("cached)", first.Stderr);
+        Assert.Matches(@"prompt \d+ tokens \((64|128|192|256) cached\)", second.Stderr);
+        Assert.NotEmpty(Directory.GetFiles(dir.Path, "*.blk", SearchOption.AllDirectories));
+    }
+
+    [Fact]
     public void Generate_BadOption_FailsNamingIt()
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "x", "--top-p", "1.5", "--context", "64");
