@@ -138,12 +138,12 @@ internal static class BenchCommand
             sw.Restart();
             for (int i = 0; i < genTokens; i++)
             {
-                one[0] = ArgMax(logits);
+                one[0] = DeepSeekSharp.Kernels.TopK.ArgMax(logits);
                 if (run == 0) reference.Add(one[0]);
                 s.Forward(one, logits);
             }
             decode.Add(genTokens / sw.Elapsed.TotalSeconds);
-            if (run == 0) reference.Add(ArgMax(logits));
+            if (run == 0) reference.Add(DeepSeekSharp.Kernels.TopK.ArgMax(logits));
             if (!speculate) continue;
             // Alternating with the plain run above, so drift in the machine's speed hits both alike.
             var spec = Speculative(m, s, prompt, reference, draftAcceptance, new Rng(100 + (ulong)run), null);
@@ -180,7 +180,7 @@ internal static class BenchCommand
             var sw = Stopwatch.StartNew();
             for (int start = 0; start < prompt.Length; start += 512)
                 s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), cold, allPositions: false);
-            ArgMax(cold);
+            DeepSeekSharp.Kernels.TopK.ArgMax(cold);
             coldTimes.Add(sw.Elapsed.TotalSeconds);
             cache.Store(prompt.AsSpan(0, prefix), prefix, s.Cache, null);
             s.Reset();
@@ -188,7 +188,7 @@ internal static class BenchCommand
             cached = cache.Restore(prompt, prompt.Length - 1, s.Cache, null);
             for (int start = cached; start < prompt.Length; start += 512)
                 s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), warm, allPositions: false);
-            ArgMax(warm);
+            DeepSeekSharp.Kernels.TopK.ArgMax(warm);
             warmTimes.Add(sw.Elapsed.TotalSeconds);
             if (!cold.AsSpan().SequenceEqual(warm)) throw new InvalidOperationException("the warm prompt's logits differ from the cold one's");
         }
@@ -216,7 +216,7 @@ internal static class BenchCommand
             cached.AddRange(part);
             speculator.Prefilled(part);
         }
-        int next = ArgMax(logits), produced = 1, drafts = 0, accepted = 0;
+        int next = DeepSeekSharp.Kernels.TopK.ArgMax(logits), produced = 1, drafts = 0, accepted = 0;
         var sw = Stopwatch.StartNew();
         while (produced < goal)
         {
@@ -227,7 +227,7 @@ internal static class BenchCommand
             s.Observer = null;
             cached.Add(next);
             drafts++;
-            int token = ArgMax(both[..vocab]);
+            int token = DeepSeekSharp.Kernels.TopK.ArgMax(both[..vocab]);
             if (token != reference[produced]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced}");
             if (token != draft)
             {
@@ -239,7 +239,7 @@ internal static class BenchCommand
             }
             accepted++;
             cached.Add(draft);
-            next = ArgMax(both[vocab..]);
+            next = DeepSeekSharp.Kernels.TopK.ArgMax(both[vocab..]);
             produced += 2;
             if (produced <= goal && next != reference[produced - 1]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced - 1}");
         }
@@ -301,13 +301,6 @@ internal static class BenchCommand
                     if (_used[l, e]) { _distinct++; _used[l, e] = false; }
             }
         }
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> x)
-    {
-        int best = 0;
-        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
-        return best;
     }
 
     private static double Median(List<double> v)

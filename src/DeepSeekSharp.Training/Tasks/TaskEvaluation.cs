@@ -96,16 +96,9 @@ public static class MtpAgreement
             for (int i = Math.Max(0, prompt.Length - 2); i + 2 < n; i++)
             {
                 total++;
-                if (ArgMax(mtp.AsSpan(i * vocab, vocab)) == ArgMax(logits.AsSpan((i + 1) * vocab, vocab))) agree++;
+                if (DeepSeekSharp.Kernels.TopK.ArgMax(mtp.AsSpan(i * vocab, vocab)) == DeepSeekSharp.Kernels.TopK.ArgMax(logits.AsSpan((i + 1) * vocab, vocab))) agree++;
             }
         }
         return total == 0 ? null : (double)agree / total;
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> x)
-    {
-        int best = 0;
-        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
-        return best;
     }
 }

@@ -442,14 +442,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
             model.Transformer.ForwardMtp(0, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens), _hidden.AsSpan(0, n * c.Dim),
                 System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_slices), state, AttentionMode.Auto, _logits);
             for (int i = 0; i < _slices.Count; i++)
-                if (_drafting[i] is { } slot) slot.Draft = ArgMax(_logits.AsSpan(i * vocab, vocab));
-        }
-
-        private static int ArgMax(ReadOnlySpan<float> x)
-        {
-            int best = 0;
-            for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
-            return best;
+                if (_drafting[i] is { } slot) slot.Draft = DeepSeekSharp.Kernels.TopK.ArgMax(_logits.AsSpan(i * vocab, vocab));
         }
     }
 

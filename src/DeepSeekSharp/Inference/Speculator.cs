@@ -78,7 +78,7 @@ internal sealed class Speculator
         using (DecodeAttention())
             _session.ForwardMtp(_tokens.AsSpan(0, _waiting), _hidden.AsSpan(0, _waiting * _dim), _mtpLogits, allPositions: false);
         _waiting = 0;
-        return ArgMax(_mtpLogits);
+        return DeepSeekSharp.Kernels.TopK.ArgMax(_mtpLogits);
     }
 
     /// <summary>Runs <paramref name="next"/> and <paramref name="draft"/> through the main model; returns their
@@ -113,12 +113,5 @@ internal sealed class Speculator
         }
 
         public void Dispose() => _session.Attention = _saved;
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> x)
-    {
-        int best = 0;
-        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
-        return best;
     }
 }

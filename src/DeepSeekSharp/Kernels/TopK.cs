@@ -4,6 +4,14 @@ namespace DeepSeekSharp.Kernels;
 /// does for distinct values). Negative infinity entries are never chosen before finite ones.</summary>
 public static class TopK
 {
+    /// <summary>The index of the largest value, the lowest index on ties (greedy decoding's choice).</summary>
+    public static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++) if (values[i] > values[best]) best = i;
+        return best;
+    }
+
     public static void Select(ReadOnlySpan<float> values, Span<int> indices)
     {
         int k = indices.Length;
