@@ -83,20 +83,25 @@ public sealed class PrefixCache : IDisposable
     }
 
     /// <summary>A SHA-256 over the model's configuration and every weight matrix's format, shape and first and last
-    /// stored rows: equal for the same checkpoint loaded the same way, different for other weights or formats.</summary>
+    /// rows' values: equal for the same checkpoint loaded the same way, different for other weights or formats.</summary>
     public static byte[] ModelIdentity(DeepSeekModel model)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         h.AppendData(System.Text.Encoding.UTF8.GetBytes(model.Config.ToString()));
         Span<byte> dims = stackalloc byte[12];
+        float[] row = [];
         foreach (Linear.Matrix m in model.Weights.AllMatrices())
         {
             BinaryPrimitives.WriteInt32LittleEndian(dims, (int)m.Traits.Format);
             BinaryPrimitives.WriteInt32LittleEndian(dims[4..], m.Rows);
             BinaryPrimitives.WriteInt32LittleEndian(dims[8..], m.Cols);
             h.AppendData(dims);
-            h.AppendData(m.RawRow(0));
-            h.AppendData(m.RawRow(m.Rows - 1));
+            if (row.Length != m.Cols) row = new float[m.Cols];
+            foreach (int r in new[] { 0, m.Rows - 1 }) // values, not stored bytes: some formats keep rows interleaved
+            {
+                m.DequantizeRow(r, row);
+                h.AppendData(MemoryMarshal.AsBytes(row.AsSpan()));
+            }
         }
         return h.GetHashAndReset();
     }

@@ -147,6 +147,18 @@ public class PrefixCacheTests
         Assert.False(File.Exists(file));
     }
 
+    [Theory]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.Q4_K)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.Q6_K)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.F32)]
+    public void EveryWeightFormat_HasAnIdentity_DistinctFromTheStoredOne(DeepSeekSharp.Linear.WeightFormat format)
+    {
+        var (model, _) = Loaded.Value;
+        using var other = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
+        Assert.NotEqual(PrefixCache.ModelIdentity(model), PrefixCache.ModelIdentity(other));
+        Assert.Equal(PrefixCache.ModelIdentity(other), PrefixCache.ModelIdentity(other));
+    }
+
     [Fact]
     public void AnUnwritableDirectory_LeavesTheCacheInMemory()
     {
