@@ -9,6 +9,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- gemm      (GFLOP/s of the training products)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- digest MODEL[:FORMAT[:mmap]] ...  (logits hashes to diff between builds)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- soak MODEL [STAGES] [MAX_BATCH] [QUANTIZE]  (load and soak of a dss serve process; STAGES concurrency:requests, default 1:200,8:500,32:2000)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]  (two-turn chat sharing a long system prompt: cold vs prefix-cached time to first token)
 string mode = args.Length > 0 ? args[0] : "help";
 string repo = Repo.Root();
 switch (mode)
@@ -40,11 +41,14 @@ switch (mode)
             .Select(st => st.Split(':')).Select(p => (int.Parse(p[0]), int.Parse(p[1]))).ToArray(), args.Length > 3 ? int.Parse(args[3]) : 8,
             args.Length > 4 ? args[4] : null);
         break;
+    case "chat-ttft":
+        ChatTtftBench.Run(args[1], args.Length > 2 ? int.Parse(args[2]) : 2000, args.Length > 3 ? int.Parse(args[3]) : 2, args.Length > 4 ? args[4..] : []);
+        break;
     case "kernels":
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
         break;
 }
 

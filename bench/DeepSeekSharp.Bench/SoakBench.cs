@@ -20,20 +20,8 @@ internal static class SoakBench
 
     public static void Run(string model, (int Concurrency, int Requests)[] stages, int maxBatch, string? quantize)
     {
-        string dss = Path.Combine(AppContext.BaseDirectory, "dss.dll");
-        var psi = new ProcessStartInfo("dotnet", [dss, "serve", "--model", model, "--port", "0", "--max-batch", maxBatch.ToString(CultureInfo.InvariantCulture),
-            "--context", "1024", "--shutdown-timeout", "10", .. (quantize is null ? Array.Empty<string>() : ["--quantize", quantize])])
-            { RedirectStandardOutput = true, RedirectStandardError = true };
-        using Process server = Process.Start(psi)!;
-        var log = new StringBuilder();
-        server.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
-        server.BeginErrorReadLine();
-        string? line;
-        Uri? address = null;
-        while ((line = server.StandardOutput.ReadLine()) is not null)
-            if (Regex.Match(line, @"at (http://\S+/) ") is { Success: true } m) { address = new Uri(m.Groups[1].Value); break; }
-        if (address is null) throw new InvalidOperationException("the server did not start:\n" + log);
-        _ = Task.Run(() => server.StandardOutput.ReadToEnd());
+        using Process server = StartServer(model, ["--max-batch", maxBatch.ToString(CultureInfo.InvariantCulture), "--context", "1024",
+            "--shutdown-timeout", "10", .. (quantize is null ? Array.Empty<string>() : ["--quantize", quantize])], out Uri address);
 
         using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 256 }) { BaseAddress = address, Timeout = TimeSpan.FromMinutes(5) };
         var rss = new List<(double T, long Bytes)>();
@@ -78,9 +66,35 @@ internal static class SoakBench
         Console.WriteLine();
         Console.WriteLine($"resident: after warm-up {warm / 1e6:0} MB, at the end (idle 2 s) {end / 1e6:0} MB ({(end - warm) * 100.0 / warm:+0.0;-0.0}%), peak {rss.Max(r => r.Bytes) / 1e6:0} MB");
         Console.WriteLine("resident over time (s: MB): " + string.Join(", ", rss.Where((_, i) => i % Math.Max(1, rss.Count / 24) == 0).Select(r => $"{r.T:0}: {r.Bytes / 1e6:0}")));
+        Console.WriteLine($"SIGTERM: exit {Stop(server)}");
+    }
+
+    /// <summary>A <c>dss serve</c> process of this build on a free loopback port, once it says where it listens.</summary>
+    internal static Process StartServer(string model, string[] options, out Uri address)
+    {
+        string dss = Path.Combine(AppContext.BaseDirectory, "dss.dll");
+        var psi = new ProcessStartInfo("dotnet", [dss, "serve", "--model", model, "--port", "0", .. options])
+            { RedirectStandardOutput = true, RedirectStandardError = true };
+        Process server = Process.Start(psi)!;
+        var log = new StringBuilder();
+        server.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.AppendLine(e.Data); };
+        server.BeginErrorReadLine();
+        string? line;
+        Uri? found = null;
+        while ((line = server.StandardOutput.ReadLine()) is not null)
+            if (Regex.Match(line, @"at (http://\S+/) ") is { Success: true } m) { found = new Uri(m.Groups[1].Value); break; }
+        if (found is null) throw new InvalidOperationException("the server did not start:\n" + log);
+        _ = Task.Run(() => server.StandardOutput.ReadToEnd());
+        address = found;
+        return server;
+    }
+
+    /// <summary>SIGTERM, then the exit code (killed and an error after 30 s).</summary>
+    internal static int Stop(Process server)
+    {
         Process.Start("kill", ["-TERM", server.Id.ToString(CultureInfo.InvariantCulture)])!.WaitForExit();
         if (!server.WaitForExit(30_000)) { server.Kill(); throw new InvalidOperationException("the server did not stop within 30 s of SIGTERM"); }
-        Console.WriteLine($"SIGTERM: exit {server.ExitCode}");
+        return server.ExitCode;
     }
 
     private static List<Result> RunStage(HttpClient http, int requests, int concurrency, int seed)
@@ -178,7 +192,7 @@ internal static class SoakBench
         return 0;
     }
 
-    private static string Cpu()
+    internal static string Cpu()
     {
         string flags = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal)) ?? "";
         string name = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':')[1].Trim() ?? "?";
