@@ -96,7 +96,7 @@ internal static class ServeCommand
         }
         catch (ArgumentOutOfRangeException e)
         {
-            Console.Error.WriteLine($"note: {e.Message.Split('\n')[0].Split(" (Parameter")[0]}; serving without a prefix cache");
+            Console.Error.WriteLine($"note: {CliApp.OneLine(e)}; serving without a prefix cache");
             return null;
         }
     }

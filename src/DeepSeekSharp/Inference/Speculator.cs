@@ -16,7 +16,7 @@ namespace DeepSeekSharp.Inference;
 internal sealed class Speculator
 {
     private readonly InferenceSession _session;
-    private readonly int _dim, _vocab;
+    private readonly int _dim;
     private readonly float[] _hidden;      // [2, dim] hidden rows of positions MtpCache.Length .. Position - 1
     private readonly float[] _mtpLogits;   // [vocab]
     private readonly float[] _verify;      // [2, vocab]
@@ -29,10 +29,10 @@ internal sealed class Speculator
         _session = session;
         _hasMtp = session.HasMtp;
         _dim = session.Config.Dim;
-        _vocab = session.Config.VocabSize;
+        int vocab = session.Config.VocabSize;
         _hidden = new float[2 * _dim];
-        _mtpLogits = new float[_vocab];
-        _verify = new float[2 * _vocab];
+        _mtpLogits = new float[vocab];
+        _verify = new float[2 * vocab];
     }
 
     private LatentKvCache MtpCache => _session.MtpCache!;
@@ -75,8 +75,7 @@ internal sealed class Speculator
         if (!_hasMtp) return 0;
         if (_waiting == 2) _tokens[0] = cached[^1];
         _tokens[_waiting - 1] = next;
-        using (DecodeAttention())
-            _session.ForwardMtp(_tokens.AsSpan(0, _waiting), _hidden.AsSpan(0, _waiting * _dim), _mtpLogits, allPositions: false);
+        _session.ForwardMtp(_tokens.AsSpan(0, _waiting), _hidden.AsSpan(0, _waiting * _dim), _mtpLogits, allPositions: false, decoding: true);
         _waiting = 0;
         return DeepSeekSharp.Kernels.TopK.ArgMax(_mtpLogits);
     }
@@ -87,8 +86,7 @@ internal sealed class Speculator
     {
         _tokens[0] = next;
         _tokens[1] = draft;
-        using (DecodeAttention())
-            _session.Forward(_tokens, _verify);
+        _session.Forward(_tokens, _verify, decoding: true);
         _session.LastHidden.CopyTo(_hidden);
         _waiting = 2;
         return _verify;
@@ -96,22 +94,4 @@ internal sealed class Speculator
 
     /// <summary>The draft was rejected and truncated from the main cache: only the first row's hidden state waits.</summary>
     public void Rejected() => _waiting = 1;
-
-    /// <summary>Absorbed attention for the one or two rows of a decoding step, unless the session asks for a mode.</summary>
-    private AttentionScope DecodeAttention() => new(_session);
-
-    private readonly struct AttentionScope : IDisposable
-    {
-        private readonly InferenceSession _session;
-        private readonly AttentionMode _saved;
-
-        public AttentionScope(InferenceSession session)
-        {
-            _session = session;
-            _saved = session.Attention;
-            if (_saved == AttentionMode.Auto) session.Attention = AttentionMode.Absorbed;
-        }
-
-        public void Dispose() => _session.Attention = _saved;
-    }
 }

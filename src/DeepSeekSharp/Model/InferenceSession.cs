@@ -36,18 +36,20 @@ public sealed class InferenceSession : IDisposable
     public AttentionMode Attention { get; set; }
     public IActivationObserver? Observer { get; set; }
 
-    /// <summary>Hidden states after the final norm [n, dim] of the last <see cref="Forward(ReadOnlySpan{int}, Span{float}, bool)"/>.</summary>
+    /// <summary>Hidden states after the final norm [n, dim] of the last <see cref="Forward(ReadOnlySpan{int}, Span{float}, bool, bool)"/>.</summary>
     public ReadOnlySpan<float> LastHidden => _state.Hidden.AsSpan(0, _lastBatch * Config.Dim);
 
     /// <summary>Runs <paramref name="tokens"/> at positions Position.. and appends them to the cache.</summary>
     /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
-    public void Forward(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions = true)
+    /// <param name="decoding">the tokens are decode steps (a token and its speculative drafts): under
+    /// <see cref="AttentionMode.Auto"/> they are attended like single decode steps, each row's result the one it gets alone</param>
+    public void Forward(ReadOnlySpan<int> tokens, Span<float> logits, bool allPositions = true, bool decoding = false)
     {
         CheckTokens(tokens, Position);
         int needed = (allPositions ? tokens.Length : 1) * Config.VocabSize;
         if (logits.Length < needed)
             throw new ArgumentException($"logits holds {logits.Length} values; {needed} needed", nameof(logits));
-        _model.Transformer.Forward(tokens, _cache, _state, Attention, allPositions, Observer, logits);
+        _model.Transformer.Forward(tokens, _cache, _state, Attention, allPositions, Observer, logits, decoding);
         _lastBatch = tokens.Length;
     }
 
@@ -64,7 +66,8 @@ public sealed class InferenceSession : IDisposable
     /// of the position before it. Runs at MTP positions MtpPosition.. and appends to the MTP cache.</summary>
     /// <param name="hidden">[n, dim], e.g. rows of <see cref="LastHidden"/></param>
     /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
-    public void ForwardMtp(ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, Span<float> logits, bool allPositions = true)
+    /// <param name="decoding">as for <see cref="Forward(ReadOnlySpan{int}, Span{float}, bool, bool)"/></param>
+    public void ForwardMtp(ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, Span<float> logits, bool allPositions = true, bool decoding = false)
     {
         if (_mtpCache is null)
             throw new InvalidOperationException($"model '{_model.Path}' has no multi-token-prediction weights (num_nextn_predict_layers = {Config.NMtpLayers})");
@@ -75,7 +78,7 @@ public sealed class InferenceSession : IDisposable
         if (logits.Length < needed)
             throw new ArgumentException($"logits holds {logits.Length} values; {needed} needed", nameof(logits));
         // hidden may alias this session's LastHidden, which the MTP pass does not overwrite before reading it.
-        _model.Transformer.ForwardMtp(0, nextTokens, hidden, _mtpCache, _state, Attention, logits, allPositions);
+        _model.Transformer.ForwardMtp(0, nextTokens, hidden, _mtpCache, _state, Attention, logits, allPositions, decoding);
     }
 
     private void CheckTokens(ReadOnlySpan<int> tokens, int position)

@@ -13,10 +13,11 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
 
     /// <param name="tokens">[n] token ids at positions cache.Length ..</param>
     /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
+    /// <param name="decoding">the tokens are decode steps (see <see cref="SequenceSlice.Decoding"/>)</param>
     public void Forward(ReadOnlySpan<int> tokens, LatentKvCache cache, RunState s, AttentionMode mode, bool allPositions,
-        IActivationObserver? observer, Span<float> logits)
+        IActivationObserver? observer, Span<float> logits, bool decoding = false)
     {
-        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, tokens.Length)];
+        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, tokens.Length, decoding)];
         Forward(tokens, one, s, mode, allPositions, observer, logits);
     }
 
@@ -71,9 +72,9 @@ internal sealed class Transformer(ModelConfig c, ModelWeights w)
     /// <param name="hidden">[n, dim] main-model hidden states after the final norm</param>
     /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last row</param>
     public void ForwardMtp(int k, ReadOnlySpan<int> nextTokens, ReadOnlySpan<float> hidden, LatentKvCache cache, RunState s,
-        AttentionMode mode, Span<float> logits, bool allPositions = true)
+        AttentionMode mode, Span<float> logits, bool allPositions = true, bool decoding = false)
     {
-        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, nextTokens.Length, LogitRows: allPositions ? nextTokens.Length : 1)];
+        Span<SequenceSlice> one = [new SequenceSlice(cache, 0, nextTokens.Length, decoding, allPositions ? nextTokens.Length : 1)];
         ForwardMtp(k, nextTokens, hidden, one, s, mode, logits);
     }
 
