@@ -13,7 +13,8 @@ public class BatchSchedulerTests
 
     private static JsonElement User(string text) => JsonSerializer.SerializeToElement(new[] { new { role = "user", content = text } });
 
-    private static async Task<(string Text, GenerationUsage Usage)> Collect(IAsyncEnumerable<GenerationUpdate> stream)
+    /// <summary>A generation's whole text and its usage.</summary>
+    internal static async Task<(string Text, GenerationUsage Usage)> Collect(IAsyncEnumerable<GenerationUpdate> stream)
     {
         var sb = new System.Text.StringBuilder();
         GenerationUsage? usage = null;

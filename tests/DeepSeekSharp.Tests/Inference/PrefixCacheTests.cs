@@ -219,21 +219,14 @@ public class PrefixCacheTests
         using var cache = PrefixCache.For(model, Budget(model, 16));
         string shared = string.Join(" ", Enumerable.Range(0, 120).Select(i => $"word{i}"));
         JsonElement Ask(string q) => JsonSerializer.SerializeToElement(new[] { new { role = "system", content = shared }, new { role = "user", content = q } });
-        async Task<(string Text, GenerationUsage Usage)> Collect(IAsyncEnumerable<GenerationUpdate> stream)
-        {
-            var sb = new System.Text.StringBuilder();
-            GenerationUsage? usage = null;
-            await foreach (GenerationUpdate u in stream) { sb.Append(u.Text); usage ??= u.Usage; }
-            return (sb.ToString(), usage!);
-        }
         string[] questions = ["first question", "second one", "and a third"];
         using var plain = new BatchScheduler(model, tok, new BatchOptions { MaxBatch = 2, ContextLength = 512, PrefillChunk = 50 });
         var expected = new List<string>();
-        foreach (string q in questions) expected.Add((await Collect(plain.ChatAsync(Ask(q), Greedy(speculation)))).Text);
+        foreach (string q in questions) expected.Add((await BatchSchedulerTests.Collect(plain.ChatAsync(Ask(q), Greedy(speculation)))).Text);
 
         using var engine = new BatchScheduler(model, tok, new BatchOptions { MaxBatch = 2, ContextLength = 512, PrefillChunk = 50, PrefixCache = cache });
-        var firstReply = await Collect(engine.ChatAsync(Ask(questions[0]), Greedy(speculation)));
-        var rest = await Task.WhenAll(questions[1..].Select(q => Task.Run(() => Collect(engine.ChatAsync(Ask(q), Greedy(speculation))))));
+        var firstReply = await BatchSchedulerTests.Collect(engine.ChatAsync(Ask(questions[0]), Greedy(speculation)));
+        var rest = await Task.WhenAll(questions[1..].Select(q => Task.Run(() => BatchSchedulerTests.Collect(engine.ChatAsync(Ask(q), Greedy(speculation))))));
         Assert.Equal(expected, [firstReply.Text, .. rest.Select(r => r.Text)]);
         Assert.Equal(0, firstReply.Usage.CachedPromptTokens);
         Assert.All(rest, r => Assert.True(r.Usage.CachedPromptTokens >= 127, $"{r.Usage.CachedPromptTokens} cached"));

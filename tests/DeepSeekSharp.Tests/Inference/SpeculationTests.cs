@@ -175,20 +175,13 @@ public class SpeculationTests
         int eos = single.Model.Config.EosTokenId ?? 1;
         string[] questions = ["What is 452 + 379?", "Compute 610 - 47.", "What is 23 * 19?", "Mia has 37 stickers and gives away 19. How many are left?", "What is 7 + 8?"];
         JsonElement User(string q) => JsonSerializer.SerializeToElement(new[] { new { role = "user", content = q } });
-        async Task<(string, GenerationUsage)> Collect(IAsyncEnumerable<GenerationUpdate> stream)
-        {
-            var sb = new System.Text.StringBuilder();
-            GenerationUsage? usage = null;
-            await foreach (GenerationUpdate u in stream) { sb.Append(u.Text); usage ??= u.Usage; }
-            return (sb.ToString(), usage!);
-        }
         var plain = new List<string>();
-        foreach (string q in questions) plain.Add((await Collect(single.ChatAsync(User(q), Greedy(80, Speculation.Off, eos)))).Item1);
+        foreach (string q in questions) plain.Add((await BatchSchedulerTests.Collect(single.ChatAsync(User(q), Greedy(80, Speculation.Off, eos)))).Item1);
 
         using var engine = new BatchScheduler(single.Model, single.Tokenizer, new BatchOptions { MaxBatch = 4, ContextLength = 256, PrefillChunk = 5 });
         Assert.True(engine.CanSpeculate);
         var results = await Task.WhenAll(questions.Select((q, i) => Task.Run(() =>
-            Collect(engine.ChatAsync(User(q), Greedy(80, i % 3 == 1 ? Speculation.Off : Speculation.Mtp, eos))))));
+            BatchSchedulerTests.Collect(engine.ChatAsync(User(q), Greedy(80, i % 3 == 1 ? Speculation.Off : Speculation.Mtp, eos))))));
         Assert.Equal(plain, results.Select(r => r.Item1));
         Assert.Equal(0, results[1].Item2.DraftTokens);
         Assert.True(results[0].Item2.DraftTokens > 0);
@@ -198,8 +191,8 @@ public class SpeculationTests
         // other chunks there, so a near tie can draft differently and the accept test then draws differently —
         // both exact samples of the model; SamplerChain's exactness is Sampling_WithSpeculation_KeepsTheModelsDistribution.)
         var sampled = new GenerationOptions { MaxTokens = 40, Speculation = Speculation.Mtp, Sampling = new SamplingOptions { Temperature = 0.8f, Seed = 3 } };
-        var once = await Collect(engine.ChatAsync(User(questions[0]), sampled));
-        var twice = await Collect(engine.ChatAsync(User(questions[0]), sampled));
+        var once = await BatchSchedulerTests.Collect(engine.ChatAsync(User(questions[0]), sampled));
+        var twice = await BatchSchedulerTests.Collect(engine.ChatAsync(User(questions[0]), sampled));
         Assert.Equal(once.Item1, twice.Item1);
         Assert.True(once.Item2.DraftTokens > 0);
     }
