@@ -330,7 +330,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     /// <summary>Samples the slot's next token; returns 1 (tokens produced).</summary>
     private int Sample(Slot slot, ReadOnlySpan<float> logits, List<GenerationUpdate> updates)
     {
-        int next = slot.Reply!.Sampler.Sample(logits);
+        int next = slot.Reply!.Next(logits);
         if (Emit(slot, next, updates)) slot.Next = next;
         return 1;
     }
@@ -341,7 +341,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
     {
         ReplyStream reply = slot.Reply!;
         int vocab = Model.Config.VocabSize;
-        int token = reply.Sampler.Sample(logits[..vocab], slot.Draft, out bool accepted);
+        int token = reply.Next(logits[..vocab], slot.Draft, out bool accepted);
         reply.DraftTokens++;
         if (!accepted)
         {
@@ -353,7 +353,7 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         reply.AcceptedDraftTokens++;
         slot.WaitingRows = 2;
         if (!Emit(slot, token, updates)) return 1;
-        int after = reply.Sampler.Sample(logits[vocab..]);
+        int after = reply.Next(logits[vocab..]);
         if (Emit(slot, after, updates)) slot.Next = after;
         return 2;
     }

@@ -12,10 +12,25 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> Stop { get; init; } = [];
     /// <summary>Speculative decoding; ignored (plain decoding) when the model has no MTP module.</summary>
     public Speculation Speculation { get; init; }
+    /// <summary>What the answer must be (JSON, a schema, a grammar), enforced by constrained decoding; null = free
+    /// text. Reasoning before <c>&lt;/think&gt;</c> is not constrained.</summary>
+    public Constraints.OutputFormat? Format { get; init; }
+    /// <summary>Most tokens of reasoning (the closing tag included): when a model that thinks first reaches it,
+    /// <c>&lt;/think&gt;</c> is written for it and the answer follows. 0 = no reasoning; null = no limit.</summary>
+    public int? ReasoningBudget { get; init; }
+    /// <summary>Log-probabilities of each generated token and of the <c>TopLogprobs</c> likeliest alternatives
+    /// (0–20; 0 = the chosen token's only); null = none. From the model's logits before any sampling filter.</summary>
+    public int? TopLogprobs { get; init; }
+
+    /// <summary>Most alternatives <see cref="TopLogprobs"/> may ask for (as OpenAI).</summary>
+    public const int MaxTopLogprobs = 20;
 
     public void Validate(int vocabSize)
     {
         Sampling.Validate(vocabSize);
+        if (ReasoningBudget is < 0) throw new ArgumentOutOfRangeException("reasoning_budget", ReasoningBudget, $"'reasoning_budget' must be ≥ 0, got {ReasoningBudget}");
+        if (TopLogprobs is < 0 or > MaxTopLogprobs)
+            throw new ArgumentOutOfRangeException("top_logprobs", TopLogprobs, $"'top_logprobs' must be in [0, {MaxTopLogprobs}], got {TopLogprobs}");
         if (MaxTokens is < 1) throw new ArgumentOutOfRangeException("max_tokens", MaxTokens, $"'max_tokens' must be ≥ 1, got {MaxTokens}");
         foreach (string s in Stop)
             if (string.IsNullOrEmpty(s)) throw new ArgumentException("'stop' strings must not be empty", "stop");
@@ -66,5 +81,10 @@ public sealed record GenerationUsage(
         (DraftTokens > 0 ? $", drafts accepted {AcceptedDraftTokens}/{DraftTokens} ({DraftAcceptance:P0})" : "");
 }
 
-/// <summary>A piece of streamed output: text of one part, or (last) the usage with empty text.</summary>
-public sealed record GenerationUpdate(Text.ReplyPart Part, string Text, GenerationUsage? Usage = null);
+/// <summary>A piece of streamed output: text of one part, or (last) the usage with empty text. With
+/// <see cref="GenerationOptions.TopLogprobs"/>, the tokens generated since the previous update.</summary>
+public sealed record GenerationUpdate(Text.ReplyPart Part, string Text, GenerationUsage? Usage = null, IReadOnlyList<TokenLogprob>? Logprobs = null);
+
+/// <summary>One generated token's log-probability under the model, with its likeliest alternatives (highest first);
+/// <see cref="Part"/> is where the token was written (reasoning or answer).</summary>
+public sealed record TokenLogprob(int Id, string Token, byte[] Bytes, float Logprob, IReadOnlyList<TokenLogprob> Top, Text.ReplyPart Part = Text.ReplyPart.Answer);

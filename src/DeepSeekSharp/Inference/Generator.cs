@@ -75,7 +75,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
             Speculator? speculator = options.Speculation == Speculation.Mtp ? _speculator : null;
             reply.CachedPromptTokens = Prefill(promptIds, speculator, cancellationToken);
             var pending = new List<GenerationUpdate>();
-            int next = reply.Sampler.Sample(_logits);
+            int next = reply.Next(_logits);
             Emit(reply, next, pending);
             while (true)
             {
@@ -90,7 +90,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
                 }
                 speculator = null; // a plain step leaves the MTP cache behind; Prefill catches it up next time
                 Step(next);
-                next = reply.Sampler.Sample(_logits);
+                next = reply.Next(_logits);
                 Emit(reply, next, pending);
             }
             reply.Complete(pending);
@@ -113,7 +113,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
         if (DraftOverride is { } pick) draft = pick(_session.Position + 1, draft);
         ReadOnlySpan<float> logits = speculator.Verify(next, draft);
         _cached.Add(next);
-        int token = reply.Sampler.Sample(logits[.._logits.Length], draft, out bool accepted);
+        int token = reply.Next(logits[.._logits.Length], draft, out bool accepted);
         reply.DraftTokens++;
         if (!accepted)
         {
@@ -127,7 +127,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
         Emit(reply, draft, output);
         if (reply.Finished) return draft;
         logits[_logits.Length..].CopyTo(_logits);
-        int after = reply.Sampler.Sample(_logits);
+        int after = reply.Next(_logits);
         Emit(reply, after, output);
         return after;
     }

@@ -1,12 +1,15 @@
 using System.Diagnostics;
+using System.Numerics.Tensors;
+using DeepSeekSharp.Inference.Constraints;
 using DeepSeekSharp.Inference.Sampling;
 using DeepSeekSharp.Text;
 
 namespace DeepSeekSharp.Inference;
 
-/// <summary>Everything that happens to one reply's tokens after the model: sampling, end-of-sequence, UTF-8
-/// streaming, stop strings, the reasoning/answer split, token limits and usage figures. Shared by the
-/// single-sequence <see cref="Generator"/> and the batch scheduler.</summary>
+/// <summary>Everything that happens to one reply's tokens after the model: sampling (under the output format's
+/// grammar, or forced when the reasoning budget is spent), end-of-sequence, UTF-8 streaming, stop strings, the
+/// reasoning/answer split, log-probabilities, token limits and usage figures. Shared by the single-sequence
+/// <see cref="Generator"/> and the batch scheduler.</summary>
 internal sealed class ReplyStream
 {
     private readonly Tokenizer _tokenizer;
@@ -19,6 +22,17 @@ internal sealed class ReplyStream
     private TimeSpan _firstToken;
     private int _reasoningTokens;
     private bool _inReasoning;
+    private GrammarMatcher? _grammar;          // the answer's format, once the answer has begun
+    private GrammarMatcher? _pendingGrammar;   // the format, while the reply is still reasoning
+    private readonly int? _reasoningBudget;
+    private readonly int[] _closeReasoning;   // tokens written for the model when its reasoning budget is spent
+    private readonly Queue<int> _forced = new();
+    private bool _budgetSpent;
+    private bool _wasForced;                   // the token Next returned was forced, not sampled
+    private readonly int? _topLogprobs;
+    private float[]? _scratch;                 // [vocab] for log-softmax, when log-probabilities are asked for
+    private TokenLogprob? _chosen;             // the log-probability of the token Next returned
+    private List<TokenLogprob>? _logprobs;     // tokens since the last update
 
     public ReplyStream(Tokenizer tokenizer, int? modelEos, int vocabSize, int[] promptIds, bool startsInReasoning,
         GenerationOptions options, int contextLength, Stopwatch? clock = null)
@@ -34,7 +48,21 @@ internal sealed class ReplyStream
         _reasoning = new ReasoningParser(startsInReasoning);
         _inReasoning = startsInReasoning;
         MaxTokens = Math.Min(options.MaxTokens ?? int.MaxValue, contextLength - promptIds.Length);
+        if (options.Format is { } format)
+        {
+            int[] eos = modelEos is { } m && tokenizer.EosId is { } t ? [m, t] : modelEos is { } m2 ? [m2] : tokenizer.EosId is { } t2 ? [t2] : [];
+            GrammarMatcher matcher = format.Bind(tokenizer, vocabSize, eos).NewMatcher();
+            if (startsInReasoning) _pendingGrammar = matcher;
+            else _grammar = matcher;
+        }
+        _reasoningBudget = options.ReasoningBudget;
+        _closeReasoning = _reasoningBudget is null ? [] : tokenizer.Encode(CloseReasoningText, addBos: false);
+        _topLogprobs = options.TopLogprobs;
+        if (_topLogprobs is not null) _scratch = new float[vocabSize];
     }
+
+    /// <summary>What is written for a model whose reasoning budget is spent: R1's own way of ending its reasoning.</summary>
+    public const string CloseReasoningText = "\n" + ReasoningParser.CloseTag + "\n\n";
 
     /// <summary>Checks a request before any work: options in range, prompt non-empty and shorter than the context.</summary>
     public static void Validate(int[] promptIds, GenerationOptions options, int vocabSize, int contextLength)
@@ -56,22 +84,105 @@ internal sealed class ReplyStream
     /// <summary>Prompt tokens whose latents came from a cache instead of the prefill.</summary>
     public int CachedPromptTokens { get; set; }
 
+    /// <summary>Tokens the reply may still take after the next one.</summary>
+    private int Room => MaxTokens - Generated - 1;
+
+    /// <summary>The next token from this position's logits: forced while the reasoning budget's closing is written,
+    /// else sampled under the answer's grammar (if any).</summary>
+    public int Next(ReadOnlySpan<float> logits)
+    {
+        _wasForced = _forced.TryDequeue(out int f);
+        int token = _wasForced ? f : Sampler.Sample(logits, _grammar, Room);
+        if (_topLogprobs is not null) _chosen = Logprob(logits, token);
+        return token;
+    }
+
+    /// <summary>As <see cref="Next(ReadOnlySpan{float})"/> for a position a draft was proposed for (speculative
+    /// sampling; see <see cref="SamplerChain.Sample(ReadOnlySpan{float}, int, out bool, GrammarMatcher?, int)"/>).</summary>
+    public int Next(ReadOnlySpan<float> logits, int draft, out bool accepted)
+    {
+        int token;
+        if (_wasForced = _forced.TryDequeue(out int f))
+        {
+            token = f;
+            accepted = f == draft;
+        }
+        else token = Sampler.Sample(logits, draft, out accepted, _grammar, Room);
+        if (_topLogprobs is not null) _chosen = Logprob(logits, token);
+        return token;
+    }
+
     /// <summary>Takes a sampled token: appends the text it completes to <paramref name="output"/> and decides whether
     /// the reply is over. When it is not, the caller feeds <paramref name="token"/> to the model next.</summary>
     public void OnToken(int token, List<GenerationUpdate> output)
     {
         if (Generated++ == 0) _firstToken = _clock.Elapsed;
+        TokenLogprob? chosen = _chosen;
+        _chosen = null;
         if (token == _tokenizer.EosId || token == _modelEos)
         {
             Finish(FinishReason.Stop);
             return;
         }
         Sampler.Accept(token);
-        var (emit, stopped) = _stops.Push(_detok.Push(token));
+        if (_grammar is not null && !_grammar.TryAccept(token) && !_wasForced)
+            throw new InvalidOperationException($"token {token} was sampled against the output format's grammar");
+        if (chosen is not null) (_logprobs ??= []).Add(chosen with { Part = _inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer });
+        string text = _detok.Push(token);
+        var (emit, stopped) = _stops.Push(text);
         Route(_reasoning.Push(emit), output);
         if (_inReasoning) _reasoningTokens++;
+        if (_pendingGrammar is not null && !_reasoning.InReasoning) StartGrammar(text);
         if (stopped) Finish(FinishReason.Stop);
         else if (Generated >= MaxTokens) Finish(FinishReason.Length);
+        else if (_reasoningBudget is { } budget && !_budgetSpent && _reasoning.InReasoning && _reasoningTokens + _closeReasoning.Length >= budget)
+        {
+            _budgetSpent = true; // the closing tag, written for the model; the answer follows
+            foreach (int id in _closeReasoning) _forced.Enqueue(id);
+        }
+    }
+
+    /// <summary>The reasoning just closed: the answer's grammar starts, past whatever followed the closing tag in the
+    /// token that closed it (ignored when the grammar refuses it; the reasoning parser drops leading newlines).</summary>
+    private void StartGrammar(string tokenText)
+    {
+        _grammar = _pendingGrammar;
+        _pendingGrammar = null;
+        int close = tokenText.LastIndexOf('>');
+        if (close >= 0 && close + 1 < tokenText.Length)
+            _grammar!.TryAcceptBytes(System.Text.Encoding.UTF8.GetBytes(tokenText[(close + 1)..]));
+    }
+
+    /// <summary>log softmax(logits)[token] and the top alternatives.</summary>
+    private TokenLogprob Logprob(ReadOnlySpan<float> logits, int token)
+    {
+        Span<float> s = _scratch.AsSpan(0, logits.Length);
+        float max = TensorPrimitives.Max(logits);
+        TensorPrimitives.Subtract(logits, max, s);
+        TensorPrimitives.Exp(s, s);
+        float logSum = max + MathF.Log(TensorPrimitives.Sum(s));
+        int k = Math.Min(_topLogprobs!.Value, logits.Length);
+        var top = new TokenLogprob[k];
+        if (k > 0)
+        {
+            Span<int> best = k <= 64 ? stackalloc int[k] : new int[k];
+            int filled = 0;
+            for (int i = 0; i < logits.Length; i++)
+            {
+                if (filled == k && logits[i] <= logits[best[k - 1]]) continue;
+                int j = filled < k ? filled++ : k - 1;
+                while (j > 0 && logits[best[j - 1]] < logits[i]) { best[j] = best[j - 1]; j--; }
+                best[j] = i;
+            }
+            for (int i = 0; i < k; i++) top[i] = Entry(best[i], logits[best[i]] - logSum, []);
+        }
+        return Entry(token, logits[token] - logSum, top);
+    }
+
+    private TokenLogprob Entry(int id, float logprob, TokenLogprob[] top)
+    {
+        byte[] bytes = _tokenizer.TokenBytes(id).ToArray();
+        return new TokenLogprob(id, System.Text.Encoding.UTF8.GetString(bytes), bytes, logprob, top);
     }
 
     private void Finish(FinishReason reason)
@@ -87,7 +198,14 @@ internal sealed class ReplyStream
         Route(_reasoning.Flush(), output);
         output.Add(new GenerationUpdate(_inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
             new GenerationUsage(_promptTokens, Generated, _reasoningTokens, FinishReason, _firstToken, _clock.Elapsed,
-                DraftTokens, AcceptedDraftTokens, CachedPromptTokens)));
+                DraftTokens, AcceptedDraftTokens, CachedPromptTokens), TakeLogprobs()));
+    }
+
+    private List<TokenLogprob>? TakeLogprobs()
+    {
+        List<TokenLogprob>? taken = _logprobs;
+        _logprobs = null;
+        return taken;
     }
 
     private void Route(List<(ReplyPart Part, string Text)> pieces, List<GenerationUpdate> output)
@@ -95,7 +213,7 @@ internal sealed class ReplyStream
         foreach (var (part, text) in pieces)
         {
             _inReasoning = part == ReplyPart.Reasoning;
-            if (text.Length > 0) output.Add(new GenerationUpdate(part, text));
+            if (text.Length > 0) output.Add(new GenerationUpdate(part, text, Logprobs: TakeLogprobs()));
         }
     }
 }

@@ -18,6 +18,10 @@ public sealed class ReasoningParser(bool startsInReasoning)
     private State _state = State.Start;
     private string _pending = "";
 
+    /// <summary>Inside the reasoning: after an opening tag (or from the start of a reply that starts in reasoning),
+    /// before the closing one.</summary>
+    public bool InReasoning => _state == State.Reasoning || _state == State.Start && startsInReasoning;
+
     /// <summary>Feeds a delta; returns the pieces it completes, in order.</summary>
     public List<(ReplyPart Part, string Text)> Push(string delta)
     {

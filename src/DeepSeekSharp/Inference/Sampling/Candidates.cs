@@ -68,6 +68,37 @@ public sealed class Candidates(int vocab)
         IndexedById = false;
     }
 
+    /// <summary>Keeps, in their current order, the candidates whose bit is set in <paramref name="allowed"/> (one bit
+    /// per token id). False, and nothing changed, when none is.</summary>
+    public bool KeepAllowed(ReadOnlySpan<ulong> allowed)
+    {
+        Span<Candidate> items = Items;
+        int kept = 0;
+        for (int i = 0; i < items.Length; i++)
+            if (IsSet(allowed, items[i].Id) && items[i].Logit > float.NegativeInfinity) kept++;
+        if (kept == 0) return false;
+        kept = 0;
+        for (int i = 0; i < items.Length; i++)
+            if (IsSet(allowed, items[i].Id) && items[i].Logit > float.NegativeInfinity) items[kept++] = items[i];
+        if (kept < Count)
+        {
+            Count = kept;
+            SortedCount = 0;
+            IndexedById = false;
+        }
+        return true;
+    }
+
+    /// <summary>Sets the logit of every candidate whose bit is clear in <paramref name="allowed"/> to −∞ (the list keeps
+    /// its shape, so filters that need it indexed by id still run).</summary>
+    public void Disallow(ReadOnlySpan<ulong> allowed)
+    {
+        foreach (ref Candidate c in Items)
+            if (!IsSet(allowed, c.Id)) c.Logit = float.NegativeInfinity;
+    }
+
+    private static bool IsSet(ReadOnlySpan<ulong> bits, int id) => (uint)(id >> 6) < (uint)bits.Length && (bits[id >> 6] >> (id & 63) & 1) != 0;
+
     /// <summary>P = softmax(Logit) over the current candidates.</summary>
     public void Softmax()
     {

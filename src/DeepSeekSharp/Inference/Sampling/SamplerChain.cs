@@ -1,3 +1,4 @@
+using DeepSeekSharp.Inference.Constraints;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Inference.Sampling;
@@ -10,6 +11,7 @@ public sealed class SamplerChain
     private readonly Candidates _candidates;
     private readonly Rng _rng;
     private readonly bool _greedy;
+    private ulong[]? _mask;  // allowed tokens under a grammar, one bit per id (allocated on first use)
 
     public SamplerChain(SamplingOptions options, int vocabSize, int contextCapacity = 4096)
     {
@@ -35,41 +37,41 @@ public sealed class SamplerChain
 
     public int Sample(ReadOnlySpan<float> logits)
     {
-        _candidates.Load(logits);
-        foreach (ISampler s in _steps) s.Apply(_candidates);
-        Span<Candidate> items = _candidates.Items;
-        if (_greedy)
-        {
-            int best = 0;
-            for (int i = 1; i < items.Length; i++)
-                if (items[i].Logit > items[best].Logit) best = i;
-            return items[best].Id;
-        }
-        _candidates.Softmax();
-        double u = _rng.NextDouble(), cumulative = 0;
-        for (int i = 0; i < items.Length; i++)
-        {
-            cumulative += items[i].P;
-            if (u < cumulative) return items[i].Id;
-        }
-        return items[^1].Id;
+        Filter(logits);
+        return Pick();
+    }
+
+    /// <summary>A token the <paramref name="grammar"/> allows with <paramref name="room"/> tokens left after it, drawn
+    /// from the filtered distribution restricted to those tokens and renormalised. Lazily: a token is drawn as
+    /// without the grammar and kept when allowed; only otherwise are the allowed tokens computed and a token drawn
+    /// from them — the same distribution (p(t) + (1 − p(A))·p(t)/p(A) = p(t)/p(A) for t in A), at a fraction of the
+    /// cost when the model already writes what the grammar wants. When no filtered candidate is allowed, the
+    /// grammar's mask is applied before the filters instead.</summary>
+    public int Sample(ReadOnlySpan<float> logits, GrammarMatcher? grammar, int room)
+    {
+        int token = Sample(logits);
+        if (grammar is null || grammar.Allows(token, room)) return token;
+        Constrain(logits, grammar, room);
+        return Pick();
     }
 
     /// <summary>Speculative sampling against a deterministic draft: the token at this position given that
     /// <paramref name="draft"/> was proposed for it. Greedy, the argmax (the draft is accepted when they agree).
     /// Otherwise the draft is accepted with probability p(draft) under the filtered distribution p, and on rejection
     /// a token is drawn from p without the draft, renormalised — so every token comes out with probability exactly
-    /// p(token), whatever the draft (Leviathan et al. 2023 with a one-point draft distribution).</summary>
-    public int Sample(ReadOnlySpan<float> logits, int draft, out bool accepted)
+    /// p(token), whatever the draft (Leviathan et al. 2023 with a one-point draft distribution). With a
+    /// <paramref name="grammar"/>, p is restricted to the tokens it allows, as in
+    /// <see cref="Sample(ReadOnlySpan{float}, GrammarMatcher?, int)"/>.</summary>
+    public int Sample(ReadOnlySpan<float> logits, int draft, out bool accepted, GrammarMatcher? grammar = null, int room = int.MaxValue)
     {
         if (_greedy)
         {
-            int best = Sample(logits);
+            int best = Sample(logits, grammar, room);
             accepted = best == draft;
             return best;
         }
-        _candidates.Load(logits);
-        foreach (ISampler s in _steps) s.Apply(_candidates);
+        if (grammar is null) Filter(logits);
+        else Constrain(logits, grammar, room);
         _candidates.Softmax();
         Span<Candidate> items = _candidates.Items;
         double pDraft = 0;
@@ -91,6 +93,50 @@ public sealed class SamplerChain
             if (u < cumulative) return last;
         }
         return last >= 0 ? last : draft; // rounding left u past the end, or the draft was the only candidate
+    }
+
+    /// <summary>Loads the logits and runs the filters.</summary>
+    private void Filter(ReadOnlySpan<float> logits)
+    {
+        _candidates.Load(logits);
+        foreach (ISampler s in _steps) s.Apply(_candidates);
+    }
+
+    /// <summary>Leaves the candidates the filters keep from <paramref name="logits"/> that the grammar allows; when the
+    /// filters keep none of those, the allowed tokens filtered on their own.</summary>
+    private void Constrain(ReadOnlySpan<float> logits, GrammarMatcher grammar, int room)
+    {
+        _mask ??= new ulong[(grammar.Grammar.VocabSize + 63) / 64];
+        Array.Clear(_mask);
+        grammar.FillMask(_mask, room);
+        Filter(logits);
+        if (_candidates.KeepAllowed(_mask)) return;
+        _candidates.Load(logits);
+        _candidates.Disallow(_mask);
+        foreach (ISampler s in _steps) s.Apply(_candidates);
+        if (!_candidates.KeepAllowed(_mask))
+            throw new InvalidOperationException($"the output format's grammar allows no token here ({room} more tokens allowed, at least {grammar.MinBytesLeft} bytes needed to finish)");
+    }
+
+    /// <summary>Greedy: the best candidate; otherwise a draw from their softmax.</summary>
+    private int Pick()
+    {
+        Span<Candidate> items = _candidates.Items;
+        if (_greedy)
+        {
+            int best = 0;
+            for (int i = 1; i < items.Length; i++)
+                if (items[i].Logit > items[best].Logit) best = i;
+            return items[best].Id;
+        }
+        _candidates.Softmax();
+        double u = _rng.NextDouble(), cumulative = 0;
+        for (int i = 0; i < items.Length; i++)
+        {
+            cumulative += items[i].P;
+            if (u < cumulative) return items[i].Id;
+        }
+        return items[^1].Id;
     }
 
     public void Accept(int token)
