@@ -35,13 +35,14 @@ internal static class ChatCommand
             using Generator g = new(loading.Load(r, path, Console.Error), tokenizer, r.GetValue(gen.Context));
             GenerationCliOptions.WarnIfNoDrafts(options, g, Console.Error);
             using PrefixCache? prefixes = gen.AttachCache(r, g, Console.Error);
-            await Run(g, options, r.GetValue(system), stdin, console, ct);
+            await Run(g, options, r.GetValue(system), stdin, console, ct, gen.ReadPrompt(r));
             return 0;
         });
         return cmd;
     }
 
-    internal static async Task Run(Generator g, GenerationOptions options, string? systemPrompt, TextReader input, IAnsiConsole console, CancellationToken ct)
+    internal static async Task Run(Generator g, GenerationOptions options, string? systemPrompt, TextReader input, IAnsiConsole console, CancellationToken ct,
+        ChatPromptOptions? prompt = null)
     {
         var history = new List<Dictionary<string, string>>();
         void Reset()
@@ -78,7 +79,7 @@ internal static class ChatCommand
                 history.Add(new() { ["role"] = "user", ["content"] = line });
                 using (answering = CancellationTokenSource.CreateLinkedTokenSource(ct))
                 {
-                    string answer = await Answer(g, history, options, console, answering.Token);
+                    string answer = await Answer(g, history, options, prompt, console, answering.Token);
                     history.Add(new() { ["role"] = "assistant", ["content"] = answer });
                 }
                 answering = null;
@@ -91,13 +92,13 @@ internal static class ChatCommand
     }
 
     private static async Task<string> Answer(Generator g, List<Dictionary<string, string>> history, GenerationOptions options,
-        IAnsiConsole console, CancellationToken ct)
+        ChatPromptOptions? prompt, IAnsiConsole console, CancellationToken ct)
     {
         var answer = new System.Text.StringBuilder();
         ReplyPart? shown = null;
         try
         {
-            await foreach (GenerationUpdate u in g.ChatAsync(JsonSerializer.SerializeToElement(history), options, ct))
+            await foreach (GenerationUpdate u in g.ChatAsync(JsonSerializer.SerializeToElement(history), options, ct, prompt))
             {
                 if (u.Usage is { } usage)
                 {

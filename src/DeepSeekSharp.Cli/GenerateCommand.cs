@@ -31,7 +31,7 @@ internal static class GenerateCommand
             string text = r.GetValue(prompt)!;
             IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)
                 ? g.CompleteAsync(text, options, ct)
-                : g.ChatAsync(JsonSerializer.SerializeToElement(new[] { new { role = "user", content = text } }), options, ct);
+                : g.ChatAsync(JsonSerializer.SerializeToElement(new[] { new { role = "user", content = text } }), options, ct, gen.ReadPrompt(r));
             GenerationUsage? usage = await Print(stream, stdout);
             stdout.Flush();
             if (usage is not null) stderr.WriteLine(usage);

@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.Text.Json;
 using DeepSeekSharp.Inference;
+using DeepSeekSharp.Inference.Constraints;
 using DeepSeekSharp.Inference.Sampling;
 
 namespace DeepSeekSharp.Cli;
@@ -25,8 +27,23 @@ internal sealed class GenerationCliOptions
         DefaultValueFactory = _ => "off",
     };
 
+    public readonly Option<int?> ReasoningBudget = new("--reasoning-budget")
+    {
+        Description = "most tokens of reasoning; then </think> is written and the answer follows (0 = thinking off)",
+    };
+    public readonly Option<string?> Thinking = new("--thinking")
+    {
+        Description = "on or off for models that reason first (default: the chat template's)",
+    };
+    public readonly Option<bool> Json = new("--json") { Description = "the answer is a JSON object (constrained decoding)" };
+    public readonly Option<FileInfo?> JsonSchema = new("--json-schema") { Description = "the answer is JSON matching this JSON-schema file (constrained decoding)" };
+
     public void AddTo(Command c)
     {
+        c.Options.Add(ReasoningBudget);
+        c.Options.Add(Thinking);
+        c.Options.Add(Json);
+        c.Options.Add(JsonSchema);
         c.Options.Add(MaxTokens);
         c.Options.Add(Temperature);
         c.Options.Add(TopP);
@@ -61,10 +78,35 @@ internal sealed class GenerationCliOptions
             stderr.WriteLine($"note: the model has no MTP module (num_nextn_predict_layers = {g.Model.Config.NMtpLayers}); decoding without speculation");
     }
 
+    /// <summary>Thinking on/off as the chat prompt takes it (null = the template's default).</summary>
+    public ChatPromptOptions? ReadPrompt(ParseResult r) => r.GetValue(Thinking) switch
+    {
+        null => null,
+        "on" => new ChatPromptOptions { Thinking = true },
+        "off" => new ChatPromptOptions { Thinking = false },
+        var v => throw new ArgumentException($"--thinking '{v}' is not supported; supported: on, off"),
+    };
+
+    /// <summary>--json or --json-schema FILE (a schema we cannot enforce is refused here, naming where).</summary>
+    private OutputFormat? ReadFormat(ParseResult r)
+    {
+        FileInfo? schemaFile = r.GetValue(JsonSchema);
+        if (schemaFile is null) return r.GetValue(Json) ? OutputFormat.JsonObject : null;
+        if (r.GetValue(Json)) throw new ArgumentException("--json and --json-schema exclude each other");
+        if (!schemaFile.Exists) throw new FileNotFoundException($"--json-schema: '{schemaFile.FullName}' does not exist");
+        JsonElement schema;
+        try { schema = JsonDocument.Parse(File.ReadAllText(schemaFile.FullName)).RootElement.Clone(); }
+        catch (JsonException e) { throw new ArgumentException($"--json-schema: '{schemaFile.Name}' is not JSON: {e.Message}"); }
+        try { return OutputFormat.JsonSchema(schema); }
+        catch (SchemaException e) { throw new ArgumentException($"--json-schema: {e.Message}"); }
+    }
+
     public GenerationOptions Read(ParseResult r) => new()
     {
         MaxTokens = r.GetValue(MaxTokens),
         Speculation = ParseSpeculation(r.GetValue(Speculative)),
+        ReasoningBudget = r.GetValue(ReasoningBudget),
+        Format = ReadFormat(r),
         Sampling = new SamplingOptions
         {
             Temperature = r.GetValue(Temperature),

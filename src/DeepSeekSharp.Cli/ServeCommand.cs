@@ -34,9 +34,14 @@ internal static class ServeCommand
             Description = "MiB of memory for prompt prefixes shared between requests (0 = off)", DefaultValueFactory = _ => 512,
         };
         var cacheDir = new Option<string?>("--cache-dir") { Description = "spill evicted prefix blocks here and find them again after a restart" };
+        var reasoningBudget = new Option<int?>("--reasoning-budget")
+        {
+            Description = "default most tokens of reasoning per reply (requests may set 'reasoning_budget' or 'reasoning_effort'); 0 = thinking off",
+        };
+        var thinking = new Option<string?>("--thinking") { Description = "default thinking on or off for requests that do not say (default: the chat template's)" };
         var loading = new ModelLoading();
         var cmd = new Command("serve", "Serve the model over an OpenAI-compatible HTTP API")
-            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout, speculative, cacheMemory, cacheDir };
+            { model, host, port, maxBatch, context, apiKeyFile, apiKey, cors, shutdownTimeout, speculative, cacheMemory, cacheDir, reasoningBudget, thinking };
         loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
         {
@@ -49,6 +54,14 @@ internal static class ServeCommand
                 Host = r.GetValue(host)!, Port = r.GetValue(port), ApiKey = key,
                 CorsOrigins = r.GetValue(cors) ?? [], ShutdownTimeout = TimeSpan.FromSeconds(timeout),
                 Speculation = GenerationCliOptions.ParseSpeculation(r.GetValue(speculative)),
+                ReasoningBudget = r.GetValue(reasoningBudget),
+                Thinking = r.GetValue(thinking) switch
+                {
+                    null => null,
+                    "on" => true,
+                    "off" => false,
+                    var v => throw new ArgumentException($"--thinking '{v}' is not supported; supported: on, off"),
+                },
             };
             options.Validate();
             double cacheMiB = r.GetValue(cacheMemory);

@@ -1,8 +1,19 @@
 using System.Text.Json;
 using DeepSeekSharp.Inference;
+using DeepSeekSharp.Inference.Constraints;
 using DeepSeekSharp.Inference.Sampling;
 
 namespace DeepSeekSharp.Server;
+
+/// <summary>What a server does for requests that do not say: speculation, reasoning budget, thinking.</summary>
+public sealed record RequestDefaults
+{
+    public Speculation Speculation { get; init; }
+    /// <summary>Most reasoning tokens before the answer is forced (null = no limit).</summary>
+    public int? ReasoningBudget { get; init; }
+    /// <summary>Thinking on or off for models that reason (null = the chat template's default).</summary>
+    public bool? Thinking { get; init; }
+}
 
 /// <summary>A validated /v1/chat/completions or /v1/completions request.</summary>
 internal sealed record ChatRequest
@@ -12,6 +23,8 @@ internal sealed record ChatRequest
     public string? Prompt { get; init; }           // completions
     public bool Stream { get; init; }
     public bool IncludeUsage { get; init; }
+    /// <summary>Thinking, template variables (chat only).</summary>
+    public ChatPromptOptions? PromptOptions { get; init; }
 
     /// <summary>The parameters this server implements. Anything else — an OpenAI feature not built yet (tool_choice,
     /// top_logprobs, functions, ...) or a misspelling — is refused by name, never silently ignored, as OpenAI itself
@@ -20,15 +33,20 @@ internal sealed record ChatRequest
     [
         "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
         "repetition_penalty", "seed", "logit_bias", "stop", "stream", "stream_options", "n", "user", "logprobs",
-        "response_format", "tools", "speculative",
+        "response_format", "tools", "speculative", "reasoning_budget",
     ];
-    private static readonly HashSet<string> ChatOnly = ["messages", "max_completion_tokens"];
+    private static readonly HashSet<string> ChatOnly =
+        ["messages", "max_completion_tokens", "top_logprobs", "reasoning_effort", "chat_template_kwargs", "thinking"];
+
+    private static IReadOnlyDictionary<string, int?> ReasoningEfforts => GenerationOptions.EffortBudgets;
     private static readonly HashSet<string> CompletionsOnly = ["prompt"];
 
     /// <summary>Parses and checks a body; every problem is an <see cref="ApiError"/> naming the parameter.</summary>
-    /// <param name="speculation">the server's default for requests without a <c>speculative</c> field</param>
-    public static ChatRequest Parse(JsonElement body, bool chat, string servedModel, int vocabSize, Speculation speculation = Speculation.Off)
+    /// <param name="defaults">the server's defaults for what a request does not say</param>
+    public static ChatRequest Parse(JsonElement body, bool chat, string servedModel, int vocabSize, RequestDefaults? defaults = null)
     {
+        defaults ??= new RequestDefaults();
+        Speculation speculation = defaults.Speculation;
         if (body.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("the request body must be a JSON object");
         CheckText(body, "");
         foreach (JsonProperty p in body.EnumerateObject())
@@ -41,12 +59,17 @@ internal sealed record ChatRequest
                 throw new ApiError(404, $"The model '{model.GetString()}' does not exist; this server serves '{servedModel}'", "model", "model_not_found");
         }
         if (Int(body, "n") is { } n && n != 1) throw ApiError.BadRequest($"only n = 1 is supported, got {n}", "n");
-        if (Get(body, "logprobs") is { ValueKind: JsonValueKind.True } || Get(body, "logprobs") is { ValueKind: JsonValueKind.Number })
-            throw ApiError.BadRequest("logprobs are not supported", "logprobs");
         if (Get(body, "tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
             throw ApiError.BadRequest("tool definitions are not supported by this server", "tools");
-        if (Get(body, "response_format") is { } rf && !(rf.ValueKind == JsonValueKind.Object && Get(rf, "type") is { ValueKind: JsonValueKind.String } rt && rt.GetString() == "text"))
-            throw ApiError.BadRequest("only response_format {\"type\": \"text\"} is supported", "response_format");
+        int? topLogprobs = Logprobs(body, chat);
+        OutputFormat? format = ResponseFormat(Get(body, "response_format"));
+        int? reasoningBudget = defaults.ReasoningBudget;
+        if (Get(body, "reasoning_effort") is { } effort)
+            reasoningBudget = effort.ValueKind == JsonValueKind.String && ReasoningEfforts.TryGetValue(effort.GetString()!, out int? b) ? b
+                : throw ApiError.BadRequest($"'reasoning_effort' must be one of {string.Join(", ", ReasoningEfforts.Keys)}", "reasoning_effort");
+        if (Get(body, "thinking") is { ValueKind: JsonValueKind.Object } th && Int(th, "budget_tokens") is { } thinkingBudget) reasoningBudget = thinkingBudget;
+        if (Int(body, "reasoning_budget") is { } budget) reasoningBudget = budget;
+        ChatPromptOptions? promptOptions = chat ? ParsePromptOptions(body, defaults) : null;
 
         JsonElement messages = default;
         string? prompt = null;
@@ -71,14 +94,92 @@ internal sealed record ChatRequest
             speculation = spec.ValueKind == JsonValueKind.String && spec.GetString() is "mtp" or "off"
                 ? spec.GetString() == "mtp" ? Speculation.Mtp : Speculation.Off
                 : throw ApiError.BadRequest("'speculative' must be \"mtp\" or \"off\"", "speculative");
-        var options = new GenerationOptions { Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")), Speculation = speculation };
+        var options = new GenerationOptions
+        {
+            Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")), Speculation = speculation,
+            Format = format, ReasoningBudget = reasoningBudget, TopLogprobs = topLogprobs,
+        };
         try { options.Validate(vocabSize); }
         catch (ArgumentException e) { throw ApiError.BadRequest(FirstLine(e.Message), e.ParamName); }
 
         bool stream = Bool(body, "stream") ?? false;
         bool includeUsage = Get(body, "stream_options") is { } so && (so.ValueKind == JsonValueKind.Object ? Bool(so, "include_usage") ?? false
             : throw ApiError.BadRequest("'stream_options' must be an object", "stream_options"));
-        return new ChatRequest { Options = options, Messages = messages, Prompt = prompt, Stream = stream, IncludeUsage = includeUsage };
+        return new ChatRequest { Options = options, Messages = messages, Prompt = prompt, Stream = stream, IncludeUsage = includeUsage, PromptOptions = promptOptions };
+    }
+
+    /// <summary>Chat: <c>logprobs</c> true/false and <c>top_logprobs</c> 0–20 (which needs logprobs); completions: a
+    /// <c>logprobs</c> count 0–20 (legacy OpenAI). Null = none.</summary>
+    private static int? Logprobs(JsonElement body, bool chat)
+    {
+        if (!chat) return Int(body, "logprobs") is { } n ? n is >= 0 and <= GenerationOptions.MaxTopLogprobs ? n
+            : throw ApiError.BadRequest($"'logprobs' must be in [0, {GenerationOptions.MaxTopLogprobs}], got {n}", "logprobs") : null;
+        bool on = Bool(body, "logprobs") ?? false;
+        int? top = Int(body, "top_logprobs");
+        if (top is not null && !on) throw ApiError.BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+        if (top is < 0 or > GenerationOptions.MaxTopLogprobs)
+            throw ApiError.BadRequest($"'top_logprobs' must be in [0, {GenerationOptions.MaxTopLogprobs}], got {top}", "top_logprobs");
+        return on ? top ?? 0 : null;
+    }
+
+    /// <summary><c>{"type": "text"}</c>, <c>{"type": "json_object"}</c> (DeepSeek's JSON mode) or
+    /// <c>{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": ...}}</c>.</summary>
+    private static OutputFormat? ResponseFormat(JsonElement? rf)
+    {
+        if (rf is null) return null;
+        string? type = rf.Value.ValueKind == JsonValueKind.Object && Get(rf.Value, "type") is { ValueKind: JsonValueKind.String } t ? t.GetString() : null;
+        switch (type)
+        {
+            case "text": return null;
+            case "json_object": return OutputFormat.JsonObject;
+            case "json_schema":
+                if (Get(rf.Value, "json_schema") is not { ValueKind: JsonValueKind.Object } js)
+                    throw ApiError.BadRequest("'response_format.json_schema' must be an object with a 'schema'", "response_format.json_schema");
+                if (Get(js, "schema") is not { } schema)
+                    throw ApiError.BadRequest("'response_format.json_schema.schema' is required", "response_format.json_schema.schema");
+                try { return OutputFormat.JsonSchema(schema); }
+                catch (SchemaException e)
+                {
+                    throw ApiError.BadRequest($"'response_format.json_schema.schema': {e.Message}", "response_format.json_schema.schema", "invalid_schema");
+                }
+            default:
+                throw ApiError.BadRequest("'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"", "response_format.type");
+        }
+    }
+
+    /// <summary>Thinking on/off (<c>chat_template_kwargs.thinking</c> or <c>.enable_thinking</c> as vLLM and SGLang take
+    /// it, or the <c>thinking: {"type": "enabled"|"disabled"}</c> object of Anthropic's API), other template variables,
+    /// server defaults.</summary>
+    private static ChatPromptOptions? ParsePromptOptions(JsonElement body, RequestDefaults defaults)
+    {
+        bool? thinking = defaults.Thinking;
+        Dictionary<string, object?>? vars = null;
+        if (Get(body, "chat_template_kwargs") is { } kw)
+        {
+            if (kw.ValueKind != JsonValueKind.Object) throw ApiError.BadRequest("'chat_template_kwargs' must be an object", "chat_template_kwargs");
+            vars = [];
+            foreach (JsonProperty p in kw.EnumerateObject())
+            {
+                if (p.Name is "thinking" or "enable_thinking")
+                {
+                    thinking = p.Value.ValueKind switch
+                    {
+                        JsonValueKind.True => true,
+                        JsonValueKind.False => false,
+                        _ => throw ApiError.BadRequest($"'chat_template_kwargs.{p.Name}' must be true or false", $"chat_template_kwargs.{p.Name}"),
+                    };
+                    continue;
+                }
+                if (p.Name is "messages" or "tools" or "add_generation_prompt" or "bos_token" or "eos_token")
+                    throw ApiError.BadRequest($"'chat_template_kwargs.{p.Name}' is set by the server", $"chat_template_kwargs.{p.Name}");
+                vars[p.Name] = p.Value.Clone();
+            }
+        }
+        if (Get(body, "thinking") is { } t)
+            thinking = t.ValueKind == JsonValueKind.Object && Get(t, "type") is { ValueKind: JsonValueKind.String } tt && tt.GetString() is "enabled" or "disabled"
+                ? tt.GetString() == "enabled"
+                : throw ApiError.BadRequest("'thinking' must be {\"type\": \"enabled\"} (optionally with \"budget_tokens\") or {\"type\": \"disabled\"}", "thinking");
+        return thinking is null && vars is null ? null : new ChatPromptOptions { Thinking = thinking, TemplateVariables = vars };
     }
 
     internal static string FirstLine(string message)

@@ -26,7 +26,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
     private readonly byte[]? _apiKeyHash;   // SHA-256 of the key: compared in constant time, whatever the lengths
     private readonly string[] _corsOrigins;
     private readonly TimeSpan _shutdownTimeout;
-    private readonly Inference.Speculation _speculation;
+    private readonly RequestDefaults _defaults;
     private readonly ILogger _log;
 
     public DeepSeekServer(BatchScheduler engine, ServerOptions options)
@@ -37,7 +37,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
         _apiKeyHash = options.ApiKey is { } key ? SHA256.HashData(Encoding.UTF8.GetBytes(key)) : null;
         _corsOrigins = options.CorsOrigins.Select(o => o.TrimEnd('/')).ToArray();
         _shutdownTimeout = options.ShutdownTimeout;
-        _speculation = options.Speculation;
+        _defaults = new RequestDefaults { Speculation = options.Speculation, ReasoningBudget = options.ReasoningBudget, Thinking = options.Thinking };
         _metrics = new ServerMetrics(engine);
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls($"http://{options.Host}:{options.Port}");
@@ -184,10 +184,15 @@ public sealed class DeepSeekServer : IAsyncDisposable
             }
             catch (JsonException e) { throw ApiError.BadRequest($"the request body is not valid JSON: {e.Message}"); }
             catch (DecoderFallbackException) { throw ApiError.BadRequest("the request body is not valid UTF-8"); }
-            ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize, _speculation);
+            ChatRequest req = ChatRequest.Parse(body, chat, _modelId, _engine.Model.Config.VocabSize, _defaults);
             PromptTokens prompt;
             // Tokenising stops as soon as the prompt cannot fit, so an oversized prompt costs little time and no memory.
-            try { prompt = chat ? _engine.ChatPrompt(req.Messages, _engine.ContextLength - 1) : _engine.RawPrompt(req.Prompt!, _engine.ContextLength - 1); }
+            try
+            {
+                prompt = chat
+                    ? _engine.ChatPrompt(req.Messages, _engine.ContextLength - 1, ChatPromptOptions.For(req.PromptOptions, req.Options, _engine.Tokenizer))
+                    : _engine.RawPrompt(req.Prompt!, _engine.ContextLength - 1);
+            }
             catch (Text.Templates.TemplateException e) { throw ApiError.BadRequest(e.Message, "messages"); }
             catch (PromptTooLongException e)
             {
@@ -195,7 +200,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
                     chat ? "messages" : "prompt", "context_length_exceeded");
             }
             IAsyncEnumerable<GenerationUpdate> stream = _engine.GenerateAsync(prompt, req.Options, ctx.RequestAborted);
-            var reply = new Reply(chat, _modelId);
+            var reply = new Reply(chat, _modelId) { WantsLogprobs = req.Options.TopLogprobs is not null };
             bool whole = true;
             if (req.Stream) whole = await StreamAsync(ctx, stream, reply, req.IncludeUsage);
             else await CompleteAsync(ctx, stream, reply);
@@ -228,7 +233,9 @@ public sealed class DeepSeekServer : IAsyncDisposable
         public readonly bool Chat = chat;
         public readonly string Model = model;
         public readonly StringBuilder Content = new(), Reasoning = new();
+        public readonly List<TokenLogprob> Logprobs = [];
         public GenerationUsage? Usage;
+        public bool WantsLogprobs;
 
         public string FinishReason => Usage?.FinishReason == Inference.FinishReason.Length ? "length" : "stop";
 
@@ -263,6 +270,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
     {
         await foreach (GenerationUpdate u in stream)
         {
+            if (u.Logprobs is { } lp) reply.Logprobs.AddRange(reply.Chat ? lp.Where(t => t.Part == ReplyPart.Answer) : lp);
             if (u.Usage is not null) reply.Usage = u.Usage;
             else (u.Part == ReplyPart.Reasoning ? reply.Reasoning : reply.Content).Append(u.Text);
         }
@@ -283,7 +291,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
                 w.WriteEndObject();
             }
             else w.WriteString("text", reply.Reasoning.ToString() + reply.Content);
-            w.WriteNull("logprobs");
+            WriteLogprobs(w, reply, reply.Logprobs, 0);
             w.WriteString("finish_reason", reply.FinishReason);
             w.WriteEndObject();
             w.WriteEndArray();
@@ -314,10 +322,14 @@ public sealed class DeepSeekServer : IAsyncDisposable
             for (; more; more = await e.MoveNextAsync())
             {
                 GenerationUpdate u = e.Current;
-                if (u.Usage is not null) { reply.Usage = u.Usage; continue; }
-                if (u.Text.Length == 0) continue;
+                List<TokenLogprob>? logprobs = reply.WantsLogprobs && u.Logprobs is { } lp
+                    ? [.. reply.Chat ? lp.Where(t => t.Part == ReplyPart.Answer) : lp] : null;
+                if (u.Usage is not null) reply.Usage = u.Usage;
+                if (u.Text.Length == 0 && logprobs is not { Count: > 0 }) continue;
                 string field = !reply.Chat ? "text" : u.Part == ReplyPart.Reasoning ? "reasoning_content" : "content";
-                await Event(ctx, reply, w => Delta(w, reply, field, u.Text, null));
+                int offset = reply.Content.Length;
+                if (!reply.Chat) reply.Content.Append(u.Text);
+                await Event(ctx, reply, w => Delta(w, reply, field, u.Text, null, logprobs, offset));
             }
         }
         catch (EngineShutdownException x)
@@ -342,7 +354,8 @@ public sealed class DeepSeekServer : IAsyncDisposable
         return true;
     }
 
-    private static void Delta(Utf8JsonWriter w, Reply reply, string? field, string? value, string? finish)
+    private static void Delta(Utf8JsonWriter w, Reply reply, string? field, string? value, string? finish,
+        List<TokenLogprob>? logprobs = null, int textOffset = 0)
     {
         w.WriteStartArray("choices");
         w.WriteStartObject();
@@ -354,11 +367,75 @@ public sealed class DeepSeekServer : IAsyncDisposable
             w.WriteEndObject();
         }
         else w.WriteString("text", field is null ? "" : value);
-        w.WriteNull("logprobs");
+        if (logprobs is null) w.WriteNull("logprobs");
+        else WriteLogprobs(w, reply, logprobs, textOffset);
         if (finish is null) w.WriteNull("finish_reason");
         else w.WriteString("finish_reason", finish);
         w.WriteEndObject();
         w.WriteEndArray();
+    }
+
+    /// <summary>Chat: OpenAI's <c>{"content": [{token, logprob, bytes, top_logprobs}]}</c>. Completions: the legacy
+    /// <c>{tokens, token_logprobs, top_logprobs, text_offset}</c>. Null when the request did not ask.</summary>
+    private static void WriteLogprobs(Utf8JsonWriter w, Reply reply, List<TokenLogprob> tokens, int textOffset)
+    {
+        if (!reply.WantsLogprobs) { w.WriteNull("logprobs"); return; }
+        w.WriteStartObject("logprobs");
+        if (reply.Chat)
+        {
+            w.WriteStartArray("content");
+            foreach (TokenLogprob t in tokens)
+            {
+                w.WriteStartObject();
+                Token(w, t);
+                w.WriteStartArray("top_logprobs");
+                foreach (TokenLogprob alt in t.Top)
+                {
+                    w.WriteStartObject();
+                    Token(w, alt);
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
+        else
+        {
+            w.WriteStartArray("tokens");
+            foreach (TokenLogprob t in tokens) w.WriteStringValue(t.Token);
+            w.WriteEndArray();
+            w.WriteStartArray("token_logprobs");
+            foreach (TokenLogprob t in tokens) w.WriteNumberValue(t.Logprob);
+            w.WriteEndArray();
+            w.WriteStartArray("top_logprobs");
+            foreach (TokenLogprob t in tokens)
+            {
+                w.WriteStartObject();
+                var seen = new HashSet<string>(); // two tokens can print alike (halves of one character)
+                foreach (TokenLogprob alt in t.Top)
+                    if (seen.Add(alt.Token)) w.WriteNumber(alt.Token, alt.Logprob);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("text_offset");
+            foreach (TokenLogprob t in tokens)
+            {
+                w.WriteNumberValue(textOffset);
+                textOffset += t.Token.Length;
+            }
+            w.WriteEndArray();
+        }
+        w.WriteEndObject();
+
+        static void Token(Utf8JsonWriter w, TokenLogprob t)
+        {
+            w.WriteString("token", t.Token);
+            w.WriteNumber("logprob", t.Logprob);
+            w.WriteStartArray("bytes");
+            foreach (byte b in t.Bytes) w.WriteNumberValue(b);
+            w.WriteEndArray();
+        }
     }
 
     private static async Task Event(HttpContext ctx, Reply? reply, Action<Utf8JsonWriter> body)

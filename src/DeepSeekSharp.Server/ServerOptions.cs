@@ -18,12 +18,18 @@ public sealed record ServerOptions
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(10);
     /// <summary>Speculative decoding for requests that do not choose (their <c>speculative</c> field: "mtp" or "off").</summary>
     public Inference.Speculation Speculation { get; init; }
+    /// <summary>Most reasoning tokens for requests that set no budget (null = no limit; 0 = thinking off).</summary>
+    public int? ReasoningBudget { get; init; }
+    /// <summary>Thinking on or off for requests that do not say (null = the chat template's default).</summary>
+    public bool? Thinking { get; init; }
 
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad option.</summary>
     public void Validate()
     {
         if (ApiKey is not null && string.IsNullOrWhiteSpace(ApiKey))
             throw new ArgumentException("the API key is empty; leave it unset to serve without one", nameof(ApiKey));
+        if (ReasoningBudget is < 0)
+            throw new ArgumentOutOfRangeException(nameof(ReasoningBudget), ReasoningBudget, "the reasoning budget must be ≥ 0");
         if (ShutdownTimeout < TimeSpan.Zero)
             throw new ArgumentOutOfRangeException(nameof(ShutdownTimeout), ShutdownTimeout, "the shutdown timeout must be ≥ 0");
         foreach (string o in CorsOrigins)

@@ -31,9 +31,11 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
     {
         JsonElement conversation = ToJson(messages, options?.Instructions);
         GenerationOptions generation = Map(options);
+        ChatPromptOptions? prompt = options?.AdditionalProperties?.TryGetValue("thinking", out object? t) == true && t is bool thinking
+            ? new ChatPromptOptions { Thinking = thinking } : null;
         string responseId = "chatcmpl-" + Guid.NewGuid().ToString("N");
         DateTimeOffset created = DateTimeOffset.UtcNow;
-        await foreach (GenerationUpdate u in engine.ChatAsync(conversation, generation, cancellationToken))
+        await foreach (GenerationUpdate u in engine.ChatAsync(conversation, generation, cancellationToken, prompt))
         {
             var update = new ChatResponseUpdate(ChatRole.Assistant, [])
             {
@@ -58,7 +60,10 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
         }
     }
 
-    /// <summary>ChatOptions → our options; the caller's object is only read.</summary>
+    /// <summary>ChatOptions → our options; the caller's object is only read. <see cref="ChatOptions.ResponseFormat"/>
+    /// JSON (with or without a schema) is enforced by constrained decoding; <see cref="ChatOptions.Reasoning"/>'s effort
+    /// becomes a reasoning budget (<see cref="GenerationOptions.EffortBudgets"/>), as does an additional property
+    /// <c>reasoning_budget</c>; <c>thinking</c> (true/false) switches thinking on or off.</summary>
     internal static GenerationOptions Map(ChatOptions? o)
     {
         if (o is null) return new GenerationOptions { MaxTokens = null };
@@ -71,11 +76,29 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
             FrequencyPenalty = o.FrequencyPenalty ?? 0,
             Seed = o.Seed is { } s ? unchecked((ulong)s) : null,
         };
+        int? budget = o.Reasoning?.Effort is { } effort
+            ? GenerationOptions.EffortBudgets[effort switch
+            {
+                ReasoningEffort.None => "none",
+                ReasoningEffort.Low => "low",
+                ReasoningEffort.Medium => "medium",
+                _ => "high",
+            }]
+            : null;
+        if (o.AdditionalProperties?.TryGetValue("reasoning_budget", out object? b) == true)
+            budget = b is int i ? i : b is long l ? (int)l : throw new ArgumentException("the 'reasoning_budget' additional property must be an integer", nameof(o));
         return new GenerationOptions
         {
             Sampling = sampling,
             MaxTokens = o.MaxOutputTokens,
             Stop = o.StopSequences is { Count: > 0 } stops ? [.. stops] : [],
+            ReasoningBudget = budget,
+            Format = o.ResponseFormat switch
+            {
+                ChatResponseFormatJson { Schema: { } schema } => Constraints.OutputFormat.JsonSchema(schema),
+                ChatResponseFormatJson => Constraints.OutputFormat.JsonObject,
+                _ => null,
+            },
         };
     }
 

@@ -22,6 +22,13 @@ public sealed record GenerationOptions
     /// (0–20; 0 = the chosen token's only); null = none. From the model's logits before any sampling filter.</summary>
     public int? TopLogprobs { get; init; }
 
+    /// <summary>Reasoning efforts (OpenAI's <c>reasoning_effort</c> names) as reasoning budgets: none 0 (thinking off),
+    /// minimal 256, low 1,024, medium 4,096 tokens, high and above no limit.</summary>
+    public static readonly IReadOnlyDictionary<string, int?> EffortBudgets = new Dictionary<string, int?>
+    {
+        ["none"] = 0, ["minimal"] = 256, ["low"] = 1024, ["medium"] = 4096, ["high"] = null, ["xhigh"] = null,
+    };
+
     /// <summary>Most alternatives <see cref="TopLogprobs"/> may ask for (as OpenAI).</summary>
     public const int MaxTopLogprobs = 20;
 

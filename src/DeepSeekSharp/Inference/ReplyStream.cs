@@ -91,6 +91,7 @@ internal sealed class ReplyStream
     /// else sampled under the answer's grammar (if any).</summary>
     public int Next(ReadOnlySpan<float> logits)
     {
+        SpendBudget();
         _wasForced = _forced.TryDequeue(out int f);
         int token = _wasForced ? f : Sampler.Sample(logits, _grammar, Room);
         if (_topLogprobs is not null) _chosen = Logprob(logits, token);
@@ -101,6 +102,7 @@ internal sealed class ReplyStream
     /// sampling; see <see cref="SamplerChain.Sample(ReadOnlySpan{float}, int, out bool, GrammarMatcher?, int)"/>).</summary>
     public int Next(ReadOnlySpan<float> logits, int draft, out bool accepted)
     {
+        SpendBudget();
         int token;
         if (_wasForced = _forced.TryDequeue(out int f))
         {
@@ -135,11 +137,14 @@ internal sealed class ReplyStream
         if (_pendingGrammar is not null && !_reasoning.InReasoning) StartGrammar(text);
         if (stopped) Finish(FinishReason.Stop);
         else if (Generated >= MaxTokens) Finish(FinishReason.Length);
-        else if (_reasoningBudget is { } budget && !_budgetSpent && _reasoning.InReasoning && _reasoningTokens + _closeReasoning.Length >= budget)
-        {
-            _budgetSpent = true; // the closing tag, written for the model; the answer follows
-            foreach (int id in _closeReasoning) _forced.Enqueue(id);
-        }
+    }
+
+    /// <summary>Queues the closing tag for the model once its reasoning has used all but the tag's length of the budget.</summary>
+    private void SpendBudget()
+    {
+        if (_reasoningBudget is not { } budget || _budgetSpent || !_reasoning.InReasoning || _reasoningTokens + _closeReasoning.Length < budget) return;
+        _budgetSpent = true;
+        foreach (int id in _closeReasoning) _forced.Enqueue(id);
     }
 
     /// <summary>The reasoning just closed: the answer's grammar starts, past whatever followed the closing tag in the

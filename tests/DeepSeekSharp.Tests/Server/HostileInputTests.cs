@@ -63,12 +63,13 @@ public class HostileInputTests(ServerFixture f) : IClassFixture<ServerFixture>
     public static TheoryData<string, string, string> WrongTypes() => new()
     {
         { """{"messages":[{"role":"user","content":[{"type":5}]}]}""", "parts must be", "messages[0].content" },
-        { """{"messages":[{"role":"user","content":"x"}],"response_format":{"type":1}}""", "response_format", "response_format" },
+        { """{"messages":[{"role":"user","content":"x"}],"response_format":{"type":1}}""", "'response_format.type' must be", "response_format.type" },
         { """{"messages":[{"role":"user","content":"x"}],"temperature":1e999}""", "must be a number", "temperature" },
         { """{"messages":[{"role":"user","content":"x"}],"logit_bias":{"5":1e999}}""", "logit_bias", "logit_bias" },
         { """{"messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}""", "'functions' is not supported", "functions" },
         { """{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}""", "'tool_choice' is not supported", "tool_choice" },
-        { """{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}""", "'top_logprobs' is not supported", "top_logprobs" },
+        { """{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}""", "'top_logprobs' needs 'logprobs': true", "top_logprobs" },
+        { """{"messages":[{"role":"user","content":"x"}],"parallel_tool_calls":true}""", "'parallel_tool_calls' is not supported", "parallel_tool_calls" },
         { """{"messages":[{"role":"user","content":"x"}],"temprature":0.5}""", "'temprature' is not supported", "temprature" },
         { """{"messages":[{"role":"user","content":"x"}],"seed":true}""", "must be an integer", "seed" }, // found by fuzzing
     };
