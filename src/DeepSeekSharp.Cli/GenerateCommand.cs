@@ -14,9 +14,10 @@ internal static class GenerateCommand
         Option<string> model = CliApp.ModelOptionWithDefault();
         var prompt = new Option<string>("--prompt") { Description = "the prompt (a user message unless --raw)", Required = true };
         var raw = new Option<bool>("--raw") { Description = "send the prompt as is, without the chat template" };
+        var suffix = new Option<string?>("--suffix") { Description = "fill in the middle: the model writes what goes between --prompt and this text (FIM tokens)" };
         var gen = new GenerationCliOptions();
         var loading = new ModelLoading();
-        var cmd = new Command("generate", "Generate a reply to a prompt, streamed to stdout") { model, prompt, raw };
+        var cmd = new Command("generate", "Generate a reply to a prompt, streamed to stdout") { model, prompt, raw, suffix };
         gen.AddTo(cmd);
         loading.AddTo(cmd);
         cmd.SetAction(async (r, ct) =>
@@ -29,7 +30,9 @@ internal static class GenerateCommand
             GenerationCliOptions.WarnIfNoDrafts(options, g, stderr);
             using PrefixCache? prefixes = gen.AttachCache(r, g, stderr);
             string text = r.GetValue(prompt)!;
-            IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(raw)
+            IAsyncEnumerable<GenerationUpdate> stream = r.GetValue(suffix) is { } after
+                ? g.GenerateAsync(g.FimPrompt(text, after), options, ct)
+                : r.GetValue(raw)
                 ? g.CompleteAsync(text, options, ct)
                 : g.ChatAsync(JsonSerializer.SerializeToElement(new[] { new { role = "user", content = text } }), options, ct, gen.ReadPrompt(r));
             GenerationUsage? usage = await Print(stream, stdout);

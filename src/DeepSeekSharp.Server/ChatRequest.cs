@@ -21,6 +21,7 @@ internal sealed record ChatRequest
     public required GenerationOptions Options { get; init; }
     public JsonElement Messages { get; init; }     // chat
     public string? Prompt { get; init; }           // completions
+    public string? Suffix { get; init; }           // completions: fill in the middle
     public bool Stream { get; init; }
     public bool IncludeUsage { get; init; }
     /// <summary>Thinking, template variables (chat only).</summary>
@@ -39,7 +40,7 @@ internal sealed record ChatRequest
         ["messages", "max_completion_tokens", "top_logprobs", "reasoning_effort", "chat_template_kwargs", "thinking"];
 
     private static IReadOnlyDictionary<string, int?> ReasoningEfforts => GenerationOptions.EffortBudgets;
-    private static readonly HashSet<string> CompletionsOnly = ["prompt"];
+    private static readonly HashSet<string> CompletionsOnly = ["prompt", "suffix"];
 
     /// <summary>Parses and checks a body; every problem is an <see cref="ApiError"/> naming the parameter.</summary>
     /// <param name="defaults">the server's defaults for what a request does not say</param>
@@ -75,6 +76,12 @@ internal sealed record ChatRequest
         string? prompt = null;
         if (chat) messages = ValidateMessages(Get(body, "messages"));
         else prompt = ValidatePrompt(Get(body, "prompt"));
+        string? suffix = chat ? null : Get(body, "suffix") switch
+        {
+            null => null,
+            { ValueKind: JsonValueKind.String } sf => sf.GetString(),
+            _ => throw ApiError.BadRequest("'suffix' must be a string", "suffix"),
+        };
 
         int? maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? (chat ? null : 16);
         if (maxTokens is < 1) throw ApiError.BadRequest($"'max_tokens' must be ≥ 1, got {maxTokens}", "max_tokens");
@@ -105,7 +112,7 @@ internal sealed record ChatRequest
         bool stream = Bool(body, "stream") ?? false;
         bool includeUsage = Get(body, "stream_options") is { } so && (so.ValueKind == JsonValueKind.Object ? Bool(so, "include_usage") ?? false
             : throw ApiError.BadRequest("'stream_options' must be an object", "stream_options"));
-        return new ChatRequest { Options = options, Messages = messages, Prompt = prompt, Stream = stream, IncludeUsage = includeUsage, PromptOptions = promptOptions };
+        return new ChatRequest { Options = options, Messages = messages, Prompt = prompt, Suffix = suffix, Stream = stream, IncludeUsage = includeUsage, PromptOptions = promptOptions };
     }
 
     /// <summary>Chat: <c>logprobs</c> true/false and <c>top_logprobs</c> 0–20 (which needs logprobs); completions: a
@@ -220,6 +227,14 @@ internal sealed record ChatRequest
                 _ => throw ApiError.BadRequest($"'{where}.content' must be a string or an array of text parts", $"{where}.content"),
             };
             if (hasToolCalls) copy["tool_calls"] = msg.GetProperty("tool_calls").Clone();
+            if (Get(msg, "prefix") is { } prefix)
+            {
+                if (prefix.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw ApiError.BadRequest($"'{where}.prefix' must be true or false", $"{where}.prefix");
+                if (prefix.ValueKind == JsonValueKind.True && (role != "assistant" || i != arr.GetArrayLength()))
+                    throw ApiError.BadRequest($"'{where}.prefix' may only mark the last message, an assistant's, to be continued", $"{where}.prefix");
+                copy["prefix"] = prefix.ValueKind == JsonValueKind.True;
+                if (Get(msg, "reasoning_content") is { ValueKind: JsonValueKind.String } rc) copy["reasoning_content"] = rc.GetString();
+            }
             result.Add(copy);
         }
         return JsonSerializer.SerializeToElement(result);

@@ -191,8 +191,10 @@ public sealed class DeepSeekServer : IAsyncDisposable
             {
                 prompt = chat
                     ? _engine.ChatPrompt(req.Messages, _engine.ContextLength - 1, ChatPromptOptions.For(req.PromptOptions, req.Options, _engine.Tokenizer))
+                    : req.Suffix is { } suffix ? _engine.FimPrompt(req.Prompt!, suffix, _engine.ContextLength - 1)
                     : _engine.RawPrompt(req.Prompt!, _engine.ContextLength - 1);
             }
+            catch (NotSupportedException e) { throw ApiError.BadRequest(e.Message, "suffix"); }
             catch (Text.Templates.TemplateException e) { throw ApiError.BadRequest(e.Message, "messages"); }
             catch (PromptTooLongException e)
             {

@@ -58,9 +58,14 @@ public sealed class Generator : IGenerationEngine, IDisposable
         reply.OnToken(token, output);
     }
 
-    /// <summary>R1 templates end the prompt inside an open think block.</summary>
-    public static bool PromptEndsInReasoning(string prompt) =>
-        prompt.TrimEnd('\n', ' ').EndsWith(ReasoningParser.OpenTag, StringComparison.Ordinal);
+    /// <summary>R1 templates end the prompt inside an open think block (or in reasoning continued from a prefix): the
+    /// last <c>&lt;think&gt;</c> is not closed and no special marker (<c>&lt;｜…｜&gt;</c>) follows it.</summary>
+    public static bool PromptEndsInReasoning(string prompt)
+    {
+        int open = prompt.LastIndexOf(ReasoningParser.OpenTag, StringComparison.Ordinal);
+        return open >= 0 && prompt.IndexOf(ReasoningParser.CloseTag, open, StringComparison.Ordinal) < 0
+            && prompt.IndexOf("<｜", open, StringComparison.Ordinal) < 0;
+    }
 
     public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(int[] promptIds, bool startsInReasoning, GenerationOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)

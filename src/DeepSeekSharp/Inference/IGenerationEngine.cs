@@ -42,9 +42,42 @@ public static class GenerationEngineExtensions
             vars["thinking"] = thinking;          // DeepSeek-V3.1's flag
             vars["enable_thinking"] = thinking;   // the name other templates use
         }
+        // Chat prefix completion (DeepSeek's beta): a last assistant message with "prefix": true is continued, not closed.
+        System.Text.Json.JsonElement? prefix = null;
+        if (messages.ValueKind == System.Text.Json.JsonValueKind.Array && messages.GetArrayLength() > 0 && IsPrefix(messages[messages.GetArrayLength() - 1]))
+        {
+            prefix = messages[messages.GetArrayLength() - 1];
+            messages = System.Text.Json.JsonSerializer.SerializeToElement(messages.EnumerateArray().SkipLast(1));
+            addGenerationPrompt = true;
+        }
         string prompt = engine.Template.Render(messages, addGenerationPrompt, engine.Tokenizer.Config.BosToken, engine.Tokenizer.Config.EosToken, vars);
+        prompt = Thinking(engine, prompt, addGenerationPrompt, options);
+        return prefix is { } p ? ContinuePrefix(prompt, p) : prompt;
+    }
+
+    private static bool IsPrefix(System.Text.Json.JsonElement m) =>
+        m.ValueKind == System.Text.Json.JsonValueKind.Object
+        && m.TryGetProperty("role", out var role) && role.ValueKind == System.Text.Json.JsonValueKind.String && role.GetString() == "assistant"
+        && m.TryGetProperty("prefix", out var p) && p.ValueKind == System.Text.Json.JsonValueKind.True;
+
+    /// <summary>Appends an assistant prefix to a prompt that ends where the assistant's turn begins: its
+    /// <c>reasoning_content</c> continues an open reasoning (closed when there is content too); content alone closes
+    /// an open reasoning first, so it is continued as the answer.</summary>
+    private static string ContinuePrefix(string prompt, System.Text.Json.JsonElement message)
+    {
+        string content = message.TryGetProperty("content", out var c) && c.ValueKind == System.Text.Json.JsonValueKind.String ? c.GetString()! : "";
+        string? reasoning = message.TryGetProperty("reasoning_content", out var r) && r.ValueKind == System.Text.Json.JsonValueKind.String ? r.GetString() : null;
+        bool open = Generator.PromptEndsInReasoning(prompt);
+        if (reasoning is not null && open)
+            return content.Length == 0 ? prompt + reasoning : prompt + reasoning + ReplyStream.CloseReasoningText + content;
+        return open ? prompt + ReasoningParser.CloseTag + "\n\n" + content : prompt + content;
+    }
+
+    /// <summary>Thinking on or off where the template leaves it to the prompt's end (see <see cref="ChatPromptOptions.Thinking"/>).</summary>
+    private static string Thinking(IGenerationEngine engine, string prompt, bool addGenerationPrompt, ChatPromptOptions? options)
+    {
         if (!addGenerationPrompt || options?.Thinking is not { } on) return prompt;
-        bool thinks = engine.Template.Source.Contains(ReasoningParser.OpenTag, StringComparison.Ordinal);
+        bool thinks = engine.Template!.Source.Contains(ReasoningParser.OpenTag, StringComparison.Ordinal);
         bool open = Generator.PromptEndsInReasoning(prompt);
         // R1's template opens the reasoning itself; "off" closes it at once (R1's own empty reasoning), "on" opens it
         // where a template that knows the tags left it to the model (R1 otherwise sometimes skips its reasoning).
@@ -60,6 +93,20 @@ public static class GenerationEngineExtensions
         string prompt = engine.RenderChat(messages, options: options);
         return new(engine.Tokenizer.Encode(prompt, addBos: false, maxTokens), Generator.PromptEndsInReasoning(prompt)); // the render starts with BOS
     }
+
+    /// <summary>Fill in the middle (DeepSeek's FIM format, as its coder models and <c>/beta/completions</c> take it):
+    /// <c>&lt;｜fim▁begin｜&gt;prefix&lt;｜fim▁hole｜&gt;suffix&lt;｜fim▁end｜&gt;</c>, BOS as tokenizer_config.json says; the
+    /// model writes what goes in the hole.</summary>
+    /// <exception cref="NotSupportedException">the tokenizer has no FIM tokens</exception>
+    public static PromptTokens FimPrompt(this IGenerationEngine engine, string prefix, string suffix, int maxTokens = int.MaxValue)
+    {
+        foreach (string t in (string[])[FimBegin, FimHole, FimEnd])
+            if (engine.Tokenizer.TryTokenToId(t) is null)
+                throw new NotSupportedException($"the model's tokenizer has no FIM token '{t}', so it cannot fill in the middle");
+        return new(engine.Tokenizer.Encode(FimBegin + prefix + FimHole + suffix + FimEnd, maxTokens: maxTokens), false);
+    }
+
+    public const string FimBegin = "<｜fim▁begin｜>", FimHole = "<｜fim▁hole｜>", FimEnd = "<｜fim▁end｜>";
 
     /// <summary>A raw prompt (no template; BOS as tokenizer_config.json says) tokenised.</summary>
     public static PromptTokens RawPrompt(this IGenerationEngine engine, string prompt, int maxTokens = int.MaxValue) =>

@@ -256,3 +256,76 @@ public class JsonAndLogprobTests(ServerFixture f) : IClassFixture<ServerFixture>
         Assert.Equal(200, (int)ok.StatusCode);
     }
 }
+
+/// <summary>Fill in the middle through /v1/completions' <c>suffix</c>, and chat prefix completion.</summary>
+public class FimAndPrefixTests(ServerFixture f) : IClassFixture<ServerFixture>
+{
+    [Fact]
+    public async Task Completions_with_a_suffix_use_the_fim_tokens()
+    {
+        using HttpClient http = f.Http();
+        HttpResponseMessage r = await http.PostAsJsonAsync("/v1/completions", new { prompt = "def area(r):", suffix = "    return a\n", max_tokens = 3, temperature = 0 });
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.True(r.IsSuccessStatusCode, text);
+        Tokenizer t = f.Engine.Tokenizer;
+        int expected = 1 + 3 + t.Encode("def area(r):", addBos: false).Length + t.Encode("    return a\n", addBos: false).Length; // BOS, three FIM tokens
+        Assert.Equal(expected, JsonDocument.Parse(text).RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        int[] ids = f.Engine.FimPrompt("def area(r):", "    return a\n").Ids;
+        Assert.Equal([0, 128801], ids[..2]);            // BOS <｜fim▁begin｜>
+        Assert.Contains(128800, ids);                    // <｜fim▁hole｜>
+        Assert.Equal(128802, ids[^1]);                   // <｜fim▁end｜>
+    }
+
+    [Fact]
+    public void Fim_on_a_tokenizer_without_fim_tokens_is_refused()
+    {
+        string r1 = Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny");
+        using var g = new Generator(DeepSeekModel.Load(r1), Tokenizer.Load(r1), 64);
+        var e = Assert.Throws<NotSupportedException>(() => g.FimPrompt("a", "b"));
+        Assert.Contains("<｜fim▁begin｜>", e.Message);
+    }
+
+    [Fact]
+    public async Task A_last_assistant_message_with_prefix_is_continued()
+    {
+        var messages = JsonSerializer.SerializeToElement(new object[]
+        {
+            new { role = "user", content = "Count to three." },
+            new { role = "assistant", content = "One, two,", prefix = true },
+        });
+        string prompt = f.Engine.RenderChat(messages);
+        Assert.EndsWith("<｜User｜>Count to three.<｜Assistant｜>One, two,", prompt);
+        using HttpClient http = f.Http();
+        HttpResponseMessage r = await http.PostAsJsonAsync("/v1/chat/completions", new { messages, max_tokens = 2, temperature = 0 });
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.True(r.IsSuccessStatusCode, text);
+        Assert.Equal(f.Engine.Tokenizer.Encode(prompt, addBos: false).Length,
+            JsonDocument.Parse(text).RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task Prefix_on_any_other_message_is_400()
+    {
+        using HttpClient http = f.Http();
+        HttpResponseMessage r = await http.PostAsJsonAsync("/v1/chat/completions", new
+        {
+            messages = new object[] { new { role = "assistant", content = "Hi", prefix = true }, new { role = "user", content = "x" } }, max_tokens = 2,
+        });
+        Assert.Equal(400, (int)r.StatusCode);
+        Assert.Equal("messages[0].prefix", JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetProperty("param").GetString());
+    }
+}
+
+public class R1PrefixTests(R1Fixture f) : IClassFixture<R1Fixture>
+{
+    [Fact]
+    public void R1_prefix_continues_the_answer_or_the_reasoning()
+    {
+        string Render(object last) => f.Engine.RenderChat(JsonSerializer.SerializeToElement(new[] { new { role = "user", content = "Hi" }, last }));
+        Assert.EndsWith("<｜Assistant｜><think>\n</think>\n\nHello", Render(new { role = "assistant", content = "Hello", prefix = true }));
+        Assert.EndsWith("<｜Assistant｜><think>\nLet me see", Render(new { role = "assistant", content = "", reasoning_content = "Let me see", prefix = true }));
+        Assert.EndsWith("<｜Assistant｜><think>\nHmm.\n</think>\n\nYes", Render(new { role = "assistant", content = "Yes", reasoning_content = "Hmm.", prefix = true }));
+        Assert.True(f.Engine.ChatPrompt(JsonSerializer.SerializeToElement(new object[] { new { role = "user", content = "Hi" },
+            new { role = "assistant", content = "", reasoning_content = "So", prefix = true } })).StartsInReasoning);
+    }
+}
