@@ -2,6 +2,7 @@ using System.Text.Json;
 using DeepSeekSharp.Inference;
 using DeepSeekSharp.Inference.Constraints;
 using DeepSeekSharp.Inference.Sampling;
+using DeepSeekSharp.Inference.Tools;
 
 namespace DeepSeekSharp.Server;
 
@@ -34,10 +35,13 @@ internal sealed record ChatRequest
     [
         "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
         "repetition_penalty", "seed", "logit_bias", "stop", "stream", "stream_options", "n", "user", "logprobs",
-        "response_format", "tools", "speculative", "reasoning_budget",
+        "response_format", "speculative", "reasoning_budget",
     ];
     private static readonly HashSet<string> ChatOnly =
-        ["messages", "max_completion_tokens", "top_logprobs", "reasoning_effort", "chat_template_kwargs", "thinking"];
+    [
+        "messages", "max_completion_tokens", "top_logprobs", "reasoning_effort", "chat_template_kwargs", "thinking",
+        "tools", "tool_choice", "parallel_tool_calls",
+    ];
 
     private static IReadOnlyDictionary<string, int?> ReasoningEfforts => GenerationOptions.EffortBudgets;
     private static readonly HashSet<string> CompletionsOnly = ["prompt", "suffix"];
@@ -60,8 +64,7 @@ internal sealed record ChatRequest
                 throw new ApiError(404, $"The model '{model.GetString()}' does not exist; this server serves '{servedModel}'", "model", "model_not_found");
         }
         if (Int(body, "n") is { } n && n != 1) throw ApiError.BadRequest($"only n = 1 is supported, got {n}", "n");
-        if (Get(body, "tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
-            throw ApiError.BadRequest("tool definitions are not supported by this server", "tools");
+        var (tools, toolChoice) = chat ? ParseTools(body) : (null, ToolChoice.Auto);
         int? topLogprobs = Logprobs(body, chat);
         OutputFormat? format = ResponseFormat(Get(body, "response_format"));
         int? reasoningBudget = defaults.ReasoningBudget;
@@ -71,6 +74,7 @@ internal sealed record ChatRequest
         if (Get(body, "thinking") is { ValueKind: JsonValueKind.Object } th && Int(th, "budget_tokens") is { } thinkingBudget) reasoningBudget = thinkingBudget;
         if (Int(body, "reasoning_budget") is { } budget) reasoningBudget = budget;
         ChatPromptOptions? promptOptions = chat ? ParsePromptOptions(body, defaults) : null;
+        if (tools is not null && toolChoice != ToolChoice.None) promptOptions = (promptOptions ?? new()) with { Tools = tools };
 
         JsonElement messages = default;
         string? prompt = null;
@@ -105,6 +109,7 @@ internal sealed record ChatRequest
         {
             Sampling = sampling, MaxTokens = maxTokens, Stop = Stops(Get(body, "stop")), Speculation = speculation,
             Format = format, ReasoningBudget = reasoningBudget, TopLogprobs = topLogprobs,
+            Tools = tools, ToolChoice = toolChoice, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,
         };
         try { options.Validate(vocabSize); }
         catch (ArgumentException e) { throw ApiError.BadRequest(FirstLine(e.Message), e.ParamName); }
@@ -113,6 +118,70 @@ internal sealed record ChatRequest
         bool includeUsage = Get(body, "stream_options") is { } so && (so.ValueKind == JsonValueKind.Object ? Bool(so, "include_usage") ?? false
             : throw ApiError.BadRequest("'stream_options' must be an object", "stream_options"));
         return new ChatRequest { Options = options, Messages = messages, Prompt = prompt, Suffix = suffix, Stream = stream, IncludeUsage = includeUsage, PromptOptions = promptOptions };
+    }
+
+    /// <summary><c>tools</c> (functions: a name of letters, digits, _ and -, up to 64; an optional description; optional
+    /// parameters, a JSON-schema object) and <c>tool_choice</c> ("none", "auto", "required" or
+    /// <c>{"type": "function", "function": {"name": ...}}</c>). A choice that forces a call compiles the tools'
+    /// parameter schemas for constrained decoding here, so a schema that cannot be enforced is a 400 naming it.</summary>
+    private static (IReadOnlyList<ToolDefinition>? Tools, ToolChoice Choice) ParseTools(JsonElement body)
+    {
+        List<ToolDefinition>? tools = null;
+        if (Get(body, "tools") is { } t)
+        {
+            if (t.ValueKind != JsonValueKind.Array) throw ApiError.BadRequest("'tools' must be an array", "tools");
+            tools = [];
+            int i = 0;
+            foreach (JsonElement tool in t.EnumerateArray())
+            {
+                string where = $"tools[{i++}]";
+                if (tool.ValueKind != JsonValueKind.Object || Get(tool, "type") is not { ValueKind: JsonValueKind.String } type || type.GetString() != "function")
+                    throw ApiError.BadRequest($"'{where}' must be {{\"type\": \"function\", \"function\": {{...}}}}", $"{where}.type");
+                if (Get(tool, "function") is not { ValueKind: JsonValueKind.Object } f)
+                    throw ApiError.BadRequest($"'{where}.function' must be an object", $"{where}.function");
+                string name = Get(f, "name") is { ValueKind: JsonValueKind.String } n && System.Text.RegularExpressions.Regex.IsMatch(n.GetString()!, "^[A-Za-z0-9_-]{1,64}$")
+                    ? n.GetString()! : throw ApiError.BadRequest($"'{where}.function.name' must be 1-64 letters, digits, underscores or dashes", $"{where}.function.name");
+                if (tools.Any(d => d.Name == name)) throw ApiError.BadRequest($"'{where}.function.name': '{name}' is defined twice", $"{where}.function.name");
+                string? description = Get(f, "description") switch
+                {
+                    null => null,
+                    { ValueKind: JsonValueKind.String } d => d.GetString(),
+                    _ => throw ApiError.BadRequest($"'{where}.function.description' must be a string", $"{where}.function.description"),
+                };
+                JsonElement? parameters = Get(f, "parameters") switch
+                {
+                    null => null,
+                    { ValueKind: JsonValueKind.Object } p => p.Clone(),
+                    _ => throw ApiError.BadRequest($"'{where}.function.parameters' must be a JSON-schema object", $"{where}.function.parameters"),
+                };
+                tools.Add(new ToolDefinition(name, description, parameters));
+            }
+            if (tools.Count == 0) tools = null;
+        }
+        ToolChoice choice = Get(body, "tool_choice") switch
+        {
+            null => ToolChoice.Auto,
+            { ValueKind: JsonValueKind.String } c when c.GetString() == "auto" => ToolChoice.Auto,
+            { ValueKind: JsonValueKind.String } c when c.GetString() == "none" => ToolChoice.None,
+            { ValueKind: JsonValueKind.String } c when c.GetString() == "required" => ToolChoice.Required,
+            { ValueKind: JsonValueKind.Object } c when Get(c, "function") is { ValueKind: JsonValueKind.Object } f
+                && Get(f, "name") is { ValueKind: JsonValueKind.String } n => ToolChoice.Function(n.GetString()!),
+            _ => throw ApiError.BadRequest("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}", "tool_choice"),
+        };
+        if (choice.ForcesCall && tools is null) throw ApiError.BadRequest($"'tool_choice' \"{choice.Mode}\" needs 'tools'", "tool_choice");
+        if (choice.FunctionName is { } wanted && tools!.All(d => d.Name != wanted))
+            throw ApiError.BadRequest($"'tool_choice' names the function '{wanted}', which is not in 'tools'", "tool_choice");
+        if (choice.ForcesCall)
+        {
+            // Dummy token ids: only the schemas matter for whether the grammar can be built.
+            try { ToolCalling.CallGrammar(tools!, new ToolTokens(0, 1, 2, 3, 4), ToolCallFormat.V3, choice.FunctionName); }
+            catch (SchemaException e)
+            {
+                int index = tools!.FindIndex(d => e.Path == d.Name || e.Path.StartsWith(d.Name + "/", StringComparison.Ordinal));
+                throw ApiError.BadRequest($"'tools[{index}].function.parameters': {e.Message}", $"tools[{index}].function.parameters", "invalid_schema");
+            }
+        }
+        return (tools, choice);
     }
 
     /// <summary>Chat: <c>logprobs</c> true/false and <c>top_logprobs</c> 0–20 (which needs logprobs); completions: a
@@ -227,6 +296,7 @@ internal sealed record ChatRequest
                 _ => throw ApiError.BadRequest($"'{where}.content' must be a string or an array of text parts", $"{where}.content"),
             };
             if (hasToolCalls) copy["tool_calls"] = msg.GetProperty("tool_calls").Clone();
+            if (role == "tool" && Get(msg, "tool_call_id") is { ValueKind: JsonValueKind.String } callId) copy["tool_call_id"] = callId.GetString();
             if (Get(msg, "prefix") is { } prefix)
             {
                 if (prefix.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw ApiError.BadRequest($"'{where}.prefix' must be true or false", $"{where}.prefix");

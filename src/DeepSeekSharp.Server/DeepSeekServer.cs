@@ -236,10 +236,22 @@ public sealed class DeepSeekServer : IAsyncDisposable
         public readonly string Model = model;
         public readonly StringBuilder Content = new(), Reasoning = new();
         public readonly List<TokenLogprob> Logprobs = [];
+        public readonly List<(string Id, string Name, StringBuilder Arguments)> ToolCalls = [];
         public GenerationUsage? Usage;
         public bool WantsLogprobs;
 
-        public string FinishReason => Usage?.FinishReason == Inference.FinishReason.Length ? "length" : "stop";
+        public string FinishReason => Usage?.FinishReason switch
+        {
+            Inference.FinishReason.Length => "length",
+            Inference.FinishReason.ToolCalls => "tool_calls",
+            _ => "stop",
+        };
+
+        public void Add(Inference.Tools.ToolCallDelta d)
+        {
+            if (d.Name is not null) ToolCalls.Add((d.Id!, d.Name, new StringBuilder()));
+            if (d.Index < ToolCalls.Count) ToolCalls[d.Index].Arguments.Append(d.Arguments);
+        }
 
         public void Header(Utf8JsonWriter w, bool chunk)
         {
@@ -274,6 +286,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
         {
             if (u.Logprobs is { } lp) reply.Logprobs.AddRange(reply.Chat ? lp.Where(t => t.Part == ReplyPart.Answer) : lp);
             if (u.Usage is not null) reply.Usage = u.Usage;
+            else if (u.ToolCall is { } call) reply.Add(call);
             else (u.Part == ReplyPart.Reasoning ? reply.Reasoning : reply.Content).Append(u.Text);
         }
         Count(reply);
@@ -287,9 +300,26 @@ public sealed class DeepSeekServer : IAsyncDisposable
             {
                 w.WriteStartObject("message");
                 w.WriteString("role", "assistant");
-                w.WriteString("content", reply.Content.ToString());
+                if (reply.ToolCalls.Count > 0 && reply.Content.Length == 0) w.WriteNull("content"); // as OpenAI
+                else w.WriteString("content", reply.Content.ToString());
                 if (reply.Reasoning.Length > 0) w.WriteString("reasoning_content", reply.Reasoning.ToString());
                 else w.WriteNull("reasoning_content");
+                if (reply.ToolCalls.Count > 0)
+                {
+                    w.WriteStartArray("tool_calls");
+                    foreach (var (id, name, arguments) in reply.ToolCalls)
+                    {
+                        w.WriteStartObject();
+                        w.WriteString("id", id);
+                        w.WriteString("type", "function");
+                        w.WriteStartObject("function");
+                        w.WriteString("name", name);
+                        w.WriteString("arguments", arguments.ToString());
+                        w.WriteEndObject();
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                }
                 w.WriteEndObject();
             }
             else w.WriteString("text", reply.Reasoning.ToString() + reply.Content);
@@ -327,6 +357,11 @@ public sealed class DeepSeekServer : IAsyncDisposable
                 List<TokenLogprob>? logprobs = reply.WantsLogprobs && u.Logprobs is { } lp
                     ? [.. reply.Chat ? lp.Where(t => t.Part == ReplyPart.Answer) : lp] : null;
                 if (u.Usage is not null) reply.Usage = u.Usage;
+                if (u.ToolCall is { } call)
+                {
+                    await Event(ctx, reply, w => ToolCallDelta(w, call, logprobs));
+                    continue;
+                }
                 if (u.Text.Length == 0 && logprobs is not { Count: > 0 }) continue;
                 string field = !reply.Chat ? "text" : u.Part == ReplyPart.Reasoning ? "reasoning_content" : "content";
                 int offset = reply.Content.Length;
@@ -354,6 +389,35 @@ public sealed class DeepSeekServer : IAsyncDisposable
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
         await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
         return true;
+    }
+
+    /// <summary>OpenAI's streamed tool call: the first piece with index, id, type and name (arguments ""), later
+    /// pieces with index and an arguments fragment.</summary>
+    private static void ToolCallDelta(Utf8JsonWriter w, Inference.Tools.ToolCallDelta d, List<TokenLogprob>? logprobs)
+    {
+        w.WriteStartArray("choices");
+        w.WriteStartObject();
+        w.WriteNumber("index", 0);
+        w.WriteStartObject("delta");
+        w.WriteStartArray("tool_calls");
+        w.WriteStartObject();
+        w.WriteNumber("index", d.Index);
+        if (d.Id is not null)
+        {
+            w.WriteString("id", d.Id);
+            w.WriteString("type", "function");
+        }
+        w.WriteStartObject("function");
+        if (d.Name is not null) w.WriteString("name", d.Name);
+        w.WriteString("arguments", d.Arguments);
+        w.WriteEndObject();
+        w.WriteEndObject();
+        w.WriteEndArray();
+        w.WriteEndObject();
+        w.WriteNull("logprobs");
+        w.WriteNull("finish_reason");
+        w.WriteEndObject();
+        w.WriteEndArray();
     }
 
     private static void Delta(Utf8JsonWriter w, Reply reply, string? field, string? value, string? finish,

@@ -21,6 +21,14 @@ public sealed record GenerationOptions
     /// <summary>Log-probabilities of each generated token and of the <c>TopLogprobs</c> likeliest alternatives
     /// (0–20; 0 = the chosen token's only); null = none. From the model's logits before any sampling filter.</summary>
     public int? TopLogprobs { get; init; }
+    /// <summary>Functions the model may call; its calls come back as <see cref="GenerationUpdate.ToolCall"/> pieces,
+    /// never as text. The prompt must describe them (see <see cref="ChatPromptOptions.Tools"/>).</summary>
+    public IReadOnlyList<Inference.Tools.ToolDefinition>? Tools { get; init; }
+    /// <summary>Whether the model must call a tool (<c>required</c>, a named function: enforced by constrained decoding
+    /// against the tools' parameter schemas) or may (<c>auto</c>, the default) or may not (<c>none</c>).</summary>
+    public Inference.Tools.ToolChoice ToolChoice { get; init; } = Inference.Tools.ToolChoice.Auto;
+    /// <summary>Whether a forced reply may hold several calls.</summary>
+    public bool ParallelToolCalls { get; init; } = true;
 
     /// <summary>Reasoning efforts (OpenAI's <c>reasoning_effort</c> names) as reasoning budgets: none 0 (thinking off),
     /// minimal 256, low 1,024, medium 4,096 tokens, high and above no limit.</summary>
@@ -36,6 +44,10 @@ public sealed record GenerationOptions
     {
         Sampling.Validate(vocabSize);
         if (ReasoningBudget is < 0) throw new ArgumentOutOfRangeException("reasoning_budget", ReasoningBudget, $"'reasoning_budget' must be ≥ 0, got {ReasoningBudget}");
+        if (ToolChoice.FunctionName is { } name && Tools?.Any(t => t.Name == name) != true)
+            throw new ArgumentException($"'tool_choice' names '{name}', which is not among the tools", "tool_choice");
+        if (ToolChoice.ForcesCall && Tools is not { Count: > 0 })
+            throw new ArgumentException($"'tool_choice' {ToolChoice.Mode} needs tools", "tool_choice");
         if (TopLogprobs is < 0 or > MaxTopLogprobs)
             throw new ArgumentOutOfRangeException("top_logprobs", TopLogprobs, $"'top_logprobs' must be in [0, {MaxTopLogprobs}], got {TopLogprobs}");
         if (MaxTokens is < 1) throw new ArgumentOutOfRangeException("max_tokens", MaxTokens, $"'max_tokens' must be ≥ 1, got {MaxTokens}");
@@ -61,6 +73,8 @@ public enum FinishReason
     Stop,
     /// <summary>max_tokens reached or the context is full.</summary>
     Length,
+    /// <summary>The model called tools and stopped, waiting for their results.</summary>
+    ToolCalls,
 }
 
 /// <summary>Figures of one finished generation.</summary>
@@ -88,9 +102,11 @@ public sealed record GenerationUsage(
         (DraftTokens > 0 ? $", drafts accepted {AcceptedDraftTokens}/{DraftTokens} ({DraftAcceptance:P0})" : "");
 }
 
-/// <summary>A piece of streamed output: text of one part, or (last) the usage with empty text. With
+/// <summary>A piece of streamed output: text of one part, a piece of a tool call (with empty text), or (last) the
+/// usage with empty text. With
 /// <see cref="GenerationOptions.TopLogprobs"/>, the tokens generated since the previous update.</summary>
-public sealed record GenerationUpdate(Text.ReplyPart Part, string Text, GenerationUsage? Usage = null, IReadOnlyList<TokenLogprob>? Logprobs = null);
+public sealed record GenerationUpdate(Text.ReplyPart Part, string Text, GenerationUsage? Usage = null, IReadOnlyList<TokenLogprob>? Logprobs = null,
+    Tools.ToolCallDelta? ToolCall = null);
 
 /// <summary>One generated token's log-probability under the model, with its likeliest alternatives (highest first);
 /// <see cref="Part"/> is where the token was written (reasoning or answer).</summary>

@@ -36,7 +36,12 @@ public static class GenerationEngineExtensions
         if (engine.Template is null) throw new InvalidOperationException("the tokenizer_config.json has no chat_template; use a raw prompt");
         var vars = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (options?.TemplateVariables is { } extra) foreach (var (k, v) in extra) vars[k] = v;
-        if (options?.Tools is { } tools) vars["tools"] = tools;
+        if (options?.Tools is { Count: > 0 } tools)
+        {
+            vars["tools"] = tools.Select(t => t.ToOpenAi()).ToList();
+            if (!engine.Template.Source.Contains("tools", StringComparison.Ordinal))
+                messages = WithSystem(messages, Tools.ToolCalling.Describe(tools, Tools.ToolCalling.FormatOf(engine.Template.Source)));
+        }
         if (options?.Thinking is { } thinking)
         {
             vars["thinking"] = thinking;          // DeepSeek-V3.1's flag
@@ -53,6 +58,16 @@ public static class GenerationEngineExtensions
         string prompt = engine.Template.Render(messages, addGenerationPrompt, engine.Tokenizer.Config.BosToken, engine.Tokenizer.Config.EosToken, vars);
         prompt = Thinking(engine, prompt, addGenerationPrompt, options);
         return prefix is { } p ? ContinuePrefix(prompt, p) : prompt;
+    }
+
+    /// <summary>The messages with one more system message after the leading ones.</summary>
+    private static System.Text.Json.JsonElement WithSystem(System.Text.Json.JsonElement messages, string text)
+    {
+        var list = messages.EnumerateArray().Select(m => (object)m).ToList();
+        int at = 0;
+        while (at < list.Count && ((System.Text.Json.JsonElement)list[at]).TryGetProperty("role", out var r) && r.ValueKind == System.Text.Json.JsonValueKind.String && r.GetString() == "system") at++;
+        list.Insert(at, new Dictionary<string, string> { ["role"] = "system", ["content"] = text });
+        return System.Text.Json.JsonSerializer.SerializeToElement(list);
     }
 
     private static bool IsPrefix(System.Text.Json.JsonElement m) =>
@@ -136,8 +151,9 @@ public sealed record ChatPromptOptions
     /// and <c>enable_thinking</c>; for R1's template, off closes the reasoning in the prompt and on makes sure it is
     /// open. Null = the template's default.</summary>
     public bool? Thinking { get; init; }
-    /// <summary>Tool definitions (OpenAI's <c>tools</c> array) for templates that describe tools in the prompt.</summary>
-    public System.Text.Json.JsonElement? Tools { get; init; }
+    /// <summary>Tools the model may call: passed to the template as <c>tools</c> (OpenAI's shape); templates that do not
+    /// render them (DeepSeek's own) get a system message describing them and the call format.</summary>
+    public IReadOnlyList<Tools.ToolDefinition>? Tools { get; init; }
     /// <summary>More template variables (vLLM's and SGLang's <c>chat_template_kwargs</c>).</summary>
     public IReadOnlyDictionary<string, object?>? TemplateVariables { get; init; }
 

@@ -33,6 +33,8 @@ internal sealed class ReplyStream
     private float[]? _scratch;                 // [vocab] for log-softmax, when log-probabilities are asked for
     private TokenLogprob? _chosen;             // the log-probability of the token Next returned
     private List<TokenLogprob>? _logprobs;     // tokens since the last update
+    private readonly Tools.ToolCallParser? _tools;
+    private readonly List<Tools.ToolCallDelta> _calls = [];
 
     public ReplyStream(Tokenizer tokenizer, int? modelEos, int vocabSize, int[] promptIds, bool startsInReasoning,
         GenerationOptions options, int contextLength, Stopwatch? clock = null)
@@ -48,7 +50,15 @@ internal sealed class ReplyStream
         _reasoning = new ReasoningParser(startsInReasoning);
         _inReasoning = startsInReasoning;
         MaxTokens = Math.Min(options.MaxTokens ?? int.MaxValue, contextLength - promptIds.Length);
-        if (options.Format is { } format)
+        OutputFormat? format = options.Format;
+        if (options.Tools is { Count: > 0 } tools && options.ToolChoice != Tools.ToolChoice.None && Tools.ToolTokens.For(tokenizer) is { } toolTokens)
+        {
+            Tools.ToolCallFormat style = Tools.ToolCalling.FormatOf(tokenizer.Config.ChatTemplate);
+            _tools = new Tools.ToolCallParser(toolTokens, style);
+            if (options.ToolChoice.ForcesCall)
+                format = OutputFormat.FromGrammar(Tools.ToolCalling.CallGrammar(tools, toolTokens, style, options.ToolChoice.FunctionName, options.ParallelToolCalls), "tool calls");
+        }
+        if (format is not null)
         {
             int[] eos = modelEos is { } m && tokenizer.EosId is { } t ? [m, t] : modelEos is { } m2 ? [m2] : tokenizer.EosId is { } t2 ? [t2] : [];
             GrammarMatcher matcher = format.Bind(tokenizer, vocabSize, eos).NewMatcher();
@@ -129,7 +139,14 @@ internal sealed class ReplyStream
         Sampler.Accept(token);
         if (_grammar is not null && !_grammar.TryAccept(token) && !_wasForced)
             throw new InvalidOperationException($"token {token} was sampled against the output format's grammar");
-        if (chosen is not null) (_logprobs ??= []).Add(chosen with { Part = _inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer });
+        if (chosen is not null) (_logprobs ??= []).Add(chosen with { Part = _inReasoning && _tools?.Takes(token) != true ? ReplyPart.Reasoning : ReplyPart.Answer });
+        if (_tools?.Takes(token) == true)
+        {
+            _tools.Push(token, _tokenizer.TokenBytes(token), _calls);
+            RouteCalls(output);
+            if (Generated >= MaxTokens) Finish(FinishReason.Length);
+            return;
+        }
         string text = _detok.Push(token);
         var (emit, stopped) = _stops.Push(text);
         Route(_reasoning.Push(emit), output);
@@ -201,6 +218,9 @@ internal sealed class ReplyStream
     {
         Route(_reasoning.Push(_stops.Flush() + _detok.Flush()), output);
         Route(_reasoning.Flush(), output);
+        _tools?.Flush(_calls);
+        RouteCalls(output);
+        if (FinishReason == FinishReason.Stop && _tools is { Calls: > 0 }) FinishReason = FinishReason.ToolCalls;
         output.Add(new GenerationUpdate(_inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
             new GenerationUsage(_promptTokens, Generated, _reasoningTokens, FinishReason, _firstToken, _clock.Elapsed,
                 DraftTokens, AcceptedDraftTokens, CachedPromptTokens), TakeLogprobs()));
@@ -211,6 +231,12 @@ internal sealed class ReplyStream
         List<TokenLogprob>? taken = _logprobs;
         _logprobs = null;
         return taken;
+    }
+
+    private void RouteCalls(List<GenerationUpdate> output)
+    {
+        foreach (Tools.ToolCallDelta d in _calls) output.Add(new GenerationUpdate(ReplyPart.Answer, "", Logprobs: TakeLogprobs(), ToolCall: d));
+        _calls.Clear();
     }
 
     private void Route(List<(ReplyPart Part, string Text)> pieces, List<GenerationUpdate> output)

@@ -2,14 +2,15 @@ namespace DeepSeekSharp.Inference.Constraints;
 
 /// <summary>A context-free grammar over bytes, flattened the way llama.cpp's GBNF engine stores one: every rule is a
 /// list of alternatives, every alternative a run of elements ending in <see cref="Kind.End"/>; an element matches one
-/// byte from a set or expands another rule. Built by <see cref="GrammarBuilder"/>; read by <see cref="GrammarMatcher"/>.
+/// byte from a set, one special token (tool-call markers and the like, which have no bytes a text grammar could
+/// match), or expands another rule. Built by <see cref="GrammarBuilder"/>; read by <see cref="GrammarMatcher"/>.
 /// No rule may be left-recursive or repeat something that matches nothing (the builder's helpers never do).</summary>
 public sealed class Grammar
 {
-    internal enum Kind : byte { Bytes, Rule, End }
+    internal enum Kind : byte { Bytes, Rule, End, Token }
 
     internal readonly Kind[] Kinds;        // [positions]
-    internal readonly int[] Args;          // [positions] byte-set index (Bytes) or rule index (Rule)
+    internal readonly int[] Args;          // [positions] byte-set index (Bytes), rule index (Rule) or token id (Token)
     internal readonly ulong[] Sets;        // [sets × 4] 256-bit masks of the bytes each set matches
     internal readonly int[][] Alternatives; // [rules][alternatives] the position each alternative starts at
     internal readonly int[] MinBytes;      // [positions] fewest bytes from this position to the end of its alternative
@@ -60,7 +61,7 @@ public sealed class Grammar
                     long sum = 0;
                     for (int p = end; p >= start; p--)
                     {
-                        sum += Kinds[p] switch { Kind.Bytes => 1, Kind.Rule => rule[Args[p]], _ => 0 };
+                        sum += Kinds[p] switch { Kind.Bytes or Kind.Token => 1, Kind.Rule => rule[Args[p]], _ => 0 };
                         int v = sum >= int.MaxValue ? int.MaxValue : (int)sum;
                         if (v < min[p]) { min[p] = v; changed = true; }
                     }
@@ -84,6 +85,7 @@ public abstract record Symbol
 
 internal sealed record ByteSetSymbol(ulong B0, ulong B1, ulong B2, ulong B3) : Symbol;
 internal sealed record RuleSymbol(int Rule) : Symbol;
+internal sealed record TokenSymbol(int Id) : Symbol;
 internal sealed record SequenceSymbol(Symbol[] Items) : Symbol;
 
 /// <summary>Builds a <see cref="Grammar"/>: reserve rules, add alternatives made of literals, byte sets and other
@@ -119,6 +121,9 @@ public sealed class GrammarBuilder
     }
 
     public static Symbol Ref(int rule) => new RuleSymbol(rule);
+
+    /// <summary>One special token (counted as one byte of length).</summary>
+    public static Symbol Token(int id) => new TokenSymbol(id);
 
     public static Symbol Empty { get; } = new SequenceSymbol([]);
 
@@ -204,6 +209,10 @@ public sealed class GrammarBuilder
                 case RuleSymbol rs:
                     kinds.Add(Grammar.Kind.Rule);
                     args.Add(rs.Rule);
+                    break;
+                case TokenSymbol t:
+                    kinds.Add(Grammar.Kind.Token);
+                    args.Add(t.Id);
                     break;
                 case ByteSetSymbol b:
                     if (!setIndex.TryGetValue(b, out int i))

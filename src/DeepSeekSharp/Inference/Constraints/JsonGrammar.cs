@@ -53,15 +53,17 @@ public static class JsonGrammar
         return j.B.Build(root);
     }
 
-    private sealed class Builder
+    /// <summary>JSON rules added to a grammar under construction, for grammars that embed JSON values (tool calls).</summary>
+    internal sealed class Builder
     {
-        public readonly GrammarBuilder B = new();
+        public readonly GrammarBuilder B;
         public JsonElement RootSchema;
         public readonly Symbol Ws, Lead, String, Char, Number, Integer, Value;
         private readonly Dictionary<string, int> _refs = [];
 
-        public Builder()
+        public Builder(GrammarBuilder? builder = null)
         {
+            B = builder ?? new GrammarBuilder();
             Ws = B.Optional(B.Choice("space", AnyOf(" "), Literal("\n") + B.Repeat(AnyOf(" "), 0, 20, "indent")), "ws");
             Lead = B.Repeat(AnyOf(" \t\n"), 0, 8, "lead");
             Symbol hex = Bytes((byte)'0', (byte)'9') | Bytes((byte)'a', (byte)'f') | Bytes((byte)'A', (byte)'F');
@@ -120,6 +122,14 @@ public static class JsonGrammar
             if (max is not 0)
                 alternatives.Add(Literal("[") + Ws + item + B.Repeat(more, Math.Max(min - 1, 0), max - 1, "items") + Ws + Literal("]"));
             return B.Choice("array", [.. alternatives]);
+        }
+
+        /// <summary>A schema's values as a symbol of this grammar (its <c>$ref</c>s resolve within <paramref name="root"/>).</summary>
+        public Symbol Schema(JsonElement root, string path)
+        {
+            RootSchema = root;
+            _refs.Clear();
+            return Compile(root, path);
         }
 
         public Symbol Compile(JsonElement s, string path)

@@ -29,6 +29,7 @@ public sealed class TokenGrammar
     // States: sorted distinct node ids; their byte moves and, once computed, their allowed-token masks.
     private readonly List<State> _states = [];
     private readonly Dictionary<NodeSet, int> _stateIds = [];
+    private readonly Dictionary<(int State, int Token), int> _tokenMoves = [];
     private int _cachedMasks;
 
     private sealed class State(int[] nodes, int minBytes)
@@ -90,7 +91,7 @@ public sealed class TokenGrammar
         {
             if (IsEos(token)) return _states[state].MinBytes == 0 ? state : Dead;
             ReadOnlySpan<byte> bytes = _trie.Bytes(token);
-            if (bytes.IsEmpty) return Dead;               // special tokens and ids past the tokenizer's
+            if (bytes.IsEmpty) return StepToken(state, token); // special tokens (and ids past the tokenizer's: dead)
             foreach (byte b in bytes)
                 if ((state = Step(state, b)) == Dead) return Dead;
             return state;
@@ -184,6 +185,15 @@ public sealed class TokenGrammar
             }
             i++;
         }
+        foreach (int node in _states[state].Nodes)
+        {
+            if (node == AcceptNode || _g.Kinds[_nodes[node].Pos] != Grammar.Kind.Token) continue;
+            int id = _g.Args[_nodes[node].Pos];
+            int min = _states[StepToken(state, id)].MinBytes;
+            if (min > room || (uint)id >= (uint)_vocab) continue;
+            mask[id >> 6] |= 1UL << (id & 63);
+            maxMinAfter = Math.Max(maxMinAfter, min);
+        }
         return maxMinAfter;
     }
 
@@ -198,9 +208,23 @@ public sealed class TokenGrammar
         {
             if (node == AcceptNode) continue;
             var (pos, parent) = _nodes[node];
-            if (_g.Matches(_g.Args[pos], b)) Expand(pos + 1, parent, stacks, 0);
+            if (_g.Kinds[pos] == Grammar.Kind.Bytes && _g.Matches(_g.Args[pos], b)) Expand(pos + 1, parent, stacks, 0);
         }
         return s.Next[b] = stacks.Count == 0 ? Dead : Intern(stacks);
+    }
+
+    /// <summary>The state after a special token the grammar names (memoised).</summary>
+    private int StepToken(int state, int token)
+    {
+        if (_tokenMoves.TryGetValue((state, token), out int next)) return next;
+        var stacks = new List<int>();
+        foreach (int node in _states[state].Nodes)
+        {
+            if (node == AcceptNode) continue;
+            var (pos, parent) = _nodes[node];
+            if (_g.Kinds[pos] == Grammar.Kind.Token && _g.Args[pos] == token) Expand(pos + 1, parent, stacks, 0);
+        }
+        return _tokenMoves[(state, token)] = stacks.Count == 0 ? Dead : Intern(stacks);
     }
 
     /// <summary>Adds the stacks that continue from <paramref name="pos"/> above <paramref name="parent"/>, each with a
@@ -211,7 +235,7 @@ public sealed class TokenGrammar
         if (depth > 4096) throw new InvalidOperationException("the grammar recurses without consuming input (a left-recursive rule or a repeated empty match)");
         switch (_g.Kinds[pos])
         {
-            case Grammar.Kind.Bytes:
+            case Grammar.Kind.Bytes or Grammar.Kind.Token:
                 output.Add(Node(pos, parent));
                 break;
             case Grammar.Kind.Rule:
