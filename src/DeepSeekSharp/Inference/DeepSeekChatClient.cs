@@ -33,20 +33,38 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
         GenerationOptions generation = Map(options);
         ChatPromptOptions? prompt = options?.AdditionalProperties?.TryGetValue("thinking", out object? t) == true && t is bool thinking
             ? new ChatPromptOptions { Thinking = thinking } : null;
+        if (generation.Tools is { Count: > 0 } tools && generation.ToolChoice != Tools.ToolChoice.None)
+            prompt = (prompt ?? new()) with { Tools = tools };
         string responseId = "chatcmpl-" + Guid.NewGuid().ToString("N");
         DateTimeOffset created = DateTimeOffset.UtcNow;
+        var calls = new List<(string Id, string Name, System.Text.StringBuilder Arguments)>();
+        ChatResponseUpdate Update() => new(ChatRole.Assistant, [])
+        {
+            ResponseId = responseId,
+            MessageId = responseId,
+            ModelId = modelId,
+            CreatedAt = created,
+        };
         await foreach (GenerationUpdate u in engine.ChatAsync(conversation, generation, cancellationToken, prompt))
         {
-            var update = new ChatResponseUpdate(ChatRole.Assistant, [])
+            if (u.ToolCall is { } d)
             {
-                ResponseId = responseId,
-                MessageId = responseId,
-                ModelId = modelId,
-                CreatedAt = created,
-            };
+                // Function calls are handed over whole (function-invoking middleware acts on complete calls).
+                if (d.Name is not null) calls.Add((d.Id!, d.Name, new System.Text.StringBuilder()));
+                calls[d.Index].Arguments.Append(d.Arguments);
+                continue;
+            }
+            ChatResponseUpdate update = Update();
             if (u.Usage is { } usage)
             {
-                update.FinishReason = usage.FinishReason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+                foreach (var (id, name, arguments) in calls)
+                    update.Contents.Add(FunctionCallContent.CreateFromParsedArguments(arguments.ToString(), id, name, ParseArguments));
+                update.FinishReason = usage.FinishReason switch
+                {
+                    FinishReason.Length => ChatFinishReason.Length,
+                    FinishReason.ToolCalls => ChatFinishReason.ToolCalls,
+                    _ => ChatFinishReason.Stop,
+                };
                 update.Contents.Add(new UsageContent(new UsageDetails
                 {
                     InputTokenCount = usage.PromptTokens,
@@ -60,10 +78,16 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
         }
     }
 
+    /// <summary>A call's JSON arguments as a dictionary; invalid JSON throws, which
+    /// <see cref="FunctionCallContent.CreateFromParsedArguments"/> records on the call as its exception.</summary>
+    private static IDictionary<string, object?>? ParseArguments(string json) =>
+        JsonSerializer.Deserialize<Dictionary<string, object?>>(json.Length == 0 ? "{}" : json);
+
     /// <summary>ChatOptions → our options; the caller's object is only read. <see cref="ChatOptions.ResponseFormat"/>
     /// JSON (with or without a schema) is enforced by constrained decoding; <see cref="ChatOptions.Reasoning"/>'s effort
     /// becomes a reasoning budget (<see cref="GenerationOptions.EffortBudgets"/>), as does an additional property
-    /// <c>reasoning_budget</c>; <c>thinking</c> (true/false) switches thinking on or off.</summary>
+    /// <c>reasoning_budget</c>; <c>thinking</c> (true/false) switches thinking on or off. Tools and the tool mode map
+    /// to ours (a required mode is enforced by constrained decoding); calls come back as <see cref="FunctionCallContent"/>.</summary>
     internal static GenerationOptions Map(ChatOptions? o)
     {
         if (o is null) return new GenerationOptions { MaxTokens = null };
@@ -93,6 +117,17 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
             MaxTokens = o.MaxOutputTokens,
             Stop = o.StopSequences is { Count: > 0 } stops ? [.. stops] : [],
             ReasoningBudget = budget,
+            Tools = o.Tools is { Count: > 0 } tools
+                ? [.. tools.OfType<AIFunctionDeclaration>().Select(f => new Tools.ToolDefinition(f.Name, f.Description, f.JsonSchema))]
+                : null,
+            ToolChoice = o.ToolMode switch
+            {
+                NoneChatToolMode => Tools.ToolChoice.None,
+                RequiredChatToolMode { RequiredFunctionName: { } name } => Tools.ToolChoice.Function(name),
+                RequiredChatToolMode => Tools.ToolChoice.Required,
+                _ => Tools.ToolChoice.Auto,
+            },
+            ParallelToolCalls = o.AllowMultipleToolCalls ?? true,
             Format = o.ResponseFormat switch
             {
                 ChatResponseFormatJson { Schema: { } schema } => Constraints.OutputFormat.JsonSchema(schema),
@@ -102,12 +137,28 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
         };
     }
 
+    /// <summary>Messages as OpenAI-style JSON for the template: an assistant's <see cref="FunctionCallContent"/>s become
+    /// its <c>tool_calls</c>, each <see cref="FunctionResultContent"/> a <c>tool</c> message.</summary>
     private static JsonElement ToJson(IEnumerable<ChatMessage> messages, string? instructions)
     {
-        var list = new List<Dictionary<string, string>>();
+        var list = new List<Dictionary<string, object?>>();
         if (!string.IsNullOrEmpty(instructions)) list.Add(new() { ["role"] = "system", ["content"] = instructions });
         foreach (ChatMessage m in messages)
-            list.Add(new() { ["role"] = m.Role.Value, ["content"] = m.Text });
+        {
+            var calls = m.Contents.OfType<FunctionCallContent>().Select(c => new Dictionary<string, object?>
+            {
+                ["id"] = c.CallId,
+                ["type"] = "function",
+                ["function"] = new Dictionary<string, object?> { ["name"] = c.Name, ["arguments"] = JsonSerializer.Serialize(c.Arguments ?? new Dictionary<string, object?>()) },
+            }).ToList();
+            var results = m.Contents.OfType<FunctionResultContent>().ToList();
+            if (calls.Count > 0)
+                list.Add(new() { ["role"] = "assistant", ["content"] = m.Text.Length > 0 ? m.Text : null, ["tool_calls"] = calls });
+            else if (results.Count > 0)
+                foreach (FunctionResultContent r in results)
+                    list.Add(new() { ["role"] = "tool", ["tool_call_id"] = r.CallId, ["content"] = r.Result is string s ? s : JsonSerializer.Serialize(r.Result) });
+            else list.Add(new() { ["role"] = m.Role.Value, ["content"] = m.Text });
+        }
         if (list.Count == 0) throw new ArgumentException("no messages", nameof(messages));
         return JsonSerializer.SerializeToElement(list);
     }

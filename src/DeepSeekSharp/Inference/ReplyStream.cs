@@ -220,7 +220,8 @@ internal sealed class ReplyStream
         Route(_reasoning.Flush(), output);
         _tools?.Flush(_calls);
         RouteCalls(output);
-        if (FinishReason == FinishReason.Stop && _tools is { Calls: > 0 }) FinishReason = FinishReason.ToolCalls;
+        // Calls made and complete (the block closed, or the model stopped after them): the reply waits for their results.
+        if (_tools is { Calls: > 0 } t && (FinishReason == FinishReason.Stop || t.Closed)) FinishReason = FinishReason.ToolCalls;
         output.Add(new GenerationUpdate(_inReasoning ? ReplyPart.Reasoning : ReplyPart.Answer, "",
             new GenerationUsage(_promptTokens, Generated, _reasoningTokens, FinishReason, _firstToken, _clock.Elapsed,
                 DraftTokens, AcceptedDraftTokens, CachedPromptTokens), TakeLogprobs()));

@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text.Json;
 using DeepSeekSharp.Inference;
 using DeepSeekSharp.Model;
+using DeepSeekSharp.Server;
 using DeepSeekSharp.Text;
 using Microsoft.Extensions.AI;
 using OpenAI;
@@ -105,6 +106,18 @@ public class ThinkingControlTests(R1Fixture f) : IClassFixture<R1Fixture>
             Assert.Equal(JsonValueKind.Object, doc.RootElement.ValueKind);
             Assert.InRange(body.GetProperty("usage").GetProperty("completion_tokens_details").GetProperty("reasoning_tokens").GetInt32(), 1, 6);
         }
+    }
+
+    [Fact]
+    public async Task Forced_tool_calls_follow_the_reasoning()
+    {
+        using var http = new HttpClient { BaseAddress = f.Server.Address };
+        JsonElement body = await Post(http, new { messages = User, tools = ToolServerTests.Tools, tool_choice = "required", reasoning_budget = 6, max_tokens = 120, seed = 1 });
+        JsonElement message = body.GetProperty("choices")[0].GetProperty("message");
+        Assert.True("tool_calls" == body.GetProperty("choices")[0].GetProperty("finish_reason").GetString(), body.GetRawText());
+        Assert.InRange(body.GetProperty("usage").GetProperty("completion_tokens_details").GetProperty("reasoning_tokens").GetInt32(), 1, 6);
+        foreach (JsonElement call in message.GetProperty("tool_calls").EnumerateArray()) ToolServerTests.AssertValidCall(call);
+        Assert.DoesNotContain("tool", message.GetProperty("reasoning_content").GetString() ?? "");
     }
 
     [Fact]
@@ -327,5 +340,230 @@ public class R1PrefixTests(R1Fixture f) : IClassFixture<R1Fixture>
         Assert.EndsWith("<｜Assistant｜><think>\nHmm.\n</think>\n\nYes", Render(new { role = "assistant", content = "Yes", reasoning_content = "Hmm.", prefix = true }));
         Assert.True(f.Engine.ChatPrompt(JsonSerializer.SerializeToElement(new object[] { new { role = "user", content = "Hi" },
             new { role = "assistant", content = "", reasoning_content = "So", prefix = true } })).StartsInReasoning);
+    }
+}
+
+/// <summary>A model whose tokenizer carries DeepSeek-V3.1's chat template (tool calls as NAME&lt;｜tool▁sep｜&gt;ARGS,
+/// thinking switched by the template's <c>thinking</c> flag).</summary>
+public sealed class V31Fixture : IAsyncLifetime
+{
+    public BatchScheduler Engine { get; private set; } = null!;
+    public DeepSeekServer Server { get; private set; } = null!;
+    private readonly TempDir _dir = new();
+
+    public async Task InitializeAsync()
+    {
+        File.Copy(Path.Combine(RandomModel.V3Tiny, "tokenizer.json"), _dir.File("tokenizer.json"));
+        File.WriteAllText(_dir.File("tokenizer_config.json"), JsonSerializer.Serialize(new
+        {
+            add_bos_token = true, bos_token = "<｜begin▁of▁sentence｜>", eos_token = "<｜end▁of▁sentence｜>",
+            chat_template = File.ReadAllText(DeepSeekSharp.Tests.Inference.ToolCallTests.V31TemplatePath),
+        }));
+        Engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(_dir.Path), new BatchOptions { MaxBatch = 2, ContextLength = 512 });
+        Server = new DeepSeekServer(Engine, new ServerOptions { Port = 0, ModelId = "v31-random" });
+        await Server.StartAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Server.DisposeAsync();
+        Engine.Dispose();
+        _dir.Dispose();
+    }
+}
+
+/// <summary>Tool calling through the server: forced calls are well-formed calls of the offered tools with arguments
+/// their schemas accept, in both DeepSeek formats, streamed or not; the official OpenAI client and
+/// Microsoft.Extensions.AI's function invocation run a tool end to end; bad tool input is a 400 naming the field.</summary>
+public class ToolServerTests(ServerFixture f) : IClassFixture<ServerFixture>
+{
+    internal const string WeatherSchema = """
+        {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}, "days": {"type": "integer", "minimum": 0}},
+         "required": ["city", "unit"], "additionalProperties": false}
+        """;
+
+    internal static object[] Tools =>
+    [
+        new { type = "function", function = new { name = "get_weather", description = "Weather for a city", parameters = JsonDocument.Parse(WeatherSchema).RootElement } },
+        new { type = "function", function = new { name = "add", description = "Adds", parameters = JsonDocument.Parse("""{"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}""").RootElement } },
+    ];
+
+    internal static async Task<JsonElement> Post(HttpClient http, object body)
+    {
+        HttpResponseMessage r = await http.PostAsJsonAsync("/v1/chat/completions", body);
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.True(r.IsSuccessStatusCode, text);
+        return JsonDocument.Parse(text).RootElement;
+    }
+
+    internal static void AssertValidCall(JsonElement call)
+    {
+        Assert.StartsWith("call_", call.GetProperty("id").GetString());
+        Assert.Equal("function", call.GetProperty("type").GetString());
+        string name = call.GetProperty("function").GetProperty("name").GetString()!;
+        using JsonDocument args = JsonDocument.Parse(call.GetProperty("function").GetProperty("arguments").GetString()!);
+        string schema = name == "get_weather" ? WeatherSchema : """{"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}""";
+        Assert.True(Json.Schema.JsonSchema.FromText(schema).Evaluate(args.RootElement).IsValid, args.RootElement.GetRawText());
+    }
+
+    internal static async Task<List<(string Id, string Name, string Arguments)>> StreamCalls(HttpClient http, object body)
+    {
+        HttpResponseMessage r = await http.PostAsJsonAsync("/v1/chat/completions", body);
+        var calls = new List<(string Id, string Name, System.Text.StringBuilder Args)>();
+        string? finish = null;
+        foreach (string e in (await r.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1])
+        {
+            JsonElement choices = JsonDocument.Parse(e[6..]).RootElement.GetProperty("choices");
+            if (choices.GetArrayLength() == 0) continue;
+            JsonElement delta = choices[0].GetProperty("delta");
+            if (choices[0].GetProperty("finish_reason").ValueKind == JsonValueKind.String) finish = choices[0].GetProperty("finish_reason").GetString();
+            if (delta.TryGetProperty("content", out JsonElement c)) Assert.DoesNotContain("tool", c.GetString()!);
+            if (!delta.TryGetProperty("tool_calls", out JsonElement tc)) continue;
+            JsonElement d = tc[0];
+            if (d.TryGetProperty("id", out JsonElement id))
+            {
+                Assert.Equal(calls.Count, d.GetProperty("index").GetInt32());
+                calls.Add((id.GetString()!, d.GetProperty("function").GetProperty("name").GetString()!, new()));
+            }
+            calls[d.GetProperty("index").GetInt32()].Args.Append(d.GetProperty("function").GetProperty("arguments").GetString());
+        }
+        Assert.Equal("tool_calls", finish);
+        return calls.Select(c => (c.Id, c.Name, c.Args.ToString())).ToList();
+    }
+
+    [Theory]
+    [InlineData("required", true)]
+    [InlineData("required", false)]
+    [InlineData("add", true)]
+    public async Task Forced_calls_are_well_formed_streamed_or_not(string choice, bool parallel)
+    {
+        using HttpClient http = f.Http();
+        object toolChoice = choice == "required" ? "required" : new { type = "function", function = new { name = choice } };
+        for (int seed = 0; seed < 3; seed++)
+        {
+            object body = new { messages = new[] { new { role = "user", content = "Weather in Oslo?" } }, tools = Tools, tool_choice = toolChoice,
+                parallel_tool_calls = parallel, max_tokens = 160, seed, temperature = 1 };
+            JsonElement reply = await Post(http, body);
+            JsonElement choice0 = reply.GetProperty("choices")[0];
+            Assert.Equal("tool_calls", choice0.GetProperty("finish_reason").GetString());
+            JsonElement message = choice0.GetProperty("message");
+            Assert.Equal(JsonValueKind.Null, message.GetProperty("content").ValueKind);
+            JsonElement calls = message.GetProperty("tool_calls");
+            Assert.InRange(calls.GetArrayLength(), 1, parallel && choice == "required" ? 20 : 1);
+            foreach (JsonElement call in calls.EnumerateArray())
+            {
+                AssertValidCall(call);
+                if (choice != "required") Assert.Equal(choice, call.GetProperty("function").GetProperty("name").GetString());
+            }
+            var streamed = await StreamCalls(http, new { messages = new[] { new { role = "user", content = "Weather in Oslo?" } }, tools = Tools,
+                tool_choice = toolChoice, parallel_tool_calls = parallel, max_tokens = 160, seed, temperature = 1, stream = true });
+            Assert.Equal(calls.EnumerateArray().Select(c => c.GetProperty("function").GetProperty("name").GetString()), streamed.Select(c => c.Name));
+            Assert.Equal(calls.EnumerateArray().Select(c => c.GetProperty("function").GetProperty("arguments").GetString()), streamed.Select(c => c.Arguments));
+        }
+    }
+
+    [Fact]
+    public async Task Openai_client_round_trips_a_tool_call_and_its_result()
+    {
+        var client = new ChatClient(f.ModelId, new ApiKeyCredential(ServerFixture.ApiKey), new OpenAIClientOptions { Endpoint = new Uri(f.BaseAddress, "/v1") });
+        ChatTool add = ChatTool.CreateFunctionTool("add", "Adds", BinaryData.FromString("""{"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}"""));
+        var options = new ChatCompletionOptions { Tools = { add }, ToolChoice = ChatToolChoice.CreateRequiredChoice(), MaxOutputTokenCount = 80, Temperature = 0 };
+        List<OpenAI.Chat.ChatMessage> messages = [new UserChatMessage("What is 2 + 3?")];
+        ChatCompletion first = await client.CompleteChatAsync(messages, options);
+        Assert.Equal(OpenAI.Chat.ChatFinishReason.ToolCalls, first.FinishReason);
+        ChatToolCall call = Assert.Single(first.ToolCalls);
+        Assert.Equal("add", call.FunctionName);
+        using JsonDocument args = JsonDocument.Parse(call.FunctionArguments);
+        Assert.Equal(JsonValueKind.Number, args.RootElement.GetProperty("a").ValueKind);
+        messages.Add(new AssistantChatMessage(first));
+        messages.Add(new ToolChatMessage(call.Id, "5"));
+        ChatCompletion second = await client.CompleteChatAsync(messages, new ChatCompletionOptions { Tools = { add }, MaxOutputTokenCount = 4, Temperature = 0 });
+        Assert.True(second.Usage.InputTokenCount > first.Usage.InputTokenCount); // the call and its result were rendered into the prompt
+    }
+
+    [Theory]
+    [InlineData("""{"tools": [{"type": "function", "function": {"name": "has space"}}]}""", "tools[0].function.name")]
+    [InlineData("""{"tools": [{"type": "retrieval"}]}""", "tools[0].type")]
+    [InlineData("""{"tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]}""", "tools[0].function.parameters")]
+    [InlineData("""{"tools": [{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}]}""", "tools[1].function.name")]
+    [InlineData("""{"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": {"type": "function", "function": {"name": "g"}}}""", "tool_choice")]
+    [InlineData("""{"tool_choice": "required"}""", "tool_choice")]
+    [InlineData("""{"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "always"}""", "tool_choice")]
+    [InlineData("""{"tools": [{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "g", "parameters": {"type": "object", "properties": {"s": {"type": "string", "pattern": "x"}}}}}], "tool_choice": "required"}""", "tools[1].function.parameters")]
+    public async Task Bad_tool_input_is_400_naming_the_field(string extra, string param)
+    {
+        using HttpClient http = f.Http();
+        var body = System.Text.Json.Nodes.JsonNode.Parse(extra)!.AsObject();
+        body["messages"] = System.Text.Json.Nodes.JsonNode.Parse("""[{"role": "user", "content": "hi"}]""");
+        body["max_tokens"] = 2;
+        HttpResponseMessage r = await http.PostAsync("/v1/chat/completions", new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.Equal(400, (int)r.StatusCode);
+        Assert.Equal(param, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("param").GetString());
+    }
+
+    [Fact]
+    public void Tools_are_described_in_the_prompt_of_a_template_that_does_not_render_them()
+    {
+        var tools = new[] { new DeepSeekSharp.Inference.Tools.ToolDefinition("add", "Adds two integers", JsonDocument.Parse("""{"type": "object"}""").RootElement) };
+        string prompt = f.Engine.RenderChat(JsonSerializer.SerializeToElement(new[] { new { role = "system", content = "Be brief." }, new { role = "user", content = "2+3?" } }),
+            options: new ChatPromptOptions { Tools = tools });
+        Assert.StartsWith("<｜begin▁of▁sentence｜>Be brief.\n\n## Tools\nYou have access to the following tools:\n\n### add\nDescription: Adds two integers\n\nParameters: {\"type\": \"object\"}\n", prompt);
+        Assert.Contains("<｜tool▁call▁begin｜>function<｜tool▁sep｜>tool_call_name\n```json\n", prompt); // the V3 call format
+        Assert.EndsWith("<｜User｜>2+3?<｜Assistant｜>", prompt);
+    }
+
+    /// <summary>Microsoft.Extensions.AI's function-invoking middleware over our IChatClient and over its OpenAI
+    /// client against our server: the model is made to call <c>add</c>, the middleware runs it and sends the result
+    /// back, the model answers.</summary>
+    [Theory]
+    [InlineData("engine")]
+    [InlineData("http")]
+    public async Task Function_invoking_chat_client_runs_a_tool_end_to_end(string via)
+    {
+        int invoked = 0;
+        AIFunction add = AIFunctionFactory.Create((long a, long b) => { invoked++; return a + b; }, "add", "Adds two integers"); // random weights write long numbers
+        IChatClient inner = via == "engine" ? f.Engine.AsChatClient()
+            : new ChatClient(f.ModelId, new ApiKeyCredential(ServerFixture.ApiKey), new OpenAIClientOptions { Endpoint = new Uri(f.BaseAddress, "/v1") }).AsIChatClient();
+        using IChatClient client = new ChatClientBuilder(inner).UseFunctionInvocation(configure: c => c.MaximumIterationsPerRequest = 2).Build();
+        ChatResponse r = await client.GetResponseAsync([new(ChatRole.User, "What is 2 + 3?")], new ChatOptions
+        {
+            Tools = [add], ToolMode = ChatToolMode.RequireSpecific("add"), MaxOutputTokens = 60, Temperature = 0,
+        });
+        Assert.True(invoked >= 1);
+        FunctionCallContent call = r.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().First();
+        Assert.Equal("add", call.Name);
+        Assert.Null(call.Exception);
+        FunctionResultContent result = r.Messages.SelectMany(m => m.Contents).OfType<FunctionResultContent>().First();
+        Assert.Equal(call.CallId, result.CallId);
+        Assert.Equal(long.Parse(call.Arguments!["a"]!.ToString()!) + long.Parse(call.Arguments!["b"]!.ToString()!), long.Parse(result.Result!.ToString()!));
+    }
+}
+
+public class V31ToolTests(V31Fixture f) : IClassFixture<V31Fixture>
+{
+    [Fact]
+    public async Task Forced_calls_in_the_v31_format_are_well_formed()
+    {
+        using var http = new HttpClient { BaseAddress = f.Server.Address };
+        for (int seed = 0; seed < 3; seed++)
+        {
+            object body = new { messages = new[] { new { role = "user", content = "Add 2 and 3" } }, tools = ToolServerTests.Tools, tool_choice = "required", max_tokens = 120, seed };
+            JsonElement message = (await ToolServerTests.Post(http, body)).GetProperty("choices")[0].GetProperty("message");
+            foreach (JsonElement call in message.GetProperty("tool_calls").EnumerateArray()) ToolServerTests.AssertValidCall(call);
+            var streamed = await ToolServerTests.StreamCalls(http, new { messages = new[] { new { role = "user", content = "Add 2 and 3" } }, tools = ToolServerTests.Tools,
+                tool_choice = "required", max_tokens = 120, seed, stream = true });
+            Assert.Equal(message.GetProperty("tool_calls").EnumerateArray().Select(c => c.GetProperty("function").GetProperty("arguments").GetString()), streamed.Select(c => c.Arguments));
+        }
+    }
+
+    [Fact]
+    public void Thinking_off_and_on_render_the_templates_own_prompts()
+    {
+        JsonElement messages = JsonSerializer.SerializeToElement(new[] { new { role = "user", content = "Hi" } });
+        Assert.EndsWith("<｜User｜>Hi<｜Assistant｜></think>", f.Engine.RenderChat(messages, options: new ChatPromptOptions { Thinking = false }));
+        Assert.EndsWith("<｜User｜>Hi<｜Assistant｜><think>", f.Engine.RenderChat(messages, options: new ChatPromptOptions { Thinking = true }));
+        Assert.True(f.Engine.ChatPrompt(messages, options: new ChatPromptOptions { Thinking = true }).StartsInReasoning);
+        Assert.False(f.Engine.ChatPrompt(messages, options: new ChatPromptOptions { Thinking = false }).StartsInReasoning);
     }
 }

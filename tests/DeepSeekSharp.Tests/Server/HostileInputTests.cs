@@ -67,9 +67,9 @@ public class HostileInputTests(ServerFixture f) : IClassFixture<ServerFixture>
         { """{"messages":[{"role":"user","content":"x"}],"temperature":1e999}""", "must be a number", "temperature" },
         { """{"messages":[{"role":"user","content":"x"}],"logit_bias":{"5":1e999}}""", "logit_bias", "logit_bias" },
         { """{"messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}""", "'functions' is not supported", "functions" },
-        { """{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}""", "'tool_choice' is not supported", "tool_choice" },
+        { """{"messages":[{"role":"user","content":"x"}],"functions":[]}""", "'functions' is not supported", "functions" },
         { """{"messages":[{"role":"user","content":"x"}],"top_logprobs":3}""", "'top_logprobs' needs 'logprobs': true", "top_logprobs" },
-        { """{"messages":[{"role":"user","content":"x"}],"parallel_tool_calls":true}""", "'parallel_tool_calls' is not supported", "parallel_tool_calls" },
+        { """{"messages":[{"role":"user","content":"x"}],"audio":{}}""", "'audio' is not supported", "audio" },
         { """{"messages":[{"role":"user","content":"x"}],"temprature":0.5}""", "'temprature' is not supported", "temprature" },
         { """{"messages":[{"role":"user","content":"x"}],"seed":true}""", "must be an integer", "seed" }, // found by fuzzing
     };

@@ -139,7 +139,7 @@ public class HttpProtocolTests(ServerFixture f) : IClassFixture<ServerFixture>
         { "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 0}", "must be ≥ 1", 400, "max_tokens" },
         { "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 2}", "only n = 1", 400, "n" },
         { "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stop\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}", "at most 4", 400, "stop" },
-        { "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"function\"}]}", "not supported", 400, "tools" },
+        { "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tools\": [{\"type\": \"function\"}]}", "'tools[0].function' must be an object", 400, "tools[0].function" },
         { "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"presence_penalty\": -3}", "'presence_penalty' must be in [-2, 2]", 400, "presence_penalty" },
     };
 

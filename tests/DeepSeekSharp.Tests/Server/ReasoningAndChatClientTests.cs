@@ -25,7 +25,7 @@ public sealed class R1Fixture : IAsyncLifetime
             add_bos_token = true, bos_token = "<｜begin▁of▁sentence｜>", eos_token = "<｜end▁of▁sentence｜>",
             chat_template = File.ReadAllText(ChatTemplateTests.R1TemplatePath),
         }));
-        Engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(_dir.Path), new BatchOptions { MaxBatch = 2, ContextLength = 256 });
+        Engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(_dir.Path), new BatchOptions { MaxBatch = 2, ContextLength = 1024 });
         Server = new DeepSeekServer(Engine, new ServerOptions { Port = 0, ModelId = "r1-random" });
         await Server.StartAsync();
     }

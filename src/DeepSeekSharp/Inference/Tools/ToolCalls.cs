@@ -83,7 +83,7 @@ public static class ToolCalling
         {
             sb.Append("\n### ").Append(t.Name).Append('\n');
             if (!string.IsNullOrEmpty(t.Description)) sb.Append("Description: ").Append(t.Description).Append('\n');
-            sb.Append("\nParameters: ").Append(t.Parameters is { } p ? JsonSerializer.Serialize(p) : "{}").Append('\n');
+            sb.Append("\nParameters: ").Append(t.Parameters is { } p ? PythonJson(p) : "{}").Append('\n');
         }
         string call = format == ToolCallFormat.V31
             ? $"{ToolTokens.CallBeginText}tool_call_name{ToolTokens.SepText}tool_call_arguments{ToolTokens.CallEndText}"
@@ -97,6 +97,52 @@ public static class ToolCalling
               : "- For multiple tool calls, separate them with a newline");
         return sb.ToString();
     }
+
+    /// <summary>JSON the way Python's <c>json.dumps</c> writes it by default (<c>", "</c> and <c>": "</c> between items),
+    /// as DeepSeek's tool prompts show schemas; non-ASCII text is kept as it is.</summary>
+    internal static string PythonJson(JsonElement e)
+    {
+        var sb = new StringBuilder();
+        Write(e);
+        return sb.ToString();
+
+        void Write(JsonElement v)
+        {
+            switch (v.ValueKind)
+            {
+                case JsonValueKind.Object:
+                    sb.Append('{');
+                    bool first = true;
+                    foreach (JsonProperty p in v.EnumerateObject())
+                    {
+                        if (!first) sb.Append(", ");
+                        first = false;
+                        sb.Append(JsonSerializer.Serialize(p.Name, Relaxed)).Append(": ");
+                        Write(p.Value);
+                    }
+                    sb.Append('}');
+                    break;
+                case JsonValueKind.Array:
+                    sb.Append('[');
+                    int i = 0;
+                    foreach (JsonElement item in v.EnumerateArray())
+                    {
+                        if (i++ > 0) sb.Append(", ");
+                        Write(item);
+                    }
+                    sb.Append(']');
+                    break;
+                case JsonValueKind.String:
+                    sb.Append(JsonSerializer.Serialize(v.GetString(), Relaxed));
+                    break;
+                default:
+                    sb.Append(v.GetRawText());
+                    break;
+            }
+        }
+    }
+
+    private static readonly JsonSerializerOptions Relaxed = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>The grammar of a reply that is only tool calls: one call of <paramref name="only"/> (when given) or
     /// one or more calls of any tool (one when <paramref name="parallel"/> is false), each with arguments that the
@@ -141,6 +187,9 @@ public sealed class ToolCallParser(ToolTokens tokens, ToolCallFormat format)
 
     /// <summary>Calls started so far.</summary>
     public int Calls => _index + 1;
+
+    /// <summary>The tool-call block was closed: every call in it is complete.</summary>
+    public bool Closed => _state == State.Done;
 
     /// <summary>Inside the tool-call block: tokens belong to the parser.</summary>
     public bool Active => _state is not (State.Idle or State.Done);
