@@ -91,11 +91,19 @@ public static class GenerationEngineExtensions
     /// <summary>Thinking on or off where the template leaves it to the prompt's end (see <see cref="ChatPromptOptions.Thinking"/>).</summary>
     private static string Thinking(IGenerationEngine engine, string prompt, bool addGenerationPrompt, ChatPromptOptions? options)
     {
-        if (!addGenerationPrompt || options?.Thinking is not { } on) return prompt;
-        bool thinks = engine.Template!.Source.Contains(ReasoningParser.OpenTag, StringComparison.Ordinal);
+        if (!addGenerationPrompt) return prompt;
+        string source = engine.Template!.Source;
+        bool thinks = source.Contains(ReasoningParser.OpenTag, StringComparison.Ordinal);
+        // An R1 template (it knows the tags but has no thinking switch) that leaves the reply open: the reasoning is
+        // opened for the model, as DeepSeek advises (R1 otherwise sometimes skips it) — unless thinking is off.
+        bool r1Open = source.Contains(ReasoningParser.CloseTag, StringComparison.Ordinal)
+            && !System.Text.RegularExpressions.Regex.IsMatch(source, @"\b(enable_)?thinking\b")
+            && prompt.EndsWith("<｜Assistant｜>", StringComparison.Ordinal);
+        if (options?.Thinking is not { } on) return r1Open ? prompt + ReasoningParser.OpenTag + "\n" : prompt;
+        if (r1Open) prompt += ReasoningParser.OpenTag + "\n";
         bool open = Generator.PromptEndsInReasoning(prompt);
         // R1's template opens the reasoning itself; "off" closes it at once (R1's own empty reasoning), "on" opens it
-        // where a template that knows the tags left it to the model (R1 otherwise sometimes skips its reasoning).
+        // where a template that knows the tags left it to the model.
         if (!on && open) return prompt + ReasoningParser.CloseTag + "\n\n";
         if (on && !open && thinks && !prompt.TrimEnd().EndsWith(ReasoningParser.CloseTag, StringComparison.Ordinal)) return prompt + ReasoningParser.OpenTag + "\n";
         return prompt;

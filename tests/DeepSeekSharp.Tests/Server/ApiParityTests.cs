@@ -91,6 +91,24 @@ public class ThinkingControlTests(R1Fixture f) : IClassFixture<R1Fixture>
         Assert.False(f.Engine.ChatPrompt(messages, options: new ChatPromptOptions { Thinking = false }).StartsInReasoning);
     }
 
+    /// <summary>R1's first published template ended the prompt at <c>&lt;｜Assistant｜&gt;</c>; the reasoning is opened
+    /// for the model by default (thinking off still closes it).</summary>
+    [Fact]
+    public void An_R1_template_that_leaves_the_reply_open_gets_think_by_default()
+    {
+        string source = File.ReadAllText(DeepSeekSharp.Tests.Text.ChatTemplateTests.R1TemplatePath).Replace(@"'<｜Assistant｜><think>\n'", "'<｜Assistant｜>'"); // the template writes "\n" as a Jinja escape
+        Assert.DoesNotContain(@"<think>\n'", source);
+        using var dir = new TempDir();
+        File.Copy(Path.Combine(RandomModel.V3Tiny, "tokenizer.json"), dir.File("tokenizer.json"));
+        File.WriteAllText(dir.File("tokenizer_config.json"), JsonSerializer.Serialize(new { add_bos_token = true, bos_token = "<｜begin▁of▁sentence｜>", eos_token = "<｜end▁of▁sentence｜>", chat_template = source }));
+        using var g = new Generator(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(dir.Path), 64);
+        JsonElement messages = JsonSerializer.SerializeToElement(User);
+        Assert.EndsWith("<｜Assistant｜><think>\n", g.RenderChat(messages));
+        Assert.True(g.ChatPrompt(messages).StartsInReasoning);
+        Assert.EndsWith("<｜Assistant｜><think>\n</think>\n\n", g.RenderChat(messages, options: new ChatPromptOptions { Thinking = false }));
+        Assert.EndsWith("<｜User｜>Think about it", g.RenderChat(messages, addGenerationPrompt: false)); // no generation prompt, nothing added
+    }
+
     [Fact]
     public async Task Json_mode_after_reasoning_gives_parseable_content()
     {
