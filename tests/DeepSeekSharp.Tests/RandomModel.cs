@@ -19,6 +19,19 @@ public static class RandomModel
 
     public static string V3Tiny => Dir.Value;
 
+    private static readonly Lazy<string> R1Shaped = new(() =>
+    {
+        string r1 = Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny");
+        string dir = Path.Combine(Path.GetTempPath(), "dss-random-r1-shape-" + Guid.NewGuid().ToString("N"));
+        RandomCheckpoint.Create(DeepSeekSharp.Formats.HfConfig.Load(r1), dir, WeightFormat.F32, seed: 5, tokenizerDir: r1);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
+        return dir;
+    });
+
+    /// <summary>Random weights in the shipped r1-tiny model's shape, with its small tokenizer (512 ids): fast enough
+    /// for thousands of generations in a test.</summary>
+    public static string R1TinyShape => R1Shaped.Value;
+
     private static readonly Dictionary<ulong, string> DenseDirs = new();
 
     /// <summary>An all-dense random model (no routing decision a rounding error could flip) whose rows fit 256-blocks,
