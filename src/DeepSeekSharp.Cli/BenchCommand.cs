@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Model;
+using DeepSeekSharp.Text;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Cli;
@@ -35,8 +36,12 @@ internal static class BenchCommand
         {
             Description = "also time the first token of a prompt of this many shared tokens + 16 new ones, cold and with the prefix cached",
         };
+        var constrain = new Option<string?>("--constrain")
+        {
+            Description = "also decode sampled under an output format (json_object, or a JSON-schema file) and without it, run by run (needs the tokenizer)",
+        };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, json, memory };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, constrain, json, memory };
         cmd.SetAction(r =>
         {
             if (r.GetValue(memory))
@@ -72,6 +77,8 @@ internal static class BenchCommand
             double loadSeconds = clock.Elapsed.TotalSeconds;
             Result res = Run(m, prompt, gen, runs, speculate, acceptance);
             (double Cold, double Warm, int Cached)? ttft = prefix > 0 ? FirstTokenTimes(m, prefix, runs) : null;
+            (double Free, double Constrained, double MaskedSteps)? constrained = r.GetValue(constrain) is { } c
+                ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
             long rss = PeakRss();
             long active = ActiveBytesPerToken(m);
             double gbs = active * res.DecodeTokS / 1e9;
@@ -88,6 +95,7 @@ internal static class BenchCommand
                         verify_experts_per_layer = sp.VerifyExperts,
                     } : null,
                     prefix_cache = ttft is { } tt ? new { prefix_tokens = prefix, cached_tokens = tt.Cached, cold_ttft_ms = tt.Cold * 1e3, warm_ttft_ms = tt.Warm * 1e3 } : null,
+                    constrained = constrained is { } cd ? new { format = r.GetValue(constrain), sampled_tok_s = cd.Free, constrained_tok_s = cd.Constrained, masked_step_share = cd.MaskedSteps } : null,
                 }));
             else
             {
@@ -105,6 +113,9 @@ internal static class BenchCommand
                 if (ttft is { } tt)
                     stdout.WriteLine($"first token after a {prefix}-token shared prefix + 16 tokens: cold {tt.Cold * 1e3:F1} ms, " +
                         $"warm {tt.Warm * 1e3:F1} ms ({tt.Cached} positions from the prefix cache) = {tt.Cold / tt.Warm:F1}x faster (median of {runs})");
+                if (constrained is { } cd)
+                    stdout.WriteLine($"sampled decode under {r.GetValue(constrain)}: {cd.Constrained:F2} tokens/s against {cd.Free:F2} without = {cd.Constrained / cd.Free:P1} " +
+                        $"(the grammar refused the drawn token and the allowed set was computed at {cd.MaskedSteps:P0} of steps; median of {runs})");
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
@@ -193,6 +204,56 @@ internal static class BenchCommand
             if (!cold.AsSpan().SequenceEqual(warm)) throw new InvalidOperationException("the warm prompt's logits differ from the cold one's");
         }
         return (Median(coldTimes), Median(warmTimes), cached);
+    }
+
+    private static Inference.Constraints.OutputFormat ConstraintFormat(string value)
+    {
+        if (value == "json_object") return Inference.Constraints.OutputFormat.JsonObject;
+        if (!File.Exists(value)) throw new ArgumentException($"--constrain takes json_object or a JSON-schema file; '{value}' is neither");
+        return Inference.Constraints.OutputFormat.JsonSchema(JsonDocument.Parse(File.ReadAllText(value)).RootElement.Clone());
+    }
+
+    /// <summary>Sampled decoding (temperature 1, the same seed) after the same prefill, without and with the output
+    /// format's grammar, alternating run by run; medians of tokens/s. A grammar that completes before the run ends is
+    /// started again, so every run decodes the same number of tokens. Also the share of steps whose drawn token the
+    /// grammar refused (those compute the allowed set).</summary>
+    private static (double Free, double Constrained, double MaskedSteps) ConstrainedDecode(DeepSeekModel m, Tokenizer tokenizer,
+        Inference.Constraints.OutputFormat format, int promptTokens, int genTokens, int repeat)
+    {
+        var rng = new Rng(7);
+        ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize);
+        int[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        Inference.Constraints.TokenGrammar grammar = format.Bind(tokenizer, m.Config.VocabSize, tokenizer.EosId is { } e ? [e] : []);
+        var logits = new float[m.Config.VocabSize];
+        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, prompt.Length + genTokens + 2));
+        int[] one = [0];
+        var free = new List<double>();
+        var constrained = new List<double>();
+        long steps = 0, masked = 0;
+        for (int run = 0; run < repeat; run++)
+            foreach (bool constrain in (bool[])[false, true])
+            {
+                s.Reset();
+                for (int start = 0; start < prompt.Length; start += 512)
+                    s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
+                var chain = new Inference.Sampling.SamplerChain(new Inference.Sampling.SamplingOptions { Seed = 5 + (ulong)run }, m.Config.VocabSize);
+                Inference.Constraints.GrammarMatcher? matcher = constrain ? grammar.NewMatcher() : null;
+                var sw = Stopwatch.StartNew();
+                for (int i = 0; i < genTokens; i++)
+                {
+                    int token = chain.Sample(logits, matcher, genTokens - i - 1);
+                    if (matcher is not null)
+                    {
+                        steps++;
+                        if (grammar.IsEos(token) || !matcher.TryAccept(token)) matcher = grammar.NewMatcher(); // complete: start another
+                    }
+                    one[0] = token;
+                    s.Forward(one, logits);
+                }
+                (constrain ? constrained : free).Add(genTokens / sw.Elapsed.TotalSeconds);
+                if (constrain) masked += chain.MaskedDraws;
+            }
+        return (Median(free), Median(constrained), steps == 0 ? 0 : (double)masked / steps);
     }
 
     private readonly record struct SpecRun(int Tokens, double Seconds, int Drafts, int Accepted, int Passes);

@@ -54,6 +54,47 @@ public class GenerationCommandTests
     }
 
     [Fact]
+    public void Generate_Json_PrintsAJsonObject_AndASchemaWeCannotEnforceFailsNamingIt()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "Give me JSON", "--json",
+            "--max-tokens", "24", "--seed", "2", "--context", "128");
+        Assert.True(code == 0, stderr);
+        using (var doc = System.Text.Json.JsonDocument.Parse(stdout)) Assert.Equal(System.Text.Json.JsonValueKind.Object, doc.RootElement.ValueKind);
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("s.json"), """{"type": "string", "pattern": "^a"}""");
+        var bad = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "x", "--json-schema", dir.File("s.json"), "--context", "64");
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("'pattern'", bad.Stderr);
+    }
+
+    [Fact]
+    public void Generate_R1Tiny_ThinkingOff_AndReasoningBudget()
+    {
+        string[] args = ["generate", "--prompt", "What is 452 + 379?", "--temperature", "0"]; // the bundled R1-tiny
+        var off = CliRunner.Run([.. args, "--thinking", "off"]);
+        Assert.True(off.Code == 0, off.Stderr);
+        Assert.DoesNotContain("<think>", off.Stdout);
+        Assert.Contains("(0 reasoning)", off.Stderr);
+        var budget = CliRunner.Run([.. args, "--reasoning-budget", "12"]);
+        Assert.True(budget.Code == 0, budget.Stderr);
+        int reasoning = int.Parse(System.Text.RegularExpressions.Regex.Match(budget.Stderr, @"\((\d+) reasoning\)").Groups[1].Value);
+        Assert.InRange(reasoning, 1, 12);
+        Assert.Contains("</think>", budget.Stdout);
+        Assert.Matches(@"</think>\s*\S", budget.Stdout); // an answer follows
+    }
+
+    [Fact]
+    public void Generate_Suffix_FillsInTheMiddle_OrSaysTheTokenizerCannot()
+    {
+        var (code, _, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "def f(x):", "--suffix", "    return y",
+            "--max-tokens", "4", "--context", "64");
+        Assert.True(code == 0, stderr);
+        var r1 = CliRunner.Run("generate", "--prompt", "a", "--suffix", "b"); // the bundled R1-tiny has no FIM tokens
+        Assert.Equal(1, r1.Code);
+        Assert.Contains("no FIM token", r1.Stderr);
+    }
+
+    [Fact]
     public void Generate_BadOption_FailsNamingIt()
     {
         var (code, _, stderr) = CliRunner.Run("generate", "--model", RandomModel.V3Tiny, "--prompt", "x", "--top-p", "1.5", "--context", "64");

@@ -250,6 +250,25 @@ public class JsonAndLogprobTests(ServerFixture f) : IClassFixture<ServerFixture>
     }
 
     [Fact]
+    public async Task Extensions_ai_openai_client_streams_with_logprobs()
+    {
+        IChatClient client = Client().AsIChatClient();
+        int tokens = 0;
+        var text = new System.Text.StringBuilder();
+        await foreach (ChatResponseUpdate u in client.GetStreamingResponseAsync([new(ChatRole.User, "Hi")], new ChatOptions
+        {
+            MaxOutputTokens = 5, Temperature = 0,
+            RawRepresentationFactory = _ => new ChatCompletionOptions { IncludeLogProbabilities = true, TopLogProbabilityCount = 2 },
+        }))
+        {
+            text.Append(u.Text);
+            if (u.RawRepresentation is StreamingChatCompletionUpdate raw) tokens += raw.ContentTokenLogProbabilities.Count;
+        }
+        Assert.Equal(5, tokens);
+        Assert.NotEqual("", text.ToString());
+    }
+
+    [Fact]
     public async Task Completions_logprobs_use_the_legacy_shape()
     {
         using HttpClient http = f.Http();
@@ -308,12 +327,19 @@ public class FimAndPrefixTests(ServerFixture f) : IClassFixture<ServerFixture>
     }
 
     [Fact]
-    public void Fim_on_a_tokenizer_without_fim_tokens_is_refused()
+    public async Task Fim_on_a_server_whose_tokenizer_has_no_fim_tokens_is_400_and_it_keeps_serving()
     {
-        string r1 = Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny");
-        using var g = new Generator(DeepSeekModel.Load(r1), Tokenizer.Load(r1), 64);
-        var e = Assert.Throws<NotSupportedException>(() => g.FimPrompt("a", "b"));
-        Assert.Contains("<｜fim▁begin｜>", e.Message);
+        string r1 = Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny"); // its tokenizer has no FIM tokens
+        using var engine = new BatchScheduler(DeepSeekModel.Load(r1), Tokenizer.Load(r1), new BatchOptions { MaxBatch = 1, ContextLength = 64 });
+        await using var server = new DeepSeekServer(engine, new ServerOptions { Port = 0 });
+        await server.StartAsync();
+        using var http = new HttpClient { BaseAddress = server.Address };
+        HttpResponseMessage r = await http.PostAsJsonAsync("/v1/completions", new { prompt = "a", suffix = "b", max_tokens = 2 });
+        JsonElement error = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        Assert.Equal(400, (int)r.StatusCode);
+        Assert.Equal("suffix", error.GetProperty("param").GetString());
+        Assert.Contains("<｜fim▁begin｜>", error.GetProperty("message").GetString());
+        Assert.Equal(200, (int)(await http.PostAsJsonAsync("/v1/completions", new { prompt = "a", max_tokens = 2 })).StatusCode);
     }
 
     [Fact]

@@ -10,7 +10,7 @@ namespace DeepSeekSharp.Inference.Constraints;
 public sealed class OutputFormat
 {
     private static readonly ConditionalWeakTable<Tokenizer, Dictionary<string, TokenGrammar>> Bound = new();
-    private const int MaxBoundPerTokenizer = 64;
+    private const int MaxBoundPerTokenizer = 16;  // grammars kept per tokenizer, each with up to 8 MB of cached masks
 
     private readonly Grammar _grammar;
     private readonly string? _key;

@@ -13,7 +13,7 @@ public sealed class TokenGrammar
 {
     private const int Dead = -1, Unknown = -2;
     private const int AcceptNode = 0;             // the empty stack: the grammar is complete
-    private const int MaxCachedMasks = 2048;      // × vocab/8 bytes (16 KB for DeepSeek-V3)
+    private const int MaxCachedMasks = 512;       // × vocab/8 bytes (16 KB for DeepSeek-V3): 8 MB
 
     private readonly Grammar _g;
     private readonly VocabularyTrie _trie;

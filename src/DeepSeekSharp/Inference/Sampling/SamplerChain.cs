@@ -32,6 +32,9 @@ public sealed class SamplerChain
 
     public SamplingOptions Options { get; }
 
+    /// <summary>Draws under a grammar whose first token the grammar refused, so the allowed set was computed.</summary>
+    public int MaskedDraws { get; private set; }
+
     /// <summary>The candidates as the last <see cref="Sample(ReadOnlySpan{float})"/> left them (for tests and diagnostics).</summary>
     public Candidates Candidates => _candidates;
 
@@ -106,6 +109,7 @@ public sealed class SamplerChain
     /// filters keep none of those, the allowed tokens filtered on their own.</summary>
     private void Constrain(ReadOnlySpan<float> logits, GrammarMatcher grammar, int room)
     {
+        MaskedDraws++;
         _mask ??= new ulong[(grammar.Grammar.VocabSize + 63) / 64];
         Array.Clear(_mask);
         grammar.FillMask(_mask, room);
