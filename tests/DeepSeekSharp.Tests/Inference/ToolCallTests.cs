@@ -38,6 +38,23 @@ public class ToolCallTests
         Assert.True(withTools >= 10, $"{withTools} renders with tool calls");
     }
 
+    /// <summary>DeepSeek-V3's template over conversations with parallel calls, results, content beside a call and a
+    /// result ending the conversation (rendered by @huggingface/jinja; the 36 shared golden cases cover more).</summary>
+    [Fact]
+    public void V3_template_renders_the_tool_conversations_byte_for_byte()
+    {
+        ChatTemplate template = ChatTemplate.Parse(V3.Config.ChatTemplate!);
+        int n = 0;
+        foreach (string line in File.ReadLines(GoldenCase.DataPath("chat", "v3_tool_cases.jsonl")))
+        {
+            JsonElement c = JsonDocument.Parse(line).RootElement;
+            string ours = template.Render(c.GetProperty("messages"), c.GetProperty("add_generation_prompt").GetBoolean(), Bos, Eos);
+            Assert.Equal(c.GetProperty("rendered").GetString(), ours);
+            n++;
+        }
+        Assert.Equal(5, n);
+    }
+
     [Theory]
     [InlineData("deepseek-v3", ToolCallFormat.V3)]
     [InlineData("v3.1", ToolCallFormat.V31)]

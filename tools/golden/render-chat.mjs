@@ -1,7 +1,10 @@
-// Renders chat conversations with DeepSeek-V3.1's chat template through @huggingface/jinja (the Jinja engine of
-// transformers.js, configured as transformers renders chat templates), so the C# template engine can be checked
-// against an independent implementation. Usage (from a folder where `npm install @huggingface/jinja@0.5.11` ran):
-//   node render-v31.mjs TEMPLATE CASES_IN.jsonl OUT.jsonl
+// Renders chat conversations with a chat template through @huggingface/jinja (the Jinja engine of transformers.js,
+// configured as transformers renders chat templates), so the C# template engine can be checked against an
+// independent implementation. Usage (from a folder where `npm install @huggingface/jinja@0.5.11` ran):
+//   node render-chat.mjs TEMPLATE CASES_IN.jsonl OUT.jsonl
+// tests/data/chat/v31_cases.jsonl: DeepSeek-V3.1's template (tests/data/chat/deepseek-v3.1.jinja) over the 36
+// conversations of cases.jsonl and five tool conversations; v3_tool_cases.jsonl: DeepSeek-V3's template over the five
+// tool conversations (its render does not depend on `thinking`, so one render each was kept).
 // Each input line is {"name", "messages", "add_generation_prompt"}; each conversation is rendered with thinking
 // false and true. Conversations the template itself refuses (it raises on some shapes) are left out.
 import { Template } from "@huggingface/jinja";
