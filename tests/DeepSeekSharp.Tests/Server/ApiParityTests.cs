@@ -280,6 +280,18 @@ public class JsonAndLogprobTests(ServerFixture f) : IClassFixture<ServerFixture>
         Assert.All(lp.GetProperty("top_logprobs").EnumerateArray(), t => Assert.InRange(t.EnumerateObject().Count(), 1, 2));
     }
 
+    /// <summary>Posts a one-message chat request with <paramref name="extra"/> fields; it must be a 400 naming <paramref name="param"/>.</summary>
+    internal static async Task AssertBadRequest(HttpClient http, string extra, string param)
+    {
+        var body = System.Text.Json.Nodes.JsonNode.Parse(extra)!.AsObject();
+        body["messages"] = System.Text.Json.Nodes.JsonNode.Parse("""[{"role": "user", "content": "hi"}]""");
+        body["max_tokens"] = 2;
+        HttpResponseMessage r = await http.PostAsync("/v1/chat/completions", new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.Equal(400, (int)r.StatusCode);
+        Assert.Equal(param, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("param").GetString());
+    }
+
     [Theory]
     [InlineData("""{"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}}""", "response_format.json_schema.schema")]
     [InlineData("""{"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}""", "response_format.json_schema.schema")]
@@ -294,13 +306,7 @@ public class JsonAndLogprobTests(ServerFixture f) : IClassFixture<ServerFixture>
     public async Task Bad_parity_parameters_get_400_naming_the_field(string extra, string param)
     {
         using HttpClient http = f.Http();
-        var body = System.Text.Json.Nodes.JsonNode.Parse(extra)!.AsObject();
-        body["messages"] = System.Text.Json.Nodes.JsonNode.Parse("""[{"role": "user", "content": "hi"}]""");
-        body["max_tokens"] = 2;
-        HttpResponseMessage r = await http.PostAsync("/v1/chat/completions", new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
-        string text = await r.Content.ReadAsStringAsync();
-        Assert.Equal(400, (int)r.StatusCode);
-        Assert.Equal(param, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("param").GetString());
+        await AssertBadRequest(http, extra, param);
         // ... and the server keeps serving.
         HttpResponseMessage ok = await http.PostAsJsonAsync("/v1/chat/completions", new { messages = new[] { new { role = "user", content = "hi" } }, max_tokens = 2 });
         Assert.Equal(200, (int)ok.StatusCode);
@@ -389,32 +395,7 @@ public class R1PrefixTests(R1Fixture f) : IClassFixture<R1Fixture>
 
 /// <summary>A model whose tokenizer carries DeepSeek-V3.1's chat template (tool calls as NAME&lt;｜tool▁sep｜&gt;ARGS,
 /// thinking switched by the template's <c>thinking</c> flag).</summary>
-public sealed class V31Fixture : IAsyncLifetime
-{
-    public BatchScheduler Engine { get; private set; } = null!;
-    public DeepSeekServer Server { get; private set; } = null!;
-    private readonly TempDir _dir = new();
-
-    public async Task InitializeAsync()
-    {
-        File.Copy(Path.Combine(RandomModel.V3Tiny, "tokenizer.json"), _dir.File("tokenizer.json"));
-        File.WriteAllText(_dir.File("tokenizer_config.json"), JsonSerializer.Serialize(new
-        {
-            add_bos_token = true, bos_token = "<｜begin▁of▁sentence｜>", eos_token = "<｜end▁of▁sentence｜>",
-            chat_template = File.ReadAllText(DeepSeekSharp.Tests.Inference.ToolCallTests.V31TemplatePath),
-        }));
-        Engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(_dir.Path), new BatchOptions { MaxBatch = 2, ContextLength = 512 });
-        Server = new DeepSeekServer(Engine, new ServerOptions { Port = 0, ModelId = "v31-random" });
-        await Server.StartAsync();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await Server.DisposeAsync();
-        Engine.Dispose();
-        _dir.Dispose();
-    }
-}
+public sealed class V31Fixture() : TemplateFixture(DeepSeekSharp.Tests.Inference.ToolCallTests.V31TemplatePath, "v31-random");
 
 /// <summary>Tool calling through the server: forced calls are well-formed calls of the offered tools with arguments
 /// their schemas accept, in both DeepSeek formats, streamed or not; the official OpenAI client and
@@ -537,13 +518,7 @@ public class ToolServerTests(ServerFixture f) : IClassFixture<ServerFixture>
     public async Task Bad_tool_input_is_400_naming_the_field(string extra, string param)
     {
         using HttpClient http = f.Http();
-        var body = System.Text.Json.Nodes.JsonNode.Parse(extra)!.AsObject();
-        body["messages"] = System.Text.Json.Nodes.JsonNode.Parse("""[{"role": "user", "content": "hi"}]""");
-        body["max_tokens"] = 2;
-        HttpResponseMessage r = await http.PostAsync("/v1/chat/completions", new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
-        string text = await r.Content.ReadAsStringAsync();
-        Assert.Equal(400, (int)r.StatusCode);
-        Assert.Equal(param, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("param").GetString());
+        await JsonAndLogprobTests.AssertBadRequest(http, extra, param);
     }
 
     [Fact]

@@ -9,9 +9,8 @@ using Microsoft.Extensions.AI;
 
 namespace DeepSeekSharp.Tests.Server;
 
-/// <summary>A model whose tokenizer carries DeepSeek-R1's chat template: every prompt ends in "&lt;think&gt;\n", so output
-/// is reasoning until the model writes &lt;/think&gt; (random weights never do).</summary>
-public sealed class R1Fixture : IAsyncLifetime
+/// <summary>The server on the random v3-tiny checkpoint with the V3 tokenizer and another chat template.</summary>
+public abstract class TemplateFixture(string template, string modelId) : IAsyncLifetime
 {
     public BatchScheduler Engine { get; private set; } = null!;
     public DeepSeekServer Server { get; private set; } = null!;
@@ -23,10 +22,10 @@ public sealed class R1Fixture : IAsyncLifetime
         File.WriteAllText(_dir.File("tokenizer_config.json"), JsonSerializer.Serialize(new
         {
             add_bos_token = true, bos_token = "<｜begin▁of▁sentence｜>", eos_token = "<｜end▁of▁sentence｜>",
-            chat_template = File.ReadAllText(ChatTemplateTests.R1TemplatePath),
+            chat_template = File.ReadAllText(template),
         }));
         Engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(_dir.Path), new BatchOptions { MaxBatch = 2, ContextLength = 1024 });
-        Server = new DeepSeekServer(Engine, new ServerOptions { Port = 0, ModelId = "r1-random" });
+        Server = new DeepSeekServer(Engine, new ServerOptions { Port = 0, ModelId = modelId });
         await Server.StartAsync();
     }
 
@@ -37,6 +36,10 @@ public sealed class R1Fixture : IAsyncLifetime
         _dir.Dispose();
     }
 }
+
+/// <summary>A model whose tokenizer carries DeepSeek-R1's chat template: every prompt ends in "&lt;think&gt;\n", so output
+/// is reasoning until the model writes &lt;/think&gt; (random weights never do).</summary>
+public sealed class R1Fixture() : TemplateFixture(ChatTemplateTests.R1TemplatePath, "r1-random");
 
 public class ReasoningAndChatClientTests(R1Fixture f) : IClassFixture<R1Fixture>
 {
