@@ -36,12 +36,16 @@ internal static class BenchCommand
         {
             Description = "also time the first token of a prompt of this many shared tokens + 16 new ones, cold and with the prefix cached",
         };
+        var depth = new Option<int>("--depth")
+        {
+            Description = "decode (and prefill) after this many cached positions, as llama-bench -d (latents of a real 512-token prefill, repeated)",
+        };
         var constrain = new Option<string?>("--constrain")
         {
             Description = "also decode sampled under an output format (json_object, or a JSON-schema file) and without it, run by run (needs the tokenizer)",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, constrain, json, memory };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, depth, constrain, json, memory };
         cmd.SetAction(r =>
         {
             if (r.GetValue(memory))
@@ -58,6 +62,9 @@ internal static class BenchCommand
             if (gen < 1) throw new ArgumentException($"--gen-tokens must be 1 or more (got {gen})");
             if (runs < 1) throw new ArgumentException($"--repeat must be 1 or more (got {runs})");
             int prefix = r.GetValue(prefixTokens);
+            int cached = r.GetValue(depth);
+            if (cached < 0) throw new ArgumentException($"--depth must be 0 or more (got {cached})");
+            if (cached > 0 && r.GetValue(speculative) is not null) throw new ArgumentException("--depth and --speculative are not measured together yet");
             if (prefix < 0) throw new ArgumentException($"--prefix-tokens must be 0 or more (got {prefix})");
             bool speculate = r.GetValue(speculative) switch
             {
@@ -75,19 +82,23 @@ internal static class BenchCommand
             if (speculate && m.MtpLayers == 0 && acceptance is null)
                 throw new ArgumentException($"{path} has no MTP module (num_nextn_predict_layers = 0): speculation drafts nothing; measure the mechanics with --draft-acceptance P");
             double loadSeconds = clock.Elapsed.TotalSeconds;
-            Result res = Run(m, prompt, gen, runs, speculate, acceptance);
+            if (cached + prompt + gen + 2 > m.Config.MaxPositionEmbeddings)
+                throw new ArgumentException($"--depth {cached} + --prompt-tokens {prompt} + --gen-tokens {gen} exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
+            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached);
             (double Cold, double Warm, int Cached)? ttft = prefix > 0 ? FirstTokenTimes(m, prefix, runs) : null;
             (double Free, double Constrained, double MaskedSteps)? constrained = r.GetValue(constrain) is { } c
                 ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
             long rss = PeakRss();
-            long active = ActiveBytesPerToken(m);
+            // A decoded token reads its active weights and the latent cache of every layer up to its position.
+            long cacheBytes = (long)(cached + prompt + gen / 2.0) * m.Config.NLayers * m.Config.LatentCacheWidth * sizeof(float);
+            long active = ActiveBytesPerToken(m) + cacheBytes;
             double gbs = active * res.DecodeTokS / 1e9;
             if (r.GetValue(json))
                 stdout.WriteLine(JsonSerializer.Serialize(new
                 {
                     prefill_tok_s = res.PrefillTokS, decode_tok_s = res.DecodeTokS, active_bytes_per_token = active, decode_gb_s = gbs,
                     peak_rss_bytes = rss, load_s = loadSeconds, weight_bytes = m.WeightBytes, threads = WorkerPool.Shared.Threads,
-                    prompt_tokens = prompt, gen_tokens = gen, format = format?.ToString() ?? "stored",
+                    prompt_tokens = prompt, gen_tokens = gen, depth = cached, cache_bytes_per_token = cacheBytes, format = format?.ToString() ?? "stored",
                     speculative = res.Spec is { } sp ? new
                     {
                         decode_tok_s = sp.DecodeTokS, speedup = sp.DecodeTokS / res.DecodeTokS, acceptance = sp.Acceptance,
@@ -101,7 +112,10 @@ internal static class BenchCommand
             {
                 stdout.WriteLine($"model {path}: {m.WeightBytes / 1e9:F2} GB of weights ({format?.ToString() ?? "as stored"}), loaded in {loadSeconds:F1} s, {WorkerPool.Shared.Threads} threads");
                 stdout.WriteLine($"prefill {prompt} tokens: {res.PrefillTokS:F1} tokens/s (median of {runs})");
-                stdout.WriteLine($"decode {gen} tokens: {res.DecodeTokS:F2} tokens/s, {active / 1e9:F3} GB active weights per token = {gbs:F1} GB/s");
+                stdout.WriteLine(cached == 0 && prompt == 0
+                    ? $"decode {gen} tokens: {res.DecodeTokS:F2} tokens/s, {active / 1e9:F3} GB active weights per token = {gbs:F1} GB/s"
+                    : $"decode {gen} tokens after {cached + prompt} positions: {res.DecodeTokS:F2} tokens/s, {(active - cacheBytes) / 1e9:F3} GB active weights + " +
+                      $"{cacheBytes / 1e9:F3} GB latent cache per token = {gbs:F1} GB/s");
                 if (res.Spec is { } sp)
                 {
                     string source = acceptance is { } p ? $"the next greedy token with probability {p:F2}" : "the MTP module";
@@ -123,10 +137,30 @@ internal static class BenchCommand
         return cmd;
     }
 
+    /// <summary>Fills the cache with <paramref name="depth"/> positions, as llama-bench's -d: a real prefill of up to 512
+    /// random tokens, whose latent rows are then repeated to the depth (what attention reads, not what it finds, sets the
+    /// speed).</summary>
+    private static void FillDepth(InferenceSession s, int depth, float[] logits)
+    {
+        if (depth == 0) return;
+        var rng = new Rng(3);
+        ulong ids = (ulong)Math.Min(100000, logits.Length);
+        int real = Math.Min(depth, 512);
+        int[] tokens = Enumerable.Range(0, real).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        s.Forward(tokens, logits, allPositions: false);
+        int width = s.Cache.Width;
+        for (int l = 0; l < s.Cache.Layers; l++)
+        {
+            Span<float> rows = s.Cache.Layer(l);
+            for (int p = real; p < depth; p++) rows.Slice(p % real * width, width).CopyTo(rows.Slice(p * width, width));
+        }
+        s.Cache.Commit(depth - real);
+    }
+
     private readonly record struct Result(double PrefillTokS, double DecodeTokS, SpecResult? Spec = null);
     private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts);
 
-    private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null)
+    private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0)
     {
         var rng = new Rng(7);
         ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize); // random ids below 100000 (ordinary text tokens of the real vocabulary)
@@ -134,14 +168,15 @@ internal static class BenchCommand
         var prefill = new List<double>();
         var decode = new List<double>();
         var logits = new float[m.Config.VocabSize];
-        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, promptTokens + genTokens + 2));
+        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, depth + promptTokens + genTokens + 2));
+        FillDepth(s, depth, logits);
         int[] one = [0];
         var reference = new List<int>(); // the greedy continuation (the first run's), which speculation must reproduce
         var specDecode = new List<double>();
         double accepted = 0, drafts = 0, passes = 0, produced = 0;
         for (int run = 0; run < repeat; run++)
         {
-            s.Reset();
+            s.Cache.Truncate(depth); // back to the filled depth (0: empty)
             var sw = Stopwatch.StartNew();
             for (int start = 0; start < prompt.Length; start += 512)
                 s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);

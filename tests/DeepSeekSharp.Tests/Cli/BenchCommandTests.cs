@@ -34,6 +34,30 @@ public class BenchCommandTests
         Assert.True(j.GetProperty("load_s").GetDouble() >= 0);
     }
 
+    /// <summary>--depth: decode after that many cached positions, the cache a token reads counted in its bytes.</summary>
+    [Fact]
+    public void Bench_Depth_DecodesAfterTheCachedPositions_AndCountsTheCacheItReads()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "4", "--repeat", "1",
+            "--depth", "40", "--json");
+        Assert.True(code == 0, stderr);
+        JsonElement j = JsonDocument.Parse(stdout).RootElement;
+        JsonElement config = JsonDocument.Parse(File.ReadAllText(Path.Combine(g.Directory, "config.json"))).RootElement;
+        long perPosition = config.GetProperty("num_hidden_layers").GetInt64()
+            * (config.GetProperty("kv_lora_rank").GetInt64() + config.GetProperty("qk_rope_head_dim").GetInt64()) * sizeof(float);
+        Assert.Equal(40, j.GetProperty("depth").GetInt32());
+        Assert.Equal((40 + 2) * perPosition, j.GetProperty("cache_bytes_per_token").GetInt64()); // positions 40..43: 42 on average
+        Assert.True(j.GetProperty("decode_tok_s").GetDouble() > 0);
+
+        var negative = CliRunner.Run("bench", "--model", g.Directory, "--depth", "-1");
+        Assert.Equal(1, negative.Code);
+        Assert.Contains("--depth must be 0 or more", negative.Stderr);
+        var tooDeep = CliRunner.Run("bench", "--model", g.Directory, "--depth", "100000000");
+        Assert.Equal(1, tooDeep.Code);
+        Assert.Contains("exceeds max_position_embeddings", tooDeep.Stderr);
+    }
+
     [Fact]
     public void Bench_Speculative_ReportsAcceptanceAndExpertReads()
     {
