@@ -130,7 +130,7 @@ internal static class SoakBench
             {
                 0 => "{\"messages\": [",
                 1 => """{"messages":[{"role":"user","content":"x\ud800"}]}""",
-                2 => """{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}""",
+                2 => """{"messages":[{"role":"user","content":"x"}],"tool_choice":"required"}""", // no tools to call
                 _ => JsonSerializer.Serialize(new { messages = new[] { new { role = "user", content = Text(3000) } } }),
             },
             _ => JsonSerializer.Serialize(new
