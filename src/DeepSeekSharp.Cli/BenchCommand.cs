@@ -26,6 +26,7 @@ internal static class BenchCommand
         var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "runs; medians are reported" };
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var memory = new Option<bool>("--memory") { Description = "measure the machine's read bandwidth (1 thread and all threads)" };
+        var cpu = new Option<bool>("--cpu") { Description = "print the vector paths the kernels take here (instruction sets on and off) and stop" };
         var speculative = new Option<string?>("--speculative") { Description = "also decode with speculation (mtp) and compare, run by run" };
         var draftAcceptance = new Option<double?>("--draft-acceptance")
         {
@@ -45,9 +46,14 @@ internal static class BenchCommand
             Description = "also decode sampled under an output format (json_object, or a JSON-schema file) and without it, run by run (needs the tokenizer)",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, depth, constrain, json, memory };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, depth, constrain, json, memory, cpu };
         cmd.SetAction(r =>
         {
+            if (r.GetValue(cpu))
+            {
+                stdout.WriteLine($"kernel paths: {KernelPaths.Describe()}");
+                return 0;
+            }
             if (r.GetValue(memory))
             {
                 double one = ReadBandwidth.Measure(1), all = ReadBandwidth.Measure(Environment.ProcessorCount);

@@ -34,6 +34,14 @@ public class BenchCommandTests
         Assert.True(j.GetProperty("load_s").GetDouble() >= 0);
     }
 
+    [Fact]
+    public void Bench_Cpu_SaysWhichVectorPathsRun()
+    {
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--cpu");
+        Assert.True(code == 0, stderr);
+        Assert.Equal($"kernel paths: {DeepSeekSharp.Kernels.KernelPaths.Describe()}", stdout.Trim());
+    }
+
     /// <summary>--depth: decode after that many cached positions, the cache a token reads counted in its bytes.</summary>
     [Fact]
     public void Bench_Depth_DecodesAfterTheCachedPositions_AndCountsTheCacheItReads()

@@ -1,0 +1,18 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels;
+
+/// <summary>Which vector paths the kernels take on this CPU and runtime, as the runtime reports them (the
+/// <c>DOTNET_EnableAVX512</c>, <c>DOTNET_EnableAVX2</c> and <c>DOTNET_EnableAVXVNNI</c> switches turn them off).</summary>
+public static class KernelPaths
+{
+    /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off".</summary>
+    public static string Describe()
+    {
+        string width = Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
+        static string On(bool b) => b ? "on" : "off";
+        return $"vectors {width}; AVX-512F {On(Avx512F.IsSupported)}, AVX-512BW {On(Avx512BW.IsSupported)}, AVX2 {On(Avx2.IsSupported)}, " +
+               $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}";
+    }
+}

@@ -1,0 +1,30 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Kernels;
+using Xunit.Abstractions;
+
+namespace DeepSeekSharp.Tests.Kernels;
+
+/// <summary>The instruction-set switches .ci/run uses really switch the paths off (a switch the runtime no longer
+/// knows — as DOTNET_EnableAVX512F became on .NET 10 — would leave a "narrower" run testing the widest paths again),
+/// and the paths of this run are reported.</summary>
+public class KernelPathTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Instruction_set_switches_take_effect()
+    {
+        output.WriteLine(KernelPaths.Describe());
+        if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX512") == "0")
+        {
+            Assert.False(Avx512F.IsSupported, "DOTNET_EnableAVX512=0 but AVX-512F is still on");
+            Assert.False(Vector512.IsHardwareAccelerated);
+        }
+        if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX2") == "0")
+        {
+            Assert.False(Avx2.IsSupported, "DOTNET_EnableAVX2=0 but AVX2 is still on");
+            Assert.False(Vector256.IsHardwareAccelerated);
+        }
+        if (Environment.GetEnvironmentVariable("DOTNET_EnableAVXVNNI") == "0") Assert.False(AvxVnni.IsSupported, "DOTNET_EnableAVXVNNI=0 but AVX-VNNI is still on");
+        Assert.Contains(Vector512.IsHardwareAccelerated ? "vectors 512-bit" : Vector256.IsHardwareAccelerated ? "vectors 256-bit" : "vectors 128-bit", KernelPaths.Describe());
+    }
+}
