@@ -55,6 +55,44 @@ public sealed class Candidates(int vocab)
         SortedCount = Count;
     }
 
+    /// <summary>Keeps the smallest set of likeliest candidates (logit descending, lower id first on ties) whose P sums to
+    /// at least <paramref name="mass"/>, by a weighted quickselect — expected linear time, no sort, nothing allocated;
+    /// they are left first, in no particular order. Used when the cut lies too deep for a sorted prefix.</summary>
+    public void KeepTopMass(double mass)
+    {
+        Span<Candidate> a = Items;
+        int lo = 0, hi = a.Length, k;
+        double above = 0; // the mass of a[..lo), all kept; the cut k lies in (lo, hi]
+        while (true)
+        {
+            if (hi - lo <= 1) { k = hi; break; }
+            int mid = lo + (hi - lo) / 2, last = hi - 1;
+            // Median of three as the pivot, moved to the end.
+            if (Better(a[mid], a[lo])) (a[mid], a[lo]) = (a[lo], a[mid]);
+            if (Better(a[last], a[lo])) (a[last], a[lo]) = (a[lo], a[last]);
+            if (Better(a[mid], a[last])) (a[mid], a[last]) = (a[last], a[mid]);
+            Candidate pivot = a[last];
+            int store = lo;
+            double better = 0;
+            for (int i = lo; i < last; i++)
+                if (Better(a[i], pivot))
+                {
+                    (a[i], a[store]) = (a[store], a[i]);
+                    better += a[store].P;
+                    store++;
+                }
+            (a[store], a[last]) = (a[last], a[store]);
+            if (above + better >= mass) hi = store;                                  // the cut is among the better ones
+            else if (above + better + a[store].P >= mass) { k = store + 1; break; } // the pivot completes the mass
+            else { above += better + a[store].P; lo = store + 1; }
+        }
+        Count = Math.Max(k, 1);
+        SortedCount = 0;
+        IndexedById = false;
+    }
+
+    private static bool Better(in Candidate x, in Candidate y) => x.Logit > y.Logit || x.Logit == y.Logit && x.Id < y.Id;
+
     /// <summary>Keeps the candidates with P ≥ <paramref name="threshold"/> in their current order (no sort).</summary>
     public void KeepAtLeast(float threshold)
     {

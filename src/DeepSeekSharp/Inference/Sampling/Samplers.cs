@@ -109,8 +109,11 @@ public sealed class TopPSampler(float p) : ISampler
     public void Apply(Candidates c)
     {
         c.Softmax();
+        float maxP = 0;
+        foreach (ref Candidate x in c.Items) maxP = MathF.Max(maxP, x.P);
         for (int k = Math.Min(64, c.Count); k <= 512 || k == c.Count; k = Math.Min(k * 8, c.Count))
         {
+            if (k < c.Count && (double)k * maxP < p) continue; // k tokens cannot reach p: skip sorting them
             c.SortTop(k);
             double cumulative = 0;
             Span<Candidate> items = c.Items;
@@ -121,17 +124,7 @@ public sealed class TopPSampler(float p) : ISampler
             }
             if (k == c.Count) return;
         }
-        Span<Candidate> all = c.Items;
-        float lo = 0, hi = 0;
-        foreach (ref Candidate x in all) hi = MathF.Max(hi, x.P);
-        for (int iter = 0; iter < 32 && hi - lo > hi * 1e-6f; iter++)
-        {
-            float mid = (lo + hi) / 2;
-            double mass = 0;
-            foreach (ref Candidate x in all) if (x.P >= mid) mass += x.P;
-            if (mass >= p) lo = mid; else hi = mid;
-        }
-        c.KeepAtLeast(lo);
+        c.KeepTopMass(p); // the cut lies deep (a flat distribution): select, do not sort
     }
 }
 
