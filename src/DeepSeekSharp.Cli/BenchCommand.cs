@@ -149,10 +149,8 @@ internal static class BenchCommand
     private static void FillDepth(InferenceSession s, int depth, float[] logits)
     {
         if (depth == 0) return;
-        var rng = new Rng(3);
-        ulong ids = (ulong)Math.Min(100000, logits.Length);
         int real = Math.Min(depth, 512);
-        int[] tokens = Enumerable.Range(0, real).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        int[] tokens = RandomTokens(3, real, logits.Length);
         s.Forward(tokens, logits, allPositions: false);
         int width = s.Cache.Width;
         for (int l = 0; l < s.Cache.Layers; l++)
@@ -163,14 +161,20 @@ internal static class BenchCommand
         s.Cache.Commit(depth - real);
     }
 
+    /// <summary><paramref name="n"/> seeded random token ids below 100,000 (ordinary text tokens of the real vocabulary).</summary>
+    private static int[] RandomTokens(ulong seed, int n, int vocab)
+    {
+        var rng = new Rng(seed);
+        ulong ids = (ulong)Math.Min(100000, vocab);
+        return Enumerable.Range(0, n).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+    }
+
     private readonly record struct Result(double PrefillTokS, double DecodeTokS, SpecResult? Spec = null);
     private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts);
 
     private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0)
     {
-        var rng = new Rng(7);
-        ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize); // random ids below 100000 (ordinary text tokens of the real vocabulary)
-        int[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        int[] prompt = RandomTokens(7, promptTokens, m.Config.VocabSize);
         var prefill = new List<double>();
         var decode = new List<double>();
         var logits = new float[m.Config.VocabSize];
@@ -213,9 +217,7 @@ internal static class BenchCommand
     /// medians over runs; the warm logits must equal the cold ones bit for bit.</summary>
     private static (double Cold, double Warm, int Cached) FirstTokenTimes(DeepSeekModel m, int prefix, int repeat)
     {
-        var rng = new Rng(11);
-        ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize);
-        int[] prompt = Enumerable.Range(0, prefix + 16).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        int[] prompt = RandomTokens(11, prefix + 16, m.Config.VocabSize);
         int capacity = Math.Min(m.Config.MaxPositionEmbeddings, prompt.Length);
         if (prompt.Length > capacity) throw new ArgumentException($"--prefix-tokens {prefix} + 16 exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
         using var cache = Inference.PrefixCache.For(m, (long)(prefix / Inference.PrefixCache.DefaultBlockSize + 1) * Inference.PrefixCache.DefaultBlockSize
@@ -261,9 +263,7 @@ internal static class BenchCommand
     private static (double Free, double Constrained, double MaskedSteps) ConstrainedDecode(DeepSeekModel m, Tokenizer tokenizer,
         Inference.Constraints.OutputFormat format, int promptTokens, int genTokens, int repeat)
     {
-        var rng = new Rng(7);
-        ulong ids = (ulong)Math.Min(100000, m.Config.VocabSize);
-        int[] prompt = Enumerable.Range(0, promptTokens).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
+        int[] prompt = RandomTokens(7, promptTokens, m.Config.VocabSize); // Run's prompt
         Inference.Constraints.TokenGrammar grammar = format.Bind(tokenizer, m.Config.VocabSize, tokenizer.EosId is { } e ? [e] : []);
         var logits = new float[m.Config.VocabSize];
         using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, prompt.Length + genTokens + 2));

@@ -236,7 +236,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
         public readonly string Model = model;
         public readonly StringBuilder Content = new(), Reasoning = new();
         public readonly List<TokenLogprob> Logprobs = [];
-        public readonly List<(string Id, string Name, StringBuilder Arguments)> ToolCalls = [];
+        public readonly Inference.Tools.ToolCallCollector ToolCalls = new();
         public GenerationUsage? Usage;
         public bool WantsLogprobs;
 
@@ -246,12 +246,6 @@ public sealed class DeepSeekServer : IAsyncDisposable
             Inference.FinishReason.ToolCalls => "tool_calls",
             _ => "stop",
         };
-
-        public void Add(Inference.Tools.ToolCallDelta d)
-        {
-            if (d.Name is not null) ToolCalls.Add((d.Id!, d.Name, new StringBuilder()));
-            if (d.Index < ToolCalls.Count) ToolCalls[d.Index].Arguments.Append(d.Arguments);
-        }
 
         public void Header(Utf8JsonWriter w, bool chunk)
         {
@@ -286,7 +280,7 @@ public sealed class DeepSeekServer : IAsyncDisposable
         {
             if (u.Logprobs is { } lp) reply.Logprobs.AddRange(reply.Chat ? lp.Where(t => t.Part == ReplyPart.Answer) : lp);
             if (u.Usage is not null) reply.Usage = u.Usage;
-            else if (u.ToolCall is { } call) reply.Add(call);
+            else if (u.ToolCall is { } call) reply.ToolCalls.Add(call);
             else (u.Part == ReplyPart.Reasoning ? reply.Reasoning : reply.Content).Append(u.Text);
         }
         Count(reply);
@@ -307,14 +301,14 @@ public sealed class DeepSeekServer : IAsyncDisposable
                 if (reply.ToolCalls.Count > 0)
                 {
                     w.WriteStartArray("tool_calls");
-                    foreach (var (id, name, arguments) in reply.ToolCalls)
+                    foreach (var (id, name, arguments) in reply.ToolCalls.Calls)
                     {
                         w.WriteStartObject();
                         w.WriteString("id", id);
                         w.WriteString("type", "function");
                         w.WriteStartObject("function");
                         w.WriteString("name", name);
-                        w.WriteString("arguments", arguments.ToString());
+                        w.WriteString("arguments", arguments);
                         w.WriteEndObject();
                         w.WriteEndObject();
                     }

@@ -37,7 +37,7 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
             prompt = (prompt ?? new()) with { Tools = tools };
         string responseId = "chatcmpl-" + Guid.NewGuid().ToString("N");
         DateTimeOffset created = DateTimeOffset.UtcNow;
-        var calls = new List<(string Id, string Name, System.Text.StringBuilder Arguments)>();
+        var calls = new Tools.ToolCallCollector();
         ChatResponseUpdate Update() => new(ChatRole.Assistant, [])
         {
             ResponseId = responseId,
@@ -50,15 +50,14 @@ internal sealed class DeepSeekChatClient(IGenerationEngine engine, string modelI
             if (u.ToolCall is { } d)
             {
                 // Function calls are handed over whole (function-invoking middleware acts on complete calls).
-                if (d.Name is not null) calls.Add((d.Id!, d.Name, new System.Text.StringBuilder()));
-                calls[d.Index].Arguments.Append(d.Arguments);
+                calls.Add(d);
                 continue;
             }
             ChatResponseUpdate update = Update();
             if (u.Usage is { } usage)
             {
-                foreach (var (id, name, arguments) in calls)
-                    update.Contents.Add(FunctionCallContent.CreateFromParsedArguments(arguments.ToString(), id, name, ParseArguments));
+                foreach (var (id, name, arguments) in calls.Calls)
+                    update.Contents.Add(FunctionCallContent.CreateFromParsedArguments(arguments, id, name, ParseArguments));
                 update.FinishReason = usage.FinishReason switch
                 {
                     FinishReason.Length => ChatFinishReason.Length,

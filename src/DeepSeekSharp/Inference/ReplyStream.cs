@@ -60,8 +60,7 @@ internal sealed class ReplyStream
         }
         if (format is not null)
         {
-            int[] eos = modelEos is { } m && tokenizer.EosId is { } t ? [m, t] : modelEos is { } m2 ? [m2] : tokenizer.EosId is { } t2 ? [t2] : [];
-            GrammarMatcher matcher = format.Bind(tokenizer, vocabSize, eos).NewMatcher();
+            GrammarMatcher matcher = format.Bind(tokenizer, vocabSize, new[] { modelEos, tokenizer.EosId }.OfType<int>()).NewMatcher();
             if (startsInReasoning) _pendingGrammar = matcher;
             else _grammar = matcher;
         }
@@ -139,10 +138,11 @@ internal sealed class ReplyStream
         Sampler.Accept(token);
         if (_grammar is not null && !_grammar.TryAccept(token) && !_wasForced)
             throw new InvalidOperationException($"token {token} was sampled against the output format's grammar");
-        if (chosen is not null) (_logprobs ??= []).Add(chosen with { Part = _inReasoning && _tools?.Takes(token) != true ? ReplyPart.Reasoning : ReplyPart.Answer });
-        if (_tools?.Takes(token) == true)
+        bool toolCall = _tools?.Takes(token) == true;
+        if (chosen is not null) (_logprobs ??= []).Add(chosen with { Part = _inReasoning && !toolCall ? ReplyPart.Reasoning : ReplyPart.Answer });
+        if (toolCall)
         {
-            _tools.Push(token, _tokenizer.TokenBytes(token), _calls);
+            _tools!.Push(token, _tokenizer.TokenBytes(token), _calls);
             RouteCalls(output);
             if (Generated >= MaxTokens) Finish(FinishReason.Length);
             return;
@@ -185,19 +185,9 @@ internal sealed class ReplyStream
         float logSum = max + MathF.Log(TensorPrimitives.Sum(s));
         int k = Math.Min(_topLogprobs!.Value, logits.Length);
         var top = new TokenLogprob[k];
-        if (k > 0)
-        {
-            Span<int> best = k <= 64 ? stackalloc int[k] : new int[k];
-            int filled = 0;
-            for (int i = 0; i < logits.Length; i++)
-            {
-                if (filled == k && logits[i] <= logits[best[k - 1]]) continue;
-                int j = filled < k ? filled++ : k - 1;
-                while (j > 0 && logits[best[j - 1]] < logits[i]) { best[j] = best[j - 1]; j--; }
-                best[j] = i;
-            }
-            for (int i = 0; i < k; i++) top[i] = Entry(best[i], logits[best[i]] - logSum, []);
-        }
+        Span<int> best = stackalloc int[k]; // k ≤ GenerationOptions.MaxTopLogprobs
+        if (k > 0) Kernels.TopK.Select(logits, best);
+        for (int i = 0; i < k; i++) top[i] = Entry(best[i], logits[best[i]] - logSum, []);
         return Entry(token, logits[token] - logSum, top);
     }
 

@@ -104,14 +104,13 @@ public sealed class TokenGrammar
     internal bool Allows(int state, int token, int room)
     {
         int next = Advance(state, token);
-        return next != Dead && (IsEos(token) || MinBytesOf(next) <= Limit(state, room));
+        return next != Dead && (IsEos(token) || MinBytes(next) <= Limit(state, room));
     }
 
     /// <summary>The most bytes a token may leave to finish: the room, or — when the room is already too small for the
     /// shortest completion (a token limit below it) — one byte less than now, so every token makes progress.</summary>
-    private int Limit(int state, int room) => Math.Max(room, MinBytesOf(state) - 1);
+    private int Limit(int state, int room) => Math.Max(room, MinBytes(state) - 1);
 
-    private int MinBytesOf(int state) { lock (_lock) return _states[state].MinBytes; }
 
     internal bool TryAcceptBytes(ref int state, ReadOnlySpan<byte> bytes)
     {

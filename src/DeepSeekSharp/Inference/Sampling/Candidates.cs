@@ -111,13 +111,10 @@ public sealed class Candidates(int vocab)
     public bool KeepAllowed(ReadOnlySpan<ulong> allowed)
     {
         Span<Candidate> items = Items;
-        int kept = 0;
-        for (int i = 0; i < items.Length; i++)
-            if (IsSet(allowed, items[i].Id) && items[i].Logit > float.NegativeInfinity) kept++;
-        if (kept == 0) return false;
-        kept = 0;
+        int kept = 0; // compacting in place writes nothing until a candidate is kept
         for (int i = 0; i < items.Length; i++)
             if (IsSet(allowed, items[i].Id) && items[i].Logit > float.NegativeInfinity) items[kept++] = items[i];
+        if (kept == 0) return false;
         if (kept < Count)
         {
             Count = kept;

@@ -46,6 +46,23 @@ public sealed record ToolChoice
 /// next fragment of its JSON arguments (as OpenAI streams <c>tool_calls</c> deltas).</summary>
 public sealed record ToolCallDelta(int Index, string? Id, string? Name, string Arguments);
 
+/// <summary>Whole tool calls put together from their streamed <see cref="ToolCallDelta"/>s, in call order.</summary>
+public sealed class ToolCallCollector
+{
+    private readonly List<(string Id, string Name, StringBuilder Arguments)> _calls = [];
+
+    public int Count => _calls.Count;
+
+    public void Add(ToolCallDelta d)
+    {
+        if (d.Name is not null) _calls.Add((d.Id!, d.Name, new StringBuilder()));
+        if (d.Index < _calls.Count) _calls[d.Index].Arguments.Append(d.Arguments);
+    }
+
+    /// <summary>Each call's id, name and JSON arguments as written.</summary>
+    public IEnumerable<(string Id, string Name, string Arguments)> Calls => _calls.Select(c => (c.Id, c.Name, c.Arguments.ToString()));
+}
+
 /// <summary>How a model writes tool calls, read from its chat template. Both wrap calls in
 /// <c>&lt;｜tool▁calls▁begin｜&gt; … &lt;｜tool▁calls▁end｜&gt;</c>, each call in
 /// <c>&lt;｜tool▁call▁begin｜&gt; … &lt;｜tool▁call▁end｜&gt;</c>:
