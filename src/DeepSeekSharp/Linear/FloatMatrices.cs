@@ -58,11 +58,14 @@ internal unsafe class RowDequantMatrix : Matrix
     }
 }
 
-/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
+/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.
+/// One token (decode) dots each row straight from its codes (<see cref="Fp8Dot"/>); several share a row widened once
+/// into scratch. Both give the bits of the dequantised row's <see cref="Dot.Compute"/>.</summary>
 internal sealed unsafe class Fp8Matrix : RowDequantMatrix
 {
     private readonly float[] _scales; // [ceil(rows / br), ceil(cols / bc)]
     private readonly int _br, _bc, _scaleCols;
+    private readonly bool _fused;
 
     public Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
         : base(WeightFormat.FP8, rows, cols, codes, owner)
@@ -72,11 +75,25 @@ internal sealed unsafe class Fp8Matrix : RowDequantMatrix
         if (scales.Length != (rows + _br - 1) / _br * _scaleCols)
             throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] FP8 matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
         _scales = scales;
+        _fused = Fp8Dot.Fuses(_bc, scales);
     }
 
-    public override void DequantizeRow(int r, Span<float> dst) =>
-        NumberFormats.Fp8Row(new ReadOnlySpan<byte>(RowPointer(r), Cols), _scales.AsSpan(r / _br * _scaleCols, _scaleCols), _bc, dst);
+    private ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
+
+    public override void DequantizeRow(int r, Span<float> dst) => Fp8Dot.Dequantize(new ReadOnlySpan<byte>(RowPointer(r), Cols), RowScales(r), _bc, dst);
 
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        if (n > 1 || !_fused)
+        {
+            base.DotRows(a, x, y, n, r0, r1, rowStart, rowCount);
+            return;
+        }
+        var xs = new ReadOnlySpan<float>(x, Cols);
+        for (int o = r0; o < r1; o++) y[o - rowStart] = Fp8Dot.Compute(new ReadOnlySpan<byte>(RowPointer(o), Cols), RowScales(o), _bc, xs);
+    }
 }
