@@ -6,7 +6,7 @@ using Spectre.Console;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss create-random --preset v2-lite|v3|v3-tiny|v2-lite-tiny [--layers N] [--dtype bf16|f32] --out DIR
+/// <summary><c>dss create-random --preset v2-lite|v3|v3-tiny|v2-lite-tiny [--layers N] [--dtype bf16|f16|f32|fp8] --out DIR
 /// [--seed S]</c>: a Hugging Face checkpoint with random weights and the real DeepSeek-V3 tokenizer.</summary>
 internal static class CreateRandomCommand
 {
@@ -15,15 +15,15 @@ internal static class CreateRandomCommand
         var preset = new Option<string>("--preset") { Description = "model shape", Required = true };
         preset.AcceptOnlyFromAmong(RandomCheckpoint.Presets);
         var layers = new Option<int?>("--layers") { Description = "cut the stack to N layers" };
-        var dtype = new Option<string>("--dtype") { Description = "storage dtype", DefaultValueFactory = _ => "bf16" };
-        dtype.AcceptOnlyFromAmong("bf16", "f16", "f32");
+        var dtype = new Option<string>("--dtype") { Description = "storage dtype (fp8: E4M3 projections with 128x128 block scales, as DeepSeek ships V3)", DefaultValueFactory = _ => "bf16" };
+        dtype.AcceptOnlyFromAmong("bf16", "f16", "f32", "fp8");
         var output = new Option<string>("--out") { Description = "folder to write", Required = true };
         var seed = new Option<ulong>("--seed") { Description = "weights RNG seed", DefaultValueFactory = _ => 1 };
         var cmd = new Command("create-random", "Write a random-weight checkpoint with a real DeepSeek shape and tokenizer") { preset, layers, dtype, output, seed };
         cmd.SetAction(r =>
         {
             ModelConfig config = RandomCheckpoint.Preset(r.GetValue(preset)!, r.GetValue(layers));
-            WeightFormat type = r.GetValue(dtype) switch { "f32" => WeightFormat.F32, "f16" => WeightFormat.F16, _ => WeightFormat.BF16 };
+            WeightFormat type = r.GetValue(dtype) switch { "f32" => WeightFormat.F32, "f16" => WeightFormat.F16, "fp8" => WeightFormat.FP8, _ => WeightFormat.BF16 };
             string dir = r.GetValue(output)!;
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stderr) });
             console.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())

@@ -229,12 +229,20 @@ public static class HfConfig
             ["tie_word_embeddings"] = c.TieWordEmbeddings,
             ["topk_group"] = c.NLimitedGroups,
             ["topk_method"] = TopkMethodName(c.TopkMethod),
-            ["torch_dtype"] = storage switch { WeightFormat.BF16 => "bfloat16", WeightFormat.F16 => "float16", _ => "float32" },
+            ["torch_dtype"] = storage switch { WeightFormat.BF16 or WeightFormat.FP8 => "bfloat16", WeightFormat.F16 => "float16", _ => "float32" },
             ["use_cache"] = true,
             ["v_head_dim"] = c.VHeadDim,
             ["vocab_size"] = c.VocabSize,
         };
         if (v3) o["num_nextn_predict_layers"] = c.NMtpLayers;
+        if (storage == WeightFormat.FP8)
+        {
+            (int br, int bc) = c.Fp8BlockSize ?? (128, 128);
+            o["quantization_config"] = new Dictionary<string, object>
+            {
+                ["activation_scheme"] = "dynamic", ["fmt"] = "e4m3", ["quant_method"] = "fp8", ["weight_block_size"] = new[] { br, bc },
+            };
+        }
         return o;
     }
 }

@@ -68,11 +68,19 @@ public static class RandomCheckpoint
     public static void Create(ModelConfig config, string outDir, WeightFormat dtype, ulong seed, string? tokenizerDir = null,
         IProgress<(long Done, long Total)>? progress = null, long maxShardBytes = 2L << 30)
     {
-        if (dtype is not (WeightFormat.BF16 or WeightFormat.F32 or WeightFormat.F16))
-            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "--dtype must be bf16, f16 or f32");
+        if (dtype is not (WeightFormat.BF16 or WeightFormat.F32 or WeightFormat.F16 or WeightFormat.FP8))
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "--dtype must be bf16, f16, f32 or fp8");
         Directory.CreateDirectory(outDir);
-        var entries = TensorManifest.For(config).ToList();
-        WeightFormat TypeOf(TensorManifest.Entry e) => e.Role == TensorRole.RouterBias ? WeightFormat.F32 : dtype;
+        (int Rows, int Cols) block = config.Fp8BlockSize ?? (128, 128);
+        // FP8 as DeepSeek ships V3: the projections inside the blocks in E4M3 with a float32 scale per 128 × 128 tile
+        // (weight_scale_inv, right after its weight); embeddings, heads, norms and routers in BF16.
+        bool IsFp8(TensorManifest.Entry e) => dtype == WeightFormat.FP8 && e.Role == TensorRole.Linear && e.Layer >= 0
+            && e.Name != TensorNames.Hf.Head && !e.Name.EndsWith(TensorNames.Hf.MtpHead, StringComparison.Ordinal) && !e.Name.EndsWith(TensorNames.Hf.MtpEhProj, StringComparison.Ordinal);
+        var entries = TensorManifest.For(config).SelectMany(e => IsFp8(e)
+            ? new[] { e, e with { Name = TensorNames.Hf.ScaleInv(e.Name), Shape = [(e.Shape[0] + block.Rows - 1) / block.Rows, (e.Shape[1] + block.Cols - 1) / block.Cols], Role = TensorRole.Fp8Scale } }
+            : [e]).ToList();
+        WeightFormat TypeOf(TensorManifest.Entry e) =>
+            e.Role is TensorRole.RouterBias or TensorRole.Fp8Scale ? WeightFormat.F32 : IsFp8(e) ? WeightFormat.FP8 : dtype == WeightFormat.FP8 ? WeightFormat.BF16 : dtype;
         long Bytes(TensorManifest.Entry e) => e.Shape.Aggregate(1L, (a, b) => a * b) * TypeOf(e).ElementBytes();
 
         // Cut into shards of at most maxShardBytes, at tensor boundaries.
@@ -91,19 +99,63 @@ public static class RandomCheckpoint
         {
             string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
             using var writer = new SafeTensorsWriter(Path.Combine(outDir, file), shards[s].Select(e => (e.Name, TypeOf(e), e.Shape)));
+            float[]? scales = null; // an FP8 weight's block scales, written as the next tensor
             foreach (var e in shards[s])
             {
-                WriteRandom(writer, e, TypeOf(e), config, seed, ref done, total, progress);
+                if (e.Role == TensorRole.Fp8Scale) WriteScales(writer, scales!, ref done);
+                else if (TypeOf(e) == WeightFormat.FP8) scales = WriteRandomFp8(writer, e, block, seed, ref done, total, progress);
+                else WriteRandom(writer, e, TypeOf(e), config, seed, ref done, total, progress);
                 weightMap[e.Name] = file;
             }
             writer.Commit();
         }
         AtomicFile.WriteJson(Path.Combine(outDir, SafeTensorsCheckpoint.IndexFileName),
             new Dictionary<string, object> { ["metadata"] = new Dictionary<string, long> { ["total_size"] = total }, ["weight_map"] = weightMap });
-        AtomicFile.WriteJson(Path.Combine(outDir, HfConfig.FileName), HfConfig.ToJsonObject(config, dtype));
+        AtomicFile.WriteJson(Path.Combine(outDir, HfConfig.FileName), HfConfig.ToJsonObject(dtype == WeightFormat.FP8 ? config with { Fp8BlockSize = block } : config, dtype));
         if (tokenizerDir is not null)
             foreach (string f in new[] { "tokenizer.json", "tokenizer_config.json" })
                 File.Copy(Path.Combine(tokenizerDir, f), Path.Combine(outDir, f), overwrite: true);
+    }
+
+    /// <summary>Draws the weight's rows as for other dtypes and stores them as DeepSeek's <c>weight_quant</c> does: per
+    /// tile, scale = max |w| / 448 and codes = E4M3(w / scale); returns the scales.</summary>
+    private static float[] WriteRandomFp8(SafeTensorsWriter writer, TensorManifest.Entry e, (int Rows, int Cols) block, ulong seed,
+        ref long done, long total, IProgress<(long, long)>? progress)
+    {
+        int rows = checked((int)e.Shape[0]), cols = checked((int)e.Shape[1]);
+        int scaleCols = (cols + block.Cols - 1) / block.Cols;
+        var scales = new float[(rows + block.Rows - 1) / block.Rows * scaleCols];
+        var init = new RandomInit(e.Name, e.Role, cols, seed);
+        var values = new float[block.Rows * cols];
+        var codes = new byte[block.Rows * cols];
+        for (int r0 = 0; r0 < rows; r0 += block.Rows)
+        {
+            int n = Math.Min(block.Rows, rows - r0);
+            for (int r = 0; r < n; r++) init.Next(values.AsSpan(r * cols, cols));
+            for (int b = 0; b < scaleCols; b++)
+            {
+                int c0 = b * block.Cols, c1 = Math.Min(cols, c0 + block.Cols);
+                float amax = 0;
+                for (int r = 0; r < n; r++)
+                    for (int c = c0; c < c1; c++) amax = Math.Max(amax, Math.Abs(values[r * cols + c]));
+                float scale = amax > 0 ? amax / 448f : 1f;
+                scales[r0 / block.Rows * scaleCols + b] = scale;
+                for (int r = 0; r < n; r++)
+                    for (int c = c0; c < c1; c++) codes[r * cols + c] = NumberFormats.FloatToF8E4M3(values[r * cols + c] / scale);
+            }
+            writer.Write(codes.AsSpan(0, n * cols));
+            done += n * cols;
+            progress?.Report((done, total));
+        }
+        return scales;
+    }
+
+    private static void WriteScales(SafeTensorsWriter writer, float[] scales, ref long done)
+    {
+        var bytes = new byte[scales.Length * 4];
+        for (int i = 0; i < scales.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(bytes.AsSpan(i * 4), scales[i]);
+        writer.Write(bytes);
+        done += bytes.Length;
     }
 
     private static void WriteRandom(SafeTensorsWriter writer, TensorManifest.Entry e, WeightFormat type, ModelConfig c, ulong seed,

@@ -3,7 +3,7 @@ using N = DeepSeekSharp.Formats.TensorNames.Hf;
 namespace DeepSeekSharp.Model;
 
 /// <summary>What a tensor is, for choosing a random initial scale.</summary>
-public enum TensorRole { Embedding, Linear, Norm, Router, RouterBias }
+public enum TensorRole { Embedding, Linear, Norm, Router, RouterBias, /** an FP8 weight's block scales (weight_scale_inv) */ Fp8Scale }
 
 /// <summary>Every tensor a checkpoint of a config holds, in the order a Hugging Face checkpoint stores them, with
 /// Hugging Face names and [out, in] shapes — what <see cref="WeightLoader"/> reads.</summary>

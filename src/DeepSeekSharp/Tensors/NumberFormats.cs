@@ -48,6 +48,25 @@ public static class NumberFormats
         return t;
     }
 
+    /// <summary>float32 → float8 E4M3FN, rounded to the nearest code (ties to the even code), saturating at ±448;
+    /// NaN gives 0x7F.</summary>
+    public static byte FloatToF8E4M3(float value)
+    {
+        if (float.IsNaN(value)) return 0x7F;
+        byte sign = value < 0 || (value == 0 && float.IsNegative(value)) ? (byte)0x80 : (byte)0;
+        float a = MathF.Abs(value);
+        int lo = 0, hi = 0x7E; // the largest code whose value is ≤ a, by bisection over the ascending positive codes
+        if (a >= F8E4M3Table[hi]) return (byte)(sign | hi);
+        while (lo < hi)
+        {
+            int mid = (lo + hi + 1) / 2;
+            if (F8E4M3Table[mid] <= a) lo = mid; else hi = mid - 1;
+        }
+        float below = a - F8E4M3Table[lo], above = F8E4M3Table[lo + 1] - a;
+        int code = below < above || (below == above && (lo & 1) == 0) ? lo : lo + 1;
+        return (byte)(sign | code);
+    }
+
     /// <summary>One row of an FP8 block-scaled weight: dst[c] = fp8(codes[c]) · scales[c / blockCols], where
     /// <paramref name="scales"/> is the row's line of block scales (DeepSeek-V3's weight_scale_inv).</summary>
     public static void Fp8Row(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst)

@@ -133,4 +133,48 @@ public class QuantizedModelTests(ITestOutputHelper output)
         Assert.Equal(WeightFormat.FP8, qa.Format);
         Assert.Equal((long)qa.Rows * qa.Cols, qa.Bytes);
     }
+
+    [Fact]
+    public void RandomFp8Checkpoint_HoldsE4M3ProjectionsWithTileScales_CloseToTheSameSeedInFloat32()
+    {
+        // Projections 320 and 200 wide: whole 128 × 128 tiles and cut ones.
+        ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { Dim = 200, InterDim = 320, MoeInterDim = 64, QLoraRank = 96, KvLoraRank = 64 };
+        string fp8 = Path.Combine(Path.GetTempPath(), "dss-fp8-" + Guid.NewGuid().ToString("N"));
+        string f32 = Path.Combine(Path.GetTempPath(), "dss-f32-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            RandomCheckpoint.Create(c, fp8, WeightFormat.FP8, seed: 3);
+            RandomCheckpoint.Create(c, f32, WeightFormat.F32, seed: 3);
+            Assert.Equal((128, 128), DeepSeekSharp.Formats.HfConfig.Load(fp8).Fp8BlockSize);
+            using DeepSeekModel q = DeepSeekModel.Load(fp8), r = DeepSeekModel.Load(f32);
+            Matrix[] qs = q.Weights.AllMatrices().ToArray(), rs = r.Weights.AllMatrices().ToArray();
+            Assert.Equal(rs.Length, qs.Length);
+            int fp8Matrices = 0;
+            for (int i = 0; i < qs.Length; i++)
+            {
+                Assert.Equal((rs[i].Rows, rs[i].Cols), (qs[i].Rows, qs[i].Cols));
+                if (qs[i].Format != WeightFormat.FP8) continue;
+                fp8Matrices++;
+                var a = new float[qs[i].Cols];
+                var b = new float[qs[i].Cols];
+                for (int row = 0; row < qs[i].Rows; row++)
+                {
+                    qs[i].DequantizeRow(row, a);
+                    rs[i].DequantizeRow(row, b);
+                    float largest = b.Max(Math.Abs);
+                    for (int k = 0; k < a.Length; k++)
+                        Assert.True(Math.Abs(a[k] - b[k]) <= Math.Abs(b[k]) / 16 + largest / 448 / 256, $"matrix {i} [{row}, {k}]: {a[k]} for {b[k]}");
+                }
+            }
+            Assert.True(fp8Matrices > 20, $"{fp8Matrices} FP8 matrices");
+            Assert.Equal(WeightFormat.BF16, q.Weights.Head.Format);
+            using InferenceSession s = q.CreateSession();
+            Assert.All(s.Forward([1, 2, 3]), v => Assert.True(float.IsFinite(v)));
+        }
+        finally
+        {
+            Directory.Delete(fp8, true);
+            Directory.Delete(f32, true);
+        }
+    }
 }

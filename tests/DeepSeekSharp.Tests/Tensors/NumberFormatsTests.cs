@@ -33,6 +33,22 @@ public class NumberFormatsTests
     }
 
     [Fact]
+    public void F8E4M3_Encoding_RoundTripsEveryCode_RoundsHalfwayToEven_AndSaturates()
+    {
+        for (int code = 0; code < 256; code++)
+            if ((code & 0x7F) != 0x7F) Assert.Equal((byte)code, NumberFormats.FloatToF8E4M3(NumberFormats.F8E4M3ToFloat((byte)code)));
+        Assert.Equal((byte)0x38, NumberFormats.FloatToF8E4M3(1f + 1f / 16));       // halfway 1 (0x38) – 1.125 (0x39): even
+        Assert.Equal((byte)0x3A, NumberFormats.FloatToF8E4M3(1.125f + 1f / 16));   // halfway 0x39 – 0x3A: even
+        Assert.Equal((byte)0x39, NumberFormats.FloatToF8E4M3(1f + 1f / 16 + 1e-4f)); // past halfway
+        Assert.Equal((byte)0x01, NumberFormats.FloatToF8E4M3(0.75f * 0.001953125f)); // subnormal m = 0.75 → 1
+        Assert.Equal((byte)0x00, NumberFormats.FloatToF8E4M3(0.5f * 0.001953125f));  // halfway 0 – 2^-9: even
+        Assert.Equal((byte)0x7E, NumberFormats.FloatToF8E4M3(1e6f));
+        Assert.Equal((byte)0xFE, NumberFormats.FloatToF8E4M3(-500f));
+        Assert.Equal((byte)0xB8, NumberFormats.FloatToF8E4M3(-1f));
+        Assert.Equal((byte)0x7F, NumberFormats.FloatToF8E4M3(float.NaN));
+    }
+
+    [Fact]
     public void BF16_IsTheTopHalfOfFloat32_AndRoundsToNearestEven()
     {
         Assert.Equal(1f, NumberFormats.BF16ToFloat(0x3F80));
