@@ -53,17 +53,18 @@ public static class NumberFormats
     public static byte FloatToF8E4M3(float value)
     {
         if (float.IsNaN(value)) return 0x7F;
-        byte sign = value < 0 || (value == 0 && float.IsNegative(value)) ? (byte)0x80 : (byte)0;
+        int sign = BitConverter.SingleToInt32Bits(value) < 0 ? 0x80 : 0;
         float a = MathF.Abs(value);
-        int lo = 0, hi = 0x7E; // the largest code whose value is ≤ a, by bisection over the ascending positive codes
-        if (a >= F8E4M3Table[hi]) return (byte)(sign | hi);
-        while (lo < hi)
+        int code;
+        if (a < 0.015625f) code = (int)MathF.Round(a * 512f); // subnormal steps of 2^-9 (8 steps is the smallest normal, code 8)
+        else if (a >= 464f) code = 0x7E;                        // 448 and what rounds to it or beyond
+        else
         {
-            int mid = (lo + hi + 1) / 2;
-            if (F8E4M3Table[mid] <= a) lo = mid; else hi = mid - 1;
+            // A normal float32 rounded to 3 mantissa bits, ties to even; the exponent re-biased from 127 to 7.
+            int bits = BitConverter.SingleToInt32Bits(a);
+            bits += 0x7FFFF + ((bits >> 20) & 1);
+            code = Math.Min((bits >> 20) - (120 << 3), 0x7E);
         }
-        float below = a - F8E4M3Table[lo], above = F8E4M3Table[lo + 1] - a;
-        int code = below < above || (below == above && (lo & 1) == 0) ? lo : lo + 1;
         return (byte)(sign | code);
     }
 

@@ -46,6 +46,20 @@ public class NumberFormatsTests
         Assert.Equal((byte)0xFE, NumberFormats.FloatToF8E4M3(-500f));
         Assert.Equal((byte)0xB8, NumberFormats.FloatToF8E4M3(-1f));
         Assert.Equal((byte)0x7F, NumberFormats.FloatToF8E4M3(float.NaN));
+        // Against the nearest code found by search over all positive codes (ties: the even code), every magnitude range.
+        var rng = new Random(4);
+        for (int i = 0; i < 20000; i++)
+        {
+            float v = (float)(Math.Pow(2, rng.NextDouble() * 22 - 12) * (rng.Next(2) == 0 ? 1 : -1));
+            float a = Math.Abs(v);
+            int best = 0;
+            for (int c = 1; c <= 0x7E; c++)
+            {
+                float d = Math.Abs(NumberFormats.F8E4M3ToFloat((byte)c) - a), e = Math.Abs(NumberFormats.F8E4M3ToFloat((byte)best) - a);
+                if (d < e || (d == e && (c & 1) == 0)) best = c;
+            }
+            Assert.Equal((byte)(best | (v < 0 ? 0x80 : 0)), NumberFormats.FloatToF8E4M3(v));
+        }
     }
 
     [Fact]
