@@ -39,7 +39,7 @@ internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposa
     }
 }
 
-/// <summary>Formats without a fused kernel (F16, FP8, and the GGUF types Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL,
+/// <summary>Formats without a fused kernel (F16, and the GGUF types Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL,
 /// IQ4_XS): each row is dequantised into per-thread scratch once and dotted with every token (the row is read once
 /// per product, as for the other formats).</summary>
 internal unsafe class RowDequantMatrix : Matrix
@@ -58,14 +58,19 @@ internal unsafe class RowDequantMatrix : Matrix
     }
 }
 
-/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.
-/// One token (decode) dots each row straight from its codes (<see cref="Fp8Dot"/>); several share a row widened once
-/// into scratch. Both give the bits of the dequantised row's <see cref="Dot.Compute"/>.</summary>
-internal sealed unsafe class Fp8Matrix : RowDequantMatrix
+/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns,
+/// computed straight from the codes (<see cref="Fp8Dot"/>): per block row, each token's activations are multiplied by
+/// the block's column scales once (into per-thread scratch, a few tokens at a time), then every row of the block is a
+/// dot product of widened codes with them. One token alone or in a batch gets the same arithmetic. A row holding a NaN
+/// code gives NaN (found the first time the row is used).</summary>
+internal sealed unsafe class Fp8Matrix : Matrix
 {
+    /// <summary>Tokens whose scaled activations are held at once (scratch: this many × Cols floats per thread).</summary>
+    internal const int TokenGroup = 8;
+
     private readonly float[] _scales; // [ceil(rows / br), ceil(cols / bc)]
     private readonly int _br, _bc, _scaleCols;
-    private readonly bool _fused;
+    private readonly byte[] _rowState; // 0 not yet looked at, 1 numbers only, 2 holds a NaN code
 
     public Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
         : base(WeightFormat.FP8, rows, cols, codes, owner)
@@ -75,7 +80,7 @@ internal sealed unsafe class Fp8Matrix : RowDequantMatrix
         if (scales.Length != (rows + _br - 1) / _br * _scaleCols)
             throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] FP8 matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
         _scales = scales;
-        _fused = Fp8Dot.Fuses(_bc, scales);
+        _rowState = new byte[rows];
     }
 
     private ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
@@ -88,12 +93,28 @@ internal sealed unsafe class Fp8Matrix : RowDequantMatrix
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
-        if (n > 1 || !_fused)
+        int cols = Cols;
+        Span<float> scaled = LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
+        Span<bool> widened = stackalloc bool[TokenGroup];
+        for (int b0 = r0; b0 < r1; b0 = (b0 / _br + 1) * _br)
         {
-            base.DotRows(a, x, y, n, r0, r1, rowStart, rowCount);
-            return;
+            int b1 = Math.Min(r1, (b0 / _br + 1) * _br);
+            ReadOnlySpan<float> scales = RowScales(b0);
+            for (int t0 = 0; t0 < n; t0 += TokenGroup)
+            {
+                int group = Math.Min(TokenGroup, n - t0);
+                for (int t = 0; t < group; t++)
+                    widened[t] = Fp8Dot.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
+                for (int o = b0; o < b1; o++)
+                {
+                    var codes = new ReadOnlySpan<byte>(RowPointer(o), cols);
+                    if (_rowState[o] == 0) _rowState[o] = Fp8Dot.HasNaNCode(codes) ? (byte)2 : (byte)1;
+                    for (int t = 0; t < group; t++)
+                        y[(long)(t0 + t) * rowCount + o - rowStart] = _rowState[o] == 2 ? float.NaN
+                            : widened[t] ? Fp8Dot.Compute(codes, scaled.Slice(t * cols, cols))
+                            : Fp8Dot.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));
+                }
+            }
         }
-        var xs = new ReadOnlySpan<float>(x, Cols);
-        for (int o = r0; o < r1; o++) y[o - rowStart] = Fp8Dot.Compute(new ReadOnlySpan<byte>(RowPointer(o), Cols), RowScales(o), _bc, xs);
     }
 }

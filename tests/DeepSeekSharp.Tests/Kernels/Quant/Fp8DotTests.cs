@@ -6,8 +6,9 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>The fused FP8 kernel against its definition: the row dequantised (<see cref="NumberFormats.Fp8Row"/>,
-/// the E4M3 table times the block scale) and dotted by <see cref="Dot"/> on the same vector width — bit for bit.</summary>
+/// <summary>The FP8 kernels against their definitions: widening is the E4M3 table times 2⁻¹²⁰ exactly; the product is
+/// <see cref="Dot"/> over widened codes and scaled activations, bit for bit on every width; the matrix is close to
+/// the double-precision product and gives a token the same bits alone or in a batch.</summary>
 public class Fp8DotTests
 {
     private static byte[] Codes(Random rng, int n) =>
@@ -16,111 +17,143 @@ public class Fp8DotTests
     private static float[] Floats(Random rng, int n, double lo, double hi) =>
         Enumerable.Range(0, n).Select(_ => (float)(lo + rng.NextDouble() * (hi - lo)) * (rng.Next(2) == 0 ? 1 : -1)).ToArray();
 
-    private static float[] Dequantised(byte[] codes, float[] scales, int blockCols)
-    {
-        var row = new float[codes.Length];
-        NumberFormats.Fp8Row(codes, scales, blockCols, row);
-        return row;
-    }
-
-    public static TheoryData<int, int> Shapes => new()
-    {
-        { 0, 128 }, { 1, 128 }, { 15, 128 }, { 17, 128 }, { 63, 64 }, { 64, 64 }, { 65, 64 }, { 127, 128 }, { 129, 128 },
-        { 200, 64 }, { 257, 128 }, { 1000, 256 }, { 1408, 128 }, { 7168, 128 },
-    };
-
-    [Theory]
-    [MemberData(nameof(Shapes))]
-    public void EveryPath_IsBitIdenticalToTheDequantisedRowsDot(int n, int blockCols)
-    {
-        var rng = new Random(n * 31 + blockCols);
-        byte[] codes = Codes(rng, n);
-        float[] scales = Floats(rng, (n + blockCols - 1) / blockCols + 1, 1e-6, 2);
-        float[] x = Floats(rng, n, 0, 4);
-        float[] row = Dequantised(codes, scales, blockCols);
-        Assert.Equal(Dot.Scalar(row, x), Fp8Dot.Scalar(codes, scales, blockCols, x));
-        if (Avx2.IsSupported) Assert.Equal(Dot.V256(row, x), Fp8Dot.V256(codes, scales, blockCols, x));
-        if (Avx512F.IsSupported) Assert.Equal(Dot.V512(row, x), Fp8Dot.V512(codes, scales, blockCols, x));
-        Assert.Equal(Dot.Compute(row, x), Fp8Dot.Compute(codes, scales, blockCols, x));
-        var widened = new float[n];
-        Fp8Dot.Dequantize(codes, scales, blockCols, widened);
-        Assert.Equal(row, widened);
-    }
-
     [Fact]
-    public void EveryCode_WidensToItsTableValue_WithSubnormalTinyAndLargeScales()
+    public void Widening_IsTheE4M3ValueTimes2ToTheMinus120_ForEveryNumberCode()
     {
-        // All 254 number codes four times over, against scales that put products in float32's subnormal range (1e-40 is
-        // itself subnormal), at ordinary sizes, and just under the 2^8 limit of the fused path.
-        byte[] codes = Enumerable.Range(0, 1024).Select(i => (byte)(i % 256)).Where(c => (c & 0x7F) != 0x7F).Take(512).ToArray();
-        foreach (float scale in new[] { 1e-40f, 3e-38f, 1e-4f, 1f, 255.9f })
+        for (int code = 0; code < 256; code++)
         {
-            float[] scales = [scale, -scale * 0.5f, scale * 0.25f, scale];
-            float[] row = Dequantised(codes, scales, 128);
-            var widened = new float[codes.Length];
-            Fp8Dot.Dequantize(codes, scales, 128, widened);
-            Assert.Equal(row, widened);
-            var rng = new Random(3);
-            float[] x = Floats(rng, codes.Length, 0, 1);
-            Assert.Equal(Dot.Compute(row, x), Fp8Dot.Compute(codes, scales, 128, x));
-            if (Avx2.IsSupported) Assert.Equal(Dot.V256(row, x), Fp8Dot.V256(codes, scales, 128, x));
+            if ((code & 0x7F) == 0x7F) continue;
+            float widened = Fp8Dot.Widen((byte)code);
+            Assert.Equal(NumberFormats.F8E4M3ToFloat((byte)code), widened * Fp8Dot.Widening);
+            Assert.Equal(BitConverter.SingleToInt32Bits(NumberFormats.F8E4M3ToFloat((byte)code)) < 0, BitConverter.SingleToInt32Bits(widened) < 0);
         }
     }
 
     [Theory]
-    [InlineData(0x7F, 5)]
-    [InlineData(0xFF, 130)]
-    [InlineData(0x7F, 199)] // in the scalar tail of a 200-wide row
-    public void NaNCode_GivesNaN_AsTheDequantisedRowDoes(int code, int at)
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(15)]
+    [InlineData(17)]
+    [InlineData(63)]
+    [InlineData(64)]
+    [InlineData(65)]
+    [InlineData(200)]
+    [InlineData(257)]
+    [InlineData(1408)]
+    [InlineData(7168)]
+    public void EveryPath_IsDotOverTheWidenedCodes_BitForBit(int n)
     {
-        var rng = new Random(at);
-        byte[] codes = Codes(rng, 200);
-        codes[at] = (byte)code;
-        float[] scales = Floats(rng, 4, 0.01, 1);
-        float[] x = Floats(rng, 200, 0, 1);
-        float[] row = Dequantised(codes, scales, 64);
-        Assert.True(float.IsNaN(Dot.Compute(row, x)));
-        Assert.True(float.IsNaN(Fp8Dot.Compute(codes, scales, 64, x)));
-        if (Avx2.IsSupported) Assert.True(float.IsNaN(Fp8Dot.V256(codes, scales, 64, x)));
-        var widened = new float[200];
-        Fp8Dot.Dequantize(codes, scales, 64, widened);
-        Assert.Equal(row, widened); // NaN where the code is NaN, the same numbers elsewhere
-        Assert.True(float.IsNaN(widened[at]));
+        var rng = new Random(n);
+        byte[] codes = Codes(rng, n);
+        float[] xs = Floats(rng, n, 0, 4);
+        float[] widened = codes.Select(Fp8Dot.Widen).ToArray();
+        Assert.Equal(Dot.Scalar(widened, xs), Fp8Dot.Scalar(codes, xs));
+        if (Avx2.IsSupported) Assert.Equal(Dot.V256(widened, xs), Fp8Dot.V256(codes, xs));
+        if (Avx512F.IsSupported) Assert.Equal(Dot.V512(widened, xs), Fp8Dot.V512(codes, xs));
+        Assert.Equal(Dot.Compute(widened, xs), Fp8Dot.Compute(codes, xs));
     }
 
     [Fact]
-    public void Fuses_OnlyBlocksOfWholeVectorGroups_AndScalesBelow256()
+    public void ScaleActivations_MultipliesByTheBlockScaleTimes2To120_AndRefusesOverflow()
     {
-        if (!Avx2.IsSupported) return;
-        Assert.True(Fp8Dot.Fuses(128, [1f, 255f]));
-        Assert.False(Fp8Dot.Fuses(128, [1f, 256f]));
-        Assert.False(Fp8Dot.Fuses(128, [float.NaN]));
-        Assert.False(Fp8Dot.Fuses(48, [1f]));
+        var rng = new Random(2);
+        float[] x = Floats(rng, 300, 0, 3);
+        float[] scales = [1e-3f, 2e-4f, 5e-2f];
+        var xs = new float[300];
+        Assert.True(Fp8Dot.ScaleActivations(x, scales, 128, xs));
+        for (int c = 0; c < 300; c++) Assert.Equal(x[c] * (scales[c / 128] * Fp8Dot.Widening), xs[c]);
+        x[280] = 1e4f; // third block: 1e4 · 5e-2 = 500 ≥ 2^8: x · scale · 2^120 overflows
+        Assert.False(Fp8Dot.ScaleActivations(x, scales, 128, xs));
+        Assert.False(Fp8Dot.ScaleActivations(x.AsSpan(0, 10).ToArray(), [300f], 128, xs));
+    }
+
+    [Fact]
+    public void Dequantize_IsBitIdenticalToTheTable_ForEveryCode_WithSubnormalTinyAndLargeScales()
+    {
+        byte[] codes = Enumerable.Range(0, 520).Select(i => (byte)(i % 256)).ToArray(); // NaN codes included
+        foreach (float scale in new[] { 1e-40f, 3e-38f, 1e-4f, 1f, 255.9f, 300f })
+        {
+            float[] scales = [scale, -scale * 0.5f, scale * 0.25f, scale, scale, scale];
+            foreach (int blockCols in new[] { 128, 100 })
+            {
+                var table = new float[codes.Length];
+                NumberFormats.Fp8Row(codes, scales, blockCols, table);
+                var widened = new float[codes.Length];
+                Fp8Dot.Dequantize(codes, scales, blockCols, widened);
+                Assert.Equal(table, widened); // NaN where the code is NaN (xUnit compares NaN equal to NaN)
+                Assert.True(float.IsNaN(widened[0x7F]) && float.IsNaN(widened[0xFF]));
+            }
+        }
+    }
+
+    [Fact]
+    public void HasNaNCode_FindsEitherNaNCodeAnywhere()
+    {
+        var rng = new Random(5);
+        byte[] codes = Codes(rng, 100);
+        Assert.False(Fp8Dot.HasNaNCode(codes));
+        foreach (int at in new[] { 0, 31, 32, 95, 99 })
+            foreach (byte nan in new byte[] { 0x7F, 0xFF })
+            {
+                byte[] c = (byte[])codes.Clone();
+                c[at] = nan;
+                Assert.True(Fp8Dot.HasNaNCode(c));
+            }
     }
 
     [Theory]
-    [InlineData(1, 300f)] // a scale too large for the fused path: the matrix takes the dequantised copy
-    [InlineData(1, 0.02f)]
-    [InlineData(2, 0.02f)] // two tokens share one widened copy
-    [InlineData(5, 0.02f)]
-    public unsafe void Matrix_GivesTheDequantisedRowsDot_ForEachToken(int tokens, float scale)
+    [InlineData(200, 384, 0.02f)]
+    [InlineData(130, 300, 0.02f)] // blocks cut short in both directions
+    [InlineData(64, 256, 300f)]   // scales too large for the widened path: the unwidened sum
+    public unsafe void Matrix_IsCloseToTheDoubleProduct_AndATokenGetsTheSameBitsAloneOrInABatch(int rows, int cols, float scale)
     {
-        const int rows = 130, cols = 384;
-        var rng = new Random(tokens);
+        const int tokens = 11; // more than one group of scaled activations
+        var rng = new Random(rows + cols);
         byte[] codes = Codes(rng, rows * cols);
-        float[] scales = Floats(rng, 2 * 3, scale * 0.5, scale);
+        int scaleCols = (cols + 127) / 128;
+        float[] scales = Floats(rng, (rows + 127) / 128 * scaleCols, scale * 0.5, scale);
         float[] x = Floats(rng, tokens * cols, 0, 2);
-        var y = new float[tokens * rows];
         fixed (byte* p = codes)
         {
             using Matrix m = Matrix.CreateFp8(rows, cols, p, scales, (128, 128), owner: null);
-            m.Forward(x, y, tokens);
-            var row = new float[cols];
-            for (int r = 0; r < rows; r++)
+            var batch = new float[tokens * rows];
+            m.Forward(x, batch, tokens);
+            var alone = new float[rows];
+            for (int t = 0; t < tokens; t++)
             {
-                m.DequantizeRow(r, row);
-                Assert.Equal(Dequantised(codes.AsSpan(r * cols, cols).ToArray(), scales.AsSpan(r / 128 * 3, 3).ToArray(), 128), row);
-                for (int t = 0; t < tokens; t++) Assert.Equal(Dot.Compute(row, x.AsSpan(t * cols, cols)), y[t * rows + r]);
+                m.Forward(x.AsSpan(t * cols, cols), alone, 1);
+                Assert.Equal(alone, batch.AsSpan(t * rows, rows).ToArray());
+                for (int r = 0; r < rows; r++)
+                {
+                    double exact = 0, magnitude = 0;
+                    for (int c = 0; c < cols; c++)
+                    {
+                        double term = (double)NumberFormats.F8E4M3ToFloat(codes[r * cols + c]) * scales[r / 128 * scaleCols + c / 128] * x[t * cols + c];
+                        exact += term;
+                        magnitude += Math.Abs(term);
+                    }
+                    Assert.True(Math.Abs(alone[r] - exact) <= 1e-5 * magnitude, $"row {r} token {t}: {alone[r]} vs {exact}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public unsafe void Matrix_RowWithANaNCode_GivesNaN_OthersNumbers()
+    {
+        var rng = new Random(8);
+        byte[] codes = Codes(rng, 4 * 256);
+        codes[2 * 256 + 17] = 0xFF;
+        float[] x = Floats(rng, 256, 0, 1);
+        var y = new float[4];
+        fixed (byte* p = codes)
+        {
+            using Matrix m = Matrix.CreateFp8(4, 256, p, [0.01f, 0.01f], (128, 128), owner: null);
+            for (int pass = 0; pass < 2; pass++) // the row is found on first use and remembered
+            {
+                m.Forward(x, y, 1);
+                Assert.True(float.IsNaN(y[2]));
+                Assert.All(new[] { y[0], y[1], y[3] }, v => Assert.True(float.IsFinite(v)));
             }
         }
     }

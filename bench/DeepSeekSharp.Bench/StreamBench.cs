@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Linear;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Bench;
+
+/// <summary>Decode-shaped products (one token) over weights far larger than the caches, per format, each beside the
+/// read probe (<see cref="ReadBandwidth"/>) in the same seconds: how close a format's kernel streams to what the
+/// machine reads. Eight matrices [4096, 2048] (≥ 64 MiB for every format; one after another, as a decode step walks
+/// its layers), 2 threads then 1, best of 5 passes over all eight.
+/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [FORMAT ...]</c></summary>
+internal static unsafe class StreamBench
+{
+    public static void Run(string[] only)
+    {
+        const int rows = 4096, cols = 2048, count = 8;
+        WeightFormat[] formats = only.Length > 0 ? only.Select(Enum.Parse<WeightFormat>).ToArray()
+            : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
+        var rng = new Random(1);
+        float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        float[] x = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        var y = new float[rows];
+        Console.WriteLine(KernelPaths.Describe());
+        foreach (WeightFormat f in formats)
+        {
+            Matrix[] ms = Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w)).ToArray();
+            long bytes = ms.Sum(m => m.Bytes);
+            foreach (int threads in new[] { Environment.ProcessorCount, 1 })
+            {
+                using var pool = new WorkerPool(threads);
+                using var scope = WorkerPool.Use(pool);
+                double best = double.MaxValue;
+                for (int pass = 0; pass < 6; pass++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    foreach (Matrix m in ms) m.Forward(x, y, 1);
+                    if (pass > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
+                }
+                double read = ReadBandwidth.Measure(threads);
+                double gbs = bytes / best / 1e9;
+                Console.WriteLine($"{f,-5} threads={threads}: {gbs,5:F1} GB/s of weights ({bytes / 1e6:F0} MB in {best * 1e3:F2} ms), read probe {read / 1e9,5:F1} GB/s: {100 * gbs / (read / 1e9),3:F0}%");
+            }
+            foreach (Matrix m in ms) m.Dispose();
+        }
+    }
+
+    private static Matrix Make(WeightFormat f, int rows, int cols, float[] w)
+    {
+        if (f != WeightFormat.FP8) return Matrix.FromValues(rows, cols, w, f);
+        // E4M3 codes with a scale per 128 × 128 tile, as a V3 checkpoint stores them.
+        var buffer = new NativeBuffer((long)rows * cols);
+        var scales = new float[rows / 128 * (cols / 128)];
+        for (int i = 0; i < scales.Length; i++) scales[i] = 0.5f / 448;
+        for (long i = 0; i < (long)rows * cols; i++) buffer.Pointer[i] = NumberFormats.FloatToF8E4M3(w[i] * 448 / 0.5f);
+        return Matrix.CreateFp8(rows, cols, buffer.Pointer, scales, (128, 128), buffer);
+    }
+}
