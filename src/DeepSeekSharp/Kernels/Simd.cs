@@ -21,8 +21,11 @@ internal interface ISimd<TV> where TV : struct
     /// <summary>bfloat16 codes widened to float32 (the code shifted into the high half).</summary>
     static abstract TV LoadBf16(ref ushort r, nuint i);
     /// <summary>FP8 E4M3 codes widened to float32 by bit shifts: the E4M3 value times 2⁻¹²⁰ exactly
-    /// (<see cref="Quant.Fp8Dot"/>; the NaN codes come out as numbers).</summary>
+    /// (<see cref="Quant.Fp8Codes"/>; the NaN codes come out as numbers).</summary>
     static abstract TV LoadFp8(ref byte r, nuint i);
+    /// <summary>F16 codes (element i on, two bytes each) widened to float32 by bit shifts: the value times 2⁻¹¹²
+    /// exactly (<see cref="Quant.F16Codes"/>; infinities and NaN come out as numbers).</summary>
+    static abstract TV LoadF16(ref byte r, nuint i);
     static abstract TV Add(TV a, TV b);
     static abstract TV Subtract(TV a, TV b);
     static abstract TV Multiply(TV a, TV b);
@@ -58,6 +61,10 @@ internal readonly struct Simd512 : ISimd<Vector512<float>>
     public static Vector512<float> LoadFp8(ref byte r, nuint i) =>
         (Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref r, i).AsSByte()), 20)
          & Vector512.Create(unchecked((int)0x87F00000))).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadF16(ref byte r, nuint i) =>
+        (Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.LoadUnsafe(ref Unsafe.Add(ref r, 2 * i)).AsInt16()), 13)
+         & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
@@ -94,6 +101,10 @@ internal readonly struct Simd256 : ISimd<Vector256<float>>
     public static Vector256<float> LoadFp8(ref byte r, nuint i) =>
         (Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.Add(ref r, i))).AsSByte()), 20)
          & Vector256.Create(unchecked((int)0x87F00000))).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadF16(ref byte r, nuint i) =>
+        (Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref Unsafe.Add(ref r, 2 * i)).AsInt16()), 13)
+         & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;

@@ -39,7 +39,7 @@ internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposa
     }
 }
 
-/// <summary>Formats without a fused kernel (F16, and the GGUF types Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL,
+/// <summary>Formats without a fused kernel (the GGUF types Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL,
 /// IQ4_XS): each row is dequantised into per-thread scratch once and dotted with every token (the row is read once
 /// per product, as for the other formats).</summary>
 internal unsafe class RowDequantMatrix : Matrix
@@ -58,37 +58,34 @@ internal unsafe class RowDequantMatrix : Matrix
     }
 }
 
-/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns,
-/// computed straight from the codes (<see cref="Fp8Dot"/>): per block row, each token's activations are multiplied by
-/// the block's column scales once (into per-thread scratch, a few tokens at a time), then every row of the block is a
-/// dot product of widened codes with them. One token alone or in a batch gets the same arithmetic. A row holding a NaN
-/// code gives NaN (found the first time the row is used).</summary>
-internal sealed unsafe class Fp8Matrix : Matrix
+/// <summary>Float codes widened in registers (<see cref="WidenedDot{TC}"/>: FP8 E4M3, F16), with one float scale per
+/// block of rows × columns (FP8's weight_scale_inv; F16 is one block of scale 1). Per block row, each token's
+/// activations are multiplied by the block's column scales and the format's factor once (into per-thread scratch, a
+/// few tokens at a time), then every row of the block is a dot product of widened codes with them. One token alone or
+/// in a batch gets the same arithmetic. A row holding a code the widening gets wrong (FP8 NaN, F16 infinity or NaN) is
+/// found the first time it is used and computed from the codes' values.</summary>
+internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCodes
 {
     /// <summary>Tokens whose scaled activations are held at once (scratch: this many × Cols floats per thread).</summary>
     internal const int TokenGroup = 8;
 
     private readonly float[] _scales; // [ceil(rows / br), ceil(cols / bc)]
     private readonly int _br, _bc, _scaleCols;
-    private readonly byte[] _rowState; // 0 not yet looked at, 1 numbers only, 2 holds a NaN code
+    private readonly byte[] _rowState; // 0 not yet looked at, 1 widens exactly, 2 holds a special code
 
-    public Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
-        : base(WeightFormat.FP8, rows, cols, codes, owner)
+    public WidenedMatrix(WeightFormat format, int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
+        : base(format, rows, cols, codes, owner)
     {
         (_br, _bc) = block;
         _scaleCols = (cols + _bc - 1) / _bc;
         if (scales.Length != (rows + _br - 1) / _br * _scaleCols)
-            throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] FP8 matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
+            throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] {format} matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
         _scales = scales;
         _rowState = new byte[rows];
     }
 
-    private ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
-
-    public override void DequantizeRow(int r, Span<float> dst) => Fp8Dot.Dequantize(new ReadOnlySpan<byte>(RowPointer(r), Cols), RowScales(r), _bc, dst);
-
-    public override void SetRow(int r, ReadOnlySpan<float> values) =>
-        throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
+    private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
+    private protected int BlockCols => _bc;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -104,17 +101,31 @@ internal sealed unsafe class Fp8Matrix : Matrix
             {
                 int group = Math.Min(TokenGroup, n - t0);
                 for (int t = 0; t < group; t++)
-                    widened[t] = Fp8Dot.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
+                    widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
                 for (int o = b0; o < b1; o++)
                 {
-                    var codes = new ReadOnlySpan<byte>(RowPointer(o), cols);
-                    if (_rowState[o] == 0) _rowState[o] = Fp8Dot.HasNaNCode(codes) ? (byte)2 : (byte)1;
+                    ReadOnlySpan<byte> codes = RawRow(o);
+                    if (_rowState[o] == 0) _rowState[o] = TC.HasSpecialCode(codes) ? (byte)2 : (byte)1;
                     for (int t = 0; t < group; t++)
-                        y[(long)(t0 + t) * rowCount + o - rowStart] = _rowState[o] == 2 ? float.NaN
-                            : widened[t] ? Fp8Dot.Compute(codes, scaled.Slice(t * cols, cols))
-                            : Fp8Dot.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));
+                        y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && _rowState[o] == 1
+                            ? WidenedDot<TC>.Compute(codes, scaled.Slice(t * cols, cols))
+                            : WidenedDot<TC>.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));
                 }
             }
         }
     }
+}
+
+/// <summary>IEEE half-precision weights (F16 checkpoints and GGUF files), widened in registers.</summary>
+internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner)
+    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, [1f], (rows, cols), owner);
+
+/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
+internal sealed unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
+    : WidenedMatrix<Fp8Codes>(WeightFormat.FP8, rows, cols, codes, scales, block, owner)
+{
+    public override void DequantizeRow(int r, Span<float> dst) => Fp8Rows.Dequantize(RawRow(r), RowScales(r), BlockCols, dst);
+
+    public override void SetRow(int r, ReadOnlySpan<float> values) =>
+        throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
 }

@@ -136,7 +136,7 @@ public abstract unsafe class Matrix : IDisposable
     {
         _ = ProductJob.ForThisThread;
         LinearScratch.Activations.Reserve(tokens, cols);
-        LinearScratch.Row(cols * Math.Min(Math.Max(tokens, 1), Fp8Matrix.TokenGroup)); // a dequantised row, or FP8's scaled activations
+        LinearScratch.Row(cols * Math.Min(Math.Max(tokens, 1), WidenedMatrix<Fp8Codes>.TokenGroup)); // a dequantised row, or FP8's scaled activations
     }
 
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).

@@ -93,7 +93,7 @@ public static unsafe class WeightFormats
             new(WeightFormat.F16, "f16", GgmlType.F16, "F16", 1, 2, ActivationKind.Float,
                 (s, d) => TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(s), d),
                 (s, d) => TensorPrimitives.ConvertToHalf(s, MemoryMarshal.Cast<byte, Half>(d)),
-                (r, c, p, o) => new RowDequantMatrix(WeightFormat.F16, r, c, p, o)),
+                (r, c, p, o) => new F16Matrix(r, c, p, o)),
             new(WeightFormat.FP8, "fp8", null, "F8_E4M3", 1, 1, ActivationKind.Float, null, null, null),
             new(WeightFormat.Q8_0, "q8_0", GgmlType.Q8_0, null, 32, BlockQ8_0.Bytes, ActivationKind.Q8PerBlock32,
                 (s, d) => Q8_0.DequantizeRow(MemoryMarshal.Cast<byte, BlockQ8_0>(s), d),

@@ -6,10 +6,10 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>The FP8 kernels against their definitions: widening is the E4M3 table times 2⁻¹²⁰ exactly; the product is
-/// <see cref="Dot"/> over widened codes and scaled activations, bit for bit on every width; the matrix is close to
-/// the double-precision product and gives a token the same bits alone or in a batch.</summary>
-public class Fp8DotTests
+/// <summary>The widened FP8 and F16 kernels against their definitions: widening is the format's value times 2⁻¹²⁰ /
+/// 2⁻¹¹² exactly; the product is <see cref="Dot"/> over widened codes and scaled activations, bit for bit on every
+/// width; the matrix is close to the double-precision product and gives a token the same bits alone or in a batch.</summary>
+public class WidenedDotTests
 {
     private static byte[] Codes(Random rng, int n) =>
         Enumerable.Range(0, n).Select(_ => { byte c; do c = (byte)rng.Next(256); while ((c & 0x7F) == 0x7F); return c; }).ToArray();
@@ -23,8 +23,9 @@ public class Fp8DotTests
         for (int code = 0; code < 256; code++)
         {
             if ((code & 0x7F) == 0x7F) continue;
-            float widened = Fp8Dot.Widen((byte)code);
-            Assert.Equal(NumberFormats.F8E4M3ToFloat((byte)code), widened * Fp8Dot.Widening);
+            byte b = (byte)code;
+            float widened = Fp8Codes.Widen(ref b, 0);
+            Assert.Equal(NumberFormats.F8E4M3ToFloat((byte)code), widened * Fp8Codes.Factor);
             Assert.Equal(BitConverter.SingleToInt32Bits(NumberFormats.F8E4M3ToFloat((byte)code)) < 0, BitConverter.SingleToInt32Bits(widened) < 0);
         }
     }
@@ -46,11 +47,34 @@ public class Fp8DotTests
         var rng = new Random(n);
         byte[] codes = Codes(rng, n);
         float[] xs = Floats(rng, n, 0, 4);
-        float[] widened = codes.Select(Fp8Dot.Widen).ToArray();
-        Assert.Equal(Dot.Scalar(widened, xs), Fp8Dot.Scalar(codes, xs));
-        if (Avx2.IsSupported) Assert.Equal(Dot.V256(widened, xs), Fp8Dot.V256(codes, xs));
-        if (Avx512F.IsSupported) Assert.Equal(Dot.V512(widened, xs), Fp8Dot.V512(codes, xs));
-        Assert.Equal(Dot.Compute(widened, xs), Fp8Dot.Compute(codes, xs));
+        float[] widened = Enumerable.Range(0, n).Select(i => Fp8Codes.Widen(ref codes[0], i)).ToArray();
+        AssertEveryPathIsDot<Fp8Codes>(codes, widened, xs);
+        // F16: every finite half value (random bits, exponent below 31), subnormals included.
+        ushort[] halves = Enumerable.Range(0, n).Select(_ => { ushort h; do h = (ushort)rng.Next(65536); while ((h & 0x7C00) == 0x7C00); return h; }).ToArray();
+        byte[] f16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()).ToArray();
+        float[] wide16 = Enumerable.Range(0, n).Select(i => F16Codes.Widen(ref f16[0], i)).ToArray();
+        AssertEveryPathIsDot<F16Codes>(f16, wide16, xs);
+    }
+
+    private static void AssertEveryPathIsDot<TC>(byte[] codes, float[] widened, float[] xs) where TC : struct, IWidenedCodes
+    {
+        Assert.Equal(Dot.Scalar(widened, xs), WidenedDot<TC>.Scalar(codes, xs));
+        if (Avx2.IsSupported) Assert.Equal(Dot.V256(widened, xs), WidenedDot<TC>.V256(codes, xs));
+        if (Avx512F.IsSupported) Assert.Equal(Dot.V512(widened, xs), WidenedDot<TC>.V512(codes, xs));
+        Assert.Equal(Dot.Compute(widened, xs), WidenedDot<TC>.Compute(codes, xs));
+    }
+
+    [Fact]
+    public void F16Widening_IsTheHalfValueTimes2ToTheMinus112_ForEveryFiniteCode()
+    {
+        for (int h = 0; h < 65536; h++)
+        {
+            if ((h & 0x7C00) == 0x7C00) continue;
+            byte[] b = BitConverter.GetBytes((ushort)h);
+            float widened = F16Codes.Widen(ref b[0], 0);
+            Assert.Equal((float)BitConverter.UInt16BitsToHalf((ushort)h), widened * F16Codes.Factor);
+            Assert.Equal((h & 0x8000) != 0, BitConverter.SingleToInt32Bits(widened) < 0);
+        }
     }
 
     [Fact]
@@ -60,11 +84,11 @@ public class Fp8DotTests
         float[] x = Floats(rng, 300, 0, 3);
         float[] scales = [1e-3f, 2e-4f, 5e-2f];
         var xs = new float[300];
-        Assert.True(Fp8Dot.ScaleActivations(x, scales, 128, xs));
-        for (int c = 0; c < 300; c++) Assert.Equal(x[c] * (scales[c / 128] * Fp8Dot.Widening), xs[c]);
+        Assert.True(WidenedDot<Fp8Codes>.ScaleActivations(x, scales, 128, xs));
+        for (int c = 0; c < 300; c++) Assert.Equal(x[c] * (scales[c / 128] * Fp8Codes.Factor), xs[c]);
         x[280] = 1e4f; // third block: 1e4 · 5e-2 = 500 ≥ 2^8: x · scale · 2^120 overflows
-        Assert.False(Fp8Dot.ScaleActivations(x, scales, 128, xs));
-        Assert.False(Fp8Dot.ScaleActivations(x.AsSpan(0, 10).ToArray(), [300f], 128, xs));
+        Assert.False(WidenedDot<Fp8Codes>.ScaleActivations(x, scales, 128, xs));
+        Assert.False(WidenedDot<Fp8Codes>.ScaleActivations(x.AsSpan(0, 10).ToArray(), [300f], 128, xs));
     }
 
     [Fact]
@@ -79,7 +103,7 @@ public class Fp8DotTests
                 var table = new float[codes.Length];
                 NumberFormats.Fp8Row(codes, scales, blockCols, table);
                 var widened = new float[codes.Length];
-                Fp8Dot.Dequantize(codes, scales, blockCols, widened);
+                Fp8Rows.Dequantize(codes, scales, blockCols, widened);
                 Assert.Equal(table, widened); // NaN where the code is NaN (xUnit compares NaN equal to NaN)
                 Assert.True(float.IsNaN(widened[0x7F]) && float.IsNaN(widened[0xFF]));
             }
@@ -91,13 +115,13 @@ public class Fp8DotTests
     {
         var rng = new Random(5);
         byte[] codes = Codes(rng, 100);
-        Assert.False(Fp8Dot.HasNaNCode(codes));
+        Assert.False(Fp8Codes.HasSpecialCode(codes));
         foreach (int at in new[] { 0, 31, 32, 95, 99 })
             foreach (byte nan in new byte[] { 0x7F, 0xFF })
             {
                 byte[] c = (byte[])codes.Clone();
                 c[at] = nan;
-                Assert.True(Fp8Dot.HasNaNCode(c));
+                Assert.True(Fp8Codes.HasSpecialCode(c));
             }
     }
 
@@ -156,5 +180,59 @@ public class Fp8DotTests
                 Assert.All(new[] { y[0], y[1], y[3] }, v => Assert.True(float.IsFinite(v)));
             }
         }
+    }
+
+    [Theory]
+    [InlineData(200, 300, 1f)]
+    [InlineData(33, 130, 1e5f)] // activations of 2^16 and more overflow the widened path: the unwidened sum
+    public void F16Matrix_IsCloseToTheDoubleProduct_AndATokenGetsTheSameBitsAloneOrInABatch(int rows, int cols, float xScale)
+    {
+        const int tokens = 11;
+        var rng = new Random(rows);
+        float[] w = Floats(rng, rows * cols, 0, 1.5);
+        w[5] = 3e-6f; // a half subnormal
+        float[] x = Floats(rng, tokens * cols, 0, xScale);
+        using Matrix m = Matrix.FromValues(rows, cols, w, WeightFormat.F16);
+        Assert.Equal(WeightFormat.F16, m.Format);
+        var values = new float[rows * cols];
+        for (int r = 0; r < rows; r++) m.DequantizeRow(r, values.AsSpan(r * cols, cols));
+        var batch = new float[tokens * rows];
+        m.Forward(x, batch, tokens);
+        var alone = new float[rows];
+        for (int t = 0; t < tokens; t++)
+        {
+            m.Forward(x.AsSpan(t * cols, cols), alone, 1);
+            Assert.Equal(alone, batch.AsSpan(t * rows, rows).ToArray());
+            for (int r = 0; r < rows; r++)
+            {
+                double exact = 0, magnitude = 0;
+                for (int c = 0; c < cols; c++)
+                {
+                    double term = (double)values[r * cols + c] * x[t * cols + c];
+                    exact += term;
+                    magnitude += Math.Abs(term);
+                }
+                Assert.True(Math.Abs(alone[r] - exact) <= 1e-5 * magnitude, $"row {r} token {t}: {alone[r]} vs {exact}");
+            }
+        }
+    }
+
+    [Fact]
+    public void F16Matrix_RowsWithInfinityOrNaN_GetIeeeResults()
+    {
+        float[] w = new float[3 * 40];
+        for (int i = 0; i < w.Length; i++) w[i] = 0.25f;
+        w[40 + 7] = float.PositiveInfinity;
+        w[80 + 39] = float.NaN;
+        float[] x = Enumerable.Repeat(1f, 40).ToArray();
+        using Matrix m = Matrix.FromValues(3, 40, w, WeightFormat.F16);
+        var y = new float[3];
+        m.Forward(x, y, 1);
+        Assert.Equal(10f, y[0]);
+        Assert.Equal(float.PositiveInfinity, y[1]);
+        Assert.True(float.IsNaN(y[2]));
+        byte[] special = BitConverter.GetBytes((ushort)0xFC00); // -infinity
+        Assert.True(F16Codes.HasSpecialCode(new byte[64].Concat(special).ToArray()));
+        Assert.False(F16Codes.HasSpecialCode(BitConverter.GetBytes((ushort)0x7BFF))); // 65504, the largest finite
     }
 }

@@ -1,0 +1,200 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>A float code format that widens to float32 exactly with two integer operations (sign-extend and shift,
+/// then mask), up to a constant power of two: value = widened · <see cref="Factor"/>. Codes whose value that cannot
+/// express (infinities, NaN) are found per row by <see cref="HasSpecialCode"/>.</summary>
+internal interface IWidenedCodes
+{
+    /// <summary>Bytes per code.</summary>
+    static abstract int Bytes { get; }
+    /// <summary>value = widened · Factor, exactly, for every code that is not special.</summary>
+    static abstract float Factor { get; }
+    /// <summary>Code i widened as the vector paths do.</summary>
+    static abstract float Widen(ref byte codes, int i);
+    /// <summary>Code i's value (the format's specification, special codes included).</summary>
+    static abstract float Value(ref byte codes, int i);
+    /// <summary>Codes i .. i + TS.Count − 1 widened.</summary>
+    static abstract TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct;
+    /// <summary>Whether any of the codes is one the widening gets wrong.</summary>
+    static abstract bool HasSpecialCode(ReadOnlySpan<byte> codes);
+}
+
+/// <summary>FP8 E4M3 (V3/R1's weights). The code sign-extended to 32 bits and shifted left by 20 puts its 3 mantissa
+/// bits and 4 exponent bits at the bottom of a float32's mantissa and exponent fields and its sign in bits 27–31;
+/// masking with 0x87F00000 keeps sign, exponent and mantissa. That float32 is the E4M3 value times 2⁻¹²⁰ exactly —
+/// for normal codes (exponent e ≥ 1: 2^(e−127)(1 + m/8) against 2^(e−7)(1 + m/8)) and subnormal ones (exponent 0
+/// lands on float32's subnormals: 2⁻¹²⁶ · m/8 against 2⁻⁶ · m/8). The two NaN codes (0x7F, 0xFF) are special.</summary>
+internal readonly struct Fp8Codes : IWidenedCodes
+{
+    public static int Bytes => 1;
+    public static float Factor => 1.329228e36f; // 2^120
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(ref byte codes, int i) => BitConverter.Int32BitsToSingle(((sbyte)Unsafe.Add(ref codes, i) << 20) & unchecked((int)0x87F00000));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Value(ref byte codes, int i) => NumberFormats.F8E4M3ToFloat(Unsafe.Add(ref codes, i));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct => TS.LoadFp8(ref codes, i);
+
+    /// <summary>The row's largest code magnitude, 32 codes an instruction, compared with 0x7F.</summary>
+    public static bool HasSpecialCode(ReadOnlySpan<byte> codes)
+    {
+        ref byte rc = ref MemoryMarshal.GetReference(codes);
+        int n = codes.Length, i = 0;
+        Vector256<byte> magnitude = Vector256.Create((byte)0x7F), largest = Vector256<byte>.Zero;
+        for (; i + 32 <= n; i += 32) largest = Vector256.Max(largest, Vector256.LoadUnsafe(ref rc, (nuint)i) & magnitude);
+        bool nan = Vector256.EqualsAny(largest, magnitude);
+        for (; i < n; i++) nan |= (Unsafe.Add(ref rc, i) & 0x7F) == 0x7F;
+        return nan;
+    }
+}
+
+/// <summary>IEEE binary16 (F16 checkpoints and GGUF files). The code sign-extended to 32 bits and shifted left by 13
+/// puts its 10 mantissa bits and 5 exponent bits at the bottom of a float32's fields and its sign in bits 28–31;
+/// masking with 0x8FFFE000 keeps them: the value times 2⁻¹¹² exactly, subnormals included (they land on float32's
+/// subnormals). Infinities and NaN (exponent 31) are special.</summary>
+internal readonly struct F16Codes : IWidenedCodes
+{
+    public static int Bytes => 2;
+    public static float Factor => 5.192297e33f; // 2^112
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(ref byte codes, int i) =>
+        BitConverter.Int32BitsToSingle(((short)Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref codes, 2 * i)) << 13) & unchecked((int)0x8FFFE000));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Value(ref byte codes, int i) => NumberFormats.F16ToFloat(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref codes, 2 * i)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct => TS.LoadF16(ref codes, i);
+
+    /// <summary>The row's largest magnitude (sign cleared), 16 codes an instruction, against 0x7C00.</summary>
+    public static bool HasSpecialCode(ReadOnlySpan<byte> codes)
+    {
+        ReadOnlySpan<ushort> h = MemoryMarshal.Cast<byte, ushort>(codes);
+        ref ushort rh = ref MemoryMarshal.GetReference(h);
+        int n = h.Length, i = 0;
+        Vector256<ushort> magnitude = Vector256.Create((ushort)0x7FFF), largest = Vector256<ushort>.Zero;
+        for (; i + 16 <= n; i += 16) largest = Vector256.Max(largest, Vector256.LoadUnsafe(ref rh, (nuint)i) & magnitude);
+        bool special = Vector256.GreaterThanOrEqualAny(largest, Vector256.Create((ushort)0x7C00));
+        for (; i < n; i++) special |= (Unsafe.Add(ref rh, i) & 0x7FFF) >= 0x7C00;
+        return special;
+    }
+}
+
+/// <summary>Float code formats (<see cref="IWidenedCodes"/>: FP8 E4M3, F16) against float32 activations, with the codes
+/// widened in registers: no float32 copy of the weights and no multiplication per weight. The format's factor and any
+/// block scale go on the activations instead (<see cref="ScaleActivations"/>: xs[c] = x[c] · scale · factor, once per
+/// token and block row), so a weight costs a load-and-widen, a shift, a mask and a fused multiply-add. The product is
+/// defined as Σ widened(q[c]) · xs[c] in <see cref="Dot"/>'s order for the vector width — bit-identical to
+/// <see cref="Dot"/> over the widened values and xs.</summary>
+internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
+{
+    /// <summary>xs[c] = x[c] · (scales[c / blockCols] · factor). False when some xs is not finite (the scaled value
+    /// overflows, or x is not finite): then the product must be taken by <see cref="Unwidened"/>.</summary>
+    public static bool ScaleActivations(ReadOnlySpan<float> x, ReadOnlySpan<float> scales, int blockCols, Span<float> xs)
+    {
+        if (xs.Length < x.Length) ThrowHelper.TooShort(nameof(xs), x.Length, xs.Length);
+        float check = 0; // becomes NaN if any xs is infinite or NaN (∞ · 0)
+        for (int c0 = 0, b = 0; c0 < x.Length; c0 += blockCols, b++)
+        {
+            int end = Math.Min(x.Length, c0 + blockCols);
+            Span<float> sb = xs[c0..end];
+            System.Numerics.Tensors.TensorPrimitives.Multiply(x[c0..end], scales[b] * TC.Factor, sb);
+            check += System.Numerics.Tensors.TensorPrimitives.Sum(sb) * 0f;
+        }
+        return check == 0;
+    }
+
+    /// <summary>Σ widened(codes[c]) · xs[c] on the path <see cref="Dot.Compute"/> takes (codes: n × TC.Bytes bytes).</summary>
+    public static float Compute(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs)
+    {
+        int n = codes.Length / TC.Bytes;
+        if (xs.Length < n) ThrowHelper.TooShort(nameof(xs), n, xs.Length);
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported) return V512(codes, xs);
+        if (Vector256.IsHardwareAccelerated && Avx2.IsSupported) return V256(codes, xs);
+        return Scalar(codes, xs);
+    }
+
+    /// <summary>The specification: the widened value (exact) times xs, summed in order.</summary>
+    internal static float Scalar(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs)
+    {
+        ref byte rc = ref MemoryMarshal.GetReference(codes);
+        float s = 0;
+        for (int i = 0; i < codes.Length / TC.Bytes; i++) s += TC.Widen(ref rc, i) * xs[i];
+        return s;
+    }
+
+    internal static float V512(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) => Vector<Simd512, Vector512<float>>(codes, xs);
+
+    internal static float V256(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) => Vector<Simd256, Vector256<float>>(codes, xs);
+
+    /// <summary><see cref="Dot"/>'s loop: four accumulators over blocks of four vectors, one over single vectors,
+    /// (s0 + s1) + (s2 + s3) reduced, then the scalar tail.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Vector<TS, TV>(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) where TS : ISimd<TV> where TV : struct
+    {
+        ref byte rc = ref MemoryMarshal.GetReference(codes);
+        ref float rx = ref MemoryMarshal.GetReference(xs);
+        int n = codes.Length / TC.Bytes, i = 0, w = TS.Count;
+        TV s0 = TS.Zero, s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 4 * w <= n; i += 4 * w)
+        {
+            s0 = TS.Fma(TC.Load<TS, TV>(ref rc, (nuint)i), TS.Load(ref rx, (nuint)i), s0);
+            s1 = TS.Fma(TC.Load<TS, TV>(ref rc, (nuint)(i + w)), TS.Load(ref rx, (nuint)(i + w)), s1);
+            s2 = TS.Fma(TC.Load<TS, TV>(ref rc, (nuint)(i + 2 * w)), TS.Load(ref rx, (nuint)(i + 2 * w)), s2);
+            s3 = TS.Fma(TC.Load<TS, TV>(ref rc, (nuint)(i + 3 * w)), TS.Load(ref rx, (nuint)(i + 3 * w)), s3);
+        }
+        for (; i + w <= n; i += w) s0 = TS.Fma(TC.Load<TS, TV>(ref rc, (nuint)i), TS.Load(ref rx, (nuint)i), s0);
+        float sum = TS.Sum(TS.Add(TS.Add(s0, s1), TS.Add(s2, s3)));
+        for (; i < n; i++) sum += TC.Widen(ref rc, i) * Unsafe.Add(ref rx, i);
+        return sum;
+    }
+
+    /// <summary>The product without widening, for rows with special codes and activations whose scaled values would
+    /// overflow: Σ value(q[c]) · (x[c] · scales[c / blockCols]) in order, in float32.</summary>
+    public static float Unwidened(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, ReadOnlySpan<float> x)
+    {
+        ref byte rc = ref MemoryMarshal.GetReference(codes);
+        float s = 0;
+        for (int i = 0; i < codes.Length / TC.Bytes; i++) s += TC.Value(ref rc, i) * (x[i] * scales[i / blockCols]);
+        return s;
+    }
+}
+
+/// <summary>FP8 rows dequantised (<see cref="NumberFormats.Fp8Row"/>: value · scale, rounded once), vectorised with
+/// the same widening: the widened code times scale · 2¹²⁰ forms the same real product. Bit-identical, NaN codes
+/// included.</summary>
+internal static class Fp8Rows
+{
+    public static void Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst)
+    {
+        if (dst.Length < codes.Length) ThrowHelper.TooShort(nameof(dst), codes.Length, dst.Length);
+        bool exact = true; // scale · 2^120 representable
+        foreach (float s in scales) exact &= MathF.Abs(s) < 256f;
+        if (exact && Vector512.IsHardwareAccelerated && Avx512F.IsSupported) DequantizeVector<Simd512, Vector512<float>>(codes, scales, blockCols, dst);
+        else if (exact && Vector256.IsHardwareAccelerated && Avx2.IsSupported) DequantizeVector<Simd256, Vector256<float>>(codes, scales, blockCols, dst);
+        else NumberFormats.Fp8Row(codes, scales, blockCols, dst);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DequantizeVector<TS, TV>(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst)
+        where TS : ISimd<TV> where TV : struct
+    {
+        ref byte rc = ref MemoryMarshal.GetReference(codes);
+        ref float rd = ref MemoryMarshal.GetReference(dst);
+        int n = codes.Length, w = TS.Count;
+        for (int c0 = 0, b = 0; c0 < n; c0 += blockCols, b++)
+        {
+            int end = Math.Min(n, c0 + blockCols), i = c0;
+            TV scale = TS.Broadcast(scales[b] * Fp8Codes.Factor);
+            for (; i + w <= end; i += w) TS.Store(TS.Multiply(TS.LoadFp8(ref rc, (nuint)i), scale), ref rd, (nuint)i);
+            for (; i < end; i++) Unsafe.Add(ref rd, i) = NumberFormats.F8E4M3ToFloat(Unsafe.Add(ref rc, i)) * scales[b];
+        }
+        if (Fp8Codes.HasSpecialCode(codes))
+            for (int c = 0; c < n; c++)
+                if ((codes[c] & 0x7F) == 0x7F) dst[c] = float.NaN;
+    }
+}
