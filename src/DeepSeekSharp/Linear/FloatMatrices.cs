@@ -93,6 +93,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
         int cols = Cols;
         Span<float> scaled = LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
         Span<bool> widened = stackalloc bool[TokenGroup];
+        Span<float> four = stackalloc float[4];
         for (int b0 = r0; b0 < r1; b0 = (b0 / _br + 1) * _br)
         {
             int b1 = Math.Min(r1, (b0 / _br + 1) * _br);
@@ -102,11 +103,21 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                 int group = Math.Min(TokenGroup, n - t0);
                 for (int t = 0; t < group; t++)
                     widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
+                // Four tokens share each widened code where all four take the widened path (same bits as one at a time).
+                bool fours = WidenedDot<TC>.FourAtOnce && group >= 4;
                 for (int o = b0; o < b1; o++)
                 {
                     ReadOnlySpan<byte> codes = RawRow(o);
                     if (_rowState[o] == 0) _rowState[o] = TC.HasSpecialCode(codes) ? (byte)2 : (byte)1;
-                    for (int t = 0; t < group; t++)
+                    int t = 0;
+                    if (fours && _rowState[o] == 1)
+                        for (; t + 4 <= group; t += 4)
+                        {
+                            if (!(widened[t] && widened[t + 1] && widened[t + 2] && widened[t + 3])) break;
+                            WidenedDot<TC>.Compute4(codes, scaled.Slice(t * cols), cols, four);
+                            for (int k = 0; k < 4; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = four[k];
+                        }
+                    for (; t < group; t++)
                         y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && _rowState[o] == 1
                             ? WidenedDot<TC>.Compute(codes, scaled.Slice(t * cols, cols))
                             : WidenedDot<TC>.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));

@@ -56,6 +56,27 @@ public class WidenedDotTests
         AssertEveryPathIsDot<F16Codes>(f16, wide16, xs);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(17)]
+    [InlineData(64)]
+    [InlineData(200)]
+    [InlineData(1408)]
+    public void Compute4_GivesEachTokenTheBitsOfComputeAlone(int n)
+    {
+        if (!WidenedDot<Fp8Codes>.FourAtOnce) return; // AVX-512 only
+        var rng = new Random(n + 7);
+        int stride = n + 3;
+        float[] xs = Floats(rng, 3 * stride + n, 0, 4);
+        var r = new float[4];
+        byte[] codes = Codes(rng, n);
+        WidenedDot<Fp8Codes>.Compute4(codes, xs, stride, r);
+        for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<Fp8Codes>.Compute(codes, xs.AsSpan(k * stride, n)), r[k]);
+        byte[] f16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Floats(rng, n, 0, 2).Select(v => (Half)v).ToArray().AsSpan()).ToArray();
+        WidenedDot<F16Codes>.Compute4(f16, xs, stride, r);
+        for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<F16Codes>.Compute(f16, xs.AsSpan(k * stride, n)), r[k]);
+    }
+
     private static void AssertEveryPathIsDot<TC>(byte[] codes, float[] widened, float[] xs) where TC : struct, IWidenedCodes
     {
         Assert.Equal(Dot.Scalar(widened, xs), WidenedDot<TC>.Scalar(codes, xs));
