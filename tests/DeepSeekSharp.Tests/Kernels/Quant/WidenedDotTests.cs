@@ -161,24 +161,33 @@ public class WidenedDotTests
         fixed (byte* p = codes)
         {
             using Matrix m = Matrix.CreateFp8(rows, cols, p, scales, (128, 128), owner: null);
-            var batch = new float[tokens * rows];
-            m.Forward(x, batch, tokens);
-            var alone = new float[rows];
-            for (int t = 0; t < tokens; t++)
+            AssertCloseToDoubleAndBatchInvariant(m, x, tokens,
+                (r, c) => (double)NumberFormats.F8E4M3ToFloat(codes[r * cols + c]) * scales[r / 128 * scaleCols + c / 128]);
+        }
+    }
+
+    /// <summary>Each token's outputs alone equal its outputs in the batch, bit for bit, and lie within 1e-5 of the summed
+    /// magnitudes of the double-precision product with the weights' exact values.</summary>
+    private static void AssertCloseToDoubleAndBatchInvariant(Matrix m, float[] x, int tokens, Func<int, int, double> weight)
+    {
+        int rows = m.Rows, cols = m.Cols;
+        var batch = new float[tokens * rows];
+        m.Forward(x, batch, tokens);
+        var alone = new float[rows];
+        for (int t = 0; t < tokens; t++)
+        {
+            m.Forward(x.AsSpan(t * cols, cols), alone, 1);
+            Assert.Equal(alone, batch.AsSpan(t * rows, rows).ToArray());
+            for (int r = 0; r < rows; r++)
             {
-                m.Forward(x.AsSpan(t * cols, cols), alone, 1);
-                Assert.Equal(alone, batch.AsSpan(t * rows, rows).ToArray());
-                for (int r = 0; r < rows; r++)
+                double exact = 0, magnitude = 0;
+                for (int c = 0; c < cols; c++)
                 {
-                    double exact = 0, magnitude = 0;
-                    for (int c = 0; c < cols; c++)
-                    {
-                        double term = (double)NumberFormats.F8E4M3ToFloat(codes[r * cols + c]) * scales[r / 128 * scaleCols + c / 128] * x[t * cols + c];
-                        exact += term;
-                        magnitude += Math.Abs(term);
-                    }
-                    Assert.True(Math.Abs(alone[r] - exact) <= 1e-5 * magnitude, $"row {r} token {t}: {alone[r]} vs {exact}");
+                    double term = weight(r, c) * x[t * cols + c];
+                    exact += term;
+                    magnitude += Math.Abs(term);
                 }
+                Assert.True(Math.Abs(alone[r] - exact) <= 1e-5 * magnitude, $"row {r} token {t}: {alone[r]} vs {exact}");
             }
         }
     }
@@ -217,25 +226,7 @@ public class WidenedDotTests
         Assert.Equal(WeightFormat.F16, m.Format);
         var values = new float[rows * cols];
         for (int r = 0; r < rows; r++) m.DequantizeRow(r, values.AsSpan(r * cols, cols));
-        var batch = new float[tokens * rows];
-        m.Forward(x, batch, tokens);
-        var alone = new float[rows];
-        for (int t = 0; t < tokens; t++)
-        {
-            m.Forward(x.AsSpan(t * cols, cols), alone, 1);
-            Assert.Equal(alone, batch.AsSpan(t * rows, rows).ToArray());
-            for (int r = 0; r < rows; r++)
-            {
-                double exact = 0, magnitude = 0;
-                for (int c = 0; c < cols; c++)
-                {
-                    double term = (double)values[r * cols + c] * x[t * cols + c];
-                    exact += term;
-                    magnitude += Math.Abs(term);
-                }
-                Assert.True(Math.Abs(alone[r] - exact) <= 1e-5 * magnitude, $"row {r} token {t}: {alone[r]} vs {exact}");
-            }
-        }
+        AssertCloseToDoubleAndBatchInvariant(m, x, tokens, (r, c) => values[r * cols + c]);
     }
 
     [Fact]
