@@ -42,6 +42,7 @@ internal readonly struct Fp8Codes : IWidenedCodes
     public static TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct => TS.LoadFp8(ref codes, i);
 
     /// <summary>The row's largest code magnitude, 32 codes an instruction, compared with 0x7F.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool HasSpecialCode(ReadOnlySpan<byte> codes)
     {
         ref byte rc = ref MemoryMarshal.GetReference(codes);
@@ -71,6 +72,7 @@ internal readonly struct F16Codes : IWidenedCodes
     public static TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct => TS.LoadF16(ref codes, i);
 
     /// <summary>The row's largest magnitude (sign cleared), 16 codes an instruction, against 0x7C00.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool HasSpecialCode(ReadOnlySpan<byte> codes)
     {
         ReadOnlySpan<ushort> h = MemoryMarshal.Cast<byte, ushort>(codes);
@@ -94,6 +96,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>xs[c] = x[c] · (scales[c / blockCols] · factor). False when some xs is not finite (the scaled value
     /// overflows, or x is not finite): then the product must be taken by <see cref="Unwidened"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static bool ScaleActivations(ReadOnlySpan<float> x, ReadOnlySpan<float> scales, int blockCols, Span<float> xs)
     {
         if (xs.Length < x.Length) ThrowHelper.TooShort(nameof(xs), x.Length, xs.Length);
@@ -109,6 +112,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     }
 
     /// <summary>Σ widened(codes[c]) · xs[c] on the path <see cref="Dot.Compute"/> takes (codes: n × TC.Bytes bytes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Compute(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs)
     {
         int n = codes.Length / TC.Bytes;
@@ -127,8 +131,10 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         return s;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float V512(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) => Vector<Simd512, Vector512<float>>(codes, xs);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) => Vector<Simd256, Vector256<float>>(codes, xs);
 
     /// <summary><see cref="Dot"/>'s loop: four accumulators over blocks of four vectors, one over single vectors,
@@ -156,6 +162,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// <summary>Four tokens against one row, each code widened once: r[k] = Compute(codes, xs[k·stride ..]) bit for bit
     /// (every token keeps its own four accumulators in <see cref="Dot"/>'s order). The 512-bit path only (sixteen
     /// accumulators need AVX-512's 32 registers); <see cref="FourAtOnce"/> says whether it runs here.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Compute4(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r)
     {
         int n = codes.Length / TC.Bytes;
@@ -216,6 +223,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
 
     /// <summary>The product without widening, for rows with special codes and activations whose scaled values would
     /// overflow: Σ value(q[c]) · (x[c] · scales[c / blockCols]) in order, in float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Unwidened(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, ReadOnlySpan<float> x)
     {
         ref byte rc = ref MemoryMarshal.GetReference(codes);
