@@ -99,15 +99,21 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             {
                 if (inPlace) return Matrix.CreateFp8(rows, cols, file.DataPointer(info), scales, fp8Block, owner: null);
                 var codes = new NativeBuffer((long)rows * cols);
-                for (int r = 0; r < rows; r++) file.ReadBytes(info, (long)r * cols, codes.Bytes((long)r * cols, cols));
+                RowTasks.Run(rows, (r0, r1) => file.ReadBytes(info, (long)r0 * cols, codes.Bytes((long)r0 * cols, (r1 - r0) * cols)));
                 return Matrix.CreateFp8(rows, cols, codes.Pointer, scales, fp8Block, codes);
             }
         }
+        int size = info.Format.ElementBytes();
         Matrix m = Matrix.Create(format, rows, cols);
+        if (info.Format == format && format is WeightFormat.BF16 or WeightFormat.F32 or WeightFormat.F16)
+        {
+            // Stored as it is kept: the bytes go straight into the matrix, rows in parallel (no float round trip).
+            RowTasks.Run(rows, (r0, r1) => m.ReadStoredRows(r0, r1 - r0, span => file.ReadBytes(info, (long)r0 * cols * size, span)));
+            return m;
+        }
         float[]? scale = null;
         int scaleCols = 0;
         if (info.Format == WeightFormat.FP8) scale = Fp8Scales(info, out scaleCols);
-        int size = info.Format.ElementBytes();
         RowTasks.Convert(m, (long)cols * size, (r0, raw) => file.ReadBytes(info, (long)r0 * cols * size, raw), (raw, r, row) =>
         {
             if (scale is not null) Fp8Row(raw, scale, scaleCols, r, row);
