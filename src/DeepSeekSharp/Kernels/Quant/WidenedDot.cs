@@ -100,15 +100,46 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     public static bool ScaleActivations(ReadOnlySpan<float> x, ReadOnlySpan<float> scales, int blockCols, Span<float> xs)
     {
         if (xs.Length < x.Length) ThrowHelper.TooShort(nameof(xs), x.Length, xs.Length);
-        float check = 0; // becomes NaN if any xs is infinite or NaN (∞ · 0)
-        for (int c0 = 0, b = 0; c0 < x.Length; c0 += blockCols, b++)
+        if (scales.Length < (x.Length + blockCols - 1) / blockCols) ThrowHelper.TooShort(nameof(scales), (x.Length + blockCols - 1) / blockCols, scales.Length);
+        if (Vector512.IsHardwareAccelerated) return Scale<Simd512, Vector512<float>>(x, scales, blockCols, xs);
+        if (Vector256.IsHardwareAccelerated) return Scale<Simd256, Vector256<float>>(x, scales, blockCols, xs);
+        float check = 0;
+        for (int c = 0; c < x.Length; c++)
         {
-            int end = Math.Min(x.Length, c0 + blockCols);
-            Span<float> sb = xs[c0..end];
-            System.Numerics.Tensors.TensorPrimitives.Multiply(x[c0..end], scales[b] * TC.Factor, sb);
-            check += System.Numerics.Tensors.TensorPrimitives.Sum(sb) * 0f;
+            xs[c] = x[c] * (scales[c / blockCols] * TC.Factor);
+            check += xs[c] * 0f;
         }
         return check == 0;
+    }
+
+    /// <summary>One pass: each product stored, and 0 · product summed, which stays 0 unless a product is infinite or NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static bool Scale<TS, TV>(ReadOnlySpan<float> x, ReadOnlySpan<float> scales, int blockCols, Span<float> xs) where TS : ISimd<TV> where TV : struct
+    {
+        ref float rx = ref MemoryMarshal.GetReference(x);
+        ref float rs = ref MemoryMarshal.GetReference(xs);
+        int n = x.Length, w = TS.Count;
+        TV check = TS.Zero;
+        float tail = 0;
+        for (int c0 = 0, b = 0; c0 < n; c0 += blockCols, b++)
+        {
+            int end = Math.Min(n, c0 + blockCols), i = c0;
+            float scale = scales[b] * TC.Factor;
+            TV sv = TS.Broadcast(scale);
+            for (; i + w <= end; i += w)
+            {
+                TV v = TS.Multiply(TS.Load(ref rx, (nuint)i), sv);
+                TS.Store(v, ref rs, (nuint)i);
+                check = TS.Add(check, TS.Multiply(v, TS.Zero));
+            }
+            for (; i < end; i++)
+            {
+                float v = Unsafe.Add(ref rx, i) * scale;
+                Unsafe.Add(ref rs, i) = v;
+                tail += v * 0f;
+            }
+        }
+        return TS.Sum(check) + tail == 0;
     }
 
     /// <summary>Σ widened(codes[c]) · xs[c] on the path <see cref="Dot.Compute"/> takes (codes: n × TC.Bytes bytes).</summary>
