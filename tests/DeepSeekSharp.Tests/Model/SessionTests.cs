@@ -108,9 +108,37 @@ public class SessionTests
     public void DecodeStep_OnAFreshWorker_AllocatesNothingOnEitherThread(DeepSeekSharp.Linear.WeightFormat format)
     {
         _ = DeepSeekSharp.Kernels.WorkerPool.Shared; // the process-wide pool exists (a nested kernel on a worker asks for it)
+        using DeepSeekModel m = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
+        AssertFreshWorkerDecodeAllocatesNothing(m);
+    }
+
+    /// <summary>The same for weights kept as stored in FP8 and F16 (widened in registers), on a checkpoint wide enough
+    /// that its projections are split over both threads.</summary>
+    [Theory]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.FP8)]
+    [InlineData(DeepSeekSharp.Linear.WeightFormat.F16)]
+    public void DecodeStep_OnAFreshWorker_AllocatesNothing_WithStoredFp8AndF16(DeepSeekSharp.Linear.WeightFormat format)
+    {
+        _ = DeepSeekSharp.Kernels.WorkerPool.Shared;
+        ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { VocabSize = 512, Dim = 256, InterDim = 512, MoeInterDim = 128, QLoraRank = 128, KvLoraRank = 128 };
+        string dir = Path.Combine(Path.GetTempPath(), "dss-alloc-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            RandomCheckpoint.Create(c, dir, format, seed: 2);
+            using DeepSeekModel m = DeepSeekModel.Load(dir);
+            Assert.Contains(m.Weights.AllMatrices(), x => x.Format == format);
+            AssertFreshWorkerDecodeAllocatesNothing(m);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    private static void AssertFreshWorkerDecodeAllocatesNothing(DeepSeekModel m)
+    {
         using var one = new DeepSeekSharp.Kernels.WorkerPool(1);
         using var two = new DeepSeekSharp.Kernels.WorkerPool(2);
-        using DeepSeekModel m = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
         InferenceSession s;
         using (DeepSeekSharp.Kernels.WorkerPool.Use(two)) s = m.CreateSession(96);
         using (s)
