@@ -135,7 +135,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void RandomFp8Checkpoint_HoldsE4M3ProjectionsWithTileScales_CloseToTheSameSeedInFloat32()
+    public void RandomFp8Checkpoint_HoldsE4M3ProjectionsWithTileScales_CloseToTheSameSeedInFloat32_AndThreadCountInvariant()
     {
         // Projections 320 and 200 wide: whole 128 × 128 tiles and cut ones.
         ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { Dim = 200, InterDim = 320, MoeInterDim = 64, QLoraRank = 96, KvLoraRank = 64 };
@@ -168,8 +168,22 @@ public class QuantizedModelTests(ITestOutputHelper output)
             }
             Assert.True(fp8Matrices > 20, $"{fp8Matrices} FP8 matrices");
             Assert.Equal(WeightFormat.BF16, q.Weights.Head.Format);
-            using InferenceSession s = q.CreateSession();
-            Assert.All(s.Forward([1, 2, 3]), v => Assert.True(float.IsFinite(v)));
+            // Prefill of 70 tokens (four tokens share each widened code), then decode steps: every logit finite, and the
+            // same bits on 1, 2 and 3 threads.
+            int[] prompt = [.. Enumerable.Range(0, 70).Select(i => (7 * i + 3) % 1000)];
+            float[] Run(int threads)
+            {
+                using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
+                using var scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
+                using InferenceSession s = q.CreateSession(96);
+                var all = new List<float>(s.Forward(prompt));
+                foreach (int token in new[] { 3, 14, 15 }) all.AddRange(s.Forward([token]));
+                return [.. all];
+            }
+            float[] one = Run(1);
+            Assert.All(one, v => Assert.True(float.IsFinite(v)));
+            Assert.Equal(one, Run(2));
+            Assert.Equal(one, Run(3));
         }
         finally
         {
