@@ -87,6 +87,18 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
     private protected int BlockCols => _bc;
 
+    public override void SetRow(int r, ReadOnlySpan<float> values)
+    {
+        base.SetRow(r, values);
+        _rowState[r] = 0; // looked at again on next use
+    }
+
+    public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
+    {
+        base.ReadStoredRows(r0, count, fill);
+        _rowState.AsSpan(r0, count).Clear();
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
@@ -129,7 +141,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
 
 /// <summary>IEEE half-precision weights (F16 checkpoints and GGUF files), widened in registers.</summary>
 internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner)
-    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, [1f], (rows, cols), owner);
+    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, [1f], (Math.Max(rows, 1), Math.Max(cols, 1)), owner);
 
 /// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
 internal sealed unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)

@@ -243,6 +243,12 @@ public class WidenedDotTests
         Assert.Equal(10f, y[0]);
         Assert.Equal(float.PositiveInfinity, y[1]);
         Assert.True(float.IsNaN(y[2]));
+        // Rows set after use are looked at again: row 0 now holds an infinity, row 1 none.
+        m.SetRow(0, Enumerable.Repeat(float.NegativeInfinity, 40).ToArray());
+        m.SetRow(1, Enumerable.Repeat(0.5f, 40).ToArray());
+        m.Forward(x, y, 1);
+        Assert.Equal(float.NegativeInfinity, y[0]);
+        Assert.Equal(20f, y[1]);
         byte[] special = BitConverter.GetBytes((ushort)0xFC00); // -infinity
         Assert.True(F16Codes.HasSpecialCode(new byte[64].Concat(special).ToArray()));
         Assert.False(F16Codes.HasSpecialCode(BitConverter.GetBytes((ushort)0x7BFF))); // 65504, the largest finite
