@@ -75,17 +75,20 @@ public class QuantizedModelTests(ITestOutputHelper output)
         // A 70-token prefill (expanded attention), then three decode steps (absorbed attention over two blocks of
         // positions, which threads share).
         int[] prompt = [.. Enumerable.Range(0, 70).Select(i => (Prompt[i % Prompt.Length] + 13 * i) % 1000)];
-        float[] Run(int threads)
-        {
-            using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
-            using var scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
-            using InferenceSession s = m.CreateSession(96);
-            var all = new List<float>(s.Forward(prompt));
-            foreach (int token in new[] { 3, 14, 15 }) all.AddRange(s.Forward([token]));
-            return [.. all];
-        }
-        Assert.Equal(Run(1), Run(2));
-        Assert.Equal(Run(1), Run(3));
+        Assert.Equal(PrefillAndDecode(m, prompt, 1), PrefillAndDecode(m, prompt, 2));
+        Assert.Equal(PrefillAndDecode(m, prompt, 1), PrefillAndDecode(m, prompt, 3));
+    }
+
+    /// <summary>The logits of a prefill of <paramref name="prompt"/> and three decode steps on a pool of
+    /// <paramref name="threads"/> threads.</summary>
+    private static float[] PrefillAndDecode(DeepSeekModel m, int[] prompt, int threads)
+    {
+        using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
+        using var scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
+        using InferenceSession s = m.CreateSession(96);
+        var all = new List<float>(s.Forward(prompt));
+        foreach (int token in new[] { 3, 14, 15 }) all.AddRange(s.Forward([token]));
+        return [.. all];
     }
 
     [Theory]
@@ -171,19 +174,10 @@ public class QuantizedModelTests(ITestOutputHelper output)
             // Prefill of 70 tokens (four tokens share each widened code), then decode steps: every logit finite, and the
             // same bits on 1, 2 and 3 threads.
             int[] prompt = [.. Enumerable.Range(0, 70).Select(i => (7 * i + 3) % 1000)];
-            float[] Run(int threads)
-            {
-                using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
-                using var scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
-                using InferenceSession s = q.CreateSession(96);
-                var all = new List<float>(s.Forward(prompt));
-                foreach (int token in new[] { 3, 14, 15 }) all.AddRange(s.Forward([token]));
-                return [.. all];
-            }
-            float[] one = Run(1);
+            float[] one = PrefillAndDecode(q, prompt, 1);
             Assert.All(one, v => Assert.True(float.IsFinite(v)));
-            Assert.Equal(one, Run(2));
-            Assert.Equal(one, Run(3));
+            Assert.Equal(one, PrefillAndDecode(q, prompt, 2));
+            Assert.Equal(one, PrefillAndDecode(q, prompt, 3));
         }
         finally
         {
