@@ -205,6 +205,10 @@ public class SessionTests
     [InlineData(DeepSeekSharp.Linear.WeightFormat.BF16)]
     public void QuantizedDecodeStep_ThroughThePool_AllocatesNothing(DeepSeekSharp.Linear.WeightFormat format)
     {
+        // A pool of its own: tests in other classes run at the same time on the process-wide pool, and a product that
+        // finds that pool busy runs inline on the caller, which may then take a kind of chunk for the first time.
+        using var pool = new DeepSeekSharp.Kernels.WorkerPool(2);
+        using var scope = DeepSeekSharp.Kernels.WorkerPool.Use(pool);
         using DeepSeekModel m = DeepSeekModel.Load(RandomModel.V3Tiny, new LoadOptions { Quantize = format });
         using InferenceSession s = m.CreateSession(64);
         var logits = new float[m.Config.VocabSize];
