@@ -95,11 +95,11 @@ public static class RandomCheckpoint
         }
         long done = 0;
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        float[]? scales = null; // an FP8 weight's block scales, written as the next tensor (which may open the next shard)
         for (int s = 0; s < shards.Count; s++)
         {
             string file = $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
             using var writer = new SafeTensorsWriter(Path.Combine(outDir, file), shards[s].Select(e => (e.Name, TypeOf(e), e.Shape)));
-            float[]? scales = null; // an FP8 weight's block scales, written as the next tensor
             foreach (var e in shards[s])
             {
                 if (e.Role == TensorRole.Fp8Scale) WriteScales(writer, scales!, ref done);
