@@ -139,9 +139,10 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     }
 }
 
-/// <summary>IEEE half-precision weights (F16 checkpoints and GGUF files), widened in registers.</summary>
+/// <summary>IEEE half-precision weights (F16 checkpoints and GGUF files), widened in registers: the whole matrix is one
+/// block of scale 1 (none when it is empty).</summary>
 internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner)
-    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, [1f], (Math.Max(rows, 1), Math.Max(cols, 1)), owner);
+    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, rows > 0 && cols > 0 ? [1f] : [], (Math.Max(rows, 1), Math.Max(cols, 1)), owner);
 
 /// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
 internal sealed unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)

@@ -56,6 +56,20 @@ public class WeightFormatTests
         Assert.Equal(t.RowBytes(cols), m.RowBytes);
     }
 
+    [Theory]
+    [MemberData(nameof(AllFormats))]
+    public void EmptyMatrix_IsMade_AndItsProductIsEmpty(WeightFormat f)
+    {
+        FormatTraits t = f.Traits();
+        if (t.Wrap is null) return; // FP8 needs its block scales (Matrix.CreateFp8)
+        using Matrix noRows = Matrix.Create(f, 0, 256, tiles: false);
+        noRows.Forward(new float[2 * 256], Span<float>.Empty, 2);
+        using Matrix noCols = Matrix.Create(f, 3, 0, tiles: false);
+        float[] y = [float.NaN, float.NaN, float.NaN];
+        noCols.Forward(Span<float>.Empty, y, 1);
+        Assert.Equal([0f, 0f, 0f], y); // an empty sum
+    }
+
     [Fact]
     public void Parse_AcceptsTheCommandLineNames_AndNamesTheChoicesOtherwise()
     {
