@@ -57,10 +57,10 @@ public static class NumberFormats
         float a = MathF.Abs(value);
         int code;
         if (a < 0.015625f) code = (int)MathF.Round(a * 512f); // subnormal steps of 2^-9 (8 steps is the smallest normal, code 8)
-        else if (a >= 464f) code = 0x7E;                        // 448 and what rounds to it or beyond
         else
         {
-            // A normal float32 rounded to 3 mantissa bits, ties to even; the exponent re-biased from 127 to 7.
+            // A normal float32 rounded to 3 mantissa bits, ties to even; the exponent re-biased from 127 to 7. What
+            // rounds past 448 (to the NaN code 0x7F or beyond, infinity included) saturates at 0x7E.
             int bits = BitConverter.SingleToInt32Bits(a);
             bits += 0x7FFFF + ((bits >> 20) & 1);
             code = Math.Min((bits >> 20) - (120 << 3), 0x7E);

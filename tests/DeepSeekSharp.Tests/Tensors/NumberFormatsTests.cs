@@ -43,6 +43,9 @@ public class NumberFormatsTests
         Assert.Equal((byte)0x01, NumberFormats.FloatToF8E4M3(0.75f * 0.001953125f)); // subnormal m = 0.75 → 1
         Assert.Equal((byte)0x00, NumberFormats.FloatToF8E4M3(0.5f * 0.001953125f));  // halfway 0 – 2^-9: even
         Assert.Equal((byte)0x7E, NumberFormats.FloatToF8E4M3(1e6f));
+        Assert.Equal((byte)0x7E, NumberFormats.FloatToF8E4M3(464.1f));                // past halfway to 480 (which would be 0x7F)
+        Assert.Equal((byte)0x7E, NumberFormats.FloatToF8E4M3(float.MaxValue));
+        Assert.Equal((byte)0xFE, NumberFormats.FloatToF8E4M3(float.NegativeInfinity));
         Assert.Equal((byte)0xFE, NumberFormats.FloatToF8E4M3(-500f));
         Assert.Equal((byte)0xB8, NumberFormats.FloatToF8E4M3(-1f));
         Assert.Equal((byte)0x7F, NumberFormats.FloatToF8E4M3(float.NaN));

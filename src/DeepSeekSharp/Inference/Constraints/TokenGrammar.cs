@@ -111,7 +111,6 @@ public sealed class TokenGrammar
     /// shortest completion (a token limit below it) — one byte less than now, so every token makes progress.</summary>
     private int Limit(int state, int room) => Math.Max(room, MinBytes(state) - 1);
 
-
     internal bool TryAcceptBytes(ref int state, ReadOnlySpan<byte> bytes)
     {
         lock (_lock)

@@ -33,7 +33,7 @@ internal interface IWidenedCodes
 internal readonly struct Fp8Codes : IWidenedCodes
 {
     public static int Bytes => 1;
-    public static float Factor => 1.329228e36f; // 2^120
+    public static float Factor => BitConverter.Int32BitsToSingle((127 + 120) << 23); // 2^120, exactly
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Widen(ref byte codes, int i) => BitConverter.Int32BitsToSingle(((sbyte)Unsafe.Add(ref codes, i) << 20) & unchecked((int)0x87F00000));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -62,7 +62,7 @@ internal readonly struct Fp8Codes : IWidenedCodes
 internal readonly struct F16Codes : IWidenedCodes
 {
     public static int Bytes => 2;
-    public static float Factor => 5.192297e33f; // 2^112
+    public static float Factor => BitConverter.Int32BitsToSingle((127 + 112) << 23); // 2^112, exactly
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Widen(ref byte codes, int i) =>
         BitConverter.Int32BitsToSingle(((short)Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref codes, 2 * i)) << 13) & unchecked((int)0x8FFFE000));
