@@ -14,11 +14,9 @@ public class BenchCommandTests
     public void Bench_Json_ReportsEveryFieldConsistently(string? quantize)
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        List<string> args = ["bench", "--model", g.Directory, "--prompt-tokens", "9", "--gen-tokens", "5", "--repeat", "2", "--json"];
+        List<string> args = ["--model", g.Directory, "--prompt-tokens", "9", "--gen-tokens", "5", "--repeat", "2"];
         if (quantize is not null) args.AddRange(["--quantize", quantize]);
-        var (code, stdout, stderr) = CliRunner.Run([.. args]);
-        Assert.True(code == 0, stderr);
-        JsonElement j = JsonDocument.Parse(stdout).RootElement;
+        JsonElement j = BenchJson([.. args]);
 
         Assert.Equal(9, j.GetProperty("prompt_tokens").GetInt32());
         Assert.Equal(5, j.GetProperty("gen_tokens").GetInt32());
@@ -47,10 +45,7 @@ public class BenchCommandTests
     public void Bench_Depth_DecodesAfterTheCachedPositions_AndCountsTheCacheItReads()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "4", "--repeat", "1",
-            "--depth", "40", "--json");
-        Assert.True(code == 0, stderr);
-        JsonElement j = JsonDocument.Parse(stdout).RootElement;
+        JsonElement j = BenchJson("--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "4", "--repeat", "1", "--depth", "40");
         JsonElement config = JsonDocument.Parse(File.ReadAllText(Path.Combine(g.Directory, "config.json"))).RootElement;
         long perPosition = config.GetProperty("num_hidden_layers").GetInt64()
             * (config.GetProperty("kv_lora_rank").GetInt64() + config.GetProperty("qk_rope_head_dim").GetInt64()) * sizeof(float);
@@ -70,10 +65,8 @@ public class BenchCommandTests
     public void Bench_Speculative_ReportsAcceptanceAndExpertReads()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
-            "--speculative", "mtp", "--draft-acceptance", "1", "--json");
-        Assert.True(code == 0, stderr);
-        JsonElement spec = JsonDocument.Parse(stdout).RootElement.GetProperty("speculative");
+        JsonElement spec = BenchJson("--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
+            "--speculative", "mtp", "--draft-acceptance", "1").GetProperty("speculative");
         Assert.Equal(1.0, spec.GetProperty("acceptance").GetDouble()); // every draft is the greedy token: all accepted
         Assert.Equal(2.0, spec.GetProperty("tokens_per_pass").GetDouble(), 1e-9);
         Assert.True(spec.GetProperty("decode_tok_s").GetDouble() > 0);
@@ -82,10 +75,8 @@ public class BenchCommandTests
         Assert.Equal(k, one); // one token reads exactly its k experts
         Assert.InRange(two, k, 2 * k); // two tokens share some or none
 
-        var (zero, zeroOut, zeroErr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
-            "--speculative", "mtp", "--draft-acceptance", "0", "--json");
-        Assert.True(zero == 0, zeroErr);
-        JsonElement none = JsonDocument.Parse(zeroOut).RootElement.GetProperty("speculative");
+        JsonElement none = BenchJson("--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
+            "--speculative", "mtp", "--draft-acceptance", "0").GetProperty("speculative");
         Assert.Equal(0.0, none.GetProperty("acceptance").GetDouble());
         Assert.Equal(1.0, none.GetProperty("tokens_per_pass").GetDouble(), 1e-9);
     }
@@ -94,10 +85,8 @@ public class BenchCommandTests
     public void Bench_PrefixTokens_TimesTheFirstTokenColdAndWarm()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "4", "--gen-tokens", "2", "--repeat", "1",
-            "--prefix-tokens", "100", "--json");
-        Assert.True(code == 0, stderr);
-        JsonElement p = JsonDocument.Parse(stdout).RootElement.GetProperty("prefix_cache");
+        JsonElement p = BenchJson("--model", g.Directory, "--prompt-tokens", "4", "--gen-tokens", "2", "--repeat", "1", "--prefix-tokens", "100")
+            .GetProperty("prefix_cache");
         Assert.Equal(100, p.GetProperty("prefix_tokens").GetInt32());
         Assert.Equal(64, p.GetProperty("cached_tokens").GetInt32()); // whole blocks of 64 only
         Assert.True(p.GetProperty("cold_ttft_ms").GetDouble() > 0 && p.GetProperty("warm_ttft_ms").GetDouble() > 0);
@@ -119,9 +108,7 @@ public class BenchCommandTests
     public void Bench_EmptyPrompt_DecodesFromAnEmptyCache()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
-        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "3", "--repeat", "1", "--json");
-        Assert.True(code == 0, stderr);
-        JsonElement j = JsonDocument.Parse(stdout).RootElement;
+        JsonElement j = BenchJson("--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "3", "--repeat", "1");
         Assert.Equal(0, j.GetProperty("prefill_tok_s").GetDouble());
         Assert.True(j.GetProperty("decode_tok_s").GetDouble() > 0);
     }
@@ -154,5 +141,13 @@ public class BenchCommandTests
         var (code, _, stderr) = CliRunner.Run("bench", "--json");
         Assert.Equal(1, code);
         Assert.Contains("--model is required", stderr);
+    }
+
+    /// <summary><c>dss bench ARGS --json</c>: succeeds (else fails the test with its stderr) and prints one JSON object.</summary>
+    private static JsonElement BenchJson(params string[] args)
+    {
+        var (code, stdout, stderr) = CliRunner.Run(["bench", .. args, "--json"]);
+        Assert.True(code == 0, stderr);
+        return JsonDocument.Parse(stdout).RootElement;
     }
 }
