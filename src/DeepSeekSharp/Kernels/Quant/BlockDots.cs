@@ -66,10 +66,19 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         ref short xu = ref MemoryMarshal.GetReference(xsum);
         Vector256<float> acc = Vector256<float>.Zero;
         int b = 0;
+        // Refs moved a group at a time, so every block's offset inside the group is a constant of its instruction.
+        ref byte w = ref wb;
+        ref sbyte x = ref xb;
+        ref float d = ref xs;
+        ref short u = ref xu;
         for (; b + 8 <= n; b += 8)
         {
-            Vector256<float> ws = Scales8(ref wb, b);
-            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref wb, ref xb, ref xu, b)), ws * Vector256.LoadUnsafe(ref xs, (nuint)b), acc);
+            Vector256<float> ws = Scales8(ref w, 0);
+            acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Sums8(ref w, ref x, ref u, 0)), ws * Vector256.LoadUnsafe(ref d), acc);
+            w = ref Unsafe.Add(ref w, 8 * T.Bytes);
+            x = ref Unsafe.Add(ref x, 256);
+            d = ref Unsafe.Add(ref d, 8);
+            u = ref Unsafe.Add(ref u, 8);
         }
         float sum = Reduce8(acc);
         if (b + 4 <= n)
@@ -100,8 +109,11 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         int b = 0;
         for (; b + 8 <= n; b += 8)
         {
-            Vector256<float> ws = Scales8(ref wb, b);
-            Sums8x4(ref wb, ref x0, ref x1, ref x2, ref x3, b, out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3);
+            // Weights and codes from refs at the group, so the blocks' offsets are constants (see V256).
+            ref byte w = ref Unsafe.Add(ref wb, b * T.Bytes);
+            Vector256<float> ws = Scales8(ref w, 0);
+            Sums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32), 0,
+                out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3);
             if (T.Offset != 0)
             {
                 i0 -= OffsetSums8(ref u0, b);
@@ -143,9 +155,11 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         int b = 0;
         for (; b + 8 <= n; b += 8)
         {
-            Vector256<float> ws = Scales8(ref wb, b);
-            Pair(ref wb, ref x0, ref x1, b, out Vector256<int> q0, out Vector256<int> q1);
-            Pair(ref wb, ref x0, ref x1, b + 4, out Vector256<int> r0, out Vector256<int> r1);
+            ref byte w = ref Unsafe.Add(ref wb, b * T.Bytes);
+            ref sbyte y0 = ref Unsafe.Add(ref x0, b * 32), y1 = ref Unsafe.Add(ref x1, b * 32);
+            Vector256<float> ws = Scales8(ref w, 0);
+            Pair(ref w, ref y0, ref y1, 0, out Vector256<int> q0, out Vector256<int> q1);
+            Pair(ref w, ref y0, ref y1, 4, out Vector256<int> r0, out Vector256<int> r1);
             Vector256<int> i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
             Vector256<int> i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
             if (T.Offset != 0)
@@ -222,14 +236,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector128<int> s = q.GetLower() + q.GetUpper();
         if (T.Offset != 0)
             s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * T.Offset;
-        Vector128<float> d;
         ushort h0 = ScaleBits(ref wb, b), h1 = ScaleBits(ref wb, b + 1), h2 = ScaleBits(ref wb, b + 2), h3 = ScaleBits(ref wb, b + 3);
-        if (Avx512F.IsSupported) d = HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, 0, 0, 0, 0).ToVector256()).GetLower().GetLower();
-        else
-        {
-            float[] t = HalfTable.Values;
-            d = Vector128.Create(t[h0], t[h1], t[h2], t[h3]);
-        }
+        Vector128<float> d = HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, 0, 0, 0, 0)).GetLower();
         sum += d.GetElement(0) * Unsafe.Add(ref xs, b) * s.GetElement(0);
         sum += d.GetElement(1) * Unsafe.Add(ref xs, b + 1) * s.GetElement(1);
         sum += d.GetElement(2) * Unsafe.Add(ref xs, b + 2) * s.GetElement(2);
@@ -325,16 +333,13 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ushort ScaleBits(ref byte wb, int b) => Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref wb, b * T.Bytes));
 
-    /// <summary>d of blocks b..b+7 as floats: converted in registers with AVX-512 (<see cref="HalfTable.ToSingle"/>,
-    /// the table's values without a table line per distinct scale competing with the weights for L1), else looked up.</summary>
+    /// <summary>d of blocks b..b+7 as floats, converted in registers (<see cref="HalfTable.ToSingle(Vector128{ushort})"/>:
+    /// the table's values without a table line per distinct scale competing with the weights for L1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Scales8(ref byte wb, int b)
     {
         ushort h0 = ScaleBits(ref wb, b), h1 = ScaleBits(ref wb, b + 1), h2 = ScaleBits(ref wb, b + 2), h3 = ScaleBits(ref wb, b + 3);
         ushort h4 = ScaleBits(ref wb, b + 4), h5 = ScaleBits(ref wb, b + 5), h6 = ScaleBits(ref wb, b + 6), h7 = ScaleBits(ref wb, b + 7);
-        if (Avx512F.IsSupported)
-            return HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, h4, h5, h6, h7).ToVector256()).GetLower();
-        float[] t = HalfTable.Values;
-        return Vector256.Create(t[h0], t[h1], t[h2], t[h3], t[h4], t[h5], t[h6], t[h7]);
+        return HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, h4, h5, h6, h7));
     }
 }

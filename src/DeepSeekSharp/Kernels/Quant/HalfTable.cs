@@ -36,4 +36,18 @@ internal static class HalfTable
         Vector512<int> r = Vector512.ConditionalSelect(special, bits | Vector512.Create(0x7F800000), f.AsInt32());
         return (r | ((v & Vector512.Create(0x8000)) << 16)).AsSingle();
     }
+
+    /// <summary><see cref="ToSingle(Vector256{ushort})"/> for eight values in 256-bit registers (AVX2): half the work
+    /// where eight are wanted (a 512-bit operation costs two on CPUs that split them), and no table where AVX-512 is
+    /// absent.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingle(Vector128<ushort> h)
+    {
+        Vector256<int> v = Avx2.ConvertToVector256Int32(h);
+        Vector256<int> magnitude = v & Vector256.Create(0x7FFF), bits = magnitude << 13;
+        Vector256<float> f = bits.AsSingle() * Vector256.Create(5.192296858534828e33f); // 2^112
+        Vector256<int> special = Vector256.GreaterThan(magnitude, Vector256.Create(0x7BFF));
+        Vector256<int> r = Vector256.ConditionalSelect(special, bits | Vector256.Create(0x7F800000), f.AsInt32());
+        return (r | ((v & Vector256.Create(0x8000)) << 16)).AsSingle();
+    }
 }

@@ -128,7 +128,6 @@ public static class Q6K
         if (pairs32.Length < xq.Length / 2) ThrowHelper.TooShort(nameof(pairs32), xq.Length / 2, pairs32.Length);
         ref sbyte xr = ref MemoryMarshal.GetReference(xq);
         ref short pr = ref MemoryMarshal.GetReference(pairs32);
-        Vector256<byte> low4 = Vector256.Create((byte)0x0F), high2 = Vector256.Create((byte)0x30);
         float sum = 0;
         for (int b = 0; b < w.Length; b++)
         {
@@ -140,25 +139,30 @@ public static class Q6K
             ref short pb = ref Unsafe.Add(ref pr, b * 128);
             Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref sc));
             Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
-            Vector256<int> acc = Vector256<int>.Zero;
-            for (int half = 0; half < 2; half++)
-            {
-                Vector256<byte> l0 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64 + 32));
-                Vector256<byte> h = Vector256.LoadUnsafe(ref qh, (nuint)(half * 32));
-                Vector256<ushort> h16 = h.AsUInt16();
-                Vector256<byte> q0 = (l0 & low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & high2);
-                Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
-                Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
-                Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
-                Vector256<byte> s = half == 0 ? scales : scalesHi; // sub-block scales 8·half .. 8·half + 7
-                acc += Part(q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16());
-                acc += Part(q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16());
-                acc += Part(q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16());
-                acc += Part(q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick(3)).AsInt16());
-            }
+            // The two halves written out (a loop kept its offsets in registers and recomputed them per part).
+            Vector256<int> acc = Half(ref ql, ref qh, ref xb, ref pb, 0, scales) + Half(ref ql, ref qh, ref xb, ref pb, 1, scalesHi);
             sum += HalfTable.Values[blk.D] * xd[b] * Vector256.Sum(acc);
         }
         return sum;
+    }
+
+    /// <summary>Half <paramref name="half"/> of a block (128 weights, chunks 4·half .. 4·half + 3): its codes unpacked
+    /// and summed against the activations; <paramref name="s"/> holds sub-block scales 8·half .. 8·half + 7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Half(ref byte ql, ref byte qh, ref sbyte xb, ref short pb, int half, Vector256<byte> s)
+    {
+        Vector256<byte> low4 = Vector256.Create((byte)0x0F), high2 = Vector256.Create((byte)0x30);
+        Vector256<byte> l0 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64 + 32));
+        Vector256<byte> h = Vector256.LoadUnsafe(ref qh, (nuint)(half * 32));
+        Vector256<ushort> h16 = h.AsUInt16();
+        Vector256<byte> q0 = (l0 & low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & high2);
+        Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
+        Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
+        Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
+        return Part(q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16())
+             + Part(q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16())
+             + Part(q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16())
+             + Part(q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick(3)).AsInt16());
     }
 
     /// <summary>Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as eight int32 partial sums;

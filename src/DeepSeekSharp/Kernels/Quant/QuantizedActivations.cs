@@ -16,6 +16,8 @@ public sealed class QuantizedActivations
     public short[] Pairs32 = [];  // [rows, cols / 2]: 32·(q[2i] + q[2i+1]), Q6_K's offset term (by PreparePairs32)
     public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
     public int Cols { get; private set; }
+    /// <summary>Values per scale of the last quantisation: 32, or 256 (<see cref="QuantizeK"/>).</summary>
+    public int BlockSize => _block;
     private int _block = Block;
 
     /// <summary>Fills <see cref="Pairs32"/> for the first <paramref name="rows"/> rows: what vpmaddubsw of 32s against

@@ -83,6 +83,13 @@ public class QuantKernelTests
                 Vector512.CopyTo(HalfTable.ToSingle(Vector256.Create(halves)), floats);
                 AssertSameAsTable(start, 16, floats);
             }
+            if (Avx2.IsSupported)
+            {
+                Array.Clear(floats);
+                Vector256.CopyTo(HalfTable.ToSingle(Vector128.Create(halves.AsSpan(0, 8))), floats);
+                Vector256.CopyTo(HalfTable.ToSingle(Vector128.Create(halves.AsSpan(8, 8))), floats.AsSpan(8));
+                AssertSameAsTable(start, 16, floats);
+            }
         }
 
         static void AssertSameAsTable(int start, int n, float[] floats)
