@@ -18,9 +18,9 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
 
     private protected override bool UseGemm(int n) => n >= GemmMinTokens && BlockGemm<T>.IsSupported;
 
-    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
-        QuantizedActivations a = base.Prepare(x, n)!;
+        QuantizedActivations a = base.Prepare(x, n, target)!;
         if (UseGemm(n)) a.Widen(n, BlockGemm<T>.TokenPadding);
         return a;
     }

@@ -10,9 +10,9 @@ internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int c
 {
     private protected int SuperBlocks => Cols / 256;
 
-    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
-        QuantizedActivations a = base.Prepare(x, n)!;
+        QuantizedActivations a = base.Prepare(x, n, target)!;
         if (UseGemm(n)) a.Widen(n, Q4KGemm.TokenPadding);
         return a;
     }
@@ -63,9 +63,9 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
     private ReadOnlySpan<BlockQ6K> Row(int r) => new(RowPointer(r), SuperBlocks);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
-        QuantizedActivations a = base.Prepare(x, n)!;
+        QuantizedActivations a = base.Prepare(x, n, target)!;
         if (Avx2.IsSupported) a.PreparePairs32(n);
         return a;
     }

@@ -73,7 +73,7 @@ public abstract unsafe class Matrix : IDisposable
         if (x.Length < (long)n * Cols) ThrowHelper.TooShort(nameof(x), (long)n * Cols, x.Length);
         if (y.Length < (long)n * rowCount) ThrowHelper.TooShort(nameof(y), (long)n * rowCount, y.Length);
         if (n == 0 || rowCount == 0) return;
-        QuantizedActivations? act = Prepare(x, n);
+        QuantizedActivations? act = Prepare(x, n, LinearScratch.Activations);
         fixed (float* px = x, py = y)
         {
             ProductJob job = ProductJob.ForThisThread;
@@ -83,7 +83,7 @@ public abstract unsafe class Matrix : IDisposable
             if (work < 1 << 15 || threads == 1) job.Rows(0, rowCount);
             else
             {
-                int chunkRows = Math.Max(4, (rowCount + threads * 16 - 1) / (threads * 16));
+                int chunkRows = Math.Max(4, (rowCount + threads * 48 - 1) / (threads * 48));
                 int unit = RowUnit(n);
                 chunkRows = (chunkRows + unit - 1) / unit * unit;
                 job.ChunkRows = chunkRows;
@@ -93,16 +93,39 @@ public abstract unsafe class Matrix : IDisposable
         }
     }
 
-    /// <summary>Prepares the activations for <see cref="DotRows"/> on the calling thread, as the format's
-    /// <see cref="FormatTraits.Activations"/> says: integer formats quantise them to 8 bits per block of 32 or 256 (into
-    /// that thread's scratch); float formats use them as they are.</summary>
-    private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n)
+    /// <summary>Prepares the activations for <see cref="DotRows"/>, as the format's <see cref="FormatTraits.Activations"/>
+    /// says: integer formats quantise them to 8 bits per block of 32 or 256 (into <paramref name="target"/>, the
+    /// calling thread's scratch for <see cref="Forward"/>); float formats use them as they are (null).</summary>
+    private protected virtual QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         if (Traits.Activations == ActivationKind.Float) return null;
-        QuantizedActivations a = LinearScratch.Activations;
-        if (Traits.Activations == ActivationKind.Q8PerBlock32) a.Quantize(x, n, Cols);
-        else a.QuantizeK(x, n, Cols);
-        return a;
+        if (Traits.Activations == ActivationKind.Q8PerBlock32) target.Quantize(x, n, Cols);
+        else target.QuantizeK(x, n, Cols);
+        return target;
+    }
+
+    /// <summary>Prepares <paramref name="x"/> once for several <see cref="ForwardRows"/> calls over parts of the rows
+    /// (which any thread may run): what <see cref="Forward"/> does first, into <paramref name="target"/>.</summary>
+    /// <returns>what to pass to <see cref="ForwardRows"/>: <paramref name="target"/>, or null for float formats</returns>
+    internal QuantizedActivations? PrepareFor(ReadOnlySpan<float> x, int n, QuantizedActivations target)
+    {
+        if (x.Length < (long)n * Cols) ThrowHelper.TooShort(nameof(x), (long)n * Cols, x.Length);
+        return Prepare(x, n, target);
+    }
+
+    /// <summary>One token's y[o − rowStart] for o in [rowStart, rowStart + rowCount) on the calling thread, from
+    /// activations <see cref="PrepareFor"/> made of <paramref name="x"/> for this matrix's format: the same bits as
+    /// those rows of <see cref="Forward"/>.</summary>
+    internal void ForwardRows(QuantizedActivations? prepared, ReadOnlySpan<float> x, Span<float> y, int rowStart, int rowCount)
+    {
+        CheckRowRange(rowStart, rowCount);
+        if (x.Length < Cols) ThrowHelper.TooShort(nameof(x), Cols, x.Length);
+        if (y.Length < rowCount) ThrowHelper.TooShort(nameof(y), rowCount, y.Length);
+        if (prepared is null != (Traits.Activations == ActivationKind.Float) || prepared is not null &&
+            (prepared.Cols != Cols || prepared.BlockSize != (Traits.Activations == ActivationKind.Q8PerBlock32 ? QuantizedActivations.Block : 256)))
+            throw new ArgumentException("activations not prepared for this matrix's format and width", nameof(prepared));
+        if (rowCount == 0) return;
+        fixed (float* px = x, py = y) DotRows(prepared, px, py, 1, rowStart, rowStart + rowCount, rowStart, rowCount);
     }
 
     /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>

@@ -1,4 +1,5 @@
 using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Kernels.Quant;
 
 namespace DeepSeekSharp.Model;
 
@@ -22,7 +23,8 @@ internal static class FeedForward
 
     /// <summary>Routes every token, gathers the tokens of each chosen expert into consecutive slots, runs the
     /// experts — whole experts in parallel, largest first, each over all its tokens (one weight read serves them
-    /// all) — and then adds each expert's weighted outputs to its tokens. Every token receives its experts'
+    /// all); a single token's experts and the shared ones by parts of their rows (<see cref="TokenExpertsJob"/>) —
+    /// and then adds each expert's weighted outputs to its tokens. Every token receives its experts'
     /// contributions in ascending expert order whatever the batch or thread count, so a token's result is the same
     /// alone or batched.</summary>
     public static void Moe(ModelConfig c, MoeWeights w, ReadOnlySpan<float> xb, int n, int layer, RunState s,
@@ -32,8 +34,12 @@ internal static class FeedForward
         Span<float> logits = s.RouterLogits.AsSpan(0, n * nExperts);
         w.Router.Forward(xb, logits, n);
         observer?.OnTensor(TensorName.FfnMoeLogits, layer, logits, n, nExperts);
-        if (w.Shared is { } shared) Mlp(c, shared, xb, n, s, output);
-        else output[..(n * d)].Clear();
+        bool byParts = n == 1 && WorkerPool.Shared.Threads > 1;
+        if (!byParts)
+        {
+            if (w.Shared is { } shared) Mlp(c, shared, xb, n, s, output);
+            else output[..(n * d)].Clear();
+        }
 
         Span<int> chosen = s.RouteExperts.AsSpan(0, n * k);
         Span<float> weights = s.RouteWeights.AsSpan(0, n * k);
@@ -68,7 +74,8 @@ internal static class FeedForward
             for (; j >= 0 && start[order[j] + 1] - start[order[j]] < m; j--) order[j + 1] = order[j];
             order[j + 1] = e;
         }
-        ExpertJob.Run(w, s, used);
+        if (byParts) TokenExpertsJob.Run(w, s, xb[..d], used, output[..d]);
+        else ExpertJob.Run(w, s, used);
         for (int e = 0; e < nExperts; e++)
             for (int i = start[e]; i < start[e + 1]; i++)
                 Axpy.Compute(s.ExpertOut.AsSpan(i * d, d), rowWeights[i], output.Slice(rows[i] * d, d));
@@ -98,6 +105,121 @@ internal static class FeedForward
             int d = x.Down.Rows, inter = x.InterDim;
             Mlp(x, s.GatherX.AsSpan(first * d, m * d), m, s.G.AsSpan(first * inter), s.U.AsSpan(first * inter), s.H.AsSpan(first * inter),
                 s.ExpertOut.AsSpan(first * d, m * d));
+        }
+    }
+
+    /// <summary>One token's experts, the shared ones and the routed ones it chose, split by rows over the pool in two
+    /// passes: gate and up rows (and SwiGLU over them) of every expert, then the down rows. Whole experts as chunks
+    /// (<see cref="ExpertJob"/>) left one thread running the last expert while the other waited (six experts of equal
+    /// size on two threads ended a fifth of an expert apart on average); here large parts come first and the last
+    /// experts are cut small, so the threads end close together. Activations are prepared once per expert and pass,
+    /// and every output row is the same dot product as in the whole product, so the results are unchanged. The
+    /// shared experts' intermediates go first in G/U/H, then each routed slot's; the shared down rows go straight
+    /// into the output, the routed ones into their slots.</summary>
+    private sealed unsafe class TokenExpertsJob : PoolJob
+    {
+        [ThreadStatic] private static TokenExpertsJob? _mine;
+        private const int LargeRows = 512, SmallRows = 128, SmallUnits = 2; // the last SmallUnits units in small parts
+
+        private MoeWeights _w = null!;
+        private RunState _s = null!;
+        private float* _x, _output;
+        private bool _down;
+        // Chunk i: rows [Row, Row + Count) of unit Unit (0: the shared experts, 1 + j: the j-th used routed expert).
+        private (int Unit, int Row, int Count)[] _chunks = [];
+        // Per unit: the activations its gate, up and down products read (prepared on the calling thread), and their scratch.
+        private QuantizedActivations?[] _act = [];
+        private QuantizedActivations[] _scratch = [];
+        private const int Gate = 0, Up = 1, Down = 2;
+
+        /// <param name="x">[dim] the token's input</param>
+        /// <param name="output">[dim] the shared experts' output (cleared when there are none)</param>
+        public static void Run(MoeWeights w, RunState s, ReadOnlySpan<float> x, int used, Span<float> output)
+        {
+            TokenExpertsJob job = _mine ??= new TokenExpertsJob();
+            (job._w, job._s) = (w, s);
+            if (w.Shared is null) output.Clear();
+            int units = used + 1, first = w.Shared is null ? 1 : 0;
+            job.Reserve(units);
+            fixed (float* px = x, po = output)
+            {
+                job._x = px;
+                job._output = po;
+                for (int pass = 0; pass < 2; pass++)
+                {
+                    job._down = pass == 1;
+                    int chunks = 0;
+                    for (int u = first; u < units; u++)
+                    {
+                        MlpWeights m = job.Unit(u);
+                        int rows = job._down ? m.Down.Rows : m.InterDim, part = u >= units - SmallUnits ? SmallRows : LargeRows;
+                        for (int r = 0; r < rows; r += part) job._chunks[chunks++] = (u, r, Math.Min(part, rows - r));
+                        job.PrepareUnit(u, m, x);
+                    }
+                    WorkerPool.Shared.Run(job, chunks);
+                }
+                job._x = job._output = null;
+            }
+            (job._w, job._s) = (null!, null!);
+        }
+
+        /// <summary>Room for the chunks of <paramref name="units"/> units (grown once, on the first layer).</summary>
+        private void Reserve(int units)
+        {
+            int most = 0;
+            for (int u = 0; u < units; u++)
+            {
+                MlpWeights m = u == 0 ? _w.Shared ?? _w.Experts[0] : _w.Experts[0];
+                most += (Math.Max(m.InterDim, m.Down.Rows) + SmallRows - 1) / SmallRows;
+            }
+            if (_chunks.Length < most) _chunks = new (int, int, int)[most];
+            if (_scratch.Length < 3 * units)
+            {
+                _scratch = [.. Enumerable.Range(0, 3 * units).Select(_ => new QuantizedActivations())];
+                _act = new QuantizedActivations?[3 * units];
+            }
+        }
+
+        /// <summary>The activations of unit u for this pass: x for gate and up (shared when their formats agree), h for down.</summary>
+        private void PrepareUnit(int u, MlpWeights m, ReadOnlySpan<float> x)
+        {
+            int at = 3 * u;
+            if (_down)
+            {
+                _act[at + Down] = m.Down.PrepareFor(_s.H.AsSpan(InterOffset(u), m.InterDim), 1, _scratch[at + Down]);
+                return;
+            }
+            _act[at + Gate] = m.Gate.PrepareFor(x, 1, _scratch[at + Gate]);
+            _act[at + Up] = m.Up.Format == m.Gate.Format ? _act[at + Gate] : m.Up.PrepareFor(x, 1, _scratch[at + Up]);
+        }
+
+        private MlpWeights Unit(int u) => u == 0 ? _w.Shared! : _w.Experts[_s.ExpertOrder[u - 1]];
+
+        /// <summary>The gathered slot of the u-th unit's routed expert (its one token).</summary>
+        private int Slot(int u) => _s.ExpertStart[_s.ExpertOrder[u - 1]];
+
+        private int InterOffset(int u) => u == 0 ? 0 : (_w.Shared?.InterDim ?? 0) + Slot(u) * _w.Experts[0].InterDim;
+
+        public override void Execute(int chunk)
+        {
+            (int u, int r0, int count) = _chunks[chunk];
+            MlpWeights m = Unit(u);
+            RunState s = _s;
+            int off = InterOffset(u);
+            if (!_down)
+            {
+                var x = new ReadOnlySpan<float>(_x, m.Gate.Cols);
+                Span<float> g = s.G.AsSpan(off + r0, count), up = s.U.AsSpan(off + r0, count);
+                m.Gate.ForwardRows(_act[3 * u + Gate], x, g, r0, count);
+                m.Up.ForwardRows(_act[3 * u + Up], x, up, r0, count);
+                SwiGlu.Forward(g, up, s.H.AsSpan(off + r0, count));
+            }
+            else
+            {
+                int d = m.Down.Rows;
+                Span<float> y = u == 0 ? new Span<float>(_output + r0, count) : s.ExpertOut.AsSpan(Slot(u) * d + r0, count);
+                m.Down.ForwardRows(_act[3 * u + Down], s.H.AsSpan(off, m.InterDim), y, r0, count);
+            }
         }
     }
 }

@@ -47,7 +47,7 @@ internal sealed class RunState(ModelConfig c, int capacity)
         {
             _batch = n;
             int d = c.Dim, k = Math.Max(c.NActivatedExperts, 1);
-            int mlp = Math.Max(Math.Max(c.InterDim, c.MoeInterDim * Math.Max(c.NSharedExperts, 1)), c.MoeInterDim * k);
+            int mlp = Math.Max(c.InterDim, c.MoeInterDim * (c.NSharedExperts + k)); // a token's shared and routed experts side by side
             X = new float[n * d]; Xb = new float[n * d]; Out = new float[n * d]; Hidden = new float[n * d];
             Cat = new float[n * 2 * d];
             Qa = new float[n * c.QLoraRank];

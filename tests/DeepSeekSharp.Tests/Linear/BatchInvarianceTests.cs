@@ -31,4 +31,41 @@ public class BatchInvarianceTests
             Assert.Equal(alone.AsSpan(0, n * rows).ToArray(), together);
         }
     }
+
+    [Theory]
+    [InlineData(WeightFormat.F32)]
+    [InlineData(WeightFormat.BF16)]
+    [InlineData(WeightFormat.F16)]
+    [InlineData(WeightFormat.Q8_0)]
+    [InlineData(WeightFormat.Q4_0)]
+    [InlineData(WeightFormat.Q5_0)]
+    [InlineData(WeightFormat.Q4_K)]
+    [InlineData(WeightFormat.Q6_K)]
+    public void RowsFromActivationsPreparedOnce_GiveTheBitsOfTheWholeProduct(WeightFormat format)
+    {
+        const int rows = 300, cols = 512;
+        var rng = new Random(8);
+        using Matrix m = Matrix.Create(format, rows, cols);
+        for (int r = 0; r < rows; r++) m.SetRow(r, Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
+        float[] x = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var whole = new float[rows];
+        m.Forward(x, whole, 1);
+        var act = new DeepSeekSharp.Kernels.Quant.QuantizedActivations();
+        DeepSeekSharp.Kernels.Quant.QuantizedActivations? prepared = m.PrepareFor(x, 1, act);
+        Assert.Equal(m.Traits.Activations == ActivationKind.Float, prepared is null);
+        var parts = new float[rows];
+        foreach ((int start, int count) in new[] { (0, 128), (128, 16), (144, 144), (288, 12) })
+            m.ForwardRows(prepared, x, parts.AsSpan(start, count), start, count);
+        Assert.Equal(whole, parts);
+        // Activations prepared for another width, or none where the format needs them, are refused.
+        var narrow = new DeepSeekSharp.Kernels.Quant.QuantizedActivations();
+        narrow.QuantizeK(x.AsSpan(0, 256), 1, 256);
+        if (prepared is not null)
+        {
+            Assert.Throws<ArgumentException>(() => m.ForwardRows(null, x, parts.AsSpan(0, 4), 0, 4));
+            Assert.Throws<ArgumentException>(() => m.ForwardRows(narrow, x, parts.AsSpan(0, 4), 0, 4));
+        }
+        else Assert.Throws<ArgumentException>(() => m.ForwardRows(narrow, x, parts.AsSpan(0, 4), 0, 4));
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.ForwardRows(prepared, x, parts, 200, 101));
+    }
 }

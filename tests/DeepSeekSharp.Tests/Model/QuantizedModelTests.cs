@@ -91,6 +91,46 @@ public class QuantizedModelTests(ITestOutputHelper output)
         return [.. all];
     }
 
+    /// <summary>Every logit of <see cref="PrefillAndDecode"/> finite, and the same bits on 1, 2 and 3 threads.</summary>
+    private static void AssertFiniteAndTheSameOnOneTwoAndThreeThreads(DeepSeekModel m, int[] prompt)
+    {
+        float[] one = PrefillAndDecode(m, prompt, 1);
+        Assert.All(one, v => Assert.True(float.IsFinite(v)));
+        Assert.Equal(one, PrefillAndDecode(m, prompt, 2));
+        Assert.Equal(one, PrefillAndDecode(m, prompt, 3));
+    }
+
+    [Fact]
+    public void DecodedTokensExperts_SplitByRowsOnTwoThreads_GiveTheBitsOfWholeExpertsOnOne()
+    {
+        // Experts 640 wide: the shared expert and the first routed ones cut in parts of 512 + 128 rows, the last two in
+        // parts of 128; down projections of 256 rows whole or halved. One thread takes whole experts, more take parts.
+        ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with
+        {
+            VocabSize = 1000, Dim = 256, InterDim = 512, MoeInterDim = 640, QLoraRank = 64, KvLoraRank = 64,
+        };
+        string dir = Path.Combine(Path.GetTempPath(), "dss-parts-" + Guid.NewGuid().ToString("N"));
+        string unshared = dir + "-unshared";
+        try
+        {
+            RandomCheckpoint.Create(c, dir, WeightFormat.BF16, seed: 9);
+            RandomCheckpoint.Create(c with { NSharedExperts = 0 }, unshared, WeightFormat.BF16, seed: 9); // routed experts only
+            int[] prompt = [.. Enumerable.Range(0, 12).Select(i => (37 * i + 5) % 1000)];
+            foreach ((string path, WeightFormat? format) in new (string, WeightFormat?)[]
+                     { (dir, null), (dir, WeightFormat.Q8_0), (dir, WeightFormat.Q4_K), (unshared, WeightFormat.Q8_0) })
+            {
+                using DeepSeekModel m = DeepSeekModel.Load(path, new LoadOptions { Quantize = format });
+                Assert.Equal(path == dir, m.Weights.Blocks.Any(b => b.Ffn is MoeWeights { Shared: not null }));
+                AssertFiniteAndTheSameOnOneTwoAndThreeThreads(m, prompt);
+            }
+        }
+        finally
+        {
+            foreach (string d in new[] { dir, unshared })
+                if (Directory.Exists(d)) Directory.Delete(d, true);
+        }
+    }
+
     [Theory]
     [InlineData("v3-tiny")]
     [InlineData("v2-lite-tiny")]
@@ -176,10 +216,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
             // Prefill of 70 tokens (four tokens share each widened code), then decode steps: every logit finite, and the
             // same bits on 1, 2 and 3 threads.
             int[] prompt = [.. Enumerable.Range(0, 70).Select(i => (7 * i + 3) % 1000)];
-            float[] one = PrefillAndDecode(q, prompt, 1);
-            Assert.All(one, v => Assert.True(float.IsFinite(v)));
-            Assert.Equal(one, PrefillAndDecode(q, prompt, 2));
-            Assert.Equal(one, PrefillAndDecode(q, prompt, 3));
+            AssertFiniteAndTheSameOnOneTwoAndThreeThreads(q, prompt);
         }
         finally
         {
