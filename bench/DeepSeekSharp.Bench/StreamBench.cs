@@ -9,12 +9,17 @@ namespace DeepSeekSharp.Bench;
 /// read probe (<see cref="ReadBandwidth"/>) in the same seconds: how close a format's kernel streams to what the
 /// machine reads. Eight matrices [4096, 2048] (≥ 64 MiB for every format; one after another, as a decode step walks
 /// its layers), 2 threads then 1, best of 15 passes over all eight after 5 to warm up (kernels and caches).
-/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [FORMAT ...]</c></summary>
+/// <c>--in-cache</c> instead times one [512, 2048] matrix (at most 1.1 MB: L2) on one thread, best of 3,000 passes:
+/// the kernel's arithmetic speed with memory out of the way, what it needs to exceed one core's read bandwidth.
+/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [FORMAT ...]</c></summary>
 internal static unsafe class StreamBench
 {
-    public static void Run(string[] only)
+    public static void Run(string[] args)
     {
-        const int rows = 4096, cols = 2048, count = 8;
+        bool inCache = args.Contains("--in-cache");
+        string[] only = [.. args.Where(a => a != "--in-cache")];
+        int rows = inCache ? 512 : 4096, count = inCache ? 1 : 8, passes = inCache ? 3000 : 20, warmUp = inCache ? 100 : 5;
+        const int cols = 2048;
         WeightFormat[] formats = only.Length > 0 ? only.Select(Enum.Parse<WeightFormat>).ToArray()
             : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
         var rng = new Random(1);
@@ -26,16 +31,16 @@ internal static unsafe class StreamBench
         {
             Matrix[] ms = Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w)).ToArray();
             long bytes = ms.Sum(m => m.Bytes);
-            foreach (int threads in new[] { Environment.ProcessorCount, 1 })
+            foreach (int threads in inCache ? [1] : new[] { Environment.ProcessorCount, 1 })
             {
                 using var pool = new WorkerPool(threads);
                 using var scope = WorkerPool.Use(pool);
                 double best = double.MaxValue;
-                for (int pass = 0; pass < 20; pass++)
+                for (int pass = 0; pass < passes; pass++)
                 {
                     var sw = Stopwatch.StartNew();
                     foreach (Matrix m in ms) m.Forward(x, y, 1);
-                    if (pass >= 5) best = Math.Min(best, sw.Elapsed.TotalSeconds);
+                    if (pass >= warmUp) best = Math.Min(best, sw.Elapsed.TotalSeconds);
                 }
                 double read = ReadBandwidth.Measure(threads);
                 double gbs = bytes / best / 1e9;

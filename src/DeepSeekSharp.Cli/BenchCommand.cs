@@ -26,6 +26,10 @@ internal static class BenchCommand
         var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "runs; medians are reported" };
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var memory = new Option<bool>("--memory") { Description = "measure the machine's read bandwidth (1 thread and all threads)" };
+        var readBound = new Option<bool>("--read-bound")
+        {
+            Description = "measure the read bandwidth (the --memory probe) before the first decode run and after each, and report each run's decode GB/s as a share of the reads around it",
+        };
         var cpu = new Option<bool>("--cpu") { Description = "print the vector paths the kernels take here (instruction sets on and off) and stop" };
         var speculative = new Option<string?>("--speculative") { Description = "also decode with speculation (mtp) and compare, run by run" };
         var draftAcceptance = new Option<double?>("--draft-acceptance")
@@ -46,7 +50,7 @@ internal static class BenchCommand
             Description = "also decode sampled under an output format (json_object, or a JSON-schema file) and without it, run by run (needs the tokenizer)",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, depth, constrain, json, memory, cpu };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, depth, constrain, readBound, json, memory, cpu };
         cmd.SetAction(r =>
         {
             if (r.GetValue(cpu))
@@ -90,7 +94,7 @@ internal static class BenchCommand
             double loadSeconds = clock.Elapsed.TotalSeconds;
             if (cached + prompt + gen + 2 > m.Config.MaxPositionEmbeddings)
                 throw new ArgumentException($"--depth {cached} + --prompt-tokens {prompt} + --gen-tokens {gen} exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
-            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached);
+            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached, r.GetValue(readBound));
             (double Cold, double Warm, int Cached)? ttft = prefix > 0 ? FirstTokenTimes(m, prefix, runs) : null;
             (double Free, double Constrained, double MaskedSteps)? constrained = r.GetValue(constrain) is { } c
                 ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
@@ -99,12 +103,17 @@ internal static class BenchCommand
             long cacheBytes = (long)(cached + prompt + gen / 2.0) * m.Config.NLayers * m.Config.LatentCacheWidth * sizeof(float);
             long active = ActiveBytesPerToken(m) + cacheBytes;
             double gbs = active * res.DecodeTokS / 1e9;
+            // Each run's decode GB/s against the mean of the reads just before and just after it (the host's bandwidth drifts).
+            double? ofRead = res.Reads.Count > 0
+                ? Median([.. res.DecodeRuns.Select((tokS, i) => active * tokS / ((res.Reads[i] + res.Reads[i + 1]) / 2))]) : null;
+            double? readGbs = res.Reads.Count > 0 ? Median([.. res.Reads]) / 1e9 : null;
             if (r.GetValue(json))
                 stdout.WriteLine(JsonSerializer.Serialize(new
                 {
                     prefill_tok_s = res.PrefillTokS, decode_tok_s = res.DecodeTokS, active_bytes_per_token = active, decode_gb_s = gbs,
                     peak_rss_bytes = rss, load_s = loadSeconds, weight_bytes = m.WeightBytes, threads = WorkerPool.Shared.Threads,
                     prompt_tokens = prompt, gen_tokens = gen, depth = cached, cache_bytes_per_token = cacheBytes, format = format?.ToString() ?? "stored",
+                    read_gb_s = readGbs, decode_of_read = ofRead,
                     speculative = res.Spec is { } sp ? new
                     {
                         decode_tok_s = sp.DecodeTokS, speedup = sp.DecodeTokS / res.DecodeTokS, acceptance = sp.Acceptance,
@@ -122,6 +131,8 @@ internal static class BenchCommand
                     ? $"decode {gen} tokens: {res.DecodeTokS:F2} tokens/s, {active / 1e9:F3} GB active weights per token = {gbs:F1} GB/s"
                     : $"decode {gen} tokens after {cached + prompt} positions: {res.DecodeTokS:F2} tokens/s, {(active - cacheBytes) / 1e9:F3} GB active weights + " +
                       $"{cacheBytes / 1e9:F3} GB latent cache per token = {gbs:F1} GB/s");
+                if (ofRead is { } share)
+                    stdout.WriteLine($"read bandwidth around the decode runs: {readGbs:F1} GB/s (median); decode read {share:P0} of it (median of the runs' shares)");
                 if (res.Spec is { } sp)
                 {
                     string source = acceptance is { } p ? $"the next greedy token with probability {p:F2}" : "the MTP module";
@@ -169,11 +180,16 @@ internal static class BenchCommand
         return Enumerable.Range(0, n).Select(_ => (int)(rng.NextUInt64() % ids)).ToArray();
     }
 
-    private readonly record struct Result(double PrefillTokS, double DecodeTokS, SpecResult? Spec = null);
+    /// <param name="DecodeRuns">each run's decode tokens/s</param>
+    /// <param name="Reads">with --read-bound: the read bandwidth (bytes/s) before the first run and after each; else empty</param>
+    private readonly record struct Result(double PrefillTokS, double DecodeTokS, List<double> DecodeRuns, List<double> Reads, SpecResult? Spec = null);
     private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts);
 
-    private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0)
+    private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0,
+        bool readBound = false)
     {
+        var reads = new List<double>();
+        int threads = WorkerPool.Shared.Threads;
         int[] prompt = RandomTokens(7, promptTokens, m.Config.VocabSize);
         var prefill = new List<double>();
         var decode = new List<double>();
@@ -191,6 +207,7 @@ internal static class BenchCommand
             for (int start = 0; start < prompt.Length; start += 512)
                 s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
             prefill.Add(prompt.Length == 0 ? 0 : prompt.Length / sw.Elapsed.TotalSeconds); // no prompt: decode from an empty cache (llama-bench tg)
+            if (readBound && run == 0) reads.Add(ReadBandwidth.Measure(threads));
             sw.Restart();
             for (int i = 0; i < genTokens; i++)
             {
@@ -199,6 +216,7 @@ internal static class BenchCommand
                 s.Forward(one, logits);
             }
             decode.Add(genTokens / sw.Elapsed.TotalSeconds);
+            if (readBound) reads.Add(ReadBandwidth.Measure(threads));
             if (run == 0) reference.Add(DeepSeekSharp.Kernels.TopK.ArgMax(logits));
             if (!speculate) continue;
             // Alternating with the plain run above, so drift in the machine's speed hits both alike.
@@ -206,9 +224,9 @@ internal static class BenchCommand
             specDecode.Add(spec.Tokens / spec.Seconds);
             accepted += spec.Accepted; drafts += spec.Drafts; passes += spec.Passes; produced += spec.Tokens;
         }
-        if (!speculate) return new Result(Median(prefill), Median(decode));
+        if (!speculate) return new Result(Median(prefill), Median(decode), decode, reads);
         var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, draftAcceptance);
-        return new Result(Median(prefill), Median(decode),
+        return new Result(Median(prefill), Median(decode), decode, reads,
             new SpecResult(Median(specDecode), accepted / drafts, produced / passes, plainExperts, verifyExperts));
     }
 
