@@ -7,6 +7,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [FORMAT ...]  (one-token products over weights larger than the caches, GB/s beside the read probe; --in-cache: one thread, data in L2)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- r1-data OUT [EXAMPLES] [VOCAB]  (R1 cold-start data: tokenizer + SFT JSONL)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- grpo MODEL OUT [STEPS] [SEED]  (GRPO from a cold-start model with the recipe's settings; exports OUT/model)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- attention [DEPTH ...]  (GFLOP/s of decode's blocked absorbed attention, one thread)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- gemm      (GFLOP/s of the training products)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- digest MODEL[:FORMAT[:mmap]] ...  (logits hashes to diff between builds)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- soak MODEL [STAGES] [MAX_BATCH] [QUANTIZE]  (load and soak of a dss serve process; STAGES concurrency:requests, default 1:200,8:500,32:2000)
@@ -33,6 +34,9 @@ switch (mode)
     case "grpo":
         GrpoBench.Run(args[1], args[2], args.Length > 3 ? int.Parse(args[3]) : 3, args.Length > 4 ? ulong.Parse(args[4]) : 2);
         break;
+    case "attention":
+        AttentionBench.Run(args[1..]);
+        break;
     case "gemm":
         GemmBench.Run();
         break;
@@ -52,7 +56,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
         break;
 }
 

@@ -48,8 +48,9 @@ public static class LatentAttention
 
     /// <summary>Absorbed MLA of all heads over one block of cached rows (decode: MLA's heads share one latent cache, like
     /// multi-query attention, so a block of rows is read once for every head while it is in L2). Heads go four at a
-    /// time: scores of two positions × four heads accumulate in registers over the key, and the values are weighted
-    /// per 32 latent dimensions × four heads over the block's positions. For each head it leaves the block's max score
+    /// time: scores of four positions × four heads accumulate in registers over the key (eight loads feed sixteen
+    /// multiply-adds), then, for each 64 latent dimensions while they are in L1, the values are weighted for four
+    /// heads at a time over the block's positions. For each head it leaves the block's max score
     /// m, Σ exp(score − m) and the unnormalised Σ exp(score − m) · c_kv, which <see cref="AbsorbedMerge"/> combines
     /// over the blocks in order (split-K softmax, as flash-decoding does).</summary>
     /// <param name="queries">[4 · groups, C + R]: head h's [q_latent | q_pe]</param>
@@ -68,15 +69,12 @@ public static class LatentAttention
         if (rows.Length < count * stride) ThrowHelper.TooShort(nameof(rows), count * stride, rows.Length);
         if (partial.Length < heads * c) ThrowHelper.TooShort(nameof(partial), heads * c, partial.Length);
         if (max.Length < heads || sum.Length < heads) ThrowHelper.TooShort(nameof(max), heads, Math.Min(max.Length, sum.Length));
-        Span<float> p = stackalloc float[4 * BlockPositions];
+        Span<float> p = heads * count <= 128 * BlockPositions ? stackalloc float[heads * count] : AttentionScratch.Probabilities(heads * count);
         fixed (float* q = queries, kv = rows, o = partial, pp = p)
         {
-            for (int g = 0; g < groups; g++)
-            {
-                Scores4(kv, stride, count, q + g * 4 * stride, scale, pp);
-                for (int h = 0; h < 4; h++) sum[4 * g + h] = Softmax.ExpInPlace(p.Slice(h * count, count), out max[4 * g + h]);
-                Values4(kv, stride, c, count, pp, o + g * 4 * c);
-            }
+            Scores4(kv, stride, count, q, groups, scale, pp);
+            for (int h = 0; h < heads; h++) sum[h] = Softmax.ExpInPlace(p.Slice(h * count, count), out max[h]);
+            Values4(kv, stride, c, count, groups, pp, o);
         }
     }
 
@@ -102,31 +100,47 @@ public static class LatentAttention
         TensorPrimitives.Multiply(outLatent, 1f / total, outLatent);
     }
 
-    /// <summary>p[h · count + s] = (row s · q_h) · scale for four heads; two positions at a time, each head's sum over
-    /// the row in 16-wide steps from the start, reduced in <see cref="Reduce16"/>'s fixed order.</summary>
+    /// <summary>p[h · count + s] = (row s · q_h) · scale for four heads; four positions at a time (then one at a time),
+    /// each head's sum over the row in 16-wide steps from the start, reduced in <see cref="Reduce16"/>'s fixed order.
+    /// Four rows × four heads in registers: eight loads feed sixteen multiply-adds.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Scores4(float* kv, int stride, int count, float* q, float scale, float* p)
+    private static unsafe void Scores4(float* kv, int stride, int count, float* queries, int groups, float scale, float* scores)
     {
-        float* q1 = q + stride, q2 = q1 + stride, q3 = q2 + stride;
-        int s = 0;
-        for (; s + 2 <= count; s += 2)
+        int full = count / 4 * 4;
+        for (int g = 0; g < groups; g++)
+        for (int s = 0; s < full; s += 4)
         {
-            float* k0 = kv + (long)s * stride, k1 = k0 + stride;
+            float* q = queries + g * 4 * stride, q1 = q + stride, q2 = q1 + stride, q3 = q2 + stride;
+            float* p = scores + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
+            float* k0 = kv + (long)s * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
             for (int d = 0; d < stride; d += 16)
             {
-                Vector512<float> x0 = Vector512.Load(k0 + d), x1 = Vector512.Load(k1 + d);
-                Vector512<float> w0 = Vector512.Load(q + d), w1 = Vector512.Load(q1 + d), w2 = Vector512.Load(q2 + d), w3 = Vector512.Load(q3 + d);
-                a0 = Vector512.FusedMultiplyAdd(x0, w0, a0); b0 = Vector512.FusedMultiplyAdd(x1, w0, b0);
-                a1 = Vector512.FusedMultiplyAdd(x0, w1, a1); b1 = Vector512.FusedMultiplyAdd(x1, w1, b1);
-                a2 = Vector512.FusedMultiplyAdd(x0, w2, a2); b2 = Vector512.FusedMultiplyAdd(x1, w2, b2);
-                a3 = Vector512.FusedMultiplyAdd(x0, w3, a3); b3 = Vector512.FusedMultiplyAdd(x1, w3, b3);
+                Vector512<float> x0 = Vector512.Load(k0 + d), x1 = Vector512.Load(k1 + d), x2 = Vector512.Load(k2 + d), x3 = Vector512.Load(k3 + d);
+                Vector512<float> w = Vector512.Load(q + d);
+                a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
+                c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
+                w = Vector512.Load(q1 + d);
+                a1 = Vector512.FusedMultiplyAdd(x0, w, a1); b1 = Vector512.FusedMultiplyAdd(x1, w, b1);
+                c1 = Vector512.FusedMultiplyAdd(x2, w, c1); e1 = Vector512.FusedMultiplyAdd(x3, w, e1);
+                w = Vector512.Load(q2 + d);
+                a2 = Vector512.FusedMultiplyAdd(x0, w, a2); b2 = Vector512.FusedMultiplyAdd(x1, w, b2);
+                c2 = Vector512.FusedMultiplyAdd(x2, w, c2); e2 = Vector512.FusedMultiplyAdd(x3, w, e2);
+                w = Vector512.Load(q3 + d);
+                a3 = Vector512.FusedMultiplyAdd(x0, w, a3); b3 = Vector512.FusedMultiplyAdd(x1, w, b3);
+                c3 = Vector512.FusedMultiplyAdd(x2, w, c3); e3 = Vector512.FusedMultiplyAdd(x3, w, e3);
             }
-            p[s] = Reduce16(a0) * scale; p[count + s] = Reduce16(a1) * scale; p[2 * count + s] = Reduce16(a2) * scale; p[3 * count + s] = Reduce16(a3) * scale;
-            p[s + 1] = Reduce16(b0) * scale; p[count + s + 1] = Reduce16(b1) * scale; p[2 * count + s + 1] = Reduce16(b2) * scale; p[3 * count + s + 1] = Reduce16(b3) * scale;
+            p[s] = Reduce16(a0) * scale; p1[s] = Reduce16(a1) * scale; p2[s] = Reduce16(a2) * scale; p3[s] = Reduce16(a3) * scale;
+            p[s + 1] = Reduce16(b0) * scale; p1[s + 1] = Reduce16(b1) * scale; p2[s + 1] = Reduce16(b2) * scale; p3[s + 1] = Reduce16(b3) * scale;
+            p[s + 2] = Reduce16(c0) * scale; p1[s + 2] = Reduce16(c1) * scale; p2[s + 2] = Reduce16(c2) * scale; p3[s + 2] = Reduce16(c3) * scale;
+            p[s + 3] = Reduce16(e0) * scale; p1[s + 3] = Reduce16(e1) * scale; p2[s + 3] = Reduce16(e2) * scale; p3[s + 3] = Reduce16(e3) * scale;
         }
-        for (; s < count; s++)
+        for (int g = 0; g < groups; g++)
+        for (int s = full; s < count; s++)
         {
+            float* q = queries + g * 4 * stride, q1 = q + stride, q2 = q1 + stride, q3 = q2 + stride;
+            float* p = scores + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
             float* k0 = kv + (long)s * stride;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int d = 0; d < stride; d += 16)
@@ -137,18 +151,51 @@ public static class LatentAttention
                 a2 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q2 + d), a2);
                 a3 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q3 + d), a3);
             }
-            p[s] = Reduce16(a0) * scale; p[count + s] = Reduce16(a1) * scale; p[2 * count + s] = Reduce16(a2) * scale; p[3 * count + s] = Reduce16(a3) * scale;
+            p[s] = Reduce16(a0) * scale; p1[s] = Reduce16(a1) * scale; p2[s] = Reduce16(a2) * scale; p3[s] = Reduce16(a3) * scale;
         }
     }
 
-    /// <summary>o[h · c + j] = Σ_s p[h · count + s] · row s [j] for four heads, 32 latent dimensions at a time with
-    /// the sums in registers over the positions in order.</summary>
+    /// <summary>o[h · c + j] = Σ_s p[h · count + s] · row s [j] for four heads, 64 latent dimensions at a time (then 32)
+    /// with the sums in registers over the positions in order: four loads and four broadcasts feed sixteen
+    /// multiply-adds.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Values4(float* kv, int stride, int c, int count, float* p, float* o)
+    private static unsafe void Values4(float* kv, int stride, int c, int count, int groups, float* probabilities, float* outputs)
     {
-        float* p1 = p + count, p2 = p1 + count, p3 = p2 + count;
-        for (int j = 0; j < c; j += 32)
+        int j = 0;
+        for (; j + 64 <= c; j += 64)
+        for (int g = 0; g < groups; g++)
         {
+            float* p = probabilities + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
+            float* o = outputs + g * 4 * c, o1 = o + c, o2 = o1 + c, o3 = o2 + c;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
+            float* row = kv + j;
+            for (int s = 0; s < count; s++, row += stride)
+            {
+                Vector512<float> x0 = Vector512.Load(row), x1 = Vector512.Load(row + 16), x2 = Vector512.Load(row + 32), x3 = Vector512.Load(row + 48);
+                Vector512<float> w = Vector512.Create(p[s]);
+                a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
+                c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
+                w = Vector512.Create(p1[s]);
+                a1 = Vector512.FusedMultiplyAdd(x0, w, a1); b1 = Vector512.FusedMultiplyAdd(x1, w, b1);
+                c1 = Vector512.FusedMultiplyAdd(x2, w, c1); e1 = Vector512.FusedMultiplyAdd(x3, w, e1);
+                w = Vector512.Create(p2[s]);
+                a2 = Vector512.FusedMultiplyAdd(x0, w, a2); b2 = Vector512.FusedMultiplyAdd(x1, w, b2);
+                c2 = Vector512.FusedMultiplyAdd(x2, w, c2); e2 = Vector512.FusedMultiplyAdd(x3, w, e2);
+                w = Vector512.Create(p3[s]);
+                a3 = Vector512.FusedMultiplyAdd(x0, w, a3); b3 = Vector512.FusedMultiplyAdd(x1, w, b3);
+                c3 = Vector512.FusedMultiplyAdd(x2, w, c3); e3 = Vector512.FusedMultiplyAdd(x3, w, e3);
+            }
+            a0.Store(o + j); b0.Store(o + j + 16); c0.Store(o + j + 32); e0.Store(o + j + 48);
+            a1.Store(o1 + j); b1.Store(o1 + j + 16); c1.Store(o1 + j + 32); e1.Store(o1 + j + 48);
+            a2.Store(o2 + j); b2.Store(o2 + j + 16); c2.Store(o2 + j + 32); e2.Store(o2 + j + 48);
+            a3.Store(o3 + j); b3.Store(o3 + j + 16); c3.Store(o3 + j + 32); e3.Store(o3 + j + 48);
+        }
+        for (; j < c; j += 32)
+        for (int g = 0; g < groups; g++)
+        {
+            float* p = probabilities + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
+            float* o = outputs + g * 4 * c, o1 = o + c, o2 = o1 + c, o3 = o2 + c;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             float* row = kv + j;
             for (int s = 0; s < count; s++, row += stride)
@@ -161,9 +208,9 @@ public static class LatentAttention
                 a3 = Vector512.FusedMultiplyAdd(x0, w3, a3); b3 = Vector512.FusedMultiplyAdd(x1, w3, b3);
             }
             a0.Store(o + j); b0.Store(o + j + 16);
-            a1.Store(o + c + j); b1.Store(o + c + j + 16);
-            a2.Store(o + 2 * c + j); b2.Store(o + 2 * c + j + 16);
-            a3.Store(o + 3 * c + j); b3.Store(o + 3 * c + j + 16);
+            a1.Store(o1 + j); b1.Store(o1 + j + 16);
+            a2.Store(o2 + j); b2.Store(o2 + j + 16);
+            a3.Store(o3 + j); b3.Store(o3 + j + 16);
         }
     }
 

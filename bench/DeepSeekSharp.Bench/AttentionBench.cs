@@ -1,0 +1,52 @@
+using System.Diagnostics;
+using DeepSeekSharp.Kernels;
+
+namespace DeepSeekSharp.Bench;
+
+/// <summary>GFLOP/s of decode's blocked absorbed attention (<see cref="AbsorbedBlocks"/>) on one thread, for V2-Lite's
+/// widths (16 heads, latent 512 + rotary 64): over one block resident in L2, and over a cache of each given depth
+/// (16 heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory).</summary>
+internal static class AttentionBench
+{
+    public static void Run(string[] args)
+    {
+        const int heads = 16, rank = 512, rope = 64, width = rank + rope;
+        int[] depths = args.Length > 0 ? args.Select(int.Parse).ToArray() : [LatentAttention.BlockPositions, 4096, 16384];
+        Console.WriteLine($"one thread; Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}; heads {heads}, widths {rank} + {rope}");
+        var rng = new Random(1);
+        foreach (int depth in depths)
+        {
+            AbsorbedBlocks? blocks = AbsorbedBlocks.For(heads, rank, rope, depth);
+            if (blocks is null) { Console.WriteLine("no blocked path on this CPU"); return; }
+            float[] cache = new float[depth * width];
+            for (int i = 0; i < cache.Length; i++) cache[i] = (float)(rng.NextDouble() - 0.5);
+            for (int h = 0; h < heads; h++)
+            {
+                Span<float> q = blocks.Query(h);
+                for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+            }
+            int n = AbsorbedBlocks.Blocks(depth);
+            void Attend()
+            {
+                for (int b = 0; b < n; b++) blocks.Attend(b, cache, depth, 0.07f);
+                for (int h = 0; h < heads; h++) blocks.Merge(n, h);
+            }
+            double seconds = Seconds(Attend), flops = 2.0 * heads * depth * (width + rank);
+            Console.WriteLine($"depth {depth,6}: {seconds * 1e3,8:F3} ms  {flops / seconds / 1e9,6:F1} GFLOP/s  cache {depth * width * 4.0 / seconds / 1e9,5:F1} GB/s");
+        }
+    }
+
+    private static double Seconds(Action a)
+    {
+        a();
+        double best = double.MaxValue;
+        for (int round = 0; round < 5; round++)
+        {
+            int reps = 0;
+            var sw = Stopwatch.StartNew();
+            while (sw.Elapsed.TotalSeconds < 0.2 || reps < 2) { a(); reps++; }
+            best = Math.Min(best, sw.Elapsed.TotalSeconds / reps);
+        }
+        return best;
+    }
+}
