@@ -220,9 +220,9 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     {
         Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
         if (T.Offset != 0)
-            return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x), Vector256.Create((short)1));
+            return IntDots.Bytes4(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x);
         Vector256<sbyte> wq = Codes(ref wb, b);
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(wq), Avx2.Sign(x, wq)), Vector256.Create((short)1));
+        return IntDots.Bytes4(Avx2.Abs(wq), Avx2.Sign(x, wq));
     }
 
     /// <summary>Blocks b..b+3 added to <paramref name="sum"/> one at a time, exactly as the one-block loop adds them,
@@ -261,7 +261,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b)
     {
         Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, T.Offset != 0 ? x : Avx2.Sign(x, wq)), Vector256.Create((short)1));
+        return IntDots.Bytes4(aw, T.Offset != 0 ? x : Avx2.Sign(x, wq));
     }
 
     /// <summary>What <see cref="Dot8"/> multiplies: (|w|, w), or (code + offset, unused).</summary>

@@ -226,8 +226,8 @@ public static class Q4K
         Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
         Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
         // u4 × s8 pairs fit int16 (≤ 3810); the 6-bit sub-block scale is applied by the widening pair-add.
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), s0)
-             + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), s1);
+        return IntDots.AddPairs(IntDots.AddPairs(Vector256<int>.Zero, Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64))), s0),
+            Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref xb, (nuint)(g * 64 + 32))), s1);
     }
 
     /// <summary>The eight 6-bit scales (int16 lanes 0..7) and minimums (lanes 8..15) of a block, unpacked with
@@ -306,10 +306,10 @@ public static class Q4K
         Vector256<byte> raw = Vector256.LoadUnsafe(ref qs, (nuint)(g * 32));
         Vector256<byte> q0 = raw & low, q1 = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & low;
         nuint o0 = xo + (nuint)(g * 64), o1 = o0 + 32;
-        i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x0, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x0, o1)), s1);
-        i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x1, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x1, o1)), s1);
-        i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x2, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x2, o1)), s1);
-        i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x3, o0)), s0) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x3, o1)), s1);
+        i0 = IntDots.AddPairs(IntDots.AddPairs(i0, Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x0, o0)), s0), Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x0, o1)), s1);
+        i1 = IntDots.AddPairs(IntDots.AddPairs(i1, Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x1, o0)), s0), Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x1, o1)), s1);
+        i2 = IntDots.AddPairs(IntDots.AddPairs(i2, Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x2, o0)), s0), Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x2, o1)), s1);
+        i3 = IntDots.AddPairs(IntDots.AddPairs(i3, Avx2.MultiplyAddAdjacent(q0, Vector256.LoadUnsafe(ref x3, o0)), s0), Avx2.MultiplyAddAdjacent(q1, Vector256.LoadUnsafe(ref x3, o1)), s1);
     }
 }
 

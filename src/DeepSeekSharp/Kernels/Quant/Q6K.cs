@@ -159,19 +159,20 @@ public static class Q6K
         Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
         Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
         Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
-        return Part(q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16())
-             + Part(q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16())
-             + Part(q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16())
-             + Part(q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick(3)).AsInt16());
+        Vector256<int> a = Part(Vector256<int>.Zero, q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16());
+        a = Part(a, q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16());
+        Vector256<int> b = Part(Vector256<int>.Zero, q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16());
+        return a + Part(b, q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick(3)).AsInt16());
     }
 
-    /// <summary>Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as eight int32 partial sums;
-    /// <paramref name="scales"/> holds sub-block 2k's scale in the low 128 bits and 2k + 1's in the high.</summary>
+    /// <summary><paramref name="acc"/> plus Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as
+    /// eight int32 partial sums; <paramref name="scales"/> holds sub-block 2k's scale in the low 128 bits and 2k + 1's
+    /// in the high.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Part(Vector256<byte> q, ref sbyte xb, ref short pb, int k, Vector256<short> scales)
+    private static Vector256<int> Part(Vector256<int> acc, Vector256<byte> q, ref sbyte xb, ref short pb, int k, Vector256<short> scales)
     {
         Vector256<short> p = Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref xb, (nuint)(k * 32))) - Vector256.LoadUnsafe(ref pb, (nuint)(k * 16));
-        return Avx2.MultiplyAddAdjacent(p, scales);
+        return IntDots.AddPairs(acc, p, scales);
     }
 
     /// <summary>Byte shuffles broadcasting, within the scales of one half (eight int16 in each 128-bit lane), scale

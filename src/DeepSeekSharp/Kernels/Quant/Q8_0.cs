@@ -47,7 +47,6 @@ public static class Q8_0
     public static float VecDotQ8_0Q8(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         if (xq.Length != w.Length * 32 || xd.Length != w.Length) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 32, xq.Length);
-        // (.NET's AvxVnni is the VEX form, which Zen 4 lacks; the AVX2 path below is what runs here.)
         if (Avx2.IsSupported) return V256(w, xq, xd);
         return Scalar(w, xq, xd);
     }
