@@ -223,6 +223,7 @@ public class KernelTests
     [InlineData(6, 130, 96, 16)]   // three blocks, the last of two positions
     [InlineData(12, 71, 64, 16)]   // three groups of four heads; a short odd block
     [InlineData(16, 64, 512, 64)]  // V2-Lite's heads and widths
+    [InlineData(132, 70, 32, 16)]  // more scores than the stack holds (132 × 64): the per-thread scratch
     public void AbsorbedBlocks_Merged_MatchOneHeadAtATime(int heads, int count, int c, int r)
     {
         if (!LatentAttention.HasBlockedAbsorbed(c, r)) return;
