@@ -8,8 +8,8 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// values computed in registers for the vector kernels. A kernel that looks scales up in the table touches a line
 /// of it per distinct scale; with a real model's spread of block scales those lines compete with the streamed
 /// weights for L1 (a Q8_0 row kernel over 281 MB: ~28 GB/s with the near-constant scales of a random checkpoint,
-/// ~21 with random scales), while the conversion in registers costs the same for every scale (AVX-512; CPUs with
-/// only AVX2 keep the table).</summary>
+/// ~21 with random scales), while the conversion in registers costs the same for every scale. The conversion is
+/// written once per vector width (sixteen values with AVX-512, eight with AVX2), the same steps in each.</summary>
 internal static class HalfTable
 {
     public static readonly float[] Values = Build();
@@ -46,7 +46,7 @@ internal static class HalfTable
         Vector256<int> v = Avx2.ConvertToVector256Int32(h);
         Vector256<int> magnitude = v & Vector256.Create(0x7FFF), bits = magnitude << 13;
         Vector256<float> f = bits.AsSingle() * Vector256.Create(5.192296858534828e33f); // 2^112
-        Vector256<int> special = Vector256.GreaterThan(magnitude, Vector256.Create(0x7BFF));
+        Vector256<int> special = Vector256.GreaterThanOrEqual(magnitude, Vector256.Create(0x7C00));
         Vector256<int> r = Vector256.ConditionalSelect(special, bits | Vector256.Create(0x7F800000), f.AsInt32());
         return (r | ((v & Vector256.Create(0x8000)) << 16)).AsSingle();
     }

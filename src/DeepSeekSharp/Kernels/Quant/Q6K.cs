@@ -159,6 +159,7 @@ public static class Q6K
         Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
         Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
         Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
+        // Two accumulation chains (q0, q1 and q2, q3), so the parts' multiply-adds need not wait on one another.
         Vector256<int> a = Part(Vector256<int>.Zero, q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16());
         a = Part(a, q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16());
         Vector256<int> b = Part(Vector256<int>.Zero, q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16());
