@@ -7,12 +7,13 @@ namespace DeepSeekSharp.Kernels;
 /// <c>DOTNET_EnableAVX512</c>, <c>DOTNET_EnableAVX2</c> and <c>DOTNET_EnableAVXVNNI</c> switches turn them off).</summary>
 public static class KernelPaths
 {
-    /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off".</summary>
+    /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off; 32-weight block panels int16 (AVX-512)".</summary>
     public static string Describe()
     {
         string width = Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
         static string On(bool b) => b ? "on" : "off";
         return $"vectors {width}; AVX-512F {On(Avx512F.IsSupported)}, AVX-512BW {On(Avx512BW.IsSupported)}, AVX2 {On(Avx2.IsSupported)}, " +
-               $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}";
+               $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}; 32-weight block panels " +
+               (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off");
     }
 }

@@ -21,7 +21,11 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         QuantizedActivations a = base.Prepare(x, n, target)!;
-        if (UseGemm(n)) a.Widen(n, BlockGemm<T>.TokenPadding);
+        if (UseGemm(n))
+        {
+            if (AvxVnni.IsSupported) a.Pad(n, BlockGemm<T>.TokenPadding); // the byte panels read the codes as they are
+            else a.Widen(n, BlockGemm<T>.TokenPadding);
+        }
         return a;
     }
 

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels.Quant;
 
 namespace DeepSeekSharp.Linear;
@@ -50,13 +52,20 @@ internal interface IPanelKernel
 
 internal readonly struct BlockPanels<T> : IPanelKernel where T : struct, IBlockCodes
 {
-    public static int PanelShorts(int cols) => cols / 32 * 512;
+    public static int PanelShorts(int cols) => BlockGemm<T>.PanelShorts(cols / 32);
     public static int ScaleFloats(int cols) => cols / 32 * 16;
     public static void Pack(ref byte w, long rowBytes, int rows, int cols, Span<short> panel, Span<float> scales) =>
         BlockGemm<T>.Pack(ref w, rowBytes, rows, cols / 32, panel, scales);
     public static unsafe void Multiply(ReadOnlySpan<short> panel, ReadOnlySpan<float> scales, int cols, int rows,
-        QuantizedActivations a, int t0, int n, Span<float> partials, float* y, long yStride) =>
-        BlockGemm<T>.Multiply(panel, scales, cols / 32, rows, a.Q16.AsSpan(t0 * cols), a.D.AsSpan(t0 * (cols / 32)), n, partials, y, yStride);
+        QuantizedActivations a, int t0, int n, Span<float> partials, float* y, long yStride)
+    {
+        int blocks = cols / 32;
+        if (AvxVnni.IsSupported)
+            BlockGemm<T>.MultiplyBytes(MemoryMarshal.AsBytes(panel), scales, blocks, rows, a.Q.AsSpan(t0 * cols), a.D.AsSpan(t0 * blocks),
+                a.BlockSum.AsSpan(t0 * blocks), n, partials, y, yStride);
+        else
+            BlockGemm<T>.Multiply(panel, scales, blocks, rows, a.Q16.AsSpan(t0 * cols), a.D.AsSpan(t0 * blocks), n, partials, y, yStride);
+    }
 }
 
 internal readonly struct Q4KPanels : IPanelKernel

@@ -19,7 +19,12 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     public const int PanelRows = 16;
     internal const int TokensPerPass = 6;
 
-    public static bool IsSupported => Avx512BW.IsSupported;
+    /// <summary>Whether this CPU runs a panel kernel: the byte panels with AVX-VNNI, else the int16 panels with AVX-512.</summary>
+    public static bool IsSupported => AvxVnni.IsSupported || Avx512BW.IsSupported;
+
+    /// <summary>int16 elements of scratch a panel of <paramref name="blocks"/> blocks takes on this CPU's path (the
+    /// byte panels take half).</summary>
+    public static int PanelShorts(int blocks) => AvxVnni.IsSupported ? blocks * 256 : blocks * 512;
 
     /// <summary>Unpacks rows [0, <paramref name="rows"/>) (at most 16, <paramref name="rowBytes"/> apart) into
     /// <paramref name="panel"/> [blocks, 16 column pairs, 16 rows, 2] and their scales into
@@ -28,7 +33,8 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     public static void Pack(ref byte w, long rowBytes, int rows, int blocks, Span<short> panel, Span<float> scales)
     {
         if (scales.Length < blocks * 16) ThrowHelper.TooShort(nameof(scales), blocks * 16, scales.Length);
-        PanelPack.Codes<BlockRows<T>>(ref w, rowBytes, rows, blocks, panel);
+        if (AvxVnni.IsSupported) PackBytes(ref w, rowBytes, rows, blocks, MemoryMarshal.AsBytes(panel));
+        else PanelPack.Codes<BlockRows<T>>(ref w, rowBytes, rows, blocks, panel);
         // The sixteen rows' fp16 scales of a block converted together in registers (missing rows: +0, so 0f).
         Span<ushort> halves = stackalloc ushort[PanelRows];
         halves.Clear();
@@ -37,7 +43,12 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
         {
             for (int j = 0; j < rows; j++)
                 halves[j] = Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * T.Bytes)));
-            HalfTable.ToSingle(Vector256.Create<ushort>(halves)).StoreUnsafe(ref sc, (nuint)(b * 16));
+            if (Avx512F.IsSupported) HalfTable.ToSingle(Vector256.Create<ushort>(halves)).StoreUnsafe(ref sc, (nuint)(b * 16));
+            else
+            {
+                HalfTable.ToSingle(Vector128.Create<ushort>(halves)).StoreUnsafe(ref sc, (nuint)(b * 16));
+                HalfTable.ToSingle(Vector128.Create<ushort>(halves[8..])).StoreUnsafe(ref sc, (nuint)(b * 16 + 8));
+            }
         }
     }
 
@@ -99,6 +110,191 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                 if (t0 + 4 < n) Store(r4, y + (t0 + 4) * yStride, rows, lane);
                 if (t0 + 5 < n) Store(r5, y + (t0 + 5) * yStride, rows, lane);
             }
+        }
+    }
+
+    /// <summary>The code added to every weight so that it is an unsigned byte for <c>vpdpbusd</c> (u8 × s8): the
+    /// format's own offset, or 128 for codes that span the signed byte range (Q8_0). Each block's sum then carries
+    /// <c>Bias · Σx</c>, which is taken off exactly.</summary>
+    private static int Bias => T.Offset != 0 ? T.Offset : 128;
+
+    /// <summary>The byte panel (AVX-VNNI): panel[block, group g of four columns, row j] = row j's codes 4g..4g+3 +
+    /// <see cref="Bias"/> as four unsigned bytes, so one 256-bit vector holds the same four columns of eight rows
+    /// (rows 0–7, then 8–15): an 8×8 transpose of 32-bit groups per half. Missing rows are zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void PackBytes(ref byte w, long rowBytes, int rows, int blocks, Span<byte> panel)
+    {
+        if (panel.Length < blocks * 512 || (uint)rows > 16) ThrowHelper.TooShort(nameof(panel), blocks * 512, panel.Length);
+        ref byte p = ref MemoryMarshal.GetReference(panel);
+        for (int b = 0; b < blocks; b++)
+        for (int h = 0; h < 2; h++)
+        {
+            ref byte row = ref Unsafe.Add(ref w, (nint)(b * T.Bytes + 8 * h * rowBytes));
+            Vector256<int> c0 = Biased(ref row, rowBytes, rows - 8 * h, 0), c1 = Biased(ref row, rowBytes, rows - 8 * h, 1);
+            Vector256<int> c2 = Biased(ref row, rowBytes, rows - 8 * h, 2), c3 = Biased(ref row, rowBytes, rows - 8 * h, 3);
+            Vector256<int> c4 = Biased(ref row, rowBytes, rows - 8 * h, 4), c5 = Biased(ref row, rowBytes, rows - 8 * h, 5);
+            Vector256<int> c6 = Biased(ref row, rowBytes, rows - 8 * h, 6), c7 = Biased(ref row, rowBytes, rows - 8 * h, 7);
+            // Pairs of rows interleaved per group, then quads per two groups: u_e holds groups e (low lane) and e + 4
+            // (high lane) of rows 0–3 (u0..u3) or 4–7 (u4..u7).
+            Vector256<long> t0 = Avx2.UnpackLow(c0, c1).AsInt64(), t1 = Avx2.UnpackHigh(c0, c1).AsInt64();
+            Vector256<long> t2 = Avx2.UnpackLow(c2, c3).AsInt64(), t3 = Avx2.UnpackHigh(c2, c3).AsInt64();
+            Vector256<long> t4 = Avx2.UnpackLow(c4, c5).AsInt64(), t5 = Avx2.UnpackHigh(c4, c5).AsInt64();
+            Vector256<long> t6 = Avx2.UnpackLow(c6, c7).AsInt64(), t7 = Avx2.UnpackHigh(c6, c7).AsInt64();
+            Vector256<long> u0 = Avx2.UnpackLow(t0, t2), u1 = Avx2.UnpackHigh(t0, t2), u2 = Avx2.UnpackLow(t1, t3), u3 = Avx2.UnpackHigh(t1, t3);
+            Vector256<long> u4 = Avx2.UnpackLow(t4, t6), u5 = Avx2.UnpackHigh(t4, t6), u6 = Avx2.UnpackLow(t5, t7), u7 = Avx2.UnpackHigh(t5, t7);
+            ref byte pb = ref Unsafe.Add(ref p, b * 512 + h * 32);
+            StoreGroups(ref pb, 0, u0, u4);
+            StoreGroups(ref pb, 1, u1, u5);
+            StoreGroups(ref pb, 2, u2, u6);
+            StoreGroups(ref pb, 3, u3, u7);
+        }
+    }
+
+    /// <summary>Groups e and e + 4 of eight rows from the quads of rows 0–3 and 4–7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreGroups(ref byte pb, int e, Vector256<long> low, Vector256<long> high)
+    {
+        Avx2.Permute2x128(low, high, 0x20).AsByte().StoreUnsafe(ref pb, (nuint)(e * 64));
+        Avx2.Permute2x128(low, high, 0x31).AsByte().StoreUnsafe(ref pb, (nuint)((e + 4) * 64));
+    }
+
+    /// <summary>Row j's codes of the block at <paramref name="row"/> + <see cref="Bias"/>, as eight groups of four
+    /// bytes; zero past the last row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Biased(ref byte row, long rowBytes, int rows, int j)
+    {
+        if (j >= rows) return Vector256<int>.Zero;
+        ref byte block = ref Unsafe.Add(ref row, (nint)(j * rowBytes));
+        return T.Offset != 0 ? T.Unsigned(ref block).AsInt32() : (T.Codes(ref block).AsByte() ^ Vector256.Create((byte)0x80)).AsInt32();
+    }
+
+    /// <summary><see cref="Multiply"/> on byte panels (<see cref="PackBytes"/>) with AVX-VNNI: each token's four codes
+    /// of a column group are broadcast and one <c>vpdpbusd</c> adds their products with the same group of eight rows
+    /// into int32 lanes that start at −Bias·Σx of the block, so every lane ends on the row's exact block sum. The
+    /// float arithmetic that follows is <see cref="Multiply"/>'s, lane for lane. <paramref name="xq"/> [n, blocks · 32]
+    /// codes, <paramref name="xd"/> scales and <paramref name="xsum"/> block sums (<see cref="QuantizedActivations"/>),
+    /// each readable up to <see cref="TokenPadding"/> tokens past n.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void MultiplyBytes(ReadOnlySpan<byte> panel, ReadOnlySpan<float> scales, int blocks, int rows,
+        ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum, int n, Span<float> partials, float* y, long yStride)
+    {
+        int cols = blocks * 32, padded = (n + BytePass - 1) / BytePass * BytePass;
+        if (panel.Length < blocks * 512 || scales.Length < blocks * 16 || xq.Length < padded * cols || xd.Length < padded * blocks
+            || xsum.Length < padded * blocks || partials.Length < PartialsLength)
+            ThrowHelper.TooShort(nameof(xq), padded * cols, xq.Length);
+        int whole = blocks / 8 * 8, bias = -Bias;
+        Span<float> lane = stackalloc float[PanelRows];
+        fixed (byte* pw = panel)
+        fixed (sbyte* xq0 = xq)
+        fixed (short* xu = xsum)
+        fixed (float* ps = scales, part = partials, xs = xd)
+        {
+            for (int t0 = 0; t0 < n; t0 += BytePass)
+            {
+                sbyte* x = xq0 + (long)t0 * cols;
+                short* u = xu + (long)t0 * blocks;
+                float* d = xs + (long)t0 * blocks;
+                new Span<float>(part, BytePass * 128).Clear();
+                Vector256<float> r00 = default, r01 = default, r10 = default, r11 = default, r20 = default, r21 = default,
+                    r30 = default, r31 = default;
+                for (int b = 0; b < blocks; b++)
+                {
+                    Vector256<int> s00 = Vector256.Create(bias * u[b]), s10 = Vector256.Create(bias * u[blocks + b]);
+                    Vector256<int> s20 = Vector256.Create(bias * u[2 * blocks + b]), s30 = Vector256.Create(bias * u[3 * blocks + b]);
+                    Vector256<int> s01 = s00, s11 = s10, s21 = s20, s31 = s30;
+                    byte* wp = pw + b * 512;
+                    sbyte* xb = x + b * 32;
+                    for (int g = 0; g < 8; g++, wp += 64, xb += 4)
+                    {
+                        Vector256<byte> w0 = Vector256.Load(wp), w1 = Vector256.Load(wp + 32);
+                        Vector256<sbyte> v = Vector256.Create(*(int*)xb).AsSByte();
+                        s00 = AvxVnni.MultiplyWideningAndAdd(s00, w0, v);
+                        s01 = AvxVnni.MultiplyWideningAndAdd(s01, w1, v);
+                        v = Vector256.Create(*(int*)(xb + cols)).AsSByte();
+                        s10 = AvxVnni.MultiplyWideningAndAdd(s10, w0, v);
+                        s11 = AvxVnni.MultiplyWideningAndAdd(s11, w1, v);
+                        v = Vector256.Create(*(int*)(xb + 2 * cols)).AsSByte();
+                        s20 = AvxVnni.MultiplyWideningAndAdd(s20, w0, v);
+                        s21 = AvxVnni.MultiplyWideningAndAdd(s21, w1, v);
+                        v = Vector256.Create(*(int*)(xb + 3 * cols)).AsSByte();
+                        s30 = AvxVnni.MultiplyWideningAndAdd(s30, w0, v);
+                        s31 = AvxVnni.MultiplyWideningAndAdd(s31, w1, v);
+                    }
+                    Vector256<float> ws0 = Vector256.Load(ps + b * 16), ws1 = Vector256.Load(ps + b * 16 + 8);
+                    if (b < whole)
+                    {
+                        float* p = part + (b & 7) * 16;
+                        Fold(p, s00, s01, ws0, ws1, d[b]);
+                        Fold(p + 128, s10, s11, ws0, ws1, d[blocks + b]);
+                        Fold(p + 256, s20, s21, ws0, ws1, d[2 * blocks + b]);
+                        Fold(p + 384, s30, s31, ws0, ws1, d[3 * blocks + b]);
+                        if (b + 1 == whole)
+                        {
+                            Reduce(part, out r00, out r01);
+                            Reduce(part + 128, out r10, out r11);
+                            Reduce(part + 256, out r20, out r21);
+                            Reduce(part + 384, out r30, out r31);
+                        }
+                    }
+                    else
+                    {
+                        // The last blocks one at a time, as BlockDots.V256 adds them.
+                        Tail(ref r00, ref r01, s00, s01, ws0, ws1, d[b]);
+                        Tail(ref r10, ref r11, s10, s11, ws0, ws1, d[blocks + b]);
+                        Tail(ref r20, ref r21, s20, s21, ws0, ws1, d[2 * blocks + b]);
+                        Tail(ref r30, ref r31, s30, s31, ws0, ws1, d[3 * blocks + b]);
+                    }
+                }
+                Store(r00, r01, y + t0 * yStride, rows, lane);
+                if (t0 + 1 < n) Store(r10, r11, y + (t0 + 1) * yStride, rows, lane);
+                if (t0 + 2 < n) Store(r20, r21, y + (t0 + 2) * yStride, rows, lane);
+                if (t0 + 3 < n) Store(r30, r31, y + (t0 + 3) * yStride, rows, lane);
+            }
+        }
+    }
+
+    /// <summary>Tokens a pass of <see cref="MultiplyBytes"/> (eight int32 accumulators: the JIT keeps more in the
+    /// registers VEX can name only by moving them through one, a copy per instruction).</summary>
+    private const int BytePass = 4;
+
+    /// <summary><see cref="Fold(float*, Vector512{int}, Vector512{float})"/> for rows 0–7 and 8–15 of one token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Fold(float* p, Vector256<int> s0, Vector256<int> s1, Vector256<float> ws0, Vector256<float> ws1, float d)
+    {
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0 * d, Vector256.Load(p)).Store(p);
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1 * d, Vector256.Load(p + 8)).Store(p + 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tail(ref Vector256<float> r0, ref Vector256<float> r1, Vector256<int> s0, Vector256<int> s1,
+        Vector256<float> ws0, Vector256<float> ws1, float d)
+    {
+        r0 += ws0 * d * Vector256.ConvertToSingle(s0);
+        r1 += ws1 * d * Vector256.ConvertToSingle(s1);
+    }
+
+    /// <summary><see cref="Reduce(float*)"/> for rows 0–7 and 8–15.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Reduce(float* p, out Vector256<float> r0, out Vector256<float> r1)
+    {
+        r0 = ((Vector256.Load(p) + Vector256.Load(p + 64)) + (Vector256.Load(p + 32) + Vector256.Load(p + 96)))
+             + ((Vector256.Load(p + 16) + Vector256.Load(p + 80)) + (Vector256.Load(p + 48) + Vector256.Load(p + 112)));
+        r1 = ((Vector256.Load(p + 8) + Vector256.Load(p + 72)) + (Vector256.Load(p + 40) + Vector256.Load(p + 104)))
+             + ((Vector256.Load(p + 24) + Vector256.Load(p + 88)) + (Vector256.Load(p + 56) + Vector256.Load(p + 120)));
+    }
+
+    private static unsafe void Store(Vector256<float> r0, Vector256<float> r1, float* y, int rows, Span<float> lane)
+    {
+        if (rows == PanelRows)
+        {
+            r0.Store(y);
+            r1.Store(y + 8);
+        }
+        else
+        {
+            r0.CopyTo(lane);
+            r1.CopyTo(lane[8..]);
+            lane[..rows].CopyTo(new Span<float>(y, rows));
         }
     }
 

@@ -45,19 +45,36 @@ public sealed class QuantizedActivations
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Widen(int rows, int padRows)
     {
-        int count = rows * Cols, blocks = count / _block, padBlocks = padRows * Cols / _block;
+        int count = rows * Cols;
         if (Q16.Length < count + padRows * Cols) Q16 = new short[count + padRows * Cols];
-        if (D.Length < blocks + padBlocks) Array.Resize(ref D, blocks + padBlocks);
         Q16.AsSpan(count, padRows * Cols).Clear();
-        D.AsSpan(blocks, padBlocks).Clear();
-        int sums = count / Block, padSums = padRows * Cols / Block;
-        if (BlockSum.Length < sums + padSums) Array.Resize(ref BlockSum, sums + padSums);
-        BlockSum.AsSpan(sums, padSums).Clear();
+        PadScales(rows, padRows);
         int i = 0;
         if (Avx512BW.IsSupported)
             for (; i + 32 <= count; i += 32)
                 Avx512BW.ConvertToVector512Int16(Vector256.Create(Q.AsSpan(i, 32))).CopyTo(Q16.AsSpan(i, 32));
         for (; i < count; i++) Q16[i] = Q[i];
+    }
+
+    /// <summary>Follows the first <paramref name="rows"/> rows of <see cref="Q"/>, <see cref="D"/> and
+    /// <see cref="BlockSum"/> with <paramref name="padRows"/> rows of zeros, for kernels that run whole passes of
+    /// tokens on the codes as they are.</summary>
+    public void Pad(int rows, int padRows)
+    {
+        int count = rows * Cols;
+        if (Q.Length < count + padRows * Cols) Array.Resize(ref Q, count + padRows * Cols);
+        Q.AsSpan(count, padRows * Cols).Clear();
+        PadScales(rows, padRows);
+    }
+
+    private void PadScales(int rows, int padRows)
+    {
+        int blocks = rows * Cols / _block, padBlocks = padRows * Cols / _block;
+        if (D.Length < blocks + padBlocks) Array.Resize(ref D, blocks + padBlocks);
+        D.AsSpan(blocks, padBlocks).Clear();
+        int sums = rows * Cols / Block, padSums = padRows * Cols / Block;
+        if (BlockSum.Length < sums + padSums) Array.Resize(ref BlockSum, sums + padSums);
+        BlockSum.AsSpan(sums, padSums).Clear();
     }
 
     /// <summary>Grows the buffers to hold <paramref name="rows"/> × <paramref name="cols"/> activations now, so a later

@@ -76,33 +76,65 @@ public class BlockGemmTests
             Assert.Equal(one.AsSpan(t * rows + 101, 45).ToArray(), part.AsSpan(t * 45, 45).ToArray());
     }
 
+    private const int PackRows = 13, PackBlocks = 2;
+
+    /// <summary>Code i of row r, block b in <see cref="PackedRows"/>: every value from -127 to 127 occurs.</summary>
+    private static int PackCode(int r, int b, int i) => (r * 7 + b * 32 + i) % 255 - 127;
+
+    /// <summary>13 Q8_0 rows of two blocks; row r's scale is r + 1.</summary>
+    private static byte[] PackedRows()
+    {
+        var w = new byte[PackRows * PackBlocks * BlockQ8_0.Bytes];
+        for (int r = 0; r < PackRows; r++)
+        for (int b = 0; b < PackBlocks; b++)
+        {
+            int o = (r * PackBlocks + b) * BlockQ8_0.Bytes;
+            BitConverter.TryWriteBytes(w.AsSpan(o), BitConverter.HalfToUInt16Bits((Half)(r + 1)));
+            for (int i = 0; i < 32; i++) w[o + 2 + i] = (byte)(sbyte)PackCode(r, b, i);
+        }
+        return w;
+    }
+
     [Fact]
     public void Pack_PutsColumnPairsOfSixteenRowsSideBySide()
     {
         if (!Avx512BW.IsSupported) return;
-        const int rows = 13, blocks = 2;
-        var w = new byte[rows * blocks * BlockQ8_0.Bytes];
-        for (int r = 0; r < rows; r++)
-        for (int b = 0; b < blocks; b++)
-        {
-            int o = (r * blocks + b) * BlockQ8_0.Bytes;
-            BitConverter.TryWriteBytes(w.AsSpan(o), BitConverter.HalfToUInt16Bits((Half)(r + 1)));
-            for (int i = 0; i < 32; i++) w[o + 2 + i] = (byte)(sbyte)((r * 7 + b * 32 + i) % 255 - 127);
-        }
-        var panel = new short[blocks * 512];
-        var scales = new float[blocks * 16];
-        BlockGemm<Q8_0Codes>.Pack(ref w[0], blocks * BlockQ8_0.Bytes, rows, blocks, panel, scales);
-        for (int b = 0; b < blocks; b++)
+        byte[] w = PackedRows();
+        var panel = new short[PackBlocks * 512];
+        PanelPack.Codes<BlockRows<Q8_0Codes>>(ref w[0], PackBlocks * BlockQ8_0.Bytes, PackRows, PackBlocks, panel);
+        for (int b = 0; b < PackBlocks; b++)
         for (int g = 0; g < 16; g++)
         for (int j = 0; j < 16; j++)
         for (int e = 0; e < 2; e++)
-        {
-            int expected = j < rows ? (r: j, i: 2 * g + e) switch { var (r, i) => (r * 7 + b * 32 + i) % 255 - 127 } : 0;
-            Assert.Equal(expected, panel[((b * 16 + g) * 16 + j) * 2 + e]);
-        }
-        for (int b = 0; b < blocks; b++)
+            Assert.Equal(j < PackRows ? PackCode(j, b, 2 * g + e) : 0, panel[((b * 16 + g) * 16 + j) * 2 + e]);
+    }
+
+    [Fact]
+    public void PackBytes_PutsFourColumnsOfEightRowsInEachVector_WithCodesMadeUnsigned()
+    {
+        if (!Avx2.IsSupported) return;
+        byte[] w = PackedRows();
+        var panel = new byte[PackBlocks * 512];
+        BlockGemm<Q8_0Codes>.PackBytes(ref w[0], PackBlocks * BlockQ8_0.Bytes, PackRows, PackBlocks, panel);
+        // panel[block, group of four columns, half of the rows, row in the half, column in the group]
+        for (int b = 0; b < PackBlocks; b++)
+        for (int g = 0; g < 8; g++)
         for (int j = 0; j < 16; j++)
-            Assert.Equal(j < rows ? j + 1 : 0, scales[b * 16 + j]);
+        for (int e = 0; e < 4; e++)
+            Assert.Equal(j < PackRows ? PackCode(j, b, 4 * g + e) + 128 : 0, panel[b * 512 + g * 64 + j / 8 * 32 + j % 8 * 4 + e]);
+    }
+
+    [Fact]
+    public void Pack_ConvertsTheSixteenRowsScales()
+    {
+        if (!BlockGemm<Q8_0Codes>.IsSupported) return;
+        byte[] w = PackedRows();
+        var panel = new short[PackBlocks * 512];
+        var scales = new float[PackBlocks * 16];
+        BlockGemm<Q8_0Codes>.Pack(ref w[0], PackBlocks * BlockQ8_0.Bytes, PackRows, PackBlocks, panel, scales);
+        for (int b = 0; b < PackBlocks; b++)
+        for (int j = 0; j < 16; j++)
+            Assert.Equal(j < PackRows ? j + 1 : 0, scales[b * 16 + j]);
     }
 
     /// <summary>Σ w·x in double over the dequantised row and the activations quantised as the kernels see them.</summary>
