@@ -10,6 +10,37 @@ namespace DeepSeekSharp.Bench;
 /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul</c></summary>
 internal static class MatMulBench
 {
+    /// <summary>A prompt's expert products: <paramref name="tokens"/> tokens against each of 64 expert-shaped
+    /// matrices [1408, 2048] in turn (200+ MB in Q8_0, so every matrix comes from memory, as in a prefill), on the
+    /// calling thread; rounds alternate with nothing else between them.
+    /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- experts [FORMAT] [TOKENS] [ROUNDS]</c></summary>
+    public static void Experts(WeightFormat format, int tokens, int rounds)
+    {
+        var rng = new Random(1);
+        const int rows = 1408, cols = 2048, count = 64;
+        float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        var experts = new Matrix[count];
+        for (int e = 0; e < count; e++)
+        {
+            w[e] += 1; // distinct matrices
+            experts[e] = Matrix.FromValues(rows, cols, w, format);
+        }
+        float[] x = Enumerable.Range(0, tokens * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        var y = new float[tokens * rows];
+        using var pool = new WorkerPool(1);
+        using var scope = WorkerPool.Use(pool);
+        long bytes = experts.Sum(m => m.Bytes);
+        for (int r = 0; r < rounds; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            foreach (Matrix m in experts) m.Forward(x, y, tokens);
+            double s = sw.Elapsed.TotalSeconds;
+            Console.WriteLine($"{format} {count} x [{rows} x {cols}], {tokens} tokens, 1 thread: {(double)count * tokens * rows * cols / s / 1e9:F1} GMAC/s, " +
+                              $"{bytes / s / 1e9:F1} GB/s of weights");
+        }
+        foreach (Matrix m in experts) m.Dispose();
+    }
+
     public static void Run(string? only = null)
     {
         var rng = new Random(1);

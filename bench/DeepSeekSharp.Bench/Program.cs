@@ -4,6 +4,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- mltokenizers
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- kernels   (BenchmarkDotNet)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- matmul    (GMAC/s per format and batch size)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- experts [FORMAT] [TOKENS] [ROUNDS]  (a prompt's tokens against 64 expert matrices from memory, one thread)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [FORMAT ...]  (one-token products over weights larger than the caches, GB/s beside the read probe; --in-cache: one thread, data in L2)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- r1-data OUT [EXAMPLES] [VOCAB]  (R1 cold-start data: tokenizer + SFT JSONL)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- grpo MODEL OUT [STEPS] [SEED]  (GRPO from a cold-start model with the recipe's settings; exports OUT/model)
@@ -24,6 +25,10 @@ switch (mode)
         break;
     case "matmul":
         MatMulBench.Run(args.Length > 1 ? args[1] : null);
+        break;
+    case "experts":
+        MatMulBench.Experts(Enum.Parse<DeepSeekSharp.Linear.WeightFormat>(args.Length > 1 ? args[1] : "Q8_0", true), args.Length > 2 ? int.Parse(args[2]) : 12,
+            args.Length > 3 ? int.Parse(args[3]) : 5);
         break;
     case "stream":
         StreamBench.Run(args[1..]);
@@ -56,7 +61,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
         break;
 }
 
