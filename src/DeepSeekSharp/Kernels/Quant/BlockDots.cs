@@ -23,6 +23,11 @@ internal interface IBlockCodes
 
     /// <summary>The block's codes + <see cref="Offset"/> as unsigned bytes (formats with an offset).</summary>
     static abstract Vector256<byte> Unsigned(ref byte block);
+
+    /// <summary>Two consecutive blocks' codes + <see cref="Offset"/> (formats with an offset): codes 0–15 of the block
+    /// at <paramref name="block"/> then codes 0–15 of the next one in <paramref name="low"/>, codes 16–31 of both in
+    /// <paramref name="high"/> — the halves a packed nibble layout yields without crossing 128-bit lanes.</summary>
+    static abstract void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high);
 }
 
 /// <summary>AVX2 dot products of rows of <typeparamref name="T"/> blocks against activations quantised per 32, one
@@ -290,9 +295,32 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Sums8(ref byte wb, ref sbyte xb, ref short xu, int b)
     {
+        if (T.Offset != 0) return PairTree(ref wb, ref xb, b) - OffsetSums8(ref xu, b);
         Vector256<int> s = Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
             BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
         return T.Offset != 0 ? s - OffsetSums8(ref xu, b) : s;
+    }
+
+    /// <summary>Blocks b and b + 1 of an offset format in one vector: lanes 0–3 add up to block b's Σ (code + offset)·x,
+    /// lanes 4–7 to block b + 1's. The activations' 16-byte quarters are swapped into the codes' order
+    /// (<see cref="IBlockCodes.UnsignedPair"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairDot(ref byte wb, ref sbyte xb, int b)
+    {
+        T.UnsignedPair(ref Unsafe.Add(ref wb, b * T.Bytes), out Vector256<byte> low, out Vector256<byte> high);
+        Vector256<sbyte> x0 = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), x1 = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32 + 32));
+        return IntDots.AddBytes4(IntDots.Bytes4(low, Avx2.Permute2x128(x0, x1, 0x20)), high, Avx2.Permute2x128(x0, x1, 0x31));
+    }
+
+    /// <summary>[Σ block b, …, Σ block b+7] (offset codes, before the offset's correction) from four
+    /// <see cref="PairDot"/>s: two levels of horizontal adds leave blocks b, b+2, b+4, b+6 in the low lane and the odd
+    /// ones in the high, which one permutation puts in order. Exact integers, so the same sums as <see cref="Tree"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairTree(ref byte wb, ref sbyte xb, int b)
+    {
+        Vector256<int> s = Avx2.HorizontalAdd(Avx2.HorizontalAdd(PairDot(ref wb, ref xb, b), PairDot(ref wb, ref xb, b + 2)),
+            Avx2.HorizontalAdd(PairDot(ref wb, ref xb, b + 4), PairDot(ref wb, ref xb, b + 6)));
+        return Avx2.PermuteVar8x32(s, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7));
     }
 
     /// <summary>For each of four tokens, [Σ block b, Σ b+1, …] summed as <see cref="Tree"/> does, for blocks b..b+7.

@@ -18,6 +18,11 @@ internal static class IntDots
             ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s)
             : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
 
+    /// <summary><paramref name="acc"/> plus, in each int32 lane, the sum of four adjacent u8 × s8 products.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> AddBytes4(Vector256<int> acc, Vector256<byte> u, Vector256<sbyte> s) =>
+        AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, u, s) : acc + Bytes4(u, s);
+
     /// <summary><paramref name="acc"/> plus, in each int32 lane, the sum of two adjacent s16 × s16 products.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> AddPairs(Vector256<int> acc, Vector256<short> a, Vector256<short> b) =>

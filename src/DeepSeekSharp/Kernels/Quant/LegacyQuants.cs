@@ -213,6 +213,10 @@ internal readonly struct Q4_0Codes : IBlockCodes
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unsigned(ref byte block) => Q5_0Codes.Nibbles(ref Unsafe.Add(ref block, 2));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) =>
+        Q5_0Codes.NibblePair(ref Unsafe.Add(ref block, 2), 18, out low, out high);
 }
 
 /// <summary>Q5_0's codes: nibbles plus the fifth bits from the 32-bit mask (spread to bytes by a shuffle), minus 16.</summary>
@@ -225,6 +229,32 @@ internal readonly struct Q5_0Codes : IBlockCodes
     {
         Vector128<byte> packed = Vector128.LoadUnsafe(ref codes), low = Vector128.Create((byte)0x0F);
         return Vector256.Create(packed & low, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & low);
+    }
+
+    /// <summary>The packed nibbles at <paramref name="codes"/> and <paramref name="codes"/> + <paramref name="stride"/>:
+    /// both blocks' low nibbles (codes 0–15) in <paramref name="low"/>, their high nibbles (16–31) in
+    /// <paramref name="high"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void NibblePair(ref byte codes, int stride, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        Vector256<byte> packed = Vector256.Create(Vector128.LoadUnsafe(ref codes), Vector128.LoadUnsafe(ref codes, (nuint)stride));
+        low = packed & Vector256.Create((byte)0x0F);
+        high = Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector256.Create((byte)0x0F);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        NibblePair(ref Unsafe.Add(ref block, 6), 22, out low, out high);
+        // Both mask words in every 64-bit lane; byte k of the eight goes to eight bytes, each keeping its own bit:
+        // bits 0–15 of the first block's word (bytes 0, 1) then of the second's (bytes 4, 5) for the low codes,
+        // bits 16–31 (bytes 2, 3 and 6, 7) for the high ones.
+        ulong words = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2)) | (ulong)Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 24)) << 32;
+        Vector256<byte> both = Vector256.Create(words).AsByte(), bitMask = Vector256.Create(0x8040201008040201).AsByte();
+        Vector256<byte> spreadLow = Avx2.Shuffle(both, Vector256.Create(0UL, 0x0101010101010101, 0x0404040404040404, 0x0505050505050505).AsByte());
+        Vector256<byte> spreadHigh = Avx2.Shuffle(both, Vector256.Create(0x0202020202020202, 0x0303030303030303, 0x0606060606060606, 0x0707070707070707).AsByte());
+        low |= Vector256.Equals(spreadLow & bitMask, bitMask) & Vector256.Create((byte)0x10);
+        high |= Vector256.Equals(spreadHigh & bitMask, bitMask) & Vector256.Create((byte)0x10);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -82,4 +82,7 @@ internal readonly struct Q8_0Codes : IBlockCodes
 
     /// <summary>Not used: Q8_0's codes span the signed byte range and take the sign trick.</summary>
     public static Vector256<byte> Unsigned(ref byte block) => default;
+
+    /// <summary>Not used (see <see cref="Unsigned"/>).</summary>
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) => low = high = default;
 }
