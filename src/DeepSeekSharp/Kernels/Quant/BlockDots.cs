@@ -117,8 +117,13 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             // Weights and codes from refs at the group, so the blocks' offsets are constants (see V256).
             ref byte w = ref Unsafe.Add(ref wb, b * T.Bytes);
             Vector256<float> ws = Scales8(ref w, 0);
-            Sums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32), 0,
-                out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3);
+            Vector256<int> i0, i1, i2, i3;
+            if (T.Offset != 0)
+                PairSums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32),
+                    out i0, out i1, out i2, out i3);
+            else
+                Sums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32), 0,
+                    out i0, out i1, out i2, out i3);
             if (T.Offset != 0)
             {
                 i0 -= OffsetSums8(ref u0, b);
@@ -163,10 +168,15 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             ref byte w = ref Unsafe.Add(ref wb, b * T.Bytes);
             ref sbyte y0 = ref Unsafe.Add(ref x0, b * 32), y1 = ref Unsafe.Add(ref x1, b * 32);
             Vector256<float> ws = Scales8(ref w, 0);
-            Pair(ref w, ref y0, ref y1, 0, out Vector256<int> q0, out Vector256<int> q1);
-            Pair(ref w, ref y0, ref y1, 4, out Vector256<int> r0, out Vector256<int> r1);
-            Vector256<int> i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
-            Vector256<int> i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
+            Vector256<int> i0, i1;
+            if (T.Offset != 0) PairSums8x2(ref w, ref y0, ref y1, out i0, out i1);
+            else
+            {
+                Pair(ref w, ref y0, ref y1, 0, out Vector256<int> q0, out Vector256<int> q1);
+                Pair(ref w, ref y0, ref y1, 4, out Vector256<int> r0, out Vector256<int> r1);
+                i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
+                i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
+            }
             if (T.Offset != 0)
             {
                 i0 -= OffsetSums8(ref u0, b);
@@ -308,8 +318,63 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     private static Vector256<int> PairDot(ref byte wb, ref sbyte xb, int b)
     {
         T.UnsignedPair(ref Unsafe.Add(ref wb, b * T.Bytes), out Vector256<byte> low, out Vector256<byte> high);
+        return PairDot8(low, high, ref xb, b);
+    }
+
+    /// <summary>PairDot for one token against codes already unpacked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairDot8(Vector256<byte> low, Vector256<byte> high, ref sbyte xb, int b)
+    {
         Vector256<sbyte> x0 = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), x1 = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32 + 32));
         return IntDots.AddBytes4(IntDots.Bytes4(low, Avx2.Permute2x128(x0, x1, 0x20)), high, Avx2.Permute2x128(x0, x1, 0x31));
+    }
+
+    /// <summary>[Σ block 0, …, Σ block 7] of an offset format for four tokens (<see cref="PairTree"/> per token, each
+    /// pair of blocks unpacked once for all four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PairSums8x4(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3,
+        out Vector256<int> i0, out Vector256<int> i1, out Vector256<int> i2, out Vector256<int> i3)
+    {
+        PairQuarter4(ref wb, ref x0, ref x1, ref x2, ref x3, 0, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3);
+        PairQuarter4(ref wb, ref x0, ref x1, ref x2, ref x3, 4, out Vector256<int> c0, out Vector256<int> c1, out Vector256<int> c2, out Vector256<int> c3);
+        Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        i0 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a0, c0), order);
+        i1 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a1, c1), order);
+        i2 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a2, c2), order);
+        i3 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a3, c3), order);
+    }
+
+    /// <summary>The first level of <see cref="PairTree"/> (blocks b..b+3) for four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PairQuarter4(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
+        out Vector256<int> h0, out Vector256<int> h1, out Vector256<int> h2, out Vector256<int> h3)
+    {
+        T.UnsignedPair(ref Unsafe.Add(ref wb, b * T.Bytes), out Vector256<byte> low, out Vector256<byte> high);
+        Vector256<int> e0 = PairDot8(low, high, ref x0, b), e1 = PairDot8(low, high, ref x1, b);
+        Vector256<int> e2 = PairDot8(low, high, ref x2, b), e3 = PairDot8(low, high, ref x3, b);
+        T.UnsignedPair(ref Unsafe.Add(ref wb, (b + 2) * T.Bytes), out low, out high);
+        h0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, b + 2));
+        h1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, b + 2));
+        h2 = Avx2.HorizontalAdd(e2, PairDot8(low, high, ref x2, b + 2));
+        h3 = Avx2.HorizontalAdd(e3, PairDot8(low, high, ref x3, b + 2));
+    }
+
+    /// <summary><see cref="PairSums8x4"/> for two tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PairSums8x2(ref byte wb, ref sbyte x0, ref sbyte x1, out Vector256<int> i0, out Vector256<int> i1)
+    {
+        T.UnsignedPair(ref wb, out Vector256<byte> low, out Vector256<byte> high);
+        Vector256<int> e0 = PairDot8(low, high, ref x0, 0), e1 = PairDot8(low, high, ref x1, 0);
+        T.UnsignedPair(ref Unsafe.Add(ref wb, 2 * T.Bytes), out low, out high);
+        Vector256<int> a0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, 2)), a1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, 2));
+        T.UnsignedPair(ref Unsafe.Add(ref wb, 4 * T.Bytes), out low, out high);
+        e0 = PairDot8(low, high, ref x0, 4);
+        e1 = PairDot8(low, high, ref x1, 4);
+        T.UnsignedPair(ref Unsafe.Add(ref wb, 6 * T.Bytes), out low, out high);
+        Vector256<int> c0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, 6)), c1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, 6));
+        Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
+        i0 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a0, c0), order);
+        i1 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a1, c1), order);
     }
 
     /// <summary>[Σ block b, …, Σ block b+7] (offset codes, before the offset's correction) from four
