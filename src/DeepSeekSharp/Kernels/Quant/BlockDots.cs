@@ -33,8 +33,9 @@ internal interface IBlockCodes
 /// <summary>AVX2 dot products of rows of <typeparamref name="T"/> blocks against activations quantised per 32, one
 /// token (<see cref="V256"/>) or four sharing each block's codes (<see cref="V256x4"/>, bit-identical per token).
 /// Per block: exact int32 sums of |w| × sign-moved x (maddubs + maddwd) — or, for formats with small codes, of
-/// (code + offset) × x minus offset × Σx, which needs no sign trick; eight blocks' sums gathered into one vector by a
-/// horizontal-add tree, converted once and scaled by their eight d_w·d_x. Blocks past the last whole eight are added
+/// (code + offset) × x minus offset × Σx, which needs no sign trick, two blocks per vector (<see cref="PairDot"/>);
+/// eight blocks' sums gathered into one vector by a horizontal-add tree, converted once and scaled by their eight
+/// d_w·d_x. Blocks past the last whole eight are added
 /// one by one. Either way the integer sums are exact, so the results are the same bits. Specialised per format by
 /// the JIT (T is a struct).</summary>
 internal static class BlockDots<T> where T : struct, IBlockCodes
@@ -118,14 +119,13 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             ref byte w = ref Unsafe.Add(ref wb, b * T.Bytes);
             Vector256<float> ws = Scales8(ref w, 0);
             Vector256<int> i0, i1, i2, i3;
-            if (T.Offset != 0)
-                PairSums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32),
-                    out i0, out i1, out i2, out i3);
-            else
+            if (T.Offset == 0)
                 Sums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32), 0,
                     out i0, out i1, out i2, out i3);
-            if (T.Offset != 0)
+            else
             {
+                PairSums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32),
+                    out i0, out i1, out i2, out i3);
                 i0 -= OffsetSums8(ref u0, b);
                 i1 -= OffsetSums8(ref u1, b);
                 i2 -= OffsetSums8(ref u2, b);
@@ -169,16 +169,16 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             ref sbyte y0 = ref Unsafe.Add(ref x0, b * 32), y1 = ref Unsafe.Add(ref x1, b * 32);
             Vector256<float> ws = Scales8(ref w, 0);
             Vector256<int> i0, i1;
-            if (T.Offset != 0) PairSums8x2(ref w, ref y0, ref y1, out i0, out i1);
-            else
+            if (T.Offset == 0)
             {
                 Pair(ref w, ref y0, ref y1, 0, out Vector256<int> q0, out Vector256<int> q1);
                 Pair(ref w, ref y0, ref y1, 4, out Vector256<int> r0, out Vector256<int> r1);
                 i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
                 i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
             }
-            if (T.Offset != 0)
+            else
             {
+                PairSums8x2(ref w, ref y0, ref y1, out i0, out i1);
                 i0 -= OffsetSums8(ref u0, b);
                 i1 -= OffsetSums8(ref u1, b);
             }
@@ -270,24 +270,16 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     private static Vector256<int> OffsetSums8(ref short xu, int b) =>
         Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref xu, (nuint)b)) * T.Offset;
 
-    /// <summary>Block b against one token: |w| × sign-moved x, or the offset codes (then <paramref name="aw"/> holds
-    /// them and <paramref name="wq"/> is unused) × x.</summary>
+    /// <summary>Block b against one token: |w| × sign-moved x (the sign-trick formats; offset formats take
+    /// <see cref="PairDot8"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b)
-    {
-        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
-        return IntDots.Bytes4(aw, T.Offset != 0 ? x : Avx2.Sign(x, wq));
-    }
+    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b) =>
+        IntDots.Bytes4(aw, Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq));
 
-    /// <summary>What <see cref="Dot8"/> multiplies: (|w|, w), or (code + offset, unused).</summary>
+    /// <summary>What <see cref="Dot8"/> multiplies: |w|, and w in <paramref name="wq"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<byte> Weights(ref byte wb, int b, out Vector256<sbyte> wq)
     {
-        if (T.Offset != 0)
-        {
-            wq = default;
-            return T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes));
-        }
         wq = Codes(ref wb, b);
         return Avx2.Abs(wq);
     }
@@ -308,7 +300,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         if (T.Offset != 0) return PairTree(ref wb, ref xb, b) - OffsetSums8(ref xu, b);
         Vector256<int> s = Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
             BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
-        return T.Offset != 0 ? s - OffsetSums8(ref xu, b) : s;
+        return s;
     }
 
     /// <summary>Blocks b and b + 1 of an offset format in one vector: lanes 0–3 add up to block b's Σ (code + offset)·x,
@@ -337,11 +329,10 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     {
         PairQuarter4(ref wb, ref x0, ref x1, ref x2, ref x3, 0, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3);
         PairQuarter4(ref wb, ref x0, ref x1, ref x2, ref x3, 4, out Vector256<int> c0, out Vector256<int> c1, out Vector256<int> c2, out Vector256<int> c3);
-        Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
-        i0 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a0, c0), order);
-        i1 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a1, c1), order);
-        i2 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a2, c2), order);
-        i3 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a3, c3), order);
+        i0 = InBlockOrder(Avx2.HorizontalAdd(a0, c0));
+        i1 = InBlockOrder(Avx2.HorizontalAdd(a1, c1));
+        i2 = InBlockOrder(Avx2.HorizontalAdd(a2, c2));
+        i3 = InBlockOrder(Avx2.HorizontalAdd(a3, c3));
     }
 
     /// <summary>The first level of <see cref="PairTree"/> (blocks b..b+3) for four tokens.</summary>
@@ -372,9 +363,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         e1 = PairDot8(low, high, ref x1, 4);
         T.UnsignedPair(ref Unsafe.Add(ref wb, 6 * T.Bytes), out low, out high);
         Vector256<int> c0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, 6)), c1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, 6));
-        Vector256<int> order = Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7);
-        i0 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a0, c0), order);
-        i1 = Avx2.PermuteVar8x32(Avx2.HorizontalAdd(a1, c1), order);
+        i0 = InBlockOrder(Avx2.HorizontalAdd(a0, c0));
+        i1 = InBlockOrder(Avx2.HorizontalAdd(a1, c1));
     }
 
     /// <summary>[Σ block b, …, Σ block b+7] (offset codes, before the offset's correction) from four
@@ -385,8 +375,13 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     {
         Vector256<int> s = Avx2.HorizontalAdd(Avx2.HorizontalAdd(PairDot(ref wb, ref xb, b), PairDot(ref wb, ref xb, b + 2)),
             Avx2.HorizontalAdd(PairDot(ref wb, ref xb, b + 4), PairDot(ref wb, ref xb, b + 6)));
-        return Avx2.PermuteVar8x32(s, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7));
+        return InBlockOrder(s);
     }
+
+    /// <summary>[b0, b2, b4, b6 | b1, b3, b5, b7], as two levels of horizontal adds over pair vectors leave them, put
+    /// in block order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> InBlockOrder(Vector256<int> s) => Avx2.PermuteVar8x32(s, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7));
 
     /// <summary>For each of four tokens, [Σ block b, Σ b+1, …] summed as <see cref="Tree"/> does, for blocks b..b+7.
     /// The pair sums are folded as soon as both halves exist, so at most a dozen vectors are live (keeping the

@@ -250,11 +250,20 @@ internal readonly struct Q5_0Codes : IBlockCodes
         // bits 0–15 of the first block's word (bytes 0, 1) then of the second's (bytes 4, 5) for the low codes,
         // bits 16–31 (bytes 2, 3 and 6, 7) for the high ones.
         ulong words = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2)) | (ulong)Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 24)) << 32;
-        Vector256<byte> both = Vector256.Create(words).AsByte(), bitMask = Vector256.Create(0x8040201008040201).AsByte();
+        Vector256<byte> both = Vector256.Create(words).AsByte();
         Vector256<byte> spreadLow = Avx2.Shuffle(both, Vector256.Create(0UL, 0x0101010101010101, 0x0404040404040404, 0x0505050505050505).AsByte());
         Vector256<byte> spreadHigh = Avx2.Shuffle(both, Vector256.Create(0x0202020202020202, 0x0303030303030303, 0x0606060606060606, 0x0707070707070707).AsByte());
-        low |= Vector256.Equals(spreadLow & bitMask, bitMask) & Vector256.Create((byte)0x10);
-        high |= Vector256.Equals(spreadHigh & bitMask, bitMask) & Vector256.Create((byte)0x10);
+        low |= FifthBits(spreadLow);
+        high |= FifthBits(spreadHigh);
+    }
+
+    /// <summary>0x10 in each byte whose own bit (bit i mod 8 of byte i) is set in <paramref name="spread"/>, a mask
+    /// byte copied to eight bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> FifthBits(Vector256<byte> spread)
+    {
+        Vector256<byte> bitMask = Vector256.Create(0x8040201008040201).AsByte();
+        return Vector256.Equals(spread & bitMask, bitMask) & Vector256.Create((byte)0x10);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -268,9 +277,8 @@ internal readonly struct Q5_0Codes : IBlockCodes
         // Constants written in place (see the note on vector constants in BlockDots): byte i of the mask word goes to
         // bytes 8i..8i+7, and each of those keeps its own bit.
         Vector256<byte> bitSpread = Vector256.Create(0UL, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303).AsByte();
-        Vector256<byte> bitMask = Vector256.Create(0x8040201008040201).AsByte();
         Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), bitSpread);
-        return Nibbles(ref Unsafe.Add(ref block, 6)) | (Vector256.Equals(spread & bitMask, bitMask) & Vector256.Create((byte)0x10));
+        return Nibbles(ref Unsafe.Add(ref block, 6)) | FifthBits(spread);
     }
 
     public static int Code(ReadOnlySpan<byte> block, int i)
