@@ -63,7 +63,7 @@ public static unsafe class ReadBandwidth
     /// <summary>Bytes per second reading <paramref name="bytes"/> with <paramref name="threads"/> threads.</summary>
     public static double Measure(int threads, long bytes = 1L << 30, int passes = 5)
     {
-        using var buffer = new NativeBuffer(bytes);
+        using var buffer = new NativeBuffer(bytes, weights: true);
         new Span<byte>(buffer.Pointer, (int)Math.Min(bytes, int.MaxValue)).Fill(1);
         for (long off = int.MaxValue; off < bytes; off += int.MaxValue)
             new Span<byte>(buffer.Pointer + off, (int)Math.Min(bytes - off, int.MaxValue)).Fill(1);

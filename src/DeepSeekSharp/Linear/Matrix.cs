@@ -172,7 +172,7 @@ public abstract unsafe class Matrix : IDisposable
     {
         long rowBytes = format.Traits().RowBytes(cols);
         if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return Q4KTiledMatrix.Create(rows, cols);
-        var buffer = new NativeBuffer(rowBytes * rows);
+        var buffer = new NativeBuffer(rowBytes * rows, weights: true);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
     }
 

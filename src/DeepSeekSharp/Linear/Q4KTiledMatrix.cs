@@ -19,7 +19,7 @@ internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDis
     /// <summary>A matrix in aligned native memory; the padding rows of the last group are zero.</summary>
     public static Q4KTiledMatrix Create(int rows, int cols)
     {
-        var buffer = new NativeBuffer(BytesFor(rows, cols));
+        var buffer = new NativeBuffer(BytesFor(rows, cols), weights: true);
         long group = (long)(cols / 256) * Q4KTiles.Bytes;
         if (rows % TileRows != 0) new Span<byte>(buffer.Pointer + (long)(rows / TileRows) * group, checked((int)group)).Clear();
         return new Q4KTiledMatrix(rows, cols, buffer.Pointer, buffer);

@@ -6,12 +6,19 @@ namespace DeepSeekSharp.Tensors;
 public sealed unsafe class NativeBuffer : IDisposable
 {
     private void* _pointer;
+    private readonly WeightHeap.Slab? _slab;
 
-    public NativeBuffer(long bytes)
+    public NativeBuffer(long bytes) : this(bytes, weights: false) { }
+
+    /// <param name="weights">long-lived memory that is streamed (weights, the bandwidth probe): taken from
+    /// <see cref="WeightHeap"/>'s huge-page slabs when it is large enough</param>
+    public NativeBuffer(long bytes, bool weights)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Length = bytes;
-        _pointer = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
+        _pointer = weights && bytes >= WeightHeap.MinBytes
+            ? WeightHeap.Shared.Allocate(bytes, out _slab)
+            : NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
         GC.AddMemoryPressure(Math.Max(bytes, 1));
     }
 
@@ -27,7 +34,7 @@ public sealed unsafe class NativeBuffer : IDisposable
     public void Dispose()
     {
         if (_pointer == null) return;
-        NativeMemory.AlignedFree(_pointer);
+        Free();
         _pointer = null;
         GC.RemoveMemoryPressure(Math.Max(Length, 1));
         GC.SuppressFinalize(this);
@@ -35,6 +42,12 @@ public sealed unsafe class NativeBuffer : IDisposable
 
     ~NativeBuffer()
     {
-        if (_pointer != null) NativeMemory.AlignedFree(_pointer);
+        if (_pointer != null) Free();
+    }
+
+    private void Free()
+    {
+        if (_slab is not null) _slab.Heap.Free(_slab);
+        else NativeMemory.AlignedFree(_pointer);
     }
 }

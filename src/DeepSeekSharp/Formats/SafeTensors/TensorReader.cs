@@ -98,7 +98,7 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             unsafe
             {
                 if (inPlace) return Matrix.CreateFp8(rows, cols, file.DataPointer(info), scales, fp8Block, owner: null);
-                var codes = new NativeBuffer((long)rows * cols);
+                var codes = new NativeBuffer((long)rows * cols, weights: true);
                 RowTasks.Run(rows, (r0, r1) => file.ReadBytes(info, (long)r0 * cols, codes.Bytes((long)r0 * cols, (r1 - r0) * cols)));
                 return Matrix.CreateFp8(rows, cols, codes.Pointer, scales, fp8Block, codes);
             }
