@@ -66,7 +66,7 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         QuantizedActivations a = base.Prepare(x, n, target)!;
-        if (Avx2.IsSupported) a.PreparePairs32(n);
+        if (Avx2.IsSupported) a.PrepareSums16(n);
         return a;
     }
 
@@ -79,7 +79,7 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
             ReadOnlySpan<BlockQ6K> row = Row(o);
             for (int t = 0; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Avx2.IsSupported
-                    ? Q6K.V256(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks), a.Pairs32.AsSpan(t * Cols / 2, Cols / 2))
+                    ? Q6K.V256(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks), a.Sums16.AsSpan(t * Cols / 16, Cols / 16))
                     : Q6K.Scalar(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
         }
     }

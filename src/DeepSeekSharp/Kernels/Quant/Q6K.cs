@@ -111,70 +111,100 @@ public static class Q6K
         return sum;
     }
 
-    /// <summary>AVX2 without the activations' pair sums at hand (computes them, then <see cref="V256(ReadOnlySpan{BlockQ6K}, ReadOnlySpan{sbyte}, ReadOnlySpan{float}, ReadOnlySpan{short})"/>).</summary>
+    /// <summary>AVX2 without the activations' sums per 16 at hand (computes them, then <see cref="V256(ReadOnlySpan{BlockQ6K}, ReadOnlySpan{sbyte}, ReadOnlySpan{float}, ReadOnlySpan{short})"/>).</summary>
     internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
-        Span<short> pairs = xq.Length <= 32768 ? stackalloc short[xq.Length / 2] : new short[xq.Length / 2];
-        QuantizedActivations.Pairs32Of(xq, pairs);
-        return V256(w, xq, xd, pairs);
+        Span<short> sums = xq.Length <= 65536 ? stackalloc short[xq.Length / 16] : new short[xq.Length / 16];
+        QuantizedActivations.Sums16Of(xq, sums);
+        return V256(w, xq, xd, sums);
     }
 
-    /// <summary>AVX2: codes unpacked 32 at a time, u6 × s8 pair sums (maddubs) minus 32 × the pair sums of x (given:
-    /// <see cref="QuantizedActivations.Pairs32"/>), then the two sub-block scales of the 32 applied by the widening
-    /// pair-add, the scales widened once per block and picked by a byte shuffle. All integer: equal to <see cref="Scalar"/>.</summary>
+    /// <summary>AVX2: codes (stored as q + 32, 0..63) unpacked 32 at a time, u6 × s8 pair sums (maddubs), the two
+    /// sub-block scales of the 32 applied by the widening pair-add (scales widened once per block, picked by a byte
+    /// shuffle); then 32 · Σ_j sc_j · Σx_j taken off once per block, from the activations' sums per 16
+    /// (<see cref="QuantizedActivations.Sums16"/>). All integer: equal to <see cref="Scalar"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> pairs32)
+    internal static float V256(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
     {
-        if (pairs32.Length < xq.Length / 2) ThrowHelper.TooShort(nameof(pairs32), xq.Length / 2, pairs32.Length);
-        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
-        ref short pr = ref MemoryMarshal.GetReference(pairs32);
+        int n = w.Length;
+        if (xq.Length < n * 256 || xd.Length < n) ThrowHelper.LengthMismatch(nameof(xq), n * 256, xq.Length);
+        if (sums16.Length < n * 16) ThrowHelper.TooShort(nameof(sums16), n * 16, sums16.Length);
+        // Refs moved a block at a time, so the offsets inside a block are constants of their instructions; the masks
+        // and the scale shuffles made once, outside the loop.
+        ref byte blk = ref Unsafe.As<BlockQ6K, byte>(ref MemoryMarshal.GetReference(w));
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        ref short xs = ref MemoryMarshal.GetReference(sums16);
+        ref float dx = ref MemoryMarshal.GetReference(xd);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(HalfTable.Values);
+        var k = new Constants(Vector256.Create((byte)0x0F), Vector256.Create((byte)0x30), Pick(0), Pick(1), Pick(2), Pick(3));
         float sum = 0;
-        for (int b = 0; b < w.Length; b++)
+        int b = 0;
+        // Two blocks a step share the horizontal sum; their products join the float sum one after the other, as in
+        // the specification.
+        for (; b + 2 <= n; b += 2)
         {
-            ref BlockQ6K blk = ref Unsafe.AsRef(in w[b]);
-            ref byte ql = ref Unsafe.As<BlockQ6K.Low, byte>(ref blk.Ql);
-            ref byte qh = ref Unsafe.As<BlockQ6K.High, byte>(ref blk.Qh);
-            ref sbyte sc = ref Unsafe.As<BlockQ6K.Scales, sbyte>(ref blk.Sc);
-            ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
-            ref short pb = ref Unsafe.Add(ref pr, b * 128);
-            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref sc));
-            Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
-            // The two halves written out (a loop kept its offsets in registers and recomputed them per part).
-            Vector256<int> acc = Half(ref ql, ref qh, ref xb, ref pb, 0, scales) + Half(ref ql, ref qh, ref xb, ref pb, 1, scalesHi);
-            sum += HalfTable.Values[blk.D] * xd[b] * Vector256.Sum(acc);
+            Vector256<int> h = Avx2.HorizontalAdd(BlockSums(ref blk, ref x, ref xs, k),
+                BlockSums(ref Unsafe.Add(ref blk, BlockQ6K.Bytes), ref Unsafe.Add(ref x, 256), ref Unsafe.Add(ref xs, 16), k));
+            Vector128<int> q = h.GetLower() + h.GetUpper();
+            q = Ssse3.HorizontalAdd(q, q); // [Σ first, Σ second, …]
+            sum += Scale(ref half, ref blk) * dx * q.ToScalar();
+            sum += Scale(ref half, ref Unsafe.Add(ref blk, BlockQ6K.Bytes)) * Unsafe.Add(ref dx, 1) * q.GetElement(1);
+            blk = ref Unsafe.Add(ref blk, 2 * BlockQ6K.Bytes);
+            x = ref Unsafe.Add(ref x, 512);
+            xs = ref Unsafe.Add(ref xs, 32);
+            dx = ref Unsafe.Add(ref dx, 2);
         }
+        if (b < n) sum += Scale(ref half, ref blk) * dx * Vector256.Sum(BlockSums(ref blk, ref x, ref xs, k));
         return sum;
     }
 
-    /// <summary>Half <paramref name="half"/> of a block (128 weights, chunks 4·half .. 4·half + 3): its codes unpacked
-    /// and summed against the activations; <paramref name="s"/> holds sub-block scales 8·half .. 8·half + 7.</summary>
+    /// <summary>d of the block at <paramref name="blk"/>, from the fp16 table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Half(ref byte ql, ref byte qh, ref sbyte xb, ref short pb, int half, Vector256<byte> s)
+    private static float Scale(ref float half, ref byte blk) => Unsafe.Add(ref half, Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 208)));
+
+    /// <summary>Eight lanes whose sum is the block's exact Σ_j sc_j · Σ (q − 32)·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> BlockSums(ref byte blk, ref sbyte x, ref short xs, in Constants k)
     {
-        Vector256<byte> low4 = Vector256.Create((byte)0x0F), high2 = Vector256.Create((byte)0x30);
-        Vector256<byte> l0 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref ql, (nuint)(half * 64 + 32));
-        Vector256<byte> h = Vector256.LoadUnsafe(ref qh, (nuint)(half * 32));
-        Vector256<ushort> h16 = h.AsUInt16();
-        Vector256<byte> q0 = (l0 & low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & high2);
-        Vector256<byte> q1 = (l1 & low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & high2);
-        Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low4) | (h & high2);
-        Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & high2);
-        // Two accumulation chains (q0, q1 and q2, q3), so the parts' multiply-adds need not wait on one another.
-        Vector256<int> a = Part(Vector256<int>.Zero, q0, ref xb, ref pb, half * 4 + 0, Avx2.Shuffle(s, Pick(0)).AsInt16());
-        a = Part(a, q1, ref xb, ref pb, half * 4 + 1, Avx2.Shuffle(s, Pick(1)).AsInt16());
-        Vector256<int> b = Part(Vector256<int>.Zero, q2, ref xb, ref pb, half * 4 + 2, Avx2.Shuffle(s, Pick(2)).AsInt16());
-        return a + Part(b, q3, ref xb, ref pb, half * 4 + 3, Avx2.Shuffle(s, Pick(3)).AsInt16());
+        Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref blk, 192))));
+        Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
+        Vector256<int> acc = Half(ref blk, ref x, 0, scales, k) + Half(ref blk, ref x, 1, scalesHi, k);
+        return acc - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref xs)), 5); // 32 · Σ_j sc_j · Σx_j
     }
 
-    /// <summary><paramref name="acc"/> plus Σ over the 32 weights of chunk k (two sub-blocks) of sc·(q − 32)·x, as
-    /// eight int32 partial sums; <paramref name="scales"/> holds sub-block 2k's scale in the low 128 bits and 2k + 1's
-    /// in the high.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Part(Vector256<int> acc, Vector256<byte> q, ref sbyte xb, ref short pb, int k, Vector256<short> scales)
+    /// <summary>The masks and scale shuffles of the loop, made once.</summary>
+    private readonly struct Constants(Vector256<byte> low4, Vector256<byte> high2, Vector256<byte> pick0, Vector256<byte> pick1,
+        Vector256<byte> pick2, Vector256<byte> pick3)
     {
-        Vector256<short> p = Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref xb, (nuint)(k * 32))) - Vector256.LoadUnsafe(ref pb, (nuint)(k * 16));
-        return IntDots.AddPairs(acc, p, scales);
+        public readonly Vector256<byte> Low4 = low4, High2 = high2, Pick0 = pick0, Pick1 = pick1, Pick2 = pick2, Pick3 = pick3;
     }
+
+    /// <summary>Half <paramref name="half"/> of the block at <paramref name="blk"/> (128 weights, chunks 4·half ..
+    /// 4·half + 3): its codes unpacked and summed against the activations, Σ sc·q·x without the offset;
+    /// <paramref name="s"/> holds sub-block scales 8·half .. 8·half + 7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Half(ref byte blk, ref sbyte xb, int half, Vector256<byte> s, in Constants k)
+    {
+        Vector256<byte> l0 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64 + 32));
+        Vector256<byte> h = Vector256.LoadUnsafe(ref blk, (nuint)(128 + half * 32));
+        Vector256<ushort> h16 = h.AsUInt16();
+        Vector256<byte> q0 = (l0 & k.Low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & k.High2);
+        Vector256<byte> q1 = (l1 & k.Low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & k.High2);
+        Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & k.Low4) | (h & k.High2);
+        Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & k.Low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & k.High2);
+        // Two accumulation chains (q0, q1 and q2, q3), so the parts' multiply-adds need not wait on one another.
+        Vector256<int> a = Part(Vector256<int>.Zero, q0, ref xb, half * 4 + 0, Avx2.Shuffle(s, k.Pick0).AsInt16());
+        a = Part(a, q1, ref xb, half * 4 + 1, Avx2.Shuffle(s, k.Pick1).AsInt16());
+        Vector256<int> b = Part(Vector256<int>.Zero, q2, ref xb, half * 4 + 2, Avx2.Shuffle(s, k.Pick2).AsInt16());
+        return a + Part(b, q3, ref xb, half * 4 + 3, Avx2.Shuffle(s, k.Pick3).AsInt16());
+    }
+
+    /// <summary><paramref name="acc"/> plus Σ over the 32 weights of chunk k (two sub-blocks) of sc·q·x (q the stored
+    /// 0..63: u6 × s8 pair sums stay below 2 · 63 · 127 = 16,002, so vpmaddubsw never saturates), as eight int32
+    /// partial sums; <paramref name="scales"/> holds sub-block 2k's scale in the low 128 bits and 2k + 1's in the high.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Part(Vector256<int> acc, Vector256<byte> q, ref sbyte xb, int k, Vector256<short> scales) =>
+        IntDots.AddPairs(acc, Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref xb, (nuint)(k * 32))), scales);
 
     /// <summary>Byte shuffles broadcasting, within the scales of one half (eight int16 in each 128-bit lane), scale
     /// 2k to the low lane and 2k + 1 to the high lane: bytes 4k, 4k + 1 repeated in the low half and 4k + 2, 4k + 3 in

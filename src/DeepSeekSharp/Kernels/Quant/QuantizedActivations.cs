@@ -13,30 +13,31 @@ public sealed class QuantizedActivations
     public sbyte[] Q = [];      // [rows, cols]
     public float[] D = [];      // [rows, cols / 32]    (per-32 mode) or [rows, cols / 256] (per-256 mode)
     public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (|Σ| ≤ 4064): Q4_K's minimums, Q4_0/Q5_0's code offsets
-    public short[] Pairs32 = [];  // [rows, cols / 2]: 32·(q[2i] + q[2i+1]), Q6_K's offset term (by PreparePairs32)
+    public short[] Sums16 = [];   // [rows, cols / 16]: Σ q of each 16 (|Σ| ≤ 2032), Q6_K's offset term (by PrepareSums16)
     public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
     public int Cols { get; private set; }
     /// <summary>Values per scale of the last quantisation: 32, or 256 (<see cref="QuantizeK"/>).</summary>
     public int BlockSize => _block;
     private int _block = Block;
 
-    /// <summary>Fills <see cref="Pairs32"/> for the first <paramref name="rows"/> rows: what vpmaddubsw of 32s against
-    /// the codes gives, so Q6_K's kernel (codes stored as q + 32) subtracts it instead of recomputing it per weight row.</summary>
-    public void PreparePairs32(int rows)
+    /// <summary>Fills <see cref="Sums16"/> for the first <paramref name="rows"/> rows: Q6_K's kernel (codes stored as
+    /// q + 32) takes 32 · Σ_j sc_j · Σx_j off each block with them instead of subtracting per weight.</summary>
+    public void PrepareSums16(int rows)
     {
-        int pairs = rows * Cols / 2;
-        if (Pairs32.Length < pairs) Pairs32 = new short[pairs];
-        Pairs32Of(Q.AsSpan(0, 2 * pairs), Pairs32.AsSpan(0, pairs));
+        int sums = rows * Cols / 16;
+        if (Sums16.Length < sums) Sums16 = new short[sums];
+        Sums16Of(Q.AsSpan(0, 16 * sums), Sums16.AsSpan(0, sums));
     }
 
-    /// <summary>dst[i] = 32·(q[2i] + q[2i+1]).</summary>
-    internal static void Pairs32Of(ReadOnlySpan<sbyte> q, Span<short> dst)
+    /// <summary>dst[j] = Σ q[16j .. 16j + 15].</summary>
+    internal static void Sums16Of(ReadOnlySpan<sbyte> q, Span<short> dst)
     {
-        int i = 0;
-        if (Avx2.IsSupported)
-            for (; i + 16 <= dst.Length; i += 16)
-                Avx2.MultiplyAddAdjacent(Vector256.Create((byte)32), Vector256.Create(q.Slice(2 * i, 32))).CopyTo(dst.Slice(i, 16));
-        for (; i < dst.Length; i++) dst[i] = (short)(32 * (q[2 * i] + q[2 * i + 1]));
+        for (int j = 0; j < dst.Length; j++)
+        {
+            int sum = 0;
+            foreach (sbyte v in q.Slice(16 * j, 16)) sum += v;
+            dst[j] = (short)sum;
+        }
     }
 
     /// <summary>Fills <see cref="Q16"/> with the first <paramref name="rows"/> rows of <see cref="Q"/> as int16,
@@ -79,14 +80,14 @@ public sealed class QuantizedActivations
 
     /// <summary>Grows the buffers to hold <paramref name="rows"/> × <paramref name="cols"/> activations now, so a later
     /// <see cref="Quantize(ReadOnlySpan{float}, int, int)"/> or <see cref="QuantizeK"/> of at most that size (and
-    /// <see cref="PreparePairs32"/>) allocates nothing.</summary>
+    /// <see cref="PrepareSums16"/>) allocates nothing.</summary>
     public void Reserve(int rows, int cols)
     {
         long n = (long)rows * cols;
         if (Q.Length < n) Q = new sbyte[n];
         if (D.Length < n / Block) D = new float[n / Block];
         if (BlockSum.Length < n / Block) BlockSum = new short[n / Block];
-        if (Pairs32.Length < n / 2) Pairs32 = new short[n / 2];
+        if (Sums16.Length < n / 16) Sums16 = new short[n / 16];
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
