@@ -354,17 +354,21 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void PairSums8x2(ref byte wb, ref sbyte x0, ref sbyte x1, out Vector256<int> i0, out Vector256<int> i1)
     {
-        T.UnsignedPair(ref wb, out Vector256<byte> low, out Vector256<byte> high);
-        Vector256<int> e0 = PairDot8(low, high, ref x0, 0), e1 = PairDot8(low, high, ref x1, 0);
-        T.UnsignedPair(ref Unsafe.Add(ref wb, 2 * T.Bytes), out low, out high);
-        Vector256<int> a0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, 2)), a1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, 2));
-        T.UnsignedPair(ref Unsafe.Add(ref wb, 4 * T.Bytes), out low, out high);
-        e0 = PairDot8(low, high, ref x0, 4);
-        e1 = PairDot8(low, high, ref x1, 4);
-        T.UnsignedPair(ref Unsafe.Add(ref wb, 6 * T.Bytes), out low, out high);
-        Vector256<int> c0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, 6)), c1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, 6));
+        PairQuarter2(ref wb, ref x0, ref x1, 0, out Vector256<int> a0, out Vector256<int> a1);
+        PairQuarter2(ref wb, ref x0, ref x1, 4, out Vector256<int> c0, out Vector256<int> c1);
         i0 = InBlockOrder(Avx2.HorizontalAdd(a0, c0));
         i1 = InBlockOrder(Avx2.HorizontalAdd(a1, c1));
+    }
+
+    /// <summary><see cref="PairQuarter4"/> for two tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PairQuarter2(ref byte wb, ref sbyte x0, ref sbyte x1, int b, out Vector256<int> h0, out Vector256<int> h1)
+    {
+        T.UnsignedPair(ref Unsafe.Add(ref wb, b * T.Bytes), out Vector256<byte> low, out Vector256<byte> high);
+        Vector256<int> e0 = PairDot8(low, high, ref x0, b), e1 = PairDot8(low, high, ref x1, b);
+        T.UnsignedPair(ref Unsafe.Add(ref wb, (b + 2) * T.Bytes), out low, out high);
+        h0 = Avx2.HorizontalAdd(e0, PairDot8(low, high, ref x0, b + 2));
+        h1 = Avx2.HorizontalAdd(e1, PairDot8(low, high, ref x1, b + 2));
     }
 
     /// <summary>[Σ block b, …, Σ block b+7] (offset codes, before the offset's correction) from four
