@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using DeepSeekSharp.Kernels;
+using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
@@ -7,10 +8,13 @@ namespace DeepSeekSharp.Bench;
 
 /// <summary>Decode-shaped products (one token) over weights far larger than the caches, per format, each beside the
 /// read probe (<see cref="ReadBandwidth"/>) in the same seconds: how close a format's kernel streams to what the
-/// machine reads. Eight matrices [4096, 2048] (≥ 64 MiB for every format; one after another, as a decode step walks
-/// its layers), 2 threads then 1, best of 15 passes over all eight after 5 to warm up (kernels and caches).
-/// <c>--in-cache</c> instead times one [512, 2048] matrix (at most 1.1 MB: L2) on one thread, best of 3,000 passes:
-/// the kernel's arithmetic speed with memory out of the way, what it needs to exceed one core's read bandwidth.
+/// machine reads. 32 matrices [4096, 2048] (≥ 150 MB for every format, so the L3 cache holds little of them: with
+/// eight, 71 MB of Q8_0 streamed at 110–125% of the probe; one after another, as a decode step walks its layers),
+/// 2 threads then 1, best of 15 passes over all of them after 5 to warm up. Formats this CPU keeps interleaved
+/// (Q4_K tiles) are timed in the file layout too, pass by pass in turn, so the two meet the same conditions.
+/// <c>--in-cache</c> instead times one [128, 2048] matrix (at most 278 KB: inside L2) on one thread, its activations
+/// prepared once and its rows run 64 times per timed pass, best of 300 passes: the kernel's arithmetic speed with
+/// memory and per-call work out of the way, what it needs to exceed one core's read bandwidth.
 /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [FORMAT ...]</c></summary>
 internal static unsafe class StreamBench
 {
@@ -18,7 +22,8 @@ internal static unsafe class StreamBench
     {
         bool inCache = args.Contains("--in-cache");
         string[] only = [.. args.Where(a => a != "--in-cache")];
-        int rows = inCache ? 512 : 4096, count = inCache ? 1 : 8, passes = inCache ? 3000 : 20, warmUp = inCache ? 100 : 5;
+        int rows = inCache ? 128 : 4096, count = inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
+        const int inCacheRepeats = 64;
         const int cols = 2048;
         WeightFormat[] formats = only.Length > 0 ? only.Select(Enum.Parse<WeightFormat>).ToArray()
             : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
@@ -29,30 +34,63 @@ internal static unsafe class StreamBench
         Console.WriteLine(KernelPaths.Describe());
         foreach (WeightFormat f in formats)
         {
-            Matrix[] ms = Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w)).ToArray();
-            long bytes = ms.Sum(m => m.Bytes);
-            foreach (int threads in inCache ? [1] : new[] { Environment.ProcessorCount, 1 })
+            // Formats kept interleaved on this CPU (Q4_K tiles, Q8_0 panels) are also timed in the file layout, pass
+            // by pass in turn, so the two are compared under the same conditions (this host's bandwidth drifts).
+            var layouts = new List<(string Name, Matrix[] Ms)>();
+            if (Make(f, 16, cols, w, tiles: true).GetType() != Make(f, 16, cols, w, tiles: false).GetType())
+                layouts.Add(("file layout", Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w, tiles: false)).ToArray()));
+            layouts.Add((layouts.Count > 0 ? "interleaved" : "", Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w, tiles: true)).ToArray()));
+            if (inCache)
             {
-                using var pool = new WorkerPool(threads);
-                using var scope = WorkerPool.Use(pool);
-                double best = double.MaxValue;
+                var prepared = layouts.Select(l => l.Ms[0].PrepareFor(x, 1, new QuantizedActivations())).ToArray();
+                var fastest = new double[layouts.Count];
+                Array.Fill(fastest, double.MaxValue);
                 for (int pass = 0; pass < passes; pass++)
+                    for (int i = 0; i < layouts.Count; i++)
+                    {
+                        Matrix m = layouts[i].Ms[0];
+                        var sw = Stopwatch.StartNew();
+                        for (int r = 0; r < inCacheRepeats; r++) m.ForwardRows(prepared[i], x, y, 0, rows);
+                        if (pass >= warmUp) fastest[i] = Math.Min(fastest[i], sw.Elapsed.TotalSeconds);
+                    }
+                for (int i = 0; i < layouts.Count; i++)
                 {
-                    var sw = Stopwatch.StartNew();
-                    foreach (Matrix m in ms) m.Forward(x, y, 1);
-                    if (pass >= warmUp) best = Math.Min(best, sw.Elapsed.TotalSeconds);
+                    Matrix m = layouts[i].Ms[0];
+                    Console.WriteLine($"{f,-5} {layouts[i].Name,-11} in cache, 1 thread: {m.Bytes * inCacheRepeats / fastest[i] / 1e9,5:F1} GB/s of weights ({m.Bytes / 1e3:F0} KB × {inCacheRepeats} in {fastest[i] * 1e6:F1} µs)");
                 }
-                double read = ReadBandwidth.Measure(threads);
-                double gbs = bytes / best / 1e9;
-                Console.WriteLine($"{f,-5} threads={threads}: {gbs,5:F1} GB/s of weights ({bytes / 1e6:F0} MB in {best * 1e3:F2} ms), read probe {read / 1e9,5:F1} GB/s: {100 * gbs / (read / 1e9),3:F0}%");
             }
-            foreach (Matrix m in ms) m.Dispose();
+            else
+            {
+                foreach (int threads in new[] { Environment.ProcessorCount, 1 })
+                {
+                    using var pool = new WorkerPool(threads);
+                    using var scope = WorkerPool.Use(pool);
+                    var best = new double[layouts.Count];
+                    Array.Fill(best, double.MaxValue);
+                    for (int pass = 0; pass < passes; pass++)
+                        for (int i = 0; i < layouts.Count; i++)
+                        {
+                            var sw = Stopwatch.StartNew();
+                            foreach (Matrix m in layouts[i].Ms) m.Forward(x, y, 1);
+                            if (pass >= warmUp) best[i] = Math.Min(best[i], sw.Elapsed.TotalSeconds);
+                        }
+                    double read = ReadBandwidth.Measure(threads);
+                    for (int i = 0; i < layouts.Count; i++)
+                    {
+                        long bytes = layouts[i].Ms.Sum(m => m.Bytes);
+                        double gbs = bytes / best[i] / 1e9;
+                        Console.WriteLine($"{f,-5} {layouts[i].Name,-11} threads={threads}: {gbs,5:F1} GB/s of weights ({bytes / 1e6:F0} MB in {best[i] * 1e3:F2} ms), read probe {read / 1e9,5:F1} GB/s: {100 * gbs / (read / 1e9),3:F0}%");
+                    }
+                }
+            }
+            foreach (var (_, ms) in layouts)
+                foreach (Matrix m in ms) m.Dispose();
         }
     }
 
-    private static Matrix Make(WeightFormat f, int rows, int cols, float[] w)
+    private static Matrix Make(WeightFormat f, int rows, int cols, float[] w, bool tiles)
     {
-        if (f != WeightFormat.FP8) return Matrix.FromValues(rows, cols, w, f);
+        if (f != WeightFormat.FP8) return Matrix.FromValues(rows, cols, w.AsSpan(0, rows * cols), f, tiles);
         // E4M3 codes with a scale per 128 × 128 tile, as a V3 checkpoint stores them.
         var buffer = new NativeBuffer((long)rows * cols);
         var scales = new float[rows / 128 * (cols / 128)];

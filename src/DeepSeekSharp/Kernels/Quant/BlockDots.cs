@@ -66,7 +66,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float V256(ref byte wb, int n, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
     {
-        if (T.Offset != 0 && xsum.Length < n) ThrowHelper.TooShort(nameof(xsum), n, xsum.Length);
+        if (Bias != 0 && xsum.Length < n) ThrowHelper.TooShort(nameof(xsum), n, xsum.Length);
         ref sbyte xb = ref MemoryMarshal.GetReference(xq);
         ref float xs = ref MemoryMarshal.GetReference(xd);
         ref short xu = ref MemoryMarshal.GetReference(xsum);
@@ -104,7 +104,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     public static void V256x4(ref byte wb, int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
         ReadOnlySpan<short> xsum, Span<float> result)
     {
-        if (T.Offset != 0 && xsum.Length < 3 * dStride + n) ThrowHelper.TooShort(nameof(xsum), 3 * dStride + n, xsum.Length);
+        if (Bias != 0 && xsum.Length < 3 * dStride + n) ThrowHelper.TooShort(nameof(xsum), 3 * dStride + n, xsum.Length);
         ref short u0 = ref MemoryMarshal.GetReference(xsum);
         ref short u1 = ref Unsafe.Add(ref u0, dStride), u2 = ref Unsafe.Add(ref u0, 2 * dStride), u3 = ref Unsafe.Add(ref u0, 3 * dStride);
         ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
@@ -123,9 +123,10 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
                 Sums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32), 0,
                     out i0, out i1, out i2, out i3);
             else
-            {
                 PairSums8x4(ref w, ref Unsafe.Add(ref x0, b * 32), ref Unsafe.Add(ref x1, b * 32), ref Unsafe.Add(ref x2, b * 32), ref Unsafe.Add(ref x3, b * 32),
                     out i0, out i1, out i2, out i3);
+            if (Bias != 0)
+            {
                 i0 -= OffsetSums8(ref u0, b);
                 i1 -= OffsetSums8(ref u1, b);
                 i2 -= OffsetSums8(ref u2, b);
@@ -154,7 +155,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     public static void V256x2(ref byte wb, int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
         ReadOnlySpan<short> xsum, Span<float> result)
     {
-        if (T.Offset != 0 && xsum.Length < dStride + n) ThrowHelper.TooShort(nameof(xsum), dStride + n, xsum.Length);
+        if (Bias != 0 && xsum.Length < dStride + n) ThrowHelper.TooShort(nameof(xsum), dStride + n, xsum.Length);
         ref short u0 = ref MemoryMarshal.GetReference(xsum);
         ref short u1 = ref Unsafe.Add(ref u0, dStride);
         ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
@@ -176,9 +177,9 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
                 i0 = Avx2.Permute2x128(q0, r0, 0x20) + Avx2.Permute2x128(q0, r0, 0x31);
                 i1 = Avx2.Permute2x128(q1, r1, 0x20) + Avx2.Permute2x128(q1, r1, 0x31);
             }
-            else
+            else PairSums8x2(ref w, ref y0, ref y1, out i0, out i1);
+            if (Bias != 0)
             {
-                PairSums8x2(ref w, ref y0, ref y1, out i0, out i1);
                 i0 -= OffsetSums8(ref u0, b);
                 i1 -= OffsetSums8(ref u1, b);
             }
@@ -229,15 +230,27 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     // before its classes are initialised, so a field read becomes a class-init check and a load in the loop, and a
     // large method runs out of inlining budget, leaving a plain getter as a call per block.
 
-    /// <summary>Eight lanes whose sum is block b's exact Σ w·x (for offset formats: Σ (code + offset)·x).</summary>
+    /// <summary>What the kernels add to every code before multiplying, and take back as <c>Bias · Σx</c> per block:
+    /// a format's <see cref="IBlockCodes.Offset"/>, or 128 for the sign-trick formats (Q8_0) where the CPU has
+    /// AVX-VNNI. There <c>code ^ 0x80</c> is code + 128 as an unsigned byte, and <c>vpdpbusd</c> multiplies it by x
+    /// without the 16-bit saturation of <c>vpmaddubsw</c> (255 · 127 · 2 would overflow it), so a block takes one xor
+    /// and one multiply-add instead of abs, sign and the multiply-add. Integer sums are the same either way.
+    /// 0 otherwise (the sign trick). A constant to the JIT.</summary>
+    private static int Bias
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => T.Offset != 0 ? T.Offset : AvxVnni.IsSupported ? 128 : 0;
+    }
+
+    /// <summary>Eight lanes whose sum is block b's exact Σ (w + <see cref="Bias"/>)·x.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> BlockDot(ref byte wb, ref sbyte xb, int b)
     {
         Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
         if (T.Offset != 0)
             return IntDots.Bytes4(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x);
-        Vector256<sbyte> wq = Codes(ref wb, b);
-        return IntDots.Bytes4(Avx2.Abs(wq), Avx2.Sign(x, wq));
+        Vector256<byte> aw = Weights(ref wb, b, out Vector256<sbyte> wq);
+        return IntDots.Bytes4(aw, Bias != 0 ? x : Avx2.Sign(x, wq));
     }
 
     /// <summary>Blocks b..b+3 added to <paramref name="sum"/> one at a time, exactly as the one-block loop adds them,
@@ -249,8 +262,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector256<int> q = Avx2.HorizontalAdd(Avx2.HorizontalAdd(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1)),
             Avx2.HorizontalAdd(BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3)));
         Vector128<int> s = q.GetLower() + q.GetUpper();
-        if (T.Offset != 0)
-            s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * T.Offset;
+        if (Bias != 0)
+            s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * Bias;
         ushort h0 = ScaleBits(ref wb, b), h1 = ScaleBits(ref wb, b + 1), h2 = ScaleBits(ref wb, b + 2), h3 = ScaleBits(ref wb, b + 3);
         Vector128<float> d = HalfTable.ToSingle(Vector128.Create(h0, h1, h2, h3, 0, 0, 0, 0)).GetLower();
         sum += d.GetElement(0) * Unsafe.Add(ref xs, b) * s.GetElement(0);
@@ -263,25 +276,32 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     /// <summary>Block b's exact Σ w·x as one integer.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int BlockSum(ref byte wb, ref sbyte xb, ref short xu, int b) =>
-        Vector256.Sum(BlockDot(ref wb, ref xb, b)) - (T.Offset != 0 ? T.Offset * Unsafe.Add(ref xu, b) : 0);
+        Vector256.Sum(BlockDot(ref wb, ref xb, b)) - (Bias != 0 ? Bias * Unsafe.Add(ref xu, b) : 0);
 
-    /// <summary>offset × Σx of blocks b..b+7, to take from the offset codes' sums.</summary>
+    /// <summary><see cref="Bias"/> × Σx of blocks b..b+7, to take from the biased codes' sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> OffsetSums8(ref short xu, int b) =>
-        Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref xu, (nuint)b)) * T.Offset;
+    private static Vector256<int> OffsetSums8(ref short xu, int b)
+    {
+        Vector256<int> sums = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref xu, (nuint)b));
+        return Bias == 128 ? Avx2.ShiftLeftLogical(sums, 7) : sums * Bias;
+    }
 
-    /// <summary>Block b against one token: |w| × sign-moved x (the sign-trick formats; offset formats take
-    /// <see cref="PairDot8"/>).</summary>
+    /// <summary>Block b against one token: w + 128 by x (<see cref="Bias"/>), else |w| × sign-moved x (the
+    /// sign-trick formats; offset formats take <see cref="PairDot8"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b) =>
-        IntDots.Bytes4(aw, Avx2.Sign(Vector256.LoadUnsafe(ref xb, (nuint)(b * 32)), wq));
+    private static Vector256<int> Dot8(Vector256<byte> aw, Vector256<sbyte> wq, ref sbyte xb, int b)
+    {
+        Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
+        return IntDots.Bytes4(aw, Bias != 0 ? x : Avx2.Sign(x, wq));
+    }
 
-    /// <summary>What <see cref="Dot8"/> multiplies: |w|, and w in <paramref name="wq"/>.</summary>
+    /// <summary>What <see cref="Dot8"/> multiplies: w + 128 where <see cref="Bias"/> is 128, else |w|; and w in
+    /// <paramref name="wq"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<byte> Weights(ref byte wb, int b, out Vector256<sbyte> wq)
     {
         wq = Codes(ref wb, b);
-        return Avx2.Abs(wq);
+        return Bias != 0 ? (wq ^ Vector256.Create((sbyte)-128)).AsByte() : Avx2.Abs(wq);
     }
 
     /// <summary>[Σ block b, …, Σ block b+7] from eight per-block lane vectors.</summary>
@@ -300,7 +320,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         if (T.Offset != 0) return PairTree(ref wb, ref xb, b) - OffsetSums8(ref xu, b);
         Vector256<int> s = Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
             BlockDot(ref wb, ref xb, b + 4), BlockDot(ref wb, ref xb, b + 5), BlockDot(ref wb, ref xb, b + 6), BlockDot(ref wb, ref xb, b + 7));
-        return s;
+        return Bias != 0 ? s - OffsetSums8(ref xu, b) : s;
     }
 
     /// <summary>Blocks b and b + 1 of an offset format in one vector: lanes 0–3 add up to block b's Σ (code + offset)·x,

@@ -47,8 +47,16 @@ public static class Q8_0
     public static float VecDotQ8_0Q8(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         if (xq.Length != w.Length * 32 || xd.Length != w.Length) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 32, xq.Length);
-        if (Avx2.IsSupported) return V256(w, xq, xd);
-        return Scalar(w, xq, xd);
+        if (!Avx2.IsSupported) return Scalar(w, xq, xd);
+        // The AVX-VNNI kernel takes each block's Σx (QuantizedActivations.BlockSum, which callers of the matrices have).
+        Span<short> sums = w.Length <= 256 ? stackalloc short[w.Length] : new short[w.Length];
+        for (int b = 0; b < sums.Length; b++)
+        {
+            int sum = 0;
+            foreach (sbyte q in xq.Slice(b * 32, 32)) sum += q;
+            sums[b] = (short)sum;
+        }
+        return V256(w, xq, xd, sums);
     }
 
     /// <summary>The specification (see <see cref="BlockDots{T}.Scalar"/>).</summary>
@@ -56,16 +64,18 @@ public static class Q8_0
         BlockDots<Q8_0Codes>.Scalar(MemoryMarshal.AsBytes(w), xq, xd);
 
     /// <summary>AVX2 path (see <see cref="BlockDots{T}.V256"/>).</summary>
-    internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
-        BlockDots<Q8_0Codes>.V256(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xd, default);
+    internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum) =>
+        BlockDots<Q8_0Codes>.V256(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xd, xsum);
 
     /// <summary>Two tokens against one weight row (see <see cref="BlockDots{T}.V256x2"/>).</summary>
-    internal static void V256x2(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result) =>
-        BlockDots<Q8_0Codes>.V256x2(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, default, result);
+    internal static void V256x2(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> xsum, Span<float> result) =>
+        BlockDots<Q8_0Codes>.V256x2(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, xsum, result);
 
     /// <summary>Four tokens against one weight row (see <see cref="BlockDots{T}.V256x4"/>).</summary>
-    internal static void V256x4(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride, Span<float> result) =>
-        BlockDots<Q8_0Codes>.V256x4(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, default, result);
+    internal static void V256x4(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> xsum, Span<float> result) =>
+        BlockDots<Q8_0Codes>.V256x4(ref Unsafe.As<BlockQ8_0, byte>(ref MemoryMarshal.GetReference(w)), w.Length, xq, xStride, xd, dStride, xsum, result);
 }
 
 /// <summary>Q8_0's codes: 32 int8 after the fp16 scale.</summary>
@@ -80,7 +90,8 @@ internal readonly struct Q8_0Codes : IBlockCodes
 
     public static int Offset => 0;
 
-    /// <summary>Not used: Q8_0's codes span the signed byte range and take the sign trick.</summary>
+    /// <summary>Not used: Q8_0's codes span the signed byte range and take the sign trick, or are biased by 128 with
+    /// AVX-VNNI (<c>BlockDots.Bias</c>).</summary>
     public static Vector256<byte> Unsigned(ref byte block) => default;
 
     /// <summary>Not used (see <see cref="Unsigned"/>).</summary>

@@ -120,7 +120,7 @@ public class QuantKernelTests
         act.Quantize(x, 1, blocks * 32);
         float spec = Q8_0.Scalar(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks));
         // integer block sums are exact, so paths differ only in float rounding of the scaled sums
-        if (Avx2.IsSupported) Assert.Equal(spec, Q8_0.V256(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks)), 1e-5 * blocks);
+        if (Avx2.IsSupported) Assert.Equal(spec, Q8_0.V256(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks), act.BlockSum.AsSpan(0, blocks)), 1e-5 * blocks);
         var wd = new float[blocks * 32];
         Q8_0.DequantizeRow(wb, wd);
         double exact = wd.Zip(x).Sum(p => (double)p.First * p.Second);
@@ -147,11 +147,11 @@ public class QuantKernelTests
         var act = new QuantizedActivations();
         act.Quantize(x, 4, cols);
         var four = new float[4];
-        Q8_0.V256x4(wb, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, four);
+        Q8_0.V256x4(wb, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * blocks), blocks, act.BlockSum.AsSpan(0, 4 * blocks), four);
         for (int t = 0; t < 4; t++)
-            Assert.Equal(Q8_0.V256(wb, act.Q.AsSpan(t * cols, cols), act.D.AsSpan(t * blocks, blocks)), four[t]); // bit-identical
+            Assert.Equal(Q8_0.V256(wb, act.Q.AsSpan(t * cols, cols), act.D.AsSpan(t * blocks, blocks), act.BlockSum.AsSpan(t * blocks, blocks)), four[t]); // bit-identical
         var two = new float[2];
-        Q8_0.V256x2(wb, act.Q.AsSpan(cols, 2 * cols), cols, act.D.AsSpan(blocks, 2 * blocks), blocks, two); // tokens 1 and 2
+        Q8_0.V256x2(wb, act.Q.AsSpan(cols, 2 * cols), cols, act.D.AsSpan(blocks, 2 * blocks), blocks, act.BlockSum.AsSpan(blocks, 2 * blocks), two); // tokens 1 and 2
         Assert.Equal(four[1], two[0]);
         Assert.Equal(four[2], two[1]);
     }
