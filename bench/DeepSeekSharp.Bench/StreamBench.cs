@@ -37,7 +37,7 @@ internal static unsafe class StreamBench
             // Formats kept interleaved on this CPU (Q4_K tiles, Q8_0 panels) are also timed in the file layout, pass
             // by pass in turn, so the two are compared under the same conditions (this host's bandwidth drifts).
             var layouts = new List<(string Name, Matrix[] Ms)>();
-            if (Make(f, 16, cols, w, tiles: true).GetType() != Make(f, 16, cols, w, tiles: false).GetType())
+            if (Interleaved(f, cols, w))
                 layouts.Add(("file layout", Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w, tiles: false)).ToArray()));
             layouts.Add((layouts.Count > 0 ? "interleaved" : "", Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w, tiles: true)).ToArray()));
             if (inCache)
@@ -86,6 +86,13 @@ internal static unsafe class StreamBench
             foreach (var (_, ms) in layouts)
                 foreach (Matrix m in ms) m.Dispose();
         }
+    }
+
+    /// <summary>Whether this CPU keeps <paramref name="f"/> in another layout than the file's.</summary>
+    private static bool Interleaved(WeightFormat f, int cols, float[] w)
+    {
+        using Matrix kept = Make(f, 16, cols, w, tiles: true), file = Make(f, 16, cols, w, tiles: false);
+        return kept.GetType() != file.GetType();
     }
 
     private static Matrix Make(WeightFormat f, int rows, int cols, float[] w, bool tiles)

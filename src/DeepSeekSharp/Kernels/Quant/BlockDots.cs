@@ -249,8 +249,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector256<sbyte> x = Vector256.LoadUnsafe(ref xb, (nuint)(b * 32));
         if (T.Offset != 0)
             return IntDots.Bytes4(T.Unsigned(ref Unsafe.Add(ref wb, b * T.Bytes)), x);
-        Vector256<byte> aw = Weights(ref wb, b, out Vector256<sbyte> wq);
-        return IntDots.Bytes4(aw, Bias != 0 ? x : Avx2.Sign(x, wq));
+        return Dot8(Weights(ref wb, b, out Vector256<sbyte> wq), wq, ref xb, b);
     }
 
     /// <summary>Blocks b..b+3 added to <paramref name="sum"/> one at a time, exactly as the one-block loop adds them,

@@ -50,12 +50,7 @@ public static class Q8_0
         if (!Avx2.IsSupported) return Scalar(w, xq, xd);
         // The AVX-VNNI kernel takes each block's Σx (QuantizedActivations.BlockSum, which callers of the matrices have).
         Span<short> sums = w.Length <= 256 ? stackalloc short[w.Length] : new short[w.Length];
-        for (int b = 0; b < sums.Length; b++)
-        {
-            int sum = 0;
-            foreach (sbyte q in xq.Slice(b * 32, 32)) sum += q;
-            sums[b] = (short)sum;
-        }
+        for (int b = 0; b < sums.Length; b++) sums[b] = QuantizedActivations.SumOf(xq.Slice(b * 32, 32));
         return V256(w, xq, xd, sums);
     }
 

@@ -167,14 +167,17 @@ public sealed class QuantizedActivations
             D[b] = d;
         }
         int sumsPerRow = Cols / Block;
-        for (int b = r0 * sumsPerRow; b < r1 * sumsPerRow; b++)
-        {
-            int sum = 0;
-            if (Avx2.IsSupported)
-                sum = Vector256.Sum(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.Create((byte)1), Vector256.Create(Q.AsSpan(b * Block, Block))), Vector256.Create((short)1)));
-            else foreach (sbyte q in Q.AsSpan(b * Block, Block)) sum += q;
-            BlockSum[b] = (short)sum;
-        }
+        for (int b = r0 * sumsPerRow; b < r1 * sumsPerRow; b++) BlockSum[b] = SumOf(Q.AsSpan(b * Block, Block));
+    }
+
+    /// <summary>Σ of one block's 32 codes (what <see cref="BlockSum"/> holds per block).</summary>
+    internal static short SumOf(ReadOnlySpan<sbyte> block)
+    {
+        int sum = 0;
+        if (Avx2.IsSupported)
+            sum = Vector256.Sum(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.Create((byte)1), Vector256.Create(block)), Vector256.Create((short)1)));
+        else foreach (sbyte q in block[..Block]) sum += q;
+        return (short)sum;
     }
 
     private static float MaxAbs(ReadOnlySpan<float> v)
