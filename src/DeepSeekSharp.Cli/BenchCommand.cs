@@ -10,7 +10,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Cli;
 
 /// <summary><c>dss bench --model PATH [--quantize q8_0|q4_k|bf16|f32] [--mmap] [--prompt-tokens 512] [--gen-tokens 128]
-/// [--threads N] [--repeat R] [--speculative mtp [--draft-acceptance P]] [--json]</c> and <c>dss bench --memory</c>.</summary>
+/// [--threads N] [--repeat R] [--speculative mtp [--speculative-tokens K] [--draft-acceptance P]] [--json]</c> and <c>dss bench --memory</c>.</summary>
 internal static class BenchCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
@@ -37,6 +37,10 @@ internal static class BenchCommand
             Description = "with --speculative: draft the model's own next greedy token with this probability instead of the MTP module's draft " +
                 "(the mechanics at a chosen acceptance on untrained weights, or on a model without MTP; the module's cost is then not counted)",
         };
+        var speculativeTokens = new Option<int>("--speculative-tokens")
+        {
+            Description = "with --speculative: drafts per pass (more than 1 chains the MTP module on its own drafts)", DefaultValueFactory = _ => 1,
+        };
         var prefixTokens = new Option<int>("--prefix-tokens")
         {
             Description = "also time the first token of a prompt of this many shared tokens + 16 new ones, cold and with the prefix cached",
@@ -50,7 +54,7 @@ internal static class BenchCommand
             Description = "also decode sampled under an output format (json_object, or a JSON-schema file) and without it, run by run (needs the tokenizer)",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, prefixTokens, depth, constrain, readBound, json, memory, cpu };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, json, memory, cpu };
         cmd.SetAction(r =>
         {
             if (r.GetValue(cpu))
@@ -85,6 +89,9 @@ internal static class BenchCommand
             double? acceptance = r.GetValue(draftAcceptance);
             if (acceptance is { } a && !(a >= 0 && a <= 1)) throw new ArgumentException($"--draft-acceptance must be in [0, 1] (got {a})");
             if (acceptance is not null && !speculate) throw new ArgumentException("--draft-acceptance needs --speculative mtp");
+            int specTokens = r.GetValue(speculativeTokens);
+            if (specTokens is < 1 or > DeepSeekSharp.Inference.GenerationOptions.MaxSpeculativeTokens)
+                throw new ArgumentException($"--speculative-tokens must be in [1, {DeepSeekSharp.Inference.GenerationOptions.MaxSpeculativeTokens}] (got {specTokens})");
             if (r.GetValue(threads) is { } t) WorkerPool.Configure(t);
             WeightFormat? format = ModelLoading.Format(r.GetValue(quantize));
             var clock = Stopwatch.StartNew();
@@ -92,9 +99,9 @@ internal static class BenchCommand
             if (speculate && m.MtpLayers == 0 && acceptance is null)
                 throw new ArgumentException($"{path} has no MTP module (num_nextn_predict_layers = 0): speculation drafts nothing; measure the mechanics with --draft-acceptance P");
             double loadSeconds = clock.Elapsed.TotalSeconds;
-            if (cached + prompt + gen + 2 > m.Config.MaxPositionEmbeddings)
-                throw new ArgumentException($"--depth {cached} + --prompt-tokens {prompt} + --gen-tokens {gen} exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
-            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached, r.GetValue(readBound));
+            if (cached + prompt + gen + 1 + specTokens > m.Config.MaxPositionEmbeddings)
+                throw new ArgumentException($"--depth {cached} + --prompt-tokens {prompt} + --gen-tokens {gen} (+ {1 + specTokens}) exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
+            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached, r.GetValue(readBound), specTokens);
             (double Cold, double Warm, int Cached)? ttft = prefix > 0 ? FirstTokenTimes(m, prefix, runs) : null;
             (double Free, double Constrained, double MaskedSteps)? constrained = r.GetValue(constrain) is { } c
                 ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
@@ -117,7 +124,7 @@ internal static class BenchCommand
                     speculative = res.Spec is { } sp ? new
                     {
                         decode_tok_s = sp.DecodeTokS, speedup = sp.DecodeTokS / res.DecodeTokS, acceptance = sp.Acceptance,
-                        tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, plain_experts_per_layer = sp.PlainExperts,
+                        tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, drafts_per_pass = specTokens, plain_experts_per_layer = sp.PlainExperts,
                         verify_experts_per_layer = sp.VerifyExperts,
                     } : null,
                     prefix_cache = ttft is { } tt ? new { prefix_tokens = prefix, cached_tokens = tt.Cached, cold_ttft_ms = tt.Cold * 1e3, warm_ttft_ms = tt.Warm * 1e3 } : null,
@@ -137,9 +144,9 @@ internal static class BenchCommand
                 {
                     string source = acceptance is { } p ? $"the next greedy token with probability {p:F2}" : "the MTP module";
                     stdout.WriteLine($"speculative decode (drafts from {source}): {sp.DecodeTokS:F2} tokens/s = {sp.DecodeTokS / res.DecodeTokS:F2}x, " +
-                        $"{sp.Acceptance:P1} of drafts accepted, {sp.TokensPerPass:F2} tokens per forward pass");
+                        $"{sp.Acceptance:P1} of drafts accepted, {sp.TokensPerPass:F2} tokens per forward pass ({specTokens} draft{(specTokens == 1 ? "" : "s")} a pass)");
                     if (sp.PlainExperts > 0)
-                        stdout.WriteLine($"routed experts read per MoE layer and pass: {sp.PlainExperts:F2} decoding one token, {sp.VerifyExperts:F2} verifying two");
+                        stdout.WriteLine($"routed experts read per MoE layer and pass: {sp.PlainExperts:F2} decoding one token, {sp.VerifyExperts:F2} verifying {1 + specTokens}");
                 }
                 if (ttft is { } tt)
                     stdout.WriteLine($"first token after a {prefix}-token shared prefix + 16 tokens: cold {tt.Cold * 1e3:F1} ms, " +
@@ -186,7 +193,7 @@ internal static class BenchCommand
     private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts);
 
     private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0,
-        bool readBound = false)
+        bool readBound = false, int drafts = 1)
     {
         var reads = new List<double>();
         int threads = WorkerPool.Shared.Threads;
@@ -194,12 +201,12 @@ internal static class BenchCommand
         var prefill = new List<double>();
         var decode = new List<double>();
         var logits = new float[m.Config.VocabSize];
-        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, depth + promptTokens + genTokens + 2));
+        using InferenceSession s = m.CreateSession(Math.Min(m.Config.MaxPositionEmbeddings, depth + promptTokens + genTokens + 1 + drafts));
         FillDepth(s, depth, logits);
         int[] one = [0];
         var reference = new List<int>(); // the greedy continuation (the first run's), which speculation must reproduce
         var specDecode = new List<double>();
-        double accepted = 0, drafts = 0, passes = 0, produced = 0;
+        double accepted = 0, drafted = 0, passes = 0, produced = 0;
         for (int run = 0; run < repeat; run++)
         {
             s.Cache.Truncate(depth); // back to the filled depth (0: empty)
@@ -220,14 +227,14 @@ internal static class BenchCommand
             if (run == 0) reference.Add(DeepSeekSharp.Kernels.TopK.ArgMax(logits));
             if (!speculate) continue;
             // Alternating with the plain run above, so drift in the machine's speed hits both alike.
-            var spec = Speculative(m, s, prompt, reference, draftAcceptance, new Rng(100 + (ulong)run), null);
+            var spec = Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100 + (ulong)run), null);
             specDecode.Add(spec.Tokens / spec.Seconds);
-            accepted += spec.Accepted; drafts += spec.Drafts; passes += spec.Passes; produced += spec.Tokens;
+            accepted += spec.Accepted; drafted += spec.Drafts; passes += spec.Passes; produced += spec.Tokens;
         }
         if (!speculate) return new Result(Median(prefill), Median(decode), decode, reads);
-        var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, draftAcceptance);
+        var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, drafts, draftAcceptance);
         return new Result(Median(prefill), Median(decode), decode, reads,
-            new SpecResult(Median(specDecode), accepted / drafts, produced / passes, plainExperts, verifyExperts));
+            new SpecResult(Median(specDecode), accepted / drafted, produced / passes, plainExperts, verifyExperts));
     }
 
     /// <summary>Time to the first token of a prompt that shares <paramref name="prefix"/> tokens with an earlier one:
@@ -317,10 +324,11 @@ internal static class BenchCommand
 
     private readonly record struct SpecRun(int Tokens, double Seconds, int Drafts, int Accepted, int Passes);
 
-    /// <summary>Greedy decoding with speculation after the same prefill: each pass runs the next token and a draft of
-    /// the one after (the MTP module's, or with <paramref name="draftAcceptance"/> the reference token with that
-    /// probability and a wrong one otherwise); every token must equal the plain run's.</summary>
-    private static SpecRun Speculative(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, double? draftAcceptance, Rng rng,
+    /// <summary>Greedy decoding with speculation after the same prefill: each pass runs the next token and
+    /// <paramref name="drafts"/> drafts of the tokens after it (the MTP module's, chained; or with
+    /// <paramref name="draftAcceptance"/> each the reference token with that probability and a wrong one otherwise);
+    /// every token must equal the plain run's.</summary>
+    private static SpecRun Speculative(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, int drafts, double? draftAcceptance, Rng rng,
         IActivationObserver? verifyObserver)
     {
         int vocab = m.Config.VocabSize, goal = reference.Count - 1;
@@ -336,39 +344,50 @@ internal static class BenchCommand
             cached.AddRange(part);
             speculator.Prefilled(part);
         }
-        int next = DeepSeekSharp.Kernels.TopK.ArgMax(logits), produced = 1, drafts = 0, accepted = 0;
+        int start0 = prompt.Length; // reference[i] is the token at position start0 + i
+        Func<int, int, int>? choose = draftAcceptance is { } p
+            ? (position, _) => rng.NextDouble() < p ? reference[position - start0] : (reference[position - start0] + 1) % vocab
+            : null;
+        int[] pass = new int[1 + drafts];
+        int next = DeepSeekSharp.Kernels.TopK.ArgMax(logits), produced = 1, drafted = 0, accepted = 0, passes = 0;
         var sw = Stopwatch.StartNew();
         while (produced < goal)
         {
-            int draft = speculator.Draft(cached, next);
-            if (draftAcceptance is { } p) draft = rng.NextDouble() < p ? reference[produced] : (reference[produced] + 1) % vocab;
+            int k = Math.Min(drafts, goal - produced); // the reference ends at goal
+            pass[0] = next;
+            speculator.Draft(cached, next, pass.AsSpan(1, k), choose);
             s.Observer = verifyObserver;
-            ReadOnlySpan<float> both = speculator.Verify(next, draft);
+            ReadOnlySpan<float> rows = speculator.Verify(pass.AsSpan(0, 1 + k));
             s.Observer = null;
             cached.Add(next);
-            drafts++;
-            int token = DeepSeekSharp.Kernels.TopK.ArgMax(both[..vocab]);
-            if (token != reference[produced]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced}");
-            if (token != draft)
+            passes++;
+            drafted += k;
+            int j = 1;
+            for (; j <= k; j++)
+            {
+                int token = DeepSeekSharp.Kernels.TopK.ArgMax(rows.Slice((j - 1) * vocab, vocab));
+                if (token != reference[produced]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced}");
+                produced++;
+                if (token != pass[j]) { next = token; break; }
+                accepted++;
+                cached.Add(token);
+            }
+            if (j <= k)
             {
                 s.Cache.Truncate(cached.Count);
-                speculator.Rejected();
-                next = token;
-                produced++;
+                speculator.Accepted(j - 1);
                 continue;
             }
-            accepted++;
-            cached.Add(draft);
-            next = DeepSeekSharp.Kernels.TopK.ArgMax(both[vocab..]);
-            produced += 2;
+            next = DeepSeekSharp.Kernels.TopK.ArgMax(rows.Slice(k * vocab, vocab));
+            produced++;
             if (produced <= goal && next != reference[produced - 1]) throw new InvalidOperationException($"speculative decoding diverged from plain decoding at token {produced - 1}");
         }
-        return new SpecRun(produced - 1, sw.Elapsed.TotalSeconds, drafts, accepted, drafts);
+        return new SpecRun(produced - 1, sw.Elapsed.TotalSeconds, drafted, accepted, passes);
     }
 
     /// <summary>Distinct routed experts per MoE layer and forward pass: plain decoding (one token) against
     /// speculative verification (two tokens, which may route to different experts and so read more weights).</summary>
-    private static (double Plain, double Verify) CountExperts(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, double? draftAcceptance)
+    private static (double Plain, double Verify) CountExperts(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, int drafts, double? draftAcceptance)
     {
         if (m.Config.NRoutedExperts == 0) return (0, 0);
         var counter = new ExpertCounter(m.Config);
@@ -386,7 +405,7 @@ internal static class BenchCommand
         s.Observer = null;
         double plain = counter.Mean;
         var verify = new ExpertCounter(m.Config);
-        Speculative(m, s, prompt, reference, draftAcceptance, new Rng(100), new PassCounting(verify));
+        Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), new PassCounting(verify));
         return (plain, verify.Mean);
     }
 

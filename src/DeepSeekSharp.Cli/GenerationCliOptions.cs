@@ -26,6 +26,11 @@ internal sealed class GenerationCliOptions
         Description = "mtp: the model's multi-token-prediction module drafts the token after next and one pass verifies both (same output); off",
         DefaultValueFactory = _ => "off",
     };
+    public readonly Option<int> SpeculativeTokens = new("--speculative-tokens")
+    {
+        Description = "drafts per pass with --speculative mtp: more than 1 chains the module on its own drafts (1-8)",
+        DefaultValueFactory = _ => 1,
+    };
 
     public readonly Option<int?> ReasoningBudget = new("--reasoning-budget")
     {
@@ -52,6 +57,7 @@ internal sealed class GenerationCliOptions
         c.Options.Add(Seed);
         c.Options.Add(Context);
         c.Options.Add(Speculative);
+        c.Options.Add(SpeculativeTokens);
         c.Options.Add(CacheDir);
     }
 
@@ -105,6 +111,7 @@ internal sealed class GenerationCliOptions
     {
         MaxTokens = r.GetValue(MaxTokens),
         Speculation = ParseSpeculation(r.GetValue(Speculative)),
+        SpeculativeTokens = r.GetValue(SpeculativeTokens),
         ReasoningBudget = r.GetValue(ReasoningBudget),
         Format = ReadFormat(r),
         Sampling = new SamplingOptions

@@ -12,6 +12,9 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> Stop { get; init; } = [];
     /// <summary>Speculative decoding; ignored (plain decoding) when the model has no MTP module.</summary>
     public Speculation Speculation { get; init; }
+    /// <summary>Drafts per pass with <see cref="Speculation.Mtp"/>: 1 is DeepSeek-V3's own use of its module; more
+    /// chain the module on its own output (1–8). <see cref="Generator"/> honours it; the batch scheduler drafts one.</summary>
+    public int SpeculativeTokens { get; init; } = 1;
     /// <summary>What the answer must be (JSON, a schema, a grammar), enforced by constrained decoding; null = free
     /// text. Reasoning before <c>&lt;/think&gt;</c> is not constrained.</summary>
     public Constraints.OutputFormat? Format { get; init; }
@@ -37,6 +40,9 @@ public sealed record GenerationOptions
         ["none"] = 0, ["minimal"] = 256, ["low"] = 1024, ["medium"] = 4096, ["high"] = null, ["xhigh"] = null,
     };
 
+    /// <summary>Most drafts <see cref="SpeculativeTokens"/> may ask for.</summary>
+    public const int MaxSpeculativeTokens = Speculator.MaxDrafts;
+
     /// <summary>Most alternatives <see cref="TopLogprobs"/> may ask for (as OpenAI).</summary>
     public const int MaxTopLogprobs = 20;
 
@@ -50,6 +56,8 @@ public sealed record GenerationOptions
             throw new ArgumentException($"'tool_choice' {ToolChoice.Mode} needs tools", "tool_choice");
         if (TopLogprobs is < 0 or > MaxTopLogprobs)
             throw new ArgumentOutOfRangeException("top_logprobs", TopLogprobs, $"'top_logprobs' must be in [0, {MaxTopLogprobs}], got {TopLogprobs}");
+        if (SpeculativeTokens is < 1 or > MaxSpeculativeTokens)
+            throw new ArgumentOutOfRangeException("speculative_tokens", SpeculativeTokens, $"'speculative_tokens' must be in [1, {MaxSpeculativeTokens}], got {SpeculativeTokens}");
         if (MaxTokens is < 1) throw new ArgumentOutOfRangeException("max_tokens", MaxTokens, $"'max_tokens' must be ≥ 1, got {MaxTokens}");
         foreach (string s in Stop)
             if (string.IsNullOrEmpty(s)) throw new ArgumentException("'stop' strings must not be empty", "stop");

@@ -17,6 +17,7 @@ public sealed class Generator : IGenerationEngine, IDisposable
     private readonly List<int> _cached = [];   // token ids whose latents are in the session's cache
     private readonly float[] _logits;          // [vocab] the next token's logits
     private readonly int[] _one = new int[1];  // the decode step's input, reused so a step allocates nothing
+    private readonly int[] _pass = new int[1 + Speculator.MaxDrafts]; // a speculative pass's input
     private readonly Speculator? _speculator;  // null when the model has no MTP module
     private int _busy;
 
@@ -42,12 +43,15 @@ public sealed class Generator : IGenerationEngine, IDisposable
     public bool CanSpeculate => _speculator is not null;
 
     /// <summary>For benchmarks: replaces each MTP draft (given the position it is for and the module's draft) before it
-    /// is verified, e.g. by a known continuation, to measure speculation at a chosen acceptance rate.</summary>
+    /// is chained on and verified, e.g. by a known continuation, to measure speculation at a chosen acceptance rate.</summary>
     public Func<int, int, int>? DraftOverride { get; set; }
 
     /// <summary>Prompt prefixes shared with other generators or kept across runs (null: only this generator's own
     /// last sequence is reused).</summary>
     public PrefixCache? PrefixCache { get; set; }
+
+    /// <summary>For tests: the session whose caches this generator fills.</summary>
+    internal InferenceSession Session => _session;
 
     /// <summary>For tests: sees every generated token id in order.</summary>
     internal Action<int>? TokenObserver { get; set; }
@@ -88,9 +92,11 @@ public sealed class Generator : IGenerationEngine, IDisposable
                 pending.Clear();
                 if (reply.Finished) break;
                 cancellationToken.ThrowIfCancellationRequested();
-                if (speculator is not null && _session.Position + 2 <= _session.Capacity)
+                // Drafts need room in the context, and are worth verifying only while the reply may take them.
+                int drafts = Math.Min(options.SpeculativeTokens, Math.Min(_session.Capacity - _session.Position, reply.MaxTokens - reply.Generated) - 1);
+                if (speculator is not null && drafts > 0)
                 {
-                    next = SpeculativeStep(speculator, next, reply, pending);
+                    next = SpeculativeStep(speculator, next, drafts, reply, pending);
                     continue;
                 }
                 speculator = null; // a plain step leaves the MTP cache behind; Prefill catches it up next time
@@ -109,29 +115,35 @@ public sealed class Generator : IGenerationEngine, IDisposable
         }
     }
 
-    /// <summary>Feeds <paramref name="next"/> (sampled, not yet run) and the MTP module's draft of the token after it in
-    /// one pass; emits the token at the draft's place (the draft when the sampler accepts it) and, when it was
-    /// accepted, the token after it as well. Returns the last emitted token, the next one to run.</summary>
-    private int SpeculativeStep(Speculator speculator, int next, ReplyStream reply, List<GenerationUpdate> output)
+    /// <summary>Feeds <paramref name="next"/> (sampled, not yet run) and the MTP module's <paramref name="drafts"/>
+    /// drafts of the tokens after it in one pass; emits, in order, each draft the sampler accepts at its place, then
+    /// the token sampled where the first rejected draft was (or after the last draft when all are accepted). Returns
+    /// the last emitted token, the next one to run.</summary>
+    private int SpeculativeStep(Speculator speculator, int next, int drafts, ReplyStream reply, List<GenerationUpdate> output)
     {
-        int draft = speculator.Draft(_cached, next);
-        if (DraftOverride is { } pick) draft = pick(_session.Position + 1, draft);
-        ReadOnlySpan<float> logits = speculator.Verify(next, draft);
+        Span<int> pass = _pass.AsSpan(0, 1 + drafts);
+        pass[0] = next;
+        speculator.Draft(_cached, next, pass[1..], DraftOverride);
+        ReadOnlySpan<float> logits = speculator.Verify(pass);
+        int vocab = _logits.Length;
         _cached.Add(next);
-        int token = reply.Next(logits[.._logits.Length], draft, out bool accepted);
-        reply.DraftTokens++;
-        if (!accepted)
+        reply.DraftTokens += drafts;
+        for (int j = 1; j <= drafts; j++)
         {
-            _session.Cache.Truncate(_cached.Count);
-            speculator.Rejected();
-            Emit(reply, token, output);
-            return token;
+            int token = reply.Next(logits.Slice((j - 1) * vocab, vocab), pass[j], out bool accepted);
+            if (!accepted)
+            {
+                _session.Cache.Truncate(_cached.Count);
+                speculator.Accepted(j - 1);
+                Emit(reply, token, output);
+                return token;
+            }
+            reply.AcceptedDraftTokens++;
+            _cached.Add(pass[j]);
+            Emit(reply, pass[j], output);
+            if (reply.Finished) return pass[j]; // the rows after it leave the cache when the generation ends
         }
-        reply.AcceptedDraftTokens++;
-        _cached.Add(draft);
-        Emit(reply, draft, output);
-        if (reply.Finished) return draft;
-        logits[_logits.Length..].CopyTo(_logits);
+        logits.Slice(drafts * vocab, vocab).CopyTo(_logits);
         int after = reply.Next(_logits);
         Emit(reply, after, output);
         return after;

@@ -9,6 +9,7 @@ public sealed class InferenceSession : IDisposable
     private readonly LatentKvCache _cache;
     private readonly LatentKvCache? _mtpCache;
     private int _lastBatch;
+    private int _lastMtpBatch;
 
     internal InferenceSession(DeepSeekModel model, int capacity)
     {
@@ -38,6 +39,9 @@ public sealed class InferenceSession : IDisposable
 
     /// <summary>Hidden states after the final norm [n, dim] of the last <see cref="Forward(ReadOnlySpan{int}, Span{float}, bool, bool)"/>.</summary>
     public ReadOnlySpan<float> LastHidden => _state.Hidden.AsSpan(0, _lastBatch * Config.Dim);
+    /// <summary>The MTP block's output (the residual stream before its head norm) [n, dim] of the last
+    /// <see cref="ForwardMtp"/>: what a chained MTP step takes as its hidden state. Valid until the next pass.</summary>
+    internal ReadOnlySpan<float> LastMtpHidden => _state.X.AsSpan(0, _lastMtpBatch * Config.Dim);
 
     /// <summary>Runs <paramref name="tokens"/> at positions Position.. and appends them to the cache.</summary>
     /// <param name="logits">[n, vocab] when <paramref name="allPositions"/>, else [vocab] for the last token</param>
@@ -51,6 +55,7 @@ public sealed class InferenceSession : IDisposable
             throw new ArgumentException($"logits holds {logits.Length} values; {needed} needed", nameof(logits));
         _model.Transformer.Forward(tokens, _cache, _state, Attention, allPositions, Observer, logits, decoding);
         _lastBatch = tokens.Length;
+        _lastMtpBatch = 0; // the main pass wrote over the MTP block's output
     }
 
     /// <summary>Convenience overload returning [n, vocab] logits.</summary>
@@ -79,6 +84,7 @@ public sealed class InferenceSession : IDisposable
             throw new ArgumentException($"logits holds {logits.Length} values; {needed} needed", nameof(logits));
         // hidden may alias this session's LastHidden, which the MTP pass does not overwrite before reading it.
         _model.Transformer.ForwardMtp(0, nextTokens, hidden, _mtpCache, _state, Attention, logits, allPositions, decoding);
+        _lastMtpBatch = nextTokens.Length;
     }
 
     private void CheckTokens(ReadOnlySpan<int> tokens, int position)

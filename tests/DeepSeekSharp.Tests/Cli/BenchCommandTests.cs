@@ -75,6 +75,13 @@ public class BenchCommandTests
         Assert.Equal(k, one); // one token reads exactly its k experts
         Assert.InRange(two, k, 2 * k); // two tokens share some or none
 
+        JsonElement chained = BenchJson("--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "19", "--repeat", "1",
+            "--speculative", "mtp", "--speculative-tokens", "3", "--draft-acceptance", "1").GetProperty("speculative");
+        Assert.Equal(1.0, chained.GetProperty("acceptance").GetDouble());
+        Assert.Equal(3, chained.GetProperty("drafts_per_pass").GetInt32());
+        Assert.Equal(19.0 / 5, chained.GetProperty("tokens_per_pass").GetDouble(), 1e-9); // 4 + 4 + 4 + 4 + 3: the last pass drafts 2
+        Assert.InRange(chained.GetProperty("verify_experts_per_layer").GetDouble(), two, 4 * k);
+
         JsonElement none = BenchJson("--model", g.Directory, "--prompt-tokens", "7", "--gen-tokens", "20", "--repeat", "1",
             "--speculative", "mtp", "--draft-acceptance", "0").GetProperty("speculative");
         Assert.Equal(0.0, none.GetProperty("acceptance").GetDouble());
@@ -97,6 +104,7 @@ public class BenchCommandTests
     [InlineData("v3-tiny", new[] { "--speculative", "eagle" }, "--speculative 'eagle'")]
     [InlineData("v3-tiny", new[] { "--draft-acceptance", "0.5" }, "needs --speculative mtp")]
     [InlineData("v3-tiny", new[] { "--speculative", "mtp", "--draft-acceptance", "1.5" }, "--draft-acceptance must be in [0, 1]")]
+    [InlineData("v3-tiny", new[] { "--speculative", "mtp", "--speculative-tokens", "0" }, "--speculative-tokens must be in [1, 8]")]
     public void Bench_BadSpeculationOptions_FailNamingTheProblem(string model, string[] options, string message)
     {
         var (code, _, stderr) = CliRunner.Run(["bench", "--model", GoldenCase.DataPath(model), "--gen-tokens", "4", "--repeat", "1", .. options]);

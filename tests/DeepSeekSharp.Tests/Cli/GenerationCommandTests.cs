@@ -35,6 +35,13 @@ public class GenerationCommandTests
         var bad = CliRunner.Run([.. args, "--speculative", "eagle"]);
         Assert.Equal(1, bad.Code);
         Assert.Contains("--speculative 'eagle'", bad.Stderr);
+
+        var chained = CliRunner.Run([.. args, "--speculative", "mtp", "--speculative-tokens", "3"]);
+        Assert.True(chained.Code == 0, chained.Stderr);
+        Assert.Equal(plain.Stdout, chained.Stdout);
+        var tooMany = CliRunner.Run([.. args, "--speculative", "mtp", "--speculative-tokens", "9"]);
+        Assert.Equal(1, tooMany.Code);
+        Assert.Contains("'speculative_tokens' must be in [1, 8], got 9", tooMany.Stderr);
     }
 
     [Fact]

@@ -74,10 +74,11 @@ public class SpeculationTests
         return (ids, usage!);
     }
 
-    private static GenerationOptions Greedy(int maxTokens, Speculation speculation, int eos) => new()
+    private static GenerationOptions Greedy(int maxTokens, Speculation speculation, int eos, int drafts = 1) => new()
     {
         MaxTokens = maxTokens,
         Speculation = speculation,
+        SpeculativeTokens = drafts,
         Sampling = new SamplingOptions { Temperature = 0, LogitBias = new Dictionary<int, float> { [eos] = -100 } }, // run to max_tokens
     };
 
@@ -95,25 +96,74 @@ public class SpeculationTests
                 : Prompt(g, seed, 5 + 7 * (int)seed);
             g.Reset();
             var (plain, _) = await Run(g, prompt, Greedy(60, Speculation.Off, eos));
-            g.Reset();
-            var (spec, usage) = await Run(g, prompt, Greedy(60, Speculation.Mtp, eos));
-            Assert.Equal(plain, spec);
-            Assert.Equal(60, spec.Count);
-            Assert.True(usage.DraftTokens > 0);
-            if (name == "r1-tiny") Assert.True(usage.DraftAcceptance > 0.8, $"acceptance {usage.DraftAcceptance:P0}"); // a trained MTP module
-
-            // Drafts forced to the known continuation (every accept path), and forced wrong every third time.
-            foreach (int wrongEvery in new[] { int.MaxValue, 3 })
+            foreach (int drafts in new[] { 1, 3 }) // one draft a pass, and three chained
             {
                 g.Reset();
-                int calls = 0;
-                g.DraftOverride = (position, _) => ++calls % wrongEvery == 0 ? (plain[position - prompt.Length] + 1) % g.Model.Config.VocabSize : plain[position - prompt.Length];
-                var (forced, forcedUsage) = await Run(g, prompt, Greedy(60, Speculation.Mtp, eos));
-                g.DraftOverride = null;
-                Assert.Equal(plain, forced);
-                Assert.Equal(forcedUsage.DraftTokens - forcedUsage.DraftTokens / wrongEvery, forcedUsage.AcceptedDraftTokens);
-                Assert.True(forcedUsage.DraftTokens < 40, $"{forcedUsage.DraftTokens} drafts for 60 tokens"); // accepted drafts save passes
+                var (spec, usage) = await Run(g, prompt, Greedy(60, Speculation.Mtp, eos, drafts));
+                Assert.Equal(plain, spec);
+                Assert.Equal(60, spec.Count);
+                Assert.True(usage.DraftTokens > 0);
+                if (name == "r1-tiny" && drafts == 1) Assert.True(usage.DraftAcceptance > 0.8, $"acceptance {usage.DraftAcceptance:P0}"); // a trained MTP module
+
+                // Drafts forced to the known continuation (every accept path), and forced wrong every third time.
+                foreach (int wrongEvery in new[] { int.MaxValue, 3 })
+                {
+                    g.Reset();
+                    int calls = 0;
+                    g.DraftOverride = (position, _) => ++calls % wrongEvery == 0 ? (plain[position - prompt.Length] + 1) % g.Model.Config.VocabSize : plain[position - prompt.Length];
+                    var (forced, forcedUsage) = await Run(g, prompt, Greedy(60, Speculation.Mtp, eos, drafts));
+                    g.DraftOverride = null;
+                    Assert.Equal(plain, forced);
+                    if (wrongEvery == int.MaxValue)
+                    {
+                        // Every draft right: each pass gives its drafts and the token after them, drafting no more
+                        // than the 60-token reply can still take (the last token alone runs plainly).
+                        int expected = 0;
+                        for (int left = 59; left > 1;)
+                        {
+                            int k = Math.Min(drafts, left - 1);
+                            expected += k;
+                            left -= k + 1;
+                        }
+                        Assert.Equal(expected, forcedUsage.DraftTokens);
+                        Assert.Equal(expected, forcedUsage.AcceptedDraftTokens);
+                    }
+                    else Assert.Equal(forcedUsage.DraftTokens - forcedUsage.DraftTokens / wrongEvery, forcedUsage.AcceptedDraftTokens);
+                }
             }
+        }
+    }
+
+    /// <summary>Chained drafts leave nothing of themselves in the MTP cache: after the same greedy reply, drafting three
+    /// a pass leaves the rows (bit for bit) that drafting one a pass leaves — as far as both reach: how many rows still
+    /// wait for their next token at the end depends on how the last passes went — and never a row whose next token is
+    /// not in the main cache.</summary>
+    [Theory]
+    [InlineData("random:v3-tiny")]
+    [InlineData("r1-tiny")]
+    public async Task ChainedDrafts_LeaveTheMtpCacheAsOneDraftDoes(string name)
+    {
+        using Generator g = Load(name);
+        int eos = g.Model.Config.EosTokenId ?? 1;
+        int[] prompt = Prompt(g, 4, 12);
+        float[][] MtpRows()
+        {
+            LatentKvCache cache = g.Session.MtpCache!;
+            Assert.InRange(cache.Length, prompt.Length, g.Session.Cache.Length - 1);
+            return [.. Enumerable.Range(0, cache.Layers).Select(l => cache.Layer(l)[..(cache.Length * cache.Width)].ToArray())];
+        }
+        var (one, _) = await Run(g, prompt, Greedy(40, Speculation.Mtp, eos, drafts: 1));
+        float[][] expected = MtpRows();
+        g.Reset();
+        var (three, usage) = await Run(g, prompt, Greedy(40, Speculation.Mtp, eos, drafts: 3));
+        float[][] actual = MtpRows();
+        Assert.Equal(one, three);
+        Assert.True(usage.DraftTokens > 0);
+        for (int l = 0; l < expected.Length; l++)
+        {
+            int common = Math.Min(expected[l].Length, actual[l].Length);
+            Assert.True(common >= (prompt.Length + 30) * g.Session.MtpCache!.Width);
+            Assert.Equal(expected[l][..common], actual[l][..common]);
         }
     }
 
