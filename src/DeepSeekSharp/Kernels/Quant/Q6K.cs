@@ -158,6 +158,76 @@ public static class Q6K
         return sum;
     }
 
+    /// <summary>Two tokens against one row (a decode step with a speculative draft, two sequences of a batch): each
+    /// half block's codes and scale shuffles made once for both; token t's activations start at t ·
+    /// <paramref name="xStride"/> (codes), t · <paramref name="dStride"/> (scales) and t · <paramref name="sStride"/>
+    /// (sums per 16). Each token gets the integers and float steps of <see cref="V256(ReadOnlySpan{BlockQ6K},
+    /// ReadOnlySpan{sbyte}, ReadOnlySpan{float}, ReadOnlySpan{short})"/> alone, so the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void V256x2(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> sums16, int sStride, Span<float> result)
+    {
+        int n = w.Length;
+        if (xStride < n * 256 || xq.Length < xStride + n * 256) ThrowHelper.LengthMismatch(nameof(xq), xStride + n * 256, xq.Length);
+        if (dStride < n || xd.Length < dStride + n) ThrowHelper.LengthMismatch(nameof(xd), dStride + n, xd.Length);
+        if (sStride < n * 16 || sums16.Length < sStride + n * 16) ThrowHelper.TooShort(nameof(sums16), sStride + n * 16, sums16.Length);
+        if (result.Length < 2) ThrowHelper.TooShort(nameof(result), 2, result.Length);
+        ref byte blk = ref Unsafe.As<BlockQ6K, byte>(ref MemoryMarshal.GetReference(w));
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride);
+        ref short xs0 = ref MemoryMarshal.GetReference(sums16);
+        ref short xs1 = ref Unsafe.Add(ref xs0, sStride);
+        ref float dx0 = ref MemoryMarshal.GetReference(xd);
+        ref float dx1 = ref Unsafe.Add(ref dx0, dStride);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(HalfTable.Values);
+        var k = new Constants(Vector256.Create((byte)0x0F), Vector256.Create((byte)0x30), Pick(0), Pick(1), Pick(2), Pick(3));
+        float sum0 = 0, sum1 = 0;
+        for (int b = 0; b < n; b++)
+        {
+            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref blk, 192))));
+            Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
+            Half2(ref blk, ref x0, ref x1, 0, scales, k, out Vector256<int> a0, out Vector256<int> a1);
+            Half2(ref blk, ref x0, ref x1, 1, scalesHi, k, out Vector256<int> b0, out Vector256<int> b1);
+            Vector256<int> t0 = a0 + b0 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref xs0)), 5);
+            Vector256<int> t1 = a1 + b1 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref xs1)), 5);
+            Vector256<int> h = Avx2.HorizontalAdd(t0, t1);
+            Vector128<int> q = h.GetLower() + h.GetUpper();
+            q = Ssse3.HorizontalAdd(q, q); // [Σ token 0, Σ token 1, …]
+            float d = Scale(ref half, ref blk);
+            sum0 += d * dx0 * q.ToScalar();
+            sum1 += d * dx1 * q.GetElement(1);
+            blk = ref Unsafe.Add(ref blk, BlockQ6K.Bytes);
+            x0 = ref Unsafe.Add(ref x0, 256);
+            x1 = ref Unsafe.Add(ref x1, 256);
+            xs0 = ref Unsafe.Add(ref xs0, 16);
+            xs1 = ref Unsafe.Add(ref xs1, 16);
+            dx0 = ref Unsafe.Add(ref dx0, 1);
+            dx1 = ref Unsafe.Add(ref dx1, 1);
+        }
+        result[0] = sum0;
+        result[1] = sum1;
+    }
+
+    /// <summary><see cref="Half"/> for two tokens: the codes unpacked and the scales picked once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Half2(ref byte blk, ref sbyte x0, ref sbyte x1, int half, Vector256<byte> s, in Constants k,
+        out Vector256<int> r0, out Vector256<int> r1)
+    {
+        Vector256<byte> l0 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64 + 32));
+        Vector256<byte> h = Vector256.LoadUnsafe(ref blk, (nuint)(128 + half * 32));
+        Vector256<ushort> h16 = h.AsUInt16();
+        Vector256<byte> q0 = (l0 & k.Low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & k.High2);
+        Vector256<byte> q1 = (l1 & k.Low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & k.High2);
+        Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & k.Low4) | (h & k.High2);
+        Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & k.Low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & k.High2);
+        Vector256<short> s0 = Avx2.Shuffle(s, k.Pick0).AsInt16(), s1 = Avx2.Shuffle(s, k.Pick1).AsInt16();
+        Vector256<short> s2 = Avx2.Shuffle(s, k.Pick2).AsInt16(), s3 = Avx2.Shuffle(s, k.Pick3).AsInt16();
+        r0 = Part(Part(Vector256<int>.Zero, q0, ref x0, half * 4 + 0, s0), q1, ref x0, half * 4 + 1, s1)
+            + Part(Part(Vector256<int>.Zero, q2, ref x0, half * 4 + 2, s2), q3, ref x0, half * 4 + 3, s3);
+        r1 = Part(Part(Vector256<int>.Zero, q0, ref x1, half * 4 + 0, s0), q1, ref x1, half * 4 + 1, s1)
+            + Part(Part(Vector256<int>.Zero, q2, ref x1, half * 4 + 2, s2), q3, ref x1, half * 4 + 3, s3);
+    }
+
     /// <summary>d of the block at <paramref name="blk"/>, from the fp16 table.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Scale(ref float half, ref byte blk) => Unsafe.Add(ref half, Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 208)));

@@ -197,6 +197,31 @@ public class GgmlBlockTests
 
     [Theory]
     [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(7)]
+    [InlineData(8)]
+    public void Q6K_TwoTokenKernel_IsBitIdenticalToTheSpecificationPerToken(int superBlocks)
+    {
+        var rng = new Random(superBlocks + 700);
+        int n = superBlocks * 256;
+        float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, 3 * n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        w[5] = 0; // a block with a zero
+        var wb = new BlockQ6K[superBlocks];
+        Q6K.QuantizeRow(w, wb);
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 3, n);
+        if (!Avx2.IsSupported) return;
+        act.PrepareSums16(3);
+        var two = new float[2];
+        Q6K.V256x2(wb, act.Q.AsSpan(n, 2 * n), n, act.D.AsSpan(superBlocks, 2 * superBlocks), superBlocks, act.Sums16.AsSpan(n / 16, 2 * n / 16), n / 16, two); // tokens 1 and 2
+        for (int t = 1; t <= 2; t++)
+            Assert.Equal(Q6K.Scalar(wb, act.Q.AsSpan(t * n, n), act.D.AsSpan(t * superBlocks, superBlocks)), two[t - 1]);
+        Assert.NotEqual(two[0], two[1]);
+    }
+
+    [Theory]
+    [InlineData(1)]
     [InlineData(3)]
     [InlineData(8)]  // pairs of blocks only
     [InlineData(11)] // pairs and one block left
