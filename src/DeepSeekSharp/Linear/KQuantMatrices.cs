@@ -73,7 +73,17 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
-        int superBlocks = SuperBlocks, paired = Avx2.IsSupported ? n / 2 * 2 : 0;
+        int superBlocks = SuperBlocks;
+        if (n == 1 && Avx2.IsSupported)
+        {
+            // One token (decode): the activations' spans made once, each row's kernel called on them.
+            ReadOnlySpan<sbyte> q = a.Q.AsSpan(0, Cols);
+            ReadOnlySpan<float> d = a.D.AsSpan(0, superBlocks);
+            ReadOnlySpan<short> sums = a.Sums16.AsSpan(0, Cols / 16);
+            for (int o = r0; o < r1; o++) y[o - rowStart] = Q6K.V256(Row(o), q, d, sums);
+            return;
+        }
+        int paired = Avx2.IsSupported ? n / 2 * 2 : 0;
         Span<float> two = stackalloc float[2];
         for (int o = r0; o < r1; o++)
         {

@@ -213,13 +213,8 @@ public static class Q6K
     private static void Half2(ref byte blk, ref sbyte x0, ref sbyte x1, int half, Vector256<byte> s, in Constants k,
         out Vector256<int> r0, out Vector256<int> r1)
     {
-        Vector256<byte> l0 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64 + 32));
-        Vector256<byte> h = Vector256.LoadUnsafe(ref blk, (nuint)(128 + half * 32));
-        Vector256<ushort> h16 = h.AsUInt16();
-        Vector256<byte> q0 = (l0 & k.Low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & k.High2);
-        Vector256<byte> q1 = (l1 & k.Low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & k.High2);
-        Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & k.Low4) | (h & k.High2);
-        Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & k.Low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & k.High2);
+        Codes c = Unpack(ref blk, half, k);
+        Vector256<byte> q0 = c.Q0, q1 = c.Q1, q2 = c.Q2, q3 = c.Q3;
         Vector256<short> s0 = Avx2.Shuffle(s, k.Pick0).AsInt16(), s1 = Avx2.Shuffle(s, k.Pick1).AsInt16();
         Vector256<short> s2 = Avx2.Shuffle(s, k.Pick2).AsInt16(), s3 = Avx2.Shuffle(s, k.Pick3).AsInt16();
         r0 = Part(Part(Vector256<int>.Zero, q0, ref x0, half * 4 + 0, s0), q1, ref x0, half * 4 + 1, s1)
@@ -255,18 +250,33 @@ public static class Q6K
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Half(ref byte blk, ref sbyte xb, int half, Vector256<byte> s, in Constants k)
     {
-        Vector256<byte> l0 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64 + 32));
-        Vector256<byte> h = Vector256.LoadUnsafe(ref blk, (nuint)(128 + half * 32));
-        Vector256<ushort> h16 = h.AsUInt16();
-        Vector256<byte> q0 = (l0 & k.Low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & k.High2);
-        Vector256<byte> q1 = (l1 & k.Low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & k.High2);
-        Vector256<byte> q2 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & k.Low4) | (h & k.High2);
-        Vector256<byte> q3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & k.Low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & k.High2);
+        Codes c = Unpack(ref blk, half, k);
+        Vector256<byte> q0 = c.Q0, q1 = c.Q1, q2 = c.Q2, q3 = c.Q3;
         // Two accumulation chains (q0, q1 and q2, q3), so the parts' multiply-adds need not wait on one another.
         Vector256<int> a = Part(Vector256<int>.Zero, q0, ref xb, half * 4 + 0, Avx2.Shuffle(s, k.Pick0).AsInt16());
         a = Part(a, q1, ref xb, half * 4 + 1, Avx2.Shuffle(s, k.Pick1).AsInt16());
         Vector256<int> b = Part(Vector256<int>.Zero, q2, ref xb, half * 4 + 2, Avx2.Shuffle(s, k.Pick2).AsInt16());
         return a + Part(b, q3, ref xb, half * 4 + 3, Avx2.Shuffle(s, k.Pick3).AsInt16());
+    }
+
+    /// <summary>The codes (q + 32) of chunks 4·half .. 4·half + 3 of the block at <paramref name="blk"/>, 32 to a vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Codes Unpack(ref byte blk, int half, in Constants k)
+    {
+        Vector256<byte> l0 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64)), l1 = Vector256.LoadUnsafe(ref blk, (nuint)(half * 64 + 32));
+        Vector256<byte> h = Vector256.LoadUnsafe(ref blk, (nuint)(128 + half * 32));
+        Vector256<ushort> h16 = h.AsUInt16();
+        return new Codes(
+            (l0 & k.Low4) | (Vector256.ShiftLeft(h16, 4).AsByte() & k.High2),
+            (l1 & k.Low4) | (Vector256.ShiftLeft(h16, 2).AsByte() & k.High2),
+            (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & k.Low4) | (h & k.High2),
+            (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & k.Low4) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & k.High2));
+    }
+
+    /// <summary>Four vectors of codes (a struct of four fields, which the JIT keeps in registers).</summary>
+    private readonly struct Codes(Vector256<byte> q0, Vector256<byte> q1, Vector256<byte> q2, Vector256<byte> q3)
+    {
+        public readonly Vector256<byte> Q0 = q0, Q1 = q1, Q2 = q2, Q3 = q3;
     }
 
     /// <summary><paramref name="acc"/> plus Σ over the 32 weights of chunk k (two sub-blocks) of sc·q·x (q the stored
