@@ -50,6 +50,36 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             for (int o = r0; o < r1; o++) y[o - rowStart] = BlockDots<T>.V256(ref *RowPointer(o), blocks, q, d, sums);
             return;
         }
+        if (Avx2.IsSupported && n < GemmMinTokens)
+        {
+            // A few tokens (a decode step with drafts, a small batch): at most one group of four, one pair and one
+            // single token, their activations' spans made once; each row's kernels run while the row is in L1. (A
+            // row is about 0.1 µs of work from memory, so slicing spans per row and token group cost a third of it.)
+            int quad = n >= 4 ? 4 : 0, pairEnd = n - quad >= 2 ? quad + 2 : quad;
+            ReadOnlySpan<sbyte> q4 = a.Q.AsSpan(0, quad * Cols), q2 = a.Q.AsSpan(quad * Cols, (pairEnd - quad) * Cols), q1 = a.Q.AsSpan(pairEnd * Cols, (n - pairEnd) * Cols);
+            ReadOnlySpan<float> d4 = a.D.AsSpan(0, quad * blocks), d2 = a.D.AsSpan(quad * blocks, (pairEnd - quad) * blocks), d1 = a.D.AsSpan(pairEnd * blocks, (n - pairEnd) * blocks);
+            ReadOnlySpan<short> s4 = a.BlockSum.AsSpan(0, quad * blocks), s2 = a.BlockSum.AsSpan(quad * blocks, (pairEnd - quad) * blocks),
+                s1 = a.BlockSum.AsSpan(pairEnd * blocks, (n - pairEnd) * blocks);
+            Span<float> out4 = stackalloc float[4];
+            for (int o = r0; o < r1; o++)
+            {
+                ref byte row = ref *RowPointer(o);
+                float* yo = y + (o - rowStart);
+                if (quad > 0)
+                {
+                    BlockDots<T>.V256x4(ref row, blocks, q4, Cols, d4, blocks, s4, out4);
+                    for (int k = 0; k < 4; k++) yo[(long)k * rowCount] = out4[k];
+                }
+                if (pairEnd > quad)
+                {
+                    BlockDots<T>.V256x2(ref row, blocks, q2, Cols, d2, blocks, s2, out4);
+                    yo[(long)quad * rowCount] = out4[0];
+                    yo[(long)(quad + 1) * rowCount] = out4[1];
+                }
+                if (pairEnd < n) yo[(long)pairEnd * rowCount] = BlockDots<T>.V256(ref row, blocks, q1, d1, s1);
+            }
+            return;
+        }
         // Then two at a time (a decode step with a speculative draft), then one.
         int grouped = Avx2.IsSupported ? n / 4 * 4 : 0, paired = Avx2.IsSupported ? grouped + (n - grouped) / 2 * 2 : 0;
         Span<float> four = stackalloc float[4];
