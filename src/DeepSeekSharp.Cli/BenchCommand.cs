@@ -124,7 +124,8 @@ internal static class BenchCommand
                     speculative = res.Spec is { } sp ? new
                     {
                         decode_tok_s = sp.DecodeTokS, speedup = sp.DecodeTokS / res.DecodeTokS, acceptance = sp.Acceptance,
-                        tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, drafts_per_pass = specTokens, plain_experts_per_layer = sp.PlainExperts,
+                        tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, drafts_per_pass = specTokens,
+                        pass_cost_steps = sp.TokensPerPass * res.DecodeTokS / sp.DecodeTokS, plain_experts_per_layer = sp.PlainExperts,
                         verify_experts_per_layer = sp.VerifyExperts,
                     } : null,
                     prefix_cache = ttft is { } tt ? new { prefix_tokens = prefix, cached_tokens = tt.Cached, cold_ttft_ms = tt.Cold * 1e3, warm_ttft_ms = tt.Warm * 1e3 } : null,
@@ -144,7 +145,8 @@ internal static class BenchCommand
                 {
                     string source = acceptance is { } p ? $"the next greedy token with probability {p:F2}" : "the MTP module";
                     stdout.WriteLine($"speculative decode (drafts from {source}): {sp.DecodeTokS:F2} tokens/s = {sp.DecodeTokS / res.DecodeTokS:F2}x, " +
-                        $"{sp.Acceptance:P1} of drafts accepted, {sp.TokensPerPass:F2} tokens per forward pass ({specTokens} draft{(specTokens == 1 ? "" : "s")} a pass)");
+                        $"{sp.Acceptance:P1} of drafts accepted, {sp.TokensPerPass:F2} tokens per forward pass ({specTokens} draft{(specTokens == 1 ? "" : "s")} a pass), " +
+                        $"a pass costing {sp.TokensPerPass * res.DecodeTokS / sp.DecodeTokS:F2} plain steps");
                     if (sp.PlainExperts > 0)
                         stdout.WriteLine($"routed experts read per MoE layer and pass: {sp.PlainExperts:F2} decoding one token, {sp.VerifyExperts:F2} verifying {1 + specTokens}");
                 }

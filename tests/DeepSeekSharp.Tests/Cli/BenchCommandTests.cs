@@ -79,6 +79,8 @@ public class BenchCommandTests
             "--speculative", "mtp", "--speculative-tokens", "3", "--draft-acceptance", "1").GetProperty("speculative");
         Assert.Equal(1.0, chained.GetProperty("acceptance").GetDouble());
         Assert.Equal(3, chained.GetProperty("drafts_per_pass").GetInt32());
+        double cost = chained.GetProperty("pass_cost_steps").GetDouble(); // tokens per pass ÷ speed-up
+        Assert.Equal(chained.GetProperty("tokens_per_pass").GetDouble() / chained.GetProperty("speedup").GetDouble(), cost, 1e-9);
         Assert.Equal(19.0 / 5, chained.GetProperty("tokens_per_pass").GetDouble(), 1e-9); // 4 + 4 + 4 + 4 + 3: the last pass drafts 2
         Assert.InRange(chained.GetProperty("verify_experts_per_layer").GetDouble(), two, 4 * k);
 
