@@ -125,7 +125,7 @@ internal static class BenchCommand
                     {
                         decode_tok_s = sp.DecodeTokS, speedup = sp.DecodeTokS / res.DecodeTokS, acceptance = sp.Acceptance,
                         tokens_per_pass = sp.TokensPerPass, draft_acceptance = acceptance, drafts_per_pass = specTokens,
-                        pass_cost_steps = sp.TokensPerPass * res.DecodeTokS / sp.DecodeTokS, plain_experts_per_layer = sp.PlainExperts,
+                        pass_cost_steps = sp.PassCost(res.DecodeTokS), plain_experts_per_layer = sp.PlainExperts,
                         verify_experts_per_layer = sp.VerifyExperts,
                     } : null,
                     prefix_cache = ttft is { } tt ? new { prefix_tokens = prefix, cached_tokens = tt.Cached, cold_ttft_ms = tt.Cold * 1e3, warm_ttft_ms = tt.Warm * 1e3 } : null,
@@ -146,7 +146,7 @@ internal static class BenchCommand
                     string source = acceptance is { } p ? $"the next greedy token with probability {p:F2}" : "the MTP module";
                     stdout.WriteLine($"speculative decode (drafts from {source}): {sp.DecodeTokS:F2} tokens/s = {sp.DecodeTokS / res.DecodeTokS:F2}x, " +
                         $"{sp.Acceptance:P1} of drafts accepted, {sp.TokensPerPass:F2} tokens per forward pass ({specTokens} draft{(specTokens == 1 ? "" : "s")} a pass), " +
-                        $"a pass costing {sp.TokensPerPass * res.DecodeTokS / sp.DecodeTokS:F2} plain steps");
+                        $"a pass costing {sp.PassCost(res.DecodeTokS):F2} plain steps");
                     if (sp.PlainExperts > 0)
                         stdout.WriteLine($"routed experts read per MoE layer and pass: {sp.PlainExperts:F2} decoding one token, {sp.VerifyExperts:F2} verifying {1 + specTokens}");
                 }
@@ -192,7 +192,11 @@ internal static class BenchCommand
     /// <param name="DecodeRuns">each run's decode tokens/s</param>
     /// <param name="Reads">with --read-bound: the read bandwidth (bytes/s) before the first run and after each; else empty</param>
     private readonly record struct Result(double PrefillTokS, double DecodeTokS, List<double> DecodeRuns, List<double> Reads, SpecResult? Spec = null);
-    private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts);
+    private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts)
+    {
+        /// <summary>What a verify pass costs in plain decode steps (tokens per pass ÷ speed-up), given the plain tokens/s.</summary>
+        public double PassCost(double plainTokS) => TokensPerPass * plainTokS / DecodeTokS;
+    }
 
     private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0,
         bool readBound = false, int drafts = 1)
