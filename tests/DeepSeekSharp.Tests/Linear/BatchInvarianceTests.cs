@@ -32,6 +32,31 @@ public class BatchInvarianceTests
         }
     }
 
+    /// <summary>The 32-weight block formats at widths that are not a multiple of eight blocks (the row kernels' group
+    /// of four and single blocks after the groups of eight; V2-Lite's 1408-wide expert rows).</summary>
+    [Theory]
+    [InlineData(WeightFormat.Q8_0, 416)]
+    [InlineData(WeightFormat.Q8_0, 1408)]
+    [InlineData(WeightFormat.Q4_0, 416)]
+    [InlineData(WeightFormat.Q5_0, 1408)]
+    [InlineData(WeightFormat.Q5_0, 96)]
+    public void BlockFormats_AtAnyWidth_GiveEachTokenTheSameBitsAloneOrWithOthers(WeightFormat format, int cols)
+    {
+        const int rows = 29;
+        var rng = new Random(cols);
+        using Matrix m = Matrix.Create(format, rows, cols);
+        for (int r = 0; r < rows; r++) m.SetRow(r, Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
+        float[] x = Enumerable.Range(0, 7 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var alone = new float[7 * rows];
+        for (int t = 0; t < 7; t++) m.Forward(x.AsSpan(t * cols, cols), alone.AsSpan(t * rows, rows), 1);
+        foreach (int n in new[] { 2, 3, 4, 5, 7 })
+        {
+            var together = new float[n * rows];
+            m.Forward(x.AsSpan(0, n * cols), together, n);
+            Assert.Equal(alone.AsSpan(0, n * rows).ToArray(), together);
+        }
+    }
+
     [Theory]
     [InlineData(WeightFormat.F32)]
     [InlineData(WeightFormat.BF16)]
