@@ -83,13 +83,20 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
             for (int o = r0; o < r1; o++) y[o - rowStart] = Q6K.V256(Row(o), q, d, sums);
             return;
         }
-        int paired = Avx2.IsSupported ? n / 2 * 2 : 0;
-        Span<float> two = stackalloc float[2];
+        int quads = Avx2.IsSupported ? n / 4 * 4 : 0, paired = Avx2.IsSupported ? quads + (n - quads) / 2 * 2 : 0;
+        Span<float> two = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<BlockQ6K> row = Row(o);
-            // Two tokens at a time share each block's unpacking (a decode step with a draft, a batch); the same bits.
-            for (int t = 0; t < paired; t += 2)
+            // Four, then two tokens at a time share each block's unpacking (a decode step with drafts, a batch); the
+            // same bits.
+            for (int t = 0; t < quads; t += 4)
+            {
+                Q6K.V256x4(row, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * superBlocks, 4 * superBlocks), superBlocks,
+                    a.Sums16.AsSpan(t * Cols / 16, 4 * Cols / 16), Cols / 16, two);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = two[k];
+            }
+            for (int t = quads; t < paired; t += 2)
             {
                 Q6K.V256x2(row, a.Q.AsSpan(t * Cols, 2 * Cols), Cols, a.D.AsSpan(t * superBlocks, 2 * superBlocks), superBlocks,
                     a.Sums16.AsSpan(t * Cols / 16, 2 * Cols / 16), Cols / 16, two);

@@ -143,10 +143,8 @@ public static class Q6K
         // the specification.
         for (; b + 2 <= n; b += 2)
         {
-            Vector256<int> h = Avx2.HorizontalAdd(BlockSums(ref blk, ref x, ref xs, k),
-                BlockSums(ref Unsafe.Add(ref blk, BlockQ6K.Bytes), ref Unsafe.Add(ref x, 256), ref Unsafe.Add(ref xs, 16), k));
-            Vector128<int> q = h.GetLower() + h.GetUpper();
-            q = Ssse3.HorizontalAdd(q, q); // [Σ first, Σ second, …]
+            Vector128<int> q = Totals2(BlockSums(ref blk, ref x, ref xs, k),
+                BlockSums(ref Unsafe.Add(ref blk, BlockQ6K.Bytes), ref Unsafe.Add(ref x, 256), ref Unsafe.Add(ref xs, 16), k)); // [Σ first, Σ second, …]
             sum += Scale(ref half, ref blk) * dx * q.ToScalar();
             sum += Scale(ref half, ref Unsafe.Add(ref blk, BlockQ6K.Bytes)) * Unsafe.Add(ref dx, 1) * q.GetElement(1);
             blk = ref Unsafe.Add(ref blk, 2 * BlockQ6K.Bytes);
@@ -190,9 +188,7 @@ public static class Q6K
             Half2(ref blk, ref x0, ref x1, 1, scalesHi, k, out Vector256<int> b0, out Vector256<int> b1);
             Vector256<int> t0 = a0 + b0 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref xs0)), 5);
             Vector256<int> t1 = a1 + b1 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref xs1)), 5);
-            Vector256<int> h = Avx2.HorizontalAdd(t0, t1);
-            Vector128<int> q = h.GetLower() + h.GetUpper();
-            q = Ssse3.HorizontalAdd(q, q); // [Σ token 0, Σ token 1, …]
+            Vector128<int> q = Totals2(t0, t1); // [Σ token 0, Σ token 1, …]
             float d = Scale(ref half, ref blk);
             sum0 += d * dx0 * q.ToScalar();
             sum1 += d * dx1 * q.GetElement(1);
@@ -207,6 +203,86 @@ public static class Q6K
         result[0] = sum0;
         result[1] = sum1;
     }
+
+    /// <summary>Four tokens against one row (a verify pass with three drafts, four sequences of a batch): as
+    /// <see cref="V256x2"/>, each half block's codes unpacked and scales picked once for all four; the same bits as
+    /// one token at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void V256x4(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> sums16, int sStride, Span<float> result)
+    {
+        int n = w.Length;
+        if (xStride < n * 256 || xq.Length < 3 * xStride + n * 256) ThrowHelper.LengthMismatch(nameof(xq), 3 * xStride + n * 256, xq.Length);
+        if (dStride < n || xd.Length < 3 * dStride + n) ThrowHelper.LengthMismatch(nameof(xd), 3 * dStride + n, xd.Length);
+        if (sStride < n * 16 || sums16.Length < 3 * sStride + n * 16) ThrowHelper.TooShort(nameof(sums16), 3 * sStride + n * 16, sums16.Length);
+        if (result.Length < 4) ThrowHelper.TooShort(nameof(result), 4, result.Length);
+        ref byte blk = ref Unsafe.As<BlockQ6K, byte>(ref MemoryMarshal.GetReference(w));
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref short xs0 = ref MemoryMarshal.GetReference(sums16);
+        ref float dx0 = ref MemoryMarshal.GetReference(xd);
+        ref float half = ref MemoryMarshal.GetArrayDataReference(HalfTable.Values);
+        var k = new Constants(Vector256.Create((byte)0x0F), Vector256.Create((byte)0x30), Pick(0), Pick(1), Pick(2), Pick(3));
+        float sum0 = 0, sum1 = 0, sum2 = 0, sum3 = 0;
+        for (int b = 0; b < n; b++)
+        {
+            Vector256<short> sc16 = Avx2.ConvertToVector256Int16(Vector128.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref blk, 192))));
+            Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
+            ref sbyte xb = ref Unsafe.Add(ref x0, b * 256);
+            ref short sb = ref Unsafe.Add(ref xs0, b * 16);
+            Half4(ref blk, ref xb, xStride, 0, scales, k, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3);
+            Half4(ref blk, ref xb, xStride, 1, scalesHi, k, out Vector256<int> b0, out Vector256<int> b1, out Vector256<int> b2, out Vector256<int> b3);
+            Vector256<int> t0 = a0 + b0 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref sb)), 5);
+            Vector256<int> t1 = a1 + b1 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, sStride))), 5);
+            Vector256<int> t2 = a2 + b2 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, 2 * sStride))), 5);
+            Vector256<int> t3 = a3 + b3 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, 3 * sStride))), 5);
+            Vector256<int> f = BlockDots<Q8_0Codes>.Fold4(BlockDots<Q8_0Codes>.Fold2(t0, t1), BlockDots<Q8_0Codes>.Fold2(t2, t3));
+            Vector128<int> q = f.GetLower() + f.GetUpper(); // [Σ token 0, Σ token 1, Σ token 2, Σ token 3]
+            float d = Scale(ref half, ref blk);
+            ref float db = ref Unsafe.Add(ref dx0, b);
+            sum0 += d * db * q.ToScalar();
+            sum1 += d * Unsafe.Add(ref db, dStride) * q.GetElement(1);
+            sum2 += d * Unsafe.Add(ref db, 2 * dStride) * q.GetElement(2);
+            sum3 += d * Unsafe.Add(ref db, 3 * dStride) * q.GetElement(3);
+            blk = ref Unsafe.Add(ref blk, BlockQ6K.Bytes);
+        }
+        result[0] = sum0;
+        result[1] = sum1;
+        result[2] = sum2;
+        result[3] = sum3;
+    }
+
+    /// <summary>[Σ lanes of a, Σ lanes of b, …] in the low two lanes: a fold and two adds instead of two
+    /// <c>vphaddd</c> (see <see cref="BlockDots{T}.Fold2"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Totals2(Vector256<int> a, Vector256<int> b)
+    {
+        Vector256<int> f = BlockDots<Q8_0Codes>.Fold2(a, b);
+        Vector128<int> q = f.GetLower() + f.GetUpper(); // [a0, b0, a1, b1]: Σa = a0 + a1
+        return q + Sse2.UnpackHigh(q.AsInt64(), q.AsInt64()).AsInt32();
+    }
+
+    /// <summary><see cref="Half"/> for four tokens <paramref name="xStride"/> apart: the codes unpacked and the scales
+    /// picked once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Half4(ref byte blk, ref sbyte x0, int xStride, int half, Vector256<byte> s, in Constants k,
+        out Vector256<int> r0, out Vector256<int> r1, out Vector256<int> r2, out Vector256<int> r3)
+    {
+        Codes c = Unpack(ref blk, half, k);
+        Vector256<byte> q0 = c.Q0, q1 = c.Q1, q2 = c.Q2, q3 = c.Q3;
+        Vector256<short> s0 = Avx2.Shuffle(s, k.Pick0).AsInt16(), s1 = Avx2.Shuffle(s, k.Pick1).AsInt16();
+        Vector256<short> s2 = Avx2.Shuffle(s, k.Pick2).AsInt16(), s3 = Avx2.Shuffle(s, k.Pick3).AsInt16();
+        r0 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref x0, half);
+        r1 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref Unsafe.Add(ref x0, xStride), half);
+        r2 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref Unsafe.Add(ref x0, 2 * xStride), half);
+        r3 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref Unsafe.Add(ref x0, 3 * xStride), half);
+    }
+
+    /// <summary>One token's Σ sc·q·x over a half block's four chunks, in <see cref="Half2"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Quarter(Vector256<byte> q0, Vector256<byte> q1, Vector256<byte> q2, Vector256<byte> q3,
+        Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3, ref sbyte x, int half) =>
+        Part(Part(Vector256<int>.Zero, q0, ref x, half * 4 + 0, s0), q1, ref x, half * 4 + 1, s1)
+        + Part(Part(Vector256<int>.Zero, q2, ref x, half * 4 + 2, s2), q3, ref x, half * 4 + 3, s3);
 
     /// <summary><see cref="Half"/> for two tokens: the codes unpacked and the scales picked once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -222,6 +222,34 @@ public class GgmlBlockTests
 
     [Theory]
     [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(7)]
+    [InlineData(8)]
+    public void Q6K_FourTokenKernel_IsBitIdenticalToTheSpecificationPerToken(int superBlocks)
+    {
+        var rng = new Random(superBlocks + 800);
+        int n = superBlocks * 256;
+        float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, 5 * n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        w[300 % n] = 0;
+        var wb = new BlockQ6K[superBlocks];
+        Q6K.QuantizeRow(w, wb);
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 5, n);
+        if (!Avx2.IsSupported) return;
+        act.PrepareSums16(5);
+        var four = new float[4];
+        Q6K.V256x4(wb, act.Q.AsSpan(n, 4 * n), n, act.D.AsSpan(superBlocks, 4 * superBlocks), superBlocks, act.Sums16.AsSpan(n / 16, 4 * n / 16), n / 16, four); // tokens 1–4
+        for (int t = 1; t <= 4; t++)
+        {
+            float alone = Q6K.Scalar(wb, act.Q.AsSpan(t * n, n), act.D.AsSpan(t * superBlocks, superBlocks));
+            Assert.Equal(BitConverter.SingleToInt32Bits(alone), BitConverter.SingleToInt32Bits(four[t - 1]));
+        }
+        Assert.Equal(4, four.Distinct().Count());
+    }
+
+    [Theory]
+    [InlineData(1)]
     [InlineData(3)]
     [InlineData(8)]  // pairs of blocks only
     [InlineData(11)] // pairs and one block left
