@@ -229,12 +229,25 @@ public static class Q6K
             Vector256<byte> scales = Avx2.Permute2x128(sc16, sc16, 0x00).AsByte(), scalesHi = Avx2.Permute2x128(sc16, sc16, 0x11).AsByte();
             ref sbyte xb = ref Unsafe.Add(ref x0, b * 256);
             ref short sb = ref Unsafe.Add(ref xs0, b * 16);
-            Half4(ref blk, ref xb, xStride, 0, scales, k, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3);
-            Half4(ref blk, ref xb, xStride, 1, scalesHi, k, out Vector256<int> b0, out Vector256<int> b1, out Vector256<int> b2, out Vector256<int> b3);
-            Vector256<int> t0 = a0 + b0 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref sb)), 5);
-            Vector256<int> t1 = a1 + b1 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, sStride))), 5);
-            Vector256<int> t2 = a2 + b2 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, 2 * sStride))), 5);
-            Vector256<int> t3 = a3 + b3 - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, 3 * sStride))), 5);
+            ref sbyte xb1 = ref Unsafe.Add(ref xb, xStride), xb2 = ref Unsafe.Add(ref xb, 2 * xStride), xb3 = ref Unsafe.Add(ref xb, 3 * xStride);
+            // Each token's sum starts from −32 · Σ_j sc_j · Σx_j; the halves' products are added to it in registers
+            // (helpers with out parameters made the JIT pass every vector through the stack).
+            Vector256<int> t0 = -Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref sb)), 5);
+            Vector256<int> t1 = -Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, sStride))), 5);
+            Vector256<int> t2 = -Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, 2 * sStride))), 5);
+            Vector256<int> t3 = -Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(sc16, Vector256.LoadUnsafe(ref Unsafe.Add(ref sb, 3 * sStride))), 5);
+            Codes c = Unpack(ref blk, 0, k);
+            Vector256<short> s0 = Avx2.Shuffle(scales, k.Pick0).AsInt16(), s1 = Avx2.Shuffle(scales, k.Pick1).AsInt16();
+            Vector256<short> s2 = Avx2.Shuffle(scales, k.Pick2).AsInt16(), s3 = Avx2.Shuffle(scales, k.Pick3).AsInt16();
+            Vector256<int> a0 = Quarter(c, s0, s1, s2, s3, ref xb, 0), a1 = Quarter(c, s0, s1, s2, s3, ref xb1, 0);
+            Vector256<int> a2 = Quarter(c, s0, s1, s2, s3, ref xb2, 0), a3 = Quarter(c, s0, s1, s2, s3, ref xb3, 0);
+            c = Unpack(ref blk, 1, k);
+            s0 = Avx2.Shuffle(scalesHi, k.Pick0).AsInt16(); s1 = Avx2.Shuffle(scalesHi, k.Pick1).AsInt16();
+            s2 = Avx2.Shuffle(scalesHi, k.Pick2).AsInt16(); s3 = Avx2.Shuffle(scalesHi, k.Pick3).AsInt16();
+            t0 += a0 + Quarter(c, s0, s1, s2, s3, ref xb, 1);
+            t1 += a1 + Quarter(c, s0, s1, s2, s3, ref xb1, 1);
+            t2 += a2 + Quarter(c, s0, s1, s2, s3, ref xb2, 1);
+            t3 += a3 + Quarter(c, s0, s1, s2, s3, ref xb3, 1);
             Vector256<int> f = BlockDots<Q8_0Codes>.Fold4(BlockDots<Q8_0Codes>.Fold2(t0, t1), BlockDots<Q8_0Codes>.Fold2(t2, t3));
             Vector128<int> q = f.GetLower() + f.GetUpper(); // [Σ token 0, Σ token 1, Σ token 2, Σ token 3]
             float d = Scale(ref half, ref blk);
@@ -261,28 +274,13 @@ public static class Q6K
         return q + Sse2.UnpackHigh(q.AsInt64(), q.AsInt64()).AsInt32();
     }
 
-    /// <summary><see cref="Half"/> for four tokens <paramref name="xStride"/> apart: the codes unpacked and the scales
-    /// picked once.</summary>
+    /// <summary>One token's Σ sc·q·x over a half block's four chunks (codes <paramref name="c"/>, scales picked per
+    /// chunk), in <see cref="Half2"/>'s order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Half4(ref byte blk, ref sbyte x0, int xStride, int half, Vector256<byte> s, in Constants k,
-        out Vector256<int> r0, out Vector256<int> r1, out Vector256<int> r2, out Vector256<int> r3)
-    {
-        Codes c = Unpack(ref blk, half, k);
-        Vector256<byte> q0 = c.Q0, q1 = c.Q1, q2 = c.Q2, q3 = c.Q3;
-        Vector256<short> s0 = Avx2.Shuffle(s, k.Pick0).AsInt16(), s1 = Avx2.Shuffle(s, k.Pick1).AsInt16();
-        Vector256<short> s2 = Avx2.Shuffle(s, k.Pick2).AsInt16(), s3 = Avx2.Shuffle(s, k.Pick3).AsInt16();
-        r0 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref x0, half);
-        r1 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref Unsafe.Add(ref x0, xStride), half);
-        r2 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref Unsafe.Add(ref x0, 2 * xStride), half);
-        r3 = Quarter(q0, q1, q2, q3, s0, s1, s2, s3, ref Unsafe.Add(ref x0, 3 * xStride), half);
-    }
-
-    /// <summary>One token's Σ sc·q·x over a half block's four chunks, in <see cref="Half2"/>'s order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Quarter(Vector256<byte> q0, Vector256<byte> q1, Vector256<byte> q2, Vector256<byte> q3,
-        Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3, ref sbyte x, int half) =>
-        Part(Part(Vector256<int>.Zero, q0, ref x, half * 4 + 0, s0), q1, ref x, half * 4 + 1, s1)
-        + Part(Part(Vector256<int>.Zero, q2, ref x, half * 4 + 2, s2), q3, ref x, half * 4 + 3, s3);
+    private static Vector256<int> Quarter(in Codes c, Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3,
+        ref sbyte x, int half) =>
+        Part(Part(Vector256<int>.Zero, c.Q0, ref x, half * 4 + 0, s0), c.Q1, ref x, half * 4 + 1, s1)
+        + Part(Part(Vector256<int>.Zero, c.Q2, ref x, half * 4 + 2, s2), c.Q3, ref x, half * 4 + 3, s3);
 
     /// <summary><see cref="Half"/> for two tokens: the codes unpacked and the scales picked once.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
