@@ -34,7 +34,8 @@ internal interface IBlockCodes
 /// token (<see cref="V256"/>) or four sharing each block's codes (<see cref="V256x4"/>, bit-identical per token).
 /// Per block: exact int32 sums of |w| × sign-moved x (maddubs + maddwd) — or, for formats with small codes, of
 /// (code + offset) × x minus offset × Σx, which needs no sign trick, two blocks per vector (<see cref="PairDot"/>);
-/// eight blocks' sums gathered into one vector by a tree of unpacks and adds (<see cref="Fold2"/>, <see cref="Fold4"/>), converted once and scaled by their eight
+/// eight blocks' sums gathered into one vector by a tree of unpacks and adds (<see cref="IntDots.Fold2"/>,
+/// <see cref="IntDots.Fold4"/>), converted once and scaled by their eight
 /// d_w·d_x. Blocks past the last whole eight are added
 /// one by one. Either way the integer sums are exact, so the results are the same bits. Specialised per format by
 /// the JIT (T is a struct).</summary>
@@ -203,28 +204,14 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector256<byte> a = Weights(ref wb, b, out Vector256<sbyte> w);
         Vector256<int> e0 = Dot8(a, w, ref x0, b), e1 = Dot8(a, w, ref x1, b);
         a = Weights(ref wb, b + 1, out w);
-        Vector256<int> h0 = Fold2(e0, Dot8(a, w, ref x0, b + 1)), h1 = Fold2(e1, Dot8(a, w, ref x1, b + 1));
+        Vector256<int> h0 = IntDots.Fold2(e0, Dot8(a, w, ref x0, b + 1)), h1 = IntDots.Fold2(e1, Dot8(a, w, ref x1, b + 1));
         a = Weights(ref wb, b + 2, out w);
         e0 = Dot8(a, w, ref x0, b + 2);
         e1 = Dot8(a, w, ref x1, b + 2);
         a = Weights(ref wb, b + 3, out w);
-        q0 = Fold4(h0, Fold2(e0, Dot8(a, w, ref x0, b + 3)));
-        q1 = Fold4(h1, Fold2(e1, Dot8(a, w, ref x1, b + 3)));
+        q0 = IntDots.Fold4(h0, IntDots.Fold2(e0, Dot8(a, w, ref x0, b + 3)));
+        q1 = IntDots.Fold4(h1, IntDots.Fold2(e1, Dot8(a, w, ref x1, b + 3)));
     }
-
-    /// <summary>First level of a reduction of per-block lane vectors: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] in each
-    /// 128-bit half, so each pair of lanes of a block adds up to the block's sum. Two one-cycle unpacks and an add do
-    /// what <c>vphaddd</c> does in about two cycles on Zen (measured: 0.57 ns a <c>vphaddd</c> against 0.10 an unpack,
-    /// independent chains); the lanes come out in another order, which <see cref="Fold4"/> undoes. Exact integers, so
-    /// every block's sum is the same.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<int> Fold2(Vector256<int> a, Vector256<int> b) => Avx2.UnpackLow(a, b) + Avx2.UnpackHigh(a, b);
-
-    /// <summary>Second level: from <see cref="Fold2"/>(a, b) and <see cref="Fold2"/>(c, d), each 128-bit half's
-    /// [Σ a, Σ b, Σ c, Σ d] — the lanes <c>hadd(hadd(a, b), hadd(c, d))</c> gives.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<int> Fold4(Vector256<int> ab, Vector256<int> cd) =>
-        Avx2.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32() + Avx2.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
 
     /// <summary>The eight lanes added in a fixed order, ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)), which
     /// <see cref="BlockGemm{T}"/> repeats across rows (Vector256.Sum's order is not specified).</summary>
@@ -272,8 +259,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Add4(float sum, ref byte wb, ref sbyte xb, ref float xs, ref short xu, int b)
     {
-        Vector256<int> q = Fold4(Fold2(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1)),
-            Fold2(BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3)));
+        Vector256<int> q = IntDots.Fold4(IntDots.Fold2(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1)),
+            IntDots.Fold2(BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3)));
         Vector128<int> s = q.GetLower() + q.GetUpper();
         if (Bias != 0)
             s -= Sse41.ConvertToVector128Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<short, byte>(ref Unsafe.Add(ref xu, b)))).AsInt16()) * Bias;
@@ -322,8 +309,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     private static Vector256<int> Tree(Vector256<int> d0, Vector256<int> d1, Vector256<int> d2, Vector256<int> d3,
         Vector256<int> d4, Vector256<int> d5, Vector256<int> d6, Vector256<int> d7)
     {
-        Vector256<int> s0123 = Fold4(Fold2(d0, d1), Fold2(d2, d3));
-        Vector256<int> s4567 = Fold4(Fold2(d4, d5), Fold2(d6, d7));
+        Vector256<int> s0123 = IntDots.Fold4(IntDots.Fold2(d0, d1), IntDots.Fold2(d2, d3));
+        Vector256<int> s4567 = IntDots.Fold4(IntDots.Fold2(d4, d5), IntDots.Fold2(d6, d7));
         return Avx2.Permute2x128(s0123, s4567, 0x20) + Avx2.Permute2x128(s0123, s4567, 0x31);
     }
 
@@ -362,10 +349,10 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     {
         PairQuarter4(ref wb, ref x0, ref x1, ref x2, ref x3, 0, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3);
         PairQuarter4(ref wb, ref x0, ref x1, ref x2, ref x3, 4, out Vector256<int> c0, out Vector256<int> c1, out Vector256<int> c2, out Vector256<int> c3);
-        i0 = InBlockOrder(Fold4(a0, c0));
-        i1 = InBlockOrder(Fold4(a1, c1));
-        i2 = InBlockOrder(Fold4(a2, c2));
-        i3 = InBlockOrder(Fold4(a3, c3));
+        i0 = InBlockOrder(IntDots.Fold4(a0, c0));
+        i1 = InBlockOrder(IntDots.Fold4(a1, c1));
+        i2 = InBlockOrder(IntDots.Fold4(a2, c2));
+        i3 = InBlockOrder(IntDots.Fold4(a3, c3));
     }
 
     /// <summary>The first level of <see cref="PairTree"/> (blocks b..b+3) for four tokens.</summary>
@@ -377,10 +364,10 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector256<int> e0 = PairDot8(low, high, ref x0, b), e1 = PairDot8(low, high, ref x1, b);
         Vector256<int> e2 = PairDot8(low, high, ref x2, b), e3 = PairDot8(low, high, ref x3, b);
         T.UnsignedPair(ref Unsafe.Add(ref wb, (b + 2) * T.Bytes), out low, out high);
-        h0 = Fold2(e0, PairDot8(low, high, ref x0, b + 2));
-        h1 = Fold2(e1, PairDot8(low, high, ref x1, b + 2));
-        h2 = Fold2(e2, PairDot8(low, high, ref x2, b + 2));
-        h3 = Fold2(e3, PairDot8(low, high, ref x3, b + 2));
+        h0 = IntDots.Fold2(e0, PairDot8(low, high, ref x0, b + 2));
+        h1 = IntDots.Fold2(e1, PairDot8(low, high, ref x1, b + 2));
+        h2 = IntDots.Fold2(e2, PairDot8(low, high, ref x2, b + 2));
+        h3 = IntDots.Fold2(e3, PairDot8(low, high, ref x3, b + 2));
     }
 
     /// <summary><see cref="PairSums8x4"/> for two tokens.</summary>
@@ -389,8 +376,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     {
         PairQuarter2(ref wb, ref x0, ref x1, 0, out Vector256<int> a0, out Vector256<int> a1);
         PairQuarter2(ref wb, ref x0, ref x1, 4, out Vector256<int> c0, out Vector256<int> c1);
-        i0 = InBlockOrder(Fold4(a0, c0));
-        i1 = InBlockOrder(Fold4(a1, c1));
+        i0 = InBlockOrder(IntDots.Fold4(a0, c0));
+        i1 = InBlockOrder(IntDots.Fold4(a1, c1));
     }
 
     /// <summary><see cref="PairQuarter4"/> for two tokens.</summary>
@@ -400,8 +387,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         T.UnsignedPair(ref Unsafe.Add(ref wb, b * T.Bytes), out Vector256<byte> low, out Vector256<byte> high);
         Vector256<int> e0 = PairDot8(low, high, ref x0, b), e1 = PairDot8(low, high, ref x1, b);
         T.UnsignedPair(ref Unsafe.Add(ref wb, (b + 2) * T.Bytes), out low, out high);
-        h0 = Fold2(e0, PairDot8(low, high, ref x0, b + 2));
-        h1 = Fold2(e1, PairDot8(low, high, ref x1, b + 2));
+        h0 = IntDots.Fold2(e0, PairDot8(low, high, ref x0, b + 2));
+        h1 = IntDots.Fold2(e1, PairDot8(low, high, ref x1, b + 2));
     }
 
     /// <summary>[Σ block b, …, Σ block b+7] (offset codes, before the offset's correction) from four
@@ -410,8 +397,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> PairTree(ref byte wb, ref sbyte xb, int b)
     {
-        Vector256<int> s = Fold4(Fold2(PairDot(ref wb, ref xb, b), PairDot(ref wb, ref xb, b + 2)),
-            Fold2(PairDot(ref wb, ref xb, b + 4), PairDot(ref wb, ref xb, b + 6)));
+        Vector256<int> s = IntDots.Fold4(IntDots.Fold2(PairDot(ref wb, ref xb, b), PairDot(ref wb, ref xb, b + 2)),
+            IntDots.Fold2(PairDot(ref wb, ref xb, b + 4), PairDot(ref wb, ref xb, b + 6)));
         return InBlockOrder(s);
     }
 
@@ -435,7 +422,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         i3 = Avx2.Permute2x128(q3, r3, 0x20) + Avx2.Permute2x128(q3, r3, 0x31);
     }
 
-    /// <summary>Fold4(Fold2(d_b, d_b+1), Fold2(d_b+2, d_b+3)) for each of four tokens (the first level of <see cref="Tree"/>).</summary>
+    /// <summary>Fold4(Fold2(d_b, d_b+1), Fold2(d_b+2, d_b+3)) for each of four tokens (the first levels of
+    /// <see cref="Tree"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Quad(ref byte wb, ref sbyte x0, ref sbyte x1, ref sbyte x2, ref sbyte x3, int b,
         out Vector256<int> q0, out Vector256<int> q1, out Vector256<int> q2, out Vector256<int> q3)
@@ -443,15 +431,15 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         Vector256<byte> a = Weights(ref wb, b, out Vector256<sbyte> w);
         Vector256<int> e0 = Dot8(a, w, ref x0, b), e1 = Dot8(a, w, ref x1, b), e2 = Dot8(a, w, ref x2, b), e3 = Dot8(a, w, ref x3, b);
         a = Weights(ref wb, b + 1, out w);
-        Vector256<int> h0 = Fold2(e0, Dot8(a, w, ref x0, b + 1)), h1 = Fold2(e1, Dot8(a, w, ref x1, b + 1));
-        Vector256<int> h2 = Fold2(e2, Dot8(a, w, ref x2, b + 1)), h3 = Fold2(e3, Dot8(a, w, ref x3, b + 1));
+        Vector256<int> h0 = IntDots.Fold2(e0, Dot8(a, w, ref x0, b + 1)), h1 = IntDots.Fold2(e1, Dot8(a, w, ref x1, b + 1));
+        Vector256<int> h2 = IntDots.Fold2(e2, Dot8(a, w, ref x2, b + 1)), h3 = IntDots.Fold2(e3, Dot8(a, w, ref x3, b + 1));
         a = Weights(ref wb, b + 2, out w);
         e0 = Dot8(a, w, ref x0, b + 2); e1 = Dot8(a, w, ref x1, b + 2); e2 = Dot8(a, w, ref x2, b + 2); e3 = Dot8(a, w, ref x3, b + 2);
         a = Weights(ref wb, b + 3, out w);
-        q0 = Fold4(h0, Fold2(e0, Dot8(a, w, ref x0, b + 3)));
-        q1 = Fold4(h1, Fold2(e1, Dot8(a, w, ref x1, b + 3)));
-        q2 = Fold4(h2, Fold2(e2, Dot8(a, w, ref x2, b + 3)));
-        q3 = Fold4(h3, Fold2(e3, Dot8(a, w, ref x3, b + 3)));
+        q0 = IntDots.Fold4(h0, IntDots.Fold2(e0, Dot8(a, w, ref x0, b + 3)));
+        q1 = IntDots.Fold4(h1, IntDots.Fold2(e1, Dot8(a, w, ref x1, b + 3)));
+        q2 = IntDots.Fold4(h2, IntDots.Fold2(e2, Dot8(a, w, ref x2, b + 3)));
+        q3 = IntDots.Fold4(h3, IntDots.Fold2(e3, Dot8(a, w, ref x3, b + 3)));
     }
 
     /// <summary>Block b's fp16 scale d, as stored.</summary>

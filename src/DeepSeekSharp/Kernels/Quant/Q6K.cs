@@ -248,7 +248,7 @@ public static class Q6K
             t1 += a1 + Quarter(c, s0, s1, s2, s3, ref xb1, 1);
             t2 += a2 + Quarter(c, s0, s1, s2, s3, ref xb2, 1);
             t3 += a3 + Quarter(c, s0, s1, s2, s3, ref xb3, 1);
-            Vector256<int> f = BlockDots<Q8_0Codes>.Fold4(BlockDots<Q8_0Codes>.Fold2(t0, t1), BlockDots<Q8_0Codes>.Fold2(t2, t3));
+            Vector256<int> f = IntDots.Fold4(IntDots.Fold2(t0, t1), IntDots.Fold2(t2, t3));
             Vector128<int> q = f.GetLower() + f.GetUpper(); // [Σ token 0, Σ token 1, Σ token 2, Σ token 3]
             float d = Scale(ref half, ref blk);
             ref float db = ref Unsafe.Add(ref dx0, b);
@@ -265,11 +265,11 @@ public static class Q6K
     }
 
     /// <summary>[Σ lanes of a, Σ lanes of b, …] in the low two lanes: a fold and two adds instead of two
-    /// <c>vphaddd</c> (see <see cref="BlockDots{T}.Fold2"/>).</summary>
+    /// <c>vphaddd</c> (see <see cref="IntDots.Fold2"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<int> Totals2(Vector256<int> a, Vector256<int> b)
     {
-        Vector256<int> f = BlockDots<Q8_0Codes>.Fold2(a, b);
+        Vector256<int> f = IntDots.Fold2(a, b);
         Vector128<int> q = f.GetLower() + f.GetUpper(); // [a0, b0, a1, b1]: Σa = a0 + a1
         return q + Sse2.UnpackHigh(q.AsInt64(), q.AsInt64()).AsInt32();
     }
