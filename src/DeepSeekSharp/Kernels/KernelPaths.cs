@@ -13,7 +13,8 @@ public static class KernelPaths
         string width = Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
         static string On(bool b) => b ? "on" : "off";
         return $"vectors {width}; AVX-512F {On(Avx512F.IsSupported)}, AVX-512BW {On(Avx512BW.IsSupported)}, AVX2 {On(Avx2.IsSupported)}, " +
-               $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}; 32-weight block panels " +
+               $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}, AVX-512 VBMI {On(Avx512Vbmi.VL.IsSupported)} (Q5_0 fifth bits); " +
+               "32-weight block panels " +
                (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off");
     }
 }

@@ -17,6 +17,7 @@ public class KernelPathTests(ITestOutputHelper output)
         if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX512") == "0")
         {
             Assert.False(Avx512F.IsSupported, "DOTNET_EnableAVX512=0 but AVX-512F is still on");
+            Assert.False(Avx512Vbmi.VL.IsSupported, "DOTNET_EnableAVX512=0 but AVX-512 VBMI is still on (Q5_0's shuffle path untested)");
             Assert.False(Vector512.IsHardwareAccelerated);
         }
         if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX2") == "0")
