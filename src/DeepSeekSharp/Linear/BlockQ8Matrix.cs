@@ -25,6 +25,7 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             if (AvxVnni.IsSupported) a.Pad(n, BlockGemm<T>.TokenPadding); // the byte panels read the codes as they are
             else a.Widen(n, BlockGemm<T>.TokenPadding);
         }
+        else if (n >= 4 && BlockDots<T>.CanGroup && Cols >= 256) a.GroupBlocks(n / 4 * 4);
         return a;
     }
 
@@ -59,6 +60,9 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             ReadOnlySpan<sbyte> q = a.Q.AsSpan(0, n * Cols);
             ReadOnlySpan<float> d = a.D.AsSpan(0, n * blocks);
             ReadOnlySpan<short> s = a.BlockSum.AsSpan(0, n * blocks);
+            // Groups of four without a reduction per token where the activations were grouped (Prepare).
+            bool grouped = BlockDots<T>.CanGroup && quads > 0 && blocks >= 8 && a.IsGrouped(quads);
+            ReadOnlySpan<sbyte> g = grouped ? a.Grouped.AsSpan(0, quads * Cols) : default;
             Span<float> out4 = stackalloc float[4];
             for (int o = r0; o < r1; o++)
             {
@@ -66,7 +70,11 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
                 float* yo = y + (o - rowStart);
                 for (int t = 0; t < quads; t += 4)
                 {
-                    BlockDots<T>.V256x4(ref row, blocks, q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks), blocks, s.Slice(t * blocks, 4 * blocks), out4);
+                    if (grouped)
+                        BlockDots<T>.V256x4Grouped(ref row, blocks, g.Slice(t * Cols, 4 * Cols), q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks),
+                            blocks, s.Slice(t * blocks, 4 * blocks), out4);
+                    else
+                        BlockDots<T>.V256x4(ref row, blocks, q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks), blocks, s.Slice(t * blocks, 4 * blocks), out4);
                     for (int k = 0; k < 4; k++) yo[(long)(t + k) * rowCount] = out4[k];
                 }
                 if (pairEnd > quads)

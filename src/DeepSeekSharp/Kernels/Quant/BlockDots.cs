@@ -150,6 +150,89 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
     }
 
+    /// <summary>Whether <see cref="V256x4Grouped"/> runs here: AVX-VNNI (unsigned × signed bytes without saturation)
+    /// and signed codes (Q8_0).</summary>
+    public static bool CanGroup => AvxVnni.IsSupported && T.Offset == 0;
+
+    /// <summary>Four tokens against one weight row without a reduction per token: each whole group of eight blocks
+    /// is transposed by four-byte groups once (24 shuffles shared by the four tokens), so that against each token's
+    /// grouped activations (<see cref="QuantizedActivations.GroupBlocks"/>) eight <c>vpdpbusd</c> leave every block's
+    /// exact sum in its own lane — the vector <see cref="V256"/> builds with its per-token tree. Blocks past the
+    /// whole groups as in <see cref="V256x4"/>, from the codes as they are (<paramref name="xq"/>). Same integers,
+    /// same float steps: each token's result is bit-identical to <see cref="V256"/> on it alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void V256x4Grouped(ref byte wb, int n, ReadOnlySpan<sbyte> xg, ReadOnlySpan<sbyte> xq, int xStride,
+        ReadOnlySpan<float> xd, int dStride, ReadOnlySpan<short> xsum, Span<float> result)
+    {
+        if (!CanGroup) throw new PlatformNotSupportedException("grouped blocks need AVX-VNNI and signed codes");
+        if (xg.Length < 3 * xStride + n * 32 || xq.Length < 3 * xStride + n * 32) ThrowHelper.TooShort(nameof(xq), 3 * xStride + n * 32, Math.Min(xg.Length, xq.Length));
+        if (xd.Length < 3 * dStride + n || xsum.Length < 3 * dStride + n) ThrowHelper.TooShort(nameof(xd), 3 * dStride + n, Math.Min(xd.Length, xsum.Length));
+        if (result.Length < 4) ThrowHelper.TooShort(nameof(result), 4, result.Length);
+        ref short u0 = ref MemoryMarshal.GetReference(xsum);
+        ref short u1 = ref Unsafe.Add(ref u0, dStride), u2 = ref Unsafe.Add(ref u0, 2 * dStride), u3 = ref Unsafe.Add(ref u0, 3 * dStride);
+        ref sbyte g0 = ref MemoryMarshal.GetReference(xg);
+        ref sbyte g1 = ref Unsafe.Add(ref g0, xStride), g2 = ref Unsafe.Add(ref g0, 2 * xStride), g3 = ref Unsafe.Add(ref g0, 3 * xStride);
+        ref float s0 = ref MemoryMarshal.GetReference(xd);
+        ref float s1 = ref Unsafe.Add(ref s0, dStride), s2 = ref Unsafe.Add(ref s0, 2 * dStride), s3 = ref Unsafe.Add(ref s0, 3 * dStride);
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        int b = 0;
+        for (; b + 8 <= n; b += 8)
+        {
+            ref byte w = ref Unsafe.Add(ref wb, b * T.Bytes);
+            // Lane j of c_q: block j's codes 4q..4q+3, + 128 as unsigned bytes.
+            Vector256<int> k0 = GroupRow(ref w, 0), k1 = GroupRow(ref w, 1), k2 = GroupRow(ref w, 2), k3 = GroupRow(ref w, 3);
+            Vector256<int> t0 = Avx2.UnpackLow(k0, k1), t1 = Avx2.UnpackHigh(k0, k1), t2 = Avx2.UnpackLow(k2, k3), t3 = Avx2.UnpackHigh(k2, k3);
+            k0 = GroupRow(ref w, 4); k1 = GroupRow(ref w, 5); k2 = GroupRow(ref w, 6); k3 = GroupRow(ref w, 7);
+            Vector256<int> t4 = Avx2.UnpackLow(k0, k1), t5 = Avx2.UnpackHigh(k0, k1), t6 = Avx2.UnpackLow(k2, k3), t7 = Avx2.UnpackHigh(k2, k3);
+            Vector256<int> p0 = Avx2.UnpackLow(t0.AsInt64(), t2.AsInt64()).AsInt32(), p1 = Avx2.UnpackHigh(t0.AsInt64(), t2.AsInt64()).AsInt32();
+            Vector256<int> p2 = Avx2.UnpackLow(t1.AsInt64(), t3.AsInt64()).AsInt32(), p3 = Avx2.UnpackHigh(t1.AsInt64(), t3.AsInt64()).AsInt32();
+            Vector256<int> p4 = Avx2.UnpackLow(t4.AsInt64(), t6.AsInt64()).AsInt32(), p5 = Avx2.UnpackHigh(t4.AsInt64(), t6.AsInt64()).AsInt32();
+            Vector256<int> p6 = Avx2.UnpackLow(t5.AsInt64(), t7.AsInt64()).AsInt32(), p7 = Avx2.UnpackHigh(t5.AsInt64(), t7.AsInt64()).AsInt32();
+            Vector256<byte> c0 = Avx2.Permute2x128(p0, p4, 0x20).AsByte(), c4 = Avx2.Permute2x128(p0, p4, 0x31).AsByte();
+            Vector256<byte> c1 = Avx2.Permute2x128(p1, p5, 0x20).AsByte(), c5 = Avx2.Permute2x128(p1, p5, 0x31).AsByte();
+            Vector256<byte> c2 = Avx2.Permute2x128(p2, p6, 0x20).AsByte(), c6 = Avx2.Permute2x128(p2, p6, 0x31).AsByte();
+            Vector256<byte> c3 = Avx2.Permute2x128(p3, p7, 0x20).AsByte(), c7 = Avx2.Permute2x128(p3, p7, 0x31).AsByte();
+            Vector256<float> ws = Scales8(ref w, 0);
+            a0 = GroupStep(a0, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g0, b * 32), ref u0, ref s0, b, ws);
+            a1 = GroupStep(a1, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g1, b * 32), ref u1, ref s1, b, ws);
+            a2 = GroupStep(a2, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g2, b * 32), ref u2, ref s2, b, ws);
+            a3 = GroupStep(a3, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g3, b * 32), ref u3, ref s3, b, ws);
+        }
+        float r0 = Reduce8(a0), r1 = Reduce8(a1), r2 = Reduce8(a2), r3 = Reduce8(a3);
+        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
+        for (; b < n; b++)
+        {
+            float d = HalfTable.Values[ScaleBits(ref wb, b)];
+            r0 += d * Unsafe.Add(ref s0, b) * BlockSum(ref wb, ref x0, ref u0, b);
+            r1 += d * Unsafe.Add(ref s1, b) * BlockSum(ref wb, ref x1, ref u1, b);
+            r2 += d * Unsafe.Add(ref s2, b) * BlockSum(ref wb, ref x2, ref u2, b);
+            r3 += d * Unsafe.Add(ref s3, b) * BlockSum(ref wb, ref x3, ref u3, b);
+        }
+        result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
+    }
+
+    /// <summary>Block j of a group as code + 128 (unsigned bytes), as 32-bit lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> GroupRow(ref byte w, int j) => (Codes(ref w, j) ^ Vector256.Create((sbyte)-128)).AsInt32();
+
+    /// <summary>One token's step of <see cref="V256x4Grouped"/>: the eight blocks' exact sums (from −128 · Σx, two
+    /// chains of four <c>vpdpbusd</c>), scaled and added to the lanes as <see cref="V256"/> adds them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> GroupStep(Vector256<float> acc, Vector256<byte> c0, Vector256<byte> c1, Vector256<byte> c2, Vector256<byte> c3,
+        Vector256<byte> c4, Vector256<byte> c5, Vector256<byte> c6, Vector256<byte> c7, ref sbyte g, ref short u, ref float d, int b, Vector256<float> ws)
+    {
+        Vector256<int> e = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero - OffsetSums8(ref u, b), c0, Vector256.LoadUnsafe(ref g));
+        Vector256<int> f = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, c4, Vector256.LoadUnsafe(ref g, 128));
+        e = AvxVnni.MultiplyWideningAndAdd(e, c1, Vector256.LoadUnsafe(ref g, 32));
+        f = AvxVnni.MultiplyWideningAndAdd(f, c5, Vector256.LoadUnsafe(ref g, 160));
+        e = AvxVnni.MultiplyWideningAndAdd(e, c2, Vector256.LoadUnsafe(ref g, 64));
+        f = AvxVnni.MultiplyWideningAndAdd(f, c6, Vector256.LoadUnsafe(ref g, 192));
+        e = AvxVnni.MultiplyWideningAndAdd(e, c3, Vector256.LoadUnsafe(ref g, 96));
+        f = AvxVnni.MultiplyWideningAndAdd(f, c7, Vector256.LoadUnsafe(ref g, 224));
+        return Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(e + f), ws * Vector256.LoadUnsafe(ref d, (nuint)b), acc);
+    }
+
     /// <summary>Two tokens against one weight row (a decode step with a speculative draft): weight loads and |w| are
     /// shared; each token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -15,10 +15,39 @@ public sealed class QuantizedActivations
     public short[] BlockSum = []; // [rows, cols / 32]: Σ q of each 32 (|Σ| ≤ 4064): Q4_K's minimums, Q4_0/Q5_0's code offsets
     public short[] Sums16 = [];   // [rows, cols / 16]: Σ q of each 16 (|Σ| ≤ 2032), Q6_K's offset term (by PrepareSums16)
     public short[] Q16 = [];    // [rows, cols]: Q widened to int16 by Widen (for BlockGemm)
+    public sbyte[] Grouped = []; // [rows, cols]: Q with each whole group of eight blocks transposed (GroupBlocks)
     public int Cols { get; private set; }
     /// <summary>Values per scale of the last quantisation: 32, or 256 (<see cref="QuantizeK"/>).</summary>
     public int BlockSize => _block;
     private int _block = Block;
+    private int _groupedRows; // rows of Grouped made from the current codes (0 after each quantisation)
+
+    /// <summary>Fills <see cref="Grouped"/> for the first <paramref name="rows"/> rows of 32-value blocks: in each whole
+    /// group of eight blocks, four-byte group q of block j moves to (8q + j) · 4, so that 32 bytes hold group q of all
+    /// eight blocks (against codes transposed the same way, <c>vpdpbusd</c> then leaves each block's sum in its own
+    /// lane: <see cref="BlockDots{T}.V256x4Grouped"/>). Blocks past the last whole group keep their places.</summary>
+    public void GroupBlocks(int rows)
+    {
+        if (_block != Block) throw new InvalidOperationException("grouping needs activations quantised per 32");
+        int count = rows * Cols;
+        if (Grouped.Length < count) Grouped = new sbyte[count];
+        ReadOnlySpan<int> src = System.Runtime.InteropServices.MemoryMarshal.Cast<sbyte, int>(Q.AsSpan(0, count));
+        Span<int> dst = System.Runtime.InteropServices.MemoryMarshal.Cast<sbyte, int>(Grouped.AsSpan(0, count));
+        int perRow = Cols / 4, whole = Cols / 256 * 64;
+        for (int r = 0; r < rows; r++)
+        {
+            int row = r * perRow;
+            for (int g = 0; g < whole; g += 64)
+                for (int j = 0; j < 8; j++)
+                    for (int q = 0; q < 8; q++)
+                        dst[row + g + 8 * q + j] = src[row + g + 8 * j + q];
+            src.Slice(row + whole, perRow - whole).CopyTo(dst.Slice(row + whole, perRow - whole));
+        }
+        _groupedRows = rows;
+    }
+
+    /// <summary>Whether <see cref="Grouped"/> holds the current codes of at least <paramref name="rows"/> rows.</summary>
+    public bool IsGrouped(int rows) => _groupedRows >= rows;
 
     /// <summary>Fills <see cref="Sums16"/> for the first <paramref name="rows"/> rows: Q6_K's kernel (codes stored as
     /// q + 32) takes 32 · Σ_j sc_j · Σx_j off each block with them instead of subtracting per weight.</summary>
@@ -88,6 +117,7 @@ public sealed class QuantizedActivations
         if (D.Length < n / Block) D = new float[n / Block];
         if (BlockSum.Length < n / Block) BlockSum = new short[n / Block];
         if (Sums16.Length < n / 16) Sums16 = new short[n / 16];
+        if (Grouped.Length < n) Grouped = new sbyte[n];
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
@@ -115,6 +145,7 @@ public sealed class QuantizedActivations
         if (BlockSum.Length < rows * cols / Block) BlockSum = new short[rows * cols / Block];
         Cols = cols;
         _block = block;
+        _groupedRows = 0;
         WorkerPool pool = WorkerPool.Shared;
         if (rows < ParallelRows || pool.Threads == 1)
         {

@@ -154,6 +154,34 @@ public class QuantKernelTests
         Q8_0.V256x2(wb, act.Q.AsSpan(cols, 2 * cols), cols, act.D.AsSpan(blocks, 2 * blocks), blocks, act.BlockSum.AsSpan(blocks, 2 * blocks), two); // tokens 1 and 2
         Assert.Equal(four[1], two[0]);
         Assert.Equal(four[2], two[1]);
+        if (!BlockDots<Q8_0Codes>.CanGroup) return; // the grouped kernel needs AVX-VNNI (the run prints its paths)
+        act.GroupBlocks(4);
+        var grouped = new float[4];
+        BlockDots<Q8_0Codes>.V256x4Grouped(ref Unsafe.As<BlockQ8_0, byte>(ref wb[0]), blocks, act.Grouped.AsSpan(0, 4 * cols), act.Q.AsSpan(0, 4 * cols), cols,
+            act.D.AsSpan(0, 4 * blocks), blocks, act.BlockSum.AsSpan(0, 4 * blocks), grouped);
+        for (int t = 0; t < 4; t++) Assert.Equal(BitConverter.SingleToInt32Bits(four[t]), BitConverter.SingleToInt32Bits(grouped[t]));
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(8)]
+    [InlineData(19)]
+    public void GroupBlocks_TransposesEachWholeGroupOfEightBlocksByFourByteGroups(int blocks)
+    {
+        int cols = blocks * 32;
+        var act = new QuantizedActivations();
+        act.Quantize(Random(new Random(blocks), 2 * cols, 3f), 2, cols);
+        act.GroupBlocks(2);
+        Assert.True(act.IsGrouped(2));
+        for (int r = 0; r < 2; r++)
+            for (int i = 0; i < cols; i++)
+            {
+                int block = i / 32, group = block / 8, j = block % 8, q = i % 32 / 4, k = i % 4;
+                int at = group < blocks / 8 ? group * 256 + (8 * q + j) * 4 + k : i; // blocks past the whole groups stay
+                Assert.Equal(act.Q[r * cols + i], act.Grouped[r * cols + at]);
+            }
+        act.Quantize(Random(new Random(1), cols, 1f), 1, cols);
+        Assert.False(act.IsGrouped(1)); // new codes: the grouping is stale
     }
 
     [Theory]
