@@ -25,7 +25,7 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             if (AvxVnni.IsSupported) a.Pad(n, BlockGemm<T>.TokenPadding); // the byte panels read the codes as they are
             else a.Widen(n, BlockGemm<T>.TokenPadding);
         }
-        else if (n >= 4 && BlockDots<T>.CanGroup && Cols >= 256) a.GroupBlocks(n / 4 * 4);
+        else if (n >= 3 && BlockDots<T>.CanGroup && Cols >= 256) a.GroupBlocks(n);
         return a;
     }
 
@@ -60,21 +60,34 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
             ReadOnlySpan<sbyte> q = a.Q.AsSpan(0, n * Cols);
             ReadOnlySpan<float> d = a.D.AsSpan(0, n * blocks);
             ReadOnlySpan<short> s = a.BlockSum.AsSpan(0, n * blocks);
-            // Groups of four without a reduction per token where the activations were grouped (Prepare).
-            bool grouped = BlockDots<T>.CanGroup && quads > 0 && blocks >= 8 && a.IsGrouped(quads);
-            ReadOnlySpan<sbyte> g = grouped ? a.Grouped.AsSpan(0, quads * Cols) : default;
+            // Groups of three or four tokens without a reduction per token where the activations were grouped
+            // (Prepare); two left take the pair kernel (the shared transposition does not pay for two), one the
+            // one-token kernel.
+            bool grouped = BlockDots<T>.CanGroup && blocks >= 8 && a.IsGrouped(n);
+            ReadOnlySpan<sbyte> g = grouped ? a.Grouped.AsSpan(0, n * Cols) : default;
             Span<float> out4 = stackalloc float[4];
             for (int o = r0; o < r1; o++)
             {
                 ref byte row = ref *RowPointer(o);
                 float* yo = y + (o - rowStart);
+                if (grouped)
+                {
+                    for (int t = 0; t < n; t += 4)
+                    {
+                        int k = Math.Min(4, n - t);
+                        if (k >= 3)
+                            BlockDots<T>.V256Grouped(ref row, blocks, k, g.Slice(t * Cols, k * Cols), q.Slice(t * Cols, k * Cols), Cols, d.Slice(t * blocks, k * blocks),
+                                blocks, s.Slice(t * blocks, k * blocks), out4);
+                        else if (k == 2)
+                            BlockDots<T>.V256x2(ref row, blocks, q.Slice(t * Cols, 2 * Cols), Cols, d.Slice(t * blocks, 2 * blocks), blocks, s.Slice(t * blocks, 2 * blocks), out4);
+                        else out4[0] = BlockDots<T>.V256(ref row, blocks, q.Slice(t * Cols, Cols), d.Slice(t * blocks, blocks), s.Slice(t * blocks, blocks));
+                        for (int i = 0; i < k; i++) yo[(long)(t + i) * rowCount] = out4[i];
+                    }
+                    continue;
+                }
                 for (int t = 0; t < quads; t += 4)
                 {
-                    if (grouped)
-                        BlockDots<T>.V256x4Grouped(ref row, blocks, g.Slice(t * Cols, 4 * Cols), q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks),
-                            blocks, s.Slice(t * blocks, 4 * blocks), out4);
-                    else
-                        BlockDots<T>.V256x4(ref row, blocks, q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks), blocks, s.Slice(t * blocks, 4 * blocks), out4);
+                    BlockDots<T>.V256x4(ref row, blocks, q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks), blocks, s.Slice(t * blocks, 4 * blocks), out4);
                     for (int k = 0; k < 4; k++) yo[(long)(t + k) * rowCount] = out4[k];
                 }
                 if (pairEnd > quads)

@@ -150,30 +150,37 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
         result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
     }
 
-    /// <summary>Whether <see cref="V256x4Grouped"/> runs here: AVX-VNNI (unsigned × signed bytes without saturation)
+    /// <summary>Whether <see cref="V256Grouped"/> runs here: AVX-VNNI (unsigned × signed bytes without saturation)
     /// and signed codes (Q8_0).</summary>
     public static bool CanGroup => AvxVnni.IsSupported && T.Offset == 0;
 
-    /// <summary>Four tokens against one weight row without a reduction per token: each whole group of eight blocks
-    /// is transposed by four-byte groups once (24 shuffles shared by the four tokens), so that against each token's
+    /// <summary>Two to four tokens against one weight row without a reduction per token: each whole group of eight
+    /// blocks is transposed by four-byte groups once (24 shuffles shared by the tokens), so that against each token's
     /// grouped activations (<see cref="QuantizedActivations.GroupBlocks"/>) eight <c>vpdpbusd</c> leave every block's
     /// exact sum in its own lane — the vector <see cref="V256"/> builds with its per-token tree. Blocks past the
     /// whole groups as in <see cref="V256x4"/>, from the codes as they are (<paramref name="xq"/>). Same integers,
     /// same float steps: each token's result is bit-identical to <see cref="V256"/> on it alone.</summary>
+    /// <param name="tokens">2, 3 or 4; token t's activations start t · <paramref name="xStride"/> (codes) and
+    /// t · <paramref name="dStride"/> (scales, block sums) in</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void V256x4Grouped(ref byte wb, int n, ReadOnlySpan<sbyte> xg, ReadOnlySpan<sbyte> xq, int xStride,
+    public static void V256Grouped(ref byte wb, int n, int tokens, ReadOnlySpan<sbyte> xg, ReadOnlySpan<sbyte> xq, int xStride,
         ReadOnlySpan<float> xd, int dStride, ReadOnlySpan<short> xsum, Span<float> result)
     {
         if (!CanGroup) throw new PlatformNotSupportedException("grouped blocks need AVX-VNNI and signed codes");
-        if (xg.Length < 3 * xStride + n * 32 || xq.Length < 3 * xStride + n * 32) ThrowHelper.TooShort(nameof(xq), 3 * xStride + n * 32, Math.Min(xg.Length, xq.Length));
-        if (xd.Length < 3 * dStride + n || xsum.Length < 3 * dStride + n) ThrowHelper.TooShort(nameof(xd), 3 * dStride + n, Math.Min(xd.Length, xsum.Length));
-        if (result.Length < 4) ThrowHelper.TooShort(nameof(result), 4, result.Length);
+        if (tokens is < 2 or > 4) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "between 2 and 4 tokens");
+        int last = tokens - 1;
+        if (xg.Length < last * xStride + n * 32 || xq.Length < last * xStride + n * 32)
+            ThrowHelper.TooShort(nameof(xq), last * xStride + n * 32, Math.Min(xg.Length, xq.Length));
+        if (xd.Length < last * dStride + n || xsum.Length < last * dStride + n) ThrowHelper.TooShort(nameof(xd), last * dStride + n, Math.Min(xd.Length, xsum.Length));
+        if (result.Length < tokens) ThrowHelper.TooShort(nameof(result), tokens, result.Length);
+        // Tokens past the last are read at token 0's place (never stored), so every ref points into the spans.
+        int x2 = tokens > 2 ? 2 * xStride : 0, x3 = tokens > 3 ? 3 * xStride : 0, d2 = tokens > 2 ? 2 * dStride : 0, d3 = tokens > 3 ? 3 * dStride : 0;
         ref short u0 = ref MemoryMarshal.GetReference(xsum);
-        ref short u1 = ref Unsafe.Add(ref u0, dStride), u2 = ref Unsafe.Add(ref u0, 2 * dStride), u3 = ref Unsafe.Add(ref u0, 3 * dStride);
+        ref short u1 = ref Unsafe.Add(ref u0, dStride), u2 = ref Unsafe.Add(ref u0, d2), u3 = ref Unsafe.Add(ref u0, d3);
         ref sbyte g0 = ref MemoryMarshal.GetReference(xg);
-        ref sbyte g1 = ref Unsafe.Add(ref g0, xStride), g2 = ref Unsafe.Add(ref g0, 2 * xStride), g3 = ref Unsafe.Add(ref g0, 3 * xStride);
+        ref sbyte g1 = ref Unsafe.Add(ref g0, xStride), g2 = ref Unsafe.Add(ref g0, x2), g3 = ref Unsafe.Add(ref g0, x3);
         ref float s0 = ref MemoryMarshal.GetReference(xd);
-        ref float s1 = ref Unsafe.Add(ref s0, dStride), s2 = ref Unsafe.Add(ref s0, 2 * dStride), s3 = ref Unsafe.Add(ref s0, 3 * dStride);
+        ref float s1 = ref Unsafe.Add(ref s0, dStride), s2 = ref Unsafe.Add(ref s0, d2), s3 = ref Unsafe.Add(ref s0, d3);
         Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
         int b = 0;
         for (; b + 8 <= n; b += 8)
@@ -195,28 +202,33 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             Vector256<float> ws = Scales8(ref w, 0);
             a0 = GroupStep(a0, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g0, b * 32), ref u0, ref s0, b, ws);
             a1 = GroupStep(a1, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g1, b * 32), ref u1, ref s1, b, ws);
-            a2 = GroupStep(a2, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g2, b * 32), ref u2, ref s2, b, ws);
-            a3 = GroupStep(a3, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g3, b * 32), ref u3, ref s3, b, ws);
+            if (tokens > 2)
+            {
+                a2 = GroupStep(a2, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g2, b * 32), ref u2, ref s2, b, ws);
+                if (tokens > 3) a3 = GroupStep(a3, c0, c1, c2, c3, c4, c5, c6, c7, ref Unsafe.Add(ref g3, b * 32), ref u3, ref s3, b, ws);
+            }
         }
         float r0 = Reduce8(a0), r1 = Reduce8(a1), r2 = Reduce8(a2), r3 = Reduce8(a3);
-        ref sbyte x0 = ref MemoryMarshal.GetReference(xq);
-        ref sbyte x1 = ref Unsafe.Add(ref x0, xStride), x2 = ref Unsafe.Add(ref x0, 2 * xStride), x3 = ref Unsafe.Add(ref x0, 3 * xStride);
+        ref sbyte q0 = ref MemoryMarshal.GetReference(xq);
+        ref sbyte q1 = ref Unsafe.Add(ref q0, xStride), q2 = ref Unsafe.Add(ref q0, x2), q3 = ref Unsafe.Add(ref q0, x3);
         for (; b < n; b++)
         {
             float d = HalfTable.Values[ScaleBits(ref wb, b)];
-            r0 += d * Unsafe.Add(ref s0, b) * BlockSum(ref wb, ref x0, ref u0, b);
-            r1 += d * Unsafe.Add(ref s1, b) * BlockSum(ref wb, ref x1, ref u1, b);
-            r2 += d * Unsafe.Add(ref s2, b) * BlockSum(ref wb, ref x2, ref u2, b);
-            r3 += d * Unsafe.Add(ref s3, b) * BlockSum(ref wb, ref x3, ref u3, b);
+            r0 += d * Unsafe.Add(ref s0, b) * BlockSum(ref wb, ref q0, ref u0, b);
+            r1 += d * Unsafe.Add(ref s1, b) * BlockSum(ref wb, ref q1, ref u1, b);
+            r2 += d * Unsafe.Add(ref s2, b) * BlockSum(ref wb, ref q2, ref u2, b);
+            r3 += d * Unsafe.Add(ref s3, b) * BlockSum(ref wb, ref q3, ref u3, b);
         }
-        result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;
+        result[0] = r0; result[1] = r1;
+        if (tokens > 2) result[2] = r2;
+        if (tokens > 3) result[3] = r3;
     }
 
     /// <summary>Block j of a group as code + 128 (unsigned bytes), as 32-bit lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> GroupRow(ref byte w, int j) => (Codes(ref w, j) ^ Vector256.Create((sbyte)-128)).AsInt32();
 
-    /// <summary>One token's step of <see cref="V256x4Grouped"/>: the eight blocks' exact sums (from −128 · Σx, two
+    /// <summary>One token's step of <see cref="V256Grouped"/>: the eight blocks' exact sums (from −128 · Σx, two
     /// chains of four <c>vpdpbusd</c>), scaled and added to the lanes as <see cref="V256"/> adds them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> GroupStep(Vector256<float> acc, Vector256<byte> c0, Vector256<byte> c1, Vector256<byte> c2, Vector256<byte> c3,

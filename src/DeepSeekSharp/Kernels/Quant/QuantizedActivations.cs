@@ -25,7 +25,7 @@ public sealed class QuantizedActivations
     /// <summary>Fills <see cref="Grouped"/> for the first <paramref name="rows"/> rows of 32-value blocks: in each whole
     /// group of eight blocks, four-byte group q of block j moves to (8q + j) · 4, so that 32 bytes hold group q of all
     /// eight blocks (against codes transposed the same way, <c>vpdpbusd</c> then leaves each block's sum in its own
-    /// lane: <see cref="BlockDots{T}.V256x4Grouped"/>). Blocks past the last whole group keep their places.</summary>
+    /// lane: <see cref="BlockDots{T}.V256Grouped"/>). Blocks past the last whole group keep their places.</summary>
     public void GroupBlocks(int rows)
     {
         if (_block != Block) throw new InvalidOperationException("grouping needs activations quantised per 32");

@@ -156,10 +156,17 @@ public class QuantKernelTests
         Assert.Equal(four[2], two[1]);
         if (!BlockDots<Q8_0Codes>.CanGroup) return; // the grouped kernel needs AVX-VNNI (the run prints its paths)
         act.GroupBlocks(4);
-        var grouped = new float[4];
-        BlockDots<Q8_0Codes>.V256x4Grouped(ref Unsafe.As<BlockQ8_0, byte>(ref wb[0]), blocks, act.Grouped.AsSpan(0, 4 * cols), act.Q.AsSpan(0, 4 * cols), cols,
-            act.D.AsSpan(0, 4 * blocks), blocks, act.BlockSum.AsSpan(0, 4 * blocks), grouped);
-        for (int t = 0; t < 4; t++) Assert.Equal(BitConverter.SingleToInt32Bits(four[t]), BitConverter.SingleToInt32Bits(grouped[t]));
+        for (int tokens = 2; tokens <= 4; tokens++)
+        {
+            // Tokens 4 - tokens .. 3: the grouped kernel reads from an offset, and writes only its tokens.
+            int first = 4 - tokens;
+            var grouped = new float[5];
+            BlockDots<Q8_0Codes>.V256Grouped(ref Unsafe.As<BlockQ8_0, byte>(ref wb[0]), blocks, tokens, act.Grouped.AsSpan(first * cols, tokens * cols),
+                act.Q.AsSpan(first * cols, tokens * cols), cols, act.D.AsSpan(first * blocks, tokens * blocks), blocks,
+                act.BlockSum.AsSpan(first * blocks, tokens * blocks), grouped);
+            for (int t = 0; t < tokens; t++) Assert.Equal(BitConverter.SingleToInt32Bits(four[first + t]), BitConverter.SingleToInt32Bits(grouped[t]));
+            Assert.All(grouped[tokens..], v => Assert.Equal(0f, v));
+        }
     }
 
     [Theory]
