@@ -15,22 +15,8 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.Q5_0)]
     [InlineData(WeightFormat.Q4_K)]
     [InlineData(WeightFormat.Q6_K)]
-    public void EachToken_GetsTheSameBits_AloneOrWithOthers(WeightFormat format)
-    {
-        const int rows = 37, cols = 512;
-        var rng = new Random(5);
-        using Matrix m = Matrix.Create(format, rows, cols);
-        for (int r = 0; r < rows; r++) m.SetRow(r, Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
-        float[] x = Enumerable.Range(0, 11 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
-        var alone = new float[11 * rows];
-        for (int t = 0; t < 11; t++) m.Forward(x.AsSpan(t * cols, cols), alone.AsSpan(t * rows, rows), 1);
-        foreach (int n in new[] { 2, 3, 5, 6, 9, 11 })
-        {
-            var together = new float[n * rows];
-            m.Forward(x.AsSpan(0, n * cols), together, n);
-            Assert.Equal(alone.AsSpan(0, n * rows).ToArray(), together);
-        }
-    }
+    public void EachToken_GetsTheSameBits_AloneOrWithOthers(WeightFormat format) =>
+        AssertAloneEqualsTogether(format, rows: 37, cols: 512, seed: 5, [2, 3, 5, 6, 9, 11]);
 
     /// <summary>The 32-weight block formats at widths that are not a multiple of eight blocks (the row kernels' group
     /// of four and single blocks after the groups of eight; V2-Lite's 1408-wide expert rows).</summary>
@@ -40,16 +26,20 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.Q4_0, 416)]
     [InlineData(WeightFormat.Q5_0, 1408)]
     [InlineData(WeightFormat.Q5_0, 96)]
-    public void BlockFormats_AtAnyWidth_GiveEachTokenTheSameBitsAloneOrWithOthers(WeightFormat format, int cols)
+    public void BlockFormats_AtAnyWidth_GiveEachTokenTheSameBitsAloneOrWithOthers(WeightFormat format, int cols) =>
+        AssertAloneEqualsTogether(format, rows: 29, cols, seed: cols, [2, 3, 4, 5, 7]);
+
+    /// <summary>Each token's outputs from one product over <c>n</c> tokens equal, bit for bit, its outputs alone.</summary>
+    private static void AssertAloneEqualsTogether(WeightFormat format, int rows, int cols, int seed, int[] counts)
     {
-        const int rows = 29;
-        var rng = new Random(cols);
+        var rng = new Random(seed);
         using Matrix m = Matrix.Create(format, rows, cols);
         for (int r = 0; r < rows; r++) m.SetRow(r, Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
-        float[] x = Enumerable.Range(0, 7 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
-        var alone = new float[7 * rows];
-        for (int t = 0; t < 7; t++) m.Forward(x.AsSpan(t * cols, cols), alone.AsSpan(t * rows, rows), 1);
-        foreach (int n in new[] { 2, 3, 4, 5, 7 })
+        int most = counts.Max();
+        float[] x = Enumerable.Range(0, most * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var alone = new float[most * rows];
+        for (int t = 0; t < most; t++) m.Forward(x.AsSpan(t * cols, cols), alone.AsSpan(t * rows, rows), 1);
+        foreach (int n in counts)
         {
             var together = new float[n * rows];
             m.Forward(x.AsSpan(0, n * cols), together, n);
