@@ -84,7 +84,7 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
             return;
         }
         int quads = Avx2.IsSupported ? n / 4 * 4 : 0, paired = Avx2.IsSupported ? quads + (n - quads) / 2 * 2 : 0;
-        Span<float> two = stackalloc float[4];
+        Span<float> results = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<BlockQ6K> row = Row(o);
@@ -93,15 +93,15 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
             for (int t = 0; t < quads; t += 4)
             {
                 Q6K.V256x4(row, a.Q.AsSpan(t * Cols, 4 * Cols), Cols, a.D.AsSpan(t * superBlocks, 4 * superBlocks), superBlocks,
-                    a.Sums16.AsSpan(t * Cols / 16, 4 * Cols / 16), Cols / 16, two);
-                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = two[k];
+                    a.Sums16.AsSpan(t * Cols / 16, 4 * Cols / 16), Cols / 16, results);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = results[k];
             }
             for (int t = quads; t < paired; t += 2)
             {
                 Q6K.V256x2(row, a.Q.AsSpan(t * Cols, 2 * Cols), Cols, a.D.AsSpan(t * superBlocks, 2 * superBlocks), superBlocks,
-                    a.Sums16.AsSpan(t * Cols / 16, 2 * Cols / 16), Cols / 16, two);
-                y[(long)t * rowCount + o - rowStart] = two[0];
-                y[(long)(t + 1) * rowCount + o - rowStart] = two[1];
+                    a.Sums16.AsSpan(t * Cols / 16, 2 * Cols / 16), Cols / 16, results);
+                y[(long)t * rowCount + o - rowStart] = results[0];
+                y[(long)(t + 1) * rowCount + o - rowStart] = results[1];
             }
             for (int t = paired; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Avx2.IsSupported
