@@ -53,51 +53,36 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
         if (Avx2.IsSupported)
         {
             // More tokens (a decode step with drafts, a batch; a prompt where the panel kernel is not available): groups
-            // of four, then a pair, then one, every kernel on a row while it is in L1. The activations' spans are made
-            // once per call: a row is about 0.1 µs of work from memory, so slicing arrays per row and group cost a
-            // third of it.
-            int quads = n / 4 * 4, pairEnd = n - quads >= 2 ? quads + 2 : quads;
+            // of up to four, every kernel on a row while it is in L1. Three or four take the grouped kernel where the
+            // activations were grouped (Prepare), else four the four-token kernel; two (or the first two of three)
+            // the pair kernel, one the one-token kernel. The activations' spans are made once per call: a row is
+            // about 0.1 µs of work from memory, so slicing arrays per row and group cost a third of it.
             ReadOnlySpan<sbyte> q = a.Q.AsSpan(0, n * Cols);
             ReadOnlySpan<float> d = a.D.AsSpan(0, n * blocks);
             ReadOnlySpan<short> s = a.BlockSum.AsSpan(0, n * blocks);
-            // Groups of three or four tokens without a reduction per token where the activations were grouped
-            // (Prepare); two left take the pair kernel (the shared transposition does not pay for two), one the
-            // one-token kernel.
-            bool grouped = BlockDots<T>.CanGroup && blocks >= 8 && a.IsGrouped(n);
+            bool grouped = BlockDots<T>.CanGroup && a.IsGrouped(n);
             ReadOnlySpan<sbyte> g = grouped ? a.Grouped.AsSpan(0, n * Cols) : default;
             Span<float> out4 = stackalloc float[4];
             for (int o = r0; o < r1; o++)
             {
                 ref byte row = ref *RowPointer(o);
                 float* yo = y + (o - rowStart);
-                if (grouped)
+                for (int t = 0, k; t < n; t += k)
                 {
-                    for (int t = 0; t < n; t += 4)
+                    k = Math.Min(4, n - t);
+                    if (k >= 3 && grouped)
+                        BlockDots<T>.V256Grouped(ref row, blocks, k, g.Slice(t * Cols, k * Cols), q.Slice(t * Cols, k * Cols), Cols, d.Slice(t * blocks, k * blocks),
+                            blocks, s.Slice(t * blocks, k * blocks), out4);
+                    else if (k == 4)
+                        BlockDots<T>.V256x4(ref row, blocks, q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks), blocks, s.Slice(t * blocks, 4 * blocks), out4);
+                    else if (k >= 2)
                     {
-                        int k = Math.Min(4, n - t);
-                        if (k >= 3)
-                            BlockDots<T>.V256Grouped(ref row, blocks, k, g.Slice(t * Cols, k * Cols), q.Slice(t * Cols, k * Cols), Cols, d.Slice(t * blocks, k * blocks),
-                                blocks, s.Slice(t * blocks, k * blocks), out4);
-                        else if (k == 2)
-                            BlockDots<T>.V256x2(ref row, blocks, q.Slice(t * Cols, 2 * Cols), Cols, d.Slice(t * blocks, 2 * blocks), blocks, s.Slice(t * blocks, 2 * blocks), out4);
-                        else out4[0] = BlockDots<T>.V256(ref row, blocks, q.Slice(t * Cols, Cols), d.Slice(t * blocks, blocks), s.Slice(t * blocks, blocks));
-                        for (int i = 0; i < k; i++) yo[(long)(t + i) * rowCount] = out4[i];
+                        k = 2;
+                        BlockDots<T>.V256x2(ref row, blocks, q.Slice(t * Cols, 2 * Cols), Cols, d.Slice(t * blocks, 2 * blocks), blocks, s.Slice(t * blocks, 2 * blocks), out4);
                     }
-                    continue;
+                    else out4[0] = BlockDots<T>.V256(ref row, blocks, q.Slice(t * Cols, Cols), d.Slice(t * blocks, blocks), s.Slice(t * blocks, blocks));
+                    for (int i = 0; i < k; i++) yo[(long)(t + i) * rowCount] = out4[i];
                 }
-                for (int t = 0; t < quads; t += 4)
-                {
-                    BlockDots<T>.V256x4(ref row, blocks, q.Slice(t * Cols, 4 * Cols), Cols, d.Slice(t * blocks, 4 * blocks), blocks, s.Slice(t * blocks, 4 * blocks), out4);
-                    for (int k = 0; k < 4; k++) yo[(long)(t + k) * rowCount] = out4[k];
-                }
-                if (pairEnd > quads)
-                {
-                    BlockDots<T>.V256x2(ref row, blocks, q.Slice(quads * Cols, 2 * Cols), Cols, d.Slice(quads * blocks, 2 * blocks), blocks, s.Slice(quads * blocks, 2 * blocks), out4);
-                    yo[(long)quads * rowCount] = out4[0];
-                    yo[(long)(quads + 1) * rowCount] = out4[1];
-                }
-                if (pairEnd < n)
-                    yo[(long)pairEnd * rowCount] = BlockDots<T>.V256(ref row, blocks, q.Slice(pairEnd * Cols, Cols), d.Slice(pairEnd * blocks, blocks), s.Slice(pairEnd * blocks, blocks));
             }
             return;
         }

@@ -275,7 +275,8 @@ public static class Q6K
     }
 
     /// <summary>One token's Σ sc·q·x over a half block's four chunks (codes <paramref name="c"/>, scales picked per
-    /// chunk), in <see cref="Half2"/>'s order.</summary>
+    /// chunk): two accumulation chains (chunks 0, 1 and 2, 3), so the parts' multiply-adds need not wait on one
+    /// another.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Quarter(in Codes c, Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3,
         ref sbyte x, int half) =>
@@ -288,13 +289,10 @@ public static class Q6K
         out Vector256<int> r0, out Vector256<int> r1)
     {
         Codes c = Unpack(ref blk, half, k);
-        Vector256<byte> q0 = c.Q0, q1 = c.Q1, q2 = c.Q2, q3 = c.Q3;
         Vector256<short> s0 = Avx2.Shuffle(s, k.Pick0).AsInt16(), s1 = Avx2.Shuffle(s, k.Pick1).AsInt16();
         Vector256<short> s2 = Avx2.Shuffle(s, k.Pick2).AsInt16(), s3 = Avx2.Shuffle(s, k.Pick3).AsInt16();
-        r0 = Part(Part(Vector256<int>.Zero, q0, ref x0, half * 4 + 0, s0), q1, ref x0, half * 4 + 1, s1)
-            + Part(Part(Vector256<int>.Zero, q2, ref x0, half * 4 + 2, s2), q3, ref x0, half * 4 + 3, s3);
-        r1 = Part(Part(Vector256<int>.Zero, q0, ref x1, half * 4 + 0, s0), q1, ref x1, half * 4 + 1, s1)
-            + Part(Part(Vector256<int>.Zero, q2, ref x1, half * 4 + 2, s2), q3, ref x1, half * 4 + 3, s3);
+        r0 = Quarter(c, s0, s1, s2, s3, ref x0, half);
+        r1 = Quarter(c, s0, s1, s2, s3, ref x1, half);
     }
 
     /// <summary>d of the block at <paramref name="blk"/>, from the fp16 table.</summary>

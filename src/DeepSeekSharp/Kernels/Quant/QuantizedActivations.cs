@@ -117,7 +117,7 @@ public sealed class QuantizedActivations
         if (D.Length < n / Block) D = new float[n / Block];
         if (BlockSum.Length < n / Block) BlockSum = new short[n / Block];
         if (Sums16.Length < n / 16) Sums16 = new short[n / 16];
-        if (Grouped.Length < n) Grouped = new sbyte[n];
+        if (AvxVnni.IsSupported && Grouped.Length < n) Grouped = new sbyte[n]; // GroupBlocks runs only there
     }
 
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
