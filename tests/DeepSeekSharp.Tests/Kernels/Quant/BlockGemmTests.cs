@@ -35,7 +35,7 @@ public class BlockGemmTests
         Assert.True(n >= (format == WeightFormat.Q4_K ? 24 : 8), "the shapes must reach the panel kernel");
         var rng = new Random(rows * 31 + blocks * 7 + n);
         int cols = blocks * 32;
-        using Matrix m = Matrix.FromValues(rows, cols, Random(rng, rows * cols), format, tiles: false); // the file layout and its panels (Q4KTilesTests: tiles)
+        using Matrix m = Matrix.FromValues(rows, cols, Random(rng, rows * cols), format, tiles: false); // the file layout and its panels (KQuantTilesTests: tiles)
         float[] x = Random(rng, n * cols, 3f);
         x[5] = 0; // a zero and a large value in the activations
         x[cols + 2] = 40f;

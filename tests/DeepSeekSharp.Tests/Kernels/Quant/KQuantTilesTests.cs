@@ -6,9 +6,10 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K kept as sixteen interleaved rows (<see cref="Q4KTiles"/>: the in-memory layout on AVX-512 CPUs) must
-/// hold exactly the GGUF blocks it was given and compute exactly what the file-layout kernels compute.</summary>
-public unsafe class Q4KTilesTests
+/// <summary>Q4_K and Q6_K kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: the in-memory
+/// layouts on AVX-512 CPUs) must hold exactly the GGUF blocks they were given and compute exactly what the file-layout
+/// kernels compute.</summary>
+public unsafe class KQuantTilesTests
 {
     private static float[] Random(Random rng, int n, float scale = 1f) =>
         Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
@@ -33,6 +34,27 @@ public unsafe class Q4KTilesTests
         }
     }
 
+    [Fact]
+    public void Q6KTiles_HoldTheGgufBlocksExactly()
+    {
+        const int superBlocks = 2;
+        var rng = new Random(6);
+        var rows = new BlockQ6K[16 * superBlocks];
+        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every bit pattern of codes, top bits, scales and d
+        var tiles = new byte[Q6KTiledMatrix.BytesFor(16, superBlocks * 256)];
+        var back = new BlockQ6K[superBlocks];
+        fixed (byte* group = tiles)
+        {
+            for (int r = 0; r < 16; r++) Q6KTiles.SetRow(rows.AsSpan(r * superBlocks, superBlocks), group, r);
+            for (int r = 0; r < 16; r++)
+            {
+                Q6KTiles.GetRow(group, r, back);
+                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * superBlocks, superBlocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
+            }
+        }
+        Assert.Equal(16 * superBlocks * BlockQ6K.Bytes, tiles.Length); // every byte GGUF stores and nothing else (an even count of super-blocks)
+    }
+
     public static TheoryData<WeightFormat, int, int, int> Shapes => new()
     {
         // rows (whole tiles, a partial one, less than one), columns, tokens (passes of four and single ones)
@@ -41,13 +63,18 @@ public unsafe class Q4KTilesTests
         { WeightFormat.Q4_K, 5, 512, 4 },
         { WeightFormat.Q4_K, 70, 2048, 13 },
         { WeightFormat.Q4_K, 33, 256, 130 }, // token chunks (192 KB of codes) do not divide the tokens
+        { WeightFormat.Q6_K, 16, 256, 1 },
+        { WeightFormat.Q6_K, 37, 768, 7 },
+        { WeightFormat.Q6_K, 5, 512, 4 },
+        { WeightFormat.Q6_K, 70, 2816, 13 }, // the shared experts' down projection of a Q4_K_M file: 11 super-blocks
+        { WeightFormat.Q6_K, 33, 256, 130 },
     };
 
     [Theory]
     [MemberData(nameof(Shapes))]
     public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(WeightFormat format, int rows, int cols, int n)
     {
-        if (!Q4KTiles.IsSupported) return;
+        if (!Q4KTiles.IsSupported || !Q6KTiles.IsSupported) return;
         var rng = new Random(rows * 13 + cols * 5 + n);
         float[] w = Random(rng, rows * cols);
         using Matrix tiled = Matrix.FromValues(rows, cols, w, format);
@@ -77,6 +104,7 @@ public unsafe class Q4KTilesTests
 
     [Theory]
     [InlineData(WeightFormat.Q4_K)]
+    [InlineData(WeightFormat.Q6_K)]
     public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes(WeightFormat format)
     {
         var rng = new Random(9);
@@ -94,7 +122,7 @@ public unsafe class Q4KTilesTests
             Assert.Equal(a, b);
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(20, 2, _ => { }));
-        if (Q4KTiles.IsSupported) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
+        if (Q4KTiles.IsSupported && Q6KTiles.IsSupported) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
     }
 
     private static int[] Bits(ReadOnlySpan<float> v)
