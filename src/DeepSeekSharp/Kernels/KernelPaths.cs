@@ -7,7 +7,8 @@ namespace DeepSeekSharp.Kernels;
 /// <c>DOTNET_EnableAVX512</c>, <c>DOTNET_EnableAVX2</c> and <c>DOTNET_EnableAVXVNNI</c> switches turn them off).</summary>
 public static class KernelPaths
 {
-    /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off; 32-weight block panels int16 (AVX-512)".</summary>
+    /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off, AVX-512 VBMI on
+    /// (Q5_0 fifth bits); 32-weight block panels int16 (AVX-512); Q4_K/Q6_K tiles on".</summary>
     public static string Describe()
     {
         string width = Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
@@ -15,6 +16,7 @@ public static class KernelPaths
         return $"vectors {width}; AVX-512F {On(Avx512F.IsSupported)}, AVX-512BW {On(Avx512BW.IsSupported)}, AVX2 {On(Avx2.IsSupported)}, " +
                $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}, AVX-512 VBMI {On(Avx512Vbmi.VL.IsSupported)} (Q5_0 fifth bits); " +
                "32-weight block panels " +
-               (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off");
+               (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off") +
+               $"; Q4_K/Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q6KTiles.IsSupported)}";
     }
 }
