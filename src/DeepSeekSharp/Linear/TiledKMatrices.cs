@@ -35,8 +35,11 @@ internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int c
     /// <summary>Row <paramref name="r"/> of a tile group as GGUF bytes.</summary>
     private protected abstract void GetStoredRow(byte* group, int r, Span<byte> stored);
 
-    /// <summary>Tokens [t0, t0 + n) of <paramref name="a"/> against rows [lo, hi) of a tile group.</summary>
-    private protected abstract void MultiplyGroup(byte* group, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi);
+    /// <summary>Token <paramref name="token"/> against a tile group's sixteen rows, row r's result in lanes[r].</summary>
+    private protected abstract void One(byte* group, QuantizedActivations a, int token, float* lanes);
+
+    /// <summary>Tokens <paramref name="token"/> .. + 3 against a tile group, token t's row r in lanes[16t + r].</summary>
+    private protected abstract void Four(byte* group, QuantizedActivations a, int token, float* lanes);
 
     /// <summary>Not kept here: rows are interleaved (<see cref="DequantizeRow"/> gives a row's values).</summary>
     public override ReadOnlySpan<byte> RawRow(int r) =>
@@ -77,16 +80,34 @@ internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int c
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
+        QuantizedActivations a = act!;
+        float* lanes = stackalloc float[4 * TileRows];
         int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
         for (int t0 = 0; t0 < n; t0 += chunk)
         {
-            int tn = Math.Min(chunk, n - t0);
+            int t1 = Math.Min(t0 + chunk, n);
             for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
             {
-                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
-                MultiplyGroup(Group(g), act!, t0, tn, y + (long)t0 * rowCount + (g + lo - rowStart), rowCount, lo, hi);
+                // Four tokens at a time, then one; the rows asked for kept.
+                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g, t = t0;
+                float* yg = y + (g + lo - rowStart);
+                for (; t + 4 <= t1; t += 4)
+                {
+                    Four(Group(g), a, t, lanes);
+                    for (int k = 0; k < 4; k++) Store(lanes + k * TileRows, yg + (long)(t + k) * rowCount, lo, hi);
+                }
+                for (; t < t1; t++)
+                {
+                    One(Group(g), a, t, lanes);
+                    Store(lanes, yg + (long)t * rowCount, lo, hi);
+                }
             }
         }
+    }
+
+    private static void Store(float* lanes, float* y, int lo, int hi)
+    {
+        for (int r = lo; r < hi; r++) y[r - lo] = lanes[r];
     }
 }
 
@@ -110,8 +131,9 @@ internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDis
     private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) =>
         Q4KTiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ4K>(stored));
 
-    private protected override void MultiplyGroup(byte* group, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi) =>
-        Q4KTiles.Multiply(group, SuperBlocks, a, t0, n, y, yStride, lo, hi);
+    private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => Q4KTiles.One(group, SuperBlocks, a, token, lanes);
+
+    private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q4KTiles.Four(group, SuperBlocks, a, token, lanes);
 }
 
 /// <summary>Q6_K in <see cref="Q6KTiles"/> (llama.cpp's choice for the output matrix of a Q4_K_M file).</summary>
@@ -139,6 +161,7 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
     private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) =>
         Q6KTiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ6K>(stored));
 
-    private protected override void MultiplyGroup(byte* group, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi) =>
-        Q6KTiles.Multiply(group, SuperBlocks, a, t0, n, y, yStride, lo, hi);
+    private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.One(group, SuperBlocks, a, token, lanes);
+
+    private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.Four(group, SuperBlocks, a, token, lanes);
 }

@@ -98,44 +98,32 @@ internal static unsafe class Q4KTiles
     // GGUF: within each 64 columns, byte l holds column l (low nibble) and 32 + l (high nibble).
     private static void SetCode(ref BlockQ4K b, int c, int q) => b.Qs[c / 64 * 32 + c % 32] |= (byte)(q << (c % 64 / 32 * 4));
 
-    /// <summary>y[t · yStride + r − lo] = row r · token t for rows r in [lo, hi) of the tile group (at most 16) and
-    /// tokens [0, n) of <paramref name="a"/> (quantised per 256), starting at token <paramref name="t0"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(byte* group, int superBlocks, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi)
+    /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 256) against the sixteen rows of
+    /// the tile group at <paramref name="group"/>: row r's result in <paramref name="lanes"/>[r].</summary>
+    public static void One(byte* group, int superBlocks, QuantizedActivations a, int token, float* lanes)
     {
-        int cols = superBlocks * 256;
-        if (a.Q.Length < (long)(t0 + n) * cols || a.D.Length < (t0 + n) * superBlocks || a.BlockSum.Length < (t0 + n) * superBlocks * 8)
-            ThrowHelper.TooShort(nameof(a), (long)(t0 + n) * cols, a.Q.Length);
-        Span<float> lanes = stackalloc float[4 * Rows];
-        fixed (sbyte* q = a.Q)
-        fixed (float* d = a.D)
-        fixed (short* s = a.BlockSum)
-        fixed (float* l = lanes)
-        {
-            int t = 0;
-            for (; t + 4 <= n; t += 4)
-            {
-                int u = t0 + t;
-                Four(group, superBlocks, q + (long)u * cols, cols, d + u * superBlocks, s + u * superBlocks * 8, l);
-                for (int k = 0; k < 4; k++) Store(l + k * Rows, y + (t + k) * yStride, lo, hi);
-            }
-            for (; t < n; t++)
-            {
-                int u = t0 + t;
-                One(group, superBlocks, q + (long)u * cols, d + u * superBlocks, s + u * superBlocks * 8, l);
-                Store(l, y + t * yStride, lo, hi);
-            }
-        }
+        CheckTokens(a, superBlocks, token + 1);
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
+            OneKernel(group, superBlocks, q + (long)token * superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 8, lanes);
     }
 
-    private static void Store(float* lanes, float* y, int lo, int hi)
+    /// <summary>Tokens <paramref name="token"/> .. + 3 at once: token t's row r in <paramref name="lanes"/>[16t + r].</summary>
+    public static void Four(byte* group, int superBlocks, QuantizedActivations a, int token, float* lanes)
     {
-        for (int r = lo; r < hi; r++) y[r - lo] = lanes[r];
+        CheckTokens(a, superBlocks, token + 4);
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
+            FourKernel(group, superBlocks, q + (long)token * superBlocks * 256, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 8, lanes);
+    }
+
+    private static void CheckTokens(QuantizedActivations a, int superBlocks, int tokens)
+    {
+        if (a.Q.Length < (long)tokens * superBlocks * 256 || a.D.Length < tokens * superBlocks || a.BlockSum.Length < tokens * superBlocks * 8)
+            ThrowHelper.TooShort(nameof(a), (long)tokens * superBlocks * 256, a.Q.Length);
     }
 
     /// <summary>One token: the sixteen rows' results into <paramref name="result"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
-    private static void One(byte* group, int superBlocks, sbyte* x, float* xd, short* bsum, float* result)
+    private static void OneKernel(byte* group, int superBlocks, sbyte* x, float* xd, short* bsum, float* result)
     {
         Vector512<float> sumA = default, sumB = default;
         for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
@@ -162,9 +150,9 @@ internal static unsafe class Q4KTiles
     }
 
     /// <summary>Four tokens <paramref name="stride"/> codes apart: each code vector is loaded and unpacked once for
-    /// all four; every token's lanes get exactly <see cref="One"/>'s arithmetic.</summary>
+    /// all four; every token's lanes get exactly <see cref="OneKernel"/>'s arithmetic.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
-    private static void Four(byte* group, int superBlocks, sbyte* x, int stride, float* xd, short* bsum, float* result)
+    private static void FourKernel(byte* group, int superBlocks, sbyte* x, int stride, float* xd, short* bsum, float* result)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         int sbStride = stride / 32;
@@ -217,11 +205,19 @@ internal static unsafe class Q4KTiles
     private static void Prefetch(byte* t, int j)
     {
         byte* f = t + PrefetchAhead + 296 * j;
-        Sse.Prefetch0(f);
-        Sse.Prefetch0(f + 64);
-        Sse.Prefetch0(f + 128);
-        Sse.Prefetch0(f + 192);
+        PrefetchFourLines(f);
         Sse.Prefetch0(f + 256);
+    }
+
+    /// <summary>Prefetches the four cache lines from <paramref name="start"/> on (the tile kernels' look-ahead; written
+    /// out, as a loop of prefetches cost the one-token kernels a fifth of their speed in cache).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchFourLines(byte* start)
+    {
+        Sse.Prefetch0(start);
+        Sse.Prefetch0(start + 64);
+        Sse.Prefetch0(start + 128);
+        Sse.Prefetch0(start + 192);
     }
 
     /// <summary>The low and high nibbles of code vector k: columns 8k..8k+3 and 8k+4..8k+7 of the sixteen rows.</summary>

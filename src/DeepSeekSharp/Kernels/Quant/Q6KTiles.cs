@@ -121,48 +121,41 @@ internal static unsafe class Q6KTiles
         b.Qh[half * 32 + l] |= (byte)((q >> 4) << (2 * k));
     }
 
-    /// <summary>y[t · yStride + r − lo] = row r · token t for rows r in [lo, hi) of the tile group (at most 16) and
-    /// tokens [0, n) of <paramref name="a"/> (quantised per 256, with <see cref="QuantizedActivations.Sums16"/>),
-    /// starting at token <paramref name="t0"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(byte* group, int superBlocks, QuantizedActivations a, int t0, int n, float* y, long yStride, int lo, int hi)
+    /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 256) against the sixteen rows of
+    /// the tile group at <paramref name="group"/>: row r's result in <paramref name="lanes"/>[r].</summary>
+    public static void One(byte* group, int superBlocks, QuantizedActivations a, int token, float* lanes)
     {
-        int cols = superBlocks * 256;
-        if (a.Q.Length < (long)(t0 + n) * cols || a.D.Length < (t0 + n) * superBlocks || a.Sums16.Length < (t0 + n) * superBlocks * 16)
-            ThrowHelper.TooShort(nameof(a), (long)(t0 + n) * cols, a.Q.Length);
-        Span<float> lanes = stackalloc float[4 * Rows];
-        fixed (sbyte* q = a.Q)
-        fixed (float* d = a.D)
-        fixed (short* s = a.Sums16)
-        fixed (float* l = lanes)
-        {
-            // The d come first in the group but are read after each tile's codes, behind the stream the hardware
-            // prefetcher follows: ask for their lines now.
-            for (int i = 0; i < HalfBytes(superBlocks); i += 64) Sse.Prefetch0(group + i);
-            int t = 0;
-            for (; t + 4 <= n; t += 4)
-            {
-                int u = t0 + t;
-                Four(group, superBlocks, q + (long)u * cols, cols, d + u * superBlocks, s + u * superBlocks * 16, l);
-                for (int k = 0; k < 4; k++) Store(l + k * Rows, y + (t + k) * yStride, lo, hi);
-            }
-            for (; t < n; t++)
-            {
-                int u = t0 + t;
-                One(group, superBlocks, q + (long)u * cols, d + u * superBlocks, s + u * superBlocks * 16, l);
-                Store(l, y + t * yStride, lo, hi);
-            }
-        }
+        CheckTokens(a, superBlocks, token + 1);
+        PrefetchHalves(group, superBlocks);
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.Sums16)
+            OneKernel(group, superBlocks, q + (long)token * superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 16, lanes);
     }
 
-    private static void Store(float* lanes, float* y, int lo, int hi)
+    /// <summary>Tokens <paramref name="token"/> .. + 3 at once: token t's row r in <paramref name="lanes"/>[16t + r].</summary>
+    public static void Four(byte* group, int superBlocks, QuantizedActivations a, int token, float* lanes)
     {
-        for (int r = lo; r < hi; r++) y[r - lo] = lanes[r];
+        CheckTokens(a, superBlocks, token + 4);
+        PrefetchHalves(group, superBlocks);
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.Sums16)
+            FourKernel(group, superBlocks, q + (long)token * superBlocks * 256, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 16, lanes);
+    }
+
+    /// <summary>The d come first in the group, where the stream the hardware prefetcher follows starts past them: ask for
+    /// all their lines at once.</summary>
+    private static void PrefetchHalves(byte* group, int superBlocks)
+    {
+        for (int i = 0; i < HalfBytes(superBlocks); i += 64) Sse.Prefetch0(group + i);
+    }
+
+    private static void CheckTokens(QuantizedActivations a, int superBlocks, int tokens)
+    {
+        if (a.Q.Length < (long)tokens * superBlocks * 256 || a.D.Length < tokens * superBlocks || a.Sums16.Length < tokens * superBlocks * 16)
+            ThrowHelper.TooShort(nameof(a), (long)tokens * superBlocks * 256, a.Q.Length);
     }
 
     /// <summary>One token: the sixteen rows' results into <paramref name="result"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
-    private static void One(byte* group, int superBlocks, sbyte* x, float* xd, short* sums16, float* result)
+    private static void OneKernel(byte* group, int superBlocks, sbyte* x, float* xd, short* sums16, float* result)
     {
         Vector512<float> sum = default;
         for (int b = 0; b < superBlocks; b++, x += 256, sums16 += 16)
@@ -188,9 +181,9 @@ internal static unsafe class Q6KTiles
     }
 
     /// <summary>Four tokens <paramref name="stride"/> codes apart: each sub-block's codes are loaded and unpacked once
-    /// for all four; every token's lanes get exactly <see cref="One"/>'s arithmetic.</summary>
+    /// for all four; every token's lanes get exactly <see cref="OneKernel"/>'s arithmetic.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
-    private static void Four(byte* group, int superBlocks, sbyte* x, int stride, float* xd, short* sums16, float* result)
+    private static void FourKernel(byte* group, int superBlocks, sbyte* x, int stride, float* xd, short* sums16, float* result)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
         int sStride = stride / 16, dStride = stride / 256;
@@ -263,10 +256,7 @@ internal static unsafe class Q6KTiles
     private static void Prefetch(byte* t, int p)
     {
         byte* f = t + PrefetchAhead + 416 * p;
-        Sse.Prefetch0(f);
-        Sse.Prefetch0(f + 64);
-        Sse.Prefetch0(f + 128);
-        Sse.Prefetch0(f + 192);
+        Q4KTiles.PrefetchFourLines(f);
         Sse.Prefetch0(f + 256);
         Sse.Prefetch0(f + 320);
         Sse.Prefetch0(f + 384);
