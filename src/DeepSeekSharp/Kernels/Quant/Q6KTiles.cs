@@ -154,7 +154,7 @@ internal static unsafe class Q6KTiles
     }
 
     /// <summary>One token: the sixteen rows' results into <paramref name="result"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own: inlined into a tier-1 caller, its helpers were left as calls
     private static void OneKernel(byte* group, int superBlocks, sbyte* x, float* xd, short* sums16, float* result)
     {
         Vector512<float> sum = default;
@@ -182,7 +182,7 @@ internal static unsafe class Q6KTiles
 
     /// <summary>Four tokens <paramref name="stride"/> codes apart: each sub-block's codes are loaded and unpacked once
     /// for all four; every token's lanes get exactly <see cref="OneKernel"/>'s arithmetic.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // too large to inline: compiled optimised at once, not at tier 0
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own: inlined into a tier-1 caller, its helpers were left as calls
     private static void FourKernel(byte* group, int superBlocks, sbyte* x, int stride, float* xd, short* sums16, float* result)
     {
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
