@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
+using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;
 
 namespace DeepSeekSharp.Linear;
@@ -61,8 +62,12 @@ internal readonly struct BlockPanels<T> : IPanelKernel where T : struct, IBlockC
     {
         int blocks = cols / 32;
         if (AvxVnni.IsSupported)
-            BlockGemm<T>.MultiplyBytes(MemoryMarshal.AsBytes(panel), scales, blocks, rows, a.Q.AsSpan(t0 * cols), a.D.AsSpan(t0 * blocks),
-                a.BlockSum.AsSpan(t0 * blocks), n, partials, y, yStride);
+        {
+            if (panel.Length * 2 < blocks * ByteTiles.BlockBytes) ThrowHelper.TooShort(nameof(panel), blocks * ByteTiles.BlockBytes, panel.Length * 2);
+            fixed (short* tiles = panel)
+                BlockGemm<T>.MultiplyBytes((byte*)tiles, blocks, rows, a.Q.AsSpan(t0 * cols), a.D.AsSpan(t0 * blocks),
+                    a.BlockSum.AsSpan(t0 * blocks), n, partials, y, yStride);
+        }
         else
             BlockGemm<T>.Multiply(panel, scales, blocks, rows, a.Q16.AsSpan(t0 * cols), a.D.AsSpan(t0 * blocks), n, partials, y, yStride);
     }

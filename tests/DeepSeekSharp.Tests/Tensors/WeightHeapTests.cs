@@ -69,7 +69,7 @@ public unsafe class WeightHeapTests
         if (!OperatingSystem.IsLinux() || !File.Exists("/sys/kernel/mm/transparent_hugepage/enabled")) return;
         bool wanted = Environment.GetEnvironmentVariable("DSS_HUGE_PAGES") != "0";
         Assert.Equal(wanted, WeightHeap.Advises);
-        using Matrix m = Matrix.Create(WeightFormat.Q8_0, 1408, 2048); // an expert of the v2-lite shape, 2.9 MiB
+        using Matrix m = Matrix.Create(WeightFormat.Q8_0, 1408, 2048, tiles: false); // an expert of the v2-lite shape, 2.9 MiB
         long address;
         fixed (byte* row = m.RawRow(0)) address = (long)row;
         Assert.Equal(wanted, VmFlagsAt(address).Contains("hg"));

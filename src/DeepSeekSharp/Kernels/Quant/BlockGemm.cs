@@ -23,8 +23,8 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     public static bool IsSupported => AvxVnni.IsSupported || Avx512BW.IsSupported;
 
     /// <summary>int16 elements of scratch a panel of <paramref name="blocks"/> blocks takes on this CPU's path (the
-    /// byte panels take half).</summary>
-    public static int PanelShorts(int blocks) => AvxVnni.IsSupported ? blocks * 256 : blocks * 512;
+    /// byte tiles take a little over half).</summary>
+    public static int PanelShorts(int blocks) => AvxVnni.IsSupported ? blocks * ByteTiles.BlockBytes / 2 : blocks * 512;
 
     /// <summary>Unpacks rows [0, <paramref name="rows"/>) (at most 16, <paramref name="rowBytes"/> apart) into
     /// <paramref name="panel"/> [blocks, 16 column pairs, 16 rows, 2] and their scales into
@@ -32,9 +32,13 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pack(ref byte w, long rowBytes, int rows, int blocks, Span<short> panel, Span<float> scales)
     {
+        if (AvxVnni.IsSupported)
+        {
+            PackBytes(ref w, rowBytes, rows, blocks, MemoryMarshal.AsBytes(panel)); // the byte tiles carry their fp16 scales
+            return;
+        }
         if (scales.Length < blocks * 16) ThrowHelper.TooShort(nameof(scales), blocks * 16, scales.Length);
-        if (AvxVnni.IsSupported) PackBytes(ref w, rowBytes, rows, blocks, MemoryMarshal.AsBytes(panel));
-        else PanelPack.Codes<BlockRows<T>>(ref w, rowBytes, rows, blocks, panel);
+        PanelPack.Codes<BlockRows<T>>(ref w, rowBytes, rows, blocks, panel);
         // The sixteen rows' fp16 scales of a block converted together in registers (missing rows: +0, so 0f).
         Span<ushort> halves = stackalloc ushort[PanelRows];
         halves.Clear();
@@ -118,14 +122,20 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     /// <c>Bias · Σx</c>, which is taken off exactly.</summary>
     private static int Bias => T.Offset != 0 ? T.Offset : 128;
 
-    /// <summary>The byte panel (AVX-VNNI): panel[block, group g of four columns, row j] = row j's codes 4g..4g+3 +
-    /// <see cref="Bias"/> as four unsigned bytes, so one 256-bit vector holds the same four columns of eight rows
-    /// (rows 0–7, then 8–15): an 8×8 transpose of 32-bit groups per half. Missing rows are zero.</summary>
+    /// <summary>Packs rows into byte tiles (<see cref="ByteTiles"/>): each block's sixteen fp16 scales, then its codes +
+    /// <see cref="Bias"/> as unsigned bytes by groups of four columns (an 8×8 transpose of 32-bit groups per half of
+    /// the rows). Missing rows are zero.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void PackBytes(ref byte w, long rowBytes, int rows, int blocks, Span<byte> panel)
     {
-        if (panel.Length < blocks * 512 || (uint)rows > 16) ThrowHelper.TooShort(nameof(panel), blocks * 512, panel.Length);
+        if (panel.Length < blocks * ByteTiles.BlockBytes || (uint)rows > 16) ThrowHelper.TooShort(nameof(panel), blocks * ByteTiles.BlockBytes, panel.Length);
         ref byte p = ref MemoryMarshal.GetReference(panel);
+        for (int b = 0; b < blocks; b++)
+        {
+            ref ushort scales = ref Unsafe.As<byte, ushort>(ref Unsafe.Add(ref p, b * ByteTiles.BlockBytes));
+            for (int j = 0; j < PanelRows; j++)
+                Unsafe.Add(ref scales, j) = j < rows ? Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref w, (nint)(j * rowBytes + b * T.Bytes))) : (ushort)0;
+        }
         for (int b = 0; b < blocks; b++)
         for (int h = 0; h < 2; h++)
         {
@@ -142,7 +152,7 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
             Vector256<long> t6 = Avx2.UnpackLow(c6, c7).AsInt64(), t7 = Avx2.UnpackHigh(c6, c7).AsInt64();
             Vector256<long> u0 = Avx2.UnpackLow(t0, t2), u1 = Avx2.UnpackHigh(t0, t2), u2 = Avx2.UnpackLow(t1, t3), u3 = Avx2.UnpackHigh(t1, t3);
             Vector256<long> u4 = Avx2.UnpackLow(t4, t6), u5 = Avx2.UnpackHigh(t4, t6), u6 = Avx2.UnpackLow(t5, t7), u7 = Avx2.UnpackHigh(t5, t7);
-            ref byte pb = ref Unsafe.Add(ref p, b * 512 + h * 32);
+            ref byte pb = ref Unsafe.Add(ref p, b * ByteTiles.BlockBytes + ByteTiles.ScaleBytes + h * 32);
             StoreGroups(ref pb, 0, u0, u4);
             StoreGroups(ref pb, 1, u1, u5);
             StoreGroups(ref pb, 2, u2, u6);
@@ -168,26 +178,25 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
         return T.Offset != 0 ? T.Unsigned(ref block).AsInt32() : (T.Codes(ref block).AsByte() ^ Vector256.Create((byte)0x80)).AsInt32();
     }
 
-    /// <summary><see cref="Multiply"/> on byte panels (<see cref="PackBytes"/>) with AVX-VNNI: each token's four codes
-    /// of a column group are broadcast and one <c>vpdpbusd</c> adds their products with the same group of eight rows
-    /// into int32 lanes that start at −Bias·Σx of the block, so every lane ends on the row's exact block sum. The
-    /// float arithmetic that follows is <see cref="Multiply"/>'s, lane for lane. <paramref name="xq"/> [n, blocks · 32]
-    /// codes, <paramref name="xd"/> scales and <paramref name="xsum"/> block sums (<see cref="QuantizedActivations"/>),
-    /// each readable up to <see cref="TokenPadding"/> tokens past n.</summary>
+    /// <summary><see cref="Multiply"/> on byte tiles (<see cref="ByteTiles"/>: packed by <see cref="PackBytes"/>, or a
+    /// Q8_0 matrix kept so) with AVX-VNNI: each token's four codes of a column group are broadcast and one
+    /// <c>vpdpbusd</c> adds their products with the same group of eight rows into int32 lanes that start at −Bias·Σx
+    /// of the block, so every lane ends on the row's exact block sum. The float arithmetic that follows is
+    /// <see cref="Multiply"/>'s, lane for lane. <paramref name="tiles"/> holds <paramref name="blocks"/> tiles;
+    /// <paramref name="xq"/> [n, blocks · 32] codes, <paramref name="xd"/> scales and <paramref name="xsum"/> block sums
+    /// (<see cref="QuantizedActivations"/>), each readable up to <see cref="TokenPadding"/> tokens past n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void MultiplyBytes(ReadOnlySpan<byte> panel, ReadOnlySpan<float> scales, int blocks, int rows,
+    public static unsafe void MultiplyBytes(byte* tiles, int blocks, int rows,
         ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum, int n, Span<float> partials, float* y, long yStride)
     {
         int cols = blocks * 32, padded = (n + BytePass - 1) / BytePass * BytePass;
-        if (panel.Length < blocks * 512 || scales.Length < blocks * 16 || xq.Length < padded * cols || xd.Length < padded * blocks
-            || xsum.Length < padded * blocks || partials.Length < PartialsLength)
+        if (xq.Length < padded * cols || xd.Length < padded * blocks || xsum.Length < padded * blocks || partials.Length < PartialsLength)
             ThrowHelper.TooShort(nameof(xq), padded * cols, xq.Length);
         int whole = blocks / 8 * 8, bias = -Bias;
         Span<float> lane = stackalloc float[PanelRows];
-        fixed (byte* pw = panel)
         fixed (sbyte* xq0 = xq)
         fixed (short* xu = xsum)
-        fixed (float* ps = scales, part = partials, xs = xd)
+        fixed (float* part = partials, xs = xd)
         {
             for (int t0 = 0; t0 < n; t0 += BytePass)
             {
@@ -202,7 +211,7 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                     Vector256<int> s00 = Vector256.Create(bias * u[b]), s10 = Vector256.Create(bias * u[blocks + b]);
                     Vector256<int> s20 = Vector256.Create(bias * u[2 * blocks + b]), s30 = Vector256.Create(bias * u[3 * blocks + b]);
                     Vector256<int> s01 = s00, s11 = s10, s21 = s20, s31 = s30;
-                    byte* wp = pw + b * 512;
+                    byte* tile = tiles + (long)b * ByteTiles.BlockBytes, wp = tile + ByteTiles.ScaleBytes;
                     sbyte* xb = x + b * 32;
                     for (int g = 0; g < 8; g++, wp += 64, xb += 4)
                     {
@@ -220,7 +229,7 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                         s30 = AvxVnni.MultiplyWideningAndAdd(s30, w0, v);
                         s31 = AvxVnni.MultiplyWideningAndAdd(s31, w1, v);
                     }
-                    Vector256<float> ws0 = Vector256.Load(ps + b * 16), ws1 = Vector256.Load(ps + b * 16 + 8);
+                    Vector256<float> ws0 = ByteTiles.Scales(tile, 0), ws1 = ByteTiles.Scales(tile, 8);
                     if (b < whole)
                     {
                         float* p = part + (b & 7) * 16;
@@ -421,9 +430,12 @@ internal static class PanelPack
 internal static class GemmScratch
 {
     [ThreadStatic] private static short[]? _panel;
-    [ThreadStatic] private static float[]? _scales, _partials;
+    [ThreadStatic] private static float[]? _scales, _partials, _edge;
 
     public static Span<short> Panel(int shorts) => AlignedScratch.Grow(ref _panel, shorts);
     public static Span<float> Scales(int floats) => AlignedScratch.Grow(ref _scales, floats);
     public static Span<float> Partials => AlignedScratch.Grow(ref _partials, BlockGemm<Q8_0Codes>.PartialsLength);
+
+    /// <summary>Results of a tile group for tokens [0, floats / 16), where only some of its rows are wanted.</summary>
+    public static Span<float> Edge(int floats) => AlignedScratch.Grow(ref _edge, floats);
 }

@@ -110,24 +110,30 @@ public class BlockGemmTests
     }
 
     [Fact]
-    public void PackBytes_PutsFourColumnsOfEightRowsInEachVector_WithCodesMadeUnsigned()
+    public void PackBytes_PutsEachBlocksScalesThenFourColumnsOfSixteenRowsInEachGroup_WithCodesMadeUnsigned()
     {
         if (!Avx2.IsSupported) return;
         byte[] w = PackedRows();
-        var panel = new byte[PackBlocks * 512];
-        BlockGemm<Q8_0Codes>.PackBytes(ref w[0], PackBlocks * BlockQ8_0.Bytes, PackRows, PackBlocks, panel);
-        // panel[block, group of four columns, half of the rows, row in the half, column in the group]
+        var tiles = new byte[PackBlocks * ByteTiles.BlockBytes];
+        BlockGemm<Q8_0Codes>.PackBytes(ref w[0], PackBlocks * BlockQ8_0.Bytes, PackRows, PackBlocks, tiles);
+        // tile[block]: sixteen fp16 scales, then [group of four columns, row, column in the group]
         for (int b = 0; b < PackBlocks; b++)
-        for (int g = 0; g < 8; g++)
-        for (int j = 0; j < 16; j++)
-        for (int e = 0; e < 4; e++)
-            Assert.Equal(j < PackRows ? PackCode(j, b, 4 * g + e) + 128 : 0, panel[b * 512 + g * 64 + j / 8 * 32 + j % 8 * 4 + e]);
+        {
+            int tile = b * ByteTiles.BlockBytes;
+            for (int j = 0; j < 16; j++)
+            {
+                Assert.Equal(j < PackRows ? j + 1f : 0f, (float)BitConverter.ToHalf(tiles, tile + 2 * j));
+                for (int g = 0; g < 8; g++)
+                for (int e = 0; e < 4; e++)
+                    Assert.Equal(j < PackRows ? PackCode(j, b, 4 * g + e) + 128 : 0, tiles[tile + ByteTiles.ScaleBytes + g * 64 + j * 4 + e]);
+            }
+        }
     }
 
     [Fact]
-    public void Pack_ConvertsTheSixteenRowsScales()
+    public void Pack_ConvertsTheSixteenRowsScales_WhereThePanelsAreInt16()
     {
-        if (!BlockGemm<Q8_0Codes>.IsSupported) return;
+        if (!BlockGemm<Q8_0Codes>.IsSupported || AvxVnni.IsSupported) return; // byte tiles keep their fp16 scales (above)
         byte[] w = PackedRows();
         var panel = new short[PackBlocks * 512];
         var scales = new float[PackBlocks * 16];

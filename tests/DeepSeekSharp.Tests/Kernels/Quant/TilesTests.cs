@@ -6,11 +6,19 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K and Q6_K kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: the in-memory
-/// layouts on AVX-512 CPUs) must hold exactly the GGUF blocks they were given and compute exactly what the file-layout
-/// kernels compute.</summary>
-public unsafe class KQuantTilesTests
+/// <summary>Q4_K, Q6_K and Q8_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: the
+/// in-memory layouts on AVX-512 CPUs; <see cref="Q8Tiles"/> on AVX-VNNI ones) must hold exactly the GGUF blocks they
+/// were given and compute exactly what the file-layout kernels compute.</summary>
+public unsafe class TilesTests
 {
+    private static bool Tiled(WeightFormat format) => format switch
+    {
+        WeightFormat.Q4_K => Q4KTiles.IsSupported,
+        WeightFormat.Q6_K => Q6KTiles.IsSupported,
+        WeightFormat.Q8_0 => Q8Tiles.IsSupported,
+        _ => false,
+    };
+
     private static float[] Random(Random rng, int n, float scale = 1f) =>
         Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
 
@@ -55,6 +63,57 @@ public unsafe class KQuantTilesTests
         Assert.Equal(16 * superBlocks * BlockQ6K.Bytes, tiles.Length); // every byte GGUF stores and nothing else (an even count of super-blocks)
     }
 
+    [Fact]
+    public void Q8Tiles_HoldTheGgufBlocksExactly()
+    {
+        const int blocks = 3;
+        var rng = new Random(8);
+        var rows = new BlockQ8_0[16 * blocks];
+        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every code, -128 included, and every scale pattern
+        var tiles = new byte[Q8TiledMatrix.BytesFor(16, blocks * 32)];
+        var back = new BlockQ8_0[blocks];
+        fixed (byte* group = tiles)
+        {
+            for (int r = 0; r < 16; r++) Q8Tiles.SetRow(rows.AsSpan(r * blocks, blocks), group, r);
+            for (int r = 0; r < 16; r++)
+            {
+                Q8Tiles.GetRow(group, r, back);
+                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * blocks, blocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
+            }
+        }
+        Assert.Equal(16 * blocks * BlockQ8_0.Bytes, tiles.Length); // every byte GGUF stores and nothing else
+    }
+
+    [Fact]
+    public void Q8TiledProducts_OfRawCodes_EqualTheFileLayoutKernels_BitForBit()
+    {
+        // Codes straight from bytes reach -128, which no quantiser here writes; the sums must stay exact.
+        if (!Q8Tiles.IsSupported) return;
+        const int rows = 19, blocks = 11, cols = blocks * 32;
+        var rng = new Random(12);
+        var raw = new BlockQ8_0[rows * blocks];
+        rng.NextBytes(MemoryMarshal.AsBytes(raw.AsSpan()));
+        for (int i = 0; i < raw.Length; i++)
+        {
+            raw[i].D = HalfTable.FromFloat((float)(rng.NextDouble() * 0.02));
+            if (i % 5 == 0) raw[i].Qs[i % 32] = -128;
+        }
+        byte[] bytes = MemoryMarshal.AsBytes(raw.AsSpan()).ToArray();
+        using Matrix file = Matrix.Create(WeightFormat.Q8_0, rows, cols, tiles: false);
+        using Matrix tiled = Matrix.Create(WeightFormat.Q8_0, rows, cols);
+        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        foreach (int n in new[] { 1, 3, 9 })
+        {
+            float[] x = Random(rng, n * cols, 2f);
+            var expected = new float[n * rows];
+            var actual = new float[n * rows];
+            file.Forward(x, expected, n);
+            tiled.Forward(x, actual, n);
+            Assert.Equal(Bits(expected), Bits(actual));
+        }
+    }
+
     public static TheoryData<WeightFormat, int, int, int> Shapes => new()
     {
         // rows (whole tiles, a partial one, less than one), columns, tokens (passes of four and single ones)
@@ -68,13 +127,22 @@ public unsafe class KQuantTilesTests
         { WeightFormat.Q6_K, 5, 512, 4 },
         { WeightFormat.Q6_K, 70, 2816, 13 }, // the shared experts' down projection of a Q4_K_M file: 11 super-blocks
         { WeightFormat.Q6_K, 33, 256, 130 },
+        // Q8_0: blocks fewer than eight (only the one-by-one tail), eight and one, five eights and four (1408 columns,
+        // an expert's down projection), two and three tokens (verify passes run four with padding)
+        { WeightFormat.Q8_0, 16, 32, 1 },
+        { WeightFormat.Q8_0, 37, 96, 7 },
+        { WeightFormat.Q8_0, 5, 288, 4 },
+        { WeightFormat.Q8_0, 70, 1408, 13 },
+        { WeightFormat.Q8_0, 21, 2048, 2 },
+        { WeightFormat.Q8_0, 40, 352, 3 },
+        { WeightFormat.Q8_0, 33, 256, 130 },
     };
 
     [Theory]
     [MemberData(nameof(Shapes))]
     public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(WeightFormat format, int rows, int cols, int n)
     {
-        if (!Q4KTiles.IsSupported || !Q6KTiles.IsSupported) return;
+        if (!Tiled(format)) return;
         var rng = new Random(rows * 13 + cols * 5 + n);
         float[] w = Random(rng, rows * cols);
         using Matrix tiled = Matrix.FromValues(rows, cols, w, format);
@@ -105,6 +173,7 @@ public unsafe class KQuantTilesTests
     [Theory]
     [InlineData(WeightFormat.Q4_K)]
     [InlineData(WeightFormat.Q6_K)]
+    [InlineData(WeightFormat.Q8_0)]
     public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes(WeightFormat format)
     {
         var rng = new Random(9);
@@ -122,7 +191,7 @@ public unsafe class KQuantTilesTests
             Assert.Equal(a, b);
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(20, 2, _ => { }));
-        if (Q4KTiles.IsSupported && Q6KTiles.IsSupported) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
+        if (Tiled(format)) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
     }
 
     private static int[] Bits(ReadOnlySpan<float> v)

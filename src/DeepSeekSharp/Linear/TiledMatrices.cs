@@ -5,13 +5,12 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Linear;
 
-/// <summary>A k-quant kept as sixteen interleaved rows per super-block (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>:
-/// AVX-512): a row is converted from and to the GGUF layout on the way in and out (loading, dequantising a row);
-/// products compute a tile's sixteen rows and keep those asked for. Rows past the last whole sixteen are padding
-/// (zero).</summary>
+/// <summary>A format kept as sixteen interleaved rows (tiles the kernels read front to back): a row is converted from
+/// and to the GGUF layout on the way in and out (loading, dequantising a row); products compute a group's sixteen
+/// rows and keep those asked for. Rows past the last whole sixteen are padding (zero).</summary>
 /// <param name="groupBytes">bytes of a group of sixteen rows</param>
-internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner, long groupBytes)
-    : KBlockMatrix(format, rows, cols, data, owner)
+internal abstract unsafe class TiledMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner, long groupBytes)
+    : Matrix(format, rows, cols, data, owner)
 {
     private protected const int TileRows = 16;
     private readonly byte* _tiles = data;
@@ -35,17 +34,11 @@ internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int c
     /// <summary>Row <paramref name="r"/> of a tile group as GGUF bytes.</summary>
     private protected abstract void GetStoredRow(byte* group, int r, Span<byte> stored);
 
-    /// <summary>Token <paramref name="token"/> against a tile group's sixteen rows, row r's result in lanes[r].</summary>
-    private protected abstract void One(byte* group, QuantizedActivations a, int token, float* lanes);
-
-    /// <summary>Tokens <paramref name="token"/> .. + 3 against a tile group, token t's row r in lanes[16t + r].</summary>
-    private protected abstract void Four(byte* group, QuantizedActivations a, int token, float* lanes);
-
     /// <summary>Not kept here: rows are interleaved (<see cref="DequantizeRow"/> gives a row's values).</summary>
     public override ReadOnlySpan<byte> RawRow(int r) =>
         throw new NotSupportedException($"{Format} rows are kept interleaved in tiles; there are no stored bytes of one row to return");
 
-    private byte* Group(int r) => _tiles + (long)(r / TileRows) * groupBytes;
+    private protected byte* Group(int r) => _tiles + (long)(r / TileRows) * groupBytes;
 
     public override void DequantizeRow(int r, Span<float> dst)
     {
@@ -76,6 +69,25 @@ internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int c
 
     private protected override int RowUnit(int n) => TileRows;
 
+    /// <summary>Rows [lo, hi) of a group's sixteen results in <paramref name="lanes"/> to y (row lo at y[0]).</summary>
+    private protected static void Store(float* lanes, float* y, int lo, int hi)
+    {
+        for (int r = lo; r < hi; r++) y[r - lo] = lanes[r];
+    }
+}
+
+/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: AVX-512).</summary>
+internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner, long groupBytes)
+    : TiledMatrix(format, rows, cols, data, owner, groupBytes)
+{
+    private protected int SuperBlocks => Cols / 256;
+
+    /// <summary>Token <paramref name="token"/> against a tile group's sixteen rows, row r's result in lanes[r].</summary>
+    private protected abstract void One(byte* group, QuantizedActivations a, int token, float* lanes);
+
+    /// <summary>Tokens <paramref name="token"/> .. + 3 against a tile group, token t's row r in lanes[16t + r].</summary>
+    private protected abstract void Four(byte* group, QuantizedActivations a, int token, float* lanes);
+
     /// <summary>Tokens in chunks of about 192 KB of codes (kept in L2) against every tile group of the rows in turn.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -103,11 +115,6 @@ internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int c
                 }
             }
         }
-    }
-
-    private static void Store(float* lanes, float* y, int lo, int hi)
-    {
-        for (int r = lo; r < hi; r++) y[r - lo] = lanes[r];
     }
 }
 
@@ -164,4 +171,90 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
     private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.One(group, SuperBlocks, a, token, lanes);
 
     private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.Four(group, SuperBlocks, a, token, lanes);
+}
+
+/// <summary>Q8_0 in <see cref="ByteTiles"/> (<see cref="Q8Tiles"/>: AVX-VNNI). One token takes the one-token kernel;
+/// more (drafts being verified, a batch, a prompt) take <see cref="BlockGemm{T}.MultiplyBytes"/> straight on the
+/// stored tiles, which the file layout has to pack first.</summary>
+internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : TiledMatrix(WeightFormat.Q8_0, rows, cols, data, owner, Q8Tiles.GroupBytes(cols / 32))
+{
+    private long GroupBytes => Q8Tiles.GroupBytes(Cols / 32);
+
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q8Tiles.GroupBytes(cols / 32));
+
+    public static Q8TiledMatrix Create(int rows, int cols)
+    {
+        NativeBuffer buffer = Allocate(rows, Q8Tiles.GroupBytes(cols / 32));
+        return new Q8TiledMatrix(rows, cols, buffer.Pointer, buffer);
+    }
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
+    {
+        QuantizedActivations a = base.Prepare(x, n, target)!;
+        if (n > 1) a.Pad(n, BlockGemm<Q8_0Codes>.TokenPadding); // MultiplyBytes runs whole passes of four tokens
+        return a;
+    }
+
+    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) =>
+        Q8Tiles.SetRow(MemoryMarshal.Cast<byte, BlockQ8_0>(stored), group, r);
+
+    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) =>
+        Q8Tiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ8_0>(stored));
+
+    /// <summary>One token: every group of the rows in turn. More: up to 256 KB of groups at a time, against tokens in
+    /// chunks of about 192 KB of codes, so both stay in L2 (as <see cref="PanelProduct"/> does with packed panels).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int blocks = Cols / 32;
+        int first = r0 / TileRows * TileRows;
+        if (n == 1)
+        {
+            float* lanes = stackalloc float[TileRows];
+            for (int g = first; g < r1; g += TileRows)
+            {
+                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
+                if (lo == 0 && hi == TileRows) Q8Tiles.One(Group(g), blocks, a, 0, y + (g - rowStart));
+                else
+                {
+                    Q8Tiles.One(Group(g), blocks, a, 0, lanes);
+                    Store(lanes, y + (g + lo - rowStart), lo, hi);
+                }
+            }
+            return;
+        }
+        Span<float> partials = GemmScratch.Partials;
+        int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
+        int groupsAtOnce = (int)Math.Max(1, (256 << 10) / GroupBytes);
+        Span<float> edge = GemmScratch.Edge(Math.Min(chunk, n) * TileRows);
+        for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
+        {
+            int g1 = Math.Min(r1, g0 + groupsAtOnce * TileRows);
+            for (int t0 = 0; t0 < n; t0 += chunk)
+            {
+                int tn = Math.Min(chunk, n - t0);
+                ReadOnlySpan<sbyte> q = a.Q.AsSpan(t0 * Cols);
+                ReadOnlySpan<float> d = a.D.AsSpan(t0 * blocks);
+                ReadOnlySpan<short> s = a.BlockSum.AsSpan(t0 * blocks);
+                for (int g = g0; g < g1; g += TileRows)
+                {
+                    int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
+                    float* yg = y + (long)t0 * rowCount + (g + lo - rowStart);
+                    if (lo == 0)
+                    {
+                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, yg, rowCount);
+                        continue;
+                    }
+                    // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
+                    fixed (float* e = edge)
+                    {
+                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, e, TileRows);
+                        for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,139 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>Sixteen rows of a 32-weight block format as the AVX-VNNI kernels read them: one tile per block of 32
+/// columns, 544 bytes, every value the file stores and nothing else:
+/// <list type="bullet">
+/// <item>bytes [0, 32): the sixteen rows' fp16 scales d, row r at 2r.</item>
+/// <item>[32, 544): codes + bias as unsigned bytes (Q8_0: code ^ 0x80, i.e. code + 128). Group g (64 bytes) covers
+/// columns 4g..4g+3: byte 4r + i holds row r's code of column 4g + i. One 256-bit load is the same four columns of
+/// eight rows, so a broadcast 32-bit group of activations and one <c>vpdpbusd</c> add them to eight rows' sums,
+/// each row in its own 32-bit lane: no reduction per row.</item>
+/// </list>
+/// 544 = 17 × 32, so every 256-bit load of a tile stays inside one cache line, and consecutive tiles are one stream.
+/// The panel kernels pack rows of Q8_0, Q4_0 and Q5_0 into these tiles for a prompt (<see cref="BlockGemm{T}.PackBytes"/>);
+/// a Q8_0 matrix in memory is kept in them (<see cref="Q8Tiles"/>), so neither a prompt nor a decoded token unpacks
+/// anything.</summary>
+internal static unsafe class ByteTiles
+{
+    public const int Rows = 16, ScaleBytes = 32, CodeBytes = 512, BlockBytes = ScaleBytes + CodeBytes;
+
+    /// <summary>Rows <paramref name="first"/> .. + 7 of a tile's scales as float32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Scales(byte* tile, int first) => HalfTable.ToSingle(Vector128.Load((ushort*)tile + first));
+}
+
+/// <summary>Q8_0 kept as <see cref="ByteTiles"/> where the CPU has AVX-VNNI: a matrix of sixteen-row groups, each
+/// group its blocks' tiles in column order. The one-token kernel (<see cref="One"/>) reads a group front to back
+/// with two <c>vpdpbusd</c> per 64 bytes; more tokens take <see cref="BlockGemm{T}.MultiplyBytes"/> on the same
+/// memory. The arithmetic is <see cref="BlockDots{T}.V256"/>'s for every row and token (exact block sums; partial
+/// sums b mod 8 fused, added in <see cref="BlockDots{T}.Reduce8"/>'s order, the last blocks one by one), so results
+/// are the same bits as the file layout's kernels.</summary>
+internal static unsafe class Q8Tiles
+{
+    public static bool IsSupported => AvxVnni.IsSupported;
+
+    /// <summary>Bytes of a group of sixteen rows of <paramref name="blocks"/> blocks.</summary>
+    public static long GroupBytes(int blocks) => (long)blocks * ByteTiles.BlockBytes;
+
+    /// <summary>Writes row <paramref name="r"/> (0..15) of the group at <paramref name="group"/> from its GGUF blocks.
+    /// Rows of one group touch disjoint bytes, so rows can be written from several threads.</summary>
+    public static void SetRow(ReadOnlySpan<BlockQ8_0> row, byte* group, int r)
+    {
+        for (int b = 0; b < row.Length; b++)
+        {
+            byte* t = group + (long)b * ByteTiles.BlockBytes;
+            ref readonly BlockQ8_0 blk = ref row[b];
+            ((ushort*)t)[r] = blk.D;
+            ref byte qs = ref Unsafe.As<BlockQ8_0.Codes, byte>(ref Unsafe.AsRef(in blk.Qs));
+            for (int g = 0; g < 8; g++)
+                *(uint*)(t + ByteTiles.ScaleBytes + 64 * g + 4 * r) = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref qs, 4 * g)) ^ 0x80808080u;
+        }
+    }
+
+    /// <summary>Row <paramref name="r"/> of the group as GGUF blocks (the exact inverse of <see cref="SetRow"/>).</summary>
+    public static void GetRow(byte* group, int r, Span<BlockQ8_0> row)
+    {
+        for (int b = 0; b < row.Length; b++)
+        {
+            byte* t = group + (long)b * ByteTiles.BlockBytes;
+            ref BlockQ8_0 blk = ref row[b];
+            blk.D = ((ushort*)t)[r];
+            ref byte qs = ref Unsafe.As<BlockQ8_0.Codes, byte>(ref blk.Qs);
+            for (int g = 0; g < 8; g++)
+                Unsafe.WriteUnaligned(ref Unsafe.Add(ref qs, 4 * g), *(uint*)(t + ByteTiles.ScaleBytes + 64 * g + 4 * r) ^ 0x80808080u);
+        }
+    }
+
+    /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 32) against the sixteen rows of
+    /// the group at <paramref name="group"/>: row r's result in <paramref name="lanes"/>[r].</summary>
+    public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes)
+    {
+        if (a.Q.Length < (long)(token + 1) * blocks * 32 || a.D.Length < (token + 1) * blocks || a.BlockSum.Length < (token + 1) * blocks)
+            ThrowHelper.TooShort(nameof(a), (long)(token + 1) * blocks * 32, a.Q.Length);
+        float* partials = stackalloc float[8 * ByteTiles.Rows];
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
+            OneKernel(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
+    }
+
+    /// <summary>One token: block b's sixteen exact sums (from −128 · Σx, two chains of eight <c>vpdpbusd</c>), scaled
+    /// by d_w · d_x and fused into partial b mod 8 (<paramref name="partials"/>, 128 floats), as
+    /// <see cref="BlockGemm{T}.MultiplyBytes"/> does for each of its tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own (see Q4KTiles)
+    private static void OneKernel(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
+    {
+        int whole = blocks / 8 * 8;
+        new Span<float>(partials, 8 * ByteTiles.Rows).Clear();
+        Vector256<float> r0 = default, r1 = default;
+        for (int b = 0; b < blocks; b++, x += 32)
+        {
+            byte* t = group + (long)b * ByteTiles.BlockBytes, w = t + ByteTiles.ScaleBytes;
+            Vector256<int> s0 = Vector256.Create(-128 * xsum[b]), s1 = s0;
+            Step(ref s0, ref s1, w, x, 0);
+            Step(ref s0, ref s1, w, x, 1);
+            Step(ref s0, ref s1, w, x, 2);
+            Step(ref s0, ref s1, w, x, 3);
+            Step(ref s0, ref s1, w, x, 4);
+            Step(ref s0, ref s1, w, x, 5);
+            Step(ref s0, ref s1, w, x, 6);
+            Step(ref s0, ref s1, w, x, 7);
+            Vector256<float> ws0 = ByteTiles.Scales(t, 0) * xd[b], ws1 = ByteTiles.Scales(t, 8) * xd[b];
+            if (b < whole)
+            {
+                float* p = partials + (b & 7) * 16;
+                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0, Vector256.Load(p)).Store(p);
+                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1, Vector256.Load(p + 8)).Store(p + 8);
+                if (b + 1 == whole)
+                {
+                    // The eight partials added in BlockDots.Reduce8's order.
+                    float* q = partials;
+                    r0 = ((Vector256.Load(q) + Vector256.Load(q + 64)) + (Vector256.Load(q + 32) + Vector256.Load(q + 96)))
+                         + ((Vector256.Load(q + 16) + Vector256.Load(q + 80)) + (Vector256.Load(q + 48) + Vector256.Load(q + 112)));
+                    r1 = ((Vector256.Load(q + 8) + Vector256.Load(q + 72)) + (Vector256.Load(q + 40) + Vector256.Load(q + 104)))
+                         + ((Vector256.Load(q + 24) + Vector256.Load(q + 88)) + (Vector256.Load(q + 56) + Vector256.Load(q + 120)));
+                }
+            }
+            else
+            {
+                // The last blocks one at a time, as BlockDots.V256 adds them.
+                r0 += ws0 * Vector256.ConvertToSingle(s0);
+                r1 += ws1 * Vector256.ConvertToSingle(s1);
+            }
+        }
+        r0.Store(result);
+        r1.Store(result + 8);
+    }
+
+    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step(ref Vector256<int> s0, ref Vector256<int> s1, byte* w, sbyte* x, int g)
+    {
+        Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4 * g)).AsSByte();
+        s0 = AvxVnni.MultiplyWideningAndAdd(s0, Vector256.Load(w + 64 * g), v);
+        s1 = AvxVnni.MultiplyWideningAndAdd(s1, Vector256.Load(w + 64 * g + 32), v);
+    }
+}
