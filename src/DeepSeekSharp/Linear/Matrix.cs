@@ -122,9 +122,9 @@ public abstract unsafe class Matrix : IDisposable
         return target;
     }
 
-    /// <summary>Prepares <paramref name="x"/> once for several <see cref="ForwardRows"/> calls over parts of the rows
+    /// <summary>Prepares <paramref name="x"/> once for several <c>ForwardRows</c> calls over parts of the rows
     /// (which any thread may run): what <see cref="Forward"/> does first, into <paramref name="target"/>.</summary>
-    /// <returns>what to pass to <see cref="ForwardRows"/>: <paramref name="target"/>, or null for float formats</returns>
+    /// <returns>what to pass to <c>ForwardRows</c>: <paramref name="target"/>, or null for float formats</returns>
     internal QuantizedActivations? PrepareFor(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         if (x.Length < (long)n * Cols) ThrowHelper.TooShort(nameof(x), (long)n * Cols, x.Length);
@@ -134,16 +134,24 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>One token's y[o − rowStart] for o in [rowStart, rowStart + rowCount) on the calling thread, from
     /// activations <see cref="PrepareFor"/> made of <paramref name="x"/> for this matrix's format: the same bits as
     /// those rows of <see cref="Forward"/>.</summary>
-    internal void ForwardRows(QuantizedActivations? prepared, ReadOnlySpan<float> x, Span<float> y, int rowStart, int rowCount)
+    internal void ForwardRows(QuantizedActivations? prepared, ReadOnlySpan<float> x, Span<float> y, int rowStart, int rowCount) =>
+        ForwardRows(prepared, x, 1, y, rowCount, rowStart, rowCount);
+
+    /// <summary><paramref name="n"/> tokens' y[t · yStride + o − rowStart] for o in [rowStart, rowStart + rowCount) on the
+    /// calling thread, from activations <see cref="PrepareFor"/> made of the <paramref name="n"/> tokens of
+    /// <paramref name="x"/>: the same bits as those rows of <see cref="Forward"/>.</summary>
+    internal void ForwardRows(QuantizedActivations? prepared, ReadOnlySpan<float> x, int n, Span<float> y, int yStride, int rowStart, int rowCount)
     {
         CheckRowRange(rowStart, rowCount);
-        if (x.Length < Cols) ThrowHelper.TooShort(nameof(x), Cols, x.Length);
-        if (y.Length < rowCount) ThrowHelper.TooShort(nameof(y), rowCount, y.Length);
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), n, "at least one token");
+        if (yStride < rowCount) throw new ArgumentOutOfRangeException(nameof(yStride), yStride, $"less than the {rowCount} rows of a token");
+        if (x.Length < (long)n * Cols) ThrowHelper.TooShort(nameof(x), (long)n * Cols, x.Length);
+        if (y.Length < (long)(n - 1) * yStride + rowCount) ThrowHelper.TooShort(nameof(y), (long)(n - 1) * yStride + rowCount, y.Length);
         if (prepared is null != (Traits.Activations == ActivationKind.Float) || prepared is not null &&
             (prepared.Cols != Cols || prepared.BlockSize != (Traits.Activations == ActivationKind.Q8PerBlock32 ? QuantizedActivations.Block : 256)))
             throw new ArgumentException("activations not prepared for this matrix's format and width", nameof(prepared));
         if (rowCount == 0) return;
-        fixed (float* px = x, py = y) DotRows(prepared, px, py, 1, rowStart, rowStart + rowCount, rowStart, rowCount);
+        fixed (float* px = x, py = y) DotRows(prepared, px, py, n, rowStart, rowStart + rowCount, rowStart, yStride);
     }
 
     /// <summary>Rows a kernel handles together for <paramref name="n"/> tokens (chunks handed to threads are multiples).</summary>

@@ -34,7 +34,7 @@ internal static class FeedForward
         Span<float> logits = s.RouterLogits.AsSpan(0, n * nExperts);
         w.Router.Forward(xb, logits, n);
         observer?.OnTensor(TensorName.FfnMoeLogits, layer, logits, n, nExperts);
-        bool byParts = n == 1 && WorkerPool.Shared.Threads > 1;
+        bool byParts = n <= TokenExpertsJob.MaxTokens && WorkerPool.Shared.Threads > 1;
         if (!byParts)
         {
             if (w.Shared is { } shared) Mlp(c, shared, xb, n, s, output);
@@ -74,7 +74,7 @@ internal static class FeedForward
             for (; j >= 0 && start[order[j] + 1] - start[order[j]] < m; j--) order[j + 1] = order[j];
             order[j + 1] = e;
         }
-        if (byParts) TokenExpertsJob.Run(w, s, xb[..d], used, output[..d]);
+        if (byParts) TokenExpertsJob.Run(w, s, xb[..(n * d)], n, used, output[..(n * d)]);
         else ExpertJob.Run(w, s, used);
         for (int e = 0; e < nExperts; e++)
             for (int i = start[e]; i < start[e + 1]; i++)
@@ -108,22 +108,27 @@ internal static class FeedForward
         }
     }
 
-    /// <summary>One token's experts, the shared ones and the routed ones it chose, split by rows over the pool in two
-    /// passes: gate and up rows (and SwiGLU over them) of every expert, then the down rows. Whole experts as chunks
+    /// <summary>A few tokens' experts (a decode step, a pass verifying drafts, a small batch), the shared ones and the
+    /// routed ones they chose, split by rows over the pool in two passes: gate and up rows (and SwiGLU over them) of
+    /// every expert, then the down rows; each expert's rows over all its tokens at once. Whole experts as chunks
     /// (<see cref="ExpertJob"/>) left one thread running the last expert while the other waited (six experts of equal
     /// size on two threads ended a fifth of an expert apart on average); here large parts come first and the last
     /// experts are cut small, so the threads end close together. Activations are prepared once per expert and pass,
     /// and every output row is the same dot product as in the whole product, so the results are unchanged. The
-    /// shared experts' intermediates go first in G/U/H, then each routed slot's; the shared down rows go straight
-    /// into the output, the routed ones into their slots.</summary>
+    /// shared experts' intermediates of every token go first in G/U/H, then each routed slot's; the shared down rows
+    /// go straight into the output, the routed ones into their slots.</summary>
     private sealed unsafe class TokenExpertsJob : PoolJob
     {
         [ThreadStatic] private static TokenExpertsJob? _mine;
         private const int LargeRows = 512, SmallRows = 128, SmallUnits = 2; // the last SmallUnits units in small parts
 
+        /// <summary>Most tokens taken by parts: beyond, experts carry enough tokens each to be run whole.</summary>
+        public const int MaxTokens = 8;
+
         private MoeWeights _w = null!;
         private RunState _s = null!;
         private float* _x, _output;
+        private int _n;
         private bool _down;
         // Chunk i: rows [Row, Row + Count) of unit Unit (0: the shared experts, 1 + j: the j-th used routed expert).
         private (int Unit, int Row, int Count)[] _chunks = [];
@@ -132,12 +137,12 @@ internal static class FeedForward
         private QuantizedActivations[] _scratch = [];
         private const int Gate = 0, Up = 1, Down = 2;
 
-        /// <param name="x">[dim] the token's input</param>
-        /// <param name="output">[dim] the shared experts' output (cleared when there are none)</param>
-        public static void Run(MoeWeights w, RunState s, ReadOnlySpan<float> x, int used, Span<float> output)
+        /// <param name="x">[n, dim] the tokens' inputs</param>
+        /// <param name="output">[n, dim] the shared experts' output (cleared when there are none)</param>
+        public static void Run(MoeWeights w, RunState s, ReadOnlySpan<float> x, int n, int used, Span<float> output)
         {
             TokenExpertsJob job = _mine ??= new TokenExpertsJob();
-            (job._w, job._s) = (w, s);
+            (job._w, job._s, job._n) = (w, s, n);
             if (w.Shared is null) output.Clear();
             int units = used + 1, first = w.Shared is null ? 1 : 0;
             job.Reserve(units);
@@ -154,7 +159,7 @@ internal static class FeedForward
                         MlpWeights m = job.Unit(u);
                         int rows = job._down ? m.Down.Rows : m.InterDim, part = u >= units - SmallUnits ? SmallRows : LargeRows;
                         for (int r = 0; r < rows; r += part) job._chunks[chunks++] = (u, r, Math.Min(part, rows - r));
-                        job.PrepareUnit(u, m, x);
+                        job.PrepareUnit(u, m);
                     }
                     WorkerPool.Shared.Run(job, chunks);
                 }
@@ -180,45 +185,58 @@ internal static class FeedForward
             }
         }
 
-        /// <summary>The activations of unit u for this pass: x for gate and up (shared when their formats agree), h for down.</summary>
-        private void PrepareUnit(int u, MlpWeights m, ReadOnlySpan<float> x)
+        /// <summary>The activations of unit u for this pass: its tokens' x for gate and up (shared when their formats
+        /// agree), h for down.</summary>
+        private void PrepareUnit(int u, MlpWeights m)
         {
-            int at = 3 * u;
+            int at = 3 * u, tokens = Tokens(u);
             if (_down)
             {
-                _act[at + Down] = m.Down.PrepareFor(_s.H.AsSpan(InterOffset(u), m.InterDim), 1, _scratch[at + Down]);
+                _act[at + Down] = m.Down.PrepareFor(_s.H.AsSpan(InterOffset(u), tokens * m.InterDim), tokens, _scratch[at + Down]);
                 return;
             }
-            _act[at + Gate] = m.Gate.PrepareFor(x, 1, _scratch[at + Gate]);
-            _act[at + Up] = m.Up.Format == m.Gate.Format ? _act[at + Gate] : m.Up.PrepareFor(x, 1, _scratch[at + Up]);
+            ReadOnlySpan<float> x = Input(u);
+            _act[at + Gate] = m.Gate.PrepareFor(x, tokens, _scratch[at + Gate]);
+            _act[at + Up] = m.Up.Format == m.Gate.Format ? _act[at + Gate] : m.Up.PrepareFor(x, tokens, _scratch[at + Up]);
         }
 
         private MlpWeights Unit(int u) => u == 0 ? _w.Shared! : _w.Experts[_s.ExpertOrder[u - 1]];
 
-        /// <summary>The gathered slot of the u-th unit's routed expert (its one token).</summary>
+        /// <summary>The first gathered slot of the u-th unit's routed expert.</summary>
         private int Slot(int u) => _s.ExpertStart[_s.ExpertOrder[u - 1]];
 
-        private int InterOffset(int u) => u == 0 ? 0 : (_w.Shared?.InterDim ?? 0) + Slot(u) * _w.Experts[0].InterDim;
+        /// <summary>Tokens of unit u: all of them for the shared experts, those routed to it for a routed one.</summary>
+        private int Tokens(int u) => u == 0 ? _n : _s.ExpertStart[_s.ExpertOrder[u - 1] + 1] - Slot(u);
+
+        /// <summary>Unit u's inputs [Tokens(u), dim]: the tokens, or the routed expert's gathered slots.</summary>
+        private ReadOnlySpan<float> Input(int u)
+        {
+            int d = _w.Experts[0].Gate.Cols;
+            return u == 0 ? new ReadOnlySpan<float>(_x, _n * d) : _s.GatherX.AsSpan(Slot(u) * d, Tokens(u) * d);
+        }
+
+        private int InterOffset(int u) => u == 0 ? 0 : (_w.Shared?.InterDim ?? 0) * _n + Slot(u) * _w.Experts[0].InterDim;
 
         public override void Execute(int chunk)
         {
             (int u, int r0, int count) = _chunks[chunk];
             MlpWeights m = Unit(u);
             RunState s = _s;
-            int off = InterOffset(u);
+            int off = InterOffset(u), tokens = Tokens(u), inter = m.InterDim;
             if (!_down)
             {
-                var x = new ReadOnlySpan<float>(_x, m.Gate.Cols);
-                Span<float> g = s.G.AsSpan(off + r0, count), up = s.U.AsSpan(off + r0, count);
-                m.Gate.ForwardRows(_act[3 * u + Gate], x, g, r0, count);
-                m.Up.ForwardRows(_act[3 * u + Up], x, up, r0, count);
-                SwiGlu.Forward(g, up, s.H.AsSpan(off + r0, count));
+                ReadOnlySpan<float> x = Input(u);
+                Span<float> g = s.G.AsSpan(off, tokens * inter), up = s.U.AsSpan(off, tokens * inter), h = s.H.AsSpan(off, tokens * inter);
+                m.Gate.ForwardRows(_act[3 * u + Gate], x, tokens, g[r0..], inter, r0, count);
+                m.Up.ForwardRows(_act[3 * u + Up], x, tokens, up[r0..], inter, r0, count);
+                for (int t = 0; t < tokens; t++)
+                    SwiGlu.Forward(g.Slice(t * inter + r0, count), up.Slice(t * inter + r0, count), h.Slice(t * inter + r0, count));
             }
             else
             {
                 int d = m.Down.Rows;
-                Span<float> y = u == 0 ? new Span<float>(_output + r0, count) : s.ExpertOut.AsSpan(Slot(u) * d + r0, count);
-                m.Down.ForwardRows(_act[3 * u + Down], s.H.AsSpan(off, m.InterDim), y, r0, count);
+                Span<float> y = u == 0 ? new Span<float>(_output, _n * d) : s.ExpertOut.AsSpan(Slot(u) * d, tokens * d);
+                m.Down.ForwardRows(_act[3 * u + Down], s.H.AsSpan(off, tokens * inter), tokens, y[r0..], d, r0, count);
             }
         }
     }

@@ -79,8 +79,8 @@ public class QuantizedModelTests(ITestOutputHelper output)
         Assert.Equal(PrefillAndDecode(m, prompt, 1), PrefillAndDecode(m, prompt, 3));
     }
 
-    /// <summary>The logits of a prefill of <paramref name="prompt"/> and three decode steps on a pool of
-    /// <paramref name="threads"/> threads.</summary>
+    /// <summary>The logits of a prefill of <paramref name="prompt"/>, three decode steps and a step of five tokens (as
+    /// a pass verifying drafts is) on a pool of <paramref name="threads"/> threads.</summary>
     private static float[] PrefillAndDecode(DeepSeekModel m, int[] prompt, int threads)
     {
         using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
@@ -88,6 +88,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
         using InferenceSession s = m.CreateSession(96);
         var all = new List<float>(s.Forward(prompt));
         foreach (int token in new[] { 3, 14, 15 }) all.AddRange(s.Forward([token]));
+        all.AddRange(s.Forward([9, 2, 6, 5, 3]));
         return [.. all];
     }
 
@@ -104,7 +105,8 @@ public class QuantizedModelTests(ITestOutputHelper output)
     public void DecodedTokensExperts_SplitByRowsOnTwoThreads_GiveTheBitsOfWholeExpertsOnOne()
     {
         // Experts 640 wide: the shared expert and the first routed ones cut in parts of 512 + 128 rows, the last two in
-        // parts of 128; down projections of 256 rows whole or halved. One thread takes whole experts, more take parts.
+        // parts of 128; down projections of 256 rows whole or halved. One thread takes whole experts, more take parts
+        // (for a decoded token and for a step of five, each expert's rows over all its tokens).
         ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with
         {
             VocabSize = 1000, Dim = 256, InterDim = 512, MoeInterDim = 640, QLoraRank = 64, KvLoraRank = 64,
