@@ -20,6 +20,9 @@ internal abstract unsafe class TiledMatrix(WeightFormat format, int rows, int co
 
     public override long Bytes => BytesFor(Rows, groupBytes);
 
+    /// <summary>Bytes of one group of sixteen rows.</summary>
+    private protected long GroupBytes => groupBytes;
+
     /// <summary>Aligned native memory for a matrix, the padding rows of the last group cleared.</summary>
     private protected static NativeBuffer Allocate(int rows, long groupBytes)
     {
@@ -120,15 +123,15 @@ internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int c
 
 /// <summary>Q4_K in <see cref="Q4KTiles"/>.</summary>
 internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : TiledKMatrix(WeightFormat.Q4_K, rows, cols, data, owner, GroupBytes(cols))
+    : TiledKMatrix(WeightFormat.Q4_K, rows, cols, data, owner, GroupBytesFor(cols))
 {
-    private static long GroupBytes(int cols) => (long)(cols / 256) * Q4KTiles.Bytes;
+    private static long GroupBytesFor(int cols) => (long)(cols / 256) * Q4KTiles.Bytes;
 
-    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytes(cols));
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytesFor(cols));
 
     public static Q4KTiledMatrix Create(int rows, int cols)
     {
-        NativeBuffer buffer = Allocate(rows, GroupBytes(cols));
+        NativeBuffer buffer = Allocate(rows, GroupBytesFor(cols));
         return new Q4KTiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 
@@ -145,13 +148,15 @@ internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDis
 
 /// <summary>Q6_K in <see cref="Q6KTiles"/> (llama.cpp's choice for the output matrix of a Q4_K_M file).</summary>
 internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : TiledKMatrix(WeightFormat.Q6_K, rows, cols, data, owner, Q6KTiles.GroupBytes(cols / 256))
+    : TiledKMatrix(WeightFormat.Q6_K, rows, cols, data, owner, GroupBytesFor(cols))
 {
-    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q6KTiles.GroupBytes(cols / 256));
+    private static long GroupBytesFor(int cols) => Q6KTiles.GroupBytes(cols / 256);
+
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytesFor(cols));
 
     public static Q6KTiledMatrix Create(int rows, int cols)
     {
-        NativeBuffer buffer = Allocate(rows, Q6KTiles.GroupBytes(cols / 256));
+        NativeBuffer buffer = Allocate(rows, GroupBytesFor(cols));
         return new Q6KTiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 
@@ -177,15 +182,15 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
 /// kernel; more (drafts being verified, a batch, a prompt) take <see cref="BlockGemm{T}.MultiplyBytes"/> straight on
 /// the stored tiles, which the file layout has to pack first.</summary>
 internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : TiledMatrix(WeightFormat.Q8_0, rows, cols, data, owner, Q8Tiles.GroupBytes(cols / 32))
+    : TiledMatrix(WeightFormat.Q8_0, rows, cols, data, owner, GroupBytesFor(cols))
 {
-    private long GroupBytes => Q8Tiles.GroupBytes(Cols / 32);
+    private static long GroupBytesFor(int cols) => Q8Tiles.GroupBytes(cols / 32);
 
-    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q8Tiles.GroupBytes(cols / 32));
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytesFor(cols));
 
     public static Q8TiledMatrix Create(int rows, int cols)
     {
-        NativeBuffer buffer = Allocate(rows, Q8Tiles.GroupBytes(cols / 32));
+        NativeBuffer buffer = Allocate(rows, GroupBytesFor(cols));
         return new Q8TiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 
@@ -234,7 +239,6 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
         Span<float> partials = GemmScratch.Partials;
         int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
         int groupsAtOnce = (int)Math.Max(1, (256 << 10) / GroupBytes);
-        Span<float> edge = GemmScratch.Edge(Math.Min(chunk, n) * TileRows);
         for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
         {
             int g1 = Math.Min(r1, g0 + groupsAtOnce * TileRows);
@@ -254,7 +258,7 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
                         continue;
                     }
                     // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
-                    fixed (float* e = edge)
+                    fixed (float* e = GemmScratch.Edge(tn * TileRows))
                     {
                         BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, e, TileRows);
                         for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);

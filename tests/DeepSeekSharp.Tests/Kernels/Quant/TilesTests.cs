@@ -22,66 +22,46 @@ public unsafe class TilesTests
     private static float[] Random(Random rng, int n, float scale = 1f) =>
         Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
 
-    [Fact]
-    public void Q4KTiles_HoldTheGgufBlocksExactly()
+    /// <summary>Sixteen rows of <paramref name="blocks"/> random blocks (every bit pattern) written into one tile group
+    /// of <paramref name="groupBytes"/> and read back must be the same bytes; returns the group's size.</summary>
+    private static long AssertGroupHoldsRowsExactly<T>(int blocks, long groupBytes, int seed,
+        delegate*<ReadOnlySpan<T>, byte*, int, void> setRow, delegate*<byte*, int, Span<T>, void> getRow) where T : unmanaged
     {
-        const int superBlocks = 3;
-        var rng = new Random(5);
-        var rows = new BlockQ4K[16 * superBlocks];
-        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every bit pattern, including the 6-bit scale packing
-        var tiles = new byte[Q4KTiledMatrix.BytesFor(16, superBlocks * 256)];
-        var back = new BlockQ4K[superBlocks];
+        var rng = new Random(seed);
+        var rows = new T[16 * blocks];
+        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan()));
+        var tiles = new byte[groupBytes];
+        var back = new T[blocks];
         fixed (byte* group = tiles)
         {
-            for (int r = 0; r < 16; r++) Q4KTiles.SetRow(rows.AsSpan(r * superBlocks, superBlocks), group, r);
+            for (int r = 0; r < 16; r++) setRow(rows.AsSpan(r * blocks, blocks), group, r);
             for (int r = 0; r < 16; r++)
             {
-                Q4KTiles.GetRow(group, r, back);
-                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * superBlocks, superBlocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
+                getRow(group, r, back);
+                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * blocks, blocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
             }
         }
+        return tiles.Length;
     }
+
+    [Fact]
+    public void Q4KTiles_HoldTheGgufBlocksExactly() => // random bytes: every pattern of the 6-bit scale packing too
+        AssertGroupHoldsRowsExactly<BlockQ4K>(3, Q4KTiledMatrix.BytesFor(16, 3 * 256), 5, &Q4KTiles.SetRow, &Q4KTiles.GetRow);
 
     [Fact]
     public void Q6KTiles_HoldTheGgufBlocksExactly()
     {
-        const int superBlocks = 2;
-        var rng = new Random(6);
-        var rows = new BlockQ6K[16 * superBlocks];
-        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every bit pattern of codes, top bits, scales and d
-        var tiles = new byte[Q6KTiledMatrix.BytesFor(16, superBlocks * 256)];
-        var back = new BlockQ6K[superBlocks];
-        fixed (byte* group = tiles)
-        {
-            for (int r = 0; r < 16; r++) Q6KTiles.SetRow(rows.AsSpan(r * superBlocks, superBlocks), group, r);
-            for (int r = 0; r < 16; r++)
-            {
-                Q6KTiles.GetRow(group, r, back);
-                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * superBlocks, superBlocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
-            }
-        }
-        Assert.Equal(16 * superBlocks * BlockQ6K.Bytes, tiles.Length); // every byte GGUF stores and nothing else (an even count of super-blocks)
+        // Random bytes: every pattern of codes, top bits, scales and d.
+        long bytes = AssertGroupHoldsRowsExactly<BlockQ6K>(2, Q6KTiledMatrix.BytesFor(16, 2 * 256), 6, &Q6KTiles.SetRow, &Q6KTiles.GetRow);
+        Assert.Equal(16 * 2 * BlockQ6K.Bytes, bytes); // every byte GGUF stores and nothing else (an even count of super-blocks)
     }
 
     [Fact]
     public void Q8Tiles_HoldTheGgufBlocksExactly()
     {
-        const int blocks = 3;
-        var rng = new Random(8);
-        var rows = new BlockQ8_0[16 * blocks];
-        rng.NextBytes(MemoryMarshal.AsBytes(rows.AsSpan())); // every code, -128 included, and every scale pattern
-        var tiles = new byte[Q8TiledMatrix.BytesFor(16, blocks * 32)];
-        var back = new BlockQ8_0[blocks];
-        fixed (byte* group = tiles)
-        {
-            for (int r = 0; r < 16; r++) Q8Tiles.SetRow(rows.AsSpan(r * blocks, blocks), group, r);
-            for (int r = 0; r < 16; r++)
-            {
-                Q8Tiles.GetRow(group, r, back);
-                Assert.Equal(MemoryMarshal.AsBytes(rows.AsSpan(r * blocks, blocks)).ToArray(), MemoryMarshal.AsBytes(back.AsSpan()).ToArray());
-            }
-        }
-        Assert.Equal(16 * blocks * BlockQ8_0.Bytes, tiles.Length); // every byte GGUF stores and nothing else
+        // Random bytes: every code, -128 included, and every scale pattern.
+        long bytes = AssertGroupHoldsRowsExactly<BlockQ8_0>(3, Q8TiledMatrix.BytesFor(16, 3 * 32), 8, &Q8Tiles.SetRow, &Q8Tiles.GetRow);
+        Assert.Equal(16 * 3 * BlockQ8_0.Bytes, bytes); // every byte GGUF stores and nothing else
     }
 
     [Fact]
