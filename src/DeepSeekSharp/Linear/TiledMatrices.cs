@@ -254,13 +254,13 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
                     float* yg = y + (long)t0 * rowCount + (g + lo - rowStart);
                     if (lo == 0)
                     {
-                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, yg, rowCount);
+                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, yg, rowCount, prefetch: true);
                         continue;
                     }
                     // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
                     fixed (float* e = GemmScratch.Edge(tn * TileRows))
                     {
-                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, e, TileRows);
+                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, e, TileRows, prefetch: true);
                         for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
                     }
                 }
