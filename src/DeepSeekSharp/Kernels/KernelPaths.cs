@@ -17,6 +17,6 @@ public static class KernelPaths
                $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}, AVX-512 VBMI {On(Avx512Vbmi.VL.IsSupported)} (Q5_0 fifth bits); " +
                "32-weight block panels " +
                (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off") +
-               $"; Q4_K/Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q6KTiles.IsSupported)}; Q8_0 tiles {On(Quant.Q8Tiles.IsSupported)}";
+               $"; Q4_K/Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q6KTiles.IsSupported)}; Q8_0 tiles {On(Quant.Q8Tiles.IsSupported)}; Q5_0 tiles {On(Quant.Q5Tiles.IsSupported)}";
     }
 }

@@ -189,8 +189,8 @@ public abstract unsafe class Matrix : IDisposable
     }
 
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
-    /// Q4_K, Q6_K and Q8_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
-    /// <see cref="Q8Tiles"/>) where the CPU has the kernels for them.</summary>
+    /// Q4_K, Q6_K, Q8_0 and Q5_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
+    /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>) where the CPU has the kernels for them.</summary>
     public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
 
     /// <summary><see cref="Create(WeightFormat, int, int)"/>; <paramref name="tiles"/> false keeps every format in its
@@ -201,6 +201,7 @@ public abstract unsafe class Matrix : IDisposable
         if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return Q4KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q6_K && Q6KTiles.IsSupported) return Q6KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q8_0 && Q8Tiles.IsSupported) return Q8TiledMatrix.Create(rows, cols);
+        if (tiles && format == WeightFormat.Q5_0 && Q5Tiles.IsSupported) return Q5TiledMatrix.Create(rows, cols);
         var buffer = new NativeBuffer(rowBytes * rows, weights: true);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
     }

@@ -63,10 +63,13 @@ internal abstract unsafe class TiledMatrix(WeightFormat format, int rows, int co
         var stored = new byte[checked((int)(RowBytes * count))];
         fill(stored);
         int rowBytes = checked((int)RowBytes);
-        // Rows of one group touch disjoint bytes, so tasks may split groups.
-        RowTasks.Run(count, (i0, i1) =>
+        // Tasks start at multiples of their size (a multiple of sixteen) counted from row 0, so no group is split
+        // between two tasks (Q5_0 tiles keep rows r and r + 8 in the same bytes).
+        int firstTask = r0 / RowTasks.RowsPerTask * RowTasks.RowsPerTask;
+        RowTasks.Run(r0 + count - firstTask, (i0, i1) =>
         {
-            for (int i = i0; i < i1; i++) SetStoredRow(stored.AsSpan(i * rowBytes, rowBytes), Group(r0 + i), (r0 + i) % TileRows);
+            for (int r = Math.Max(r0, firstTask + i0); r < firstTask + i1; r++)
+                SetStoredRow(stored.AsSpan((r - r0) * rowBytes, rowBytes), Group(r), r % TileRows);
         });
     }
 
@@ -178,34 +181,24 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
     private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.Four(group, SuperBlocks, a, token, lanes);
 }
 
-/// <summary>Q8_0 in <see cref="ByteTiles"/> (<see cref="Q8Tiles"/>: AVX-VNNI). One or two tokens take the one-token
-/// kernel; more (drafts being verified, a batch, a prompt) take <see cref="BlockGemm{T}.MultiplyBytes"/> straight on
-/// the stored tiles, which the file layout has to pack first.</summary>
-internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : TiledMatrix(WeightFormat.Q8_0, rows, cols, data, owner, GroupBytesFor(cols))
+/// <summary>A 32-weight block format in tiles that give <see cref="ByteTiles"/>' column groups (AVX-VNNI): one or two
+/// tokens take <see cref="ByteTiles.One{TCodes}"/>; more (drafts being verified, a batch, a prompt) take
+/// <see cref="BlockGemm{T}.MultiplyBytes"/> on byte tiles — the stored ones (<see cref="Q8TiledMatrix"/>) or a few
+/// groups unpacked once (<see cref="Q5TiledMatrix"/>).</summary>
+internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : TiledMatrix(format, rows, cols, data, owner, (long)(cols / 32) * TTile.TileBytes)
+    where TBlock : struct, IBlockCodes where TTile : struct, IByteTileCodes
 {
-    private static long GroupBytesFor(int cols) => Q8Tiles.GroupBytes(cols / 32);
-
-    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytesFor(cols));
-
-    public static Q8TiledMatrix Create(int rows, int cols)
-    {
-        NativeBuffer buffer = Allocate(rows, GroupBytesFor(cols));
-        return new Q8TiledMatrix(rows, cols, buffer.Pointer, buffer);
-    }
-
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         QuantizedActivations a = base.Prepare(x, n, target)!;
-        if (n > 2) a.Pad(n, BlockGemm<Q8_0Codes>.TokenPadding); // MultiplyBytes runs whole passes of four tokens
+        if (n > 2) a.Pad(n, BlockGemm<TBlock>.TokenPadding); // MultiplyBytes runs whole passes of four tokens
         return a;
     }
 
-    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) =>
-        Q8Tiles.SetRow(MemoryMarshal.Cast<byte, BlockQ8_0>(stored), group, r);
-
-    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) =>
-        Q8Tiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ8_0>(stored));
+    /// <summary>The groups of rows [<paramref name="g0"/>, <paramref name="g1"/>) (multiples of sixteen) as
+    /// consecutive byte tiles; <paramref name="stream"/>: they are read from memory as they are multiplied.</summary>
+    private protected abstract byte* ByteGroups(int g0, int g1, out bool stream);
 
     /// <summary>One or two tokens: every group of the rows in turn. More: up to 256 KB of groups at a time, against tokens in
     /// chunks of about 192 KB of codes, so both stay in L2 (as <see cref="PanelProduct"/> does with packed panels).</summary>
@@ -226,10 +219,10 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
                 for (int t = 0; t < n; t++)
                 {
                     float* yt = y + (long)t * rowCount + (g + lo - rowStart);
-                    if (lo == 0 && hi == TileRows) Q8Tiles.One(Group(g), blocks, a, t, yt);
+                    if (lo == 0 && hi == TileRows) ByteTiles.One<TTile>(Group(g), blocks, a, t, yt);
                     else
                     {
-                        Q8Tiles.One(Group(g), blocks, a, t, lanes);
+                        ByteTiles.One<TTile>(Group(g), blocks, a, t, lanes);
                         Store(lanes, yt, lo, hi);
                     }
                 }
@@ -237,11 +230,13 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
             return;
         }
         Span<float> partials = GemmScratch.Partials;
+        long byteGroup = (long)blocks * ByteTiles.BlockBytes;
         int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
-        int groupsAtOnce = (int)Math.Max(1, (256 << 10) / GroupBytes);
+        int groupsAtOnce = (int)Math.Max(1, (256 << 10) / byteGroup);
         for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
         {
             int g1 = Math.Min(r1, g0 + groupsAtOnce * TileRows);
+            byte* tiles = ByteGroups(g0, g1, out bool stream);
             for (int t0 = 0; t0 < n; t0 += chunk)
             {
                 int tn = Math.Min(chunk, n - t0);
@@ -252,19 +247,75 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
                 {
                     int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
                     float* yg = y + (long)t0 * rowCount + (g + lo - rowStart);
+                    byte* group = tiles + (g - g0) / TileRows * byteGroup;
+                    // The first chunk of tokens streams the stored tiles; later chunks find them in L2.
+                    bool prefetch = stream && t0 == 0;
                     if (lo == 0)
                     {
-                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, yg, rowCount, prefetch: true);
+                        BlockGemm<TBlock>.MultiplyBytes(group, blocks, hi, q, d, s, tn, partials, yg, rowCount, prefetch);
                         continue;
                     }
                     // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
                     fixed (float* e = GemmScratch.Edge(tn * TileRows))
                     {
-                        BlockGemm<Q8_0Codes>.MultiplyBytes(Group(g), blocks, hi, q, d, s, tn, partials, e, TileRows, prefetch: true);
+                        BlockGemm<TBlock>.MultiplyBytes(group, blocks, hi, q, d, s, tn, partials, e, TileRows, prefetch);
                         for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
                     }
                 }
             }
         }
+    }
+}
+
+/// <summary>Q8_0 in <see cref="ByteTiles"/> (<see cref="Q8Tiles"/>): the stored tiles are what
+/// <see cref="BlockGemm{T}.MultiplyBytes"/> reads, which the file layout has to pack first.</summary>
+internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : ByteTiledMatrix<Q8_0Codes, Q8Tiles.Codes>(WeightFormat.Q8_0, rows, cols, data, owner)
+{
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q8Tiles.GroupBytes(cols / 32));
+
+    public static Q8TiledMatrix Create(int rows, int cols)
+    {
+        NativeBuffer buffer = Allocate(rows, Q8Tiles.GroupBytes(cols / 32));
+        return new Q8TiledMatrix(rows, cols, buffer.Pointer, buffer);
+    }
+
+    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) =>
+        Q8Tiles.SetRow(MemoryMarshal.Cast<byte, BlockQ8_0>(stored), group, r);
+
+    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) =>
+        Q8Tiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ8_0>(stored));
+
+    private protected override byte* ByteGroups(int g0, int g1, out bool stream)
+    {
+        stream = true;
+        return Group(g0);
+    }
+}
+
+/// <summary>Q5_0 in <see cref="Q5Tiles"/>; several tokens multiply a few groups at a time unpacked into byte tiles.</summary>
+internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : ByteTiledMatrix<Q5_0Codes, Q5Tiles.Codes>(WeightFormat.Q5_0, rows, cols, data, owner)
+{
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q5Tiles.GroupBytes(cols / 32));
+
+    public static Q5TiledMatrix Create(int rows, int cols)
+    {
+        NativeBuffer buffer = Allocate(rows, Q5Tiles.GroupBytes(cols / 32));
+        return new Q5TiledMatrix(rows, cols, buffer.Pointer, buffer);
+    }
+
+    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) => Q5Tiles.SetRow(stored, group, r);
+
+    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) => Q5Tiles.GetRow(group, r, stored);
+
+    private protected override byte* ByteGroups(int g0, int g1, out bool stream)
+    {
+        int blocks = Cols / 32, groups = (g1 - g0 + TileRows - 1) / TileRows;
+        long byteGroup = (long)blocks * ByteTiles.BlockBytes;
+        byte* tiles = GemmScratch.Unpacked(checked((int)(groups * byteGroup)));
+        for (int i = 0; i < groups; i++) Q5Tiles.Unpack(Group(g0 + i * TileRows), blocks, tiles + i * byteGroup);
+        stream = false;
+        return tiles;
     }
 }

@@ -492,6 +492,7 @@ internal static class GemmScratch
 {
     [ThreadStatic] private static short[]? _panel;
     [ThreadStatic] private static float[]? _scales, _partials, _edge;
+    [ThreadStatic] private static byte[]? _unpacked;
 
     public static Span<short> Panel(int shorts) => AlignedScratch.Grow(ref _panel, shorts);
     public static Span<float> Scales(int floats) => AlignedScratch.Grow(ref _scales, floats);
@@ -499,4 +500,7 @@ internal static class GemmScratch
 
     /// <summary>Results of a tile group for tokens [0, floats / 16), where only some of its rows are wanted.</summary>
     public static Span<float> Edge(int floats) => AlignedScratch.Grow(ref _edge, floats);
+
+    /// <summary>Byte tiles unpacked from a compact tile format (pinned: the pointer stays valid until the next call).</summary>
+    public static unsafe byte* Unpacked(int bytes) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(AlignedScratch.Grow(ref _unpacked, bytes)));
 }

@@ -24,6 +24,92 @@ internal static unsafe class ByteTiles
     /// <summary>Rows <paramref name="first"/> .. + 7 of a tile's scales as float32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Scales(byte* tile, int first) => HalfTable.ToSingle(Vector128.Load((ushort*)tile + first));
+
+    /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 32) against the sixteen rows of
+    /// a group of <typeparamref name="TCodes"/> tiles: row r's result in <paramref name="lanes"/>[r].</summary>
+    public static void One<TCodes>(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) where TCodes : struct, IByteTileCodes
+    {
+        if (a.Q.Length < (long)(token + 1) * blocks * 32 || a.D.Length < (token + 1) * blocks || a.BlockSum.Length < (token + 1) * blocks)
+            ThrowHelper.TooShort(nameof(a), (long)(token + 1) * blocks * 32, a.Q.Length);
+        float* partials = stackalloc float[8 * Rows];
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
+            OneKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
+    }
+
+    /// <summary>One token: block b's sixteen exact sums (from −Bias · Σx, two chains of eight <c>vpdpbusd</c>), scaled
+    /// by d_w · d_x and fused into partial b mod 8 (<paramref name="partials"/>, 128 floats), as
+    /// <see cref="BlockGemm{T}.MultiplyBytes"/> does for each of its tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own (see Q4KTiles)
+    private static void OneKernel<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
+        where TCodes : struct, IByteTileCodes
+    {
+        int whole = blocks / 8 * 8;
+        new Span<float>(partials, 8 * Rows).Clear();
+        Vector256<float> r0 = default, r1 = default;
+        for (int b = 0; b < blocks; b++, x += 32)
+        {
+            byte* t = group + (long)b * TCodes.TileBytes;
+            Vector256<int> s0 = Vector256.Create(-TCodes.Bias * xsum[b]), s1 = s0;
+            // The eight column groups written out: as a loop, each load saw a stride that broke every eighth step.
+            Step<TCodes>(ref s0, ref s1, t, x, 0);
+            Step<TCodes>(ref s0, ref s1, t, x, 1);
+            Step<TCodes>(ref s0, ref s1, t, x, 2);
+            Step<TCodes>(ref s0, ref s1, t, x, 3);
+            Step<TCodes>(ref s0, ref s1, t, x, 4);
+            Step<TCodes>(ref s0, ref s1, t, x, 5);
+            Step<TCodes>(ref s0, ref s1, t, x, 6);
+            Step<TCodes>(ref s0, ref s1, t, x, 7);
+            Vector256<float> ws0 = Scales(t, 0) * xd[b], ws1 = Scales(t, 8) * xd[b];
+            if (b < whole)
+            {
+                float* p = partials + (b & 7) * 16;
+                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0, Vector256.Load(p)).Store(p);
+                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1, Vector256.Load(p + 8)).Store(p + 8);
+                if (b + 1 == whole)
+                {
+                    // The eight partials added in BlockDots.Reduce8's order.
+                    float* q = partials;
+                    r0 = ((Vector256.Load(q) + Vector256.Load(q + 64)) + (Vector256.Load(q + 32) + Vector256.Load(q + 96)))
+                         + ((Vector256.Load(q + 16) + Vector256.Load(q + 80)) + (Vector256.Load(q + 48) + Vector256.Load(q + 112)));
+                    r1 = ((Vector256.Load(q + 8) + Vector256.Load(q + 72)) + (Vector256.Load(q + 40) + Vector256.Load(q + 104)))
+                         + ((Vector256.Load(q + 24) + Vector256.Load(q + 88)) + (Vector256.Load(q + 56) + Vector256.Load(q + 120)));
+                }
+            }
+            else
+            {
+                // The last blocks one at a time, as BlockDots.V256 adds them.
+                r0 += ws0 * Vector256.ConvertToSingle(s0);
+                r1 += ws1 * Vector256.ConvertToSingle(s1);
+            }
+        }
+        r0.Store(result);
+        r1.Store(result + 8);
+    }
+
+    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, byte* tile, sbyte* x, int g) where TCodes : struct, IByteTileCodes
+    {
+        TCodes.Group(tile, g, out Vector256<byte> w0, out Vector256<byte> w1);
+        Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4 * g)).AsSByte();
+        s0 = AvxVnni.MultiplyWideningAndAdd(s0, w0, v);
+        s1 = AvxVnni.MultiplyWideningAndAdd(s1, w1, v);
+    }
+}
+
+/// <summary>A format kept in tiles from which <see cref="ByteTiles"/>' column groups come: as stored (Q8_0), or
+/// unpacked in registers (Q5_0).</summary>
+internal unsafe interface IByteTileCodes
+{
+    /// <summary>Bytes of one tile (a block of 32 columns of sixteen rows), the sixteen fp16 scales first.</summary>
+    static abstract int TileBytes { get; }
+
+    /// <summary>What was added to each code to make it an unsigned byte.</summary>
+    static abstract int Bias { get; }
+
+    /// <summary>Column group g (0..7) of the tile at <paramref name="tile"/> as <see cref="ByteTiles"/> holds it: byte
+    /// 4r + i of <paramref name="rows0"/> is row r's biased code of column 4g + i, <paramref name="rows8"/> rows 8–15.</summary>
+    static abstract void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8);
 }
 
 /// <summary>Q8_0 kept as <see cref="ByteTiles"/> where the CPU has AVX-VNNI: a matrix of sixteen-row groups, each
@@ -70,69 +156,20 @@ internal static unsafe class Q8Tiles
 
     /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 32) against the sixteen rows of
     /// the group at <paramref name="group"/>: row r's result in <paramref name="lanes"/>[r].</summary>
-    public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes)
-    {
-        if (a.Q.Length < (long)(token + 1) * blocks * 32 || a.D.Length < (token + 1) * blocks || a.BlockSum.Length < (token + 1) * blocks)
-            ThrowHelper.TooShort(nameof(a), (long)(token + 1) * blocks * 32, a.Q.Length);
-        float* partials = stackalloc float[8 * ByteTiles.Rows];
-        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
-            OneKernel(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
-    }
+    public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) =>
+        ByteTiles.One<Q8Tiles.Codes>(group, blocks, a, token, lanes);
 
-    /// <summary>One token: block b's sixteen exact sums (from −128 · Σx, two chains of eight <c>vpdpbusd</c>), scaled
-    /// by d_w · d_x and fused into partial b mod 8 (<paramref name="partials"/>, 128 floats), as
-    /// <see cref="BlockGemm{T}.MultiplyBytes"/> does for each of its tokens.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own (see Q4KTiles)
-    private static void OneKernel(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
+    /// <summary>A tile's column group g is stored as it is multiplied: two loads.</summary>
+    internal readonly struct Codes : IByteTileCodes
     {
-        int whole = blocks / 8 * 8;
-        new Span<float>(partials, 8 * ByteTiles.Rows).Clear();
-        Vector256<float> r0 = default, r1 = default;
-        for (int b = 0; b < blocks; b++, x += 32)
+        public static int TileBytes => ByteTiles.BlockBytes;
+        public static int Bias => 128;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
         {
-            byte* t = group + (long)b * ByteTiles.BlockBytes, w = t + ByteTiles.ScaleBytes;
-            Vector256<int> s0 = Vector256.Create(-128 * xsum[b]), s1 = s0;
-            Step(ref s0, ref s1, w, x, 0);
-            Step(ref s0, ref s1, w, x, 1);
-            Step(ref s0, ref s1, w, x, 2);
-            Step(ref s0, ref s1, w, x, 3);
-            Step(ref s0, ref s1, w, x, 4);
-            Step(ref s0, ref s1, w, x, 5);
-            Step(ref s0, ref s1, w, x, 6);
-            Step(ref s0, ref s1, w, x, 7);
-            Vector256<float> ws0 = ByteTiles.Scales(t, 0) * xd[b], ws1 = ByteTiles.Scales(t, 8) * xd[b];
-            if (b < whole)
-            {
-                float* p = partials + (b & 7) * 16;
-                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0, Vector256.Load(p)).Store(p);
-                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1, Vector256.Load(p + 8)).Store(p + 8);
-                if (b + 1 == whole)
-                {
-                    // The eight partials added in BlockDots.Reduce8's order.
-                    float* q = partials;
-                    r0 = ((Vector256.Load(q) + Vector256.Load(q + 64)) + (Vector256.Load(q + 32) + Vector256.Load(q + 96)))
-                         + ((Vector256.Load(q + 16) + Vector256.Load(q + 80)) + (Vector256.Load(q + 48) + Vector256.Load(q + 112)));
-                    r1 = ((Vector256.Load(q + 8) + Vector256.Load(q + 72)) + (Vector256.Load(q + 40) + Vector256.Load(q + 104)))
-                         + ((Vector256.Load(q + 24) + Vector256.Load(q + 88)) + (Vector256.Load(q + 56) + Vector256.Load(q + 120)));
-                }
-            }
-            else
-            {
-                // The last blocks one at a time, as BlockDots.V256 adds them.
-                r0 += ws0 * Vector256.ConvertToSingle(s0);
-                r1 += ws1 * Vector256.ConvertToSingle(s1);
-            }
+            rows0 = Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g);
+            rows8 = Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g + 32);
         }
-        r0.Store(result);
-        r1.Store(result + 8);
-    }
-
-    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Step(ref Vector256<int> s0, ref Vector256<int> s1, byte* w, sbyte* x, int g)
-    {
-        Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4 * g)).AsSByte();
-        s0 = AvxVnni.MultiplyWideningAndAdd(s0, Vector256.Load(w + 64 * g), v);
-        s1 = AvxVnni.MultiplyWideningAndAdd(s1, Vector256.Load(w + 64 * g + 32), v);
     }
 }

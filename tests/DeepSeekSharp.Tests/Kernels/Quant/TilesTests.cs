@@ -6,8 +6,8 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K, Q6_K and Q8_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: the
-/// in-memory layouts on AVX-512 CPUs; <see cref="Q8Tiles"/> on AVX-VNNI ones) must hold exactly the GGUF blocks they
+/// <summary>Q4_K, Q6_K, Q8_0 and Q5_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>:
+/// the in-memory layouts on AVX-512 CPUs; <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/> on AVX-VNNI ones) must hold exactly the GGUF blocks they
 /// were given and compute exactly what the file-layout kernels compute.</summary>
 public unsafe class TilesTests
 {
@@ -16,6 +16,7 @@ public unsafe class TilesTests
         WeightFormat.Q4_K => Q4KTiles.IsSupported,
         WeightFormat.Q6_K => Q6KTiles.IsSupported,
         WeightFormat.Q8_0 => Q8Tiles.IsSupported,
+        WeightFormat.Q5_0 => Q5Tiles.IsSupported,
         _ => false,
     };
 
@@ -62,6 +63,15 @@ public unsafe class TilesTests
         // Random bytes: every code, -128 included, and every scale pattern.
         long bytes = AssertGroupHoldsRowsExactly<BlockQ8_0>(3, Q8TiledMatrix.BytesFor(16, 3 * 32), 8, &Q8Tiles.SetRow, &Q8Tiles.GetRow);
         Assert.Equal(16 * 3 * BlockQ8_0.Bytes, bytes); // every byte GGUF stores and nothing else
+    }
+
+    [Fact]
+    public void Q5Tiles_HoldTheGgufBlocksExactly()
+    {
+        // Random bytes: every code and fifth bit; rows r and r + 8 share bytes, so writing all sixteen before reading
+        // any back also checks that no row overwrites another's bits.
+        long bytes = AssertGroupHoldsRowsExactly<byte>(3 * Q5Tiles.BlockBytes, Q5TiledMatrix.BytesFor(16, 3 * 32), 5, &Q5Tiles.SetRow, &Q5Tiles.GetRow);
+        Assert.Equal(16 * 3 * Q5Tiles.BlockBytes, bytes); // every byte GGUF stores and nothing else
     }
 
     [Fact]
@@ -116,6 +126,15 @@ public unsafe class TilesTests
         { WeightFormat.Q8_0, 21, 2048, 2 },
         { WeightFormat.Q8_0, 40, 352, 3 },
         { WeightFormat.Q8_0, 33, 256, 130 },
+        // Q5_0 as Q8_0, and groups unpacked several at a time (seven of 2048 columns in 256 KB)
+        { WeightFormat.Q5_0, 16, 32, 1 },
+        { WeightFormat.Q5_0, 37, 96, 7 },
+        { WeightFormat.Q5_0, 5, 288, 4 },
+        { WeightFormat.Q5_0, 70, 1408, 13 },
+        { WeightFormat.Q5_0, 21, 2048, 2 },
+        { WeightFormat.Q5_0, 40, 352, 3 },
+        { WeightFormat.Q5_0, 33, 256, 130 },
+        { WeightFormat.Q5_0, 150, 2048, 5 },
     };
 
     [Theory]
@@ -151,17 +170,19 @@ public unsafe class TilesTests
     }
 
     [Theory]
-    [InlineData(WeightFormat.Q4_K)]
-    [InlineData(WeightFormat.Q6_K)]
-    [InlineData(WeightFormat.Q8_0)]
-    public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes(WeightFormat format)
+    [InlineData(WeightFormat.Q4_K, 21, 12)]
+    [InlineData(WeightFormat.Q6_K, 21, 12)]
+    [InlineData(WeightFormat.Q8_0, 21, 12)]
+    [InlineData(WeightFormat.Q5_0, 21, 12)]
+    [InlineData(WeightFormat.Q5_0, 300, 7)] // several tasks, the second read starting inside a group
+    public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes(WeightFormat format, int rows, int split)
     {
         var rng = new Random(9);
-        const int rows = 21, cols = 512;
+        const int cols = 512;
         using Matrix file = Matrix.FromValues(rows, cols, Random(rng, rows * cols), format, tiles: false);
         using Matrix tiled = Matrix.Create(format, rows, cols);
-        tiled.ReadStoredRows(0, 12, span => { for (int r = 0; r < 12; r++) file.RawRow(r).CopyTo(span[(r * (int)file.RowBytes)..]); });
-        tiled.ReadStoredRows(12, rows - 12, span => { for (int r = 12; r < rows; r++) file.RawRow(r).CopyTo(span[((r - 12) * (int)file.RowBytes)..]); });
+        tiled.ReadStoredRows(0, split, span => { for (int r = 0; r < split; r++) file.RawRow(r).CopyTo(span[(r * (int)file.RowBytes)..]); });
+        tiled.ReadStoredRows(split, rows - split, span => { for (int r = split; r < rows; r++) file.RawRow(r).CopyTo(span[((r - split) * (int)file.RowBytes)..]); });
         var a = new float[cols];
         var b = new float[cols];
         for (int r = 0; r < rows; r++)
@@ -170,7 +191,7 @@ public unsafe class TilesTests
             tiled.DequantizeRow(r, b);
             Assert.Equal(a, b);
         }
-        Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(20, 2, _ => { }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(rows - 1, 2, _ => { }));
         if (Tiled(format)) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
     }
 

@@ -1,0 +1,141 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>Q5_0 (llama-quantize's choice for rows that fit no k-quant block, e.g. V2-Lite's 1408-wide expert down
+/// projections in a Q4_K_M file) kept in tiles of sixteen rows where the CPU has AVX-VNNI: per block of 32 columns
+/// 352 bytes, the bytes the file stores and nothing else, arranged so that a column group of <see cref="ByteTiles"/>
+/// comes out of two loads and a few shifts and masks:
+/// <list type="bullet">
+/// <item>[0, 32): the sixteen rows' fp16 scales d, row r at 2r.</item>
+/// <item>[32, 288): eight nibble vectors, one per column group g (columns 4g..4g+3): byte 4r + i holds the low four
+/// bits of row r's code of column 4g + i in its low nibble and those of row 8 + r in its high nibble.</item>
+/// <item>[288, 352): two vectors of fifth bits, groups 0–3 then 4–7: bit 2(g mod 4) + h of byte 4r + i is the fifth
+/// bit of row 8h + r's code of column 4g + i, so one 16-bit shift and one mask put it at bit 4 of its byte.</item>
+/// </list>
+/// The codes (0–31) are their own unsigned bytes (value = (code − 16) · d): the one-token kernel
+/// (<see cref="ByteTiles.One{TCodes}"/>) multiplies them as Q8_0's tiles do, from −16 · Σx, with the same float
+/// arithmetic as <see cref="BlockDots{T}.V256"/>, so results are the file layout's bits. More tokens multiply a group
+/// unpacked once into byte tiles (<see cref="Unpack"/>). A row kernel over the file layout spends ~1.75× the time per
+/// byte of a tile kernel rebuilding each block's fifth bits.</summary>
+internal static unsafe class Q5Tiles
+{
+    public const int TileBytes = 352, BlockBytes = 22;
+    private const int NibbleOffset = 32, HighOffset = 288;
+
+    public static bool IsSupported => AvxVnni.IsSupported;
+
+    /// <summary>Bytes of a group of sixteen rows of <paramref name="blocks"/> blocks.</summary>
+    public static long GroupBytes(int blocks) => (long)blocks * TileBytes;
+
+    /// <summary>Writes row <paramref name="r"/> (0..15) of the group at <paramref name="group"/> from its GGUF blocks
+    /// (22 bytes each: d, the 32 fifth bits, sixteen bytes of nibbles). Rows r and r + 8 share bytes: a group's rows
+    /// are written by one thread.</summary>
+    public static void SetRow(ReadOnlySpan<byte> row, byte* group, int r)
+    {
+        int h = r >> 3, e0 = 4 * (r & 7);
+        for (int b = 0; b < row.Length / BlockBytes; b++)
+        {
+            ReadOnlySpan<byte> blk = row.Slice(b * BlockBytes, BlockBytes);
+            byte* t = group + (long)b * TileBytes;
+            ((ushort*)t)[r] = (ushort)(blk[0] | blk[1] << 8);
+            uint qh = (uint)(blk[2] | blk[3] << 8 | blk[4] << 16 | blk[5] << 24);
+            for (int j = 0; j < 32; j++)
+            {
+                int low = j < 16 ? blk[6 + j] & 0xF : blk[6 + j - 16] >> 4, g = j >> 2, e = e0 + (j & 3);
+                byte* nibble = t + NibbleOffset + 32 * g + e;
+                *nibble = h == 0 ? (byte)((*nibble & 0xF0) | low) : (byte)((*nibble & 0x0F) | low << 4);
+                byte* high = t + HighOffset + 32 * (g >> 2) + e;
+                int bit = 2 * (g & 3) + h;
+                *high = (byte)((*high & ~(1 << bit)) | (int)((qh >> j) & 1) << bit);
+            }
+        }
+    }
+
+    /// <summary>Row <paramref name="r"/> of the group as GGUF blocks (the exact inverse of <see cref="SetRow"/>).</summary>
+    public static void GetRow(byte* group, int r, Span<byte> row)
+    {
+        int h = r >> 3, e0 = 4 * (r & 7);
+        for (int b = 0; b < row.Length / BlockBytes; b++)
+        {
+            Span<byte> blk = row.Slice(b * BlockBytes, BlockBytes);
+            byte* t = group + (long)b * TileBytes;
+            ushort d = ((ushort*)t)[r];
+            blk[0] = (byte)d;
+            blk[1] = (byte)(d >> 8);
+            uint qh = 0;
+            blk[6..].Clear();
+            for (int j = 0; j < 32; j++)
+            {
+                int g = j >> 2, e = e0 + (j & 3);
+                int low = (t[NibbleOffset + 32 * g + e] >> 4 * h) & 0xF;
+                if (j < 16) blk[6 + j] |= (byte)low;
+                else blk[6 + j - 16] |= (byte)(low << 4);
+                qh |= (uint)((t[HighOffset + 32 * (g >> 2) + e] >> (2 * (g & 3) + h)) & 1) << j;
+            }
+            blk[2] = (byte)qh;
+            blk[3] = (byte)(qh >> 8);
+            blk[4] = (byte)(qh >> 16);
+            blk[5] = (byte)(qh >> 24);
+        }
+    }
+
+    /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 32) against the sixteen rows of
+    /// the group at <paramref name="group"/>: row r's result in <paramref name="lanes"/>[r].</summary>
+    public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) =>
+        ByteTiles.One<Codes>(group, blocks, a, token, lanes);
+
+    /// <summary>The group at <paramref name="group"/> as <see cref="ByteTiles"/> (544 bytes a block) at
+    /// <paramref name="tiles"/>, for <see cref="BlockGemm{T}.MultiplyBytes"/> with several tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Unpack(byte* group, int blocks, byte* tiles)
+    {
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* t = group + (long)b * TileBytes, o = tiles + (long)b * ByteTiles.BlockBytes;
+            Vector256.Load(t).Store(o);
+            Store(t, o, 0);
+            Store(t, o, 1);
+            Store(t, o, 2);
+            Store(t, o, 3);
+            Store(t, o, 4);
+            Store(t, o, 5);
+            Store(t, o, 6);
+            Store(t, o, 7);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(byte* t, byte* o, int g)
+    {
+        Codes.Group(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+        rows0.Store(o + ByteTiles.ScaleBytes + 64 * g);
+        rows8.Store(o + ByteTiles.ScaleBytes + 64 * g + 32);
+    }
+
+    /// <summary>A column group's codes from its nibble vector and the fifth bits: two loads, two 16-bit shifts of the
+    /// fifth bits (none for some groups), one of the nibbles, three masks and two ors.</summary>
+    internal readonly struct Codes : IByteTileCodes
+    {
+        public static int TileBytes => Q5Tiles.TileBytes;
+        public static int Bias => 16;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
+        {
+            Vector256<byte> nibbles = Vector256.Load(tile + NibbleOffset + 32 * g);
+            Vector256<ushort> high = Vector256.Load((ushort*)(tile + HighOffset + 32 * (g >> 2)));
+            Vector256<byte> low4 = Vector256.Create((byte)0x0F), bit4 = Vector256.Create((byte)0x10);
+            int k = 2 * (g & 3); // rows 0–7's bit; rows 8–15's is k + 1
+            rows0 = (nibbles & low4) | (ToBit4(high, k) & bit4);
+            rows8 = (Vector256.ShiftRightLogical(nibbles.AsUInt16(), 4).AsByte() & low4) | (ToBit4(high, k + 1) & bit4);
+        }
+
+        /// <summary>Bit <paramref name="k"/> of every byte moved to bit 4 (other bits are masked off after).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector256<byte> ToBit4(Vector256<ushort> v, int k) =>
+            (k < 4 ? Vector256.ShiftLeft(v, 4 - k) : k > 4 ? Vector256.ShiftRightLogical(v, k - 4) : v).AsByte();
+    }
+}
