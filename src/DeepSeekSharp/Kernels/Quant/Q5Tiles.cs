@@ -135,7 +135,16 @@ internal static unsafe class Q5Tiles
 
         /// <summary>Bit <paramref name="k"/> of every byte moved to bit 4 (other bits are masked off after).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector256<byte> ToBit4(Vector256<ushort> v, int k) =>
-            (k < 4 ? Vector256.ShiftLeft(v, 4 - k) : k > 4 ? Vector256.ShiftRightLogical(v, k - 4) : v).AsByte();
+        private static Vector256<byte> ToBit4(Vector256<ushort> v, int k) => (k switch // literal counts: immediate shifts
+        {
+            0 => Vector256.ShiftLeft(v, 4),
+            1 => Vector256.ShiftLeft(v, 3),
+            2 => Vector256.ShiftLeft(v, 2),
+            3 => Vector256.ShiftLeft(v, 1),
+            4 => v,
+            5 => Vector256.ShiftRightLogical(v, 1),
+            6 => Vector256.ShiftRightLogical(v, 2),
+            _ => Vector256.ShiftRightLogical(v, 3),
+        }).AsByte();
     }
 }
