@@ -6,7 +6,9 @@ internal static class RowTasks
 {
     public const int RowsPerTask = 64;
 
-    /// <summary>Runs <paramref name="body"/>(r0, r1) over [0, rows) in tasks of <see cref="RowsPerTask"/> rows.</summary>
+    /// <summary>Runs <paramref name="body"/>(r0, r1) over [0, rows) in tasks of <see cref="RowsPerTask"/> rows. Tasks
+    /// start at multiples of <see cref="RowsPerTask"/>, a multiple of sixteen, so no tile group of sixteen rows is split
+    /// between two of them (Q5_0 tiles keep rows r and r + 8 in the same bytes).</summary>
     public static void Run(long rows, Action<int, int> body) =>
         Parallel.For(0, (int)((rows + RowsPerTask - 1) / RowsPerTask), task =>
         {
