@@ -186,9 +186,20 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
 /// <see cref="BlockGemm{T}.MultiplyBytes"/> on byte tiles — the stored ones (<see cref="Q8TiledMatrix"/>) or a few
 /// groups unpacked once (<see cref="Q5TiledMatrix"/>).</summary>
 internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
-    : TiledMatrix(format, rows, cols, data, owner, (long)(cols / 32) * TTile.TileBytes)
+    : TiledMatrix(format, rows, cols, data, owner, GroupBytesFor(cols))
     where TBlock : struct, IBlockCodes where TTile : struct, IByteTileCodes
 {
+    private static long GroupBytesFor(int cols) => (long)(cols / 32) * TTile.TileBytes;
+
+    /// <summary>Bytes of a matrix of this format in tiles.</summary>
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytesFor(cols));
+
+    /// <summary>Aligned native memory for a matrix of this format in tiles (<see cref="TiledMatrix.Allocate"/>).</summary>
+    private protected static NativeBuffer Allocate(int rows, int cols) => Allocate(rows, GroupBytesFor(cols));
+
+    /// <summary>Bytes of a group of sixteen rows as byte tiles (what <see cref="BlockGemm{T}.MultiplyBytes"/> reads).</summary>
+    private protected long ByteGroupBytes => (long)(Cols / 32) * ByteTiles.BlockBytes;
+
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         QuantizedActivations a = base.Prepare(x, n, target)!;
@@ -230,7 +241,7 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
             return;
         }
         Span<float> partials = GemmScratch.Partials;
-        long byteGroup = (long)blocks * ByteTiles.BlockBytes;
+        long byteGroup = ByteGroupBytes;
         int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
         int groupsAtOnce = (int)Math.Max(1, (256 << 10) / byteGroup);
         for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
@@ -272,11 +283,9 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
 internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
     : ByteTiledMatrix<Q8_0Codes, Q8Tiles.Codes>(WeightFormat.Q8_0, rows, cols, data, owner)
 {
-    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q8Tiles.GroupBytes(cols / 32));
-
     public static Q8TiledMatrix Create(int rows, int cols)
     {
-        NativeBuffer buffer = Allocate(rows, Q8Tiles.GroupBytes(cols / 32));
+        NativeBuffer buffer = Allocate(rows, cols);
         return new Q8TiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 
@@ -297,11 +306,9 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
 internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
     : ByteTiledMatrix<Q5_0Codes, Q5Tiles.Codes>(WeightFormat.Q5_0, rows, cols, data, owner)
 {
-    public static long BytesFor(int rows, int cols) => BytesFor(rows, Q5Tiles.GroupBytes(cols / 32));
-
     public static Q5TiledMatrix Create(int rows, int cols)
     {
-        NativeBuffer buffer = Allocate(rows, Q5Tiles.GroupBytes(cols / 32));
+        NativeBuffer buffer = Allocate(rows, cols);
         return new Q5TiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 
@@ -311,10 +318,9 @@ internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisp
 
     private protected override byte* ByteGroups(int g0, int g1, out bool stream)
     {
-        int blocks = Cols / 32, groups = (g1 - g0 + TileRows - 1) / TileRows;
-        long byteGroup = (long)blocks * ByteTiles.BlockBytes;
-        byte* tiles = GemmScratch.Unpacked(checked((int)(groups * byteGroup)));
-        for (int i = 0; i < groups; i++) Q5Tiles.Unpack(Group(g0 + i * TileRows), blocks, tiles + i * byteGroup);
+        int groups = (g1 - g0 + TileRows - 1) / TileRows;
+        byte* tiles = GemmScratch.Unpacked(checked((int)(groups * ByteGroupBytes)));
+        for (int i = 0; i < groups; i++) Q5Tiles.Unpack(Group(g0 + i * TileRows), Cols / 32, tiles + i * ByteGroupBytes);
         stream = false;
         return tiles;
     }

@@ -255,10 +255,10 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                         }
                         if (b + 1 == whole)
                         {
-                            Reduce(part, out r00, out r01);
-                            Reduce(part + 128, out r10, out r11);
-                            Reduce(part + 256, out r20, out r21);
-                            Reduce(part + 384, out r30, out r31);
+                            ByteTiles.Reduce(part, out r00, out r01);
+                            ByteTiles.Reduce(part + 128, out r10, out r11);
+                            ByteTiles.Reduce(part + 256, out r20, out r21);
+                            ByteTiles.Reduce(part + 384, out r30, out r31);
                         }
                     }
                     else
@@ -326,32 +326,19 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     /// registers VEX can name only by moving them through one, a copy per instruction).</summary>
     private const int BytePass = 4;
 
-    /// <summary><see cref="Fold(float*, Vector512{int}, Vector512{float})"/> for rows 0–7 and 8–15 of one token.</summary>
+    /// <summary><see cref="ByteTiles.Fold"/> with the token's block scale at <paramref name="d"/> (one broadcast load for
+    /// both halves).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void Fold(float* p, Vector256<int> s0, Vector256<int> s1, Vector256<float> ws0, Vector256<float> ws1, float* d)
     {
-        Vector256<float> dv = Vector256.Create(*d); // one broadcast load for both halves
-        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0 * dv, Vector256.Load(p)).Store(p);
-        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1 * dv, Vector256.Load(p + 8)).Store(p + 8);
+        Vector256<float> dv = Vector256.Create(*d);
+        ByteTiles.Fold(p, s0, s1, ws0 * dv, ws1 * dv);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Tail(ref Vector256<float> r0, ref Vector256<float> r1, Vector256<int> s0, Vector256<int> s1,
-        Vector256<float> ws0, Vector256<float> ws1, float d)
-    {
-        r0 += ws0 * d * Vector256.ConvertToSingle(s0);
-        r1 += ws1 * d * Vector256.ConvertToSingle(s1);
-    }
-
-    /// <summary><see cref="Reduce(float*)"/> for rows 0–7 and 8–15.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Reduce(float* p, out Vector256<float> r0, out Vector256<float> r1)
-    {
-        r0 = ((Vector256.Load(p) + Vector256.Load(p + 64)) + (Vector256.Load(p + 32) + Vector256.Load(p + 96)))
-             + ((Vector256.Load(p + 16) + Vector256.Load(p + 80)) + (Vector256.Load(p + 48) + Vector256.Load(p + 112)));
-        r1 = ((Vector256.Load(p + 8) + Vector256.Load(p + 72)) + (Vector256.Load(p + 40) + Vector256.Load(p + 104)))
-             + ((Vector256.Load(p + 24) + Vector256.Load(p + 88)) + (Vector256.Load(p + 56) + Vector256.Load(p + 120)));
-    }
+        Vector256<float> ws0, Vector256<float> ws1, float d) =>
+        ByteTiles.Tail(ref r0, ref r1, s0, s1, ws0 * d, ws1 * d);
 
     private static unsafe void Store(Vector256<float> r0, Vector256<float> r1, float* y, int rows, Span<float> lane)
     {

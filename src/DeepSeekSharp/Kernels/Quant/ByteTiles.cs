@@ -62,28 +62,43 @@ internal static unsafe class ByteTiles
             Vector256<float> ws0 = Scales(t, 0) * xd[b], ws1 = Scales(t, 8) * xd[b];
             if (b < whole)
             {
-                float* p = partials + (b & 7) * 16;
-                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0, Vector256.Load(p)).Store(p);
-                Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1, Vector256.Load(p + 8)).Store(p + 8);
-                if (b + 1 == whole)
-                {
-                    // The eight partials added in BlockDots.Reduce8's order.
-                    float* q = partials;
-                    r0 = ((Vector256.Load(q) + Vector256.Load(q + 64)) + (Vector256.Load(q + 32) + Vector256.Load(q + 96)))
-                         + ((Vector256.Load(q + 16) + Vector256.Load(q + 80)) + (Vector256.Load(q + 48) + Vector256.Load(q + 112)));
-                    r1 = ((Vector256.Load(q + 8) + Vector256.Load(q + 72)) + (Vector256.Load(q + 40) + Vector256.Load(q + 104)))
-                         + ((Vector256.Load(q + 24) + Vector256.Load(q + 88)) + (Vector256.Load(q + 56) + Vector256.Load(q + 120)));
-                }
+                Fold(partials + (b & 7) * 16, s0, s1, ws0, ws1);
+                if (b + 1 == whole) Reduce(partials, out r0, out r1);
             }
-            else
-            {
-                // The last blocks one at a time, as BlockDots.V256 adds them.
-                r0 += ws0 * Vector256.ConvertToSingle(s0);
-                r1 += ws1 * Vector256.ConvertToSingle(s1);
-            }
+            else Tail(ref r0, ref r1, s0, s1, ws0, ws1); // the last blocks one at a time, as BlockDots.V256 adds them
         }
         r0.Store(result);
         r1.Store(result + 8);
+    }
+
+    /// <summary>A token's block sums of rows 0–7 (<paramref name="s0"/>) and 8–15, times the rows' scales already
+    /// multiplied by the token's (<paramref name="ws0"/>, <paramref name="ws1"/>), fused into the partial sums at
+    /// <paramref name="p"/> (sixteen floats: partial b mod 8 of <see cref="BlockDots{T}.V256"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Fold(float* p, Vector256<int> s0, Vector256<int> s1, Vector256<float> ws0, Vector256<float> ws1)
+    {
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0, Vector256.Load(p)).Store(p);
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1, Vector256.Load(p + 8)).Store(p + 8);
+    }
+
+    /// <summary>The eight partials at <paramref name="p"/> (128 floats) added in <see cref="BlockDots{T}.Reduce8"/>'s
+    /// order: rows 0–7 in <paramref name="r0"/>, 8–15 in <paramref name="r1"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Reduce(float* p, out Vector256<float> r0, out Vector256<float> r1)
+    {
+        r0 = ((Vector256.Load(p) + Vector256.Load(p + 64)) + (Vector256.Load(p + 32) + Vector256.Load(p + 96)))
+             + ((Vector256.Load(p + 16) + Vector256.Load(p + 80)) + (Vector256.Load(p + 48) + Vector256.Load(p + 112)));
+        r1 = ((Vector256.Load(p + 8) + Vector256.Load(p + 72)) + (Vector256.Load(p + 40) + Vector256.Load(p + 104)))
+             + ((Vector256.Load(p + 24) + Vector256.Load(p + 88)) + (Vector256.Load(p + 56) + Vector256.Load(p + 120)));
+    }
+
+    /// <summary>A block past the last whole eight added on its own (scales as in <see cref="Fold"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Tail(ref Vector256<float> r0, ref Vector256<float> r1, Vector256<int> s0, Vector256<int> s1,
+        Vector256<float> ws0, Vector256<float> ws1)
+    {
+        r0 += ws0 * Vector256.ConvertToSingle(s0);
+        r1 += ws1 * Vector256.ConvertToSingle(s1);
     }
 
     /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there.</summary>
@@ -121,9 +136,6 @@ internal unsafe interface IByteTileCodes
 internal static unsafe class Q8Tiles
 {
     public static bool IsSupported => AvxVnni.IsSupported;
-
-    /// <summary>Bytes of a group of sixteen rows of <paramref name="blocks"/> blocks.</summary>
-    public static long GroupBytes(int blocks) => (long)blocks * ByteTiles.BlockBytes;
 
     /// <summary>Writes row <paramref name="r"/> (0..15) of the group at <paramref name="group"/> from its GGUF blocks.
     /// Rows of one group touch disjoint bytes, so rows can be written from several threads.</summary>

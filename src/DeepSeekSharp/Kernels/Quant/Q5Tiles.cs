@@ -27,9 +27,6 @@ internal static unsafe class Q5Tiles
 
     public static bool IsSupported => AvxVnni.IsSupported;
 
-    /// <summary>Bytes of a group of sixteen rows of <paramref name="blocks"/> blocks.</summary>
-    public static long GroupBytes(int blocks) => (long)blocks * TileBytes;
-
     /// <summary>Writes row <paramref name="r"/> (0..15) of the group at <paramref name="group"/> from its GGUF blocks
     /// (22 bytes each: d, the 32 fifth bits, sixteen bytes of nibbles). Rows r and r + 8 share bytes: a group's rows
     /// are written by one thread.</summary>
