@@ -1,28 +1,33 @@
 namespace DeepSeekSharp.Kernels;
 
-/// <summary>Blocked absorbed attention of one decoded token for all heads of a layer: the heads' packed queries,
-/// and per block of <see cref="LatentAttention.BlockPositions"/> cached positions each head's max score, Σ exp and
-/// unnormalised output (<see cref="LatentAttention.AbsorbedBlock"/>), merged per head in block order
-/// (<see cref="LatentAttention.AbsorbedMerge"/>). The head padding and block size are this kernel's business; callers
-/// see heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
+/// <summary>Blocked absorbed attention of decoded tokens for all heads of a layer: the heads' packed queries of up
+/// to <see cref="Tokens"/> tokens, and per block of <see cref="LatentAttention.BlockPositions"/> cached positions each
+/// head's max score, Σ exp and unnormalised output (<see cref="LatentAttention.AbsorbedBlock"/>) for the token being
+/// attended, merged per head in block order (<see cref="LatentAttention.AbsorbedMerge"/>) into that token's latent.
+/// Several tokens' queries and latents are kept so that the projections into and out of the latent space read their
+/// weights once for all of them. The head padding and block size are this kernel's business; callers see tokens,
+/// heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
 public sealed class AbsorbedBlocks
 {
     private readonly int _heads, _padded, _rank, _width;
-    private readonly float[] _queries; // [padded heads, rank + rope] head h's [q_latent | q_pe]; padding heads stay zero
+    /// <summary>Tokens whose queries and latents are held at once.</summary>
+    public const int Tokens = 8;
+
+    private readonly float[] _queries; // [Tokens, padded heads, rank + rope] head h's [q_latent | q_pe]; padding heads stay zero
     private readonly float[] _out;     // [blocks, padded heads, rank] unnormalised Σ exp(score − max) · c_kv per block
     private readonly float[] _max;     // [blocks, padded heads] the block's max score per head
     private readonly float[] _sum;     // [blocks, padded heads] Σ exp(score − max)
-    private readonly float[] _latent;  // [heads, rank] each head's merged Σ p c_kv
+    private readonly float[] _latent;  // [heads, Tokens, rank] each head's merged Σ p c_kv per token
 
     private AbsorbedBlocks(int heads, int rank, int rope, int capacity)
     {
         (_heads, _padded, _rank, _width) = (heads, LatentAttention.PaddedHeads(heads), rank, rank + rope);
         int blocks = Blocks(capacity);
-        _queries = new float[_padded * _width];
+        _queries = new float[Tokens * _padded * _width];
         _out = new float[blocks * _padded * rank];
         _max = new float[blocks * _padded];
         _sum = new float[blocks * _padded];
-        _latent = new float[heads * rank];
+        _latent = new float[heads * Tokens * rank];
     }
 
     /// <summary>The blocked path for these widths where this CPU has it (AVX-512, rank a multiple of 32, rope of 16);
@@ -36,24 +41,35 @@ public sealed class AbsorbedBlocks
     /// <summary>Blocks covering <paramref name="count"/> positions.</summary>
     public static int Blocks(int count) => (count + LatentAttention.BlockPositions - 1) / LatentAttention.BlockPositions;
 
-    /// <summary>Head h's packed query [q_latent (rank) | q_pe (rope)], to be written by the fold step.</summary>
-    public Span<float> Query(int h) => _queries.AsSpan(h * _width, _width);
-
-    /// <summary>Attention of every head over block <paramref name="block"/> of <paramref name="cache"/>'s first
-    /// <paramref name="count"/> rows ([count, rank + rope]).</summary>
-    public void Attend(int block, ReadOnlySpan<float> cache, int count, float scale)
+    /// <summary>Head h's packed query of token t [q_latent (rank) | q_pe (rope)], to be written by the fold step.</summary>
+    public Span<float> Query(int t, int h)
     {
+        if ((uint)t >= Tokens || (uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
+        return _queries.AsSpan((t * _padded + h) * _width, _width);
+    }
+
+    /// <summary>Attention of token <paramref name="t"/>'s every head over block <paramref name="block"/> of
+    /// <paramref name="cache"/>'s first <paramref name="count"/> rows ([count, rank + rope]).</summary>
+    public void Attend(int t, int block, ReadOnlySpan<float> cache, int count, float scale)
+    {
+        if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         int s0 = block * LatentAttention.BlockPositions, n = Math.Min(LatentAttention.BlockPositions, count - s0);
-        LatentAttention.AbsorbedBlock(_padded / 4, _queries, cache.Slice(s0 * _width, n * _width), n, _rank, _width - _rank, scale,
+        LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), cache.Slice(s0 * _width, n * _width), n, _rank, _width - _rank, scale,
             _out.AsSpan(block * _padded * _rank, _padded * _rank), _max.AsSpan(block * _padded, _padded), _sum.AsSpan(block * _padded, _padded));
     }
 
-    /// <summary>Head h's attended latent Σ p_s c_kv[s] ([rank]) from the first <paramref name="blocks"/> blocks.</summary>
-    public ReadOnlySpan<float> Merge(int blocks, int h)
+    /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> (the token last attended) from
+    /// the first <paramref name="blocks"/> blocks, kept as row t of <see cref="Latents"/>(h, ..).</summary>
+    public void Merge(int blocks, int h, int t)
     {
-        if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
-        Span<float> latent = _latent.AsSpan(h * _rank, _rank);
-        LatentAttention.AbsorbedMerge(blocks, _padded, h, _out, _max, _sum, latent);
-        return latent;
+        if ((uint)h >= (uint)_heads || (uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(h));
+        LatentAttention.AbsorbedMerge(blocks, _padded, h, _out, _max, _sum, _latent.AsSpan((h * Tokens + t) * _rank, _rank));
+    }
+
+    /// <summary>Head h's merged latents of tokens 0 .. <paramref name="tokens"/> − 1 ([tokens, rank]).</summary>
+    public ReadOnlySpan<float> Latents(int h, int tokens)
+    {
+        if ((uint)h >= (uint)_heads || (uint)tokens > Tokens) throw new ArgumentOutOfRangeException(nameof(h));
+        return _latent.AsSpan(h * Tokens * _rank, tokens * _rank);
     }
 }

@@ -2,11 +2,15 @@ using DeepSeekSharp.Kernels;
 
 namespace DeepSeekSharp.Model;
 
-/// <summary>Absorbed attention of decoded tokens through <see cref="AbsorbedBlocks"/>, in three parallel steps per
-/// token: fold the queries into the latent space (heads four a chunk), attend over the cache blocks (a block a
-/// chunk: each block of the cache is read once for all heads, and the threads share the positions), then merge
-/// each head's blocks and project it back with W_UV (heads four a chunk). Block boundaries are fixed, so the result
-/// does not depend on the thread count.</summary>
+/// <summary>Absorbed attention of decoded tokens through <see cref="AbsorbedBlocks"/>, up to
+/// <see cref="AbsorbedBlocks.Tokens"/> tokens at a time: fold every token's queries into the latent space (heads four
+/// a chunk, W_UK read once for all the tokens), then per token attend over the cache blocks (a block a chunk: each
+/// block of the cache is read once for all heads, and the threads share the positions) and merge each head's blocks;
+/// the last token's merge step also projects every token's latents back with W_UV (heads four a chunk, read once).
+/// One token takes three parallel steps, as before batching; a speculative pass of four reads the two per-head
+/// matrices once instead of four times and takes nine steps instead of twelve. Each token's products are the bits
+/// it gets alone (every weight format gives a token the same bits whatever number of tokens shares a product), and
+/// block boundaries are fixed, so the result depends neither on the tokens decoded together nor on the thread count.</summary>
 internal sealed unsafe class AbsorbedDecode
 {
     [ThreadStatic] private static AbsorbedDecode? _mine;
@@ -18,8 +22,9 @@ internal sealed unsafe class AbsorbedDecode
     private AttentionWeights _w = null!;
     private AbsorbedBlocks _blocks = null!;
     private float* _q, _cache, _attn; // q [n, H, D | R]; cache [positions, C | R]; attn [n, H, V]
-    private int _t, _count;
+    private int _t0, _tokens, _t, _count; // tokens _t0 .. _t0 + _tokens − 1 folded; _t of them attending over _count positions
     private float _scale;
+    private float[] _in = [], _out = []; // per head: the tokens' q_nope [Tokens, D] to fold; the products [Tokens, max(C, V)]
 
     private AbsorbedDecode() => (_fold, _attend, _merge) = (new(this), new(this), new(this));
 
@@ -29,60 +34,92 @@ internal sealed unsafe class AbsorbedDecode
     public static void Run(Mla layer, AbsorbedBlocks blocks, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, Span<float> attn)
     {
         AbsorbedDecode d = _mine ??= new AbsorbedDecode();
+        ModelConfig c = layer.Config;
+        d.Reserve(c);
         fixed (float* pq = q, pc = cache, pa = attn)
         {
-            (d._c, d._w, d._blocks, d._scale) = (layer.Config, layer.Weights, blocks, layer.Scale);
+            (d._c, d._w, d._blocks, d._scale) = (c, layer.Weights, blocks, layer.Scale);
             d._q = pq;
             d._cache = pc;
             d._attn = pa;
-            for (int t = 0; t < n; t++)
+            for (d._t0 = 0; d._t0 < n; d._t0 += AbsorbedBlocks.Tokens)
             {
-                d._t = t;
-                d._count = pos0 + t + 1; // causal: positions 0..pos0+t
+                d._tokens = Math.Min(AbsorbedBlocks.Tokens, n - d._t0);
                 WorkerPool.Shared.Run(d._fold, blocks.HeadGroups);
-                WorkerPool.Shared.Run(d._attend, AbsorbedBlocks.Blocks(d._count));
-                WorkerPool.Shared.Run(d._merge, blocks.HeadGroups);
+                for (d._t = 0; d._t < d._tokens; d._t++)
+                {
+                    d._count = pos0 + d._t0 + d._t + 1; // causal: positions 0..pos0+t
+                    WorkerPool.Shared.Run(d._attend, AbsorbedBlocks.Blocks(d._count));
+                    WorkerPool.Shared.Run(d._merge, blocks.HeadGroups);
+                }
             }
             (d._w, d._blocks) = (null!, null!);
         }
     }
 
-    private ReadOnlySpan<float> Query(int h) => new(_q + (_t * _c.NHeads + h) * _c.QkHeadDim, _c.QkHeadDim); // [D | R]
+    /// <summary>Room for every head's products of <see cref="AbsorbedBlocks.Tokens"/> tokens (grown once per model shape).</summary>
+    private void Reserve(ModelConfig c)
+    {
+        int heads = c.NHeads, t = AbsorbedBlocks.Tokens;
+        if (_in.Length < heads * t * c.QkNopeHeadDim) _in = new float[heads * t * c.QkNopeHeadDim];
+        int width = Math.Max(c.KvLoraRank, c.VHeadDim);
+        if (_out.Length < heads * t * width) _out = new float[heads * t * width];
+    }
 
-    /// <summary>Head h's packed query [q_latent | q_pe], q_latent = W_UK[h]ᵀ q_nope (rows h·C.. of the transposed W_UK).</summary>
+    /// <summary>Head h's q_nope of the folded tokens ([tokens, D]).</summary>
+    private Span<float> In(int h) => _in.AsSpan(h * AbsorbedBlocks.Tokens * _c.QkNopeHeadDim, _tokens * _c.QkNopeHeadDim);
+
+    /// <summary>Head h's products for the folded tokens, <paramref name="width"/> values a token.</summary>
+    private Span<float> Out(int h, int width) => _out.AsSpan(h * AbsorbedBlocks.Tokens * Math.Max(_c.KvLoraRank, _c.VHeadDim), _tokens * width);
+
+    /// <summary>Head h's query of token t0 + i ([D | R]).</summary>
+    private ReadOnlySpan<float> Query(int i, int h) => new(_q + ((_t0 + i) * _c.NHeads + h) * _c.QkHeadDim, _c.QkHeadDim);
+
+    /// <summary>Each token's packed query of head h [q_latent | q_pe], q_latent = W_UK[h]ᵀ q_nope (rows h·C.. of the
+    /// transposed W_UK, one product for all the tokens).</summary>
     private sealed class FoldQueries(AbsorbedDecode d) : PoolJob
     {
         public override void Execute(int group)
         {
-            int nope = d._c.QkNopeHeadDim, rank = d._c.KvLoraRank;
+            int nope = d._c.QkNopeHeadDim, rank = d._c.KvLoraRank, tokens = d._tokens;
             for (int h = 4 * group; h < Math.Min(d._c.NHeads, 4 * group + 4); h++)
             {
-                ReadOnlySpan<float> qh = d.Query(h);
-                Span<float> packed = d._blocks.Query(h);
-                d._w.WkT.Forward(qh[..nope], packed[..rank], 1, h * rank, rank);
-                qh[nope..].CopyTo(packed[rank..]);
+                Span<float> x = d.In(h), y = d.Out(h, rank);
+                for (int i = 0; i < tokens; i++) d.Query(i, h)[..nope].CopyTo(x.Slice(i * nope, nope));
+                d._w.WkT.Forward(x, y, tokens, h * rank, rank);
+                for (int i = 0; i < tokens; i++)
+                {
+                    Span<float> packed = d._blocks.Query(i, h);
+                    y.Slice(i * rank, rank).CopyTo(packed);
+                    d.Query(i, h)[nope..].CopyTo(packed[rank..]);
+                }
             }
         }
     }
 
-    /// <summary>Every head over one block of cached positions.</summary>
+    /// <summary>Every head of the attending token over one block of cached positions.</summary>
     private sealed class AttendBlocks(AbsorbedDecode d) : PoolJob
     {
         public override void Execute(int block) =>
-            d._blocks.Attend(block, new ReadOnlySpan<float>(d._cache, d._count * d._c.LatentCacheWidth), d._count, d._scale);
+            d._blocks.Attend(d._t, block, new ReadOnlySpan<float>(d._cache, d._count * d._c.LatentCacheWidth), d._count, d._scale);
     }
 
-    /// <summary>Head h's latent Σ p c_kv merged over the blocks, then out_h = W_UV[h] latent (kv_b_proj's v rows of h).</summary>
+    /// <summary>Head h's latent Σ p c_kv of the attending token merged over the blocks; after the last token, every
+    /// token's out_h = W_UV[h] latent (kv_b_proj's v rows of h, one product for all the tokens).</summary>
     private sealed class MergeAndProject(AbsorbedDecode d) : PoolJob
     {
         public override void Execute(int group)
         {
             ModelConfig c = d._c;
-            int nope = c.QkNopeHeadDim, v = c.VHeadDim;
+            int nope = c.QkNopeHeadDim, v = c.VHeadDim, tokens = d._tokens;
             for (int h = 4 * group; h < Math.Min(c.NHeads, 4 * group + 4); h++)
             {
-                ReadOnlySpan<float> latent = d._blocks.Merge(AbsorbedBlocks.Blocks(d._count), h); // [C]
-                d._w.WkvB.Forward(latent, new Span<float>(d._attn + (d._t * c.NHeads + h) * v, v), 1, h * (nope + v) + nope, v);
+                d._blocks.Merge(AbsorbedBlocks.Blocks(d._count), h, d._t);
+                if (d._t + 1 < tokens) continue;
+                Span<float> y = d.Out(h, v);
+                d._w.WkvB.Forward(d._blocks.Latents(h, tokens), y, tokens, h * (nope + v) + nope, v);
+                for (int i = 0; i < tokens; i++)
+                    y.Slice(i * v, v).CopyTo(new Span<float>(d._attn + ((d._t0 + i) * c.NHeads + h) * v, v));
             }
         }
     }

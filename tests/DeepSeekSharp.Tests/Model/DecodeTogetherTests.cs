@@ -1,0 +1,60 @@
+using DeepSeekSharp.Linear;
+using DeepSeekSharp.Model;
+
+namespace DeepSeekSharp.Tests.Model;
+
+/// <summary>Decoding several tokens in one pass (a speculative verification: absorbed attention over the cache, the
+/// queries of all the tokens folded into the latent space by one product per head and their latents projected back
+/// by another) gives every token the bits it gets decoded alone, one step at a time.</summary>
+public class DecodeTogetherTests
+{
+    /// <summary>The golden models as stored and quantised (their attention matrices in F32, Q8_0 and Q4_K), the FP8
+    /// one (latent rank 64), and V2-Lite's shape (its rope width takes the one-head-at-a-time path).</summary>
+    public static TheoryData<string> Models => ["v3-tiny", "v3-tiny:q8_0", "v3-tiny:q4_k", "v3-fp8-tiny", "v2-lite-tiny"];
+
+    private static readonly Dictionary<string, DeepSeekModel> Loaded = new();
+
+    private static DeepSeekModel Load(string name)
+    {
+        lock (Loaded)
+        {
+            if (Loaded.TryGetValue(name, out DeepSeekModel? m)) return m;
+            string[] parts = name.Split(':');
+            var options = new LoadOptions { Quantize = parts.Length < 2 ? null : parts[1] == "q8_0" ? WeightFormat.Q8_0 : WeightFormat.Q4_K };
+            return Loaded[name] = DeepSeekModel.Load(GoldenCase.DataPath(parts[0]), options);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void SeveralTokensInOnePass_GetTheBitsOfOneStepEach(string name)
+    {
+        DeepSeekModel m = Load(name);
+        int vocab = m.Config.VocabSize;
+        var rng = new Random(name.Length);
+        // Prompts of 5 and 70 tokens: the second pass's attention crosses a block of cached positions (64).
+        foreach (int promptLength in new[] { 5, 70 })
+        {
+            int[] prompt = [.. Enumerable.Range(0, promptLength).Select(_ => rng.Next(2, vocab))];
+            // 1 to 4 tokens (a pass of up to three drafts), and 10: more than one group of folded queries (8).
+            foreach (int n in new[] { 1, 2, 3, 4, 10 })
+            {
+                int[] tokens = [.. Enumerable.Range(0, n).Select(_ => rng.Next(2, vocab))];
+                using InferenceSession together = m.CreateSession(128), alone = m.CreateSession(128);
+                var logits = new float[promptLength * vocab];
+                together.Forward(prompt, logits, allPositions: false);
+                alone.Forward(prompt, logits, allPositions: false);
+                var all = new float[n * vocab];
+                together.Forward(tokens, all, decoding: true);
+                var one = new float[vocab];
+                for (int t = 0; t < n; t++)
+                {
+                    alone.Forward(tokens.AsSpan(t, 1), one, decoding: true);
+                    for (int v = 0; v < vocab; v++)
+                        if (BitConverter.SingleToInt32Bits(one[v]) != BitConverter.SingleToInt32Bits(all[t * vocab + v]))
+                            Assert.Fail($"{name}, prompt {promptLength}, {n} tokens together: token {t}'s logit {v} is {all[t * vocab + v]:R}, alone {one[v]:R}");
+                }
+            }
+        }
+    }
+}
