@@ -133,13 +133,11 @@ internal static unsafe class Q4KTiles
             for (int j = 0; j < 8; j++)
             {
                 Prefetch(t, j);
-                Vector512<short> acc = default;
-                for (int v = 0; v < 4; v++)
-                {
-                    int k = 4 * j + v;
-                    Codes(t + CodeOffset + k * 64, out Vector512<byte> c0, out Vector512<byte> c1);
-                    acc += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + 8 * k)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 8 * k + 4));
-                }
+                // The sub-block's four code vectors written out: as a loop of four, the JIT kept its counter and
+                // addressing in the loop (Four: 230 -> 246 GMAC/s in L2, one thread).
+                byte* c = t + CodeOffset + 4 * j * 64;
+                sbyte* xj = x + 32 * j;
+                Vector512<short> acc = Step(c, xj) + Step(c + 64, xj + 8) + Step(c + 128, xj + 16) + Step(c + 192, xj + 24);
                 isum += Avx512BW.MultiplyAddAdjacent(acc, Scale(t, j));
             }
             Vector512<float> dx = Vector512.Create(xd[b]);
@@ -164,16 +162,12 @@ internal static unsafe class Q4KTiles
             {
                 Prefetch(t, j);
                 Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
-                for (int v = 0; v < 4; v++)
-                {
-                    int k = 4 * j + v;
-                    Codes(t + CodeOffset + k * 64, out Vector512<byte> c0, out Vector512<byte> c1);
-                    sbyte* xk = x + 8 * k;
-                    s0 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + 4));
-                    s1 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk + stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + stride + 4));
-                    s2 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk + 2 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + 2 * stride + 4));
-                    s3 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(xk + 3 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(xk + 3 * stride + 4));
-                }
+                byte* c = t + CodeOffset + 4 * j * 64;
+                sbyte* xj = x + 32 * j;
+                Step4(c, xj, stride, ref s0, ref s1, ref s2, ref s3);
+                Step4(c + 64, xj + 8, stride, ref s0, ref s1, ref s2, ref s3);
+                Step4(c + 128, xj + 16, stride, ref s0, ref s1, ref s2, ref s3);
+                Step4(c + 192, xj + 24, stride, ref s0, ref s1, ref s2, ref s3);
                 Vector512<short> sc = Scale(t, j);
                 i0 += Avx512BW.MultiplyAddAdjacent(s0, sc);
                 i1 += Avx512BW.MultiplyAddAdjacent(s1, sc);
@@ -197,6 +191,26 @@ internal static unsafe class Q4KTiles
         (a1 - b1).Store(result + Rows);
         (a2 - b2).Store(result + 2 * Rows);
         (a3 - b3).Store(result + 3 * Rows);
+    }
+
+    /// <summary>One token's pair sums of code vector <paramref name="c"/> (columns 8k..8k + 7 of the sixteen rows)
+    /// against its eight activations at <paramref name="x"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> Step(byte* c, sbyte* x)
+    {
+        Codes(c, out Vector512<byte> c0, out Vector512<byte> c1);
+        return Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 4));
+    }
+
+    /// <summary><see cref="Step"/> for four tokens <paramref name="stride"/> codes apart, the code vector unpacked once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step4(byte* c, sbyte* x, int stride, ref Vector512<short> s0, ref Vector512<short> s1, ref Vector512<short> s2, ref Vector512<short> s3)
+    {
+        Codes(c, out Vector512<byte> c0, out Vector512<byte> c1);
+        s0 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 4));
+        s1 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + stride + 4));
+        s2 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + 2 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 2 * stride + 4));
+        s3 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + 3 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 3 * stride + 4));
     }
 
     /// <summary>An eighth of the tile <see cref="PrefetchAhead"/> bytes on (296 bytes, five lines from wherever it
