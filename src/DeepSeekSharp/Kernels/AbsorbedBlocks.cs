@@ -44,7 +44,8 @@ public sealed class AbsorbedBlocks
     /// <summary>Head h's packed query of token t [q_latent (rank) | q_pe (rope)], to be written by the fold step.</summary>
     public Span<float> Query(int t, int h)
     {
-        if ((uint)t >= Tokens || (uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
+        if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
+        if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
         return _queries.AsSpan((t * _padded + h) * _width, _width);
     }
 
@@ -62,14 +63,16 @@ public sealed class AbsorbedBlocks
     /// the first <paramref name="blocks"/> blocks, kept as row t of <see cref="Latents"/>(h, ..).</summary>
     public void Merge(int blocks, int h, int t)
     {
-        if ((uint)h >= (uint)_heads || (uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(h));
+        if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
+        if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         LatentAttention.AbsorbedMerge(blocks, _padded, h, _out, _max, _sum, _latent.AsSpan((h * Tokens + t) * _rank, _rank));
     }
 
     /// <summary>Head h's merged latents of tokens 0 .. <paramref name="tokens"/> − 1 ([tokens, rank]).</summary>
     public ReadOnlySpan<float> Latents(int h, int tokens)
     {
-        if ((uint)h >= (uint)_heads || (uint)tokens > Tokens) throw new ArgumentOutOfRangeException(nameof(h));
+        if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
+        if ((uint)tokens > Tokens) throw new ArgumentOutOfRangeException(nameof(tokens));
         return _latent.AsSpan(h * Tokens * _rank, tokens * _rank);
     }
 }

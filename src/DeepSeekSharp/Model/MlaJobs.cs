@@ -62,15 +62,17 @@ internal sealed unsafe class AbsorbedDecode
     {
         int heads = c.NHeads, t = AbsorbedBlocks.Tokens;
         if (_in.Length < heads * t * c.QkNopeHeadDim) _in = new float[heads * t * c.QkNopeHeadDim];
-        int width = Math.Max(c.KvLoraRank, c.VHeadDim);
-        if (_out.Length < heads * t * width) _out = new float[heads * t * width];
+        if (_out.Length < heads * t * OutWidth(c)) _out = new float[heads * t * OutWidth(c)];
     }
+
+    /// <summary>Values a token's products take in <see cref="_out"/>: the folded query (C) or the projected head (V).</summary>
+    private static int OutWidth(ModelConfig c) => Math.Max(c.KvLoraRank, c.VHeadDim);
 
     /// <summary>Head h's q_nope of the folded tokens ([tokens, D]).</summary>
     private Span<float> In(int h) => _in.AsSpan(h * AbsorbedBlocks.Tokens * _c.QkNopeHeadDim, _tokens * _c.QkNopeHeadDim);
 
     /// <summary>Head h's products for the folded tokens, <paramref name="width"/> values a token.</summary>
-    private Span<float> Out(int h, int width) => _out.AsSpan(h * AbsorbedBlocks.Tokens * Math.Max(_c.KvLoraRank, _c.VHeadDim), _tokens * width);
+    private Span<float> Out(int h, int width) => _out.AsSpan(h * AbsorbedBlocks.Tokens * OutWidth(_c), _tokens * width);
 
     /// <summary>Head h's query of token t0 + i ([D | R]).</summary>
     private ReadOnlySpan<float> Query(int i, int h) => new(_q + ((_t0 + i) * _c.NHeads + h) * _c.QkHeadDim, _c.QkHeadDim);
