@@ -12,17 +12,10 @@ public class DecodeTogetherTests
     /// one (latent rank 64), and V2-Lite's shape (its rope width takes the one-head-at-a-time path).</summary>
     public static TheoryData<string> Models => ["v3-tiny", "v3-tiny:q8_0", "v3-tiny:q4_k", "v3-fp8-tiny", "v2-lite-tiny"];
 
-    private static readonly Dictionary<string, DeepSeekModel> Loaded = new();
-
     private static DeepSeekModel Load(string name)
     {
-        lock (Loaded)
-        {
-            if (Loaded.TryGetValue(name, out DeepSeekModel? m)) return m;
-            string[] parts = name.Split(':');
-            var options = new LoadOptions { Quantize = parts.Length < 2 ? null : parts[1] == "q8_0" ? WeightFormat.Q8_0 : WeightFormat.Q4_K };
-            return Loaded[name] = DeepSeekModel.Load(GoldenCase.DataPath(parts[0]), options);
-        }
+        string[] parts = name.Split(':');
+        return ModelCache.Get(GoldenCase.DataPath(parts[0]), parts.Length < 2 ? null : parts[1] == "q8_0" ? WeightFormat.Q8_0 : WeightFormat.Q4_K);
     }
 
     [Theory]

@@ -149,16 +149,17 @@ public class GoldenForwardTests
     }
 }
 
-/// <summary>Loads each golden model once per test run.</summary>
+/// <summary>Loads each golden model once per test run (as stored, or quantised at load).</summary>
 internal static class ModelCache
 {
-    private static readonly Dictionary<string, DeepSeekModel> Models = new();
+    private static readonly Dictionary<(string, DeepSeekSharp.Linear.WeightFormat?), DeepSeekModel> Models = new();
 
-    public static DeepSeekModel Get(string dir)
+    public static DeepSeekModel Get(string dir, DeepSeekSharp.Linear.WeightFormat? quantize = null)
     {
         lock (Models)
         {
-            if (!Models.TryGetValue(dir, out DeepSeekModel? m)) Models[dir] = m = DeepSeekModel.Load(dir);
+            if (!Models.TryGetValue((dir, quantize), out DeepSeekModel? m))
+                Models[(dir, quantize)] = m = DeepSeekModel.Load(dir, new LoadOptions { Quantize = quantize });
             return m;
         }
     }
