@@ -44,7 +44,10 @@ public sealed class WorkerPool : IDisposable
 
     private readonly Thread[] _workers;
     private readonly object _gate = new();
-    private readonly ManualResetEventSlim _wake = new(false);
+    // Sleeping workers wait on this monitor. Not a ManualResetEventSlim: the first thread to block on one makes its
+    // lock object (24 bytes), and a worker that first sleeps in the middle of a decode step would allocate there.
+    private readonly object _sleep = new();
+    private int _sleepers;
     private PoolJob? _job;
     private int _chunks, _pending, _runId;
     private long _ticket;     // bits 40..62: run id; 20..39: chunk count; 0..19: next chunk to claim (bit 63 stays 0)
@@ -91,7 +94,7 @@ public sealed class WorkerPool : IDisposable
             Volatile.Write(ref _runId, run);
             Volatile.Write(ref _ticket, ((long)run << 40) | ((long)chunks << 20)); // claims are only valid for this run
             Interlocked.Increment(ref _generation);
-            _wake.Set();
+            WakeSleepers();
             Work(job, chunks, run);
             var spin = new SpinWait();
             while (Volatile.Read(ref _pending) > 0) spin.SpinOnce(-1);
@@ -166,9 +169,7 @@ public sealed class WorkerPool : IDisposable
             while (Interlocked.Read(ref _generation) == seen && !_disposed)
             {
                 if (System.Diagnostics.Stopwatch.GetTimestamp() < spinUntil) { Thread.SpinWait(20); continue; }
-                _wake.Reset();
-                if (Interlocked.Read(ref _generation) != seen || _disposed) break;
-                _wake.Wait(100);
+                Sleep(seen);
             }
             if (_disposed) return;
             seen = Interlocked.Read(ref _generation);
@@ -179,11 +180,31 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
+    /// <summary>Sleeps until a run after <paramref name="seen"/> starts, the pool is disposed, or 100 ms pass. The
+    /// sleeper counts itself (a full fence) before it reads the generation, and a run bumps the generation (a full
+    /// fence) before it reads the count: either the run sees the sleeper and pulses, which it can only do once the
+    /// sleeper waits and has let go of the monitor, or the sleeper sees the run and does not wait.</summary>
+    private void Sleep(long seen)
+    {
+        lock (_sleep)
+        {
+            Interlocked.Increment(ref _sleepers);
+            if (Interlocked.Read(ref _generation) == seen && !_disposed) Monitor.Wait(_sleep, 100);
+            Interlocked.Decrement(ref _sleepers);
+        }
+    }
+
+    private void WakeSleepers()
+    {
+        if (Volatile.Read(ref _sleepers) == 0) return;
+        lock (_sleep) Monitor.PulseAll(_sleep);
+    }
+
     public void Dispose()
     {
         _disposed = true;
-        _wake.Set();
+        Interlocked.MemoryBarrier();
+        WakeSleepers();
         foreach (Thread t in _workers) t.Join(1000);
-        _wake.Dispose();
     }
 }

@@ -58,6 +58,46 @@ public class WorkerPoolTests
         }
     }
 
+    /// <summary>A worker that has never slept may first do so in the middle of a decode step (its spin between kernels
+    /// runs out when the machine is loaded): going to sleep and waking allocate nothing, the first time included.
+    /// (On a ManualResetEventSlim the first thread to block made its lock object, 24 bytes.)</summary>
+    [Fact]
+    public void AWorkersFirstSleep_AllocatesNothing()
+    {
+        using var pool = new WorkerPool(2);
+        var probe = new AllocationProbe();
+        probe.Read(pool); // straight after the start, while the worker still spins (~3 ms) before its first sleep
+        long before = probe.WorkerBytes;
+        for (int i = 0; i < 3; i++)
+        {
+            Thread.Sleep(30); // past the spin: the worker sleeps, and the next read wakes it
+            probe.Read(pool);
+        }
+        Assert.Equal(0, probe.WorkerBytes - before);
+    }
+
+    /// <summary>Runs that start just as a worker gives up spinning (the race between its going to sleep and a run's
+    /// wake-up) all finish, with every chunk run once.</summary>
+    [Fact]
+    public void RunsStartingAsWorkersFallAsleep_AllFinish()
+    {
+        using var pool = new WorkerPool(3);
+        var job = new CountChunks();
+        var caller = new Thread(() =>
+        {
+            for (int r = 0; r < 200; r++)
+            {
+                pool.Run(job, job.Runs.Length);
+                // Around the workers' ~3 ms spin: some runs find them spinning, some asleep, some in between.
+                long until = System.Diagnostics.Stopwatch.GetTimestamp() + System.Diagnostics.Stopwatch.Frequency * (r % 7) / 1000;
+                while (System.Diagnostics.Stopwatch.GetTimestamp() < until) Thread.Yield();
+            }
+        }) { IsBackground = true };
+        caller.Start();
+        Assert.True(caller.Join(TimeSpan.FromSeconds(30)), "a run never finished");
+        Assert.All(job.Runs, n => Assert.Equal(200, n));
+    }
+
     [Fact]
     public void RunOnEachThread_InsideAChunk_RunsOnTheCallingThreadOnly()
     {
