@@ -10,7 +10,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Cli;
 
 /// <summary><c>dss bench --model PATH [--quantize q8_0|q4_k|bf16|f32] [--mmap] [--prompt-tokens 512] [--gen-tokens 128]
-/// [--threads N] [--repeat R] [--speculative mtp [--speculative-tokens K] [--draft-acceptance P]] [--json]</c> and <c>dss bench --memory</c>.</summary>
+/// [--threads N] [--repeat R] [--speculative mtp [--speculative-tokens K] [--draft-acceptance P]] [--profile] [--json]</c> and <c>dss bench --memory</c>.</summary>
 internal static class BenchCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
@@ -53,8 +53,13 @@ internal static class BenchCommand
         {
             Description = "also decode sampled under an output format (json_object, or a JSON-schema file) and without it, run by run (needs the tokenizer)",
         };
+        var profile = new Option<bool>("--profile")
+        {
+            Description = "after the timed runs, decode once more timing each part of a step (projections, attention, router, experts, dense MLP, head; " +
+                "with --speculative, of a verify pass too) and report milliseconds per step",
+        };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, json, memory, cpu };
+            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, profile, json, memory, cpu };
         cmd.SetAction(r =>
         {
             if (r.GetValue(cpu))
@@ -101,7 +106,7 @@ internal static class BenchCommand
             double loadSeconds = clock.Elapsed.TotalSeconds;
             if (cached + prompt + gen + 1 + specTokens > m.Config.MaxPositionEmbeddings)
                 throw new ArgumentException($"--depth {cached} + --prompt-tokens {prompt} + --gen-tokens {gen} (+ {1 + specTokens}) exceeds max_position_embeddings ({m.Config.MaxPositionEmbeddings})");
-            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached, r.GetValue(readBound), specTokens);
+            Result res = Run(m, prompt, gen, runs, speculate, acceptance, cached, r.GetValue(readBound), specTokens, r.GetValue(profile));
             (double Cold, double Warm, int Cached)? ttft = prefix > 0 ? FirstTokenTimes(m, prefix, runs) : null;
             (double Free, double Constrained, double MaskedSteps)? constrained = r.GetValue(constrain) is { } c
                 ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
@@ -130,6 +135,11 @@ internal static class BenchCommand
                     } : null,
                     prefix_cache = ttft is { } tt ? new { prefix_tokens = prefix, cached_tokens = tt.Cached, cold_ttft_ms = tt.Cold * 1e3, warm_ttft_ms = tt.Warm * 1e3 } : null,
                     constrained = constrained is { } cd ? new { format = r.GetValue(constrain), sampled_tok_s = cd.Free, constrained_tok_s = cd.Constrained, masked_step_share = cd.MaskedSteps } : null,
+                    profile = res.Profile is { } pr ? new
+                    {
+                        plain_step_ms = pr.Plain.MillisecondsPerPass(), plain_steps = pr.Plain.Passes,
+                        verify_pass_ms = pr.Verify?.MillisecondsPerPass(), verify_passes = pr.Verify?.Passes, verify_tokens = pr.Verify is null ? (int?)null : 1 + specTokens,
+                    } : null,
                 }));
             else
             {
@@ -156,6 +166,7 @@ internal static class BenchCommand
                 if (constrained is { } cd)
                     stdout.WriteLine($"sampled decode under {r.GetValue(constrain)}: {cd.Constrained:F2} tokens/s against {cd.Free:F2} without = {cd.Constrained / cd.Free:P1} " +
                         $"(the grammar refused the drawn token and the allowed set was computed at {cd.MaskedSteps:P0} of steps; median of {runs})");
+                if (res.Profile is { } pr) WriteProfile(stdout, pr, 1 + specTokens);
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
@@ -191,7 +202,50 @@ internal static class BenchCommand
 
     /// <param name="DecodeRuns">each run's decode tokens/s</param>
     /// <param name="Reads">with --read-bound: the read bandwidth (bytes/s) before the first run and after each; else empty</param>
-    private readonly record struct Result(double PrefillTokS, double DecodeTokS, List<double> DecodeRuns, List<double> Reads, SpecResult? Spec = null);
+    private readonly record struct Result(double PrefillTokS, double DecodeTokS, List<double> DecodeRuns, List<double> Reads, SpecResult? Spec = null,
+        Profile? Profile = null);
+
+    /// <param name="Verify">with --speculative: the passes verifying drafts</param>
+    private sealed record Profile(PartTimer Plain, PartTimer? Verify);
+
+    /// <summary>--profile: the greedy continuation decoded once more, one step at a time, each step's parts timed; with
+    /// speculation, a speculative run too, its verify passes timed.</summary>
+    private static Profile TimeParts(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, bool speculate, int drafts, double? draftAcceptance)
+    {
+        var logits = new float[m.Config.VocabSize];
+        s.Reset();
+        for (int start = 0; start < prompt.Length; start += 512)
+            s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
+        var plain = new PartTimer();
+        int[] one = [0];
+        s.Observer = plain;
+        try
+        {
+            for (int i = 0; i + 1 < reference.Count; i++)
+            {
+                one[0] = reference[i];
+                plain.BeginPass();
+                s.Forward(one, logits);
+                plain.EndPass();
+            }
+        }
+        finally { s.Observer = null; }
+        if (!speculate) return new Profile(plain, null);
+        var verify = new PartTimer();
+        Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), verify);
+        return new Profile(plain, verify);
+    }
+
+    private static void WriteProfile(TextWriter stdout, Profile p, int verifyTokens)
+    {
+        Dictionary<string, double> plain = p.Plain.MillisecondsPerPass(), verify = p.Verify?.MillisecondsPerPass() ?? [];
+        stdout.WriteLine(p.Verify is null ? $"ms per decode step ({p.Plain.Passes} steps):"
+            : $"ms per decode step ({p.Plain.Passes} steps) | per pass verifying {verifyTokens} tokens ({p.Verify.Passes} passes):");
+        foreach (string name in PartTimer.Names)
+            stdout.WriteLine(p.Verify is null ? $"  {name,-18} {plain[name],8:F3}" : $"  {name,-18} {plain[name],8:F3} | {verify[name],8:F3}");
+        double total = plain.Values.Sum();
+        stdout.WriteLine(p.Verify is null ? $"  {"total",-18} {total,8:F3}" : $"  {"total",-18} {total,8:F3} | {verify.Values.Sum(),8:F3} ({verify.Values.Sum() / total:F2} steps)");
+    }
     private readonly record struct SpecResult(double DecodeTokS, double Acceptance, double TokensPerPass, double PlainExperts, double VerifyExperts)
     {
         /// <summary>What a verify pass costs in plain decode steps (tokens per pass ÷ speed-up), given the plain tokens/s.</summary>
@@ -199,7 +253,7 @@ internal static class BenchCommand
     }
 
     private static Result Run(DeepSeekModel m, int promptTokens, int genTokens, int repeat, bool speculate = false, double? draftAcceptance = null, int depth = 0,
-        bool readBound = false, int drafts = 1)
+        bool readBound = false, int drafts = 1, bool profile = false)
     {
         var reads = new List<double>();
         int threads = WorkerPool.Shared.Threads;
@@ -237,10 +291,11 @@ internal static class BenchCommand
             specDecode.Add(spec.Tokens / spec.Seconds);
             accepted += spec.Accepted; drafted += spec.Drafts; passes += spec.Passes; produced += spec.Tokens;
         }
-        if (!speculate) return new Result(Median(prefill), Median(decode), decode, reads);
+        Profile? parts = profile ? TimeParts(m, s, prompt, reference, speculate, drafts, draftAcceptance) : null;
+        if (!speculate) return new Result(Median(prefill), Median(decode), decode, reads, Profile: parts);
         var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, drafts, draftAcceptance);
         return new Result(Median(prefill), Median(decode), decode, reads,
-            new SpecResult(Median(specDecode), accepted / drafted, produced / passes, plainExperts, verifyExperts));
+            new SpecResult(Median(specDecode), accepted / drafted, produced / passes, plainExperts, verifyExperts), parts);
     }
 
     /// <summary>Time to the first token of a prompt that shares <paramref name="prefix"/> tokens with an earlier one:
@@ -363,7 +418,9 @@ internal static class BenchCommand
             pass[0] = next;
             speculator.Draft(cached, next, pass.AsSpan(1, k), choose);
             s.Observer = verifyObserver;
+            (verifyObserver as PartTimer)?.BeginPass();
             ReadOnlySpan<float> rows = speculator.Verify(pass.AsSpan(0, 1 + k));
+            (verifyObserver as PartTimer)?.EndPass();
             s.Observer = null;
             cached.Add(next);
             passes++;

@@ -114,6 +114,33 @@ public class BenchCommandTests
         Assert.Contains(message, stderr);
     }
 
+    /// <summary>--profile: every part of a step is timed. v3-tiny has a dense first layer and two MoE layers, so the dense
+    /// MLP, the router and the experts each take time; with speculation the passes verifying drafts are timed too.</summary>
+    [Fact]
+    public void Bench_Profile_TimesEveryPartOfAStep_AndOfAVerifyPass()
+    {
+        GoldenCase g = GoldenCase.Load("v3-tiny");
+        JsonElement j = BenchJson("--model", g.Directory, "--prompt-tokens", "3", "--gen-tokens", "6", "--repeat", "1", "--profile",
+            "--speculative", "mtp", "--draft-acceptance", "0.5", "--speculative-tokens", "2");
+        JsonElement p = j.GetProperty("profile");
+        Assert.Equal(6, p.GetProperty("plain_steps").GetInt32()); // the six decoded tokens, each its own step
+        Assert.Equal(3, p.GetProperty("verify_tokens").GetInt32());
+        Assert.InRange(p.GetProperty("verify_passes").GetInt32(), 2, 5); // six tokens, one to three a pass (after the first)
+        string[] parts = ["embedding", "q_kv_projections", "attention", "output_projection", "router", "experts", "dense_mlp", "norms_residuals", "head"];
+        foreach (string kind in new[] { "plain_step_ms", "verify_pass_ms" })
+        {
+            JsonElement ms = p.GetProperty(kind);
+            Assert.Equal(parts.Order(), ms.EnumerateObject().Select(x => x.Name).Order());
+            foreach (string part in parts) Assert.True(ms.GetProperty(part).GetDouble() > 0, $"{kind}.{part} = {ms.GetProperty(part).GetDouble()}");
+        }
+
+        var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "3", "--repeat", "1", "--profile");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("ms per decode step (3 steps):", stdout);
+        Assert.Contains("  experts ", stdout);
+        Assert.DoesNotContain("verifying", stdout);
+    }
+
     [Fact]
     public void Bench_EmptyPrompt_DecodesFromAnEmptyCache()
     {
