@@ -210,30 +210,45 @@ internal static class BenchCommand
 
     /// <summary>--profile: the greedy continuation decoded once more, one step at a time, each step's parts timed; with
     /// speculation, a speculative run too, its verify passes timed.</summary>
-    private static Profile TimeParts(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, bool speculate, int drafts, double? draftAcceptance)
+    private static Profile TimeParts(DeepSeekModel m, InferenceSession s, int depth, int[] prompt, List<int> reference, bool speculate, int drafts,
+        double? draftAcceptance)
     {
-        var logits = new float[m.Config.VocabSize];
-        s.Reset();
+        var plain = new PartTimer();
+        Replay(m, s, depth, prompt, reference, plain);
+        if (!speculate) return new Profile(plain, null);
+        var verify = new PartTimer();
+        Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), verify);
+        return new Profile(plain, verify);
+    }
+
+    /// <summary>Prefills <paramref name="prompt"/> in pieces of 512 positions; the last one's logits in <paramref name="logits"/>.</summary>
+    private static void Prefill(InferenceSession s, int[] prompt, float[] logits)
+    {
         for (int start = 0; start < prompt.Length; start += 512)
             s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
-        var plain = new PartTimer();
+    }
+
+    /// <summary>The greedy continuation decoded once more after the same filled depth and prompt, one token a step, each
+    /// step a pass of <paramref name="observer"/>.</summary>
+    private static void Replay(DeepSeekModel m, InferenceSession s, int depth, int[] prompt, List<int> reference, IPassObserver observer)
+    {
+        var logits = new float[m.Config.VocabSize];
+        if (depth > 0) s.Cache.Truncate(depth); // back to the filled depth, as each timed run starts
+        else s.Reset();
+        Prefill(s, prompt, logits);
         int[] one = [0];
-        s.Observer = plain;
+        s.Observer = observer;
         try
         {
             for (int i = 0; i + 1 < reference.Count; i++)
             {
                 one[0] = reference[i];
-                plain.BeginPass();
+                observer.BeginPass();
                 s.Forward(one, logits);
-                plain.EndPass();
+                observer.EndPass();
             }
         }
         finally { s.Observer = null; }
-        if (!speculate) return new Profile(plain, null);
-        var verify = new PartTimer();
-        Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), verify);
-        return new Profile(plain, verify);
     }
 
     private static void WriteProfile(TextWriter stdout, Profile p, int verifyTokens)
@@ -271,8 +286,7 @@ internal static class BenchCommand
         {
             s.Cache.Truncate(depth); // back to the filled depth (0: empty)
             var sw = Stopwatch.StartNew();
-            for (int start = 0; start < prompt.Length; start += 512)
-                s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
+            Prefill(s, prompt, logits);
             prefill.Add(prompt.Length == 0 ? 0 : prompt.Length / sw.Elapsed.TotalSeconds); // no prompt: decode from an empty cache (llama-bench tg)
             if (readBound && run == 0) reads.Add(ReadBandwidth.Measure(threads));
             sw.Restart();
@@ -291,7 +305,7 @@ internal static class BenchCommand
             specDecode.Add(spec.Tokens / spec.Seconds);
             accepted += spec.Accepted; drafted += spec.Drafts; passes += spec.Passes; produced += spec.Tokens;
         }
-        Profile? parts = profile ? TimeParts(m, s, prompt, reference, speculate, drafts, draftAcceptance) : null;
+        Profile? parts = profile ? TimeParts(m, s, depth, prompt, reference, speculate, drafts, draftAcceptance) : null;
         if (!speculate) return new Result(Median(prefill), Median(decode), decode, reads, Profile: parts);
         var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, drafts, draftAcceptance);
         return new Result(Median(prefill), Median(decode), decode, reads,
@@ -318,8 +332,7 @@ internal static class BenchCommand
         {
             s.Reset();
             var sw = Stopwatch.StartNew();
-            for (int start = 0; start < prompt.Length; start += 512)
-                s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), cold, allPositions: false);
+            Prefill(s, prompt, cold);
             DeepSeekSharp.Kernels.TopK.ArgMax(cold);
             coldTimes.Add(sw.Elapsed.TotalSeconds);
             cache.Store(prompt.AsSpan(0, prefix), prefix, s.Cache, null);
@@ -361,8 +374,7 @@ internal static class BenchCommand
             foreach (bool constrain in (bool[])[false, true])
             {
                 s.Reset();
-                for (int start = 0; start < prompt.Length; start += 512)
-                    s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
+                Prefill(s, prompt, logits);
                 var chain = new Inference.Sampling.SamplerChain(new Inference.Sampling.SamplingOptions { Seed = 5 + (ulong)run }, m.Config.VocabSize);
                 Inference.Constraints.GrammarMatcher? matcher = constrain ? grammar.NewMatcher() : null;
                 var sw = Stopwatch.StartNew();
@@ -390,7 +402,7 @@ internal static class BenchCommand
     /// <paramref name="draftAcceptance"/> each the reference token with that probability and a wrong one otherwise);
     /// every token must equal the plain run's.</summary>
     private static SpecRun Speculative(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, int drafts, double? draftAcceptance, Rng rng,
-        IActivationObserver? verifyObserver)
+        IPassObserver? verifyObserver)
     {
         int vocab = m.Config.VocabSize, goal = reference.Count - 1;
         var logits = new float[vocab];
@@ -418,9 +430,9 @@ internal static class BenchCommand
             pass[0] = next;
             speculator.Draft(cached, next, pass.AsSpan(1, k), choose);
             s.Observer = verifyObserver;
-            (verifyObserver as PartTimer)?.BeginPass();
+            verifyObserver?.BeginPass();
             ReadOnlySpan<float> rows = speculator.Verify(pass.AsSpan(0, 1 + k));
-            (verifyObserver as PartTimer)?.EndPass();
+            verifyObserver?.EndPass();
             s.Observer = null;
             cached.Add(next);
             passes++;
@@ -453,35 +465,14 @@ internal static class BenchCommand
     private static (double Plain, double Verify) CountExperts(DeepSeekModel m, InferenceSession s, int[] prompt, List<int> reference, int drafts, double? draftAcceptance)
     {
         if (m.Config.NRoutedExperts == 0) return (0, 0);
-        var counter = new ExpertCounter(m.Config);
-        var logits = new float[m.Config.VocabSize];
-        s.Reset();
-        if (prompt.Length > 0) s.Forward(prompt, logits, allPositions: false);
-        int[] one = [0];
-        s.Observer = counter;
-        for (int i = 0; i + 1 < reference.Count; i++)
-        {
-            one[0] = reference[i];
-            s.Forward(one, logits);
-            counter.EndPass();
-        }
-        s.Observer = null;
-        double plain = counter.Mean;
+        var plain = new ExpertCounter(m.Config);
+        Replay(m, s, 0, prompt, reference, plain); // speculation is measured from an empty cache
         var verify = new ExpertCounter(m.Config);
-        Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), new PassCounting(verify));
-        return (plain, verify.Mean);
+        Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), verify);
+        return (plain.Mean, verify.Mean);
     }
 
-    private sealed class PassCounting(ExpertCounter counter) : IActivationObserver
-    {
-        public void OnRouting(int layer, int position, ReadOnlySpan<int> experts, ReadOnlySpan<float> weights) => counter.OnRouting(layer, position, experts, weights);
-        public void OnTensor(string name, int layer, ReadOnlySpan<float> values, int rows, int cols)
-        {
-            if (name == TensorName.ResultNorm) counter.EndPass(); // the end of a main-model pass
-        }
-    }
-
-    private sealed class ExpertCounter(ModelConfig c) : IActivationObserver
+    private sealed class ExpertCounter(ModelConfig c) : IPassObserver
     {
         private readonly bool[,] _used = new bool[c.NLayers, Math.Max(1, c.NRoutedExperts)];
         private long _distinct, _layerPasses;
@@ -492,6 +483,8 @@ internal static class BenchCommand
         {
             foreach (int e in experts) _used[layer, e] = true;
         }
+
+        public void BeginPass() { }
 
         public void EndPass()
         {

@@ -3,11 +3,21 @@ using DeepSeekSharp.Model;
 
 namespace DeepSeekSharp.Cli;
 
+/// <summary>An observer told where each forward pass it watches begins and ends (<c>dss bench</c>'s per-pass counts and timings).</summary>
+internal interface IPassObserver : IActivationObserver
+{
+    /// <summary>Called just before a forward pass.</summary>
+    void BeginPass();
+
+    /// <summary>Called just after a forward pass.</summary>
+    void EndPass();
+}
+
 /// <summary>Where a forward pass spends its time, part by part (<c>dss bench --profile</c>): the time between two
 /// consecutive intermediates the model reports to its observer (<see cref="TensorName"/>) is charged to the part that
 /// produced the second, and the time from the final norm to the end of the pass to the output head. The observer
 /// only reads a clock, so the pass runs as it does unobserved.</summary>
-internal sealed class PartTimer : IActivationObserver
+internal sealed class PartTimer : IPassObserver
 {
     public const int Embedding = 0, Projections = 1, Attention = 2, OutputProjection = 3, Router = 4, Experts = 5, Mlp = 6,
         Norms = 7, Head = 8;
@@ -23,14 +33,13 @@ internal sealed class PartTimer : IActivationObserver
     /// <summary>Passes timed so far.</summary>
     public int Passes { get; private set; }
 
-    /// <summary>Call just before a forward pass.</summary>
     public void BeginPass()
     {
         _previous = null;
         _last = Stopwatch.GetTimestamp();
     }
 
-    /// <summary>Call just after a forward pass: what followed the final norm was the output head.</summary>
+    /// <summary>What followed the final norm was the output head.</summary>
     public void EndPass()
     {
         Charge(Head);
