@@ -16,6 +16,9 @@ internal sealed class AllocationProbe : PoolJob
         pool.Run(this, 2);
     }
 
+    /// <summary>The bytes the calling thread had allocated at the last read.</summary>
+    public long CallerBytes => ThreadIds[0] == Environment.CurrentManagedThreadId ? Bytes[0] : Bytes[1];
+
     /// <summary>The bytes the pool's worker (the thread that is not the caller) had allocated at the last read.</summary>
     public long WorkerBytes => ThreadIds[0] == Environment.CurrentManagedThreadId ? Bytes[1] : Bytes[0];
 

@@ -175,24 +175,16 @@ public class SessionTests
             {
                 // Everything the measurement needs is made before the first read: the windows hold only the steps.
                 var probe = new DeepSeekSharp.Tests.Kernels.AllocationProbe();
-                long[] before = new long[2], threads = new long[2];
                 long[] callerWindows = new long[3], workerWindows = new long[3];
                 probe.Read(two);
-                probe.Bytes.CopyTo(before, 0);
-                probe.ThreadIds.CopyTo(threads, 0);
-                Assert.NotEqual(threads[0], threads[1]);
+                Assert.NotEqual(probe.ThreadIds[0], probe.ThreadIds[1]);
+                long caller = probe.CallerBytes, worker = probe.WorkerBytes;
                 for (int w = 0; w < 3; w++)
                 {
                     for (int i = 0; i < 5; i++) s.Forward(token, logits);
                     probe.Read(two);
-                    for (int k = 0; k < 2; k++)
-                    {
-                        int j = probe.ThreadIds[0] == threads[k] ? 0 : 1;
-                        long allocated = probe.Bytes[j] - before[k];
-                        before[k] = probe.Bytes[j];
-                        if (threads[k] == Environment.CurrentManagedThreadId) callerWindows[w] = allocated;
-                        else workerWindows[w] = allocated;
-                    }
+                    (callerWindows[w], workerWindows[w]) = (probe.CallerBytes - caller, probe.WorkerBytes - worker);
+                    (caller, worker) = (probe.CallerBytes, probe.WorkerBytes);
                 }
                 return (callerWindows, workerWindows);
             }
