@@ -28,8 +28,8 @@ internal static class AttentionBench
             int n = AbsorbedBlocks.Blocks(depth);
             void Attend()
             {
-                for (int b = 0; b < n; b++) blocks.Attend(0, b, cache, depth, 0.07f);
-                for (int h = 0; h < heads; h++) blocks.Merge(n, h, 0);
+                for (int b = 0; b < n; b++) blocks.Attend(0, b, b, cache, depth, 0.07f);
+                for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
             }
             double seconds = Seconds(Attend), flops = 2.0 * heads * depth * (width + rank);
             Console.WriteLine($"depth {depth,6}: {seconds * 1e3,8:F3} ms  {flops / seconds / 1e9,6:F1} GFLOP/s  cache {depth * width * 4.0 / seconds / 1e9,5:F1} GB/s");

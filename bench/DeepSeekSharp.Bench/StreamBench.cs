@@ -15,13 +15,15 @@ namespace DeepSeekSharp.Bench;
 /// <c>--in-cache</c> instead times one [128, 2048] matrix (at most 278 KB: inside L2) on one thread, its activations
 /// prepared once and its rows run 64 times per timed pass, best of 300 passes: the kernel's arithmetic speed with
 /// memory and per-call work out of the way, what it needs to exceed one core's read bandwidth.
-/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [FORMAT ...]</c></summary>
+/// <c>--tokens N</c> multiplies N tokens at once, as a verify pass of N − 1 drafts does its dense products.
+/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [--tokens N] [FORMAT ...]</c></summary>
 internal static unsafe class StreamBench
 {
     public static void Run(string[] args)
     {
         bool inCache = args.Contains("--in-cache");
-        string[] only = [.. args.Where(a => a != "--in-cache")];
+        int at = Array.IndexOf(args, "--tokens"), n = at >= 0 ? int.Parse(args[at + 1]) : 1;
+        string[] only = [.. args.Where((a, i) => a != "--in-cache" && (at < 0 || i < at || i > at + 1))];
         int rows = inCache ? 128 : 4096, count = inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
         const int inCacheRepeats = 64;
         const int cols = 2048;
@@ -29,8 +31,9 @@ internal static unsafe class StreamBench
             : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
         var rng = new Random(1);
         float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
-        float[] x = Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
-        var y = new float[rows];
+        float[] x = Enumerable.Range(0, n * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        var y = new float[n * rows];
+        if (n > 1) Console.WriteLine($"{n} tokens a product");
         Console.WriteLine(KernelPaths.Describe());
         foreach (WeightFormat f in formats)
         {
@@ -42,7 +45,7 @@ internal static unsafe class StreamBench
             layouts.Add((layouts.Count > 0 ? "interleaved" : "", Enumerable.Range(0, count).Select(_ => Make(f, rows, cols, w, tiles: true)).ToArray()));
             if (inCache)
             {
-                var prepared = layouts.Select(l => l.Ms[0].PrepareFor(x, 1, new QuantizedActivations())).ToArray();
+                var prepared = layouts.Select(l => l.Ms[0].PrepareFor(x, n, new QuantizedActivations())).ToArray();
                 var fastest = new double[layouts.Count];
                 Array.Fill(fastest, double.MaxValue);
                 for (int pass = 0; pass < passes; pass++)
@@ -50,7 +53,7 @@ internal static unsafe class StreamBench
                     {
                         Matrix m = layouts[i].Ms[0];
                         var sw = Stopwatch.StartNew();
-                        for (int r = 0; r < inCacheRepeats; r++) m.ForwardRows(prepared[i], x, y, 0, rows);
+                        for (int r = 0; r < inCacheRepeats; r++) m.ForwardRows(prepared[i], x, n, y, rows, 0, rows);
                         if (pass >= warmUp) fastest[i] = Math.Min(fastest[i], sw.Elapsed.TotalSeconds);
                     }
                 for (int i = 0; i < layouts.Count; i++)
@@ -71,7 +74,7 @@ internal static unsafe class StreamBench
                         for (int i = 0; i < layouts.Count; i++)
                         {
                             var sw = Stopwatch.StartNew();
-                            foreach (Matrix m in layouts[i].Ms) m.Forward(x, y, 1);
+                            foreach (Matrix m in layouts[i].Ms) m.Forward(x, y, n);
                             if (pass >= warmUp) best[i] = Math.Min(best[i], sw.Elapsed.TotalSeconds);
                         }
                     double read = ReadBandwidth.Measure(threads);

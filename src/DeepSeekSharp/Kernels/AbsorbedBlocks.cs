@@ -5,7 +5,8 @@ namespace DeepSeekSharp.Kernels;
 /// head's max score, Σ exp and unnormalised output (<see cref="LatentAttention.AbsorbedBlock"/>) for the token being
 /// attended, merged per head in block order (<see cref="LatentAttention.AbsorbedMerge"/>) into that token's latent.
 /// Several tokens' queries and latents are kept so that the projections into and out of the latent space read their
-/// weights once for all of them. The head padding and block size are this kernel's business; callers see tokens,
+/// weights once for all of them, and block results are kept in <see cref="Slots"/> slots so that several tokens can
+/// attend at once (a token's blocks in consecutive slots, wherever its first one is). The head padding and block size are this kernel's business; callers see tokens,
 /// heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
 public sealed class AbsorbedBlocks
 {
@@ -13,20 +14,24 @@ public sealed class AbsorbedBlocks
     /// <summary>Tokens whose queries and latents are held at once.</summary>
     public const int Tokens = 8;
 
+    /// <summary>Block results held at once: every block of the capacity, and at least four blocks of every token
+    /// (a pass of <see cref="Tokens"/> tokens up to 256 positions deep attends at once).</summary>
+    public int Slots { get; }
+
     private readonly float[] _queries; // [Tokens, padded heads, rank + rope] head h's [q_latent | q_pe]; padding heads stay zero
-    private readonly float[] _out;     // [blocks, padded heads, rank] unnormalised Σ exp(score − max) · c_kv per block
-    private readonly float[] _max;     // [blocks, padded heads] the block's max score per head
-    private readonly float[] _sum;     // [blocks, padded heads] Σ exp(score − max)
+    private readonly float[] _out;     // [slots, padded heads, rank] unnormalised Σ exp(score − max) · c_kv per block
+    private readonly float[] _max;     // [slots, padded heads] the block's max score per head
+    private readonly float[] _sum;     // [slots, padded heads] Σ exp(score − max)
     private readonly float[] _latent;  // [heads, Tokens, rank] each head's merged Σ p c_kv per token
 
     private AbsorbedBlocks(int heads, int rank, int rope, int capacity)
     {
         (_heads, _padded, _rank, _width) = (heads, LatentAttention.PaddedHeads(heads), rank, rank + rope);
-        int blocks = Blocks(capacity);
+        Slots = Math.Max(Blocks(capacity), 4 * Tokens);
         _queries = new float[Tokens * _padded * _width];
-        _out = new float[blocks * _padded * rank];
-        _max = new float[blocks * _padded];
-        _sum = new float[blocks * _padded];
+        _out = new float[Slots * _padded * rank];
+        _max = new float[Slots * _padded];
+        _sum = new float[Slots * _padded];
         _latent = new float[heads * Tokens * rank];
     }
 
@@ -50,22 +55,27 @@ public sealed class AbsorbedBlocks
     }
 
     /// <summary>Attention of token <paramref name="t"/>'s every head over block <paramref name="block"/> of
-    /// <paramref name="cache"/>'s first <paramref name="count"/> rows ([count, rank + rope]).</summary>
-    public void Attend(int t, int block, ReadOnlySpan<float> cache, int count, float scale)
+    /// <paramref name="cache"/>'s first <paramref name="count"/> rows ([count, rank + rope]), kept in
+    /// <paramref name="slot"/>.</summary>
+    public void Attend(int t, int block, int slot, ReadOnlySpan<float> cache, int count, float scale)
     {
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
+        if ((uint)slot >= (uint)Slots) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"{Slots} slots");
         int s0 = block * LatentAttention.BlockPositions, n = Math.Min(LatentAttention.BlockPositions, count - s0);
         LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), cache.Slice(s0 * _width, n * _width), n, _rank, _width - _rank, scale,
-            _out.AsSpan(block * _padded * _rank, _padded * _rank), _max.AsSpan(block * _padded, _padded), _sum.AsSpan(block * _padded, _padded));
+            _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
     }
 
-    /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> (the token last attended) from
-    /// the first <paramref name="blocks"/> blocks, kept as row t of <see cref="Latents"/>(h, ..).</summary>
-    public void Merge(int blocks, int h, int t)
+    /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> from its
+    /// <paramref name="blocks"/> blocks, kept in slots <paramref name="first"/> onwards, as row t of
+    /// <see cref="Latents"/>(h, ..).</summary>
+    public void Merge(int first, int blocks, int h, int t)
     {
         if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
-        LatentAttention.AbsorbedMerge(blocks, _padded, h, _out, _max, _sum, _latent.AsSpan((h * Tokens + t) * _rank, _rank));
+        if (first < 0 || blocks < 1 || first + blocks > Slots) throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"slots {first}.. of {Slots}");
+        LatentAttention.AbsorbedMerge(blocks, _padded, h, _out.AsSpan(first * _padded * _rank), _max.AsSpan(first * _padded), _sum.AsSpan(first * _padded),
+            _latent.AsSpan((h * Tokens + t) * _rank, _rank));
     }
 
     /// <summary>Head h's merged latents of tokens 0 .. <paramref name="tokens"/> − 1 ([tokens, rank]).</summary>

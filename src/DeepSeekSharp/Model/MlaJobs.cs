@@ -4,13 +4,14 @@ namespace DeepSeekSharp.Model;
 
 /// <summary>Absorbed attention of decoded tokens through <see cref="AbsorbedBlocks"/>, up to
 /// <see cref="AbsorbedBlocks.Tokens"/> tokens at a time: fold every token's queries into the latent space (heads four
-/// a chunk, W_UK read once for all the tokens), then per token attend over the cache blocks (a block a chunk: each
-/// block of the cache is read once for all heads, and the threads share the positions) and merge each head's blocks;
-/// the last token's merge step also projects every token's latents back with W_UV (heads four a chunk, read once).
-/// One token takes three parallel steps, as before batching; a speculative pass of four reads the two per-head
-/// matrices once instead of four times and takes nine steps instead of twelve. Each token's products are the bits
-/// it gets alone (every weight format gives a token the same bits whatever number of tokens shares a product), and
-/// block boundaries are fixed, so the result depends neither on the tokens decoded together nor on the thread count.</summary>
+/// a chunk, W_UK read once for all the tokens), then attend over the cache blocks (a block of a token a chunk: each
+/// block of the cache is read once for all heads, the threads share the blocks of every token whose results the
+/// blocks' slots hold at once) and merge each head's blocks per token; the last merge step also projects every
+/// token's latents back with W_UV (heads four a chunk, read once). A speculative pass of four tokens a few hundred
+/// positions deep takes the three parallel steps one token takes; deeper, tokens attend in as many turns as the slots
+/// need. Each token's products are the bits it gets alone (every weight format gives a token the same bits whatever
+/// number of tokens shares a product), and block boundaries are fixed, so the result depends neither on the tokens
+/// decoded together nor on the thread count.</summary>
 internal sealed unsafe class AbsorbedDecode
 {
     [ThreadStatic] private static AbsorbedDecode? _mine;
@@ -22,7 +23,9 @@ internal sealed unsafe class AbsorbedDecode
     private AttentionWeights _w = null!;
     private AbsorbedBlocks _blocks = null!;
     private float* _q, _cache, _attn; // q [n, H, D | R]; cache [positions, C | R]; attn [n, H, V]
-    private int _t0, _tokens, _t, _count; // tokens _t0 .. _t0 + _tokens − 1 folded; _t of them attending over _count positions
+    private int _pos0, _t0, _tokens;      // tokens _t0 .. _t0 + _tokens − 1 folded, the first at position _pos0 + _t0
+    private int _first, _end;             // of those, _first .. _end − 1 attending
+    private readonly int[] _slot = new int[AbsorbedBlocks.Tokens + 1]; // attending token _first + i's first slot; then the slots in use
     private float _scale;
     private float[] _in = [], _out = []; // per head: the tokens' q_nope [Tokens, D] to fold; the products [Tokens, max(C, V)]
 
@@ -42,20 +45,33 @@ internal sealed unsafe class AbsorbedDecode
             d._q = pq;
             d._cache = pc;
             d._attn = pa;
+            d._pos0 = pos0;
             for (d._t0 = 0; d._t0 < n; d._t0 += AbsorbedBlocks.Tokens)
             {
                 d._tokens = Math.Min(AbsorbedBlocks.Tokens, n - d._t0);
                 WorkerPool.Shared.Run(d._fold, blocks.HeadGroups);
-                for (d._t = 0; d._t < d._tokens; d._t++)
+                for (d._first = 0; d._first < d._tokens; d._first = d._end)
                 {
-                    d._count = pos0 + d._t0 + d._t + 1; // causal: positions 0..pos0+t
-                    WorkerPool.Shared.Run(d._attend, AbsorbedBlocks.Blocks(d._count));
+                    // As many tokens as the slots hold attend together; a token's blocks alone always fit.
+                    int slots = 0;
+                    for (d._end = d._first; d._end < d._tokens; d._end++)
+                    {
+                        int need = AbsorbedBlocks.Blocks(d.Count(d._end));
+                        if (d._end > d._first && slots + need > blocks.Slots) break;
+                        d._slot[d._end - d._first] = slots;
+                        slots += need;
+                    }
+                    d._slot[d._end - d._first] = slots;
+                    WorkerPool.Shared.Run(d._attend, slots);
                     WorkerPool.Shared.Run(d._merge, blocks.HeadGroups);
                 }
             }
             (d._w, d._blocks) = (null!, null!);
         }
     }
+
+    /// <summary>Cached positions folded token t attends over (causal: 0 .. its own).</summary>
+    private int Count(int t) => _pos0 + _t0 + t + 1;
 
     /// <summary>Room for every head's products of <see cref="AbsorbedBlocks.Tokens"/> tokens (grown once per model shape).</summary>
     private void Reserve(ModelConfig c)
@@ -99,14 +115,20 @@ internal sealed unsafe class AbsorbedDecode
         }
     }
 
-    /// <summary>Every head of the attending token over one block of cached positions.</summary>
+    /// <summary>Every head of one attending token over one block of cached positions: slot s holds block
+    /// s − first slot of the token whose slots it is in.</summary>
     private sealed class AttendBlocks(AbsorbedDecode d) : PoolJob
     {
-        public override void Execute(int block) =>
-            d._blocks.Attend(d._t, block, new ReadOnlySpan<float>(d._cache, d._count * d._c.LatentCacheWidth), d._count, d._scale);
+        public override void Execute(int slot)
+        {
+            int i = 0;
+            while (d._slot[i + 1] <= slot) i++;
+            int count = d.Count(d._first + i);
+            d._blocks.Attend(d._first + i, slot - d._slot[i], slot, new ReadOnlySpan<float>(d._cache, count * d._c.LatentCacheWidth), count, d._scale);
+        }
     }
 
-    /// <summary>Head h's latent Σ p c_kv of the attending token merged over the blocks; after the last token, every
+    /// <summary>Head h's latent Σ p c_kv of each attending token merged over its blocks; after the last token, every
     /// token's out_h = W_UV[h] latent (kv_b_proj's v rows of h, one product for all the tokens).</summary>
     private sealed class MergeAndProject(AbsorbedDecode d) : PoolJob
     {
@@ -116,8 +138,9 @@ internal sealed unsafe class AbsorbedDecode
             int nope = c.QkNopeHeadDim, v = c.VHeadDim, tokens = d._tokens;
             for (int h = 4 * group; h < Math.Min(c.NHeads, 4 * group + 4); h++)
             {
-                d._blocks.Merge(AbsorbedBlocks.Blocks(d._count), h, d._t);
-                if (d._t + 1 < tokens) continue;
+                for (int t = d._first; t < d._end; t++)
+                    d._blocks.Merge(d._slot[t - d._first], AbsorbedBlocks.Blocks(d.Count(t)), h, t);
+                if (d._end < tokens) continue;
                 Span<float> y = d.Out(h, v);
                 d._w.WkvB.Forward(d._blocks.Latents(h, tokens), y, tokens, h * (nope + v) + nope, v);
                 for (int i = 0; i < tokens; i++)

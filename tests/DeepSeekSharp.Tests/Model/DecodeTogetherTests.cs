@@ -20,20 +20,41 @@ public class DecodeTogetherTests
 
     [Theory]
     [MemberData(nameof(Models))]
-    public void SeveralTokensInOnePass_GetTheBitsOfOneStepEach(string name)
+    public void SeveralTokensInOnePass_GetTheBitsOfOneStepEach(string name) =>
+        // Prompts of 5 and 70 tokens: the second pass's attention crosses a block of cached positions (64).
+        AssertTogetherAsAlone(Load(name), name, [5, 70], capacity: 128);
+
+    /// <summary>300 positions deep, eight tokens need five blocks each, more than the 32 slots block results are kept
+    /// in: the tokens attend in turns, and still get their own bits. (The golden models stop at 128 positions, so a
+    /// copy of v3-tiny allows 512.)</summary>
+    [Theory]
+    [InlineData(null)]
+    [InlineData(WeightFormat.Q4_K)]
+    public void TokensWhoseBlocksOutnumberTheSlots_AttendInTurns_AndGetTheBitsOfOneStepEach(WeightFormat? quantize)
     {
-        DeepSeekModel m = Load(name);
+        using TempDir dir = TempDir.CopyOf("v3-tiny");
+        string config = dir.File("config.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
+        json["max_position_embeddings"] = 512;
+        File.WriteAllText(config, json.ToJsonString());
+        using DeepSeekModel m = DeepSeekModel.Load(dir.Path, new LoadOptions { Quantize = quantize });
+        ModelConfig c = m.Config; // the slots counted on above, where the CPU has the blocked path
+        Assert.Equal(32, DeepSeekSharp.Kernels.AbsorbedBlocks.For(c.NHeads, c.KvLoraRank, c.QkRopeHeadDim, 320)?.Slots ?? 32);
+        AssertTogetherAsAlone(m, $"v3-tiny {quantize}", [300], capacity: 320);
+    }
+
+    private static void AssertTogetherAsAlone(DeepSeekModel m, string name, int[] promptLengths, int capacity)
+    {
         int vocab = m.Config.VocabSize;
         var rng = new Random(name.Length);
-        // Prompts of 5 and 70 tokens: the second pass's attention crosses a block of cached positions (64).
-        foreach (int promptLength in new[] { 5, 70 })
+        foreach (int promptLength in promptLengths)
         {
             int[] prompt = [.. Enumerable.Range(0, promptLength).Select(_ => rng.Next(2, vocab))];
             // 1 to 4 tokens (a pass of up to three drafts), and 10: more than one group of folded queries (8).
             foreach (int n in new[] { 1, 2, 3, 4, 10 })
             {
                 int[] tokens = [.. Enumerable.Range(0, n).Select(_ => rng.Next(2, vocab))];
-                using InferenceSession together = m.CreateSession(128), alone = m.CreateSession(128);
+                using InferenceSession together = m.CreateSession(capacity), alone = m.CreateSession(capacity);
                 var logits = new float[promptLength * vocab];
                 together.Forward(prompt, logits, allPositions: false);
                 alone.Forward(prompt, logits, allPositions: false);
