@@ -9,7 +9,7 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss bench --model PATH [--quantize q8_0|q4_k|bf16|f32] [--mmap] [--prompt-tokens 512] [--gen-tokens 128]
+/// <summary><c>dss bench --model PATH [--quantize q8_0|q4_k|bf16|f32] [--mmap] [--cache-type f32|bf16] [--prompt-tokens 512] [--gen-tokens 128]
 /// [--threads N] [--repeat R] [--speculative mtp [--speculative-tokens K] [--draft-acceptance P]] [--profile] [--json]</c> and <c>dss bench --memory</c>.</summary>
 internal static class BenchCommand
 {
@@ -59,7 +59,7 @@ internal static class BenchCommand
                 "with --speculative, of a verify pass too) and report milliseconds per step",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
-            { model, quantize, mmap, noMmap, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, profile, json, memory, cpu };
+            { model, quantize, mmap, noMmap, loading.CacheType, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, profile, json, memory, cpu };
         cmd.SetAction(r =>
         {
             if (r.GetValue(cpu))
@@ -100,7 +100,7 @@ internal static class BenchCommand
             if (r.GetValue(threads) is { } t) WorkerPool.Configure(t);
             WeightFormat? format = ModelLoading.Format(r.GetValue(quantize));
             var clock = Stopwatch.StartNew();
-            using DeepSeekModel m = ModelLoading.Load(path, format, r.GetValue(mmap) && !r.GetValue(noMmap), stderr);
+            using DeepSeekModel m = ModelLoading.Load(path, format, r.GetValue(mmap) && !r.GetValue(noMmap), stderr, loading.CacheFormat(r));
             if (speculate && m.MtpLayers == 0 && acceptance is null)
                 throw new ArgumentException($"{path} has no MTP module (num_nextn_predict_layers = 0): speculation drafts nothing; measure the mechanics with --draft-acceptance P");
             double loadSeconds = clock.Elapsed.TotalSeconds;
@@ -112,7 +112,7 @@ internal static class BenchCommand
                 ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
             long rss = PeakRss();
             // A decoded token reads its active weights and the latent cache of every layer up to its position.
-            long cacheBytes = (long)(cached + prompt + gen / 2.0) * m.Config.NLayers * m.Config.LatentCacheWidth * sizeof(float);
+            long cacheBytes = (long)((cached + prompt + gen / 2.0) * m.Config.NLayers * m.Config.LatentCacheWidth * (m.CacheFormat == LatentCacheFormat.BF16 ? 2 : 4));
             long active = ActiveBytesPerToken(m) + cacheBytes;
             double gbs = active * res.DecodeTokS / 1e9;
             // Each run's decode GB/s against the mean of the reads just before and just after it (the host's bandwidth drifts).
@@ -124,7 +124,7 @@ internal static class BenchCommand
                 {
                     prefill_tok_s = res.PrefillTokS, decode_tok_s = res.DecodeTokS, active_bytes_per_token = active, decode_gb_s = gbs,
                     peak_rss_bytes = rss, load_s = loadSeconds, weight_bytes = m.WeightBytes, threads = WorkerPool.Shared.Threads,
-                    prompt_tokens = prompt, gen_tokens = gen, depth = cached, cache_bytes_per_token = cacheBytes, format = format?.ToString() ?? "stored",
+                    prompt_tokens = prompt, gen_tokens = gen, depth = cached, cache_bytes_per_token = cacheBytes, format = format?.ToString() ?? "stored", cache_type = m.CacheFormat.ToString().ToLowerInvariant(),
                     read_gb_s = readGbs, decode_of_read = ofRead,
                     speculative = res.Spec is { } sp ? new
                     {

@@ -94,8 +94,8 @@ public sealed class BatchScheduler : IGenerationEngine, IDisposable
         if (ContextLength < 2 || ContextLength > model.Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(options), ContextLength, $"context length must be in [2, max_position_embeddings = {model.Config.MaxPositionEmbeddings}]");
         ModelConfig c = model.Config;
-        _slots = Enumerable.Range(0, options.MaxBatch).Select(_ => new Slot(new LatentKvCache(c.NLayers, c.LatentCacheWidth, ContextLength),
-            model.MtpLayers > 0 ? new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, ContextLength) : null, c.Dim)).ToArray();
+        _slots = Enumerable.Range(0, options.MaxBatch).Select(_ => new Slot(new LatentKvCache(c.NLayers, c.LatentCacheWidth, ContextLength, model.CacheFormat),
+            model.MtpLayers > 0 ? new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, ContextLength, model.CacheFormat) : null, c.Dim)).ToArray();
         _state = new RunState(c, ContextLength);
         _mtp = new MtpBatch(c, options.MaxBatch, options.PrefillChunk);
         model.PreparePoolThreads(options.MaxBatch);

@@ -82,12 +82,14 @@ public sealed class PrefixCache : IDisposable
         get { lock (_lock) return new(_hits, _misses, _bytes, _diskBytes, _blocks.Count, _evictions, _diskErrors); }
     }
 
-    /// <summary>A SHA-256 over the model's configuration and every weight matrix's format, shape and first and last
-    /// rows' values: equal for the same checkpoint loaded the same way, different for other weights or formats.</summary>
+    /// <summary>A SHA-256 over the model's configuration, its latent cache's format and every weight matrix's format,
+    /// shape and first and last rows' values: equal for the same checkpoint loaded the same way, different for other
+    /// weights or formats (rows cached as bfloat16 are never restored into a float32 cache, nor the other way).</summary>
     public static byte[] ModelIdentity(DeepSeekModel model)
     {
         using var h = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         h.AppendData(System.Text.Encoding.UTF8.GetBytes(model.Config.ToString()));
+        h.AppendData(System.Text.Encoding.UTF8.GetBytes($"latent cache {model.CacheFormat}"));
         Span<byte> dims = stackalloc byte[12];
         float[] row = [];
         foreach (Linear.Matrix m in model.Weights.AllMatrices())
@@ -124,12 +126,12 @@ public sealed class PrefixCache : IDisposable
                 if (block is null || mtp is not null && block.Mtp is null) break;
                 Touch(block);
                 for (int l = 0; l < _layers; l++)
-                    block.Main.AsSpan(l * b * _width, b * _width).CopyTo(main.Layer(l).Slice(pos * _width));
+                    main.WriteRows(l, pos, block.Main.AsSpan(l * b * _width, b * _width));
                 if (mtp is not null)
                     for (int l = 0; l < _mtpLayers; l++)
                     {
                         int skip = pos == 0 ? 1 : 0; // the first block's row −1 does not exist
-                        block.Mtp!.AsSpan((l * b + skip) * _width, (b - skip) * _width).CopyTo(mtp.Layer(l).Slice((pos - 1 + skip) * _width));
+                        mtp.WriteRows(l, pos - 1 + skip, block.Mtp!.AsSpan((l * b + skip) * _width, (b - skip) * _width));
                     }
                 pos += b;
             }
@@ -188,7 +190,7 @@ public sealed class PrefixCache : IDisposable
                 }
                 var main_ = new float[_layers * b * _width];
                 for (int l = 0; l < _layers; l++)
-                    main.Layer(l).Slice(pos * _width, b * _width).CopyTo(main_.AsSpan(l * b * _width));
+                    main.ReadRows(l, pos, main_.AsSpan(l * b * _width, b * _width));
                 block = new Block(key, tokens.Slice(pos, b).ToArray(), main_) { Mtp = mtpRows ? CopyMtp(mtp!, pos) : null };
                 Add(block);
             }
@@ -202,7 +204,7 @@ public sealed class PrefixCache : IDisposable
         var rows = new float[_mtpLayers * b * _width];
         int skip = pos == 0 ? 1 : 0;
         for (int l = 0; l < _mtpLayers; l++)
-            mtp.Layer(l).Slice((pos - 1 + skip) * _width, (b - skip) * _width).CopyTo(rows.AsSpan((l * b + skip) * _width));
+            mtp.ReadRows(l, pos - 1 + skip, rows.AsSpan((l * b + skip) * _width, (b - skip) * _width));
         return rows;
     }
 

@@ -59,10 +59,18 @@ public sealed class AbsorbedBlocks
     /// <paramref name="slot"/>.</summary>
     public void Attend(int t, int block, int slot, ReadOnlySpan<float> cache, int count, float scale)
     {
+        int s0 = block * LatentAttention.BlockPositions, n = Math.Min(LatentAttention.BlockPositions, count - s0);
+        AttendRows(t, slot, cache.Slice(s0 * _width, n * _width), n, scale);
+    }
+
+    /// <summary>Attention of token <paramref name="t"/>'s every head over the <paramref name="n"/> rows of one block
+    /// ([n, rank + rope], at most <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>.</summary>
+    public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale)
+    {
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         if ((uint)slot >= (uint)Slots) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"{Slots} slots");
-        int s0 = block * LatentAttention.BlockPositions, n = Math.Min(LatentAttention.BlockPositions, count - s0);
-        LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), cache.Slice(s0 * _width, n * _width), n, _rank, _width - _rank, scale,
+        if (n < 1 || n > LatentAttention.BlockPositions) throw new ArgumentOutOfRangeException(nameof(n), n, $"1 to {LatentAttention.BlockPositions} rows a block");
+        LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
             _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
     }
 

@@ -18,9 +18,10 @@ public sealed class DeepSeekModel : IDisposable
 {
     private readonly IDisposable? _files;
 
-    private DeepSeekModel(string path, ModelConfig config, ModelWeights weights, IDisposable? files)
+    private DeepSeekModel(string path, ModelConfig config, ModelWeights weights, IDisposable? files, LatentCacheFormat cacheFormat)
     {
         _files = files;
+        CacheFormat = cacheFormat;
         Path = path;
         Config = config;
         Weights = weights;
@@ -31,6 +32,9 @@ public sealed class DeepSeekModel : IDisposable
     public ModelConfig Config { get; }
     public ModelWeights Weights { get; }
     internal Transformer Transformer { get; }
+
+    /// <summary>How sessions and batch slots of this model hold their latent caches (<see cref="LoadOptions.CacheFormat"/>).</summary>
+    public LatentCacheFormat CacheFormat { get; }
 
     /// <summary>Number of multi-token-prediction modules whose weights were loaded.</summary>
     public int MtpLayers => Weights.Mtp.Length;
@@ -50,9 +54,9 @@ public sealed class DeepSeekModel : IDisposable
         {
             var reader = new TensorReader(checkpoint, config.Fp8BlockSize ?? (128, 128));
             ModelWeights weights = new WeightLoader(config, reader, options).Load();
-            if (options.MemoryMap) return new DeepSeekModel(path, config, weights, checkpoint); // weights point into the files
+            if (options.MemoryMap) return new DeepSeekModel(path, config, weights, checkpoint, options.CacheFormat); // weights point into the files
             checkpoint.Dispose();
-            return new DeepSeekModel(path, config, weights, null);
+            return new DeepSeekModel(path, config, weights, null, options.CacheFormat);
         }
         catch
         {
@@ -67,8 +71,9 @@ public sealed class DeepSeekModel : IDisposable
     public static DeepSeekModel FromSource(ModelConfig config, ITensorSource source, LoadOptions? options = null, string path = "(in memory)")
     {
         config.Validate();
-        ModelWeights weights = new WeightLoader(config, source, (options ?? new LoadOptions()) with { MemoryMap = false }).Load();
-        return new DeepSeekModel(path, config, weights, null);
+        options ??= new LoadOptions();
+        ModelWeights weights = new WeightLoader(config, source, options with { MemoryMap = false }).Load();
+        return new DeepSeekModel(path, config, weights, null, options.CacheFormat);
     }
 
     private static DeepSeekModel LoadGguf(string path, LoadOptions options)
@@ -78,9 +83,9 @@ public sealed class DeepSeekModel : IDisposable
         {
             ModelConfig config = Deepseek2Gguf.ReadConfig(gguf);
             ModelWeights weights = new WeightLoader(config, new GgufTensorSource(gguf, config), options).Load();
-            if (options.MemoryMap) return new DeepSeekModel(path, config, weights, gguf);
+            if (options.MemoryMap) return new DeepSeekModel(path, config, weights, gguf, options.CacheFormat);
             gguf.Dispose();
-            return new DeepSeekModel(path, config, weights, null);
+            return new DeepSeekModel(path, config, weights, null, options.CacheFormat);
         }
         catch
         {

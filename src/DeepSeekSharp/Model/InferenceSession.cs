@@ -16,8 +16,8 @@ public sealed class InferenceSession : IDisposable
         _model = model;
         ModelConfig c = model.Config;
         _state = new RunState(c, capacity);
-        _cache = new LatentKvCache(c.NLayers, c.LatentCacheWidth, capacity);
-        if (model.MtpLayers > 0) _mtpCache = new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, capacity);
+        _cache = new LatentKvCache(c.NLayers, c.LatentCacheWidth, capacity, model.CacheFormat);
+        if (model.MtpLayers > 0) _mtpCache = new LatentKvCache(model.MtpLayers, c.LatentCacheWidth, capacity, model.CacheFormat);
         model.PreparePoolThreads();
     }
 

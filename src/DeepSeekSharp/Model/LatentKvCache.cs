@@ -1,32 +1,93 @@
+using System.Runtime.Intrinsics;
+using DeepSeekSharp.Tensors;
+
 namespace DeepSeekSharp.Model;
 
+/// <summary>How a latent cache holds its values.</summary>
+public enum LatentCacheFormat
+{
+    /// <summary>float32: what the model computed (the default).</summary>
+    F32,
+
+    /// <summary>bfloat16, rounded to nearest even as each row is written: half the memory and half the bytes a deep
+    /// decode step reads, at the cost of the rounding (llama.cpp's <c>-ctk bf16</c>).</summary>
+    BF16,
+}
+
 /// <summary>The MLA cache of one sequence: per layer and position only <c>[c_kv (kv_lora_rank) | k_pe
-/// (qk_rope_head_dim)]</c> — the normalised latent and the rotated rotary key shared by all heads.</summary>
+/// (qk_rope_head_dim)]</c> — the normalised latent and the rotated rotary key shared by all heads — as float32 or
+/// bfloat16 (<see cref="Format"/>). Rows go in and out as float32 (<see cref="WriteRows"/>, <see cref="ReadRows"/>);
+/// attention reads a float32 cache in place (<see cref="Layer"/>) and a bfloat16 one widened block by block.</summary>
 public sealed class LatentKvCache
 {
-    private readonly float[][] _layers; // [layers][capacity, Width]
+    private readonly float[][] _f32;   // [layers][capacity, Width], or empty
+    private readonly ushort[][] _bf16; // [layers][capacity, Width], or empty
 
-    public LatentKvCache(int layers, int width, int capacity)
+    public LatentKvCache(int layers, int width, int capacity, LatentCacheFormat format = LatentCacheFormat.F32)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(layers);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(width);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+        if (!Enum.IsDefined(format)) throw new ArgumentOutOfRangeException(nameof(format), format, "F32 or BF16");
         Width = width;
         Capacity = capacity;
-        _layers = new float[layers][];
-        for (int l = 0; l < layers; l++) _layers[l] = new float[checked(capacity * width)];
+        Format = format;
+        Layers = layers;
+        _f32 = format == LatentCacheFormat.F32 ? [.. Enumerable.Range(0, layers).Select(_ => new float[checked(capacity * width)])] : [];
+        _bf16 = format == LatentCacheFormat.BF16 ? [.. Enumerable.Range(0, layers).Select(_ => new ushort[checked(capacity * width)])] : [];
     }
 
     /// <summary>Values per position per layer (kv_lora_rank + qk_rope_head_dim).</summary>
     public int Width { get; }
     public int Capacity { get; }
-    public int Layers => _layers.Length;
+    public int Layers { get; }
+    public LatentCacheFormat Format { get; }
     /// <summary>Positions filled.</summary>
     public int Length { get; private set; }
-    public long BytesPerToken => (long)Layers * Width * sizeof(float);
+    public long BytesPerToken => (long)Layers * Width * (Format == LatentCacheFormat.BF16 ? sizeof(ushort) : sizeof(float));
 
-    /// <summary>All rows of a layer [Capacity, Width]; rows ≥ <see cref="Length"/> are being written by the step in flight.</summary>
-    public Span<float> Layer(int layer) => _layers[layer];
+    /// <summary>All rows of a float32 cache's layer [Capacity, Width]; rows ≥ <see cref="Length"/> are being written by
+    /// the step in flight.</summary>
+    public Span<float> Layer(int layer) => Format == LatentCacheFormat.F32 ? _f32[layer]
+        : throw new InvalidOperationException("a bfloat16 latent cache has no float32 rows: use ReadRows");
+
+    /// <summary>All rows of a bfloat16 cache's layer [Capacity, Width].</summary>
+    internal Span<ushort> Bf16Layer(int layer) => Format == LatentCacheFormat.BF16 ? _bf16[layer]
+        : throw new InvalidOperationException("a float32 latent cache has no bfloat16 rows");
+
+    /// <summary>Rows <paramref name="start"/> .. of a layer as float32 (as many as <paramref name="rows"/> holds).</summary>
+    public void ReadRows(int layer, int start, Span<float> rows)
+    {
+        if (Format == LatentCacheFormat.F32) _f32[layer].AsSpan(start * Width, rows.Length).CopyTo(rows);
+        else Widen(_bf16[layer].AsSpan(start * Width, rows.Length), rows);
+    }
+
+    /// <summary>Writes rows <paramref name="start"/> .. of a layer (a bfloat16 cache rounds them to nearest even).</summary>
+    public void WriteRows(int layer, int start, ReadOnlySpan<float> rows)
+    {
+        if (Format == LatentCacheFormat.F32)
+        {
+            rows.CopyTo(_f32[layer].AsSpan(start * Width, rows.Length));
+            return;
+        }
+        Span<ushort> dst = _bf16[layer].AsSpan(start * Width, rows.Length);
+        for (int i = 0; i < rows.Length; i++) dst[i] = NumberFormats.FloatToBF16(rows[i]);
+    }
+
+    /// <summary>bfloat16 values as float32 (each the top half of its float: exact).</summary>
+    internal static void Widen(ReadOnlySpan<ushort> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("destination shorter than source", nameof(destination));
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 16 <= source.Length; i += 16)
+            {
+                (Vector256<uint> lo, Vector256<uint> hi) = Vector256.Widen(Vector256.Create(source.Slice(i, 16)));
+                (lo << 16).AsSingle().CopyTo(destination.Slice(i, 8));
+                (hi << 16).AsSingle().CopyTo(destination.Slice(i + 8, 8));
+            }
+        for (; i < source.Length; i++) destination[i] = NumberFormats.BF16ToFloat(source[i]);
+    }
 
     /// <summary>Marks <paramref name="count"/> more positions as filled (after every layer has written them).</summary>
     internal void Commit(int count)

@@ -17,6 +17,11 @@ public sealed record LoadOptions
     /// so anonymous memory is the default.</summary>
     public bool MemoryMap { get; init; }
 
+    /// <summary>How every session's latent cache holds its rows: float32 (default) or bfloat16, half the memory per
+    /// cached position and half the bytes a deep decode step reads, each value rounded to nearest even as it is
+    /// written (<see cref="LatentCacheFormat"/>).</summary>
+    public LatentCacheFormat CacheFormat { get; init; }
+
     /// <summary>Reports (done, total) tensors while loading.</summary>
     public IProgress<(int Done, int Total)>? Progress { get; init; }
 

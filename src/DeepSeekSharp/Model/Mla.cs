@@ -37,12 +37,20 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
         Span<float> attn = s.AttnOut.AsSpan(0, n * heads * c.VHeadDim); // [n, H, V]
         foreach (SequenceSlice slice in slices)
         {
-            Span<float> cache = slice.Cache.Layer(cacheLayer); // [capacity, C | R]
-            int pos0 = slice.Cache.Length, rows = slice.Count;
-            RotateAndCache(q, kvCmpr, slice, cache, s);
+            LatentKvCache kv = slice.Cache;
+            int pos0 = kv.Length, rows = slice.Count;
+            RotateAndCache(q, kvCmpr, slice, kv, cacheLayer, s);
             ReadOnlySpan<float> qs = q.Slice(slice.Start * heads * qk, rows * heads * qk);
             Span<float> outs = attn.Slice(slice.Start * heads * c.VHeadDim, rows * heads * c.VHeadDim);
-            if (mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && (rows == 1 || slice.Decoding)) AttendAbsorbed(qs, rows, pos0, cache, s, outs);
+            bool absorbed = mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && (rows == 1 || slice.Decoding);
+            if (kv.Format == LatentCacheFormat.BF16 && absorbed && s.EnsureHeads() is { } blocks)
+            {
+                AbsorbedDecode.Run(this, blocks, qs, rows, pos0, kv.Bf16Layer(cacheLayer), outs); // widened block by block
+                continue;
+            }
+            // [capacity, C | R]: a bfloat16 cache's rows in use widened into scratch for the other paths
+            ReadOnlySpan<float> cache = kv.Format == LatentCacheFormat.F32 ? kv.Layer(cacheLayer) : s.Widened(kv, cacheLayer, pos0 + rows);
+            if (absorbed) AttendAbsorbed(qs, rows, pos0, cache, s, outs);
             else AttendExpanded(qs, rows, pos0, cache, s, outs);
         }
         observer?.OnTensor(TensorName.KqvOut, layer, attn, n, heads * c.VHeadDim);
@@ -67,19 +75,21 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
     }
 
     /// <summary>Decoupled RoPE on each token's q_pe (every head) and k_pe (shared), and the token's cache row
-    /// <c>[kv_norm(c_kv) | rope(k_pe)]</c> at its position.</summary>
-    private void RotateAndCache(Span<float> q, ReadOnlySpan<float> kvCmpr, SequenceSlice slice, Span<float> cache, RunState s)
+    /// <c>[kv_norm(c_kv) | rope(k_pe)]</c> at its position (made in place in a float32 cache, in scratch for another).</summary>
+    private void RotateAndCache(Span<float> q, ReadOnlySpan<float> kvCmpr, SequenceSlice slice, LatentKvCache kv, int cacheLayer, RunState s)
     {
+        bool inPlace = kv.Format == LatentCacheFormat.F32;
         int heads = c.NHeads, nope = c.QkNopeHeadDim, rope = c.QkRopeHeadDim, qk = c.QkHeadDim;
         int rank = c.KvLoraRank, width = c.LatentCacheWidth, half = rope / 2;
         for (int t = slice.Start; t < slice.Start + slice.Count; t++)
         {
             ReadOnlySpan<float> cos = s.Cos.AsSpan(t * half, half), sin = s.Sin.AsSpan(t * half, half);
             for (int h = 0; h < heads; h++) Rope.ApplyInterleaved(q.Slice((t * heads + h) * qk + nope, rope), cos, sin);
-            Span<float> row = cache.Slice(s.Positions[t] * width, width);
+            Span<float> row = inPlace ? kv.Layer(cacheLayer).Slice(s.Positions[t] * width, width) : s.CacheRow(width);
             RmsNorm.Forward(kvCmpr.Slice(t * width, rank), w.KvNorm, row[..rank], _eps);
             kvCmpr.Slice(t * width + rank, rope).CopyTo(row[rank..]);
             Rope.ApplyInterleaved(row[rank..], cos, sin);
+            if (!inPlace) kv.WriteRows(cacheLayer, s.Positions[t], row);
         }
     }
 
@@ -87,8 +97,7 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
     /// where the CPU has the blocked kernel (<see cref="AbsorbedDecode"/>), else one head at a time.</summary>
     private void AttendAbsorbed(ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, RunState s, Span<float> attn)
     {
-        s.EnsureHeads();
-        if (s.Blocks is { } blocks) AbsorbedDecode.Run(this, blocks, q, n, pos0, cache, attn);
+        if (s.EnsureHeads() is { } blocks) AbsorbedDecode.Run(this, blocks, q, n, pos0, cache, attn);
         else HeadsJob.Run(this, s, q, n, pos0, cache, attn, absorbed: true);
     }
 

@@ -23,6 +23,8 @@ internal sealed unsafe class AbsorbedDecode
     private AttentionWeights _w = null!;
     private AbsorbedBlocks _blocks = null!;
     private float* _q, _cache, _attn; // q [n, H, D | R]; cache [positions, C | R]; attn [n, H, V]
+    private ushort* _bf16;            // the cache as bfloat16 instead (then _cache is null), widened a block at a time
+    [ThreadStatic] private static float[]? _block; // a thread's widened block [BlockPositions, C | R]
     private int _pos0, _t0, _tokens;      // tokens _t0 .. _t0 + _tokens − 1 folded, the first at position _pos0 + _t0
     private int _first, _end;             // of those, _first .. _end − 1 attending
     private readonly int[] _slot = new int[AbsorbedBlocks.Tokens + 1]; // attending token _first + i's first slot; then the slots in use
@@ -36,14 +38,26 @@ internal sealed unsafe class AbsorbedDecode
     /// <param name="attn">[n, H, V]</param>
     public static void Run(Mla layer, AbsorbedBlocks blocks, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<float> cache, Span<float> attn)
     {
+        fixed (float* pc = cache) Run(layer, blocks, q, n, pos0, pc, null, attn);
+    }
+
+    /// <param name="cache">[pos0 + n, C | R] the layer's latent cache as bfloat16</param>
+    public static void Run(Mla layer, AbsorbedBlocks blocks, ReadOnlySpan<float> q, int n, int pos0, ReadOnlySpan<ushort> cache, Span<float> attn)
+    {
+        fixed (ushort* pc = cache) Run(layer, blocks, q, n, pos0, null, pc, attn);
+    }
+
+    private static void Run(Mla layer, AbsorbedBlocks blocks, ReadOnlySpan<float> q, int n, int pos0, float* cache, ushort* bf16, Span<float> attn)
+    {
         AbsorbedDecode d = _mine ??= new AbsorbedDecode();
         ModelConfig c = layer.Config;
         d.Reserve(c);
-        fixed (float* pq = q, pc = cache, pa = attn)
+        fixed (float* pq = q, pa = attn)
         {
             (d._c, d._w, d._blocks, d._scale) = (c, layer.Weights, blocks, layer.Scale);
             d._q = pq;
-            d._cache = pc;
+            d._cache = cache;
+            d._bf16 = bf16;
             d._attn = pa;
             d._pos0 = pos0;
             for (d._t0 = 0; d._t0 < n; d._t0 += AbsorbedBlocks.Tokens)
@@ -123,8 +137,16 @@ internal sealed unsafe class AbsorbedDecode
         {
             int i = 0;
             while (d._slot[i + 1] <= slot) i++;
-            int count = d.Count(d._first + i);
-            d._blocks.Attend(d._first + i, slot - d._slot[i], slot, new ReadOnlySpan<float>(d._cache, count * d._c.LatentCacheWidth), count, d._scale);
+            int count = d.Count(d._first + i), block = slot - d._slot[i], width = d._c.LatentCacheWidth;
+            if (d._bf16 is null)
+            {
+                d._blocks.Attend(d._first + i, block, slot, new ReadOnlySpan<float>(d._cache, count * width), count, d._scale);
+                return;
+            }
+            int s0 = block * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, count - s0);
+            float[] wide = _block is { } b && b.Length >= LatentAttention.BlockPositions * width ? b : _block = new float[LatentAttention.BlockPositions * width];
+            LatentKvCache.Widen(new ReadOnlySpan<ushort>(d._bf16 + (long)s0 * width, rows * width), wide);
+            d._blocks.AttendRows(d._first + i, slot, wide.AsSpan(0, rows * width), rows, d._scale);
         }
     }
 

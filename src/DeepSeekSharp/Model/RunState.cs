@@ -67,14 +67,35 @@ internal sealed class RunState(ModelConfig c, int capacity)
         }
     }
 
-    /// <summary>Per-head attention scratch (heads run in parallel).</summary>
-    public void EnsureHeads()
+    /// <summary>Per-head attention scratch (heads run in parallel); returns the blocked absorbed attention's state
+    /// where the CPU has it.</summary>
+    public Kernels.AbsorbedBlocks? EnsureHeads()
     {
-        if (Scores.Length > 0) return;
+        if (Scores.Length > 0) return Blocks;
         Scores = new float[c.NHeads * capacity];
         QLatent = new float[c.NHeads * c.KvLoraRank];
         LatentOut = new float[c.NHeads * c.KvLoraRank];
         Blocks = Kernels.AbsorbedBlocks.For(c.NHeads, c.KvLoraRank, c.QkRopeHeadDim, capacity);
+        return Blocks;
+    }
+
+    private float[] _cacheRow = [], _widened = [];
+
+    /// <summary>One cache row made before it is rounded into a bfloat16 cache.</summary>
+    public Span<float> CacheRow(int width)
+    {
+        if (_cacheRow.Length < width) _cacheRow = new float[width];
+        return _cacheRow.AsSpan(0, width);
+    }
+
+    /// <summary>The first <paramref name="positions"/> rows of a bfloat16 cache's layer widened to float32 (for the
+    /// attention paths that read the cache whole), in scratch grown once up to the capacity.</summary>
+    public ReadOnlySpan<float> Widened(LatentKvCache kv, int layer, int positions)
+    {
+        int floats = positions * kv.Width;
+        if (_widened.Length < floats) _widened = new float[Math.Max(floats, Math.Min(2 * _widened.Length, kv.Capacity * kv.Width))];
+        kv.ReadRows(layer, 0, _widened.AsSpan(0, floats));
+        return _widened.AsSpan(0, floats);
     }
 
     /// <summary>Buffers of the expanded path, sized on first use and grown geometrically up to the capacity

@@ -43,7 +43,7 @@ public class DecodeTogetherTests
         AssertTogetherAsAlone(m, $"v3-tiny {quantize}", [300], capacity: 320);
     }
 
-    private static void AssertTogetherAsAlone(DeepSeekModel m, string name, int[] promptLengths, int capacity)
+    internal static void AssertTogetherAsAlone(DeepSeekModel m, string name, int[] promptLengths, int capacity)
     {
         int vocab = m.Config.VocabSize;
         var rng = new Random(name.Length);
