@@ -183,11 +183,12 @@ internal static class BenchCommand
         int real = Math.Min(depth, 512);
         int[] tokens = RandomTokens(3, real, logits.Length);
         s.Forward(tokens, logits, allPositions: false);
-        int width = s.Cache.Width;
+        var rows = new float[real * s.Cache.Width];
         for (int l = 0; l < s.Cache.Layers; l++)
         {
-            Span<float> rows = s.Cache.Layer(l);
-            for (int p = real; p < depth; p++) rows.Slice(p % real * width, width).CopyTo(rows.Slice(p * width, width));
+            s.Cache.ReadRows(l, 0, rows);
+            for (int p = real; p < depth; p += real)
+                s.Cache.WriteRows(l, p, rows.AsSpan(0, Math.Min(real, depth - p) * s.Cache.Width));
         }
         s.Cache.Commit(depth - real);
     }

@@ -24,8 +24,9 @@ internal static class EvalCommand
         var json = new Option<bool>("--json") { Description = "one JSON object instead of a table" };
         var mtp = new Option<bool>("--mtp") { Description = "also measure how often the MTP module's draft equals the next greedy token (first 50 problems)" };
         var errors = new Option<int>("--show-errors") { Description = "print up to this many wrong replies with their questions" };
+        var loading = new ModelLoading();
         var cmd = new Command("eval", "Measure a model on a task with exact answers: accuracy per difficulty, format rate, reply lengths")
-            { model, task, split, samples, temperature, seed, maxTokens, json, errors, mtp };
+            { model, task, split, samples, temperature, seed, maxTokens, json, errors, mtp, loading.CacheType };
         cmd.SetAction(async (r, ct) =>
         {
             if (r.GetValue(task) != "arithmetic") throw new ArgumentException($"unknown task '{r.GetValue(task)}'; tasks: arithmetic");
@@ -37,7 +38,7 @@ internal static class EvalCommand
             string path = r.GetValue(model)!;
             Tokenizer tokenizer = Tokenizer.Load(path);
             TaskEvaluation.CheckReasoningTokens(tokenizer);
-            using Model.DeepSeekModel loaded = Model.DeepSeekModel.Load(path);
+            using Model.DeepSeekModel loaded = Model.DeepSeekModel.Load(path, new Model.LoadOptions { CacheFormat = loading.CacheFormat(r) });
             using var g = new Generator(loaded, tokenizer);
             var options = new GenerationOptions
             {

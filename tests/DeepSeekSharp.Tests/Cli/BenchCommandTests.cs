@@ -52,6 +52,15 @@ public class BenchCommandTests
         Assert.Equal(40, j.GetProperty("depth").GetInt32());
         Assert.Equal((40 + 2) * perPosition, j.GetProperty("cache_bytes_per_token").GetInt64()); // positions 40..43: 42 on average
         Assert.True(j.GetProperty("decode_tok_s").GetDouble() > 0);
+        Assert.Equal("f32", j.GetProperty("cache_type").GetString());
+
+        // A bfloat16 cache: filled to the depth the same way, half the bytes a token reads from it.
+        JsonElement half = BenchJson("--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "4", "--repeat", "1", "--depth", "40", "--cache-type", "bf16");
+        Assert.Equal("bf16", half.GetProperty("cache_type").GetString());
+        Assert.Equal((40 + 2) * perPosition / 2, half.GetProperty("cache_bytes_per_token").GetInt64());
+        var badType = CliRunner.Run("bench", "--model", g.Directory, "--cache-type", "f16");
+        Assert.Equal(1, badType.Code);
+        Assert.Contains("'f16' not recognized", badType.Stderr);
 
         var negative = CliRunner.Run("bench", "--model", g.Directory, "--depth", "-1");
         Assert.Equal(1, negative.Code);
