@@ -67,11 +67,24 @@ public sealed class AbsorbedBlocks
     /// ([n, rank + rope], at most <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>.</summary>
     public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale)
     {
+        Check(t, slot, n);
+        LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
+            _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
+    }
+
+    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float)"/> over rows kept as bfloat16.</summary>
+    public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale)
+    {
+        Check(t, slot, n);
+        LatentAttention.AbsorbedBlockBf16(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
+            _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
+    }
+
+    private void Check(int t, int slot, int n)
+    {
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         if ((uint)slot >= (uint)Slots) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"{Slots} slots");
         if (n < 1 || n > LatentAttention.BlockPositions) throw new ArgumentOutOfRangeException(nameof(n), n, $"1 to {LatentAttention.BlockPositions} rows a block");
-        LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
     }
 
     /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> from its

@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels;
 
@@ -58,23 +59,38 @@ public static class LatentAttention
     /// <param name="partial">[4 · groups, C] unnormalised outputs</param>
     /// <param name="max">[4 · groups] the block's max score per head</param>
     /// <param name="sum">[4 · groups] Σ exp(score − max) per head</param>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void AbsorbedBlock(int groups, ReadOnlySpan<float> queries, ReadOnlySpan<float> rows, int count, int c, int r,
         float scale, Span<float> partial, Span<float> max, Span<float> sum)
+    {
+        if (rows.Length < count * (c + r)) ThrowHelper.TooShort(nameof(rows), count * (c + r), rows.Length);
+        fixed (float* kv = rows) AbsorbedBlock<float, F32Rows>(groups, queries, kv, count, c, r, scale, partial, max, sum);
+    }
+
+    /// <summary><see cref="AbsorbedBlock"/> over rows kept as bfloat16, each value widened as it is loaded: the same bits
+    /// as on the rows widened first.</summary>
+    public static unsafe void AbsorbedBlockBf16(int groups, ReadOnlySpan<float> queries, ReadOnlySpan<ushort> rows, int count, int c, int r,
+        float scale, Span<float> partial, Span<float> max, Span<float> sum)
+    {
+        if (rows.Length < count * (c + r)) ThrowHelper.TooShort(nameof(rows), count * (c + r), rows.Length);
+        fixed (ushort* kv = rows) AbsorbedBlock<ushort, Bf16Rows>(groups, queries, kv, count, c, r, scale, partial, max, sum);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void AbsorbedBlock<T, TRows>(int groups, ReadOnlySpan<float> queries, T* kv, int count, int c, int r,
+        float scale, Span<float> partial, Span<float> max, Span<float> sum) where T : unmanaged where TRows : ILatentRows<T>
     {
         int stride = c + r, heads = 4 * groups;
         if (!HasBlockedAbsorbed(c, r)) throw new NotSupportedException($"no blocked absorbed attention for widths {c} + {r} here");
         if (count <= 0 || count > BlockPositions) throw new ArgumentOutOfRangeException(nameof(count), count, $"1 to {BlockPositions} positions a block");
         if (queries.Length < heads * stride) ThrowHelper.TooShort(nameof(queries), heads * stride, queries.Length);
-        if (rows.Length < count * stride) ThrowHelper.TooShort(nameof(rows), count * stride, rows.Length);
         if (partial.Length < heads * c) ThrowHelper.TooShort(nameof(partial), heads * c, partial.Length);
         if (max.Length < heads || sum.Length < heads) ThrowHelper.TooShort(nameof(max), heads, Math.Min(max.Length, sum.Length));
         Span<float> p = heads * count <= 128 * BlockPositions ? stackalloc float[heads * count] : AttentionScratch.Probabilities(heads * count);
-        fixed (float* q = queries, kv = rows, o = partial, pp = p)
+        fixed (float* q = queries, o = partial, pp = p)
         {
-            Scores4(kv, stride, count, q, groups, scale, pp);
+            Scores4<T, TRows>(kv, stride, count, q, groups, scale, pp);
             for (int h = 0; h < heads; h++) sum[h] = Softmax.ExpInPlace(p.Slice(h * count, count), out max[h]);
-            Values4(kv, stride, c, count, groups, pp, o);
+            Values4<T, TRows>(kv, stride, c, count, groups, pp, o);
         }
     }
 
@@ -104,7 +120,8 @@ public static class LatentAttention
     /// each head's sum over the row in 16-wide steps from the start, reduced in <see cref="Reduce16"/>'s fixed order.
     /// Four rows × four heads in registers: eight loads feed sixteen multiply-adds.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Scores4(float* kv, int stride, int count, float* queries, int groups, float scale, float* scores)
+    private static unsafe void Scores4<T, TRows>(T* kv, int stride, int count, float* queries, int groups, float scale, float* scores)
+        where T : unmanaged where TRows : ILatentRows<T>
     {
         int full = count / 4 * 4;
         for (int g = 0; g < groups; g++)
@@ -112,12 +129,12 @@ public static class LatentAttention
         {
             float* q = queries + g * 4 * stride, q1 = q + stride, q2 = q1 + stride, q3 = q2 + stride;
             float* p = scores + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
-            float* k0 = kv + (long)s * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
+            T* k0 = kv + (long)s * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
             for (int d = 0; d < stride; d += 16)
             {
-                Vector512<float> x0 = Vector512.Load(k0 + d), x1 = Vector512.Load(k1 + d), x2 = Vector512.Load(k2 + d), x3 = Vector512.Load(k3 + d);
+                Vector512<float> x0 = TRows.Load(k0 + d), x1 = TRows.Load(k1 + d), x2 = TRows.Load(k2 + d), x3 = TRows.Load(k3 + d);
                 Vector512<float> w = Vector512.Load(q + d);
                 a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
                 c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
@@ -141,11 +158,11 @@ public static class LatentAttention
         {
             float* q = queries + g * 4 * stride, q1 = q + stride, q2 = q1 + stride, q3 = q2 + stride;
             float* p = scores + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
-            float* k0 = kv + (long)s * stride;
+            T* k0 = kv + (long)s * stride;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int d = 0; d < stride; d += 16)
             {
-                Vector512<float> x0 = Vector512.Load(k0 + d);
+                Vector512<float> x0 = TRows.Load(k0 + d);
                 a0 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q + d), a0);
                 a1 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q1 + d), a1);
                 a2 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q2 + d), a2);
@@ -159,7 +176,8 @@ public static class LatentAttention
     /// with the sums in registers over the positions in order: four loads and four broadcasts feed sixteen
     /// multiply-adds.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void Values4(float* kv, int stride, int c, int count, int groups, float* probabilities, float* outputs)
+    private static unsafe void Values4<T, TRows>(T* kv, int stride, int c, int count, int groups, float* probabilities, float* outputs)
+        where T : unmanaged where TRows : ILatentRows<T>
     {
         int j = 0;
         for (; j + 64 <= c; j += 64)
@@ -169,10 +187,10 @@ public static class LatentAttention
             float* o = outputs + g * 4 * c, o1 = o + c, o2 = o1 + c, o3 = o2 + c;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
-            float* row = kv + j;
+            T* row = kv + j;
             for (int s = 0; s < count; s++, row += stride)
             {
-                Vector512<float> x0 = Vector512.Load(row), x1 = Vector512.Load(row + 16), x2 = Vector512.Load(row + 32), x3 = Vector512.Load(row + 48);
+                Vector512<float> x0 = TRows.Load(row), x1 = TRows.Load(row + 16), x2 = TRows.Load(row + 32), x3 = TRows.Load(row + 48);
                 Vector512<float> w = Vector512.Create(p[s]);
                 a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
                 c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
@@ -197,10 +215,10 @@ public static class LatentAttention
             float* p = probabilities + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
             float* o = outputs + g * 4 * c, o1 = o + c, o2 = o1 + c, o3 = o2 + c;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-            float* row = kv + j;
+            T* row = kv + j;
             for (int s = 0; s < count; s++, row += stride)
             {
-                Vector512<float> x0 = Vector512.Load(row), x1 = Vector512.Load(row + 16);
+                Vector512<float> x0 = TRows.Load(row), x1 = TRows.Load(row + 16);
                 Vector512<float> w0 = Vector512.Create(p[s]), w1 = Vector512.Create(p1[s]), w2 = Vector512.Create(p2[s]), w3 = Vector512.Create(p3[s]);
                 a0 = Vector512.FusedMultiplyAdd(x0, w0, a0); b0 = Vector512.FusedMultiplyAdd(x1, w0, b0);
                 a1 = Vector512.FusedMultiplyAdd(x0, w1, a1); b1 = Vector512.FusedMultiplyAdd(x1, w1, b1);
@@ -415,4 +433,24 @@ internal static class AttentionScratch
 
     public static Span<float> Keys(int n) => AlignedScratch.Grow(ref _keys, n);
     public static Span<float> Probabilities(int n) => AlignedScratch.Grow(ref _probabilities, n);
+}
+
+/// <summary>How the blocked absorbed kernels load sixteen consecutive cached values as float32.</summary>
+internal unsafe interface ILatentRows<T> where T : unmanaged
+{
+    static abstract Vector512<float> Load(T* p);
+}
+
+/// <summary>Rows of float32.</summary>
+internal readonly unsafe struct F32Rows : ILatentRows<float>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load(float* p) => Vector512.Load(p);
+}
+
+/// <summary>Rows of bfloat16: each value the top half of its float32 (exact).</summary>
+internal readonly unsafe struct Bf16Rows : ILatentRows<ushort>
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
 }

@@ -23,8 +23,7 @@ internal sealed unsafe class AbsorbedDecode
     private AttentionWeights _w = null!;
     private AbsorbedBlocks _blocks = null!;
     private float* _q, _cache, _attn; // q [n, H, D | R]; cache [positions, C | R]; attn [n, H, V]
-    private ushort* _bf16;            // the cache as bfloat16 instead (then _cache is null), widened a block at a time
-    [ThreadStatic] private static float[]? _block; // a thread's widened block [BlockPositions, C | R]
+    private ushort* _bf16;            // the cache as bfloat16 instead (then _cache is null)
     private int _pos0, _t0, _tokens;      // tokens _t0 .. _t0 + _tokens − 1 folded, the first at position _pos0 + _t0
     private int _first, _end;             // of those, _first .. _end − 1 attending
     private readonly int[] _slot = new int[AbsorbedBlocks.Tokens + 1]; // attending token _first + i's first slot; then the slots in use
@@ -144,9 +143,7 @@ internal sealed unsafe class AbsorbedDecode
                 return;
             }
             int s0 = block * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, count - s0);
-            float[] wide = _block is { } b && b.Length >= LatentAttention.BlockPositions * width ? b : _block = new float[LatentAttention.BlockPositions * width];
-            LatentKvCache.Widen(new ReadOnlySpan<ushort>(d._bf16 + (long)s0 * width, rows * width), wide);
-            d._blocks.AttendRows(d._first + i, slot, wide.AsSpan(0, rows * width), rows, d._scale);
+            d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<ushort>(d._bf16 + (long)s0 * width, rows * width), rows, d._scale);
         }
     }
 

@@ -45,6 +45,35 @@ public class Bf16CacheTests
         }
     }
 
+    /// <summary>The blocked absorbed kernel widening bfloat16 rows as it loads them gives the bits it gives on the
+    /// same rows widened first (V2-Lite's widths; a short block and a full one).</summary>
+    [Theory]
+    [InlineData(16, 37)]
+    [InlineData(16, 64)]
+    [InlineData(8, 5)]
+    public void BlockedAttention_OverBf16Rows_EqualsItOverTheRowsWidened(int heads, int count)
+    {
+        const int c = 512, r = 64, stride = c + r;
+        if (!DeepSeekSharp.Kernels.LatentAttention.HasBlockedAbsorbed(c, r)) return;
+        var rng = new Random(heads + count);
+        ushort[] bits = [.. Enumerable.Range(0, count * stride).Select(_ => NumberFormats.FloatToBF16((float)(rng.NextDouble() - 0.5)))];
+        var wide = new float[bits.Length];
+        LatentKvCache.Widen(bits, wide);
+        float[] queries = [.. Enumerable.Range(0, heads * stride).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.2f)];
+        float[] Run(bool bf16, out float[] max, out float[] sum)
+        {
+            var partial = new float[heads * c];
+            max = new float[heads];
+            sum = new float[heads];
+            if (bf16) DeepSeekSharp.Kernels.LatentAttention.AbsorbedBlockBf16(heads / 4, queries, bits, count, c, r, 0.07f, partial, max, sum);
+            else DeepSeekSharp.Kernels.LatentAttention.AbsorbedBlock(heads / 4, queries, wide, count, c, r, 0.07f, partial, max, sum);
+            return partial;
+        }
+        Assert.Equal(Run(false, out float[] m1, out float[] s1), Run(true, out float[] m2, out float[] s2));
+        Assert.Equal(m1, m2);
+        Assert.Equal(s1, s2);
+    }
+
     /// <summary>The shipped r1-tiny model (trained) and the golden V2-Lite-shaped one (its heads attend one at a time,
     /// not in blocks): a 40-token prompt, then 40 greedy steps, float32 cache against bfloat16. The rounding moves
     /// logits by a little (at most 0.25% of their spread in these runs; 2% allowed) but really changes them.</summary>
