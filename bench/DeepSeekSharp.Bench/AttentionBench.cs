@@ -5,7 +5,8 @@ namespace DeepSeekSharp.Bench;
 
 /// <summary>GFLOP/s of decode's blocked absorbed attention (<see cref="AbsorbedBlocks"/>) on one thread, for V2-Lite's
 /// widths (16 heads, latent 512 + rotary 64): over one block resident in L2, and over a cache of each given depth
-/// (16 heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory).</summary>
+/// (16 heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory); each depth with the cache
+/// as float32 and as bfloat16 in turn.</summary>
 internal static class AttentionBench
 {
     public static void Run(string[] args)
@@ -20,6 +21,7 @@ internal static class AttentionBench
             if (blocks is null) { Console.WriteLine("no blocked path on this CPU"); return; }
             float[] cache = new float[depth * width];
             for (int i = 0; i < cache.Length; i++) cache[i] = (float)(rng.NextDouble() - 0.5);
+            ushort[] half = [.. cache.Select(DeepSeekSharp.Tensors.NumberFormats.FloatToBF16)];
             for (int h = 0; h < heads; h++)
             {
                 Span<float> q = blocks.Query(0, h);
@@ -31,8 +33,21 @@ internal static class AttentionBench
                 for (int b = 0; b < n; b++) blocks.Attend(0, b, b, cache, depth, 0.07f);
                 for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
             }
-            double seconds = Seconds(Attend), flops = 2.0 * heads * depth * (width + rank);
-            Console.WriteLine($"depth {depth,6}: {seconds * 1e3,8:F3} ms  {flops / seconds / 1e9,6:F1} GFLOP/s  cache {depth * width * 4.0 / seconds / 1e9,5:F1} GB/s");
+            void AttendBf16()
+            {
+                for (int b = 0; b < n; b++)
+                {
+                    int rows = Math.Min(LatentAttention.BlockPositions, depth - b * LatentAttention.BlockPositions);
+                    blocks.AttendRows(0, b, half.AsSpan(b * LatentAttention.BlockPositions * width, rows * width), rows, 0.07f);
+                }
+                for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
+            }
+            double flops = 2.0 * heads * depth * (width + rank);
+            foreach ((string name, Action run, int bytes) in new[] { ("f32 ", (Action)Attend, 4), ("bf16", AttendBf16, 2) })
+            {
+                double seconds = Seconds(run);
+                Console.WriteLine($"depth {depth,6} {name}: {seconds * 1e3,8:F3} ms  {flops / seconds / 1e9,6:F1} GFLOP/s  cache {depth * width * (double)bytes / seconds / 1e9,5:F1} GB/s");
+            }
         }
     }
 
