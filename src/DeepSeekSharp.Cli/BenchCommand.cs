@@ -112,7 +112,7 @@ internal static class BenchCommand
                 ? ConstrainedDecode(m, Tokenizer.Load(path), ConstraintFormat(c), prompt, gen, runs) : null;
             long rss = PeakRss();
             // A decoded token reads its active weights and the latent cache of every layer up to its position.
-            long cacheBytes = (long)((cached + prompt + gen / 2.0) * m.Config.NLayers * m.Config.LatentCacheWidth * (m.CacheFormat == LatentCacheFormat.BF16 ? 2 : 4));
+            long cacheBytes = (long)((cached + prompt + gen / 2.0) * m.Config.NLayers * m.Config.LatentCacheWidth * LatentKvCache.BytesPerValue(m.CacheFormat));
             long active = ActiveBytesPerToken(m) + cacheBytes;
             double gbs = active * res.DecodeTokS / 1e9;
             // Each run's decode GB/s against the mean of the reads just before and just after it (the host's bandwidth drifts).

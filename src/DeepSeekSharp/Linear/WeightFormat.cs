@@ -132,16 +132,13 @@ public static unsafe class WeightFormats
         new(f, name, ggml, null, blockSize, blockBytes, ActivationKind.Float, dequantize, quantize,
             (r, c, p, o) => new RowDequantMatrix(f, r, c, p, o));
 
-    private static void DequantizeBf16(ReadOnlySpan<byte> src, Span<float> dst)
-    {
-        ReadOnlySpan<ushort> b = MemoryMarshal.Cast<byte, ushort>(src);
-        for (int i = 0; i < b.Length; i++) dst[i] = NumberFormats.BF16ToFloat(b[i]);
-    }
+    private static void DequantizeBf16(ReadOnlySpan<byte> src, Span<float> dst) =>
+        NumberFormats.BF16ToFloat(MemoryMarshal.Cast<byte, ushort>(src), dst);
 
     private static void QuantizeBf16(ReadOnlySpan<float> src, Span<byte> dst)
     {
         Span<ushort> b = MemoryMarshal.Cast<byte, ushort>(dst);
-        for (int i = 0; i < b.Length; i++) b[i] = NumberFormats.FloatToBF16(src[i]);
+        NumberFormats.FloatToBF16(src[..b.Length], b);
     }
 
     /// <summary>Every format, in enum order.</summary>

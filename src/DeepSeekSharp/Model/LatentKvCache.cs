@@ -1,4 +1,3 @@
-using System.Runtime.Intrinsics;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
@@ -17,7 +16,8 @@ public enum LatentCacheFormat
 /// <summary>The MLA cache of one sequence: per layer and position only <c>[c_kv (kv_lora_rank) | k_pe
 /// (qk_rope_head_dim)]</c> — the normalised latent and the rotated rotary key shared by all heads — as float32 or
 /// bfloat16 (<see cref="Format"/>). Rows go in and out as float32 (<see cref="WriteRows"/>, <see cref="ReadRows"/>);
-/// attention reads a float32 cache in place (<see cref="Layer"/>) and a bfloat16 one widened block by block.</summary>
+/// attention reads a float32 cache in place (<see cref="Layer"/>) and a bfloat16 one too where it has the blocked
+/// kernels (which widen each value as they load it), else the rows in use widened once.</summary>
 public sealed class LatentKvCache
 {
     private readonly float[][] _f32;   // [layers][capacity, Width], or empty
@@ -44,7 +44,10 @@ public sealed class LatentKvCache
     public LatentCacheFormat Format { get; }
     /// <summary>Positions filled.</summary>
     public int Length { get; private set; }
-    public long BytesPerToken => (long)Layers * Width * (Format == LatentCacheFormat.BF16 ? sizeof(ushort) : sizeof(float));
+    public long BytesPerToken => (long)Layers * Width * BytesPerValue(Format);
+
+    /// <summary>Bytes one cached value takes in <paramref name="format"/>.</summary>
+    public static int BytesPerValue(LatentCacheFormat format) => format == LatentCacheFormat.BF16 ? sizeof(ushort) : sizeof(float);
 
     /// <summary>All rows of a float32 cache's layer [Capacity, Width]; rows ≥ <see cref="Length"/> are being written by
     /// the step in flight.</summary>
@@ -59,7 +62,7 @@ public sealed class LatentKvCache
     public void ReadRows(int layer, int start, Span<float> rows)
     {
         if (Format == LatentCacheFormat.F32) _f32[layer].AsSpan(start * Width, rows.Length).CopyTo(rows);
-        else Widen(_bf16[layer].AsSpan(start * Width, rows.Length), rows);
+        else NumberFormats.BF16ToFloat(_bf16[layer].AsSpan(start * Width, rows.Length), rows);
     }
 
     /// <summary>Writes rows <paramref name="start"/> .. of a layer (a bfloat16 cache rounds them to nearest even).</summary>
@@ -70,23 +73,7 @@ public sealed class LatentKvCache
             rows.CopyTo(_f32[layer].AsSpan(start * Width, rows.Length));
             return;
         }
-        Span<ushort> dst = _bf16[layer].AsSpan(start * Width, rows.Length);
-        for (int i = 0; i < rows.Length; i++) dst[i] = NumberFormats.FloatToBF16(rows[i]);
-    }
-
-    /// <summary>bfloat16 values as float32 (each the top half of its float: exact).</summary>
-    internal static void Widen(ReadOnlySpan<ushort> source, Span<float> destination)
-    {
-        if (destination.Length < source.Length) throw new ArgumentException("destination shorter than source", nameof(destination));
-        int i = 0;
-        if (Vector256.IsHardwareAccelerated)
-            for (; i + 16 <= source.Length; i += 16)
-            {
-                (Vector256<uint> lo, Vector256<uint> hi) = Vector256.Widen(Vector256.Create(source.Slice(i, 16)));
-                (lo << 16).AsSingle().CopyTo(destination.Slice(i, 8));
-                (hi << 16).AsSingle().CopyTo(destination.Slice(i + 8, 8));
-            }
-        for (; i < source.Length; i++) destination[i] = NumberFormats.BF16ToFloat(source[i]);
+        NumberFormats.FloatToBF16(rows, _bf16[layer].AsSpan(start * Width, rows.Length));
     }
 
     /// <summary>Marks <paramref name="count"/> more positions as filled (after every layer has written them).</summary>

@@ -1,6 +1,7 @@
 using DeepSeekSharp.Linear;
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace DeepSeekSharp.Tensors;
 
@@ -19,6 +20,29 @@ public static class NumberFormats
         if (float.IsNaN(value)) return (ushort)((bits >> 16) | 0x40);
         uint rounding = 0x7FFF + ((bits >> 16) & 1);
         return (ushort)((bits + rounding) >> 16);
+    }
+
+    /// <summary>bfloat16 values as float32, <see cref="BF16ToFloat(ushort)"/> for each (sixteen at a time where the CPU
+    /// has 256-bit vectors: the same bits).</summary>
+    public static void BF16ToFloat(ReadOnlySpan<ushort> source, Span<float> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("destination shorter than source", nameof(destination));
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+            for (; i + 16 <= source.Length; i += 16)
+            {
+                (Vector256<uint> lo, Vector256<uint> hi) = Vector256.Widen(Vector256.Create(source.Slice(i, 16)));
+                (lo << 16).AsSingle().CopyTo(destination.Slice(i, 8));
+                (hi << 16).AsSingle().CopyTo(destination.Slice(i + 8, 8));
+            }
+        for (; i < source.Length; i++) destination[i] = BF16ToFloat(source[i]);
+    }
+
+    /// <summary><see cref="FloatToBF16(float)"/> for each value.</summary>
+    public static void FloatToBF16(ReadOnlySpan<float> source, Span<ushort> destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException("destination shorter than source", nameof(destination));
+        for (int i = 0; i < source.Length; i++) destination[i] = FloatToBF16(source[i]);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -40,7 +40,7 @@ public class Bf16CacheTests
         {
             ushort[] bits = [.. Enumerable.Range(0, n).Select(i => (ushort)(i * 2654435761u >> 16))];
             var wide = new float[n];
-            LatentKvCache.Widen(bits, wide);
+            NumberFormats.BF16ToFloat(bits, wide);
             for (int i = 0; i < n; i++) Assert.Equal(BitConverter.SingleToInt32Bits(NumberFormats.BF16ToFloat(bits[i])), BitConverter.SingleToInt32Bits(wide[i]));
         }
     }
@@ -58,7 +58,7 @@ public class Bf16CacheTests
         var rng = new Random(heads + count);
         ushort[] bits = [.. Enumerable.Range(0, count * stride).Select(_ => NumberFormats.FloatToBF16((float)(rng.NextDouble() - 0.5)))];
         var wide = new float[bits.Length];
-        LatentKvCache.Widen(bits, wide);
+        NumberFormats.BF16ToFloat(bits, wide);
         float[] queries = [.. Enumerable.Range(0, heads * stride).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.2f)];
         float[] Run(bool bf16, out float[] max, out float[] sum)
         {
