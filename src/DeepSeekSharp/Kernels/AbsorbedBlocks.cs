@@ -6,8 +6,8 @@ namespace DeepSeekSharp.Kernels;
 /// attended, merged per head in block order (<see cref="LatentAttention.AbsorbedMerge"/>) into that token's latent.
 /// Several tokens' queries and latents are kept so that the projections into and out of the latent space read their
 /// weights once for all of them, and block results are kept in <see cref="Slots"/> slots so that several tokens can
-/// attend at once (a token's blocks in consecutive slots, wherever its first one is). The head padding and block size are this kernel's business; callers see tokens,
-/// heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
+/// attend at once (a token's blocks in consecutive slots, wherever its first one is). The head padding and block
+/// size are this kernel's business; callers see tokens, heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
 public sealed class AbsorbedBlocks
 {
     private readonly int _heads, _padded, _rank, _width;

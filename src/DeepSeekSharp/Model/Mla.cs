@@ -45,7 +45,7 @@ internal sealed class Mla(ModelConfig c, AttentionWeights w)
             bool absorbed = mode == AttentionMode.Absorbed || mode == AttentionMode.Auto && (rows == 1 || slice.Decoding);
             if (kv.Format == LatentCacheFormat.BF16 && absorbed && s.EnsureHeads() is { } blocks)
             {
-                AbsorbedDecode.Run(this, blocks, qs, rows, pos0, kv.Bf16Layer(cacheLayer), outs); // widened block by block
+                AbsorbedDecode.Run(this, blocks, qs, rows, pos0, kv.Bf16Layer(cacheLayer), outs); // read in place
                 continue;
             }
             // [capacity, C | R]: a bfloat16 cache's rows in use widened into scratch for the other paths

@@ -136,14 +136,11 @@ internal sealed unsafe class AbsorbedDecode
         {
             int i = 0;
             while (d._slot[i + 1] <= slot) i++;
-            int count = d.Count(d._first + i), block = slot - d._slot[i], width = d._c.LatentCacheWidth;
-            if (d._bf16 is null)
-            {
-                d._blocks.Attend(d._first + i, block, slot, new ReadOnlySpan<float>(d._cache, count * width), count, d._scale);
-                return;
-            }
-            int s0 = block * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, count - s0);
-            d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<ushort>(d._bf16 + (long)s0 * width, rows * width), rows, d._scale);
+            int s0 = (slot - d._slot[i]) * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, d.Count(d._first + i) - s0);
+            long first = (long)s0 * d._c.LatentCacheWidth;
+            int values = rows * d._c.LatentCacheWidth;
+            if (d._bf16 is null) d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<float>(d._cache + first, values), rows, d._scale);
+            else d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<ushort>(d._bf16 + first, values), rows, d._scale);
         }
     }
 
