@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Tensors;
 
@@ -200,10 +201,16 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     /// <summary>Bytes of a group of sixteen rows as byte tiles (what <see cref="BlockGemm{T}.MultiplyBytes"/> reads).</summary>
     private protected long ByteGroupBytes => (long)(Cols / 32) * ByteTiles.BlockBytes;
 
+    /// <summary>Whether <paramref name="n"/> tokens take int16 panels packed from the tiles (<see cref="TilePanels{TBlock, TTile}"/>):
+    /// a prompt or large batch where the CPU has AVX-512 but no VNNI. Fewer tokens, and AVX2 alone, take the one-token
+    /// kernel per token over each group while it is in cache.</summary>
+    private static bool UseShortPanels(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && n >= BlockQ8Matrix<TBlock>.GemmMinTokens;
+
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         QuantizedActivations a = base.Prepare(x, n, target)!;
-        if (n > 2) a.Pad(n, BlockGemm<TBlock>.TokenPadding); // MultiplyBytes runs whole passes of four tokens
+        if (n > 2 && AvxVnni.IsSupported) a.Pad(n, BlockGemm<TBlock>.TokenPadding); // MultiplyBytes runs whole passes of four tokens
+        else if (UseShortPanels(n)) a.Widen(n, BlockGemm<TBlock>.TokenPadding);
         return a;
     }
 
@@ -211,33 +218,27 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     /// consecutive byte tiles; <paramref name="stream"/>: they are read from memory as they are multiplied.</summary>
     private protected abstract byte* ByteGroups(int g0, int g1, out bool stream);
 
-    /// <summary>One or two tokens: every group of the rows in turn. More: up to 256 KB of groups at a time, against tokens in
-    /// chunks of about 192 KB of codes, so both stay in L2 (as <see cref="PanelProduct"/> does with packed panels).</summary>
+    /// <summary>One or two tokens, or fewer than the panels take without VNNI: every group of the rows in turn
+    /// (<see cref="OneByOne"/>). More with AVX-VNNI: up to 256 KB of groups at a time, against tokens in chunks of about
+    /// 192 KB of codes, so both stay in L2 (as <see cref="PanelProduct"/> does with packed panels); without it, int16
+    /// panels packed from the tiles (<see cref="UseShortPanels"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
         int blocks = Cols / 32;
         int first = r0 / TileRows * TileRows;
-        if (n <= 2)
+        if (UseShortPanels(n))
         {
-            // One token, or two one after the other over each group while it is in L1/L2: in cache the one-token
-            // kernel twice (83 GMAC/s a thread) beats a pass of four with two of padding (69).
-            float* lanes = stackalloc float[TileRows];
-            for (int g = first; g < r1; g += TileRows)
-            {
-                int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
-                for (int t = 0; t < n; t++)
-                {
-                    float* yt = y + (long)t * rowCount + (g + lo - rowStart);
-                    if (lo == 0 && hi == TileRows) ByteTiles.One<TTile>(Group(g), blocks, a, t, yt);
-                    else
-                    {
-                        ByteTiles.One<TTile>(Group(g), blocks, a, t, lanes);
-                        Store(lanes, yt, lo, hi);
-                    }
-                }
-            }
+            // A group the rows start inside of takes the one-token kernel; the panels start at a whole group.
+            int whole = Math.Min(r1, (r0 + TileRows - 1) / TileRows * TileRows);
+            if (whole > r0) OneByOne(a, y, n, r0, whole, rowStart, rowCount);
+            if (whole < r1) Panels<TilePanels<TBlock, TTile>>(a, y, n, whole, r1, rowStart, rowCount);
+            return;
+        }
+        if (n <= 2 || !AvxVnni.IsSupported)
+        {
+            OneByOne(a, y, n, r0, r1, rowStart, rowCount);
             return;
         }
         Span<float> partials = GemmScratch.Partials;
@@ -272,6 +273,30 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
                         BlockGemm<TBlock>.MultiplyBytes(group, blocks, hi, q, d, s, tn, partials, e, TileRows, prefetch);
                         for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
                     }
+                }
+            }
+        }
+    }
+
+    /// <summary>Tokens [0, <paramref name="n"/>) one after the other over each group of rows while it is in L1/L2: in cache (AVX-VNNI) the one-token kernel twice
+    /// (83 GMAC/s a thread) beats a pass of four with two of padding (69); without VNNI it serves every count
+    /// short of the panels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void OneByOne(QuantizedActivations a, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        int blocks = Cols / 32;
+        float* lanes = stackalloc float[TileRows];
+        for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
+        {
+            int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
+            for (int t = 0; t < n; t++)
+            {
+                float* yt = y + (long)t * rowCount + (g + lo - rowStart);
+                if (lo == 0 && hi == TileRows) ByteTiles.One<TTile>(Group(g), blocks, a, t, yt);
+                else
+                {
+                    ByteTiles.One<TTile>(Group(g), blocks, a, t, lanes);
+                    Store(lanes, yt, lo, hi);
                 }
             }
         }

@@ -4,19 +4,21 @@ using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels.Quant;
 
-/// <summary>Sixteen rows of a 32-weight block format as the AVX-VNNI kernels read them: one tile per block of 32
+/// <summary>Sixteen rows of a 32-weight block format as the one-token byte kernels read them: one tile per block of 32
 /// columns, 544 bytes, every value the file stores and nothing else:
 /// <list type="bullet">
 /// <item>bytes [0, 32): the sixteen rows' fp16 scales d, row r at 2r.</item>
-/// <item>[32, 544): codes + bias as unsigned bytes (Q8_0: code ^ 0x80, i.e. code + 128). Group g (64 bytes) covers
-/// columns 4g..4g+3: byte 4r + i holds row r's code of column 4g + i. One 256-bit load is the same four columns of
-/// eight rows, so a broadcast 32-bit group of activations and one <c>vpdpbusd</c> add them to eight rows' sums,
-/// each row in its own 32-bit lane: no reduction per row.</item>
+/// <item>[32, 544): codes + bias as unsigned bytes (Q8_0 with AVX-VNNI: code ^ 0x80, i.e. code + 128; without VNNI
+/// Q8_0's codes are kept signed, bias 0). Group g (64 bytes) covers columns 4g..4g+3: byte 4r + i holds row r's
+/// code of column 4g + i. One 256-bit load is the same four columns of eight rows, so a broadcast 32-bit group of
+/// activations and one <c>vpdpbusd</c> (without VNNI: <c>vpmaddubsw</c> + <c>vpmaddwd</c>, with the sign trick for
+/// signed codes) add them to eight rows' sums, each row in its own 32-bit lane: no reduction per row.</item>
 /// </list>
 /// 544 = 17 × 32, so every 256-bit load of a tile stays inside one cache line, and consecutive tiles are one stream.
-/// The panel kernels pack rows of Q8_0, Q4_0 and Q5_0 into these tiles for a prompt (<see cref="BlockGemm{T}.PackBytes"/>);
-/// a Q8_0 matrix in memory is kept in them (<see cref="Q8Tiles"/>), so neither a prompt nor a decoded token unpacks
-/// anything.</summary>
+/// With AVX-VNNI the panel kernels pack rows of Q8_0, Q4_0 and Q5_0 into these tiles for a prompt
+/// (<see cref="BlockGemm{T}.PackBytes"/>) and a Q8_0 matrix in memory is kept in them (<see cref="Q8Tiles"/>), so
+/// neither a prompt nor a decoded token unpacks anything; without VNNI a prompt widens a group's tiles into int16
+/// panels (<see cref="PackShorts{TCodes}"/>).</summary>
 internal static unsafe class ByteTiles
 {
     public const int Rows = 16, ScaleBytes = 32, CodeBytes = 512, BlockBytes = ScaleBytes + CodeBytes;
@@ -127,6 +129,42 @@ internal static unsafe class ByteTiles
         r1 += ws1 * Vector256.ConvertToSingle(s1);
     }
 
+    /// <summary>The group of <typeparamref name="TCodes"/> tiles at <paramref name="group"/> as an int16 panel of
+    /// <see cref="BlockGemm{T}.Multiply"/> (AVX-512 without VNNI): per block, the sixteen scales as floats into
+    /// <paramref name="scales"/> [blocks, 16], and the codes − Bias, widened, into <paramref name="panel"/> [blocks, 16
+    /// column pairs, 16 rows, 2]. A column group's eight-row halves widen to pairs (row r, columns 4g + 2k, + 1) at
+    /// 32-bit lane 2r + k, so two two-source permutes make the group's two column pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PackShorts<TCodes>(byte* group, int blocks, Span<short> panel, Span<float> scales) where TCodes : struct, IByteTileCodes
+    {
+        if (panel.Length < blocks * 512 || scales.Length < blocks * 16) ThrowHelper.TooShort(nameof(panel), blocks * 512, panel.Length);
+        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        Vector512<int> odd = even + Vector512<int>.One;
+        fixed (short* pp = panel) fixed (float* ps = scales)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* t = group + (long)b * TCodes.TileBytes;
+                HalfTable.ToSingle(Vector256.Load((ushort*)t)).Store(ps + b * 16);
+                short* o = pp + b * 512;
+                for (int g = 0; g < 8; g++)
+                {
+                    TCodes.Group(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+                    Vector512<int> lo = Widen<TCodes>(rows0), hi = Widen<TCodes>(rows8);
+                    Avx512F.PermuteVar16x32x2(lo, even, hi).AsInt16().Store(o + 64 * g);
+                    Avx512F.PermuteVar16x32x2(lo, odd, hi).AsInt16().Store(o + 64 * g + 32);
+                }
+            }
+        }
+    }
+
+    /// <summary>Thirty-two stored codes as int16 codes: sign-extended where they are kept signed, else less the bias.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Widen<TCodes>(Vector256<byte> codes) where TCodes : struct, IByteTileCodes =>
+        TCodes.Bias == 0
+            ? Avx512BW.ConvertToVector512Int16(codes.AsSByte()).AsInt32()
+            : (Avx512BW.ConvertToVector512UInt16(codes).AsInt16() - Vector512.Create((short)TCodes.Bias)).AsInt32();
+
     /// <summary>A tile's sixteen exact block sums against a token's 32 codes at <paramref name="x"/> (their sum
     /// <paramref name="xsum"/>): rows 0–7 in <paramref name="s0"/>, 8–15 in <paramref name="s1"/>, each from
     /// −Bias · Σx through a chain of eight <c>vpdpbusd</c>.</summary>
@@ -146,14 +184,25 @@ internal static unsafe class ByteTiles
         Step<TCodes>(ref s0, ref s1, t, x, 7);
     }
 
-    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there.</summary>
+    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there:
+    /// one <c>vpdpbusd</c> per eight rows with AVX-VNNI; without it <c>vpmaddubsw</c> + <c>vpmaddwd</c>, on the codes
+    /// as they are where they are small and biased (Q5_0: 31 · 127 · 2 fits a 16-bit pair sum), else (Q8_0, stored
+    /// signed without VNNI) on |w| against x with w's sign.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Step<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, byte* tile, sbyte* x, int g) where TCodes : struct, IByteTileCodes
     {
         TCodes.Group(tile, g, out Vector256<byte> w0, out Vector256<byte> w1);
         Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4 * g)).AsSByte();
-        s0 = AvxVnni.MultiplyWideningAndAdd(s0, w0, v);
-        s1 = AvxVnni.MultiplyWideningAndAdd(s1, w1, v);
+        if (AvxVnni.IsSupported || TCodes.Bias != 0)
+        {
+            s0 = IntDots.AddBytes4(s0, w0, v);
+            s1 = IntDots.AddBytes4(s1, w1, v);
+        }
+        else
+        {
+            s0 += IntDots.Bytes4(Avx2.Abs(w0.AsSByte()), Avx2.Sign(v, w0.AsSByte()));
+            s1 += IntDots.Bytes4(Avx2.Abs(w1.AsSByte()), Avx2.Sign(v, w1.AsSByte()));
+        }
     }
 }
 
@@ -172,15 +221,25 @@ internal unsafe interface IByteTileCodes
     static abstract void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8);
 }
 
-/// <summary>Q8_0 kept as <see cref="ByteTiles"/> where the CPU has AVX-VNNI: a matrix of sixteen-row groups, each
-/// group its blocks' tiles in column order. The one-token kernel (<see cref="One"/>) reads a group front to back
-/// with two <c>vpdpbusd</c> per 64 bytes; more tokens take <see cref="BlockGemm{T}.MultiplyBytes"/> on the same
-/// memory. The arithmetic is <see cref="BlockDots{T}.V256"/>'s for every row and token (exact block sums; partial
-/// sums b mod 8 fused, added in <see cref="BlockDots{T}.Reduce8"/>'s order, the last blocks one by one), so results
-/// are the same bits as the file layout's kernels.</summary>
+/// <summary>Q8_0 kept as <see cref="ByteTiles"/> (AVX2): a matrix of sixteen-row groups, each group its blocks' tiles
+/// in column order. The one-token kernel (<see cref="One"/>) reads a group front to back with two <c>vpdpbusd</c> per
+/// 64 bytes (without VNNI two each of abs, sign, <c>vpmaddubsw</c> and <c>vpmaddwd</c>: a file-layout block also pays a
+/// reduction tree and its scale's own loads, 1.5× the time in cache); more tokens take
+/// <see cref="BlockGemm{T}.MultiplyBytes"/> on the same memory, or int16 panels packed from it. The arithmetic is
+/// <see cref="BlockDots{T}.V256"/>'s for every row and token (exact block sums; partial sums b mod 8 fused, added in
+/// <see cref="BlockDots{T}.Reduce8"/>'s order, the last blocks one by one), so results are the same bits as the file
+/// layout's kernels.</summary>
 internal static unsafe class Q8Tiles
 {
-    public static bool IsSupported => AvxVnni.IsSupported;
+    public static bool IsSupported => Avx2.IsSupported;
+
+    /// <summary>What a stored code is xored with: 0x80 in every byte where <c>vpdpbusd</c> multiplies codes + 128
+    /// (AVX-VNNI), else nothing (the codes are kept signed for <c>vpmaddubsw</c>'s sign trick). A constant to the JIT.</summary>
+    private static uint Flip
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => AvxVnni.IsSupported ? 0x80808080u : 0;
+    }
 
     /// <summary>Writes row <paramref name="r"/> (0..15) of the group at <paramref name="group"/> from its GGUF blocks.
     /// Rows of one group touch disjoint bytes, so rows can be written from several threads.</summary>
@@ -193,7 +252,7 @@ internal static unsafe class Q8Tiles
             ((ushort*)t)[r] = blk.D;
             ref byte qs = ref Unsafe.As<BlockQ8_0.Codes, byte>(ref Unsafe.AsRef(in blk.Qs));
             for (int g = 0; g < 8; g++)
-                *(uint*)(t + ByteTiles.ScaleBytes + 64 * g + 4 * r) = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref qs, 4 * g)) ^ 0x80808080u;
+                *(uint*)(t + ByteTiles.ScaleBytes + 64 * g + 4 * r) = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref qs, 4 * g)) ^ Flip;
         }
     }
 
@@ -207,7 +266,7 @@ internal static unsafe class Q8Tiles
             blk.D = ((ushort*)t)[r];
             ref byte qs = ref Unsafe.As<BlockQ8_0.Codes, byte>(ref blk.Qs);
             for (int g = 0; g < 8; g++)
-                Unsafe.WriteUnaligned(ref Unsafe.Add(ref qs, 4 * g), *(uint*)(t + ByteTiles.ScaleBytes + 64 * g + 4 * r) ^ 0x80808080u);
+                Unsafe.WriteUnaligned(ref Unsafe.Add(ref qs, 4 * g), *(uint*)(t + ByteTiles.ScaleBytes + 64 * g + 4 * r) ^ Flip);
         }
     }
 
@@ -220,7 +279,7 @@ internal static unsafe class Q8Tiles
     internal readonly struct Codes : IByteTileCodes
     {
         public static int TileBytes => ByteTiles.BlockBytes;
-        public static int Bias => 128;
+        public static int Bias => AvxVnni.IsSupported ? 128 : 0;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)

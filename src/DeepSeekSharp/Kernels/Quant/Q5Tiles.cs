@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace DeepSeekSharp.Kernels.Quant;
 
 /// <summary>Q5_0 (llama-quantize's choice for rows that fit no k-quant block, e.g. V2-Lite's 1408-wide expert down
-/// projections in a Q4_K_M file) kept in tiles of sixteen rows where the CPU has AVX-VNNI: per block of 32 columns
+/// projections in a Q4_K_M file) kept in tiles of sixteen rows (AVX2): per block of 32 columns
 /// 352 bytes, the bytes the file stores and nothing else, arranged so that a column group of <see cref="ByteTiles"/>
 /// comes out of two loads and a few shifts and masks:
 /// <list type="bullet">
@@ -18,14 +18,14 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// The codes (0–31) are their own unsigned bytes (value = (code − 16) · d): the one-token kernel
 /// (<see cref="ByteTiles.One{TCodes}"/>) multiplies them as Q8_0's tiles do, from −16 · Σx, with the same float
 /// arithmetic as <see cref="BlockDots{T}.V256"/>, so results are the file layout's bits. More tokens multiply a group
-/// unpacked once into byte tiles (<see cref="Unpack"/>). A row kernel over the file layout spends ~1.75× the time per
+/// unpacked once into byte tiles (<see cref="Unpack"/>, AVX-VNNI) or int16 panels (<see cref="ByteTiles.PackShorts{TCodes}"/>). A row kernel over the file layout spends ~1.75× the time per
 /// byte of a tile kernel rebuilding each block's fifth bits.</summary>
 internal static unsafe class Q5Tiles
 {
     public const int TileBytes = 352, BlockBytes = 22;
     private const int NibbleOffset = 32, HighOffset = 288;
 
-    public static bool IsSupported => AvxVnni.IsSupported;
+    public static bool IsSupported => Avx2.IsSupported;
 
     /// <summary>Writes row <paramref name="r"/> (0..15) of the group at <paramref name="group"/> from its GGUF blocks
     /// (22 bytes each: d, the 32 fifth bits, sixteen bytes of nibbles). Rows r and r + 8 share bytes: a group's rows
