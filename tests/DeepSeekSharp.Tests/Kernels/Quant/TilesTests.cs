@@ -93,7 +93,7 @@ public unsafe class TilesTests
         using Matrix tiled = Matrix.Create(WeightFormat.Q8_0, rows, cols);
         file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
         tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        foreach (int n in new[] { 1, 3, 9 })
+        foreach (int n in new[] { 1, 3, 9, 17 }) // one token, a few one by one, the panels (more than eight; sixteen without VNNI)
         {
             float[] x = Random(rng, n * cols, 2f);
             var expected = new float[n * rows];
