@@ -8,7 +8,7 @@ namespace DeepSeekSharp.Kernels;
 public static class KernelPaths
 {
     /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off, AVX-512 VBMI on
-    /// (Q5_0 fifth bits); 32-weight block panels int16 (AVX-512); Q4_K/Q6_K tiles on; Q8_0 tiles off".</summary>
+    /// (Q5_0 fifth bits); 32-weight block panels int16 (AVX-512); Q4_K/Q6_K tiles on; Q8_0 tiles on; Q5_0 tiles on".</summary>
     public static string Describe()
     {
         string width = Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
