@@ -255,6 +255,7 @@ internal static unsafe class Q6KTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* t, int p)
     {
+        if (!Q4KTiles.PrefetchesAhead) return;
         byte* f = t + PrefetchAhead + 416 * p;
         Q4KTiles.PrefetchFourLines(f);
         Sse.Prefetch0(f + 256);
