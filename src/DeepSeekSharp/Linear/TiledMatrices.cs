@@ -289,11 +289,17 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     private void OneByOne(QuantizedActivations a, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         int blocks = Cols / 32;
-        float* lanes = stackalloc float[TileRows];
+        float* lanes = stackalloc float[4 * TileRows];
         for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
         {
-            int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
-            for (int t = 0; t < n; t++)
+            int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g, t = 0;
+            if (!AvxVnni.IsSupported)
+                for (; t + 4 <= n; t += 4)
+                {
+                    ByteTiles.Four<TTile>(Group(g), blocks, a, t, lanes);
+                    for (int k = 0; k < 4; k++) Store(lanes + k * TileRows, y + (long)(t + k) * rowCount + (g + lo - rowStart), lo, hi);
+                }
+            for (; t < n; t++)
             {
                 float* yt = y + (long)t * rowCount + (g + lo - rowStart);
                 if (lo == 0 && hi == TileRows) ByteTiles.One<TTile>(Group(g), blocks, a, t, yt);

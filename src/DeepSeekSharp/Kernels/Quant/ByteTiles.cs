@@ -43,6 +43,95 @@ internal static unsafe class ByteTiles
         }
     }
 
+    /// <summary>Tokens <paramref name="token"/> .. + 3 of <paramref name="a"/> against the sixteen rows of a group:
+    /// token t's row r in <paramref name="lanes"/>[16t + r], each the bits <see cref="One{TCodes}"/> gives it. The
+    /// codes of a column group are loaded (and, signed, made absolute) once for the four tokens: without AVX-VNNI, where
+    /// a verify pass of four tokens would otherwise run the one-token kernel four times over each group.</summary>
+    public static void Four<TCodes>(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) where TCodes : struct, IByteTileCodes
+    {
+        if (a.Q.Length < (long)(token + 4) * blocks * 32 || a.D.Length < (token + 4) * blocks || a.BlockSum.Length < (token + 4) * blocks)
+            ThrowHelper.TooShort(nameof(a), (long)(token + 4) * blocks * 32, a.Q.Length);
+        float* partials = stackalloc float[4 * 8 * Rows];
+        fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
+            FourKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
+    }
+
+    /// <summary>Four tokens (codes <c>32 · blocks</c> apart, scales and sums <c>blocks</c> apart): per token the float
+    /// steps of <see cref="OneKernel{TCodes}"/> (partial b mod 8, <see cref="Reduce"/>, the tail one block at a time).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void FourKernel<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
+        where TCodes : struct, IByteTileCodes
+    {
+        int whole = blocks / 8 * 8, stride = blocks * 32;
+        new Span<float>(partials, 4 * 8 * Rows).Clear();
+        Vector256<float> r00 = default, r01 = default, r10 = default, r11 = default, r20 = default, r21 = default, r30 = default, r31 = default;
+        for (int b = 0; b < blocks; b++, x += 32)
+        {
+            byte* t = group + (long)b * TCodes.TileBytes;
+            Vector256<int> a0 = Vector256.Create(-TCodes.Bias * xsum[b]), a1 = a0;
+            Vector256<int> b0 = Vector256.Create(-TCodes.Bias * xsum[blocks + b]), b1 = b0;
+            Vector256<int> c0 = Vector256.Create(-TCodes.Bias * xsum[2 * blocks + b]), c1 = c0;
+            Vector256<int> e0 = Vector256.Create(-TCodes.Bias * xsum[3 * blocks + b]), e1 = e0;
+            for (int g = 0; g < 8; g++)
+            {
+                TCodes.Group(t, g, out Vector256<byte> w0, out Vector256<byte> w1);
+                bool signed = !AvxVnni.IsSupported && TCodes.Bias == 0;
+                Vector256<byte> u0 = signed ? Avx2.Abs(w0.AsSByte()) : w0, u1 = signed ? Avx2.Abs(w1.AsSByte()) : w1;
+                Step4<TCodes>(ref a0, ref a1, u0, u1, w0, w1, x + 4 * g);
+                Step4<TCodes>(ref b0, ref b1, u0, u1, w0, w1, x + stride + 4 * g);
+                Step4<TCodes>(ref c0, ref c1, u0, u1, w0, w1, x + 2 * stride + 4 * g);
+                Step4<TCodes>(ref e0, ref e1, u0, u1, w0, w1, x + 3 * stride + 4 * g);
+            }
+            Vector256<float> ws0 = Scales(t, 0), ws1 = Scales(t, 8);
+            float d0 = xd[b], d1 = xd[blocks + b], d2 = xd[2 * blocks + b], d3 = xd[3 * blocks + b];
+            if (b < whole)
+            {
+                int p = (b & 7) * 16;
+                Fold(partials + p, a0, a1, ws0 * d0, ws1 * d0);
+                Fold(partials + 128 + p, b0, b1, ws0 * d1, ws1 * d1);
+                Fold(partials + 256 + p, c0, c1, ws0 * d2, ws1 * d2);
+                Fold(partials + 384 + p, e0, e1, ws0 * d3, ws1 * d3);
+                if (b + 1 == whole)
+                {
+                    Reduce(partials, out r00, out r01);
+                    Reduce(partials + 128, out r10, out r11);
+                    Reduce(partials + 256, out r20, out r21);
+                    Reduce(partials + 384, out r30, out r31);
+                }
+            }
+            else
+            {
+                Tail(ref r00, ref r01, a0, a1, ws0 * d0, ws1 * d0);
+                Tail(ref r10, ref r11, b0, b1, ws0 * d1, ws1 * d1);
+                Tail(ref r20, ref r21, c0, c1, ws0 * d2, ws1 * d2);
+                Tail(ref r30, ref r31, e0, e1, ws0 * d3, ws1 * d3);
+            }
+        }
+        r00.Store(result); r01.Store(result + 8);
+        r10.Store(result + 16); r11.Store(result + 24);
+        r20.Store(result + 32); r21.Store(result + 40);
+        r30.Store(result + 48); r31.Store(result + 56);
+    }
+
+    /// <summary><see cref="Step{TCodes}"/> for one of several tokens, the column group's codes already loaded
+    /// (<paramref name="u0"/>, <paramref name="u1"/>: what multiplies, |w| for signed codes, else the codes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step4<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, Vector256<byte> u0, Vector256<byte> u1,
+        Vector256<byte> w0, Vector256<byte> w1, sbyte* x) where TCodes : struct, IByteTileCodes
+    {
+        Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+        if (AvxVnni.IsSupported || TCodes.Bias != 0)
+        {
+            s0 = IntDots.AddBytes4(s0, u0, v);
+            s1 = IntDots.AddBytes4(s1, u1, v);
+        }
+        else
+        {
+            s0 += IntDots.Bytes4(u0, Avx2.Sign(v, w0.AsSByte()));
+            s1 += IntDots.Bytes4(u1, Avx2.Sign(v, w1.AsSByte()));
+        }
+    }
+
     /// <summary><see cref="OneKernel{TCodes}"/> with the bookkeeping of a block in 512-bit registers (AVX-512): the
     /// sixteen scales widened in one go, the two row halves' sums joined into one vector, converted and fused into
     /// their partial at once. The products stay 256-bit <c>vpdpbusd</c>; every lane gets the same operations in the
