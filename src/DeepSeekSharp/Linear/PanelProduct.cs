@@ -85,16 +85,17 @@ internal readonly struct Q4KPanels : IPanelKernel
             a.BlockSum.AsSpan(t0 * (cols / 32)), n, partials, y, yStride);
 }
 
-/// <summary>Byte tiles (<see cref="ByteTiles"/>) of <typeparamref name="TTile"/> as int16 panels, where the CPU has
-/// AVX-512 but no VNNI: a group of tiles holds a file row's bytes for each of its rows, so the group of rows r..r+15
-/// starts at r · RowBytes and <see cref="PanelProduct"/> finds it there.</summary>
+/// <summary>Byte tiles (<see cref="ByteTiles"/>) of <typeparamref name="TTile"/> as the int16 panels of
+/// <see cref="BlockPanels{T}"/>, where the CPU has AVX-512 but no VNNI: only the packing differs. A group of tiles holds
+/// a file row's bytes for each of its rows, so the group of rows r..r+15 starts at r · RowBytes and
+/// <see cref="PanelProduct"/> finds it there.</summary>
 internal readonly struct TilePanels<TBlock, TTile> : IPanelKernel where TBlock : struct, IBlockCodes where TTile : struct, IByteTileCodes
 {
-    public static int PanelShorts(int cols) => cols / 32 * 512;
-    public static int ScaleFloats(int cols) => cols / 32 * 16;
+    public static int PanelShorts(int cols) => BlockPanels<TBlock>.PanelShorts(cols);
+    public static int ScaleFloats(int cols) => BlockPanels<TBlock>.ScaleFloats(cols);
     public static unsafe void Pack(ref byte w, long rowBytes, int rows, int cols, Span<short> panel, Span<float> scales) =>
         ByteTiles.PackShorts<TTile>((byte*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref w), cols / 32, panel, scales);
     public static unsafe void Multiply(ReadOnlySpan<short> panel, ReadOnlySpan<float> scales, int cols, int rows,
         QuantizedActivations a, int t0, int n, Span<float> partials, float* y, long yStride) =>
-        BlockGemm<TBlock>.Multiply(panel, scales, cols / 32, rows, a.Q16.AsSpan(t0 * cols), a.D.AsSpan(t0 * (cols / 32)), n, partials, y, yStride);
+        BlockPanels<TBlock>.Multiply(panel, scales, cols, rows, a, t0, n, partials, y, yStride);
 }

@@ -282,8 +282,9 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
         }
     }
 
-    /// <summary>Tokens [0, <paramref name="n"/>) one after the other over each group of rows while it is in L1/L2: in cache (AVX-VNNI) the one-token kernel twice
-    /// (83 GMAC/s a thread) beats a pass of four with two of padding (69); without VNNI it serves every count
+    /// <summary>Tokens [0, <paramref name="n"/>) over each group of rows while it is in L1/L2, one at a time (in cache,
+    /// AVX-VNNI, the one-token kernel twice, 83 GMAC/s a thread, beats a pass of four with two of padding, 69) or,
+    /// without VNNI, four at a time (<see cref="ByteTiles.Four{TCodes}"/>) and the rest one at a time: every count
     /// short of the panels.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void OneByOne(QuantizedActivations a, float* y, int n, int r0, int r1, int rowStart, int rowCount)
