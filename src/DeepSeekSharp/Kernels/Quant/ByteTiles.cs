@@ -75,12 +75,10 @@ internal static unsafe class ByteTiles
             for (int g = 0; g < 8; g++)
             {
                 TCodes.Group(t, g, out Vector256<byte> w0, out Vector256<byte> w1);
-                bool signed = !AvxVnni.IsSupported && TCodes.Bias == 0;
-                Vector256<byte> u0 = signed ? Avx2.Abs(w0.AsSByte()) : w0, u1 = signed ? Avx2.Abs(w1.AsSByte()) : w1;
-                Step4<TCodes>(ref a0, ref a1, u0, u1, w0, w1, x + 4 * g);
-                Step4<TCodes>(ref b0, ref b1, u0, u1, w0, w1, x + stride + 4 * g);
-                Step4<TCodes>(ref c0, ref c1, u0, u1, w0, w1, x + 2 * stride + 4 * g);
-                Step4<TCodes>(ref e0, ref e1, u0, u1, w0, w1, x + 3 * stride + 4 * g);
+                Add<TCodes>(ref a0, ref a1, w0, w1, x + 4 * g); // |w| computed once for the four (the JIT shares it)
+                Add<TCodes>(ref b0, ref b1, w0, w1, x + stride + 4 * g);
+                Add<TCodes>(ref c0, ref c1, w0, w1, x + 2 * stride + 4 * g);
+                Add<TCodes>(ref e0, ref e1, w0, w1, x + 3 * stride + 4 * g);
             }
             Vector256<float> ws0 = Scales(t, 0), ws1 = Scales(t, 8);
             float d0 = xd[b], d1 = xd[blocks + b], d2 = xd[2 * blocks + b], d3 = xd[3 * blocks + b];
@@ -113,22 +111,24 @@ internal static unsafe class ByteTiles
         r30.Store(result + 48); r31.Store(result + 56);
     }
 
-    /// <summary><see cref="Step{TCodes}"/> for one of several tokens, the column group's codes already loaded
-    /// (<paramref name="u0"/>, <paramref name="u1"/>: what multiplies, |w| for signed codes, else the codes).</summary>
+    /// <summary>A column group's codes <paramref name="w0"/> (rows 0–7), <paramref name="w1"/> (8–15) against a token's
+    /// four codes at <paramref name="x"/>: one <c>vpdpbusd</c> per eight rows with AVX-VNNI; without it
+    /// <c>vpmaddubsw</c> + <c>vpmaddwd</c>, on the codes as they are where they are small and biased (Q5_0: 31 · 127 · 2
+    /// fits a 16-bit pair sum), else (Q8_0, stored signed without VNNI) on |w| against x with w's sign.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Step4<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, Vector256<byte> u0, Vector256<byte> u1,
-        Vector256<byte> w0, Vector256<byte> w1, sbyte* x) where TCodes : struct, IByteTileCodes
+    private static void Add<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, Vector256<byte> w0, Vector256<byte> w1, sbyte* x)
+        where TCodes : struct, IByteTileCodes
     {
         Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
         if (AvxVnni.IsSupported || TCodes.Bias != 0)
         {
-            s0 = IntDots.AddBytes4(s0, u0, v);
-            s1 = IntDots.AddBytes4(s1, u1, v);
+            s0 = IntDots.AddBytes4(s0, w0, v);
+            s1 = IntDots.AddBytes4(s1, w1, v);
         }
         else
         {
-            s0 += IntDots.Bytes4(u0, Avx2.Sign(v, w0.AsSByte()));
-            s1 += IntDots.Bytes4(u1, Avx2.Sign(v, w1.AsSByte()));
+            s0 += IntDots.Bytes4(Avx2.Abs(w0.AsSByte()), Avx2.Sign(v, w0.AsSByte()));
+            s1 += IntDots.Bytes4(Avx2.Abs(w1.AsSByte()), Avx2.Sign(v, w1.AsSByte()));
         }
     }
 
@@ -273,25 +273,13 @@ internal static unsafe class ByteTiles
         Step<TCodes>(ref s0, ref s1, t, x, 7);
     }
 
-    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there:
-    /// one <c>vpdpbusd</c> per eight rows with AVX-VNNI; without it <c>vpmaddubsw</c> + <c>vpmaddwd</c>, on the codes
-    /// as they are where they are small and biased (Q5_0: 31 · 127 · 2 fits a 16-bit pair sum), else (Q8_0, stored
-    /// signed without VNNI) on |w| against x with w's sign.</summary>
+    /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there
+    /// (<see cref="Add{TCodes}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Step<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, byte* tile, sbyte* x, int g) where TCodes : struct, IByteTileCodes
     {
         TCodes.Group(tile, g, out Vector256<byte> w0, out Vector256<byte> w1);
-        Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4 * g)).AsSByte();
-        if (AvxVnni.IsSupported || TCodes.Bias != 0)
-        {
-            s0 = IntDots.AddBytes4(s0, w0, v);
-            s1 = IntDots.AddBytes4(s1, w1, v);
-        }
-        else
-        {
-            s0 += IntDots.Bytes4(Avx2.Abs(w0.AsSByte()), Avx2.Sign(v, w0.AsSByte()));
-            s1 += IntDots.Bytes4(Avx2.Abs(w1.AsSByte()), Avx2.Sign(v, w1.AsSByte()));
-        }
+        Add<TCodes>(ref s0, ref s1, w0, w1, x + 4 * g);
     }
 }
 
