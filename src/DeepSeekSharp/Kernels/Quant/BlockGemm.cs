@@ -463,13 +463,16 @@ internal static class PanelPack
         byte* x1 = x + stride;
         for (int g = 0; g < 16; g++, w += 32, x += 4, x1 += 4)
         {
+            // The six broadcasts, then the six products, then the six adds, each value its own register: written a token
+            // at a time, the JIT gave every broadcast and product one register, and the loop ran ~16% slower on Zen 4
+            // (one panel against 48 tokens in cache, one thread: 70 GMAC/s, now 83).
             Vector512<short> wv = Vector512.Load(w);
-            s0 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x).AsInt16());
-            s1 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)x1).AsInt16());
-            s2 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 2 * stride)).AsInt16());
-            s3 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 2 * stride)).AsInt16());
-            s4 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x + 4 * stride)).AsInt16());
-            s5 += Avx512BW.MultiplyAddAdjacent(wv, Vector512.Create(*(int*)(x1 + 4 * stride)).AsInt16());
+            Vector512<short> c0 = Vector512.Create(*(int*)x).AsInt16(), c1 = Vector512.Create(*(int*)x1).AsInt16();
+            Vector512<short> c2 = Vector512.Create(*(int*)(x + 2 * stride)).AsInt16(), c3 = Vector512.Create(*(int*)(x1 + 2 * stride)).AsInt16();
+            Vector512<short> c4 = Vector512.Create(*(int*)(x + 4 * stride)).AsInt16(), c5 = Vector512.Create(*(int*)(x1 + 4 * stride)).AsInt16();
+            Vector512<int> m0 = Avx512BW.MultiplyAddAdjacent(wv, c0), m1 = Avx512BW.MultiplyAddAdjacent(wv, c1), m2 = Avx512BW.MultiplyAddAdjacent(wv, c2);
+            Vector512<int> m3 = Avx512BW.MultiplyAddAdjacent(wv, c3), m4 = Avx512BW.MultiplyAddAdjacent(wv, c4), m5 = Avx512BW.MultiplyAddAdjacent(wv, c5);
+            s0 += m0; s1 += m1; s2 += m2; s3 += m3; s4 += m4; s5 += m5;
         }
     }
 }
