@@ -78,21 +78,28 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                 // A short last pass runs on the padding tokens and stores only the real ones.
                 byte* x = (byte*)(xq + (long)t0 * cols);
                 float* d0 = xs + (long)t0 * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks, d4 = d3 + blocks, d5 = d4 + blocks;
-                new Span<float>(part, PartialsLength).Clear();
-                int b = 0;
-                for (; b < whole; b++)
+                // Partial j (blocks j, j + 8, ... in order, as BlockDots.V256 fuses them) in registers for the six
+                // tokens, then stored for the reduction: no load and store of a partial per block.
+                if (whole == 0) new Span<float>(part, PartialsLength).Clear();
+                for (int j = 0; j < 8 && j < whole; j++)
                 {
-                    Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
-                    PanelPack.AddSums(pw + b * 512, x + b * 64, stride, ref s0, ref s1, ref s2, ref s3, ref s4, ref s5);
-                    Vector512<float> ws = Vector512.Load(ps + b * 16);
-                    float* p = part + (b & 7) * 16;
-                    Fold(p, s0, ws * d0[b]);
-                    Fold(p + 128, s1, ws * d1[b]);
-                    Fold(p + 256, s2, ws * d2[b]);
-                    Fold(p + 384, s3, ws * d3[b]);
-                    Fold(p + 512, s4, ws * d4[b]);
-                    Fold(p + 640, s5, ws * d5[b]);
+                    Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default;
+                    for (int bb = j; bb < whole; bb += 8)
+                    {
+                        Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
+                        PanelPack.AddSums(pw + bb * 512, x + bb * 64, stride, ref s0, ref s1, ref s2, ref s3, ref s4, ref s5);
+                        Vector512<float> ws = Vector512.Load(ps + bb * 16);
+                        p0 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s0), ws * d0[bb], p0);
+                        p1 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s1), ws * d1[bb], p1);
+                        p2 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s2), ws * d2[bb], p2);
+                        p3 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s3), ws * d3[bb], p3);
+                        p4 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s4), ws * d4[bb], p4);
+                        p5 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s5), ws * d5[bb], p5);
+                    }
+                    float* p = part + j * 16;
+                    p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
                 }
+                int b = whole;
                 Vector512<float> r0 = Reduce(part), r1 = Reduce(part + 128), r2 = Reduce(part + 256), r3 = Reduce(part + 384),
                     r4 = Reduce(part + 512), r5 = Reduce(part + 640);
                 for (; b < blocks; b++)
