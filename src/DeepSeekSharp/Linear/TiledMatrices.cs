@@ -201,20 +201,25 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     /// <summary>Bytes of a group of sixteen rows as byte tiles (what <see cref="BlockGemm{T}.MultiplyBytes"/> reads).</summary>
     private protected long ByteGroupBytes => (long)(Cols / 32) * ByteTiles.BlockBytes;
 
-    /// <summary>Whether <paramref name="n"/> tokens take int16 panels packed from the tiles (<see cref="TilePanels{TBlock, TTile}"/>):
-    /// a prompt or large batch where the CPU has AVX-512 but no VNNI. Fewer tokens, and AVX2 alone, take the one-token
-    /// kernel per token over each group while it is in cache: against 64 expert matrices of Q8_0 from memory (one
-    /// thread, Zen 4, <c>bench experts Q8_0 N</c>) that gave 37.5 GMAC/s at 8 tokens where the panels gave 28.1, the
-    /// same at 12 and 16 (41–42), and 40.3 at 24 where the panels gave 51.2.</summary>
-    private static bool UseShortPanels(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && n >= ShortPanelMinTokens;
+    /// <summary>Whether <paramref name="n"/> tokens take <see cref="ByteTiles.Multiply{TCodes}"/>, straight from the
+    /// tiles, where the CPU has AVX-512 but no VNNI: six tokens a pass, so not seven or eight (a pass of padding cost
+    /// more than the four-token kernel gave); from <see cref="PanelMinTokens"/> the packed int16 panels. Against 64
+    /// expert matrices of Q8_0 from memory (one thread, Zen 4, <c>bench experts Q8_0 N</c>, GMAC/s, against panels from
+    /// sixteen tokens and the four-token kernel below): 6 tokens 55.8 (40.1), 8 41.8 (43.5), 10 52.3 (43.9), 12 61.9
+    /// (46.5), 24 67.4 (58.2), 48 68.0 (67.2), 64 66.9 (68.8), 128 67.2 (74.3).</summary>
+    private static bool UseShorts(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && (n == 6 || n >= 9) && n < PanelMinTokens;
 
-    private const int ShortPanelMinTokens = 16;
+    /// <summary>Whether <paramref name="n"/> tokens take int16 panels packed from the tiles (<see cref="TilePanels{TBlock, TTile}"/>):
+    /// a prompt or large batch where the CPU has AVX-512 but no VNNI (see <see cref="UseShorts"/>).</summary>
+    private static bool UsePanels(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && n >= PanelMinTokens;
+
+    private const int PanelMinTokens = 64;
 
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
         QuantizedActivations a = base.Prepare(x, n, target)!;
         if (n > 2 && AvxVnni.IsSupported) a.Pad(n, BlockGemm<TBlock>.TokenPadding); // MultiplyBytes runs whole passes of four tokens
-        else if (UseShortPanels(n)) a.Widen(n, BlockGemm<TBlock>.TokenPadding);
+        else if (UseShorts(n) || UsePanels(n)) a.Widen(n, ByteTiles.TokenPadding); // the panels' padding is the same five tokens
         return a;
     }
 
@@ -222,17 +227,18 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     /// consecutive byte tiles; <paramref name="stream"/>: they are read from memory as they are multiplied.</summary>
     private protected abstract byte* ByteGroups(int g0, int g1, out bool stream);
 
-    /// <summary>One or two tokens, or fewer than the panels take without VNNI: every group of the rows in turn
-    /// (<see cref="OneByOne"/>). More with AVX-VNNI: up to 256 KB of groups at a time, against tokens in chunks of about
-    /// 192 KB of codes, so both stay in L2 (as <see cref="PanelProduct"/> does with packed panels); without it, int16
-    /// panels packed from the tiles (<see cref="UseShortPanels"/>).</summary>
+    /// <summary>One or two tokens, or too few for the many-token kernels: every group of the rows in turn
+    /// (<see cref="OneByOne"/>). A prompt or large batch without VNNI: int16 panels packed from the tiles
+    /// (<see cref="UsePanels"/>). Otherwise up to 256 KB of groups at a time, against tokens in chunks of about 192 KB
+    /// of codes, so both stay in L2 — with AVX-VNNI byte tiles (<see cref="BlockGemm{T}.MultiplyBytes"/>), else the
+    /// stored tiles widened as they are multiplied (<see cref="ByteTiles.Multiply{TCodes}"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         QuantizedActivations a = act!;
         int blocks = Cols / 32;
         int first = r0 / TileRows * TileRows;
-        if (UseShortPanels(n))
+        if (UsePanels(n))
         {
             // A group the rows start inside of takes the one-token kernel; the panels start at a whole group.
             int whole = Math.Min(r1, (r0 + TileRows - 1) / TileRows * TileRows);
@@ -240,25 +246,24 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
             if (whole < r1) Panels<TilePanels<TBlock, TTile>>(a, y, n, whole, r1, rowStart, rowCount);
             return;
         }
-        if (n <= 2 || !AvxVnni.IsSupported)
+        bool shorts = UseShorts(n);
+        if (!shorts && (n <= 2 || !AvxVnni.IsSupported))
         {
             OneByOne(a, y, n, r0, r1, rowStart, rowCount);
             return;
         }
         Span<float> partials = GemmScratch.Partials;
-        long byteGroup = ByteGroupBytes;
-        int chunk = Math.Max(4, (192 << 10) / Cols / 4 * 4);
+        long byteGroup = shorts ? GroupBytes : ByteGroupBytes;
+        int chunk = shorts ? Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6) : Math.Max(4, (192 << 10) / Cols / 4 * 4);
         int groupsAtOnce = (int)Math.Max(1, (256 << 10) / byteGroup);
         for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
         {
             int g1 = Math.Min(r1, g0 + groupsAtOnce * TileRows);
-            byte* tiles = ByteGroups(g0, g1, out bool stream);
+            bool stream = true;
+            byte* tiles = shorts ? Group(g0) : ByteGroups(g0, g1, out stream);
             for (int t0 = 0; t0 < n; t0 += chunk)
             {
                 int tn = Math.Min(chunk, n - t0);
-                ReadOnlySpan<sbyte> q = a.Q.AsSpan(t0 * Cols);
-                ReadOnlySpan<float> d = a.D.AsSpan(t0 * blocks);
-                ReadOnlySpan<short> s = a.BlockSum.AsSpan(t0 * blocks);
                 for (int g = g0; g < g1; g += TileRows)
                 {
                     int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
@@ -268,18 +273,35 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
                     bool prefetch = stream && t0 == 0;
                     if (lo == 0)
                     {
-                        BlockGemm<TBlock>.MultiplyBytes(group, blocks, hi, q, d, s, tn, partials, yg, rowCount, prefetch);
+                        Multiply(a, group, blocks, hi, t0, tn, partials, yg, rowCount, shorts, prefetch);
                         continue;
                     }
                     // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
                     fixed (float* e = GemmScratch.Edge(tn * TileRows))
                     {
-                        BlockGemm<TBlock>.MultiplyBytes(group, blocks, hi, q, d, s, tn, partials, e, TileRows, prefetch);
+                        Multiply(a, group, blocks, hi, t0, tn, partials, e, TileRows, shorts, prefetch);
                         for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
                     }
                 }
             }
         }
+    }
+
+    /// <summary>Tokens [t0, t0 + n) against one group: <see cref="ByteTiles.Multiply{TCodes}"/> on the stored tiles, or
+    /// <see cref="BlockGemm{T}.MultiplyBytes"/> on byte tiles; <paramref name="prefetch"/>: the tiles come from memory,
+    /// so the kernel prefetches ahead of its reads.</summary>
+    private void Multiply(QuantizedActivations a, byte* group, int blocks, int rows, int t0, int n, Span<float> partials, float* y, long yStride,
+        bool shorts, bool prefetch)
+    {
+        int cols = blocks * 32;
+        if (shorts)
+        {
+            fixed (short* q = a.Q16) fixed (float* d = a.D, p = partials) fixed (short* s = a.BlockSum)
+                ByteTiles.Multiply<TTile>(group, blocks, rows, q + (long)t0 * cols, d + (long)t0 * blocks, s + (long)t0 * blocks, n, p, y, yStride, prefetch);
+            return;
+        }
+        BlockGemm<TBlock>.MultiplyBytes(group, blocks, rows, a.Q.AsSpan(t0 * cols), a.D.AsSpan(t0 * blocks), a.BlockSum.AsSpan(t0 * blocks),
+            n, partials, y, yStride, prefetch);
     }
 
     /// <summary>Tokens [0, <paramref name="n"/>) over each group of rows while it is in L1/L2, one at a time (in cache,

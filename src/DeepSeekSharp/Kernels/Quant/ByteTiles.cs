@@ -17,8 +17,9 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// 544 = 17 × 32, so every 256-bit load of a tile stays inside one cache line, and consecutive tiles are one stream.
 /// With AVX-VNNI the panel kernels pack rows of Q8_0, Q4_0 and Q5_0 into these tiles for a prompt
 /// (<see cref="BlockGemm{T}.PackBytes"/>) and a Q8_0 matrix in memory is kept in them (<see cref="Q8Tiles"/>), so
-/// neither a prompt nor a decoded token unpacks anything; without VNNI a prompt widens a group's tiles into int16
-/// panels (<see cref="PackShorts{TCodes}"/>).</summary>
+/// neither a prompt nor a decoded token unpacks anything; without VNNI six to 63 tokens are multiplied straight from
+/// the tiles (<see cref="Multiply{TCodes}"/>) and a longer prompt widens a group's tiles into int16 panels
+/// (<see cref="PackShorts{TCodes}"/>).</summary>
 internal static unsafe class ByteTiles
 {
     public const int Rows = 16, ScaleBytes = 32, CodeBytes = 512, BlockBytes = ScaleBytes + CodeBytes;
@@ -216,6 +217,157 @@ internal static unsafe class ByteTiles
     {
         r0 += ws0 * Vector256.ConvertToSingle(s0);
         r1 += ws1 * Vector256.ConvertToSingle(s1);
+    }
+
+    /// <summary>Tokens per pass of <see cref="Multiply{TCodes}"/>.</summary>
+    public const int TokensPerPass = 6;
+
+    /// <summary>Tokens past n that <see cref="Multiply{TCodes}"/> reads (its last pass of six runs whole).</summary>
+    public const int TokenPadding = TokensPerPass - 1;
+
+    /// <summary>Many tokens against a group of <typeparamref name="TCodes"/> tiles on CPUs with AVX-512 but no VNNI,
+    /// straight from the tiles: a column group's 64 codes widen to int16 in two registers (rows 0–7, 8–15; row r's
+    /// four codes in lanes 4r..4r + 3), each token's four int16 codes there are broadcast as one 64-bit value, and
+    /// vpmaddwd leaves row r's two column pairs in int32 lanes 2r and 2r + 1; at the block's end two permutes add each
+    /// row's pair into lane r. Six tokens a pass share every widened group. The sums are exact, and the float steps per
+    /// row and token are <see cref="BlockDots{T}.V256"/>'s (block b fused into partial b mod 8, the partials added in
+    /// <see cref="BlockDots{T}.Reduce8"/>'s order, the last blocks one at a time), so results are the one-token
+    /// kernel's bits. y[t · yStride + j] for rows j &lt; <paramref name="rows"/> and tokens [0, n); <paramref name="x16"/>
+    /// [n, blocks · 32] codes as int16, <paramref name="xd"/> scales and <paramref name="xsum"/> block sums, each
+    /// readable <see cref="TokenPadding"/> tokens past n; <paramref name="partials"/> 768 floats of scratch.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Multiply<TCodes>(byte* group, int blocks, int rows, short* x16, float* xd, short* xsum, int n,
+        float* partials, float* y, long yStride, bool prefetch = false) where TCodes : struct, IByteTileCodes
+    {
+        int cols = blocks * 32, whole = blocks / 8 * 8;
+        Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        Vector512<int> odd = even + Vector512<int>.One;
+        float* lane = stackalloc float[Rows];
+        for (int t0 = 0; t0 < n; t0 += TokensPerPass)
+        {
+            short* x = x16 + (long)t0 * cols;
+            float* d0 = xd + (long)t0 * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks, d4 = d3 + blocks, d5 = d4 + blocks;
+            short* u = xsum + (long)t0 * blocks;
+            if (whole == 0) new Span<float>(partials, TokensPerPass * 8 * Rows).Clear();
+            // Step k < whole is block b = j + 8i of partial j = k / per: partial j of the six tokens stays in p0..p5 over
+            // its blocks in order (as BlockDots.V256 fuses them) and is stored when done; after the last, p0..p5 take the
+            // reduced partials and the blocks past the last whole eight are added one at a time.
+            Vector512<float> p0 = default, p1 = default, p2 = default, p3 = default, p4 = default, p5 = default;
+            for (int k = 0, j = 0, b = 0; k < blocks; k++)
+            {
+                byte* tile = group + (long)b * TCodes.TileBytes;
+                short* xb = x + b * 32;
+                if (prefetch && t0 == 0) PrefetchTile(group + (long)(blocks + k) * TCodes.TileBytes, TCodes.TileBytes);
+                Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+                Vector512<int> e0 = default, e1 = default, e2 = default, e3 = default, e4 = default, e5 = default;
+                for (int g = 0; g < 8; g++)
+                {
+                    TCodes.Group(tile, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+                    Vector512<short> lo = WidenCodes<TCodes>(rows0), hi = WidenCodes<TCodes>(rows8);
+                    // The six broadcasts, then the twelve products, then the adds, each in its own register (see
+                    // PanelPack.AddSums).
+                    short* xg = xb + 4 * g;
+                    Vector512<short> c0 = Vector512.Create(*(long*)xg).AsInt16(), c1 = Vector512.Create(*(long*)(xg + cols)).AsInt16();
+                    Vector512<short> c2 = Vector512.Create(*(long*)(xg + 2 * cols)).AsInt16(), c3 = Vector512.Create(*(long*)(xg + 3 * cols)).AsInt16();
+                    Vector512<short> c4 = Vector512.Create(*(long*)(xg + 4 * cols)).AsInt16(), c5 = Vector512.Create(*(long*)(xg + 5 * cols)).AsInt16();
+                    Vector512<int> m0 = Avx512BW.MultiplyAddAdjacent(lo, c0), n0 = Avx512BW.MultiplyAddAdjacent(hi, c0);
+                    Vector512<int> m1 = Avx512BW.MultiplyAddAdjacent(lo, c1), n1 = Avx512BW.MultiplyAddAdjacent(hi, c1);
+                    Vector512<int> m2 = Avx512BW.MultiplyAddAdjacent(lo, c2), n2 = Avx512BW.MultiplyAddAdjacent(hi, c2);
+                    Vector512<int> m3 = Avx512BW.MultiplyAddAdjacent(lo, c3), n3 = Avx512BW.MultiplyAddAdjacent(hi, c3);
+                    Vector512<int> m4 = Avx512BW.MultiplyAddAdjacent(lo, c4), n4 = Avx512BW.MultiplyAddAdjacent(hi, c4);
+                    Vector512<int> m5 = Avx512BW.MultiplyAddAdjacent(lo, c5), n5 = Avx512BW.MultiplyAddAdjacent(hi, c5);
+                    a0 += m0; e0 += n0; a1 += m1; e1 += n1; a2 += m2; e2 += n2;
+                    a3 += m3; e3 += n3; a4 += m4; e4 += n4; a5 += m5; e5 += n5;
+                }
+                Vector512<float> s0 = Vector512.ConvertToSingle(Combine<TCodes>(a0, e0, even, odd, u[b]));
+                Vector512<float> s1 = Vector512.ConvertToSingle(Combine<TCodes>(a1, e1, even, odd, u[blocks + b]));
+                Vector512<float> s2 = Vector512.ConvertToSingle(Combine<TCodes>(a2, e2, even, odd, u[2 * blocks + b]));
+                Vector512<float> s3 = Vector512.ConvertToSingle(Combine<TCodes>(a3, e3, even, odd, u[3 * blocks + b]));
+                Vector512<float> s4 = Vector512.ConvertToSingle(Combine<TCodes>(a4, e4, even, odd, u[4 * blocks + b]));
+                Vector512<float> s5 = Vector512.ConvertToSingle(Combine<TCodes>(a5, e5, even, odd, u[5 * blocks + b]));
+                Vector512<float> ws = HalfTable.ToSingle(Vector256.Load((ushort*)tile));
+                if (k < whole)
+                {
+                    p0 = Vector512.FusedMultiplyAdd(s0, ws * d0[b], p0);
+                    p1 = Vector512.FusedMultiplyAdd(s1, ws * d1[b], p1);
+                    p2 = Vector512.FusedMultiplyAdd(s2, ws * d2[b], p2);
+                    p3 = Vector512.FusedMultiplyAdd(s3, ws * d3[b], p3);
+                    p4 = Vector512.FusedMultiplyAdd(s4, ws * d4[b], p4);
+                    p5 = Vector512.FusedMultiplyAdd(s5, ws * d5[b], p5);
+                    if (b + 8 >= whole)
+                    {
+                        float* p = partials + j * 16;
+                        p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
+                        if (j == 7)
+                        {
+                            p0 = Reduce512(partials); p1 = Reduce512(partials + 128); p2 = Reduce512(partials + 256);
+                            p3 = Reduce512(partials + 384); p4 = Reduce512(partials + 512); p5 = Reduce512(partials + 640);
+                        }
+                        else p0 = p1 = p2 = p3 = p4 = p5 = default;
+                        j++;
+                        b = j == 8 ? whole : j;
+                    }
+                    else b += 8;
+                }
+                else
+                {
+                    p0 += ws * d0[b] * s0;
+                    p1 += ws * d1[b] * s1;
+                    p2 += ws * d2[b] * s2;
+                    p3 += ws * d3[b] * s3;
+                    p4 += ws * d4[b] * s4;
+                    p5 += ws * d5[b] * s5;
+                    b++;
+                }
+            }
+            Store(p0, y + t0 * yStride, rows, lane);
+            if (t0 + 1 < n) Store(p1, y + (t0 + 1) * yStride, rows, lane);
+            if (t0 + 2 < n) Store(p2, y + (t0 + 2) * yStride, rows, lane);
+            if (t0 + 3 < n) Store(p3, y + (t0 + 3) * yStride, rows, lane);
+            if (t0 + 4 < n) Store(p4, y + (t0 + 4) * yStride, rows, lane);
+            if (t0 + 5 < n) Store(p5, y + (t0 + 5) * yStride, rows, lane);
+        }
+    }
+
+    /// <summary>Every line of a tile of <paramref name="bytes"/> bytes at <paramref name="p"/> into the caches (a tile
+    /// starts anywhere in a line).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchTile(byte* p, int bytes)
+    {
+        for (int i = 0; i < bytes + 63; i += 64) Sse.Prefetch0(p + i);
+    }
+
+    /// <summary>Row r's two column-pair sums (lanes 2r, 2r + 1 of <paramref name="lo"/> for rows 0–7, of
+    /// <paramref name="hi"/> for 8–15) added into lane r, less Bias · Σx.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Combine<TCodes>(Vector512<int> lo, Vector512<int> hi, Vector512<int> even, Vector512<int> odd, short xsum)
+        where TCodes : struct, IByteTileCodes
+    {
+        Vector512<int> sum = Avx512F.PermuteVar16x32x2(lo, even, hi) + Avx512F.PermuteVar16x32x2(lo, odd, hi);
+        return TCodes.Bias == 0 ? sum : sum - Vector512.Create(TCodes.Bias * xsum);
+    }
+
+    /// <summary>Thirty-two stored codes as int16: sign-extended where they are kept signed, else zero-extended (the
+    /// bias comes off the sums).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> WidenCodes<TCodes>(Vector256<byte> codes) where TCodes : struct, IByteTileCodes =>
+        TCodes.Bias == 0 ? Avx512BW.ConvertToVector512Int16(codes.AsSByte()) : Avx512BW.ConvertToVector512UInt16(codes).AsInt16();
+
+    /// <summary>The eight partials at <paramref name="p"/> (128 floats, sixteen rows each) added in
+    /// <see cref="BlockDots{T}.Reduce8"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Reduce512(float* p) =>
+        ((Vector512.Load(p) + Vector512.Load(p + 64)) + (Vector512.Load(p + 32) + Vector512.Load(p + 96)))
+        + ((Vector512.Load(p + 16) + Vector512.Load(p + 80)) + (Vector512.Load(p + 48) + Vector512.Load(p + 112)));
+
+    private static void Store(Vector512<float> r, float* y, int rows, float* lane)
+    {
+        if (rows == Rows) r.Store(y);
+        else
+        {
+            r.Store(lane);
+            for (int j = 0; j < rows; j++) y[j] = lane[j];
+        }
     }
 
     /// <summary>The group of <typeparamref name="TCodes"/> tiles at <paramref name="group"/> as an int16 panel of
