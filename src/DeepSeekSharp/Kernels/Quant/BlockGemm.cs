@@ -69,7 +69,6 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
             ThrowHelper.TooShort(nameof(x16), padded * cols, x16.Length);
         int whole = blocks / 8 * 8;
         nint stride = cols * sizeof(short);
-        Span<float> lane = stackalloc float[PanelRows];
         fixed (short* pw = panel, xq = x16)
         fixed (float* ps = scales, part = partials, xs = xd)
         {
@@ -100,8 +99,8 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                     p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
                 }
                 int b = whole;
-                Vector512<float> r0 = Reduce(part), r1 = Reduce(part + 128), r2 = Reduce(part + 256), r3 = Reduce(part + 384),
-                    r4 = Reduce(part + 512), r5 = Reduce(part + 640);
+                Vector512<float> r0 = PanelPack.Reduce(part), r1 = PanelPack.Reduce(part + 128), r2 = PanelPack.Reduce(part + 256), r3 = PanelPack.Reduce(part + 384),
+                    r4 = PanelPack.Reduce(part + 512), r5 = PanelPack.Reduce(part + 640);
                 for (; b < blocks; b++)
                 {
                     Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
@@ -114,12 +113,7 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                     r4 += ws * d4[b] * Vector512.ConvertToSingle(s4);
                     r5 += ws * d5[b] * Vector512.ConvertToSingle(s5);
                 }
-                Store(r0, y + t0 * yStride, rows, lane);
-                if (t0 + 1 < n) Store(r1, y + (t0 + 1) * yStride, rows, lane);
-                if (t0 + 2 < n) Store(r2, y + (t0 + 2) * yStride, rows, lane);
-                if (t0 + 3 < n) Store(r3, y + (t0 + 3) * yStride, rows, lane);
-                if (t0 + 4 < n) Store(r4, y + (t0 + 4) * yStride, rows, lane);
-                if (t0 + 5 < n) Store(r5, y + (t0 + 5) * yStride, rows, lane);
+                PanelPack.StorePass(r0, r1, r2, r3, r4, r5, y + t0 * yStride, yStride, n - t0, rows);
             }
         }
     }
@@ -371,24 +365,6 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
     private static unsafe void Fold(float* p, Vector512<int> s, Vector512<float> scale) =>
         Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s), scale, Vector512.Load(p)).Store(p);
 
-    /// <summary>The eight partials of one token added in <see cref="BlockDots{T}.Reduce8"/>'s order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector512<float> Reduce(float* p)
-    {
-        Vector512<float> h0 = Vector512.Load(p) + Vector512.Load(p + 64), h1 = Vector512.Load(p + 16) + Vector512.Load(p + 80);
-        Vector512<float> h2 = Vector512.Load(p + 32) + Vector512.Load(p + 96), h3 = Vector512.Load(p + 48) + Vector512.Load(p + 112);
-        return (h0 + h2) + (h1 + h3);
-    }
-
-    private static unsafe void Store(Vector512<float> r, float* y, int rows, Span<float> lane)
-    {
-        if (rows == PanelRows) r.Store(y);
-        else
-        {
-            r.CopyTo(lane);
-            lane[..rows].CopyTo(new Span<float>(y, rows));
-        }
-    }
 }
 
 /// <summary>Where a panel's codes come from: sub-block s (32 weights) of one row as sixteen int32 lanes, each two
@@ -460,6 +436,40 @@ internal static class PanelPack
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Row<TRows>(ref byte w, long rowBytes, int rows, int j, int s) where TRows : IPanelRows =>
         j < rows ? TRows.Codes(ref Unsafe.Add(ref w, (nint)(j * rowBytes)), s) : Vector512<int>.Zero;
+
+    /// <summary>The eight partials of one token at <paramref name="p"/> (sixteen rows each, 128 floats) added in
+    /// <see cref="BlockDots{T}.Reduce8"/>'s order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector512<float> Reduce(float* p)
+    {
+        Vector512<float> h0 = Vector512.Load(p) + Vector512.Load(p + 64), h1 = Vector512.Load(p + 16) + Vector512.Load(p + 80);
+        Vector512<float> h2 = Vector512.Load(p + 32) + Vector512.Load(p + 96), h3 = Vector512.Load(p + 48) + Vector512.Load(p + 112);
+        return (h0 + h2) + (h1 + h3);
+    }
+
+    /// <summary>A pass's six tokens' results (sixteen rows each) to y, <paramref name="yStride"/> apart: the first
+    /// <paramref name="tokens"/> of them (a short last pass ran on padding), the first <paramref name="rows"/> rows.</summary>
+    public static unsafe void StorePass(Vector512<float> r0, Vector512<float> r1, Vector512<float> r2, Vector512<float> r3,
+        Vector512<float> r4, Vector512<float> r5, float* y, long yStride, int tokens, int rows)
+    {
+        Store(r0, y, rows);
+        if (tokens > 1) Store(r1, y + yStride, rows);
+        if (tokens > 2) Store(r2, y + 2 * yStride, rows);
+        if (tokens > 3) Store(r3, y + 3 * yStride, rows);
+        if (tokens > 4) Store(r4, y + 4 * yStride, rows);
+        if (tokens > 5) Store(r5, y + 5 * yStride, rows);
+    }
+
+    private static unsafe void Store(Vector512<float> r, float* y, int rows)
+    {
+        if (rows == 16) r.Store(y);
+        else
+        {
+            float* lane = stackalloc float[16];
+            r.Store(lane);
+            for (int j = 0; j < rows; j++) y[j] = lane[j];
+        }
+    }
 
     /// <summary>Adds the exact int32 sums of one sub-block (32 columns) for the sixteen rows of <paramref name="w"/> and
     /// six tokens <paramref name="stride"/> bytes apart from <paramref name="x"/> (int16 codes).</summary>

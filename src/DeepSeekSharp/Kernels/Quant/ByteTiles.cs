@@ -242,7 +242,6 @@ internal static unsafe class ByteTiles
         int cols = blocks * 32, whole = blocks / 8 * 8;
         Vector512<int> even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         Vector512<int> odd = even + Vector512<int>.One;
-        float* lane = stackalloc float[Rows];
         for (int t0 = 0; t0 < n; t0 += TokensPerPass)
         {
             short* x = x16 + (long)t0 * cols;
@@ -300,8 +299,8 @@ internal static unsafe class ByteTiles
                         p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
                         if (j == 7)
                         {
-                            p0 = Reduce512(partials); p1 = Reduce512(partials + 128); p2 = Reduce512(partials + 256);
-                            p3 = Reduce512(partials + 384); p4 = Reduce512(partials + 512); p5 = Reduce512(partials + 640);
+                            p0 = PanelPack.Reduce(partials); p1 = PanelPack.Reduce(partials + 128); p2 = PanelPack.Reduce(partials + 256);
+                            p3 = PanelPack.Reduce(partials + 384); p4 = PanelPack.Reduce(partials + 512); p5 = PanelPack.Reduce(partials + 640);
                         }
                         else p0 = p1 = p2 = p3 = p4 = p5 = default;
                         j++;
@@ -320,12 +319,7 @@ internal static unsafe class ByteTiles
                     b++;
                 }
             }
-            Store(p0, y + t0 * yStride, rows, lane);
-            if (t0 + 1 < n) Store(p1, y + (t0 + 1) * yStride, rows, lane);
-            if (t0 + 2 < n) Store(p2, y + (t0 + 2) * yStride, rows, lane);
-            if (t0 + 3 < n) Store(p3, y + (t0 + 3) * yStride, rows, lane);
-            if (t0 + 4 < n) Store(p4, y + (t0 + 4) * yStride, rows, lane);
-            if (t0 + 5 < n) Store(p5, y + (t0 + 5) * yStride, rows, lane);
+            PanelPack.StorePass(p0, p1, p2, p3, p4, p5, y + t0 * yStride, yStride, n - t0, rows);
         }
     }
 
@@ -352,23 +346,6 @@ internal static unsafe class ByteTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<short> WidenCodes<TCodes>(Vector256<byte> codes) where TCodes : struct, IByteTileCodes =>
         TCodes.Bias == 0 ? Avx512BW.ConvertToVector512Int16(codes.AsSByte()) : Avx512BW.ConvertToVector512UInt16(codes).AsInt16();
-
-    /// <summary>The eight partials at <paramref name="p"/> (128 floats, sixteen rows each) added in
-    /// <see cref="BlockDots{T}.Reduce8"/>'s order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Reduce512(float* p) =>
-        ((Vector512.Load(p) + Vector512.Load(p + 64)) + (Vector512.Load(p + 32) + Vector512.Load(p + 96)))
-        + ((Vector512.Load(p + 16) + Vector512.Load(p + 80)) + (Vector512.Load(p + 48) + Vector512.Load(p + 112)));
-
-    private static void Store(Vector512<float> r, float* y, int rows, float* lane)
-    {
-        if (rows == Rows) r.Store(y);
-        else
-        {
-            r.Store(lane);
-            for (int j = 0; j < rows; j++) y[j] = lane[j];
-        }
-    }
 
     /// <summary>The group of <typeparamref name="TCodes"/> tiles at <paramref name="group"/> as an int16 panel of
     /// <see cref="BlockGemm{T}.Multiply"/> (AVX-512 without VNNI): per block, the sixteen scales as floats into
