@@ -202,12 +202,12 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     private protected long ByteGroupBytes => (long)(Cols / 32) * ByteTiles.BlockBytes;
 
     /// <summary>Whether <paramref name="n"/> tokens take <see cref="ByteTiles.Multiply{TCodes}"/>, straight from the
-    /// tiles, where the CPU has AVX-512 but no VNNI: six tokens a pass, so not seven or eight (a pass of padding cost
-    /// more than the four-token kernel gave); from <see cref="PanelMinTokens"/> the packed int16 panels. Against 64
-    /// expert matrices of Q8_0 from memory (one thread, Zen 4, <c>bench experts Q8_0 N</c>, GMAC/s, against panels from
-    /// sixteen tokens and the four-token kernel below): 6 tokens 55.8 (40.1), 8 41.8 (43.5), 10 52.3 (43.9), 12 61.9
+    /// tiles, where the CPU has AVX-512 but no VNNI (six tokens a pass; one or two left over take the one-token kernel
+    /// while the group is in cache, more a pass of padding); from <see cref="PanelMinTokens"/> the packed int16 panels.
+    /// Against 64 expert matrices of Q8_0 from memory (one thread, Zen 4, <c>bench experts Q8_0 N</c>, GMAC/s, against
+    /// panels from sixteen tokens and the four-token kernel below): 6 tokens 55.8 (40.1), 10 52.3 (43.9), 12 61.9
     /// (46.5), 24 67.4 (58.2), 48 68.0 (67.2), 64 66.9 (68.8), 128 67.2 (74.3).</summary>
-    private static bool UseShorts(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && (n == 6 || n >= 9) && n < PanelMinTokens;
+    private static bool UseShorts(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && n >= ByteTiles.TokensPerPass && n < PanelMinTokens;
 
     /// <summary>Whether <paramref name="n"/> tokens take int16 panels packed from the tiles (<see cref="TilePanels{TBlock, TTile}"/>):
     /// a prompt or large batch where the CPU has AVX-512 but no VNNI (see <see cref="UseShorts"/>).</summary>
@@ -242,16 +242,18 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
         {
             // A group the rows start inside of takes the one-token kernel; the panels start at a whole group.
             int whole = Math.Min(r1, (r0 + TileRows - 1) / TileRows * TileRows);
-            if (whole > r0) OneByOne(a, y, n, r0, whole, rowStart, rowCount);
+            if (whole > r0) OneByOne(a, y, 0, n, r0, whole, rowStart, rowCount);
             if (whole < r1) Panels<TilePanels<TBlock, TTile>>(a, y, n, whole, r1, rowStart, rowCount);
             return;
         }
         bool shorts = UseShorts(n);
         if (!shorts && (n <= 2 || !AvxVnni.IsSupported))
         {
-            OneByOne(a, y, n, r0, r1, rowStart, rowCount);
+            OneByOne(a, y, 0, n, r0, r1, rowStart, rowCount);
             return;
         }
+        // One or two tokens past the last whole pass of six take the one-token kernel on each group after its passes.
+        int nf = shorts && n % ByteTiles.TokensPerPass <= 2 ? n / ByteTiles.TokensPerPass * ByteTiles.TokensPerPass : n;
         Span<float> partials = GemmScratch.Partials;
         long byteGroup = shorts ? GroupBytes : ByteGroupBytes;
         int chunk = shorts ? Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6) : Math.Max(4, (192 << 10) / Cols / 4 * 4);
@@ -261,9 +263,9 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
             int g1 = Math.Min(r1, g0 + groupsAtOnce * TileRows);
             bool stream = true;
             byte* tiles = shorts ? Group(g0) : ByteGroups(g0, g1, out stream);
-            for (int t0 = 0; t0 < n; t0 += chunk)
+            for (int t0 = 0; t0 < nf; t0 += chunk)
             {
-                int tn = Math.Min(chunk, n - t0);
+                int tn = Math.Min(chunk, nf - t0);
                 for (int g = g0; g < g1; g += TileRows)
                 {
                     int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g;
@@ -271,17 +273,17 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
                     byte* group = tiles + (g - g0) / TileRows * byteGroup;
                     // The first chunk of tokens streams the stored tiles; later chunks find them in L2.
                     bool prefetch = stream && t0 == 0;
-                    if (lo == 0)
+                    if (lo == 0) Multiply(a, group, blocks, hi, t0, tn, partials, yg, rowCount, shorts, prefetch);
+                    else
                     {
-                        Multiply(a, group, blocks, hi, t0, tn, partials, yg, rowCount, shorts, prefetch);
-                        continue;
+                        // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
+                        fixed (float* e = GemmScratch.Edge(tn * TileRows))
+                        {
+                            Multiply(a, group, blocks, hi, t0, tn, partials, e, TileRows, shorts, prefetch);
+                            for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
+                        }
                     }
-                    // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
-                    fixed (float* e = GemmScratch.Edge(tn * TileRows))
-                    {
-                        Multiply(a, group, blocks, hi, t0, tn, partials, e, TileRows, shorts, prefetch);
-                        for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
-                    }
+                    if (t0 + tn == nf && nf < n) OneByOne(a, y, nf, n, g + lo, g + hi, rowStart, rowCount);
                 }
             }
         }
@@ -304,18 +306,18 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
             n, partials, y, yStride, prefetch);
     }
 
-    /// <summary>Tokens [0, <paramref name="n"/>) over each group of rows while it is in L1/L2, one at a time (in cache,
-    /// AVX-VNNI, the one-token kernel twice, 83 GMAC/s a thread, beats a pass of four with two of padding, 69) or,
-    /// without VNNI, four at a time (<see cref="ByteTiles.Four{TCodes}"/>) and the rest one at a time: every count
-    /// short of the panels.</summary>
+    /// <summary>Tokens [<paramref name="t0"/>, <paramref name="n"/>) over each group of rows while it is in L1/L2, one
+    /// at a time (in cache, AVX-VNNI, the one-token kernel twice, 83 GMAC/s a thread, beats a pass of four with two of
+    /// padding, 69) or, without VNNI, four at a time (<see cref="ByteTiles.Four{TCodes}"/>) and the rest one at a time:
+    /// every count short of the many-token kernels, and the tokens left over after their passes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void OneByOne(QuantizedActivations a, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    private void OneByOne(QuantizedActivations a, float* y, int t0, int n, int r0, int r1, int rowStart, int rowCount)
     {
         int blocks = Cols / 32;
         float* lanes = stackalloc float[4 * TileRows];
         for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
         {
-            int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g, t = 0;
+            int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g, t = t0;
             if (!AvxVnni.IsSupported)
                 for (; t + 4 <= n; t += 4)
                 {

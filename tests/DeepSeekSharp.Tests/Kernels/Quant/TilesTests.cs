@@ -93,7 +93,7 @@ public unsafe class TilesTests
         using Matrix tiled = Matrix.Create(WeightFormat.Q8_0, rows, cols);
         file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
         tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        foreach (int n in new[] { 1, 3, 6, 9, 17, 64 }) // one token, a few one by one; the many-token kernels (without VNNI: six, nine to 63 straight from the tiles, 64 on packed panels)
+        foreach (int n in new[] { 1, 3, 6, 7, 9, 17, 64 }) // one token, a few one by one; the many-token kernels (without VNNI: six to 63 straight from the tiles, one or two left over one by one; 64 on packed panels)
         {
             float[] x = Random(rng, n * cols, 2f);
             var expected = new float[n * rows];
@@ -128,6 +128,7 @@ public unsafe class TilesTests
         { WeightFormat.Q8_0, 33, 256, 130 },
         { WeightFormat.Q8_0, 18, 2080, 6 },  // eight eights and one block, one pass of six
         { WeightFormat.Q8_0, 37, 8192, 40 }, // token chunks of twelve (192 KB of int16 codes) and a short last pass
+        { WeightFormat.Q8_0, 70, 1408, 8 },  // a pass of six and two tokens left over for the one-token kernel
         // Q5_0 as Q8_0, and groups unpacked several at a time (seven of 2048 columns in 256 KB)
         { WeightFormat.Q5_0, 16, 32, 1 },
         { WeightFormat.Q5_0, 37, 96, 7 },
@@ -139,6 +140,7 @@ public unsafe class TilesTests
         { WeightFormat.Q5_0, 150, 2048, 5 },
         { WeightFormat.Q5_0, 20, 1408, 6 },
         { WeightFormat.Q5_0, 37, 8192, 40 },
+        { WeightFormat.Q5_0, 21, 2080, 14 },
     };
 
     [Theory]
