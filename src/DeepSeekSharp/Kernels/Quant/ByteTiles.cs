@@ -247,7 +247,6 @@ internal static unsafe class ByteTiles
             short* x = x16 + (long)t0 * cols;
             float* d0 = xd + (long)t0 * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks, d4 = d3 + blocks, d5 = d4 + blocks;
             short* u = xsum + (long)t0 * blocks;
-            if (whole == 0) new Span<float>(partials, TokensPerPass * 8 * Rows).Clear();
             // Step k < whole is block b = j + 8i of partial j = k / per: partial j of the six tokens stays in p0..p5 over
             // its blocks in order (as BlockDots.V256 fuses them) and is stored when done; after the last, p0..p5 take the
             // reduced partials and the blocks past the last whole eight are added one at a time.
