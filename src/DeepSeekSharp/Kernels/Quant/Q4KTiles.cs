@@ -41,10 +41,12 @@ internal static unsafe class Q4KTiles
     /// turn in one process); one, two, four and five tiles ahead were slower.</summary>
     private const int PrefetchAhead = 3 * Bytes;
 
-    /// <summary>Whether the Q4_K and Q6_K tile kernels prefetch ahead (<see cref="PrefetchAhead"/>): everywhere but on
-    /// AMD family 19h (Zen 3, Zen 4), where the same prefetches made decode slower. Zen 4 (v2-lite-8 Q4_K_M decode, the
-    /// two variants alternating, three pairs each): one thread 63–67% of the read bound with them, 66–71% without
-    /// (+3–5% tok/s in every pair); two threads +2–7% in every pair. Zen 5 is where they gained the sixth above.</summary>
+    /// <summary>Whether the Q4_K and Q6_K one-token kernels prefetch ahead (<see cref="PrefetchAhead"/>): everywhere but
+    /// on AMD family 19h (Zen 3, Zen 4), where the same prefetches made decode slower. Zen 4 (v2-lite-8 Q4_K_M decode,
+    /// the two variants alternating, three pairs each): one thread 63–67% of the read bound with them, 66–71% without
+    /// (+3–5% tok/s in every pair); two threads +2–7% in every pair. Zen 5 is where they gained the sixth above. The
+    /// four-token kernels prefetch everywhere: four times the arithmetic per tile leaves the hardware prefetcher behind
+    /// (Zen 4, four tokens over 64 expert matrices of Q4_K from memory: 60–68 → 109–110 GMAC/s with it).</summary>
     internal static readonly bool PrefetchesAhead = !(CpuModel.Vendor == "AuthenticAMD" && CpuModel.Family == 0x19);
 
     /// <summary>Writes row <paramref name="r"/> (0..15) of the tile group at <paramref name="group"/> from GGUF blocks.
@@ -166,7 +168,7 @@ internal static unsafe class Q4KTiles
             Vector512<int> i0 = default, i1 = default, i2 = default, i3 = default;
             for (int j = 0; j < 8; j++)
             {
-                Prefetch(t, j);
+                PrefetchAlways(t, j);
                 Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
                 byte* c = t + CodeOffset + 4 * j * 64;
                 sbyte* xj = x + 32 * j;
@@ -224,7 +226,13 @@ internal static unsafe class Q4KTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* t, int j)
     {
-        if (!PrefetchesAhead) return;
+        if (PrefetchesAhead) PrefetchAlways(t, j);
+    }
+
+    /// <summary><see cref="Prefetch"/> whatever the CPU (the four-token kernel).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchAlways(byte* t, int j)
+    {
         byte* f = t + PrefetchAhead + 296 * j;
         PrefetchFourLines(f);
         Sse.Prefetch0(f + 256);

@@ -195,7 +195,7 @@ internal static unsafe class Q6KTiles
             for (int p = 0; p < 8; p++)
             {
                 Vector512<short> pair = ScalePair(t, p);
-                Prefetch(t, p);
+                PrefetchAlways(t, p);
                 short* s = sums16 + 2 * p;
                 o0 += Avx512BW.MultiplyAddAdjacent(pair, Broadcast(s));
                 o1 += Avx512BW.MultiplyAddAdjacent(pair, Broadcast(s + sStride));
@@ -255,7 +255,13 @@ internal static unsafe class Q6KTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* t, int p)
     {
-        if (!Q4KTiles.PrefetchesAhead) return;
+        if (Q4KTiles.PrefetchesAhead) PrefetchAlways(t, p);
+    }
+
+    /// <summary><see cref="Prefetch"/> whatever the CPU (the four-token kernel).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchAlways(byte* t, int p)
+    {
         byte* f = t + PrefetchAhead + 416 * p;
         Q4KTiles.PrefetchFourLines(f);
         Sse.Prefetch0(f + 256);
