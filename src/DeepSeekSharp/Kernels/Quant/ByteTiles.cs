@@ -57,6 +57,10 @@ internal static unsafe class ByteTiles
             FourKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
     }
 
+    /// <summary>Tiles ahead of the one multiplied that <see cref="FourKernel{TCodes}"/> prefetches (into the next group
+    /// past a group's end): four tokens' arithmetic per tile leaves the hardware prefetcher behind.</summary>
+    private const int FourAhead = 8;
+
     /// <summary>Four tokens (codes <c>32 · blocks</c> apart, scales and sums <c>blocks</c> apart): per token the float
     /// steps of <see cref="OneKernel{TCodes}"/> (partial b mod 8, <see cref="Reduce"/>, the tail one block at a time).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
@@ -69,6 +73,7 @@ internal static unsafe class ByteTiles
         for (int b = 0; b < blocks; b++, x += 32)
         {
             byte* t = group + (long)b * TCodes.TileBytes;
+            PrefetchTile(t + FourAhead * TCodes.TileBytes, TCodes.TileBytes);
             Vector256<int> a0 = Vector256.Create(-TCodes.Bias * xsum[b]), a1 = a0;
             Vector256<int> b0 = Vector256.Create(-TCodes.Bias * xsum[blocks + b]), b1 = b0;
             Vector256<int> c0 = Vector256.Create(-TCodes.Bias * xsum[2 * blocks + b]), c1 = c0;
