@@ -13,12 +13,12 @@ internal static class MatMulBench
     /// <summary>A prompt's expert products: <paramref name="tokens"/> tokens against each of 64 expert-shaped
     /// matrices [1408, 2048] in turn (200+ MB in Q8_0, so every matrix comes from memory, as in a prefill), on the
     /// calling thread; rounds alternate with nothing else between them.
-    /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- experts [FORMAT] [TOKENS] [ROUNDS] [COUNT]</c>
-    /// (a COUNT of 1–8 keeps the weights in L2/L3: the kernel's arithmetic rate rather than memory's)</summary>
-    public static void Experts(WeightFormat format, int tokens, int rounds, int count = 64)
+    /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] [ROWSxCOLS]</c>
+    /// (a COUNT of 1–8 keeps the weights in L2/L3: the kernel's arithmetic rate rather than memory's; ROWSxCOLS another
+    /// shape, e.g. 2048x7168 for V3's experts)</summary>
+    public static void Experts(WeightFormat format, int tokens, int rounds, int count = 64, int rows = 1408, int cols = 2048)
     {
         var rng = new Random(1);
-        const int rows = 1408, cols = 2048;
         float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
         var experts = new Matrix[count];
         for (int e = 0; e < count; e++)

@@ -28,7 +28,8 @@ switch (mode)
         break;
     case "experts":
         MatMulBench.Experts(Enum.Parse<DeepSeekSharp.Linear.WeightFormat>(args.Length > 1 ? args[1] : "Q8_0", true), args.Length > 2 ? int.Parse(args[2]) : 12,
-            args.Length > 3 ? int.Parse(args[3]) : 5, args.Length > 4 ? int.Parse(args[4]) : 64);
+            args.Length > 3 ? int.Parse(args[3]) : 5, args.Length > 4 ? int.Parse(args[4]) : 64,
+            args.Length > 5 ? int.Parse(args[5].Split('x')[0]) : 1408, args.Length > 5 ? int.Parse(args[5].Split('x')[1]) : 2048);
         break;
     case "stream":
         StreamBench.Run(args[1..]);
@@ -61,7 +62,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] [ROWSxCOLS] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
         break;
 }
 
