@@ -55,8 +55,8 @@ internal static class BenchCommand
         };
         var profile = new Option<bool>("--profile")
         {
-            Description = "after the timed runs, decode once more timing each part of a step (projections, attention, router, experts, dense MLP, head; " +
-                "with --speculative, of a verify pass too) and report milliseconds per step",
+            Description = "after the timed runs, prefill and decode once more timing each part of the prompt's pass and of a step (projections, " +
+                "attention, router, experts, dense MLP, head; with --speculative, of a verify pass too) and report milliseconds per prefill and per step",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
             { model, quantize, mmap, noMmap, loading.CacheType, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, profile, json, memory, cpu };
@@ -137,6 +137,7 @@ internal static class BenchCommand
                     constrained = constrained is { } cd ? new { format = r.GetValue(constrain), sampled_tok_s = cd.Free, constrained_tok_s = cd.Constrained, masked_step_share = cd.MaskedSteps } : null,
                     profile = res.Profile is { } pr ? new
                     {
+                        prefill_ms = pr.Prompt?.MillisecondsPerPass().ToDictionary(kv => kv.Key, kv => kv.Value * pr.Prompt.Passes),
                         plain_step_ms = pr.Plain.MillisecondsPerPass(), plain_steps = pr.Plain.Passes,
                         verify_pass_ms = pr.Verify?.MillisecondsPerPass(), verify_passes = pr.Verify?.Passes, verify_tokens = pr.Verify is null ? (int?)null : 1 + specTokens,
                     } : null,
@@ -166,7 +167,7 @@ internal static class BenchCommand
                 if (constrained is { } cd)
                     stdout.WriteLine($"sampled decode under {r.GetValue(constrain)}: {cd.Constrained:F2} tokens/s against {cd.Free:F2} without = {cd.Constrained / cd.Free:P1} " +
                         $"(the grammar refused the drawn token and the allowed set was computed at {cd.MaskedSteps:P0} of steps; median of {runs})");
-                if (res.Profile is { } pr) WriteProfile(stdout, pr, 1 + specTokens);
+                if (res.Profile is { } pr) WriteProfile(stdout, pr, prompt, 1 + specTokens);
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
@@ -206,37 +207,50 @@ internal static class BenchCommand
     private readonly record struct Result(double PrefillTokS, double DecodeTokS, List<double> DecodeRuns, List<double> Reads, SpecResult? Spec = null,
         Profile? Profile = null);
 
+    /// <param name="Prompt">the prompt's prefill (a pass per piece of 512 positions), null for an empty prompt</param>
     /// <param name="Verify">with --speculative: the passes verifying drafts</param>
-    private sealed record Profile(PartTimer Plain, PartTimer? Verify);
+    private sealed record Profile(PartTimer? Prompt, PartTimer Plain, PartTimer? Verify);
 
-    /// <summary>--profile: the greedy continuation decoded once more, one step at a time, each step's parts timed; with
-    /// speculation, a speculative run too, its verify passes timed.</summary>
+    /// <summary>--profile: the prompt prefilled and the greedy continuation decoded once more, one step at a time, the
+    /// prompt's parts and each step's timed; with speculation, a speculative run too, its verify passes timed.</summary>
     private static Profile TimeParts(DeepSeekModel m, InferenceSession s, int depth, int[] prompt, List<int> reference, bool speculate, int drafts,
         double? draftAcceptance)
     {
         var plain = new PartTimer();
-        Replay(m, s, depth, prompt, reference, plain);
-        if (!speculate) return new Profile(plain, null);
+        PartTimer? promptParts = prompt.Length > 0 ? new PartTimer() : null;
+        Replay(m, s, depth, prompt, reference, plain, promptParts);
+        if (!speculate) return new Profile(promptParts, plain, null);
         var verify = new PartTimer();
         Speculative(m, s, prompt, reference, drafts, draftAcceptance, new Rng(100), verify);
-        return new Profile(plain, verify);
+        return new Profile(promptParts, plain, verify);
     }
 
-    /// <summary>Prefills <paramref name="prompt"/> in pieces of 512 positions; the last one's logits in <paramref name="logits"/>.</summary>
-    private static void Prefill(InferenceSession s, int[] prompt, float[] logits)
+    /// <summary>Prefills <paramref name="prompt"/> in pieces of 512 positions; the last one's logits in <paramref name="logits"/>.
+    /// <paramref name="observer"/>, if any, watches each piece as a pass.</summary>
+    private static void Prefill(InferenceSession s, int[] prompt, float[] logits, IPassObserver? observer = null)
     {
-        for (int start = 0; start < prompt.Length; start += 512)
-            s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
+        s.Observer = observer;
+        try
+        {
+            for (int start = 0; start < prompt.Length; start += 512)
+            {
+                observer?.BeginPass();
+                s.Forward(prompt.AsSpan(start, Math.Min(512, prompt.Length - start)), logits, allPositions: false);
+                observer?.EndPass();
+            }
+        }
+        finally { s.Observer = null; }
     }
 
-    /// <summary>The greedy continuation decoded once more after the same filled depth and prompt, one token a step, each
-    /// step a pass of <paramref name="observer"/>.</summary>
-    private static void Replay(DeepSeekModel m, InferenceSession s, int depth, int[] prompt, List<int> reference, IPassObserver observer)
+    /// <summary>The prompt prefilled (its pieces passes of <paramref name="promptObserver"/>) and the greedy continuation
+    /// decoded once more after the same filled depth, one token a step, each step a pass of <paramref name="observer"/>.</summary>
+    private static void Replay(DeepSeekModel m, InferenceSession s, int depth, int[] prompt, List<int> reference, IPassObserver observer,
+        IPassObserver? promptObserver = null)
     {
         var logits = new float[m.Config.VocabSize];
         if (depth > 0) s.Cache.Truncate(depth); // back to the filled depth, as each timed run starts
         else s.Reset();
-        Prefill(s, prompt, logits);
+        Prefill(s, prompt, logits, promptObserver);
         int[] one = [0];
         s.Observer = observer;
         try
@@ -252,8 +266,16 @@ internal static class BenchCommand
         finally { s.Observer = null; }
     }
 
-    private static void WriteProfile(TextWriter stdout, Profile p, int verifyTokens)
+    private static void WriteProfile(TextWriter stdout, Profile p, int promptTokens, int verifyTokens)
     {
+        if (p.Prompt is { } prompt)
+        {
+            // A pass per piece of the prompt: the parts summed over the pieces are the whole prefill's.
+            Dictionary<string, double> parts = prompt.MillisecondsPerPass();
+            stdout.WriteLine($"ms per prefill of {promptTokens} tokens ({prompt.Passes} pass{(prompt.Passes == 1 ? "" : "es")}):");
+            foreach (string name in PartTimer.Names) stdout.WriteLine($"  {name,-18} {parts[name] * prompt.Passes,8:F3}");
+            stdout.WriteLine($"  {"total",-18} {parts.Values.Sum() * prompt.Passes,8:F3}");
+        }
         Dictionary<string, double> plain = p.Plain.MillisecondsPerPass(), verify = p.Verify?.MillisecondsPerPass() ?? [];
         stdout.WriteLine(p.Verify is null ? $"ms per decode step ({p.Plain.Passes} steps):"
             : $"ms per decode step ({p.Plain.Passes} steps) | per pass verifying {verifyTokens} tokens ({p.Verify.Passes} passes):");

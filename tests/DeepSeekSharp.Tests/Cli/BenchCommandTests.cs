@@ -123,10 +123,11 @@ public class BenchCommandTests
         Assert.Contains(message, stderr);
     }
 
-    /// <summary>--profile: every part of a step is timed. v3-tiny has a dense first layer and two MoE layers, so the dense
-    /// MLP, the router and the experts each take time; with speculation the passes verifying drafts are timed too.</summary>
+    /// <summary>--profile: every part of the prompt's prefill and of a step is timed. v3-tiny has a dense first layer and
+    /// two MoE layers, so the dense MLP, the router and the experts each take time; with speculation the passes
+    /// verifying drafts are timed too.</summary>
     [Fact]
-    public void Bench_Profile_TimesEveryPartOfAStep_AndOfAVerifyPass()
+    public void Bench_Profile_TimesEveryPartOfThePrefill_AStep_AndAVerifyPass()
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");
         JsonElement j = BenchJson("--model", g.Directory, "--prompt-tokens", "3", "--gen-tokens", "6", "--repeat", "1", "--profile",
@@ -136,7 +137,7 @@ public class BenchCommandTests
         Assert.Equal(3, p.GetProperty("verify_tokens").GetInt32());
         Assert.InRange(p.GetProperty("verify_passes").GetInt32(), 2, 5); // six tokens, one to three a pass (after the first)
         string[] parts = ["embedding", "q_kv_projections", "attention", "output_projection", "router", "experts", "dense_mlp", "norms_residuals", "head"];
-        foreach (string kind in new[] { "plain_step_ms", "verify_pass_ms" })
+        foreach (string kind in new[] { "prefill_ms", "plain_step_ms", "verify_pass_ms" })
         {
             JsonElement ms = p.GetProperty(kind);
             Assert.Equal(parts.Order(), ms.EnumerateObject().Select(x => x.Name).Order());
@@ -148,6 +149,11 @@ public class BenchCommandTests
         Assert.Contains("ms per decode step (3 steps):", stdout);
         Assert.Contains("  experts ", stdout);
         Assert.DoesNotContain("verifying", stdout);
+        Assert.DoesNotContain("ms per prefill", stdout); // no prompt, nothing to time
+
+        (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "5", "--gen-tokens", "2", "--repeat", "1", "--profile");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("ms per prefill of 5 tokens (1 pass):", stdout);
     }
 
     [Fact]
