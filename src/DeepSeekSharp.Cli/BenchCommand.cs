@@ -137,7 +137,7 @@ internal static class BenchCommand
                     constrained = constrained is { } cd ? new { format = r.GetValue(constrain), sampled_tok_s = cd.Free, constrained_tok_s = cd.Constrained, masked_step_share = cd.MaskedSteps } : null,
                     profile = res.Profile is { } pr ? new
                     {
-                        prefill_ms = pr.Prompt?.MillisecondsPerPass().ToDictionary(kv => kv.Key, kv => kv.Value * pr.Prompt.Passes),
+                        prefill_ms = pr.Prompt?.Milliseconds(),
                         plain_step_ms = pr.Plain.MillisecondsPerPass(), plain_steps = pr.Plain.Passes,
                         verify_pass_ms = pr.Verify?.MillisecondsPerPass(), verify_passes = pr.Verify?.Passes, verify_tokens = pr.Verify is null ? (int?)null : 1 + specTokens,
                     } : null,
@@ -271,10 +271,10 @@ internal static class BenchCommand
         if (p.Prompt is { } prompt)
         {
             // A pass per piece of the prompt: the parts summed over the pieces are the whole prefill's.
-            Dictionary<string, double> parts = prompt.MillisecondsPerPass();
+            Dictionary<string, double> parts = prompt.Milliseconds();
             stdout.WriteLine($"ms per prefill of {promptTokens} tokens ({prompt.Passes} pass{(prompt.Passes == 1 ? "" : "es")}):");
-            foreach (string name in PartTimer.Names) stdout.WriteLine($"  {name,-18} {parts[name] * prompt.Passes,8:F3}");
-            stdout.WriteLine($"  {"total",-18} {parts.Values.Sum() * prompt.Passes,8:F3}");
+            foreach (string name in PartTimer.Names) stdout.WriteLine($"  {name,-18} {parts[name],8:F3}");
+            stdout.WriteLine($"  {"total",-18} {parts.Values.Sum(),8:F3}");
         }
         Dictionary<string, double> plain = p.Plain.MillisecondsPerPass(), verify = p.Verify?.MillisecondsPerPass() ?? [];
         stdout.WriteLine(p.Verify is null ? $"ms per decode step ({p.Plain.Passes} steps):"

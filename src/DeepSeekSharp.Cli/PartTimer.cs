@@ -66,7 +66,11 @@ internal sealed class PartTimer : IPassObserver
         _previous = name;
     }
 
+    /// <summary>Milliseconds of each part over every pass timed, by name.</summary>
+    public Dictionary<string, double> Milliseconds() =>
+        Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => _ticks[p.i] * 1e3 / Stopwatch.Frequency);
+
     /// <summary>Mean milliseconds per pass of each part, by name.</summary>
     public Dictionary<string, double> MillisecondsPerPass() =>
-        Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => Passes == 0 ? 0 : _ticks[p.i] * 1e3 / Stopwatch.Frequency / Passes);
+        Milliseconds().ToDictionary(kv => kv.Key, kv => Passes == 0 ? 0 : kv.Value / Passes);
 }

@@ -95,12 +95,11 @@ internal static class BlockGemm<T> where T : struct, IBlockCodes
                         p4 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s4), ws * d4[bb], p4);
                         p5 = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(s5), ws * d5[bb], p5);
                     }
-                    float* p = part + j * 16;
-                    p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
+                    PanelPack.StorePartial(part, j, p0, p1, p2, p3, p4, p5);
                 }
                 int b = whole;
-                Vector512<float> r0 = PanelPack.Reduce(part), r1 = PanelPack.Reduce(part + 128), r2 = PanelPack.Reduce(part + 256), r3 = PanelPack.Reduce(part + 384),
-                    r4 = PanelPack.Reduce(part + 512), r5 = PanelPack.Reduce(part + 640);
+                PanelPack.ReducePass(part, out Vector512<float> r0, out Vector512<float> r1, out Vector512<float> r2, out Vector512<float> r3,
+                    out Vector512<float> r4, out Vector512<float> r5);
                 for (; b < blocks; b++)
                 {
                     Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default;
@@ -445,6 +444,25 @@ internal static class PanelPack
         Vector512<float> h0 = Vector512.Load(p) + Vector512.Load(p + 64), h1 = Vector512.Load(p + 16) + Vector512.Load(p + 80);
         Vector512<float> h2 = Vector512.Load(p + 32) + Vector512.Load(p + 96), h3 = Vector512.Load(p + 48) + Vector512.Load(p + 112);
         return (h0 + h2) + (h1 + h3);
+    }
+
+    /// <summary>Partial <paramref name="j"/> (0..7) of a pass's six tokens into <paramref name="partials"/> [6, 8, 16]:
+    /// token t's at 128t + 16j.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void StorePartial(float* partials, int j, Vector512<float> p0, Vector512<float> p1, Vector512<float> p2,
+        Vector512<float> p3, Vector512<float> p4, Vector512<float> p5)
+    {
+        float* p = partials + j * 16;
+        p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
+    }
+
+    /// <summary>Each of a pass's six tokens' eight partials (<see cref="StorePartial"/>) added by <see cref="Reduce"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void ReducePass(float* partials, out Vector512<float> r0, out Vector512<float> r1, out Vector512<float> r2,
+        out Vector512<float> r3, out Vector512<float> r4, out Vector512<float> r5)
+    {
+        r0 = Reduce(partials); r1 = Reduce(partials + 128); r2 = Reduce(partials + 256);
+        r3 = Reduce(partials + 384); r4 = Reduce(partials + 512); r5 = Reduce(partials + 640);
     }
 
     /// <summary>A pass's six tokens' results (sixteen rows each) to y, <paramref name="yStride"/> apart: the first

@@ -302,13 +302,8 @@ internal static unsafe class ByteTiles
                     p5 = Vector512.FusedMultiplyAdd(s5, ws * d5[b], p5);
                     if (b + 8 >= whole)
                     {
-                        float* p = partials + j * 16;
-                        p0.Store(p); p1.Store(p + 128); p2.Store(p + 256); p3.Store(p + 384); p4.Store(p + 512); p5.Store(p + 640);
-                        if (j == 7)
-                        {
-                            p0 = PanelPack.Reduce(partials); p1 = PanelPack.Reduce(partials + 128); p2 = PanelPack.Reduce(partials + 256);
-                            p3 = PanelPack.Reduce(partials + 384); p4 = PanelPack.Reduce(partials + 512); p5 = PanelPack.Reduce(partials + 640);
-                        }
+                        PanelPack.StorePartial(partials, j, p0, p1, p2, p3, p4, p5);
+                        if (j == 7) PanelPack.ReducePass(partials, out p0, out p1, out p2, out p3, out p4, out p5);
                         else p0 = p1 = p2 = p3 = p4 = p5 = default;
                         j++;
                         b = j == 8 ? whole : j;
@@ -383,12 +378,10 @@ internal static unsafe class ByteTiles
         }
     }
 
-    /// <summary>Thirty-two stored codes as int16 codes: sign-extended where they are kept signed, else less the bias.</summary>
+    /// <summary>Thirty-two stored codes as int16 codes (<see cref="WidenCodes{TCodes}"/> less the bias).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Widen<TCodes>(Vector256<byte> codes) where TCodes : struct, IByteTileCodes =>
-        TCodes.Bias == 0
-            ? Avx512BW.ConvertToVector512Int16(codes.AsSByte()).AsInt32()
-            : (Avx512BW.ConvertToVector512UInt16(codes).AsInt16() - Vector512.Create((short)TCodes.Bias)).AsInt32();
+        TCodes.Bias == 0 ? WidenCodes<TCodes>(codes).AsInt32() : (WidenCodes<TCodes>(codes) - Vector512.Create((short)TCodes.Bias)).AsInt32();
 
     /// <summary>A tile's sixteen exact block sums against a token's 32 codes at <paramref name="x"/> (their sum
     /// <paramref name="xsum"/>): rows 0–7 in <paramref name="s0"/>, 8–15 in <paramref name="s1"/>, each from
