@@ -21,13 +21,22 @@ int main(int argc, char **argv) {
         float total = 0;
 #pragma omp parallel reduction(+ : total)
         {
-            __m256 s[8];
-            for (int k = 0; k < 8; k++) s[k] = _mm256_setzero_ps();
+            /* Eight accumulators written out, not an array looped over: gcc -O2 does not unroll such a loop and keeps
+             * the array on the stack, a load-add-store chain that read 20% below this loop on Zen 5. */
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
 #pragma omp for schedule(static)
-            for (size_t i = 0; i < bytes / 4; i += 64)
-                for (int k = 0; k < 8; k++) s[k] = _mm256_add_ps(s[k], _mm256_load_ps(a + i + 8 * k));
-            __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s[0], s[1]), _mm256_add_ps(s[2], s[3])),
-                                       _mm256_add_ps(_mm256_add_ps(s[4], s[5]), _mm256_add_ps(s[6], s[7])));
+            for (size_t i = 0; i < bytes / 4; i += 64) {
+                s0 = _mm256_add_ps(s0, _mm256_load_ps(a + i));
+                s1 = _mm256_add_ps(s1, _mm256_load_ps(a + i + 8));
+                s2 = _mm256_add_ps(s2, _mm256_load_ps(a + i + 16));
+                s3 = _mm256_add_ps(s3, _mm256_load_ps(a + i + 24));
+                s4 = _mm256_add_ps(s4, _mm256_load_ps(a + i + 32));
+                s5 = _mm256_add_ps(s5, _mm256_load_ps(a + i + 40));
+                s6 = _mm256_add_ps(s6, _mm256_load_ps(a + i + 48));
+                s7 = _mm256_add_ps(s7, _mm256_load_ps(a + i + 56));
+            }
+            __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)),
+                                       _mm256_add_ps(_mm256_add_ps(s4, s5), _mm256_add_ps(s6, s7)));
             float t[8];
             _mm256_storeu_ps(t, sum);
             for (int k = 0; k < 8; k++) total += t[k];
