@@ -103,7 +103,7 @@ internal static unsafe class StreamBench
         if (f != WeightFormat.FP8) return Matrix.FromValues(rows, cols, w.AsSpan(0, rows * cols), f, tiles);
         // E4M3 codes with a scale per 128 × 128 tile, as a V3 checkpoint stores them.
         var buffer = new NativeBuffer((long)rows * cols);
-        var scales = new float[rows / 128 * (cols / 128)];
+        var scales = new float[(rows + 127) / 128 * ((cols + 127) / 128)]; // a partial tile at an edge has its scale too
         for (int i = 0; i < scales.Length; i++) scales[i] = 0.5f / 448;
         for (long i = 0; i < (long)rows * cols; i++) buffer.Pointer[i] = NumberFormats.FloatToF8E4M3(w[i] * 448 / 0.5f);
         return Matrix.CreateFp8(rows, cols, buffer.Pointer, scales, (128, 128), buffer);
