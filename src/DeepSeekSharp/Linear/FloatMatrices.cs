@@ -86,6 +86,8 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
 
     private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
     private protected int BlockCols => _bc;
+    private protected (int Rows, int Cols) Block => (_br, _bc);
+    private protected float ScaleAt(int rowBlock, int colBlock, int scaleCols) => _scales[rowBlock * scaleCols + colBlock];
 
     public override void SetRow(int r, ReadOnlySpan<float> values)
     {
@@ -149,6 +151,42 @@ internal sealed unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] 
     : WidenedMatrix<Fp8Codes>(WeightFormat.FP8, rows, cols, codes, scales, block, owner)
 {
     public override void DequantizeRow(int r, Span<float> dst) => Fp8Rows.Dequantize(RawRow(r), RowScales(r), BlockCols, dst);
+
+    /// <summary>Rows [h·<paramref name="headRows"/>, h·headRows + <paramref name="part"/>) of every head h transposed
+    /// and stacked ([heads · Cols, part]; row h·Cols + c holds column c of head h's part) as FP8 again: the same codes,
+    /// moved, and the same values — each block of the part keeps its scale, its rows and columns swapped. For
+    /// absorbed MLA's W_UK (kv_b_proj's k_nope rows per head), one byte a weight instead of float32's four. Null when
+    /// a head's part is not whole blocks (a block straddling two heads' rows or the part's end).</summary>
+    internal Fp8Matrix? TransposeHeadParts(int heads, int headRows, int part)
+    {
+        (int br, int bc) = Block;
+        if (heads <= 0 || part <= 0 || (long)heads * headRows != Rows || headRows % br != 0 || part % br != 0 || Cols % bc != 0) return null;
+        int cols = Cols, scaleCols = (cols + bc - 1) / bc, partBlocks = part / br;
+        var buffer = new NativeBuffer((long)heads * cols * part, weights: true);
+        try
+        {
+            byte* t = buffer.Pointer;
+            for (int h = 0; h < heads; h++)
+                for (int d = 0; d < part; d++)
+                {
+                    ReadOnlySpan<byte> row = RawRow(h * headRows + d);
+                    byte* column = t + (long)h * cols * part + d;
+                    for (int c = 0; c < cols; c++) column[(long)c * part] = row[c];
+                }
+            // Transposed block (h, c / bc, d / br) is original block (h·headRows / br + d / br, c / bc).
+            var scales = new float[heads * (cols / bc) * partBlocks];
+            for (int h = 0; h < heads; h++)
+                for (int cb = 0; cb < cols / bc; cb++)
+                    for (int db = 0; db < partBlocks; db++)
+                        scales[(h * (cols / bc) + cb) * partBlocks + db] = ScaleAt((h * headRows) / br + db, cb, scaleCols);
+            return new Fp8Matrix(heads * cols, part, t, scales, (bc, br), buffer);
+        }
+        catch
+        {
+            buffer.Dispose();
+            throw;
+        }
+    }
 
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");

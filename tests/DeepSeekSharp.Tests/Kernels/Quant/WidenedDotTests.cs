@@ -192,6 +192,42 @@ public class WidenedDotTests
         }
     }
 
+    /// <summary>Absorbed MLA's W_UK from an FP8 kv_b_proj: each head's k_nope rows transposed, kept as FP8 (codes moved,
+    /// block scales swapped), hold exactly kv_b's values; a head part that is not whole 128-row blocks gives null (the
+    /// caller then makes a float32 copy).</summary>
+    [Fact]
+    public unsafe void TransposeHeadParts_HoldsEachHeadsPartTransposed_ValueForValue()
+    {
+        const int heads = 3, nope = 128, v = 128, rank = 256, headRows = nope + v;
+        var rng = new Random(21);
+        byte[] codes = Codes(rng, heads * headRows * rank);
+        codes[(1 * headRows + 5) * rank + 200] = 0xFF; // a NaN code in head 1's part: it moves with the rest
+        float[] scales = Floats(rng, heads * headRows / 128 * (rank / 128), 0.001, 0.01);
+        fixed (byte* p = codes)
+        {
+            using var kvB = (Fp8Matrix)Matrix.CreateFp8(heads * headRows, rank, p, scales, (128, 128), owner: null);
+            using Matrix wkT = kvB.TransposeHeadParts(heads, headRows, nope)!;
+            Assert.Equal(WeightFormat.FP8, wkT.Format);
+            Assert.Equal((heads * rank, nope), (wkT.Rows, wkT.Cols));
+            Assert.Equal((long)heads * rank * nope, wkT.Bytes);
+            var source = new float[rank];
+            var row = new float[nope];
+            for (int h = 0; h < heads; h++)
+                for (int c = 0; c < rank; c++)
+                {
+                    wkT.DequantizeRow(h * rank + c, row);
+                    for (int d = 0; d < nope; d++)
+                    {
+                        kvB.DequantizeRow(h * headRows + d, source);
+                        Assert.Equal(BitConverter.SingleToInt32Bits(source[c]), BitConverter.SingleToInt32Bits(row[d]));
+                    }
+                }
+            Assert.Null(kvB.TransposeHeadParts(heads, headRows, 32));   // a part of a quarter block
+            Assert.Null(kvB.TransposeHeadParts(2 * heads, 128, 64));    // heads of 128 rows, a part of half a block
+            Assert.Null(kvB.TransposeHeadParts(heads + 1, headRows, nope)); // heads that do not fill the rows
+        }
+    }
+
     [Fact]
     public unsafe void Matrix_RowWithANaNCode_GivesNaN_OthersNumbers()
     {
