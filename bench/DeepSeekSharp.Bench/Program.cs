@@ -9,6 +9,7 @@ using DeepSeekSharp.Bench;
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- r1-data OUT [EXAMPLES] [VOCAB]  (R1 cold-start data: tokenizer + SFT JSONL)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- grpo MODEL OUT [STEPS] [SEED]  (GRPO from a cold-start model with the recipe's settings; exports OUT/model)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- attention [DEPTH ...]  (GFLOP/s of decode's blocked absorbed attention, one thread)
+// dotnet run -c Release --project bench/DeepSeekSharp.Bench -- fp8-panels COLS PANEL  (wide FP8 rows: file layout against sixteen rows interleaved by panels)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- gemm      (GFLOP/s of the training products)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- digest MODEL[:FORMAT[:mmap]] ...  (logits hashes to diff between builds)
 // dotnet run -c Release --project bench/DeepSeekSharp.Bench -- soak MODEL [STAGES] [MAX_BATCH] [QUANTIZE]  (load and soak of a dss serve process; STAGES concurrency:requests, default 1:200,8:500,32:2000)
@@ -30,6 +31,9 @@ switch (mode)
         MatMulBench.Experts(Enum.Parse<DeepSeekSharp.Linear.WeightFormat>(args.Length > 1 ? args[1] : "Q8_0", true), args.Length > 2 ? int.Parse(args[2]) : 12,
             args.Length > 3 ? int.Parse(args[3]) : 5, args.Length > 4 ? int.Parse(args[4]) : 64,
             args.Length > 5 ? int.Parse(args[5].Split('x')[0]) : 1408, args.Length > 5 ? int.Parse(args[5].Split('x')[1]) : 2048);
+        break;
+    case "fp8-panels":
+        DeepSeekSharp.Bench.Fp8PanelsBench.Run(int.Parse(args[1]), int.Parse(args[2]));
         break;
     case "stream":
         StreamBench.Run(args[1..]);
@@ -62,7 +66,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] [ROWSxCOLS] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] [ROWSxCOLS] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | fp8-panels COLS PANEL | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
         break;
 }
 
