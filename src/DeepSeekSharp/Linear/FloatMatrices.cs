@@ -85,6 +85,13 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     }
 
     private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
+
+    /// <summary>Whether row <paramref name="r"/> widens exactly (no special code); looked at on its first use.</summary>
+    private protected bool Widens(int r)
+    {
+        if (_rowState[r] == 0) _rowState[r] = TC.HasSpecialCode(RawRow(r)) ? (byte)2 : (byte)1;
+        return _rowState[r] == 1;
+    }
     private protected int BlockCols => _bc;
     private protected (int Rows, int Cols) Block => (_br, _bc);
     private protected float ScaleAt(int rowBlock, int colBlock, int scaleCols) => _scales[rowBlock * scaleCols + colBlock];
@@ -147,7 +154,7 @@ internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposab
     : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, rows > 0 && cols > 0 ? [1f] : [], (Math.Max(rows, 1), Math.Max(cols, 1)), owner);
 
 /// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
-internal sealed unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
+internal unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
     : WidenedMatrix<Fp8Codes>(WeightFormat.FP8, rows, cols, codes, scales, block, owner)
 {
     public override void DequantizeRow(int r, Span<float> dst) => Fp8Rows.Dequantize(RawRow(r), RowScales(r), BlockCols, dst);
@@ -190,4 +197,125 @@ internal sealed unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] 
 
     public override void SetRow(int r, ReadOnlySpan<float> values) =>
         throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
+}
+
+/// <summary>FP8 with rows too wide for their activations to stay in L1 beside them (V3's o_proj: 16,384 columns, 64 KB
+/// of float32 activations), kept as groups of sixteen rows interleaved by panels of <see cref="Panel"/> columns: group
+/// g holds, panel after panel, the sixteen rows' codes of that panel, row k at k · (panel width). One token reads a
+/// group as one stream and each panel of activations from L1 for all sixteen rows (<see cref="WidenedDot{TC}.Panels"/>:
+/// each row's accumulators carried across the panels in <see cref="Dot"/>'s order, so the same bits as the file
+/// layout). `bench fp8-panels` on Zen 5, 16,384 columns: 19 → 32 GB/s on two threads, 10 → 18 on one. More tokens,
+/// and a row with a special code, take the file layout's kernels on the row gathered (<see cref="RawRow"/>).</summary>
+internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
+{
+    /// <summary>Columns per panel.</summary>
+    public const int Panel = 2048;
+    private const int GroupRows = 16;
+    private readonly byte* _groups;
+
+    private Fp8PanelMatrix(int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
+        : base(rows, cols, groups, scales, block, owner) => _groups = groups;
+
+    /// <summary>Whether a [rows, cols] FP8 matrix with these blocks is kept in panels here: rows wider than two panels,
+    /// block rows whole groups of sixteen, and the 512-bit widened kernel on this CPU.</summary>
+    public static bool Suits(int cols, (int Rows, int Cols) block) => cols > 2 * Panel && block.Rows % GroupRows == 0 && WidenedDot<Fp8Codes>.FourAtOnce;
+
+    /// <summary>A copy of [rows, cols] codes in the file layout (<paramref name="codes"/>) in panels.</summary>
+    public static Fp8PanelMatrix From(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block) =>
+        Read(rows, cols, scales, block, (r0, dst) => new ReadOnlySpan<byte>(codes + (long)r0 * cols, dst.Length).CopyTo(dst));
+
+    /// <summary>[rows, cols] codes read in parallel tasks of rows (<paramref name="read"/>(first row, its rows' bytes in
+    /// the file layout)) straight into panels: no copy of the whole matrix in the file layout on the way.</summary>
+    public static Fp8PanelMatrix Read(int rows, int cols, float[] scales, (int Rows, int Cols) block, Action<int, Span<byte>> read)
+    {
+        long groups = (rows + GroupRows - 1) / GroupRows;
+        var buffer = new NativeBuffer(groups * GroupRows * cols, weights: true);
+        try
+        {
+            // Padding rows of the last group: zero codes (numbers; their results are never stored).
+            new Span<byte>(buffer.Pointer + (long)rows * cols, checked((int)((groups * GroupRows - rows) * cols))).Clear();
+            RowTasks.Run(rows, (r0, r1) =>
+            {
+                var stored = new byte[(r1 - r0) * cols];
+                read(r0, stored);
+                for (int r = r0; r < r1; r++) Scatter(buffer.Pointer, cols, r, stored.AsSpan((r - r0) * cols, cols));
+            });
+            return new Fp8PanelMatrix(rows, cols, buffer.Pointer, scales, block, buffer);
+        }
+        catch
+        {
+            buffer.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Row <paramref name="r"/>'s codes into their places in the groups.</summary>
+    private static void Scatter(byte* groups, int cols, int r, ReadOnlySpan<byte> row)
+    {
+        byte* g = groups + (long)(r / GroupRows) * GroupRows * cols;
+        for (int p0 = 0; p0 < cols; p0 += Panel)
+        {
+            int w = Math.Min(Panel, cols - p0);
+            row.Slice(p0, w).CopyTo(new Span<byte>(g + (long)GroupRows * p0 + (long)(r % GroupRows) * w, w));
+        }
+    }
+
+    /// <summary>Row <paramref name="r"/>'s codes gathered into this thread's scratch: valid until the next call on the
+    /// thread.</summary>
+    public override ReadOnlySpan<byte> RawRow(int r)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)r, (uint)Rows, nameof(r));
+        int cols = Cols;
+        Span<byte> row = LinearScratch.StoredRow(cols);
+        byte* g = _groups + (long)(r / GroupRows) * GroupRows * cols;
+        for (int p0 = 0; p0 < cols; p0 += Panel)
+        {
+            int w = Math.Min(Panel, cols - p0);
+            new ReadOnlySpan<byte>(g + (long)GroupRows * p0 + (long)(r % GroupRows) * w, w).CopyTo(row.Slice(p0, w));
+        }
+        return row;
+    }
+
+    public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill) =>
+        throw new NotSupportedException("FP8 rows kept in panels are made from a whole matrix of codes (Fp8PanelMatrix.From)");
+
+    private protected override int RowUnit(int n) => GroupRows;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        if (n != 1)
+        {
+            base.DotRows(a, x, y, n, r0, r1, rowStart, rowCount); // rows gathered one at a time
+            return;
+        }
+        int cols = Cols, br = Block.Rows;
+        Span<float> scaled = LinearScratch.Row(cols);
+        float* carried = stackalloc float[GroupRows * 64];
+        float* lanes = stackalloc float[GroupRows];
+        var xs = new ReadOnlySpan<float>(x, cols);
+        for (int b0 = r0; b0 < r1; b0 = (b0 / br + 1) * br)
+        {
+            int b1 = Math.Min(r1, (b0 / br + 1) * br);
+            ReadOnlySpan<float> scales = RowScales(b0);
+            bool widened = WidenedDot<Fp8Codes>.ScaleActivations(xs, scales, BlockCols, scaled);
+            for (int g = b0 / GroupRows * GroupRows; g < b1; g += GroupRows)
+            {
+                int lo = Math.Max(b0, g), hi = Math.Min(b1, g + GroupRows);
+                bool whole = widened;
+                for (int r = lo; r < hi; r++) whole &= Widens(r);
+                if (whole)
+                {
+                    fixed (float* ps = scaled)
+                        WidenedDot<Fp8Codes>.Panels(_groups + (long)(g / GroupRows) * GroupRows * cols, cols, Panel, ps, carried, lanes);
+                    for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
+                    continue;
+                }
+                for (int r = lo; r < hi; r++)
+                    y[r - rowStart] = widened && Widens(r)
+                        ? WidenedDot<Fp8Codes>.Compute(RawRow(r), scaled)
+                        : WidenedDot<Fp8Codes>.Unwidened(RawRow(r), scales, BlockCols, xs);
+            }
+        }
+    }
 }

@@ -252,6 +252,55 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         r[3] = sd;
     }
 
+    /// <summary>Sixteen rows interleaved by panels (<see cref="Linear.Fp8PanelMatrix"/>: the rows' codes of columns
+    /// [p0, p0 + w) one row after another, w = min(<paramref name="panel"/>, n − p0)) against one token's scaled
+    /// activations: row k's result in <paramref name="result"/>[k], bit for bit <see cref="Compute"/>'s on the row —
+    /// its four accumulators (in <paramref name="carried"/>, 64 floats a row) take the same steps in the same order
+    /// across the panels; the last panel also takes the single-vector steps and the scalar tail. The 512-bit path only
+    /// (<see cref="FourAtOnce"/>); <paramref name="panel"/> a multiple of 64.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static unsafe void Panels(byte* group, int n, int panel, float* xs, float* carried, float* result)
+    {
+        const int rows = 16, w16 = 16;
+        new Span<float>(carried, rows * 64).Clear();
+        for (int p0 = 0; p0 < n; p0 += panel)
+        {
+            int width = Math.Min(panel, n - p0);
+            bool last = p0 + panel >= n;
+            byte* t = group + (long)rows * p0;
+            float* x = xs + p0;
+            for (int k = 0; k < rows; k++, t += width)
+            {
+                float* a = carried + 64 * k;
+                Vector512<float> s0 = Vector512.Load(a), s1 = Vector512.Load(a + 16), s2 = Vector512.Load(a + 32), s3 = Vector512.Load(a + 48);
+                ref byte rt = ref *t;
+                int j = 0;
+                for (; j + 4 * w16 <= width; j += 4 * w16)
+                {
+                    s0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref rt, (nuint)j), Vector512.Load(x + j), s0);
+                    s1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref rt, (nuint)(j + w16)), Vector512.Load(x + j + w16), s1);
+                    s2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref rt, (nuint)(j + 2 * w16)), Vector512.Load(x + j + 2 * w16), s2);
+                    s3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref rt, (nuint)(j + 3 * w16)), Vector512.Load(x + j + 3 * w16), s3);
+                }
+                if (last)
+                {
+                    for (; j + w16 <= width; j += w16)
+                        s0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref rt, (nuint)j), Vector512.Load(x + j), s0);
+                    float sum = Simd512.Sum((s0 + s1) + (s2 + s3));
+                    for (; j < width; j++) sum += TC.Widen(ref rt, j) * x[j];
+                    result[k] = sum;
+                }
+                else
+                {
+                    s0.Store(a);
+                    s1.Store(a + 16);
+                    s2.Store(a + 32);
+                    s3.Store(a + 48);
+                }
+            }
+        }
+    }
+
     /// <summary>The product without widening, for rows with special codes and activations whose scaled values would
     /// overflow: Σ value(q[c]) · (x[c] · scales[c / blockCols]) in order, in float32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

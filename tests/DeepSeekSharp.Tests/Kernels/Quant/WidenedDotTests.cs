@@ -192,6 +192,86 @@ public class WidenedDotTests
         }
     }
 
+    /// <summary>Wide FP8 rows kept in panels give the file layout's bits: one token (the panel kernel, across partial
+    /// groups and a last panel with a 64-column step, single vectors and a scalar tail), part of the rows, three tokens
+    /// (rows gathered), a row with a NaN code (that row NaN, its group's others unchanged), and every row's values.</summary>
+    [Fact]
+    public unsafe void PanelMatrix_GivesTheFileLayoutsBits()
+    {
+        const int rows = 37, cols = 2 * Fp8PanelMatrix.Panel + 104; // last panel: one 64-column step, two vectors, eight scalars
+        (int, int) block = (32, 128);
+        if (!WidedPanels(cols, block)) return;
+        var rng = new Random(37);
+        byte[] codes = Codes(rng, rows * cols);
+        codes[20 * cols + 4100] = 0x7F; // NaN: row 20 computes NaN, the rest of its group as before
+        float[] scales = Floats(rng, 2 * ((cols + 127) / 128), 0.001, 0.01);
+        float[] x = Floats(rng, 3 * cols, 0, 2);
+        fixed (byte* p = codes)
+        {
+            using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
+            using Matrix panels = Fp8PanelMatrix.From(rows, cols, p, scales, block);
+            foreach ((int tokens, int start, int count) in new[] { (1, 0, rows), (1, 5, 29), (3, 0, rows), (2, 17, 20) })
+            {
+                var expected = new float[tokens * count];
+                var actual = new float[tokens * count];
+                file.Forward(x.AsSpan(0, tokens * cols), expected, tokens, start, count);
+                panels.Forward(x.AsSpan(0, tokens * cols), actual, tokens, start, count);
+                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+                if (start <= 20 && 20 < start + count) Assert.True(float.IsNaN(actual[20 - start]));
+                Assert.Equal(tokens * count - (start <= 20 && 20 < start + count ? tokens : 0), actual.Count(float.IsFinite));
+            }
+            var a = new float[cols];
+            var b = new float[cols];
+            for (int r = 0; r < rows; r++)
+            {
+                file.DequantizeRow(r, a);
+                panels.DequantizeRow(r, b);
+                Assert.Equal(a.Select(BitConverter.SingleToInt32Bits), b.Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+    }
+
+    /// <summary>A wide FP8 tensor read from a checkpoint (not memory-mapped) comes back in panels where this CPU keeps
+    /// them, with the stored values; memory-mapped, it stays in the file layout.</summary>
+    [Fact]
+    public void TensorReader_ReadsAWideFp8TensorIntoPanels()
+    {
+        const int rows = 20, cols = 2 * Fp8PanelMatrix.Panel + 64;
+        var rng = new Random(5);
+        byte[] codes = Codes(rng, rows * cols);
+        float[] scales = Floats(rng, (cols + 127) / 128, 0.001, 0.01);
+        using var dir = new TempDir();
+        SafeTensorsWriter.Write(dir.File("model.safetensors"),
+        [
+            new SafeTensorsWriter.Entry("w.weight", "F8_E4M3", [rows, cols], codes),
+            new SafeTensorsWriter.Entry("w.weight_scale_inv", "F32", [1, (cols + 127) / 128], SafeTensorsWriter.F32(scales)),
+        ]);
+        using var checkpoint = DeepSeekSharp.Formats.SafeTensors.SafeTensorsCheckpoint.Open(dir.Path);
+        var reader = new DeepSeekSharp.Formats.SafeTensors.TensorReader(checkpoint, (128, 128));
+        using Matrix read = reader.ReadMatrix("w.weight", rows, cols, "test", WeightFormat.FP8);
+        using Matrix mapped = reader.ReadMatrix("w.weight", rows, cols, "test", WeightFormat.FP8, inPlace: true);
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, read is Fp8PanelMatrix);
+        Assert.IsNotType<Fp8PanelMatrix>(mapped);
+        var a = new float[cols];
+        var b = new float[cols];
+        for (int r = 0; r < rows; r++)
+        {
+            read.DequantizeRow(r, a);
+            mapped.DequantizeRow(r, b);
+            Assert.Equal(b, a);
+            Assert.Equal(NumberFormats.F8E4M3ToFloat(codes[r * cols + 4100]) * scales[4100 / 128], a[4100]);
+        }
+    }
+
+    /// <summary>Whether this CPU keeps such a matrix in panels (the 512-bit kernel); without it the loader never makes one.</summary>
+    private static bool WidedPanels(int cols, (int, int) block)
+    {
+        bool suits = Fp8PanelMatrix.Suits(cols, block);
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
+        Assert.False(Fp8PanelMatrix.Suits(2 * Fp8PanelMatrix.Panel, block)); // two panels or fewer: the file layout
+        return suits;
+    }
+
     /// <summary>Absorbed MLA's W_UK from an FP8 kv_b_proj: each head's k_nope rows transposed, kept as FP8 (codes moved,
     /// block scales swapped), hold exactly kv_b's values; a head part that is not whole 128-row blocks gives null (the
     /// caller then makes a float32 copy).</summary>
