@@ -236,9 +236,14 @@ internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
             new Span<byte>(buffer.Pointer + (long)rows * cols, checked((int)((groups * GroupRows - rows) * cols))).Clear();
             RowTasks.Run(rows, (r0, r1) =>
             {
-                var stored = new byte[(r1 - r0) * cols];
-                read(r0, stored);
-                for (int r = r0; r < r1; r++) Scatter(buffer.Pointer, cols, r, stored.AsSpan((r - r0) * cols, cols));
+                // A task's rows in the file layout (up to 1.2 MB): pooled, not a large-object allocation per task.
+                byte[] stored = System.Buffers.ArrayPool<byte>.Shared.Rent((r1 - r0) * cols);
+                try
+                {
+                    read(r0, stored.AsSpan(0, (r1 - r0) * cols));
+                    for (int r = r0; r < r1; r++) Scatter(buffer.Pointer, cols, r, stored.AsSpan((r - r0) * cols, cols));
+                }
+                finally { System.Buffers.ArrayPool<byte>.Shared.Return(stored); }
             });
             return new Fp8PanelMatrix(rows, cols, buffer.Pointer, scales, block, buffer);
         }
