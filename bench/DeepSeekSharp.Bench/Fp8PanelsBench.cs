@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Linear;
@@ -14,7 +12,7 @@ namespace DeepSeekSharp.Bench;
 /// panel of PANEL columns, so memory sees one stream and each panel of activations is read from L1 by the sixteen rows
 /// (each row's four accumulators kept between panels, in <see cref="Dot"/>'s order: the same bits, checked first).
 /// Chunks of sixteen rows, alternating layouts pass by pass, 2 threads then 1, beside the read probe. An experiment
-/// for a layout the engine does not have yet.
+/// for the layout the engine keeps FP8 rows wider than 4,096 columns in (<see cref="Fp8PanelMatrix"/>), at any panel width.
 /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- fp8-panels COLS PANEL</c> (COLS and PANEL multiples of
 /// 64, PANEL dividing COLS)</summary>
 internal static unsafe class Fp8PanelsBench
@@ -80,33 +78,11 @@ internal static unsafe class Fp8PanelsBench
         }
     }
 
-    /// <summary>Sixteen rows, panel by panel; each row keeps Dot's four accumulators (64 floats) in acc between panels.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    /// <summary>Sixteen rows, panel by panel: the engine's kernel (<see cref="WidenedDot{TC}.Panels"/>).</summary>
     private static void Group(byte* g, int n, int panel, float* x, float* acc, Span<float> r)
     {
-        new Span<float>(acc, G * 64).Clear();
-        for (int c = 0; c < n; c += panel)
-        {
-            byte* t = g + (long)G * c;
-            for (int k = 0; k < G; k++, t += panel)
-            {
-                float* a = acc + 64 * k;
-                Vector512<float> s0 = Vector512.Load(a), s1 = Vector512.Load(a + 16), s2 = Vector512.Load(a + 32), s3 = Vector512.Load(a + 48);
-                ref byte rt = ref *t;
-                for (int i = 0; i < panel; i += 64)
-                {
-                    s0 = Vector512.FusedMultiplyAdd(Simd512.LoadFp8(ref rt, (nuint)i), Vector512.Load(x + c + i), s0);
-                    s1 = Vector512.FusedMultiplyAdd(Simd512.LoadFp8(ref rt, (nuint)(i + 16)), Vector512.Load(x + c + i + 16), s1);
-                    s2 = Vector512.FusedMultiplyAdd(Simd512.LoadFp8(ref rt, (nuint)(i + 32)), Vector512.Load(x + c + i + 32), s2);
-                    s3 = Vector512.FusedMultiplyAdd(Simd512.LoadFp8(ref rt, (nuint)(i + 48)), Vector512.Load(x + c + i + 48), s3);
-                }
-                s0.Store(a); s1.Store(a + 16); s2.Store(a + 32); s3.Store(a + 48);
-            }
-        }
-        for (int k = 0; k < G; k++)
-        {
-            float* a = acc + 64 * k;
-            r[k] = Vector512.Sum((Vector512.Load(a) + Vector512.Load(a + 16)) + (Vector512.Load(a + 32) + Vector512.Load(a + 48)));
-        }
+        float* lanes = stackalloc float[G];
+        WidenedDot<Fp8Codes>.Panels(g, n, panel, x, acc, lanes);
+        new Span<float>(lanes, G).CopyTo(r);
     }
 }
