@@ -17,7 +17,7 @@ namespace DeepSeekSharp.Bench;
 /// 64, PANEL dividing COLS)</summary>
 internal static unsafe class Fp8PanelsBench
 {
-    private const int G = 16;
+    private const int G = WidenedDot<Fp8Codes>.PanelRows;
     public static void Run(int cols, int panel)
     {
         if (cols % 64 != 0 || panel % 64 != 0 || cols % panel != 0) throw new ArgumentException("COLS and PANEL must be multiples of 64, PANEL dividing COLS");

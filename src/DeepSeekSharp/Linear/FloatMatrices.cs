@@ -94,7 +94,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     }
     private protected int BlockCols => _bc;
     private protected (int Rows, int Cols) Block => (_br, _bc);
-    private protected float ScaleAt(int rowBlock, int colBlock, int scaleCols) => _scales[rowBlock * scaleCols + colBlock];
+    private protected float ScaleAt(int rowBlock, int colBlock) => _scales[rowBlock * _scaleCols + colBlock];
 
     public override void SetRow(int r, ReadOnlySpan<float> values)
     {
@@ -128,10 +128,10 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                 bool fours = WidenedDot<TC>.FourAtOnce && group >= 4;
                 for (int o = b0; o < b1; o++)
                 {
+                    bool exact = Widens(o);
                     ReadOnlySpan<byte> codes = RawRow(o);
-                    if (_rowState[o] == 0) _rowState[o] = TC.HasSpecialCode(codes) ? (byte)2 : (byte)1;
                     int t = 0;
-                    if (fours && _rowState[o] == 1)
+                    if (fours && exact)
                         for (; t + 4 <= group; t += 4)
                         {
                             if (!(widened[t] && widened[t + 1] && widened[t + 2] && widened[t + 3])) break;
@@ -139,7 +139,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                             for (int k = 0; k < 4; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = four[k];
                         }
                     for (; t < group; t++)
-                        y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && _rowState[o] == 1
+                        y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && exact
                             ? WidenedDot<TC>.Compute(codes, scaled.Slice(t * cols, cols))
                             : WidenedDot<TC>.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));
                 }
@@ -168,7 +168,7 @@ internal unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales,
     {
         (int br, int bc) = Block;
         if (heads <= 0 || part <= 0 || (long)heads * headRows != Rows || headRows % br != 0 || part % br != 0 || Cols % bc != 0) return null;
-        int cols = Cols, scaleCols = (cols + bc - 1) / bc, partBlocks = part / br;
+        int cols = Cols, partBlocks = part / br;
         var buffer = new NativeBuffer((long)heads * cols * part, weights: true);
         try
         {
@@ -185,7 +185,7 @@ internal unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales,
             for (int h = 0; h < heads; h++)
                 for (int cb = 0; cb < cols / bc; cb++)
                     for (int db = 0; db < partBlocks; db++)
-                        scales[(h * (cols / bc) + cb) * partBlocks + db] = ScaleAt((h * headRows) / br + db, cb, scaleCols);
+                        scales[(h * (cols / bc) + cb) * partBlocks + db] = ScaleAt((h * headRows) / br + db, cb);
             return new Fp8Matrix(heads * cols, part, t, scales, (bc, br), buffer);
         }
         catch
@@ -210,7 +210,7 @@ internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
 {
     /// <summary>Columns per panel.</summary>
     public const int Panel = 2048;
-    private const int GroupRows = 16;
+    private const int GroupRows = WidenedDot<Fp8Codes>.PanelRows;
     private readonly byte* _groups;
 
     private Fp8PanelMatrix(int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
@@ -257,12 +257,17 @@ internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
     /// <summary>Row <paramref name="r"/>'s codes into their places in the groups.</summary>
     private static void Scatter(byte* groups, int cols, int r, ReadOnlySpan<byte> row)
     {
-        byte* g = groups + (long)(r / GroupRows) * GroupRows * cols;
-        for (int p0 = 0; p0 < cols; p0 += Panel)
-        {
-            int w = Math.Min(Panel, cols - p0);
-            row.Slice(p0, w).CopyTo(new Span<byte>(g + (long)GroupRows * p0 + (long)(r % GroupRows) * w, w));
-        }
+        for (int p0 = 0; p0 < cols; p0 += Panel) row.Slice(p0, Math.Min(Panel, cols - p0)).CopyTo(Piece(groups, cols, r, p0));
+    }
+
+    /// <summary>The group holding row <paramref name="r"/>.</summary>
+    private static byte* GroupOf(byte* groups, int cols, int r) => groups + (long)(r / GroupRows) * GroupRows * cols;
+
+    /// <summary>Row <paramref name="r"/>'s codes of the panel starting at column <paramref name="p0"/>.</summary>
+    private static Span<byte> Piece(byte* groups, int cols, int r, int p0)
+    {
+        int w = Math.Min(Panel, cols - p0);
+        return new Span<byte>(GroupOf(groups, cols, r) + (long)GroupRows * p0 + (long)(r % GroupRows) * w, w);
     }
 
     /// <summary>Row <paramref name="r"/>'s codes gathered into this thread's scratch: valid until the next call on the
@@ -272,12 +277,7 @@ internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)r, (uint)Rows, nameof(r));
         int cols = Cols;
         Span<byte> row = LinearScratch.StoredRow(cols);
-        byte* g = _groups + (long)(r / GroupRows) * GroupRows * cols;
-        for (int p0 = 0; p0 < cols; p0 += Panel)
-        {
-            int w = Math.Min(Panel, cols - p0);
-            new ReadOnlySpan<byte>(g + (long)GroupRows * p0 + (long)(r % GroupRows) * w, w).CopyTo(row.Slice(p0, w));
-        }
+        for (int p0 = 0; p0 < cols; p0 += Panel) Piece(_groups, cols, r, p0).CopyTo(row[p0..]);
         return row;
     }
 
@@ -312,7 +312,7 @@ internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
                 if (whole)
                 {
                     fixed (float* ps = scaled)
-                        WidenedDot<Fp8Codes>.Panels(_groups + (long)(g / GroupRows) * GroupRows * cols, cols, Panel, ps, carried, lanes);
+                        WidenedDot<Fp8Codes>.Panels(GroupOf(_groups, cols, g), cols, Panel, ps, carried, lanes);
                     for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
                     continue;
                 }

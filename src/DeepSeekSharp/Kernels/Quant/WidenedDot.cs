@@ -252,6 +252,9 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         r[3] = sd;
     }
 
+    /// <summary>Rows of a group <see cref="Panels"/> takes.</summary>
+    public const int PanelRows = 16;
+
     /// <summary>Sixteen rows interleaved by panels (<see cref="Linear.Fp8PanelMatrix"/>: the rows' codes of columns
     /// [p0, p0 + w) one row after another, w = min(<paramref name="panel"/>, n − p0)) against one token's scaled
     /// activations: row k's result in <paramref name="result"/>[k], bit for bit <see cref="Compute"/>'s on the row —
@@ -261,7 +264,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static unsafe void Panels(byte* group, int n, int panel, float* xs, float* carried, float* result)
     {
-        const int rows = 16, w16 = 16;
+        const int rows = PanelRows, w16 = 16;
         new Span<float>(carried, rows * 64).Clear();
         for (int p0 = 0; p0 < n; p0 += panel)
         {
