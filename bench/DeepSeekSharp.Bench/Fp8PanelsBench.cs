@@ -12,7 +12,7 @@ namespace DeepSeekSharp.Bench;
 /// panel of PANEL columns, so memory sees one stream and each panel of activations is read from L1 by the sixteen rows
 /// (each row's four accumulators kept between panels, in <see cref="Dot"/>'s order: the same bits, checked first).
 /// Chunks of sixteen rows, alternating layouts pass by pass, 2 threads then 1, beside the read probe. An experiment
-/// for the layout the engine keeps FP8 rows wider than 4,096 columns in (<see cref="Fp8PanelMatrix"/>), at any panel width.
+/// for the layout the engine keeps FP8 rows wider than 4,096 columns in (<see cref="PanelMatrix{TC}"/>), at any panel width.
 /// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- fp8-panels COLS PANEL</c> (COLS and PANEL multiples of
 /// 64, PANEL dividing COLS)</summary>
 internal static unsafe class Fp8PanelsBench

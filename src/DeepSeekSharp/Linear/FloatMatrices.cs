@@ -23,22 +23,6 @@ internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>BF16: computed directly, each row widened to float32 in registers (<see cref="Bf16Dot"/>).</summary>
-internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposable? owner) : Matrix(WeightFormat.BF16, rows, cols, data, owner)
-{
-    private ReadOnlySpan<ushort> Row(int r) => new(RowPointer(r), Cols);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
-    {
-        for (int o = r0; o < r1; o++)
-        {
-            ReadOnlySpan<ushort> row = Row(o);
-            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Bf16Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
-        }
-    }
-}
-
 /// <summary>Formats without a fused kernel (the GGUF types Q4_1, Q5_1, Q2_K, Q3_K, Q5_K, IQ4_NL,
 /// IQ4_XS): each row is dequantised into per-thread scratch once and dotted with every token (the row is read once
 /// per product, as for the other formats).</summary>
@@ -82,7 +66,14 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
             throw new ArgumentException($"{scales.Length} block scales; a [{rows}, {cols}] {format} matrix with {_br}x{_bc} blocks needs {(rows + _br - 1) / _br * _scaleCols}", nameof(scales));
         _scales = scales;
         _rowState = new byte[rows];
+        _unitScales = Array.TrueForAll(scales, v => v == 1f);
+        _plain = TC.Factor == 1f && _unitScales;
     }
+
+    private readonly bool _unitScales;
+    /// <summary>Activations scaled by 1 are the activations (BF16): used as they are, no scaled copy.</summary>
+    private readonly bool _plain;
+    private protected bool Plain => _plain;
 
     private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
 
@@ -96,23 +87,34 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     private protected (int Rows, int Cols) Block => (_br, _bc);
     private protected float ScaleAt(int rowBlock, int colBlock) => _scales[rowBlock * _scaleCols + colBlock];
 
+    /// <summary>Rows [r0, r0 + count) changed: looked at again on their next use.</summary>
+    private protected void Forget(int r0, int count) => _rowState.AsSpan(r0, count).Clear();
+
+    public override void DequantizeRow(int r, Span<float> dst) => TC.Dequantize(RawRow(r), RowScales(r), _bc, dst);
+
     public override void SetRow(int r, ReadOnlySpan<float> values)
     {
-        base.SetRow(r, values);
-        _rowState[r] = 0; // looked at again on next use
+        CheckRowRange(r, 1);
+        if (Traits.Quantizer is null || !_unitScales)
+            throw new NotSupportedException($"{Format} matrices hold checkpoint codes with block scales; convert to another format instead");
+        SetCodes(r, values);
+        Forget(r, 1);
     }
+
+    /// <summary>Row <paramref name="r"/>'s codes from float32 values (the format's quantiser).</summary>
+    private protected virtual void SetCodes(int r, ReadOnlySpan<float> values) => base.SetRow(r, values);
 
     public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
     {
         base.ReadStoredRows(r0, count, fill);
-        _rowState.AsSpan(r0, count).Clear();
+        Forget(r0, count);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         int cols = Cols;
-        Span<float> scaled = LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
+        Span<float> scaled = _plain ? default : LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
         Span<bool> widened = stackalloc bool[TokenGroup];
         Span<float> four = stackalloc float[4];
         for (int b0 = r0; b0 < r1; b0 = (b0 / _br + 1) * _br)
@@ -122,8 +124,15 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
             for (int t0 = 0; t0 < n; t0 += TokenGroup)
             {
                 int group = Math.Min(TokenGroup, n - t0);
-                for (int t = 0; t < group; t++)
-                    widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
+                if (_plain)
+                {
+                    // No code is special and nothing is scaled: the widened product is the product, whatever x holds.
+                    scaled = new Span<float>(x + (long)t0 * cols, group * cols);
+                    widened[..group].Fill(true);
+                }
+                else
+                    for (int t = 0; t < group; t++)
+                        widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
                 // Four tokens share each widened code where all four take the widened path (same bits as one at a time).
                 bool fours = WidenedDot<TC>.FourAtOnce && group >= 4;
                 for (int o = b0; o < b1; o++)
@@ -148,17 +157,27 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     }
 }
 
+/// <summary>BF16 weights (checkpoints as DeepSeek ships them, GGUF files), widened in registers: the whole matrix is one
+/// block of scale 1, so the activations are used as they are.</summary>
+internal sealed unsafe class Bf16Matrix(int rows, int cols, byte* data, IDisposable? owner)
+    : WidenedMatrix<Bf16Codes>(WeightFormat.BF16, rows, cols, data, UnitScale.For(rows, cols), UnitScale.Block(rows, cols), owner);
+
 /// <summary>IEEE half-precision weights (F16 checkpoints and GGUF files), widened in registers: the whole matrix is one
-/// block of scale 1 (none when it is empty).</summary>
+/// block of scale 1.</summary>
 internal sealed unsafe class F16Matrix(int rows, int cols, byte* data, IDisposable? owner)
-    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, rows > 0 && cols > 0 ? [1f] : [], (Math.Max(rows, 1), Math.Max(cols, 1)), owner);
+    : WidenedMatrix<F16Codes>(WeightFormat.F16, rows, cols, data, UnitScale.For(rows, cols), UnitScale.Block(rows, cols), owner);
+
+/// <summary>The one block of scale 1 that BF16 and F16 matrices are (none when the matrix is empty).</summary>
+internal static class UnitScale
+{
+    public static float[] For(int rows, int cols) => rows > 0 && cols > 0 ? [1f] : [];
+    public static (int Rows, int Cols) Block(int rows, int cols) => (Math.Max(rows, 1), Math.Max(cols, 1));
+}
 
 /// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
 internal unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
     : WidenedMatrix<Fp8Codes>(WeightFormat.FP8, rows, cols, codes, scales, block, owner)
 {
-    public override void DequantizeRow(int r, Span<float> dst) => Fp8Rows.Dequantize(RawRow(r), RowScales(r), BlockCols, dst);
-
     /// <summary>Rows [h·<paramref name="headRows"/>, h·headRows + <paramref name="part"/>) of every head h transposed
     /// and stacked ([heads · Cols, part]; row h·Cols + c holds column c of head h's part) as FP8 again: the same codes,
     /// moved, and the same values — each block of the part keeps its scale, its rows and columns swapped. For
@@ -194,133 +213,5 @@ internal unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales,
             throw;
         }
     }
-
-    public override void SetRow(int r, ReadOnlySpan<float> values) =>
-        throw new NotSupportedException("FP8 matrices hold checkpoint codes; convert to another format instead");
 }
 
-/// <summary>FP8 with rows too wide for their activations to stay in L1 beside them (V3's o_proj: 16,384 columns, 64 KB
-/// of float32 activations), kept as groups of sixteen rows interleaved by panels of <see cref="Panel"/> columns: group
-/// g holds, panel after panel, the sixteen rows' codes of that panel, row k at k · (panel width). One token reads a
-/// group as one stream and each panel of activations from L1 for all sixteen rows (<see cref="WidenedDot{TC}.Panels"/>:
-/// each row's accumulators carried across the panels in <see cref="Dot"/>'s order, so the same bits as the file
-/// layout). `bench fp8-panels` on Zen 5, 16,384 columns: 19 → 32 GB/s on two threads, 10 → 18 on one. More tokens,
-/// and a row with a special code, take the file layout's kernels on the row gathered (<see cref="RawRow"/>).</summary>
-internal sealed unsafe class Fp8PanelMatrix : Fp8Matrix
-{
-    /// <summary>Columns per panel.</summary>
-    public const int Panel = 2048;
-    private const int GroupRows = WidenedDot<Fp8Codes>.PanelRows;
-    private readonly byte* _groups;
-
-    private Fp8PanelMatrix(int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
-        : base(rows, cols, groups, scales, block, owner) => _groups = groups;
-
-    /// <summary>Whether a [rows, cols] FP8 matrix with these blocks is kept in panels here: rows wider than two panels,
-    /// block rows whole groups of sixteen, and the 512-bit widened kernel on this CPU.</summary>
-    public static bool Suits(int cols, (int Rows, int Cols) block) => cols > 2 * Panel && block.Rows % GroupRows == 0 && WidenedDot<Fp8Codes>.FourAtOnce;
-
-    /// <summary>A copy of [rows, cols] codes in the file layout (<paramref name="codes"/>) in panels.</summary>
-    public static Fp8PanelMatrix From(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block) =>
-        Read(rows, cols, scales, block, (r0, dst) => new ReadOnlySpan<byte>(codes + (long)r0 * cols, dst.Length).CopyTo(dst));
-
-    /// <summary>[rows, cols] codes read in parallel tasks of rows (<paramref name="read"/>(first row, its rows' bytes in
-    /// the file layout)) straight into panels: no copy of the whole matrix in the file layout on the way.</summary>
-    public static Fp8PanelMatrix Read(int rows, int cols, float[] scales, (int Rows, int Cols) block, Action<int, Span<byte>> read)
-    {
-        long groups = (rows + GroupRows - 1) / GroupRows;
-        var buffer = new NativeBuffer(groups * GroupRows * cols, weights: true);
-        try
-        {
-            // Padding rows of the last group: zero codes (numbers; their results are never stored).
-            new Span<byte>(buffer.Pointer + (long)rows * cols, checked((int)((groups * GroupRows - rows) * cols))).Clear();
-            RowTasks.Run(rows, (r0, r1) =>
-            {
-                // A task's rows in the file layout (up to 1.2 MB): pooled, not a large-object allocation per task.
-                byte[] stored = System.Buffers.ArrayPool<byte>.Shared.Rent((r1 - r0) * cols);
-                try
-                {
-                    read(r0, stored.AsSpan(0, (r1 - r0) * cols));
-                    for (int r = r0; r < r1; r++) Scatter(buffer.Pointer, cols, r, stored.AsSpan((r - r0) * cols, cols));
-                }
-                finally { System.Buffers.ArrayPool<byte>.Shared.Return(stored); }
-            });
-            return new Fp8PanelMatrix(rows, cols, buffer.Pointer, scales, block, buffer);
-        }
-        catch
-        {
-            buffer.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>Row <paramref name="r"/>'s codes into their places in the groups.</summary>
-    private static void Scatter(byte* groups, int cols, int r, ReadOnlySpan<byte> row)
-    {
-        for (int p0 = 0; p0 < cols; p0 += Panel) row.Slice(p0, Math.Min(Panel, cols - p0)).CopyTo(Piece(groups, cols, r, p0));
-    }
-
-    /// <summary>The group holding row <paramref name="r"/>.</summary>
-    private static byte* GroupOf(byte* groups, int cols, int r) => groups + (long)(r / GroupRows) * GroupRows * cols;
-
-    /// <summary>Row <paramref name="r"/>'s codes of the panel starting at column <paramref name="p0"/>.</summary>
-    private static Span<byte> Piece(byte* groups, int cols, int r, int p0)
-    {
-        int w = Math.Min(Panel, cols - p0);
-        return new Span<byte>(GroupOf(groups, cols, r) + (long)GroupRows * p0 + (long)(r % GroupRows) * w, w);
-    }
-
-    /// <summary>Row <paramref name="r"/>'s codes gathered into this thread's scratch: valid until the next call on the
-    /// thread.</summary>
-    public override ReadOnlySpan<byte> RawRow(int r)
-    {
-        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)r, (uint)Rows, nameof(r));
-        int cols = Cols;
-        Span<byte> row = LinearScratch.StoredRow(cols);
-        for (int p0 = 0; p0 < cols; p0 += Panel) Piece(_groups, cols, r, p0).CopyTo(row[p0..]);
-        return row;
-    }
-
-    public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill) =>
-        throw new NotSupportedException("FP8 rows kept in panels are made from a whole matrix of codes (Fp8PanelMatrix.From)");
-
-    private protected override int RowUnit(int n) => GroupRows;
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
-    {
-        if (n != 1)
-        {
-            base.DotRows(a, x, y, n, r0, r1, rowStart, rowCount); // rows gathered one at a time
-            return;
-        }
-        int cols = Cols, br = Block.Rows;
-        Span<float> scaled = LinearScratch.Row(cols);
-        float* carried = stackalloc float[GroupRows * 64];
-        float* lanes = stackalloc float[GroupRows];
-        var xs = new ReadOnlySpan<float>(x, cols);
-        for (int b0 = r0; b0 < r1; b0 = (b0 / br + 1) * br)
-        {
-            int b1 = Math.Min(r1, (b0 / br + 1) * br);
-            ReadOnlySpan<float> scales = RowScales(b0);
-            bool widened = WidenedDot<Fp8Codes>.ScaleActivations(xs, scales, BlockCols, scaled);
-            for (int g = b0 / GroupRows * GroupRows; g < b1; g += GroupRows)
-            {
-                int lo = Math.Max(b0, g), hi = Math.Min(b1, g + GroupRows);
-                bool whole = widened;
-                for (int r = lo; r < hi; r++) whole &= Widens(r);
-                if (whole)
-                {
-                    fixed (float* ps = scaled)
-                        WidenedDot<Fp8Codes>.Panels(GroupOf(_groups, cols, g), cols, Panel, ps, carried, lanes);
-                    for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
-                    continue;
-                }
-                for (int r = lo; r < hi; r++)
-                    y[r - rowStart] = widened && Widens(r)
-                        ? WidenedDot<Fp8Codes>.Compute(RawRow(r), scaled)
-                        : WidenedDot<Fp8Codes>.Unwidened(RawRow(r), scales, BlockCols, xs);
-            }
-        }
-    }
-}

@@ -190,7 +190,8 @@ public abstract unsafe class Matrix : IDisposable
 
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
     /// Q4_K, Q6_K, Q8_0 and Q5_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
-    /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>) where the CPU has the kernels for them.</summary>
+    /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>) where the CPU has the kernels for them, and BF16 and F16 rows
+    /// wider than 4,096 columns as sixteen rows interleaved by column panels (<see cref="PanelMatrix{TC}"/>).</summary>
     public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
 
     /// <summary><see cref="Create(WeightFormat, int, int)"/>; <paramref name="tiles"/> false keeps every format in its
@@ -202,6 +203,10 @@ public abstract unsafe class Matrix : IDisposable
         if (tiles && format == WeightFormat.Q6_K && Q6KTiles.IsSupported) return Q6KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q8_0 && Q8Tiles.IsSupported) return Q8TiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q5_0 && Q5Tiles.IsSupported) return Q5TiledMatrix.Create(rows, cols);
+        if (tiles && format == WeightFormat.BF16 && PanelMatrix<Bf16Codes>.Suits(rows, cols, UnitScale.Block(rows, cols)))
+            return PanelMatrix<Bf16Codes>.Create(format, rows, cols, UnitScale.For(rows, cols), UnitScale.Block(rows, cols));
+        if (tiles && format == WeightFormat.F16 && PanelMatrix<F16Codes>.Suits(rows, cols, UnitScale.Block(rows, cols)))
+            return PanelMatrix<F16Codes>.Create(format, rows, cols, UnitScale.For(rows, cols), UnitScale.Block(rows, cols));
         var buffer = new NativeBuffer(rowBytes * rows, weights: true);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
     }

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Linear;
 using DeepSeekSharp.Tensors;
 
@@ -98,8 +99,8 @@ public sealed class TensorReader(SafeTensorsCheckpoint checkpoint, (int Rows, in
             unsafe
             {
                 if (inPlace) return Matrix.CreateFp8(rows, cols, file.DataPointer(info), scales, fp8Block, owner: null);
-                if (Fp8PanelMatrix.Suits(cols, fp8Block)) // wide rows: in panels
-                    return Fp8PanelMatrix.Read(rows, cols, scales, fp8Block, (r0, dst) => file.ReadBytes(info, (long)r0 * cols, dst));
+                if (PanelMatrix<Fp8Codes>.Suits(rows, cols, fp8Block)) // wide rows: in panels
+                    return PanelMatrix<Fp8Codes>.Read(WeightFormat.FP8, rows, cols, scales, fp8Block, (r0, dst) => file.ReadBytes(info, (long)r0 * cols, dst));
                 var codes = new NativeBuffer((long)rows * cols, weights: true);
                 RowTasks.Run(rows, (r0, r1) => file.ReadBytes(info, (long)r0 * cols, codes.Bytes((long)r0 * cols, (r1 - r0) * cols)));
                 return Matrix.CreateFp8(rows, cols, codes.Pointer, scales, fp8Block, codes);

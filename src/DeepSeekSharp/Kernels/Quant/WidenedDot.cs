@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -23,6 +24,8 @@ internal interface IWidenedCodes
     static abstract TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct;
     /// <summary>Whether any of the codes is one the widening gets wrong.</summary>
     static abstract bool HasSpecialCode(ReadOnlySpan<byte> codes);
+    /// <summary>dst[c] = value(codes[c]) · scales[c / blockCols], rounded once (special codes included).</summary>
+    static abstract void Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst);
 }
 
 /// <summary>FP8 E4M3 (V3/R1's weights). The code sign-extended to 32 bits and shifted left by 20 puts its 3 mantissa
@@ -53,6 +56,9 @@ internal readonly struct Fp8Codes : IWidenedCodes
         for (; i < n; i++) nan |= (Unsafe.Add(ref rc, i) & 0x7F) == 0x7F;
         return nan;
     }
+
+    public static void Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst) =>
+        Fp8Rows.Dequantize(codes, scales, blockCols, dst);
 }
 
 /// <summary>IEEE binary16 (F16 checkpoints and GGUF files). The code sign-extended to 32 bits and shifted left by 13
@@ -83,6 +89,48 @@ internal readonly struct F16Codes : IWidenedCodes
         bool special = Vector256.GreaterThanOrEqualAny(largest, Vector256.Create((ushort)0x7C00));
         for (; i < n; i++) special |= (Unsafe.Add(ref rh, i) & 0x7FFF) >= 0x7C00;
         return special;
+    }
+
+    public static void Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst)
+    {
+        TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(codes), dst);
+        BlockScales.Apply(dst[..(codes.Length / 2)], scales, blockCols);
+    }
+}
+
+/// <summary>bfloat16 (DeepSeek's checkpoints: V3/R1's embedding and head beside the FP8 weights). A float32's top
+/// half: the code shifted left by 16 is its value exactly, infinities and NaN included, so no code is special and
+/// the factor is 1.</summary>
+internal readonly struct Bf16Codes : IWidenedCodes
+{
+    public static int Bytes => 2;
+    public static float Factor => 1f;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Widen(ref byte codes, int i) => BitConverter.Int32BitsToSingle(Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref codes, 2 * i)) << 16);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Value(ref byte codes, int i) => Widen(ref codes, i);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TV Load<TS, TV>(ref byte codes, nuint i) where TS : ISimd<TV> where TV : struct => TS.LoadBf16(ref Unsafe.As<byte, ushort>(ref codes), i);
+    public static bool HasSpecialCode(ReadOnlySpan<byte> codes) => false;
+
+    public static void Dequantize(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, int blockCols, Span<float> dst)
+    {
+        NumberFormats.BF16ToFloat(MemoryMarshal.Cast<byte, ushort>(codes), dst);
+        BlockScales.Apply(dst[..(codes.Length / 2)], scales, blockCols);
+    }
+}
+
+/// <summary>Block scales on a row of values.</summary>
+internal static class BlockScales
+{
+    /// <summary>row[c] ·= scales[c / blockCols]; blocks of scale 1 are left as they are (the same values).</summary>
+    public static void Apply(Span<float> row, ReadOnlySpan<float> scales, int blockCols)
+    {
+        for (int c0 = 0, b = 0; c0 < row.Length; c0 += blockCols, b++)
+        {
+            Span<float> block = row[c0..Math.Min(row.Length, c0 + blockCols)];
+            if (scales[b] != 1f) TensorPrimitives.Multiply(block, scales[b], block);
+        }
     }
 }
 
@@ -255,7 +303,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// <summary>Rows of a group <see cref="Panels"/> takes.</summary>
     public const int PanelRows = 16;
 
-    /// <summary>Sixteen rows interleaved by panels (<see cref="Linear.Fp8PanelMatrix"/>: the rows' codes of columns
+    /// <summary>Sixteen rows interleaved by panels (<see cref="Linear.PanelMatrix{TC}"/>: the rows' codes of columns
     /// [p0, p0 + w) one row after another, w = min(<paramref name="panel"/>, n − p0)) against one token's scaled
     /// activations: row k's result in <paramref name="result"/>[k], bit for bit <see cref="Compute"/>'s on the row —
     /// its four accumulators (in <paramref name="carried"/>, 64 floats a row) take the same steps in the same order
@@ -270,9 +318,9 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         {
             int width = Math.Min(panel, n - p0);
             bool last = p0 + panel >= n;
-            byte* t = group + (long)rows * p0;
+            byte* t = group + (long)rows * p0 * TC.Bytes;
             float* x = xs + p0;
-            for (int k = 0; k < rows; k++, t += width)
+            for (int k = 0; k < rows; k++, t += width * TC.Bytes)
             {
                 float* a = carried + 64 * k;
                 Vector512<float> s0 = Vector512.Load(a), s1 = Vector512.Load(a + 16), s2 = Vector512.Load(a + 32), s3 = Vector512.Load(a + 48);

@@ -54,6 +54,10 @@ public class WidenedDotTests
         byte[] f16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()).ToArray();
         float[] wide16 = Enumerable.Range(0, n).Select(i => F16Codes.Widen(ref f16[0], i)).ToArray();
         AssertEveryPathIsDot<F16Codes>(f16, wide16, xs);
+        // BF16: any bits (infinities and NaN widen exactly too).
+        byte[] bf16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Enumerable.Range(0, n).Select(_ => (ushort)rng.Next(65536)).ToArray().AsSpan()).ToArray();
+        float[] wideBf16 = Enumerable.Range(0, n).Select(i => NumberFormats.BF16ToFloat(BitConverter.ToUInt16(bf16, 2 * i))).ToArray();
+        AssertEveryPathIsDot<Bf16Codes>(bf16, wideBf16, xs);
     }
 
     [Theory]
@@ -75,6 +79,9 @@ public class WidenedDotTests
         byte[] f16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Floats(rng, n, 0, 2).Select(v => (Half)v).ToArray().AsSpan()).ToArray();
         WidenedDot<F16Codes>.Compute4(f16, xs, stride, r);
         for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<F16Codes>.Compute(f16, xs.AsSpan(k * stride, n)), r[k]);
+        byte[] bf16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Floats(rng, n, 0, 2).Select(NumberFormats.FloatToBF16).ToArray().AsSpan()).ToArray();
+        WidenedDot<Bf16Codes>.Compute4(bf16, xs, stride, r);
+        for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<Bf16Codes>.Compute(bf16, xs.AsSpan(k * stride, n)), r[k]);
     }
 
     private static void AssertEveryPathIsDot<TC>(byte[] codes, float[] widened, float[] xs) where TC : struct, IWidenedCodes
@@ -198,7 +205,7 @@ public class WidenedDotTests
     [Fact]
     public unsafe void PanelMatrix_GivesTheFileLayoutsBits()
     {
-        const int rows = 37, cols = 2 * Fp8PanelMatrix.Panel + 104; // last panel: one 64-column step, two vectors, eight scalars
+        const int rows = 37, cols = 2 * PanelMatrix<Fp8Codes>.Panel + 104; // last panel: one 64-column step, two vectors, eight scalars
         (int, int) block = (32, 128);
         if (!WidedPanels(cols, block)) return;
         var rng = new Random(37);
@@ -209,7 +216,7 @@ public class WidenedDotTests
         fixed (byte* p = codes)
         {
             using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
-            using Matrix panels = Fp8PanelMatrix.From(rows, cols, p, scales, block);
+            using Matrix panels = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block);
             foreach ((int tokens, int start, int count) in new[] { (1, 0, rows), (1, 5, 29), (3, 0, rows), (2, 17, 20) })
             {
                 var expected = new float[tokens * count];
@@ -236,7 +243,7 @@ public class WidenedDotTests
     [Fact]
     public void TensorReader_ReadsAWideFp8TensorIntoPanels()
     {
-        const int rows = 20, cols = 2 * Fp8PanelMatrix.Panel + 64;
+        const int rows = 20, cols = 2 * PanelMatrix<Fp8Codes>.Panel + 64;
         var rng = new Random(5);
         byte[] codes = Codes(rng, rows * cols);
         float[] scales = Floats(rng, (cols + 127) / 128, 0.001, 0.01);
@@ -250,8 +257,8 @@ public class WidenedDotTests
         var reader = new DeepSeekSharp.Formats.SafeTensors.TensorReader(checkpoint, (128, 128));
         using Matrix read = reader.ReadMatrix("w.weight", rows, cols, "test", WeightFormat.FP8);
         using Matrix mapped = reader.ReadMatrix("w.weight", rows, cols, "test", WeightFormat.FP8, inPlace: true);
-        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, read is Fp8PanelMatrix);
-        Assert.IsNotType<Fp8PanelMatrix>(mapped);
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, read is PanelMatrix<Fp8Codes>);
+        Assert.IsNotType<PanelMatrix<Fp8Codes>>(mapped);
         var a = new float[cols];
         var b = new float[cols];
         for (int r = 0; r < rows; r++)
@@ -266,9 +273,10 @@ public class WidenedDotTests
     /// <summary>Whether this CPU keeps such a matrix in panels (the 512-bit kernel); without it the loader never makes one.</summary>
     private static bool WidedPanels(int cols, (int, int) block)
     {
-        bool suits = Fp8PanelMatrix.Suits(cols, block);
+        bool suits = PanelMatrix<Fp8Codes>.Suits(37, cols, block);
         Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
-        Assert.False(Fp8PanelMatrix.Suits(2 * Fp8PanelMatrix.Panel, block)); // two panels or fewer: the file layout
+        Assert.False(PanelMatrix<Fp8Codes>.Suits(37, 2 * PanelMatrix<Fp8Codes>.Panel, block)); // two panels or fewer: the file layout
+        Assert.False(PanelMatrix<Fp8Codes>.Suits(37, cols, (24, 128))); // a block row boundary inside a group of sixteen
         return suits;
     }
 
@@ -368,5 +376,75 @@ public class WidenedDotTests
         byte[] special = BitConverter.GetBytes((ushort)0xFC00); // -infinity
         Assert.True(F16Codes.HasSpecialCode(new byte[64].Concat(special).ToArray()));
         Assert.False(F16Codes.HasSpecialCode(BitConverter.GetBytes((ushort)0x7BFF))); // 65504, the largest finite
+    }
+
+    /// <summary>BF16 and F16 rows wider than two panels are kept in panels (where this CPU has the kernel) and give the
+    /// file layout's bits: one token across a partial last group and a last panel with single vectors and a scalar
+    /// tail, part of the rows, several tokens (rows gathered), rows set after use (F16 infinity: that row infinite),
+    /// and every row's values.</summary>
+    [Theory]
+    [InlineData(WeightFormat.BF16)]
+    [InlineData(WeightFormat.F16)]
+    public void WideBf16AndF16_InPanels_GiveTheFileLayoutsBits(WeightFormat format)
+    {
+        const int rows = 45, cols = 2 * PanelMatrix<Bf16Codes>.Panel + 88; // last panel: one 64-column step, one vector, eight scalars
+        var rng = new Random(45);
+        float[] w = Floats(rng, rows * cols, 0, 1.5);
+        float[] x = Floats(rng, 5 * cols, 0, 2);
+        using Matrix file = Matrix.FromValues(rows, cols, w, format, tiles: false);
+        using Matrix panels = Matrix.FromValues(rows, cols, w, format);
+        bool kept = format == WeightFormat.BF16 ? WidenedDot<Bf16Codes>.FourAtOnce : WidenedDot<F16Codes>.FourAtOnce;
+        Assert.Equal(kept, panels is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>);
+        Assert.False(Matrix.FromValues(rows, 2 * PanelMatrix<Bf16Codes>.Panel, w.AsSpan(0, rows * 4096), format) is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>);
+        void Same()
+        {
+            foreach ((int tokens, int start, int count) in new[] { (1, 0, rows), (1, 7, 30), (5, 0, rows), (2, 33, 12) })
+            {
+                var expected = new float[tokens * count];
+                var actual = new float[tokens * count];
+                file.Forward(x.AsSpan(0, tokens * cols), expected, tokens, start, count);
+                panels.Forward(x.AsSpan(0, tokens * cols), actual, tokens, start, count);
+                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+        Same();
+        var a = new float[cols];
+        var b = new float[cols];
+        for (int r = 0; r < rows; r++)
+        {
+            file.DequantizeRow(r, a);
+            panels.DequantizeRow(r, b);
+            Assert.Equal(a.Select(BitConverter.SingleToInt32Bits), b.Select(BitConverter.SingleToInt32Bits));
+        }
+        float[] changed = Floats(rng, cols, 0, 1);
+        changed[cols - 3] = float.PositiveInfinity; // the last panel's scalar tail
+        file.SetRow(40, changed);
+        panels.SetRow(40, changed);
+        Same();
+        var y = new float[rows];
+        panels.Forward(x.AsSpan(0, cols), y, 1);
+        Assert.True(float.IsInfinity(y[40]) || float.IsNaN(y[40]));
+        Assert.Equal(rows - 1, y.Count(float.IsFinite));
+    }
+
+    /// <summary>BF16 products are <see cref="Dot"/> over the bfloat16 values, bit for bit, one token or many.</summary>
+    [Fact]
+    public void Bf16Matrix_IsDotOverTheValues_AloneOrInABatch()
+    {
+        const int rows = 21, cols = 300, tokens = 6;
+        var rng = new Random(21);
+        float[] w = Floats(rng, rows * cols, 0, 1);
+        float[] x = Floats(rng, tokens * cols, 0, 3);
+        using Matrix m = Matrix.FromValues(rows, cols, w, WeightFormat.BF16);
+        var values = new float[cols];
+        var y = new float[tokens * rows];
+        m.Forward(x, y, tokens);
+        for (int r = 0; r < rows; r++)
+        {
+            m.DequantizeRow(r, values);
+            for (int c = 0; c < cols; c++) Assert.Equal(NumberFormats.BF16ToFloat(NumberFormats.FloatToBF16(w[r * cols + c])), values[c]);
+            for (int t = 0; t < tokens; t++)
+                Assert.Equal(BitConverter.SingleToInt32Bits(Dot.Compute(values, x.AsSpan(t * cols, cols))), BitConverter.SingleToInt32Bits(y[t * rows + r]));
+        }
     }
 }

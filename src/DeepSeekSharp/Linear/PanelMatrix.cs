@@ -1,0 +1,169 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using DeepSeekSharp.Kernels.Quant;
+using DeepSeekSharp.Tensors;
+
+namespace DeepSeekSharp.Linear;
+
+/// <summary>Float codes (<see cref="IWidenedCodes"/>: FP8, BF16, F16) in rows too wide for their activations to stay in
+/// L1 beside them (V3's o_proj: 16,384 columns, 64 KB of float32 activations; its head: 7,168), kept as groups of
+/// sixteen rows interleaved by panels of <see cref="Panel"/> columns: group g holds, panel after panel, the sixteen
+/// rows' codes of that panel, row k at k · (panel width). One token reads a group as one stream and each panel of
+/// activations from L1 for all sixteen rows (<see cref="WidenedDot{TC}.Panels"/>: each row's accumulators carried
+/// across the panels in <see cref="Kernels.Dot"/>'s order, so the same bits as the file layout). `bench fp8-panels` on
+/// Zen 5, 16,384 columns: 19 → 32 GB/s on two threads, 10 → 18 on one. More tokens, and a row with a special code,
+/// take the file layout's kernels on the row gathered (<see cref="RawRow"/>).</summary>
+internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
+{
+    /// <summary>Columns per panel.</summary>
+    public const int Panel = 2048;
+    private const int GroupRows = WidenedDot<TC>.PanelRows;
+    private readonly byte* _groups;
+
+    private PanelMatrix(WeightFormat format, int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
+        : base(format, rows, cols, groups, scales, block, owner) => _groups = groups;
+
+    /// <summary>Whether a [rows, cols] matrix with these blocks is kept in panels here: rows wider than two panels,
+    /// block rows whole groups of sixteen (or one block for all rows), and the 512-bit widened kernel on this CPU.</summary>
+    public static bool Suits(int rows, int cols, (int Rows, int Cols) block) =>
+        rows > 0 && cols > 2 * Panel && (block.Rows % GroupRows == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
+
+    /// <summary>An empty [rows, cols] matrix in panels (rows to be set by <see cref="ReadStoredRows"/> or
+    /// <see cref="Matrix.SetRow"/>).</summary>
+    public static PanelMatrix<TC> Create(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block)
+    {
+        long groups = (rows + GroupRows - 1) / GroupRows, rowBytes = (long)cols * TC.Bytes;
+        var buffer = new NativeBuffer(groups * GroupRows * rowBytes, weights: true);
+        try
+        {
+            // Padding rows of the last group: zero codes (numbers; their results are never stored).
+            new Span<byte>(buffer.Pointer + rows * rowBytes, checked((int)((groups * GroupRows - rows) * rowBytes))).Clear();
+            return new PanelMatrix<TC>(format, rows, cols, buffer.Pointer, scales, block, buffer);
+        }
+        catch
+        {
+            buffer.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>[rows, cols] codes read in parallel tasks of rows (<paramref name="read"/>(first row, its rows' bytes in
+    /// the file layout)) straight into panels: no copy of the whole matrix in the file layout on the way.</summary>
+    public static PanelMatrix<TC> Read(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block, Action<int, Span<byte>> read)
+    {
+        PanelMatrix<TC> m = Create(format, rows, cols, scales, block);
+        try
+        {
+            RowTasks.Run(rows, (r0, r1) => m.ReadStoredRows(r0, r1 - r0, span => read(r0, span)));
+            return m;
+        }
+        catch
+        {
+            m.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A copy of [rows, cols] codes in the file layout (<paramref name="codes"/>) in panels.</summary>
+    public static PanelMatrix<TC> From(WeightFormat format, int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block)
+    {
+        long rowBytes = (long)cols * TC.Bytes;
+        return Read(format, rows, cols, scales, block, (r0, dst) => new ReadOnlySpan<byte>(codes + r0 * rowBytes, dst.Length).CopyTo(dst));
+    }
+
+    /// <summary>Rows [r0, r0 + count) from their bytes in the file layout, through a pooled buffer into their places in
+    /// the groups (a row's places are its own, so tasks on any rows may run at once).</summary>
+    public override void ReadStoredRows(int r0, int count, Action<Span<byte>> fill)
+    {
+        CheckRowRange(r0, count);
+        int rowBytes = checked((int)RowBytes);
+        byte[] stored = ArrayPool<byte>.Shared.Rent(checked(count * rowBytes));
+        try
+        {
+            fill(stored.AsSpan(0, count * rowBytes));
+            for (int r = r0; r < r0 + count; r++) Scatter(r, stored.AsSpan((r - r0) * rowBytes, rowBytes));
+        }
+        finally { ArrayPool<byte>.Shared.Return(stored); }
+        Forget(r0, count);
+    }
+
+    private protected override void SetCodes(int r, ReadOnlySpan<float> values)
+    {
+        Span<byte> row = LinearScratch.StoredRow(checked((int)RowBytes));
+        Traits.Quantize(values, row);
+        Scatter(r, row);
+    }
+
+    /// <summary>Row <paramref name="r"/>'s codes into their places in the groups.</summary>
+    private void Scatter(int r, ReadOnlySpan<byte> row)
+    {
+        for (int p0 = 0; p0 < Cols; p0 += Panel) row.Slice(p0 * TC.Bytes, Piece(r, p0).Length).CopyTo(Piece(r, p0));
+    }
+
+    /// <summary>The group holding row <paramref name="r"/>.</summary>
+    private byte* GroupOf(int r) => _groups + (long)(r / GroupRows) * GroupRows * RowBytes;
+
+    /// <summary>Row <paramref name="r"/>'s codes of the panel starting at column <paramref name="p0"/>.</summary>
+    private Span<byte> Piece(int r, int p0)
+    {
+        int w = Math.Min(Panel, Cols - p0) * TC.Bytes;
+        return new Span<byte>(GroupOf(r) + (long)GroupRows * p0 * TC.Bytes + (long)(r % GroupRows) * w, w);
+    }
+
+    /// <summary>Row <paramref name="r"/>'s codes gathered into this thread's scratch: valid until the next call on the
+    /// thread.</summary>
+    public override ReadOnlySpan<byte> RawRow(int r)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)r, (uint)Rows, nameof(r));
+        Span<byte> row = LinearScratch.StoredRow(checked((int)RowBytes));
+        for (int p0 = 0; p0 < Cols; p0 += Panel)
+        {
+            Span<byte> piece = Piece(r, p0);
+            piece.CopyTo(row[(p0 * TC.Bytes)..]);
+        }
+        return row;
+    }
+
+    private protected override int RowUnit(int n) => GroupRows;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        if (n != 1)
+        {
+            base.DotRows(a, x, y, n, r0, r1, rowStart, rowCount); // rows gathered one at a time
+            return;
+        }
+        int cols = Cols, br = Block.Rows;
+        Span<float> scratch = Plain ? default : LinearScratch.Row(cols);
+        float* carried = stackalloc float[GroupRows * 64];
+        float* lanes = stackalloc float[GroupRows];
+        var xs = new ReadOnlySpan<float>(x, cols);
+        for (int b0 = r0; b0 < r1; b0 = (b0 / br + 1) * br)
+        {
+            int b1 = Math.Min(r1, (b0 / br + 1) * br);
+            ReadOnlySpan<float> scales = RowScales(b0);
+            bool widened = Plain || WidenedDot<TC>.ScaleActivations(xs, scales, BlockCols, scratch);
+            fixed (float* pScratch = scratch)
+            {
+                float* scaled = Plain ? x : pScratch;
+                for (int g = b0 / GroupRows * GroupRows; g < b1; g += GroupRows)
+                {
+                    int lo = Math.Max(b0, g), hi = Math.Min(b1, g + GroupRows);
+                    bool whole = widened;
+                    for (int r = lo; r < hi; r++) whole &= Widens(r);
+                    if (whole)
+                    {
+                        WidenedDot<TC>.Panels(GroupOf(g), cols, Panel, scaled, carried, lanes);
+                        for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
+                        continue;
+                    }
+                    for (int r = lo; r < hi; r++)
+                        y[r - rowStart] = widened && Widens(r)
+                            ? WidenedDot<TC>.Compute(RawRow(r), new ReadOnlySpan<float>(scaled, cols))
+                            : WidenedDot<TC>.Unwidened(RawRow(r), scales, BlockCols, xs);
+                }
+            }
+        }
+    }
+}
