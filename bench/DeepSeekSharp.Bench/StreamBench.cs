@@ -16,17 +16,19 @@ namespace DeepSeekSharp.Bench;
 /// prepared once and its rows run 64 times per timed pass, best of 300 passes: the kernel's arithmetic speed with
 /// memory and per-call work out of the way, what it needs to exceed one core's read bandwidth.
 /// <c>--tokens N</c> multiplies N tokens at once, as a verify pass of N − 1 drafts does its dense products.
-/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [--tokens N] [FORMAT ...]</c></summary>
+/// <c>--cols N</c> makes the rows N wide (as many weights per matrix: fewer rows), e.g. 7168 for V3's hidden size.
+/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [--tokens N] [--cols N] [FORMAT ...]</c></summary>
 internal static unsafe class StreamBench
 {
     public static void Run(string[] args)
     {
         bool inCache = args.Contains("--in-cache");
         int at = Array.IndexOf(args, "--tokens"), n = at >= 0 ? int.Parse(args[at + 1]) : 1;
-        string[] only = [.. args.Where((a, i) => a != "--in-cache" && (at < 0 || i < at || i > at + 1))];
-        int rows = inCache ? 128 : 4096, count = inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
+        int colsAt = Array.IndexOf(args, "--cols"), cols = colsAt >= 0 ? int.Parse(args[colsAt + 1]) : 2048;
+        string[] only = [.. args.Where((a, i) => a != "--in-cache" && (at < 0 || i < at || i > at + 1) && (colsAt < 0 || i < colsAt || i > colsAt + 1))];
+        // The same weights per matrix at any width: 4096 rows of 2048 columns, fewer rows of wider ones.
+        int rows = Math.Max(16, (inCache ? 128 : 4096) * 2048 / cols), count = inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
         const int inCacheRepeats = 64;
-        const int cols = 2048;
         WeightFormat[] formats = only.Length > 0 ? only.Select(Enum.Parse<WeightFormat>).ToArray()
             : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
         var rng = new Random(1);
@@ -101,11 +103,13 @@ internal static unsafe class StreamBench
     private static Matrix Make(WeightFormat f, int rows, int cols, float[] w, bool tiles)
     {
         if (f != WeightFormat.FP8) return Matrix.FromValues(rows, cols, w.AsSpan(0, rows * cols), f, tiles);
-        // E4M3 codes with a scale per 128 × 128 tile, as a V3 checkpoint stores them.
+        // E4M3 codes with a scale per 128 × 128 tile, as a V3 checkpoint stores them; wide rows in panels as the
+        // loader keeps them.
         var buffer = new NativeBuffer((long)rows * cols);
         var scales = new float[(rows + 127) / 128 * ((cols + 127) / 128)]; // a partial tile at an edge has its scale too
         for (int i = 0; i < scales.Length; i++) scales[i] = 0.5f / 448;
         for (long i = 0; i < (long)rows * cols; i++) buffer.Pointer[i] = NumberFormats.FloatToF8E4M3(w[i] * 448 / 0.5f);
-        return Matrix.CreateFp8(rows, cols, buffer.Pointer, scales, (128, 128), buffer);
+        if (!tiles || !PanelMatrix<Fp8Codes>.Suits(rows, cols, (128, 128))) return Matrix.CreateFp8(rows, cols, buffer.Pointer, scales, (128, 128), buffer);
+        using (buffer) return PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, buffer.Pointer, scales, (128, 128));
     }
 }

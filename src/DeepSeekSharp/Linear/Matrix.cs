@@ -191,7 +191,7 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
     /// Q4_K, Q6_K, Q8_0 and Q5_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
     /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>) where the CPU has the kernels for them, and BF16 and F16 rows
-    /// wider than 4,096 columns as sixteen rows interleaved by column panels (<see cref="PanelMatrix{TC}"/>).</summary>
+    /// wider than 8,192 columns as sixteen rows interleaved by column panels (<see cref="PanelMatrix{TC}"/>).</summary>
     public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
 
     /// <summary><see cref="Create(WeightFormat, int, int)"/>; <paramref name="tiles"/> false keeps every format in its

@@ -23,10 +23,17 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     private PanelMatrix(WeightFormat format, int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
         : base(format, rows, cols, groups, scales, block, owner) => _groups = groups;
 
-    /// <summary>Whether a [rows, cols] matrix with these blocks is kept in panels here: rows wider than two panels,
-    /// block rows whole groups of sixteen (or one block for all rows), and the 512-bit widened kernel on this CPU.</summary>
+    /// <summary>Columns a row must exceed to be kept in panels: two panels for FP8 (at 7,168 columns, 23 → 27 GB/s on
+    /// two threads), four for two-byte codes — `bench stream --cols N` on Zen 5, two threads then one, file layout →
+    /// panels: BF16 at 7,168 columns 36.4 → 34.6 and 22.3 → 23.0 GB/s (no gain: 28 KB of activations share L1 with the
+    /// stream well enough); at 16,384 BF16 36.1 → 35.2 and 20.0 → 23.9, F16 32.1 → 34.4 and 17.8 → 22.6.</summary>
+    public static int MinCols => (TC.Bytes == 1 ? 2 : 4) * Panel;
+
+    /// <summary>Whether a [rows, cols] matrix with these blocks is kept in panels here: rows wider than
+    /// <see cref="MinCols"/>, block rows whole groups of sixteen (or one block for all rows), and the 512-bit widened
+    /// kernel on this CPU.</summary>
     public static bool Suits(int rows, int cols, (int Rows, int Cols) block) =>
-        rows > 0 && cols > 2 * Panel && (block.Rows % GroupRows == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
+        rows > 0 && cols > MinCols && (block.Rows % GroupRows == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
 
     /// <summary>An empty [rows, cols] matrix in panels (rows to be set by <see cref="ReadStoredRows"/> or
     /// <see cref="Matrix.SetRow"/>).</summary>

@@ -378,7 +378,7 @@ public class WidenedDotTests
         Assert.False(F16Codes.HasSpecialCode(BitConverter.GetBytes((ushort)0x7BFF))); // 65504, the largest finite
     }
 
-    /// <summary>BF16 and F16 rows wider than two panels are kept in panels (where this CPU has the kernel) and give the
+    /// <summary>BF16 and F16 rows wider than four panels are kept in panels (where this CPU has the kernel) and give the
     /// file layout's bits: one token across a partial last group and a last panel with single vectors and a scalar
     /// tail, part of the rows, several tokens (rows gathered), rows set after use (F16 infinity: that row infinite),
     /// and every row's values.</summary>
@@ -387,7 +387,7 @@ public class WidenedDotTests
     [InlineData(WeightFormat.F16)]
     public void WideBf16AndF16_InPanels_GiveTheFileLayoutsBits(WeightFormat format)
     {
-        const int rows = 45, cols = 2 * PanelMatrix<Bf16Codes>.Panel + 88; // last panel: one 64-column step, one vector, eight scalars
+        const int rows = 45, cols = 4 * PanelMatrix<Bf16Codes>.Panel + 88; // last panel: one 64-column step, one vector, eight scalars
         var rng = new Random(45);
         float[] w = Floats(rng, rows * cols, 0, 1.5);
         float[] x = Floats(rng, 5 * cols, 0, 2);
@@ -395,7 +395,7 @@ public class WidenedDotTests
         using Matrix panels = Matrix.FromValues(rows, cols, w, format);
         bool kept = format == WeightFormat.BF16 ? WidenedDot<Bf16Codes>.FourAtOnce : WidenedDot<F16Codes>.FourAtOnce;
         Assert.Equal(kept, panels is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>);
-        Assert.False(Matrix.FromValues(rows, 2 * PanelMatrix<Bf16Codes>.Panel, w.AsSpan(0, rows * 4096), format) is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>);
+        Assert.False(Matrix.FromValues(rows, 7168, w.AsSpan(0, rows * 7168), format) is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>); // V3's width: the file layout
         void Same()
         {
             foreach ((int tokens, int start, int count) in new[] { (1, 0, rows), (1, 7, 30), (5, 0, rows), (2, 33, 12) })
