@@ -217,24 +217,12 @@ public class WidenedDotTests
         {
             using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
             using Matrix panels = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block);
-            foreach ((int tokens, int start, int count) in new[] { (1, 0, rows), (1, 5, 29), (3, 0, rows), (2, 17, 20) })
+            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, panels, x, (1, 0, rows), (1, 5, 29), (3, 0, rows), (2, 17, 20)))
             {
-                var expected = new float[tokens * count];
-                var actual = new float[tokens * count];
-                file.Forward(x.AsSpan(0, tokens * cols), expected, tokens, start, count);
-                panels.Forward(x.AsSpan(0, tokens * cols), actual, tokens, start, count);
-                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
                 if (start <= 20 && 20 < start + count) Assert.True(float.IsNaN(actual[20 - start]));
                 Assert.Equal(tokens * count - (start <= 20 && 20 < start + count ? tokens : 0), actual.Count(float.IsFinite));
             }
-            var a = new float[cols];
-            var b = new float[cols];
-            for (int r = 0; r < rows; r++)
-            {
-                file.DequantizeRow(r, a);
-                panels.DequantizeRow(r, b);
-                Assert.Equal(a.Select(BitConverter.SingleToInt32Bits), b.Select(BitConverter.SingleToInt32Bits));
-            }
+            AssertSameRows(file, panels);
         }
     }
 
@@ -267,6 +255,35 @@ public class WidenedDotTests
             mapped.DequantizeRow(r, b);
             Assert.Equal(b, a);
             Assert.Equal(NumberFormats.F8E4M3ToFloat(codes[r * cols + 4100]) * scales[4100 / 128], a[4100]);
+        }
+    }
+
+    /// <summary>Both matrices' products for each (tokens, first row, rows) case have the same bits; the second's results.</summary>
+    private static List<(int Tokens, int Start, int Count, float[] Y)> SameProducts(Matrix file, Matrix panels, float[] x, params (int Tokens, int Start, int Count)[] cases)
+    {
+        var results = new List<(int, int, int, float[])>();
+        foreach ((int tokens, int start, int count) in cases)
+        {
+            var expected = new float[tokens * count];
+            var actual = new float[tokens * count];
+            file.Forward(x.AsSpan(0, tokens * file.Cols), expected, tokens, start, count);
+            panels.Forward(x.AsSpan(0, tokens * file.Cols), actual, tokens, start, count);
+            Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+            results.Add((tokens, start, count, actual));
+        }
+        return results;
+    }
+
+    /// <summary>Every row dequantises to the same bits in both matrices.</summary>
+    private static void AssertSameRows(Matrix a, Matrix b)
+    {
+        var ra = new float[a.Cols];
+        var rb = new float[b.Cols];
+        for (int r = 0; r < a.Rows; r++)
+        {
+            a.DequantizeRow(r, ra);
+            b.DequantizeRow(r, rb);
+            Assert.Equal(ra.Select(BitConverter.SingleToInt32Bits), rb.Select(BitConverter.SingleToInt32Bits));
         }
     }
 
@@ -396,26 +413,9 @@ public class WidenedDotTests
         bool kept = format == WeightFormat.BF16 ? WidenedDot<Bf16Codes>.FourAtOnce : WidenedDot<F16Codes>.FourAtOnce;
         Assert.Equal(kept, panels is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>);
         Assert.False(Matrix.FromValues(rows, 7168, w.AsSpan(0, rows * 7168), format) is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>); // V3's width: the file layout
-        void Same()
-        {
-            foreach ((int tokens, int start, int count) in new[] { (1, 0, rows), (1, 7, 30), (5, 0, rows), (2, 33, 12) })
-            {
-                var expected = new float[tokens * count];
-                var actual = new float[tokens * count];
-                file.Forward(x.AsSpan(0, tokens * cols), expected, tokens, start, count);
-                panels.Forward(x.AsSpan(0, tokens * cols), actual, tokens, start, count);
-                Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
-            }
-        }
+        void Same() => SameProducts(file, panels, x, (1, 0, rows), (1, 7, 30), (5, 0, rows), (2, 33, 12));
         Same();
-        var a = new float[cols];
-        var b = new float[cols];
-        for (int r = 0; r < rows; r++)
-        {
-            file.DequantizeRow(r, a);
-            panels.DequantizeRow(r, b);
-            Assert.Equal(a.Select(BitConverter.SingleToInt32Bits), b.Select(BitConverter.SingleToInt32Bits));
-        }
+        AssertSameRows(file, panels);
         float[] changed = Floats(rng, cols, 0, 1);
         changed[cols - 3] = float.PositiveInfinity; // the last panel's scalar tail
         file.SetRow(40, changed);
