@@ -42,10 +42,11 @@ internal unsafe class RowDequantMatrix : Matrix
     }
 }
 
-/// <summary>Float codes widened in registers (<see cref="WidenedDot{TC}"/>: FP8 E4M3, F16), with one float scale per
-/// block of rows × columns (FP8's weight_scale_inv; F16 is one block of scale 1). Per block row, each token's
-/// activations are multiplied by the block's column scales and the format's factor once (into per-thread scratch, a
-/// few tokens at a time), then every row of the block is a dot product of widened codes with them. One token alone or
+/// <summary>Float codes widened in registers (<see cref="WidenedDot{TC}"/>: FP8 E4M3, F16, BF16), with one float scale
+/// per block of rows × columns (FP8's weight_scale_inv; F16 and BF16 are one block of scale 1). Per block row, each
+/// token's activations are multiplied by the block's column scales and the format's factor once (into per-thread
+/// scratch, a few tokens at a time; BF16's factor and scale are 1, so its activations are used as they are), then every
+/// row of the block is a dot product of widened codes with them. One token alone or
 /// in a batch gets the same arithmetic. A row holding a code the widening gets wrong (FP8 NaN, F16 infinity or NaN) is
 /// found the first time it is used and computed from the codes' values.</summary>
 internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCodes
@@ -56,6 +57,8 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     private readonly float[] _scales; // [ceil(rows / br), ceil(cols / bc)]
     private readonly int _br, _bc, _scaleCols;
     private readonly byte[] _rowState; // 0 not yet looked at, 1 widens exactly, 2 holds a special code
+    private readonly bool _unitScales; // every block scale 1: rows can be set from values
+    private readonly bool _plain;      // factor and scales 1: activations used as they are, no scaled copy
 
     public WidenedMatrix(WeightFormat format, int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
         : base(format, rows, cols, codes, owner)
@@ -70,9 +73,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
         _plain = TC.Factor == 1f && _unitScales;
     }
 
-    private readonly bool _unitScales;
-    /// <summary>Activations scaled by 1 are the activations (BF16): used as they are, no scaled copy.</summary>
-    private readonly bool _plain;
+    /// <summary>Whether the activations are used as they are (factor and every scale 1: BF16).</summary>
     private protected bool Plain => _plain;
 
     private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
