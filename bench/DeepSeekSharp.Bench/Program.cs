@@ -32,6 +32,9 @@ switch (mode)
             args.Length > 3 ? int.Parse(args[3]) : 5, args.Length > 4 ? int.Parse(args[4]) : 64,
             args.Length > 5 ? int.Parse(args[5].Split('x')[0]) : 1408, args.Length > 5 ? int.Parse(args[5].Split('x')[1]) : 2048);
         break;
+    case "fp8-lanes":
+        DeepSeekSharp.Bench.Fp8LanesBench.Run(args.Length > 1 ? int.Parse(args[1]) : 0);
+        break;
     case "fp8-panels":
         DeepSeekSharp.Bench.Fp8PanelsBench.Run(int.Parse(args[1]), int.Parse(args[2]));
         break;
@@ -66,7 +69,7 @@ switch (mode)
         BenchmarkDotNet.Running.BenchmarkSwitcher.FromAssembly(typeof(Repo).Assembly).Run(args[1..]);
         break;
     default:
-        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] [ROWSxCOLS] | stream [--in-cache] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | fp8-panels COLS PANEL | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
+        Console.WriteLine("modes: tokenizer [--mb N] | mltokenizers | kernels [BenchmarkDotNet args] | matmul [FORMAT] | experts [FORMAT] [TOKENS] [ROUNDS] [COUNT] [ROWSxCOLS] | stream [--in-cache] [--tokens N] [--cols N] [FORMAT ...] | r1-data OUT [N] [VOCAB] | grpo MODEL OUT [STEPS] [SEED] | attention [DEPTH ...] | fp8-panels COLS PANEL | fp8-lanes [OFFSET] | gemm | digest MODEL[:FORMAT[:mmap]] ... | soak MODEL [1:200,8:500,32:2000] [MAX_BATCH] [QUANTIZE] | chat-ttft MODEL [WORDS] [ROUNDS] [SERVE OPTIONS...]");
         break;
 }
 

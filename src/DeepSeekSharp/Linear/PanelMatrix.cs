@@ -142,7 +142,9 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
             return;
         }
         int cols = Cols, br = Block.Rows;
-        Span<float> scratch = Plain ? default : LinearScratch.Row(cols);
+        bool inPlace = Plain && (nint)x % 64 == 0; // as WidenedMatrix: activations off a 64-byte boundary are copied
+        Span<float> scratch = inPlace ? default : LinearScratch.Row(cols);
+        if (Plain && !inPlace) new ReadOnlySpan<float>(x, cols).CopyTo(scratch);
         float* carried = stackalloc float[GroupRows * 64];
         float* lanes = stackalloc float[GroupRows];
         var xs = new ReadOnlySpan<float>(x, cols);
@@ -153,7 +155,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
             bool widened = Plain || WidenedDot<TC>.ScaleActivations(xs, scales, BlockCols, scratch);
             fixed (float* pScratch = scratch)
             {
-                float* scaled = Plain ? x : pScratch;
+                float* scaled = inPlace ? x : pScratch;
                 for (int g = b0 / GroupRows * GroupRows; g < b1; g += GroupRows)
                 {
                     int lo = Math.Max(b0, g), hi = Math.Min(b1, g + GroupRows);

@@ -37,12 +37,9 @@ internal static class LinearScratch
     [ThreadStatic] private static QuantizedActivations? _act;
     [ThreadStatic] private static byte[]? _stored;
 
-    /// <summary>A dequantised row.</summary>
-    public static Span<float> Row(int n)
-    {
-        if (_row is null || _row.Length < n) _row = new float[n];
-        return _row.AsSpan(0, n);
-    }
+    /// <summary>A dequantised row, or scaled activations: starting on a 64-byte boundary, so the 512-bit loads of the
+    /// kernels that read it never split across cache lines.</summary>
+    public static Span<float> Row(int n) => AlignedScratch.Grow(ref _row, n);
 
     /// <summary>This thread's quantised activations.</summary>
     public static QuantizedActivations Activations => _act ??= new QuantizedActivations();
