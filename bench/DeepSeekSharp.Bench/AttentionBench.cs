@@ -19,9 +19,12 @@ internal static class AttentionBench
         {
             AbsorbedBlocks? blocks = AbsorbedBlocks.For(heads, rank, rope, depth);
             if (blocks is null) { Console.WriteLine("no blocked path on this CPU"); return; }
-            float[] cache = new float[depth * width];
-            for (int i = 0; i < cache.Length; i++) cache[i] = (float)(rng.NextDouble() - 0.5);
-            ushort[] half = [.. cache.Select(DeepSeekSharp.Tensors.NumberFormats.FloatToBF16)];
+            // Rows from a 64-byte boundary, as the engine's latent cache keeps them.
+            float[]? cacheArray = null;
+            ushort[]? halfArray = null;
+            Span<float> rows = AlignedScratch.Grow(ref cacheArray, depth * width);
+            for (int i = 0; i < rows.Length; i++) rows[i] = (float)(rng.NextDouble() - 0.5);
+            DeepSeekSharp.Tensors.NumberFormats.FloatToBF16(rows, AlignedScratch.Grow(ref halfArray, depth * width));
             for (int h = 0; h < heads; h++)
             {
                 Span<float> q = blocks.Query(0, h);
@@ -30,15 +33,17 @@ internal static class AttentionBench
             int n = AbsorbedBlocks.Blocks(depth);
             void Attend()
             {
+                ReadOnlySpan<float> cache = AlignedScratch.Grow(ref cacheArray, depth * width);
                 for (int b = 0; b < n; b++) blocks.Attend(0, b, b, cache, depth, 0.07f);
                 for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
             }
             void AttendBf16()
             {
+                ReadOnlySpan<ushort> half = AlignedScratch.Grow(ref halfArray, depth * width);
                 for (int b = 0; b < n; b++)
                 {
                     int rows = Math.Min(LatentAttention.BlockPositions, depth - b * LatentAttention.BlockPositions);
-                    blocks.AttendRows(0, b, half.AsSpan(b * LatentAttention.BlockPositions * width, rows * width), rows, 0.07f);
+                    blocks.AttendRows(0, b, half.Slice(b * LatentAttention.BlockPositions * width, rows * width), rows, 0.07f);
                 }
                 for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
             }

@@ -18,21 +18,27 @@ public sealed class AbsorbedBlocks
     /// (a pass of <see cref="Tokens"/> tokens up to 256 positions deep attends at once).</summary>
     public int Slots { get; }
 
-    private readonly float[] _queries; // [Tokens, padded heads, rank + rope] head h's [q_latent | q_pe]; padding heads stay zero
-    private readonly float[] _out;     // [slots, padded heads, rank] unnormalised Σ exp(score − max) · c_kv per block
-    private readonly float[] _max;     // [slots, padded heads] the block's max score per head
-    private readonly float[] _sum;     // [slots, padded heads] Σ exp(score − max)
-    private readonly float[] _latent;  // [heads, Tokens, rank] each head's merged Σ p c_kv per token
+    // Pinned, read from a 64-byte boundary (AlignedScratch: the kernels' 512-bit loads never split a cache line).
+    private float[]? _queries; // [Tokens, padded heads, rank + rope] head h's [q_latent | q_pe]; padding heads stay zero
+    private float[]? _out;     // [slots, padded heads, rank] unnormalised Σ exp(score − max) · c_kv per block
+    private float[]? _max;     // [slots, padded heads] the block's max score per head
+    private float[]? _sum;     // [slots, padded heads] Σ exp(score − max)
+    private float[]? _latent;  // [heads, Tokens, rank] each head's merged Σ p c_kv per token
+    private Span<float> Queries => AlignedScratch.Grow(ref _queries, Tokens * _padded * _width);
+    private Span<float> Out => AlignedScratch.Grow(ref _out, Slots * _padded * _rank);
+    private Span<float> Max => AlignedScratch.Grow(ref _max, Slots * _padded);
+    private Span<float> Sum => AlignedScratch.Grow(ref _sum, Slots * _padded);
+    private Span<float> Latent => AlignedScratch.Grow(ref _latent, _heads * Tokens * _rank);
 
     private AbsorbedBlocks(int heads, int rank, int rope, int capacity)
     {
         (_heads, _padded, _rank, _width) = (heads, LatentAttention.PaddedHeads(heads), rank, rank + rope);
         Slots = Math.Max(Blocks(capacity), 4 * Tokens);
-        _queries = new float[Tokens * _padded * _width];
-        _out = new float[Slots * _padded * rank];
-        _max = new float[Slots * _padded];
-        _sum = new float[Slots * _padded];
-        _latent = new float[heads * Tokens * rank];
+        _ = Queries; // allocated now, so attending allocates nothing
+        _ = Out;
+        _ = Max;
+        _ = Sum;
+        _ = Latent;
     }
 
     /// <summary>The blocked path for these widths where this CPU has it (AVX-512, rank a multiple of 32, rope of 16);
@@ -51,7 +57,7 @@ public sealed class AbsorbedBlocks
     {
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
-        return _queries.AsSpan((t * _padded + h) * _width, _width);
+        return Queries.Slice((t * _padded + h) * _width, _width);
     }
 
     /// <summary>Attention of token <paramref name="t"/>'s every head over block <paramref name="block"/> of
@@ -68,16 +74,16 @@ public sealed class AbsorbedBlocks
     public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale)
     {
         Check(t, slot, n);
-        LatentAttention.AbsorbedBlock(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
+        LatentAttention.AbsorbedBlock(_padded / 4, Queries.Slice(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
+            Out.Slice(slot * _padded * _rank, _padded * _rank), Max.Slice(slot * _padded, _padded), Sum.Slice(slot * _padded, _padded));
     }
 
     /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float)"/> over rows kept as bfloat16.</summary>
     public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale)
     {
         Check(t, slot, n);
-        LatentAttention.AbsorbedBlockBf16(_padded / 4, _queries.AsSpan(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            _out.AsSpan(slot * _padded * _rank, _padded * _rank), _max.AsSpan(slot * _padded, _padded), _sum.AsSpan(slot * _padded, _padded));
+        LatentAttention.AbsorbedBlockBf16(_padded / 4, Queries.Slice(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
+            Out.Slice(slot * _padded * _rank, _padded * _rank), Max.Slice(slot * _padded, _padded), Sum.Slice(slot * _padded, _padded));
     }
 
     private void Check(int t, int slot, int n)
@@ -95,8 +101,8 @@ public sealed class AbsorbedBlocks
         if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         if (first < 0 || blocks < 1 || first + blocks > Slots) throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"slots {first}.. of {Slots}");
-        LatentAttention.AbsorbedMerge(blocks, _padded, h, _out.AsSpan(first * _padded * _rank), _max.AsSpan(first * _padded), _sum.AsSpan(first * _padded),
-            _latent.AsSpan((h * Tokens + t) * _rank, _rank));
+        LatentAttention.AbsorbedMerge(blocks, _padded, h, Out.Slice(first * _padded * _rank), Max.Slice(first * _padded), Sum.Slice(first * _padded),
+            Latent.Slice((h * Tokens + t) * _rank, _rank));
     }
 
     /// <summary>Head h's merged latents of tokens 0 .. <paramref name="tokens"/> − 1 ([tokens, rank]).</summary>
@@ -104,6 +110,6 @@ public sealed class AbsorbedBlocks
     {
         if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
         if ((uint)tokens > Tokens) throw new ArgumentOutOfRangeException(nameof(tokens));
-        return _latent.AsSpan(h * Tokens * _rank, tokens * _rank);
+        return Latent.Slice(h * Tokens * _rank, tokens * _rank);
     }
 }

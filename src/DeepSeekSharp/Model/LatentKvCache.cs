@@ -1,3 +1,4 @@
+using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
@@ -20,8 +21,10 @@ public enum LatentCacheFormat
 /// kernels (which widen each value as they load it), else the rows in use widened once.</summary>
 public sealed class LatentKvCache
 {
-    private readonly float[][] _f32;   // [layers][capacity, Width], or empty
-    private readonly ushort[][] _bf16; // [layers][capacity, Width], or empty
+    // [layers][capacity, Width], or empty; pinned, each layer's rows from a 64-byte boundary (AlignedScratch), so the
+    // attention kernels' 512-bit loads of a row never split across cache lines.
+    private readonly float[]?[] _f32;
+    private readonly ushort[]?[] _bf16;
 
     public LatentKvCache(int layers, int width, int capacity, LatentCacheFormat format = LatentCacheFormat.F32)
     {
@@ -33,8 +36,10 @@ public sealed class LatentKvCache
         Capacity = capacity;
         Format = format;
         Layers = layers;
-        _f32 = format == LatentCacheFormat.F32 ? [.. Enumerable.Range(0, layers).Select(_ => new float[checked(capacity * width)])] : [];
-        _bf16 = format == LatentCacheFormat.BF16 ? [.. Enumerable.Range(0, layers).Select(_ => new ushort[checked(capacity * width)])] : [];
+        _f32 = new float[]?[format == LatentCacheFormat.F32 ? layers : 0];
+        _bf16 = new ushort[]?[format == LatentCacheFormat.BF16 ? layers : 0];
+        for (int l = 0; l < _f32.Length; l++) AlignedScratch.Grow(ref _f32[l], checked(capacity * width));
+        for (int l = 0; l < _bf16.Length; l++) AlignedScratch.Grow(ref _bf16[l], checked(capacity * width));
     }
 
     /// <summary>Values per position per layer (kv_lora_rank + qk_rope_head_dim).</summary>
@@ -51,18 +56,18 @@ public sealed class LatentKvCache
 
     /// <summary>All rows of a float32 cache's layer [Capacity, Width]; rows ≥ <see cref="Length"/> are being written by
     /// the step in flight.</summary>
-    public Span<float> Layer(int layer) => Format == LatentCacheFormat.F32 ? _f32[layer]
+    public Span<float> Layer(int layer) => Format == LatentCacheFormat.F32 ? AlignedScratch.Grow(ref _f32[layer], Capacity * Width)
         : throw new InvalidOperationException("a bfloat16 latent cache has no float32 rows: use ReadRows");
 
     /// <summary>All rows of a bfloat16 cache's layer [Capacity, Width].</summary>
-    internal Span<ushort> Bf16Layer(int layer) => Format == LatentCacheFormat.BF16 ? _bf16[layer]
+    internal Span<ushort> Bf16Layer(int layer) => Format == LatentCacheFormat.BF16 ? AlignedScratch.Grow(ref _bf16[layer], Capacity * Width)
         : throw new InvalidOperationException("a float32 latent cache has no bfloat16 rows");
 
     /// <summary>Rows <paramref name="start"/> .. of a layer as float32 (as many as <paramref name="rows"/> holds).</summary>
     public void ReadRows(int layer, int start, Span<float> rows)
     {
-        if (Format == LatentCacheFormat.F32) _f32[layer].AsSpan(start * Width, rows.Length).CopyTo(rows);
-        else NumberFormats.BF16ToFloat(_bf16[layer].AsSpan(start * Width, rows.Length), rows);
+        if (Format == LatentCacheFormat.F32) Layer(layer).Slice(start * Width, rows.Length).CopyTo(rows);
+        else NumberFormats.BF16ToFloat(Bf16Layer(layer).Slice(start * Width, rows.Length), rows);
     }
 
     /// <summary>Writes rows <paramref name="start"/> .. of a layer (a bfloat16 cache rounds them to nearest even).</summary>
@@ -70,10 +75,10 @@ public sealed class LatentKvCache
     {
         if (Format == LatentCacheFormat.F32)
         {
-            rows.CopyTo(_f32[layer].AsSpan(start * Width, rows.Length));
+            rows.CopyTo(Layer(layer).Slice(start * Width, rows.Length));
             return;
         }
-        NumberFormats.FloatToBF16(rows, _bf16[layer].AsSpan(start * Width, rows.Length));
+        NumberFormats.FloatToBF16(rows, Bf16Layer(layer).Slice(start * Width, rows.Length));
     }
 
     /// <summary>Marks <paramref name="count"/> more positions as filled (after every layer has written them).</summary>

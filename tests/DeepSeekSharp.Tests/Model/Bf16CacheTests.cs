@@ -149,4 +149,22 @@ public class Bf16CacheTests
         Assert.Equal(128, restored);
         Assert.Equal(cold, warm);
     }
+
+    /// <summary>Every layer's rows start on a 64-byte boundary in both formats, as do the blocked attention's queries:
+    /// V2-Lite's rows (576 values) are whole cache lines, so no 512-bit load of a row splits two lines.</summary>
+    [Fact]
+    public unsafe void CacheRowsAndQueries_StartOn64ByteBoundaries()
+    {
+        foreach (LatentCacheFormat format in new[] { LatentCacheFormat.F32, LatentCacheFormat.BF16 })
+        {
+            var cache = new LatentKvCache(3, 576, 100, format);
+            for (int l = 0; l < 3; l++)
+                if (format == LatentCacheFormat.F32) fixed (float* p = cache.Layer(l)) Assert.Equal(0, (nint)p % 64);
+                else fixed (ushort* p = cache.Bf16Layer(l)) Assert.Equal(0, (nint)p % 64);
+        }
+        var blocks = DeepSeekSharp.Kernels.AbsorbedBlocks.For(16, 512, 64, 256);
+        if (blocks is null) return; // no blocked path on this CPU
+        fixed (float* q = blocks.Query(0, 0)) Assert.Equal(0, (nint)q % 64);
+        fixed (float* q = blocks.Query(3, 5)) Assert.Equal(0, (nint)q % 64);
+    }
 }
