@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace DeepSeekSharp.Kernels;
 
 /// <summary>One vector width of float32 lanes, as TensorPrimitives' operator structs give one: the float kernels
-/// (<see cref="Dot"/>, <see cref="Quant.Bf16Dot"/>, <see cref="FastExp"/>, <see cref="Softmax"/>, <see cref="SwiGlu"/>)
+/// (<see cref="Dot"/>, <see cref="Quant.WidenedDot{TC}"/>, <see cref="FastExp"/>, <see cref="Softmax"/>, <see cref="SwiGlu"/>)
 /// are written once over <typeparamref name="TV"/> and instantiated per width (<see cref="Simd512"/>,
 /// <see cref="Simd256"/>), so every width runs the same operations in the same order. Each member is one instruction
 /// or a fixed short sequence, inlined into the kernel.</summary>

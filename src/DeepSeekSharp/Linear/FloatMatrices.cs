@@ -76,6 +76,11 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     /// <summary>Whether the activations are used as they are (factor and every scale 1: BF16), not scaled.</summary>
     private protected bool Plain => _plain;
 
+    /// <summary>Whether the kernels read the activations at <paramref name="x"/> where they lie: unscaled, and on a
+    /// 64-byte boundary (elsewhere they are copied to this thread's aligned scratch, since 512-bit loads split across
+    /// cache lines cost the kernel a quarter of its speed).</summary>
+    private protected bool ReadsInPlace(float* x) => _plain && (nint)x % 64 == 0;
+
     private protected ReadOnlySpan<float> RowScales(int r) => _scales.AsSpan(r / _br * _scaleCols, _scaleCols);
 
     /// <summary>Whether row <paramref name="r"/> widens exactly (no special code); looked at on its first use.</summary>
@@ -115,10 +120,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
         int cols = Cols;
-        // BF16's activations are used where they lie when that is on a 64-byte boundary; elsewhere (or scaled) they are
-        // copied to this thread's aligned scratch, since 512-bit loads split across cache lines cost the kernel a
-        // quarter of its speed.
-        bool inPlace = _plain && (nint)x % 64 == 0;
+        bool inPlace = ReadsInPlace(x);
         Span<float> scaled = inPlace ? default : LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
         Span<bool> widened = stackalloc bool[TokenGroup];
         Span<float> four = stackalloc float[4];

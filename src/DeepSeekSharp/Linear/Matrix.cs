@@ -203,13 +203,17 @@ public abstract unsafe class Matrix : IDisposable
         if (tiles && format == WeightFormat.Q6_K && Q6KTiles.IsSupported) return Q6KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q8_0 && Q8Tiles.IsSupported) return Q8TiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q5_0 && Q5Tiles.IsSupported) return Q5TiledMatrix.Create(rows, cols);
-        if (tiles && format == WeightFormat.BF16 && PanelMatrix<Bf16Codes>.Suits(rows, cols, UnitScale.Block(rows, cols)))
-            return PanelMatrix<Bf16Codes>.Create(format, rows, cols, UnitScale.For(rows, cols), UnitScale.Block(rows, cols));
-        if (tiles && format == WeightFormat.F16 && PanelMatrix<F16Codes>.Suits(rows, cols, UnitScale.Block(rows, cols)))
-            return PanelMatrix<F16Codes>.Create(format, rows, cols, UnitScale.For(rows, cols), UnitScale.Block(rows, cols));
+        if (tiles && format == WeightFormat.BF16 && InPanels<Bf16Codes>(format, rows, cols) is { } bf16) return bf16;
+        if (tiles && format == WeightFormat.F16 && InPanels<F16Codes>(format, rows, cols) is { } f16) return f16;
         var buffer = new NativeBuffer(rowBytes * rows, weights: true);
         return Wrap(format, rows, cols, buffer.Pointer, buffer);
     }
+
+    /// <summary>An empty one-block (scale 1) matrix of two-byte float codes in column panels, where its rows suit them.</summary>
+    private static Matrix? InPanels<TC>(WeightFormat format, int rows, int cols) where TC : struct, IWidenedCodes =>
+        PanelMatrix<TC>.Suits(rows, cols, UnitScale.Block(rows, cols))
+            ? PanelMatrix<TC>.Create(format, rows, cols, UnitScale.For(rows, cols), UnitScale.Block(rows, cols))
+            : null;
 
     /// <summary>A matrix over existing memory (e.g. a mapped file); <paramref name="owner"/> is disposed with it.</summary>
     public static Matrix Wrap(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner) =>

@@ -142,7 +142,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
             return;
         }
         int cols = Cols, br = Block.Rows;
-        bool inPlace = Plain && (nint)x % 64 == 0; // as WidenedMatrix: activations off a 64-byte boundary are copied
+        bool inPlace = ReadsInPlace(x);
         Span<float> scratch = inPlace ? default : LinearScratch.Row(cols);
         if (Plain && !inPlace) new ReadOnlySpan<float>(x, cols).CopyTo(scratch);
         float* carried = stackalloc float[GroupRows * 64];
