@@ -17,7 +17,9 @@ namespace DeepSeekSharp.Bench;
 /// memory and per-call work out of the way, what it needs to exceed one core's read bandwidth.
 /// <c>--tokens N</c> multiplies N tokens at once, as a verify pass of N − 1 drafts does its dense products.
 /// <c>--cols N</c> makes the rows N wide (as many weights per matrix: fewer rows), e.g. 7168 for V3's hidden size.
-/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [--tokens N] [--cols N] [FORMAT ...]</c></summary>
+/// <c>--rows N</c> and <c>--count N</c> set the matrices' shape and number outright, e.g. <c>--rows 1408 --count 96</c>
+/// for V2-Lite's expert gate/up projections, <c>--rows 129280 --count 1</c> for its output head.
+/// <c>dotnet run -c Release --project bench/DeepSeekSharp.Bench -- stream [--in-cache] [--tokens N] [--cols N] [--rows N] [--count N] [FORMAT ...]</c></summary>
 internal static unsafe class StreamBench
 {
     public static void Run(string[] args)
@@ -25,9 +27,12 @@ internal static unsafe class StreamBench
         bool inCache = args.Contains("--in-cache");
         int at = Array.IndexOf(args, "--tokens"), n = at >= 0 ? int.Parse(args[at + 1]) : 1;
         int colsAt = Array.IndexOf(args, "--cols"), cols = colsAt >= 0 ? int.Parse(args[colsAt + 1]) : 2048;
-        string[] only = [.. args.Where((a, i) => a != "--in-cache" && (at < 0 || i < at || i > at + 1) && (colsAt < 0 || i < colsAt || i > colsAt + 1))];
+        int rowsAt = Array.IndexOf(args, "--rows"), countAt = Array.IndexOf(args, "--count");
+        int[] valued = [at, colsAt, rowsAt, countAt];
+        string[] only = [.. args.Where((a, i) => a != "--in-cache" && !valued.Any(v => v >= 0 && (i == v || i == v + 1)))];
         // The same weights per matrix at any width: 4096 rows of 2048 columns, fewer rows of wider ones.
-        int rows = Math.Max(16, (inCache ? 128 : 4096) * 2048 / cols), count = inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
+        int rows = rowsAt >= 0 ? int.Parse(args[rowsAt + 1]) : Math.Max(16, (inCache ? 128 : 4096) * 2048 / cols);
+        int count = countAt >= 0 ? int.Parse(args[countAt + 1]) : inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
         const int inCacheRepeats = 64;
         WeightFormat[] formats = only.Length > 0 ? only.Select(Enum.Parse<WeightFormat>).ToArray()
             : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
