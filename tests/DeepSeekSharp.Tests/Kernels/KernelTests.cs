@@ -250,6 +250,37 @@ public class KernelTests
     }
 
     [Theory]
+    [InlineData(16, 64)] // V2-Lite's heads: four groups, sixteen 4-position tiles
+    [InlineData(8, 63)]  // two groups; fifteen tiles and three positions one at a time
+    public void AbsorbedBlock_Scores_AreSixteenLaneSumsInTheFixedOrder_BitForBit(int heads, int count)
+    {
+        const int c = 512, r = 64, stride = c + r;
+        if (!LatentAttention.HasBlockedAbsorbed(c, r)) return;
+        var rng = new Random(heads + count);
+        float[] cache = Random(rng, count * stride), queries = Random(rng, heads * stride);
+        float[] partial = new float[heads * c], max = new float[heads], sum = new float[heads];
+        const float scale = 0.07f;
+        LatentAttention.AbsorbedBlock(heads / 4, queries, cache.AsSpan(0, count * stride), count, c, r, scale, partial, max, sum);
+        // The specification: lane l of a head's sum over a row takes every 16th product from l on, each a fused
+        // multiply-add; the lanes are added halves (i + (i + 8)), then quarters (i + (i + 4)), then (0 + 2) + (1 + 3).
+        var lanes = new float[16];
+        for (int h = 0; h < heads; h++)
+        {
+            float best = float.NegativeInfinity;
+            for (int s = 0; s < count; s++)
+            {
+                Array.Clear(lanes);
+                for (int d = 0; d < stride; d++)
+                    lanes[d % 16] = MathF.FusedMultiplyAdd(cache[s * stride + d], queries[h * stride + d], lanes[d % 16]);
+                for (int i = 0; i < 8; i++) lanes[i] += lanes[i + 8];
+                for (int i = 0; i < 4; i++) lanes[i] += lanes[i + 4];
+                best = MathF.Max(best, ((lanes[0] + lanes[2]) + (lanes[1] + lanes[3])) * scale);
+            }
+            Assert.Equal(BitConverter.SingleToInt32Bits(best), BitConverter.SingleToInt32Bits(max[h]));
+        }
+    }
+
+    [Theory]
     [InlineData(0, 1, 16, 8, 16)]
     [InlineData(0, 13, 12, 4, 20)]   // dimensions off the vector width, a short last group of queries
     [InlineData(37, 6, 128, 64, 128)] // V2-Lite's head shape after a cached prefix; the span crosses a 32-position tile
