@@ -12,16 +12,35 @@ namespace DeepSeekSharp.Linear;
 /// activations from L1 for all sixteen rows (<see cref="WidenedDot{TC}.Panels"/>: each row's accumulators carried
 /// across the panels in <see cref="Kernels.Dot"/>'s order, so the same bits as the file layout). `bench fp8-panels` on
 /// Zen 5, 16,384 columns: 19 → 32 GB/s on two threads, 10 → 18 on one. More tokens, and a row with a special code,
-/// take the file layout's kernels on the row gathered (<see cref="RawRow"/>).</summary>
+/// take the file layout's kernels on the row gathered (<see cref="RawRow"/>).
+/// <para>FP8 rows no wider than <see cref="MinCols"/> are kept in quads instead: groups of four rows interleaved by
+/// runs of 64 codes (the same arrangement with four rows and 64-column panels), which
+/// <see cref="WidenedDot{TC}.Quads"/> reads as one stream, each activation load serving four rows. A row at a time the
+/// one-token FP8 product is bound by its arithmetic (three integer operations widen sixteen codes): `bench stream
+/// --in-cache FP8` on Zen 5, 1408 × 2048 matrices, one thread: rows 30–34 GB/s, quads 46–48, the same bits.</para></summary>
 internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>Columns per panel.</summary>
     public const int Panel = 2048;
-    private const int GroupRows = WidenedDot<TC>.PanelRows;
     private readonly byte* _groups;
+    private readonly int _groupRows, _panel;
+
+    /// <summary>Whether the rows are kept in quads (four rows by runs of 64 codes) rather than sixteen rows by panels.</summary>
+    public bool Quads { get; }
 
     private PanelMatrix(WeightFormat format, int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
-        : base(format, rows, cols, groups, scales, block, owner) => _groups = groups;
+        : base(format, rows, cols, groups, scales, block, owner)
+    {
+        _groups = groups;
+        Quads = InQuads(cols);
+        (_groupRows, _panel) = Quads ? (WidenedDot<TC>.QuadRows, WidenedDot<TC>.QuadRun) : (WidenedDot<TC>.PanelRows, Panel);
+    }
+
+    /// <summary>Rows of <paramref name="cols"/> columns kept in quads: FP8 (one-byte codes) no wider than
+    /// <see cref="MinCols"/>, in whole runs of 64.</summary>
+    private static bool InQuads(int cols) => TC.Bytes == 1 && cols <= MinCols && cols % WidenedDot<TC>.QuadRun == 0;
+
+    private static int GroupRowsFor(int cols) => InQuads(cols) ? WidenedDot<TC>.QuadRows : WidenedDot<TC>.PanelRows;
 
     /// <summary>Columns a row must exceed to be kept in panels: two panels for FP8 (at 7,168 columns, 23 → 27 GB/s on
     /// two threads), four for two-byte codes — `bench stream --cols N` on Zen 5, two threads then one, file layout →
@@ -29,22 +48,23 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     /// stream well enough); at 16,384 BF16 36.1 → 35.2 and 20.0 → 23.9, F16 32.1 → 34.4 and 17.8 → 22.6.</summary>
     public static int MinCols => (TC.Bytes == 1 ? 2 : 4) * Panel;
 
-    /// <summary>Whether a [rows, cols] matrix with these blocks is kept in panels here: rows wider than
-    /// <see cref="MinCols"/>, block rows whole groups of sixteen (or one block for all rows), and the 512-bit widened
-    /// kernel on this CPU.</summary>
+    /// <summary>Whether a [rows, cols] matrix with these blocks is kept here in panels (rows wider than
+    /// <see cref="MinCols"/>) or in quads (FP8 rows up to that width, in whole runs of 64 columns): block rows whole
+    /// groups (of sixteen rows, of four), or one block for all rows, and the 512-bit widened kernel on this CPU.</summary>
     public static bool Suits(int rows, int cols, (int Rows, int Cols) block) =>
-        rows > 0 && cols > MinCols && (block.Rows % GroupRows == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
+        rows > 0 && (cols > MinCols || InQuads(cols)) && (block.Rows % GroupRowsFor(cols) == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
 
     /// <summary>An empty [rows, cols] matrix in panels (rows to be set by <see cref="ReadStoredRows"/> or
     /// <see cref="Matrix.SetRow"/>).</summary>
     public static PanelMatrix<TC> Create(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block)
     {
-        long groups = (rows + GroupRows - 1) / GroupRows, rowBytes = (long)cols * TC.Bytes;
-        var buffer = new NativeBuffer(groups * GroupRows * rowBytes, weights: true);
+        int groupRows = GroupRowsFor(cols);
+        long groups = (rows + groupRows - 1) / groupRows, rowBytes = (long)cols * TC.Bytes;
+        var buffer = new NativeBuffer(groups * groupRows * rowBytes, weights: true);
         try
         {
             // Padding rows of the last group: zero codes (numbers; their results are never stored).
-            new Span<byte>(buffer.Pointer + rows * rowBytes, checked((int)((groups * GroupRows - rows) * rowBytes))).Clear();
+            new Span<byte>(buffer.Pointer + rows * rowBytes, checked((int)((groups * groupRows - rows) * rowBytes))).Clear();
             return new PanelMatrix<TC>(format, rows, cols, buffer.Pointer, scales, block, buffer);
         }
         catch
@@ -104,17 +124,17 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     /// <summary>Row <paramref name="r"/>'s codes into their places in the groups.</summary>
     private void Scatter(int r, ReadOnlySpan<byte> row)
     {
-        for (int p0 = 0; p0 < Cols; p0 += Panel) row.Slice(p0 * TC.Bytes, Piece(r, p0).Length).CopyTo(Piece(r, p0));
+        for (int p0 = 0; p0 < Cols; p0 += _panel) row.Slice(p0 * TC.Bytes, Piece(r, p0).Length).CopyTo(Piece(r, p0));
     }
 
     /// <summary>The group holding row <paramref name="r"/>.</summary>
-    private byte* GroupOf(int r) => _groups + (long)(r / GroupRows) * GroupRows * RowBytes;
+    private byte* GroupOf(int r) => _groups + (long)(r / _groupRows) * _groupRows * RowBytes;
 
     /// <summary>Row <paramref name="r"/>'s codes of the panel starting at column <paramref name="p0"/>.</summary>
     private Span<byte> Piece(int r, int p0)
     {
-        int w = Math.Min(Panel, Cols - p0) * TC.Bytes;
-        return new Span<byte>(GroupOf(r) + (long)GroupRows * p0 * TC.Bytes + (long)(r % GroupRows) * w, w);
+        int w = Math.Min(_panel, Cols - p0) * TC.Bytes;
+        return new Span<byte>(GroupOf(r) + (long)_groupRows * p0 * TC.Bytes + (long)(r % _groupRows) * w, w);
     }
 
     /// <summary>Row <paramref name="r"/>'s codes gathered into this thread's scratch: valid until the next call on the
@@ -123,7 +143,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)r, (uint)Rows, nameof(r));
         Span<byte> row = LinearScratch.StoredRow(checked((int)RowBytes));
-        for (int p0 = 0; p0 < Cols; p0 += Panel)
+        for (int p0 = 0; p0 < Cols; p0 += _panel)
         {
             Span<byte> piece = Piece(r, p0);
             piece.CopyTo(row[(p0 * TC.Bytes)..]);
@@ -131,7 +151,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
         return row;
     }
 
-    private protected override int RowUnit(int n) => GroupRows;
+    private protected override int RowUnit(int n) => _groupRows;
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -145,8 +165,9 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
         bool inPlace = ReadsInPlace(x);
         Span<float> scratch = inPlace ? default : LinearScratch.Row(cols);
         if (Plain && !inPlace) new ReadOnlySpan<float>(x, cols).CopyTo(scratch);
-        float* carried = stackalloc float[GroupRows * 64];
-        float* lanes = stackalloc float[GroupRows];
+        int groupRows = _groupRows;
+        float* carried = stackalloc float[WidenedDot<TC>.PanelRows * 64];
+        float* lanes = stackalloc float[WidenedDot<TC>.PanelRows];
         var xs = new ReadOnlySpan<float>(x, cols);
         for (int b0 = r0; b0 < r1; b0 = (b0 / br + 1) * br)
         {
@@ -156,14 +177,15 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
             fixed (float* pScratch = scratch)
             {
                 float* scaled = inPlace ? x : pScratch;
-                for (int g = b0 / GroupRows * GroupRows; g < b1; g += GroupRows)
+                for (int g = b0 / groupRows * groupRows; g < b1; g += groupRows)
                 {
-                    int lo = Math.Max(b0, g), hi = Math.Min(b1, g + GroupRows);
+                    int lo = Math.Max(b0, g), hi = Math.Min(b1, g + groupRows);
                     bool whole = widened;
                     for (int r = lo; r < hi; r++) whole &= Widens(r);
                     if (whole)
                     {
-                        WidenedDot<TC>.Panels(GroupOf(g), cols, Panel, scaled, carried, lanes);
+                        if (Quads) WidenedDot<TC>.Quads(GroupOf(g), cols, scaled, lanes);
+                        else WidenedDot<TC>.Panels(GroupOf(g), cols, Panel, scaled, carried, lanes);
                         for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
                         continue;
                     }

@@ -352,6 +352,53 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         }
     }
 
+    /// <summary>Rows of a group <see cref="Quads"/> takes, and the columns of each row's run between the others'.</summary>
+    public const int QuadRows = 4, QuadRun = 64;
+
+    /// <summary>Four rows interleaved by runs of 64 codes (<see cref="Linear.PanelMatrix{TC}"/> in quads: row k's codes of
+    /// columns [c, c + 64) at (4c + 64k) · bytes) against one token's scaled activations: row k's result in
+    /// <paramref name="result"/>[k], bit for bit <see cref="Compute"/>'s on the row (each row its own four
+    /// accumulators over the 64-column steps, <see cref="Dot"/>'s order; <paramref name="n"/> a multiple of 64, so no
+    /// single-vector step and no tail). The four rows share each load of the activations and the loop, and their codes
+    /// are one stream: a row at a time, a core's one-token FP8 product runs out of arithmetic before the memory does.
+    /// The 512-bit path only (<see cref="FourAtOnce"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static unsafe void Quads(byte* group, int n, float* xs, float* result)
+    {
+        const int w16 = 16;
+        int run = QuadRun * TC.Bytes;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+        byte* t = group;
+        for (int j = 0; j + 4 * w16 <= n; j += 4 * w16, t += QuadRows * run)
+        {
+            Vector512<float> x = Vector512.Load(xs + j);
+            a0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, 0), x, a0);
+            b0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), 0), x, b0);
+            c0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), 0), x, c0);
+            d0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), 0), x, d0);
+            x = Vector512.Load(xs + j + w16);
+            a1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, w16), x, a1);
+            b1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), w16), x, b1);
+            c1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), w16), x, c1);
+            d1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), w16), x, d1);
+            x = Vector512.Load(xs + j + 2 * w16);
+            a2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, 2 * w16), x, a2);
+            b2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), 2 * w16), x, b2);
+            c2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), 2 * w16), x, c2);
+            d2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), 2 * w16), x, d2);
+            x = Vector512.Load(xs + j + 3 * w16);
+            a3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, 3 * w16), x, a3);
+            b3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), 3 * w16), x, b3);
+            c3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), 3 * w16), x, c3);
+            d3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), 3 * w16), x, d3);
+        }
+        result[0] = Simd512.Sum((a0 + a1) + (a2 + a3));
+        result[1] = Simd512.Sum((b0 + b1) + (b2 + b3));
+        result[2] = Simd512.Sum((c0 + c1) + (c2 + c3));
+        result[3] = Simd512.Sum((d0 + d1) + (d2 + d3));
+    }
+
     /// <summary>The product without widening, for rows with special codes and activations whose scaled values would
     /// overflow: Σ value(q[c]) · (x[c] · scales[c / blockCols]) in order, in float32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

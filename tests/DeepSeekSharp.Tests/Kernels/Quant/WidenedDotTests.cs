@@ -292,9 +292,45 @@ public class WidenedDotTests
     {
         bool suits = PanelMatrix<Fp8Codes>.Suits(37, cols, block);
         Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
-        Assert.False(PanelMatrix<Fp8Codes>.Suits(37, 2 * PanelMatrix<Fp8Codes>.Panel, block)); // two panels or fewer: the file layout
+        Assert.False(PanelMatrix<Fp8Codes>.Suits(37, 2 * PanelMatrix<Fp8Codes>.Panel - 32, block)); // no wider than two panels but not whole runs of 64: the file layout
         Assert.False(PanelMatrix<Fp8Codes>.Suits(37, cols, (24, 128))); // a block row boundary inside a group of sixteen
         return suits;
+    }
+
+    /// <summary>FP8 rows up to two panels wide, in whole runs of 64 columns, kept in quads (four rows interleaved by
+    /// runs of 64 codes) give the file layout's bits: one token (the quad kernel, across a last partial group and a
+    /// block row boundary), part of the rows starting inside a group, three tokens (rows gathered), a row with a NaN
+    /// code (that row NaN, the rest of its quad unchanged), and every row's values.</summary>
+    [Theory]
+    [InlineData(64)]
+    [InlineData(1408)]
+    [InlineData(2048)]
+    [InlineData(4096)]
+    public unsafe void Quads_GiveTheFileLayoutsBits(int cols)
+    {
+        const int rows = 39; // a last quad of three rows
+        (int, int) block = (8, 128);
+        bool suits = PanelMatrix<Fp8Codes>.Suits(rows, cols, block);
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
+        Assert.False(PanelMatrix<Fp8Codes>.Suits(rows, cols, (6, 128))); // a block row boundary inside a quad
+        if (!suits) return;
+        var rng = new Random(cols);
+        byte[] codes = Codes(rng, rows * cols);
+        codes[21 * cols + cols / 2] = 0xFF; // NaN: row 21 computes NaN, rows 20, 22 and 23 as before
+        float[] scales = Floats(rng, (rows + 7) / 8 * ((cols + 127) / 128), 0.001, 0.01);
+        float[] x = Floats(rng, 3 * cols, 0, 2);
+        fixed (byte* p = codes)
+        {
+            using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
+            using var quads = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block);
+            Assert.True(quads.Quads);
+            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, quads, x, (1, 0, rows), (1, 5, 29), (1, 36, 3), (3, 0, rows), (2, 17, 20)))
+            {
+                if (start <= 21 && 21 < start + count) Assert.True(float.IsNaN(actual[21 - start]));
+                Assert.Equal(tokens * count - (start <= 21 && 21 < start + count ? tokens : 0), actual.Count(float.IsFinite));
+            }
+            AssertSameRows(file, quads);
+        }
     }
 
     /// <summary>Absorbed MLA's W_UK from an FP8 kv_b_proj: each head's k_nope rows transposed, kept as FP8 (codes moved,
