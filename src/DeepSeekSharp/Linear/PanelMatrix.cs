@@ -16,8 +16,10 @@ namespace DeepSeekSharp.Linear;
 /// <para>FP8 rows no wider than <see cref="MinCols"/> are kept in quads instead: groups of four rows interleaved by
 /// runs of 64 codes (the same arrangement with four rows and 64-column panels), which
 /// <see cref="WidenedDot{TC}.Quads"/> reads as one stream, each activation load serving four rows. A row at a time the
-/// one-token FP8 product is bound by its arithmetic (three integer operations widen sixteen codes): `bench stream
-/// --in-cache FP8` on Zen 5, 1408 × 2048 matrices, one thread: rows 30–34 GB/s, quads 46–48, the same bits.</para></summary>
+/// one-token FP8 product is bound by its arithmetic (three integer operations widen sixteen codes), and rows of the file
+/// layout read several at once are streams the hardware prefetcher does not follow. Zen 5, the same bits: `bench
+/// stream --in-cache FP8` (one thread, in L2) 39.5 / 40.8 → 43.1 / 44.1 GB/s; `bench stream --rows 1408 --cols 2048
+/// --count 200 FP8` from memory, two threads 41.9–47.8 → 44.1–51.1, one thread 25.0–26.3 → 25.4–28.1.</para></summary>
 internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>Columns per panel.</summary>
@@ -33,7 +35,8 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     {
         _groups = groups;
         Quads = InQuads(cols);
-        (_groupRows, _panel) = Quads ? (WidenedDot<TC>.QuadRows, WidenedDot<TC>.QuadRun) : (WidenedDot<TC>.PanelRows, Panel);
+        _groupRows = GroupRowsFor(cols);
+        _panel = Quads ? WidenedDot<TC>.QuadRun : Panel;
     }
 
     /// <summary>Rows of <paramref name="cols"/> columns kept in quads: FP8 (one-byte codes) no wider than
