@@ -19,7 +19,8 @@ namespace DeepSeekSharp.Linear;
 /// one-token FP8 product is bound by its arithmetic (three integer operations widen sixteen codes), and rows of the file
 /// layout read several at once are streams the hardware prefetcher does not follow. Zen 5, the same bits: `bench
 /// stream --in-cache FP8` (one thread, in L2) 39.5 / 40.8 → 43.1 / 44.1 GB/s; `bench stream --rows 1408 --cols 2048
-/// --count 200 FP8` from memory, two threads 41.9–47.8 → 44.1–51.1, one thread 25.0–26.3 → 25.4–28.1.</para></summary>
+/// --count 200 FP8` from memory, paired in the same runs: faster in three of five runs on two threads (41.9–47.8 →
+/// 44.1–51.1 GB/s; 47.3 → 46.3 and 34.0 → 32.9 the others) and in two of four on one — within the host's drift.</para></summary>
 internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>Columns per panel.</summary>
