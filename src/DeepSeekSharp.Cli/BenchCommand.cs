@@ -56,7 +56,7 @@ internal static class BenchCommand
         var profile = new Option<bool>("--profile")
         {
             Description = "after the timed runs, prefill and decode once more timing each part of the prompt's pass and of a step (projections, " +
-                "attention, router, experts, dense MLP, head; with --speculative, of a verify pass too) and report milliseconds per prefill and per step",
+                "attention, router, experts, dense MLP, head; with --speculative, of a verify pass too) and report milliseconds per prefill and per step, and beside each part of a step the bytes it reads (weights; the attention's with the latent cache) and at what rate",
         };
         var cmd = new Command("bench", "Measure prefill and decode speed, or memory bandwidth")
             { model, quantize, mmap, noMmap, loading.CacheType, promptTokens, genTokens, threads, repeat, speculative, draftAcceptance, speculativeTokens, prefixTokens, depth, constrain, readBound, profile, json, memory, cpu };
@@ -138,7 +138,7 @@ internal static class BenchCommand
                     profile = res.Profile is { } pr ? new
                     {
                         prefill_ms = pr.Prompt?.Milliseconds(),
-                        plain_step_ms = pr.Plain.MillisecondsPerPass(), plain_steps = pr.Plain.Passes,
+                        plain_step_ms = pr.Plain.MillisecondsPerPass(), plain_steps = pr.Plain.Passes, plain_step_bytes = StepBytes(m, cacheBytes),
                         verify_pass_ms = pr.Verify?.MillisecondsPerPass(), verify_passes = pr.Verify?.Passes, verify_tokens = pr.Verify is null ? (int?)null : 1 + specTokens,
                     } : null,
                 }));
@@ -167,7 +167,7 @@ internal static class BenchCommand
                 if (constrained is { } cd)
                     stdout.WriteLine($"sampled decode under {r.GetValue(constrain)}: {cd.Constrained:F2} tokens/s against {cd.Free:F2} without = {cd.Constrained / cd.Free:P1} " +
                         $"(the grammar refused the drawn token and the allowed set was computed at {cd.MaskedSteps:P0} of steps; median of {runs})");
-                if (res.Profile is { } pr) WriteProfile(stdout, pr, prompt, 1 + specTokens);
+                if (res.Profile is { } pr) WriteProfile(stdout, pr, prompt, 1 + specTokens, StepBytes(m, cacheBytes));
                 stdout.WriteLine($"peak RSS {rss / 1e9:F2} GB");
             }
             return 0;
@@ -266,7 +266,17 @@ internal static class BenchCommand
         finally { s.Observer = null; }
     }
 
-    private static void WriteProfile(TextWriter stdout, Profile p, int promptTokens, int verifyTokens)
+    /// <summary>What each part of a decode step reads (<see cref="PartBytesPerToken"/>), the attention with the latent
+    /// cache a step reads on average (<paramref name="cacheBytes"/>).</summary>
+    private static Dictionary<string, long> StepBytes(DeepSeekModel m, long cacheBytes)
+    {
+        Dictionary<string, long> bytes = PartBytesPerToken(m);
+        bytes[PartTimer.Names[PartTimer.Attention]] += cacheBytes;
+        return bytes;
+    }
+
+    /// <param name="stepBytes">bytes each part of a decode step reads: each part's GB/s is printed beside its time</param>
+    private static void WriteProfile(TextWriter stdout, Profile p, int promptTokens, int verifyTokens, Dictionary<string, long> stepBytes)
     {
         if (p.Prompt is { } prompt)
         {
@@ -280,7 +290,11 @@ internal static class BenchCommand
         stdout.WriteLine(p.Verify is null ? $"ms per decode step ({p.Plain.Passes} steps):"
             : $"ms per decode step ({p.Plain.Passes} steps) | per pass verifying {verifyTokens} tokens ({p.Verify.Passes} passes):");
         foreach (string name in PartTimer.Names)
-            stdout.WriteLine(p.Verify is null ? $"  {name,-18} {plain[name],8:F3}" : $"  {name,-18} {plain[name],8:F3} | {verify[name],8:F3}");
+        {
+            long b = stepBytes[name];
+            string rate = b > 0 ? $"  {b / 1e6,9:F1} MB {b / (plain[name] * 1e6),6:F1} GB/s" : p.Verify is null ? "" : new string(' ', 26);
+            stdout.WriteLine(p.Verify is null ? $"  {name,-18} {plain[name],8:F3}{rate}" : $"  {name,-18} {plain[name],8:F3}{rate} | {verify[name],8:F3}");
+        }
         double total = plain.Values.Sum();
         stdout.WriteLine(p.Verify is null ? $"  {"total",-18} {total,8:F3}" : $"  {"total",-18} {total,8:F3} | {verify.Values.Sum(),8:F3} ({verify.Values.Sum() / total:F2} steps)");
     }
@@ -529,26 +543,36 @@ internal static class BenchCommand
 
     /// <summary>Weight bytes one decoded token reads: one embedding row, every non-expert matrix, and per MoE layer
     /// the router, the shared experts and num_experts_per_tok routed experts (of average size).</summary>
-    internal static long ActiveBytesPerToken(DeepSeekModel m)
+    internal static long ActiveBytesPerToken(DeepSeekModel m) => PartBytesPerToken(m).Values.Sum();
+
+    /// <summary><see cref="ActiveBytesPerToken"/> by the part of a step that reads them (<see cref="PartTimer.Names"/>):
+    /// the embedding row, q and kv_a (q_kv_projections), kv_b (attention: W_UK and W_UV), o (output_projection), the
+    /// router, the shared and chosen routed experts, the dense MLPs, the head; the norms read no matrix.</summary>
+    internal static Dictionary<string, long> PartBytesPerToken(DeepSeekModel m)
     {
         ModelWeights w = m.Weights;
-        long bytes = w.Embed.RowBytes + w.Head.Bytes;
+        long[] bytes = new long[PartTimer.Names.Length];
+        bytes[PartTimer.Embedding] = w.Embed.RowBytes;
+        bytes[PartTimer.Head] = w.Head.Bytes;
         foreach (BlockWeights b in w.Blocks)
         {
             AttentionWeights a = b.Attn;
-            bytes += a.Q.Matrices().Sum(x => x.Bytes) + a.WkvA.Bytes + a.WkvB.Bytes + a.Wo.Bytes;
+            bytes[PartTimer.Projections] += a.Q.Matrices().Sum(x => x.Bytes) + a.WkvA.Bytes;
+            bytes[PartTimer.Attention] += a.WkvB.Bytes;
+            bytes[PartTimer.OutputProjection] += a.Wo.Bytes;
             switch (b.Ffn)
             {
                 case MlpWeights mlp:
-                    bytes += mlp.Matrices().Sum(x => x.Bytes);
+                    bytes[PartTimer.Mlp] += mlp.Matrices().Sum(x => x.Bytes);
                     break;
                 case MoeWeights moe:
-                    bytes += moe.Router.Bytes + (moe.Shared?.Matrices().Sum(x => x.Bytes) ?? 0);
-                    bytes += moe.Experts.Sum(e => e.Matrices().Sum(x => x.Bytes)) / moe.Experts.Length * m.Config.NActivatedExperts;
+                    bytes[PartTimer.Router] += moe.Router.Bytes;
+                    bytes[PartTimer.Experts] += (moe.Shared?.Matrices().Sum(x => x.Bytes) ?? 0)
+                        + moe.Experts.Sum(e => e.Matrices().Sum(x => x.Bytes)) / moe.Experts.Length * m.Config.NActivatedExperts;
                     break;
             }
         }
-        return bytes;
+        return PartTimer.Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => bytes[p.i]);
     }
 
     /// <summary>VmHWM from /proc/self/status (peak resident set), or the current working set elsewhere.</summary>

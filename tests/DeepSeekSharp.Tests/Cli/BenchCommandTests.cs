@@ -144,10 +144,31 @@ public class BenchCommandTests
             foreach (string part in parts) Assert.True(ms.GetProperty(part).GetDouble() > 0, $"{kind}.{part} = {ms.GetProperty(part).GetDouble()}");
         }
 
+        // What each part of a step reads: v3-tiny's bf16 weights from its config (hidden 64, vocabulary 256), the
+        // attention's with the cache a step reads, the parts together the bytes a token reads.
+        JsonElement config = JsonDocument.Parse(File.ReadAllText(Path.Combine(g.Directory, "config.json"))).RootElement;
+        long hidden = config.GetProperty("hidden_size").GetInt64(), vocab = config.GetProperty("vocab_size").GetInt64();
+        long moeInter = config.GetProperty("moe_intermediate_size").GetInt64(), inter = config.GetProperty("intermediate_size").GetInt64();
+        long chosen = config.GetProperty("num_experts_per_tok").GetInt64(), shared = config.GetProperty("n_shared_experts").GetInt64();
+        long dense = config.GetProperty("first_k_dense_replace").GetInt64(), layers = config.GetProperty("num_hidden_layers").GetInt64();
+        JsonElement bytes = p.GetProperty("plain_step_bytes");
+        Assert.Equal(parts.Order(), bytes.EnumerateObject().Select(x => x.Name).Order());
+        Assert.Equal(hidden * 2, bytes.GetProperty("embedding").GetInt64());
+        Assert.Equal(vocab * hidden * 2, bytes.GetProperty("head").GetInt64());
+        Assert.Equal(dense * 3 * inter * hidden * 2, bytes.GetProperty("dense_mlp").GetInt64());
+        Assert.Equal((layers - dense) * (chosen + shared) * 3 * moeInter * hidden * 2, bytes.GetProperty("experts").GetInt64());
+        Assert.Equal(0, bytes.GetProperty("norms_residuals").GetInt64());
+        Assert.Equal(j.GetProperty("active_bytes_per_token").GetInt64(), bytes.EnumerateObject().Sum(x => x.Value.GetInt64()));
+        long kvB = config.GetProperty("num_attention_heads").GetInt64() * (config.GetProperty("qk_nope_head_dim").GetInt64()
+            + config.GetProperty("v_head_dim").GetInt64()) * config.GetProperty("kv_lora_rank").GetInt64() * 2;
+        Assert.Equal(layers * kvB + j.GetProperty("cache_bytes_per_token").GetInt64(), bytes.GetProperty("attention").GetInt64());
+
         var (code, stdout, stderr) = CliRunner.Run("bench", "--model", g.Directory, "--prompt-tokens", "0", "--gen-tokens", "3", "--repeat", "1", "--profile");
         Assert.True(code == 0, stderr);
         Assert.Contains("ms per decode step (3 steps):", stdout);
         Assert.Contains("  experts ", stdout);
+        Assert.Matches(@"\n  head +[0-9.]+ +[0-9.]+ MB +[0-9.]+ GB/s", stdout);
+        Assert.Matches(@"\n  norms_residuals +[0-9.]+\r?\n", stdout); // reads no matrix: no rate
         Assert.DoesNotContain("verifying", stdout);
         Assert.DoesNotContain("ms per prefill", stdout); // no prompt, nothing to time
 
