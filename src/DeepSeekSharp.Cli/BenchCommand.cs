@@ -572,7 +572,7 @@ internal static class BenchCommand
                     break;
             }
         }
-        return PartTimer.Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => bytes[p.i]);
+        return PartTimer.ByName(i => bytes[i]);
     }
 
     /// <summary>VmHWM from /proc/self/status (peak resident set), or the current working set elsewhere.</summary>

@@ -67,8 +67,11 @@ internal sealed class PartTimer : IPassObserver
     }
 
     /// <summary>Milliseconds of each part over every pass timed, by name.</summary>
-    public Dictionary<string, double> Milliseconds() =>
-        Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => _ticks[p.i] * 1e3 / Stopwatch.Frequency);
+    public Dictionary<string, double> Milliseconds() => ByName(i => _ticks[i] * 1e3 / Stopwatch.Frequency);
+
+    /// <summary>A value for each part (<paramref name="value"/> of its index), by the part's name.</summary>
+    public static Dictionary<string, T> ByName<T>(Func<int, T> value) =>
+        Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => value(p.i));
 
     /// <summary>Mean milliseconds per pass of each part, by name.</summary>
     public Dictionary<string, double> MillisecondsPerPass() =>
