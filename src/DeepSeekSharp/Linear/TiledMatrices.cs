@@ -83,7 +83,7 @@ internal abstract unsafe class TiledMatrix(WeightFormat format, int rows, int co
     }
 }
 
-/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: AVX-512).</summary>
+/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: AVX2, 512-bit kernels with AVX-512).</summary>
 internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner, long groupBytes)
     : TiledMatrix(format, rows, cols, data, owner, groupBytes)
 {

@@ -5,8 +5,9 @@ using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels.Quant;
 
-/// <summary>Q4_K rows interleaved sixteen at a time, the layout the AVX-512 kernels read (llama.cpp repacks Q4_K for
-/// its x86 kernels the same way). GGUF's layout keeps each row's super-block together, so a kernel pays the
+/// <summary>Q4_K rows interleaved sixteen at a time, the layout the one- and four-token kernels read (llama.cpp repacks
+/// Q4_K for its x86 kernels the same way): in 512-bit registers with AVX-512, else in 256-bit ones (AVX2), the rows
+/// 0–7 and 8–15 of each 64-byte vector as two halves, every lane with the same operations (the same bits). GGUF's layout keeps each row's super-block together, so a kernel pays the
 /// unpacking of 6-bit scales, the broadcasting of each sub-block scale and a horizontal reduction per row and
 /// super-block — about as many instructions as the multiplications, which made one-token Q4_K compute-bound here.
 /// A tile holds one super-block (256 columns) of sixteen rows, every value GGUF stores and nothing else:
@@ -34,7 +35,7 @@ internal static unsafe class Q4KTiles
     public const int Rows = 16, Bytes = 2368;
     private const int ScaleOffset = 0, MinOffset = 128, HalfOffset = 256, CodeOffset = 320;
 
-    public static bool IsSupported => Avx512BW.IsSupported;
+    public static bool IsSupported => Avx2.IsSupported;
 
     /// <summary>How far ahead of the tile being multiplied its lines are prefetched: three tiles. One-token products
     /// over 390 MB went 64–70 → 74–82 GB/s on two threads and 39–40 → 45–46 on one (medians of 37 passes, variants in
@@ -112,7 +113,11 @@ internal static unsafe class Q4KTiles
     {
         CheckTokens(a, superBlocks, token + 1);
         fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
-            OneKernel(group, superBlocks, q + (long)token * superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 8, lanes);
+        {
+            sbyte* x = q + (long)token * superBlocks * 256;
+            if (Avx512BW.IsSupported) OneKernel(group, superBlocks, x, d + token * superBlocks, s + token * superBlocks * 8, lanes);
+            else OneKernel256(group, superBlocks, x, d + token * superBlocks, s + token * superBlocks * 8, lanes);
+        }
     }
 
     /// <summary>Tokens <paramref name="token"/> .. + 3 at once: token t's row r in <paramref name="lanes"/>[16t + r].</summary>
@@ -120,7 +125,13 @@ internal static unsafe class Q4KTiles
     {
         CheckTokens(a, superBlocks, token + 4);
         fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
-            FourKernel(group, superBlocks, q + (long)token * superBlocks * 256, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 8, lanes);
+        {
+            sbyte* x = q + (long)token * superBlocks * 256;
+            if (Avx512BW.IsSupported) FourKernel(group, superBlocks, x, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 8, lanes);
+            else
+                for (int half = 0; half < 2; half++)
+                    FourKernel256(group, half, superBlocks, x, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 8, lanes + 8 * half);
+        }
     }
 
     private static void CheckTokens(QuantizedActivations a, int superBlocks, int tokens)
@@ -200,6 +211,129 @@ internal static unsafe class Q4KTiles
         (a2 - b2).Store(result + 2 * Rows);
         (a3 - b3).Store(result + 3 * Rows);
     }
+
+    /// <summary><see cref="OneKernel"/> in 256-bit registers (AVX2): rows 0–7 and 8–15 of each vector as two halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void OneKernel256(byte* group, int superBlocks, sbyte* x, float* xd, short* bsum, float* result)
+    {
+        Vector256<float> sumA0 = default, sumA1 = default, sumB0 = default, sumB1 = default;
+        for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
+        {
+            byte* t = group + (long)b * Bytes;
+            Vector256<int> isum0 = default, isum1 = default;
+            for (int j = 0; j < 8; j++)
+            {
+                Prefetch(t, j);
+                byte* c = t + CodeOffset + 4 * j * 64;
+                sbyte* xj = x + 32 * j;
+                Vector256<short> acc0 = Step256(c, xj) + Step256(c + 64, xj + 8) + Step256(c + 128, xj + 16) + Step256(c + 192, xj + 24);
+                Vector256<short> acc1 = Step256(c + 32, xj) + Step256(c + 96, xj + 8) + Step256(c + 160, xj + 16) + Step256(c + 224, xj + 24);
+                isum0 += Avx2.MultiplyAddAdjacent(acc0, Scale256(t, j, 0));
+                isum1 += Avx2.MultiplyAddAdjacent(acc1, Scale256(t, j, 1));
+            }
+            Vector256<float> dx = Vector256.Create(xd[b]);
+            sumA0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum0), D256(t, 0) * dx, sumA0);
+            sumA1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(isum1), D256(t, 1) * dx, sumA1);
+            sumB0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Mins256(t, bsum, 0)), DMin256(t, 0) * dx, sumB0);
+            sumB1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Mins256(t, bsum, 1)), DMin256(t, 1) * dx, sumB1);
+        }
+        (sumA0 - sumB0).Store(result);
+        (sumA1 - sumB1).Store(result + 8);
+    }
+
+    /// <summary><see cref="FourKernel"/> in 256-bit registers for rows 8·<paramref name="half"/> .. + 7 (a pass per
+    /// half: the other half's tiles come back from L1), token t's row r in <paramref name="result"/>[16t + r].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void FourKernel256(byte* group, int half, int superBlocks, sbyte* x, int stride, float* xd, short* bsum, float* result)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int sbStride = stride / 32, superBlocksPerToken = stride / 256;
+        for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
+        {
+            byte* t = group + (long)b * Bytes;
+            Vector256<int> i0 = default, i1 = default, i2 = default, i3 = default;
+            for (int j = 0; j < 8; j++)
+            {
+                if (half == 0) PrefetchAlways(t, j);
+                Vector256<short> s0 = default, s1 = default, s2 = default, s3 = default;
+                byte* c = t + CodeOffset + 4 * j * 64 + 32 * half;
+                sbyte* xj = x + 32 * j;
+                for (int k = 0; k < 4; k++)
+                {
+                    Codes256(c + 64 * k, out Vector256<byte> c0, out Vector256<byte> c1);
+                    sbyte* xk = xj + 8 * k;
+                    s0 += Avx2.MultiplyAddAdjacent(c0, Broadcast256(xk)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(xk + 4));
+                    s1 += Avx2.MultiplyAddAdjacent(c0, Broadcast256(xk + stride)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(xk + stride + 4));
+                    s2 += Avx2.MultiplyAddAdjacent(c0, Broadcast256(xk + 2 * stride)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(xk + 2 * stride + 4));
+                    s3 += Avx2.MultiplyAddAdjacent(c0, Broadcast256(xk + 3 * stride)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(xk + 3 * stride + 4));
+                }
+                Vector256<short> sc = Scale256(t, j, half);
+                i0 += Avx2.MultiplyAddAdjacent(s0, sc);
+                i1 += Avx2.MultiplyAddAdjacent(s1, sc);
+                i2 += Avx2.MultiplyAddAdjacent(s2, sc);
+                i3 += Avx2.MultiplyAddAdjacent(s3, sc);
+            }
+            Vector256<float> d = D256(t, half), dm = DMin256(t, half);
+            Vector256<float> x0 = Vector256.Create(xd[b]), x1 = Vector256.Create(xd[superBlocksPerToken + b]);
+            Vector256<float> x2 = Vector256.Create(xd[2 * superBlocksPerToken + b]), x3 = Vector256.Create(xd[3 * superBlocksPerToken + b]);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i0), d * x0, a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i1), d * x1, a1);
+            a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i2), d * x2, a2);
+            a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i3), d * x3, a3);
+            b0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Mins256(t, bsum, half)), dm * x0, b0);
+            b1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Mins256(t, bsum + sbStride, half)), dm * x1, b1);
+            b2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Mins256(t, bsum + 2 * sbStride, half)), dm * x2, b2);
+            b3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Mins256(t, bsum + 3 * sbStride, half)), dm * x3, b3);
+        }
+        (a0 - b0).Store(result);
+        (a1 - b1).Store(result + Rows);
+        (a2 - b2).Store(result + 2 * Rows);
+        (a3 - b3).Store(result + 3 * Rows);
+    }
+
+    /// <summary><see cref="Step"/> for the eight rows of the 32 bytes at <paramref name="c"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Step256(byte* c, sbyte* x)
+    {
+        Codes256(c, out Vector256<byte> c0, out Vector256<byte> c1);
+        return Avx2.MultiplyAddAdjacent(c0, Broadcast256(x)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(x + 4));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Codes256(byte* v, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        Vector256<byte> raw = Vector256.Load(v), mask = Vector256.Create((byte)0x0F);
+        low = raw & mask;
+        high = Vector256.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & mask;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Broadcast256(sbyte* x) => Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+
+    /// <summary><see cref="Scale"/> of rows 8·<paramref name="half"/> .. + 7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Scale256(byte* t, int j, int half)
+    {
+        Vector256<int> sc = Avx2.ConvertToVector256Int32(t + ScaleOffset + j * 16 + 8 * half);
+        return (sc | (sc << 16)).AsInt16();
+    }
+
+    /// <summary><see cref="Mins"/> of rows 8·<paramref name="half"/> .. + 7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Mins256(byte* t, short* bsum, int half)
+    {
+        byte* m = t + MinOffset + 16 * half;
+        return Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(m)), Vector256.Create(Unsafe.ReadUnaligned<int>(bsum)).AsInt16())
+            + Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(m + 32)), Vector256.Create(Unsafe.ReadUnaligned<int>(bsum + 2)).AsInt16())
+            + Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(m + 64)), Vector256.Create(Unsafe.ReadUnaligned<int>(bsum + 4)).AsInt16())
+            + Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(m + 96)), Vector256.Create(Unsafe.ReadUnaligned<int>(bsum + 6)).AsInt16());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> D256(byte* t, int half) => HalfTable.ToSingle(Vector128.Load((ushort*)(t + HalfOffset) + 8 * half));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> DMin256(byte* t, int half) => HalfTable.ToSingle(Vector128.Load((ushort*)(t + HalfOffset) + 16 + 8 * half));
 
     /// <summary>One token's pair sums of code vector <paramref name="c"/> (columns 8k..8k + 7 of the sixteen rows)
     /// against its eight activations at <paramref name="x"/>.</summary>

@@ -4,7 +4,8 @@ using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels.Quant;
 
-/// <summary>Q6_K rows interleaved sixteen at a time for the AVX-512 kernels, as <see cref="Q4KTiles"/> does for Q4_K.
+/// <summary>Q6_K rows interleaved sixteen at a time for the one- and four-token kernels (512-bit with AVX-512, else
+/// 256-bit halves with AVX2), as <see cref="Q4KTiles"/> does for Q4_K.
 /// In GGUF's layout a one-token Q6_K product spends as many instructions picking sub-block scales, taking off the
 /// codes' offset and reducing each row's lanes as multiplying, and streamed at two thirds of the read bound; with
 /// rows in the 32-bit lanes every activation group is broadcast once for sixteen rows and no lane is ever reduced.
@@ -44,7 +45,7 @@ internal static unsafe class Q6KTiles
     /// <summary>Super-block b's sixteen d of the group at <paramref name="group"/>.</summary>
     private static ushort* Halves(byte* group, int b) => (ushort*)(group + 32 * b);
 
-    public static bool IsSupported => Avx512BW.IsSupported;
+    public static bool IsSupported => Avx2.IsSupported;
 
     /// <summary>How far ahead of the tile being multiplied its lines are prefetched: two tiles. Without it a
     /// one-token product over 220 MB streamed at 40–41 GB/s on two threads and 21–22 on one, against the file layout's
@@ -128,7 +129,11 @@ internal static unsafe class Q6KTiles
         CheckTokens(a, superBlocks, token + 1);
         PrefetchHalves(group, superBlocks);
         fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.Sums16)
-            OneKernel(group, superBlocks, q + (long)token * superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 16, lanes);
+        {
+            sbyte* x = q + (long)token * superBlocks * 256;
+            if (Avx512BW.IsSupported) OneKernel(group, superBlocks, x, d + token * superBlocks, s + token * superBlocks * 16, lanes);
+            else OneKernel256(group, superBlocks, x, d + token * superBlocks, s + token * superBlocks * 16, lanes);
+        }
     }
 
     /// <summary>Tokens <paramref name="token"/> .. + 3 at once: token t's row r in <paramref name="lanes"/>[16t + r].</summary>
@@ -137,7 +142,13 @@ internal static unsafe class Q6KTiles
         CheckTokens(a, superBlocks, token + 4);
         PrefetchHalves(group, superBlocks);
         fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.Sums16)
-            FourKernel(group, superBlocks, q + (long)token * superBlocks * 256, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 16, lanes);
+        {
+            sbyte* x = q + (long)token * superBlocks * 256;
+            if (Avx512BW.IsSupported) FourKernel(group, superBlocks, x, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 16, lanes);
+            else
+                for (int half = 0; half < 2; half++)
+                    FourKernel256(group, half, superBlocks, x, superBlocks * 256, d + token * superBlocks, s + token * superBlocks * 16, lanes + 8 * half);
+        }
     }
 
     /// <summary>The d come first in the group, where the stream the hardware prefetcher follows starts past them: ask for
@@ -226,6 +237,127 @@ internal static unsafe class Q6KTiles
         a2.Store(result + 2 * Rows);
         a3.Store(result + 3 * Rows);
     }
+
+    /// <summary><see cref="OneKernel"/> in 256-bit registers (AVX2): rows 0–7 and 8–15 of each vector as two halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void OneKernel256(byte* group, int superBlocks, sbyte* x, float* xd, short* sums16, float* result)
+    {
+        Vector256<float> sum0 = default, sum1 = default;
+        for (int b = 0; b < superBlocks; b++, x += 256, sums16 += 16)
+        {
+            byte* t = Tile(group, superBlocks, b);
+            Vector256<float> d0 = D256(group, b, 0), d1 = D256(group, b, 1);
+            Vector256<int> isum0 = default, isum1 = default, offset0 = default, offset1 = default;
+            for (int p = 0; p < 8; p++)
+            {
+                Vector256<short> pair0 = ScalePair256(t, p, 0), pair1 = ScalePair256(t, p, 1);
+                Prefetch(t, p);
+                Vector256<short> s = Broadcast256(sums16 + 2 * p);
+                offset0 += Avx2.MultiplyAddAdjacent(pair0, s);
+                offset1 += Avx2.MultiplyAddAdjacent(pair1, s);
+                byte* v = t + CodeOffset + 2 * p * SubBlockBytes;
+                sbyte* xm = x + 32 * p;
+                for (int e = 0; e < 2; e++, v += SubBlockBytes, xm += 16)
+                {
+                    Unpack256(v, out Vector256<byte> c0, out Vector256<byte> c1, out Vector256<byte> c2, out Vector256<byte> c3);
+                    isum0 = Step256(isum0, c0, c1, c2, c3, Pick256(pair0, e), xm);
+                    Unpack256(v + 32, out c0, out c1, out c2, out c3);
+                    isum1 = Step256(isum1, c0, c1, c2, c3, Pick256(pair1, e), xm);
+                }
+            }
+            Vector256<float> dx = Vector256.Create(xd[b]);
+            sum0 += d0 * dx * Vector256.ConvertToSingle(isum0 - (offset0 << 5));
+            sum1 += d1 * dx * Vector256.ConvertToSingle(isum1 - (offset1 << 5));
+        }
+        sum0.Store(result);
+        sum1.Store(result + 8);
+    }
+
+    /// <summary><see cref="FourKernel"/> in 256-bit registers for rows 8·<paramref name="half"/> .. + 7 (a pass per
+    /// half: the other half's tiles come back from L1), token t's row r in <paramref name="result"/>[16t + r].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void FourKernel256(byte* group, int half, int superBlocks, sbyte* x, int stride, float* xd, short* sums16, float* result)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        int sStride = stride / 16, dStride = stride / 256;
+        for (int b = 0; b < superBlocks; b++, x += 256, sums16 += 16)
+        {
+            byte* t = Tile(group, superBlocks, b);
+            Vector256<float> d = D256(group, b, half);
+            Vector256<int> i0 = default, i1 = default, i2 = default, i3 = default, o0 = default, o1 = default, o2 = default, o3 = default;
+            for (int p = 0; p < 8; p++)
+            {
+                Vector256<short> pair = ScalePair256(t, p, half);
+                if (half == 0) PrefetchAlways(t, p);
+                short* s = sums16 + 2 * p;
+                o0 += Avx2.MultiplyAddAdjacent(pair, Broadcast256(s));
+                o1 += Avx2.MultiplyAddAdjacent(pair, Broadcast256(s + sStride));
+                o2 += Avx2.MultiplyAddAdjacent(pair, Broadcast256(s + 2 * sStride));
+                o3 += Avx2.MultiplyAddAdjacent(pair, Broadcast256(s + 3 * sStride));
+                byte* v = t + CodeOffset + 2 * p * SubBlockBytes + 32 * half;
+                sbyte* xm = x + 32 * p;
+                for (int e = 0; e < 2; e++, v += SubBlockBytes, xm += 16)
+                {
+                    Unpack256(v, out Vector256<byte> c0, out Vector256<byte> c1, out Vector256<byte> c2, out Vector256<byte> c3);
+                    Vector256<short> sc = Pick256(pair, e);
+                    i0 = Step256(i0, c0, c1, c2, c3, sc, xm);
+                    i1 = Step256(i1, c0, c1, c2, c3, sc, xm + stride);
+                    i2 = Step256(i2, c0, c1, c2, c3, sc, xm + 2 * stride);
+                    i3 = Step256(i3, c0, c1, c2, c3, sc, xm + 3 * stride);
+                }
+            }
+            a0 += d * Vector256.Create(xd[b]) * Vector256.ConvertToSingle(i0 - (o0 << 5));
+            a1 += d * Vector256.Create(xd[dStride + b]) * Vector256.ConvertToSingle(i1 - (o1 << 5));
+            a2 += d * Vector256.Create(xd[2 * dStride + b]) * Vector256.ConvertToSingle(i2 - (o2 << 5));
+            a3 += d * Vector256.Create(xd[3 * dStride + b]) * Vector256.ConvertToSingle(i3 - (o3 << 5));
+        }
+        a0.Store(result);
+        a1.Store(result + Rows);
+        a2.Store(result + 2 * Rows);
+        a3.Store(result + 3 * Rows);
+    }
+
+    /// <summary><see cref="Step"/> for the eight rows of 256-bit code vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Step256(Vector256<int> acc, Vector256<byte> c0, Vector256<byte> c1, Vector256<byte> c2, Vector256<byte> c3,
+        Vector256<short> sc, sbyte* x) =>
+        acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(c0, Broadcast256(x)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(x + 4)), sc)
+            + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(c2, Broadcast256(x + 8)) + Avx2.MultiplyAddAdjacent(c3, Broadcast256(x + 12)), sc);
+
+    /// <summary><see cref="Unpack"/> of eight rows: the 32 bytes at <paramref name="v"/> of each of the sub-block's
+    /// three vectors (v + 64, v + 128 on).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Unpack256(byte* v, out Vector256<byte> c0, out Vector256<byte> c1, out Vector256<byte> c2, out Vector256<byte> c3)
+    {
+        Vector256<byte> l0 = Vector256.Load(v), l1 = Vector256.Load(v + 64), h = Vector256.Load(v + 128);
+        Vector256<byte> low = Vector256.Create((byte)0x0F), top = Vector256.Create((byte)0x30);
+        Vector256<ushort> h16 = h.AsUInt16();
+        c0 = (l0 & low) | (Vector256.ShiftLeft(h16, 4).AsByte() & top);
+        c1 = (Vector256.ShiftRightLogical(l0.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftLeft(h16, 2).AsByte() & top);
+        c2 = (l1 & low) | (h & top);
+        c3 = (Vector256.ShiftRightLogical(l1.AsUInt16(), 4).AsByte() & low) | (Vector256.ShiftRightLogical(h16, 2).AsByte() & top);
+    }
+
+    /// <summary><see cref="ScalePair"/> of rows 8·<paramref name="half"/> .. + 7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScalePair256(byte* t, int p, int half) =>
+        Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(t + ScaleOffset + 32 * p + 16 * half)));
+
+    /// <summary><see cref="Pick"/> in 256-bit registers (the same shuffle in each 128-bit lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Pick256(Vector256<short> pair, int e) =>
+        Avx2.Shuffle(pair.AsByte(), (e == 0
+            ? Vector256.Create(0x01000100u, 0x05040504u, 0x09080908u, 0x0D0C0D0Cu, 0x01000100u, 0x05040504u, 0x09080908u, 0x0D0C0D0Cu)
+            : Vector256.Create(0x03020302u, 0x07060706u, 0x0B0A0B0Au, 0x0F0E0F0Eu, 0x03020302u, 0x07060706u, 0x0B0A0B0Au, 0x0F0E0F0Eu)).AsByte()).AsInt16();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Broadcast256(sbyte* x) => Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Broadcast256(short* s) => Vector256.Create(Unsafe.ReadUnaligned<int>(s)).AsInt16();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> D256(byte* group, int b, int half) => HalfTable.ToSingle(Vector128.Load(Halves(group, b) + 8 * half));
 
     /// <summary><paramref name="acc"/> + one token's Σ sc · q · x over a sub-block's sixteen columns (the four code
     /// vectors against the token's four groups of four activations at <paramref name="x"/>).</summary>

@@ -6,8 +6,8 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K, Q6_K, Q8_0 and Q5_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>:
-/// the in-memory layouts on AVX-512 CPUs; <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/> on AVX2 ones) must hold exactly the GGUF blocks they
+/// <summary>Q4_K, Q6_K, Q8_0 and Q5_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
+/// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>: the in-memory layouts on AVX2 CPUs) must hold exactly the GGUF blocks they
 /// were given and compute exactly what the file-layout kernels compute.</summary>
 public unsafe class TilesTests
 {
