@@ -35,9 +35,10 @@ public static class LatentAttention
     }
 
     /// <summary>Whether <see cref="AbsorbedBlock"/> runs here for latent width <paramref name="c"/> and rotary width
-    /// <paramref name="r"/> (AVX-512, c a multiple of 32, r of 16); otherwise callers attend with <see cref="Absorbed"/>
-    /// one head at a time.</summary>
-    public static bool HasBlockedAbsorbed(int c, int r) => Vector512.IsHardwareAccelerated && c % 32 == 0 && r % 16 == 0;
+    /// <paramref name="r"/> (AVX-512, or AVX2 with FMA; c a multiple of 32, r of 16); otherwise callers attend with
+    /// <see cref="Absorbed"/> one head at a time.</summary>
+    public static bool HasBlockedAbsorbed(int c, int r) =>
+        (Vector512.IsHardwareAccelerated || (Vector256.IsHardwareAccelerated && Fma.IsSupported)) && c % 32 == 0 && r % 16 == 0;
 
     /// <summary>Heads as <see cref="AbsorbedBlock"/> takes them: rounded up to whole groups of four (the extra heads have
     /// zero queries).</summary>
@@ -88,9 +89,11 @@ public static class LatentAttention
         Span<float> p = heads * count <= 128 * BlockPositions ? stackalloc float[heads * count] : AttentionScratch.Probabilities(heads * count);
         fixed (float* q = queries, o = partial, pp = p)
         {
-            Scores4<T, TRows>(kv, stride, count, q, groups, scale, pp);
+            if (Vector512.IsHardwareAccelerated) Scores4<T, TRows>(kv, stride, count, q, groups, scale, pp);
+            else Scores256<T, TRows>(kv, stride, count, q, groups, scale, pp);
             for (int h = 0; h < heads; h++) sum[h] = Softmax.ExpInPlace(p.Slice(h * count, count), out max[h]);
-            Values4<T, TRows>(kv, stride, c, count, groups, pp, o);
+            if (Vector512.IsHardwareAccelerated) Values4<T, TRows>(kv, stride, c, count, groups, pp, o);
+            else Values256<T, TRows>(kv, stride, c, count, groups, pp, o);
         }
     }
 
@@ -232,6 +235,103 @@ public static class LatentAttention
             a1.Store(o1 + j); b1.Store(o1 + j + 16);
             a2.Store(o2 + j); b2.Store(o2 + j + 16);
             a3.Store(o3 + j); b3.Store(o3 + j + 16);
+        }
+    }
+
+    /// <summary><see cref="Scores4"/> in 256-bit registers (AVX2): each head's sixteen-lane sum over a row kept as two
+    /// eight-lane halves (lanes 0–7 and 8–15 of the 512-bit accumulator, the same fused multiply-adds), then reduced
+    /// as <see cref="Reduce16"/> reduces it — the same bits. Four positions × two heads a pass (eight accumulators of
+    /// one half), so the four rows are read from L1 four times.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Scores256<T, TRows>(T* kv, int stride, int count, float* queries, int groups, float scale, float* scores)
+        where T : unmanaged where TRows : ILatentRows<T>
+    {
+        float* lo = stackalloc float[2 * 2 * 4 * 8], hi = lo + 2 * 4 * 8; // per half: [head of the pair][position][lane]
+        int full = count / 4 * 4;
+        for (int g = 0; g < groups; g++)
+        for (int s = 0; s < full; s += 4)
+        {
+            T* k0 = kv + (long)s * stride;
+            for (int pair = 0; pair < 2; pair++)
+            {
+                float* q0 = queries + (g * 4 + 2 * pair) * stride, q1 = q0 + stride;
+                for (int half = 0; half < 2; half++)
+                {
+                    Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+                    T* k = k0 + 8 * half;
+                    for (int d = 8 * half; d < stride; d += 16, k += 16)
+                    {
+                        Vector256<float> x0 = TRows.Load256(k), x1 = TRows.Load256(k + stride), x2 = TRows.Load256(k + 2 * stride), x3 = TRows.Load256(k + 3 * stride);
+                        Vector256<float> w = Vector256.Load(q0 + d);
+                        a0 = Vector256.FusedMultiplyAdd(x0, w, a0); a1 = Vector256.FusedMultiplyAdd(x1, w, a1);
+                        a2 = Vector256.FusedMultiplyAdd(x2, w, a2); a3 = Vector256.FusedMultiplyAdd(x3, w, a3);
+                        w = Vector256.Load(q1 + d);
+                        b0 = Vector256.FusedMultiplyAdd(x0, w, b0); b1 = Vector256.FusedMultiplyAdd(x1, w, b1);
+                        b2 = Vector256.FusedMultiplyAdd(x2, w, b2); b3 = Vector256.FusedMultiplyAdd(x3, w, b3);
+                    }
+                    float* dst = half == 0 ? lo : hi;
+                    a0.Store(dst); a1.Store(dst + 8); a2.Store(dst + 16); a3.Store(dst + 24);
+                    b0.Store(dst + 32); b1.Store(dst + 40); b2.Store(dst + 48); b3.Store(dst + 56);
+                }
+                for (int e = 0; e < 2; e++)
+                {
+                    float* p = scores + (g * 4 + 2 * pair + e) * count + s;
+                    for (int j = 0; j < 4; j++)
+                        p[j] = Reduce8(Vector256.Load(lo + 32 * e + 8 * j) + Vector256.Load(hi + 32 * e + 8 * j)) * scale;
+                }
+            }
+        }
+        for (int g = 0; g < groups; g++)
+        for (int s = full; s < count; s++)
+        {
+            T* k0 = kv + (long)s * stride;
+            for (int h = 0; h < 4; h++)
+            {
+                float* q = queries + (g * 4 + h) * stride;
+                Vector256<float> a = default, b = default;
+                for (int d = 0; d < stride; d += 16)
+                {
+                    a = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d), Vector256.Load(q + d), a);
+                    b = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d + 8), Vector256.Load(q + d + 8), b);
+                }
+                scores[(g * 4 + h) * count + s] = Reduce8(a + b) * scale;
+            }
+        }
+    }
+
+    /// <summary><see cref="Reduce16"/> after its first step (lanes i + (i + 8) already added).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Reduce8(Vector256<float> h)
+    {
+        Vector128<float> q = h.GetLower() + h.GetUpper();
+        return (q.GetElement(0) + q.GetElement(2)) + (q.GetElement(1) + q.GetElement(3));
+    }
+
+    /// <summary><see cref="Values4"/> in 256-bit registers (AVX2): 32 latent dimensions of two heads a pass, each output
+    /// lane the same fused multiply-adds over the positions in order — the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Values256<T, TRows>(T* kv, int stride, int c, int count, int groups, float* probabilities, float* outputs)
+        where T : unmanaged where TRows : ILatentRows<T>
+    {
+        for (int j = 0; j < c; j += 32)
+        for (int h = 0; h < 4 * groups; h += 2)
+        {
+            float* p0 = probabilities + h * count, p1 = p0 + count;
+            float* o0 = outputs + h * c + j, o1 = o0 + c;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            T* row = kv + j;
+            for (int s = 0; s < count; s++, row += stride)
+            {
+                Vector256<float> x0 = TRows.Load256(row), x1 = TRows.Load256(row + 8), x2 = TRows.Load256(row + 16), x3 = TRows.Load256(row + 24);
+                Vector256<float> w = Vector256.Create(p0[s]);
+                a0 = Vector256.FusedMultiplyAdd(x0, w, a0); a1 = Vector256.FusedMultiplyAdd(x1, w, a1);
+                a2 = Vector256.FusedMultiplyAdd(x2, w, a2); a3 = Vector256.FusedMultiplyAdd(x3, w, a3);
+                w = Vector256.Create(p1[s]);
+                b0 = Vector256.FusedMultiplyAdd(x0, w, b0); b1 = Vector256.FusedMultiplyAdd(x1, w, b1);
+                b2 = Vector256.FusedMultiplyAdd(x2, w, b2); b3 = Vector256.FusedMultiplyAdd(x3, w, b3);
+            }
+            a0.Store(o0); a1.Store(o0 + 8); a2.Store(o0 + 16); a3.Store(o0 + 24);
+            b0.Store(o1); b1.Store(o1 + 8); b2.Store(o1 + 16); b3.Store(o1 + 24);
         }
     }
 
@@ -473,6 +573,9 @@ internal static class AttentionScratch
 internal unsafe interface ILatentRows<T> where T : unmanaged
 {
     static abstract Vector512<float> Load(T* p);
+
+    /// <summary>Eight consecutive cached values as float32 (the AVX2 kernels).</summary>
+    static abstract Vector256<float> Load256(T* p);
 }
 
 /// <summary>Rows of float32.</summary>
@@ -480,6 +583,9 @@ internal readonly unsafe struct F32Rows : ILatentRows<float>
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load(float* p) => Vector512.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(float* p) => Vector256.Load(p);
 }
 
 /// <summary>Rows of bfloat16: each value the top half of its float32 (exact).</summary>
@@ -487,4 +593,7 @@ internal readonly unsafe struct Bf16Rows : ILatentRows<ushort>
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> Load(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ushort* p) => (Avx2.ConvertToVector256Int32(p).AsUInt32() << 16).AsSingle();
 }
