@@ -403,7 +403,7 @@ public static class LatentAttention
 
     /// <summary>Whether <see cref="ExpandedQueries"/> has a vector path here (else callers use <see cref="Expanded"/>
     /// per query).</summary>
-    public static bool HasBlockedPath => Vector512.IsHardwareAccelerated;
+    public static bool HasBlockedPath => Vector512.IsHardwareAccelerated || (Vector256.IsHardwareAccelerated && Fma.IsSupported);
 
     /// <summary>Expanded MLA for one head and <paramref name="n"/> consecutive queries at positions pos0.. (query t
     /// sees positions 0..pos0 + t), as <see cref="Expanded"/> computes each but as small matrix products: keys are
@@ -418,7 +418,7 @@ public static class LatentAttention
         ReadOnlySpan<float> kv, int kvStride, int kvOffset, ReadOnlySpan<float> cache, int cacheStride, float scale,
         Span<float> output, int outStride)
     {
-        if (!HasBlockedPath) throw new PlatformNotSupportedException("ExpandedQueries needs 512-bit vectors");
+        if (!HasBlockedPath) throw new PlatformNotSupportedException("ExpandedQueries needs AVX-512, or AVX2 with FMA");
         int span = pos0 + n, dims = nope + rope;
         if (n <= 0) return;
         if (q.Length < (long)(n - 1) * qStride + dims) ThrowHelper.TooShort(nameof(q), (long)(n - 1) * qStride + dims, q.Length);
@@ -451,6 +451,13 @@ public static class LatentAttention
                 int stride = tiles * 32;
                 for (int b = 0; b * 32 < last; b++)
                 {
+                    if (!Vector512.IsHardwareAccelerated)
+                    {
+                        float* kb = pk + (long)b * dims * 32, ob = pp + b * 32;
+                        TileScores256(kb, dims, q0, q1, scale, ob, ob + stride);
+                        TileScores256(kb, dims, q2, q3, scale, ob + 2 * stride, ob + 3 * stride);
+                        continue;
+                    }
                     Vector512<float> a0 = Vector512<float>.Zero, b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
                     float* k = pk + (long)b * dims * 32;
                     for (int d = 0; d < dims; d++, k += 32)
@@ -480,7 +487,8 @@ public static class LatentAttention
                     float* w0 = pp + i * stride, w1 = w0 + stride;
                     if (v == 128)
                     {
-                        WeightedRows128(pkv + kvOffset + nope, kvStride, w0, w1, c0, c1, o0, i + 1 < m ? o1 : null);
+                        if (Vector512.IsHardwareAccelerated) WeightedRows128(pkv + kvOffset + nope, kvStride, w0, w1, c0, c1, o0, i + 1 < m ? o1 : null);
+                        else WeightedRows128x256(pkv + kvOffset + nope, kvStride, w0, w1, c0, c1, o0, i + 1 < m ? o1 : null);
                         continue;
                     }
                     new Span<float>(o0, v).Clear();
@@ -531,17 +539,79 @@ public static class LatentAttention
         b0.Store(o1); b1.Store(o1 + 16); b2.Store(o1 + 32); b3.Store(o1 + 48); b4.Store(o1 + 64); b5.Store(o1 + 80); b6.Store(o1 + 96); b7.Store(o1 + 112);
     }
 
+    /// <summary>The scores of two queries over one tile of 32 transposed key positions in 256-bit registers (AVX2): each
+    /// position's lane the same fused multiply-adds over the dimensions in order as the 512-bit pass — the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void TileScores256(float* k, int dims, float* qa, float* qb, float scale, float* oa, float* ob)
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int d = 0; d < dims; d++, k += 32)
+        {
+            Vector256<float> k0 = Vector256.Load(k), k1 = Vector256.Load(k + 8), k2 = Vector256.Load(k + 16), k3 = Vector256.Load(k + 24);
+            Vector256<float> x = Vector256.Create(qa[d]);
+            a0 = Vector256.FusedMultiplyAdd(x, k0, a0); a1 = Vector256.FusedMultiplyAdd(x, k1, a1);
+            a2 = Vector256.FusedMultiplyAdd(x, k2, a2); a3 = Vector256.FusedMultiplyAdd(x, k3, a3);
+            x = Vector256.Create(qb[d]);
+            b0 = Vector256.FusedMultiplyAdd(x, k0, b0); b1 = Vector256.FusedMultiplyAdd(x, k1, b1);
+            b2 = Vector256.FusedMultiplyAdd(x, k2, b2); b3 = Vector256.FusedMultiplyAdd(x, k3, b3);
+        }
+        (a0 * scale).Store(oa); (a1 * scale).Store(oa + 8); (a2 * scale).Store(oa + 16); (a3 * scale).Store(oa + 24);
+        (b0 * scale).Store(ob); (b1 * scale).Store(ob + 8); (b2 * scale).Store(ob + 16); (b3 * scale).Store(ob + 24);
+    }
+
+    /// <summary><see cref="WeightedRows128"/> in 256-bit registers (AVX2): 32 values of both outputs a pass over the
+    /// rows, each lane the same fused multiply-adds in the same order — the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void WeightedRows128x256(float* values, int stride, float* p0, float* p1, int c0, int c1, float* o0, float* o1)
+    {
+        int rows = Math.Max(c0, c1);
+        for (int j = 0; j < 128; j += 32)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            for (int s = 0; s < rows; s++)
+            {
+                float* vr = values + (long)s * stride + j;
+                Vector256<float> x = Vector256.Create(s < c0 ? p0[s] : 0f);
+                Vector256<float> v0 = Vector256.Load(vr), v1 = Vector256.Load(vr + 8), v2 = Vector256.Load(vr + 16), v3 = Vector256.Load(vr + 24);
+                a0 = Vector256.FusedMultiplyAdd(v0, x, a0); a1 = Vector256.FusedMultiplyAdd(v1, x, a1);
+                a2 = Vector256.FusedMultiplyAdd(v2, x, a2); a3 = Vector256.FusedMultiplyAdd(v3, x, a3);
+                if (s < c1)
+                {
+                    Vector256<float> y = Vector256.Create(p1[s]);
+                    b0 = Vector256.FusedMultiplyAdd(v0, y, b0); b1 = Vector256.FusedMultiplyAdd(v1, y, b1);
+                    b2 = Vector256.FusedMultiplyAdd(v2, y, b2); b3 = Vector256.FusedMultiplyAdd(v3, y, b3);
+                }
+            }
+            a0.Store(o0 + j); a1.Store(o0 + j + 8); a2.Store(o0 + j + 16); a3.Store(o0 + j + 24);
+            if (o1 == null) continue;
+            b0.Store(o1 + j); b1.Store(o1 + j + 8); b2.Store(o1 + j + 16); b3.Store(o1 + j + 24);
+        }
+    }
+
     /// <summary>o0 += p0 · v; o1 += p1 · v (one load of each value serves both).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void WeightedPair(float* v, float p0, float p1, float* o0, float* o1, int len)
     {
-        Vector512<float> x0 = Vector512.Create(p0), x1 = Vector512.Create(p1);
         int j = 0;
-        for (; j + 16 <= len; j += 16)
+        if (Vector512.IsHardwareAccelerated)
         {
-            Vector512<float> vv = Vector512.Load(v + j);
-            Vector512.FusedMultiplyAdd(vv, x0, Vector512.Load(o0 + j)).Store(o0 + j);
-            Vector512.FusedMultiplyAdd(vv, x1, Vector512.Load(o1 + j)).Store(o1 + j);
+            Vector512<float> x0 = Vector512.Create(p0), x1 = Vector512.Create(p1);
+            for (; j + 16 <= len; j += 16)
+            {
+                Vector512<float> vv = Vector512.Load(v + j);
+                Vector512.FusedMultiplyAdd(vv, x0, Vector512.Load(o0 + j)).Store(o0 + j);
+                Vector512.FusedMultiplyAdd(vv, x1, Vector512.Load(o1 + j)).Store(o1 + j);
+            }
+        }
+        else
+        {
+            Vector256<float> x0 = Vector256.Create(p0), x1 = Vector256.Create(p1);
+            for (; j + 8 <= len; j += 8)
+            {
+                Vector256<float> vv = Vector256.Load(v + j);
+                Vector256.FusedMultiplyAdd(vv, x0, Vector256.Load(o0 + j)).Store(o0 + j);
+                Vector256.FusedMultiplyAdd(vv, x1, Vector256.Load(o1 + j)).Store(o1 + j);
+            }
         }
         for (; j < len; j++)
         {
@@ -553,9 +623,13 @@ public static class LatentAttention
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void Weighted(float* v, float p0, float* o0, int len)
     {
-        Vector512<float> x0 = Vector512.Create(p0);
         int j = 0;
-        for (; j + 16 <= len; j += 16) Vector512.FusedMultiplyAdd(Vector512.Load(v + j), x0, Vector512.Load(o0 + j)).Store(o0 + j);
+        if (Vector512.IsHardwareAccelerated)
+            for (Vector512<float> x0 = Vector512.Create(p0); j + 16 <= len; j += 16)
+                Vector512.FusedMultiplyAdd(Vector512.Load(v + j), x0, Vector512.Load(o0 + j)).Store(o0 + j);
+        else
+            for (Vector256<float> x0 = Vector256.Create(p0); j + 8 <= len; j += 8)
+                Vector256.FusedMultiplyAdd(Vector256.Load(v + j), x0, Vector256.Load(o0 + j)).Store(o0 + j);
         for (; j < len; j++) o0[j] = MathF.FusedMultiplyAdd(v[j], p0, o0[j]);
     }
 }
