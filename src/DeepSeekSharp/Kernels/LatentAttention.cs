@@ -368,12 +368,7 @@ public static class LatentAttention
 
     /// <summary>The sixteen lanes added in a fixed order (halves, then quarters, then ((0 + 2) + (1 + 3))).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Reduce16(Vector512<float> v)
-    {
-        Vector256<float> h = v.GetLower() + v.GetUpper();
-        Vector128<float> q = h.GetLower() + h.GetUpper();
-        return (q.GetElement(0) + q.GetElement(2)) + (q.GetElement(1) + q.GetElement(3));
-    }
+    private static float Reduce16(Vector512<float> v) => Reduce8(v.GetLower() + v.GetUpper());
 
     /// <summary>Expanded MLA for one head: keys are [k_nope (from decompressed kv) | k_pe (from cache)].</summary>
     /// <param name="qNope">[N] non-rotary query</param>
@@ -498,7 +493,7 @@ public static class LatentAttention
                         float* vr = pkv + (long)s * kvStride + kvOffset + nope;
                         float p0 = s < c0 ? w0[s] : 0f;
                         if (s < c1) WeightedPair(vr, p0, w1[s], o0, o1, v);
-                        else Weighted(vr, p0, o0, v);
+                        else Axpy.Compute(new ReadOnlySpan<float>(vr, v), p0, new Span<float>(o0, v));
                     }
                 }
             }
@@ -507,7 +502,7 @@ public static class LatentAttention
 
     /// <summary>The value pass above for 128-wide values with both outputs in registers: o0 = Σ_s p0[s]·v_s over
     /// s &lt; max(c0, c1) (p0 = 0 past c0) and, when <paramref name="o1"/> is given, o1 = Σ_s p1[s]·v_s over s &lt; c1 —
-    /// the same fused multiply-adds in the same order as <see cref="WeightedPair"/> and <see cref="Weighted"/>, without
+    /// the same fused multiply-adds in the same order as <see cref="WeightedPair"/> and <see cref="Axpy.Compute"/>, without
     /// a load and a store of the outputs per value row.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void WeightedRows128(float* values, int stride, float* p0, float* p1, int c0, int c1, float* o0, float* o1)
@@ -618,19 +613,6 @@ public static class LatentAttention
             o0[j] = MathF.FusedMultiplyAdd(v[j], p0, o0[j]);
             o1[j] = MathF.FusedMultiplyAdd(v[j], p1, o1[j]);
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe void Weighted(float* v, float p0, float* o0, int len)
-    {
-        int j = 0;
-        if (Vector512.IsHardwareAccelerated)
-            for (Vector512<float> x0 = Vector512.Create(p0); j + 16 <= len; j += 16)
-                Vector512.FusedMultiplyAdd(Vector512.Load(v + j), x0, Vector512.Load(o0 + j)).Store(o0 + j);
-        else
-            for (Vector256<float> x0 = Vector256.Create(p0); j + 8 <= len; j += 8)
-                Vector256.FusedMultiplyAdd(Vector256.Load(v + j), x0, Vector256.Load(o0 + j)).Store(o0 + j);
-        for (; j < len; j++) o0[j] = MathF.FusedMultiplyAdd(v[j], p0, o0[j]);
     }
 }
 
