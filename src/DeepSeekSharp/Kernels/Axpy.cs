@@ -26,7 +26,18 @@ public static class Axpy
             for (; i + 8 <= n; i += 8)
                 Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref rx, (nuint)i), va, Vector256.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
         }
+        else if (Simd128.IsFast) i = V128(ref rx, a, ref ry, n);
         for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(x[i], a, y[i]);
+    }
+
+    /// <summary>The 128-bit body (ARM64; tests on x86); returns the index of the first element left for the tail.</summary>
+    internal static int V128(ref float rx, float a, ref float ry, int n)
+    {
+        var va = Vector128.Create(a);
+        int i = 0;
+        for (; i + 4 <= n; i += 4)
+            Vector128.FusedMultiplyAdd(Vector128.LoadUnsafe(ref rx, (nuint)i), va, Vector128.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
+        return i;
     }
 
     /// <summary>The specification.</summary>

@@ -13,6 +13,7 @@ public static class Dot
         if (a.Length != b.Length) ThrowHelper.LengthMismatch(nameof(b), a.Length, b.Length);
         if (Vector512.IsHardwareAccelerated) return V512(a, b);
         if (Vector256.IsHardwareAccelerated) return V256(a, b);
+        if (Simd128.IsFast) return V128(a, b);
         return Scalar(a, b);
     }
 
@@ -27,6 +28,8 @@ public static class Dot
     internal static float V512(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => Vector<Simd512, Vector512<float>>(a, b);
 
     internal static float V256(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => Vector<Simd256, Vector256<float>>(a, b);
+
+    internal static float V128(ReadOnlySpan<float> a, ReadOnlySpan<float> b) => Vector<Simd128, Vector128<float>>(a, b);
 
     /// <summary>Four accumulators over blocks of four vectors, then one over whole vectors, summed as
     /// (s0 + s1) + (s2 + s3) and reduced, then the scalar tail.</summary>

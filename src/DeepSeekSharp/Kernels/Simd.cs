@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels;
@@ -7,7 +8,7 @@ namespace DeepSeekSharp.Kernels;
 /// <summary>One vector width of float32 lanes, as TensorPrimitives' operator structs give one: the float kernels
 /// (<see cref="Dot"/>, <see cref="Quant.WidenedDot{TC}"/>, <see cref="FastExp"/>, <see cref="Softmax"/>, <see cref="SwiGlu"/>)
 /// are written once over <typeparamref name="TV"/> and instantiated per width (<see cref="Simd512"/>,
-/// <see cref="Simd256"/>), so every width runs the same operations in the same order. Each member is one instruction
+/// <see cref="Simd256"/>, <see cref="Simd128"/>), so every width runs the same operations in the same order. Each member is one instruction
 /// or a fixed short sequence, inlined into the kernel.</summary>
 internal interface ISimd<TV> where TV : struct
 {
@@ -124,4 +125,54 @@ internal readonly struct Simd256 : ISimd<Vector256<float>>
     public static Vector256<float> KeepNaN(Vector256<float> x, Vector256<float> value) => Vector256.ConditionalSelect(Vector256.Equals(x, x), value, x);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector256.Sum(v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Lane(Vector256<float> v, int i) => v.GetElement(i);
+}
+
+/// <summary>128-bit lanes through the portable <see cref="Vector128"/> operations: ARM64's AdvSimd (Apple silicon,
+/// Graviton, Windows on ARM), where the 256- and 512-bit paths do not exist. The kernels take it only where the
+/// multiply-add is one instruction (<see cref="IsFast"/>: AdvSimd's <c>fmla</c>, or x86 FMA); elsewhere
+/// <c>Vector128.FusedMultiplyAdd</c> is emulated lane by lane, correct but slower than the scalar loops, so
+/// only the tests call it there (x86 with AVX2 switched off runs the same operations, bit for bit).</summary>
+internal readonly struct Simd128 : ISimd<Vector128<float>>
+{
+    /// <summary>Whether the kernels dispatch to this width: 128-bit vectors with a fused multiply-add in hardware.</summary>
+    public static bool IsFast => Vector128.IsHardwareAccelerated && (AdvSimd.IsSupported || System.Runtime.Intrinsics.X86.Fma.IsSupported);
+
+    public static int Count => Vector128<float>.Count;
+    public static Vector128<float> Zero => Vector128<float>.Zero;
+    public static Vector128<float> One => Vector128<float>.One;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Broadcast(float x) => Vector128.Create(x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Load(ref float r, nuint i) => Vector128.LoadUnsafe(ref r, i);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector128<float> v, ref float r, nuint i) => v.StoreUnsafe(ref r, i);
+    /// <summary>Four codes' eight bytes at element i of a two-byte array, in the low half of a vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<short> Low4(ref byte r, nuint i) => Vector128.CreateScalar(Unsafe.ReadUnaligned<long>(ref Unsafe.Add(ref r, 2 * i))).AsInt16();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadBf16(ref ushort r, nuint i) =>
+        Vector128.ShiftLeft(Vector128.WidenLower(Low4(ref Unsafe.As<ushort, byte>(ref r), i).AsUInt16()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadFp8(ref byte r, nuint i) =>
+        (Vector128.ShiftLeft(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalar(Unsafe.ReadUnaligned<int>(ref Unsafe.Add(ref r, i))).AsSByte())), 20)
+         & Vector128.Create(unchecked((int)0x87F00000))).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadF16(ref byte r, nuint i) =>
+        (Vector128.ShiftLeft(Vector128.WidenLower(Low4(ref r, i)), 13) & Vector128.Create(unchecked((int)0x8FFFE000))).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Subtract(Vector128<float> a, Vector128<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Divide(Vector128<float> a, Vector128<float> b) => a / b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Negate(Vector128<float> a) => -a;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Min(Vector128<float> a, Vector128<float> b) => Vector128.Min(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Round(Vector128<float> a) => Vector128.Round(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> ScaleByPowerOfTwo(Vector128<float> y, Vector128<float> n)
+    {
+        Vector128<int> ni = Vector128.ConvertToInt32(n), n1 = Vector128.ShiftRightArithmetic(ni, 1);
+        return y * Vector128.ShiftLeft(n1 + Vector128.Create(127), 23).AsSingle() * Vector128.ShiftLeft(ni - n1 + Vector128.Create(127), 23).AsSingle();
+    }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> KeepNaN(Vector128<float> x, Vector128<float> value) => Vector128.ConditionalSelect(Vector128.Equals(x, x), value, x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector128<float> v) => Vector128.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Lane(Vector128<float> v, int i) => v.GetElement(i);
 }

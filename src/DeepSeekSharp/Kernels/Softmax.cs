@@ -31,6 +31,7 @@ public static class Softmax
         float sum = 0;
         if (Vector512.IsHardwareAccelerated && n >= 16) i = ExpBody<Simd512, Vector512<float>>(ref r, n, max, ref sum);
         else if (Vector256.IsHardwareAccelerated && n >= 8) i = ExpBody<Simd256, Vector256<float>>(ref r, n, max, ref sum);
+        else if (Simd128.IsFast && n >= 4) i = ExpBody<Simd128, Vector128<float>>(ref r, n, max, ref sum);
         for (; i < n; i++)
         {
             float e = FastExp.Exp(Unsafe.Add(ref r, i) - max);

@@ -17,6 +17,7 @@ public static class SwiGlu
         int n = gate.Length, i = 0;
         if (Vector512.IsHardwareAccelerated) i = Body<Simd512, Vector512<float>>(ref g, ref u, ref o, n);
         else if (Vector256.IsHardwareAccelerated) i = Body<Simd256, Vector256<float>>(ref g, ref u, ref o, n);
+        else if (Simd128.IsFast) i = Body<Simd128, Vector128<float>>(ref g, ref u, ref o, n);
         for (; i < n; i++)
         {
             float v = Unsafe.Add(ref g, i);

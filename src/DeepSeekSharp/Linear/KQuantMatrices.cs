@@ -106,7 +106,7 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
             for (int t = paired; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Avx2.IsSupported
                     ? Q6K.V256(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks), a.Sums16.AsSpan(t * Cols / 16, Cols / 16))
-                    : Q6K.Scalar(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
+                    : Q6K.VecDotQ6KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
         }
     }
 }

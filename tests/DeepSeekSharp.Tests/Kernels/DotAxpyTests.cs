@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using DeepSeekSharp.Kernels;
 
@@ -20,6 +21,7 @@ public class DotAxpyTests
             double tol = 1e-5 * Math.Max(1, n / 16.0);
             Assert.Equal(exact, Dot.Scalar(a, b), tol);
             if (Vector256.IsHardwareAccelerated) Assert.Equal(exact, Dot.V256(a, b), tol);
+            if (Vector128.IsHardwareAccelerated) Assert.Equal(exact, Dot.V128(a, b), tol);
             if (Vector512.IsHardwareAccelerated) Assert.Equal(exact, Dot.V512(a, b), tol);
         }
     }
@@ -49,8 +51,15 @@ public class DotAxpyTests
             float[] x = Random(rng, n), y = Random(rng, n);
             float[] expected = (float[])y.Clone();
             Axpy.Scalar(x, 0.37f, expected);
+            float[] y128 = (float[])y.Clone();
             Axpy.Compute(x, 0.37f, y);
             Assert.Equal(expected, y); // every element one FMA in both: bit-identical
+            if (Vector128.IsHardwareAccelerated)
+            {
+                int i = Axpy.V128(ref MemoryMarshal.GetArrayDataReference(x), 0.37f, ref MemoryMarshal.GetArrayDataReference(y128), n);
+                Axpy.Scalar(x.AsSpan(i), 0.37f, y128.AsSpan(i));
+                Assert.Equal(expected, y128);
+            }
         }
     }
 }

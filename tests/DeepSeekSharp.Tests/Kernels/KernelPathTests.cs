@@ -26,6 +26,8 @@ public class KernelPathTests(ITestOutputHelper output)
             Assert.False(Avx2.IsSupported, "DOTNET_EnableAVX2=0 but AVX2 is still on");
             Assert.False(Vector256.IsHardwareAccelerated);
             Assert.Contains("Q4_K/Q6_K tiles off", KernelPaths.Describe()); // the GGUF layouts' kernels are the ones tested
+            // The row dots take the 128-bit integer kernels (ARM64's, with SSE's multiply-add in place of sdot).
+            Assert.Contains("128-bit quantised dots on", KernelPaths.Describe());
         }
         if (Environment.GetEnvironmentVariable("DOTNET_EnableAVXVNNI") == "0")
         {

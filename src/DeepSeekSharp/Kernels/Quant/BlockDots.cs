@@ -14,6 +14,10 @@ internal interface IBlockCodes
     /// <summary>The block's 32 codes as signed bytes, w = d · code.</summary>
     static abstract Vector256<sbyte> Codes(ref byte block);
 
+    /// <summary>The block's codes 0–15 (<paramref name="low"/>) and 16–31 as signed bytes, in 128-bit registers
+    /// through the portable <see cref="Vector128"/> operations (<see cref="BlockDots{T}.V128"/>).</summary>
+    static abstract void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high);
+
     /// <summary>Code i of a block, one at a time: the specification <see cref="Codes"/> is tested against.</summary>
     static abstract int Code(ReadOnlySpan<byte> block, int i);
 
@@ -47,7 +51,8 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
     {
         if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
-        return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum) : Scalar(w, xq, xd);
+        if (Avx2.IsSupported) return V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum);
+        return IntDots128.IsSupported ? V128(w, xq, xd) : Scalar(w, xq, xd);
     }
 
     /// <summary>The specification: an exact integer sum per block, scaled by d_w·d_x, summed in block order.</summary>
@@ -60,6 +65,24 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
             int isum = 0;
             for (int i = 0; i < 32; i++) isum += T.Code(blk, i) * xq[b * 32 + i];
             sum += HalfTable.Values[BitConverter.ToUInt16(blk)] * xd[b] * isum;
+        }
+        return sum;
+    }
+
+    /// <summary>128-bit vectors (ARM64, or x86 without AVX2): each block's integer sum with
+    /// <see cref="IntDots128"/>, then <see cref="Scalar"/>'s float steps — the specification's bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V128(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref byte wr = ref MemoryMarshal.GetReference(w);
+        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        float sum = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte blk = ref Unsafe.Add(ref wr, b * T.Bytes);
+            T.Codes128(ref blk, out Vector128<sbyte> low, out Vector128<sbyte> high);
+            int isum = IntDots128.Dot32(low, high, ref Unsafe.Add(ref xr, b * 32));
+            sum += HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref blk)] * xd[b] * isum;
         }
         return sum;
     }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels.Quant;
@@ -41,4 +42,33 @@ internal static class IntDots
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<int> Fold4(Vector256<int> ab, Vector256<int> cd) =>
         Avx2.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32() + Avx2.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
+}
+
+/// <summary>The 128-bit signed-byte dot product of the quantised kernels where there is no AVX2 (ARM64 first):
+/// <c>sdot</c> where the CPU has ARM's dot-product extension (Apple silicon, Graviton 2 on), else <c>smull</c> and
+/// <c>sadalp</c>; on x86 the bytes sign-extended to 16 bits and <c>pmaddwd</c>. Only the lanes' total is defined (each
+/// path spreads it over the four lanes differently), and it is exact: no product or partial sum can overflow.</summary>
+internal static class IntDots128
+{
+    public static bool IsSupported => AdvSimd.IsSupported || Sse41.IsSupported;
+
+    /// <summary><paramref name="acc"/> plus the sixteen products a_i · b_i, spread over its lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> Add(Vector128<int> acc, Vector128<sbyte> a, Vector128<sbyte> b)
+    {
+        if (Dp.IsSupported) return Dp.DotProduct(acc, a, b);
+        if (AdvSimd.IsSupported)
+        {
+            // |a_i · b_i| ≤ 128 · 128 = 16,384 fits a 16-bit product.
+            acc = AdvSimd.AddPairwiseWideningAndAdd(acc, AdvSimd.MultiplyWideningLower(a.GetLower(), b.GetLower()));
+            return AdvSimd.AddPairwiseWideningAndAdd(acc, AdvSimd.MultiplyWideningUpper(a, b));
+        }
+        return acc + Sse2.MultiplyAddAdjacent(Vector128.WidenLower(a), Vector128.WidenLower(b))
+                   + Sse2.MultiplyAddAdjacent(Vector128.WidenUpper(a), Vector128.WidenUpper(b));
+    }
+
+    /// <summary>Σ a_i · b_i over 32 bytes at two pairs of refs, exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int Dot32(Vector128<sbyte> a0, Vector128<sbyte> a1, ref sbyte b) =>
+        Vector128.Sum(Add(Add(Vector128<int>.Zero, a0, Vector128.LoadUnsafe(ref b)), a1, Vector128.LoadUnsafe(ref b, 16)));
 }

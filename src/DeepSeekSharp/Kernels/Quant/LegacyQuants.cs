@@ -178,6 +178,10 @@ public static class LegacyQuants
         ? BlockDots<Q5_0Codes>.Scalar(w, xq, xd)
         : BlockDots<Q4_0Codes>.Scalar(w, xq, xd);
 
+    internal static float V128(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) => type == GgmlType.Q5_0
+        ? BlockDots<Q5_0Codes>.V128(w, xq, xd)
+        : BlockDots<Q4_0Codes>.V128(w, xq, xd);
+
     internal static float V256(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum) => type == GgmlType.Q5_0
         ? BlockDots<Q5_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum)
         : BlockDots<Q4_0Codes>.V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum);
@@ -209,6 +213,14 @@ internal readonly struct Q4_0Codes : IBlockCodes
 
     public static int Code(ReadOnlySpan<byte> block, int i) => (i < 16 ? block[2 + i] & 0xF : block[2 + i - 16] >> 4) - 8;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high)
+    {
+        Q5_0Codes.Nibbles128(ref Unsafe.Add(ref block, 2), out Vector128<byte> l, out Vector128<byte> h);
+        low = l.AsSByte() - Vector128.Create((sbyte)8);
+        high = h.AsSByte() - Vector128.Create((sbyte)8);
+    }
+
     public static int Offset => 8;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -223,6 +235,29 @@ internal readonly struct Q4_0Codes : IBlockCodes
 internal readonly struct Q5_0Codes : IBlockCodes
 {
     public static int Bytes => 22;
+
+    /// <summary>Sixteen packed bytes' low nibbles (codes 0–15) and high nibbles (16–31).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Nibbles128(ref byte codes, out Vector128<byte> low, out Vector128<byte> high)
+    {
+        Vector128<byte> packed = Vector128.LoadUnsafe(ref codes);
+        low = packed & Vector128.Create((byte)0x0F);
+        high = Vector128.ShiftRightLogical(packed, 4);
+    }
+
+    /// <summary>Codes 0–15 and 16–31: nibbles, the fifth bit from the 32-bit mask (bit i of it for code i: byte
+    /// i / 8 of the mask spread over eight lanes by a shuffle, each lane testing its own bit), minus 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high)
+    {
+        Nibbles128(ref Unsafe.Add(ref block, 6), out Vector128<byte> l, out Vector128<byte> h);
+        Vector128<byte> mask = Vector128.Create(Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2))).AsByte();
+        Vector128<byte> bit = Vector128.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128), five = Vector128.Create((byte)0x10);
+        Vector128<byte> m0 = Vector128.Shuffle(mask, Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)) & bit;
+        Vector128<byte> m1 = Vector128.Shuffle(mask, Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)) & bit;
+        low = (l | (Vector128.Equals(m0, bit) & five)).AsSByte() - Vector128.Create((sbyte)16);
+        high = (h | (Vector128.Equals(m1, bit) & five)).AsSByte() - Vector128.Create((sbyte)16);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<byte> Nibbles(ref byte codes)

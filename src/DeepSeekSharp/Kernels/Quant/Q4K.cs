@@ -148,7 +148,44 @@ public static class Q4K
     {
         if (xq.Length != w.Length * 256 || xd.Length != w.Length || blockSum.Length != w.Length * 8)
             ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
-        return Avx2.IsSupported ? V256(w, xq, xd, blockSum) : Scalar(w, xq, xd, blockSum);
+        if (Avx2.IsSupported) return V256(w, xq, xd, blockSum);
+        return IntDots128.IsSupported ? V128(w, xq, xd, blockSum) : Scalar(w, xq, xd, blockSum);
+    }
+
+    /// <summary>128-bit vectors (ARM64, or x86 without AVX2): each sub-block's Σ q·x with <see cref="IntDots128"/>,
+    /// weighted by its scale in the lanes, the totals I and M exact as in <see cref="Scalar"/>, then its two fused
+    /// steps — the specification's bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V128(ReadOnlySpan<BlockQ4K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
+    {
+        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
+        float a = 0, m = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            ref BlockQ4K blk = ref Unsafe.AsRef(in w[b]);
+            ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
+            ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
+            Vector128<int> acc = Vector128<int>.Zero;
+            int msum = 0;
+            for (int g = 0; g < 4; g++)
+            {
+                // Sub-block 2g: the low nibbles of bytes 32g .. 32g + 31, against x[64g ..]; 2g + 1 the high ones, x[64g + 32 ..].
+                Vector128<byte> p0 = Vector128.LoadUnsafe(ref qs, (nuint)(32 * g)), p1 = Vector128.LoadUnsafe(ref qs, (nuint)(32 * g + 16));
+                (int sc0, int mn0) = ScaleMin(ref blk, 2 * g);
+                (int sc1, int mn1) = ScaleMin(ref blk, 2 * g + 1);
+                Vector128<int> lo = IntDots128.Add(IntDots128.Add(Vector128<int>.Zero, (p0 & nibble).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g))),
+                    (p1 & nibble).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g + 16)));
+                Vector128<int> hi = IntDots128.Add(IntDots128.Add(Vector128<int>.Zero, Vector128.ShiftRightLogical(p0, 4).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g + 32))),
+                    Vector128.ShiftRightLogical(p1, 4).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g + 48)));
+                acc += lo * sc0 + hi * sc1;
+                msum += mn0 * blockSum[b * 8 + 2 * g] + mn1 * blockSum[b * 8 + 2 * g + 1];
+            }
+            int isum = Vector128.Sum(acc);
+            a = MathF.FusedMultiplyAdd(isum, HalfTable.Values[blk.D] * xd[b], a);
+            m = MathF.FusedMultiplyAdd(msum, HalfTable.Values[blk.DMin] * xd[b], m);
+        }
+        return a - m;
     }
 
     /// <summary>The specification: per super-block the exact integers I = Σ_j sc_j·(Σ q·x) and M = Σ_j m_j·Σx, then

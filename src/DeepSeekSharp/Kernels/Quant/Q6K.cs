@@ -89,7 +89,47 @@ public static class Q6K
     public static float VecDotQ6KQ8K(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         if (xq.Length != w.Length * 256 || xd.Length != w.Length) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
-        return Avx2.IsSupported ? V256(w, xq, xd) : Scalar(w, xq, xd);
+        if (Avx2.IsSupported) return V256(w, xq, xd);
+        return IntDots128.IsSupported ? V128(w, xq, xd) : Scalar(w, xq, xd);
+    }
+
+    /// <summary>128-bit vectors (ARM64, or x86 without AVX2): sixteen codes (one sub-block) at a time rebuilt from their
+    /// low and high bits, Σ (q − 32)·x with <see cref="IntDots128"/> weighted by the sub-block's scale in the lanes,
+    /// the exact total times d·dx as in <see cref="Scalar"/> — the specification's bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V128(ReadOnlySpan<BlockQ6K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F), three = Vector128.Create((byte)3);
+        Vector128<sbyte> bias = Vector128.Create((sbyte)32);
+        float sum = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            ref BlockQ6K blk = ref Unsafe.AsRef(in w[b]);
+            ref byte ql = ref Unsafe.As<BlockQ6K.Low, byte>(ref blk.Ql);
+            ref byte qh = ref Unsafe.As<BlockQ6K.High, byte>(ref blk.Qh);
+            ref sbyte sc = ref Unsafe.As<BlockQ6K.Scales, sbyte>(ref blk.Sc);
+            ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
+            Vector128<int> acc = Vector128<int>.Zero;
+            // Weight i = 128·half + 32·k + l (sub-block i / 16): low bits from ql[64·half + 32·(k mod 2) + l] (low nibble
+            // for k < 2, high for k ≥ 2), high bits 2k, 2k + 1 of qh[32·half + l].
+            for (int half = 0; half < 2; half++)
+                for (int part = 0; part < 2; part++)
+                {
+                    Vector128<byte> l0 = Vector128.LoadUnsafe(ref ql, (nuint)(64 * half + 16 * part));
+                    Vector128<byte> l1 = Vector128.LoadUnsafe(ref ql, (nuint)(64 * half + 32 + 16 * part));
+                    Vector128<byte> h = Vector128.LoadUnsafe(ref qh, (nuint)(32 * half + 16 * part));
+                    for (int k = 0; k < 4; k++)
+                    {
+                        Vector128<byte> low = k switch { 0 => l0 & nibble, 1 => l1 & nibble, 2 => Vector128.ShiftRightLogical(l0, 4), _ => Vector128.ShiftRightLogical(l1, 4) };
+                        Vector128<sbyte> code = (low | Vector128.ShiftLeft(Vector128.ShiftRightLogical(h, 2 * k) & three, 4)).AsSByte() - bias;
+                        int i = 128 * half + 32 * k + 16 * part;
+                        acc += IntDots128.Add(Vector128<int>.Zero, code, Vector128.LoadUnsafe(ref xb, (nuint)i)) * (int)Unsafe.Add(ref sc, i / 16);
+                    }
+                }
+            sum += HalfTable.Values[blk.D] * xd[b] * Vector128.Sum(acc);
+        }
+        return sum;
     }
 
     /// <summary>The specification: per super-block the exact integer Σ_j sc_j·Σ (q − 32)·x, times d·dx.</summary>

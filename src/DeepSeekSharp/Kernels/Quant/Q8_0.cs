@@ -47,7 +47,7 @@ public static class Q8_0
     public static float VecDotQ8_0Q8(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         if (xq.Length != w.Length * 32 || xd.Length != w.Length) ThrowHelper.LengthMismatch(nameof(xq), w.Length * 32, xq.Length);
-        if (!Avx2.IsSupported) return Scalar(w, xq, xd);
+        if (!Avx2.IsSupported) return IntDots128.IsSupported ? V128(w, xq, xd) : Scalar(w, xq, xd);
         // The AVX-VNNI kernel takes each block's Σx (QuantizedActivations.BlockSum, which callers of the matrices have).
         Span<short> sums = w.Length <= 256 ? stackalloc short[w.Length] : new short[w.Length];
         for (int b = 0; b < sums.Length; b++) sums[b] = QuantizedActivations.SumOf(xq.Slice(b * 32, 32));
@@ -57,6 +57,10 @@ public static class Q8_0
     /// <summary>The specification (see <see cref="BlockDots{T}.Scalar"/>).</summary>
     internal static float Scalar(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
         BlockDots<Q8_0Codes>.Scalar(MemoryMarshal.AsBytes(w), xq, xd);
+
+    /// <summary>128-bit path (see <see cref="BlockDots{T}.V128"/>).</summary>
+    internal static float V128(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd) =>
+        BlockDots<Q8_0Codes>.V128(MemoryMarshal.AsBytes(w), xq, xd);
 
     /// <summary>AVX2 path (see <see cref="BlockDots{T}.V256"/>).</summary>
     internal static float V256(ReadOnlySpan<BlockQ8_0> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum) =>
@@ -82,6 +86,13 @@ internal readonly struct Q8_0Codes : IBlockCodes
     public static Vector256<sbyte> Codes(ref byte block) => Vector256.LoadUnsafe(ref Unsafe.As<byte, sbyte>(ref Unsafe.Add(ref block, 2)));
 
     public static int Code(ReadOnlySpan<byte> block, int i) => (sbyte)block[2 + i];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high)
+    {
+        low = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 2)).AsSByte();
+        high = Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 18)).AsSByte();
+    }
 
     public static int Offset => 0;
 

@@ -151,6 +151,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         if (scales.Length < (x.Length + blockCols - 1) / blockCols) ThrowHelper.TooShort(nameof(scales), (x.Length + blockCols - 1) / blockCols, scales.Length);
         if (Vector512.IsHardwareAccelerated) return Scale<Simd512, Vector512<float>>(x, scales, blockCols, xs);
         if (Vector256.IsHardwareAccelerated) return Scale<Simd256, Vector256<float>>(x, scales, blockCols, xs);
+        if (Simd128.IsFast) return Scale<Simd128, Vector128<float>>(x, scales, blockCols, xs);
         float check = 0;
         for (int c = 0; c < x.Length; c++)
         {
@@ -198,6 +199,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
         if (xs.Length < n) ThrowHelper.TooShort(nameof(xs), n, xs.Length);
         if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported) return V512(codes, xs);
         if (Vector256.IsHardwareAccelerated && Avx2.IsSupported) return V256(codes, xs);
+        if (Simd128.IsFast) return V128(codes, xs);
         return Scalar(codes, xs);
     }
 
@@ -215,6 +217,9 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static float V256(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) => Vector<Simd256, Vector256<float>>(codes, xs);
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V128(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs) => Vector<Simd128, Vector128<float>>(codes, xs);
 
     /// <summary><see cref="Dot"/>'s loop: four accumulators over blocks of four vectors, one over single vectors,
     /// (s0 + s1) + (s2 + s3) reduced, then the scalar tail.</summary>

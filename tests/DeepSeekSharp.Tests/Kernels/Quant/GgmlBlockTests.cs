@@ -266,6 +266,7 @@ public class GgmlBlockTests
         Span<sbyte> q = act.Q.AsSpan(0, n);
         Span<float> d = act.D.AsSpan(0, superBlocks);
         float spec = Q6K.Scalar(wb, q, d);
+        if (IntDots128.IsSupported) Assert.Equal(spec, Q6K.V128(wb, q, d)); // integer sums, the same float steps: the same bits
         if (Avx2.IsSupported)
         {
             act.PrepareSums16(1);
@@ -300,6 +301,7 @@ public class GgmlBlockTests
         Span<float> d = act.D.AsSpan(0, blocks);
         float spec = LegacyQuants.Scalar(t, wb, q, d);
         if (Avx2.IsSupported) Assert.Equal(spec, LegacyQuants.V256(t, wb, q, d, act.BlockSum.AsSpan(0, blocks)), Math.Abs(spec) * 1e-5 + 1e-5 * blocks);
+        if (IntDots128.IsSupported) Assert.Equal(spec, LegacyQuants.V128(t, wb, q, d)); // exact sums, the same float steps: same bits
         var wd = new float[n];
         t.Traits().Dequantize(wb, wd);
         double exact = 0;

@@ -121,6 +121,7 @@ public class QuantKernelTests
         float spec = Q8_0.Scalar(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks));
         // integer block sums are exact, so paths differ only in float rounding of the scaled sums
         if (Avx2.IsSupported) Assert.Equal(spec, Q8_0.V256(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks), act.BlockSum.AsSpan(0, blocks)), 1e-5 * blocks);
+        if (IntDots128.IsSupported) Assert.Equal(spec, Q8_0.V128(wb, act.Q.AsSpan(0, blocks * 32), act.D.AsSpan(0, blocks))); // exact sums, the same float steps: same bits
         var wd = new float[blocks * 32];
         Q8_0.DequantizeRow(wb, wd);
         double exact = wd.Zip(x).Sum(p => (double)p.First * p.Second);
@@ -209,6 +210,7 @@ public class QuantKernelTests
         Span<short> s = act.BlockSum.AsSpan(0, superBlocks * 8);
         float spec = Q4K.Scalar(wb, q, d, s);
         if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q4K.V256(wb, q, d, s))); // same steps: same bits
+        if (IntDots128.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q4K.V128(wb, q, d, s)));
         var wd = new float[n];
         Q4K.DequantizeRow(wb, wd);
         var xd = new float[n];

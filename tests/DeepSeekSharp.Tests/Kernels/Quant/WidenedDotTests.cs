@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels;
 using DeepSeekSharp.Kernels.Quant;
@@ -88,6 +89,7 @@ public class WidenedDotTests
     {
         Assert.Equal(Dot.Scalar(widened, xs), WidenedDot<TC>.Scalar(codes, xs));
         if (Avx2.IsSupported) Assert.Equal(Dot.V256(widened, xs), WidenedDot<TC>.V256(codes, xs));
+        if (Vector128.IsHardwareAccelerated) Assert.Equal(Dot.V128(widened, xs), WidenedDot<TC>.V128(codes, xs));
         if (Avx512F.IsSupported) Assert.Equal(Dot.V512(widened, xs), WidenedDot<TC>.V512(codes, xs));
         Assert.Equal(Dot.Compute(widened, xs), WidenedDot<TC>.Compute(codes, xs));
     }
