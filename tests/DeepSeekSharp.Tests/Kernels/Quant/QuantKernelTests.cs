@@ -104,6 +104,38 @@ public class QuantKernelTests
     }
 
     [Theory]
+    [InlineData(32)]
+    [InlineData(256)]
+    public void ActivationQuantisation_EveryPathGivesTheSpecificationsCodes(int block)
+    {
+        var rng = new Random(block);
+        for (int trial = 0; trial < 50; trial++)
+        {
+            float[] v = Random(rng, block, 1 + trial);
+            if (trial % 5 == 1) Array.Clear(v); // an all-zero block: scale 0, codes 0
+            if (trial % 5 == 2)
+                for (int i = 0; i < block; i += 3) v[i] = (i % 7 - 3 + 0.5f) * (trial / 127f); // products at exact halves: ties to even
+            float amax = QuantizedActivations.MaxAbs(v), d = amax / 127f, inv = d > 0 ? 1f / d : 0f;
+            var want = new sbyte[block];
+            QuantizedActivations.Round(v, inv, want);
+            var got = new sbyte[block];
+            if (Vector128.IsHardwareAccelerated)
+            {
+                Assert.Equal(amax, QuantizedActivations.MaxAbsV128(v));
+                QuantizedActivations.RoundV128(v, inv, got);
+                Assert.Equal(want, got);
+            }
+            if (Avx2.IsSupported)
+            {
+                Assert.Equal(amax, QuantizedActivations.MaxAbsV256(v));
+                QuantizedActivations.RoundV256(v, inv, got);
+                Assert.Equal(want, got);
+            }
+            for (int b = 0; b < block; b += 32) Assert.Equal(want.Skip(b).Take(32).Sum(q => q), QuantizedActivations.SumOf(want.AsSpan(b, 32)));
+        }
+    }
+
+    [Theory]
     [InlineData(1)]
     [InlineData(3)]
     [InlineData(4)]
