@@ -77,15 +77,32 @@ public static unsafe class Gemm
         if (s.Length != length) ThrowHelper.LengthMismatch(name, length, s.Length);
     }
 
+    /// <summary>The widest vectors this CPU runs the kernel in (0: scalar); 128-bit only with a hardware FMA.</summary>
+    private static int Width => Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : Simd128.IsFast ? 128 : 0;
+
     private static void Run(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int nCols, int depth, bool accumulate)
     {
         // Chunks: panels of columns (wide enough to keep B's panel in L2) × blocks of RowBlock rows of C.
         int panel = Math.Min(nCols, Vector512.IsHardwareAccelerated ? 128 : 64);
         int panels = (nCols + panel - 1) / panel, blocks = (m + RowBlock - 1) / RowBlock;
         var job = GemmJob.Rent();
-        job.Set(a, aRow, aCol, b, bRow, c, cRow, m, nCols, depth, accumulate, panel, blocks);
+        job.Set(a, aRow, aCol, b, bRow, c, cRow, m, nCols, depth, accumulate, panel, blocks, Width);
         WorkerPool.Shared.Run(job, panels * blocks);
         job.Clear();
+    }
+
+    /// <summary>The kernel in <paramref name="width"/>-bit vectors (512, 256, 128; 0 scalar) on the calling thread, for
+    /// tests of every width the CPU can run whatever <see cref="Width"/> picks (C as in <see cref="Reference"/>).</summary>
+    internal static void RunAt(int width, ReadOnlySpan<float> a, long aRow, long aCol, ReadOnlySpan<float> b, long bRow, Span<float> c, long cRow,
+        int m, int nCols, int depth, bool accumulate)
+    {
+        var job = new GemmJob();
+        int panel = Math.Min(nCols, 64), panels = (nCols + panel - 1) / panel, blocks = (m + RowBlock - 1) / RowBlock;
+        fixed (float* pa = a, pb = b, pc = c)
+        {
+            job.Set(pa, aRow, aCol, pb, bRow, pc, cRow, m, nCols, depth, accumulate, panel, blocks, width);
+            for (int chunk = 0; chunk < panels * blocks; chunk++) job.Execute(chunk);
+        }
     }
 
     private sealed class GemmJob : PoolJob
@@ -93,13 +110,15 @@ public static unsafe class Gemm
         [ThreadStatic] private static GemmJob? _mine;
         private float* _a, _b, _c;
         private long _aRow, _aCol, _bRow, _cRow;
-        private int _m, _n, _depth, _panel, _blocks;
+        private int _m, _n, _depth, _panel, _blocks, _width;
         private bool _accumulate;
 
         public static GemmJob Rent() => _mine ??= new GemmJob();
 
-        public void Set(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int n, int depth, bool accumulate, int panel, int blocks)
+        public void Set(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int n, int depth, bool accumulate, int panel, int blocks,
+            int width)
         {
+            _width = width;
             _a = a; _b = b; _c = c;
             (_aRow, _aCol, _bRow, _cRow) = (aRow, aCol, bRow, cRow);
             (_m, _n, _depth, _accumulate, _panel, _blocks) = (m, n, depth, accumulate, panel, blocks);
@@ -118,9 +137,13 @@ public static unsafe class Gemm
             {
                 int p1 = Math.Min(_depth, p0 + DepthBlock);
                 bool load = _accumulate || p0 > 0;
-                if (Vector512.IsHardwareAccelerated) Block<Simd512, Vector512<float>>(i0, i1, j0, j1, p0, p1, load);
-                else if (Vector256.IsHardwareAccelerated) Block<Simd256, Vector256<float>>(i0, i1, j0, j1, p0, p1, load);
-                else ScalarBlock(i0, i1, j0, j1, p0, p1, load);
+                switch (_width)
+                {
+                    case 512: Block<Simd512, Vector512<float>>(i0, i1, j0, j1, p0, p1, load); break;
+                    case 256: Block<Simd256, Vector256<float>>(i0, i1, j0, j1, p0, p1, load); break;
+                    case 128: Block<Simd128, Vector128<float>>(i0, i1, j0, j1, p0, p1, load); break;
+                    default: ScalarBlock(i0, i1, j0, j1, p0, p1, load); break;
+                }
             }
         }
 
