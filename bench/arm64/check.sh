@@ -4,9 +4,16 @@
 # latent cache, as tests/…/GoldenForwardTests asserts); random GGUF models (Q8_0 and Q5_0 rows, Q4_K with a Q6_K
 # head) against the same files on x86, with ARM's dot-product extension and without it; and the README's command.
 # QEMU's speed says nothing about an ARM CPU's; this checks the 128-bit kernels' results. Needs (Debian, as root): dpkg --add-architecture arm64; apt-get install qemu-user-static libc6:arm64
-# libstdc++6:arm64 libgcc-s1:arm64 zlib1g:arm64. Run from the repository root.
+# libstdc++6:arm64 libgcc-s1:arm64 zlib1g:arm64 (`--install` does that when QEMU is missing). Run from the
+# repository root.
 set -euo pipefail
 out=${ARM64_OUT:-/tmp/dss-arm64}
+if [ "${1:-}" == "--install" ] && ! command -v qemu-aarch64-static >/dev/null; then
+    # What the check needs, from Debian's registry (as root): QEMU and an ARM64 C runtime for .NET's host.
+    dpkg --add-architecture arm64
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static libc6:arm64 libstdc++6:arm64 libgcc-s1:arm64 zlib1g:arm64 >/dev/null
+fi
 dotnet publish src/DeepSeekSharp.Cli -c Release -r linux-arm64 --self-contained -o "$out/bin" -v q -nologo >/dev/null
 dotnet build src/DeepSeekSharp.Cli -c Release -v q -nologo >/dev/null
 # With .NET's W^X double mapping of JIT code, runs under QEMU 7.2 crash now and then (builds without the 128-bit
