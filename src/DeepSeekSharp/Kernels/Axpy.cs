@@ -14,29 +14,23 @@ public static class Axpy
         ref float rx = ref MemoryMarshal.GetReference(x);
         ref float ry = ref MemoryMarshal.GetReference(y);
         int n = x.Length, i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var va = Vector512.Create(a);
-            for (; i + 16 <= n; i += 16)
-                Vector512.FusedMultiplyAdd(Vector512.LoadUnsafe(ref rx, (nuint)i), va, Vector512.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
-        }
-        else if (Vector256.IsHardwareAccelerated)
-        {
-            var va = Vector256.Create(a);
-            for (; i + 8 <= n; i += 8)
-                Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref rx, (nuint)i), va, Vector256.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
-        }
+        if (Vector512.IsHardwareAccelerated) i = Body<Simd512, Vector512<float>>(ref rx, a, ref ry, n);
+        else if (Vector256.IsHardwareAccelerated) i = Body<Simd256, Vector256<float>>(ref rx, a, ref ry, n);
         else if (Simd128.IsFast) i = V128(ref rx, a, ref ry, n);
         for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(x[i], a, y[i]);
     }
 
-    /// <summary>The 128-bit body (ARM64; tests on x86); returns the index of the first element left for the tail.</summary>
-    internal static int V128(ref float rx, float a, ref float ry, int n)
+    /// <summary>The 128-bit body (ARM64; tests on x86).</summary>
+    internal static int V128(ref float rx, float a, ref float ry, int n) => Body<Simd128, Vector128<float>>(ref rx, a, ref ry, n);
+
+    /// <summary>The whole vectors, one fused multiply-add per element; returns the index of the first element left for
+    /// the tail.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static int Body<TS, TV>(ref float rx, float a, ref float ry, int n) where TS : ISimd<TV> where TV : struct
     {
-        var va = Vector128.Create(a);
+        TV va = TS.Broadcast(a);
         int i = 0;
-        for (; i + 4 <= n; i += 4)
-            Vector128.FusedMultiplyAdd(Vector128.LoadUnsafe(ref rx, (nuint)i), va, Vector128.LoadUnsafe(ref ry, (nuint)i)).StoreUnsafe(ref ry, (nuint)i);
+        for (; i + TS.Count <= n; i += TS.Count) TS.Store(TS.Fma(TS.Load(ref rx, (nuint)i), va, TS.Load(ref ry, (nuint)i)), ref ry, (nuint)i);
         return i;
     }
 

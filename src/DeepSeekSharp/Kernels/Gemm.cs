@@ -82,12 +82,9 @@ public static unsafe class Gemm
 
     private static void Run(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int nCols, int depth, bool accumulate)
     {
-        // Chunks: panels of columns (wide enough to keep B's panel in L2) × blocks of RowBlock rows of C.
-        int panel = Math.Min(nCols, Vector512.IsHardwareAccelerated ? 128 : 64);
-        int panels = (nCols + panel - 1) / panel, blocks = (m + RowBlock - 1) / RowBlock;
         var job = GemmJob.Rent();
-        job.Set(a, aRow, aCol, b, bRow, c, cRow, m, nCols, depth, accumulate, panel, blocks, Width);
-        WorkerPool.Shared.Run(job, panels * blocks);
+        int chunks = job.Set(a, aRow, aCol, b, bRow, c, cRow, m, nCols, depth, accumulate, Width);
+        WorkerPool.Shared.Run(job, chunks);
         job.Clear();
     }
 
@@ -97,11 +94,10 @@ public static unsafe class Gemm
         int m, int nCols, int depth, bool accumulate)
     {
         var job = new GemmJob();
-        int panel = Math.Min(nCols, 64), panels = (nCols + panel - 1) / panel, blocks = (m + RowBlock - 1) / RowBlock;
         fixed (float* pa = a, pb = b, pc = c)
         {
-            job.Set(pa, aRow, aCol, pb, bRow, pc, cRow, m, nCols, depth, accumulate, panel, blocks, width);
-            for (int chunk = 0; chunk < panels * blocks; chunk++) job.Execute(chunk);
+            int chunks = job.Set(pa, aRow, aCol, pb, bRow, pc, cRow, m, nCols, depth, accumulate, width);
+            for (int chunk = 0; chunk < chunks; chunk++) job.Execute(chunk);
         }
     }
 
@@ -115,13 +111,17 @@ public static unsafe class Gemm
 
         public static GemmJob Rent() => _mine ??= new GemmJob();
 
-        public void Set(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int n, int depth, bool accumulate, int panel, int blocks,
-            int width)
+        /// <summary>Takes the product's operands and returns its number of chunks: panels of columns (wide enough to keep
+        /// B's panel in L2) × blocks of RowBlock rows of C.</summary>
+        public int Set(float* a, long aRow, long aCol, float* b, long bRow, float* c, long cRow, int m, int n, int depth, bool accumulate, int width)
         {
             _width = width;
             _a = a; _b = b; _c = c;
             (_aRow, _aCol, _bRow, _cRow) = (aRow, aCol, bRow, cRow);
-            (_m, _n, _depth, _accumulate, _panel, _blocks) = (m, n, depth, accumulate, panel, blocks);
+            (_m, _n, _depth, _accumulate) = (m, n, depth, accumulate);
+            _panel = Math.Min(n, width == 512 ? 128 : 64);
+            _blocks = (m + RowBlock - 1) / RowBlock;
+            return (n + _panel - 1) / _panel * _blocks;
         }
 
         public void Clear() { _a = null; _b = null; _c = null; }
