@@ -96,6 +96,45 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     /// <summary>Rows [r0, r0 + count) changed: looked at again on their next use.</summary>
     private protected void Forget(int r0, int count) => _rowState.AsSpan(r0, count).Clear();
 
+    /// <summary>Rows [h·<paramref name="headRows"/>, h·headRows + <paramref name="part"/>) of every head h transposed
+    /// and stacked ([heads · Cols, part]; row h·Cols + c holds column c of head h's part) in this format again: the same
+    /// codes, moved, and the same values — each block of the part keeps its scale, its rows and columns swapped. For
+    /// absorbed MLA's W_UK (kv_b_proj's k_nope rows per head): FP8 stays one byte a weight instead of float32's four.
+    /// Kept in quads where those suit the transposed rows (<see cref="PanelMatrix{TC}.Suits"/>), else in the file
+    /// layout. Null when a head's part is not whole blocks (a block straddling two heads' rows or the part's end).</summary>
+    internal Matrix? TransposeHeadParts(int heads, int headRows, int part)
+    {
+        if (heads <= 0 || part <= 0 || (long)heads * headRows != Rows || headRows % _br != 0 || part % _br != 0 || Cols % _bc != 0) return null;
+        int cols = Cols, partBlocks = part / _br, bytes = TC.Bytes;
+        var buffer = new NativeBuffer((long)heads * cols * part * bytes, weights: true);
+        var scales = new float[heads * (cols / _bc) * partBlocks];
+        (int Rows, int Cols) block = (_bc, _br);
+        byte* t = buffer.Pointer;
+        try
+        {
+            for (int h = 0; h < heads; h++)
+                for (int d = 0; d < part; d++)
+                {
+                    ReadOnlySpan<byte> row = RawRow(h * headRows + d);
+                    byte* column = t + ((long)h * cols * part + d) * bytes;
+                    for (int c = 0; c < cols; c++)
+                        for (int k = 0; k < bytes; k++) column[((long)c * part) * bytes + k] = row[c * bytes + k];
+                }
+            // Transposed block (h, c / bc, d / br) is original block (h·headRows / br + d / br, c / bc).
+            for (int h = 0; h < heads; h++)
+                for (int cb = 0; cb < cols / _bc; cb++)
+                    for (int db = 0; db < partBlocks; db++)
+                        scales[(h * (cols / _bc) + cb) * partBlocks + db] = ScaleAt((h * headRows) / _br + db, cb);
+            if (!PanelMatrix<TC>.Suits(heads * cols, part, block)) return new WidenedMatrix<TC>(Format, heads * cols, part, t, scales, block, buffer);
+        }
+        catch
+        {
+            buffer.Dispose();
+            throw;
+        }
+        using (buffer) return PanelMatrix<TC>.From(Format, heads * cols, part, t, scales, block);
+    }
+
     public override void DequantizeRow(int r, Span<float> dst) => TC.Dequantize(RawRow(r), RowScales(r), _bc, dst);
 
     public override void SetRow(int r, ReadOnlySpan<float> values)
@@ -183,44 +222,4 @@ internal static class UnitScale
     public static (int Rows, int Cols) Block(int rows, int cols) => (Math.Max(rows, 1), Math.Max(cols, 1));
 }
 
-/// <summary>FP8 E4M3 codes as V3/R1 ship them (one byte per weight) with one float scale per block of rows × columns.</summary>
-internal unsafe class Fp8Matrix(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner)
-    : WidenedMatrix<Fp8Codes>(WeightFormat.FP8, rows, cols, codes, scales, block, owner)
-{
-    /// <summary>Rows [h·<paramref name="headRows"/>, h·headRows + <paramref name="part"/>) of every head h transposed
-    /// and stacked ([heads · Cols, part]; row h·Cols + c holds column c of head h's part) as FP8 again: the same codes,
-    /// moved, and the same values — each block of the part keeps its scale, its rows and columns swapped. For
-    /// absorbed MLA's W_UK (kv_b_proj's k_nope rows per head), one byte a weight instead of float32's four. Null when
-    /// a head's part is not whole blocks (a block straddling two heads' rows or the part's end).</summary>
-    internal Fp8Matrix? TransposeHeadParts(int heads, int headRows, int part)
-    {
-        (int br, int bc) = Block;
-        if (heads <= 0 || part <= 0 || (long)heads * headRows != Rows || headRows % br != 0 || part % br != 0 || Cols % bc != 0) return null;
-        int cols = Cols, partBlocks = part / br;
-        var buffer = new NativeBuffer((long)heads * cols * part, weights: true);
-        try
-        {
-            byte* t = buffer.Pointer;
-            for (int h = 0; h < heads; h++)
-                for (int d = 0; d < part; d++)
-                {
-                    ReadOnlySpan<byte> row = RawRow(h * headRows + d);
-                    byte* column = t + (long)h * cols * part + d;
-                    for (int c = 0; c < cols; c++) column[(long)c * part] = row[c];
-                }
-            // Transposed block (h, c / bc, d / br) is original block (h·headRows / br + d / br, c / bc).
-            var scales = new float[heads * (cols / bc) * partBlocks];
-            for (int h = 0; h < heads; h++)
-                for (int cb = 0; cb < cols / bc; cb++)
-                    for (int db = 0; db < partBlocks; db++)
-                        scales[(h * (cols / bc) + cb) * partBlocks + db] = ScaleAt((h * headRows) / br + db, cb);
-            return new Fp8Matrix(heads * cols, part, t, scales, (bc, br), buffer);
-        }
-        catch
-        {
-            buffer.Dispose();
-            throw;
-        }
-    }
-}
 

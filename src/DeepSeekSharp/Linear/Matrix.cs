@@ -223,7 +223,7 @@ public abstract unsafe class Matrix : IDisposable
     /// <summary>An FP8 E4M3 matrix over raw codes with one float scale per <paramref name="block"/> tile
     /// (DeepSeek-V3's weight_scale_inv: W[r, c] = fp8(q[r, c]) · scale[r / br, c / bc]).</summary>
     public static Matrix CreateFp8(int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, IDisposable? owner) =>
-        new Fp8Matrix(rows, cols, codes, scales, block, owner);
+        new WidenedMatrix<Fp8Codes>(WeightFormat.FP8, rows, cols, codes, scales, block, owner);
 
     /// <summary>A matrix of <paramref name="format"/> from float32 values (tests, small weights).</summary>
     public static Matrix FromValues(int rows, int cols, ReadOnlySpan<float> values, WeightFormat format = WeightFormat.F32) =>

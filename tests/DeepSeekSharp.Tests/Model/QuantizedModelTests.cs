@@ -179,6 +179,44 @@ public class QuantizedModelTests(ITestOutputHelper output)
         Assert.Equal((long)qa.Rows * qa.Cols, qa.Bytes);
     }
 
+    /// <summary>Absorbed MLA's transposed W_UK made from an FP8 kv_b_proj whose heads are whole 128 × 128 blocks stays
+    /// FP8 at one byte a weight — whichever layout kv_b_proj is kept in (quads with AVX-512, the file layout without) —
+    /// and holds exactly kv_b_proj's k_nope values, transposed (a float32 copy read four bytes a weight every step).</summary>
+    [Fact]
+    public void Fp8KvB_GivesAnFp8TransposedWk_HoldingTheSameValues()
+    {
+        ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { QkNopeHeadDim = 128, VHeadDim = 128, KvLoraRank = 128 };
+        string dir = Path.Combine(Path.GetTempPath(), "dss-fp8-wk-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            RandomCheckpoint.Create(c, dir, WeightFormat.FP8, seed: 5);
+            using DeepSeekModel m = DeepSeekModel.Load(dir);
+            int nope = c.QkNopeHeadDim, rank = c.KvLoraRank, headRows = nope + c.VHeadDim;
+            var kvB = new float[c.NHeads * headRows * rank];
+            var row = new float[nope];
+            foreach (BlockWeights block in m.Weights.Blocks)
+            {
+                Matrix wkT = block.Attn.WkT, wkvB = block.Attn.WkvB;
+                Assert.Equal(WeightFormat.FP8, wkvB.Format);
+                Assert.Equal(WeightFormat.FP8, wkT.Format);
+                Assert.Equal((c.NHeads * rank, nope), (wkT.Rows, wkT.Cols));
+                Assert.Equal((long)wkT.Rows * wkT.Cols, wkT.Bytes);
+                for (int r = 0; r < wkvB.Rows; r++) wkvB.DequantizeRow(r, kvB.AsSpan(r * rank, rank));
+                for (int h = 0; h < c.NHeads; h++)
+                    for (int cc = 0; cc < rank; cc++)
+                    {
+                        wkT.DequantizeRow(h * rank + cc, row);
+                        for (int d = 0; d < nope; d++)
+                            Assert.Equal(BitConverter.SingleToInt32Bits(kvB[(h * headRows + d) * rank + cc]), BitConverter.SingleToInt32Bits(row[d]));
+                    }
+            }
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void RandomFp8Checkpoint_HoldsE4M3ProjectionsWithTileScales_CloseToTheSameSeedInFloat32_AndThreadCountInvariant()
     {

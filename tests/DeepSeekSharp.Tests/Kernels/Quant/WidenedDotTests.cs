@@ -348,7 +348,7 @@ public class WidenedDotTests
         float[] scales = Floats(rng, heads * headRows / 128 * (rank / 128), 0.001, 0.01);
         fixed (byte* p = codes)
         {
-            using var kvB = (Fp8Matrix)Matrix.CreateFp8(heads * headRows, rank, p, scales, (128, 128), owner: null);
+            using var kvB = (WidenedMatrix<Fp8Codes>)Matrix.CreateFp8(heads * headRows, rank, p, scales, (128, 128), owner: null);
             using Matrix wkT = kvB.TransposeHeadParts(heads, headRows, nope)!;
             Assert.Equal(WeightFormat.FP8, wkT.Format);
             Assert.Equal((heads * rank, nope), (wkT.Rows, wkT.Cols));
