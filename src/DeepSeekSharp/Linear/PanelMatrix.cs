@@ -184,11 +184,23 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                 for (int g = b0 / groupRows * groupRows; g < b1; g += groupRows)
                 {
                     int lo = Math.Max(b0, g), hi = Math.Min(b1, g + groupRows);
+                    if (Quads && widened && lo == g)
+                    {
+                        // A run of whole quads whose rows all widen: one call, straight into y.
+                        int end = g;
+                        while (end + groupRows <= b1 && Widens(end) && Widens(end + 1) && Widens(end + 2) && Widens(end + 3)) end += groupRows;
+                        if (end > g)
+                        {
+                            WidenedDot<TC>.Quads(GroupOf(g), (end - g) / groupRows, cols, scaled, y + (g - rowStart));
+                            g = end - groupRows;
+                            continue;
+                        }
+                    }
                     bool whole = widened;
                     for (int r = lo; r < hi; r++) whole &= Widens(r);
                     if (whole)
                     {
-                        if (Quads) WidenedDot<TC>.Quads(GroupOf(g), cols, scaled, lanes);
+                        if (Quads) WidenedDot<TC>.Quads(GroupOf(g), 1, cols, scaled, lanes);
                         else WidenedDot<TC>.Panels(GroupOf(g), cols, Panel, scaled, carried, lanes);
                         for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
                         continue;

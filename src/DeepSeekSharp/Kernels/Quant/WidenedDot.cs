@@ -360,48 +360,68 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// <summary>Rows of a group <see cref="Quads"/> takes, and the columns of each row's run between the others'.</summary>
     public const int QuadRows = 4, QuadRun = 64;
 
-    /// <summary>Four rows interleaved by runs of 64 codes (<see cref="Linear.PanelMatrix{TC}"/> in quads: row k's codes of
-    /// columns [c, c + 64) at (4c + 64k) · bytes) against one token's scaled activations: row k's result in
-    /// <paramref name="result"/>[k], bit for bit <see cref="Compute"/>'s on the row (each row its own four
-    /// accumulators over the 64-column steps, <see cref="Dot"/>'s order; <paramref name="n"/> a multiple of 64, so no
-    /// single-vector step and no tail). The four rows share each load of the activations and the loop, and their codes
-    /// are one stream: a row at a time, a core's one-token FP8 product runs out of arithmetic before the memory does.
-    /// The 512-bit path only (<see cref="FourAtOnce"/>).</summary>
+    /// <summary><paramref name="quads"/> consecutive groups of four rows interleaved by runs of 64 codes
+    /// (<see cref="Linear.PanelMatrix{TC}"/> in quads: row k's codes of columns [c, c + 64) at (4c + 64k) · bytes, the
+    /// next group right after) against one token's scaled activations: row k of group q's result in
+    /// <paramref name="result"/>[4q + k], bit for bit <see cref="Compute"/>'s on the row (each row its own four
+    /// accumulators over the 64-column steps, <see cref="Dot"/>'s order, reduced as <c>Vector512.Sum</c> reduces;
+    /// <paramref name="n"/> a multiple of 64, so no single-vector step and no tail). The four rows share each load of
+    /// the activations and the loop, and their codes are one stream: a row at a time, a core's one-token FP8 product
+    /// runs out of arithmetic before the memory does. The four sums are reduced together (<see cref="Sum4"/>), and
+    /// the groups run in one call: rows of 128 codes (absorbed MLA's W_UK and W_UV per head) otherwise spend more on
+    /// the reductions and the calls than on the codes. The 512-bit path only (<see cref="FourAtOnce"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static unsafe void Quads(byte* group, int n, float* xs, float* result)
+    internal static unsafe void Quads(byte* group, int quads, int n, float* xs, float* result)
     {
         const int w16 = 16;
         int run = QuadRun * TC.Bytes;
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
-        byte* t = group;
-        for (int j = 0; j + 4 * w16 <= n; j += 4 * w16, t += QuadRows * run)
+        for (int q = 0; q < quads; q++, result += QuadRows)
         {
-            Vector512<float> x = Vector512.Load(xs + j);
-            a0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, 0), x, a0);
-            b0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), 0), x, b0);
-            c0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), 0), x, c0);
-            d0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), 0), x, d0);
-            x = Vector512.Load(xs + j + w16);
-            a1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, w16), x, a1);
-            b1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), w16), x, b1);
-            c1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), w16), x, c1);
-            d1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), w16), x, d1);
-            x = Vector512.Load(xs + j + 2 * w16);
-            a2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, 2 * w16), x, a2);
-            b2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), 2 * w16), x, b2);
-            c2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), 2 * w16), x, c2);
-            d2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), 2 * w16), x, d2);
-            x = Vector512.Load(xs + j + 3 * w16);
-            a3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *t, 3 * w16), x, a3);
-            b3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + run), 3 * w16), x, b3);
-            c3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 2 * run), 3 * w16), x, c3);
-            d3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(t + 3 * run), 3 * w16), x, d3);
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+            for (int j = 0; j + 4 * w16 <= n; j += 4 * w16, group += QuadRows * run)
+            {
+                Vector512<float> x = Vector512.Load(xs + j);
+                a0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, 0), x, a0);
+                b0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), 0), x, b0);
+                c0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), 0), x, c0);
+                d0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), 0), x, d0);
+                x = Vector512.Load(xs + j + w16);
+                a1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, w16), x, a1);
+                b1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), w16), x, b1);
+                c1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), w16), x, c1);
+                d1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), w16), x, d1);
+                x = Vector512.Load(xs + j + 2 * w16);
+                a2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, 2 * w16), x, a2);
+                b2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), 2 * w16), x, b2);
+                c2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), 2 * w16), x, c2);
+                d2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), 2 * w16), x, d2);
+                x = Vector512.Load(xs + j + 3 * w16);
+                a3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, 3 * w16), x, a3);
+                b3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), 3 * w16), x, b3);
+                c3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), 3 * w16), x, c3);
+                d3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), 3 * w16), x, d3);
+            }
+            Sum4((a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3), (c0 + c1) + (c2 + c3), (d0 + d1) + (d2 + d3)).Store(result);
         }
-        result[0] = Simd512.Sum((a0 + a1) + (a2 + a3));
-        result[1] = Simd512.Sum((b0 + b1) + (b2 + b3));
-        result[2] = Simd512.Sum((c0 + c1) + (c2 + c3));
-        result[3] = Simd512.Sum((d0 + d1) + (d2 + d3));
+    }
+
+    /// <summary>[Sum(v0), Sum(v1), Sum(v2), Sum(v3)], each the bits of <c>Vector512.Sum</c>, which adds in each 128-bit
+    /// quarter neighbouring lanes, then the two pairs ((e0 + e1) + (e2 + e3)), then quarters 0 + 1 and 2 + 3, then the
+    /// halves: the same additions here for the four vectors at once, in eleven shuffles and adds where four sums take
+    /// about a hundred instructions.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector128<float> Sum4(Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
+    {
+        const byte Even = 0b10_00_10_00, Odd = 0b11_01_11_01;
+        // Per quarter: [v0 (e0+e1), v0 (e2+e3), v1 (e0+e1), v1 (e2+e3)], and v2, v3 alike.
+        Vector512<float> p01 = Avx512F.Shuffle(v0, v1, Even) + Avx512F.Shuffle(v0, v1, Odd);
+        Vector512<float> p23 = Avx512F.Shuffle(v2, v3, Even) + Avx512F.Shuffle(v2, v3, Odd);
+        // Per quarter: the quarter's sum of v0, v1, v2, v3.
+        Vector512<float> quarters = Avx512F.Shuffle(p01, p23, Even) + Avx512F.Shuffle(p01, p23, Odd);
+        // Quarter 0: quarters 0 + 1; quarter 2: quarters 2 + 3.
+        Vector512<float> halves = quarters + Avx512F.Shuffle4x128(quarters, quarters, 0b10_11_00_01);
+        return halves.GetLower().GetLower() + halves.GetUpper().GetLower();
     }
 
     /// <summary>The product without widening, for rows with special codes and activations whose scaled values would

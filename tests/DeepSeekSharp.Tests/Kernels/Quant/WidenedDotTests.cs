@@ -302,16 +302,21 @@ public class WidenedDotTests
     /// <summary>FP8 rows up to two panels wide, in whole runs of 64 columns, kept in quads (four rows interleaved by
     /// runs of 64 codes) give the file layout's bits: one token (the quad kernel, across a last partial group and a
     /// block row boundary), part of the rows starting inside a group, three tokens (rows gathered), a row with a NaN
-    /// code (that row NaN, the rest of its quad unchanged), and every row's values.</summary>
+    /// code (that row NaN, the rest of its quad unchanged), and every row's values. Block rows of 8 give runs of two
+    /// quads per kernel call, one block for all rows runs of up to nine (the NaN row ends one); 128 columns is absorbed
+    /// MLA's per-head width.</summary>
     [Theory]
-    [InlineData(64)]
-    [InlineData(1408)]
-    [InlineData(2048)]
-    [InlineData(4096)]
-    public unsafe void Quads_GiveTheFileLayoutsBits(int cols)
+    [InlineData(64, 8)]
+    [InlineData(128, 8)]
+    [InlineData(128, 128)]
+    [InlineData(1408, 8)]
+    [InlineData(2048, 8)]
+    [InlineData(2048, 128)]
+    [InlineData(4096, 8)]
+    public unsafe void Quads_GiveTheFileLayoutsBits(int cols, int blockRows)
     {
         const int rows = 39; // a last quad of three rows
-        (int, int) block = (8, 128);
+        (int, int) block = (blockRows, 128);
         bool suits = PanelMatrix<Fp8Codes>.Suits(rows, cols, block);
         Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
         Assert.False(PanelMatrix<Fp8Codes>.Suits(rows, cols, (6, 128))); // a block row boundary inside a quad
@@ -319,7 +324,7 @@ public class WidenedDotTests
         var rng = new Random(cols);
         byte[] codes = Codes(rng, rows * cols);
         codes[21 * cols + cols / 2] = 0xFF; // NaN: row 21 computes NaN, rows 20, 22 and 23 as before
-        float[] scales = Floats(rng, (rows + 7) / 8 * ((cols + 127) / 128), 0.001, 0.01);
+        float[] scales = Floats(rng, (rows + blockRows - 1) / blockRows * ((cols + 127) / 128), 0.001, 0.01);
         float[] x = Floats(rng, 3 * cols, 0, 2);
         fixed (byte* p = codes)
         {
