@@ -20,29 +20,45 @@ namespace DeepSeekSharp.Linear;
 /// layout read several at once are streams the hardware prefetcher does not follow. Zen 5, the same bits: `bench
 /// stream --in-cache FP8` (one thread, in L2) 39.5 / 40.8 → 43.1 / 44.1 GB/s; `bench stream --rows 1408 --cols 2048
 /// --count 200 FP8` from memory, paired in the same runs: faster in three of five runs on two threads (41.9–47.8 →
-/// 44.1–51.1 GB/s; 47.3 → 46.3 and 34.0 → 32.9 the others) and in two of four on one — within the host's drift.</para></summary>
+/// 44.1–51.1 GB/s; 47.3 → 46.3 and 34.0 → 32.9 the others) and in two of four on one — within the host's drift.</para>
+/// <para>Wider FP8 rows in whole runs of 64 (V3's 7,168 and 18,432 columns) are kept as quad panels: groups of sixteen
+/// rows, four quads each, by panels of <see cref="QuadPanel"/> columns (a panel's 2 KB of activations stay in L1 for
+/// the group's four quads, which a whole row's 28–72 KB do not beside the stream), each row's accumulators carried
+/// across the panels. `bench stream --cols N FP8`, Zen 5, three rounds alternating with the sixteen-row panels: at
+/// 7,168 columns 30.3 / 32.3 / 28.6 → 44.4 / 37.5 / 41.8 GB/s on two threads and 18.9 / 15.5 / 15.2 → 23.6 / 20.0 /
+/// 22.4 on one; at 18,432 37.0 / 30.7 / 36.7 → 38.0 / 40.8 / 42.6 and 21.4 / 20.5 / 20.3 → 18.8 / 23.6 / 23.9.</para></summary>
 internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>Columns per panel.</summary>
     public const int Panel = 2048;
+
+    /// <summary>Columns per panel where FP8 rows wider than <see cref="MinCols"/> are kept as quad panels.</summary>
+    public const int QuadPanel = 512;
+
     private readonly byte* _groups;
     private readonly int _groupRows, _panel;
+    private readonly int _quadsPerGroup, _quadPanel; // quads a group and their panel's columns; 0: sixteen rows by panels
 
-    /// <summary>Whether the rows are kept in quads (four rows by runs of 64 codes) rather than sixteen rows by panels.</summary>
-    public bool Quads { get; }
+    /// <summary>Whether the rows are kept in quads (four rows by runs of 64 codes: one quad a group with whole rows, or
+    /// four quads a group by panels of <see cref="QuadPanel"/> columns) rather than sixteen rows by panels.</summary>
+    public bool Quads => _quadsPerGroup > 0;
 
     private PanelMatrix(WeightFormat format, int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
         : base(format, rows, cols, groups, scales, block, owner)
     {
         _groups = groups;
-        Quads = InQuads(cols);
         _groupRows = GroupRowsFor(cols);
+        (_quadsPerGroup, _quadPanel) = InQuads(cols) ? (1, cols) : InQuadPanels(cols) ? (_groupRows / WidenedDot<TC>.QuadRows, QuadPanel) : (0, 0);
         _panel = Quads ? WidenedDot<TC>.QuadRun : Panel;
     }
 
-    /// <summary>Rows of <paramref name="cols"/> columns kept in quads: FP8 (one-byte codes) no wider than
+    /// <summary>Rows of <paramref name="cols"/> columns kept in quads, one a group: FP8 (one-byte codes) no wider than
     /// <see cref="MinCols"/>, in whole runs of 64.</summary>
     private static bool InQuads(int cols) => TC.Bytes == 1 && cols <= MinCols && cols % WidenedDot<TC>.QuadRun == 0;
+
+    /// <summary>Rows of <paramref name="cols"/> columns kept in quad panels (sixteen rows, four quads by panels of
+    /// <see cref="QuadPanel"/>): FP8 wider than <see cref="MinCols"/>, in whole runs of 64.</summary>
+    private static bool InQuadPanels(int cols) => TC.Bytes == 1 && cols > MinCols && cols % WidenedDot<TC>.QuadRun == 0;
 
     private static int GroupRowsFor(int cols) => InQuads(cols) ? WidenedDot<TC>.QuadRows : WidenedDot<TC>.PanelRows;
 
@@ -134,11 +150,16 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     /// <summary>The group holding row <paramref name="r"/>.</summary>
     private byte* GroupOf(int r) => _groups + (long)(r / _groupRows) * _groupRows * RowBytes;
 
-    /// <summary>Row <paramref name="r"/>'s codes of the panel starting at column <paramref name="p0"/>.</summary>
+    /// <summary>Row <paramref name="r"/>'s codes of the panel (of quads: the run) starting at column <paramref name="p0"/>.</summary>
     private Span<byte> Piece(int r, int p0)
     {
-        int w = Math.Min(_panel, Cols - p0) * TC.Bytes;
-        return new Span<byte>(GroupOf(r) + (long)_groupRows * p0 * TC.Bytes + (long)(r % _groupRows) * w, w);
+        int w = Math.Min(_panel, Cols - p0) * TC.Bytes, k = r % _groupRows;
+        if (!Quads) return new Span<byte>(GroupOf(r) + (long)_groupRows * p0 * TC.Bytes + (long)k * w, w);
+        // The group's panels before p0's are whole; in p0's panel, quad k / 4 after the earlier quads, run after run.
+        int first = p0 / _quadPanel * _quadPanel, width = Math.Min(_quadPanel, Cols - first);
+        long at = (long)_groupRows * first + (long)(k / WidenedDot<TC>.QuadRows) * WidenedDot<TC>.QuadRows * width
+            + (long)(p0 - first) * WidenedDot<TC>.QuadRows + (long)(k % WidenedDot<TC>.QuadRows) * WidenedDot<TC>.QuadRun;
+        return new Span<byte>(GroupOf(r) + at * TC.Bytes, w);
     }
 
     /// <summary>Row <paramref name="r"/>'s codes gathered into this thread's scratch: valid until the next call on the
@@ -156,6 +177,14 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     }
 
     private protected override int RowUnit(int n) => _groupRows;
+
+    /// <summary>Whether every row of the group starting at row <paramref name="g"/> widens exactly.</summary>
+    private bool WholeGroupWidens(int g)
+    {
+        for (int r = g; r < g + _groupRows; r++)
+            if (!Widens(r)) return false;
+        return true;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
@@ -186,12 +215,12 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                     int lo = Math.Max(b0, g), hi = Math.Min(b1, g + groupRows);
                     if (Quads && widened && lo == g)
                     {
-                        // A run of whole quads whose rows all widen: one call, straight into y.
+                        // A run of whole groups whose rows all widen: one call, straight into y.
                         int end = g;
-                        while (end + groupRows <= b1 && Widens(end) && Widens(end + 1) && Widens(end + 2) && Widens(end + 3)) end += groupRows;
+                        while (end + groupRows <= b1 && WholeGroupWidens(end)) end += groupRows;
                         if (end > g)
                         {
-                            WidenedDot<TC>.Quads(GroupOf(g), (end - g) / groupRows, cols, scaled, y + (g - rowStart));
+                            WidenedDot<TC>.Quads(GroupOf(g), (end - g) / groupRows, _quadsPerGroup, cols, _quadPanel, scaled, carried, y + (g - rowStart));
                             g = end - groupRows;
                             continue;
                         }
@@ -200,7 +229,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                     for (int r = lo; r < hi; r++) whole &= Widens(r);
                     if (whole)
                     {
-                        if (Quads) WidenedDot<TC>.Quads(GroupOf(g), 1, cols, scaled, lanes);
+                        if (Quads) WidenedDot<TC>.Quads(GroupOf(g), 1, _quadsPerGroup, cols, _quadPanel, scaled, carried, lanes);
                         else WidenedDot<TC>.Panels(GroupOf(g), cols, Panel, scaled, carried, lanes);
                         for (int r = lo; r < hi; r++) y[r - rowStart] = lanes[r - g];
                         continue;

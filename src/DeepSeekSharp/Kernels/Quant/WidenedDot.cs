@@ -360,50 +360,76 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// <summary>Rows of a group <see cref="Quads"/> takes, and the columns of each row's run between the others'.</summary>
     public const int QuadRows = 4, QuadRun = 64;
 
-    /// <summary><paramref name="quads"/> consecutive groups of four rows interleaved by runs of 64 codes
-    /// (<see cref="Linear.PanelMatrix{TC}"/> in quads: row k's codes of columns [c, c + 64) at (4c + 64k) · bytes, the
-    /// next group right after) against one token's scaled activations: row k of group q's result in
-    /// <paramref name="result"/>[4q + k], bit for bit <see cref="Compute"/>'s on the row (each row its own four
-    /// accumulators over the 64-column steps, <see cref="Dot"/>'s order, reduced as <c>Vector512.Sum</c> reduces;
-    /// <paramref name="n"/> a multiple of 64, so no single-vector step and no tail). The four rows share each load of
-    /// the activations and the loop, and their codes are one stream: a row at a time, a core's one-token FP8 product
-    /// runs out of arithmetic before the memory does. The four sums are reduced together (<see cref="Sum4"/>), and
-    /// the groups run in one call: rows of 128 codes (absorbed MLA's W_UK and W_UV per head) otherwise spend more on
-    /// the reductions and the calls than on the codes. The 512-bit path only (<see cref="FourAtOnce"/>).</summary>
+    /// <summary><paramref name="groups"/> consecutive groups of <paramref name="perGroup"/> quads (four rows interleaved
+    /// by runs of 64 codes) against one token's scaled activations, as <see cref="Linear.PanelMatrix{TC}"/> keeps FP8
+    /// rows: a group holds, panel after panel of <paramref name="panel"/> columns (the last one narrower where
+    /// <paramref name="n"/> is not whole panels), its quads' codes of that panel, quad after quad, each as runs of 64
+    /// columns with the four rows' runs in turn. Quad q of group g's row k in <paramref name="result"/>[4 (g ·
+    /// perGroup + q) + k], bit for bit <see cref="Compute"/>'s on the row: each row its four accumulators over the
+    /// 64-column steps in column order (<see cref="Dot"/>'s), carried across panels in <paramref name="carried"/> (256
+    /// floats a quad), reduced as <c>Vector512.Sum</c> reduces (<see cref="Sum4"/>, the four rows at once);
+    /// <paramref name="n"/> and <paramref name="panel"/> multiples of 64, so no single-vector step and no tail. The
+    /// codes are one stream, each load of the activations serves four rows, and a panel's activations stay in L1 for
+    /// every quad of the group (one quad a group with one panel: rows up to 4,096 columns; four quads by panels of 512
+    /// for wider rows, whose activations no longer stay in L1 across a whole row). The groups run in one call: rows of
+    /// 128 codes (absorbed MLA's W_UK and W_UV per head) otherwise spend more on the reductions and the calls than on
+    /// the codes. The 512-bit path only (<see cref="FourAtOnce"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static unsafe void Quads(byte* group, int quads, int n, float* xs, float* result)
+    internal static unsafe void Quads(byte* codes, int groups, int perGroup, int n, int panel, float* xs, float* carried, float* result)
     {
         const int w16 = 16;
         int run = QuadRun * TC.Bytes;
-        for (int q = 0; q < quads; q++, result += QuadRows)
-        {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
-            Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
-            for (int j = 0; j + 4 * w16 <= n; j += 4 * w16, group += QuadRows * run)
+        for (int g = 0; g < groups; g++, result += perGroup * QuadRows)
+            for (int p0 = 0; p0 < n; p0 += panel)
             {
-                Vector512<float> x = Vector512.Load(xs + j);
-                a0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, 0), x, a0);
-                b0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), 0), x, b0);
-                c0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), 0), x, c0);
-                d0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), 0), x, d0);
-                x = Vector512.Load(xs + j + w16);
-                a1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, w16), x, a1);
-                b1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), w16), x, b1);
-                c1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), w16), x, c1);
-                d1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), w16), x, d1);
-                x = Vector512.Load(xs + j + 2 * w16);
-                a2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, 2 * w16), x, a2);
-                b2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), 2 * w16), x, b2);
-                c2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), 2 * w16), x, c2);
-                d2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), 2 * w16), x, d2);
-                x = Vector512.Load(xs + j + 3 * w16);
-                a3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *group, 3 * w16), x, a3);
-                b3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + run), 3 * w16), x, b3);
-                c3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 2 * run), 3 * w16), x, c3);
-                d3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(group + 3 * run), 3 * w16), x, d3);
+                int end = Math.Min(n, p0 + panel);
+                bool first = p0 == 0, last = end == n;
+                for (int q = 0; q < perGroup; q++)
+                {
+                    float* c = carried + 256 * q;
+                    Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+                    Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, d0 = default, d1 = default, d2 = default, d3 = default;
+                    if (!first)
+                    {
+                        a0 = Vector512.Load(c); a1 = Vector512.Load(c + 16); a2 = Vector512.Load(c + 32); a3 = Vector512.Load(c + 48);
+                        b0 = Vector512.Load(c + 64); b1 = Vector512.Load(c + 80); b2 = Vector512.Load(c + 96); b3 = Vector512.Load(c + 112);
+                        c0 = Vector512.Load(c + 128); c1 = Vector512.Load(c + 144); c2 = Vector512.Load(c + 160); c3 = Vector512.Load(c + 176);
+                        d0 = Vector512.Load(c + 192); d1 = Vector512.Load(c + 208); d2 = Vector512.Load(c + 224); d3 = Vector512.Load(c + 240);
+                    }
+                    for (int j = p0; j < end; j += 4 * w16, codes += QuadRows * run)
+                    {
+                        Vector512<float> x = Vector512.Load(xs + j);
+                        a0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *codes, 0), x, a0);
+                        b0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + run), 0), x, b0);
+                        c0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 2 * run), 0), x, c0);
+                        d0 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 3 * run), 0), x, d0);
+                        x = Vector512.Load(xs + j + w16);
+                        a1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *codes, w16), x, a1);
+                        b1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + run), w16), x, b1);
+                        c1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 2 * run), w16), x, c1);
+                        d1 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 3 * run), w16), x, d1);
+                        x = Vector512.Load(xs + j + 2 * w16);
+                        a2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *codes, 2 * w16), x, a2);
+                        b2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + run), 2 * w16), x, b2);
+                        c2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 2 * run), 2 * w16), x, c2);
+                        d2 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 3 * run), 2 * w16), x, d2);
+                        x = Vector512.Load(xs + j + 3 * w16);
+                        a3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *codes, 3 * w16), x, a3);
+                        b3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + run), 3 * w16), x, b3);
+                        c3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 2 * run), 3 * w16), x, c3);
+                        d3 = Vector512.FusedMultiplyAdd(TC.Load<Simd512, Vector512<float>>(ref *(codes + 3 * run), 3 * w16), x, d3);
+                    }
+                    if (last)
+                    {
+                        Sum4((a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3), (c0 + c1) + (c2 + c3), (d0 + d1) + (d2 + d3)).Store(result + QuadRows * q);
+                        continue;
+                    }
+                    a0.Store(c); a1.Store(c + 16); a2.Store(c + 32); a3.Store(c + 48);
+                    b0.Store(c + 64); b1.Store(c + 80); b2.Store(c + 96); b3.Store(c + 112);
+                    c0.Store(c + 128); c1.Store(c + 144); c2.Store(c + 160); c3.Store(c + 176);
+                    d0.Store(c + 192); d1.Store(c + 208); d2.Store(c + 224); d3.Store(c + 240);
+                }
             }
-            Sum4((a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3), (c0 + c1) + (c2 + c3), (d0 + d1) + (d2 + d3)).Store(result);
-        }
     }
 
     /// <summary>[Sum(v0), Sum(v1), Sum(v2), Sum(v3)], each the bits of <c>Vector512.Sum</c>, which adds in each 128-bit

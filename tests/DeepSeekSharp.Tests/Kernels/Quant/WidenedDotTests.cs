@@ -228,6 +228,42 @@ public class WidenedDotTests
         }
     }
 
+    /// <summary>FP8 rows wider than <see cref="PanelMatrix{TC}.MinCols"/> in whole runs of 64 are kept as quad panels
+    /// (sixteen rows, four quads by panels of 512 columns, each row's accumulators carried across the panels) and give
+    /// the file layout's bits: one token (runs of whole groups, a last partial group, a last narrower panel), part of
+    /// the rows starting inside a group, three tokens (rows gathered), a row with a NaN code (that row NaN, the rest of
+    /// its group unchanged), and every row's values.</summary>
+    [Theory]
+    [InlineData(4288, 16)]  // eight panels of 512 and one of 192
+    [InlineData(4288, 32)]  // runs of two groups
+    [InlineData(7168, 128)] // V3's hidden size: fourteen whole panels, one block for all rows
+    public unsafe void QuadPanels_GiveTheFileLayoutsBits(int cols, int blockRows)
+    {
+        const int rows = 37;
+        (int, int) block = (blockRows, 128);
+        bool suits = PanelMatrix<Fp8Codes>.Suits(rows, cols, block);
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
+        Assert.False(PanelMatrix<Fp8Codes>.Suits(rows, cols, (8, 128))); // a block row boundary inside a group of sixteen
+        if (!suits) return;
+        var rng = new Random(cols + blockRows);
+        byte[] codes = Codes(rng, rows * cols);
+        codes[21 * cols + cols - 100] = 0xFF; // NaN in the last panel: row 21 computes NaN, the rest of its group as before
+        float[] scales = Floats(rng, (rows + blockRows - 1) / blockRows * ((cols + 127) / 128), 0.001, 0.01);
+        float[] x = Floats(rng, 3 * cols, 0, 2);
+        fixed (byte* p = codes)
+        {
+            using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
+            using var quads = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block);
+            Assert.True(quads.Quads);
+            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, quads, x, (1, 0, rows), (1, 5, 29), (1, 32, 5), (3, 0, rows), (2, 17, 20)))
+            {
+                if (start <= 21 && 21 < start + count) Assert.True(float.IsNaN(actual[21 - start]));
+                Assert.Equal(tokens * count - (start <= 21 && 21 < start + count ? tokens : 0), actual.Count(float.IsFinite));
+            }
+            AssertSameRows(file, quads);
+        }
+    }
+
     /// <summary>A wide FP8 tensor read from a checkpoint (not memory-mapped) comes back in panels where this CPU keeps
     /// them, with the stored values; memory-mapped, it stays in the file layout.</summary>
     [Fact]
