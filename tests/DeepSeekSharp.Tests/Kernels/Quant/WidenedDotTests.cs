@@ -228,42 +228,6 @@ public class WidenedDotTests
         }
     }
 
-    /// <summary>FP8 rows wider than <see cref="PanelMatrix{TC}.MinCols"/> in whole runs of 64 are kept as quad panels
-    /// (sixteen rows, four quads by panels of 512 columns, each row's accumulators carried across the panels) and give
-    /// the file layout's bits: one token (runs of whole groups, a last partial group, a last narrower panel), part of
-    /// the rows starting inside a group, three tokens (rows gathered), a row with a NaN code (that row NaN, the rest of
-    /// its group unchanged), and every row's values.</summary>
-    [Theory]
-    [InlineData(4288, 16)]  // eight panels of 512 and one of 192
-    [InlineData(4288, 32)]  // runs of two groups
-    [InlineData(7168, 128)] // V3's hidden size: fourteen whole panels, one block for all rows
-    public unsafe void QuadPanels_GiveTheFileLayoutsBits(int cols, int blockRows)
-    {
-        const int rows = 37;
-        (int, int) block = (blockRows, 128);
-        bool suits = PanelMatrix<Fp8Codes>.Suits(rows, cols, block);
-        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
-        Assert.False(PanelMatrix<Fp8Codes>.Suits(rows, cols, (8, 128))); // a block row boundary inside a group of sixteen
-        if (!suits) return;
-        var rng = new Random(cols + blockRows);
-        byte[] codes = Codes(rng, rows * cols);
-        codes[21 * cols + cols - 100] = 0xFF; // NaN in the last panel: row 21 computes NaN, the rest of its group as before
-        float[] scales = Floats(rng, (rows + blockRows - 1) / blockRows * ((cols + 127) / 128), 0.001, 0.01);
-        float[] x = Floats(rng, 3 * cols, 0, 2);
-        fixed (byte* p = codes)
-        {
-            using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
-            using var quads = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block);
-            Assert.True(quads.Quads);
-            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, quads, x, (1, 0, rows), (1, 5, 29), (1, 32, 5), (3, 0, rows), (2, 17, 20)))
-            {
-                if (start <= 21 && 21 < start + count) Assert.True(float.IsNaN(actual[21 - start]));
-                Assert.Equal(tokens * count - (start <= 21 && 21 < start + count ? tokens : 0), actual.Count(float.IsFinite));
-            }
-            AssertSameRows(file, quads);
-        }
-    }
-
     /// <summary>A wide FP8 tensor read from a checkpoint (not memory-mapped) comes back in panels where this CPU keeps
     /// them, with the stored values; memory-mapped, it stays in the file layout.</summary>
     [Fact]
@@ -335,12 +299,13 @@ public class WidenedDotTests
         return suits;
     }
 
-    /// <summary>FP8 rows up to two panels wide, in whole runs of 64 columns, kept in quads (four rows interleaved by
-    /// runs of 64 codes) give the file layout's bits: one token (the quad kernel, across a last partial group and a
+    /// <summary>FP8 rows in whole runs of 64 columns, kept in quads (four rows interleaved by runs of 64 codes) give
+    /// the file layout's bits: one token (the quad kernel, across a last partial group and a
     /// block row boundary), part of the rows starting inside a group, three tokens (rows gathered), a row with a NaN
     /// code (that row NaN, the rest of its quad unchanged), and every row's values. Block rows of 8 give runs of two
     /// quads per kernel call, one block for all rows runs of up to nine (the NaN row ends one); 128 columns is absorbed
-    /// MLA's per-head width.</summary>
+    /// MLA's per-head width. Wider rows are quad panels (sixteen rows, four quads by panels of 512 columns, each row's
+    /// accumulators carried across the panels): the same cases, with groups of sixteen and a last narrower panel.</summary>
     [Theory]
     [InlineData(64, 8)]
     [InlineData(128, 8)]
@@ -349,6 +314,9 @@ public class WidenedDotTests
     [InlineData(2048, 8)]
     [InlineData(2048, 128)]
     [InlineData(4096, 8)]
+    [InlineData(4288, 16)]  // quad panels: eight panels of 512 and one of 192
+    [InlineData(4288, 32)]  // runs of two groups
+    [InlineData(7168, 128)] // V3's hidden size: fourteen whole panels, one block for all rows
     public unsafe void Quads_GiveTheFileLayoutsBits(int cols, int blockRows)
     {
         const int rows = 39; // a last quad of three rows
