@@ -21,12 +21,16 @@ namespace DeepSeekSharp.Linear;
 /// stream --in-cache FP8` (one thread, in L2) 39.5 / 40.8 → 43.1 / 44.1 GB/s; `bench stream --rows 1408 --cols 2048
 /// --count 200 FP8` from memory, paired in the same runs: faster in three of five runs on two threads (41.9–47.8 →
 /// 44.1–51.1 GB/s; 47.3 → 46.3 and 34.0 → 32.9 the others) and in two of four on one — within the host's drift.</para>
-/// <para>Wider FP8 rows in whole runs of 64 (V3's 7,168 and 18,432 columns) are kept as quad panels: groups of sixteen
+/// <para>Rows wider than 4,096 columns in whole runs of 64 (V3's 7,168 and 18,432 columns; FP8, BF16 and F16) are kept
+/// as quad panels: groups of sixteen
 /// rows, four quads each, by panels of <see cref="QuadPanel"/> columns (a panel's 2 KB of activations stay in L1 for
 /// the group's four quads, which a whole row's 28–72 KB do not beside the stream), each row's accumulators carried
 /// across the panels. `bench stream --cols N FP8`, Zen 5, three rounds alternating with the sixteen-row panels: at
 /// 7,168 columns 30.3 / 32.3 / 28.6 → 44.4 / 37.5 / 41.8 GB/s on two threads and 18.9 / 15.5 / 15.2 → 23.6 / 20.0 /
-/// 22.4 on one; at 18,432 37.0 / 30.7 / 36.7 → 38.0 / 40.8 / 42.6 and 21.4 / 20.5 / 20.3 → 18.8 / 23.6 / 23.9.</para></summary>
+/// 22.4 on one; at 18,432 37.0 / 30.7 / 36.7 → 38.0 / 40.8 / 42.6 and 21.4 / 20.5 / 20.3 → 18.8 / 23.6 / 23.9. BF16
+/// at 7,168 against the file layout: 34.9 / 33.6 / 33.3 → 44.1 / 41.1 / 45.0 on two threads; F16 at 7,168 34.1 / 31.1 →
+/// 42.3 / 44.2 and 14.3 / 15.1 → 20.0 / 26.2 on one; BF16 at 16,384 against sixteen-row panels 43.9 / 37.3 → 45.2 /
+/// 45.2 and 21.3 / 18.8 → 26.7 / 22.7.</para></summary>
 internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>Columns per panel.</summary>
@@ -57,22 +61,24 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     private static bool InQuads(int cols) => TC.Bytes == 1 && cols <= MinCols && cols % WidenedDot<TC>.QuadRun == 0;
 
     /// <summary>Rows of <paramref name="cols"/> columns kept in quad panels (sixteen rows, four quads by panels of
-    /// <see cref="QuadPanel"/>): FP8 wider than <see cref="MinCols"/>, in whole runs of 64.</summary>
-    private static bool InQuadPanels(int cols) => TC.Bytes == 1 && cols > MinCols && cols % WidenedDot<TC>.QuadRun == 0;
+    /// <see cref="QuadPanel"/>): wider than 4,096 columns, in whole runs of 64, whatever the code's width.</summary>
+    private static bool InQuadPanels(int cols) => cols > 2 * Panel && cols % WidenedDot<TC>.QuadRun == 0;
 
     private static int GroupRowsFor(int cols) => InQuads(cols) ? WidenedDot<TC>.QuadRows : WidenedDot<TC>.PanelRows;
 
-    /// <summary>Columns a row must exceed to be kept in panels: two panels for FP8 (at 7,168 columns, 23 → 27 GB/s on
-    /// two threads), four for two-byte codes — `bench stream --cols N` on Zen 5, two threads then one, file layout →
-    /// panels: BF16 at 7,168 columns 36.4 → 34.6 and 22.3 → 23.0 GB/s (no gain: 28 KB of activations share L1 with the
-    /// stream well enough); at 16,384 BF16 36.1 → 35.2 and 20.0 → 23.9, F16 32.1 → 34.4 and 17.8 → 22.6.</summary>
+    /// <summary>Columns a row must exceed to be kept in sixteen-row panels where it is not in whole runs of 64 (those
+    /// wider than 4,096 are quad panels): two panels for FP8 (at 7,168 columns, 23 → 27 GB/s on two threads), four
+    /// for two-byte codes — `bench stream --cols N` on Zen 5, two threads then one, file layout → panels: BF16 at 7,168
+    /// columns 36.4 → 34.6 and 22.3 → 23.0 GB/s (no gain: 28 KB of activations share L1 with the stream well enough);
+    /// at 16,384 BF16 36.1 → 35.2 and 20.0 → 23.9, F16 32.1 → 34.4 and 17.8 → 22.6.</summary>
     public static int MinCols => (TC.Bytes == 1 ? 2 : 4) * Panel;
 
-    /// <summary>Whether a [rows, cols] matrix with these blocks is kept here in panels (rows wider than
-    /// <see cref="MinCols"/>) or in quads (FP8 rows up to that width, in whole runs of 64 columns): block rows whole
-    /// groups (of sixteen rows, of four), or one block for all rows, and the 512-bit widened kernel on this CPU.</summary>
+    /// <summary>Whether a [rows, cols] matrix with these blocks is kept here: in quads (FP8 rows up to 4,096 columns),
+    /// in quad panels (any rows wider than 4,096), both in whole runs of 64 columns, or in sixteen-row panels (rows
+    /// wider than <see cref="MinCols"/>); block rows whole groups (of sixteen rows, of four), or one block for all
+    /// rows, and the 512-bit widened kernel on this CPU.</summary>
     public static bool Suits(int rows, int cols, (int Rows, int Cols) block) =>
-        rows > 0 && (cols > MinCols || InQuads(cols)) && (block.Rows % GroupRowsFor(cols) == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
+        rows > 0 && (cols > MinCols || InQuads(cols) || InQuadPanels(cols)) && (block.Rows % GroupRowsFor(cols) == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
 
     /// <summary>An empty [rows, cols] matrix in panels (rows to be set by <see cref="ReadStoredRows"/> or
     /// <see cref="Matrix.SetRow"/>).</summary>

@@ -442,16 +442,19 @@ public class WidenedDotTests
         Assert.False(F16Codes.HasSpecialCode(BitConverter.GetBytes((ushort)0x7BFF))); // 65504, the largest finite
     }
 
-    /// <summary>BF16 and F16 rows wider than four panels are kept in panels (where this CPU has the kernel) and give the
-    /// file layout's bits: one token across a partial last group and a last panel with single vectors and a scalar
-    /// tail, part of the rows, several tokens (rows gathered), rows set after use (F16 infinity: that row infinite),
+    /// <summary>BF16 and F16 rows wider than 4,096 columns in whole runs of 64 are kept in quad panels, other rows wider
+    /// than four panels in sixteen-row panels (where this CPU has the kernel), and give the file layout's bits: one
+    /// token across a partial last group and a last panel (with single vectors and a scalar tail where not whole runs),
+    /// part of the rows, several tokens (rows gathered), rows set after use (F16 infinity: that row infinite),
     /// and every row's values.</summary>
     [Theory]
-    [InlineData(WeightFormat.BF16)]
-    [InlineData(WeightFormat.F16)]
-    public void WideBf16AndF16_InPanels_GiveTheFileLayoutsBits(WeightFormat format)
+    [InlineData(WeightFormat.BF16, 4 * 2048 + 88)] // sixteen-row panels, the last one: one 64-column step, one vector, eight scalars
+    [InlineData(WeightFormat.F16, 4 * 2048 + 88)]
+    [InlineData(WeightFormat.BF16, 7168)]          // V3's width, in whole runs of 64: quad panels
+    [InlineData(WeightFormat.F16, 7168)]
+    public void WideBf16AndF16_InPanels_GiveTheFileLayoutsBits(WeightFormat format, int cols)
     {
-        const int rows = 45, cols = 4 * PanelMatrix<Bf16Codes>.Panel + 88; // last panel: one 64-column step, one vector, eight scalars
+        const int rows = 45;
         var rng = new Random(45);
         float[] w = Floats(rng, rows * cols, 0, 1.5);
         float[] x = Floats(rng, 5 * cols, 0, 2);
@@ -459,7 +462,8 @@ public class WidenedDotTests
         using Matrix panels = Matrix.FromValues(rows, cols, w, format);
         bool kept = format == WeightFormat.BF16 ? WidenedDot<Bf16Codes>.FourAtOnce : WidenedDot<F16Codes>.FourAtOnce;
         Assert.Equal(kept, panels is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>);
-        Assert.False(Matrix.FromValues(rows, 7168, w.AsSpan(0, rows * 7168), format) is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>); // V3's width: the file layout
+        Assert.Equal(kept && cols % 64 == 0, panels is PanelMatrix<Bf16Codes> { Quads: true } or PanelMatrix<F16Codes> { Quads: true });
+        Assert.False(Matrix.FromValues(rows, 4096, w.AsSpan(0, rows * 4096), format) is PanelMatrix<Bf16Codes> or PanelMatrix<F16Codes>); // 4,096 wide: the file layout
         void Same() => SameProducts(file, panels, x, (1, 0, rows), (1, 7, 30), (5, 0, rows), (2, 33, 12));
         Same();
         AssertSameRows(file, panels);
