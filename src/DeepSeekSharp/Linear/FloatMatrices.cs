@@ -100,8 +100,8 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     /// and stacked ([heads · Cols, part]; row h·Cols + c holds column c of head h's part) in this format again: the same
     /// codes, moved, and the same values — each block of the part keeps its scale, its rows and columns swapped. For
     /// absorbed MLA's W_UK (kv_b_proj's k_nope rows per head): FP8 stays one byte a weight instead of float32's four.
-    /// Kept in quads where those suit the transposed rows (<see cref="PanelMatrix{TC}.Suits"/>), else in the file
-    /// layout. Null when a head's part is not whole blocks (a block straddling two heads' rows or the part's end).</summary>
+    /// Kept as a <see cref="PanelMatrix{TC}"/> where one suits the transposed rows (FP8 rows of 128: quads), else in the
+    /// file layout. Null when a head's part is not whole blocks (a block straddling two heads' rows or the part's end).</summary>
     internal Matrix? TransposeHeadParts(int heads, int headRows, int part)
     {
         if (heads <= 0 || part <= 0 || (long)heads * headRows != Rows || headRows % _br != 0 || part % _br != 0 || Cols % _bc != 0) return null;

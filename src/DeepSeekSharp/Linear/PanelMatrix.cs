@@ -36,8 +36,11 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     /// <summary>Columns per panel.</summary>
     public const int Panel = 2048;
 
-    /// <summary>Columns per panel where FP8 rows wider than <see cref="MinCols"/> are kept as quad panels.</summary>
+    /// <summary>Columns per panel of quad panels (rows wider than <see cref="QuadCols"/> in whole runs of 64).</summary>
     public const int QuadPanel = 512;
+
+    /// <summary>The widest rows kept in quads of whole rows (FP8); wider rows in whole runs of 64 are quad panels.</summary>
+    private const int QuadCols = 2 * Panel;
 
     private readonly byte* _groups;
     private readonly int _groupRows, _panel;
@@ -57,12 +60,12 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     }
 
     /// <summary>Rows of <paramref name="cols"/> columns kept in quads, one a group: FP8 (one-byte codes) no wider than
-    /// <see cref="MinCols"/>, in whole runs of 64.</summary>
-    private static bool InQuads(int cols) => TC.Bytes == 1 && cols <= MinCols && cols % WidenedDot<TC>.QuadRun == 0;
+    /// <see cref="QuadCols"/>, in whole runs of 64.</summary>
+    private static bool InQuads(int cols) => TC.Bytes == 1 && cols <= QuadCols && cols % WidenedDot<TC>.QuadRun == 0;
 
     /// <summary>Rows of <paramref name="cols"/> columns kept in quad panels (sixteen rows, four quads by panels of
-    /// <see cref="QuadPanel"/>): wider than 4,096 columns, in whole runs of 64, whatever the code's width.</summary>
-    private static bool InQuadPanels(int cols) => cols > 2 * Panel && cols % WidenedDot<TC>.QuadRun == 0;
+    /// <see cref="QuadPanel"/>): wider than <see cref="QuadCols"/>, in whole runs of 64, whatever the code's width.</summary>
+    private static bool InQuadPanels(int cols) => cols > QuadCols && cols % WidenedDot<TC>.QuadRun == 0;
 
     private static int GroupRowsFor(int cols) => InQuads(cols) ? WidenedDot<TC>.QuadRows : WidenedDot<TC>.PanelRows;
 

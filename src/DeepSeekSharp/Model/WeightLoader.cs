@@ -84,8 +84,8 @@ internal sealed class WeightLoader(ModelConfig c, ITensorSource r, LoadOptions o
     private Matrix TransposeKNope(Matrix wkvB)
     {
         int nope = c.QkNopeHeadDim, rank = c.KvLoraRank, headRows = nope + c.VHeadDim;
-        // FP8 (V3/R1 as shipped), in the file layout or in quads: the codes and block scales transposed, the same values
-        // at a byte a weight.
+        // FP8 (V3/R1 as shipped), whatever layout kv_b_proj is kept in: the codes and block scales transposed, the same
+        // values at a byte a weight.
         if (wkvB is WidenedMatrix<Fp8Codes> fp8 && fp8.TransposeHeadParts(c.NHeads, headRows, nope) is { } transposedFp8) return transposedFp8;
         // Same format as kv_b_proj where it can be written; exact F32 for F32/FP8 sources; else Q8_0, else F32.
         WeightFormat format = wkvB.Format is WeightFormat.F32 or WeightFormat.FP8 ? WeightFormat.F32
