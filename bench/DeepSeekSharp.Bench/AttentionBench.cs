@@ -4,19 +4,22 @@ using DeepSeekSharp.Kernels;
 namespace DeepSeekSharp.Bench;
 
 /// <summary>GFLOP/s of decode's blocked absorbed attention (<see cref="AbsorbedBlocks"/>) on one thread, for V2-Lite's
-/// widths (16 heads, latent 512 + rotary 64): over one block resident in L2, and over a cache of each given depth
-/// (16 heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory); each depth with the cache
+/// widths (16 heads, or <c>--heads H</c>: V3's 128; latent 512 + rotary 64): over one block resident in L2, and over a cache of each given depth
+/// (heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory); each depth with the cache
 /// as float32 and as bfloat16 in turn.</summary>
 internal static class AttentionBench
 {
     public static void Run(string[] args)
     {
-        const int heads = 16, rank = 512, rope = 64, width = rank + rope;
+        const int rank = 512, rope = 64, width = rank + rope;
+        int heads = 16;
+        if (args.Length > 1 && args[0] == "--heads") (heads, args) = (int.Parse(args[1]), args[2..]);
         int[] depths = args.Length > 0 ? args.Select(int.Parse).ToArray() : [LatentAttention.BlockPositions, 4096, 16384];
         Console.WriteLine($"one thread; Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}; heads {heads}, widths {rank} + {rope}");
         var rng = new Random(1);
         foreach (int depth in depths)
         {
+            if (depth < LatentAttention.BlockPositions * 4) Threaded(heads, depth);
             AbsorbedBlocks? blocks = AbsorbedBlocks.For(heads, rank, rope, depth);
             if (blocks is null) { Console.WriteLine("no blocked path on this CPU"); return; }
             // Rows from a 64-byte boundary, as the engine's latent cache keeps them.
@@ -53,6 +56,44 @@ internal static class AttentionBench
                 double seconds = Seconds(run);
                 Console.WriteLine($"depth {depth,6} {name}: {seconds * 1e3,8:F3} ms  {flops / seconds / 1e9,6:F1} GFLOP/s  cache {depth * width * (double)bytes / seconds / 1e9,5:F1} GB/s");
             }
+        }
+    }
+
+    /// <summary>A short context's attend step on one thread, and on two with whole blocks a chunk against each block's
+    /// heads in parts as decode splits them (<see cref="AbsorbedBlocks.PartsFor"/>).</summary>
+    private static void Threaded(int heads, int depth)
+    {
+        const int rank = 512, rope = 64, width = rank + rope;
+        AbsorbedBlocks blocks = AbsorbedBlocks.For(heads, rank, rope, depth)!;
+        var rng = new Random(2);
+        float[]? cacheArray = null;
+        Span<float> rows = AlignedScratch.Grow(ref cacheArray, depth * width);
+        for (int i = 0; i < rows.Length; i++) rows[i] = (float)(rng.NextDouble() - 0.5);
+        for (int h = 0; h < heads; h++)
+        {
+            Span<float> q = blocks.Query(0, h);
+            for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
+        }
+        int n = AbsorbedBlocks.Blocks(depth);
+        foreach ((int threads, int parts) in new[] { (1, 1), (2, 1), (2, blocks.PartsFor(n, 2)) })
+        {
+            using var pool = new WorkerPool(threads);
+            var job = new AttendJob(blocks, cacheArray!, depth, parts);
+            double seconds = Seconds(() => pool.Run(job, n * job.Parts));
+            Console.WriteLine($"depth {depth,6} f32 : {seconds * 1e3,8:F3} ms on {threads} thread(s), {n} block(s) in {job.Parts} part(s) each");
+        }
+    }
+
+    private sealed class AttendJob(AbsorbedBlocks blocks, float[] cache, int depth, int parts) : PoolJob
+    {
+        private const int Width = 512 + 64;
+
+        public int Parts => parts;
+
+        public override void Execute(int chunk)
+        {
+            int b = chunk / parts, s0 = b * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, depth - s0);
+            blocks.AttendRows(0, b, cache.AsSpan(s0 * Width, rows * Width), rows, 0.07f, chunk - b * parts, parts);
         }
     }
 

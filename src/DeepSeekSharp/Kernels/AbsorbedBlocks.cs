@@ -69,28 +69,46 @@ public sealed class AbsorbedBlocks
         AttendRows(t, slot, cache.Slice(s0 * _width, n * _width), n, scale);
     }
 
-    /// <summary>Attention of token <paramref name="t"/>'s every head over the <paramref name="n"/> rows of one block
-    /// ([n, rank + rope], at most <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>.</summary>
-    public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale)
+    /// <summary>Parts a block's heads can be attended in (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int)"/>):
+    /// a group of four heads a part at most.</summary>
+    public int HeadParts => _padded / 4;
+
+    /// <summary>Parts to attend each of <paramref name="blocks"/> blocks' heads in on <paramref name="threads"/>
+    /// threads: one on one thread or where the blocks alone give every thread four or more chunks, else enough that they do (as far as
+    /// the heads divide), so that a short context's few blocks (each all of V3's 128 heads, the last one short) are not
+    /// attended by one thread while the others wait.</summary>
+    public int PartsFor(int blocks, int threads) =>
+        threads <= 1 ? 1 : Math.Clamp((4 * threads + blocks - 1) / Math.Max(blocks, 1), 1, HeadParts);
+
+    /// <summary>Attention of token <paramref name="t"/>'s heads in part <paramref name="part"/> of
+    /// <paramref name="parts"/> over the <paramref name="n"/> rows of one block ([n, rank + rope], at most
+    /// <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>. Heads are independent, so a block
+    /// attended in parts holds the bits it holds attended whole.</summary>
+    public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale, int part = 0, int parts = 1)
     {
-        Check(t, slot, n);
-        LatentAttention.AbsorbedBlock(_padded / 4, Queries.Slice(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            Out.Slice(slot * _padded * _rank, _padded * _rank), Max.Slice(slot * _padded, _padded), Sum.Slice(slot * _padded, _padded));
+        (int h0, int heads) = Check(t, slot, n, part, parts);
+        LatentAttention.AbsorbedBlock(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
+            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads));
     }
 
-    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float)"/> over rows kept as bfloat16.</summary>
-    public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale)
+    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int)"/> over rows kept as bfloat16.</summary>
+    public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale, int part = 0, int parts = 1)
     {
-        Check(t, slot, n);
-        LatentAttention.AbsorbedBlockBf16(_padded / 4, Queries.Slice(t * _padded * _width, _padded * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            Out.Slice(slot * _padded * _rank, _padded * _rank), Max.Slice(slot * _padded, _padded), Sum.Slice(slot * _padded, _padded));
+        (int h0, int heads) = Check(t, slot, n, part, parts);
+        LatentAttention.AbsorbedBlockBf16(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
+            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads));
     }
 
-    private void Check(int t, int slot, int n)
+    /// <summary>The first padded head of the part and its heads (whole groups of four, parts as even as they divide).</summary>
+    private (int First, int Heads) Check(int t, int slot, int n, int part, int parts)
     {
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
         if ((uint)slot >= (uint)Slots) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"{Slots} slots");
         if (n < 1 || n > LatentAttention.BlockPositions) throw new ArgumentOutOfRangeException(nameof(n), n, $"1 to {LatentAttention.BlockPositions} rows a block");
+        if (parts < 1 || parts > HeadParts) throw new ArgumentOutOfRangeException(nameof(parts), parts, $"1 to {HeadParts} parts");
+        if ((uint)part >= (uint)parts) throw new ArgumentOutOfRangeException(nameof(part), part, $"{parts} parts");
+        int g0 = part * HeadParts / parts, g1 = (part + 1) * HeadParts / parts;
+        return (4 * g0, 4 * (g1 - g0));
     }
 
     /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> from its

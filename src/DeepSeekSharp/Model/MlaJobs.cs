@@ -6,12 +6,13 @@ namespace DeepSeekSharp.Model;
 /// <see cref="AbsorbedBlocks.Tokens"/> tokens at a time: fold every token's queries into the latent space (heads four
 /// a chunk, W_UK read once for all the tokens), then attend over the cache blocks (a block of a token a chunk: each
 /// block of the cache is read once for all heads, the threads share the blocks of every token whose results the
-/// blocks' slots hold at once) and merge each head's blocks per token; the last merge step also projects every
-/// token's latents back with W_UV (heads four a chunk, read once). A speculative pass of four tokens a few hundred
-/// positions deep takes the three parallel steps one token takes; deeper, tokens attend in as many turns as the slots
-/// need. Each token's products are the bits it gets alone (every weight format gives a token the same bits whatever
-/// number of tokens shares a product), and block boundaries are fixed, so the result depends neither on the tokens
-/// decoded together nor on the thread count.</summary>
+/// blocks' slots hold at once; where the blocks are fewer than four times the threads, each block's heads go in parts) and
+/// merge each head's blocks per token; the last merge step also projects every token's latents back with W_UV (heads
+/// four a chunk, read once). A speculative pass of four tokens a few hundred positions deep takes the three parallel
+/// steps one token takes; deeper, tokens attend in as many turns as the slots need. Each token's products are the
+/// bits it gets alone (every weight format gives a token the same bits whatever number of tokens shares a product),
+/// block boundaries are fixed and heads independent, so the result depends neither on the tokens decoded together
+/// nor on the thread count.</summary>
 internal sealed unsafe class AbsorbedDecode
 {
     [ThreadStatic] private static AbsorbedDecode? _mine;
@@ -26,6 +27,7 @@ internal sealed unsafe class AbsorbedDecode
     private ushort* _bf16;            // the cache as bfloat16 instead (then _cache is null)
     private int _pos0, _t0, _tokens;      // tokens _t0 .. _t0 + _tokens − 1 folded, the first at position _pos0 + _t0
     private int _first, _end;             // of those, _first .. _end − 1 attending
+    private int _parts;                   // each slot's heads attended in this many chunks
     private readonly int[] _slot = new int[AbsorbedBlocks.Tokens + 1]; // attending token _first + i's first slot; then the slots in use
     private float _scale;
     private float[] _in = [], _out = []; // per head: the tokens' q_nope [Tokens, D] to fold; the products [Tokens, max(C, V)]
@@ -75,7 +77,8 @@ internal sealed unsafe class AbsorbedDecode
                         slots += need;
                     }
                     d._slot[d._end - d._first] = slots;
-                    WorkerPool.Shared.Run(d._attend, slots);
+                    d._parts = blocks.PartsFor(slots, WorkerPool.Shared.Threads);
+                    WorkerPool.Shared.Run(d._attend, slots * d._parts);
                     WorkerPool.Shared.Run(d._merge, blocks.HeadGroups);
                 }
             }
@@ -128,19 +131,19 @@ internal sealed unsafe class AbsorbedDecode
         }
     }
 
-    /// <summary>Every head of one attending token over one block of cached positions: slot s holds block
-    /// s − first slot of the token whose slots it is in.</summary>
+    /// <summary>One part of the heads of one attending token over one block of cached positions: chunk k is part
+    /// k mod parts of slot k / parts, and slot s holds block s − first slot of the token whose slots it is in.</summary>
     private sealed class AttendBlocks(AbsorbedDecode d) : PoolJob
     {
-        public override void Execute(int slot)
+        public override void Execute(int chunk)
         {
-            int i = 0;
+            int slot = chunk / d._parts, part = chunk - slot * d._parts, i = 0;
             while (d._slot[i + 1] <= slot) i++;
             int s0 = (slot - d._slot[i]) * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, d.Count(d._first + i) - s0);
             long first = (long)s0 * d._c.LatentCacheWidth;
             int values = rows * d._c.LatentCacheWidth;
-            if (d._bf16 is null) d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<float>(d._cache + first, values), rows, d._scale);
-            else d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<ushort>(d._bf16 + first, values), rows, d._scale);
+            if (d._bf16 is null) d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<float>(d._cache + first, values), rows, d._scale, part, d._parts);
+            else d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<ushort>(d._bf16 + first, values), rows, d._scale, part, d._parts);
         }
     }
 

@@ -249,6 +249,56 @@ public class KernelTests
         }
     }
 
+    /// <summary>Blocks whose heads are attended in parts (as decode splits a short context's few blocks over the
+    /// threads) hold the bits of the blocks attended whole, in f32 and bf16 rows: two blocks merged, so each block's
+    /// max, sum and output all count.</summary>
+    [Theory]
+    [InlineData(20, 128, 2)] // five groups of four heads: parts of two and three groups
+    [InlineData(20, 101, 5)] // a group a part; a short second block
+    [InlineData(18, 70, 3)]  // padded heads in the last part
+    public void AbsorbedBlocks_AttendedInHeadParts_HoldTheWholeBlocksBits(int heads, int count, int parts)
+    {
+        const int c = 512, r = 64, stride = c + r, block = LatentAttention.BlockPositions;
+        var blocks = AbsorbedBlocks.For(heads, c, r, 256);
+        if (blocks is null) return; // no blocked path on this CPU
+        Assert.Equal((heads + 3) / 4, blocks.HeadParts);
+        // Decode's split: whole blocks on one thread or where they give every thread four; else parts, at most a group each.
+        Assert.Equal((1, 1, 1), (blocks.PartsFor(1, 1), blocks.PartsFor(8, 2), blocks.PartsFor(9, 2)));
+        Assert.Equal((2, 3, blocks.HeadParts), (blocks.PartsFor(4, 2), blocks.PartsFor(3, 2), blocks.PartsFor(1, 64)));
+        var rng = new Random(heads + count + parts);
+        float[] rows = Random(rng, count * stride);
+        for (int i = 0; i < block * stride; i++) rows[i] *= 3; // the blocks' max scores apart
+        ushort[] bf16 = [.. rows.Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16))];
+        for (int h = 0; h < heads; h++)
+        {
+            float[] q = Random(rng, stride);
+            q.CopyTo(blocks.Query(0, h));
+            q.CopyTo(blocks.Query(1, h));
+        }
+        foreach (bool half in new[] { false, true })
+        {
+            // Token 0 whole in slots 0 and 1, token 1 in parts (the last part first) in slots 2 and 3; the same queries.
+            for (int b = 0; b < 2; b++)
+            {
+                int s0 = b * block, n = Math.Min(block, count - s0);
+                if (half) blocks.AttendRows(0, b, bf16.AsSpan(s0 * stride), n, 0.07f);
+                else blocks.AttendRows(0, b, rows.AsSpan(s0 * stride), n, 0.07f);
+                for (int part = parts - 1; part >= 0; part--)
+                    if (half) blocks.AttendRows(1, 2 + b, bf16.AsSpan(s0 * stride), n, 0.07f, part, parts);
+                    else blocks.AttendRows(1, 2 + b, rows.AsSpan(s0 * stride), n, 0.07f, part, parts);
+            }
+            for (int h = 0; h < heads; h++)
+            {
+                blocks.Merge(0, 2, h, 0);
+                blocks.Merge(2, 2, h, 1);
+                ReadOnlySpan<float> both = blocks.Latents(h, 2);
+                Assert.True(both[..c].SequenceEqual(both[c..]), $"head {h}, {(half ? "bf16" : "f32")} rows");
+            }
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => blocks.AttendRows(0, 0, rows, block, 0.07f, 0, blocks.HeadParts + 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => blocks.AttendRows(0, 0, rows, block, 0.07f, parts, parts));
+    }
+
     [Theory]
     [InlineData(16, 64)] // V2-Lite's heads: four groups, sixteen 4-position tiles
     [InlineData(8, 63)]  // two groups; fifteen tiles and three positions one at a time

@@ -79,6 +79,30 @@ public class QuantizedModelTests(ITestOutputHelper output)
         Assert.Equal(PrefillAndDecode(m, prompt, 1), PrefillAndDecode(m, prompt, 3));
     }
 
+    [Fact]
+    public void TwelveHeads_DecodedWithEachBlocksHeadsInParts_GiveTheBitsOfOneThread()
+    {
+        // Decode 71 to 78 positions deep is two blocks: two and three threads attend each block's three groups of
+        // four heads a group a part, one thread whole; the pass of five tokens (ten blocks) on three threads in two
+        // parts of one and two groups.
+        ModelConfig c = RandomCheckpoint.Preset("v2-lite-tiny") with
+        {
+            VocabSize = 1000, Dim = 128, NHeads = 12, KvLoraRank = 64, QkNopeHeadDim = 32, QkRopeHeadDim = 16, VHeadDim = 32,
+        };
+        string dir = Path.Combine(Path.GetTempPath(), "dss-heads-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            RandomCheckpoint.Create(c, dir, WeightFormat.BF16, seed: 4);
+            using DeepSeekModel m = DeepSeekModel.Load(dir);
+            int[] prompt = [.. Enumerable.Range(0, 70).Select(i => (11 * i + 2) % 1000)];
+            AssertFiniteAndTheSameOnOneTwoAndThreeThreads(m, prompt);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+
     /// <summary>The logits of a prefill of <paramref name="prompt"/>, three decode steps and a step of five tokens (as
     /// a pass verifying drafts is) on a pool of <paramref name="threads"/> threads.</summary>
     private static float[] PrefillAndDecode(DeepSeekModel m, int[] prompt, int threads)
