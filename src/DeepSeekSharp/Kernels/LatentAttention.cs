@@ -89,6 +89,7 @@ public static class LatentAttention
         Span<float> p = heads * count <= 128 * BlockPositions ? stackalloc float[heads * count] : AttentionScratch.Probabilities(heads * count);
         fixed (float* q = queries, o = partial, pp = p)
         {
+            Touch((byte*)kv, (long)count * stride * sizeof(T));
             if (Vector512.IsHardwareAccelerated) Scores4<T, TRows>(kv, stride, count, q, groups, scale, pp);
             else Scores256<T, TRows>(kv, stride, count, q, groups, scale, pp);
             for (int h = 0; h < heads; h++) sum[h] = Softmax.ExpInPlace(p.Slice(h * count, count), out max[h]);
@@ -96,6 +97,29 @@ public static class LatentAttention
             else Values256<T, TRows>(kv, stride, c, count, groups, pp, o);
         }
     }
+
+    /// <summary>Reads one value from every cache line of <paramref name="bytes"/> bytes at <paramref name="p"/>, in
+    /// order, before a block is multiplied. A decode step finds the cache cold (between two visits of a layer the
+    /// weights of the whole model stream through the caches), and the scores' first pass reads four rows 2,304 bytes
+    /// apart in step, which the hardware prefetcher does not follow: a pass of loads with nothing waiting on them has
+    /// the block in L2 sooner than the first pass's misses do (decode at 4,096 and 16,384 positions, 2 threads:
+    /// attention 10–14% faster). A block already in L2 pays ~3–8% for it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Touch(byte* p, long bytes)
+    {
+        long a = 0, b = 0, c = 0, d = 0, i = 0;
+        for (; i + 256 <= bytes; i += 256)
+        {
+            a |= *(long*)(p + i);
+            b |= *(long*)(p + i + 64);
+            c |= *(long*)(p + i + 128);
+            d |= *(long*)(p + i + 192);
+        }
+        for (; i < bytes; i += 64) a |= *(p + i);
+        _touched = a | b | c | d; // kept, so the loads are not dropped
+    }
+
+    private static long _touched;
 
     /// <summary>Head <paramref name="h"/>'s attended latent from the blocks' results of <see cref="AbsorbedBlock"/>
     /// (<paramref name="heads"/> = the padded head count they were made with): M = max_b m_b,
