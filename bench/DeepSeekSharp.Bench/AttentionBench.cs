@@ -4,9 +4,10 @@ using DeepSeekSharp.Kernels;
 namespace DeepSeekSharp.Bench;
 
 /// <summary>GFLOP/s of decode's blocked absorbed attention (<see cref="AbsorbedBlocks"/>) on one thread, for V2-Lite's
-/// widths (16 heads, or <c>--heads H</c>: V3's 128; latent 512 + rotary 64): over one block resident in L2, and over a cache of each given depth
-/// (heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory); each depth with the cache
-/// as float32 and as bfloat16 in turn.</summary>
+/// widths (16 heads, or <c>--heads H</c>: V3's 128; latent 512 + rotary 64): over one block resident in L2, and over a
+/// cache of each given depth (heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory); each
+/// depth with the cache as float32 and as bfloat16 in turn. Depths under four blocks are also timed on two threads
+/// (<see cref="Threaded"/>).</summary>
 internal static class AttentionBench
 {
     public static void Run(string[] args)

@@ -69,14 +69,15 @@ public sealed class AbsorbedBlocks
         AttendRows(t, slot, cache.Slice(s0 * _width, n * _width), n, scale);
     }
 
-    /// <summary>Parts a block's heads can be attended in (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int)"/>):
-    /// a group of four heads a part at most.</summary>
+    /// <summary>Parts a block's heads can be attended in
+    /// (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int)"/>): a group of four heads a part at
+    /// most.</summary>
     public int HeadParts => _padded / 4;
 
     /// <summary>Parts to attend each of <paramref name="blocks"/> blocks' heads in on <paramref name="threads"/>
-    /// threads: one on one thread or where the blocks alone give every thread four or more chunks, else enough that they do (as far as
-    /// the heads divide), so that a short context's few blocks (each all of V3's 128 heads, the last one short) are not
-    /// attended by one thread while the others wait.</summary>
+    /// threads: one on one thread or where the blocks alone give every thread four or more chunks, else enough that
+    /// they do (as far as the heads divide), so that a short context's few blocks (each all of V3's 128 heads, the last
+    /// one short) are not attended by one thread while the others wait.</summary>
     public int PartsFor(int blocks, int threads) =>
         threads <= 1 ? 1 : Math.Clamp((4 * threads + blocks - 1) / Math.Max(blocks, 1), 1, HeadParts);
 

@@ -102,8 +102,8 @@ public static class LatentAttention
     /// order, before a block is multiplied. A decode step finds the cache cold (between two visits of a layer the
     /// weights of the whole model stream through the caches), and the scores' first pass reads four rows 2,304 bytes
     /// apart in step, which the hardware prefetcher does not follow: a pass of loads with nothing waiting on them has
-    /// the block in L2 sooner than the first pass's misses do (decode at 4,096 and 16,384 positions, 2 threads:
-    /// attention 10–14% faster). A block already in L2 pays ~3–8% for it.</summary>
+    /// the block in L2 sooner than the first pass's misses do (v2-lite-8 on Zen 4, two threads: attention at 4,096
+    /// and 16,384 positions 6–20% faster; docs/benchmarks.md). A block already in L2 pays ~5% for it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe void Touch(byte* p, long bytes)
     {
