@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using DeepSeekSharp.Kernels;
 
 namespace DeepSeekSharp.Bench;
@@ -75,26 +77,27 @@ internal static class AttentionBench
             Span<float> q = blocks.Query(0, h);
             for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
         }
+        // The rows from their 64-byte boundary, as the engine's cache keeps them (the array's start may be off it).
+        int first = (int)(Unsafe.ByteOffset(ref cacheArray![0], ref MemoryMarshal.GetReference(rows)) / sizeof(float));
         int n = AbsorbedBlocks.Blocks(depth);
         foreach ((int threads, int parts) in new[] { (1, 1), (2, 1), (2, blocks.PartsFor(n, 2)) })
         {
             using var pool = new WorkerPool(threads);
-            var job = new AttendJob(blocks, cacheArray!, depth, parts);
+            var job = new AttendJob(blocks, cacheArray, first, width, depth, parts);
             double seconds = Seconds(() => pool.Run(job, n * job.Parts));
             Console.WriteLine($"depth {depth,6} f32 : {seconds * 1e3,8:F3} ms on {threads} thread(s), {n} block(s) in {job.Parts} part(s) each");
         }
     }
 
-    private sealed class AttendJob(AbsorbedBlocks blocks, float[] cache, int depth, int parts) : PoolJob
+    /// <summary>Chunk k: part k mod parts of block k / parts of the rows [depth, width] at cache[first..].</summary>
+    private sealed class AttendJob(AbsorbedBlocks blocks, float[] cache, int first, int width, int depth, int parts) : PoolJob
     {
-        private const int Width = 512 + 64;
-
         public int Parts => parts;
 
         public override void Execute(int chunk)
         {
             int b = chunk / parts, s0 = b * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, depth - s0);
-            blocks.AttendRows(0, b, cache.AsSpan(s0 * Width, rows * Width), rows, 0.07f, chunk - b * parts, parts);
+            blocks.AttendRows(0, b, cache.AsSpan(first + s0 * width, rows * width), rows, 0.07f, chunk - b * parts, parts);
         }
     }
 

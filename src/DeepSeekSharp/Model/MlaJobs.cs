@@ -8,11 +8,11 @@ namespace DeepSeekSharp.Model;
 /// block of the cache is read once for all heads, the threads share the blocks of every token whose results the
 /// blocks' slots hold at once; where the blocks are fewer than four times the threads, each block's heads go in
 /// parts) and merge each head's blocks per token; the last merge step also projects every token's latents back with
-/// W_UV (heads four a chunk, read once). A speculative pass of four tokens a few hundred positions deep takes the three parallel
-/// steps one token takes; deeper, tokens attend in as many turns as the slots need. Each token's products are the
-/// bits it gets alone (every weight format gives a token the same bits whatever number of tokens shares a product),
-/// block boundaries are fixed and heads independent, so the result depends neither on the tokens decoded together
-/// nor on the thread count.</summary>
+/// W_UV (heads four a chunk, read once). A speculative pass of four tokens a few hundred positions deep takes the
+/// three parallel steps one token takes; deeper, tokens attend in as many turns as the slots need. Each token's
+/// products are the bits it gets alone (every weight format gives a token the same bits whatever number of tokens
+/// shares a product), block boundaries are fixed and heads independent, so the result depends neither on the tokens
+/// decoded together nor on the thread count.</summary>
 internal sealed unsafe class AbsorbedDecode
 {
     [ThreadStatic] private static AbsorbedDecode? _mine;
