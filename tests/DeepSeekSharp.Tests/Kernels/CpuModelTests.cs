@@ -3,8 +3,8 @@ using DeepSeekSharp.Kernels;
 
 namespace DeepSeekSharp.Tests.Kernels;
 
-/// <summary>The CPU family the tile kernels' prefetch choice rests on is decoded as AMD and Intel define it, and agrees
-/// with what the operating system reports.</summary>
+/// <summary>The CPU family and AVX-512 bit the tile kernels' prefetch choices rest on are decoded as AMD and Intel define
+/// them, and agree with what the operating system reports.</summary>
 public class CpuModelTests
 {
     [Theory]
@@ -24,5 +24,19 @@ public class CpuModelTests
             .Split(':', 2)[1].Trim();
         Assert.Equal(Field("vendor_id"), CpuModel.Vendor);
         Assert.Equal(int.Parse(Field("cpu family")), CpuModel.Family);
+        bool avx512 = Field("flags").Split(' ').Contains("avx512f");
+        Assert.Equal(avx512, CpuModel.ListsAvx512F);
+        bool amd19 = Field("vendor_id") == "AuthenticAMD" && Field("cpu family") == "25";
+        Assert.Equal(amd19 && avx512, CpuModel.IsZen4);
+        Assert.Equal(amd19 && !avx512, CpuModel.IsZen3);
     }
+
+    [Theory]
+    [InlineData(true, null, true)]
+    [InlineData(false, null, false)]
+    [InlineData(true, "0", false)]
+    [InlineData(false, "1", true)]
+    [InlineData(false, "yes", false)] // anything else leaves the measured choice
+    public void DSS_PREFETCH_overrides_the_measured_choice_only_with_0_or_1(bool measured, string? setting, bool expected) =>
+        Assert.Equal(expected, CpuModel.Prefetch(measured, setting));
 }
