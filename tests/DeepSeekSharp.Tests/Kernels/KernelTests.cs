@@ -302,6 +302,7 @@ public class KernelTests
     [Theory]
     [InlineData(16, 64)] // V2-Lite's heads: four groups, sixteen 4-position tiles
     [InlineData(8, 63)]  // two groups; fifteen tiles and three positions one at a time
+    [InlineData(12, 50)] // three groups; 256-bit: sixteen passes of three positions and two one at a time
     public void AbsorbedBlock_Scores_AreSixteenLaneSumsInTheFixedOrder_BitForBit(int heads, int count)
     {
         const int c = 512, r = 64, stride = c + r;
