@@ -21,31 +21,22 @@ dotnet build src/DeepSeekSharp.Cli -c Release -v q -nologo >/dev/null
 export DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_EnableWriteXorExecute=0
 arm() { qemu-aarch64-static "$out/bin/dss" "$@"; }
 x86="dotnet src/DeepSeekSharp.Cli/bin/Release/net10.0/dss.dll"
-# close REF KEY OURS LABEL: every position's logits within 1e-4 of the largest of REF's (as the golden tests assert).
+# close REF KEY OURS LABEL [FLIPS]: every position's logits within 1e-4 of the largest of REF's (as the golden tests
+# assert), except at most FLIPS positions (default none), which must be within 2e-2. Random GGUF models, ARM64
+# against x86, allow two: a code flip (below) moves a whole position's logits by up to ~1% while the other positions
+# agree to ~1e-7, and a wrong kernel moves every position. One layer of V2-Lite's shape in Q4_K, 2026-12-06 on an
+# AVX2-only x86 (Zen 3): ARM against x86's AVX2 path 8.3e-3 at one position of eight, against its 128-bit path
+# 5.2e-3 at another, every other position under 6e-7.
 close() {
     python3 - "$@" <<'PY'
 import json, sys
 ref = json.load(open(sys.argv[1]))[sys.argv[2]]
 ours = json.load(open(sys.argv[3]))["logits"]
-worst = max(max(abs(a - b) for a, b in zip(o, r)) / max(abs(b) for b in r) for o, r in zip(ours, ref))
-print(f"{sys.argv[4]}: {len(ours)} positions, max |ours - ref| / max |ref| = {worst:.2e}")
-sys.exit(0 if worst <= 1e-4 and len(ours) == len(ref) else 1)
-PY
-}
-# near REF OURS LABEL: random GGUF models, ARM64 against x86. A code flip (below) moves a whole position's logits by
-# up to ~1% while the other positions agree to ~1e-7; a wrong kernel moves every position. So: at most two of the
-# positions past 1e-4 of the largest logit, none past 2e-2. One layer of V2-Lite's shape in Q4_K, 2026-12-06 on an
-# AVX2-only x86 (Zen 3): ARM against x86's AVX2 path 8.3e-3 at one position of eight, against its 128-bit path
-# 5.2e-3 at another, every other position under 6e-7.
-near() {
-    python3 - "$@" <<'PY'
-import json, sys
-ref = json.load(open(sys.argv[1]))["logits"]
-ours = json.load(open(sys.argv[2]))["logits"]
+flips = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 errs = [max(abs(a - b) for a, b in zip(o, r)) / max(abs(b) for b in r) for o, r in zip(ours, ref)]
-flips = [f"{i}: {e:.2e}" for i, e in enumerate(errs) if e > 1e-4]
-print(f"{sys.argv[3]}: {len(ours)} positions, max |ours - ref| / max |ref| = {max(errs):.2e}; past 1e-4: {', '.join(flips) or 'none'}")
-sys.exit(0 if len(ours) == len(ref) and len(flips) <= 2 and max(errs) <= 2e-2 else 1)
+past = [f"{i}: {e:.2e}" for i, e in enumerate(errs) if e > 1e-4]
+print(f"{sys.argv[4]}: {len(ours)} positions, max |ours - ref| / max |ref| = {max(errs):.2e}" + (f"; past 1e-4: {', '.join(past) or 'none'}" if flips else ""))
+sys.exit(0 if len(ours) == len(ref) and len(past) <= flips and max(errs) <= 2e-2 else 1)
 PY
 }
 arm bench --cpu
@@ -64,7 +55,7 @@ done
 # same file, with the ARM dot-product extension (QEMU's default CPU) and without it (a Cortex-A72: smull + sadalp).
 # Quantised activations make random weights a poor judge past this: a last-bit difference in a norm (vector
 # widths sum in different orders) can move an activation code by one step, which random layers amplify — one
-# layer of V2-Lite's shape all in Q6_K differs by 0.1% between this x86 host's own AVX2 and AVX-512 paths (`near`).
+# layer of V2-Lite's shape all in Q6_K differs by 0.1% between this x86 host's own AVX2 and AVX-512 paths (`close` allows two such positions).
 if [ ! -f "$out/wide/config.json" ]; then
     $x86 create-random --preset v2-lite-tiny --out "$out/tiny" >/dev/null
     $x86 create-random --preset v2-lite --layers 1 --no-mtp --out "$out/wide" >/dev/null
@@ -77,7 +68,7 @@ for cpu in max cortex-a72; do
         tokens=1,100,2000,30000,5,77,4242,9
         $x86 logits --model "$gguf" --tokens $tokens --decode-from 4 > "$out/x86.json"
         QEMU_CPU=$cpu arm logits --model "$gguf" --tokens $tokens --decode-from 4 > "$out/arm.json"
-        near "$out/x86.json" "$out/arm.json" "$(basename "$gguf") on $cpu against x86"
+        close "$out/x86.json" logits "$out/arm.json" "$(basename "$gguf") on $cpu against x86" 2
     done
 done
 
