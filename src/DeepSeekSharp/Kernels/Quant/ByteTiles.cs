@@ -64,11 +64,7 @@ internal static unsafe class ByteTiles
     /// 0.79 → 0.67 on one; 0.75 → 0.68, 0.73 → 0.68, 0.62 → 0.57 on two).</summary>
     private const int FourAhead = 8;
 
-    /// <summary>Tiles ahead of the one multiplied that the 256-bit one-token kernel prefetches where
-    /// <see cref="OnePrefetches"/>: four (2,176 bytes; two, three, six and eight were no faster).</summary>
-    private const int OneAhead = 4;
-
-    /// <summary>Whether the 256-bit one-token kernel prefetches <see cref="OneAhead"/> tiles ahead: on AMD Zen 3, where
+    /// <summary>Whether the 256-bit one-token kernel prefetches <see cref="IByteTileCodes.Ahead"/> tiles ahead: on AMD Zen 3, where
     /// one-token Q8_0 products over 285 MB went 17.0–17.3 → 22.2–22.3 GB/s on one thread (72–75% → 94% of the read
     /// probe) and 24.2–30.0 → 35.5–35.7 on two (<c>bench stream Q8_0</c>, two runs each), costing 1–8% in cache.
     /// Elsewhere not measured with this look-ahead (Zen 5 lost with a line per column group twelve tiles ahead, above).</summary>
@@ -194,7 +190,7 @@ internal static unsafe class ByteTiles
         for (int b = 0; b < blocks; b++, x += 32)
         {
             byte* t = group + (long)b * TCodes.TileBytes;
-            if (OnePrefetches) PrefetchTile(t + OneAhead * TCodes.TileBytes, TCodes.TileBytes);
+            if (OnePrefetches) PrefetchTile(t + TCodes.Ahead * TCodes.TileBytes, TCodes.TileBytes);
             BlockSums<TCodes>(t, x, xsum[b], out Vector256<int> s0, out Vector256<int> s1);
             Vector256<float> ws0 = Scales(t, 0) * xd[b], ws1 = Scales(t, 8) * xd[b];
             if (b < whole)
@@ -433,6 +429,11 @@ internal unsafe interface IByteTileCodes
     /// <summary>What was added to each code to make it an unsigned byte.</summary>
     static abstract int Bias { get; }
 
+    /// <summary>Tiles ahead of the one multiplied that the 256-bit one-token kernel prefetches where
+    /// <see cref="ByteTiles.OnePrefetches"/>: about as many bytes for every format (a few more for the one that
+    /// spends longer on each byte).</summary>
+    static abstract int Ahead { get; }
+
     /// <summary>Column group g (0..7) of the tile at <paramref name="tile"/> as <see cref="ByteTiles"/> holds it: byte
     /// 4r + i of <paramref name="rows0"/> is row r's biased code of column 4g + i, <paramref name="rows8"/> rows 8–15.</summary>
     static abstract void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8);
@@ -497,6 +498,11 @@ internal static unsafe class Q8Tiles
     {
         public static int TileBytes => ByteTiles.BlockBytes;
         public static int Bias => AvxVnni.IsSupported ? 128 : 0;
+
+        /// <summary>Four (2,176 bytes): one-token products over 294 MB of [2048, 1408] matrices on Zen 3 read 71–83%
+        /// of the probe without the look-ahead, 91–97% four tiles ahead and 84–93% six, eight or twelve (<c>bench
+        /// stream</c>, the distances alternating pass by pass in one process, one and two threads, two runs).</summary>
+        public static int Ahead => 4;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
