@@ -23,7 +23,7 @@ internal static class BenchCommand
         var promptTokens = new Option<int>("--prompt-tokens") { DefaultValueFactory = _ => 512, Description = "prefill length" };
         var genTokens = new Option<int>("--gen-tokens") { DefaultValueFactory = _ => 128, Description = "decode steps" };
         var threads = new Option<int?>("--threads") { Description = "threads (default: all cores)" };
-        var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "runs; medians are reported" };
+        var repeat = new Option<int>("--repeat") { DefaultValueFactory = _ => 3, Description = "timed runs, after one untimed warm-up run; medians are reported" };
         var json = new Option<bool>("--json") { Description = "print one JSON object" };
         var memory = new Option<bool>("--memory") { Description = "measure the machine's read bandwidth (1 thread and all threads)" };
         var readBound = new Option<bool>("--read-bound")
@@ -319,6 +319,16 @@ internal static class BenchCommand
         var reference = new List<int>(); // the greedy continuation (the first run's), which speculation must reproduce
         var specDecode = new List<double>();
         double accepted = 0, drafted = 0, passes = 0, produced = 0;
+        // One untimed run first, as llama-bench warms up: a process's first decode run was 6–23% slower than its later
+        // ones (v2-lite-8 Q4_K_M, four processes), partly in the JIT's quick first code (hot methods are recompiled
+        // optimised only after a while).
+        s.Cache.Truncate(depth);
+        Prefill(s, prompt, logits);
+        for (int i = 0; i < genTokens; i++)
+        {
+            one[0] = DeepSeekSharp.Kernels.TopK.ArgMax(logits);
+            s.Forward(one, logits);
+        }
         for (int run = 0; run < repeat; run++)
         {
             s.Cache.Truncate(depth); // back to the filled depth (0: empty)
