@@ -38,8 +38,9 @@ internal static unsafe class Q4KTiles
     public static bool IsSupported => Avx2.IsSupported;
 
     /// <summary>How far ahead of the tile being multiplied its lines are prefetched: three tiles. One-token products
-    /// over 390 MB went 64–70 → 74–82 GB/s on two threads and 39–40 → 45–46 on one (medians of 37 passes, variants in
-    /// turn in one process); one, two, four and five tiles ahead were slower.</summary>
+    /// over 390 MB went 64–70 → 74–82 GB/s on two threads and 39–40 → 45–46 on one (Zen 5, medians of 37 passes,
+    /// variants in turn in one process); one, two, four and five tiles ahead were slower. The one-token kernels take
+    /// <see cref="OneAhead"/>.</summary>
     private const int PrefetchAhead = 3 * Bytes;
 
     /// <summary>Whether the Q4_K and Q6_K one-token kernels prefetch ahead (<see cref="PrefetchAhead"/>): everywhere but
@@ -357,19 +358,32 @@ internal static unsafe class Q4KTiles
         s3 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + 3 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 3 * stride + 4));
     }
 
-    /// <summary>An eighth of the tile <see cref="PrefetchAhead"/> bytes on (296 bytes, five lines from wherever it
+    /// <summary>How far ahead the one-token kernels prefetch: <see cref="PrefetchAhead"/>, but six tiles on AMD Zen 3.
+    /// There one-token Q4_K products over 160 MB of [1408, 2048] matrices (<c>bench stream</c>, the distances
+    /// alternating pass by pass in one process, four runs) read 2–8% more on two threads six tiles ahead than three
+    /// (34.9 → 37.8, 34.6 → 36.7, 33.2 → 34.1, 33.6 → 34.2 GB/s) and −2% to +5% on one; eight, twelve and sixteen
+    /// were no better than six. Q4_K_M decode on two threads, the two distances toggled run by run in one process
+    /// (v2-lite-8, twelve runs of 64 tokens, twice): medians 48.2 → 51.3 and 44.7 → 46.8 tok/s; on one thread 29.4
+    /// → 29.9. Q6_K's look-ahead (two of its tiles) gained nothing from three, four or six there.</summary>
+    internal static readonly int OneAhead = (CpuModel.IsZen3 ? 6 : 3) * Bytes;
+
+    /// <summary>An eighth of the tile <see cref="OneAhead"/> bytes on (296 bytes, five lines from wherever it
     /// starts, so the eight cover every line): prefetch instructions never fault, so past the last tile is harmless.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(byte* t, int j)
     {
-        if (PrefetchesAhead) PrefetchAlways(t, j);
+        if (PrefetchesAhead) PrefetchEighth(t + OneAhead, j);
     }
 
-    /// <summary><see cref="Prefetch"/> whatever the CPU (the four-token kernel).</summary>
+    /// <summary>An eighth of the tile <see cref="PrefetchAhead"/> bytes on, whatever the CPU (the four-token kernels).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchAlways(byte* t, int j)
+    private static void PrefetchAlways(byte* t, int j) => PrefetchEighth(t + PrefetchAhead, j);
+
+    /// <summary>Eighth <paramref name="j"/> of the tile at <paramref name="tile"/>: five lines from 296 · j on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchEighth(byte* tile, int j)
     {
-        byte* f = t + PrefetchAhead + 296 * j;
+        byte* f = tile + 296 * j;
         PrefetchFourLines(f);
         Sse.Prefetch0(f + 256);
     }
