@@ -123,9 +123,10 @@ public class ShutdownTests
     [Fact]
     public async Task StreamsStillRunningAtTheTimeout_EndWithAnErrorEventSayingWhy_ThenDone()
     {
-        using var server = new BackgroundServer(shutdownTimeout: 0);
+        using var server = new BackgroundServer(shutdownTimeout: 0, context: 4096);
         using HttpClient http = server.Http();
-        StreamReader[] streams = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => OpenStream(http, 450)));
+        // Replies too long to finish before the signal, or to sit finished in the socket buffers unread.
+        StreamReader[] streams = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => OpenStream(http, 4000)));
         server.Signal("TERM");
         List<string>[] rest = await Task.WhenAll(streams.Select(Rest));
         foreach (List<string> events in rest)
@@ -156,11 +157,14 @@ public class ShutdownTests
     public async Task WhileDraining_HealthSaysSo_AndNewRequestsGet503()
     {
         using var engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(RandomModel.V3Tiny),
-            new BatchOptions { MaxBatch = 2, ContextLength = 512 });
+            new BatchOptions { MaxBatch = 2, ContextLength = 4096 });
         await using var server = new DeepSeekServer(engine, new ServerOptions { Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(60) });
         await server.StartAsync();
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromSeconds(120) };
-        StreamReader stream = await OpenStream(http, 450);
+        // A reply whose events (~4,000 of them) outgrow the socket and response buffers: unread, it cannot finish, so
+        // the server is still draining when the requests below arrive. (450 tokens fit in the buffers: once the
+        // drain ended before /health was asked, and the listener was gone.)
+        StreamReader stream = await OpenStream(http, 4000);
         Task<int> shutdown = server.ShutdownAsync();
 
         HttpResponseMessage health = await http.GetAsync("/health");
