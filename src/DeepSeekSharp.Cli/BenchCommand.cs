@@ -324,11 +324,7 @@ internal static class BenchCommand
         // optimised only after a while).
         s.Cache.Truncate(depth);
         Prefill(s, prompt, logits);
-        for (int i = 0; i < genTokens; i++)
-        {
-            one[0] = DeepSeekSharp.Kernels.TopK.ArgMax(logits);
-            s.Forward(one, logits);
-        }
+        Decode(null);
         for (int run = 0; run < repeat; run++)
         {
             s.Cache.Truncate(depth); // back to the filled depth (0: empty)
@@ -337,12 +333,7 @@ internal static class BenchCommand
             prefill.Add(prompt.Length == 0 ? 0 : prompt.Length / sw.Elapsed.TotalSeconds); // no prompt: decode from an empty cache (llama-bench tg)
             if (readBound && run == 0) reads.Add(ReadBandwidth.Measure(threads));
             sw.Restart();
-            for (int i = 0; i < genTokens; i++)
-            {
-                one[0] = DeepSeekSharp.Kernels.TopK.ArgMax(logits);
-                if (run == 0) reference.Add(one[0]);
-                s.Forward(one, logits);
-            }
+            Decode(run == 0 ? reference : null);
             decode.Add(genTokens / sw.Elapsed.TotalSeconds);
             if (readBound) reads.Add(ReadBandwidth.Measure(threads));
             if (run == 0) reference.Add(DeepSeekSharp.Kernels.TopK.ArgMax(logits));
@@ -357,6 +348,17 @@ internal static class BenchCommand
         var (plainExperts, verifyExperts) = CountExperts(m, s, prompt, reference, drafts, draftAcceptance);
         return new Result(Median(prefill), Median(decode), decode, reads,
             new SpecResult(Median(specDecode), accepted / drafted, produced / passes, plainExperts, verifyExperts), parts);
+
+        // genTokens greedy steps from the logits at hand, each token chosen also added to record where given.
+        void Decode(List<int>? record)
+        {
+            for (int i = 0; i < genTokens; i++)
+            {
+                one[0] = DeepSeekSharp.Kernels.TopK.ArgMax(logits);
+                record?.Add(one[0]);
+                s.Forward(one, logits);
+            }
+        }
     }
 
     /// <summary>Time to the first token of a prompt that shares <paramref name="prefix"/> tokens with an earlier one:
