@@ -359,12 +359,13 @@ internal static unsafe class Q4KTiles
     }
 
     /// <summary>How far ahead the one-token kernels prefetch: <see cref="PrefetchAhead"/>, but six tiles on AMD Zen 3.
-    /// There one-token Q4_K products over 160 MB of [1408, 2048] matrices (<c>bench stream</c>, the distances
-    /// alternating pass by pass in one process, four runs) read 2–8% more on two threads six tiles ahead than three
-    /// (34.9 → 37.8, 34.6 → 36.7, 33.2 → 34.1, 33.6 → 34.2 GB/s) and −2% to +5% on one; eight to sixteen gained
-    /// nothing on two threads that they did not lose on one (docs/benchmarks.md, Zen 3). Q4_K_M decode on two threads, the two distances toggled run by run in one process
-    /// (v2-lite-8, runs of 64 tokens, three times): medians 48.2 → 51.3, 44.7 → 46.8 and, an hour later with the host
-    /// slower, 43.7 → 43.2 tok/s; on one thread 29.4 → 29.9 and 24.0 → 23.4. Q6_K's look-ahead (two of its tiles) gained nothing from three, four or six there.</summary>
+    /// There one-token Q4_K products over 160 MB of [1408, 2048] matrices (<c>bench stream</c>, the distances alternating
+    /// pass by pass in one process, four runs) read 2–8% more on two threads six tiles ahead than three (34.9 → 37.8, 34.6
+    /// → 36.7, 33.2 → 34.1, 33.6 → 34.2 GB/s) and −2% to +5% on one; eight to sixteen gained nothing on two threads that
+    /// they did not lose on one (docs/benchmarks.md, Zen 3). Q4_K_M decode on two threads, the two distances toggled run by
+    /// run in one process (v2-lite-8, runs of 64 tokens, three times): medians 48.2 → 51.3, 44.7 → 46.8 and, an hour later
+    /// with the host slower, 43.7 → 43.2 tok/s; on one thread 29.4 → 29.9 and 24.0 → 23.4. Q6_K's look-ahead (two of its
+    /// tiles) gained nothing from three, four or six there.</summary>
     internal static readonly int OneAhead = (CpuModel.IsZen3 ? 6 : 3) * Bytes;
 
     /// <summary>An eighth of the tile <see cref="OneAhead"/> bytes on (296 bytes, five lines from wherever it
