@@ -43,14 +43,14 @@ internal static unsafe class Q4KTiles
     /// <see cref="OneAhead"/>.</summary>
     private const int PrefetchAhead = 3 * Bytes;
 
-    /// <summary>Whether the Q4_K and Q6_K one-token kernels prefetch ahead (<see cref="PrefetchAhead"/>): everywhere but
-    /// on AMD Zen 4, where the same prefetches made decode slower (v2-lite-8 Q4_K_M decode, the two variants
-    /// alternating, three pairs each): one thread 63–67% of the read bound with them, 66–71% without (+3–5% tok/s in
-    /// every pair); two threads +2–7% in every pair. Zen 5 is where they gained the sixth above; on Zen 3 (no AVX-512,
-    /// so the 256-bit kernels) one-token Q4_K products over 155 MB went 16.5–16.7 → 23.0–23.1 GB/s on one thread and
-    /// 28.1–28.2 → 32.7–33.5 on two (<c>bench stream Q4_K</c>, two runs each). The four-token kernels prefetch
-    /// everywhere: four times the arithmetic per tile leaves the hardware prefetcher behind (Zen 4, four tokens over
-    /// 64 expert matrices of Q4_K from memory: 60–68 → 109–110 GMAC/s with it).</summary>
+    /// <summary>Whether the Q4_K and Q6_K one-token kernels prefetch ahead (<see cref="OneAhead"/>; Q6_K its own distance):
+    /// everywhere but on AMD Zen 4, where the same prefetches made decode slower (v2-lite-8 Q4_K_M decode, the two variants
+    /// alternating, three pairs each): one thread 63–67% of the read bound with them, 66–71% without (+3–5% tok/s in every
+    /// pair); two threads +2–7% in every pair. Zen 5 is where they gained the sixth above; on Zen 3 (no AVX-512, so the
+    /// 256-bit kernels) one-token Q4_K products over 155 MB went 16.5–16.7 → 23.0–23.1 GB/s on one thread and 28.1–28.2 →
+    /// 32.7–33.5 on two (<c>bench stream Q4_K</c>, two runs each). The four-token kernels prefetch everywhere: four times
+    /// the arithmetic per tile leaves the hardware prefetcher behind (Zen 4, four tokens over 64 expert matrices of Q4_K
+    /// from memory: 60–68 → 109–110 GMAC/s with it).</summary>
     internal static readonly bool PrefetchesAhead = CpuModel.Prefetch(!CpuModel.IsZen4);
 
     /// <summary>Writes row <paramref name="r"/> (0..15) of the tile group at <paramref name="group"/> from GGUF blocks.
