@@ -158,9 +158,10 @@ public class ShutdownTests
     {
         using var engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(RandomModel.V3Tiny),
             new BatchOptions { MaxBatch = 2, ContextLength = 4096 });
-        await using var server = new DeepSeekServer(engine, new ServerOptions { Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(60) });
+        // Room for the 4,000 tokens to finish on the scalar path (over a minute there), so the drain ends them normally.
+        await using var server = new DeepSeekServer(engine, new ServerOptions { Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(600) });
         await server.StartAsync();
-        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromSeconds(120) };
+        using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromSeconds(600) };
         // A reply whose events (~4,000 of them) outgrow the socket and response buffers: unread, it cannot finish, so
         // the server is still draining when the requests below arrive. (450 tokens fit in the buffers: once the
         // drain ended before /health was asked, and the listener was gone.)
