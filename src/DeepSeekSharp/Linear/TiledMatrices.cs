@@ -186,9 +186,9 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
 /// tokens take <see cref="ByteTiles.One{TCodes}"/>; more (drafts being verified, a batch, a prompt) take
 /// <see cref="BlockGemm{T}.MultiplyBytes"/> on byte tiles — the stored ones (<see cref="Q8TiledMatrix"/>) or a few
 /// groups unpacked once (<see cref="Q5TiledMatrix"/>).</summary>
-internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+internal abstract unsafe class ByteTiledMatrix<TBlock, TTile, TBytes>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : TiledMatrix(format, rows, cols, data, owner, GroupBytesFor(cols))
-    where TBlock : struct, IBlockCodes where TTile : struct, IByteTileCodes
+    where TBlock : struct, IBlockCodes where TTile : struct, IByteTileCodes where TBytes : struct, IByteTileCodes
 {
     private static long GroupBytesFor(int cols) => (long)(cols / 32) * TTile.TileBytes;
 
@@ -214,6 +214,15 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     private static bool UsePanels(int n) => !AvxVnni.IsSupported && Avx512BW.IsSupported && n >= PanelMinTokens;
 
     private const int PanelMinTokens = 64;
+
+    /// <summary>Whether <paramref name="n"/> tokens take the four-token kernel on groups unpacked into byte tiles
+    /// (<see cref="ByteGroups"/>) rather than on the stored tiles: AVX2 without VNNI, for a format whose unpacked codes
+    /// are small enough to add up in int16 (<see cref="ByteTiles.InShorts{TCodes}"/>: Q5_0), where a group's unpacking
+    /// then serves every token of a chunk instead of four.</summary>
+    private static bool UseUnpacked(int n) =>
+        !AvxVnni.IsSupported && !Avx512BW.IsSupported && ByteTiles.InShorts<TBytes>() && n >= UnpackedMinTokens;
+
+    private const int UnpackedMinTokens = 8;
 
     private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
     {
@@ -246,8 +255,8 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
             if (whole < r1) Panels<TilePanels<TBlock, TTile>>(a, y, n, whole, r1, rowStart, rowCount);
             return;
         }
-        bool shorts = UseShorts(n);
-        if (!shorts && (n <= 2 || !AvxVnni.IsSupported))
+        bool shorts = UseShorts(n), unpacked = UseUnpacked(n);
+        if (!shorts && !unpacked && (n <= 2 || !AvxVnni.IsSupported))
         {
             OneByOne(a, y, 0, n, r0, r1, rowStart, rowCount);
             return;
@@ -256,7 +265,8 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
         int nf = shorts && n % ByteTiles.TokensPerPass <= 2 ? n / ByteTiles.TokensPerPass * ByteTiles.TokensPerPass : n;
         Span<float> partials = GemmScratch.Partials;
         long byteGroup = shorts ? GroupBytes : ByteGroupBytes;
-        int chunk = shorts ? Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6) : Math.Max(4, (192 << 10) / Cols / 4 * 4);
+        int chunk = shorts ? Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6)
+            : Math.Max(4, (192 << 10) / Cols / 4 * 4);
         int groupsAtOnce = (int)Math.Max(1, (256 << 10) / byteGroup);
         for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
         {
@@ -273,13 +283,13 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
                     byte* group = tiles + (g - g0) / TileRows * byteGroup;
                     // The first chunk of tokens streams the stored tiles; later chunks find them in L2.
                     bool prefetch = stream && t0 == 0;
-                    if (lo == 0) Multiply(a, group, blocks, hi, t0, tn, partials, yg, rowCount, shorts, prefetch);
+                    if (lo == 0) Multiply(a, group, blocks, hi, t0, tn, partials, yg, rowCount, shorts, unpacked, prefetch);
                     else
                     {
                         // A group the rows start inside of (a product over a row range that is not a multiple of sixteen).
                         fixed (float* e = GemmScratch.Edge(tn * TileRows))
                         {
-                            Multiply(a, group, blocks, hi, t0, tn, partials, e, TileRows, shorts, prefetch);
+                            Multiply(a, group, blocks, hi, t0, tn, partials, e, TileRows, shorts, unpacked, prefetch);
                             for (int t = 0; t < tn; t++) Store(e + t * TileRows, yg + (long)t * rowCount, lo, hi);
                         }
                     }
@@ -293,9 +303,26 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
     /// <see cref="BlockGemm{T}.MultiplyBytes"/> on byte tiles; <paramref name="prefetch"/>: the tiles come from memory,
     /// so the kernel prefetches ahead of its reads.</summary>
     private void Multiply(QuantizedActivations a, byte* group, int blocks, int rows, int t0, int n, Span<float> partials, float* y, long yStride,
-        bool shorts, bool prefetch)
+        bool shorts, bool unpacked, bool prefetch)
     {
         int cols = blocks * 32;
+        if (unpacked)
+        {
+            // Four tokens at a time, then one, as OneByOne takes them; the group's sixteen rows from rows.
+            float* lanes = stackalloc float[4 * TileRows];
+            int t = t0;
+            for (; t + 4 <= t0 + n; t += 4)
+            {
+                ByteTiles.Four<TBytes>(group, blocks, a, t, lanes);
+                for (int k = 0; k < 4; k++) Store(lanes + k * TileRows, y + (t - t0 + k) * yStride, 0, rows);
+            }
+            for (; t < t0 + n; t++)
+            {
+                ByteTiles.One<TBytes>(group, blocks, a, t, lanes);
+                Store(lanes, y + (t - t0) * yStride, 0, rows);
+            }
+            return;
+        }
         if (shorts)
         {
             fixed (short* q = a.Q16) fixed (float* d = a.D, p = partials) fixed (short* s = a.BlockSum)
@@ -341,7 +368,7 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile>(WeightFormat forma
 /// <summary>Q8_0 in <see cref="ByteTiles"/> (<see cref="Q8Tiles"/>): the stored tiles are what
 /// <see cref="BlockGemm{T}.MultiplyBytes"/> reads, which the file layout has to pack first.</summary>
 internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : ByteTiledMatrix<Q8_0Codes, Q8Tiles.Codes>(WeightFormat.Q8_0, rows, cols, data, owner)
+    : ByteTiledMatrix<Q8_0Codes, Q8Tiles.Codes, Q8Tiles.Codes>(WeightFormat.Q8_0, rows, cols, data, owner)
 {
     public static Q8TiledMatrix Create(int rows, int cols)
     {
@@ -364,7 +391,7 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
 
 /// <summary>Q5_0 in <see cref="Q5Tiles"/>; several tokens multiply a few groups at a time unpacked into byte tiles.</summary>
 internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : ByteTiledMatrix<Q5_0Codes, Q5Tiles.Codes>(WeightFormat.Q5_0, rows, cols, data, owner)
+    : ByteTiledMatrix<Q5_0Codes, Q5Tiles.Codes, Q5Tiles.Unpacked>(WeightFormat.Q5_0, rows, cols, data, owner)
 {
     public static Q5TiledMatrix Create(int rows, int cols)
     {
@@ -385,3 +412,4 @@ internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisp
         return tiles;
     }
 }
+

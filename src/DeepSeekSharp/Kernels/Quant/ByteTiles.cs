@@ -54,7 +54,10 @@ internal static unsafe class ByteTiles
             ThrowHelper.TooShort(nameof(a), (long)(token + 4) * blocks * 32, a.Q.Length);
         float* partials = stackalloc float[4 * 8 * Rows];
         fixed (sbyte* q = a.Q) fixed (float* d = a.D) fixed (short* s = a.BlockSum)
-            FourKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
+            if (InShorts<TCodes>())
+                FourKernelShorts<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
+            else
+                FourKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
     }
 
     /// <summary>Tiles ahead of the one multiplied that <see cref="FourKernel{TCodes}"/> prefetches (into the next group
@@ -175,6 +178,98 @@ internal static unsafe class ByteTiles
             else r += ws * sums;
         }
         r.Store(result);
+    }
+
+    /// <summary><see cref="FourKernel{TCodes}"/> where pair sums add up in int16 (<see cref="InShorts{TCodes}"/>): a
+    /// block's rows 0–7, then 8–15 (<see cref="FourHalf{TCodes}"/>), each half's four int32 and four int16 sums in
+    /// registers and folded into memory before the next (with both halves' sums live at once, and the halves'
+    /// shared activation loads kept between them, the JIT spilled to the stack in every column group). Per row and
+    /// token the same float steps as <see cref="FourKernel{TCodes}"/> (the halves are independent lanes), the tail
+    /// added in <paramref name="result"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
+    private static void FourKernelShorts<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
+        where TCodes : struct, IByteTileCodes
+    {
+        int whole = blocks / 8 * 8;
+        new Span<float>(partials, 4 * 8 * Rows).Clear();
+        new Span<float>(result, 4 * Rows).Clear();
+        for (int b = 0; b < blocks; b++, x += 32)
+        {
+            byte* t = group + (long)b * TCodes.TileBytes;
+            PrefetchTile(t + FourAhead * TCodes.TileBytes, TCodes.TileBytes);
+            FourHalf<TCodes>(t, b, blocks, whole, x, xd, xsum, partials, result, 0);
+            FourHalf<TCodes>(t, b, blocks, whole, x, xd, xsum, partials, result, 1);
+            if (b + 1 == whole)
+                for (int k = 0; k < 4; k++)
+                {
+                    Reduce(partials + 128 * k, out Vector256<float> r0, out Vector256<float> r1);
+                    r0.Store(result + 16 * k);
+                    r1.Store(result + 16 * k + 8);
+                }
+        }
+    }
+
+    /// <summary>Rows 8·<paramref name="half"/> .. + 7 of block <paramref name="b"/>'s tile against four tokens (codes
+    /// 32 · <paramref name="blocks"/> apart), from −Bias · Σx, per token four column groups added in int16 and widened
+    /// once, twice; then fused into the token's partial b mod 8 (<see cref="Fold"/>'s half) or, past the last whole
+    /// eight, added to its result (<see cref="Tail"/>'s). <paramref name="half"/> is a literal, so the JIT keeps only
+    /// that half's unpacking.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourHalf<TCodes>(byte* t, int b, int blocks, int whole, sbyte* x, float* xd, short* xsum, float* partials, float* result, int half)
+        where TCodes : struct, IByteTileCodes
+    {
+        int stride = blocks * 32;
+        Vector256<int> a = Vector256.Create(-TCodes.Bias * xsum[b]), c1 = Vector256.Create(-TCodes.Bias * xsum[blocks + b]);
+        Vector256<int> c2 = Vector256.Create(-TCodes.Bias * xsum[2 * blocks + b]), c3 = Vector256.Create(-TCodes.Bias * xsum[3 * blocks + b]);
+        FourQuad<TCodes>(t, x, stride, half, 0, ref a, ref c1, ref c2, ref c3);
+        FourQuad<TCodes>(t, x, stride, half, 4, ref a, ref c1, ref c2, ref c3);
+        Vector256<float> ws = Scales(t, 8 * half);
+        if (b < whole)
+        {
+            float* p = partials + (b & 7) * 16 + 8 * half;
+            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(a), ws * xd[b], Vector256.Load(p)).Store(p);
+            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c1), ws * xd[blocks + b], Vector256.Load(p + 128)).Store(p + 128);
+            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c2), ws * xd[2 * blocks + b], Vector256.Load(p + 256)).Store(p + 256);
+            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c3), ws * xd[3 * blocks + b], Vector256.Load(p + 384)).Store(p + 384);
+        }
+        else
+        {
+            float* r = result + 8 * half;
+            (Vector256.Load(r) + ws * xd[b] * Vector256.ConvertToSingle(a)).Store(r);
+            (Vector256.Load(r + 16) + ws * xd[blocks + b] * Vector256.ConvertToSingle(c1)).Store(r + 16);
+            (Vector256.Load(r + 32) + ws * xd[2 * blocks + b] * Vector256.ConvertToSingle(c2)).Store(r + 32);
+            (Vector256.Load(r + 48) + ws * xd[3 * blocks + b] * Vector256.ConvertToSingle(c3)).Store(r + 48);
+        }
+    }
+
+    /// <summary>Column groups g .. g + 3 of <see cref="FourHalf{TCodes}"/>, written out (see <see cref="Quad{TCodes}"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourQuad<TCodes>(byte* t, sbyte* x, int stride, int half, int g,
+        ref Vector256<int> a, ref Vector256<int> b, ref Vector256<int> c, ref Vector256<int> e) where TCodes : struct, IByteTileCodes
+    {
+        Vector256<short> pa = default, pb = default, pc = default, pe = default;
+        FourPairs<TCodes>(t, x, stride, half, g, ref pa, ref pb, ref pc, ref pe);
+        FourPairs<TCodes>(t, x, stride, half, g + 1, ref pa, ref pb, ref pc, ref pe);
+        FourPairs<TCodes>(t, x, stride, half, g + 2, ref pa, ref pb, ref pc, ref pe);
+        FourPairs<TCodes>(t, x, stride, half, g + 3, ref pa, ref pb, ref pc, ref pe);
+        Vector256<short> ones = Vector256.Create((short)1);
+        a += Avx2.MultiplyAddAdjacent(pa, ones);
+        b += Avx2.MultiplyAddAdjacent(pb, ones);
+        c += Avx2.MultiplyAddAdjacent(pc, ones);
+        e += Avx2.MultiplyAddAdjacent(pe, ones);
+    }
+
+    /// <summary>Column group g's half against four tokens' codes there, each token's pair sums added in int16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourPairs<TCodes>(byte* t, sbyte* x, int stride, int half, int g,
+        ref Vector256<short> pa, ref Vector256<short> pb, ref Vector256<short> pc, ref Vector256<short> pe) where TCodes : struct, IByteTileCodes
+    {
+        Vector256<byte> w = TCodes.Half(t, g, half);
+        sbyte* xg = x + 4 * g;
+        pa += Avx2.MultiplyAddAdjacent(w, Vector256.Create(Unsafe.ReadUnaligned<int>(xg)).AsSByte());
+        pb += Avx2.MultiplyAddAdjacent(w, Vector256.Create(Unsafe.ReadUnaligned<int>(xg + stride)).AsSByte());
+        pc += Avx2.MultiplyAddAdjacent(w, Vector256.Create(Unsafe.ReadUnaligned<int>(xg + 2 * stride)).AsSByte());
+        pe += Avx2.MultiplyAddAdjacent(w, Vector256.Create(Unsafe.ReadUnaligned<int>(xg + 3 * stride)).AsSByte());
     }
 
     /// <summary>One token: block b's sixteen exact sums (from −Bias · Σx, two chains of eight <c>vpdpbusd</c>), scaled
@@ -398,6 +493,12 @@ internal static unsafe class ByteTiles
     {
         s0 = Vector256.Create(-TCodes.Bias * xsum);
         s1 = s0;
+        if (InShorts<TCodes>())
+        {
+            Quad<TCodes>(ref s0, ref s1, t, x, 0);
+            Quad<TCodes>(ref s0, ref s1, t, x, 4);
+            return;
+        }
         // The eight column groups written out: as a loop, each load saw a stride that broke every eighth step.
         Step<TCodes>(ref s0, ref s1, t, x, 0);
         Step<TCodes>(ref s0, ref s1, t, x, 1);
@@ -407,6 +508,40 @@ internal static unsafe class ByteTiles
         Step<TCodes>(ref s0, ref s1, t, x, 5);
         Step<TCodes>(ref s0, ref s1, t, x, 6);
         Step<TCodes>(ref s0, ref s1, t, x, 7);
+    }
+
+    /// <summary>Whether, without AVX-VNNI, four column groups' <c>vpmaddubsw</c> pair sums add up in int16 before one
+    /// <c>vpmaddwd</c> widens them: small unsigned codes (Q5_0's 0–31: 4 · 2 · 31 · 128 = 31,744 ≤ 32,767, activations
+    /// being −128..127). Five multiplications per four groups instead of eight; the sums are exact either way, so the
+    /// same bits. A constant to the JIT.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool InShorts<TCodes>() where TCodes : struct, IByteTileCodes =>
+        !AvxVnni.IsSupported && TCodes.Bias != 0 && 4 * 2 * TCodes.MaxCode * 128 <= short.MaxValue;
+
+    /// <summary>Column groups g .. g + 3 of a tile against the token's codes there, their pair sums added in int16
+    /// (<see cref="InShorts{TCodes}"/>) and widened once into <paramref name="s0"/> (rows 0–7) and <paramref name="s1"/>.
+    /// Written out, with g a literal: a group's unpacking takes immediate shifts only where its number is a constant.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, byte* tile, sbyte* x, int g) where TCodes : struct, IByteTileCodes
+    {
+        Vector256<short> p0 = default, p1 = default;
+        Pairs<TCodes>(ref p0, ref p1, tile, x, g);
+        Pairs<TCodes>(ref p0, ref p1, tile, x, g + 1);
+        Pairs<TCodes>(ref p0, ref p1, tile, x, g + 2);
+        Pairs<TCodes>(ref p0, ref p1, tile, x, g + 3);
+        Vector256<short> ones = Vector256.Create((short)1);
+        s0 += Avx2.MultiplyAddAdjacent(p0, ones);
+        s1 += Avx2.MultiplyAddAdjacent(p1, ones);
+    }
+
+    /// <summary>Column group g's pair sums against the token's four codes there, added to <paramref name="p0"/> (rows
+    /// 0–7) and <paramref name="p1"/> in int16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Pairs<TCodes>(ref Vector256<short> p0, ref Vector256<short> p1, byte* tile, sbyte* x, int g) where TCodes : struct, IByteTileCodes
+    {
+        Vector256<sbyte> v = Vector256.Create(Unsafe.ReadUnaligned<int>(x + 4 * g)).AsSByte();
+        p0 += Avx2.MultiplyAddAdjacent(TCodes.Half(tile, g, 0), v);
+        p1 += Avx2.MultiplyAddAdjacent(TCodes.Half(tile, g, 1), v);
     }
 
     /// <summary>Column group g of a tile (four columns of the sixteen rows) against the token's four codes there
@@ -429,6 +564,11 @@ internal unsafe interface IByteTileCodes
     /// <summary>What was added to each code to make it an unsigned byte.</summary>
     static abstract int Bias { get; }
 
+    /// <summary>The largest stored code <c>vpmaddubsw</c> multiplies (the absolute value where signed codes take the
+    /// sign trick): it bounds how many column groups' pair sums add up exactly in int16 (<see cref="ByteTiles"/>'
+    /// <c>InShorts</c>).</summary>
+    static abstract int MaxCode { get; }
+
     /// <summary>Tiles ahead of the one multiplied that the 256-bit one-token kernel prefetches where
     /// <see cref="ByteTiles.OnePrefetches"/>: about as many bytes for every format (a few more for the one that
     /// spends longer on each byte).</summary>
@@ -437,6 +577,10 @@ internal unsafe interface IByteTileCodes
     /// <summary>Column group g (0..7) of the tile at <paramref name="tile"/> as <see cref="ByteTiles"/> holds it: byte
     /// 4r + i of <paramref name="rows0"/> is row r's biased code of column 4g + i, <paramref name="rows8"/> rows 8–15.</summary>
     static abstract void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+
+    /// <summary>Half <paramref name="half"/> of <see cref="Group"/>: rows0 (0) or rows8 (1), as a value (the kernels
+    /// that keep many sums in registers: <c>out</c> vectors went through the stack there).</summary>
+    static abstract Vector256<byte> Half(byte* tile, int g, int half);
 }
 
 /// <summary>Q8_0 kept as <see cref="ByteTiles"/> (AVX2): a matrix of sixteen-row groups, each group its blocks' tiles
@@ -498,6 +642,7 @@ internal static unsafe class Q8Tiles
     {
         public static int TileBytes => ByteTiles.BlockBytes;
         public static int Bias => AvxVnni.IsSupported ? 128 : 0;
+        public static int MaxCode => AvxVnni.IsSupported ? 255 : 127;
 
         /// <summary>Four (2,176 bytes): one-token products over 294 MB of [2048, 1408] matrices on Zen 3 read 71–83%
         /// of the probe without the look-ahead, 91–97% four tiles ahead and 84–93% six, eight or twelve (<c>bench
@@ -507,8 +652,11 @@ internal static unsafe class Q8Tiles
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
         {
-            rows0 = Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g);
-            rows8 = Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g + 32);
+            rows0 = Half(tile, g, 0);
+            rows8 = Half(tile, g, 1);
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Half(byte* tile, int g, int half) => Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g + 32 * half);
     }
 }

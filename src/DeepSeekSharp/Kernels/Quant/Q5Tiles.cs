@@ -112,12 +112,32 @@ internal static unsafe class Q5Tiles
         rows8.Store(o + ByteTiles.ScaleBytes + 64 * g + 32);
     }
 
+    /// <summary>Tiles <see cref="Unpack"/> wrote: every code a byte, as <see cref="ByteTiles"/> lays them out.</summary>
+    internal readonly struct Unpacked : IByteTileCodes
+    {
+        public static int TileBytes => ByteTiles.BlockBytes;
+        public static int Bias => 16;
+        public static int MaxCode => 31;
+        public static int Ahead => 4; // read from cache, where the one-token kernel's look-ahead is not taken
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
+        {
+            rows0 = Half(tile, g, 0);
+            rows8 = Half(tile, g, 1);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Half(byte* tile, int g, int half) => Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g + 32 * half);
+    }
+
     /// <summary>A column group's codes from its nibble vector and the fifth bits: two loads, two 16-bit shifts of the
     /// fifth bits (none for some groups), one of the nibbles, three masks and two ors.</summary>
     internal readonly struct Codes : IByteTileCodes
     {
         public static int TileBytes => Q5Tiles.TileBytes;
         public static int Bias => 16;
+        public static int MaxCode => 31;
 
         /// <summary>Eight (2,816 bytes; each byte takes longer than Q8_0's to unpack): one-token products over 190 MB
         /// of [2048, 1408] matrices on Zen 3, the distances alternating pass by pass in one process, read 60–61% of the
@@ -129,12 +149,20 @@ internal static unsafe class Q5Tiles
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
         {
+            rows0 = Half(tile, g, 0);
+            rows8 = Half(tile, g, 1);
+        }
+
+        /// <summary>One half of <see cref="Group"/>: two loads, a shift of the nibbles for rows 8–15, a shift of the
+        /// fifth bits for most groups, two masks and an or.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Half(byte* tile, int g, int half)
+        {
             Vector256<byte> nibbles = Vector256.Load(tile + NibbleOffset + 32 * g);
             Vector256<ushort> high = Vector256.Load((ushort*)(tile + HighOffset + 32 * (g >> 2)));
-            Vector256<byte> low4 = Vector256.Create((byte)0x0F), bit4 = Vector256.Create((byte)0x10);
-            int k = 2 * (g & 3); // rows 0–7's bit; rows 8–15's is k + 1
-            rows0 = (nibbles & low4) | (ToBit4(high, k) & bit4);
-            rows8 = (Vector256.ShiftRightLogical(nibbles.AsUInt16(), 4).AsByte() & low4) | (ToBit4(high, k + 1) & bit4);
+            int k = 2 * (g & 3) + half; // bit k of a byte of fifth bits belongs to rows 0–7 (k even) or 8–15 (k odd)
+            Vector256<byte> codes = half == 0 ? nibbles : Vector256.ShiftRightLogical(nibbles.AsUInt16(), 4).AsByte();
+            return (codes & Vector256.Create((byte)0x0F)) | (ToBit4(high, k) & Vector256.Create((byte)0x10));
         }
 
         /// <summary>Bit <paramref name="k"/> of every byte moved to bit 4 (other bits are masked off after).</summary>

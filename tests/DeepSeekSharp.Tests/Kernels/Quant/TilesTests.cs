@@ -143,6 +143,40 @@ public unsafe class TilesTests
         { WeightFormat.Q5_0, 21, 2080, 14 },
     };
 
+    /// <summary>Q5_0's largest codes against the largest activations of either sign: where four column groups' pair
+    /// sums add up in int16 before they are widened (AVX2 without VNNI), each int16 lane holds eight products of 31 ·
+    /// 127, a few hundred short of overflowing. Every row all 31s or all 0s, the activations ±2 a block of 32 (codes
+    /// ±127), so the bound is reached in both directions.</summary>
+    [Fact]
+    public void Q5TiledProducts_OfTheLargestCodes_EqualTheFileLayoutKernels_BitForBit()
+    {
+        if (!Q5Tiles.IsSupported) return;
+        const int rows = 19, blocks = 11, cols = blocks * 32;
+        var rng = new Random(3);
+        var bytes = new byte[rows * blocks * Q5Tiles.BlockBytes];
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < blocks; b++)
+            {
+                Span<byte> blk = bytes.AsSpan((r * blocks + b) * Q5Tiles.BlockBytes, Q5Tiles.BlockBytes);
+                BitConverter.TryWriteBytes(blk, HalfTable.FromFloat((float)(0.001 + rng.NextDouble() * 0.02)));
+                blk[2..].Fill(r % 3 == 2 ? (byte)0 : (byte)0xFF); // fifth bits and nibbles: codes 31, or 0 (−16 · d)
+            }
+        using Matrix file = Matrix.Create(WeightFormat.Q5_0, rows, cols, tiles: false);
+        using Matrix tiled = Matrix.Create(WeightFormat.Q5_0, rows, cols);
+        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        foreach (int n in new[] { 1, 4, 6, 9 }) // one token; four at once; the many-token kernels
+        {
+            var x = new float[n * cols];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / 32 + i / cols) % 2 == 0 ? 2f : -2f;
+            var expected = new float[n * rows];
+            var actual = new float[n * rows];
+            file.Forward(x, expected, n);
+            tiled.Forward(x, actual, n);
+            Assert.Equal(Bits(expected), Bits(actual));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(WeightFormat format, int rows, int cols, int n)
