@@ -510,6 +510,19 @@ internal static unsafe class ByteTiles
         Step<TCodes>(ref s0, ref s1, t, x, 7);
     }
 
+    /// <summary>Half <paramref name="half"/> (rows 0–7 or 8–15) of column group g of a byte tile, stored as it is
+    /// multiplied: one load.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> Stored(byte* tile, int g, int half) => Vector256.Load(tile + ScaleBytes + 64 * g + 32 * half);
+
+    /// <summary>Column group g of a byte tile, stored as it is multiplied: two loads.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Stored(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
+    {
+        rows0 = Stored(tile, g, 0);
+        rows8 = Stored(tile, g, 1);
+    }
+
     /// <summary>Whether, without AVX-VNNI, four column groups' <c>vpmaddubsw</c> pair sums add up in int16 before one
     /// <c>vpmaddwd</c> widens them: small unsigned codes (Q5_0's 0–31: 4 · 2 · 31 · 128 = 31,744 ≤ 32,767, activations
     /// being −128..127). Five multiplications per four groups instead of eight; the sums are exact either way, so the
@@ -650,13 +663,10 @@ internal static unsafe class Q8Tiles
         public static int Ahead => 4;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
-        {
-            rows0 = Half(tile, g, 0);
-            rows8 = Half(tile, g, 1);
-        }
+        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8) =>
+            ByteTiles.Stored(tile, g, out rows0, out rows8);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Half(byte* tile, int g, int half) => Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g + 32 * half);
+        public static Vector256<byte> Half(byte* tile, int g, int half) => ByteTiles.Stored(tile, g, half);
     }
 }

@@ -121,14 +121,11 @@ internal static unsafe class Q5Tiles
         public static int Ahead => 4; // read from cache, where the one-token kernel's look-ahead is not taken
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
-        {
-            rows0 = Half(tile, g, 0);
-            rows8 = Half(tile, g, 1);
-        }
+        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8) =>
+            ByteTiles.Stored(tile, g, out rows0, out rows8);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Half(byte* tile, int g, int half) => Vector256.Load(tile + ByteTiles.ScaleBytes + 64 * g + 32 * half);
+        public static Vector256<byte> Half(byte* tile, int g, int half) => ByteTiles.Stored(tile, g, half);
     }
 
     /// <summary>A column group's codes from its nibble vector and the fifth bits: two loads, two 16-bit shifts of the
