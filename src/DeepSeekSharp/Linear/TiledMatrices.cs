@@ -265,8 +265,7 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile, TBytes>(WeightForm
         int nf = shorts && n % ByteTiles.TokensPerPass <= 2 ? n / ByteTiles.TokensPerPass * ByteTiles.TokensPerPass : n;
         Span<float> partials = GemmScratch.Partials;
         long byteGroup = shorts ? GroupBytes : ByteGroupBytes;
-        int chunk = shorts ? Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6)
-            : Math.Max(4, (192 << 10) / Cols / 4 * 4);
+        int chunk = shorts ? Math.Max(6, (192 << 10) / (Cols * 2) / 6 * 6) : Math.Max(4, (192 << 10) / Cols / 4 * 4);
         int groupsAtOnce = (int)Math.Max(1, (256 << 10) / byteGroup);
         for (int g0 = first; g0 < r1; g0 += groupsAtOnce * TileRows)
         {
@@ -412,4 +411,3 @@ internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisp
         return tiles;
     }
 }
-

@@ -158,7 +158,7 @@ public class ShutdownTests
     {
         using var engine = new BatchScheduler(DeepSeekModel.Load(RandomModel.V3Tiny), Tokenizer.Load(RandomModel.V3Tiny),
             new BatchOptions { MaxBatch = 2, ContextLength = 4096 });
-        await using var server = new DeepSeekServer(engine, new ServerOptions { Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(600) });
+        await using var server = new DeepSeekServer(engine, new ServerOptions { Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(60) });
         await server.StartAsync();
         using var http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromSeconds(120) };
         // The engine generates a reply whether or not the client reads it, so the drain lasts as long as the reply

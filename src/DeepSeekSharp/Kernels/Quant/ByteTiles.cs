@@ -92,7 +92,7 @@ internal static unsafe class ByteTiles
             Vector256<int> e0 = Vector256.Create(-TCodes.Bias * xsum[3 * blocks + b]), e1 = e0;
             for (int g = 0; g < 8; g++)
             {
-                TCodes.Group(t, g, out Vector256<byte> w0, out Vector256<byte> w1);
+                Group<TCodes>(t, g, out Vector256<byte> w0, out Vector256<byte> w1);
                 Add<TCodes>(ref a0, ref a1, w0, w1, x + 4 * g); // |w| computed once for the four (the JIT shares it)
                 Add<TCodes>(ref b0, ref b1, w0, w1, x + stride + 4 * g);
                 Add<TCodes>(ref c0, ref c1, w0, w1, x + 2 * stride + 4 * g);
@@ -219,26 +219,27 @@ internal static unsafe class ByteTiles
         where TCodes : struct, IByteTileCodes
     {
         int stride = blocks * 32;
-        Vector256<int> a = Vector256.Create(-TCodes.Bias * xsum[b]), c1 = Vector256.Create(-TCodes.Bias * xsum[blocks + b]);
-        Vector256<int> c2 = Vector256.Create(-TCodes.Bias * xsum[2 * blocks + b]), c3 = Vector256.Create(-TCodes.Bias * xsum[3 * blocks + b]);
-        FourQuad<TCodes>(t, x, stride, half, 0, ref a, ref c1, ref c2, ref c3);
-        FourQuad<TCodes>(t, x, stride, half, 4, ref a, ref c1, ref c2, ref c3);
+        Vector256<int> s0 = Vector256.Create(-TCodes.Bias * xsum[b]), s1 = Vector256.Create(-TCodes.Bias * xsum[blocks + b]);
+        Vector256<int> s2 = Vector256.Create(-TCodes.Bias * xsum[2 * blocks + b]), s3 = Vector256.Create(-TCodes.Bias * xsum[3 * blocks + b]);
+        FourQuad<TCodes>(t, x, stride, half, 0, ref s0, ref s1, ref s2, ref s3);
+        FourQuad<TCodes>(t, x, stride, half, 4, ref s0, ref s1, ref s2, ref s3);
         Vector256<float> ws = Scales(t, 8 * half);
+        Vector256<float> w0 = ws * xd[b], w1 = ws * xd[blocks + b], w2 = ws * xd[2 * blocks + b], w3 = ws * xd[3 * blocks + b];
         if (b < whole)
         {
-            float* p = partials + (b & 7) * 16 + 8 * half;
-            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(a), ws * xd[b], Vector256.Load(p)).Store(p);
-            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c1), ws * xd[blocks + b], Vector256.Load(p + 128)).Store(p + 128);
-            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c2), ws * xd[2 * blocks + b], Vector256.Load(p + 256)).Store(p + 256);
-            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(c3), ws * xd[3 * blocks + b], Vector256.Load(p + 384)).Store(p + 384);
+            float* p = partials + (b & 7) * 16 + 8 * half; // token k's partials 128 floats apart
+            FoldHalf(p, s0, w0);
+            FoldHalf(p + 128, s1, w1);
+            FoldHalf(p + 256, s2, w2);
+            FoldHalf(p + 384, s3, w3);
         }
         else
         {
-            float* r = result + 8 * half;
-            (Vector256.Load(r) + ws * xd[b] * Vector256.ConvertToSingle(a)).Store(r);
-            (Vector256.Load(r + 16) + ws * xd[blocks + b] * Vector256.ConvertToSingle(c1)).Store(r + 16);
-            (Vector256.Load(r + 32) + ws * xd[2 * blocks + b] * Vector256.ConvertToSingle(c2)).Store(r + 32);
-            (Vector256.Load(r + 48) + ws * xd[3 * blocks + b] * Vector256.ConvertToSingle(c3)).Store(r + 48);
+            float* r = result + 8 * half; // token k's results 16 floats apart
+            TailHalf(r, s0, w0);
+            TailHalf(r + 16, s1, w1);
+            TailHalf(r + 32, s2, w2);
+            TailHalf(r + 48, s3, w3);
         }
     }
 
@@ -305,9 +306,14 @@ internal static unsafe class ByteTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Fold(float* p, Vector256<int> s0, Vector256<int> s1, Vector256<float> ws0, Vector256<float> ws1)
     {
-        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s0), ws0, Vector256.Load(p)).Store(p);
-        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s1), ws1, Vector256.Load(p + 8)).Store(p + 8);
+        FoldHalf(p, s0, ws0);
+        FoldHalf(p + 8, s1, ws1);
     }
+
+    /// <summary>One half of <see cref="Fold"/>: eight rows' sums at <paramref name="p"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FoldHalf(float* p, Vector256<int> s, Vector256<float> ws) =>
+        Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s), ws, Vector256.Load(p)).Store(p);
 
     /// <summary>The eight partials at <paramref name="p"/> (128 floats) added in <see cref="BlockDots{T}.Reduce8"/>'s
     /// order: rows 0–7 in <paramref name="r0"/>, 8–15 in <paramref name="r1"/>.</summary>
@@ -328,6 +334,11 @@ internal static unsafe class ByteTiles
         r0 += ws0 * Vector256.ConvertToSingle(s0);
         r1 += ws1 * Vector256.ConvertToSingle(s1);
     }
+
+    /// <summary>One half of <see cref="Tail"/> on eight rows' results kept at <paramref name="r"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TailHalf(float* r, Vector256<int> s, Vector256<float> ws) =>
+        (Vector256.Load(r) + ws * Vector256.ConvertToSingle(s)).Store(r);
 
     /// <summary>Tokens per pass of <see cref="Multiply{TCodes}"/>.</summary>
     public const int TokensPerPass = 6;
@@ -370,7 +381,7 @@ internal static unsafe class ByteTiles
                 Vector512<int> e0 = default, e1 = default, e2 = default, e3 = default, e4 = default, e5 = default;
                 for (int g = 0; g < 8; g++)
                 {
-                    TCodes.Group(tile, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+                    Group<TCodes>(tile, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
                     Vector512<short> lo = WidenCodes<TCodes>(rows0), hi = WidenCodes<TCodes>(rows8);
                     // The six broadcasts, then the twelve products, then the adds, each in its own register (see
                     // PanelPack.AddSums).
@@ -471,7 +482,7 @@ internal static unsafe class ByteTiles
                 short* o = pp + b * 512;
                 for (int g = 0; g < 8; g++)
                 {
-                    TCodes.Group(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+                    Group<TCodes>(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
                     Vector512<int> lo = Widen<TCodes>(rows0), hi = Widen<TCodes>(rows8);
                     Avx512F.PermuteVar16x32x2(lo, even, hi).AsInt16().Store(o + 64 * g);
                     Avx512F.PermuteVar16x32x2(lo, odd, hi).AsInt16().Store(o + 64 * g + 32);
@@ -515,12 +526,13 @@ internal static unsafe class ByteTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<byte> Stored(byte* tile, int g, int half) => Vector256.Load(tile + ScaleBytes + 64 * g + 32 * half);
 
-    /// <summary>Column group g of a byte tile, stored as it is multiplied: two loads.</summary>
+    /// <summary>Column group g of a <typeparamref name="TCodes"/> tile: rows 0–7 in <paramref name="rows0"/>, 8–15 in
+    /// <paramref name="rows8"/> (<see cref="IByteTileCodes.Half"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void Stored(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
+    internal static void Group<TCodes>(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8) where TCodes : struct, IByteTileCodes
     {
-        rows0 = Stored(tile, g, 0);
-        rows8 = Stored(tile, g, 1);
+        rows0 = TCodes.Half(tile, g, 0);
+        rows8 = TCodes.Half(tile, g, 1);
     }
 
     /// <summary>Whether, without AVX-VNNI, four column groups' <c>vpmaddubsw</c> pair sums add up in int16 before one
@@ -562,7 +574,7 @@ internal static unsafe class ByteTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Step<TCodes>(ref Vector256<int> s0, ref Vector256<int> s1, byte* tile, sbyte* x, int g) where TCodes : struct, IByteTileCodes
     {
-        TCodes.Group(tile, g, out Vector256<byte> w0, out Vector256<byte> w1);
+        Group<TCodes>(tile, g, out Vector256<byte> w0, out Vector256<byte> w1);
         Add<TCodes>(ref s0, ref s1, w0, w1, x + 4 * g);
     }
 }
@@ -587,12 +599,10 @@ internal unsafe interface IByteTileCodes
     /// spends longer on each byte).</summary>
     static abstract int Ahead { get; }
 
-    /// <summary>Column group g (0..7) of the tile at <paramref name="tile"/> as <see cref="ByteTiles"/> holds it: byte
-    /// 4r + i of <paramref name="rows0"/> is row r's biased code of column 4g + i, <paramref name="rows8"/> rows 8–15.</summary>
-    static abstract void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8);
-
-    /// <summary>Half <paramref name="half"/> of <see cref="Group"/>: rows0 (0) or rows8 (1), as a value (the kernels
-    /// that keep many sums in registers: <c>out</c> vectors went through the stack there).</summary>
+    /// <summary>Rows 8·<paramref name="half"/> .. + 7 of column group g (0..7) of the tile at <paramref name="tile"/>
+    /// as <see cref="ByteTiles"/> holds them: byte 4r + i is row 8·half + r's biased code of column 4g + i. Returned
+    /// as a value (the kernels that keep many sums in registers: <c>out</c> vectors went through the stack there);
+    /// <see cref="ByteTiles.Group{TCodes}"/> takes both halves.</summary>
     static abstract Vector256<byte> Half(byte* tile, int g, int half);
 }
 
@@ -661,10 +671,6 @@ internal static unsafe class Q8Tiles
         /// of the probe without the look-ahead, 91–97% four tiles ahead and 84–93% six, eight or twelve (<c>bench
         /// stream</c>, the distances alternating pass by pass in one process, one and two threads, two runs).</summary>
         public static int Ahead => 4;
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8) =>
-            ByteTiles.Stored(tile, g, out rows0, out rows8);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Half(byte* tile, int g, int half) => ByteTiles.Stored(tile, g, half);

@@ -107,7 +107,7 @@ internal static unsafe class Q5Tiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(byte* t, byte* o, int g)
     {
-        Codes.Group(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+        ByteTiles.Group<Codes>(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
         rows0.Store(o + ByteTiles.ScaleBytes + 64 * g);
         rows8.Store(o + ByteTiles.ScaleBytes + 64 * g + 32);
     }
@@ -119,10 +119,6 @@ internal static unsafe class Q5Tiles
         public static int Bias => 16;
         public static int MaxCode => 31;
         public static int Ahead => 4; // read from cache, where the one-token kernel's look-ahead is not taken
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8) =>
-            ByteTiles.Stored(tile, g, out rows0, out rows8);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Half(byte* tile, int g, int half) => ByteTiles.Stored(tile, g, half);
@@ -143,14 +139,7 @@ internal static unsafe class Q5Tiles
         /// distance in the other.</summary>
         public static int Ahead => 8;
 
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* tile, int g, out Vector256<byte> rows0, out Vector256<byte> rows8)
-        {
-            rows0 = Half(tile, g, 0);
-            rows8 = Half(tile, g, 1);
-        }
-
-        /// <summary>One half of <see cref="Group"/>: two loads, a shift of the nibbles for rows 8–15, a shift of the
+        /// <summary>Two loads, a shift of the nibbles for rows 8–15, a shift of the
         /// fifth bits for most groups, two masks and an or.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Half(byte* tile, int g, int half)
