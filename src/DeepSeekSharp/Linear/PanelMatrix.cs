@@ -30,7 +30,12 @@ namespace DeepSeekSharp.Linear;
 /// 22.4 on one; at 18,432 37.0 / 30.7 / 36.7 → 38.0 / 40.8 / 42.6 and 21.4 / 20.5 / 20.3 → 18.8 / 23.6 / 23.9. BF16
 /// at 7,168 against the file layout: 34.9 / 33.6 / 33.3 → 44.1 / 41.1 / 45.0 on two threads; F16 at 7,168 34.1 / 31.1 →
 /// 42.3 / 44.2 and 14.3 / 15.1 → 20.0 / 26.2 on one; BF16 at 16,384 against sixteen-row panels 43.9 / 37.3 → 45.2 /
-/// 45.2 and 21.3 / 18.8 → 26.7 / 22.7.</para></summary>
+/// 45.2 and 21.3 / 18.8 → 26.7 / 22.7.</para>
+/// <para>Where the CPU has AVX2 but not the 512-bit kernels, FP8 rows in whole runs of 32 are kept in runs instead:
+/// row by row as in the file, each run of 32 codes transposed so that one load widens into four vectors with in-lane
+/// shifts (<see cref="Fp8Runs"/>), any number of tokens, any block rows. `bench stream FP8` on Zen 3 (AVX2 only),
+/// file layout and runs pass by pass in the same runs: 23.4 → 30.9 GB/s on two threads, 12.2 → 17.1 on one; in L2
+/// (`--in-cache`) 16.5 → 20.9.</para></summary>
 internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : struct, IWidenedCodes
 {
     /// <summary>Columns per panel.</summary>
@@ -45,19 +50,28 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     private readonly byte* _groups;
     private readonly int _groupRows, _panel;
     private readonly int _quadsPerGroup, _quadPanel; // quads a group and their panel's columns; 0: sixteen rows by panels
+    private readonly bool _runs; // FP8 rows one by one, each run of 32 codes transposed (AVX2 without AVX-512)
 
     /// <summary>Whether the rows are kept in quads (four rows by runs of 64 codes: one quad a group with whole rows, or
     /// four quads a group by panels of <see cref="QuadPanel"/> columns) rather than sixteen rows by panels.</summary>
     public bool Quads => _quadsPerGroup > 0;
 
-    private PanelMatrix(WeightFormat format, int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, NativeBuffer owner)
+    private PanelMatrix(WeightFormat format, int rows, int cols, byte* groups, float[] scales, (int Rows, int Cols) block, bool runs, NativeBuffer owner)
         : base(format, rows, cols, groups, scales, block, owner)
     {
         _groups = groups;
-        _groupRows = GroupRowsFor(cols);
-        (_quadsPerGroup, _quadPanel) = InQuads(cols) ? (1, cols) : InQuadPanels(cols) ? (_groupRows / WidenedDot<TC>.QuadRows, QuadPanel) : (0, 0);
-        _panel = Quads ? WidenedDot<TC>.QuadRun : Panel;
+        _runs = runs;
+        _groupRows = runs ? 1 : GroupRowsFor(cols);
+        (_quadsPerGroup, _quadPanel) = _runs ? (0, 0) : InQuads(cols) ? (1, cols) : InQuadPanels(cols) ? (_groupRows / WidenedDot<TC>.QuadRows, QuadPanel) : (0, 0);
+        _panel = _runs ? cols : Quads ? WidenedDot<TC>.QuadRun : Panel;
     }
+
+    /// <summary>Whether the rows are kept one by one in runs (<see cref="Fp8Runs"/>) rather than interleaved.</summary>
+    public bool Runs => _runs;
+
+    /// <summary>Rows of <paramref name="cols"/> columns kept in runs: FP8 in whole runs of 32 where the CPU has AVX2 but
+    /// not the 512-bit kernels.</summary>
+    private static bool InRuns(int cols) => TC.Bytes == 1 && cols % Fp8Runs.Run == 0 && Fp8Runs.IsSupported && !WidenedDot<TC>.FourAtOnce;
 
     /// <summary>Rows of <paramref name="cols"/> columns kept in quads, one a group: FP8 (one-byte codes) no wider than
     /// <see cref="QuadCols"/>, in whole runs of 64.</summary>
@@ -76,25 +90,29 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     /// at 16,384 BF16 36.1 → 35.2 and 20.0 → 23.9, F16 32.1 → 34.4 and 17.8 → 22.6.</summary>
     public static int MinCols => (TC.Bytes == 1 ? 2 : 4) * Panel;
 
-    /// <summary>Whether a [rows, cols] matrix with these blocks is kept here: in quads (FP8 rows up to 4,096 columns),
-    /// in quad panels (any rows wider than 4,096), both in whole runs of 64 columns, or in sixteen-row panels (rows
-    /// wider than <see cref="MinCols"/>); block rows whole groups (of sixteen rows, of four), or one block for all
-    /// rows, and the 512-bit widened kernel on this CPU.</summary>
+    /// <summary>Whether a [rows, cols] matrix with these blocks is kept here. With the 512-bit widened kernel: in quads
+    /// (FP8 rows up to 4,096 columns), in quad panels (any rows wider than 4,096), both in whole runs of 64 columns, or
+    /// in sixteen-row panels (rows wider than <see cref="MinCols"/>); block rows whole groups (of sixteen rows, of
+    /// four), or one block for all rows. With AVX2 alone: FP8 rows in whole runs of 32, in runs.</summary>
     public static bool Suits(int rows, int cols, (int Rows, int Cols) block) =>
-        rows > 0 && (cols > MinCols || InQuads(cols) || InQuadPanels(cols)) && (block.Rows % GroupRowsFor(cols) == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce;
+        rows > 0 && (InRuns(cols) || (cols > MinCols || InQuads(cols) || InQuadPanels(cols)) && (block.Rows % GroupRowsFor(cols) == 0 || block.Rows >= rows) && WidenedDot<TC>.FourAtOnce);
 
     /// <summary>An empty [rows, cols] matrix in panels (rows to be set by <see cref="ReadStoredRows"/> or
-    /// <see cref="Matrix.SetRow"/>).</summary>
-    public static PanelMatrix<TC> Create(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block)
+    /// <see cref="Matrix.SetRow"/>); <paramref name="runs"/> (for tests) keeps FP8 rows in runs whatever this CPU's widest
+    /// kernel, by default where <see cref="Suits"/> chooses them.</summary>
+    public static PanelMatrix<TC> Create(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block, bool? runs = null)
     {
-        int groupRows = GroupRowsFor(cols);
+        bool inRuns = runs ?? InRuns(cols);
+        if (inRuns && (TC.Bytes != 1 || cols % Fp8Runs.Run != 0 || !Fp8Runs.IsSupported))
+            throw new ArgumentException($"runs hold one-byte codes in whole runs of {Fp8Runs.Run} columns on a CPU with AVX2; {cols} columns of {format} here", nameof(runs));
+        int groupRows = inRuns ? 1 : GroupRowsFor(cols);
         long groups = (rows + groupRows - 1) / groupRows, rowBytes = (long)cols * TC.Bytes;
         var buffer = new NativeBuffer(groups * groupRows * rowBytes, weights: true);
         try
         {
             // Padding rows of the last group: zero codes (numbers; their results are never stored).
             new Span<byte>(buffer.Pointer + rows * rowBytes, checked((int)((groups * groupRows - rows) * rowBytes))).Clear();
-            return new PanelMatrix<TC>(format, rows, cols, buffer.Pointer, scales, block, buffer);
+            return new PanelMatrix<TC>(format, rows, cols, buffer.Pointer, scales, block, inRuns, buffer);
         }
         catch
         {
@@ -105,9 +123,9 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
 
     /// <summary>[rows, cols] codes read in parallel tasks of rows (<paramref name="read"/>(first row, its rows' bytes in
     /// the file layout)) straight into panels: no copy of the whole matrix in the file layout on the way.</summary>
-    public static PanelMatrix<TC> Read(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block, Action<int, Span<byte>> read)
+    public static PanelMatrix<TC> Read(WeightFormat format, int rows, int cols, float[] scales, (int Rows, int Cols) block, Action<int, Span<byte>> read, bool? runs = null)
     {
-        PanelMatrix<TC> m = Create(format, rows, cols, scales, block);
+        PanelMatrix<TC> m = Create(format, rows, cols, scales, block, runs);
         try
         {
             RowTasks.Run(rows, (r0, r1) => m.ReadStoredRows(r0, r1 - r0, span => read(r0, span)));
@@ -121,10 +139,10 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     }
 
     /// <summary>A copy of [rows, cols] codes in the file layout (<paramref name="codes"/>) in panels.</summary>
-    public static PanelMatrix<TC> From(WeightFormat format, int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block)
+    public static PanelMatrix<TC> From(WeightFormat format, int rows, int cols, byte* codes, float[] scales, (int Rows, int Cols) block, bool? runs = null)
     {
         long rowBytes = (long)cols * TC.Bytes;
-        return Read(format, rows, cols, scales, block, (r0, dst) => new ReadOnlySpan<byte>(codes + r0 * rowBytes, dst.Length).CopyTo(dst));
+        return Read(format, rows, cols, scales, block, (r0, dst) => new ReadOnlySpan<byte>(codes + r0 * rowBytes, dst.Length).CopyTo(dst), runs);
     }
 
     /// <summary>Rows [r0, r0 + count) from their bytes in the file layout, through a pooled buffer into their places in
@@ -153,6 +171,11 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     /// <summary>Row <paramref name="r"/>'s codes into their places in the groups.</summary>
     private void Scatter(int r, ReadOnlySpan<byte> row)
     {
+        if (_runs)
+        {
+            Fp8Runs.Arrange(row, Piece(r, 0));
+            return;
+        }
         for (int p0 = 0; p0 < Cols; p0 += _panel) row.Slice(p0 * TC.Bytes, Piece(r, p0).Length).CopyTo(Piece(r, p0));
     }
 
@@ -177,6 +200,11 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)r, (uint)Rows, nameof(r));
         Span<byte> row = LinearScratch.StoredRow(checked((int)RowBytes));
+        if (_runs)
+        {
+            Fp8Runs.Restore(Piece(r, 0), row);
+            return row;
+        }
         for (int p0 = 0; p0 < Cols; p0 += _panel)
         {
             Span<byte> piece = Piece(r, p0);
@@ -198,6 +226,11 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
     {
+        if (_runs)
+        {
+            RunRows(x, y, n, r0, r1, rowStart, rowCount);
+            return;
+        }
         if (n != 1)
         {
             base.DotRows(a, x, y, n, r0, r1, rowStart, rowCount); // rows gathered one at a time
@@ -250,5 +283,37 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                 }
             }
         }
+    }
+
+    /// <summary>Rows in runs against any number of tokens: per block row, a few tokens' scaled activations at a time,
+    /// then each row against each of them (<see cref="Fp8Runs.Compute"/>; a row with a special code, or a token whose
+    /// scaled activations overflow, from the codes' values as the file layout computes it).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void RunRows(float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        int cols = Cols, br = Block.Rows;
+        Span<float> scaled = LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
+        Span<bool> widened = stackalloc bool[TokenGroup];
+        fixed (float* ps = scaled)
+            for (int b0 = r0; b0 < r1; b0 = (b0 / br + 1) * br)
+            {
+                int b1 = Math.Min(r1, (b0 / br + 1) * br);
+                ReadOnlySpan<float> scales = RowScales(b0);
+                for (int t0 = 0; t0 < n; t0 += TokenGroup)
+                {
+                    int group = Math.Min(TokenGroup, n - t0);
+                    for (int t = 0; t < group; t++)
+                        widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, BlockCols, scaled.Slice(t * cols, cols));
+                    for (int o = b0; o < b1; o++)
+                    {
+                        bool exact = Widens(o);
+                        byte* row = GroupOf(o);
+                        for (int t = 0; t < group; t++)
+                            y[(long)(t0 + t) * rowCount + o - rowStart] = exact && widened[t]
+                                ? Fp8Runs.Compute(row, cols, ps + (long)t * cols)
+                                : WidenedDot<TC>.Unwidened(RawRow(o), scales, BlockCols, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));
+                    }
+                }
+            }
     }
 }

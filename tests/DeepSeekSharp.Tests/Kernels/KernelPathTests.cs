@@ -19,7 +19,11 @@ public class KernelPathTests(ITestOutputHelper output)
             Assert.False(Avx512F.IsSupported, "DOTNET_EnableAVX512=0 but AVX-512F is still on");
             Assert.False(Avx512Vbmi.VL.IsSupported, "DOTNET_EnableAVX512=0 but AVX-512 VBMI is still on (Q5_0's shuffle path untested)");
             Assert.False(Vector512.IsHardwareAccelerated);
-            if (Avx2.IsSupported) Assert.Contains("Q4_K/Q6_K tiles on", KernelPaths.Describe()); // their 256-bit kernels are the ones tested
+            if (Avx2.IsSupported)
+            {
+                Assert.Contains("Q4_K/Q6_K tiles on", KernelPaths.Describe()); // their 256-bit kernels are the ones tested
+                Assert.Contains("FP8 runs (AVX2)", KernelPaths.Describe()); // and FP8's AVX2 layout is the one loaded
+            }
         }
         if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX2") == "0")
         {
@@ -28,6 +32,7 @@ public class KernelPathTests(ITestOutputHelper output)
             Assert.Contains("Q4_K/Q6_K tiles off", KernelPaths.Describe()); // the GGUF layouts' kernels are the ones tested
             // The row dots take the 128-bit integer kernels (ARM64's, with SSE's multiply-add in place of sdot).
             Assert.Contains("128-bit quantised dots on", KernelPaths.Describe());
+            Assert.Contains("FP8 file layout", KernelPaths.Describe());
         }
         if (Environment.GetEnvironmentVariable("DOTNET_EnableAVXVNNI") == "0")
         {

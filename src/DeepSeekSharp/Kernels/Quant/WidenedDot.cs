@@ -496,3 +496,75 @@ internal static class Fp8Rows
                 if ((codes[c] & 0x7F) == 0x7F) dst[c] = float.NaN;
     }
 }
+
+/// <summary>FP8 rows for AVX2 without AVX-512, each run of 32 codes stored transposed (<see cref="Arrange"/>: code
+/// 8k + j at byte 4j + k), so that one 32-byte load widens into Dot's four vectors with in-lane shifts alone. Sign-
+/// extending eight codes to eight int32 lanes (<c>vpmovsxbd</c>) crosses the 128-bit halves, which Zen 3 does about
+/// once in 1.3 cycles: the file layout's widening (extend, shift, mask) ran 1.4 cycles per eight codes. Here a dword's
+/// byte k is code 8k + j of lane j: byte 3 shifted right arithmetically by 4 within its 16-bit half (bytes 2–3)
+/// puts the sign in bit 31 and the seven other bits at 20–26, the E4M3 code widened as <see cref="Fp8Codes"/> widens
+/// it once masked with 0x87F00000; byte 2 first multiplied by 256 within that half (<c>vpmullw</c>, a pipe the shifts
+/// do not use), bytes 1 and 0 likewise, then moved up by 16. Four shifts, one multiply and four masks widen 32 codes,
+/// where the file layout spends four extends, four shifts and four masks. The same widened values meet the same
+/// activations in the same accumulators in the same order as <see cref="WidenedDot{TC}.Compute"/> on the file layout's
+/// row (256-bit path), so the bits are the same.</summary>
+internal static unsafe class Fp8Runs
+{
+    /// <summary>Codes per run (a 32-byte load).</summary>
+    public const int Run = 32;
+
+    /// <summary>Whether this CPU has the kernel (AVX2).</summary>
+    public static bool IsSupported => Vector256.IsHardwareAccelerated && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>How far ahead of its reads <see cref="Compute"/> prefetches: one thread streaming rows from memory
+    /// leaves the hardware prefetcher behind at this kernel's pace.</summary>
+    private const int PrefetchBytes = 2048;
+
+    /// <summary>A row in the file layout (a whole number of runs) into runs: <paramref name="runs"/>[4j + k] =
+    /// <paramref name="row"/>[8k + j] within each run.</summary>
+    public static void Arrange(ReadOnlySpan<byte> row, Span<byte> runs)
+    {
+        for (int r0 = 0; r0 < row.Length; r0 += Run)
+            for (int j = 0; j < 8; j++)
+                for (int k = 0; k < 4; k++) runs[r0 + 4 * j + k] = row[r0 + 8 * k + j];
+    }
+
+    /// <summary>The file layout's row back from runs (<see cref="Arrange"/> undone).</summary>
+    public static void Restore(ReadOnlySpan<byte> runs, Span<byte> row)
+    {
+        for (int r0 = 0; r0 < runs.Length; r0 += Run)
+            for (int j = 0; j < 8; j++)
+                for (int k = 0; k < 4; k++) row[r0 + 8 * k + j] = runs[r0 + 4 * j + k];
+    }
+
+    /// <summary>Σ widened(code c) · xs[c] over a row of <paramref name="n"/> codes in runs (n a multiple of
+    /// <see cref="Run"/>): <see cref="WidenedDot{TC}.Compute"/>'s bits on the file layout's row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float Compute(byte* runs, int n, float* xs)
+    {
+        Vector256<float> s0 = Vector256<float>.Zero, s1 = s0, s2 = s0, s3 = s0;
+        int i = 0;
+        for (; i + 2 * Run <= n; i += 2 * Run)
+        {
+            Sse.Prefetch0(runs + i + PrefetchBytes);
+            Step(runs + i, xs + i, ref s0, ref s1, ref s2, ref s3);
+            Step(runs + i + Run, xs + i + Run, ref s0, ref s1, ref s2, ref s3);
+        }
+        if (i < n) Step(runs + i, xs + i, ref s0, ref s1, ref s2, ref s3);
+        return Simd256.Sum((s0 + s1) + (s2 + s3));
+    }
+
+    /// <summary>One run: Dot's four accumulators each take one vector of eight widened codes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step(byte* run, float* x, ref Vector256<float> s0, ref Vector256<float> s1, ref Vector256<float> s2, ref Vector256<float> s3)
+    {
+        Vector256<int> mask = Vector256.Create(unchecked((int)0x87F00000));
+        Vector256<short> halves = Vector256.Load(run).AsInt16();
+        Vector256<int> odd = Vector256.ShiftRightArithmetic(halves, 4).AsInt32(); // bytes 1 and 3 at the top of their halves
+        Vector256<int> even = Vector256.ShiftRightArithmetic(halves * Vector256.Create((short)256), 4).AsInt32(); // bytes 0 and 2
+        s0 = Vector256.FusedMultiplyAdd((Vector256.ShiftLeft(even, 16) & mask).AsSingle(), Vector256.Load(x), s0);
+        s1 = Vector256.FusedMultiplyAdd((Vector256.ShiftLeft(odd, 16) & mask).AsSingle(), Vector256.Load(x + 8), s1);
+        s2 = Vector256.FusedMultiplyAdd((even & mask).AsSingle(), Vector256.Load(x + 16), s2);
+        s3 = Vector256.FusedMultiplyAdd((odd & mask).AsSingle(), Vector256.Load(x + 24), s3);
+    }
+}

@@ -247,7 +247,8 @@ public class WidenedDotTests
         var reader = new DeepSeekSharp.Formats.SafeTensors.TensorReader(checkpoint, (128, 128));
         using Matrix read = reader.ReadMatrix("w.weight", rows, cols, "test", WeightFormat.FP8);
         using Matrix mapped = reader.ReadMatrix("w.weight", rows, cols, "test", WeightFormat.FP8, inPlace: true);
-        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, read is PanelMatrix<Fp8Codes>);
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce || Fp8Runs.IsSupported, read is PanelMatrix<Fp8Codes>);
+        Assert.Equal(!WidenedDot<Fp8Codes>.FourAtOnce && Fp8Runs.IsSupported, read is PanelMatrix<Fp8Codes> { Runs: true });
         Assert.IsNotType<PanelMatrix<Fp8Codes>>(mapped);
         var a = new float[cols];
         var b = new float[cols];
@@ -289,12 +290,15 @@ public class WidenedDotTests
         }
     }
 
+    /// <summary>Whether this CPU keeps FP8 rows in whole runs of 32 in runs (AVX2 without the 512-bit kernels).</summary>
+    private static bool InRunsHere => Fp8Runs.IsSupported && !WidenedDot<Fp8Codes>.FourAtOnce;
+
     /// <summary>Whether this CPU keeps such a matrix in panels (the 512-bit kernel); without it the loader never makes one.</summary>
     private static bool WidedPanels(int cols, (int, int) block)
     {
         bool suits = PanelMatrix<Fp8Codes>.Suits(37, cols, block);
         Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
-        Assert.False(PanelMatrix<Fp8Codes>.Suits(37, 2 * PanelMatrix<Fp8Codes>.Panel - 32, block)); // no wider than two panels but not whole runs of 64: the file layout
+        Assert.Equal(InRunsHere, PanelMatrix<Fp8Codes>.Suits(37, 2 * PanelMatrix<Fp8Codes>.Panel - 32, block)); // no wider than two panels but not whole runs of 64: the file layout (in runs of 32 with AVX2 alone)
         Assert.False(PanelMatrix<Fp8Codes>.Suits(37, cols, (24, 128))); // a block row boundary inside a group of sixteen
         return suits;
     }
@@ -321,10 +325,9 @@ public class WidenedDotTests
     {
         const int rows = 39; // a last quad of three rows
         (int, int) block = (blockRows, 128);
-        bool suits = PanelMatrix<Fp8Codes>.Suits(rows, cols, block);
-        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce, suits);
-        Assert.False(PanelMatrix<Fp8Codes>.Suits(rows, cols, (6, 128))); // a block row boundary inside a quad
-        if (!suits) return;
+        Assert.Equal(WidenedDot<Fp8Codes>.FourAtOnce || InRunsHere, PanelMatrix<Fp8Codes>.Suits(rows, cols, block));
+        Assert.Equal(InRunsHere, PanelMatrix<Fp8Codes>.Suits(rows, cols, (6, 128))); // a block row boundary inside a quad (runs take any)
+        if (!WidenedDot<Fp8Codes>.FourAtOnce) return;
         var rng = new Random(cols);
         byte[] codes = Codes(rng, rows * cols);
         codes[21 * cols + cols / 2] = 0xFF; // NaN: row 21 computes NaN, rows 20, 22 and 23 as before
@@ -341,6 +344,77 @@ public class WidenedDotTests
                 Assert.Equal(tokens * count - (start <= 21 && 21 < start + count ? tokens : 0), actual.Count(float.IsFinite));
             }
             AssertSameRows(file, quads);
+        }
+    }
+
+    /// <summary>The runs kernel against the 256-bit file-layout kernel over the same codes: every code (all 254 numbers,
+    /// subnormals and both zeros among them), whole runs from one to 65, activations from 2⁻¹⁴⁰ (subnormal products) to
+    /// 2¹⁰⁰, bit for bit; <see cref="Fp8Runs.Restore"/> undoes <see cref="Fp8Runs.Arrange"/>, which puts code 8k + j at
+    /// byte 4j + k of each run.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    [InlineData(44)]
+    [InlineData(64)]
+    [InlineData(65)]
+    public unsafe void Runs_AreTheFileLayoutKernelsBits(int runs)
+    {
+        if (!Fp8Runs.IsSupported) return;
+        int n = runs * Fp8Runs.Run;
+        var rng = new Random(runs);
+        byte[] codes = Codes(rng, n);
+        for (int i = 0; i < Math.Min(n, 254); i++) codes[i] = (byte)(i < 127 ? i : i + 1); // every number code once
+        byte[] arranged = new byte[n], restored = new byte[n];
+        Fp8Runs.Arrange(codes, arranged);
+        Assert.Equal(codes[8 * 2 + 5], arranged[4 * 5 + 2]);
+        Assert.Equal(codes[n - Fp8Runs.Run + 8 * 3 + 7], arranged[n - Fp8Runs.Run + 4 * 7 + 3]);
+        Fp8Runs.Restore(arranged, restored);
+        Assert.Equal(codes, restored);
+        foreach (double scale in new[] { 1.0, Math.Pow(2, -140), Math.Pow(2, 100) })
+        {
+            float[] xs = Floats(rng, n, 0, scale);
+            float expected = WidenedDot<Fp8Codes>.V256(codes, xs);
+            fixed (byte* pa = arranged)
+            fixed (float* px = xs)
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(Fp8Runs.Compute(pa, n, px)));
+        }
+    }
+
+    /// <summary>FP8 rows kept in runs give the file layout's bits: one token over all rows and part of them, three and
+    /// eleven tokens (more than a group of eight scaled at once), across block rows of 8; a row with a NaN code (that
+    /// row NaN, the rest unchanged); a token whose scaled activations overflow (the unwidened sum, the same as the file
+    /// layout's); and every row's values. 32 and 96 columns: one run and three, 128 absorbed MLA's per-head width,
+    /// 1,408 and 2,080 V2-Lite's expert and a row with an odd number of runs.</summary>
+    [Theory]
+    [InlineData(32)]
+    [InlineData(96)]
+    [InlineData(128)]
+    [InlineData(1408)]
+    [InlineData(2080)]
+    public unsafe void RunsMatrix_GivesTheFileLayoutsBits(int cols)
+    {
+        if (!Fp8Runs.IsSupported) return;
+        const int rows = 37;
+        (int, int) block = (8, 128);
+        var rng = new Random(cols);
+        byte[] codes = Codes(rng, rows * cols);
+        codes[21 * cols + cols / 2] = 0xFF; // NaN: row 21 computes NaN
+        float[] scales = Floats(rng, (rows + 7) / 8 * ((cols + 127) / 128), 0.001, 0.01);
+        float[] x = Floats(rng, 11 * cols, 0, 2);
+        x[2 * cols + cols / 3] = 3e38f; // token 2 overflows once scaled by 2^120: its products are taken unwidened
+        fixed (byte* p = codes)
+        {
+            using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
+            using var runs = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block, runs: true);
+            Assert.True(runs.Runs);
+            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, runs, x, (1, 0, rows), (1, 5, 29), (3, 0, rows), (11, 17, 20)))
+            {
+                if (start <= 21 && 21 < start + count) Assert.True(float.IsNaN(actual[21 - start]));
+                if (tokens == 1) Assert.Equal(count - (start <= 21 && 21 < start + count ? 1 : 0), actual.Count(float.IsFinite));
+            }
+            AssertSameRows(file, runs);
         }
     }
 
