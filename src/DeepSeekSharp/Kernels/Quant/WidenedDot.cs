@@ -562,17 +562,51 @@ internal static unsafe class Fp8Runs
         return Simd256.Sum((s0 + s1) + (s2 + s3));
     }
 
+    /// <summary>Two tokens against one row in runs, each run widened once: <paramref name="y"/>[0] and [1] the bits
+    /// <see cref="Compute"/> gives each token alone (each keeps its own four accumulators).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Compute2(byte* runs, int n, float* xs0, float* xs1, float* y)
+    {
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        for (int i = 0; i < n; i += Run)
+        {
+            Widen(runs + i, out Vector256<float> w0, out Vector256<float> w1, out Vector256<float> w2, out Vector256<float> w3);
+            a0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(xs0 + i), a0);
+            b0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(xs1 + i), b0);
+            a1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(xs0 + i + 8), a1);
+            b1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(xs1 + i + 8), b1);
+            a2 = Vector256.FusedMultiplyAdd(w2, Vector256.Load(xs0 + i + 16), a2);
+            b2 = Vector256.FusedMultiplyAdd(w2, Vector256.Load(xs1 + i + 16), b2);
+            a3 = Vector256.FusedMultiplyAdd(w3, Vector256.Load(xs0 + i + 24), a3);
+            b3 = Vector256.FusedMultiplyAdd(w3, Vector256.Load(xs1 + i + 24), b3);
+        }
+        y[0] = Simd256.Sum((a0 + a1) + (a2 + a3));
+        y[1] = Simd256.Sum((b0 + b1) + (b2 + b3));
+    }
+
     /// <summary>One run: Dot's four accumulators each take one vector of eight widened codes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Step(byte* run, float* x, ref Vector256<float> s0, ref Vector256<float> s1, ref Vector256<float> s2, ref Vector256<float> s3)
+    {
+        Widen(run, out Vector256<float> w0, out Vector256<float> w1, out Vector256<float> w2, out Vector256<float> w3);
+        s0 = Vector256.FusedMultiplyAdd(w0, Vector256.Load(x), s0);
+        s1 = Vector256.FusedMultiplyAdd(w1, Vector256.Load(x + 8), s1);
+        s2 = Vector256.FusedMultiplyAdd(w2, Vector256.Load(x + 16), s2);
+        s3 = Vector256.FusedMultiplyAdd(w3, Vector256.Load(x + 24), s3);
+    }
+
+    /// <summary>A run's 32 codes widened: <paramref name="w0"/> codes 0–7 (bytes 0 of the dwords), w1 8–15 (bytes 1),
+    /// w2 16–23 (bytes 2), w3 24–31 (bytes 3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Widen(byte* run, out Vector256<float> w0, out Vector256<float> w1, out Vector256<float> w2, out Vector256<float> w3)
     {
         Vector256<int> mask = Vector256.Create(unchecked((int)0x87F00000));
         Vector256<short> halves = Vector256.Load(run).AsInt16();
         Vector256<int> odd = Vector256.ShiftRightArithmetic(halves, 4).AsInt32(); // bytes 1 and 3 at the top of their halves
         Vector256<int> even = Vector256.ShiftRightArithmetic(halves * Vector256.Create((short)256), 4).AsInt32(); // bytes 0 and 2
-        s0 = Vector256.FusedMultiplyAdd((Vector256.ShiftLeft(even, 16) & mask).AsSingle(), Vector256.Load(x), s0);
-        s1 = Vector256.FusedMultiplyAdd((Vector256.ShiftLeft(odd, 16) & mask).AsSingle(), Vector256.Load(x + 8), s1);
-        s2 = Vector256.FusedMultiplyAdd((even & mask).AsSingle(), Vector256.Load(x + 16), s2);
-        s3 = Vector256.FusedMultiplyAdd((odd & mask).AsSingle(), Vector256.Load(x + 24), s3);
+        w0 = (Vector256.ShiftLeft(even, 16) & mask).AsSingle();
+        w1 = (Vector256.ShiftLeft(odd, 16) & mask).AsSingle();
+        w2 = (even & mask).AsSingle();
+        w3 = (odd & mask).AsSingle();
     }
 }

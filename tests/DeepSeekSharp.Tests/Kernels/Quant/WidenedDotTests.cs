@@ -349,8 +349,8 @@ public class WidenedDotTests
 
     /// <summary>The runs kernel against the 256-bit file-layout kernel over the same codes: every code (all 254 numbers,
     /// subnormals and both zeros among them), whole runs from one to 65, activations from 2⁻¹⁴⁰ (subnormal products) to
-    /// 2¹⁰⁰, bit for bit; <see cref="Fp8Runs.Restore"/> undoes <see cref="Fp8Runs.Arrange"/>, which puts code 8k + j at
-    /// byte 4j + k of each run.</summary>
+    /// 2¹⁰⁰, bit for bit, one token alone and two at once; <see cref="Fp8Runs.Restore"/> undoes
+    /// <see cref="Fp8Runs.Arrange"/>, which puts code 8k + j at byte 4j + k of each run.</summary>
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -376,16 +376,23 @@ public class WidenedDotTests
         {
             float[] xs = Floats(rng, n, 0, scale);
             float expected = WidenedDot<Fp8Codes>.V256(codes, xs);
+            float[] other = Floats(rng, n, 0, 1);
+            float[] two = new float[2];
             fixed (byte* pa = arranged)
-            fixed (float* px = xs)
+            fixed (float* px = xs, po = other, py = two)
+            {
                 Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(Fp8Runs.Compute(pa, n, px)));
+                Fp8Runs.Compute2(pa, n, po, px, py); // two tokens at once: each its own bits
+                Assert.Equal(BitConverter.SingleToInt32Bits(WidenedDot<Fp8Codes>.V256(codes, other)), BitConverter.SingleToInt32Bits(two[0]));
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(two[1]));
+            }
         }
     }
 
     /// <summary>FP8 rows kept in runs give the file layout's bits: one token over all rows and part of them, three and
-    /// eleven tokens (more than a group of eight scaled at once), across block rows of 8; a row with a NaN code (that
-    /// row NaN, the rest unchanged); a token whose scaled activations overflow (the unwidened sum, the same as the file
-    /// layout's); and every row's values. 32 and 96 columns: one run and three, 128 absorbed MLA's per-head width,
+    /// eleven tokens (pairs and a last single, more than a group of eight scaled at once), across block rows of 8; a
+    /// row with a NaN code (that row NaN, the rest unchanged); a token whose scaled activations overflow (the unwidened
+    /// sum, the same as the file layout's, its pair partner alone); and every row's values. 32 and 96 columns: one run and three, 128 absorbed MLA's per-head width,
     /// 1,408 and 2,080 V2-Lite's expert and a row with an odd number of runs.</summary>
     [Theory]
     [InlineData(32)]
