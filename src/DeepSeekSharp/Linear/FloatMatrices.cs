@@ -86,9 +86,13 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     /// <summary>Whether row <paramref name="r"/> widens exactly (no special code); looked at on its first use.</summary>
     private protected bool Widens(int r)
     {
-        if (_rowState[r] == 0) _rowState[r] = TC.HasSpecialCode(RawRow(r)) ? (byte)2 : (byte)1;
+        if (_rowState[r] == 0) _rowState[r] = TC.HasSpecialCode(CodesInSomeOrder(r)) ? (byte)2 : (byte)1;
         return _rowState[r] == 1;
     }
+
+    /// <summary>Row <paramref name="r"/>'s codes, in the file's order or any other (what <see cref="Widens"/> looks
+    /// at): a layout that keeps a row's codes together, permuted, gives them without gathering them.</summary>
+    private protected virtual ReadOnlySpan<byte> CodesInSomeOrder(int r) => RawRow(r);
     private protected int BlockCols => _bc;
     private protected (int Rows, int Cols) Block => (_br, _bc);
     private protected float ScaleAt(int rowBlock, int colBlock) => _scales[rowBlock * _scaleCols + colBlock];

@@ -213,6 +213,8 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
         return row;
     }
 
+    private protected override ReadOnlySpan<byte> CodesInSomeOrder(int r) => _runs ? Piece(r, 0) : RawRow(r);
+
     private protected override int RowUnit(int n) => _groupRows;
 
     /// <summary>Whether every row of the group starting at row <paramref name="g"/> widens exactly.</summary>

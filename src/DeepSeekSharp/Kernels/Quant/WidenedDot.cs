@@ -529,20 +529,39 @@ internal static unsafe class Fp8Runs
     private const int PrefetchBytes = 2048;
 
     /// <summary>A row in the file layout (a whole number of runs) into runs: <paramref name="runs"/>[4j + k] =
-    /// <paramref name="row"/>[8k + j] within each run.</summary>
+    /// <paramref name="row"/>[8k + j] within each run (a 4 × 8 byte transpose: the run's four 8-byte groups
+    /// interleaved byte by byte, then 16-bit pair by pair).</summary>
     public static void Arrange(ReadOnlySpan<byte> row, Span<byte> runs)
     {
-        for (int r0 = 0; r0 < row.Length; r0 += Run)
-            for (int j = 0; j < 8; j++)
-                for (int k = 0; k < 4; k++) runs[r0 + 4 * j + k] = row[r0 + 8 * k + j];
+        if (runs.Length < row.Length) ThrowHelper.TooShort(nameof(runs), row.Length, runs.Length);
+        ref byte src = ref MemoryMarshal.GetReference(row);
+        ref byte dst = ref MemoryMarshal.GetReference(runs);
+        for (int r0 = 0; r0 + Run <= row.Length; r0 += Run)
+        {
+            Vector128<byte> g01 = Vector128.LoadUnsafe(ref src, (nuint)r0), g23 = Vector128.LoadUnsafe(ref src, (nuint)(r0 + 16));
+            // Bytes j of groups 0 and 1 side by side, and of groups 2 and 3; then the two pairs of each j together.
+            Vector128<ushort> p01 = Sse2.UnpackLow(g01, Sse2.ShiftRightLogical128BitLane(g01, 8)).AsUInt16();
+            Vector128<ushort> p23 = Sse2.UnpackLow(g23, Sse2.ShiftRightLogical128BitLane(g23, 8)).AsUInt16();
+            Sse2.UnpackLow(p01, p23).AsByte().StoreUnsafe(ref dst, (nuint)r0);
+            Sse2.UnpackHigh(p01, p23).AsByte().StoreUnsafe(ref dst, (nuint)(r0 + 16));
+        }
     }
 
-    /// <summary>The file layout's row back from runs (<see cref="Arrange"/> undone).</summary>
+    /// <summary>The file layout's row back from runs (<see cref="Arrange"/> undone: the same transpose, 8 × 4).</summary>
     public static void Restore(ReadOnlySpan<byte> runs, Span<byte> row)
     {
-        for (int r0 = 0; r0 < runs.Length; r0 += Run)
-            for (int j = 0; j < 8; j++)
-                for (int k = 0; k < 4; k++) row[r0 + 8 * k + j] = runs[r0 + 4 * j + k];
+        if (row.Length < runs.Length) ThrowHelper.TooShort(nameof(row), runs.Length, row.Length);
+        ref byte src = ref MemoryMarshal.GetReference(runs);
+        ref byte dst = ref MemoryMarshal.GetReference(row);
+        Vector128<byte> gather = Vector128.Create((byte)0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        for (int r0 = 0; r0 + Run <= runs.Length; r0 += Run)
+        {
+            // Each half holds lanes j = 0–3 or 4–7 of every group: gathered by group, then the halves' groups joined.
+            Vector128<uint> lo = Ssse3.Shuffle(Vector128.LoadUnsafe(ref src, (nuint)r0), gather).AsUInt32();
+            Vector128<uint> hi = Ssse3.Shuffle(Vector128.LoadUnsafe(ref src, (nuint)(r0 + 16)), gather).AsUInt32();
+            Sse2.UnpackLow(lo, hi).AsByte().StoreUnsafe(ref dst, (nuint)r0);
+            Sse2.UnpackHigh(lo, hi).AsByte().StoreUnsafe(ref dst, (nuint)(r0 + 16));
+        }
     }
 
     /// <summary>Σ widened(code c) · xs[c] over a row of <paramref name="n"/> codes in runs (n a multiple of
