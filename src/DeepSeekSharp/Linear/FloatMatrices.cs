@@ -93,6 +93,22 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
     /// <summary>Row <paramref name="r"/>'s codes, in the file's order or any other (what <see cref="Widens"/> looks
     /// at): a layout that keeps a row's codes together, permuted, gives them without gathering them.</summary>
     private protected virtual ReadOnlySpan<byte> CodesInSomeOrder(int r) => RawRow(r);
+
+    /// <summary>Tokens t0 .. t0 + group − 1 of <paramref name="x"/> ([tokens, Cols]) scaled for a block row's
+    /// <paramref name="scales"/> into <paramref name="scaled"/> (token t0 + t at t · Cols); widened[t] false where that
+    /// token's product must be taken unwidened (<see cref="WidenedDot{TC}.ScaleActivations"/>).</summary>
+    private protected void ScaleTokens(float* x, int t0, int group, ReadOnlySpan<float> scales, Span<float> scaled, Span<bool> widened)
+    {
+        int cols = Cols;
+        for (int t = 0; t < group; t++)
+            widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
+    }
+
+    /// <summary>Token <paramref name="token"/> of <paramref name="x"/> against a row's file-layout codes from their
+    /// values (<see cref="WidenedDot{TC}.Unwidened"/>): a row with a special code, or a token whose scaled activations
+    /// overflow.</summary>
+    private protected float Unwidened(ReadOnlySpan<byte> codes, ReadOnlySpan<float> scales, float* x, int token) =>
+        WidenedDot<TC>.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)token * Cols, Cols));
     private protected int BlockCols => _bc;
     private protected (int Rows, int Cols) Block => (_br, _bc);
     private protected float ScaleAt(int rowBlock, int colBlock) => _scales[rowBlock * _scaleCols + colBlock];
@@ -183,8 +199,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                     widened[..group].Fill(true);
                 }
                 else
-                    for (int t = 0; t < group; t++)
-                        widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, _bc, scaled.Slice(t * cols, cols));
+                    ScaleTokens(x, t0, group, scales, scaled, widened);
                 // Four tokens share each widened code where all four take the widened path (same bits as one at a time).
                 bool fours = WidenedDot<TC>.FourAtOnce && group >= 4;
                 for (int o = b0; o < b1; o++)
@@ -202,7 +217,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                     for (; t < group; t++)
                         y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && exact
                             ? WidenedDot<TC>.Compute(codes, scaled.Slice(t * cols, cols))
-                            : WidenedDot<TC>.Unwidened(codes, scales, _bc, new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols));
+                            : Unwidened(codes, scales, x, t0 + t);
                 }
             }
         }

@@ -281,7 +281,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                     for (int r = lo; r < hi; r++)
                         y[r - rowStart] = widened && Widens(r)
                             ? WidenedDot<TC>.Compute(RawRow(r), new ReadOnlySpan<float>(scaled, cols))
-                            : WidenedDot<TC>.Unwidened(RawRow(r), scales, BlockCols, xs);
+                            : Unwidened(RawRow(r), scales, x, 0);
                 }
             }
         }
@@ -306,8 +306,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                 for (int t0 = 0; t0 < n; t0 += TokenGroup)
                 {
                     int group = Math.Min(TokenGroup, n - t0);
-                    for (int t = 0; t < group; t++)
-                        widened[t] = WidenedDot<TC>.ScaleActivations(new ReadOnlySpan<float>(x + (long)(t0 + t) * cols, cols), scales, BlockCols, scaled.Slice(t * cols, cols));
+                    ScaleTokens(x, t0, group, scales, scaled, widened);
                     // Two tokens at a time against every row of the block row: their activations stay in L1 while
                     // the rows come from L2 (a block row of 128 rows of 2,048 codes is 256 KB). `bench stream
                     // --in-cache --tokens 16 FP8` on Zen 3: 1.4 GB/s rows outer and tokens inner, 1.8 this way.
@@ -327,7 +326,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                             for (int u = t; u < Math.Min(group, t + 2); u++)
                                 y[(long)(t0 + u) * rowCount + o - rowStart] = exact && widened[u]
                                     ? Fp8Runs.Compute(GroupOf(o), cols, ps + (long)u * cols)
-                                    : WidenedDot<TC>.Unwidened(RawRow(o), scales, BlockCols, new ReadOnlySpan<float>(x + (long)(t0 + u) * cols, cols));
+                                    : Unwidened(RawRow(o), scales, x, t0 + u);
                         }
                     }
                 }
