@@ -7,9 +7,10 @@ namespace DeepSeekSharp.Bench;
 
 /// <summary>GFLOP/s of decode's blocked absorbed attention (<see cref="AbsorbedBlocks"/>) on one thread, for V2-Lite's
 /// widths (16 heads, or <c>--heads H</c>: V3's 128; latent 512 + rotary 64): over one block resident in L2, and over a
-/// cache of each given depth (heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory); each
-/// depth with the cache as float32 and as bfloat16 in turn. Depths under four blocks are also timed on two threads
-/// (<see cref="Threaded"/>).</summary>
+/// cache of each given depth (heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory), the
+/// blocks in order with each one's rows read ahead while the one before it is multiplied, as decode attends a run of
+/// them; each depth with the cache as float32 (also with each block touched first instead) and as bfloat16. Depths
+/// under four blocks are also timed on two threads (<see cref="Threaded"/>).</summary>
 internal static class AttentionBench
 {
     public static void Run(string[] args)
@@ -37,10 +38,18 @@ internal static class AttentionBench
                 for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
             }
             int n = AbsorbedBlocks.Blocks(depth);
-            void Attend()
+            const int size = LatentAttention.BlockPositions;
+            int Rows(int b) => Math.Min(size, depth - b * size);
+            // The blocks in order, as one thread of decode attends a run of them: each block's rows read ahead while
+            // the one before it is multiplied (or, touched, each block read in a pass of its own first).
+            void Attend(bool ahead)
             {
                 ReadOnlySpan<float> cache = AlignedScratch.Grow(ref cacheArray, depth * width);
-                for (int b = 0; b < n; b++) blocks.Attend(0, b, b, cache, depth, 0.07f);
+                for (int b = 0; b < n; b++)
+                {
+                    ReadOnlySpan<float> next = ahead && b + 1 < n ? cache.Slice((b + 1) * size * width, Rows(b + 1) * width) : default;
+                    blocks.AttendRows(0, b, cache.Slice(b * size * width, Rows(b) * width), Rows(b), 0.07f, next: next, fetched: ahead && b > 0);
+                }
                 for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
             }
             void AttendBf16()
@@ -48,13 +57,14 @@ internal static class AttentionBench
                 ReadOnlySpan<ushort> half = AlignedScratch.Grow(ref halfArray, depth * width);
                 for (int b = 0; b < n; b++)
                 {
-                    int rows = Math.Min(LatentAttention.BlockPositions, depth - b * LatentAttention.BlockPositions);
-                    blocks.AttendRows(0, b, half.Slice(b * LatentAttention.BlockPositions * width, rows * width), rows, 0.07f);
+                    ReadOnlySpan<ushort> next = b + 1 < n ? half.Slice((b + 1) * size * width, Rows(b + 1) * width) : default;
+                    blocks.AttendRows(0, b, half.Slice(b * size * width, Rows(b) * width), Rows(b), 0.07f, next: next, fetched: b > 0);
                 }
                 for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
             }
             double flops = 2.0 * heads * depth * (width + rank);
-            foreach ((string name, Action run, int bytes) in new[] { ("f32 ", (Action)Attend, 4), ("bf16", AttendBf16, 2) })
+            foreach ((string name, Action run, int bytes) in new[]
+                { ("f32          ", () => Attend(true), 4), ("f32, touched ", () => Attend(false), 4), ("bf16         ", (Action)AttendBf16, 2) })
             {
                 double seconds = Seconds(run);
                 Console.WriteLine($"depth {depth,6} {name}: {seconds * 1e3,8:F3} ms  {flops / seconds / 1e9,6:F1} GFLOP/s  cache {depth * width * (double)bytes / seconds / 1e9,5:F1} GB/s");

@@ -70,7 +70,7 @@ public sealed class AbsorbedBlocks
     }
 
     /// <summary>Parts a block's heads can be attended in
-    /// (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int)"/>): a group of four heads a part at
+    /// (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool)"/>): a group of four heads a part at
     /// most.</summary>
     public int HeadParts => _padded / 4;
 
@@ -84,20 +84,24 @@ public sealed class AbsorbedBlocks
     /// <summary>Attention of token <paramref name="t"/>'s heads in part <paramref name="part"/> of
     /// <paramref name="parts"/> over the <paramref name="n"/> rows of one block ([n, rank + rope], at most
     /// <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>. Heads are independent, so a block
-    /// attended in parts holds the bits it holds attended whole.</summary>
-    public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale, int part = 0, int parts = 1)
+    /// attended in parts holds the bits it holds attended whole. A thread attending a run of blocks passes each call
+    /// the rows of its next one (<paramref name="next"/>, read ahead while this block is multiplied) and says whether
+    /// <paramref name="rows"/> were read ahead so (<paramref name="fetched"/>); neither changes a result.</summary>
+    public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale, int part = 0, int parts = 1,
+        ReadOnlySpan<float> next = default, bool fetched = false)
     {
         (int h0, int heads) = Check(t, slot, n, part, parts);
         LatentAttention.AbsorbedBlock(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads));
+            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads), next, fetched);
     }
 
-    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int)"/> over rows kept as bfloat16.</summary>
-    public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale, int part = 0, int parts = 1)
+    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool)"/> over rows kept as bfloat16.</summary>
+    public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale, int part = 0, int parts = 1,
+        ReadOnlySpan<ushort> next = default, bool fetched = false)
     {
         (int h0, int heads) = Check(t, slot, n, part, parts);
         LatentAttention.AbsorbedBlockBf16(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads));
+            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads), next, fetched);
     }
 
     /// <summary>The first padded head of the part and its heads (whole groups of four, parts as even as they divide).</summary>

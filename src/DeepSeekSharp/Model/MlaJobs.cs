@@ -28,6 +28,8 @@ internal sealed unsafe class AbsorbedDecode
     private int _pos0, _t0, _tokens;      // tokens _t0 .. _t0 + _tokens − 1 folded, the first at position _pos0 + _t0
     private int _first, _end;             // of those, _first .. _end − 1 attending
     private int _parts;                   // each slot's heads attended in this many chunks
+    private int _slots, _run, _threads;   // slots in use; whole slots a chunk where parts is one (else one); pool threads
+    private long _pass;                   // attend steps so far (a thread's read-ahead is only trusted within one)
     private readonly int[] _slot = new int[AbsorbedBlocks.Tokens + 1]; // attending token _first + i's first slot; then the slots in use
     private float _scale;
     private float[] _in = [], _out = []; // per head: the tokens' q_nope [Tokens, D] to fold; the products [Tokens, max(C, V)]
@@ -77,14 +79,24 @@ internal sealed unsafe class AbsorbedDecode
                         slots += need;
                     }
                     d._slot[d._end - d._first] = slots;
-                    d._parts = blocks.PartsFor(slots, WorkerPool.Shared.Threads);
-                    WorkerPool.Shared.Run(d._attend, slots * d._parts);
+                    d._threads = WorkerPool.Shared.Threads;
+                    d._parts = blocks.PartsFor(slots, d._threads);
+                    d._slots = slots;
+                    d._run = d._parts > 1 ? 1 : Math.Max(1, slots / (RunsPerThread * d._threads));
+                    d._pass++;
+                    WorkerPool.Shared.Run(d._attend, d._parts > 1 ? slots * d._parts : (slots + d._run - 1) / d._run);
                     WorkerPool.Shared.Run(d._merge, blocks.HeadGroups);
                 }
             }
             (d._w, d._blocks) = (null!, null!);
         }
     }
+
+    /// <summary>Chunks of whole blocks each thread takes on average (from the shared counter), where a block's heads go
+    /// in one part: a chunk is a run of consecutive blocks, each block's rows read ahead while the one before it is
+    /// multiplied, so only a run's first block waits for memory (and not even that when the thread guessed its next
+    /// run right). More runs share the work out more evenly at the end; fewer leave fewer first blocks.</summary>
+    private const int RunsPerThread = 16;
 
     /// <summary>Cached positions folded token t attends over (causal: 0 .. its own).</summary>
     private int Count(int t) => _pos0 + _t0 + t + 1;
@@ -131,20 +143,59 @@ internal sealed unsafe class AbsorbedDecode
         }
     }
 
-    /// <summary>One part of the heads of one attending token over one block of cached positions: chunk k is part
-    /// k mod parts of slot k / parts, and slot s holds block s − first slot of the token whose slots it is in.</summary>
+    /// <summary>Attending tokens over blocks of cached positions: where a block's heads go in parts, chunk k is part
+    /// k mod parts of slot k / parts; else chunk k is the run of slots k · run .. (k + 1) · run − 1, each attended
+    /// whole with the next one's rows read ahead, and the run's last reads ahead the first of run k + threads (the run
+    /// the shared counter most likely hands this thread next). Slot s holds block s − first slot of the token whose
+    /// slots it is in.</summary>
     private sealed class AttendBlocks(AbsorbedDecode d) : PoolJob
     {
+        [ThreadStatic] private static nint _aheadAt;  // the rows this thread last read ahead
+        [ThreadStatic] private static long _aheadPass; // in which attend step
+
         public override void Execute(int chunk)
         {
-            int slot = chunk / d._parts, part = chunk - slot * d._parts, i = 0;
-            while (d._slot[i + 1] <= slot) i++;
-            int s0 = (slot - d._slot[i]) * LatentAttention.BlockPositions, rows = Math.Min(LatentAttention.BlockPositions, d.Count(d._first + i) - s0);
-            long first = (long)s0 * d._c.LatentCacheWidth;
-            int values = rows * d._c.LatentCacheWidth;
-            if (d._bf16 is null) d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<float>(d._cache + first, values), rows, d._scale, part, d._parts);
-            else d._blocks.AttendRows(d._first + i, slot, new ReadOnlySpan<ushort>(d._bf16 + first, values), rows, d._scale, part, d._parts);
+            if (d._parts > 1)
+            {
+                int slot = chunk / d._parts;
+                (int token, long first, int rows) = d.Block(slot);
+                Attend(token, slot, first, rows, chunk - slot * d._parts, -1, 0, false);
+                return;
+            }
+            int start = chunk * d._run, end = Math.Min(start + d._run, d._slots), guess = (chunk + d._threads) * d._run;
+            for (int slot = start; slot < end; slot++)
+            {
+                (int token, long first, int rows) = d.Block(slot);
+                int following = slot + 1 < end ? slot + 1 : guess < d._slots ? guess : -1;
+                (_, long nextFirst, int nextRows) = following < 0 ? (0, -1L, 0) : d.Block(following);
+                bool fetched = _aheadPass == d._pass && _aheadAt == Address(first);
+                Attend(token, slot, first, rows, 0, nextFirst, nextRows, fetched);
+                (_aheadAt, _aheadPass) = (nextFirst < 0 ? 0 : Address(nextFirst), d._pass);
+            }
         }
+
+        private nint Address(long first) => d._bf16 is null ? (nint)(d._cache + first) : (nint)(d._bf16 + first);
+
+        private void Attend(int token, int slot, long first, int rows, int part, long nextFirst, int nextRows, bool fetched)
+        {
+            int width = d._c.LatentCacheWidth;
+            if (d._bf16 is null)
+                d._blocks.AttendRows(token, slot, new ReadOnlySpan<float>(d._cache + first, rows * width), rows, d._scale, part, d._parts,
+                    nextFirst < 0 ? default : new ReadOnlySpan<float>(d._cache + nextFirst, nextRows * width), fetched);
+            else
+                d._blocks.AttendRows(token, slot, new ReadOnlySpan<ushort>(d._bf16 + first, rows * width), rows, d._scale, part, d._parts,
+                    nextFirst < 0 ? default : new ReadOnlySpan<ushort>(d._bf16 + nextFirst, nextRows * width), fetched);
+        }
+    }
+
+    /// <summary>The attending token slot <paramref name="slot"/> belongs to, the offset of its block's first cached value
+    /// and the block's rows.</summary>
+    private (int Token, long First, int Rows) Block(int slot)
+    {
+        int i = 0;
+        while (_slot[i + 1] <= slot) i++;
+        int s0 = (slot - _slot[i]) * LatentAttention.BlockPositions;
+        return (_first + i, (long)s0 * _c.LatentCacheWidth, Math.Min(LatentAttention.BlockPositions, Count(_first + i) - s0));
     }
 
     /// <summary>Head h's latent Σ p c_kv of each attending token merged over its blocks; after the last token, every

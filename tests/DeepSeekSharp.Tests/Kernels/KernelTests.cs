@@ -249,6 +249,58 @@ public class KernelTests
         }
     }
 
+    /// <summary>Blocks attended in order with the next one's rows read ahead (and each block but the first not touched
+    /// again, as decode's runs do) hold the bits of blocks attended one by one, in f32 and bf16 rows: the read-ahead
+    /// only fetches.</summary>
+    [Theory]
+    [InlineData(16, 150)] // three blocks, the last short: the last reads nothing ahead
+    [InlineData(8, 64)]   // one block reading ahead a short one
+    public void AbsorbedBlocks_ReadingTheNextBlockAhead_HoldTheBitsOfBlocksAttendedOneByOne(int heads, int count)
+    {
+        const int c = 512, r = 64, stride = c + r, block = LatentAttention.BlockPositions;
+        var blocks = AbsorbedBlocks.For(heads, c, r, 512);
+        if (blocks is null) return; // no blocked path on this CPU
+        var rng = new Random(heads + count);
+        float[] rows = Random(rng, (count + block) * stride);
+        ushort[] bf16 = [.. rows.Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16))];
+        for (int h = 0; h < heads; h++)
+        {
+            float[] q = Random(rng, stride);
+            q.CopyTo(blocks.Query(0, h));
+            q.CopyTo(blocks.Query(1, h));
+        }
+        int n = AbsorbedBlocks.Blocks(count);
+        int Rows(int b) => Math.Min(block, count - b * block);
+        foreach (bool half in new[] { false, true })
+        {
+            for (int b = 0; b < n; b++)
+            {
+                // Token 0 block by block in slots 0..; token 1 reading ahead in slots 8.. (in the 64-row case past the
+                // count: rows the caller holds but does not attend).
+                int nextRows = b + 1 < n ? Rows(b + 1) : count == block ? 10 : 0;
+                if (half)
+                {
+                    blocks.AttendRows(0, b, bf16.AsSpan(b * block * stride, Rows(b) * stride), Rows(b), 0.07f);
+                    blocks.AttendRows(1, 8 + b, bf16.AsSpan(b * block * stride, Rows(b) * stride), Rows(b), 0.07f,
+                        next: bf16.AsSpan((b + 1) * block * stride, nextRows * stride), fetched: b > 0);
+                }
+                else
+                {
+                    blocks.AttendRows(0, b, rows.AsSpan(b * block * stride, Rows(b) * stride), Rows(b), 0.07f);
+                    blocks.AttendRows(1, 8 + b, rows.AsSpan(b * block * stride, Rows(b) * stride), Rows(b), 0.07f,
+                        next: rows.AsSpan((b + 1) * block * stride, nextRows * stride), fetched: b > 0);
+                }
+            }
+            for (int h = 0; h < heads; h++)
+            {
+                blocks.Merge(0, n, h, 0);
+                blocks.Merge(8, n, h, 1);
+                ReadOnlySpan<float> both = blocks.Latents(h, 2);
+                Assert.True(both[..c].SequenceEqual(both[c..]), $"head {h}, {(half ? "bf16" : "f32")} rows");
+            }
+        }
+    }
+
     /// <summary>Blocks whose heads are attended in parts (as decode splits a short context's few blocks over the
     /// threads) hold the bits of the blocks attended whole, in f32 and bf16 rows: two blocks merged, so each block's
     /// max, sum and output all count.</summary>

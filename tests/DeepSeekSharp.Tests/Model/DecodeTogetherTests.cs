@@ -43,6 +43,44 @@ public class DecodeTogetherTests
         AssertTogetherAsAlone(m, $"v3-tiny {quantize}", [300], capacity: 320);
     }
 
+    /// <summary>Where a block's heads go in one part, decode's threads attend runs of consecutive blocks, each block's
+    /// rows read ahead while the one before it is multiplied, and a run's last reads ahead the first block of the run
+    /// the thread will likely take next. Eight tokens 250 deep need 34 blocks (six of four, two of five), all in one
+    /// turn where the slots are sized for 2,200 positions: on one thread they attend in runs of two, one of them
+    /// crossing from token 6's last block to token 7's first; on three, single blocks with the next one guessed. Either
+    /// way every token gets the bits it gets decoded alone, and the same bits on one thread as on three.</summary>
+    [Fact]
+    public void RunsOfBlocksReadAhead_GiveEveryTokenItsOwnBits_OnAnyThreadCount()
+    {
+        using TempDir dir = TempDir.CopyOf("v3-tiny");
+        string config = dir.File("config.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
+        json["max_position_embeddings"] = 2304;
+        File.WriteAllText(config, json.ToJsonString());
+        using DeepSeekModel m = DeepSeekModel.Load(dir.Path);
+        ModelConfig c = m.Config;
+        Assert.Equal(35, DeepSeekSharp.Kernels.AbsorbedBlocks.For(c.NHeads, c.KvLoraRank, c.QkRopeHeadDim, 2200)?.Slots ?? 35);
+        int vocab = c.VocabSize;
+        var rng = new Random(7);
+        int[] prompt = [.. Enumerable.Range(0, 250).Select(_ => rng.Next(2, vocab))];
+        int[] tokens = [.. Enumerable.Range(0, 8).Select(_ => rng.Next(2, vocab))];
+        float[]? first = null;
+        foreach (int threads in new[] { 1, 3 })
+        {
+            using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
+            using (DeepSeekSharp.Kernels.WorkerPool.Use(pool))
+            {
+                AssertTogetherAsAlone(m, $"v3-tiny on {threads} thread(s)", [250], capacity: 2200);
+                using InferenceSession s = m.CreateSession(2200);
+                s.Forward(prompt, new float[vocab], allPositions: false);
+                var all = new float[tokens.Length * vocab];
+                s.Forward(tokens, all, decoding: true);
+                if (first is null) first = all;
+                else Assert.True(first.AsSpan().SequenceEqual(all), $"{threads} threads: the logits differ from one thread's");
+            }
+        }
+    }
+
     internal static void AssertTogetherAsAlone(DeepSeekModel m, string name, int[] promptLengths, int capacity)
     {
         int vocab = m.Config.VocabSize;
