@@ -341,13 +341,15 @@ internal abstract unsafe class ByteTiledMatrix<TBlock, TTile, TBytes>(WeightForm
     {
         int blocks = Cols / 32;
         float* lanes = stackalloc float[4 * TileRows];
+        // Two or more passes of four tokens over a group: the first prefetches its tiles and converts its scales once.
+        float* scales = !AvxVnni.IsSupported && n - t0 >= 8 ? GemmScratch.TileScales(blocks * TileRows) : null;
         for (int g = r0 / TileRows * TileRows; g < r1; g += TileRows)
         {
             int lo = Math.Max(r0, g) - g, hi = Math.Min(r1, g + TileRows) - g, t = t0;
             if (!AvxVnni.IsSupported)
                 for (; t + 4 <= n; t += 4)
                 {
-                    ByteTiles.Four<TTile>(Group(g), blocks, a, t, lanes);
+                    ByteTiles.Four<TTile>(Group(g), blocks, a, t, lanes, scales, first: t == t0);
                     for (int k = 0; k < 4; k++) Store(lanes + k * TileRows, y + (long)(t + k) * rowCount + (g + lo - rowStart), lo, hi);
                 }
             for (; t < n; t++)

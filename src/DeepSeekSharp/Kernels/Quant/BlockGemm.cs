@@ -516,7 +516,7 @@ internal static class PanelPack
 internal static class GemmScratch
 {
     [ThreadStatic] private static short[]? _panel;
-    [ThreadStatic] private static float[]? _scales, _partials, _edge;
+    [ThreadStatic] private static float[]? _scales, _partials, _edge, _tileScales;
     [ThreadStatic] private static byte[]? _unpacked;
 
     public static Span<short> Panel(int shorts) => AlignedScratch.Grow(ref _panel, shorts);
@@ -525,6 +525,10 @@ internal static class GemmScratch
 
     /// <summary>Results of a tile group for tokens [0, floats / 16), where only some of its rows are wanted.</summary>
     public static Span<float> Edge(int floats) => AlignedScratch.Grow(ref _edge, floats);
+
+    /// <summary>A tile group's scales as float32, for the passes of four tokens over it
+    /// (<see cref="ByteTiles.Four{TCodes}"/>; pinned: the pointer stays valid until the next call).</summary>
+    public static unsafe float* TileScales(int floats) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(AlignedScratch.Grow(ref _tileScales, floats)));
 
     /// <summary>Byte tiles unpacked from a compact tile format (pinned: the pointer stays valid until the next call).</summary>
     public static unsafe byte* Unpacked(int bytes) => (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(AlignedScratch.Grow(ref _unpacked, bytes)));

@@ -48,7 +48,13 @@ internal static unsafe class ByteTiles
     /// token t's row r in <paramref name="lanes"/>[16t + r], each the bits <see cref="One{TCodes}"/> gives it. The
     /// codes of a column group are loaded (and, signed, made absolute) once for the four tokens: without AVX-VNNI, where
     /// a verify pass of four tokens would otherwise run the one-token kernel four times over each group.</summary>
-    public static void Four<TCodes>(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) where TCodes : struct, IByteTileCodes
+    /// <param name="scales">null, or room for the group's scales as float32 (16 · <paramref name="blocks"/> floats), for
+    /// a group that several passes of four tokens multiply: the first pass converts the fp16 scales and keeps them
+    /// there, the later ones read them back instead of converting them again</param>
+    /// <param name="first">whether this is the first pass over the group: it prefetches ahead of its reads (later
+    /// passes find the group in L1/L2) and fills <paramref name="scales"/></param>
+    public static void Four<TCodes>(byte* group, int blocks, QuantizedActivations a, int token, float* lanes, float* scales = null,
+        bool first = true) where TCodes : struct, IByteTileCodes
     {
         if (a.Q.Length < (long)(token + 4) * blocks * 32 || a.D.Length < (token + 4) * blocks || a.BlockSum.Length < (token + 4) * blocks)
             ThrowHelper.TooShort(nameof(a), (long)(token + 4) * blocks * 32, a.Q.Length);
@@ -57,7 +63,7 @@ internal static unsafe class ByteTiles
             if (InShorts<TCodes>())
                 FourKernelShorts<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
             else
-                FourKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes);
+                FourKernel<TCodes>(group, blocks, q + (long)token * blocks * 32, d + token * blocks, s + token * blocks, partials, lanes, scales, first);
     }
 
     /// <summary>Tiles ahead of the one multiplied that <see cref="FourKernel{TCodes}"/> prefetches (into the next group
@@ -76,8 +82,8 @@ internal static unsafe class ByteTiles
     /// <summary>Four tokens (codes <c>32 · blocks</c> apart, scales and sums <c>blocks</c> apart): per token the float
     /// steps of <see cref="OneKernel{TCodes}"/> (partial b mod 8, <see cref="Reduce"/>, the tail one block at a time).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
-    private static void FourKernel<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
-        where TCodes : struct, IByteTileCodes
+    private static void FourKernel<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result,
+        float* scales, bool first) where TCodes : struct, IByteTileCodes
     {
         int whole = blocks / 8 * 8, stride = blocks * 32;
         new Span<float>(partials, 4 * 8 * Rows).Clear();
@@ -85,7 +91,7 @@ internal static unsafe class ByteTiles
         for (int b = 0; b < blocks; b++, x += 32)
         {
             byte* t = group + (long)b * TCodes.TileBytes;
-            PrefetchTile(t + FourAhead * TCodes.TileBytes, TCodes.TileBytes);
+            if (first) PrefetchTile(t + FourAhead * TCodes.TileBytes, TCodes.TileBytes);
             Vector256<int> a0 = Vector256.Create(-TCodes.Bias * xsum[b]), a1 = a0;
             Vector256<int> b0 = Vector256.Create(-TCodes.Bias * xsum[blocks + b]), b1 = b0;
             Vector256<int> c0 = Vector256.Create(-TCodes.Bias * xsum[2 * blocks + b]), c1 = c0;
@@ -98,7 +104,17 @@ internal static unsafe class ByteTiles
                 Add<TCodes>(ref c0, ref c1, w0, w1, x + 2 * stride + 4 * g);
                 Add<TCodes>(ref e0, ref e1, w0, w1, x + 3 * stride + 4 * g);
             }
-            Vector256<float> ws0 = Scales(t, 0), ws1 = Scales(t, 8);
+            Vector256<float> ws0, ws1;
+            if (first || scales == null)
+            {
+                (ws0, ws1) = (Scales(t, 0), Scales(t, 8));
+                if (scales != null)
+                {
+                    ws0.Store(scales + 16 * b);
+                    ws1.Store(scales + 16 * b + 8);
+                }
+            }
+            else (ws0, ws1) = (Vector256.Load(scales + 16 * b), Vector256.Load(scales + 16 * b + 8));
             float d0 = xd[b], d1 = xd[blocks + b], d2 = xd[2 * blocks + b], d3 = xd[3 * blocks + b];
             if (b < whole)
             {
