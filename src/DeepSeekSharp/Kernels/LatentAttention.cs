@@ -134,7 +134,7 @@ public static class LatentAttention
     /// values, so that they arrive while this block is multiplied instead of in a pass of their own
     /// (<see cref="Touch"/>) before it: at 16,384 positions, where a layer's cache (37.7 MB) streams from memory,
     /// one thread attended at 56–58 GFLOP/s touching each block first and 60–63 reading the next one ahead (Zen 3,
-    /// `bench attention`; 69 with the cache in L2/L3). Whatever lines the steps leave are fetched at the end.</summary>
+    /// <c>bench attention</c>; 69 with the cache in L2/L3). Whatever lines the steps leave are fetched at the end.</summary>
     private unsafe struct LookAhead(byte* start, long bytes)
     {
         private byte* _p = start;
