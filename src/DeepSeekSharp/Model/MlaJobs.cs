@@ -28,7 +28,7 @@ internal sealed unsafe class AbsorbedDecode
     private int _pos0, _t0, _tokens;      // tokens _t0 .. _t0 + _tokens − 1 folded, the first at position _pos0 + _t0
     private int _first, _end;             // of those, _first .. _end − 1 attending
     private int _parts;                   // each slot's heads attended in this many chunks
-    private int _slots, _run, _threads;   // slots in use; whole slots a chunk where parts is one (else one); pool threads
+    private int _run, _threads;           // whole slots a chunk where parts is one (else one); the pool's threads
     private long _pass;                   // attend steps so far (a thread's read-ahead is only trusted within one)
     private readonly int[] _slot = new int[AbsorbedBlocks.Tokens + 1]; // attending token _first + i's first slot; then the slots in use
     private float _scale;
@@ -81,7 +81,6 @@ internal sealed unsafe class AbsorbedDecode
                     d._slot[d._end - d._first] = slots;
                     d._threads = WorkerPool.Shared.Threads;
                     d._parts = blocks.PartsFor(slots, d._threads);
-                    d._slots = slots;
                     d._run = d._parts > 1 ? 1 : Math.Max(1, slots / (RunsPerThread * d._threads));
                     d._pass++;
                     WorkerPool.Shared.Run(d._attend, d._parts > 1 ? slots * d._parts : (slots + d._run - 1) / d._run);
@@ -97,6 +96,9 @@ internal sealed unsafe class AbsorbedDecode
     /// multiplied, so only a run's first block waits for memory (and not even that when the thread guessed its next
     /// run right). More runs share the work out more evenly at the end; fewer leave fewer first blocks.</summary>
     private const int RunsPerThread = 16;
+
+    /// <summary>Slots the attending tokens' blocks fill (the entry past the last attending token's first slot).</summary>
+    private int SlotsInUse => _slot[_end - _first];
 
     /// <summary>Cached positions folded token t attends over (causal: 0 .. its own).</summary>
     private int Count(int t) => _pos0 + _t0 + t + 1;
@@ -162,11 +164,11 @@ internal sealed unsafe class AbsorbedDecode
                 Attend(token, slot, first, rows, chunk - slot * d._parts, -1, 0, false);
                 return;
             }
-            int start = chunk * d._run, end = Math.Min(start + d._run, d._slots), guess = (chunk + d._threads) * d._run;
+            int start = chunk * d._run, end = Math.Min(start + d._run, d.SlotsInUse), guess = (chunk + d._threads) * d._run;
             for (int slot = start; slot < end; slot++)
             {
                 (int token, long first, int rows) = d.Block(slot);
-                int following = slot + 1 < end ? slot + 1 : guess < d._slots ? guess : -1;
+                int following = slot + 1 < end ? slot + 1 : guess < d.SlotsInUse ? guess : -1;
                 (_, long nextFirst, int nextRows) = following < 0 ? (0, -1L, 0) : d.Block(following);
                 bool fetched = _aheadPass == d._pass && _aheadAt == Address(first);
                 Attend(token, slot, first, rows, 0, nextFirst, nextRows, fetched);

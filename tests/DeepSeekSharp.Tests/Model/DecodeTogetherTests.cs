@@ -33,11 +33,7 @@ public class DecodeTogetherTests
     public void TokensWhoseBlocksOutnumberTheSlots_AttendInTurns_AndGetTheBitsOfOneStepEach(WeightFormat? quantize)
     {
         using TempDir dir = TempDir.CopyOf("v3-tiny");
-        string config = dir.File("config.json");
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
-        json["max_position_embeddings"] = 512;
-        File.WriteAllText(config, json.ToJsonString());
-        using DeepSeekModel m = DeepSeekModel.Load(dir.Path, new LoadOptions { Quantize = quantize });
+        using DeepSeekModel m = LoadAllowing(dir, 512, quantize);
         ModelConfig c = m.Config; // the slots counted on above, where the CPU has the blocked path
         Assert.Equal(32, DeepSeekSharp.Kernels.AbsorbedBlocks.For(c.NHeads, c.KvLoraRank, c.QkRopeHeadDim, 320)?.Slots ?? 32);
         AssertTogetherAsAlone(m, $"v3-tiny {quantize}", [300], capacity: 320);
@@ -53,11 +49,7 @@ public class DecodeTogetherTests
     public void RunsOfBlocksReadAhead_GiveEveryTokenItsOwnBits_OnAnyThreadCount()
     {
         using TempDir dir = TempDir.CopyOf("v3-tiny");
-        string config = dir.File("config.json");
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
-        json["max_position_embeddings"] = 2304;
-        File.WriteAllText(config, json.ToJsonString());
-        using DeepSeekModel m = DeepSeekModel.Load(dir.Path);
+        using DeepSeekModel m = LoadAllowing(dir, 2304);
         ModelConfig c = m.Config;
         Assert.Equal(35, DeepSeekSharp.Kernels.AbsorbedBlocks.For(c.NHeads, c.KvLoraRank, c.QkRopeHeadDim, 2200)?.Slots ?? 35);
         int vocab = c.VocabSize;
@@ -79,6 +71,17 @@ public class DecodeTogetherTests
                 else Assert.True(first.AsSpan().SequenceEqual(all), $"{threads} threads: the logits differ from one thread's");
             }
         }
+    }
+
+    /// <summary>The copy of a golden model in <paramref name="dir"/>, its config allowing <paramref name="positions"/>
+    /// positions (the golden models stop at 128).</summary>
+    private static DeepSeekModel LoadAllowing(TempDir dir, int positions, WeightFormat? quantize = null)
+    {
+        string config = dir.File("config.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
+        json["max_position_embeddings"] = positions;
+        File.WriteAllText(config, json.ToJsonString());
+        return DeepSeekModel.Load(dir.Path, new LoadOptions { Quantize = quantize });
     }
 
     internal static void AssertTogetherAsAlone(DeepSeekModel m, string name, int[] promptLengths, int capacity)
