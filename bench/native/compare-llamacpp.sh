@@ -11,15 +11,19 @@
 # llama-bench is $LLAMA_BENCH, else ~/.cache/llamacpp-anchor/bin/llama-bench (../shared/anchors/README.md builds it).
 # Needs gcc with OpenMP and python3. Run from the repository root.
 set -euo pipefail
+usage() { echo "usage: $0 [-r ROUNDS] [-t \"2 1\"] [-m tg|pp] [-n TOKENS] [-d DEPTH] FILE.gguf ..." >&2; exit 2; }
 rounds=3 threads="2 1" mode=tg tokens="" depth=0
 while getopts "r:t:m:n:d:" o; do
     case $o in
         r) rounds=$OPTARG ;; t) threads=$OPTARG ;; m) mode=$OPTARG ;; n) tokens=$OPTARG ;; d) depth=$OPTARG ;;
-        *) echo "usage: $0 [-r ROUNDS] [-t \"2 1\"] [-m tg|pp] [-n TOKENS] [-d DEPTH] FILE.gguf ..." >&2; exit 2 ;;
+        *) usage ;;
     esac
 done
 shift $((OPTIND - 1))
-[[ $# -gt 0 ]] || { echo "usage: $0 [-r ROUNDS] [-t \"2 1\"] [-m tg|pp] [-n TOKENS] [-d DEPTH] FILE.gguf ..." >&2; exit 2; }
+[[ $# -gt 0 ]] || usage
+for v in "$rounds" "${tokens:-1}" "$depth" $threads; do
+    [[ $v =~ ^[0-9]+$ ]] || { echo "-r, -n, -d and -t take whole numbers, not '$v'" >&2; exit 2; }
+done
 [[ $mode == tg || $mode == pp ]] || { echo "-m takes tg or pp, not '$mode'" >&2; exit 2; }
 [[ $mode == pp && $depth != 0 ]] && { echo "-d applies to -m tg only" >&2; exit 2; }
 tokens=${tokens:-$([[ $mode == tg ]] && echo 128 || echo 512)}
