@@ -17,8 +17,8 @@ internal static class AttentionBench
     {
         const int rank = 512, rope = 64, width = rank + rope;
         int heads = 16;
-        if (args.Length > 1 && args[0] == "--heads") (heads, args) = (int.Parse(args[1]), args[2..]);
-        int[] depths = args.Length > 0 ? args.Select(int.Parse).ToArray() : [LatentAttention.BlockPositions, 4096, 16384];
+        if (args.Length > 1 && args[0] == "--heads") (heads, args) = (BenchArgs.Int(args[1]), args[2..]);
+        int[] depths = args.Length > 0 ? args.Select(a => BenchArgs.Int(a)).ToArray() : [LatentAttention.BlockPositions, 4096, 16384];
         Console.WriteLine($"one thread; Vector512 {System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated}; heads {heads}, widths {rank} + {rope}");
         var rng = new Random(1);
         foreach (int depth in depths)

@@ -15,7 +15,7 @@ internal static class LogitsDigest
         foreach (string spec in specs)
         {
             string[] parts = spec.Split(':');
-            WeightFormat? format = parts.Length > 1 && parts[1] != "" ? Enum.Parse<WeightFormat>(parts[1], ignoreCase: true) : null;
+            WeightFormat? format = parts.Length > 1 && parts[1] != "" ? BenchArgs.Format(parts[1]) : null;
             bool mmap = parts.Length > 2 && parts[2] == "mmap";
             using DeepSeekModel model = DeepSeekModel.Load(parts[0], new LoadOptions { Quantize = format, MemoryMap = mmap });
             int vocab = model.Config.VocabSize;

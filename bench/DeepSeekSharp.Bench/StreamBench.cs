@@ -25,16 +25,16 @@ internal static unsafe class StreamBench
     public static void Run(string[] args)
     {
         bool inCache = args.Contains("--in-cache");
-        int at = Array.IndexOf(args, "--tokens"), n = at >= 0 ? int.Parse(args[at + 1]) : 1;
-        int colsAt = Array.IndexOf(args, "--cols"), cols = colsAt >= 0 ? int.Parse(args[colsAt + 1]) : 2048;
+        int at = Array.IndexOf(args, "--tokens"), n = BenchArgs.Option(args, "--tokens") ?? 1;
+        int colsAt = Array.IndexOf(args, "--cols"), cols = BenchArgs.Option(args, "--cols") ?? 2048;
         int rowsAt = Array.IndexOf(args, "--rows"), countAt = Array.IndexOf(args, "--count");
         int[] valued = [at, colsAt, rowsAt, countAt];
         string[] only = [.. args.Where((a, i) => a != "--in-cache" && !valued.Any(v => v >= 0 && (i == v || i == v + 1)))];
         // The same weights per matrix at any width: 4096 rows of 2048 columns, fewer rows of wider ones.
-        int rows = rowsAt >= 0 ? int.Parse(args[rowsAt + 1]) : Math.Max(16, (inCache ? 128 : 4096) * 2048 / cols);
-        int count = countAt >= 0 ? int.Parse(args[countAt + 1]) : inCache ? 1 : 32, passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
+        int rows = BenchArgs.Option(args, "--rows") ?? Math.Max(16, (inCache ? 128 : 4096) * 2048 / cols);
+        int count = BenchArgs.Option(args, "--count") ?? (inCache ? 1 : 32), passes = inCache ? 300 : 20, warmUp = inCache ? 30 : 5;
         const int inCacheRepeats = 64;
-        WeightFormat[] formats = only.Length > 0 ? only.Select(Enum.Parse<WeightFormat>).ToArray()
+        WeightFormat[] formats = only.Length > 0 ? only.Select(BenchArgs.Format).ToArray()
             : [WeightFormat.FP8, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.BF16, WeightFormat.F16];
         var rng = new Random(1);
         float[] w = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
