@@ -31,9 +31,9 @@ try
             MatMulBench.Run(args.Length > 1 ? BenchArgs.Format(args[1]).ToString() : null);
             break;
         case "experts":
+            (int rows, int cols) = args.Length > 5 ? BenchArgs.Pair(args[5], 'x', "ROWSxCOLS") : (1408, 2048);
             MatMulBench.Experts(BenchArgs.Format(args.Length > 1 ? args[1] : "Q8_0"), args.Length > 2 ? BenchArgs.Int(args[2]) : 12,
-                args.Length > 3 ? BenchArgs.Int(args[3]) : 5, args.Length > 4 ? BenchArgs.Int(args[4]) : 64,
-                args.Length > 5 ? BenchArgs.Int(args[5].Split('x')[0]) : 1408, args.Length > 5 ? BenchArgs.Int(BenchArgs.Required(args[5].Split('x'), 1, "COLS in ROWSxCOLS")) : 2048);
+                args.Length > 3 ? BenchArgs.Int(args[3]) : 5, args.Length > 4 ? BenchArgs.Int(args[4]) : 64, rows, cols);
             break;
         case "fp8-lanes":
             DeepSeekSharp.Bench.Fp8LanesBench.Run(args.Length > 1 ? BenchArgs.Int(args[1], min: 0) : 0);
@@ -62,7 +62,8 @@ try
             break;
         case "soak":
             // STAGES: concurrency:requests,... e.g. 1:200,8:500,32:2000
-            SoakBench.Run(BenchArgs.Required(args, 1, "MODEL"), (args.Length > 2 ? args[2] : "1:200,8:500,32:2000").Split(',').Select(BenchArgs.Stage).ToArray(),
+            SoakBench.Run(BenchArgs.Required(args, 1, "MODEL"), (args.Length > 2 ? args[2] : "1:200,8:500,32:2000").Split(',')
+                .Select(stage => BenchArgs.Pair(stage, ':', "CONCURRENCY:REQUESTS")).ToArray(),
                 args.Length > 3 ? BenchArgs.Int(args[3]) : 8,
                 args.Length > 4 ? args[4] : null);
             break;
@@ -92,19 +93,23 @@ namespace DeepSeekSharp.Bench
     {
         public sealed class UsageException(string message) : Exception(message);
 
-        /// <summary>A weight format by name, any case (q8_0, Q4_K, fp8).</summary>
-        public static Linear.WeightFormat Format(string name) =>
-            Enum.TryParse(name, ignoreCase: true, out Linear.WeightFormat f) && Enum.IsDefined(f) && !int.TryParse(name, out _) ? f
-                : throw new UsageException($"unknown weight format '{name}': one of {string.Join(", ", Enum.GetNames<Linear.WeightFormat>())}");
+        private static readonly Linear.WeightFormat[] AllFormats = [.. Linear.WeightFormats.All.Select(t => t.Format)];
+
+        /// <summary>A weight format by its command-line name, any case (q8_0, Q4_K, fp8), as <c>dss</c> parses one.</summary>
+        public static Linear.WeightFormat Format(string name)
+        {
+            try { return Linear.WeightFormats.Parse(name, AllFormats); }
+            catch (ArgumentException e) { throw new UsageException(Cli.CliApp.OneLine(e)); }
+        }
 
         /// <summary>A whole number of at least <paramref name="min"/>.</summary>
         public static int Int(string text, int min = 1) =>
             int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) && v >= min ? v
                 : throw new UsageException($"'{text}' is not a whole number of at least {min}");
 
-        /// <summary>A soak stage, CONCURRENCY:REQUESTS.</summary>
-        public static (int Concurrency, int Requests) Stage(string text) =>
-            text.Split(':') is [string c, string r] ? (Int(c), Int(r)) : throw new UsageException($"stage '{text}' is not CONCURRENCY:REQUESTS");
+        /// <summary>Two whole numbers joined by <paramref name="separator"/> (a soak stage 8:500, an expert shape 1408x2048).</summary>
+        public static (int, int) Pair(string text, char separator, string form) =>
+            text.Split(separator) is [string a, string b] ? (Int(a), Int(b)) : throw new UsageException($"'{text}' is not {form}");
 
         /// <summary>A positive number (a dot for the decimal point).</summary>
         public static double Number(string text) =>

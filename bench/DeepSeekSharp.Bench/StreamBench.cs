@@ -25,10 +25,8 @@ internal static unsafe class StreamBench
     public static void Run(string[] args)
     {
         bool inCache = args.Contains("--in-cache");
-        int at = Array.IndexOf(args, "--tokens"), n = BenchArgs.Option(args, "--tokens") ?? 1;
-        int colsAt = Array.IndexOf(args, "--cols"), cols = BenchArgs.Option(args, "--cols") ?? 2048;
-        int rowsAt = Array.IndexOf(args, "--rows"), countAt = Array.IndexOf(args, "--count");
-        int[] valued = [at, colsAt, rowsAt, countAt];
+        int n = BenchArgs.Option(args, "--tokens") ?? 1, cols = BenchArgs.Option(args, "--cols") ?? 2048;
+        int[] valued = [.. new[] { "--tokens", "--cols", "--rows", "--count" }.Select(o => Array.IndexOf(args, o))];
         string[] only = [.. args.Where((a, i) => a != "--in-cache" && !valued.Any(v => v >= 0 && (i == v || i == v + 1)))];
         // The same weights per matrix at any width: 4096 rows of 2048 columns, fewer rows of wider ones.
         int rows = BenchArgs.Option(args, "--rows") ?? Math.Max(16, (inCache ? 128 : 4096) * 2048 / cols);
