@@ -296,13 +296,14 @@ internal static unsafe class ByteTiles
     private static void OneKernel<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
         where TCodes : struct, IByteTileCodes
     {
+        bool prefetch = OnePrefetches; // first and once, not in the loop (Q4KTiles.OneLookAhead)
         int whole = blocks / 8 * 8;
         new Span<float>(partials, 8 * Rows).Clear();
         Vector256<float> r0 = default, r1 = default;
         for (int b = 0; b < blocks; b++, x += 32)
         {
             byte* t = group + (long)b * TCodes.TileBytes;
-            if (OnePrefetches) PrefetchTile(t + TCodes.Ahead * TCodes.TileBytes, TCodes.TileBytes);
+            if (prefetch) PrefetchTile(t + TCodes.Ahead * TCodes.TileBytes, TCodes.TileBytes);
             BlockSums<TCodes>(t, x, xsum[b], out Vector256<int> s0, out Vector256<int> s1);
             Vector256<float> ws0 = Scales(t, 0) * xd[b], ws1 = Scales(t, 8) * xd[b];
             if (b < whole)

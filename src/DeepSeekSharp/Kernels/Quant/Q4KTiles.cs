@@ -147,6 +147,7 @@ internal static unsafe class Q4KTiles
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own: inlined into a tier-1 caller, its helpers were left as calls
     private static void OneKernel(byte* group, int superBlocks, sbyte* x, float* xd, short* bsum, float* result)
     {
+        int ahead = OneLookAhead; // first, before any vector is live
         Vector512<float> sumA = default, sumB = default;
         for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
         {
@@ -154,7 +155,7 @@ internal static unsafe class Q4KTiles
             Vector512<int> isum = default;
             for (int j = 0; j < 8; j++)
             {
-                Prefetch(t, j);
+                Prefetch(t, j, ahead);
                 // The sub-block's four code vectors written out: as a loop of four, the JIT kept its counter and
                 // addressing in the loop (Four: 230 -> 246 GMAC/s in L2, one thread).
                 byte* c = t + CodeOffset + 4 * j * 64;
@@ -219,6 +220,7 @@ internal static unsafe class Q4KTiles
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     private static void OneKernel256(byte* group, int superBlocks, sbyte* x, float* xd, short* bsum, float* result)
     {
+        int ahead = OneLookAhead; // first, before any vector is live
         Vector256<float> sumA0 = default, sumA1 = default, sumB0 = default, sumB1 = default;
         for (int b = 0; b < superBlocks; b++, x += 256, bsum += 8)
         {
@@ -226,7 +228,7 @@ internal static unsafe class Q4KTiles
             Vector256<int> isum0 = default, isum1 = default;
             for (int j = 0; j < 8; j++)
             {
-                Prefetch(t, j);
+                Prefetch(t, j, ahead);
                 byte* c = t + CodeOffset + 4 * j * 64;
                 sbyte* xj = x + 32 * j;
                 Vector256<short> acc0 = Step256(c, xj) + Step256(c + 64, xj + 8) + Step256(c + 128, xj + 16) + Step256(c + 192, xj + 24);
@@ -371,10 +373,19 @@ internal static unsafe class Q4KTiles
     /// <summary>An eighth of the tile <see cref="OneAhead"/> bytes on (296 bytes, five lines from wherever it
     /// starts, so the eight cover every line): prefetch instructions never fault, so past the last tile is harmless.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch(byte* t, int j)
+    private static void Prefetch(byte* t, int j, int ahead)
     {
-        if (PrefetchesAhead) PrefetchEighth(t + OneAhead, j);
+        if (ahead != 0) PrefetchEighth(t + ahead, j);
     }
+
+    /// <summary>The one-token kernels' look-ahead in bytes, 0 for none, which they read once on entry (as the Q6_K and
+    /// Q8_0 ones read theirs): a kernel compiled at once (<c>AggressiveOptimization</c>) before the class's static fields
+    /// are set reads a field through a class-initialisation check that may call the runtime, and with that check in the
+    /// loop the JIT kept the 256-bit kernel's sums on the stack, stored and reloaded every sub-block (the rule for
+    /// constants in BlockDots). Whether it did depended on what had touched the class first: `dss` decode got the slow
+    /// code, `bench stream` (which prints the paths first) the fast. Zen 3, `bench stream --in-cache Q4_K` with the
+    /// paths line left out, three rounds alternating: 33.3–33.6 → 35.1–35.7 GB/s on one thread.</summary>
+    internal static int OneLookAhead => PrefetchesAhead ? OneAhead : 0;
 
     /// <summary>An eighth of the tile <see cref="PrefetchAhead"/> bytes on, whatever the CPU (the four-token kernels).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -168,6 +168,7 @@ internal static unsafe class Q6KTiles
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)] // compiled optimised at once, on its own: inlined into a tier-1 caller, its helpers were left as calls
     private static void OneKernel(byte* group, int superBlocks, sbyte* x, float* xd, short* sums16, float* result)
     {
+        bool ahead = Q4KTiles.PrefetchesAhead; // first and once, not in the loop (Q4KTiles.OneLookAhead)
         Vector512<float> sum = default;
         for (int b = 0; b < superBlocks; b++, x += 256, sums16 += 16)
         {
@@ -177,7 +178,7 @@ internal static unsafe class Q6KTiles
             for (int p = 0; p < 8; p++)
             {
                 Vector512<short> pair = ScalePair(t, p);
-                Prefetch(t, p);
+                Prefetch(t, p, ahead);
                 offset += Avx512BW.MultiplyAddAdjacent(pair, Broadcast(sums16 + 2 * p));
                 byte* v = t + CodeOffset + 2 * p * SubBlockBytes;
                 sbyte* xm = x + 32 * p;
@@ -242,6 +243,7 @@ internal static unsafe class Q6KTiles
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
     private static void OneKernel256(byte* group, int superBlocks, sbyte* x, float* xd, short* sums16, float* result)
     {
+        bool ahead = Q4KTiles.PrefetchesAhead; // first and once, not in the loop (Q4KTiles.OneLookAhead)
         Vector256<float> sum0 = default, sum1 = default;
         for (int b = 0; b < superBlocks; b++, x += 256, sums16 += 16)
         {
@@ -251,7 +253,7 @@ internal static unsafe class Q6KTiles
             for (int p = 0; p < 8; p++)
             {
                 Vector256<short> pair0 = ScalePair256(t, p, 0), pair1 = ScalePair256(t, p, 1);
-                Prefetch(t, p);
+                Prefetch(t, p, ahead);
                 Vector256<short> s = Broadcast256(sums16 + 2 * p);
                 offset0 += Avx2.MultiplyAddAdjacent(pair0, s);
                 offset1 += Avx2.MultiplyAddAdjacent(pair1, s);
@@ -385,9 +387,9 @@ internal static unsafe class Q6KTiles
     /// <summary>An eighth of the tile <see cref="PrefetchAhead"/> bytes on (416 bytes, seven lines from wherever it
     /// starts, so the eight cover every line): prefetch instructions never fault, so past the last tile is harmless.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch(byte* t, int p)
+    private static void Prefetch(byte* t, int p, bool ahead)
     {
-        if (Q4KTiles.PrefetchesAhead) PrefetchAlways(t, p);
+        if (ahead) PrefetchAlways(t, p);
     }
 
     /// <summary><see cref="Prefetch"/> whatever the CPU (the four-token kernel).</summary>
