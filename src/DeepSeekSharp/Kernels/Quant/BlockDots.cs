@@ -347,7 +347,9 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     // (Vector256.Create(…) of literals) or in [AggressiveInlining] helpers, never kept in static readonly fields or
     // behind plain properties: a method compiled straight to full optimisation (AggressiveOptimization) is compiled
     // before its classes are initialised, so a field read becomes a class-init check and a load in the loop, and a
-    // large method runs out of inlining budget, leaving a plain getter as a call per block.
+    // large method runs out of inlining budget, leaving a plain getter as a call per block. Settings chosen per CPU at
+    // start-up (static readonly, such as the look-ahead of the one-token tile kernels) are read once on entry into a
+    // local, before any vector is live (Q4KTiles.OneLookAhead says what the read in the loop cost).
 
     /// <summary>What the kernels add to every code before multiplying, and take back as <c>Bias · Σx</c> per block:
     /// a format's <see cref="IBlockCodes.Offset"/>, or 128 for the sign-trick formats (Q8_0) where the CPU has
