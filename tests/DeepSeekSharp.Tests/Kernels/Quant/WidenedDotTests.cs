@@ -349,7 +349,7 @@ public class WidenedDotTests
 
     /// <summary>The runs kernel against the 256-bit file-layout kernel over the same codes: every code (all 254 numbers,
     /// subnormals and both zeros among them), whole runs from one to 65, activations from 2⁻¹⁴⁰ (subnormal products) to
-    /// 2¹⁰⁰, bit for bit, one token alone and two at once; <see cref="Fp8Runs.Restore"/> undoes
+    /// 2¹⁰⁰, bit for bit, one token alone, two at once and three; <see cref="Fp8Runs.Restore"/> undoes
     /// <see cref="Fp8Runs.Arrange"/>, which puts code 8k + j at byte 4j + k of each run.</summary>
     [Theory]
     [InlineData(1)]
@@ -385,12 +385,19 @@ public class WidenedDotTests
                 Fp8Runs.Compute2(pa, n, po, px, py); // two tokens at once: each its own bits
                 Assert.Equal(BitConverter.SingleToInt32Bits(WidenedDot<Fp8Codes>.V256(codes, other)), BitConverter.SingleToInt32Bits(two[0]));
                 Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(two[1]));
+                float[] third = Floats(rng, n, 0, scale), three = new float[3];
+                fixed (float* pt = third, p3 = three)
+                    Fp8Runs.Compute3(pa, n, px, pt, po, p3); // three at once: each its own bits
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(three[0]));
+                Assert.Equal(BitConverter.SingleToInt32Bits(WidenedDot<Fp8Codes>.V256(codes, third)), BitConverter.SingleToInt32Bits(three[1]));
+                Assert.Equal(BitConverter.SingleToInt32Bits(WidenedDot<Fp8Codes>.V256(codes, other)), BitConverter.SingleToInt32Bits(three[2]));
             }
         }
     }
 
-    /// <summary>FP8 rows kept in runs give the file layout's bits: one token over all rows and part of them, three and
-    /// eleven tokens (pairs and a last single, more than a group of eight scaled at once), across block rows of 8; a
+    /// <summary>FP8 rows kept in runs give the file layout's bits: one token over all rows and part of them, three,
+    /// five and eleven tokens (threes, pairs and singles: of eleven, 0 and 1 alone, then threes 2–4 and 5–7 in the first
+    /// group of eight scaled at once and 8–10 in the second), across block rows of 8; a
     /// row with a NaN code (that row NaN, the rest unchanged); a token whose scaled activations overflow (the unwidened
     /// sum, the same as the file layout's, its pair partner alone); and every row's values. 32 and 96 columns: one run and three, 128 absorbed MLA's per-head width,
     /// 1,408 and 2,080 V2-Lite's expert and a row with an odd number of runs.</summary>
@@ -410,13 +417,13 @@ public class WidenedDotTests
         codes[21 * cols + cols / 2] = 0xFF; // NaN: row 21 computes NaN
         float[] scales = Floats(rng, (rows + 7) / 8 * ((cols + 127) / 128), 0.001, 0.01);
         float[] x = Floats(rng, 11 * cols, 0, 2);
-        x[2 * cols + cols / 3] = 3e38f; // token 2 overflows once scaled by 2^120: its products are taken unwidened
+        x[1 * cols + cols / 3] = 3e38f; // token 1 overflows once scaled by 2^120: its products are taken unwidened, token 0 alone beside it
         fixed (byte* p = codes)
         {
             using Matrix file = Matrix.CreateFp8(rows, cols, p, scales, block, owner: null);
             using var runs = PanelMatrix<Fp8Codes>.From(WeightFormat.FP8, rows, cols, p, scales, block, runs: true);
             Assert.True(runs.Runs);
-            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, runs, x, (1, 0, rows), (1, 5, 29), (3, 0, rows), (11, 17, 20)))
+            foreach ((int tokens, int start, int count, float[] actual) in SameProducts(file, runs, x, (1, 0, rows), (1, 5, 29), (3, 0, rows), (5, 2, 33), (11, 17, 20)))
             {
                 if (start <= 21 && 21 < start + count) Assert.True(float.IsNaN(actual[21 - start]));
                 if (tokens == 1) Assert.Equal(count - (start <= 21 && 21 < start + count ? 1 : 0), actual.Count(float.IsFinite));
