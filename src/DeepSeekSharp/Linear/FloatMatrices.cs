@@ -200,8 +200,9 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                 }
                 else
                     ScaleTokens(x, t0, group, scales, scaled, widened);
-                // Four tokens share each widened code where all four take the widened path (same bits as one at a time).
-                bool fours = WidenedDot<TC>.FourAtOnce && group >= 4;
+                // Four tokens (AVX-512) or three (AVX2) share each widened code where all take the widened path (same
+                // bits as one at a time).
+                bool fours = WidenedDot<TC>.FourAtOnce && group >= 4, threes = WidenedDot<TC>.ThreeAtOnce && group >= 3;
                 for (int o = b0; o < b1; o++)
                 {
                     bool exact = Widens(o);
@@ -213,6 +214,13 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                             if (!(widened[t] && widened[t + 1] && widened[t + 2] && widened[t + 3])) break;
                             WidenedDot<TC>.Compute4(codes, scaled.Slice(t * cols), cols, four);
                             for (int k = 0; k < 4; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = four[k];
+                        }
+                    if (threes && exact)
+                        for (; t + 3 <= group; t += 3)
+                        {
+                            if (!(widened[t] && widened[t + 1] && widened[t + 2])) break;
+                            WidenedDot<TC>.Compute3(codes, scaled.Slice(t * cols), cols, four);
+                            for (int k = 0; k < 3; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = four[k];
                         }
                     for (; t < group; t++)
                         y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && exact

@@ -267,6 +267,73 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// <summary>Whether <see cref="Compute4"/> runs on this CPU (it takes the same path as <see cref="Compute"/>).</summary>
     public static bool FourAtOnce => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
 
+    /// <summary>Three tokens against one row, each code widened once: r[k] = Compute(codes, xs[k·stride ..]) bit for bit
+    /// (each token its own four accumulators in <see cref="Dot"/>'s order). The 256-bit path only, where
+    /// <see cref="Compute4"/> does not run (twelve accumulators, the widened vector and a load fill AVX2's sixteen
+    /// registers); <see cref="ThreeAtOnce"/> says whether it runs here.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Compute3(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r)
+    {
+        int n = codes.Length / TC.Bytes;
+        if (xs.Length < 2L * stride + n) ThrowHelper.TooShort(nameof(xs), 2L * stride + n, xs.Length);
+        if (r.Length < 3) ThrowHelper.TooShort(nameof(r), 3, r.Length);
+        if (!ThreeAtOnce) throw new PlatformNotSupportedException("Compute3 needs AVX2 without AVX-512");
+        Vector3(codes, xs, stride, r);
+    }
+
+    /// <summary>Whether <see cref="Compute3"/> runs on this CPU: where <see cref="Compute"/> takes the 256-bit path.</summary>
+    public static bool ThreeAtOnce => !FourAtOnce && Vector256.IsHardwareAccelerated && Avx2.IsSupported;
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void Vector3(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r)
+    {
+        ref byte rc = ref MemoryMarshal.GetReference(codes);
+        ref float x0 = ref MemoryMarshal.GetReference(xs);
+        ref float x1 = ref Unsafe.Add(ref x0, stride), x2 = ref Unsafe.Add(ref x0, 2 * stride);
+        int n = codes.Length / TC.Bytes, i = 0;
+        const int w = 8;
+        Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        Vector256<float> c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+        for (; i + 4 * w <= n; i += 4 * w)
+        {
+            Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref rc, i * TC.Bytes + PrefetchBytes)));
+            Vector256<float> v = TC.Load<Simd256, Vector256<float>>(ref rc, (nuint)i);
+            a0 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x0, (nuint)i), a0);
+            b0 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x1, (nuint)i), b0);
+            c0 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x2, (nuint)i), c0);
+            v = TC.Load<Simd256, Vector256<float>>(ref rc, (nuint)(i + w));
+            a1 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x0, (nuint)(i + w)), a1);
+            b1 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x1, (nuint)(i + w)), b1);
+            c1 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x2, (nuint)(i + w)), c1);
+            v = TC.Load<Simd256, Vector256<float>>(ref rc, (nuint)(i + 2 * w));
+            a2 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x0, (nuint)(i + 2 * w)), a2);
+            b2 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x1, (nuint)(i + 2 * w)), b2);
+            c2 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x2, (nuint)(i + 2 * w)), c2);
+            v = TC.Load<Simd256, Vector256<float>>(ref rc, (nuint)(i + 3 * w));
+            a3 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x0, (nuint)(i + 3 * w)), a3);
+            b3 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x1, (nuint)(i + 3 * w)), b3);
+            c3 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x2, (nuint)(i + 3 * w)), c3);
+        }
+        for (; i + w <= n; i += w)
+        {
+            Vector256<float> v = TC.Load<Simd256, Vector256<float>>(ref rc, (nuint)i);
+            a0 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x0, (nuint)i), a0);
+            b0 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x1, (nuint)i), b0);
+            c0 = Simd256.Fma(v, Vector256.LoadUnsafe(ref x2, (nuint)i), c0);
+        }
+        float sa = Simd256.Sum((a0 + a1) + (a2 + a3)), sb = Simd256.Sum((b0 + b1) + (b2 + b3)), sc = Simd256.Sum((c0 + c1) + (c2 + c3));
+        for (; i < n; i++)
+        {
+            float v = TC.Widen(ref rc, i);
+            sa += v * Unsafe.Add(ref x0, i);
+            sb += v * Unsafe.Add(ref x1, i);
+            sc += v * Unsafe.Add(ref x2, i);
+        }
+        r[0] = sa;
+        r[1] = sb;
+        r[2] = sc;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Vector4<TS, TV>(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r) where TS : ISimd<TV> where TV : struct
     {

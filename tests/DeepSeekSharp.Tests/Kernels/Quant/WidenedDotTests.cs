@@ -61,28 +61,42 @@ public class WidenedDotTests
         AssertEveryPathIsDot<Bf16Codes>(bf16, wideBf16, xs);
     }
 
+    /// <summary>Four tokens at once (AVX-512) and three (AVX2 without it) give each token the bits of
+    /// <see cref="WidenedDot{TC}.Compute"/> alone, FP8, F16 and BF16: a scalar tail alone (1), single vectors and a tail
+    /// (17), whole blocks of four vectors, and an expert's width.</summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(17)]
-    [InlineData(64)]
-    [InlineData(200)]
-    [InlineData(1408)]
-    public void Compute4_GivesEachTokenTheBitsOfComputeAlone(int n)
+    [InlineData(1, 4)]
+    [InlineData(17, 4)]
+    [InlineData(64, 4)]
+    [InlineData(200, 4)]
+    [InlineData(1408, 4)]
+    [InlineData(1, 3)]
+    [InlineData(17, 3)]
+    [InlineData(64, 3)]
+    [InlineData(200, 3)]
+    [InlineData(1408, 3)]
+    public void ComputeMany_GivesEachTokenTheBitsOfComputeAlone(int n, int tokens)
     {
-        if (!WidenedDot<Fp8Codes>.FourAtOnce) return; // AVX-512 only
+        if (!(tokens == 4 ? WidenedDot<Fp8Codes>.FourAtOnce : WidenedDot<Fp8Codes>.ThreeAtOnce)) return; // this CPU's width only
         var rng = new Random(n + 7);
         int stride = n + 3;
-        float[] xs = Floats(rng, 3 * stride + n, 0, 4);
-        var r = new float[4];
+        float[] xs = Floats(rng, (tokens - 1) * stride + n, 0, 4);
         byte[] codes = Codes(rng, n);
-        WidenedDot<Fp8Codes>.Compute4(codes, xs, stride, r);
-        for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<Fp8Codes>.Compute(codes, xs.AsSpan(k * stride, n)), r[k]);
+        AssertEachTokenAlone<Fp8Codes>(codes, xs, stride, tokens);
         byte[] f16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Floats(rng, n, 0, 2).Select(v => (Half)v).ToArray().AsSpan()).ToArray();
-        WidenedDot<F16Codes>.Compute4(f16, xs, stride, r);
-        for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<F16Codes>.Compute(f16, xs.AsSpan(k * stride, n)), r[k]);
+        AssertEachTokenAlone<F16Codes>(f16, xs, stride, tokens);
         byte[] bf16 = System.Runtime.InteropServices.MemoryMarshal.AsBytes(Floats(rng, n, 0, 2).Select(NumberFormats.FloatToBF16).ToArray().AsSpan()).ToArray();
-        WidenedDot<Bf16Codes>.Compute4(bf16, xs, stride, r);
-        for (int k = 0; k < 4; k++) Assert.Equal(WidenedDot<Bf16Codes>.Compute(bf16, xs.AsSpan(k * stride, n)), r[k]);
+        AssertEachTokenAlone<Bf16Codes>(bf16, xs, stride, tokens);
+    }
+
+    private static void AssertEachTokenAlone<TC>(byte[] codes, float[] xs, int stride, int tokens) where TC : struct, IWidenedCodes
+    {
+        int n = codes.Length / TC.Bytes;
+        var r = new float[tokens];
+        if (tokens == 4) WidenedDot<TC>.Compute4(codes, xs, stride, r);
+        else WidenedDot<TC>.Compute3(codes, xs, stride, r);
+        for (int k = 0; k < tokens; k++)
+            Assert.Equal(BitConverter.SingleToInt32Bits(WidenedDot<TC>.Compute(codes, xs.AsSpan(k * stride, n))), BitConverter.SingleToInt32Bits(r[k]));
     }
 
     private static void AssertEveryPathIsDot<TC>(byte[] codes, float[] widened, float[] xs) where TC : struct, IWidenedCodes
