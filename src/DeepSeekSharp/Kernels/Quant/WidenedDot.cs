@@ -257,11 +257,17 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Compute4(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r)
     {
-        int n = codes.Length / TC.Bytes;
-        if (xs.Length < 3L * stride + n) ThrowHelper.TooShort(nameof(xs), 3L * stride + n, xs.Length);
-        if (r.Length < 4) ThrowHelper.TooShort(nameof(r), 4, r.Length);
+        CheckTokens(codes, xs, stride, r, 4);
         if (!FourAtOnce) throw new PlatformNotSupportedException("Compute4 needs AVX-512");
         Vector4<Simd512, Vector512<float>>(codes, xs, stride, r);
+    }
+
+    /// <summary>Room for <paramref name="tokens"/> tokens' activations <paramref name="stride"/> apart and their results.</summary>
+    private static void CheckTokens(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r, int tokens)
+    {
+        long need = (tokens - 1L) * stride + codes.Length / TC.Bytes;
+        if (xs.Length < need) ThrowHelper.TooShort(nameof(xs), need, xs.Length);
+        if (r.Length < tokens) ThrowHelper.TooShort(nameof(r), tokens, r.Length);
     }
 
     /// <summary>Whether <see cref="Compute4"/> runs on this CPU (it takes the same path as <see cref="Compute"/>).</summary>
@@ -274,9 +280,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Compute3(ReadOnlySpan<byte> codes, ReadOnlySpan<float> xs, int stride, Span<float> r)
     {
-        int n = codes.Length / TC.Bytes;
-        if (xs.Length < 2L * stride + n) ThrowHelper.TooShort(nameof(xs), 2L * stride + n, xs.Length);
-        if (r.Length < 3) ThrowHelper.TooShort(nameof(r), 3, r.Length);
+        CheckTokens(codes, xs, stride, r, 3);
         if (!ThreeAtOnce) throw new PlatformNotSupportedException("Compute3 needs AVX2 without AVX-512");
         Vector3(codes, xs, stride, r);
     }
