@@ -182,7 +182,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
         bool inPlace = ReadsInPlace(x);
         Span<float> scaled = inPlace ? default : LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
         Span<bool> widened = stackalloc bool[TokenGroup];
-        Span<float> four = stackalloc float[4];
+        Span<float> shared = stackalloc float[4]; // the results of tokens taken together
         for (int b0 = r0; b0 < r1; b0 = (b0 / _br + 1) * _br)
         {
             int b1 = Math.Min(r1, (b0 / _br + 1) * _br);
@@ -212,15 +212,15 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                         for (; t + 4 <= group; t += 4)
                         {
                             if (!(widened[t] && widened[t + 1] && widened[t + 2] && widened[t + 3])) break;
-                            WidenedDot<TC>.Compute4(codes, scaled.Slice(t * cols), cols, four);
-                            for (int k = 0; k < 4; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = four[k];
+                            WidenedDot<TC>.Compute4(codes, scaled.Slice(t * cols), cols, shared);
+                            for (int k = 0; k < 4; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = shared[k];
                         }
                     if (threes && exact)
                         for (; t + 3 <= group; t += 3)
                         {
                             if (!(widened[t] && widened[t + 1] && widened[t + 2])) break;
-                            WidenedDot<TC>.Compute3(codes, scaled.Slice(t * cols), cols, four);
-                            for (int k = 0; k < 3; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = four[k];
+                            WidenedDot<TC>.Compute3(codes, scaled.Slice(t * cols), cols, shared);
+                            for (int k = 0; k < 3; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = shared[k];
                         }
                     for (; t < group; t++)
                         y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && exact

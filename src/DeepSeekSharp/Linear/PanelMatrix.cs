@@ -301,7 +301,7 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
         int cols = Cols, br = Block.Rows;
         Span<float> scaled = LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
         Span<bool> widened = stackalloc bool[TokenGroup];
-        float* pair = stackalloc float[3];
+        float* shared = stackalloc float[3]; // the results of tokens taken together
         fixed (float* ps = scaled)
             for (int b0 = r0; b0 < r1; b0 = (b0 / br + 1) * br)
             {
@@ -324,10 +324,10 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                             bool exact = Widens(o);
                             if (three && exact)
                             {
-                                Fp8Runs.Compute3(GroupOf(o), cols, ps + (long)t * cols, ps + (long)(t + 1) * cols, ps + (long)(t + 2) * cols, pair);
-                                y[(long)(t0 + t) * rowCount + o - rowStart] = pair[0];
-                                y[(long)(t0 + t + 1) * rowCount + o - rowStart] = pair[1];
-                                y[(long)(t0 + t + 2) * rowCount + o - rowStart] = pair[2];
+                                Fp8Runs.Compute3(GroupOf(o), cols, ps + (long)t * cols, ps + (long)(t + 1) * cols, ps + (long)(t + 2) * cols, shared);
+                                y[(long)(t0 + t) * rowCount + o - rowStart] = shared[0];
+                                y[(long)(t0 + t + 1) * rowCount + o - rowStart] = shared[1];
+                                y[(long)(t0 + t + 2) * rowCount + o - rowStart] = shared[2];
                                 continue;
                             }
                             if (three)
@@ -338,9 +338,9 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                             }
                             if (two && exact)
                             {
-                                Fp8Runs.Compute2(GroupOf(o), cols, ps + (long)t * cols, ps + (long)(t + 1) * cols, pair);
-                                y[(long)(t0 + t) * rowCount + o - rowStart] = pair[0];
-                                y[(long)(t0 + t + 1) * rowCount + o - rowStart] = pair[1];
+                                Fp8Runs.Compute2(GroupOf(o), cols, ps + (long)t * cols, ps + (long)(t + 1) * cols, shared);
+                                y[(long)(t0 + t) * rowCount + o - rowStart] = shared[0];
+                                y[(long)(t0 + t + 1) * rowCount + o - rowStart] = shared[1];
                                 continue;
                             }
                             for (int u = t; u < Math.Min(group, t + 2); u++)
