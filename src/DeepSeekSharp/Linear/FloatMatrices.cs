@@ -183,6 +183,7 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
         Span<float> scaled = inPlace ? default : LinearScratch.Row(Math.Min(n, TokenGroup) * cols);
         Span<bool> widened = stackalloc bool[TokenGroup];
         Span<float> shared = stackalloc float[4]; // the results of tokens taken together
+        int together = WidenedDot<TC>.FourAtOnce ? 4 : WidenedDot<TC>.ThreeAtOnce ? 3 : 1; // tokens a widening serves
         for (int b0 = r0; b0 < r1; b0 = (b0 / _br + 1) * _br)
         {
             int b1 = Math.Min(r1, (b0 / _br + 1) * _br);
@@ -202,25 +203,18 @@ internal unsafe class WidenedMatrix<TC> : Matrix where TC : struct, IWidenedCode
                     ScaleTokens(x, t0, group, scales, scaled, widened);
                 // Four tokens (AVX-512) or three (AVX2) share each widened code where all take the widened path (same
                 // bits as one at a time).
-                bool fours = WidenedDot<TC>.FourAtOnce && group >= 4, threes = WidenedDot<TC>.ThreeAtOnce && group >= 3;
                 for (int o = b0; o < b1; o++)
                 {
                     bool exact = Widens(o);
                     ReadOnlySpan<byte> codes = RawRow(o);
                     int t = 0;
-                    if (fours && exact)
-                        for (; t + 4 <= group; t += 4)
+                    if (together > 1 && exact)
+                        for (; t + together <= group; t += together)
                         {
-                            if (!(widened[t] && widened[t + 1] && widened[t + 2] && widened[t + 3])) break;
-                            WidenedDot<TC>.Compute4(codes, scaled.Slice(t * cols), cols, shared);
-                            for (int k = 0; k < 4; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = shared[k];
-                        }
-                    if (threes && exact)
-                        for (; t + 3 <= group; t += 3)
-                        {
-                            if (!(widened[t] && widened[t + 1] && widened[t + 2])) break;
-                            WidenedDot<TC>.Compute3(codes, scaled.Slice(t * cols), cols, shared);
-                            for (int k = 0; k < 3; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = shared[k];
+                            if (widened.Slice(t, together).Contains(false)) break;
+                            if (together == 4) WidenedDot<TC>.Compute4(codes, scaled.Slice(t * cols), cols, shared);
+                            else WidenedDot<TC>.Compute3(codes, scaled.Slice(t * cols), cols, shared);
+                            for (int k = 0; k < together; k++) y[(long)(t0 + t + k) * rowCount + o - rowStart] = shared[k];
                         }
                     for (; t < group; t++)
                         y[(long)(t0 + t) * rowCount + o - rowStart] = widened[t] && exact

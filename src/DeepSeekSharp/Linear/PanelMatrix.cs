@@ -314,11 +314,12 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                     // Two tokens at a time against every row of the block row: their activations stay in L1 while
                     // the rows come from L2 (a block row of 128 rows of 2,048 codes is 256 KB). `bench stream
                     // --in-cache --tokens 16 FP8` on Zen 3: 1.4 GB/s rows outer and tokens inner, 1.8 this way.
-                    for (int t = 0; t < group; t += 2)
+                    for (int t = 0, step; t < group; t += step)
                     {
                         int left = group - t; // three at a time, but never leaving one token alone that two could pair
                         bool three = (left == 3 || left >= 5) && widened[t] && widened[t + 1] && widened[t + 2];
-                        bool two = t + 1 < group && widened[t] && widened[t + 1];
+                        bool two = !three && t + 1 < group && widened[t] && widened[t + 1];
+                        step = three ? 3 : 2;
                         for (int o = b0; o < b1; o++)
                         {
                             bool exact = Widens(o);
@@ -330,12 +331,6 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                                 y[(long)(t0 + t + 2) * rowCount + o - rowStart] = shared[2];
                                 continue;
                             }
-                            if (three)
-                            {
-                                for (int u = t; u < t + 3; u++)
-                                    y[(long)(t0 + u) * rowCount + o - rowStart] = Unwidened(RawRow(o), scales, x, t0 + u);
-                                continue;
-                            }
                             if (two && exact)
                             {
                                 Fp8Runs.Compute2(GroupOf(o), cols, ps + (long)t * cols, ps + (long)(t + 1) * cols, shared);
@@ -343,12 +338,11 @@ internal sealed unsafe class PanelMatrix<TC> : WidenedMatrix<TC> where TC : stru
                                 y[(long)(t0 + t + 1) * rowCount + o - rowStart] = shared[1];
                                 continue;
                             }
-                            for (int u = t; u < Math.Min(group, t + 2); u++)
+                            for (int u = t; u < Math.Min(group, t + step); u++)
                                 y[(long)(t0 + u) * rowCount + o - rowStart] = exact && widened[u]
                                     ? Fp8Runs.Compute(GroupOf(o), cols, ps + (long)u * cols)
                                     : Unwidened(RawRow(o), scales, x, t0 + u);
                         }
-                        if (three) t++;
                     }
                 }
             }

@@ -684,23 +684,20 @@ internal static unsafe class Fp8Runs
         Vector256<float> c0 = a0, c1 = a0, c2 = a0, c3 = a0;
         for (int i = 0; i < n; i += Run)
         {
-            Vector256<int> mask = Vector256.Create(unchecked((int)0x87F00000));
-            Vector256<short> halves = Vector256.Load(runs + i).AsInt16();
-            Vector256<int> odd = Vector256.ShiftRightArithmetic(halves, 4).AsInt32();
-            Vector256<int> even = Vector256.ShiftRightArithmetic(halves * Vector256.Create((short)256), 4).AsInt32();
-            Vector256<float> w = (Vector256.ShiftLeft(even, 16) & mask).AsSingle();
+            Halves(runs + i, out Vector256<int> even, out Vector256<int> odd);
+            Vector256<float> w = Low(even);
             a0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs0 + i), a0);
             b0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs1 + i), b0);
             c0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs2 + i), c0);
-            w = (Vector256.ShiftLeft(odd, 16) & mask).AsSingle();
+            w = Low(odd);
             a1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs0 + i + 8), a1);
             b1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs1 + i + 8), b1);
             c1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs2 + i + 8), c1);
-            w = (even & mask).AsSingle();
+            w = High(even);
             a2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs0 + i + 16), a2);
             b2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs1 + i + 16), b2);
             c2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs2 + i + 16), c2);
-            w = (odd & mask).AsSingle();
+            w = High(odd);
             a3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs0 + i + 24), a3);
             b3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs1 + i + 24), b3);
             c3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(xs2 + i + 24), c3);
@@ -726,13 +723,25 @@ internal static unsafe class Fp8Runs
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Widen(byte* run, out Vector256<float> w0, out Vector256<float> w1, out Vector256<float> w2, out Vector256<float> w3)
     {
-        Vector256<int> mask = Vector256.Create(unchecked((int)0x87F00000));
-        Vector256<short> halves = Vector256.Load(run).AsInt16();
-        Vector256<int> odd = Vector256.ShiftRightArithmetic(halves, 4).AsInt32(); // bytes 1 and 3 at the top of their halves
-        Vector256<int> even = Vector256.ShiftRightArithmetic(halves * Vector256.Create((short)256), 4).AsInt32(); // bytes 0 and 2
-        w0 = (Vector256.ShiftLeft(even, 16) & mask).AsSingle();
-        w1 = (Vector256.ShiftLeft(odd, 16) & mask).AsSingle();
-        w2 = (even & mask).AsSingle();
-        w3 = (odd & mask).AsSingle();
+        Halves(run, out Vector256<int> even, out Vector256<int> odd);
+        (w0, w1, w2, w3) = (Low(even), Low(odd), High(even), High(odd));
     }
+
+    /// <summary>A run's dwords with bytes 0 and 2 (<paramref name="even"/>) or 1 and 3 (<paramref name="odd"/>) at the
+    /// top of their 16-bit halves, shifted right arithmetically by 4: each half's code sign-extended into bits 11–15.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Halves(byte* run, out Vector256<int> even, out Vector256<int> odd)
+    {
+        Vector256<short> halves = Vector256.Load(run).AsInt16();
+        odd = Vector256.ShiftRightArithmetic(halves, 4).AsInt32();
+        even = Vector256.ShiftRightArithmetic(halves * Vector256.Create((short)256), 4).AsInt32();
+    }
+
+    /// <summary>The codes of the low halves of <see cref="Halves"/>' dwords widened (moved up, then masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Low(Vector256<int> h) => (Vector256.ShiftLeft(h, 16) & Vector256.Create(unchecked((int)0x87F00000))).AsSingle();
+
+    /// <summary>The codes of the high halves widened (masked in place).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> High(Vector256<int> h) => (h & Vector256.Create(unchecked((int)0x87F00000))).AsSingle();
 }
