@@ -24,6 +24,9 @@ internal static class CpuModel
     /// <summary>AMD Zen 3: family 19h without AVX-512.</summary>
     public static bool IsZen3 => Vendor == "AuthenticAMD" && Family == 0x19 && !ListsAvx512F;
 
+    /// <summary>An Intel CPU (any family).</summary>
+    public static bool IsIntel => Vendor == "GenuineIntel";
+
     /// <summary>Whether the one-token tile kernels prefetch ahead: <paramref name="measured"/>, the choice measured for
     /// this CPU, unless <c>DSS_PREFETCH</c> is 0 or 1 (to measure the difference on a CPU not yet measured).</summary>
     internal static bool Prefetch(bool measured) => Prefetch(measured, Environment.GetEnvironmentVariable("DSS_PREFETCH"));

@@ -22,7 +22,7 @@ public static class KernelPaths
                $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}, AVX-512 VBMI {On(Avx512Vbmi.VL.IsSupported)} (Q5_0 fifth bits); " +
                "32-weight block panels " +
                (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off") +
-               $"; Q4_K/Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q6KTiles.IsSupported)} (one-token prefetch {On(Quant.Q4KTiles.PrefetchesAhead)}); Q8_0 tiles {On(Quant.Q8Tiles.IsSupported)} (one-token prefetch {On(Quant.ByteTiles.OnePrefetches && !Avx512F.IsSupported)}); Q5_0 tiles {On(Quant.Q5Tiles.IsSupported)}; FP8 " +
+               $"; Q4_K/Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q6KTiles.IsSupported)} (one-token prefetch {On(Quant.Q4KTiles.PrefetchesAhead)}); Q8_0 tiles {On(Quant.Q8Tiles.IsSupported)} (one-token prefetch {On(Quant.ByteTiles.OnePrefetches)}); Q5_0 tiles {On(Quant.Q5Tiles.IsSupported)}; FP8 " +
                (Quant.WidenedDot<Quant.Fp8Codes>.FourAtOnce ? "quads (AVX-512)" : Quant.Fp8Runs.IsSupported ? "runs (AVX2)" : "file layout") + narrow;
     }
 }

@@ -29,6 +29,7 @@ public class CpuModelTests
         bool amd19 = Field("vendor_id") == "AuthenticAMD" && Field("cpu family") == "25";
         Assert.Equal(amd19 && avx512, CpuModel.IsZen4);
         Assert.Equal(amd19 && !avx512, CpuModel.IsZen3);
+        Assert.Equal(Field("vendor_id") == "GenuineIntel", CpuModel.IsIntel);
     }
 
     [Theory]

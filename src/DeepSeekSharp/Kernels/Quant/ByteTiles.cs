@@ -68,16 +68,20 @@ internal static unsafe class ByteTiles
 
     /// <summary>Tiles ahead of the one multiplied that <see cref="FourKernel{TCodes}"/> prefetches (into the next group
     /// past a group's end): four tokens' arithmetic per tile leaves the hardware prefetcher behind. The one-token
-    /// kernels do not prefetch: a line per column group twelve tiles ahead lowered Q8_0 decode's share of the read
+    /// kernels prefetch only where <see cref="OnePrefetches"/> says: a line per column group twelve tiles ahead lowered Q8_0 decode's share of the read
     /// probe in each of six alternating pairs (Zen 5, v2-lite-8, one and two threads: 0.88 → 0.70, 0.90 → 0.80,
     /// 0.79 → 0.67 on one; 0.75 → 0.68, 0.73 → 0.68, 0.62 → 0.57 on two).</summary>
     private const int FourAhead = 8;
 
-    /// <summary>Whether the 256-bit one-token kernel prefetches <see cref="IByteTileCodes.Ahead"/> tiles ahead: on AMD Zen 3, where
-    /// one-token Q8_0 products over 285 MB went 17.0–17.3 → 22.2–22.3 GB/s on one thread (72–75% → 94% of the read
-    /// probe) and 24.2–30.0 → 35.5–35.7 on two (<c>bench stream Q8_0</c>, two runs each), costing 1–8% in cache.
-    /// Elsewhere not measured with this look-ahead (Zen 5 lost with a line per column group twelve tiles ahead, above).</summary>
-    internal static readonly bool OnePrefetches = CpuModel.Prefetch(CpuModel.IsZen3);
+    /// <summary>Whether the one-token kernels (256- and 512-bit) prefetch <see cref="IByteTileCodes.Ahead"/> tiles ahead:
+    /// on AMD Zen 3 (256-bit), where one-token Q8_0 products over 285 MB went 17.0–17.3 → 22.2–22.3 GB/s on one thread
+    /// (72–75% → 94% of the read probe) and 24.2–30.0 → 35.5–35.7 on two (<c>bench stream Q8_0</c>, two runs each),
+    /// costing 1–8% in cache; and on Intel, measured on a Xeon (family 6, model 207; AVX-512 and AVX-VNNI), where
+    /// v2-lite-8 Q8_0 decode went 18.5 / 18.7 / 19.4 → 23.6 / 23.4 / 25.1 tok/s on two threads (79 / 86 / 73% → 93 / 94 /
+    /// 91% of the read around each run) and 10.9 / 10.8 / 10.6 → 11.7 / 11.5 / 12.5 on one (<c>dss bench --read-bound</c>,
+    /// <c>DSS_PREFETCH</c> 0 and 1 alternating). Zen 4 and Zen 5 keep the hardware prefetcher alone (Zen 5 lost with a
+    /// line per column group twelve tiles ahead, above).</summary>
+    internal static readonly bool OnePrefetches = CpuModel.Prefetch(CpuModel.IsZen3 || CpuModel.IsIntel);
 
     /// <summary>Four tokens (codes <c>32 · blocks</c> apart, scales and sums <c>blocks</c> apart): per token the float
     /// steps of <see cref="OneKernel{TCodes}"/> (partial b mod 8, <see cref="Reduce"/>, the tail one block at a time).</summary>
@@ -174,12 +178,14 @@ internal static unsafe class ByteTiles
     private static void OneKernel512<TCodes>(byte* group, int blocks, sbyte* x, float* xd, short* xsum, float* partials, float* result)
         where TCodes : struct, IByteTileCodes
     {
+        bool prefetch = OnePrefetches; // first and once, not in the loop (Q4KTiles.OneLookAhead)
         int whole = blocks / 8 * 8;
         new Span<float>(partials, 8 * Rows).Clear();
         Vector512<float> r = default;
         for (int b = 0; b < blocks; b++, x += 32)
         {
             byte* t = group + (long)b * TCodes.TileBytes;
+            if (prefetch) PrefetchTile(t + TCodes.Ahead * TCodes.TileBytes, TCodes.TileBytes);
             BlockSums<TCodes>(t, x, xsum[b], out Vector256<int> s0, out Vector256<int> s1);
             Vector512<float> ws = HalfTable.ToSingle(Vector256.Load((ushort*)t)) * xd[b];
             Vector512<float> sums = Vector512.ConvertToSingle(Vector512.Create(s0, s1));
@@ -611,7 +617,7 @@ internal unsafe interface IByteTileCodes
     /// <c>InShorts</c>).</summary>
     static abstract int MaxCode { get; }
 
-    /// <summary>Tiles ahead of the one multiplied that the 256-bit one-token kernel prefetches where
+    /// <summary>Tiles ahead of the one multiplied that the one-token kernels prefetch where
     /// <see cref="ByteTiles.OnePrefetches"/>: about as many bytes for every format (a few more for the one that
     /// spends longer on each byte).</summary>
     static abstract int Ahead { get; }
