@@ -392,8 +392,10 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// `bench stream BF16 FP8` from memory, no prefetch against 2 and 4 KB ahead alternating, two rounds, share of the
     /// read probe: BF16 rows (the file layout) 68 / 62% → 99 / 97% on two threads and 52 / 72% → 102 / 93% on one, FP8
     /// rows in the file layout 48 / 55% → 77 / 89% and 43 / 44% → 84 / 89%; FP8 quads 68 / 52% → 93 / 95% and 53 / 53% →
-    /// 85 / 84% (2, 3 and 8 KB within the drift of 4; 1 KB short). Not measured on AMD's AVX-512 CPUs, which keep the
-    /// hardware prefetcher alone; <c>DSS_PREFETCH</c> overrides, as for the tile kernels.</summary>
+    /// 85 / 84% (2, 3 and 8 KB within the drift of 4; 1 KB short). <see cref="Panels"/> (rows wider than 4,096 columns
+    /// not in whole runs of 64) reads the same kind of single stream and takes the same distance unmeasured. Not
+    /// measured on AMD's AVX-512 CPUs, which keep the hardware prefetcher alone; <c>DSS_PREFETCH</c> overrides, as for
+    /// the tile kernels.</summary>
     internal static readonly int Ahead512 = CpuModel.Prefetch(CpuModel.IsIntel) ? 4096 : 0;
 
     /// <summary>Every line of 64 codes at <paramref name="p"/> (one for FP8, two for BF16 and F16) into the caches;
