@@ -225,7 +225,7 @@ internal static class WidenedDot<TC> where TC : struct, IWidenedCodes
     /// of 2,048 from memory (V2-Lite's head) leaves the hardware prefetcher behind: `bench stream BF16` on Zen 3, six
     /// runs with distances toggled pass by pass, 18.4–18.9 → 20.2–21.0 GB/s on one thread and 30.1–32.4 → 32.2–34.3
     /// on two at 1 KB (512 bytes gained nothing, 1.5 KB the same as 1 KB, 4 KB lost). The 512-bit kernels, which
-    /// this CPU could not measure, do without.</summary>
+    /// that CPU could not measure, take <see cref="Ahead512"/>.</summary>
     private const int PrefetchBytes = 1024;
 
     /// <summary><see cref="Dot"/>'s loop: four accumulators over blocks of four vectors, one over single vectors,
