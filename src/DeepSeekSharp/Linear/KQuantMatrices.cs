@@ -4,7 +4,7 @@ using DeepSeekSharp.Kernels.Quant;
 
 namespace DeepSeekSharp.Linear;
 
-/// <summary>Formats whose kernels take activations quantised per 256 (ggml's Q8_K): Q4_K, Q6_K.</summary>
+/// <summary>Formats whose kernels take activations quantised per 256 (ggml's Q8_K): Q4_K, Q5_K, Q6_K.</summary>
 internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : Matrix(format, rows, cols, data, owner)
 {
@@ -51,6 +51,25 @@ internal sealed unsafe class Q4KMatrix(int rows, int cols, byte* data, IDisposab
             }
             for (int t = grouped; t < n; t++)
                 y[(long)t * rowCount + o - rowStart] = Q4K.VecDotQ4KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks),
+                    a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
+        }
+    }
+}
+
+/// <summary>Q5_K in the GGUF block layout (a mapped file, or CPUs without the tile kernels): one token at a time.</summary>
+internal sealed unsafe class Q5KMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.Q5_K, rows, cols, data, owner)
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int superBlocks = SuperBlocks;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<BlockQ5K> row = new(RowPointer(o), superBlocks);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Q5K.VecDotQ5KQ8K(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks),
                     a.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8));
         }
     }

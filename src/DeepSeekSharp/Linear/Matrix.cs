@@ -189,7 +189,7 @@ public abstract unsafe class Matrix : IDisposable
     }
 
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
-    /// Q4_K, Q6_K, Q8_0 and Q5_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
+    /// Q4_K, Q5_K, Q6_K, Q8_0 and Q5_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
     /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>) where the CPU has the kernels for them, and BF16 and F16 rows
     /// wider than 8,192 columns as sixteen rows interleaved by column panels (<see cref="PanelMatrix{TC}"/>).</summary>
     public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
@@ -201,6 +201,7 @@ public abstract unsafe class Matrix : IDisposable
         long rowBytes = format.Traits().RowBytes(cols);
         if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return Q4KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q6_K && Q6KTiles.IsSupported) return Q6KTiledMatrix.Create(rows, cols);
+        if (tiles && format == WeightFormat.Q5_K && Q5KTiles.IsSupported) return Q5KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q8_0 && Q8Tiles.IsSupported) return Q8TiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q5_0 && Q5Tiles.IsSupported) return Q5TiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.BF16 && InPanels<Bf16Codes>(format, rows, cols) is { } bf16) return bf16;

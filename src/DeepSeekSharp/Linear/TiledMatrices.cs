@@ -83,7 +83,7 @@ internal abstract unsafe class TiledMatrix(WeightFormat format, int rows, int co
     }
 }
 
-/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>: AVX2, 512-bit kernels with AVX-512).</summary>
+/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>: AVX2, 512-bit kernels with AVX-512).</summary>
 internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner, long groupBytes)
     : TiledMatrix(format, rows, cols, data, owner, groupBytes)
 {
@@ -148,6 +148,31 @@ internal sealed unsafe class Q4KTiledMatrix(int rows, int cols, byte* data, IDis
     private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => Q4KTiles.One(group, SuperBlocks, a, token, lanes);
 
     private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q4KTiles.Four(group, SuperBlocks, a, token, lanes);
+}
+
+/// <summary>Q5_K in <see cref="Q5KTiles"/>.</summary>
+internal sealed unsafe class Q5KTiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : TiledKMatrix(WeightFormat.Q5_K, rows, cols, data, owner, GroupBytesFor(cols))
+{
+    private static long GroupBytesFor(int cols) => (long)(cols / 256) * Q5KTiles.Bytes;
+
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, GroupBytesFor(cols));
+
+    public static Q5KTiledMatrix Create(int rows, int cols)
+    {
+        NativeBuffer buffer = Allocate(rows, GroupBytesFor(cols));
+        return new Q5KTiledMatrix(rows, cols, buffer.Pointer, buffer);
+    }
+
+    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) =>
+        Q5KTiles.SetRow(MemoryMarshal.Cast<byte, BlockQ5K>(stored), group, r);
+
+    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) =>
+        Q5KTiles.GetRow(group, r, MemoryMarshal.Cast<byte, BlockQ5K>(stored));
+
+    private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => Q5KTiles.One(group, SuperBlocks, a, token, lanes);
+
+    private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q5KTiles.Four(group, SuperBlocks, a, token, lanes);
 }
 
 /// <summary>Q6_K in <see cref="Q6KTiles"/> (llama.cpp's choice for the output matrix of a Q4_K_M file).</summary>

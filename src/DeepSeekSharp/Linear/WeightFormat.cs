@@ -113,12 +113,13 @@ public static unsafe class WeightFormats
                 (s, d) => Q6K.DequantizeRow(MemoryMarshal.Cast<byte, BlockQ6K>(s), d),
                 (s, d) => Q6K.QuantizeRow(s, MemoryMarshal.Cast<byte, BlockQ6K>(d)),
                 (r, c, p, o) => new Q6KMatrix(r, c, p, o)),
+            new(WeightFormat.Q5_K, "q5_k", GgmlType.Q5_K, null, 256, BlockQ5K.Bytes, ActivationKind.Q8PerBlock256,
+                KQuants.DequantizeQ5K, KQuants.QuantizeQ5K, (r, c, p, o) => new Q5KMatrix(r, c, p, o)),
             // Read from GGUF files without a fused kernel: rows are dequantised by the specification and dotted in float32.
             RowDequantized(WeightFormat.Q4_1, "q4_1", GgmlType.Q4_1, 32, 20, LegacyQuants.DequantizeQ4_1, LegacyQuants.QuantizeQ4_1),
             RowDequantized(WeightFormat.Q5_1, "q5_1", GgmlType.Q5_1, 32, 24, LegacyQuants.DequantizeQ5_1, LegacyQuants.QuantizeQ5_1),
             RowDequantized(WeightFormat.Q2_K, "q2_k", GgmlType.Q2_K, 256, 84, KQuants.DequantizeQ2K, KQuants.QuantizeQ2K),
             RowDequantized(WeightFormat.Q3_K, "q3_k", GgmlType.Q3_K, 256, 110, KQuants.DequantizeQ3K, KQuants.QuantizeQ3K),
-            RowDequantized(WeightFormat.Q5_K, "q5_k", GgmlType.Q5_K, 256, 176, KQuants.DequantizeQ5K, KQuants.QuantizeQ5K),
             RowDequantized(WeightFormat.IQ4_NL, "iq4_nl", GgmlType.IQ4_NL, 32, 18, Iq4.DequantizeNl, Iq4.QuantizeNl),
             RowDequantized(WeightFormat.IQ4_XS, "iq4_xs", GgmlType.IQ4_XS, 256, 136, Iq4.DequantizeXs, Iq4.QuantizeXs),
         ];
@@ -176,10 +177,10 @@ public static unsafe class WeightFormats
 
     /// <summary>Formats weights can be converted into at load (<c>--quantize</c>): those with a quantiser and a fused
     /// kernel or a float layout.</summary>
-    public static readonly WeightFormat[] LoadTargets = [WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K, WeightFormat.BF16, WeightFormat.F32];
+    public static readonly WeightFormat[] LoadTargets = [WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K, WeightFormat.BF16, WeightFormat.F32];
 
     /// <summary>Formats <c>dss convert</c> writes (norms and routers stay F32).</summary>
-    public static readonly WeightFormat[] GgufTargets = [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q6_K];
+    public static readonly WeightFormat[] GgufTargets = [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0, WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K];
 
     /// <summary>The command-line names of <paramref name="formats"/>.</summary>
     public static string[] Names(IEnumerable<WeightFormat> formats) => [.. formats.Select(f => f.Traits().Name)];

@@ -240,7 +240,7 @@ public static class Q4K
 
     /// <summary>[I, M, I, M]: the exact totals of a super-block's eight scaled partial sums and four minimum sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> Totals(Vector256<int> isum, Vector128<int> mins)
+    internal static Vector128<int> Totals(Vector256<int> isum, Vector128<int> mins)
     {
         Vector128<int> h = Ssse3.HorizontalAdd(isum.GetLower() + isum.GetUpper(), mins);
         return Ssse3.HorizontalAdd(h, h);
@@ -248,7 +248,7 @@ public static class Q4K
 
     /// <summary>[d, dmin, d, dmin] of a block as floats.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> DminD(ref BlockQ4K blk)
+    internal static Vector128<float> DminD(ref BlockQ4K blk)
     {
         float[] h = HalfTable.Values;
         float d = h[blk.D], dmin = h[blk.DMin];
@@ -270,7 +270,7 @@ public static class Q4K
     /// <summary>The eight 6-bit scales (int16 lanes 0..7) and minimums (lanes 8..15) of a block, unpacked with
     /// whole-word masks as ggml does.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> ScalesAndMins(ref BlockQ4K blk)
+    internal static Vector256<short> ScalesAndMins(ref BlockQ4K blk)
     {
         ref byte scb = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
         uint u0 = Unsafe.ReadUnaligned<uint>(ref scb), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref scb, 8));
@@ -282,7 +282,7 @@ public static class Q4K
     /// <summary>A byte shuffle broadcasting int16 lane j of each 128-bit half to the whole half: bytes 2j, 2j + 1
     /// repeated. A constant for constant j (see the note on vector constants in BlockDots).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> Pick(int j) => Vector256.Create((ushort)(2 * j | (2 * j + 1) << 8)).AsByte();
+    internal static Vector256<byte> Pick(int j) => Vector256.Create((ushort)(2 * j | (2 * j + 1) << 8)).AsByte();
 
     /// <summary>Four tokens against one weight row: each super-block's scales, minimums and nibbles are unpacked once
     /// for all four; every token's result is bit-identical to <see cref="V256"/> on that token alone.</summary>

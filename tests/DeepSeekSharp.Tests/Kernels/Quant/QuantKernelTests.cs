@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using DeepSeekSharp.Kernels.Quant;
@@ -15,6 +16,7 @@ public class QuantKernelTests
     {
         Assert.Equal(34, Unsafe.SizeOf<BlockQ8_0>());
         Assert.Equal(144, Unsafe.SizeOf<BlockQ4K>());
+        Assert.Equal(176, Unsafe.SizeOf<BlockQ5K>());
     }
 
     [Theory]
@@ -271,6 +273,67 @@ public class QuantKernelTests
         for (int t = 0; t < 4; t++)
             Assert.Equal(Q4K.V256(wb, act.Q.AsSpan(t * cols, cols), act.D.AsSpan(t * superBlocks, superBlocks),
                 act.BlockSum.AsSpan(t * superBlocks * 8, superBlocks * 8)), four[t]); // bit-identical
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(8)]
+    public void Q5K_Dot_EveryPathEqualsScalarAndMatchesFloat(int superBlocks)
+    {
+        var rng = new Random(superBlocks + 500);
+        int n = superBlocks * 256;
+        float[] w = Random(rng, n), x = Random(rng, n, 2f);
+        var bytes = new byte[superBlocks * BlockQ5K.Bytes];
+        KQuants.QuantizeQ5K(w, bytes);
+        BlockQ5K[] wb = MemoryMarshal.Cast<byte, BlockQ5K>(bytes).ToArray();
+        Assert.Contains(Enumerable.Range(0, n), i => Q5K.Code(ref wb[i / 256], i % 256) >= 16); // fifth bits in use
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 1, n);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, superBlocks);
+        Span<short> s = act.BlockSum.AsSpan(0, superBlocks * 8);
+        float spec = Q5K.Scalar(wb, q, d, s);
+        if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q5K.V256(wb, q, d, s))); // same steps: same bits
+        var wd = new float[n];
+        KQuants.DequantizeQ5K(bytes, wd); // the format's values, from the bytes
+        var xd = new float[n];
+        for (int i = 0; i < n; i++) xd[i] = act.Q[i] * act.D[i / 256];
+        double exact = wd.Zip(xd).Sum(p => (double)p.First * p.Second); // same quantised x: only float rounding differs
+        Assert.Equal(exact, spec, 1e-3 * superBlocks);
+    }
+
+    /// <summary>Every code 31 (all nibbles and fifth bits set) against activation codes of ±127 block by block: the
+    /// largest integer sums the kernels hold, in both signs; the result must equal the specification's bits and the
+    /// float sum of the values.</summary>
+    [Fact]
+    public void Q5K_Dot_OfTheLargestCodes_EqualsScalar()
+    {
+        const int superBlocks = 2, n = superBlocks * 256;
+        var bytes = new byte[superBlocks * BlockQ5K.Bytes];
+        var rng = new Random(77);
+        rng.NextBytes(bytes); // scales and minimums of every pattern
+        for (int b = 0; b < superBlocks; b++)
+        {
+            BitConverter.TryWriteBytes(bytes.AsSpan(b * BlockQ5K.Bytes), HalfTable.FromFloat(0.01f));
+            BitConverter.TryWriteBytes(bytes.AsSpan(b * BlockQ5K.Bytes + 2), HalfTable.FromFloat(0.003f));
+            bytes.AsSpan(b * BlockQ5K.Bytes + 16, 160).Fill(0xFF);
+        }
+        BlockQ5K[] wb = MemoryMarshal.Cast<byte, BlockQ5K>(bytes).ToArray();
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = i / 32 % 2 == 0 ? 1f : -1f;
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 1, n);
+        Assert.Equal(127, act.Q[0]);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, superBlocks);
+        Span<short> s = act.BlockSum.AsSpan(0, superBlocks * 8);
+        float spec = Q5K.Scalar(wb, q, d, s);
+        if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q5K.V256(wb, q, d, s)));
+        var wd = new float[n];
+        KQuants.DequantizeQ5K(bytes, wd);
+        double exact = wd.Zip(x).Sum(p => (double)p.First * p.Second);
+        Assert.Equal(exact, spec, 1e-3);
     }
 
     [Fact]

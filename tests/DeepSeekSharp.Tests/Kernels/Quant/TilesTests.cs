@@ -6,7 +6,7 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K, Q6_K, Q8_0 and Q5_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q6KTiles"/>,
+/// <summary>Q4_K, Q5_K, Q6_K, Q8_0 and Q5_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
 /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>: the in-memory layouts on AVX2 CPUs) must hold exactly the GGUF blocks they
 /// were given and compute exactly what the file-layout kernels compute.</summary>
 public unsafe class TilesTests
@@ -14,6 +14,7 @@ public unsafe class TilesTests
     private static bool Tiled(WeightFormat format) => format switch
     {
         WeightFormat.Q4_K => Q4KTiles.IsSupported,
+        WeightFormat.Q5_K => Q5KTiles.IsSupported,
         WeightFormat.Q6_K => Q6KTiles.IsSupported,
         WeightFormat.Q8_0 => Q8Tiles.IsSupported,
         WeightFormat.Q5_0 => Q5Tiles.IsSupported,
@@ -48,6 +49,10 @@ public unsafe class TilesTests
     [Fact]
     public void Q4KTiles_HoldTheGgufBlocksExactly() => // random bytes: every pattern of the 6-bit scale packing too
         AssertGroupHoldsRowsExactly<BlockQ4K>(3, Q4KTiledMatrix.BytesFor(16, 3 * 256), 5, &Q4KTiles.SetRow, &Q4KTiles.GetRow);
+
+    [Fact]
+    public void Q5KTiles_HoldTheGgufBlocksExactly() => // random bytes: every code and fifth bit, every scale packing
+        AssertGroupHoldsRowsExactly<BlockQ5K>(3, Q5KTiledMatrix.BytesFor(16, 3 * 256), 7, &Q5KTiles.SetRow, &Q5KTiles.GetRow);
 
     [Fact]
     public void Q6KTiles_HoldTheGgufBlocksExactly()
@@ -112,6 +117,11 @@ public unsafe class TilesTests
         { WeightFormat.Q4_K, 5, 512, 4 },
         { WeightFormat.Q4_K, 70, 2048, 13 },
         { WeightFormat.Q4_K, 33, 256, 130 }, // token chunks (192 KB of codes) do not divide the tokens
+        { WeightFormat.Q5_K, 16, 256, 1 },
+        { WeightFormat.Q5_K, 37, 768, 7 },
+        { WeightFormat.Q5_K, 5, 512, 4 },
+        { WeightFormat.Q5_K, 70, 2048, 13 },
+        { WeightFormat.Q5_K, 33, 256, 130 },
         { WeightFormat.Q6_K, 16, 256, 1 },
         { WeightFormat.Q6_K, 37, 768, 7 },
         { WeightFormat.Q6_K, 5, 512, 4 },
@@ -177,6 +187,39 @@ public unsafe class TilesTests
         }
     }
 
+    /// <summary>Q5_K's largest codes (every nibble and fifth bit set) against activation codes of ±127: each int16
+    /// lane of the tile kernels holds eight products of 31 · 127 before it is widened, near the bound in both signs.</summary>
+    [Fact]
+    public void Q5KTiledProducts_OfTheLargestCodes_EqualTheFileLayoutKernels_BitForBit()
+    {
+        if (!Q5KTiles.IsSupported) return;
+        const int rows = 19, superBlocks = 3, cols = superBlocks * 256;
+        var rng = new Random(4);
+        var bytes = new byte[rows * superBlocks * BlockQ5K.Bytes];
+        rng.NextBytes(bytes);
+        for (int blk = 0; blk < rows * superBlocks; blk++)
+        {
+            Span<byte> b = bytes.AsSpan(blk * BlockQ5K.Bytes, BlockQ5K.Bytes);
+            BitConverter.TryWriteBytes(b, HalfTable.FromFloat((float)(0.001 + rng.NextDouble() * 0.02)));
+            BitConverter.TryWriteBytes(b[2..], HalfTable.FromFloat((float)(rng.NextDouble() * 0.01)));
+            b[16..].Fill(blk % 3 == 2 ? (byte)0 : (byte)0xFF); // codes 31, or 0
+        }
+        using Matrix file = Matrix.Create(WeightFormat.Q5_K, rows, cols, tiles: false);
+        using Matrix tiled = Matrix.Create(WeightFormat.Q5_K, rows, cols);
+        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        foreach (int n in new[] { 1, 4, 5 }) // one token; four at once; four and one
+        {
+            var x = new float[n * cols];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / 32 + i / cols) % 2 == 0 ? 2f : -2f;
+            var expected = new float[n * rows];
+            var actual = new float[n * rows];
+            file.Forward(x, expected, n);
+            tiled.Forward(x, actual, n);
+            Assert.Equal(Bits(expected), Bits(actual));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(WeightFormat format, int rows, int cols, int n)
@@ -211,6 +254,7 @@ public unsafe class TilesTests
 
     [Theory]
     [InlineData(WeightFormat.Q4_K, 21, 12)]
+    [InlineData(WeightFormat.Q5_K, 21, 12)]
     [InlineData(WeightFormat.Q6_K, 21, 12)]
     [InlineData(WeightFormat.Q8_0, 21, 12)]
     [InlineData(WeightFormat.Q5_0, 21, 12)]
