@@ -95,3 +95,23 @@ internal sealed unsafe class BlockQ8Matrix<T>(WeightFormat format, int rows, int
         }
     }
 }
+
+/// <summary>A 32-weight format with a per-block minimum (Q4_1, Q5_1: llama.cpp's fallbacks for rows of Q5_K files that
+/// are not whole super-blocks) in the GGUF layout: each row against each token with <see cref="MinBlockDots{T}"/>.</summary>
+internal sealed unsafe class MinBlockMatrix<T>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : Matrix(format, rows, cols, data, owner) where T : struct, IBlockCodes
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int blocks = Cols / 32;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<byte> row = new(RowPointer(o), blocks * T.Bytes);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = MinBlockDots<T>.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * blocks, blocks),
+                    a.BlockSum.AsSpan(t * blocks, blocks));
+        }
+    }
+}

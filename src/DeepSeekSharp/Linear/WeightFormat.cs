@@ -115,9 +115,11 @@ public static unsafe class WeightFormats
                 (r, c, p, o) => new Q6KMatrix(r, c, p, o)),
             new(WeightFormat.Q5_K, "q5_k", GgmlType.Q5_K, null, 256, BlockQ5K.Bytes, ActivationKind.Q8PerBlock256,
                 KQuants.DequantizeQ5K, KQuants.QuantizeQ5K, (r, c, p, o) => new Q5KMatrix(r, c, p, o)),
+            new(WeightFormat.Q4_1, "q4_1", GgmlType.Q4_1, null, 32, 20, ActivationKind.Q8PerBlock32,
+                LegacyQuants.DequantizeQ4_1, LegacyQuants.QuantizeQ4_1, (r, c, p, o) => new MinBlockMatrix<Q4_1Codes>(WeightFormat.Q4_1, r, c, p, o)),
+            new(WeightFormat.Q5_1, "q5_1", GgmlType.Q5_1, null, 32, 24, ActivationKind.Q8PerBlock32,
+                LegacyQuants.DequantizeQ5_1, LegacyQuants.QuantizeQ5_1, (r, c, p, o) => new MinBlockMatrix<Q5_1Codes>(WeightFormat.Q5_1, r, c, p, o)),
             // Read from GGUF files without a fused kernel: rows are dequantised by the specification and dotted in float32.
-            RowDequantized(WeightFormat.Q4_1, "q4_1", GgmlType.Q4_1, 32, 20, LegacyQuants.DequantizeQ4_1, LegacyQuants.QuantizeQ4_1),
-            RowDequantized(WeightFormat.Q5_1, "q5_1", GgmlType.Q5_1, 32, 24, LegacyQuants.DequantizeQ5_1, LegacyQuants.QuantizeQ5_1),
             RowDequantized(WeightFormat.Q2_K, "q2_k", GgmlType.Q2_K, 256, 84, KQuants.DequantizeQ2K, KQuants.QuantizeQ2K),
             RowDequantized(WeightFormat.Q3_K, "q3_k", GgmlType.Q3_K, 256, 110, KQuants.DequantizeQ3K, KQuants.QuantizeQ3K),
             RowDequantized(WeightFormat.IQ4_NL, "iq4_nl", GgmlType.IQ4_NL, 32, 18, Iq4.DequantizeNl, Iq4.QuantizeNl),

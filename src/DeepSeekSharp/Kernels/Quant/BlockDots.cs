@@ -435,7 +435,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Sums8(ref byte wb, ref sbyte xb, ref short xu, int b)
+    internal static Vector256<int> Sums8(ref byte wb, ref sbyte xb, ref short xu, int b)
     {
         if (T.Offset != 0) return PairTree(ref wb, ref xb, b) - OffsetSums8(ref xu, b);
         Vector256<int> s = Tree(BlockDot(ref wb, ref xb, b), BlockDot(ref wb, ref xb, b + 1), BlockDot(ref wb, ref xb, b + 2), BlockDot(ref wb, ref xb, b + 3),
@@ -571,7 +571,7 @@ internal static class BlockDots<T> where T : struct, IBlockCodes
     /// <c>vpgatherdd</c> more), then converted in registers (<see cref="HalfTable.ToSingle(Vector128{ushort})"/>: the
     /// table's values without a table line per distinct scale competing with the weights for L1).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scales8(ref byte wb, int b)
+    internal static Vector256<float> Scales8(ref byte wb, int b)
     {
         ulong lo = ScaleBits(ref wb, b) | (ulong)ScaleBits(ref wb, b + 1) << 16 | (ulong)ScaleBits(ref wb, b + 2) << 32 | (ulong)ScaleBits(ref wb, b + 3) << 48;
         ulong hi = ScaleBits(ref wb, b + 4) | (ulong)ScaleBits(ref wb, b + 5) << 16 | (ulong)ScaleBits(ref wb, b + 6) << 32 | (ulong)ScaleBits(ref wb, b + 7) << 48;

@@ -278,13 +278,19 @@ internal readonly struct Q5_0Codes : IBlockCodes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high)
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) =>
+        FifthBitPair(ref Unsafe.Add(ref block, 2), Bytes, out low, out high);
+
+    /// <summary><see cref="UnsignedPair"/> from the mask word at <paramref name="mask"/> (its sixteen bytes of nibbles
+    /// follow it) and the next block's <paramref name="stride"/> bytes on: Q5_0's layout, and Q5_1's after its minimum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void FifthBitPair(ref byte mask, int stride, out Vector256<byte> low, out Vector256<byte> high)
     {
-        NibblePair(ref Unsafe.Add(ref block, 6), 22, out low, out high);
+        NibblePair(ref Unsafe.Add(ref mask, 4), stride, out low, out high);
         // Both mask words in every 64-bit lane; byte k of the eight goes to eight bytes, each keeping its own bit:
         // bits 0–15 of the first block's word (bytes 0, 1) then of the second's (bytes 4, 5) for the low codes,
         // bits 16–31 (bytes 2, 3 and 6, 7) for the high ones.
-        ulong words = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 2)) | (ulong)Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref block, 24)) << 32;
+        ulong words = Unsafe.ReadUnaligned<uint>(ref mask) | (ulong)Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref mask, stride)) << 32;
         if (Avx512Vbmi.VL.IsSupported)
         {
             // vpmultishiftqb: byte j takes the eight bits of its 64-bit lane that start at its control (mod 64), so a
@@ -340,5 +346,134 @@ internal readonly struct Q5_0Codes : IBlockCodes
         uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
         int low = i < 16 ? block[6 + i] & 0xF : block[6 + i - 16] >> 4;
         return (low | (int)((qh >> i) & 1) << 4) - 16;
+    }
+}
+
+/// <summary>Q4_1's codes: Q4_0's nibbles after a second fp16, the block's minimum m (w = d · q + m, q in 0..15). As an
+/// <see cref="IBlockCodes"/> the codes are q − 8, so <see cref="BlockDots{T}"/>' integer sums serve it; the minimum's
+/// term is <see cref="MinBlockDots{T}"/>'.</summary>
+internal readonly struct Q4_1Codes : IBlockCodes
+{
+    public static int Bytes => 20;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<sbyte> Codes(ref byte block) => Q4_0Codes.Codes(ref Unsafe.Add(ref block, 2));
+
+    public static int Code(ReadOnlySpan<byte> block, int i) => Q4_0Codes.Code(block[2..], i);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high) =>
+        Q4_0Codes.Codes128(ref Unsafe.Add(ref block, 2), out low, out high);
+
+    public static int Offset => 8;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Unsigned(ref byte block) => Q4_0Codes.Unsigned(ref Unsafe.Add(ref block, 2));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) =>
+        Q5_0Codes.NibblePair(ref Unsafe.Add(ref block, 4), 20, out low, out high);
+}
+
+/// <summary>Q5_1's codes: Q5_0's mask word and nibbles after a second fp16, the block's minimum m (w = d · q + m, q in
+/// 0..31); as an <see cref="IBlockCodes"/>, q − 16 (see <see cref="Q4_1Codes"/>).</summary>
+internal readonly struct Q5_1Codes : IBlockCodes
+{
+    public static int Bytes => 24;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<sbyte> Codes(ref byte block) => Q5_0Codes.Codes(ref Unsafe.Add(ref block, 2));
+
+    public static int Code(ReadOnlySpan<byte> block, int i) => Q5_0Codes.Code(block[2..], i);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high) =>
+        Q5_0Codes.Codes128(ref Unsafe.Add(ref block, 2), out low, out high);
+
+    public static int Offset => 16;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<byte> Unsigned(ref byte block) => Q5_0Codes.Unsigned(ref Unsafe.Add(ref block, 2));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) =>
+        Q5_0Codes.FifthBitPair(ref Unsafe.Add(ref block, 4), 24, out low, out high);
+}
+
+/// <summary>Dot products of rows of a 32-weight format with a per-block minimum (Q4_1, Q5_1: w = d·q + m, q ≥ 0)
+/// against activations quantised per 32. Per block b the exact integers I_b = Σ q·x (<see cref="BlockDots{T}"/>'
+/// sums of (q − offset)·x, plus offset · Σx) and S_b = Σx, then in lane b mod 8 of two sums
+/// A = fma(I_b, d_b·dx_b, A) and M = fma(S_b, m_b·dx_b, M); the result is Reduce8(A) + Reduce8(M)
+/// (<see cref="BlockDots{T}.Reduce8"/>). <see cref="Scalar"/> is the specification; <see cref="V256"/> computes its
+/// bits eight blocks at a time.</summary>
+internal static class MinBlockDots<T> where T : struct, IBlockCodes
+{
+    /// <summary>Σ w·x for a row of <paramref name="xd"/>.Length blocks, on the fastest path this CPU has.</summary>
+    public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
+    {
+        if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32 || xsum.Length < xd.Length)
+            ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
+        return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum) : Scalar(w, xq, xd, xsum);
+    }
+
+    /// <summary>The specification (see the class).</summary>
+    public static float Scalar(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
+    {
+        Span<float> a = stackalloc float[8], m = stackalloc float[8];
+        a.Clear();
+        m.Clear();
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ReadOnlySpan<byte> blk = w.Slice(b * T.Bytes, T.Bytes);
+            int isum = 0;
+            for (int i = 0; i < 32; i++) isum += (T.Code(blk, i) + T.Offset) * xq[b * 32 + i];
+            float d = HalfTable.Values[BitConverter.ToUInt16(blk)], min = HalfTable.Values[BitConverter.ToUInt16(blk[2..])];
+            a[b % 8] = MathF.FusedMultiplyAdd(isum, d * xd[b], a[b % 8]);
+            m[b % 8] = MathF.FusedMultiplyAdd(xsum[b], min * xd[b], m[b % 8]);
+        }
+        return BlockDots<T>.Reduce8(Vector256.Create<float>(a)) + BlockDots<T>.Reduce8(Vector256.Create<float>(m));
+    }
+
+    /// <summary>AVX2: eight blocks' I and S at once (the integer sums of <see cref="BlockDots{T}"/>), their d and m
+    /// gathered as its scales are, one fused step per vector; blocks past the last whole eight one by one into their
+    /// lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float V256(ref byte wb, int n, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
+    {
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        ref float dx = ref MemoryMarshal.GetReference(xd);
+        ref short u = ref MemoryMarshal.GetReference(xsum);
+        ref byte w = ref wb;
+        Vector256<float> a = Vector256<float>.Zero, m = Vector256<float>.Zero;
+        int b = 0;
+        for (; b + 8 <= n; b += 8)
+        {
+            Vector256<int> s = Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref u));
+            Vector256<int> i = BlockDots<T>.Sums8(ref w, ref x, ref u, 0) + s * T.Offset;
+            Vector256<float> dxs = Vector256.LoadUnsafe(ref dx);
+            a = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(i), BlockDots<T>.Scales8(ref w, 0) * dxs, a);
+            m = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(s), BlockDots<T>.Scales8(ref Unsafe.Add(ref w, 2), 0) * dxs, m);
+            w = ref Unsafe.Add(ref w, 8 * T.Bytes);
+            x = ref Unsafe.Add(ref x, 256);
+            dx = ref Unsafe.Add(ref dx, 8);
+            u = ref Unsafe.Add(ref u, 8);
+        }
+        if (b < n)
+        {
+            Span<float> la = stackalloc float[8], lm = stackalloc float[8];
+            a.CopyTo(la);
+            m.CopyTo(lm);
+            for (int l = 0; b < n; b++, l++)
+            {
+                ref byte blk = ref Unsafe.Add(ref wb, b * T.Bytes);
+                float dxb = xd[b];
+                int isum = Vector256.Sum(IntDots.Bytes4(T.Unsigned(ref blk), Vector256.LoadUnsafe(ref MemoryMarshal.GetReference(xq), (nuint)(b * 32))));
+                la[l] = MathF.FusedMultiplyAdd(isum, HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref blk)] * dxb, la[l]);
+                lm[l] = MathF.FusedMultiplyAdd(xsum[b], HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 2))] * dxb, lm[l]);
+            }
+            a = Vector256.Create<float>(la);
+            m = Vector256.Create<float>(lm);
+        }
+        return BlockDots<T>.Reduce8(a) + BlockDots<T>.Reduce8(m);
     }
 }
