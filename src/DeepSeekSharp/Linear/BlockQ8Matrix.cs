@@ -4,7 +4,7 @@ using DeepSeekSharp.Kernels.Quant;
 
 namespace DeepSeekSharp.Linear;
 
-/// <summary>Q8_0, and Q4_0 and Q5_0 (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's
+/// <summary>Q8_0, and Q4_0, Q5_0 and IQ4_NL (llama.cpp's fallbacks for rows that do not fit k-quant blocks, e.g. V2-Lite's
 /// 1408-wide expert down projections): integer dot products against activations quantised per 32
 /// (<see cref="BlockDots{T}"/>), or from <see cref="GemmMinTokens"/> tokens on the panel kernel
 /// (<see cref="BlockGemm{T}"/>).</summary>

@@ -23,8 +23,7 @@ internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>Formats without a fused kernel (the GGUF types Q2_K, Q3_K, IQ4_NL,
-/// IQ4_XS): each row is dequantised into per-thread scratch once and dotted with every token (the row is read once
+/// <summary>Formats without a fused kernel (the GGUF types Q2_K, Q3_K and IQ4_XS): each row is dequantised into per-thread scratch once and dotted with every token (the row is read once
 /// per product, as for the other formats).</summary>
 internal unsafe class RowDequantMatrix : Matrix
 {

@@ -13,7 +13,11 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.Q8_0)]
     [InlineData(WeightFormat.Q4_0)]
     [InlineData(WeightFormat.Q5_0)]
+    [InlineData(WeightFormat.Q4_1)]
+    [InlineData(WeightFormat.Q5_1)]
+    [InlineData(WeightFormat.IQ4_NL)]
     [InlineData(WeightFormat.Q4_K)]
+    [InlineData(WeightFormat.Q5_K)]
     [InlineData(WeightFormat.Q6_K)]
     public void EachToken_GetsTheSameBits_AloneOrWithOthers(WeightFormat format) =>
         AssertAloneEqualsTogether(format, rows: 37, cols: 512, seed: 5, [2, 3, 5, 6, 9, 11]);
@@ -26,6 +30,8 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.Q4_0, 416)]
     [InlineData(WeightFormat.Q5_0, 1408)]
     [InlineData(WeightFormat.Q5_0, 96)]
+    [InlineData(WeightFormat.Q5_1, 1408)]
+    [InlineData(WeightFormat.IQ4_NL, 1408)]
     public void BlockFormats_AtAnyWidth_GiveEachTokenTheSameBitsAloneOrWithOthers(WeightFormat format, int cols) =>
         AssertAloneEqualsTogether(format, rows: 29, cols, seed: cols, [2, 3, 4, 5, 7]);
 
@@ -54,7 +60,10 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.Q8_0)]
     [InlineData(WeightFormat.Q4_0)]
     [InlineData(WeightFormat.Q5_0)]
+    [InlineData(WeightFormat.Q5_1)]
+    [InlineData(WeightFormat.IQ4_NL)]
     [InlineData(WeightFormat.Q4_K)]
+    [InlineData(WeightFormat.Q5_K)]
     [InlineData(WeightFormat.Q6_K)]
     public void RowsFromActivationsPreparedOnce_GiveTheBitsOfTheWholeProduct(WeightFormat format)
     {

@@ -1,4 +1,7 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace DeepSeekSharp.Kernels.Quant;
 
@@ -112,4 +115,40 @@ public static class Iq4
             BinaryPrimitives.WriteUInt16LittleEndian(blk[2..], high);
         }
     }
+}
+
+/// <summary>IQ4_NL's codes: Q4_0's nibble layout, each nibble replaced by its level (a byte shuffle of the sixteen
+/// levels), so the Q8_0 row and panel kernels serve it as they serve Q4_0 and Q5_0 (<see cref="IBlockCodes"/>). The
+/// levels span −127..113, so the codes take Q8_0's sign trick (or its bias of 128 with AVX-VNNI).</summary>
+internal readonly struct Iq4NlCodes : IBlockCodes
+{
+    public static int Bytes => 18;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<sbyte> Codes(ref byte block)
+    {
+        // The levels in both 128-bit lanes, written in place (see the note on vector constants in BlockDots).
+        Vector256<sbyte> levels = Vector256.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+            -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+        return Avx2.Shuffle(levels, Q5_0Codes.Nibbles(ref Unsafe.Add(ref block, 2)).AsSByte());
+    }
+
+    public static int Code(ReadOnlySpan<byte> block, int i) => Iq4.Levels[i < 16 ? block[2 + i] & 0xF : block[2 + i - 16] >> 4];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Codes128(ref byte block, out Vector128<sbyte> low, out Vector128<sbyte> high)
+    {
+        Vector128<sbyte> levels = Vector128.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+        Q5_0Codes.Nibbles128(ref Unsafe.Add(ref block, 2), out Vector128<byte> l, out Vector128<byte> h);
+        low = Vector128.Shuffle(levels, l.AsSByte());
+        high = Vector128.Shuffle(levels, h.AsSByte());
+    }
+
+    public static int Offset => 0;
+
+    /// <summary>Not used: the levels take the sign trick or the bias of 128, as Q8_0's codes do.</summary>
+    public static Vector256<byte> Unsigned(ref byte block) => default;
+
+    /// <summary>Not used (see <see cref="Unsigned"/>).</summary>
+    public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) => low = high = default;
 }

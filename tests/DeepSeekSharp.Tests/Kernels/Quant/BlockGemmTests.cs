@@ -24,6 +24,7 @@ public class BlockGemmTests
         { WeightFormat.Q8_0, 70, 64, 100 }, // tokens in chunks of 48 over groups of four panels
         { WeightFormat.Q4_0, 37, 13, 10 },
         { WeightFormat.Q5_0, 37, 19, 12 },
+        { WeightFormat.IQ4_NL, 37, 44, 12 },
         { WeightFormat.Q4_K, 37, 24, 29 },  // three super-blocks
         { WeightFormat.Q4_K, 20, 64, 100 }, // chunks of 48 tokens over groups of three panels
     };

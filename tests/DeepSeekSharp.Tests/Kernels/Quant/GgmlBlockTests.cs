@@ -309,6 +309,48 @@ public class GgmlBlockTests
         Assert.Equal(exact, spec, 1e-4 * blocks);
     }
 
+    /// <summary>IQ4_NL through the Q8_0 kernels: the vector codes are the specification's levels (every nibble in
+    /// both halves of a block), the row kernels give its sums (128-bit: its bits), on block counts below, at and past
+    /// whole eights.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(8)]
+    [InlineData(44)]
+    public void Iq4Nl_Dot_EveryPathEqualsScalarAndMatchesFloat(int blocks)
+    {
+        var block = new byte[18];
+        for (int j = 0; j < 16; j++) block[2 + j] = (byte)(j | (15 - j) << 4);
+        var codes = Enumerable.Range(0, 32).Select(i => Iq4NlCodes.Code(block, i)).ToArray();
+        Assert.Equal(Iq4.Levels.ToArray().Select(v => (int)v).Concat(Iq4.Levels.ToArray().Reverse().Select(v => (int)v)), codes);
+        if (Avx2.IsSupported)
+        {
+            var v = new sbyte[32];
+            System.Runtime.Intrinsics.Vector256.CopyTo(Iq4NlCodes.Codes(ref block[0]), v);
+            Assert.Equal(codes, v.Select(c => (int)c));
+        }
+        Iq4NlCodes.Codes128(ref block[0], out var low, out var high);
+        Assert.Equal(codes, Enumerable.Range(0, 16).Select(i => (int)low[i]).Concat(Enumerable.Range(0, 16).Select(i => (int)high[i])));
+
+        var rng = new Random(blocks + 4242);
+        int n = blocks * 32;
+        float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+        var wb = new byte[WeightFormat.IQ4_NL.Traits().RowBytes(n)];
+        WeightFormat.IQ4_NL.Traits().Quantize(w, wb);
+        var act = new QuantizedActivations();
+        act.Quantize(x, 1, n);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, blocks);
+        float spec = BlockDots<Iq4NlCodes>.Scalar(wb, q, d);
+        if (Avx2.IsSupported) Assert.Equal(spec, BlockDots<Iq4NlCodes>.V256(ref wb[0], blocks, q, d, act.BlockSum.AsSpan(0, blocks)), Math.Abs(spec) * 1e-5 + 1e-5 * blocks);
+        if (IntDots128.IsSupported) Assert.Equal(spec, BlockDots<Iq4NlCodes>.V128(wb, q, d));
+        var wd = new float[n];
+        WeightFormat.IQ4_NL.Traits().Dequantize(wb, wd);
+        double exact = 0;
+        for (int i = 0; i < n; i++) exact += (double)wd[i] * act.Q[i] * act.D[i / 32];
+        Assert.Equal(exact, spec, 1e-4 * blocks);
+    }
+
     /// <summary>Q4_1 and Q5_1 (a minimum per block): the AVX2 kernel gives the specification's bits on block counts
     /// below, at and past whole eights (44: an expert's 1408-wide down projection), and the specification the float sum
     /// of the dequantised values.</summary>
@@ -412,6 +454,7 @@ public class GgmlBlockTests
     [InlineData(WeightFormat.Q5_0, 1408)]
     [InlineData(WeightFormat.IQ4_XS, 512)]
     [InlineData(WeightFormat.IQ4_NL, 96)]
+    [InlineData(WeightFormat.IQ4_NL, 1408)] // the Q8_0 row kernels: eight-block groups and four blocks over, four tokens at once and one
     public void GgmlMatrices_ForwardEqualsDequantisedProduct(WeightFormat f, int cols)
     {
         var rng = new Random(cols);
