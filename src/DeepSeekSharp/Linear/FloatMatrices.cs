@@ -23,9 +23,8 @@ internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>Formats without a fused kernel (the GGUF types Q2_K, Q3_K and IQ4_XS): each row is dequantised into
-/// per-thread scratch once and dotted with every token (the row is read once per product, as for the other
-/// formats).</summary>
+/// <summary>Formats without a fused kernel (the GGUF type IQ4_XS): each row is dequantised into per-thread scratch
+/// once and dotted with every token (the row is read once per product, as for the other formats).</summary>
 internal unsafe class RowDequantMatrix : Matrix
 {
     public RowDequantMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner) : base(format, rows, cols, data, owner) { }

@@ -129,3 +129,36 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
         }
     }
 }
+
+/// <summary>Q2_K or Q3_K in the GGUF block layout (<see cref="LowBitKQuants"/>): each row against each token, with the
+/// activations' sums per 16 for the terms in Σx.</summary>
+internal sealed unsafe class LowBitKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(format, rows, cols, data, owner)
+{
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
+    {
+        QuantizedActivations a = base.Prepare(x, n, target)!;
+        a.PrepareSums16(n);
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int superBlocks = SuperBlocks;
+        int rowBytes = (int)RowBytes;
+        bool q2 = Format == WeightFormat.Q2_K;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<byte> row = new(RowPointer(o), rowBytes);
+            for (int t = 0; t < n; t++)
+            {
+                ReadOnlySpan<sbyte> q = a.Q.AsSpan(t * Cols, Cols);
+                ReadOnlySpan<float> d = a.D.AsSpan(t * superBlocks, superBlocks);
+                ReadOnlySpan<short> sums = a.Sums16.AsSpan(t * Cols / 16, Cols / 16);
+                y[(long)t * rowCount + o - rowStart] = q2 ? LowBitKQuants.DotQ2K(row, q, d, sums) : LowBitKQuants.DotQ3K(row, q, d, sums);
+            }
+        }
+    }
+}

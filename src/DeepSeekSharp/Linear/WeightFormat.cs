@@ -121,9 +121,11 @@ public static unsafe class WeightFormats
                 LegacyQuants.DequantizeQ5_1, LegacyQuants.QuantizeQ5_1, (r, c, p, o) => new MinBlockMatrix<Q5_1Codes>(WeightFormat.Q5_1, r, c, p, o)),
             new(WeightFormat.IQ4_NL, "iq4_nl", GgmlType.IQ4_NL, null, 32, 18, ActivationKind.Q8PerBlock32, Iq4.DequantizeNl, Iq4.QuantizeNl,
                 (r, c, p, o) => new BlockQ8Matrix<Iq4NlCodes>(WeightFormat.IQ4_NL, r, c, p, o)),
+            new(WeightFormat.Q2_K, "q2_k", GgmlType.Q2_K, null, 256, LowBitKQuants.Q2KBytes, ActivationKind.Q8PerBlock256,
+                KQuants.DequantizeQ2K, KQuants.QuantizeQ2K, (r, c, p, o) => new LowBitKMatrix(WeightFormat.Q2_K, r, c, p, o)),
+            new(WeightFormat.Q3_K, "q3_k", GgmlType.Q3_K, null, 256, LowBitKQuants.Q3KBytes, ActivationKind.Q8PerBlock256,
+                KQuants.DequantizeQ3K, KQuants.QuantizeQ3K, (r, c, p, o) => new LowBitKMatrix(WeightFormat.Q3_K, r, c, p, o)),
             // Read from GGUF files without a fused kernel: rows are dequantised by the specification and dotted in float32.
-            RowDequantized(WeightFormat.Q2_K, "q2_k", GgmlType.Q2_K, 256, 84, KQuants.DequantizeQ2K, KQuants.QuantizeQ2K),
-            RowDequantized(WeightFormat.Q3_K, "q3_k", GgmlType.Q3_K, 256, 110, KQuants.DequantizeQ3K, KQuants.QuantizeQ3K),
             RowDequantized(WeightFormat.IQ4_XS, "iq4_xs", GgmlType.IQ4_XS, 256, 136, Iq4.DequantizeXs, Iq4.QuantizeXs),
         ];
         var table = new FormatTraits[Enum.GetValues<WeightFormat>().Length];

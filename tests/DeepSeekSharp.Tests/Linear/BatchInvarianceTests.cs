@@ -16,6 +16,8 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.Q4_1)]
     [InlineData(WeightFormat.Q5_1)]
     [InlineData(WeightFormat.IQ4_NL)]
+    [InlineData(WeightFormat.Q2_K)]
+    [InlineData(WeightFormat.Q3_K)]
     [InlineData(WeightFormat.Q4_K)]
     [InlineData(WeightFormat.Q5_K)]
     [InlineData(WeightFormat.Q6_K)]

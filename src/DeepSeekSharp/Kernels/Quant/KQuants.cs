@@ -2,8 +2,8 @@ using System.Buffers.Binary;
 
 namespace DeepSeekSharp.Kernels.Quant;
 
-/// <summary>The k-quant formats Q2_K, Q3_K and Q5_K: the scalar specifications of their values (Q2_K and Q3_K have no
-/// fused kernel and are read from GGUF files dequantised row by row; Q5_K's kernels are <see cref="Q5K"/>), with
+/// <summary>The k-quant formats Q2_K, Q3_K and Q5_K: the scalar specifications of their values (their product kernels
+/// are <see cref="LowBitKQuants"/> and <see cref="Q5K"/>), with
 /// ggml's block layouts; super-blocks of 256 weights:
 /// <list type="bullet">
 /// <item>Q2_K (84 B): 16 bytes of (4-bit scale | 4-bit min &lt;&lt; 4) per 16 weights, 64 bytes of 2-bit codes, fp16 d,

@@ -309,6 +309,66 @@ public class GgmlBlockTests
         Assert.Equal(exact, spec, 1e-4 * blocks);
     }
 
+    /// <summary>Q2_K and Q3_K: the AVX2 kernels give the specification's bits, and the specification the float sum of
+    /// the dequantised values (the codes' weights as <see cref="KQuants"/> decodes them), on one to eleven super-blocks
+    /// (2816: the shared experts' down projection).</summary>
+    [Theory]
+    [InlineData(GgmlType.Q2_K, 1)]
+    [InlineData(GgmlType.Q2_K, 11)]
+    [InlineData(GgmlType.Q3_K, 1)]
+    [InlineData(GgmlType.Q3_K, 11)]
+    public void Q2KAndQ3K_Dot_EveryPathEqualsScalarAndMatchesFloat(GgmlType t, int superBlocks)
+    {
+        var rng = new Random(superBlocks * 7 + (int)t);
+        int n = superBlocks * 256;
+        float[] w = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 0.8)).ToArray();
+        float[] x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+        var wb = new byte[t.Traits().RowBytes(n)];
+        t.Traits().Quantize(w, wb);
+        AssertDotsAgree(t, wb, x, superBlocks, 1e-4 * n);
+    }
+
+    /// <summary>Random bytes (every scale, minimum and code pattern, Q3_K's negative scales included) against the
+    /// largest activations of both signs: the integer sums stay exact.</summary>
+    [Theory]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.Q3_K)]
+    public void Q2KAndQ3K_Dot_OfRandomBlocks_EqualsScalar(GgmlType t)
+    {
+        const int superBlocks = 3, n = superBlocks * 256;
+        var rng = new Random(31 + (int)t);
+        int blockBytes = t == GgmlType.Q2_K ? LowBitKQuants.Q2KBytes : LowBitKQuants.Q3KBytes;
+        var wb = new byte[superBlocks * blockBytes];
+        rng.NextBytes(wb);
+        for (int b = 0; b < superBlocks; b++) // finite scales
+            for (int at = t == GgmlType.Q2_K ? 80 : 108; at < blockBytes; at += 2)
+                BitConverter.TryWriteBytes(wb.AsSpan(b * blockBytes + at), HalfTable.FromFloat((float)(rng.NextDouble() * 0.05)));
+        float[] x = Enumerable.Range(0, n).Select(i => i / 16 % 3 == 0 ? -2f : 2f).ToArray();
+        AssertDotsAgree(t, wb, x, superBlocks, 1e-3);
+    }
+
+    private static void AssertDotsAgree(GgmlType t, byte[] wb, float[] x, int superBlocks, double tolerance)
+    {
+        int n = superBlocks * 256;
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 1, n);
+        act.PrepareSums16(1);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, superBlocks);
+        Span<short> s = act.Sums16.AsSpan(0, n / 16);
+        float spec = t == GgmlType.Q2_K ? LowBitKQuants.Q2KScalar(wb, q, d, s) : LowBitKQuants.Q3KScalar(wb, q, d);
+        if (Avx2.IsSupported)
+        {
+            float v = t == GgmlType.Q2_K ? LowBitKQuants.Q2KV256(wb, q, d, s) : LowBitKQuants.Q3KV256(wb, q, d, s);
+            Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(v));
+        }
+        var wd = new float[n];
+        t.Traits().Dequantize(wb, wd);
+        double exact = 0;
+        for (int i = 0; i < n; i++) exact += (double)wd[i] * act.Q[i] * act.D[i / 256];
+        Assert.Equal(exact, spec, Math.Max(tolerance, Math.Abs(exact) * 1e-5));
+    }
+
     /// <summary>IQ4_NL through the Q8_0 kernels: the vector codes are the specification's levels (every nibble in
     /// both halves of a block), the row kernels give its sums (128-bit: its bits), on block counts below, at and past
     /// whole eights.</summary>
@@ -448,6 +508,7 @@ public class GgmlBlockTests
     [InlineData(WeightFormat.Q6_K, 512)]
     [InlineData(WeightFormat.Q5_0, 96)]
     [InlineData(WeightFormat.Q3_K, 256)]
+    [InlineData(WeightFormat.Q2_K, 2816)]
     [InlineData(WeightFormat.Q4_1, 32)]
     [InlineData(WeightFormat.Q5_1, 1408)]
     [InlineData(WeightFormat.Q4_0, 64)]

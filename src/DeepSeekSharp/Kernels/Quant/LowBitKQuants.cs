@@ -1,0 +1,207 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace DeepSeekSharp.Kernels.Quant;
+
+/// <summary>Q2_K and Q3_K products against activations quantised per 256 (ggml's Q8_K), in GGUF's layout (see
+/// <see cref="KQuants"/>): sixteen sub-blocks of 16 weights, and 2-bit codes of which byte l of each 32-byte group holds
+/// four weights 32 apart. Per super-block the integer sums are exact:
+/// <list type="bullet">
+/// <item>Q2_K: I = Σ_j sc_j · Σ q·x and M = Σ_j m_j · Σx_j (sixteen 4-bit scales and minimums); A = fma(I, d·dx, A),
+/// B = fma(M, dmin·dx, B) in block order; the result is A − B (Q4_K's steps).</item>
+/// <item>Q3_K: I = Σ_j s_j · Σ (q − 4)·x with q = two low bits | the high-mask bit · 4 (0..7) and s_j the 6-bit scale
+/// − 32; A = fma(I, d·dx, A) in block order.</item>
+/// </list>
+/// The AVX2 kernels take u2 / u3 codes × s8 pair sums (maddubs), each sub-block's scale applied by the widening
+/// pair-add, and the terms in Σx_j (Q2_K's minimums, Q3_K's − 4) from the activations' sums per 16
+/// (<see cref="QuantizedActivations.Sums16"/>): the specification's integers, so its bits.</summary>
+public static class LowBitKQuants
+{
+    public const int Q2KBytes = 84, Q3KBytes = 110;
+
+    /// <summary>2-bit code of weight <paramref name="i"/> (0..255) from a block's 64 code bytes.</summary>
+    private static int Code2(ReadOnlySpan<byte> qs, int i) => (qs[i / 128 * 32 + i % 32] >> (2 * (i % 128 / 32))) & 3;
+
+    /// <summary>Q3_K's code of weight <paramref name="i"/>, 0..7 (the value is it − 4).</summary>
+    internal static int Q3Code(ReadOnlySpan<byte> blk, int i) =>
+        Code2(blk.Slice(32, 64), i) | ((blk[i % 32] >> (i / 32)) & 1) << 2;
+
+    /// <summary>Q3_K's sixteen scales − 32 (ggml's kmask unpacking, as <see cref="KQuants"/> dequantises).</summary>
+    internal static int Q3Scale(ReadOnlySpan<byte> packed, int j)
+    {
+        int low = j < 8 ? packed[j % 8] & 0xF : packed[j - 8] >> 4;
+        int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+        return (low | (high << 4)) - 32;
+    }
+
+    private static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref MemoryMarshal.GetReference(b[at..]))];
+
+    /// <summary>Σ w·x of a Q2_K row against activations quantised per 256.</summary>
+    public static float DotQ2K(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        Check(w, Q2KBytes, xq, xd, sums16);
+        return Avx2.IsSupported ? Q2KV256(w, xq, xd, sums16) : Q2KScalar(w, xq, xd, sums16);
+    }
+
+    /// <summary>Σ w·x of a Q3_K row against activations quantised per 256.</summary>
+    public static float DotQ3K(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        Check(w, Q3KBytes, xq, xd, sums16);
+        return Avx2.IsSupported ? Q3KV256(w, xq, xd, sums16) : Q3KScalar(w, xq, xd);
+    }
+
+    private static void Check(ReadOnlySpan<byte> w, int blockBytes, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        int n = xd.Length;
+        if (w.Length != n * blockBytes || xq.Length != n * 256) ThrowHelper.LengthMismatch(nameof(xq), n * 256, xq.Length);
+        if (sums16.Length < n * 16) ThrowHelper.TooShort(nameof(sums16), n * 16, sums16.Length);
+    }
+
+    /// <summary>Q2_K's specification (see the class); <paramref name="sums16"/> are Σx per 16 of the codes.</summary>
+    internal static float Q2KScalar(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        float a = 0, m = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ReadOnlySpan<byte> blk = w.Slice(b * Q2KBytes, Q2KBytes);
+            int isum = 0, msum = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int dot = 0;
+                for (int i = 16 * j; i < 16 * j + 16; i++) dot += Code2(blk.Slice(16, 64), i) * xq[b * 256 + i];
+                isum += (blk[j] & 0xF) * dot;
+                msum += (blk[j] >> 4) * sums16[b * 16 + j];
+            }
+            a = MathF.FusedMultiplyAdd(isum, Half(blk, 80) * xd[b], a);
+            m = MathF.FusedMultiplyAdd(msum, Half(blk, 82) * xd[b], m);
+        }
+        return a - m;
+    }
+
+    /// <summary>Q3_K's specification (see the class).</summary>
+    internal static float Q3KScalar(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        float a = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ReadOnlySpan<byte> blk = w.Slice(b * Q3KBytes, Q3KBytes);
+            int isum = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int dot = 0;
+                for (int i = 16 * j; i < 16 * j + 16; i++) dot += (Q3Code(blk, i) - 4) * xq[b * 256 + i];
+                isum += Q3Scale(blk.Slice(96, 12), j) * dot;
+            }
+            a = MathF.FusedMultiplyAdd(isum, Half(blk, 108) * xd[b], a);
+        }
+        return a;
+    }
+
+    /// <summary>AVX2 Q2_K: per 32-weight chunk the 2-bit codes by a shift and a mask, pair sums against the
+    /// activations, the chunk's two sub-block scales applied by the widening pair-add; the minimums' term by one
+    /// pair-add of the sixteen minimums with the sums per 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float Q2KV256(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        ref byte blk = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        ref short xs = ref MemoryMarshal.GetReference(sums16);
+        Vector128<float> am = Vector128<float>.Zero; // lane 0: Σ fma(I, d·dx); lane 1: Σ fma(M, dmin·dx)
+        for (int b = 0; b < xd.Length; b++)
+        {
+            Vector128<byte> packed = Vector128.LoadUnsafe(ref blk);
+            Vector256<short> scales = Avx2.ConvertToVector256Int16(packed & Vector128.Create((byte)0x0F));
+            Vector256<short> mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+            Vector256<int> isum = Chunks(ref Unsafe.Add(ref blk, 16), ref x, scales, ref blk, fifth: false);
+            Vector256<int> msum = Avx2.MultiplyAddAdjacent(mins, Vector256.LoadUnsafe(ref xs));
+            Vector128<int> totals = Totals(isum, msum);
+            float dx = Unsafe.Add(ref MemoryMarshal.GetReference(xd), b);
+            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 80))];
+            float dmin = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 82))];
+            am = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(totals), Vector128.Create(d, dmin, d, dmin) * dx, am);
+            blk = ref Unsafe.Add(ref blk, Q2KBytes);
+            x = ref Unsafe.Add(ref x, 256);
+            xs = ref Unsafe.Add(ref xs, 16);
+        }
+        return am.GetElement(0) - am.GetElement(1);
+    }
+
+    /// <summary>AVX2 Q3_K: as <see cref="Q2KV256"/> with each code's third bit from the high mask (codes 0..7), the
+    /// sixteen scales unpacked in registers as ggml does, and 4 · Σ_j s_j · Σx_j taken off once per block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float Q3KV256(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        ref byte blk = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        ref short xs = ref MemoryMarshal.GetReference(sums16);
+        float a = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte sc = ref Unsafe.Add(ref blk, 96);
+            uint u0 = Unsafe.ReadUnaligned<uint>(ref sc), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref sc, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref sc, 8));
+            Vector128<sbyte> packed = Vector128.Create((u0 & 0x0F0F0F0F) | ((u2 & 0x03030303) << 4), (u1 & 0x0F0F0F0F) | (((u2 >> 2) & 0x03030303) << 4),
+                ((u0 >> 4) & 0x0F0F0F0F) | (((u2 >> 4) & 0x03030303) << 4), ((u1 >> 4) & 0x0F0F0F0F) | (((u2 >> 6) & 0x03030303) << 4)).AsSByte();
+            Vector256<short> scales = Avx2.ConvertToVector256Int16(packed - Vector128.Create((sbyte)32));
+            Vector256<int> isum = Chunks(ref Unsafe.Add(ref blk, 32), ref x, scales, ref blk, fifth: true)
+                - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, Vector256.LoadUnsafe(ref xs)), 2);
+            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 108))];
+            a = MathF.FusedMultiplyAdd(Vector256.Sum(isum), d * Unsafe.Add(ref MemoryMarshal.GetReference(xd), b), a);
+            blk = ref Unsafe.Add(ref blk, Q3KBytes);
+            x = ref Unsafe.Add(ref x, 256);
+            xs = ref Unsafe.Add(ref xs, 16);
+        }
+        return a;
+    }
+
+    /// <summary>Σ_j sc_j · Σ q·x over a block's eight chunks of 32 (sub-blocks 2c and 2c + 1), as eight int32 partial
+    /// sums: codes from the 64 bytes at <paramref name="qs"/>, with <paramref name="fifth"/> (a constant) the third bit
+    /// from the 32-byte mask at <paramref name="hmask"/> (Q3_K; bit c of byte l for weight 32c + l).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Chunks(ref byte qs, ref sbyte x, Vector256<short> scales, ref byte hmask, bool fifth)
+    {
+        // Written out chunk by chunk, so every shift count and shuffle is a constant of its instruction.
+        Vector256<byte> lo = Avx2.Permute2x128(scales, scales, 0x00).AsByte(), hi = Avx2.Permute2x128(scales, scales, 0x11).AsByte();
+        Vector256<byte> h = fifth ? Vector256.LoadUnsafe(ref hmask) : default;
+        Vector256<byte> raw0 = Vector256.LoadUnsafe(ref qs), raw1 = Vector256.LoadUnsafe(ref qs, 32);
+        return Chunk(raw0, h, ref x, lo, 0, 0, fifth) + Chunk(raw0, h, ref x, lo, 1, 1, fifth)
+            + Chunk(raw0, h, ref x, lo, 2, 2, fifth) + Chunk(raw0, h, ref x, lo, 3, 3, fifth)
+            + Chunk(raw1, h, ref x, hi, 0, 4, fifth) + Chunk(raw1, h, ref x, hi, 1, 5, fifth)
+            + Chunk(raw1, h, ref x, hi, 2, 6, fifth) + Chunk(raw1, h, ref x, hi, 3, 7, fifth);
+    }
+
+    /// <summary>Chunk <paramref name="c"/> (weights 32c..32c + 31: bits 2j, 2j + 1 of its half's 32 code bytes, j = c
+    /// mod 4) as four int32 partial sums of each of its two sub-blocks, scaled.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Chunk(Vector256<byte> raw, Vector256<byte> h, ref sbyte x, Vector256<byte> pairs, int j, int c, bool fifth)
+    {
+        Vector256<byte> q = Vector256.ShiftRightLogical(raw.AsUInt16(), 2 * j).AsByte() & Vector256.Create((byte)3);
+        if (fifth) q |= ThirdBit(h, c);
+        Vector256<short> p = Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref x, (nuint)(32 * c)));
+        return Avx2.MultiplyAddAdjacent(p, Avx2.Shuffle(pairs, PickPair(j)).AsInt16());
+    }
+
+    /// <summary>Bit <paramref name="bit"/> (a constant) of each byte of <paramref name="h"/> moved to bit 2 and kept.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> ThirdBit(Vector256<byte> h, int bit)
+    {
+        Vector256<ushort> v = h.AsUInt16();
+        Vector256<ushort> s = bit < 2 ? Vector256.ShiftLeft(v, 2 - bit) : bit > 2 ? Vector256.ShiftRightLogical(v, bit - 2) : v;
+        return s.AsByte() & Vector256.Create((byte)4);
+    }
+
+    /// <summary>A byte shuffle putting int16 lane 2j of a 128-bit half in the low half's eight lanes and lane 2j + 1 in
+    /// the high half's: chunk j's two sub-block scales, from a vector holding the same eight scales in both halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> PickPair(int j) =>
+        Vector256.Create(Vector128.Create((ushort)(4 * j | (4 * j + 1) << 8)).AsByte(), Vector128.Create((ushort)((4 * j + 2) | (4 * j + 3) << 8)).AsByte());
+
+    /// <summary>[I, M, I, M] from eight lanes of each.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Totals(Vector256<int> isum, Vector256<int> msum)
+    {
+        Vector128<int> h = Ssse3.HorizontalAdd(isum.GetLower() + isum.GetUpper(), msum.GetLower() + msum.GetUpper());
+        return Ssse3.HorizontalAdd(h, h);
+    }
+}
