@@ -23,24 +23,6 @@ internal sealed unsafe class F32Matrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>Formats without a fused kernel (the GGUF type IQ4_XS): each row is dequantised into per-thread scratch
-/// once and dotted with every token (the row is read once per product, as for the other formats).</summary>
-internal unsafe class RowDequantMatrix : Matrix
-{
-    public RowDequantMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner) : base(format, rows, cols, data, owner) { }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private protected override void DotRows(QuantizedActivations? a, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
-    {
-        Span<float> row = LinearScratch.Row(Cols);
-        for (int o = r0; o < r1; o++)
-        {
-            DequantizeRow(o, row);
-            for (int t = 0; t < n; t++) y[(long)t * rowCount + o - rowStart] = Dot.Compute(row, new ReadOnlySpan<float>(x + (long)t * Cols, Cols));
-        }
-    }
-}
-
 /// <summary>Float codes widened in registers (<see cref="WidenedDot{TC}"/>: FP8 E4M3, F16, BF16), with one float scale
 /// per block of rows × columns (FP8's weight_scale_inv; F16 and BF16 are one block of scale 1). Per block row, each
 /// token's activations are multiplied by the block's column scales and the format's factor once (into per-thread

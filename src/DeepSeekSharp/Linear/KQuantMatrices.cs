@@ -162,3 +162,21 @@ internal sealed unsafe class LowBitKMatrix(WeightFormat format, int rows, int co
         }
     }
 }
+
+/// <summary>IQ4_XS in the GGUF block layout: each row against each token with <see cref="Iq4Xs"/>.</summary>
+internal sealed unsafe class Iq4XsMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : KBlockMatrix(WeightFormat.IQ4_XS, rows, cols, data, owner)
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private protected override void DotRows(QuantizedActivations? act, float* x, float* y, int n, int r0, int r1, int rowStart, int rowCount)
+    {
+        QuantizedActivations a = act!;
+        int superBlocks = SuperBlocks;
+        for (int o = r0; o < r1; o++)
+        {
+            ReadOnlySpan<byte> row = new(RowPointer(o), superBlocks * Iq4Xs.BlockBytes);
+            for (int t = 0; t < n; t++)
+                y[(long)t * rowCount + o - rowStart] = Iq4Xs.Dot(row, a.Q.AsSpan(t * Cols, Cols), a.D.AsSpan(t * superBlocks, superBlocks));
+        }
+    }
+}

@@ -11,7 +11,7 @@ public enum WeightFormat { F32, BF16, Q8_0, Q4_K, F16, FP8, Q6_K, Q4_0, Q4_1, Q5
 /// <summary>What a format's product kernels take as activations.</summary>
 public enum ActivationKind
 {
-    /// <summary>float32 as they are (float formats and formats dequantised row by row).</summary>
+    /// <summary>float32 as they are (the float formats).</summary>
     Float,
     /// <summary>8-bit codes with one scale per 32 values (ggml's Q8_0).</summary>
     Q8PerBlock32,
@@ -125,18 +125,13 @@ public static unsafe class WeightFormats
                 KQuants.DequantizeQ2K, KQuants.QuantizeQ2K, (r, c, p, o) => new LowBitKMatrix(WeightFormat.Q2_K, r, c, p, o)),
             new(WeightFormat.Q3_K, "q3_k", GgmlType.Q3_K, null, 256, LowBitKQuants.Q3KBytes, ActivationKind.Q8PerBlock256,
                 KQuants.DequantizeQ3K, KQuants.QuantizeQ3K, (r, c, p, o) => new LowBitKMatrix(WeightFormat.Q3_K, r, c, p, o)),
-            // Read from GGUF files without a fused kernel: rows are dequantised by the specification and dotted in float32.
-            RowDequantized(WeightFormat.IQ4_XS, "iq4_xs", GgmlType.IQ4_XS, 256, 136, Iq4.DequantizeXs, Iq4.QuantizeXs),
+            new(WeightFormat.IQ4_XS, "iq4_xs", GgmlType.IQ4_XS, null, 256, Iq4Xs.BlockBytes, ActivationKind.Q8PerBlock256,
+                Iq4.DequantizeXs, Iq4.QuantizeXs, (r, c, p, o) => new Iq4XsMatrix(r, c, p, o)),
         ];
         var table = new FormatTraits[Enum.GetValues<WeightFormat>().Length];
         foreach (FormatTraits t in all) table[(int)t.Format] = t;
         return table;
     }
-
-    private static FormatTraits RowDequantized(WeightFormat f, string name, GgmlType ggml, int blockSize, int blockBytes,
-        RowDequantizer dequantize, RowQuantizer quantize) =>
-        new(f, name, ggml, null, blockSize, blockBytes, ActivationKind.Float, dequantize, quantize,
-            (r, c, p, o) => new RowDequantMatrix(f, r, c, p, o));
 
     private static void DequantizeBf16(ReadOnlySpan<byte> src, Span<float> dst) =>
         NumberFormats.BF16ToFloat(MemoryMarshal.Cast<byte, ushort>(src), dst);

@@ -18,6 +18,7 @@ public class BatchInvarianceTests
     [InlineData(WeightFormat.IQ4_NL)]
     [InlineData(WeightFormat.Q2_K)]
     [InlineData(WeightFormat.Q3_K)]
+    [InlineData(WeightFormat.IQ4_XS)]
     [InlineData(WeightFormat.Q4_K)]
     [InlineData(WeightFormat.Q5_K)]
     [InlineData(WeightFormat.Q6_K)]

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -151,4 +152,80 @@ internal readonly struct Iq4NlCodes : IBlockCodes
 
     /// <summary>Not used (see <see cref="Unsigned"/>).</summary>
     public static void UnsignedPair(ref byte block, out Vector256<byte> low, out Vector256<byte> high) => low = high = default;
+}
+
+/// <summary>IQ4_XS products against activations quantised per 256 (ggml's Q8_K): per super-block the exact integer
+/// I = Σ_s (ls_s − 32) · Σ level·x over its eight sub-blocks of 32, then A = fma(I, d·dx, A) in block order
+/// (<see cref="Scalar"/>, the specification). The AVX2 kernel takes each sub-block's levels by a byte shuffle
+/// (<see cref="Iq4NlCodes"/>' nibble order), Q8_0's sign trick for the pair sums, and the sub-block's scale in the
+/// widening pair-add: the same integers, so the same bits.</summary>
+public static class Iq4Xs
+{
+    public const int BlockBytes = 136;
+
+    /// <summary>Sub-block <paramref name="s"/>'s scale, ls − 32 (−32..31).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Scale(ref byte blk, int s) =>
+        (((Unsafe.Add(ref blk, 4 + s / 2) >> (4 * (s % 2))) & 0xF) | ((Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 2)) >> (2 * s)) & 3) << 4) - 32;
+
+    /// <summary>Σ w·x of an IQ4_XS row.</summary>
+    public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        if (w.Length != xd.Length * BlockBytes || xq.Length != xd.Length * 256) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 256, xq.Length);
+        return Avx2.IsSupported ? V256(w, xq, xd) : Scalar(w, xq, xd);
+    }
+
+    /// <summary>The specification (see the class).</summary>
+    internal static float Scalar(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ReadOnlySpan<sbyte> levels = Iq4.Levels;
+        float a = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ReadOnlySpan<byte> blk = w.Slice(b * BlockBytes, BlockBytes);
+            int isum = 0;
+            for (int s = 0; s < 8; s++)
+            {
+                int dot = 0;
+                for (int j = 0; j < 16; j++)
+                {
+                    byte q = blk[8 + 16 * s + j];
+                    dot += levels[q & 0xF] * xq[b * 256 + 32 * s + j] + levels[q >> 4] * xq[b * 256 + 32 * s + 16 + j];
+                }
+                isum += Scale(ref MemoryMarshal.GetReference(blk), s) * dot;
+            }
+            a = MathF.FusedMultiplyAdd(isum, HalfTable.Values[BitConverter.ToUInt16(blk)] * xd[b], a);
+        }
+        return a;
+    }
+
+    /// <summary>AVX2 (see the class).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V256(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref byte blk = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        float a = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            Vector256<int> isum = SubBlock(ref blk, ref x, 0) + SubBlock(ref blk, ref x, 1) + SubBlock(ref blk, ref x, 2) + SubBlock(ref blk, ref x, 3)
+                + SubBlock(ref blk, ref x, 4) + SubBlock(ref blk, ref x, 5) + SubBlock(ref blk, ref x, 6) + SubBlock(ref blk, ref x, 7);
+            a = MathF.FusedMultiplyAdd(Vector256.Sum(isum), HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref blk)] * xd[b], a);
+            blk = ref Unsafe.Add(ref blk, BlockBytes);
+            x = ref Unsafe.Add(ref x, 256);
+        }
+        return a;
+    }
+
+    /// <summary>Sub-block <paramref name="s"/> (a constant) as eight int32 partial sums of its scale · level · x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SubBlock(ref byte blk, ref sbyte x, int s)
+    {
+        Vector256<sbyte> levels = Vector256.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+            -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+        Vector256<sbyte> codes = Avx2.Shuffle(levels, Q5_0Codes.Nibbles(ref Unsafe.Add(ref blk, 8 + 16 * s)).AsSByte());
+        Vector256<sbyte> xs = Vector256.LoadUnsafe(ref x, (nuint)(32 * s));
+        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(codes), Avx2.Sign(xs, codes));
+        return Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)Scale(ref blk, s)));
+    }
 }

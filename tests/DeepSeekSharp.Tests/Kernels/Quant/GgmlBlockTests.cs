@@ -369,6 +369,40 @@ public class GgmlBlockTests
         Assert.Equal(exact, spec, Math.Max(tolerance, Math.Abs(exact) * 1e-5));
     }
 
+    /// <summary>IQ4_XS: the AVX2 kernel gives the specification's bits and the specification the float sum of the
+    /// dequantised values, on quantised rows and on random bytes (every scale, negative ones included, and code).</summary>
+    [Theory]
+    [InlineData(1, false)]
+    [InlineData(11, false)]
+    [InlineData(3, true)]
+    public void Iq4Xs_Dot_EveryPathEqualsScalarAndMatchesFloat(int superBlocks, bool randomBytes)
+    {
+        var rng = new Random(superBlocks * 3 + (randomBytes ? 1 : 0));
+        int n = superBlocks * 256;
+        var wb = new byte[superBlocks * Iq4Xs.BlockBytes];
+        if (randomBytes)
+        {
+            rng.NextBytes(wb);
+            for (int b = 0; b < superBlocks; b++)
+                BitConverter.TryWriteBytes(wb.AsSpan(b * Iq4Xs.BlockBytes), HalfTable.FromFloat((float)(rng.NextDouble() * 0.01)));
+        }
+        else WeightFormat.IQ4_XS.Traits().Quantize(Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), wb);
+        float[] x = randomBytes
+            ? Enumerable.Range(0, n).Select(i => i / 32 % 3 == 0 ? -2f : 2f).ToArray()
+            : Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+        var act = new QuantizedActivations();
+        act.QuantizeK(x, 1, n);
+        Span<sbyte> q = act.Q.AsSpan(0, n);
+        Span<float> d = act.D.AsSpan(0, superBlocks);
+        float spec = Iq4Xs.Scalar(wb, q, d);
+        if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Iq4Xs.V256(wb, q, d)));
+        var wd = new float[n];
+        WeightFormat.IQ4_XS.Traits().Dequantize(wb, wd);
+        double exact = 0;
+        for (int i = 0; i < n; i++) exact += (double)wd[i] * act.Q[i] * act.D[i / 256];
+        Assert.Equal(exact, spec, Math.Max(1e-4 * superBlocks, Math.Abs(exact) * 1e-5));
+    }
+
     /// <summary>IQ4_NL through the Q8_0 kernels: the vector codes are the specification's levels (every nibble in
     /// both halves of a block), the row kernels give its sums (128-bit: its bits), on block counts below, at and past
     /// whole eights.</summary>
