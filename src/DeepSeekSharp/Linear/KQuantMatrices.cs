@@ -130,8 +130,8 @@ internal sealed unsafe class Q6KMatrix(int rows, int cols, byte* data, IDisposab
     }
 }
 
-/// <summary>Q2_K or Q3_K in the GGUF block layout (<see cref="LowBitKQuants"/>): each row against each token, with the
-/// activations' sums per 16 for the terms in Σx.</summary>
+/// <summary>Q2_K or Q3_K in the GGUF block layout (<see cref="LowBitKQuants"/>): each row against four tokens at a time,
+/// then one, with the activations' sums per 16 for the terms in Σx.</summary>
 internal sealed unsafe class LowBitKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : KBlockMatrix(format, rows, cols, data, owner)
 {
@@ -149,10 +149,22 @@ internal sealed unsafe class LowBitKMatrix(WeightFormat format, int rows, int co
         int superBlocks = SuperBlocks;
         int rowBytes = (int)RowBytes;
         bool q2 = Format == WeightFormat.Q2_K;
+        int grouped = Avx2.IsSupported ? n / 4 * 4 : 0;
+        Span<float> four = stackalloc float[4];
         for (int o = r0; o < r1; o++)
         {
             ReadOnlySpan<byte> row = new(RowPointer(o), rowBytes);
-            for (int t = 0; t < n; t++)
+            // Four tokens at a time share each chunk's codes (a prompt); the same bits as one at a time.
+            for (int t = 0; t < grouped; t += 4)
+            {
+                ReadOnlySpan<sbyte> q = a.Q.AsSpan(t * Cols, 4 * Cols);
+                ReadOnlySpan<float> d = a.D.AsSpan(t * superBlocks, 4 * superBlocks);
+                ReadOnlySpan<short> sums = a.Sums16.AsSpan(t * Cols / 16, 4 * Cols / 16);
+                if (q2) LowBitKQuants.Q2KV256x4(row, q, Cols, d, superBlocks, sums, Cols / 16, four);
+                else LowBitKQuants.Q3KV256x4(row, q, Cols, d, superBlocks, sums, Cols / 16, four);
+                for (int k = 0; k < 4; k++) y[(long)(t + k) * rowCount + o - rowStart] = four[k];
+            }
+            for (int t = grouped; t < n; t++)
             {
                 ReadOnlySpan<sbyte> q = a.Q.AsSpan(t * Cols, Cols);
                 ReadOnlySpan<float> d = a.D.AsSpan(t * superBlocks, superBlocks);

@@ -111,22 +111,66 @@ public static class LowBitKQuants
         Vector128<float> am = Vector128<float>.Zero; // lane 0: Σ fma(I, d·dx); lane 1: Σ fma(M, dmin·dx)
         for (int b = 0; b < xd.Length; b++)
         {
-            Vector128<byte> packed = Vector128.LoadUnsafe(ref blk);
-            Vector256<short> scales = Avx2.ConvertToVector256Int16(packed & Vector128.Create((byte)0x0F));
-            Vector256<short> mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
-            Vector256<int> isum = Chunks(ref Unsafe.Add(ref blk, 16), ref x, scales, ref blk, fifth: false);
-            Vector256<int> msum = Avx2.MultiplyAddAdjacent(mins, Vector256.LoadUnsafe(ref xs));
-            Vector128<int> totals = Totals(isum, msum);
-            float dx = Unsafe.Add(ref MemoryMarshal.GetReference(xd), b);
-            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 80))];
-            float dmin = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 82))];
-            am = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(totals), Vector128.Create(d, dmin, d, dmin) * dx, am);
+            Q2KHeader(ref blk, out Vector256<short> scales, out Vector256<short> mins, out Vector128<float> dd);
+            Vector256<int> isum = Vector256<int>.Zero, none = isum;
+            Chunks(ref Unsafe.Add(ref blk, 16), ref blk, fifth: false, scales, 1, ref x, 0, ref isum, ref none, ref none, ref none);
+            am = Q2KStep(am, isum, mins, ref xs, dd, xd[b]);
             blk = ref Unsafe.Add(ref blk, Q2KBytes);
             x = ref Unsafe.Add(ref x, 256);
             xs = ref Unsafe.Add(ref xs, 16);
         }
         return am.GetElement(0) - am.GetElement(1);
     }
+
+    /// <summary>Four tokens against one Q2_K row (a prompt), token t's activations <paramref name="xStride"/> codes,
+    /// <paramref name="dStride"/> scales and <paramref name="sStride"/> sums per 16 after token t − 1's: each chunk's
+    /// codes and scales made once for the four; every token gets <see cref="Q2KV256"/>'s integers and float steps, so
+    /// its bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Q2KV256x4(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> sums16, int sStride, Span<float> result)
+    {
+        int n = w.Length / Q2KBytes;
+        CheckFour(n, xq, xStride, xd, dStride, sums16, sStride, result);
+        ref byte blk = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        ref short xs = ref MemoryMarshal.GetReference(sums16);
+        Vector128<float> a0 = Vector128<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        for (int b = 0; b < n; b++)
+        {
+            Q2KHeader(ref blk, out Vector256<short> scales, out Vector256<short> mins, out Vector128<float> dd);
+            Vector256<int> i0 = Vector256<int>.Zero, i1 = i0, i2 = i0, i3 = i0;
+            Chunks(ref Unsafe.Add(ref blk, 16), ref blk, fifth: false, scales, 4, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+            a0 = Q2KStep(a0, i0, mins, ref xs, dd, xd[b]);
+            a1 = Q2KStep(a1, i1, mins, ref Unsafe.Add(ref xs, sStride), dd, xd[dStride + b]);
+            a2 = Q2KStep(a2, i2, mins, ref Unsafe.Add(ref xs, 2 * sStride), dd, xd[2 * dStride + b]);
+            a3 = Q2KStep(a3, i3, mins, ref Unsafe.Add(ref xs, 3 * sStride), dd, xd[3 * dStride + b]);
+            blk = ref Unsafe.Add(ref blk, Q2KBytes);
+            x = ref Unsafe.Add(ref x, 256);
+            xs = ref Unsafe.Add(ref xs, 16);
+        }
+        result[0] = a0.GetElement(0) - a0.GetElement(1);
+        result[1] = a1.GetElement(0) - a1.GetElement(1);
+        result[2] = a2.GetElement(0) - a2.GetElement(1);
+        result[3] = a3.GetElement(0) - a3.GetElement(1);
+    }
+
+    /// <summary>A Q2_K block's sixteen scales and minimums as int16 lanes, and [d, dmin, d, dmin].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q2KHeader(ref byte blk, out Vector256<short> scales, out Vector256<short> mins, out Vector128<float> dd)
+    {
+        Vector128<byte> packed = Vector128.LoadUnsafe(ref blk);
+        scales = Avx2.ConvertToVector256Int16(packed & Vector128.Create((byte)0x0F));
+        mins = Avx2.ConvertToVector256Int16(Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+        float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 80))];
+        float dmin = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 82))];
+        dd = Vector128.Create(d, dmin, d, dmin);
+    }
+
+    /// <summary>One token's fused steps for a Q2_K block: [fma(I, d·dx), fma(M, dmin·dx)] into <paramref name="am"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Q2KStep(Vector128<float> am, Vector256<int> isum, Vector256<short> mins, ref short xs, Vector128<float> dd, float dx) =>
+        Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(Totals(isum, Avx2.MultiplyAddAdjacent(mins, Vector256.LoadUnsafe(ref xs)))), dd * dx, am);
 
     /// <summary>AVX2 Q3_K: as <see cref="Q2KV256"/> with each code's third bit from the high mask (codes 0..7), the
     /// sixteen scales unpacked in registers as ggml does, and 4 · Σ_j s_j · Σx_j taken off once per block.</summary>
@@ -139,15 +183,10 @@ public static class LowBitKQuants
         float a = 0;
         for (int b = 0; b < xd.Length; b++)
         {
-            ref byte sc = ref Unsafe.Add(ref blk, 96);
-            uint u0 = Unsafe.ReadUnaligned<uint>(ref sc), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref sc, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref sc, 8));
-            Vector128<sbyte> packed = Vector128.Create((u0 & 0x0F0F0F0F) | ((u2 & 0x03030303) << 4), (u1 & 0x0F0F0F0F) | (((u2 >> 2) & 0x03030303) << 4),
-                ((u0 >> 4) & 0x0F0F0F0F) | (((u2 >> 4) & 0x03030303) << 4), ((u1 >> 4) & 0x0F0F0F0F) | (((u2 >> 6) & 0x03030303) << 4)).AsSByte();
-            Vector256<short> scales = Avx2.ConvertToVector256Int16(packed - Vector128.Create((sbyte)32));
-            Vector256<int> isum = Chunks(ref Unsafe.Add(ref blk, 32), ref x, scales, ref blk, fifth: true)
-                - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, Vector256.LoadUnsafe(ref xs)), 2);
-            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 108))];
-            a = MathF.FusedMultiplyAdd(Vector256.Sum(isum), d * Unsafe.Add(ref MemoryMarshal.GetReference(xd), b), a);
+            Vector256<short> scales = Q3KScales(ref blk);
+            Vector256<int> isum = Vector256<int>.Zero, none = isum;
+            Chunks(ref Unsafe.Add(ref blk, 32), ref blk, fifth: true, scales, 1, ref x, 0, ref isum, ref none, ref none, ref none);
+            a = Q3KStep(a, isum, scales, ref xs, Q3KD(ref blk), xd[b]);
             blk = ref Unsafe.Add(ref blk, Q3KBytes);
             x = ref Unsafe.Add(ref x, 256);
             xs = ref Unsafe.Add(ref xs, 16);
@@ -155,31 +194,105 @@ public static class LowBitKQuants
         return a;
     }
 
-    /// <summary>Σ_j sc_j · Σ q·x over a block's eight chunks of 32 (sub-blocks 2c and 2c + 1), as eight int32 partial
-    /// sums: codes from the 64 bytes at <paramref name="qs"/>, with <paramref name="fifth"/> (a constant) the third bit
-    /// from the 32-byte mask at <paramref name="hmask"/> (Q3_K; bit c of byte l for weight 32c + l).</summary>
+    /// <summary>Four tokens against one Q3_K row, as <see cref="Q2KV256x4"/> is to <see cref="Q2KV256"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Q3KV256x4(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> sums16, int sStride, Span<float> result)
+    {
+        int n = w.Length / Q3KBytes;
+        CheckFour(n, xq, xStride, xd, dStride, sums16, sStride, result);
+        ref byte blk = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        ref short xs = ref MemoryMarshal.GetReference(sums16);
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int b = 0; b < n; b++)
+        {
+            Vector256<short> scales = Q3KScales(ref blk);
+            Vector256<int> i0 = Vector256<int>.Zero, i1 = i0, i2 = i0, i3 = i0;
+            Chunks(ref Unsafe.Add(ref blk, 32), ref blk, fifth: true, scales, 4, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+            float d = Q3KD(ref blk);
+            a0 = Q3KStep(a0, i0, scales, ref xs, d, xd[b]);
+            a1 = Q3KStep(a1, i1, scales, ref Unsafe.Add(ref xs, sStride), d, xd[dStride + b]);
+            a2 = Q3KStep(a2, i2, scales, ref Unsafe.Add(ref xs, 2 * sStride), d, xd[2 * dStride + b]);
+            a3 = Q3KStep(a3, i3, scales, ref Unsafe.Add(ref xs, 3 * sStride), d, xd[3 * dStride + b]);
+            blk = ref Unsafe.Add(ref blk, Q3KBytes);
+            x = ref Unsafe.Add(ref x, 256);
+            xs = ref Unsafe.Add(ref xs, 16);
+        }
+        result[0] = a0;
+        result[1] = a1;
+        result[2] = a2;
+        result[3] = a3;
+    }
+
+    /// <summary>A Q3_K block's sixteen scales − 32 as int16 lanes (ggml's kmask unpacking, in registers).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Chunks(ref byte qs, ref sbyte x, Vector256<short> scales, ref byte hmask, bool fifth)
+    private static Vector256<short> Q3KScales(ref byte blk)
+    {
+        ref byte sc = ref Unsafe.Add(ref blk, 96);
+        uint u0 = Unsafe.ReadUnaligned<uint>(ref sc), u1 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref sc, 4)), u2 = Unsafe.ReadUnaligned<uint>(ref Unsafe.Add(ref sc, 8));
+        Vector128<sbyte> packed = Vector128.Create((u0 & 0x0F0F0F0F) | ((u2 & 0x03030303) << 4), (u1 & 0x0F0F0F0F) | (((u2 >> 2) & 0x03030303) << 4),
+            ((u0 >> 4) & 0x0F0F0F0F) | (((u2 >> 4) & 0x03030303) << 4), ((u1 >> 4) & 0x0F0F0F0F) | (((u2 >> 6) & 0x03030303) << 4)).AsSByte();
+        return Avx2.ConvertToVector256Int16(packed - Vector128.Create((sbyte)32));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q3KD(ref byte blk) => HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 108))];
+
+    /// <summary>One token's fused step for a Q3_K block: I = the scaled code sums − 4 · Σ_j s_j · Σx_j.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q3KStep(float a, Vector256<int> isum, Vector256<short> scales, ref short xs, float d, float dx) =>
+        MathF.FusedMultiplyAdd(Vector256.Sum(isum - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(scales, Vector256.LoadUnsafe(ref xs)), 2)), d * dx, a);
+
+    private static void CheckFour(int n, ReadOnlySpan<sbyte> xq, int xStride, ReadOnlySpan<float> xd, int dStride,
+        ReadOnlySpan<short> sums16, int sStride, Span<float> result)
+    {
+        if (xStride < n * 256 || xq.Length < 3 * xStride + n * 256) ThrowHelper.LengthMismatch(nameof(xq), 3 * xStride + n * 256, xq.Length);
+        if (dStride < n || xd.Length < 3 * dStride + n) ThrowHelper.LengthMismatch(nameof(xd), 3 * dStride + n, xd.Length);
+        if (sStride < n * 16 || sums16.Length < 3 * sStride + n * 16) ThrowHelper.TooShort(nameof(sums16), 3 * sStride + n * 16, sums16.Length);
+        if (result.Length < 4) ThrowHelper.TooShort(nameof(result), 4, result.Length);
+    }
+
+    /// <summary>Σ_j sc_j · Σ q·x over a block's eight chunks of 32 (sub-blocks 2c and 2c + 1) for
+    /// <paramref name="tokens"/> (1 or 4, a constant) tokens <paramref name="xStride"/> codes apart, added to each
+    /// token's eight int32 partial sums: codes from the 64 bytes at <paramref name="qs"/>, with
+    /// <paramref name="fifth"/> (a constant) the third bit from the 32-byte mask at <paramref name="hmask"/> (Q3_K; bit
+    /// c of byte l for weight 32c + l). Each chunk's codes and scale pairs are made once for all the tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Chunks(ref byte qs, ref byte hmask, bool fifth, Vector256<short> scales, int tokens, ref sbyte x, int xStride,
+        ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
     {
         // Written out chunk by chunk, so every shift count and shuffle is a constant of its instruction.
         Vector256<byte> lo = Avx2.Permute2x128(scales, scales, 0x00).AsByte(), hi = Avx2.Permute2x128(scales, scales, 0x11).AsByte();
         Vector256<byte> h = fifth ? Vector256.LoadUnsafe(ref hmask) : default;
         Vector256<byte> raw0 = Vector256.LoadUnsafe(ref qs), raw1 = Vector256.LoadUnsafe(ref qs, 32);
-        return Chunk(raw0, h, ref x, lo, 0, 0, fifth) + Chunk(raw0, h, ref x, lo, 1, 1, fifth)
-            + Chunk(raw0, h, ref x, lo, 2, 2, fifth) + Chunk(raw0, h, ref x, lo, 3, 3, fifth)
-            + Chunk(raw1, h, ref x, hi, 0, 4, fifth) + Chunk(raw1, h, ref x, hi, 1, 5, fifth)
-            + Chunk(raw1, h, ref x, hi, 2, 6, fifth) + Chunk(raw1, h, ref x, hi, 3, 7, fifth);
+        Chunk(raw0, h, lo, 0, 0, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw0, h, lo, 1, 1, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw0, h, lo, 2, 2, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw0, h, lo, 3, 3, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw1, h, hi, 0, 4, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw1, h, hi, 1, 5, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw1, h, hi, 2, 6, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
+        Chunk(raw1, h, hi, 3, 7, fifth, tokens, ref x, xStride, ref i0, ref i1, ref i2, ref i3);
     }
 
     /// <summary>Chunk <paramref name="c"/> (weights 32c..32c + 31: bits 2j, 2j + 1 of its half's 32 code bytes, j = c
-    /// mod 4) as four int32 partial sums of each of its two sub-blocks, scaled.</summary>
+    /// mod 4) for each token: four int32 partial sums of each of its two sub-blocks, scaled.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Chunk(Vector256<byte> raw, Vector256<byte> h, ref sbyte x, Vector256<byte> pairs, int j, int c, bool fifth)
+    private static void Chunk(Vector256<byte> raw, Vector256<byte> h, Vector256<byte> pairs, int j, int c, bool fifth, int tokens,
+        ref sbyte x, int xStride, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
     {
         Vector256<byte> q = Vector256.ShiftRightLogical(raw.AsUInt16(), 2 * j).AsByte() & Vector256.Create((byte)3);
         if (fifth) q |= ThirdBit(h, c);
-        Vector256<short> p = Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref x, (nuint)(32 * c)));
-        return Avx2.MultiplyAddAdjacent(p, Avx2.Shuffle(pairs, PickPair(j)).AsInt16());
+        Vector256<short> sc = Avx2.Shuffle(pairs, PickPair(j)).AsInt16();
+        nuint at = (nuint)(32 * c);
+        i0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref x, at)), sc);
+        if (tokens == 4)
+        {
+            i1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref x, at + (nuint)xStride)), sc);
+            i2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref x, at + (nuint)(2 * xStride))), sc);
+            i3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.LoadUnsafe(ref x, at + (nuint)(3 * xStride))), sc);
+        }
     }
 
     /// <summary>Bit <paramref name="bit"/> (a constant) of each byte of <paramref name="h"/> moved to bit 2 and kept.</summary>

@@ -328,6 +328,33 @@ public class GgmlBlockTests
         AssertDotsAgree(t, wb, x, superBlocks, 1e-4 * n);
     }
 
+    /// <summary>The four-token Q2_K and Q3_K kernels give each token the one-token kernel's bits.</summary>
+    [Theory]
+    [InlineData(GgmlType.Q2_K, 3)]
+    [InlineData(GgmlType.Q3_K, 11)]
+    public void Q2KAndQ3K_FourTokenKernel_IsBitIdenticalToOneTokenAtATime(GgmlType t, int superBlocks)
+    {
+        if (!Avx2.IsSupported) return;
+        var rng = new Random(superBlocks + 77 * (int)t);
+        int cols = superBlocks * 256;
+        var wb = new byte[t.Traits().RowBytes(cols)];
+        t.Traits().Quantize(Enumerable.Range(0, cols).Select(_ => (float)(rng.NextDouble() * 2 - 0.8)).ToArray(), wb);
+        var act = new QuantizedActivations();
+        act.QuantizeK(Enumerable.Range(0, 4 * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray(), 4, cols);
+        act.PrepareSums16(4);
+        var four = new float[4];
+        if (t == GgmlType.Q2_K) LowBitKQuants.Q2KV256x4(wb, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * superBlocks), superBlocks, act.Sums16.AsSpan(0, 4 * cols / 16), cols / 16, four);
+        else LowBitKQuants.Q3KV256x4(wb, act.Q.AsSpan(0, 4 * cols), cols, act.D.AsSpan(0, 4 * superBlocks), superBlocks, act.Sums16.AsSpan(0, 4 * cols / 16), cols / 16, four);
+        for (int k = 0; k < 4; k++)
+        {
+            ReadOnlySpan<sbyte> q = act.Q.AsSpan(k * cols, cols);
+            ReadOnlySpan<float> d = act.D.AsSpan(k * superBlocks, superBlocks);
+            ReadOnlySpan<short> s = act.Sums16.AsSpan(k * cols / 16, cols / 16);
+            float one = t == GgmlType.Q2_K ? LowBitKQuants.Q2KV256(wb, q, d, s) : LowBitKQuants.Q3KV256(wb, q, d, s);
+            Assert.Equal(BitConverter.SingleToInt32Bits(one), BitConverter.SingleToInt32Bits(four[k]));
+        }
+    }
+
     /// <summary>Random bytes (every scale, minimum and code pattern, Q3_K's negative scales included) against the
     /// largest activations of both signs: the integer sums stay exact.</summary>
     [Theory]
