@@ -493,7 +493,8 @@ internal static unsafe class Q4KTiles
         s3 += Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x + 3 * stride)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 3 * stride + 4));
     }
 
-    /// <summary>How far ahead the one-token kernels prefetch: <see cref="PrefetchAhead{TL}"/>, but six tiles on AMD Zen 3.
+    /// <summary>How many tiles ahead the one-token kernels prefetch: three, as <see cref="PrefetchAhead{TL}"/>, but six on
+    /// AMD Zen 3 (Q5_K's tiles take the same counts, not measured on their own).
     /// There one-token Q4_K products over 160 MB of [1408, 2048] matrices (<c>bench stream</c>, the distances alternating
     /// pass by pass in one process, four runs) read 2–8% more on two threads six tiles ahead than three (34.9 → 37.8, 34.6
     /// → 36.7, 33.2 → 34.1, 33.6 → 34.2 GB/s) and −2% to +5% on one; eight to sixteen gained nothing on two threads that
