@@ -4,7 +4,7 @@ using DeepSeekSharp.Kernels.Quant;
 
 namespace DeepSeekSharp.Linear;
 
-/// <summary>Formats whose kernels take activations quantised per 256 (ggml's Q8_K): Q4_K, Q5_K, Q6_K.</summary>
+/// <summary>Formats whose kernels take activations quantised per 256 (ggml's Q8_K): Q2_K–Q6_K and IQ4_XS.</summary>
 internal abstract unsafe class KBlockMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
     : Matrix(format, rows, cols, data, owner)
 {

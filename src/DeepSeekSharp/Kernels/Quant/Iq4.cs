@@ -178,7 +178,6 @@ public static class Iq4Xs
     /// <summary>The specification (see the class).</summary>
     internal static float Scalar(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
-        ReadOnlySpan<sbyte> levels = Iq4.Levels;
         float a = 0;
         for (int b = 0; b < xd.Length; b++)
         {
@@ -186,12 +185,10 @@ public static class Iq4Xs
             int isum = 0;
             for (int s = 0; s < 8; s++)
             {
+                // Sub-block s's sixteen code bytes sit as an IQ4_NL block's do, 2 bytes after the 18 from 6 + 16s.
+                ReadOnlySpan<byte> nl = blk.Slice(6 + 16 * s, 18);
                 int dot = 0;
-                for (int j = 0; j < 16; j++)
-                {
-                    byte q = blk[8 + 16 * s + j];
-                    dot += levels[q & 0xF] * xq[b * 256 + 32 * s + j] + levels[q >> 4] * xq[b * 256 + 32 * s + 16 + j];
-                }
+                for (int i = 0; i < 32; i++) dot += Iq4NlCodes.Code(nl, i) * xq[b * 256 + 32 * s + i];
                 isum += Scale(ref MemoryMarshal.GetReference(blk), s) * dot;
             }
             a = MathF.FusedMultiplyAdd(isum, HalfTable.Values[BitConverter.ToUInt16(blk)] * xd[b], a);
@@ -221,9 +218,7 @@ public static class Iq4Xs
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SubBlock(ref byte blk, ref sbyte x, int s)
     {
-        Vector256<sbyte> levels = Vector256.Create((sbyte)-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
-            -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
-        Vector256<sbyte> codes = Avx2.Shuffle(levels, Q5_0Codes.Nibbles(ref Unsafe.Add(ref blk, 8 + 16 * s)).AsSByte());
+        Vector256<sbyte> codes = Iq4NlCodes.Codes(ref Unsafe.Add(ref blk, 6 + 16 * s)); // its code bytes as an IQ4_NL block's
         Vector256<sbyte> xs = Vector256.LoadUnsafe(ref x, (nuint)(32 * s));
         Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(codes), Avx2.Sign(xs, codes));
         return Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)Scale(ref blk, s)));

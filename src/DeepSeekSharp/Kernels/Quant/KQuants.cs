@@ -18,7 +18,7 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// largest magnitude (Q3_K), then quantise the sub-block scales against one super-block scale.</summary>
 public static class KQuants
 {
-    private static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[BinaryPrimitives.ReadUInt16LittleEndian(b[at..])];
+    internal static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[BinaryPrimitives.ReadUInt16LittleEndian(b[at..])];
     private static float SetHalf(Span<byte> b, int at, float v)
     {
         ushort h = HalfTable.FromFloat(v);
@@ -43,7 +43,7 @@ public static class KQuants
     }
 
     /// <summary>The sixteen signed 6-bit scales of a Q3_K block (ggml's kmask unpacking), minus 32.</summary>
-    private static int Q3Scale(ReadOnlySpan<byte> packed, int j)
+    internal static int Q3Scale(ReadOnlySpan<byte> packed, int j)
     {
         int low = j < 8 ? packed[j % 8] & 0xF : packed[j - 8] >> 4;
         int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;

@@ -411,8 +411,8 @@ internal static class MinBlockDots<T> where T : struct, IBlockCodes
     /// <summary>Σ w·x for a row of <paramref name="xd"/>.Length blocks, on the fastest path this CPU has.</summary>
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
     {
-        if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32 || xsum.Length < xd.Length)
-            ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
+        if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
+        if (xsum.Length < xd.Length) ThrowHelper.TooShort(nameof(xsum), xd.Length, xsum.Length);
         return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum) : Scalar(w, xq, xd, xsum);
     }
 

@@ -28,16 +28,6 @@ public static class LowBitKQuants
     internal static int Q3Code(ReadOnlySpan<byte> blk, int i) =>
         Code2(blk.Slice(32, 64), i) | ((blk[i % 32] >> (i / 32)) & 1) << 2;
 
-    /// <summary>Q3_K's sixteen scales − 32 (ggml's kmask unpacking, as <see cref="KQuants"/> dequantises).</summary>
-    internal static int Q3Scale(ReadOnlySpan<byte> packed, int j)
-    {
-        int low = j < 8 ? packed[j % 8] & 0xF : packed[j - 8] >> 4;
-        int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
-        return (low | (high << 4)) - 32;
-    }
-
-    private static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref MemoryMarshal.GetReference(b[at..]))];
-
     /// <summary>Σ w·x of a Q2_K row against activations quantised per 256.</summary>
     public static float DotQ2K(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
     {
@@ -74,8 +64,8 @@ public static class LowBitKQuants
                 isum += (blk[j] & 0xF) * dot;
                 msum += (blk[j] >> 4) * sums16[b * 16 + j];
             }
-            a = MathF.FusedMultiplyAdd(isum, Half(blk, 80) * xd[b], a);
-            m = MathF.FusedMultiplyAdd(msum, Half(blk, 82) * xd[b], m);
+            a = MathF.FusedMultiplyAdd(isum, KQuants.Half(blk, 80) * xd[b], a);
+            m = MathF.FusedMultiplyAdd(msum, KQuants.Half(blk, 82) * xd[b], m);
         }
         return a - m;
     }
@@ -92,9 +82,9 @@ public static class LowBitKQuants
             {
                 int dot = 0;
                 for (int i = 16 * j; i < 16 * j + 16; i++) dot += (Q3Code(blk, i) - 4) * xq[b * 256 + i];
-                isum += Q3Scale(blk.Slice(96, 12), j) * dot;
+                isum += KQuants.Q3Scale(blk.Slice(96, 12), j) * dot;
             }
-            a = MathF.FusedMultiplyAdd(isum, Half(blk, 108) * xd[b], a);
+            a = MathF.FusedMultiplyAdd(isum, KQuants.Half(blk, 108) * xd[b], a);
         }
         return a;
     }
