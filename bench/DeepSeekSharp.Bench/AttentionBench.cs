@@ -31,7 +31,7 @@ internal static class AttentionBench
             ushort[]? halfArray = null;
             Span<float> rows = AlignedScratch.Grow(ref cacheArray, depth * width);
             for (int i = 0; i < rows.Length; i++) rows[i] = (float)(rng.NextDouble() - 0.5);
-            DeepSeekSharp.Tensors.NumberFormats.FloatToBF16(rows, AlignedScratch.Grow(ref halfArray, depth * width));
+            Bf16Latents.Pack(rows, AlignedScratch.Grow(ref halfArray, depth * width), width); // the cache's bfloat16 layout
             for (int h = 0; h < heads; h++)
             {
                 Span<float> q = blocks.Query(0, h);

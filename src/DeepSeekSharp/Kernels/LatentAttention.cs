@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -206,22 +207,19 @@ public static class LatentAttention
             T* k0 = kv + (long)s * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
             Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, e0 = default, e1 = default, e2 = default, e3 = default;
-            for (int d = 0; d < stride; d += 16)
+            int d = 0;
+            for (; d + 32 <= stride; d += 32)
             {
-                Vector512<float> x0 = TRows.Load(k0 + d), x1 = TRows.Load(k1 + d), x2 = TRows.Load(k2 + d), x3 = TRows.Load(k3 + d);
-                Vector512<float> w = Vector512.Load(q + d);
-                a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
-                c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
-                w = Vector512.Load(q1 + d);
-                a1 = Vector512.FusedMultiplyAdd(x0, w, a1); b1 = Vector512.FusedMultiplyAdd(x1, w, b1);
-                c1 = Vector512.FusedMultiplyAdd(x2, w, c1); e1 = Vector512.FusedMultiplyAdd(x3, w, e1);
-                w = Vector512.Load(q2 + d);
-                a2 = Vector512.FusedMultiplyAdd(x0, w, a2); b2 = Vector512.FusedMultiplyAdd(x1, w, b2);
-                c2 = Vector512.FusedMultiplyAdd(x2, w, c2); e2 = Vector512.FusedMultiplyAdd(x3, w, e2);
-                w = Vector512.Load(q3 + d);
-                a3 = Vector512.FusedMultiplyAdd(x0, w, a3); b3 = Vector512.FusedMultiplyAdd(x1, w, b3);
-                c3 = Vector512.FusedMultiplyAdd(x2, w, c3); e3 = Vector512.FusedMultiplyAdd(x3, w, e3);
+                Vector512<float> x0 = TRows.Load(k0 + d, 0), x1 = TRows.Load(k1 + d, 0), x2 = TRows.Load(k2 + d, 0), x3 = TRows.Load(k3 + d, 0);
+                Tile4x4(x0, x1, x2, x3, q + d, q1 + d, q2 + d, q3 + d, ref a0, ref a1, ref a2, ref a3, ref b0, ref b1, ref b2, ref b3,
+                    ref c0, ref c1, ref c2, ref c3, ref e0, ref e1, ref e2, ref e3);
+                x0 = TRows.Load(k0 + d, 1); x1 = TRows.Load(k1 + d, 1); x2 = TRows.Load(k2 + d, 1); x3 = TRows.Load(k3 + d, 1);
+                Tile4x4(x0, x1, x2, x3, q + d + 16, q1 + d + 16, q2 + d + 16, q3 + d + 16, ref a0, ref a1, ref a2, ref a3, ref b0, ref b1, ref b2, ref b3,
+                    ref c0, ref c1, ref c2, ref c3, ref e0, ref e1, ref e2, ref e3);
             }
+            if (d < stride) // a tail of sixteen in natural order
+                Tile4x4(TRows.LoadTail(k0 + d), TRows.LoadTail(k1 + d), TRows.LoadTail(k2 + d), TRows.LoadTail(k3 + d), q + d, q1 + d, q2 + d, q3 + d,
+                    ref a0, ref a1, ref a2, ref a3, ref b0, ref b1, ref b2, ref b3, ref c0, ref c1, ref c2, ref c3, ref e0, ref e1, ref e2, ref e3);
             // Lane 4h + j: head h at position s + j, each the Reduce16 of its accumulator.
             Vector512<float> sums = Reduce16x16(a0, a1, a2, a3, b0, b1, b2, b3, c0, c1, c2, c3, e0, e1, e2, e3) * scale;
             sums.GetLower().GetLower().Store(p + s);
@@ -236,16 +234,50 @@ public static class LatentAttention
             float* p = scores + g * 4 * count, p1 = p + count, p2 = p1 + count, p3 = p2 + count;
             T* k0 = kv + (long)s * stride;
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (int d = 0; d < stride; d += 16)
+            int d = 0;
+            for (; d + 32 <= stride; d += 32)
             {
-                Vector512<float> x0 = TRows.Load(k0 + d);
-                a0 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q + d), a0);
-                a1 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q1 + d), a1);
-                a2 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q2 + d), a2);
-                a3 = Vector512.FusedMultiplyAdd(x0, Vector512.Load(q3 + d), a3);
+                Row4(TRows.Load(k0 + d, 0), q + d, q1 + d, q2 + d, q3 + d, ref a0, ref a1, ref a2, ref a3);
+                Row4(TRows.Load(k0 + d, 1), q + d + 16, q1 + d + 16, q2 + d + 16, q3 + d + 16, ref a0, ref a1, ref a2, ref a3);
             }
+            if (d < stride) Row4(TRows.LoadTail(k0 + d), q + d, q1 + d, q2 + d, q3 + d, ref a0, ref a1, ref a2, ref a3);
             p[s] = Reduce16(a0) * scale; p1[s] = Reduce16(a1) * scale; p2[s] = Reduce16(a2) * scale; p3[s] = Reduce16(a3) * scale;
         }
+    }
+
+    /// <summary>Sixteen values of four rows (x0–x3) into the sums of four heads' queries (at q0–q3): row k's sums of
+    /// head h in the accumulator named for k (a, b, c, e), numbered h.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Tile4x4(Vector512<float> x0, Vector512<float> x1, Vector512<float> x2, Vector512<float> x3,
+        float* q0, float* q1, float* q2, float* q3,
+        ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> a2, ref Vector512<float> a3,
+        ref Vector512<float> b0, ref Vector512<float> b1, ref Vector512<float> b2, ref Vector512<float> b3,
+        ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3,
+        ref Vector512<float> e0, ref Vector512<float> e1, ref Vector512<float> e2, ref Vector512<float> e3)
+    {
+        Vector512<float> w = Vector512.Load(q0);
+        a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
+        c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
+        w = Vector512.Load(q1);
+        a1 = Vector512.FusedMultiplyAdd(x0, w, a1); b1 = Vector512.FusedMultiplyAdd(x1, w, b1);
+        c1 = Vector512.FusedMultiplyAdd(x2, w, c1); e1 = Vector512.FusedMultiplyAdd(x3, w, e1);
+        w = Vector512.Load(q2);
+        a2 = Vector512.FusedMultiplyAdd(x0, w, a2); b2 = Vector512.FusedMultiplyAdd(x1, w, b2);
+        c2 = Vector512.FusedMultiplyAdd(x2, w, c2); e2 = Vector512.FusedMultiplyAdd(x3, w, e2);
+        w = Vector512.Load(q3);
+        a3 = Vector512.FusedMultiplyAdd(x0, w, a3); b3 = Vector512.FusedMultiplyAdd(x1, w, b3);
+        c3 = Vector512.FusedMultiplyAdd(x2, w, c3); e3 = Vector512.FusedMultiplyAdd(x3, w, e3);
+    }
+
+    /// <summary>Sixteen values of one row (x) into the sums of four heads' queries (at q0–q3).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Row4(Vector512<float> x, float* q0, float* q1, float* q2, float* q3,
+        ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> a2, ref Vector512<float> a3)
+    {
+        a0 = Vector512.FusedMultiplyAdd(x, Vector512.Load(q0), a0);
+        a1 = Vector512.FusedMultiplyAdd(x, Vector512.Load(q1), a1);
+        a2 = Vector512.FusedMultiplyAdd(x, Vector512.Load(q2), a2);
+        a3 = Vector512.FusedMultiplyAdd(x, Vector512.Load(q3), a3);
     }
 
     /// <summary>o[h · c + j] = Σ_s p[h · count + s] · row s [j] for four heads, 64 latent dimensions at a time (then 32)
@@ -267,7 +299,7 @@ public static class LatentAttention
             T* row = kv + j;
             for (int s = 0; s < count; s++, row += stride)
             {
-                Vector512<float> x0 = TRows.Load(row), x1 = TRows.Load(row + 16), x2 = TRows.Load(row + 32), x3 = TRows.Load(row + 48);
+                Vector512<float> x0 = TRows.Load(row, 0), x1 = TRows.Load(row, 1), x2 = TRows.Load(row + 32, 0), x3 = TRows.Load(row + 32, 1);
                 Vector512<float> w = Vector512.Create(p[s]);
                 a0 = Vector512.FusedMultiplyAdd(x0, w, a0); b0 = Vector512.FusedMultiplyAdd(x1, w, b0);
                 c0 = Vector512.FusedMultiplyAdd(x2, w, c0); e0 = Vector512.FusedMultiplyAdd(x3, w, e0);
@@ -296,7 +328,7 @@ public static class LatentAttention
             T* row = kv + j;
             for (int s = 0; s < count; s++, row += stride)
             {
-                Vector512<float> x0 = TRows.Load(row), x1 = TRows.Load(row + 16);
+                Vector512<float> x0 = TRows.Load(row, 0), x1 = TRows.Load(row, 1);
                 Vector512<float> w0 = Vector512.Create(p[s]), w1 = Vector512.Create(p1[s]), w2 = Vector512.Create(p2[s]), w3 = Vector512.Create(p3[s]);
                 a0 = Vector512.FusedMultiplyAdd(x0, w0, a0); b0 = Vector512.FusedMultiplyAdd(x1, w0, b0);
                 a1 = Vector512.FusedMultiplyAdd(x0, w1, a1); b1 = Vector512.FusedMultiplyAdd(x1, w1, b1);
@@ -328,29 +360,8 @@ public static class LatentAttention
             ahead.Step();
             float* q0 = queries + g * 4 * stride, q1 = q0 + stride, q2 = q1 + stride, q3 = q2 + stride;
             T* k0 = kv + (long)s * stride;
-            for (int half = 0; half < 2; half++)
-            {
-                Vector256<float> a0 = default, a1 = default, a2 = default, b0 = default, b1 = default, b2 = default;
-                Vector256<float> c0 = default, c1 = default, c2 = default, e0 = default, e1 = default, e2 = default;
-                T* k = k0 + 8 * half;
-                for (int d = 8 * half; d < stride; d += 16, k += 16)
-                {
-                    Vector256<float> x0 = TRows.Load256(k), x1 = TRows.Load256(k + stride), x2 = TRows.Load256(k + 2 * stride);
-                    Vector256<float> w = Vector256.Load(q0 + d);
-                    a0 = Vector256.FusedMultiplyAdd(x0, w, a0); a1 = Vector256.FusedMultiplyAdd(x1, w, a1); a2 = Vector256.FusedMultiplyAdd(x2, w, a2);
-                    w = Vector256.Load(q1 + d);
-                    b0 = Vector256.FusedMultiplyAdd(x0, w, b0); b1 = Vector256.FusedMultiplyAdd(x1, w, b1); b2 = Vector256.FusedMultiplyAdd(x2, w, b2);
-                    w = Vector256.Load(q2 + d);
-                    c0 = Vector256.FusedMultiplyAdd(x0, w, c0); c1 = Vector256.FusedMultiplyAdd(x1, w, c1); c2 = Vector256.FusedMultiplyAdd(x2, w, c2);
-                    w = Vector256.Load(q3 + d);
-                    e0 = Vector256.FusedMultiplyAdd(x0, w, e0); e1 = Vector256.FusedMultiplyAdd(x1, w, e1); e2 = Vector256.FusedMultiplyAdd(x2, w, e2);
-                }
-                float* dst = sums + 96 * half;
-                a0.Store(dst); a1.Store(dst + 8); a2.Store(dst + 16);
-                b0.Store(dst + 24); b1.Store(dst + 32); b2.Store(dst + 40);
-                c0.Store(dst + 48); c1.Store(dst + 56); c2.Store(dst + 64);
-                e0.Store(dst + 72); e1.Store(dst + 80); e2.Store(dst + 88);
-            }
+            ScoresHalf256<T, TRows>(k0, stride, q0, q1, q2, q3, sums, 0, 2);
+            ScoresHalf256<T, TRows>(k0, stride, q0, q1, q2, q3, sums + 96, 1, 3);
             for (int h = 0; h < 4; h++)
             {
                 float* p = scores + (g * 4 + h) * count + s;
@@ -366,14 +377,68 @@ public static class LatentAttention
             {
                 float* q = queries + (g * 4 + h) * stride;
                 Vector256<float> a = default, b = default;
-                for (int d = 0; d < stride; d += 16)
+                int d = 0;
+                for (; d + 32 <= stride; d += 32)
                 {
-                    a = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d), Vector256.Load(q + d), a);
-                    b = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d + 8), Vector256.Load(q + d + 8), b);
+                    a = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d, 0), Vector256.Load(q + d), a);
+                    b = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d, 1), Vector256.Load(q + d + 8), b);
+                    a = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d, 2), Vector256.Load(q + d + 16), a);
+                    b = Vector256.FusedMultiplyAdd(TRows.Load256(k0 + d, 3), Vector256.Load(q + d + 24), b);
+                }
+                if (d < stride)
+                {
+                    a = Vector256.FusedMultiplyAdd(TRows.LoadTail256(k0 + d), Vector256.Load(q + d), a);
+                    b = Vector256.FusedMultiplyAdd(TRows.LoadTail256(k0 + d + 8), Vector256.Load(q + d + 8), b);
                 }
                 scores[(g * 4 + h) * count + s] = Reduce8(a + b) * scale;
             }
         }
+    }
+
+    /// <summary>One half of <see cref="Scores256"/>'s pass: lanes 8·half … 8·half + 7 of the sixteen-wide steps over three
+    /// rows from <paramref name="k"/> (each 32-value chunk's quarters <paramref name="half"/> and <paramref name="upper"/>
+    /// = half + 2, then a natural-order tail's half), for a group's four heads; the twelve eight-lane sums stored at <paramref name="dst"/> as [head][row][lane].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void ScoresHalf256<T, TRows>(T* k, int stride, float* q0, float* q1, float* q2, float* q3, float* dst,
+        [ConstantExpected(Min = 0, Max = 1)] int half, [ConstantExpected(Min = 2, Max = 3)] int upper) where T : unmanaged where TRows : ILatentRows<T>
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, b0 = default, b1 = default, b2 = default;
+        Vector256<float> c0 = default, c1 = default, c2 = default, e0 = default, e1 = default, e2 = default;
+        int d = 0;
+        for (; d + 32 <= stride; d += 32)
+        {
+            Step3x4(TRows.Load256(k + d, half), TRows.Load256(k + stride + d, half), TRows.Load256(k + 2 * stride + d, half),
+                d + 8 * half, q0, q1, q2, q3, ref a0, ref a1, ref a2, ref b0, ref b1, ref b2, ref c0, ref c1, ref c2, ref e0, ref e1, ref e2);
+            Step3x4(TRows.Load256(k + d, upper), TRows.Load256(k + stride + d, upper), TRows.Load256(k + 2 * stride + d, upper),
+                d + 16 + 8 * half, q0, q1, q2, q3, ref a0, ref a1, ref a2, ref b0, ref b1, ref b2, ref c0, ref c1, ref c2, ref e0, ref e1, ref e2);
+        }
+        if (d < stride)
+        {
+            int o = d + 8 * half;
+            Step3x4(TRows.LoadTail256(k + o), TRows.LoadTail256(k + stride + o), TRows.LoadTail256(k + 2 * stride + o),
+                o, q0, q1, q2, q3, ref a0, ref a1, ref a2, ref b0, ref b1, ref b2, ref c0, ref c1, ref c2, ref e0, ref e1, ref e2);
+        }
+        a0.Store(dst); a1.Store(dst + 8); a2.Store(dst + 16);
+        b0.Store(dst + 24); b1.Store(dst + 32); b2.Store(dst + 40);
+        c0.Store(dst + 48); c1.Store(dst + 56); c2.Store(dst + 64);
+        e0.Store(dst + 72); e1.Store(dst + 80); e2.Store(dst + 88);
+    }
+
+    /// <summary>Eight values of three rows (x0–x2) into the sums of four heads' queries at offset <paramref name="o"/>:
+    /// row k's sums in the accumulators numbered k, head h's named a, b, c, e.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void Step3x4(Vector256<float> x0, Vector256<float> x1, Vector256<float> x2, int o, float* q0, float* q1, float* q2, float* q3,
+        ref Vector256<float> a0, ref Vector256<float> a1, ref Vector256<float> a2, ref Vector256<float> b0, ref Vector256<float> b1, ref Vector256<float> b2,
+        ref Vector256<float> c0, ref Vector256<float> c1, ref Vector256<float> c2, ref Vector256<float> e0, ref Vector256<float> e1, ref Vector256<float> e2)
+    {
+        Vector256<float> w = Vector256.Load(q0 + o);
+        a0 = Vector256.FusedMultiplyAdd(x0, w, a0); a1 = Vector256.FusedMultiplyAdd(x1, w, a1); a2 = Vector256.FusedMultiplyAdd(x2, w, a2);
+        w = Vector256.Load(q1 + o);
+        b0 = Vector256.FusedMultiplyAdd(x0, w, b0); b1 = Vector256.FusedMultiplyAdd(x1, w, b1); b2 = Vector256.FusedMultiplyAdd(x2, w, b2);
+        w = Vector256.Load(q2 + o);
+        c0 = Vector256.FusedMultiplyAdd(x0, w, c0); c1 = Vector256.FusedMultiplyAdd(x1, w, c1); c2 = Vector256.FusedMultiplyAdd(x2, w, c2);
+        w = Vector256.Load(q3 + o);
+        e0 = Vector256.FusedMultiplyAdd(x0, w, e0); e1 = Vector256.FusedMultiplyAdd(x1, w, e1); e2 = Vector256.FusedMultiplyAdd(x2, w, e2);
     }
 
     /// <summary><see cref="Reduce16"/> after its first step (lanes i + (i + 8) already added).</summary>
@@ -393,19 +458,59 @@ public static class LatentAttention
     private static unsafe void Values256<T, TRows>(T* kv, int stride, int c, int count, int groups, float* probabilities, float* outputs,
         ref LookAhead ahead) where T : unmanaged where TRows : ILatentRows<T>
     {
+        // 96 dimensions (three chunks) in four passes of 24, each load a fixed quarter of a chunk; the last chunks
+        // (c not a multiple of 96) a pass of 24 and one of eight each.
         int j = 0;
-        for (; j + 24 <= c; j += 24)
+        for (; j + 96 <= c; j += 96)
+        {
+            ValuesPass256<T, TRows>(kv + j, stride, c, count, groups, probabilities, outputs + j, ref ahead, 0, 0, 0, 1, 0, 2);
+            ValuesPass256<T, TRows>(kv + j, stride, c, count, groups, probabilities, outputs + j + 24, ref ahead, 0, 3, 32, 0, 32, 1);
+            ValuesPass256<T, TRows>(kv + j, stride, c, count, groups, probabilities, outputs + j + 48, ref ahead, 32, 2, 32, 3, 64, 0);
+            ValuesPass256<T, TRows>(kv + j, stride, c, count, groups, probabilities, outputs + j + 72, ref ahead, 64, 1, 64, 2, 64, 3);
+        }
+        for (; j < c; j += 32)
+        {
+            ValuesPass256<T, TRows>(kv + j, stride, c, count, groups, probabilities, outputs + j, ref ahead, 0, 0, 0, 1, 0, 2);
+            for (int g = 0; g < groups; g++)
+            {
+                ahead.Step();
+                float* p0 = probabilities + g * 4 * count, p1 = p0 + count, p2 = p1 + count, p3 = p2 + count;
+                float* o0 = outputs + g * 4 * c + j + 24;
+                Vector256<float> a = default, b = default, d = default, e = default;
+                T* row = kv + j;
+                for (int s = 0; s < count; s++, row += stride)
+                {
+                    Vector256<float> x = TRows.Load256(row, 3);
+                    a = Vector256.FusedMultiplyAdd(x, Vector256.Create(p0[s]), a);
+                    b = Vector256.FusedMultiplyAdd(x, Vector256.Create(p1[s]), b);
+                    d = Vector256.FusedMultiplyAdd(x, Vector256.Create(p2[s]), d);
+                    e = Vector256.FusedMultiplyAdd(x, Vector256.Create(p3[s]), e);
+                }
+                a.Store(o0); b.Store(o0 + c); d.Store(o0 + 2 * c); e.Store(o0 + 3 * c);
+            }
+        }
+    }
+
+    /// <summary>One pass of <see cref="Values256"/>: 24 output dimensions from <paramref name="outputs"/> for every group,
+    /// their three eight-value loads quarters <paramref name="qa"/>, <paramref name="qb"/>, <paramref name="qc"/> of
+    /// the chunks <paramref name="ca"/>, <paramref name="cb"/>, <paramref name="cc"/> values past each row's
+    /// <paramref name="kv"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void ValuesPass256<T, TRows>(T* kv, int stride, int c, int count, int groups, float* probabilities, float* outputs,
+        ref LookAhead ahead, int ca, [ConstantExpected(Min = 0, Max = 3)] int qa, int cb, [ConstantExpected(Min = 0, Max = 3)] int qb,
+        int cc, [ConstantExpected(Min = 0, Max = 3)] int qc) where T : unmanaged where TRows : ILatentRows<T>
+    {
         for (int g = 0; g < groups; g++)
         {
             ahead.Step();
             float* p0 = probabilities + g * 4 * count, p1 = p0 + count, p2 = p1 + count, p3 = p2 + count;
-            float* o0 = outputs + g * 4 * c + j, o1 = o0 + c, o2 = o1 + c, o3 = o2 + c;
+            float* o0 = outputs + g * 4 * c, o1 = o0 + c, o2 = o1 + c, o3 = o2 + c;
             Vector256<float> a0 = default, a1 = default, a2 = default, b0 = default, b1 = default, b2 = default;
             Vector256<float> c0 = default, c1 = default, c2 = default, e0 = default, e1 = default, e2 = default;
-            T* row = kv + j;
+            T* row = kv;
             for (int s = 0; s < count; s++, row += stride)
             {
-                Vector256<float> x0 = TRows.Load256(row), x1 = TRows.Load256(row + 8), x2 = TRows.Load256(row + 16);
+                Vector256<float> x0 = TRows.Load256(row + ca, qa), x1 = TRows.Load256(row + cb, qb), x2 = TRows.Load256(row + cc, qc);
                 Vector256<float> w = Vector256.Create(p0[s]);
                 a0 = Vector256.FusedMultiplyAdd(x0, w, a0); a1 = Vector256.FusedMultiplyAdd(x1, w, a1); a2 = Vector256.FusedMultiplyAdd(x2, w, a2);
                 w = Vector256.Create(p1[s]);
@@ -419,24 +524,6 @@ public static class LatentAttention
             b0.Store(o1); b1.Store(o1 + 8); b2.Store(o1 + 16);
             c0.Store(o2); c1.Store(o2 + 8); c2.Store(o2 + 16);
             e0.Store(o3); e1.Store(o3 + 8); e2.Store(o3 + 16);
-        }
-        for (; j < c; j += 8)
-        for (int g = 0; g < groups; g++)
-        {
-            ahead.Step();
-            float* p0 = probabilities + g * 4 * count, p1 = p0 + count, p2 = p1 + count, p3 = p2 + count;
-            float* o0 = outputs + g * 4 * c + j;
-            Vector256<float> a = default, b = default, d = default, e = default;
-            T* row = kv + j;
-            for (int s = 0; s < count; s++, row += stride)
-            {
-                Vector256<float> x = TRows.Load256(row);
-                a = Vector256.FusedMultiplyAdd(x, Vector256.Create(p0[s]), a);
-                b = Vector256.FusedMultiplyAdd(x, Vector256.Create(p1[s]), b);
-                d = Vector256.FusedMultiplyAdd(x, Vector256.Create(p2[s]), d);
-                e = Vector256.FusedMultiplyAdd(x, Vector256.Create(p3[s]), e);
-            }
-            a.Store(o0); b.Store(o0 + c); d.Store(o0 + 2 * c); e.Store(o0 + 3 * c);
         }
     }
 
@@ -730,31 +817,69 @@ internal static class AttentionScratch
     public static Span<float> Probabilities(int n) => AlignedScratch.Grow(ref _probabilities, n);
 }
 
-/// <summary>How the blocked absorbed kernels load sixteen consecutive cached values as float32.</summary>
+/// <summary>How the blocked absorbed kernels load cached values as float32: a row's values in chunks of 32 (in
+/// <see cref="Bf16Latents"/>' layout for bfloat16), and where a row's width is an odd multiple of sixteen its last
+/// sixteen in natural order. <c>half</c> and <c>quarter</c> are constants where the kernels call these (after
+/// inlining, each load is one instruction's choice).</summary>
 internal unsafe interface ILatentRows<T> where T : unmanaged
 {
-    static abstract Vector512<float> Load(T* p);
+    /// <summary>Values 16·half … 16·half + 15 of the chunk at <paramref name="chunk"/>.</summary>
+    static abstract Vector512<float> Load(T* chunk, [ConstantExpected(Min = 0, Max = 1)] int half);
 
-    /// <summary>Eight consecutive cached values as float32 (the AVX2 kernels).</summary>
-    static abstract Vector256<float> Load256(T* p);
+    /// <summary>Values 8·quarter … 8·quarter + 7 of the chunk at <paramref name="chunk"/> (the AVX2 kernels).</summary>
+    static abstract Vector256<float> Load256(T* chunk, [ConstantExpected(Min = 0, Max = 3)] int quarter);
+
+    /// <summary>Sixteen values in natural order: a row's tail.</summary>
+    static abstract Vector512<float> LoadTail(T* p);
+
+    /// <summary>Eight values in natural order: half a row's tail (the AVX2 kernels).</summary>
+    static abstract Vector256<float> LoadTail256(T* p);
 }
 
 /// <summary>Rows of float32.</summary>
 internal readonly unsafe struct F32Rows : ILatentRows<float>
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load(float* p) => Vector512.Load(p);
+    public static Vector512<float> Load(float* chunk, [ConstantExpected(Min = 0, Max = 1)] int half) => Vector512.Load(chunk + 16 * half);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load256(float* p) => Vector256.Load(p);
+    public static Vector256<float> Load256(float* chunk, [ConstantExpected(Min = 0, Max = 3)] int quarter) => Vector256.Load(chunk + 8 * quarter);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadTail(float* p) => Vector512.Load(p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadTail256(float* p) => Vector256.Load(p);
 }
 
-/// <summary>Rows of bfloat16: each value the top half of its float32 (exact).</summary>
+/// <summary>Rows of bfloat16 in <see cref="Bf16Latents"/>' layout: each value the top half of its float32 (exact).
+/// A chunk read as sixteen 32-bit words holds values 0–15 in the low halves and 16–31 in the high ones, so half 0
+/// is the words shifted left by 16 and half 1 the words with their low halves cleared: one instruction per sixteen
+/// values (AVX2: a byte shuffle of sixteen words per eight values).</summary>
 internal readonly unsafe struct Bf16Rows : ILatentRows<ushort>
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
+    public static Vector512<float> Load(ushort* chunk, [ConstantExpected(Min = 0, Max = 1)] int half)
+    {
+        Vector512<uint> words = Vector512.Load((uint*)chunk);
+        return (half == 0 ? words << 16 : words & Vector512.Create(0xFFFF0000u)).AsSingle();
+    }
+
+    /// <summary>Quarters 0 and 1 are the low halves of the chunk's first and last eight words, quarters 2 and 3 their
+    /// high halves: each byte shuffle moves a word's half into its top two bytes and zeroes the rest.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load256(ushort* chunk, [ConstantExpected(Min = 0, Max = 3)] int quarter)
+    {
+        Vector256<byte> words = Vector256.Load((byte*)(chunk + 16 * (quarter & 1)));
+        Vector256<byte> pick = quarter < 2
+            ? Vector256.Create(0x0100_8080u, 0x0504_8080u, 0x0908_8080u, 0x0D0C_8080u, 0x0100_8080u, 0x0504_8080u, 0x0908_8080u, 0x0D0C_8080u).AsByte()
+            : Vector256.Create(0x0302_8080u, 0x0706_8080u, 0x0B0A_8080u, 0x0F0E_8080u, 0x0302_8080u, 0x0706_8080u, 0x0B0A_8080u, 0x0F0E_8080u).AsByte();
+        return Avx2.Shuffle(words, pick).AsSingle();
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load256(ushort* p) => (Avx2.ConvertToVector256Int32(p).AsUInt32() << 16).AsSingle();
+    public static Vector512<float> LoadTail(ushort* p) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(p)) << 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadTail256(ushort* p) => (Avx2.ConvertToVector256Int32(p).AsUInt32() << 16).AsSingle();
 }

@@ -59,18 +59,18 @@ public sealed class LatentKvCache
     public Span<float> Layer(int layer) => Format == LatentCacheFormat.F32 ? AlignedScratch.Grow(ref _f32[layer], Capacity * Width)
         : throw new InvalidOperationException("a bfloat16 latent cache has no float32 rows: use ReadRows");
 
-    /// <summary>All rows of a bfloat16 cache's layer [Capacity, Width].</summary>
+    /// <summary>All rows of a bfloat16 cache's layer [Capacity, Width], each in <see cref="Bf16Latents"/>' layout.</summary>
     internal Span<ushort> Bf16Layer(int layer) => Format == LatentCacheFormat.BF16 ? AlignedScratch.Grow(ref _bf16[layer], Capacity * Width)
         : throw new InvalidOperationException("a float32 latent cache has no bfloat16 rows");
 
-    /// <summary>Rows <paramref name="start"/> .. of a layer as float32 (as many as <paramref name="rows"/> holds).</summary>
+    /// <summary>Rows <paramref name="start"/> .. of a layer as float32 (as many whole rows as <paramref name="rows"/> holds).</summary>
     public void ReadRows(int layer, int start, Span<float> rows)
     {
         if (Format == LatentCacheFormat.F32) Layer(layer).Slice(start * Width, rows.Length).CopyTo(rows);
-        else NumberFormats.BF16ToFloat(Bf16Layer(layer).Slice(start * Width, rows.Length), rows);
+        else Bf16Latents.Unpack(Bf16Layer(layer).Slice(start * Width, rows.Length), rows, Width);
     }
 
-    /// <summary>Writes rows <paramref name="start"/> .. of a layer (a bfloat16 cache rounds them to nearest even).</summary>
+    /// <summary>Writes whole rows <paramref name="start"/> .. of a layer (a bfloat16 cache rounds them to nearest even).</summary>
     public void WriteRows(int layer, int start, ReadOnlySpan<float> rows)
     {
         if (Format == LatentCacheFormat.F32)
@@ -78,7 +78,7 @@ public sealed class LatentKvCache
             rows.CopyTo(Layer(layer).Slice(start * Width, rows.Length));
             return;
         }
-        NumberFormats.FloatToBF16(rows, Bf16Layer(layer).Slice(start * Width, rows.Length));
+        Bf16Latents.Pack(rows, Bf16Layer(layer).Slice(start * Width, rows.Length), Width);
     }
 
     /// <summary>Marks <paramref name="count"/> more positions as filled (after every layer has written them).</summary>

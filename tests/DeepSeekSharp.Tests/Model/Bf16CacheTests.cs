@@ -45,20 +45,62 @@ public class Bf16CacheTests
         }
     }
 
-    /// <summary>The blocked absorbed kernel widening bfloat16 rows as it loads them gives the bits it gives on the
-    /// same rows widened first (V2-Lite's widths; a short block and a full one).</summary>
+    /// <summary>The cache's bfloat16 layout: in each chunk of 32 values, value i and value 16 + i share the 32-bit word
+    /// i (low and high half), so one shift or one mask widens sixteen values in order; a row's tail shorter than a
+    /// chunk stays in natural order. Pack puts each rounded value where Place says, and Unpack restores the order.</summary>
     [Theory]
-    [InlineData(16, 37)]
-    [InlineData(16, 64)]
-    [InlineData(8, 5)]
-    public void BlockedAttention_OverBf16Rows_EqualsItOverTheRowsWidened(int heads, int count)
+    [InlineData(576)] // V2-Lite / V3: eighteen chunks
+    [InlineData(528)] // a rotary width of 16: sixteen values of tail
+    [InlineData(40)]
+    [InlineData(7)]
+    public void Bf16Rows_PairValueIWithValue16PlusI_InEachChunk(int width)
     {
-        const int c = 512, r = 64, stride = c + r;
+        if (width == 576)
+            Assert.Equal(new[] { 0, 2, 30, 1, 3, 31, 32, 33, 575 },
+                new[] { 0, 1, 15, 16, 17, 31, 32, 48, 575 }.Select(d => DeepSeekSharp.Kernels.Bf16Latents.Place(d, width)));
+        if (width == 528) Assert.Equal((481, 512, 527), (DeepSeekSharp.Kernels.Bf16Latents.Place(496, width), DeepSeekSharp.Kernels.Bf16Latents.Place(512, width), DeepSeekSharp.Kernels.Bf16Latents.Place(527, width)));
+        if (width == 40) Assert.Equal((33, 39), (DeepSeekSharp.Kernels.Bf16Latents.Place(33, width), DeepSeekSharp.Kernels.Bf16Latents.Place(39, width)));
+        var rng = new Random(width);
+        float[] rows = [.. Enumerable.Range(0, 3 * width).Select(_ => (float)(rng.NextDouble() - 0.5) * 100)];
+        var packed = new ushort[rows.Length];
+        DeepSeekSharp.Kernels.Bf16Latents.Pack(rows, packed, width);
+        for (int row = 0; row < 3; row++)
+            for (int d = 0; d < width; d++)
+                Assert.Equal(NumberFormats.FloatToBF16(rows[row * width + d]), packed[row * width + DeepSeekSharp.Kernels.Bf16Latents.Place(d, width)]);
+        if (width % 2 == 0 && width >= 32)
+        {
+            // The first chunk of row 1 as words: value i in the low half, value 16 + i in the high half.
+            ReadOnlySpan<uint> words = System.Runtime.InteropServices.MemoryMarshal.Cast<ushort, uint>(packed.AsSpan(width, 32));
+            for (int i = 0; i < 16; i++)
+                Assert.Equal(((uint)NumberFormats.FloatToBF16(rows[width + 16 + i]) << 16) | NumberFormats.FloatToBF16(rows[width + i]), words[i]);
+        }
+        var back = new float[rows.Length];
+        DeepSeekSharp.Kernels.Bf16Latents.Unpack(packed, back, width);
+        for (int i = 0; i < rows.Length; i++) Assert.Equal(NumberFormats.BF16ToFloat(NumberFormats.FloatToBF16(rows[i])), back[i]);
+        Assert.Throws<ArgumentException>(() => DeepSeekSharp.Kernels.Bf16Latents.Pack(rows.AsSpan(1), packed, width));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DeepSeekSharp.Kernels.Bf16Latents.Place(width, width));
+    }
+
+    /// <summary>The blocked absorbed kernel widening bfloat16 rows as it loads them gives the bits it gives on the
+    /// same rows widened first (V2-Lite's widths, a short block and a full one; and a rotary width of 16, whose rows end
+    /// in sixteen values kept in natural order).</summary>
+    [Theory]
+    [InlineData(16, 37, 64)]
+    [InlineData(16, 64, 64)]
+    [InlineData(8, 5, 64)]
+    [InlineData(12, 50, 16)]
+    public void BlockedAttention_OverBf16Rows_EqualsItOverTheRowsWidened(int heads, int count, int r)
+    {
+        const int c = 512;
+        int stride = c + r;
         if (!DeepSeekSharp.Kernels.LatentAttention.HasBlockedAbsorbed(c, r)) return;
         var rng = new Random(heads + count);
-        ushort[] bits = [.. Enumerable.Range(0, count * stride).Select(_ => NumberFormats.FloatToBF16((float)(rng.NextDouble() - 0.5)))];
+        float[] values = [.. Enumerable.Range(0, count * stride).Select(_ => (float)(rng.NextDouble() - 0.5))];
+        var bits = new ushort[values.Length];
+        DeepSeekSharp.Kernels.Bf16Latents.Pack(values, bits, stride);
         var wide = new float[bits.Length];
-        NumberFormats.BF16ToFloat(bits, wide);
+        DeepSeekSharp.Kernels.Bf16Latents.Unpack(bits, wide, stride);
+        for (int i = 0; i < wide.Length; i++) Assert.Equal(NumberFormats.BF16ToFloat(NumberFormats.FloatToBF16(values[i])), wide[i]);
         float[] queries = [.. Enumerable.Range(0, heads * stride).Select(_ => (float)(rng.NextDouble() - 0.5) * 0.2f)];
         float[] Run(bool bf16, out float[] max, out float[] sum)
         {
