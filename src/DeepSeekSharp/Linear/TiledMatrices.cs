@@ -415,26 +415,44 @@ internal sealed unsafe class Q8TiledMatrix(int rows, int cols, byte* data, IDisp
     }
 }
 
-/// <summary>Q5_0 in <see cref="Q5Tiles"/>; several tokens multiply a few groups at a time unpacked into byte tiles.</summary>
+/// <summary>Q4_0 and Q5_0 in their nibble tiles (<see cref="Q4Tiles"/>, <see cref="Q5Tiles"/>); several tokens multiply a
+/// few groups at a time unpacked into byte tiles.</summary>
+internal abstract unsafe class NibbleTiledMatrix<TBlock, TTile, TBytes>(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner)
+    : ByteTiledMatrix<TBlock, TTile, TBytes>(format, rows, cols, data, owner)
+    where TBlock : struct, IBlockCodes where TTile : struct, IByteTileCodes, ITileRows where TBytes : struct, IByteTileCodes
+{
+    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) => TTile.SetRow(stored, group, r);
+
+    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) => TTile.GetRow(group, r, stored);
+
+    private protected override byte* ByteGroups(int g0, int g1, out bool stream)
+    {
+        int groups = (g1 - g0 + TileRows - 1) / TileRows;
+        byte* tiles = GemmScratch.Unpacked(checked((int)(groups * ByteGroupBytes)));
+        for (int i = 0; i < groups; i++) ByteTiles.Unpack<TTile>(Group(g0 + i * TileRows), Cols / 32, tiles + i * ByteGroupBytes);
+        stream = false;
+        return tiles;
+    }
+}
+
+/// <summary>Q5_0 in <see cref="Q5Tiles"/>.</summary>
 internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : ByteTiledMatrix<Q5_0Codes, Q5Tiles.Codes, Q5Tiles.Unpacked>(WeightFormat.Q5_0, rows, cols, data, owner)
+    : NibbleTiledMatrix<Q5_0Codes, Q5Tiles.Codes, Q5Tiles.Unpacked>(WeightFormat.Q5_0, rows, cols, data, owner)
 {
     public static Q5TiledMatrix Create(int rows, int cols)
     {
         NativeBuffer buffer = Allocate(rows, cols);
         return new Q5TiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
+}
 
-    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) => Q5Tiles.SetRow(stored, group, r);
-
-    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) => Q5Tiles.GetRow(group, r, stored);
-
-    private protected override byte* ByteGroups(int g0, int g1, out bool stream)
+/// <summary>Q4_0 in <see cref="Q4Tiles"/>.</summary>
+internal sealed unsafe class Q4TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
+    : NibbleTiledMatrix<Q4_0Codes, Q4Tiles.Codes, Q4Tiles.Unpacked>(WeightFormat.Q4_0, rows, cols, data, owner)
+{
+    public static Q4TiledMatrix Create(int rows, int cols)
     {
-        int groups = (g1 - g0 + TileRows - 1) / TileRows;
-        byte* tiles = GemmScratch.Unpacked(checked((int)(groups * ByteGroupBytes)));
-        for (int i = 0; i < groups; i++) Q5Tiles.Unpack(Group(g0 + i * TileRows), Cols / 32, tiles + i * ByteGroupBytes);
-        stream = false;
-        return tiles;
+        NativeBuffer buffer = Allocate(rows, cols);
+        return new Q4TiledMatrix(rows, cols, buffer.Pointer, buffer);
     }
 }

@@ -28,6 +28,34 @@ internal static unsafe class ByteTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Scales(byte* tile, int first) => HalfTable.ToSingle(Vector128.Load((ushort*)tile + first));
 
+    /// <summary>A group of <typeparamref name="TCodes"/> tiles (<see cref="Q4Tiles"/>, <see cref="Q5Tiles"/>) as byte
+    /// tiles (544 bytes a block) at <paramref name="tiles"/>, for <see cref="BlockGemm{T}.MultiplyBytes"/> with several
+    /// tokens: the scales copied, each column group's codes a byte.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Unpack<TCodes>(byte* group, int blocks, byte* tiles) where TCodes : struct, IByteTileCodes
+    {
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* t = group + (long)b * TCodes.TileBytes, o = tiles + (long)b * BlockBytes;
+            Vector256.Load(t).Store(o);
+            StoreGroup<TCodes>(t, o, 0);
+            StoreGroup<TCodes>(t, o, 1);
+            StoreGroup<TCodes>(t, o, 2);
+            StoreGroup<TCodes>(t, o, 3);
+            StoreGroup<TCodes>(t, o, 4);
+            StoreGroup<TCodes>(t, o, 5);
+            StoreGroup<TCodes>(t, o, 6);
+            StoreGroup<TCodes>(t, o, 7);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreGroup<TCodes>(byte* t, byte* o, int g) where TCodes : struct, IByteTileCodes
+    {
+        TCodes.Half(t, g, 0).Store(o + ScaleBytes + 64 * g);
+        TCodes.Half(t, g, 1).Store(o + ScaleBytes + 64 * g + 32);
+    }
+
     /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 32) against the sixteen rows of
     /// a group of <typeparamref name="TCodes"/> tiles: row r's result in <paramref name="lanes"/>[r].</summary>
     public static void One<TCodes>(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) where TCodes : struct, IByteTileCodes
@@ -600,6 +628,14 @@ internal static unsafe class ByteTiles
         Group<TCodes>(tile, g, out Vector256<byte> w0, out Vector256<byte> w1);
         Add<TCodes>(ref s0, ref s1, w0, w1, x + 4 * g);
     }
+}
+
+/// <summary>How a tile layout holds a row's GGUF blocks: <see cref="SetRow"/> writes row r (0..15) of a group, <see
+/// cref="GetRow"/> gives the same bytes back.</summary>
+internal unsafe interface ITileRows
+{
+    static abstract void SetRow(ReadOnlySpan<byte> row, byte* group, int r);
+    static abstract void GetRow(byte* group, int r, Span<byte> row);
 }
 
 /// <summary>A format kept in tiles from which <see cref="ByteTiles"/>' column groups come: as stored (Q8_0), or

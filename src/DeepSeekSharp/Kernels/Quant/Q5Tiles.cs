@@ -10,20 +10,21 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// comes out of two loads and a few shifts and masks:
 /// <list type="bullet">
 /// <item>[0, 32): the sixteen rows' fp16 scales d, row r at 2r.</item>
-/// <item>[32, 288): eight nibble vectors, one per column group g (columns 4g..4g+3): byte 4r + i holds the low four
-/// bits of row r's code of column 4g + i in its low nibble and those of row 8 + r in its high nibble.</item>
+/// <item>[32, 288): eight nibble vectors, one per column group g (columns 4g..4g+3), as <see cref="Q4Tiles"/>': byte
+/// 4r + i holds the low four bits of row r's code of column 4g + i in its low nibble and those of row 8 + r in its
+/// high nibble.</item>
 /// <item>[288, 352): two vectors of fifth bits, groups 0–3 then 4–7: bit 2(g mod 4) + h of byte 4r + i is the fifth
 /// bit of row 8h + r's code of column 4g + i, so one 16-bit shift and one mask put it at bit 4 of its byte.</item>
 /// </list>
 /// The codes (0–31) are their own unsigned bytes (value = (code − 16) · d): the one-token kernel
 /// (<see cref="ByteTiles.One{TCodes}"/>) multiplies them as Q8_0's tiles do, from −16 · Σx, with the same float
 /// arithmetic as <see cref="BlockDots{T}.V256"/>, so results are the file layout's bits. More tokens multiply a group
-/// unpacked once into byte tiles (<see cref="Unpack"/>, AVX-VNNI) or int16 panels (<see cref="ByteTiles.PackShorts{TCodes}"/>). A row kernel over the file layout spends ~1.75× the time per
+/// unpacked once into byte tiles (<see cref="ByteTiles.Unpack{TCodes}"/>, AVX-VNNI) or int16 panels (<see cref="ByteTiles.PackShorts{TCodes}"/>). A row kernel over the file layout spends ~1.75× the time per
 /// byte of a tile kernel rebuilding each block's fifth bits.</summary>
 internal static unsafe class Q5Tiles
 {
     public const int TileBytes = 352, BlockBytes = 22;
-    private const int NibbleOffset = 32, HighOffset = 288;
+    private const int NibbleOffset = Q4Tiles.NibbleOffset, HighOffset = 288;
 
     public static bool IsSupported => Avx2.IsSupported;
 
@@ -38,14 +39,12 @@ internal static unsafe class Q5Tiles
             ReadOnlySpan<byte> blk = row.Slice(b * BlockBytes, BlockBytes);
             byte* t = group + (long)b * TileBytes;
             ((ushort*)t)[r] = (ushort)(blk[0] | blk[1] << 8);
+            Q4Tiles.SetNibbles(blk.Slice(6, 16), t, r);
             uint qh = (uint)(blk[2] | blk[3] << 8 | blk[4] << 16 | blk[5] << 24);
             for (int j = 0; j < 32; j++)
             {
-                int low = j < 16 ? blk[6 + j] & 0xF : blk[6 + j - 16] >> 4, g = j >> 2, e = e0 + (j & 3);
-                byte* nibble = t + NibbleOffset + 32 * g + e;
-                *nibble = h == 0 ? (byte)((*nibble & 0xF0) | low) : (byte)((*nibble & 0x0F) | low << 4);
-                byte* high = t + HighOffset + 32 * (g >> 2) + e;
-                int bit = 2 * (g & 3) + h;
+                int g = j >> 2, bit = 2 * (g & 3) + h;
+                byte* high = t + HighOffset + 32 * (g >> 2) + e0 + (j & 3);
                 *high = (byte)((*high & ~(1 << bit)) | (int)((qh >> j) & 1) << bit);
             }
         }
@@ -62,15 +61,12 @@ internal static unsafe class Q5Tiles
             ushort d = ((ushort*)t)[r];
             blk[0] = (byte)d;
             blk[1] = (byte)(d >> 8);
+            Q4Tiles.GetNibbles(t, r, blk.Slice(6, 16));
             uint qh = 0;
-            blk[6..].Clear();
             for (int j = 0; j < 32; j++)
             {
-                int g = j >> 2, e = e0 + (j & 3);
-                int low = (t[NibbleOffset + 32 * g + e] >> 4 * h) & 0xF;
-                if (j < 16) blk[6 + j] |= (byte)low;
-                else blk[6 + j - 16] |= (byte)(low << 4);
-                qh |= (uint)((t[HighOffset + 32 * (g >> 2) + e] >> (2 * (g & 3) + h)) & 1) << j;
+                int g = j >> 2;
+                qh |= (uint)((t[HighOffset + 32 * (g >> 2) + e0 + (j & 3)] >> (2 * (g & 3) + h)) & 1) << j;
             }
             blk[2] = (byte)qh;
             blk[3] = (byte)(qh >> 8);
@@ -84,35 +80,7 @@ internal static unsafe class Q5Tiles
     public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) =>
         ByteTiles.One<Codes>(group, blocks, a, token, lanes);
 
-    /// <summary>The group at <paramref name="group"/> as <see cref="ByteTiles"/> (544 bytes a block) at
-    /// <paramref name="tiles"/>, for <see cref="BlockGemm{T}.MultiplyBytes"/> with several tokens.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Unpack(byte* group, int blocks, byte* tiles)
-    {
-        for (int b = 0; b < blocks; b++)
-        {
-            byte* t = group + (long)b * TileBytes, o = tiles + (long)b * ByteTiles.BlockBytes;
-            Vector256.Load(t).Store(o);
-            Store(t, o, 0);
-            Store(t, o, 1);
-            Store(t, o, 2);
-            Store(t, o, 3);
-            Store(t, o, 4);
-            Store(t, o, 5);
-            Store(t, o, 6);
-            Store(t, o, 7);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(byte* t, byte* o, int g)
-    {
-        ByteTiles.Group<Codes>(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
-        rows0.Store(o + ByteTiles.ScaleBytes + 64 * g);
-        rows8.Store(o + ByteTiles.ScaleBytes + 64 * g + 32);
-    }
-
-    /// <summary>Tiles <see cref="Unpack"/> wrote: every code a byte, as <see cref="ByteTiles"/> lays them out.</summary>
+    /// <summary>Tiles <see cref="ByteTiles.Unpack{TCodes}"/> wrote: every code a byte, as <see cref="ByteTiles"/> lays them out.</summary>
     internal readonly struct Unpacked : IByteTileCodes
     {
         public static int TileBytes => ByteTiles.BlockBytes;
@@ -126,8 +94,11 @@ internal static unsafe class Q5Tiles
 
     /// <summary>A column group's codes from its nibble vector and the fifth bits: two loads, two 16-bit shifts of the
     /// fifth bits (none for some groups), one of the nibbles, three masks and two ors.</summary>
-    internal readonly struct Codes : IByteTileCodes
+    internal readonly struct Codes : IByteTileCodes, ITileRows
     {
+        public static void SetRow(ReadOnlySpan<byte> row, byte* group, int r) => Q5Tiles.SetRow(row, group, r);
+        public static void GetRow(byte* group, int r, Span<byte> row) => Q5Tiles.GetRow(group, r, row);
+
         public static int TileBytes => Q5Tiles.TileBytes;
         public static int Bias => 16;
         public static int MaxCode => 31;

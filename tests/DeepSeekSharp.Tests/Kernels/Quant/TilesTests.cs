@@ -6,8 +6,8 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K, Q5_K, Q6_K, Q8_0 and Q5_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
-/// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>: the in-memory layouts on AVX2 CPUs) must hold exactly the GGUF blocks they
+/// <summary>Q4_K, Q5_K, Q6_K, Q8_0, Q5_0 and Q4_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
+/// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>, <see cref="Q4Tiles"/>: the in-memory layouts on AVX2 CPUs) must hold exactly the GGUF blocks they
 /// were given and compute exactly what the file-layout kernels compute.</summary>
 public unsafe class TilesTests
 {
@@ -18,6 +18,7 @@ public unsafe class TilesTests
         WeightFormat.Q6_K => Q6KTiles.IsSupported,
         WeightFormat.Q8_0 => Q8Tiles.IsSupported,
         WeightFormat.Q5_0 => Q5Tiles.IsSupported,
+        WeightFormat.Q4_0 => Q4Tiles.IsSupported,
         _ => false,
     };
 
@@ -77,6 +78,14 @@ public unsafe class TilesTests
         // any back also checks that no row overwrites another's bits.
         long bytes = AssertGroupHoldsRowsExactly<byte>(3 * Q5Tiles.BlockBytes, Q5TiledMatrix.BytesFor(16, 3 * 32), 5, &Q5Tiles.SetRow, &Q5Tiles.GetRow);
         Assert.Equal(16 * 3 * Q5Tiles.BlockBytes, bytes); // every byte GGUF stores and nothing else
+    }
+
+    [Fact]
+    public void Q4Tiles_HoldTheGgufBlocksExactly()
+    {
+        // Random bytes: every code; rows r and r + 8 share the nibble bytes.
+        long bytes = AssertGroupHoldsRowsExactly<byte>(3 * Q4Tiles.BlockBytes, Q4TiledMatrix.BytesFor(16, 3 * 32), 4, &Q4Tiles.SetRow, &Q4Tiles.GetRow);
+        Assert.Equal(16 * 3 * Q4Tiles.BlockBytes, bytes); // every byte GGUF stores and nothing else
     }
 
     [Fact]
@@ -151,28 +160,42 @@ public unsafe class TilesTests
         { WeightFormat.Q5_0, 20, 1408, 6 },
         { WeightFormat.Q5_0, 37, 8192, 40 },
         { WeightFormat.Q5_0, 21, 2080, 14 },
+        // Q4_0 as Q5_0
+        { WeightFormat.Q4_0, 16, 32, 1 },
+        { WeightFormat.Q4_0, 37, 96, 7 },
+        { WeightFormat.Q4_0, 5, 288, 4 },
+        { WeightFormat.Q4_0, 70, 1408, 13 },
+        { WeightFormat.Q4_0, 21, 2048, 2 },
+        { WeightFormat.Q4_0, 33, 256, 130 },
+        { WeightFormat.Q4_0, 150, 2048, 5 },
+        { WeightFormat.Q4_0, 20, 1408, 6 },
+        { WeightFormat.Q4_0, 37, 8192, 40 },
+        { WeightFormat.Q4_0, 21, 2080, 14 },
     };
 
-    /// <summary>Q5_0's largest codes against the largest activations of either sign: where four column groups' pair
-    /// sums add up in int16 before they are widened (AVX2 without VNNI), each int16 lane holds eight products of 31 ·
-    /// 127, a few hundred short of overflowing. Every row all 31s or all 0s, the activations ±2 a block of 32 (codes
+    /// <summary>Q5_0's (and Q4_0's) largest codes against the largest activations of either sign: where four column
+    /// groups' pair sums add up in int16 before they are widened (AVX2 without VNNI), each int16 lane holds eight
+    /// products of 31 · 127, a few hundred short of overflowing. Every row all 31s or all 0s, the activations ±2 a block of 32 (codes
     /// ±127), so the bound is reached in both directions.</summary>
-    [Fact]
-    public void Q5TiledProducts_OfTheLargestCodes_EqualTheFileLayoutKernels_BitForBit()
+    [Theory]
+    [InlineData(WeightFormat.Q5_0)]
+    [InlineData(WeightFormat.Q4_0)] // codes 15 or 0 (−8 · d)
+    public void NibbleTiledProducts_OfTheLargestCodes_EqualTheFileLayoutKernels_BitForBit(WeightFormat format)
     {
-        if (!Q5Tiles.IsSupported) return;
+        if (!Tiled(format)) return;
         const int rows = 19, blocks = 11, cols = blocks * 32;
+        int blockBytes = format == WeightFormat.Q5_0 ? Q5Tiles.BlockBytes : Q4Tiles.BlockBytes;
         var rng = new Random(3);
-        var bytes = new byte[rows * blocks * Q5Tiles.BlockBytes];
+        var bytes = new byte[rows * blocks * blockBytes];
         for (int r = 0; r < rows; r++)
             for (int b = 0; b < blocks; b++)
             {
-                Span<byte> blk = bytes.AsSpan((r * blocks + b) * Q5Tiles.BlockBytes, Q5Tiles.BlockBytes);
+                Span<byte> blk = bytes.AsSpan((r * blocks + b) * blockBytes, blockBytes);
                 BitConverter.TryWriteBytes(blk, HalfTable.FromFloat((float)(0.001 + rng.NextDouble() * 0.02)));
                 blk[2..].Fill(r % 3 == 2 ? (byte)0 : (byte)0xFF); // fifth bits and nibbles: codes 31, or 0 (−16 · d)
             }
-        using Matrix file = Matrix.Create(WeightFormat.Q5_0, rows, cols, tiles: false);
-        using Matrix tiled = Matrix.Create(WeightFormat.Q5_0, rows, cols);
+        using Matrix file = Matrix.Create(format, rows, cols, tiles: false);
+        using Matrix tiled = Matrix.Create(format, rows, cols);
         file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
         tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
         foreach (int n in new[] { 1, 4, 6, 9 }) // one token; four at once; the many-token kernels
@@ -259,6 +282,8 @@ public unsafe class TilesTests
     [InlineData(WeightFormat.Q8_0, 21, 12)]
     [InlineData(WeightFormat.Q5_0, 21, 12)]
     [InlineData(WeightFormat.Q5_0, 300, 7)] // several tasks, the second read starting inside a group
+    [InlineData(WeightFormat.Q4_0, 21, 12)]
+    [InlineData(WeightFormat.Q4_0, 300, 7)]
     public void RowsReadFromFileBytes_DequantiseAsTheFileLayoutDoes(WeightFormat format, int rows, int split)
     {
         var rng = new Random(9);
