@@ -172,7 +172,30 @@ public static class Iq4Xs
     public static float Dot(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
     {
         if (w.Length != xd.Length * BlockBytes || xq.Length != xd.Length * 256) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 256, xq.Length);
-        return Avx2.IsSupported ? V256(w, xq, xd) : Scalar(w, xq, xd);
+        if (Avx2.IsSupported) return V256(w, xq, xd);
+        return IntDots128.IsSupported ? V128(w, xq, xd) : Scalar(w, xq, xd);
+    }
+
+    /// <summary>128-bit vectors (ARM64, or x86 without AVX2): each sub-block's levels as an IQ4_NL block's
+    /// (<see cref="Iq4NlCodes.Codes128"/>), its exact Σ level·x times its scale, then the specification's fused step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V128(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref byte wb = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        float a = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte blk = ref Unsafe.Add(ref wb, b * BlockBytes);
+            int isum = 0;
+            for (int s = 0; s < 8; s++)
+            {
+                Iq4NlCodes.Codes128(ref Unsafe.Add(ref blk, 6 + 16 * s), out Vector128<sbyte> low, out Vector128<sbyte> high);
+                isum += Scale(ref blk, s) * IntDots128.Dot32(low, high, ref Unsafe.Add(ref x, b * 256 + 32 * s));
+            }
+            a = MathF.FusedMultiplyAdd(isum, HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref blk)] * xd[b], a);
+        }
+        return a;
     }
 
     /// <summary>The specification (see the class).</summary>

@@ -413,7 +413,31 @@ internal static class MinBlockDots<T> where T : struct, IBlockCodes
     {
         if (w.Length != xd.Length * T.Bytes || xq.Length != xd.Length * 32) ThrowHelper.LengthMismatch(nameof(xq), xd.Length * 32, xq.Length);
         if (xsum.Length < xd.Length) ThrowHelper.TooShort(nameof(xsum), xd.Length, xsum.Length);
-        return Avx2.IsSupported ? V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum) : Scalar(w, xq, xd, xsum);
+        if (Avx2.IsSupported) return V256(ref MemoryMarshal.GetReference(w), xd.Length, xq, xd, xsum);
+        return IntDots128.IsSupported ? V128(w, xq, xd, xsum) : Scalar(w, xq, xd, xsum);
+    }
+
+    /// <summary>128-bit vectors (ARM64, or x86 without AVX2): each block's Σ code·x from its codes less the offset
+    /// (<see cref="IBlockCodes.Codes128"/>) plus the offset times Σx — the same exact integer — then the
+    /// specification's fused steps into lanes b mod 8: its bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float V128(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> xsum)
+    {
+        Span<float> a = stackalloc float[8], m = stackalloc float[8];
+        a.Clear();
+        m.Clear();
+        ref byte wb = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte blk = ref Unsafe.Add(ref wb, b * T.Bytes);
+            T.Codes128(ref blk, out Vector128<sbyte> low, out Vector128<sbyte> high);
+            int isum = IntDots128.Dot32(low, high, ref Unsafe.Add(ref x, b * 32)) + T.Offset * xsum[b];
+            float d = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref blk)], min = HalfTable.Values[Unsafe.ReadUnaligned<ushort>(ref Unsafe.Add(ref blk, 2))];
+            a[b % 8] = MathF.FusedMultiplyAdd(isum, d * xd[b], a[b % 8]);
+            m[b % 8] = MathF.FusedMultiplyAdd(xsum[b], min * xd[b], m[b % 8]);
+        }
+        return BlockDots<T>.Reduce8(Vector256.Create<float>(a)) + BlockDots<T>.Reduce8(Vector256.Create<float>(m));
     }
 
     /// <summary>The specification (see the class).</summary>

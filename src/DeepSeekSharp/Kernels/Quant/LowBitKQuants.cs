@@ -32,14 +32,16 @@ public static class LowBitKQuants
     public static float DotQ2K(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
     {
         Check(w, Q2KBytes, xq, xd, sums16);
-        return Avx2.IsSupported ? Q2KV256(w, xq, xd, sums16) : Q2KScalar(w, xq, xd, sums16);
+        if (Avx2.IsSupported) return Q2KV256(w, xq, xd, sums16);
+        return IntDots128.IsSupported ? Q2KV128(w, xq, xd, sums16) : Q2KScalar(w, xq, xd, sums16);
     }
 
     /// <summary>Σ w·x of a Q3_K row against activations quantised per 256.</summary>
     public static float DotQ3K(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
     {
         Check(w, Q3KBytes, xq, xd, sums16);
-        return Avx2.IsSupported ? Q3KV256(w, xq, xd, sums16) : Q3KScalar(w, xq, xd);
+        if (Avx2.IsSupported) return Q3KV256(w, xq, xd, sums16);
+        return IntDots128.IsSupported ? Q3KV128(w, xq, xd) : Q3KScalar(w, xq, xd);
     }
 
     private static void Check(ReadOnlySpan<byte> w, int blockBytes, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
@@ -85,6 +87,64 @@ public static class LowBitKQuants
                 isum += KQuants.Q3Scale(blk.Slice(96, 12), j) * dot;
             }
             a = MathF.FusedMultiplyAdd(isum, KQuants.Half(blk, 108) * xd[b], a);
+        }
+        return a;
+    }
+
+    /// <summary>Sub-block <paramref name="j"/>'s sixteen 2-bit codes from a block's 64 code bytes at
+    /// <paramref name="qs"/>: bytes 32·(j / 8) + 16·(j mod 2) .., shifted by 2·((j mod 8) / 2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> Codes2(ref byte qs, int j) =>
+        Vector128.ShiftRightLogical(Vector128.LoadUnsafe(ref qs, (nuint)(32 * (j / 8) + 16 * (j % 2))), 2 * (j % 8 / 2)) & Vector128.Create((byte)3);
+
+    /// <summary>128-bit Q2_K (ARM64, or x86 without AVX2): each sub-block's exact Σ q·x times its scale in the lanes,
+    /// the minimums' term from the sums per 16, then the specification's fused steps — its bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float Q2KV128(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> sums16)
+    {
+        ref byte wb = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        float a = 0, m = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte blk = ref Unsafe.Add(ref wb, b * Q2KBytes);
+            ref byte qs = ref Unsafe.Add(ref blk, 16);
+            Vector128<int> acc = Vector128<int>.Zero;
+            int msum = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int sm = Unsafe.Add(ref blk, j);
+                acc += IntDots128.Add(Vector128<int>.Zero, Codes2(ref qs, j).AsSByte(), Vector128.LoadUnsafe(ref x, (nuint)(b * 256 + 16 * j))) * (sm & 0xF);
+                msum += (sm >> 4) * sums16[b * 16 + j];
+            }
+            ReadOnlySpan<byte> block = w.Slice(b * Q2KBytes, Q2KBytes);
+            a = MathF.FusedMultiplyAdd(Vector128.Sum(acc), KQuants.Half(block, 80) * xd[b], a);
+            m = MathF.FusedMultiplyAdd(msum, KQuants.Half(block, 82) * xd[b], m);
+        }
+        return a - m;
+    }
+
+    /// <summary>128-bit Q3_K: each sub-block's codes (two low bits | the high-mask bit · 4) less 4, exact Σ (q − 4)·x
+    /// times its scale in the lanes, then the specification's fused step — its bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float Q3KV128(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd)
+    {
+        ref byte wb = ref MemoryMarshal.GetReference(w);
+        ref sbyte x = ref MemoryMarshal.GetReference(xq);
+        float a = 0;
+        for (int b = 0; b < xd.Length; b++)
+        {
+            ref byte blk = ref Unsafe.Add(ref wb, b * Q3KBytes);
+            ReadOnlySpan<byte> block = w.Slice(b * Q3KBytes, Q3KBytes);
+            Vector128<int> acc = Vector128<int>.Zero;
+            for (int j = 0; j < 16; j++)
+            {
+                // Weight i's high bit is bit i / 32 of byte i mod 32: for sub-block j, bit j / 2 of bytes 16·(j mod 2) ...
+                Vector128<byte> high = Vector128.ShiftRightLogical(Vector128.LoadUnsafe(ref blk, (nuint)(16 * (j % 2))), j / 2) & Vector128.Create((byte)1);
+                Vector128<sbyte> codes = (Codes2(ref Unsafe.Add(ref blk, 32), j) | Vector128.ShiftLeft(high, 2)).AsSByte() - Vector128.Create((sbyte)4);
+                acc += IntDots128.Add(Vector128<int>.Zero, codes, Vector128.LoadUnsafe(ref x, (nuint)(b * 256 + 16 * j))) * KQuants.Q3Scale(block.Slice(96, 12), j);
+            }
+            a = MathF.FusedMultiplyAdd(Vector128.Sum(acc), KQuants.Half(block, 108) * xd[b], a);
         }
         return a;
     }

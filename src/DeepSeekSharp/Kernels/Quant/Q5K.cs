@@ -30,7 +30,52 @@ public static class Q5K
     {
         if (xq.Length != w.Length * 256 || xd.Length != w.Length || blockSum.Length != w.Length * 8)
             ThrowHelper.LengthMismatch(nameof(xq), w.Length * 256, xq.Length);
-        return Avx2.IsSupported ? V256(w, xq, xd, blockSum) : Scalar(w, xq, xd, blockSum);
+        if (Avx2.IsSupported) return V256(w, xq, xd, blockSum);
+        return IntDots128.IsSupported ? V128(w, xq, xd, blockSum) : Scalar(w, xq, xd, blockSum);
+    }
+
+    /// <summary>128-bit vectors (ARM64, or x86 without AVX2), as <see cref="Q4K.V128"/> with each sub-block's fifth bits
+    /// on its codes (bit j of the 32 bytes of fifth bits, moved to bit 4): the sub-block sums exact, weighted by the
+    /// scale in the lanes, then the specification's two fused steps — its bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static float V128(ReadOnlySpan<BlockQ5K> w, ReadOnlySpan<sbyte> xq, ReadOnlySpan<float> xd, ReadOnlySpan<short> blockSum)
+    {
+        ref sbyte xr = ref MemoryMarshal.GetReference(xq);
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F), one = Vector128.Create((byte)1);
+        float a = 0, m = 0;
+        for (int b = 0; b < w.Length; b++)
+        {
+            ref BlockQ5K blk = ref Unsafe.AsRef(in w[b]);
+            ref byte scales = ref Unsafe.As<BlockQ4K.Scales, byte>(ref blk.Sc);
+            ref byte qs = ref Unsafe.As<BlockQ4K.Codes, byte>(ref blk.Qs);
+            ref byte qh = ref Unsafe.As<BlockQ5K.FifthBits, byte>(ref blk.Qh);
+            Vector128<byte> h0 = Vector128.LoadUnsafe(ref qh), h1 = Vector128.LoadUnsafe(ref qh, 16);
+            ref sbyte xb = ref Unsafe.Add(ref xr, b * 256);
+            Vector128<int> acc = Vector128<int>.Zero;
+            int msum = 0;
+            for (int g = 0; g < 4; g++)
+            {
+                // Sub-block 2g: the low nibbles of bytes 32g .. 32g + 31 and fifth bit 2g, against x[64g ..]; 2g + 1 the
+                // high nibbles and bit 2g + 1, x[64g + 32 ..].
+                Vector128<byte> p0 = Vector128.LoadUnsafe(ref qs, (nuint)(32 * g)), p1 = Vector128.LoadUnsafe(ref qs, (nuint)(32 * g + 16));
+                (int sc0, int mn0) = KQuants.ScaleMin6(ref scales, 2 * g);
+                (int sc1, int mn1) = KQuants.ScaleMin6(ref scales, 2 * g + 1);
+                Vector128<byte> f00 = Vector128.ShiftLeft(Vector128.ShiftRightLogical(h0, 2 * g) & one, 4);
+                Vector128<byte> f01 = Vector128.ShiftLeft(Vector128.ShiftRightLogical(h1, 2 * g) & one, 4);
+                Vector128<byte> f10 = Vector128.ShiftLeft(Vector128.ShiftRightLogical(h0, 2 * g + 1) & one, 4);
+                Vector128<byte> f11 = Vector128.ShiftLeft(Vector128.ShiftRightLogical(h1, 2 * g + 1) & one, 4);
+                Vector128<int> lo = IntDots128.Add(IntDots128.Add(Vector128<int>.Zero, ((p0 & nibble) | f00).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g))),
+                    ((p1 & nibble) | f01).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g + 16)));
+                Vector128<int> hi = IntDots128.Add(IntDots128.Add(Vector128<int>.Zero, (Vector128.ShiftRightLogical(p0, 4) | f10).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g + 32))),
+                    (Vector128.ShiftRightLogical(p1, 4) | f11).AsSByte(), Vector128.LoadUnsafe(ref xb, (nuint)(64 * g + 48)));
+                acc += lo * sc0 + hi * sc1;
+                msum += mn0 * blockSum[b * 8 + 2 * g] + mn1 * blockSum[b * 8 + 2 * g + 1];
+            }
+            int isum = Vector128.Sum(acc);
+            a = MathF.FusedMultiplyAdd(isum, HalfTable.Values[blk.D] * xd[b], a);
+            m = MathF.FusedMultiplyAdd(msum, HalfTable.Values[blk.DMin] * xd[b], m);
+        }
+        return a - m;
     }
 
     /// <summary>Code of weight <paramref name="i"/> (0..255) of a block: its nibble and its fifth bit.</summary>

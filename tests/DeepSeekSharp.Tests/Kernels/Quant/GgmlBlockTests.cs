@@ -389,6 +389,11 @@ public class GgmlBlockTests
             float v = t == GgmlType.Q2_K ? LowBitKQuants.Q2KV256(wb, q, d, s) : LowBitKQuants.Q3KV256(wb, q, d, s);
             Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(v));
         }
+        if (IntDots128.IsSupported)
+        {
+            float v = t == GgmlType.Q2_K ? LowBitKQuants.Q2KV128(wb, q, d, s) : LowBitKQuants.Q3KV128(wb, q, d);
+            Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(v));
+        }
         var wd = new float[n];
         t.Traits().Dequantize(wb, wd);
         double exact = 0;
@@ -423,6 +428,7 @@ public class GgmlBlockTests
         Span<float> d = act.D.AsSpan(0, superBlocks);
         float spec = Iq4Xs.Scalar(wb, q, d);
         if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Iq4Xs.V256(wb, q, d)));
+        if (IntDots128.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Iq4Xs.V128(wb, q, d)));
         var wd = new float[n];
         WeightFormat.IQ4_XS.Traits().Dequantize(wb, wd);
         double exact = 0;
@@ -500,6 +506,11 @@ public class GgmlBlockTests
         {
             float v = t == GgmlType.Q5_1 ? MinBlockDots<Q5_1Codes>.V256(ref wb[0], blocks, q, d, s) : MinBlockDots<Q4_1Codes>.V256(ref wb[0], blocks, q, d, s);
             Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(v)); // exact sums, the same float steps
+        }
+        if (IntDots128.IsSupported)
+        {
+            float v = t == GgmlType.Q5_1 ? MinBlockDots<Q5_1Codes>.V128(wb, q, d, s) : MinBlockDots<Q4_1Codes>.V128(wb, q, d, s);
+            Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(v));
         }
         var wd = new float[n];
         t.Traits().Dequantize(wb, wd);

@@ -295,6 +295,7 @@ public class QuantKernelTests
         Span<short> s = act.BlockSum.AsSpan(0, superBlocks * 8);
         float spec = Q5K.Scalar(wb, q, d, s);
         if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q5K.V256(wb, q, d, s))); // same steps: same bits
+        if (IntDots128.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q5K.V128(wb, q, d, s)));
         var wd = new float[n];
         KQuants.DequantizeQ5K(bytes, wd); // the format's values, from the bytes
         var xd = new float[n];
@@ -330,6 +331,7 @@ public class QuantKernelTests
         Span<short> s = act.BlockSum.AsSpan(0, superBlocks * 8);
         float spec = Q5K.Scalar(wb, q, d, s);
         if (Avx2.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q5K.V256(wb, q, d, s)));
+        if (IntDots128.IsSupported) Assert.Equal(BitConverter.SingleToInt32Bits(spec), BitConverter.SingleToInt32Bits(Q5K.V128(wb, q, d, s)));
         var wd = new float[n];
         KQuants.DequantizeQ5K(bytes, wd);
         double exact = wd.Zip(x).Sum(p => (double)p.First * p.Second);
