@@ -437,7 +437,7 @@ internal abstract unsafe class NibbleTiledMatrix<TBlock, TTile, TBytes>(WeightFo
 
 /// <summary>Q5_0 in <see cref="Q5Tiles"/>.</summary>
 internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : NibbleTiledMatrix<Q5_0Codes, Q5Tiles.Codes, Q5Tiles.Unpacked>(WeightFormat.Q5_0, rows, cols, data, owner)
+    : NibbleTiledMatrix<Q5_0Codes, Q5Tiles.Codes, ByteTiles.Unpacked<Q5Tiles.Codes>>(WeightFormat.Q5_0, rows, cols, data, owner)
 {
     public static Q5TiledMatrix Create(int rows, int cols)
     {
@@ -448,7 +448,7 @@ internal sealed unsafe class Q5TiledMatrix(int rows, int cols, byte* data, IDisp
 
 /// <summary>Q4_0 in <see cref="Q4Tiles"/>.</summary>
 internal sealed unsafe class Q4TiledMatrix(int rows, int cols, byte* data, IDisposable? owner)
-    : NibbleTiledMatrix<Q4_0Codes, Q4Tiles.Codes, Q4Tiles.Unpacked>(WeightFormat.Q4_0, rows, cols, data, owner)
+    : NibbleTiledMatrix<Q4_0Codes, Q4Tiles.Codes, ByteTiles.Unpacked<Q4Tiles.Codes>>(WeightFormat.Q4_0, rows, cols, data, owner)
 {
     public static Q4TiledMatrix Create(int rows, int cols)
     {

@@ -49,6 +49,19 @@ internal static unsafe class ByteTiles
         }
     }
 
+    /// <summary>Tiles <see cref="Unpack{TCodes}"/> wrote from <typeparamref name="TCodes"/> tiles: every code a byte, as
+    /// this class lays them out, with that format's bias.</summary>
+    internal readonly struct Unpacked<TCodes> : IByteTileCodes where TCodes : struct, IByteTileCodes
+    {
+        public static int TileBytes => BlockBytes;
+        public static int Bias => TCodes.Bias;
+        public static int MaxCode => TCodes.MaxCode;
+        public static int Ahead => 4; // read from cache, where the one-token kernel's look-ahead is not taken
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Half(byte* tile, int g, int half) => Stored(tile, g, half);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreGroup<TCodes>(byte* t, byte* o, int g) where TCodes : struct, IByteTileCodes
     {

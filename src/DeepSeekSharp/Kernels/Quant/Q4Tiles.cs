@@ -84,18 +84,6 @@ internal static unsafe class Q4Tiles
     public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) =>
         ByteTiles.One<Codes>(group, blocks, a, token, lanes);
 
-    /// <summary>Tiles <see cref="ByteTiles.Unpack{TCodes}"/> wrote: every code a byte, as <see cref="ByteTiles"/> lays them out.</summary>
-    internal readonly struct Unpacked : IByteTileCodes
-    {
-        public static int TileBytes => ByteTiles.BlockBytes;
-        public static int Bias => 8;
-        public static int MaxCode => 15;
-        public static int Ahead => 4; // read from cache, where the one-token kernel's look-ahead is not taken
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Half(byte* tile, int g, int half) => ByteTiles.Stored(tile, g, half);
-    }
-
     /// <summary>A column group's codes: one load, a shift for rows 8–15, one mask.</summary>
     internal readonly struct Codes : IByteTileCodes, ITileRows
     {

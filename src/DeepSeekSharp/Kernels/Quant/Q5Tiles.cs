@@ -80,18 +80,6 @@ internal static unsafe class Q5Tiles
     public static void One(byte* group, int blocks, QuantizedActivations a, int token, float* lanes) =>
         ByteTiles.One<Codes>(group, blocks, a, token, lanes);
 
-    /// <summary>Tiles <see cref="ByteTiles.Unpack{TCodes}"/> wrote: every code a byte, as <see cref="ByteTiles"/> lays them out.</summary>
-    internal readonly struct Unpacked : IByteTileCodes
-    {
-        public static int TileBytes => ByteTiles.BlockBytes;
-        public static int Bias => 16;
-        public static int MaxCode => 31;
-        public static int Ahead => 4; // read from cache, where the one-token kernel's look-ahead is not taken
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Half(byte* tile, int g, int half) => ByteTiles.Stored(tile, g, half);
-    }
-
     /// <summary>A column group's codes from its nibble vector and the fifth bits: two loads, two 16-bit shifts of the
     /// fifth bits (none for some groups), one of the nibbles, three masks and two ors.</summary>
     internal readonly struct Codes : IByteTileCodes, ITileRows
