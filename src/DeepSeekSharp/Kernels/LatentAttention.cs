@@ -870,7 +870,10 @@ internal readonly unsafe struct Bf16Rows : ILatentRows<ushort>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load256(ushort* chunk, [ConstantExpected(Min = 0, Max = 3)] int quarter)
     {
-        Vector256<byte> words = Vector256.Load((byte*)(chunk + 16 * (quarter & 1)));
+        byte* at = (byte*)(chunk + 16 * (quarter & 1));
+        // The high quarters load with vlddqu, which the JIT does not merge with the low quarter's load of the same
+        // bytes (it kept that load in a register until the high quarter's step and, with twelve sums live, spilled it).
+        Vector256<byte> words = quarter < 2 ? Vector256.Load(at) : Avx.LoadDquVector256(at);
         Vector256<byte> pick = quarter < 2
             ? Vector256.Create(0x0100_8080u, 0x0504_8080u, 0x0908_8080u, 0x0D0C_8080u, 0x0100_8080u, 0x0504_8080u, 0x0908_8080u, 0x0D0C_8080u).AsByte()
             : Vector256.Create(0x0302_8080u, 0x0706_8080u, 0x0B0A_8080u, 0x0F0E_8080u, 0x0302_8080u, 0x0706_8080u, 0x0B0A_8080u, 0x0F0E_8080u).AsByte();
