@@ -1,5 +1,4 @@
 using DeepSeekSharp.Kernels;
-using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Model;
 

@@ -65,8 +65,9 @@ internal static unsafe class ByteTiles
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StoreGroup<TCodes>(byte* t, byte* o, int g) where TCodes : struct, IByteTileCodes
     {
-        TCodes.Half(t, g, 0).Store(o + ScaleBytes + 64 * g);
-        TCodes.Half(t, g, 1).Store(o + ScaleBytes + 64 * g + 32);
+        Group<TCodes>(t, g, out Vector256<byte> rows0, out Vector256<byte> rows8);
+        rows0.Store(o + ScaleBytes + 64 * g);
+        rows8.Store(o + ScaleBytes + 64 * g + 32);
     }
 
     /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 32) against the sixteen rows of
