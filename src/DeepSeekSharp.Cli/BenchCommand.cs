@@ -9,7 +9,7 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss bench --model PATH [--quantize q8_0|q4_k|q5_k|q6_k|bf16|f32] [--mmap] [--cache-type f32|bf16] [--prompt-tokens 512] [--gen-tokens 128]
+/// <summary><c>dss bench --model PATH [--quantize q8_0|q4_0|q4_k|q5_k|q6_k|bf16|f32] [--mmap] [--cache-type f32|bf16] [--prompt-tokens 512] [--gen-tokens 128]
 /// [--threads N] [--repeat R] [--speculative mtp [--speculative-tokens K] [--draft-acceptance P]] [--profile] [--json]</c> and <c>dss bench --memory</c>.</summary>
 internal static class BenchCommand
 {

@@ -5,7 +5,7 @@ using Spectre.Console;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss convert --model HF_DIR --out FILE.gguf --type f32|f16|bf16|q8_0|q4_k|q5_k|q6_k</c>: a deepseek2 GGUF
+/// <summary><c>dss convert --model HF_DIR --out FILE.gguf --type f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k</c>: a deepseek2 GGUF
 /// that llama.cpp and this engine both run.</summary>
 internal static class ConvertCommand
 {

@@ -7,8 +7,8 @@ namespace DeepSeekSharp.Model;
 /// with its block scales), read into aligned anonymous memory.</summary>
 public sealed record LoadOptions
 {
-    /// <summary>Convert projection, expert, embedding and lm_head weights to this format at load (Q8_0, Q4_K, BF16,
-    /// F32). Matrices whose width does not fit the format's block fall back to Q8_0, then F32; routers stay F32.</summary>
+    /// <summary>Convert projection, expert, embedding and lm_head weights to this format at load (one of
+    /// <see cref="WeightFormats.LoadTargets"/>). Matrices whose width does not fit the format's block fall back to Q8_0, then F32; routers stay F32.</summary>
     public WeightFormat? Quantize { get; init; }
 
     /// <summary>Use weights that keep their stored format (F32, BF16, F16, FP8 codes; GGUF blocks in their file layout)

@@ -101,12 +101,13 @@ public class GgufModelTests(ITestOutputHelper output)
         return (worst, top1);
     }
 
-    // Measured on this model (q8_0 2.6%, q6_k 7.2%, q5_k 10%, q4_k 17% of max|logit|; top-1 8/8, 8/8, 7/8, 6/8); bounds with margin.
+    // Measured on this model (q8_0 2.6%, q6_k 7.2%, q5_k 10%, q4_k 17%, q4_0 26% of max|logit|; top-1 8/8, 8/8, 7/8, 6/8, 7/8); bounds with margin.
     [Theory]
     [InlineData(WeightFormat.Q8_0, GgmlType.Q8_0, 0.03)]
     [InlineData(WeightFormat.Q6_K, GgmlType.Q6_K, 0.12)]
     [InlineData(WeightFormat.Q5_K, GgmlType.Q5_K, 0.2)]
     [InlineData(WeightFormat.Q4_K, GgmlType.Q4_K, 0.4)]
+    [InlineData(WeightFormat.Q4_0, GgmlType.Q4_0, 0.4)]
     public void DenseModel_QuantisedGguf_StaysNearF32_WithRealKQuantTensors(WeightFormat type, GgmlType main, double bound)
     {
         string dir = RandomModel.Dense(11);
@@ -176,6 +177,28 @@ public class GgufModelTests(ITestOutputHelper output)
         up.Type.Traits().Dequantize(f.Bytes(up, ((long)expert * c.MoeInterDim + row) * rowBytes, (int)rowBytes), fromGguf);
         ((MoeWeights)hf.Weights.Blocks[l].Ffn).Experts[expert].Up.DequantizeRow(row, fromHf);
         for (int i = 0; i < c.Dim; i++) Assert.Equal(fromHf[i], fromGguf[i], Math.Abs(fromHf[i]) / 100 + 1e-3);
+    }
+
+    /// <summary>q4_0 as llama-quantize makes it (LLAMA_FTYPE_MOSTLY_Q4_0): file type 2, the output matrix in Q6_K,
+    /// every other matrix (the token embedding included) in Q4_0, norms and routers in F32; a row that does not
+    /// divide into blocks of 32 in F16.</summary>
+    [Fact]
+    public void Q4_0Conversion_KeepsTheOutputInQ6K_AsLlamaQuantizeDoes()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-q4_0-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            GgufConverter.Convert(RandomModel.Dense(11), path, WeightFormat.Q4_0);
+            using var f = GgufFile.Open(path);
+            Assert.Equal(2, f.Integer("general.file_type"));
+            Assert.Equal(GgmlType.Q6_K, f.Tensors[G.Output].Type);
+            Assert.Equal(GgmlType.Q4_0, f.Tensors[G.TokenEmbd].Type);
+            Assert.Equal(GgmlType.Q4_0, f.Tensors[G.Block(0, G.AttnOutput)].Type);
+            Assert.Equal(GgmlType.Q4_0, f.Tensors[G.Block(1, G.FfnDown)].Type);
+            Assert.Equal(GgmlType.F32, f.Tensors[G.Block(0, G.AttnNorm)].Type);
+            Assert.Equal(GgmlType.F16, GgufConverter.TypeFor(WeightFormat.Q4_0, G.Block(0, G.AttnOutput), 48, 2));
+        }
+        finally { File.Delete(path); }
     }
 
     [Fact]
@@ -260,6 +283,7 @@ public class GgufModelTests(ITestOutputHelper output)
     [Theory]
     [InlineData(WeightFormat.Q8_0, WeightFormat.Q8_0)]
     [InlineData(WeightFormat.Q4_K, WeightFormat.Q5_0)]
+    [InlineData(WeightFormat.Q4_0, WeightFormat.Q4_0)]
     public void MemoryMappedGguf_UsesBlocksInPlace_AndMatchesAnonymous(WeightFormat type, WeightFormat held)
     {
         GoldenCase g = GoldenCase.Load("v3-tiny");

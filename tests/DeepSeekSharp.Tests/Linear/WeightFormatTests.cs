@@ -76,8 +76,10 @@ public class WeightFormatTests
         Assert.Equal(WeightFormat.Q4_K, WeightFormats.Parse("q4_k", WeightFormats.LoadTargets));
         Assert.Equal(WeightFormat.Q8_0, WeightFormats.Parse("Q8_0", WeightFormats.GgufTargets));
         Assert.Equal(WeightFormat.Q5_K, WeightFormats.Parse("Q5_K", WeightFormats.LoadTargets));
+        Assert.Equal(WeightFormat.Q4_0, WeightFormats.Parse("q4_0", WeightFormats.LoadTargets));
+        Assert.Equal(WeightFormat.Q4_0, WeightFormats.Parse("Q4_0", WeightFormats.GgufTargets));
         var e = Assert.Throws<ArgumentException>(() => WeightFormats.Parse("q3_k", WeightFormats.LoadTargets));
-        Assert.Contains("q8_0, q4_k, q5_k, q6_k, bf16, f32", e.Message);
+        Assert.Contains("q8_0, q4_0, q4_k, q5_k, q6_k, bf16, f32", e.Message);
     }
 
     [Fact]

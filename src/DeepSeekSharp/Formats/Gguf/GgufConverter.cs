@@ -14,8 +14,8 @@ namespace DeepSeekSharp.Formats.Gguf;
 /// layouts and alignment of llama.cpp's convert_hf_to_gguf.py (DeepseekV2Model): experts stacked per layer,
 /// kv_b_proj split into attn_k_b (each head transposed) and attn_v_b, router and 1-D tensors in F32, MTP layers
 /// left out, FP8 weights dequantised on the way. Types per tensor: the chosen type where the row length fits its
-/// blocks, else llama.cpp's fallback (Q8_0 → F16; Q4_K → Q5_0; Q5_K → Q5_1; Q6_K → Q8_0); with q4_k and q5_k the
-/// output matrix is Q6_K as llama-quantize makes it. Written row by row to a temporary file, then renamed.</summary>
+/// blocks, else llama.cpp's fallback (Q4_K → Q5_0; Q5_K → Q5_1; Q6_K → Q8_0; Q8_0 and Q4_0, where llama-quantize
+/// has none, → F16); with q4_0, q4_k and q5_k the output matrix is Q6_K as llama-quantize makes it. Written row by row to a temporary file, then renamed.</summary>
 public static class GgufConverter
 {
     private sealed record Planned(string Name, GgmlType Type, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
@@ -24,7 +24,7 @@ public static class GgufConverter
     /// <see cref="WeightFormats.GgufTargets"/> (LLAMA_FTYPE_MOSTLY_*: Q4_K is written as Q4_K_S, 14; Q5_K as Q5_K_S, 16).</summary>
     public static uint FileType(WeightFormat t) => t switch
     {
-        WeightFormat.F32 => 0, WeightFormat.F16 => 1, WeightFormat.BF16 => 32, WeightFormat.Q8_0 => 7, WeightFormat.Q4_K => 14, WeightFormat.Q5_K => 16, WeightFormat.Q6_K => 18,
+        WeightFormat.F32 => 0, WeightFormat.F16 => 1, WeightFormat.BF16 => 32, WeightFormat.Q8_0 => 7, WeightFormat.Q4_0 => 2, WeightFormat.Q4_K => 14, WeightFormat.Q5_K => 16, WeightFormat.Q6_K => 18,
         _ => throw new ArgumentOutOfRangeException(nameof(t), t, $"GGUF output types: {string.Join(", ", WeightFormats.GgufTargets)}"),
     };
 
@@ -38,6 +38,7 @@ public static class GgufConverter
         return t switch
         {
             WeightFormat.Q8_0 => Fit(GgmlType.Q8_0, GgmlType.F16),
+            WeightFormat.Q4_0 => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_0, GgmlType.F16),
             WeightFormat.Q4_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_K, GgmlType.Q5_0),
             WeightFormat.Q5_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q5_K, GgmlType.Q5_1),
             WeightFormat.Q6_K => Fit(GgmlType.Q6_K, GgmlType.Q8_0),
