@@ -9,7 +9,7 @@ namespace DeepSeekSharp.Bench;
 /// widths (16 heads, or <c>--heads H</c>: V3's 128; latent 512 + rotary 64): over one block resident in L2, and over a
 /// cache of each given depth (heads × depth × (576 + 512) multiply-adds a call, the cache streamed from memory), the
 /// blocks in order with each one's rows read ahead while the one before it is multiplied, as decode attends a run of
-/// them; each depth with the cache as float32 (also with each block touched first instead) and as bfloat16. Depths
+/// them (from 4,096 positions on, eight blocks folded a slot: <see cref="AbsorbedBlocks.BlocksPerSlot"/>); each depth with the cache as float32 (also with each block touched first instead) and as bfloat16. Depths
 /// under four blocks are also timed on two threads (<see cref="Threaded"/>).</summary>
 internal static class AttentionBench
 {
@@ -37,7 +37,7 @@ internal static class AttentionBench
                 Span<float> q = blocks.Query(0, h);
                 for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() - 0.5) * 0.1f;
             }
-            int n = AbsorbedBlocks.Blocks(depth);
+            int n = AbsorbedBlocks.Blocks(depth), per = AbsorbedBlocks.BlocksPerSlot(depth), slots = AbsorbedBlocks.SlotsFor(depth);
             const int size = LatentAttention.BlockPositions;
             int Rows(int b) => Math.Min(size, depth - b * size);
             // The blocks in order, as one thread of decode attends a run of them: each block's rows read ahead while
@@ -48,9 +48,10 @@ internal static class AttentionBench
                 for (int b = 0; b < n; b++)
                 {
                     ReadOnlySpan<float> next = ahead && b + 1 < n ? cache.Slice((b + 1) * size * width, Rows(b + 1) * width) : default;
-                    blocks.AttendRows(0, b, cache.Slice(b * size * width, Rows(b) * width), Rows(b), 0.07f, next: next, fetched: ahead && b > 0);
+                    blocks.AttendRows(0, b / per, cache.Slice(b * size * width, Rows(b) * width), Rows(b), 0.07f, next: next, fetched: ahead && b > 0,
+                        fold: b % per > 0);
                 }
-                for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
+                for (int h = 0; h < heads; h++) blocks.Merge(0, slots, h, 0);
             }
             void AttendBf16()
             {
@@ -58,9 +59,9 @@ internal static class AttentionBench
                 for (int b = 0; b < n; b++)
                 {
                     ReadOnlySpan<ushort> next = b + 1 < n ? half.Slice((b + 1) * size * width, Rows(b + 1) * width) : default;
-                    blocks.AttendRows(0, b, half.Slice(b * size * width, Rows(b) * width), Rows(b), 0.07f, next: next, fetched: b > 0);
+                    blocks.AttendRows(0, b / per, half.Slice(b * size * width, Rows(b) * width), Rows(b), 0.07f, next: next, fetched: b > 0, fold: b % per > 0);
                 }
-                for (int h = 0; h < heads; h++) blocks.Merge(0, n, h, 0);
+                for (int h = 0; h < heads; h++) blocks.Merge(0, slots, h, 0);
             }
             double flops = 2.0 * heads * depth * (width + rank);
             foreach ((string name, Action run, int bytes) in new[]

@@ -3,11 +3,16 @@ namespace DeepSeekSharp.Kernels;
 /// <summary>Blocked absorbed attention of decoded tokens for all heads of a layer: the heads' packed queries of up
 /// to <see cref="Tokens"/> tokens, and per block of <see cref="LatentAttention.BlockPositions"/> cached positions each
 /// head's max score, Σ exp and unnormalised output (<see cref="LatentAttention.AbsorbedBlock"/>) for the token being
-/// attended, merged per head in block order (<see cref="LatentAttention.AbsorbedMerge"/>) into that token's latent.
+/// attended, merged per head in slot order (<see cref="LatentAttention.AbsorbedMerge"/>) into that token's latent.
+/// A slot holds one block's results, or in a deep context (<see cref="BlocksPerSlot"/>) those of a fixed run of
+/// <see cref="GroupBlocks"/> blocks folded in order as they are attended (<see cref="LatentAttention.AbsorbedFold"/>),
+/// so the merge reads an eighth of the partial outputs it would read block by block (8.4 MB a layer at 16K positions
+/// for V2-Lite). Which blocks share a slot depends only on the token's position, never on the threads.
 /// Several tokens' queries and latents are kept so that the projections into and out of the latent space read their
-/// weights once for all of them, and block results are kept in <see cref="Slots"/> slots so that several tokens can
-/// attend at once (a token's blocks in consecutive slots, wherever its first one is). The head padding and block
-/// size are this kernel's business; callers see tokens, heads, blocks and positions. Sized for a cache capacity once, so decoding allocates nothing.</summary>
+/// weights once for all of them, and results are kept in <see cref="Slots"/> slots so that several tokens can
+/// attend at once (a token's slots consecutive, wherever its first one is). The head padding and block
+/// size are this kernel's business; callers see tokens, heads, blocks, slots and positions. Sized for a cache capacity once, so decoding allocates nothing
+/// (but each thread's scratch for a folded block, grown once).</summary>
 public sealed class AbsorbedBlocks
 {
     private readonly int _heads, _padded, _rank, _width;
@@ -52,6 +57,19 @@ public sealed class AbsorbedBlocks
     /// <summary>Blocks covering <paramref name="count"/> positions.</summary>
     public static int Blocks(int count) => (count + LatentAttention.BlockPositions - 1) / LatentAttention.BlockPositions;
 
+    /// <summary>Blocks a deep context's slot holds.</summary>
+    public const int GroupBlocks = 8;
+
+    /// <summary>Contexts of this many blocks or more (4,096 positions) keep <see cref="GroupBlocks"/> blocks a slot:
+    /// shallower ones keep a block a slot, so that a short context still splits into enough chunks for the threads.</summary>
+    public const int GroupFrom = 8 * GroupBlocks;
+
+    /// <summary>Blocks each slot holds for a token attending <paramref name="count"/> positions (the last slot may hold fewer).</summary>
+    public static int BlocksPerSlot(int count) => Blocks(count) >= GroupFrom ? GroupBlocks : 1;
+
+    /// <summary>Slots a token attending <paramref name="count"/> positions fills.</summary>
+    public static int SlotsFor(int count) => (Blocks(count) + BlocksPerSlot(count) - 1) / BlocksPerSlot(count);
+
     /// <summary>Head h's packed query of token t [q_latent (rank) | q_pe (rope)], to be written by the fold step.</summary>
     public Span<float> Query(int t, int h)
     {
@@ -60,17 +78,8 @@ public sealed class AbsorbedBlocks
         return Queries.Slice((t * _padded + h) * _width, _width);
     }
 
-    /// <summary>Attention of token <paramref name="t"/>'s every head over block <paramref name="block"/> of
-    /// <paramref name="cache"/>'s first <paramref name="count"/> rows ([count, rank + rope]), kept in
-    /// <paramref name="slot"/>.</summary>
-    public void Attend(int t, int block, int slot, ReadOnlySpan<float> cache, int count, float scale)
-    {
-        int s0 = block * LatentAttention.BlockPositions, n = Math.Min(LatentAttention.BlockPositions, count - s0);
-        AttendRows(t, slot, cache.Slice(s0 * _width, n * _width), n, scale);
-    }
-
-    /// <summary>Parts a block's heads can be attended in
-    /// (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool)"/>): a group of four heads a part at
+    /// <summary>Parts a slot's heads can be attended in
+    /// (<see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool, bool)"/>): a group of four heads a part at
     /// most.</summary>
     public int HeadParts => _padded / 4;
 
@@ -83,25 +92,57 @@ public sealed class AbsorbedBlocks
 
     /// <summary>Attention of token <paramref name="t"/>'s heads in part <paramref name="part"/> of
     /// <paramref name="parts"/> over the <paramref name="n"/> rows of one block ([n, rank + rope], at most
-    /// <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>. Heads are independent, so a block
-    /// attended in parts holds the bits it holds attended whole. A thread attending a run of blocks passes each call
-    /// the rows of its next one (<paramref name="next"/>, read ahead while this block is multiplied) and says whether
-    /// <paramref name="rows"/> were read ahead so (<paramref name="fetched"/>); neither changes a result.</summary>
+    /// <see cref="LatentAttention.BlockPositions"/>), kept in <paramref name="slot"/>, or with <paramref name="fold"/>
+    /// folded into the results the slot holds of the blocks before it (<see cref="BlocksPerSlot"/>; the same heads,
+    /// blocks in order). Heads are independent, so a block attended in parts holds the bits it holds attended whole.
+    /// A thread attending a run of blocks passes each call the rows of its next one (<paramref name="next"/>, read
+    /// ahead while this block is multiplied) and says whether <paramref name="rows"/> were read ahead so
+    /// (<paramref name="fetched"/>); neither changes a result.</summary>
     public void AttendRows(int t, int slot, ReadOnlySpan<float> rows, int n, float scale, int part = 0, int parts = 1,
-        ReadOnlySpan<float> next = default, bool fetched = false)
+        ReadOnlySpan<float> next = default, bool fetched = false, bool fold = false)
     {
         (int h0, int heads) = Check(t, slot, n, part, parts);
+        Target(slot, h0, heads, fold, out Span<float> o, out Span<float> m, out Span<float> l);
         LatentAttention.AbsorbedBlock(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads), next, fetched);
+            o, m, l, next, fetched);
+        if (fold) Fold(slot, h0, heads);
     }
 
-    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool)"/> over rows kept as bfloat16.</summary>
+    /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool, bool)"/> over rows kept as bfloat16.</summary>
     public void AttendRows(int t, int slot, ReadOnlySpan<ushort> rows, int n, float scale, int part = 0, int parts = 1,
-        ReadOnlySpan<ushort> next = default, bool fetched = false)
+        ReadOnlySpan<ushort> next = default, bool fetched = false, bool fold = false)
     {
         (int h0, int heads) = Check(t, slot, n, part, parts);
+        Target(slot, h0, heads, fold, out Span<float> o, out Span<float> m, out Span<float> l);
         LatentAttention.AbsorbedBlockBf16(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
-            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads), next, fetched);
+            o, m, l, next, fetched);
+        if (fold) Fold(slot, h0, heads);
+    }
+
+    // A block to be folded is attended into this thread's scratch first: [padded heads, rank], then max and Σ.
+    [ThreadStatic] private static float[]? _block;
+
+    /// <summary>Where a block's results for heads h0 .. h0 + heads − 1 go: the slot's, or the scratch to fold from.</summary>
+    private void Target(int slot, int h0, int heads, bool fold, out Span<float> o, out Span<float> max, out Span<float> sum)
+    {
+        if (fold)
+        {
+            Span<float> s = AlignedScratch.Grow(ref _block, _padded * (_rank + 2));
+            o = s[..(heads * _rank)];
+            max = s.Slice(_padded * _rank, heads);
+            sum = s.Slice(_padded * (_rank + 1), heads);
+            return;
+        }
+        o = Out.Slice((slot * _padded + h0) * _rank, heads * _rank);
+        max = Max.Slice(slot * _padded + h0, heads);
+        sum = Sum.Slice(slot * _padded + h0, heads);
+    }
+
+    private void Fold(int slot, int h0, int heads)
+    {
+        Span<float> s = AlignedScratch.Grow(ref _block, _padded * (_rank + 2));
+        LatentAttention.AbsorbedFold(heads, _rank, s[..(heads * _rank)], s.Slice(_padded * _rank, heads), s.Slice(_padded * (_rank + 1), heads),
+            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads));
     }
 
     /// <summary>The first padded head of the part and its heads (whole groups of four, parts as even as they divide).</summary>
@@ -116,15 +157,14 @@ public sealed class AbsorbedBlocks
         return (4 * g0, 4 * (g1 - g0));
     }
 
-    /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> from its
-    /// <paramref name="blocks"/> blocks, kept in slots <paramref name="first"/> onwards, as row t of
-    /// <see cref="Latents"/>(h, ..).</summary>
-    public void Merge(int first, int blocks, int h, int t)
+    /// <summary>Head h's attended latent Σ p_s c_kv[s] of token <paramref name="t"/> from the results it keeps in
+    /// <paramref name="slots"/> slots from <paramref name="first"/> on, as row t of <see cref="Latents"/>(h, ..).</summary>
+    public void Merge(int first, int slots, int h, int t)
     {
         if ((uint)h >= (uint)_heads) throw new ArgumentOutOfRangeException(nameof(h));
         if ((uint)t >= Tokens) throw new ArgumentOutOfRangeException(nameof(t));
-        if (first < 0 || blocks < 1 || first + blocks > Slots) throw new ArgumentOutOfRangeException(nameof(blocks), blocks, $"slots {first}.. of {Slots}");
-        LatentAttention.AbsorbedMerge(blocks, _padded, h, Out.Slice(first * _padded * _rank), Max.Slice(first * _padded), Sum.Slice(first * _padded),
+        if (first < 0 || slots < 1 || first + slots > Slots) throw new ArgumentOutOfRangeException(nameof(slots), slots, $"slots {first}.. of {Slots}");
+        LatentAttention.AbsorbedMerge(slots, _padded, h, Out.Slice(first * _padded * _rank), Max.Slice(first * _padded), Sum.Slice(first * _padded),
             Latent.Slice((h * Tokens + t) * _rank, _rank));
     }
 

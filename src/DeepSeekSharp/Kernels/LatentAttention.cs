@@ -189,6 +189,35 @@ public static class LatentAttention
         TensorPrimitives.Multiply(outLatent, 1f / total, outLatent);
     }
 
+    /// <summary>Folds one block's results for <paramref name="heads"/> heads (<paramref name="partial"/> [heads, c],
+    /// <paramref name="max"/>, <paramref name="sum"/>, as <see cref="AbsorbedBlock"/> leaves them) into the results of
+    /// the blocks before it (<paramref name="accPartial"/>, <paramref name="accMax"/>, <paramref name="accSum"/>, the
+    /// same shapes): per head M = max(M_acc, m), acc = acc·exp(M_acc − M) + o·exp(m − M), L = L_acc·exp(M_acc − M) +
+    /// l·exp(m − M), the old results left unscaled where M_acc is already the max. A run of blocks folded so leaves one
+    /// result for <see cref="AbsorbedMerge"/>, which a deep context's merge then reads instead of every block's.</summary>
+    public static void AbsorbedFold(int heads, int c, ReadOnlySpan<float> partial, ReadOnlySpan<float> max, ReadOnlySpan<float> sum,
+        Span<float> accPartial, Span<float> accMax, Span<float> accSum)
+    {
+        if (partial.Length < heads * c || accPartial.Length < heads * c) ThrowHelper.TooShort(nameof(partial), heads * c, Math.Min(partial.Length, accPartial.Length));
+        if (max.Length < heads || sum.Length < heads || accMax.Length < heads || accSum.Length < heads)
+            ThrowHelper.TooShort(nameof(max), heads, Math.Min(Math.Min(max.Length, sum.Length), Math.Min(accMax.Length, accSum.Length)));
+        for (int h = 0; h < heads; h++)
+        {
+            Span<float> acc = accPartial.Slice(h * c, c);
+            float m = MathF.Max(accMax[h], max[h]);
+            if (m > accMax[h])
+            {
+                float a = FastExp.Exp(accMax[h] - m);
+                TensorPrimitives.Multiply(acc, a, acc);
+                accSum[h] *= a;
+            }
+            float w = FastExp.Exp(max[h] - m);
+            accSum[h] += sum[h] * w;
+            Axpy.Compute(partial.Slice(h * c, c), w, acc);
+            accMax[h] = m;
+        }
+    }
+
     /// <summary>p[h · count + s] = (row s · q_h) · scale for four heads; four positions at a time (then one at a time),
     /// each head's sum over the row in 16-wide steps from the start, reduced in <see cref="Reduce16"/>'s fixed order.
     /// Four rows × four heads in registers: eight loads feed sixteen multiply-adds, and a tile's sixteen sums are reduced

@@ -4,14 +4,14 @@ namespace DeepSeekSharp.Model;
 
 /// <summary>Absorbed attention of decoded tokens through <see cref="AbsorbedBlocks"/>, up to
 /// <see cref="AbsorbedBlocks.Tokens"/> tokens at a time: fold every token's queries into the latent space (heads four
-/// a chunk, W_UK read once for all the tokens), then attend over the cache blocks (a block of a token a chunk: each
-/// block of the cache is read once for all heads, the threads share the blocks of every token whose results the
-/// blocks' slots hold at once; where the blocks are fewer than four times the threads, each block's heads go in
-/// parts) and merge each head's blocks per token; the last merge step also projects every token's latents back with
+/// a chunk, W_UK read once for all the tokens), then attend over the cache blocks (a slot of a token a chunk — one
+/// block, or a fixed run of them folded in order in a deep context: each block of the cache is read once for all
+/// heads, the threads share the slots of every token whose results they hold at once; where the slots are fewer
+/// than four times the threads, each slot's heads go in parts) and merge each head's slots per token; the last merge step also projects every token's latents back with
 /// W_UV (heads four a chunk, read once). A speculative pass of four tokens a few hundred positions deep takes the
 /// three parallel steps one token takes; deeper, tokens attend in as many turns as the slots need. Each token's
 /// products are the bits it gets alone (every weight format gives a token the same bits whatever number of tokens
-/// shares a product), block boundaries are fixed and heads independent, so the result depends neither on the tokens
+/// shares a product), block and slot boundaries are fixed and heads independent, so the result depends neither on the tokens
 /// decoded together nor on the thread count.</summary>
 internal sealed unsafe class AbsorbedDecode
 {
@@ -73,7 +73,7 @@ internal sealed unsafe class AbsorbedDecode
                     int slots = 0;
                     for (d._end = d._first; d._end < d._tokens; d._end++)
                     {
-                        int need = AbsorbedBlocks.Blocks(d.Count(d._end));
+                        int need = AbsorbedBlocks.SlotsFor(d.Count(d._end));
                         if (d._end > d._first && slots + need > blocks.Slots) break;
                         d._slot[d._end - d._first] = slots;
                         slots += need;
@@ -145,11 +145,11 @@ internal sealed unsafe class AbsorbedDecode
         }
     }
 
-    /// <summary>Attending tokens over blocks of cached positions: where a block's heads go in parts, chunk k is part
+    /// <summary>Attending tokens over blocks of cached positions: where a slot's heads go in parts, chunk k is part
     /// k mod parts of slot k / parts; else chunk k is the run of slots k · run .. (k + 1) · run − 1, each attended
-    /// whole with the next one's rows read ahead, and the run's last reads ahead the first of run k + threads (the run
-    /// the shared counter most likely hands this thread next). Slot s holds block s − first slot of the token whose
-    /// slots it is in.</summary>
+    /// whole. A slot's blocks (<see cref="AbsorbedBlocks.BlocksPerSlot"/>) go in order, each with the next one's rows
+    /// read ahead, and the run's last reads ahead the first of run k + threads (the run the shared counter most likely
+    /// hands this thread next).</summary>
     private sealed class AttendBlocks(AbsorbedDecode d) : PoolJob
     {
         [ThreadStatic] private static nint _aheadAt;  // the rows this thread last read ahead
@@ -157,47 +157,66 @@ internal sealed unsafe class AbsorbedDecode
 
         public override void Execute(int chunk)
         {
+            int part = 0, start, end, guess = -1;
             if (d._parts > 1)
             {
-                int slot = chunk / d._parts;
-                (int token, long first, int rows) = d.Block(slot);
-                Attend(token, slot, first, rows, chunk - slot * d._parts, -1, 0, false);
-                return;
+                start = chunk / d._parts;
+                (part, end) = (chunk - start * d._parts, start + 1);
             }
-            int start = chunk * d._run, end = Math.Min(start + d._run, d.SlotsInUse), guess = (chunk + d._threads) * d._run;
+            else
+            {
+                (start, guess) = (chunk * d._run, (chunk + d._threads) * d._run);
+                end = Math.Min(start + d._run, d.SlotsInUse);
+            }
             for (int slot = start; slot < end; slot++)
             {
-                (int token, long first, int rows) = d.Block(slot);
-                int following = slot + 1 < end ? slot + 1 : guess < d.SlotsInUse ? guess : -1;
-                (_, long nextFirst, int nextRows) = following < 0 ? (0, -1L, 0) : d.Block(following);
-                bool fetched = _aheadPass == d._pass && _aheadAt == Address(first);
-                Attend(token, slot, first, rows, 0, nextFirst, nextRows, fetched);
-                (_aheadAt, _aheadPass) = (nextFirst < 0 ? 0 : Address(nextFirst), d._pass);
+                (int token, int b0, int b1) = d.Slot(slot);
+                for (int b = b0; b < b1; b++)
+                {
+                    (long first, int rows) = d.Block(token, b);
+                    (long nextFirst, int nextRows) = (-1, 0);
+                    if (b + 1 < b1) (nextFirst, nextRows) = d.Block(token, b + 1);
+                    else if ((slot + 1 < end ? slot + 1 : guess >= 0 && guess < d.SlotsInUse ? guess : -1) is int following and >= 0)
+                    {
+                        (int nextToken, int nextBlock, _) = d.Slot(following);
+                        (nextFirst, nextRows) = d.Block(nextToken, nextBlock);
+                    }
+                    bool fetched = _aheadPass == d._pass && _aheadAt == Address(first);
+                    Attend(token, slot, first, rows, part, nextFirst, nextRows, fetched, fold: b > b0);
+                    (_aheadAt, _aheadPass) = (nextFirst < 0 ? 0 : Address(nextFirst), d._pass);
+                }
             }
         }
 
         private nint Address(long first) => d._bf16 is null ? (nint)(d._cache + first) : (nint)(d._bf16 + first);
 
-        private void Attend(int token, int slot, long first, int rows, int part, long nextFirst, int nextRows, bool fetched)
+        private void Attend(int token, int slot, long first, int rows, int part, long nextFirst, int nextRows, bool fetched, bool fold)
         {
             int width = d._c.LatentCacheWidth;
             if (d._bf16 is null)
                 d._blocks.AttendRows(token, slot, new ReadOnlySpan<float>(d._cache + first, rows * width), rows, d._scale, part, d._parts,
-                    nextFirst < 0 ? default : new ReadOnlySpan<float>(d._cache + nextFirst, nextRows * width), fetched);
+                    nextFirst < 0 ? default : new ReadOnlySpan<float>(d._cache + nextFirst, nextRows * width), fetched, fold);
             else
                 d._blocks.AttendRows(token, slot, new ReadOnlySpan<ushort>(d._bf16 + first, rows * width), rows, d._scale, part, d._parts,
-                    nextFirst < 0 ? default : new ReadOnlySpan<ushort>(d._bf16 + nextFirst, nextRows * width), fetched);
+                    nextFirst < 0 ? default : new ReadOnlySpan<ushort>(d._bf16 + nextFirst, nextRows * width), fetched, fold);
         }
     }
 
-    /// <summary>The attending token slot <paramref name="slot"/> belongs to, the offset of its block's first cached value
-    /// and the block's rows.</summary>
-    private (int Token, long First, int Rows) Block(int slot)
+    /// <summary>The attending token slot <paramref name="slot"/> belongs to and the blocks b0 .. b1 − 1 it holds.</summary>
+    private (int Token, int B0, int B1) Slot(int slot)
     {
         int i = 0;
         while (_slot[i + 1] <= slot) i++;
-        int s0 = (slot - _slot[i]) * LatentAttention.BlockPositions;
-        return (_first + i, (long)s0 * _c.LatentCacheWidth, Math.Min(LatentAttention.BlockPositions, Count(_first + i) - s0));
+        int count = Count(_first + i), per = AbsorbedBlocks.BlocksPerSlot(count), b0 = (slot - _slot[i]) * per;
+        return (_first + i, b0, Math.Min(b0 + per, AbsorbedBlocks.Blocks(count)));
+    }
+
+    /// <summary>The offset of block <paramref name="b"/>'s first cached value for token <paramref name="token"/> and
+    /// the block's rows.</summary>
+    private (long First, int Rows) Block(int token, int b)
+    {
+        int s0 = b * LatentAttention.BlockPositions;
+        return ((long)s0 * _c.LatentCacheWidth, Math.Min(LatentAttention.BlockPositions, Count(token) - s0));
     }
 
     /// <summary>Head h's latent Σ p c_kv of each attending token merged over its blocks; after the last token, every
@@ -211,7 +230,7 @@ internal sealed unsafe class AbsorbedDecode
             for (int h = 4 * group; h < Math.Min(c.NHeads, 4 * group + 4); h++)
             {
                 for (int t = d._first; t < d._end; t++)
-                    d._blocks.Merge(d._slot[t - d._first], AbsorbedBlocks.Blocks(d.Count(t)), h, t);
+                    d._blocks.Merge(d._slot[t - d._first], AbsorbedBlocks.SlotsFor(d.Count(t)), h, t);
                 if (d._end < tokens) continue;
                 Span<float> y = d.Out(h, v);
                 d._w.WkvB.Forward(d._blocks.Latents(h, tokens), y, tokens, h * (nope + v) + nope, v);

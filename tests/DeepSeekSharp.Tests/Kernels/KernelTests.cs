@@ -249,6 +249,51 @@ public class KernelTests
         }
     }
 
+    /// <summary>A deep context keeps eight blocks a slot (from 64 blocks, 4,096 positions, on), each block after a
+    /// slot's first folded into it as attended; the merged slots match one head at a time, with block maxima that rise
+    /// (the slot's results rescaled) and fall (left as they are) within a slot, and heads attended in parts hold the
+    /// bits of heads attended whole.</summary>
+    [Theory]
+    [InlineData(16, 600, 512, 64)] // V2-Lite's widths: a slot of eight blocks and one of two, the last short
+    [InlineData(6, 520, 96, 16)]   // padded heads; the second slot one block of eight positions
+    public void AbsorbedBlocks_FoldedIntoSlots_MatchOneHeadAtATime(int heads, int count, int c, int r)
+    {
+        Assert.Equal((63, 8, 9, 8), (AbsorbedBlocks.SlotsFor(4032), AbsorbedBlocks.SlotsFor(4096), AbsorbedBlocks.SlotsFor(4200), AbsorbedBlocks.BlocksPerSlot(4096)));
+        Assert.Equal(1, AbsorbedBlocks.BlocksPerSlot(4032));
+        if (!LatentAttention.HasBlockedAbsorbed(c, r)) return;
+        int stride = c + r, block = LatentAttention.BlockPositions, per = AbsorbedBlocks.GroupBlocks;
+        int n = AbsorbedBlocks.Blocks(count), slots = (n + per - 1) / per;
+        var blocks = AbsorbedBlocks.For(heads, c, r, count)!;
+        var rng = new Random(heads + count);
+        float[] cache = Random(rng, count * stride);
+        for (int i = 3 * block * stride; i < 4 * block * stride; i++) cache[i] *= 3; // block 3's max above the blocks before and after it
+        var queries = new float[heads * stride];
+        for (int h = 0; h < heads; h++)
+        {
+            float[] q = Random(rng, stride);
+            q.CopyTo(blocks.Query(0, h));
+            q.CopyTo(blocks.Query(1, h));
+            q.CopyTo(queries, h * stride);
+        }
+        for (int b = 0; b < n; b++)
+        {
+            int s0 = b * block, rows = Math.Min(block, count - s0);
+            blocks.AttendRows(0, b / per, cache.AsSpan(s0 * stride, rows * stride), rows, 0.07f, fold: b % per > 0);
+            for (int part = blocks.HeadParts - 1; part >= 0; part--) // token 1: each block's heads in parts, the last part first
+                blocks.AttendRows(1, slots + b / per, cache.AsSpan(s0 * stride, rows * stride), rows, 0.07f, part, blocks.HeadParts, fold: b % per > 0);
+        }
+        for (int h = 0; h < heads; h++)
+        {
+            blocks.Merge(0, slots, h, 0);
+            blocks.Merge(slots, slots, h, 1);
+            ReadOnlySpan<float> both = blocks.Latents(h, 2);
+            Assert.True(both[..c].SequenceEqual(both[c..]), $"head {h}: parts differ from whole");
+            var one = new float[c];
+            LatentAttention.Absorbed(queries.AsSpan(h * stride, c), queries.AsSpan(h * stride + c, r), cache, count, 0.07f, new float[count], one);
+            for (int j = 0; j < c; j++) Assert.Equal(one[j], both[j], 1e-5);
+        }
+    }
+
     /// <summary>Blocks attended in order with the next one's rows read ahead (and each block but the first not touched
     /// again, as decode's runs do) hold the bits of blocks attended one by one, in f32 and bf16 rows: the read-ahead
     /// only fetches.</summary>

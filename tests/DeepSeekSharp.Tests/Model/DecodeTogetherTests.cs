@@ -73,6 +73,49 @@ public class DecodeTogetherTests
         }
     }
 
+    /// <summary>4,200 positions deep (66 blocks) a token's slots hold eight blocks each, each block after a slot's first
+    /// folded into it as attended (the last slot two): three tokens decoded together get the bits each gets alone, one
+    /// thread and three give the same bits, and the logits agree with expanded attention over the same cache (another
+    /// order of summation) within 1e-4 of their largest.</summary>
+    [Fact]
+    public void DeepContext_SlotsOfFoldedBlocks_GiveEachTokenItsBits_OnAnyThreadCount_AndMatchExpanded()
+    {
+        const int depth = 4200, capacity = 4224;
+        Assert.Equal(9, DeepSeekSharp.Kernels.AbsorbedBlocks.SlotsFor(depth + 1));
+        using TempDir dir = TempDir.CopyOf("v3-tiny");
+        using DeepSeekModel m = LoadAllowing(dir, capacity);
+        int vocab = m.Config.VocabSize;
+        var rng = new Random(11);
+        int[] prompt = [.. Enumerable.Range(0, depth).Select(_ => rng.Next(2, vocab))];
+        int[] tokens = [.. Enumerable.Range(0, 3).Select(_ => rng.Next(2, vocab))];
+        float[]? together = null;
+        foreach (int threads in new[] { 1, 3 })
+        {
+            using var pool = new DeepSeekSharp.Kernels.WorkerPool(threads);
+            using (DeepSeekSharp.Kernels.WorkerPool.Use(pool))
+            {
+                using InferenceSession s = m.CreateSession(capacity);
+                s.Forward(prompt, new float[vocab], allPositions: false);
+                var all = new float[tokens.Length * vocab];
+                s.Forward(tokens, all, decoding: true);
+                if (together is null) together = all;
+                else Assert.True(together.AsSpan().SequenceEqual(all), $"{threads} threads: the logits differ from one thread's");
+            }
+        }
+        using InferenceSession alone = m.CreateSession(capacity), expanded = m.CreateSession(capacity);
+        expanded.Attention = AttentionMode.Expanded;
+        alone.Forward(prompt, new float[vocab], allPositions: false);
+        expanded.Forward(prompt, new float[vocab], allPositions: false);
+        float[] one = new float[vocab], reference = new float[vocab];
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            alone.Forward(tokens.AsSpan(t, 1), one, decoding: true);
+            Assert.True(together.AsSpan(t * vocab, vocab).SequenceEqual(one), $"token {t}: decoded together differs from alone");
+            expanded.Forward(tokens.AsSpan(t, 1), reference);
+            Compare.Close(one, reference, 1e-4, $"token {t} at {depth + t}, absorbed in folded slots against expanded");
+        }
+    }
+
     /// <summary>The copy of a golden model in <paramref name="dir"/>, its config allowing <paramref name="positions"/>
     /// positions (the golden models stop at 128).</summary>
     private static DeepSeekModel LoadAllowing(TempDir dir, int positions, WeightFormat? quantize = null)
