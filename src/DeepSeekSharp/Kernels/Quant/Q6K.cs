@@ -49,40 +49,96 @@ public static class Q6K
         }
     }
 
-    /// <summary>Quantises one row (length a multiple of 256): per 16 weights a scale putting the value of largest
-    /// magnitude on −32; the sixteen scales quantised to int8 against d = max|scale| / 128 (as ggml's
-    /// quantize_row_q6_K_ref), then codes recomputed with the stored scales.</summary>
+    /// <summary>Quantises one row (length a multiple of 256) as ggml's quantize_row_q6_K_ref does: per 16 weights the
+    /// scale of <see cref="FitScale"/>; the sixteen scales quantised to int8 against d = max|scale| / 128 (the one of
+    /// largest magnitude on −128); then each sub-block's codes recomputed with its stored scale (kept from the fit where
+    /// that scale rounds to zero).</summary>
     public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ6K> dst)
     {
         if (x.Length != dst.Length * 256) ThrowHelper.LengthMismatch(nameof(dst), x.Length / 256, dst.Length);
         Span<float> scales = stackalloc float[16];
+        Span<byte> codes = stackalloc byte[256];
         for (int b = 0; b < dst.Length; b++)
         {
             ReadOnlySpan<float> v = x.Slice(b * 256, 256);
-            float maxScale = 0;
+            float maxScale = 0, maxAbsScale = 0;
             for (int j = 0; j < 16; j++)
             {
-                float amax = 0, max = 0;
-                foreach (float f in v.Slice(j * 16, 16))
-                    if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
-                scales[j] = max / -32;
-                if (MathF.Abs(scales[j]) > MathF.Abs(maxScale)) maxScale = scales[j];
+                scales[j] = FitScale(v.Slice(j * 16, 16), codes.Slice(j * 16, 16));
+                if (MathF.Abs(scales[j]) > maxAbsScale) (maxAbsScale, maxScale) = (MathF.Abs(scales[j]), scales[j]);
             }
             ref BlockQ6K blk = ref dst[b];
             blk = default;
-            float iscale = maxScale != 0 ? -128 / maxScale : 0;
-            blk.D = HalfTable.FromFloat(iscale != 0 ? 1 / iscale : 0);
-            float d = HalfTable.Values[blk.D];
-            for (int j = 0; j < 16; j++) blk.Sc[j] = (sbyte)Math.Clamp((int)MathF.Round(iscale * scales[j]), -128, 127);
+            if (maxAbsScale < GroupMaxEps) continue; // all zero: d = 0, every code 0
+            float iscale = -128f / maxScale;
+            blk.D = HalfTable.FromFloat(1 / iscale);
+            for (int j = 0; j < 16; j++) blk.Sc[j] = (sbyte)Math.Min(127, NearestInt(iscale * scales[j]));
+            for (int j = 0; j < 16; j++)
+            {
+                float d = HalfTable.Values[blk.D] * blk.Sc[j];
+                if (d == 0) continue;
+                for (int i = 0; i < 16; i++) codes[16 * j + i] = (byte)(Math.Clamp(NearestInt(v[16 * j + i] / d), -32, 31) + 32);
+            }
             for (int i = 0; i < 256; i++)
             {
-                float s = d * blk.Sc[i / 16];
-                int q = s != 0 ? Math.Clamp((int)MathF.Round(v[i] / s), -32, 31) + 32 : 32;
-                int half = i / 128, k = i % 128 / 32, l = i % 32;
+                int q = codes[i], half = i / 128, k = i % 128 / 32, l = i % 32;
                 blk.Ql[half * 64 + (k % 2) * 32 + l] |= (byte)((q & 0xF) << (k < 2 ? 0 : 4));
                 blk.Qh[half * 32 + l] |= (byte)((q >> 4) << (2 * k));
             }
         }
+    }
+
+    /// <summary>ggml's GROUP_MAX_EPS: sub-blocks whose largest magnitude is below it are all zero.</summary>
+    private const float GroupMaxEps = 1e-15f;
+
+    /// <summary>ggml's nearest_int: to nearest, ties to even (its float trick, for magnitudes below 2²²).</summary>
+    private static int NearestInt(float f) => (int)MathF.Round(f);
+
+    /// <summary>The scale of sixteen weights and their codes (0..63, code − 32 times the scale) as ggml's
+    /// make_qx_quants(16, 32, x, L, rmse_type 1) chooses them: the scale putting the value of largest magnitude on −32,
+    /// then nineteen scales around it (−(32 + 0.1·k) / max, k = −9..9), each with its codes rounded and the
+    /// x²-weighted least-squares scale Σw·x·l / Σw·l² — the first that fits better than all before it is kept.</summary>
+    private static float FitScale(ReadOnlySpan<float> x, Span<byte> codes)
+    {
+        const int nmax = 32;
+        float max = 0, amax = 0;
+        foreach (float f in x)
+            if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
+        if (amax < GroupMaxEps)
+        {
+            codes.Clear();
+            return 0;
+        }
+        float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+            codes[i] = (byte)(l + nmax);
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        float scale = suml2 != 0 ? sumlx / suml2 : 0, best = scale * sumlx;
+        for (int step = -9; step <= 9; step++)
+        {
+            if (step == 0) continue;
+            iscale = -(nmax + 0.1f * step) / max;
+            sumlx = suml2 = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+                float w = x[i] * x[i];
+                sumlx += w * x[i] * l;
+                suml2 += w * l * l;
+            }
+            if (suml2 > 0 && sumlx * sumlx > best * suml2)
+            {
+                for (int i = 0; i < x.Length; i++) codes[i] = (byte)(Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1) + nmax);
+                scale = sumlx / suml2;
+                best = scale * sumlx;
+            }
+        }
+        return scale;
     }
 
     /// <summary>Σ w·x against activations quantised per 256 (codes and one scale per super-block).</summary>

@@ -641,4 +641,42 @@ public class QuantizedActivationsTests
             }
         }
     }
+
+    /// <summary>Our Q6_K quantiser writes the bytes ggml's quantize_row_q6_K_ref writes (what llama-quantize makes),
+    /// on rows made by tests/data/quant/q6_k_ggml.c: uniform, tiny, with outliers, with all-zero sub-blocks and an
+    /// all-zero block, skewed, with a repeated extreme, and with a sub-block whose int8 scale rounds to zero.</summary>
+    [Fact]
+    public void Q6KQuantiser_WritesGgmlsBytes()
+    {
+        string[] expected = File.ReadAllLines(DataPath("quant", "q6_k_ggml.txt"));
+        const int cols = 512;
+        uint state = 12345;
+        float Next()
+        {
+            state = state * 1664525u + 1013904223u;
+            return (float)(int)(state >> 8) / 16777216f - 0.5f;
+        }
+        Assert.Equal(8, expected.Length);
+        var x = new float[cols];
+        var y = new BlockQ6K[cols / 256];
+        for (int r = 0; r < expected.Length; r++)
+        {
+            for (int i = 0; i < cols; i++)
+            {
+                float v = Next();
+                if (r == 1) v *= 1e-3f;
+                if (r == 2 && i % 37 == 0) v *= 40f;
+                if (r == 3 && i / 16 % 3 == 0) v = 0f;
+                if (r == 4 && i < 256) v = 0f;
+                if (r == 5) v = v > 0 ? v * v : -v * v * 3;
+                if (r == 6 && i % 16 == 5) v = -2f;
+                if (r == 7 && i / 16 == 2) v *= 1e-6f;
+                x[i] = v;
+            }
+            Q6K.QuantizeRow(x, y);
+            Assert.Equal(expected[r], Convert.ToHexStringLower(System.Runtime.InteropServices.MemoryMarshal.AsBytes(y.AsSpan())));
+        }
+    }
+
+    private static string DataPath(params string[] parts) => Path.Combine([AppContext.BaseDirectory, "data", .. parts]);
 }
