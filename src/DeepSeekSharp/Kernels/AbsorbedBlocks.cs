@@ -12,15 +12,15 @@ namespace DeepSeekSharp.Kernels;
 /// weights once for all of them, and results are kept in <see cref="Slots"/> slots so that several tokens can
 /// attend at once (a token's slots consecutive, wherever its first one is). The head padding and block
 /// size are this kernel's business; callers see tokens, heads, blocks, slots and positions. Sized for a cache capacity once, so decoding allocates nothing
-/// (but each thread's scratch for a folded block, grown once).</summary>
+/// (each thread's scratch for a folded block is made by <see cref="PrepareThisThread"/>).</summary>
 public sealed class AbsorbedBlocks
 {
     private readonly int _heads, _padded, _rank, _width;
     /// <summary>Tokens whose queries and latents are held at once.</summary>
     public const int Tokens = 8;
 
-    /// <summary>Block results held at once: every block of the capacity, and at least four blocks of every token
-    /// (a pass of <see cref="Tokens"/> tokens up to 256 positions deep attends at once).</summary>
+    /// <summary>Results held at once: a slot for every block of the capacity (more than a deep context needs), and at
+    /// least four of every token (a pass of <see cref="Tokens"/> tokens up to 256 positions deep attends at once).</summary>
     public int Slots { get; }
 
     // Pinned, read from a 64-byte boundary (AlignedScratch: the kernels' 512-bit loads never split a cache line).
@@ -121,6 +121,11 @@ public sealed class AbsorbedBlocks
 
     // A block to be folded is attended into this thread's scratch first: [padded heads, rank], then max and Σ.
     [ThreadStatic] private static float[]? _block;
+
+    /// <summary>Makes this thread's scratch for folding a block of <paramref name="heads"/> heads of latent rank
+    /// <paramref name="rank"/>, so that a worker's first fold (a context's first decode step past 4,096 positions,
+    /// whenever it comes) allocates nothing.</summary>
+    public static void PrepareThisThread(int heads, int rank) => AlignedScratch.Grow(ref _block, LatentAttention.PaddedHeads(heads) * (rank + 2));
 
     /// <summary>Where a block's results for heads h0 .. h0 + heads − 1 go: the slot's, or the scratch to fold from.</summary>
     private void Target(int slot, int h0, int heads, bool fold, out Span<float> o, out Span<float> max, out Span<float> sum)

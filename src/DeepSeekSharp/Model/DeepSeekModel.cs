@@ -125,11 +125,15 @@ public sealed class DeepSeekModel : IDisposable
     internal void PreparePoolThreads(int tokens = 1)
     {
         if (_widestRow == 0) _widestRow = Weights.AllMatrices().Max(m => m.Cols);
-        WorkerPool.Shared.RunOnEachThread(new PrepareThreadJob(tokens, _widestRow));
+        WorkerPool.Shared.RunOnEachThread(new PrepareThreadJob(tokens, _widestRow, Config));
     }
 
-    private sealed class PrepareThreadJob(int tokens, int cols) : PoolJob
+    private sealed class PrepareThreadJob(int tokens, int cols, ModelConfig c) : PoolJob
     {
-        public override void Execute(int chunk) => Matrix.PrepareThisThread(tokens, cols);
+        public override void Execute(int chunk)
+        {
+            Matrix.PrepareThisThread(tokens, cols);
+            AbsorbedBlocks.PrepareThisThread(c.NHeads, c.KvLoraRank);
+        }
     }
 }

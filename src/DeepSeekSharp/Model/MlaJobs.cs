@@ -219,7 +219,7 @@ internal sealed unsafe class AbsorbedDecode
         return ((long)s0 * _c.LatentCacheWidth, Math.Min(LatentAttention.BlockPositions, Count(token) - s0));
     }
 
-    /// <summary>Head h's latent Σ p c_kv of each attending token merged over its blocks; after the last token, every
+    /// <summary>Head h's latent Σ p c_kv of each attending token merged over its slots; after the last token, every
     /// token's out_h = W_UV[h] latent (kv_b_proj's v rows of h, one product for all the tokens).</summary>
     private sealed class MergeAndProject(AbsorbedDecode d) : PoolJob
     {

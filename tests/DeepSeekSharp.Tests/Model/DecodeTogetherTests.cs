@@ -118,7 +118,7 @@ public class DecodeTogetherTests
 
     /// <summary>The copy of a golden model in <paramref name="dir"/>, its config allowing <paramref name="positions"/>
     /// positions (the golden models stop at 128).</summary>
-    private static DeepSeekModel LoadAllowing(TempDir dir, int positions, WeightFormat? quantize = null)
+    internal static DeepSeekModel LoadAllowing(TempDir dir, int positions, WeightFormat? quantize = null)
     {
         string config = dir.File("config.json");
         var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config))!;
