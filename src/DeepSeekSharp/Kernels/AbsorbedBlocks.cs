@@ -105,7 +105,7 @@ public sealed class AbsorbedBlocks
         Target(slot, h0, heads, fold, out Span<float> o, out Span<float> m, out Span<float> l);
         LatentAttention.AbsorbedBlock(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
             o, m, l, next, fetched);
-        if (fold) Fold(slot, h0, heads);
+        if (fold) Fold(slot, h0, heads, o, m, l);
     }
 
     /// <summary><see cref="AttendRows(int, int, ReadOnlySpan{float}, int, float, int, int, ReadOnlySpan{float}, bool, bool)"/> over rows kept as bfloat16.</summary>
@@ -116,7 +116,7 @@ public sealed class AbsorbedBlocks
         Target(slot, h0, heads, fold, out Span<float> o, out Span<float> m, out Span<float> l);
         LatentAttention.AbsorbedBlockBf16(heads / 4, Queries.Slice((t * _padded + h0) * _width, heads * _width), rows[..(n * _width)], n, _rank, _width - _rank, scale,
             o, m, l, next, fetched);
-        if (fold) Fold(slot, h0, heads);
+        if (fold) Fold(slot, h0, heads, o, m, l);
     }
 
     // A block to be folded is attended into this thread's scratch first: [padded heads, rank], then max and Σ.
@@ -130,24 +130,30 @@ public sealed class AbsorbedBlocks
     /// <summary>Where a block's results for heads h0 .. h0 + heads − 1 go: the slot's, or the scratch to fold from.</summary>
     private void Target(int slot, int h0, int heads, bool fold, out Span<float> o, out Span<float> max, out Span<float> sum)
     {
-        if (fold)
+        if (!fold)
         {
-            Span<float> s = AlignedScratch.Grow(ref _block, _padded * (_rank + 2));
-            o = s[..(heads * _rank)];
-            max = s.Slice(_padded * _rank, heads);
-            sum = s.Slice(_padded * (_rank + 1), heads);
+            SlotResults(slot, h0, heads, out o, out max, out sum);
             return;
         }
+        Span<float> s = AlignedScratch.Grow(ref _block, _padded * (_rank + 2));
+        o = s[..(heads * _rank)];
+        max = s.Slice(_padded * _rank, heads);
+        sum = s.Slice(_padded * (_rank + 1), heads);
+    }
+
+    /// <summary>The results slot <paramref name="slot"/> holds for heads h0 .. h0 + heads − 1.</summary>
+    private void SlotResults(int slot, int h0, int heads, out Span<float> o, out Span<float> max, out Span<float> sum)
+    {
         o = Out.Slice((slot * _padded + h0) * _rank, heads * _rank);
         max = Max.Slice(slot * _padded + h0, heads);
         sum = Sum.Slice(slot * _padded + h0, heads);
     }
 
-    private void Fold(int slot, int h0, int heads)
+    /// <summary>A block's results (in the scratch <see cref="Target"/> gave) folded into the slot's.</summary>
+    private void Fold(int slot, int h0, int heads, ReadOnlySpan<float> o, ReadOnlySpan<float> max, ReadOnlySpan<float> sum)
     {
-        Span<float> s = AlignedScratch.Grow(ref _block, _padded * (_rank + 2));
-        LatentAttention.AbsorbedFold(heads, _rank, s[..(heads * _rank)], s.Slice(_padded * _rank, heads), s.Slice(_padded * (_rank + 1), heads),
-            Out.Slice((slot * _padded + h0) * _rank, heads * _rank), Max.Slice(slot * _padded + h0, heads), Sum.Slice(slot * _padded + h0, heads));
+        SlotResults(slot, h0, heads, out Span<float> accO, out Span<float> accMax, out Span<float> accSum);
+        LatentAttention.AbsorbedFold(heads, _rank, o, max, sum, accO, accMax, accSum);
     }
 
     /// <summary>The first padded head of the part and its heads (whole groups of four, parts as even as they divide).</summary>

@@ -171,12 +171,13 @@ internal sealed unsafe class AbsorbedDecode
             for (int slot = start; slot < end; slot++)
             {
                 (int token, int b0, int b1) = d.Slot(slot);
+                int following = slot + 1 < end ? slot + 1 : guess < d.SlotsInUse ? guess : -1; // read ahead after the slot's last block
                 for (int b = b0; b < b1; b++)
                 {
                     (long first, int rows) = d.Block(token, b);
                     (long nextFirst, int nextRows) = (-1, 0);
                     if (b + 1 < b1) (nextFirst, nextRows) = d.Block(token, b + 1);
-                    else if ((slot + 1 < end ? slot + 1 : guess >= 0 && guess < d.SlotsInUse ? guess : -1) is int following and >= 0)
+                    else if (following >= 0)
                     {
                         (int nextToken, int nextBlock, _) = d.Slot(following);
                         (nextFirst, nextRows) = d.Block(nextToken, nextBlock);

@@ -77,7 +77,7 @@ public static class Q6K
             {
                 float d = HalfTable.Values[blk.D] * blk.Sc[j];
                 if (d == 0) continue;
-                for (int i = 0; i < 16; i++) codes[16 * j + i] = (byte)(Math.Clamp(NearestInt(v[16 * j + i] / d), -32, 31) + 32);
+                for (int i = 0; i < 16; i++) codes[16 * j + i] = Code(v[16 * j + i] / d);
             }
             for (int i = 0; i < 256; i++)
             {
@@ -94,13 +94,15 @@ public static class Q6K
     /// <summary>ggml's nearest_int: to nearest, ties to even (its float trick, for magnitudes below 2²²).</summary>
     private static int NearestInt(float f) => (int)MathF.Round(f);
 
+    /// <summary>The code (0..63) of a weight divided by its scale: nearest, clamped to −32..31, plus 32.</summary>
+    private static byte Code(float scaled) => (byte)(Math.Clamp(NearestInt(scaled), -32, 31) + 32);
+
     /// <summary>The scale of sixteen weights and their codes (0..63, code − 32 times the scale) as ggml's
     /// make_qx_quants(16, 32, x, L, rmse_type 1) chooses them: the scale putting the value of largest magnitude on −32,
     /// then nineteen scales around it (−(32 + 0.1·k) / max, k = −9..9), each with its codes rounded and the
     /// x²-weighted least-squares scale Σw·x·l / Σw·l² — the first that fits better than all before it is kept.</summary>
     private static float FitScale(ReadOnlySpan<float> x, Span<byte> codes)
     {
-        const int nmax = 32;
         float max = 0, amax = 0;
         foreach (float f in x)
             if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
@@ -109,36 +111,43 @@ public static class Q6K
             codes.Clear();
             return 0;
         }
-        float iscale = -nmax / max, sumlx = 0, suml2 = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
-            codes[i] = (byte)(l + nmax);
-            float w = x[i] * x[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
+        float iscale = -32 / max;
+        SetCodes(x, iscale, codes);
+        (float sumlx, float suml2) = Sums(x, iscale);
         float scale = suml2 != 0 ? sumlx / suml2 : 0, best = scale * sumlx;
         for (int step = -9; step <= 9; step++)
         {
             if (step == 0) continue;
-            iscale = -(nmax + 0.1f * step) / max;
-            sumlx = suml2 = 0;
-            for (int i = 0; i < x.Length; i++)
-            {
-                int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
-                float w = x[i] * x[i];
-                sumlx += w * x[i] * l;
-                suml2 += w * l * l;
-            }
+            iscale = -(32 + 0.1f * step) / max;
+            (sumlx, suml2) = Sums(x, iscale);
             if (suml2 > 0 && sumlx * sumlx > best * suml2)
             {
-                for (int i = 0; i < x.Length; i++) codes[i] = (byte)(Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1) + nmax);
+                SetCodes(x, iscale, codes);
                 scale = sumlx / suml2;
                 best = scale * sumlx;
             }
         }
         return scale;
+    }
+
+    private static void SetCodes(ReadOnlySpan<float> x, float iscale, Span<byte> codes)
+    {
+        for (int i = 0; i < x.Length; i++) codes[i] = Code(iscale * x[i]);
+    }
+
+    /// <summary>Σ w·x·l and Σ w·l² over the weights with w = x² and l = code − 32 at <paramref name="iscale"/>, added in
+    /// ggml's order.</summary>
+    private static (float SumLx, float SumL2) Sums(ReadOnlySpan<float> x, float iscale)
+    {
+        float sumlx = 0, suml2 = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int l = Code(iscale * x[i]) - 32;
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        return (sumlx, suml2);
     }
 
     /// <summary>Σ w·x against activations quantised per 256 (codes and one scale per super-block).</summary>

@@ -648,7 +648,7 @@ public class QuantizedActivationsTests
     [Fact]
     public void Q6KQuantiser_WritesGgmlsBytes()
     {
-        string[] expected = File.ReadAllLines(DataPath("quant", "q6_k_ggml.txt"));
+        string[] expected = File.ReadAllLines(GoldenCase.DataPath("quant", "q6_k_ggml.txt"));
         const int cols = 512;
         uint state = 12345;
         float Next()
@@ -677,6 +677,4 @@ public class QuantizedActivationsTests
             Assert.Equal(expected[r], Convert.ToHexStringLower(System.Runtime.InteropServices.MemoryMarshal.AsBytes(y.AsSpan())));
         }
     }
-
-    private static string DataPath(params string[] parts) => Path.Combine([AppContext.BaseDirectory, "data", .. parts]);
 }
