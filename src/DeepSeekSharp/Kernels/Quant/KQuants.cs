@@ -114,6 +114,9 @@ public static class KQuants
         }
     }
 
+    /// <summary>ggml's nearest_int: to nearest, ties to even (its float trick, for magnitudes below 2²²).</summary>
+    internal static int NearestInt(float f) => (int)MathF.Round(f);
+
     /// <summary>ggml's importance weights for fitting a sub-block of a 4/5-bit k-quant: rms(x) + |x|.</summary>
     internal static void FitWeights(ReadOnlySpan<float> sub, Span<float> w)
     {
@@ -241,37 +244,29 @@ public static class KQuants
         }
     }
 
+    /// <summary>Quantises rows (a multiple of 256 weights) as ggml's quantize_row_q5_K_ref does
+    /// (<see cref="ScaleMinFit.SuperBlock"/> with 5-bit codes: make_qkx2_quants over 16 scales, rmin −0.5): the bytes
+    /// llama-quantize writes.</summary>
     public static void QuantizeQ5K(ReadOnlySpan<float> src, Span<byte> dst)
     {
-        Span<float> scales = stackalloc float[8], mins = stackalloc float[8], w = stackalloc float[32];
+        Span<byte> codes = stackalloc byte[256];
         for (int b = 0; b < src.Length / 256; b++)
         {
-            ReadOnlySpan<float> v = src.Slice(b * 256, 256);
             Span<byte> blk = dst.Slice(b * 176, 176);
-            blk.Clear();
-            float maxScale = 0, maxMin = 0;
-            for (int j = 0; j < 8; j++)
-            {
-                ReadOnlySpan<float> sub = v.Slice(j * 32, 32);
-                FitWeights(sub, w);
-                (scales[j], mins[j]) = FitAffine(sub, w, 31, -0.5f, 0.1f, 15);
-                maxScale = MathF.Max(maxScale, scales[j]);
-                maxMin = MathF.Max(maxMin, mins[j]);
-            }
-            float d = SetHalf(blk, 0, maxScale / 63), dmin = SetHalf(blk, 2, maxMin / 63);
-            for (int j = 0; j < 8; j++)
-            {
-                int sc = d > 0 ? Math.Clamp((int)MathF.Round(scales[j] / d), 0, 63) : 0;
-                int m = dmin > 0 ? Math.Clamp((int)MathF.Round(mins[j] / dmin), 0, 63) : 0;
-                SetScaleMin6(blk.Slice(4, 12), j, sc, m);
-                float s = d * sc, mm = dmin * m;
+            ScaleMinFit.SuperBlock(src.Slice(b * 256, 256), 31, -0.5f, 15, blk.Slice(4, 12), codes, out ushort d, out ushort dmin);
+            BinaryPrimitives.WriteUInt16LittleEndian(blk, d);
+            BinaryPrimitives.WriteUInt16LittleEndian(blk[2..], dmin);
+            // Each 64 weights (sub-blocks 2g, 2g + 1): byte l their low four bits (code l, code 32 + l), bits 2g and
+            // 2g + 1 of high byte l their fifth.
+            Span<byte> high = blk.Slice(16, 32), low = blk.Slice(48, 128);
+            high.Clear();
+            for (int g = 0; g < 4; g++)
                 for (int l = 0; l < 32; l++)
                 {
-                    int q = s > 0 ? Math.Clamp((int)MathF.Round((v[j * 32 + l] + mm) / s), 0, 31) : 0;
-                    blk[48 + j / 2 * 32 + l] |= (byte)((q & 0xF) << (j % 2 * 4));
-                    if (q > 15) blk[16 + l] |= (byte)(1 << j);
+                    int c0 = codes[64 * g + l], c1 = codes[64 * g + 32 + l];
+                    low[32 * g + l] = (byte)((c0 & 0xF) | ((c1 & 0xF) << 4));
+                    high[l] |= (byte)((c0 >> 4) << (2 * g) | (c1 >> 4) << (2 * g + 1));
                 }
-            }
         }
     }
 }

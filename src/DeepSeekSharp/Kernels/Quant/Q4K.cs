@@ -48,99 +48,22 @@ public static class Q4K
         }
     }
 
-    /// <summary>Quantises one row (length a multiple of 256). Per sub-block of 32, an affine fit x ≈ s·q − m
-    /// (q in 0..15, m ≥ 0) chosen as ggml's make_qkx2_quants does: try 21 scales around (max − min)/15, fit s and m
-    /// by weighted least squares for each (weights |x| + rms), keep the smallest weighted error. (6 of ggml's 21
-    /// candidate scales: quantising happens at every load here, not once offline.) Then the sixteen s
-    /// and m are quantised to 6 bits against the super-block's d and dmin, and the codes are recomputed with them.</summary>
+    /// <summary>Quantises one row (length a multiple of 256) as ggml's quantize_row_q4_K_ref does
+    /// (<see cref="ScaleMinFit.SuperBlock"/> with 4-bit codes: make_qkx2_quants over 21 scales, rmin −1): the bytes
+    /// llama-quantize writes.</summary>
     public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ4K> dst)
     {
         if (x.Length != dst.Length * 256) ThrowHelper.LengthMismatch(nameof(dst), x.Length / 256, dst.Length);
-        Span<float> scales = stackalloc float[8], mins = stackalloc float[8], weights = stackalloc float[32];
+        Span<byte> codes = stackalloc byte[256];
         for (int b = 0; b < dst.Length; b++)
         {
-            ReadOnlySpan<float> v = x.Slice(b * 256, 256);
-            float maxScale = 0, maxMin = 0;
-            for (int j = 0; j < 8; j++)
-            {
-                ReadOnlySpan<float> sub = v.Slice(j * 32, 32);
-                KQuants.FitWeights(sub, weights);
-                (scales[j], mins[j]) = FitAffine(sub, weights);
-                maxScale = MathF.Max(maxScale, scales[j]);
-                maxMin = MathF.Max(maxMin, mins[j]);
-            }
             ref BlockQ4K blk = ref dst[b];
-            blk = default;
-            float d = maxScale / 63f, dmin = maxMin / 63f;
-            blk.D = HalfTable.FromFloat(d);
-            blk.DMin = HalfTable.FromFloat(dmin);
-            d = HalfTable.Values[blk.D];
-            dmin = HalfTable.Values[blk.DMin];
-            for (int j = 0; j < 8; j++)
-            {
-                int sc = d > 0 ? Math.Clamp((int)MathF.Round(scales[j] / d), 0, 63) : 0;
-                int m = dmin > 0 ? Math.Clamp((int)MathF.Round(mins[j] / dmin), 0, 63) : 0;
-                KQuants.SetScaleMin6(ScaleBytes(ref blk), j, sc, m);
-                float s = d * sc, mm = dmin * m, inv = s > 0 ? 1f / s : 0f;
-                int group = j / 2, shift = (j % 2) * 4;
+            ScaleMinFit.SuperBlock(x.Slice(b * 256, 256), 15, -1f, 20, ScaleBytes(ref blk), codes, out blk.D, out blk.DMin);
+            // Each 64 weights: byte l holds code l (low nibble) and code 32 + l (high).
+            for (int g = 0; g < 4; g++)
                 for (int l = 0; l < 32; l++)
-                {
-                    int q = Math.Clamp((int)MathF.Round((v[j * 32 + l] + mm) * inv), 0, 15);
-                    blk.Qs[group * 32 + l] |= (byte)(q << shift);
-                }
-            }
+                    blk.Qs[32 * g + l] = (byte)(codes[64 * g + l] | (codes[64 * g + 32 + l] << 4));
         }
-    }
-
-    /// <summary>Best (scale, min) with x ≈ scale·q − min for 4-bit q over one sub-block of 32, after ggml's
-    /// make_qkx2_quants (rmin −1, rdelta 0.1, every fourth of its 21 steps): weighted least squares per candidate,
-    /// min clamped to ≥ 0. Vectorised over the 32 values (it runs for every sub-block at load).</summary>
-    private static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w)
-    {
-        const int nmax = 15;
-        Vector256<float> x0 = Vector256.Create(x[..8]), x1 = Vector256.Create(x.Slice(8, 8)), x2 = Vector256.Create(x.Slice(16, 8)), x3 = Vector256.Create(x.Slice(24, 8));
-        Vector256<float> w0 = Vector256.Create(w[..8]), w1 = Vector256.Create(w.Slice(8, 8)), w2 = Vector256.Create(w.Slice(16, 8)), w3 = Vector256.Create(w.Slice(24, 8));
-        float lo = MathF.Min(0, Vector256.Min(Vector256.Min(x0, x1), Vector256.Min(x2, x3)).ToScalarMin());
-        float hi = Vector256.Max(Vector256.Max(x0, x1), Vector256.Max(x2, x3)).ToScalarMax();
-        if (hi <= lo) return (0, -lo);
-        float sumW = Vector256.Sum(w0 + w1 + w2 + w3);
-        float sumX = Vector256.Sum(w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3);
-        Vector256<float> vlo = Vector256.Create(lo), zero = Vector256<float>.Zero, top = Vector256.Create((float)nmax);
-
-        Vector256<float> Codes(Vector256<float> v, Vector256<float> iscale) =>
-            Vector256.Min(Vector256.Max(Vector256.Round((v - vlo) * iscale), zero), top);
-
-        float Error(float iscale, float scale, float offset)
-        {
-            Vector256<float> vi = Vector256.Create(iscale), vs = Vector256.Create(scale), vo = Vector256.Create(offset);
-            Vector256<float> d0 = vs * Codes(x0, vi) + vo - x0, d1 = vs * Codes(x1, vi) + vo - x1;
-            Vector256<float> d2 = vs * Codes(x2, vi) + vo - x2, d3 = vs * Codes(x3, vi) + vo - x3;
-            return Vector256.Sum(w0 * d0 * d0 + w1 * d1 * d1 + w2 * d2 * d2 + w3 * d3 * d3);
-        }
-
-        float bestScale = (hi - lo) / nmax, bestOffset = lo;
-        float bestErr = Error(nmax / (hi - lo), bestScale, bestOffset);
-        for (int step = 0; step <= 20; step += 4) // 6 of ggml's 21 candidates: most of the gain at load-time cost
-        {
-            float iscale = (-1f + 0.1f * step + nmax) / (hi - lo);
-            Vector256<float> vi = Vector256.Create(iscale);
-            Vector256<float> l0 = Codes(x0, vi), l1 = Codes(x1, vi), l2 = Codes(x2, vi), l3 = Codes(x3, vi);
-            float sumL = Vector256.Sum(w0 * l0 + w1 * l1 + w2 * l2 + w3 * l3);
-            float sumL2 = Vector256.Sum(w0 * l0 * l0 + w1 * l1 * l1 + w2 * l2 * l2 + w3 * l3 * l3);
-            float sumXL = Vector256.Sum(w0 * l0 * x0 + w1 * l1 * x1 + w2 * l2 * x2 + w3 * l3 * x3);
-            float det = sumW * sumL2 - sumL * sumL;
-            if (det <= 0) continue;
-            float scale = (sumW * sumXL - sumX * sumL) / det;
-            float offset = (sumL2 * sumX - sumL * sumXL) / det;
-            if (offset > 0)
-            {
-                offset = 0;
-                scale = sumXL / sumL2;
-            }
-            float err = Error(iscale, scale, offset);
-            if (err < bestErr) (bestErr, bestScale, bestOffset) = (err, scale, offset);
-        }
-        return (bestScale, -bestOffset);
     }
 
     /// <summary>Σ w·x against activations quantised per 256 (codes, one scale per super-block, Σq per 32).</summary>

@@ -72,7 +72,7 @@ public static class Q6K
             if (maxAbsScale < GroupMaxEps) continue; // all zero: d = 0, every code 0
             float iscale = -128f / maxScale;
             blk.D = HalfTable.FromFloat(1 / iscale);
-            for (int j = 0; j < 16; j++) blk.Sc[j] = (sbyte)Math.Min(127, NearestInt(iscale * scales[j]));
+            for (int j = 0; j < 16; j++) blk.Sc[j] = (sbyte)Math.Min(127, KQuants.NearestInt(iscale * scales[j]));
             for (int j = 0; j < 16; j++)
             {
                 float d = HalfTable.Values[blk.D] * blk.Sc[j];
@@ -91,11 +91,8 @@ public static class Q6K
     /// <summary>ggml's GROUP_MAX_EPS: sub-blocks whose largest magnitude is below it are all zero.</summary>
     private const float GroupMaxEps = 1e-15f;
 
-    /// <summary>ggml's nearest_int: to nearest, ties to even (its float trick, for magnitudes below 2²²).</summary>
-    private static int NearestInt(float f) => (int)MathF.Round(f);
-
     /// <summary>The code (0..63) of a weight divided by its scale: nearest, clamped to −32..31, plus 32.</summary>
-    private static byte Code(float scaled) => (byte)(Math.Clamp(NearestInt(scaled), -32, 31) + 32);
+    private static byte Code(float scaled) => (byte)(Math.Clamp(KQuants.NearestInt(scaled), -32, 31) + 32);
 
     /// <summary>The scale of sixteen weights and their codes (0..63, code − 32 times the scale) as ggml's
     /// make_qx_quants(16, 32, x, L, rmse_type 1) chooses them: the scale putting the value of largest magnitude on −32,

@@ -642,13 +642,17 @@ public class QuantizedActivationsTests
         }
     }
 
-    /// <summary>Our Q6_K quantiser writes the bytes ggml's quantize_row_q6_K_ref writes (what llama-quantize makes),
-    /// on rows made by tests/data/quant/q6_k_ggml.c: uniform, tiny, with outliers, with all-zero sub-blocks and an
-    /// all-zero block, skewed, with a repeated extreme, and with a sub-block whose int8 scale rounds to zero.</summary>
-    [Fact]
-    public void Q6KQuantiser_WritesGgmlsBytes()
+    /// <summary>Our Q4_K, Q5_K and Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what llama-quantize
+    /// makes without an importance matrix), on rows made by tests/data/quant/k_quants_ggml.c: uniform, tiny, with
+    /// outliers, with all-zero sub-blocks and an all-zero block, skewed, with a repeated extreme, with sub-blocks of 16
+    /// and of 32 whose scale rounds to zero, and with a sub-block of no negative weight.</summary>
+    [Theory]
+    [InlineData("q4_k")]
+    [InlineData("q5_k")]
+    [InlineData("q6_k")]
+    public void KQuantisers_WriteGgmlsBytes(string type)
     {
-        string[] expected = File.ReadAllLines(GoldenCase.DataPath("quant", "q6_k_ggml.txt"));
+        string[] expected = File.ReadAllLines(GoldenCase.DataPath("quant", $"{type}_ggml.txt"));
         const int cols = 512;
         uint state = 12345;
         float Next()
@@ -656,9 +660,8 @@ public class QuantizedActivationsTests
             state = state * 1664525u + 1013904223u;
             return (float)(int)(state >> 8) / 16777216f - 0.5f;
         }
-        Assert.Equal(8, expected.Length);
+        Assert.Equal(10, expected.Length);
         var x = new float[cols];
-        var y = new BlockQ6K[cols / 256];
         for (int r = 0; r < expected.Length; r++)
         {
             for (int i = 0; i < cols; i++)
@@ -671,10 +674,72 @@ public class QuantizedActivationsTests
                 if (r == 5) v = v > 0 ? v * v : -v * v * 3;
                 if (r == 6 && i % 16 == 5) v = -2f;
                 if (r == 7 && i / 16 == 2) v *= 1e-6f;
+                if (r == 8 && i / 32 == 3) v *= 1e-6f;
+                if (r == 9 && i / 32 == 5) v = MathF.Abs(v) + 1;
                 x[i] = v;
             }
-            Q6K.QuantizeRow(x, y);
-            Assert.Equal(expected[r], Convert.ToHexStringLower(System.Runtime.InteropServices.MemoryMarshal.AsBytes(y.AsSpan())));
+            byte[] bytes = type switch
+            {
+                "q4_k" => Quantised<BlockQ4K>(x, (s, d) => Q4K.QuantizeRow(s, d)),
+                "q5_k" => Quantise(x, 176, KQuants.QuantizeQ5K),
+                _ => Quantised<BlockQ6K>(x, (s, d) => Q6K.QuantizeRow(s, d)),
+            };
+            Assert.Equal(expected[r], Convert.ToHexStringLower(bytes));
         }
+    }
+
+    private delegate void RowQuantiser<T>(ReadOnlySpan<float> x, Span<T> dst);
+
+    private static byte[] Quantised<T>(float[] x, RowQuantiser<T> quantise) where T : unmanaged
+    {
+        var blocks = new T[x.Length / 256];
+        quantise(x, blocks);
+        return System.Runtime.InteropServices.MemoryMarshal.AsBytes(blocks.AsSpan()).ToArray();
+    }
+
+    private static byte[] Quantise(float[] x, int blockBytes, RowQuantiser<byte> quantise)
+    {
+        var bytes = new byte[x.Length / 256 * blockBytes];
+        quantise(x, bytes);
+        return bytes;
+    }
+
+    /// <summary>make_qkx2_quants run for eight sub-blocks at once (one a lane) gives each the scalar loop's scale,
+    /// minimum and codes, on 1,000 super-blocks of varied sub-blocks (spreads 1e-6 to 100, shifted all positive,
+    /// repeated values, a flat sub-block) for Q4_K's, Q5_K's and Q2_K's ranges (nmax 15, 31, 3).</summary>
+    [Fact]
+    public void MakeQkx2Fit_EightSubBlocksInLanes_MatchesTheScalarLoop()
+    {
+        var rng = new Random(7);
+        var x = new float[256];
+        var w = new float[256];
+        var vector = new byte[256];
+        var scalar = new byte[32];
+        var scales = new float[8];
+        var mins = new float[8];
+        foreach ((int nmax, float rmin, int nstep) in new[] { (15, -1f, 20), (31, -0.5f, 15), (3, -0.5f, 15) })
+            for (int t = 0; t < 1000; t++)
+            {
+                for (int j = 0; j < 8; j++)
+                {
+                    float spread = MathF.Pow(10, rng.Next(-6, 3)), shift = (t + j) % 4 == 0 ? spread * (float)rng.NextDouble() : 0;
+                    for (int i = 0; i < 32; i++)
+                    {
+                        float v = (float)(rng.NextDouble() - 0.5) * spread + shift;
+                        if ((t + j) % 7 == 0 && i % 5 == 0) v = x[32 * j]; // repeated values
+                        if (t % 50 == 0 && j == 3) v = -0.25f;            // a flat sub-block
+                        x[32 * j + i] = v;
+                        w[32 * j + i] = MathF.Abs(v) + spread * 0.1f;
+                    }
+                }
+                ScaleMinFit.Fit8(x, w, nmax, rmin, 0.1f, nstep, scales, mins, vector);
+                for (int j = 0; j < 8; j++)
+                {
+                    float scale = ScaleMinFit.FitScalar(x.AsSpan(32 * j, 32), w.AsSpan(32 * j, 32), nmax, rmin, 0.1f, nstep, scalar, out float min);
+                    Assert.Equal(BitConverter.SingleToInt32Bits(scale), BitConverter.SingleToInt32Bits(scales[j]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(min), BitConverter.SingleToInt32Bits(mins[j]));
+                    Assert.True(vector.AsSpan(32 * j, 32).SequenceEqual(scalar), $"codes differ (nmax {nmax}, case {t}, sub-block {j})");
+                }
+            }
     }
 }
