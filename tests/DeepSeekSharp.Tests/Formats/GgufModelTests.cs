@@ -196,9 +196,47 @@ public class GgufModelTests(ITestOutputHelper output)
             Assert.Equal(GgmlType.Q4_0, f.Tensors[G.Block(0, G.AttnOutput)].Type);
             Assert.Equal(GgmlType.Q4_0, f.Tensors[G.Block(1, G.FfnDown)].Type);
             Assert.Equal(GgmlType.F32, f.Tensors[G.Block(0, G.AttnNorm)].Type);
-            Assert.Equal(GgmlType.F16, GgufConverter.TypeFor(WeightFormat.Q4_0, G.Block(0, G.AttnOutput), 48, 2));
+            Assert.Equal(GgmlType.F16, new GgufTypeRules(WeightFormat.Q4_0, 2, 0).For(G.Block(0, G.AttnOutput), 48, 2));
         }
         finally { File.Delete(path); }
+    }
+
+    /// <summary>The types llama-quantize's llama_tensor_get_type gives without an importance matrix (llama-quant.cpp):
+    /// Q4_K_S puts ffn_down of the first eighth of the layers and the first four attn_v-like tensors in Q5_K; with
+    /// eight experts attn_kv_b is Q8_0 and (Q4_K_S) attn_output Q5_K; a type whose blocks the rows do not fill falls
+    /// back as llama.cpp's (Q5_K → Q5_1, Q4_K → Q5_0, Q6_K → Q8_0).</summary>
+    [Fact]
+    public void TypeRules_FollowLlamaQuantizesChoices()
+    {
+        var q4ks = new GgufTypeRules(WeightFormat.Q4_K, 16, 64);
+        Assert.Equal(GgmlType.Q6_K, q4ks.For(G.Output, 2048, 2));
+        Assert.Equal(GgmlType.Q4_K, q4ks.For(G.TokenEmbd, 2048, 2));
+        Assert.Equal(GgmlType.F32, q4ks.For(G.Block(0, G.AttnNorm), 2048, 1));
+        Assert.Equal(GgmlType.Q5_K, q4ks.For(G.Block(0, G.FfnDown), 10240, 2));
+        Assert.Equal(GgmlType.Q5_1, q4ks.For(G.Block(0, G.FfnDown), 10944, 2)); // Q5_K's fallback
+        Assert.Equal(GgmlType.Q5_K, q4ks.For(G.Block(1, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q5_1, q4ks.For(G.Block(1, G.FfnDownExps), 1408, 3));
+        Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(2, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q5_0, q4ks.For(G.Block(2, G.FfnDownExps), 1408, 3)); // Q4_K's fallback
+        Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(2, G.FfnUpExps), 2048, 3));
+        Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(0, G.AttnOutput), 2048, 2));
+        Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(0, G.AttnVB), 512, 3)); // not attn_v-like by name
+        for (int l = 0; l < 6; l++) Assert.Equal(l < 4 ? GgmlType.Q5_K : GgmlType.Q4_K, q4ks.For(G.Block(l, G.AttnKvB), 512, 2));
+
+        var q5ks = new GgufTypeRules(WeightFormat.Q5_K, 16, 64);
+        Assert.Equal(GgmlType.Q5_K, q5ks.For(G.Block(0, G.FfnDown), 10240, 2));
+        Assert.Equal(GgmlType.Q5_K, q5ks.For(G.Block(0, G.AttnKvB), 512, 2));
+        Assert.Equal(GgmlType.Q6_K, q5ks.For(G.Output, 2048, 2));
+
+        var eightExperts = new GgufTypeRules(WeightFormat.Q4_K, 16, 8);
+        Assert.Equal(GgmlType.Q8_0, eightExperts.For(G.Block(0, G.AttnKvB), 512, 2));
+        Assert.Equal(GgmlType.Q5_K, eightExperts.For(G.Block(0, G.AttnOutput), 2048, 2));
+        Assert.Equal(GgmlType.Q8_0, new GgufTypeRules(WeightFormat.Q6_K, 16, 8).For(G.Block(3, G.AttnKvB), 512, 2));
+
+        var q8 = new GgufTypeRules(WeightFormat.Q8_0, 16, 64);
+        Assert.Equal(GgmlType.Q8_0, q8.For(G.Output, 2048, 2));
+        Assert.Equal(GgmlType.Q8_0, q8.For(G.Block(0, G.FfnDown), 10944, 2));
+        Assert.Equal(GgmlType.F16, new GgufTypeRules(WeightFormat.F16, 16, 64).For(G.Output, 2048, 2));
     }
 
     [Fact]

@@ -13,9 +13,9 @@ namespace DeepSeekSharp.Formats.Gguf;
 /// <summary>Converts a Hugging Face DeepSeek-V2/V3/R1 folder into a deepseek2 GGUF with the keys, tensor names,
 /// layouts and alignment of llama.cpp's convert_hf_to_gguf.py (DeepseekV2Model): experts stacked per layer,
 /// kv_b_proj split into attn_k_b (each head transposed) and attn_v_b, router and 1-D tensors in F32, MTP layers
-/// left out, FP8 weights dequantised on the way. Types per tensor: the chosen type where the row length fits its
-/// blocks, else llama.cpp's fallback (Q4_K → Q5_0; Q5_K → Q5_1; Q6_K → Q8_0; Q8_0 and Q4_0, where llama-quantize
-/// has none, → F16); with q4_0, q4_k and q5_k the output matrix is Q6_K as llama-quantize makes it. Written row by row to a temporary file, then renamed.</summary>
+/// left out, FP8 weights dequantised on the way. Types per tensor as llama-quantize chooses them
+/// (<see cref="GgufTypeRules"/>), quantised as ggml quantises them. Written row by row to a temporary file, then
+/// renamed.</summary>
 public static class GgufConverter
 {
     private sealed record Planned(string Name, GgmlType Type, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
@@ -27,24 +27,6 @@ public static class GgufConverter
         WeightFormat.F32 => 0, WeightFormat.F16 => 1, WeightFormat.BF16 => 32, WeightFormat.Q8_0 => 7, WeightFormat.Q4_0 => 2, WeightFormat.Q4_K => 14, WeightFormat.Q5_K => 16, WeightFormat.Q6_K => 18,
         _ => throw new ArgumentOutOfRangeException(nameof(t), t, $"GGUF output types: {string.Join(", ", WeightFormats.GgufTargets)}"),
     };
-
-    /// <summary>The type a tensor gets; <paramref name="rowLength"/> is ggml's ne0.</summary>
-    public static GgmlType TypeFor(WeightFormat t, string name, long rowLength, int nDims)
-    {
-        if (nDims == 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || name.EndsWith(G.FfnGateInp, StringComparison.Ordinal))
-            return GgmlType.F32;
-        GgmlType Fit(GgmlType want, GgmlType fallback) =>
-            rowLength % want.Traits().BlockSize == 0 ? want : rowLength % fallback.Traits().BlockSize == 0 ? fallback : GgmlType.F16;
-        return t switch
-        {
-            WeightFormat.Q8_0 => Fit(GgmlType.Q8_0, GgmlType.F16),
-            WeightFormat.Q4_0 => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_0, GgmlType.F16),
-            WeightFormat.Q4_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q4_K, GgmlType.Q5_0),
-            WeightFormat.Q5_K => name == G.Output ? Fit(GgmlType.Q6_K, GgmlType.Q8_0) : Fit(GgmlType.Q5_K, GgmlType.Q5_1),
-            WeightFormat.Q6_K => Fit(GgmlType.Q6_K, GgmlType.Q8_0),
-            _ => t.ToGgml(),
-        };
-    }
 
     /// <summary>Converts a Hugging Face folder, or re-quantises a deepseek2 GGUF file (as llama-quantize does: the
     /// same metadata with the new file type, every tensor dequantised and written in the type the rules give).</summary>
@@ -102,12 +84,13 @@ public static class GgufConverter
     {
         using GgufCheckpoint ck = GgufCheckpoint.Open(source);
         Deepseek2Gguf.ReadConfig(ck); // a deepseek2 model, or a clear error
+        var types = new GgufTypeRules(type, (int)(ck.Main.Integer(K.Arch(K.BlockCount)) ?? 0), (int)(ck.Main.Integer(K.Arch(K.ExpertCount)) ?? 0));
         if (Path.GetFullPath(source) == Path.GetFullPath(outFile) || ck.Files.Any(f => Path.GetFullPath(f.Path) == Path.GetFullPath(outFile)))
             throw new ArgumentException($"--out must differ from the source files ('{source}')");
         var meta = ck.Main.Metadata.Where(kv => !kv.Key.StartsWith("split.", StringComparison.Ordinal) && kv.Key != K.FileType && kv.Key != GgufFile.AlignmentKey)
             .Append(new(K.FileType, GgufValue.U32(FileType(type)))).ToList();
         var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name,
-            TypeFor(type, t.Name, t.Dims[0], t.Dims.Length), t.Dims, emit =>
+            types.For(t.Name, t.Dims[0], t.Dims.Length), t.Dims, emit =>
             {
                 GgufFile f = ck.FileOf(t);
                 int cols = (int)t.Dims[0];
@@ -159,8 +142,9 @@ public static class GgufConverter
     private static List<Planned> Plan(ModelConfig c, TensorReader r, WeightFormat type)
     {
         var plan = new List<Planned>();
+        var types = new GgufTypeRules(type, c.NLayers, c.NRoutedExperts);
         void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) =>
-            plan.Add(new Planned(name, TypeFor(type, name, dims[0], dims.Length), dims, rows));
+            plan.Add(new Planned(name, types.For(name, dims[0], dims.Length), dims, rows));
         Action<Action<ReadOnlySpan<float>>> MatrixRows(string hf, int rows, int cols) => emit =>
         {
             using Matrix m = r.ReadMatrix(hf, rows, cols, "shape from config.json");
