@@ -179,9 +179,6 @@ public static unsafe class WeightFormats
     /// kernel or a float layout.</summary>
     public static readonly WeightFormat[] LoadTargets = [WeightFormat.Q8_0, WeightFormat.Q4_0, WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K, WeightFormat.BF16, WeightFormat.F32];
 
-    /// <summary>Formats <c>dss convert</c> writes (norms and routers stay F32).</summary>
-    public static readonly WeightFormat[] GgufTargets = [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16, WeightFormat.Q8_0, WeightFormat.Q4_0, WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K];
-
     /// <summary>The command-line names of <paramref name="formats"/>.</summary>
     public static string[] Names(IEnumerable<WeightFormat> formats) => [.. formats.Select(f => f.Traits().Name)];
 

@@ -71,7 +71,7 @@ public class GgufModelTests(ITestOutputHelper output)
     [Theory]
     [InlineData("v3-tiny", WeightFormat.F16, 1e-5, 12)]
     [InlineData("v3-tiny", WeightFormat.BF16, 1e-5, 12)]
-    [InlineData("v3-tiny", WeightFormat.Q8_0, 0.6, 11)]
+    [InlineData("v3-tiny", WeightFormat.Q8_0, 0.6, 10)] // 11 while Q8_0 rounded halves to even (ggml: away from zero)
     [InlineData("v3-tiny", WeightFormat.Q4_K, 0.8, 9)]
     [InlineData("v2-lite-tiny", WeightFormat.Q8_0, 0.04, 12)]
     [InlineData("v2-lite-tiny", WeightFormat.Q4_K, 0.2, 10)]
@@ -196,19 +196,22 @@ public class GgufModelTests(ITestOutputHelper output)
             Assert.Equal(GgmlType.Q4_0, f.Tensors[G.Block(0, G.AttnOutput)].Type);
             Assert.Equal(GgmlType.Q4_0, f.Tensors[G.Block(1, G.FfnDown)].Type);
             Assert.Equal(GgmlType.F32, f.Tensors[G.Block(0, G.AttnNorm)].Type);
-            Assert.Equal(GgmlType.F16, new GgufTypeRules(WeightFormat.Q4_0, 2, 0).For(G.Block(0, G.AttnOutput), 48, 2));
+            Assert.Equal(GgmlType.F16, new GgufTypeRules(GgufFileType.Q4_0, 2, 0, []).For(G.Block(0, G.AttnOutput), 48, 2));
         }
         finally { File.Delete(path); }
     }
 
     /// <summary>The types llama-quantize's llama_tensor_get_type gives without an importance matrix (llama-quant.cpp):
-    /// Q4_K_S puts ffn_down of the first eighth of the layers and the first four attn_v-like tensors in Q5_K; with
-    /// eight experts attn_kv_b is Q8_0 and (Q4_K_S) attn_output Q5_K; a type whose blocks the rows do not fill falls
-    /// back as llama.cpp's (Q5_K → Q5_1, Q4_K → Q5_0, Q6_K → Q8_0).</summary>
+    /// Q4_K_S puts ffn_down of the first eighth of the layers and the first four attn_v-like tensors in Q5_K; Q4_K_M
+    /// and Q5_K_M put ffn_down of the layers use_more_bits picks (first and last eighth, every third between) and
+    /// the attn_v-like tensors it picks by their count in Q6_K; with eight experts attn_kv_b is Q8_0 and (Q4_K_S,
+    /// Q4_K_M) attn_output Q5_K; a type whose blocks the rows do not fill falls back as llama.cpp's (Q5_K → Q5_1,
+    /// Q4_K → Q5_0, Q6_K → Q8_0).</summary>
     [Fact]
     public void TypeRules_FollowLlamaQuantizesChoices()
     {
-        var q4ks = new GgufTypeRules(WeightFormat.Q4_K, 16, 64);
+        string[] kvB = [.. Enumerable.Range(0, 16).Select(l => G.Block(l, G.AttnKvB))];
+        var q4ks = new GgufTypeRules(GgufFileType.Q4_K_S, 16, 64, kvB);
         Assert.Equal(GgmlType.Q6_K, q4ks.For(G.Output, 2048, 2));
         Assert.Equal(GgmlType.Q4_K, q4ks.For(G.TokenEmbd, 2048, 2));
         Assert.Equal(GgmlType.F32, q4ks.For(G.Block(0, G.AttnNorm), 2048, 1));
@@ -221,22 +224,40 @@ public class GgufModelTests(ITestOutputHelper output)
         Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(2, G.FfnUpExps), 2048, 3));
         Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(0, G.AttnOutput), 2048, 2));
         Assert.Equal(GgmlType.Q4_K, q4ks.For(G.Block(0, G.AttnVB), 512, 3)); // not attn_v-like by name
-        for (int l = 0; l < 6; l++) Assert.Equal(l < 4 ? GgmlType.Q5_K : GgmlType.Q4_K, q4ks.For(G.Block(l, G.AttnKvB), 512, 2));
+        for (int l = 0; l < 6; l++) Assert.Equal(l < 4 ? GgmlType.Q5_K : GgmlType.Q4_K, q4ks.For(kvB[l], 512, 2));
 
-        var q5ks = new GgufTypeRules(WeightFormat.Q5_K, 16, 64);
+        // use_more_bits(i, 16): i < 2, i >= 14, or (i - 2) % 3 == 2: layers 0, 1, 4, 7, 10, 13, 14, 15.
+        int[] moreBits = [0, 1, 4, 7, 10, 13, 14, 15];
+        foreach (GgufFileType medium in new[] { GgufFileType.Q4_K_M, GgufFileType.Q5_K_M })
+        {
+            var rules = new GgufTypeRules(medium, 16, 64, kvB);
+            GgmlType plain = medium.Format.ToGgml();
+            for (int l = 0; l < 16; l++)
+            {
+                GgmlType expected = moreBits.Contains(l) ? GgmlType.Q6_K : plain;
+                Assert.Equal(expected, rules.For(kvB[l], 512, 2));
+                Assert.Equal(expected, rules.For(G.Block(l, G.FfnDownShexp), 2816, 2));
+                Assert.Equal(moreBits.Contains(l) ? GgmlType.Q8_0 : plain == GgmlType.Q4_K ? GgmlType.Q5_0 : GgmlType.Q5_1,
+                    rules.For(G.Block(l, G.FfnDownExps), 1408, 3));
+                Assert.Equal(plain, rules.For(G.Block(l, G.FfnGateExps), 2048, 3));
+            }
+            Assert.Equal(GgmlType.Q6_K, rules.For(G.Output, 2048, 2));
+        }
+
+        var q5ks = new GgufTypeRules(GgufFileType.Q5_K_S, 16, 64, kvB);
         Assert.Equal(GgmlType.Q5_K, q5ks.For(G.Block(0, G.FfnDown), 10240, 2));
-        Assert.Equal(GgmlType.Q5_K, q5ks.For(G.Block(0, G.AttnKvB), 512, 2));
+        Assert.Equal(GgmlType.Q5_K, q5ks.For(kvB[0], 512, 2));
         Assert.Equal(GgmlType.Q6_K, q5ks.For(G.Output, 2048, 2));
 
-        var eightExperts = new GgufTypeRules(WeightFormat.Q4_K, 16, 8);
-        Assert.Equal(GgmlType.Q8_0, eightExperts.For(G.Block(0, G.AttnKvB), 512, 2));
+        var eightExperts = new GgufTypeRules(GgufFileType.Q4_K_M, 16, 8, kvB);
+        Assert.Equal(GgmlType.Q8_0, eightExperts.For(kvB[0], 512, 2));
         Assert.Equal(GgmlType.Q5_K, eightExperts.For(G.Block(0, G.AttnOutput), 2048, 2));
-        Assert.Equal(GgmlType.Q8_0, new GgufTypeRules(WeightFormat.Q6_K, 16, 8).For(G.Block(3, G.AttnKvB), 512, 2));
+        Assert.Equal(GgmlType.Q8_0, new GgufTypeRules(GgufFileType.Q6_K, 16, 8, kvB).For(kvB[3], 512, 2));
 
-        var q8 = new GgufTypeRules(WeightFormat.Q8_0, 16, 64);
+        var q8 = new GgufTypeRules(GgufFileType.Q8_0, 16, 64, kvB);
         Assert.Equal(GgmlType.Q8_0, q8.For(G.Output, 2048, 2));
-        Assert.Equal(GgmlType.Q8_0, q8.For(G.Block(0, G.FfnDown), 10944, 2));
-        Assert.Equal(GgmlType.F16, new GgufTypeRules(WeightFormat.F16, 16, 64).For(G.Output, 2048, 2));
+        Assert.Equal(GgmlType.F16, q8.For(G.Block(0, G.FfnDown), 10945, 2));
+        Assert.Equal(GgmlType.F16, new GgufTypeRules(GgufFileType.F16, 16, 64, kvB).For(G.Output, 2048, 2));
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using DeepSeekSharp.Formats.Gguf;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Linear;
 
@@ -74,12 +75,24 @@ public class WeightFormatTests
     public void Parse_AcceptsTheCommandLineNames_AndNamesTheChoicesOtherwise()
     {
         Assert.Equal(WeightFormat.Q4_K, WeightFormats.Parse("q4_k", WeightFormats.LoadTargets));
-        Assert.Equal(WeightFormat.Q8_0, WeightFormats.Parse("Q8_0", WeightFormats.GgufTargets));
         Assert.Equal(WeightFormat.Q5_K, WeightFormats.Parse("Q5_K", WeightFormats.LoadTargets));
         Assert.Equal(WeightFormat.Q4_0, WeightFormats.Parse("q4_0", WeightFormats.LoadTargets));
-        Assert.Equal(WeightFormat.Q4_0, WeightFormats.Parse("Q4_0", WeightFormats.GgufTargets));
         var e = Assert.Throws<ArgumentException>(() => WeightFormats.Parse("q3_k", WeightFormats.LoadTargets));
         Assert.Contains("q8_0, q4_0, q4_k, q5_k, q6_k, bf16, f32", e.Message);
+    }
+
+    [Fact]
+    public void GgufFileTypes_ParseLlamaQuantizesNames_WithQ4KAndQ5KAsTheSmallMixes()
+    {
+        Assert.Equal(GgufFileType.Q8_0, GgufFileType.Parse("Q8_0"));
+        Assert.Equal(GgufFileType.Q4_K_M, GgufFileType.Parse("q4_k_m"));
+        Assert.Equal(GgufFileType.Q4_K_S, GgufFileType.Parse("q4_k"));
+        Assert.Equal(GgufFileType.Q5_K_S, GgufFileType.Parse("Q5_K"));
+        Assert.Equal(GgufFileType.Q4_K_S, GgufFileType.For(WeightFormat.Q4_K));
+        // llama.cpp's enum llama_ftype
+        Assert.Equal([0u, 1, 32, 7, 2, 14, 15, 16, 17, 18], GgufFileType.All.Select(t => t.Id));
+        var e = Assert.Throws<ArgumentException>(() => GgufFileType.Parse("q3_k_m"));
+        Assert.Contains("q4_k_s, q4_k_m", e.Message);
     }
 
     [Fact]

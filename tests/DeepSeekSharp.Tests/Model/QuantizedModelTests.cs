@@ -165,15 +165,16 @@ public class QuantizedModelTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("v3-tiny")]
-    [InlineData("v2-lite-tiny")]
-    [InlineData("v2-grouped-tiny")]
-    [InlineData("v3-fp8-tiny")]
-    public void Q8_0_OnGoldenCases_KeepsTheTopTokenAtLeast11Of12(string name)
+    [InlineData("v3-tiny", 10)]
+    [InlineData("v2-lite-tiny", 11)]
+    [InlineData("v2-grouped-tiny", 11)]
+    [InlineData("v3-fp8-tiny", 11)]
+    public void Q8_0_OnGoldenCases_KeepsTheTopTokenAtMostPositions(string name, int minTop1)
     {
         // These tiny random MoE models sit within 1e-3 of routing ties; 8-bit weights flip some expert choices, which
         // moves logits far more than the weights themselves (measured max rel err: v3-tiny 0.41, v2-lite-tiny 0.023,
-        // v2-grouped-tiny 0.55, v3-fp8-tiny 0.040). The top token is the stable figure.
+        // v2-grouped-tiny 0.55, v3-fp8-tiny 0.040). The top token is the stable figure: 11 or 12 of 12, v3-tiny 10
+        // (11 while codes rounded halves to even; ggml's roundf, halves away from zero, flips one more routing).
         GoldenCase g = GoldenCase.Load(name);
         using DeepSeekModel m = DeepSeekModel.Load(g.Directory, new LoadOptions { Quantize = WeightFormat.Q8_0 });
         using InferenceSession s = m.CreateSession();
@@ -181,7 +182,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
         int v = m.Config.VocabSize, agree = 0;
         for (int p = 0; p < g.PromptIds.Length; p++)
             if (IndexOfMax(logits.AsSpan(p * v, v)) == IndexOfMax(g.PerPositionLogits[p])) agree++;
-        Assert.True(agree >= 11, $"{name}: top-1 agreement {agree}/12");
+        Assert.True(agree >= minTop1, $"{name}: top-1 agreement {agree}/12");
     }
 
     [Theory]

@@ -20,17 +20,9 @@ public static class GgufConverter
 {
     private sealed record Planned(string Name, GgmlType Type, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
 
-    /// <summary>llama.cpp's <c>general.file_type</c> (enum llama_ftype) for an output type of
-    /// <see cref="WeightFormats.GgufTargets"/> (LLAMA_FTYPE_MOSTLY_*: Q4_K is written as Q4_K_S, 14; Q5_K as Q5_K_S, 16).</summary>
-    public static uint FileType(WeightFormat t) => t switch
-    {
-        WeightFormat.F32 => 0, WeightFormat.F16 => 1, WeightFormat.BF16 => 32, WeightFormat.Q8_0 => 7, WeightFormat.Q4_0 => 2, WeightFormat.Q4_K => 14, WeightFormat.Q5_K => 16, WeightFormat.Q6_K => 18,
-        _ => throw new ArgumentOutOfRangeException(nameof(t), t, $"GGUF output types: {string.Join(", ", WeightFormats.GgufTargets)}"),
-    };
-
     /// <summary>Converts a Hugging Face folder, or re-quantises a deepseek2 GGUF file (as llama-quantize does: the
     /// same metadata with the new file type, every tensor dequantised and written in the type the rules give).</summary>
-    public static void Convert(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress = null,
+    public static void Convert(string source, string outFile, GgufFileType type, IProgress<(int Done, int Total)>? progress = null,
         CancellationToken cancellationToken = default)
     {
         if (File.Exists(source) && GgufFile.IsGguf(source))
@@ -46,10 +38,23 @@ public static class GgufConverter
         Tokenizer? tokenizer = File.Exists(Path.Combine(hfDir, "tokenizer.json")) ? Tokenizer.Load(hfDir) : null;
         using SafeTensorsCheckpoint ckpt = SafeTensorsCheckpoint.Open(hfDir);
         var reader = new TensorReader(ckpt, c.Fp8BlockSize ?? (128, 128));
-        List<Planned> plan = Plan(c, reader, type);
-        var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), FileType(type));
+        List<Planned> plan = Typed(Plan(c, reader), type, c.NLayers, c.NRoutedExperts);
+        var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), type.Id);
         if (tokenizer is not null) meta.AddRange(Vocabulary(tokenizer, c.VocabSize));
         Write(outFile, meta, plan, progress, cancellationToken);
+    }
+
+    /// <summary><see cref="Convert(string, string, GgufFileType, IProgress{ValueTuple{int, int}}?, CancellationToken)"/>
+    /// into the file type of tensors in <paramref name="format"/> (Q4_K and Q5_K as Q4_K_S and Q5_K_S).</summary>
+    public static void Convert(string source, string outFile, WeightFormat format, IProgress<(int Done, int Total)>? progress = null,
+        CancellationToken cancellationToken = default) =>
+        Convert(source, outFile, GgufFileType.For(format), progress, cancellationToken);
+
+    /// <summary>The plan with each tensor's type as <see cref="GgufTypeRules"/> gives it, in the order written.</summary>
+    private static List<Planned> Typed(List<Planned> plan, GgufFileType type, int layers, int experts)
+    {
+        var rules = new GgufTypeRules(type, layers, experts, plan.Select(p => p.Name));
+        return [.. plan.Select(p => p with { Type = rules.For(p.Name, p.Dims[0], p.Dims.Length) })];
     }
 
     /// <summary>The output may not be one of the files the model is read from: the rename at the end would replace
@@ -79,18 +84,16 @@ public static class GgufConverter
         writer.Commit();
     }
 
-    private static void Requantize(string source, string outFile, WeightFormat type, IProgress<(int Done, int Total)>? progress,
+    private static void Requantize(string source, string outFile, GgufFileType type, IProgress<(int Done, int Total)>? progress,
         CancellationToken cancellationToken)
     {
         using GgufCheckpoint ck = GgufCheckpoint.Open(source);
         Deepseek2Gguf.ReadConfig(ck); // a deepseek2 model, or a clear error
-        var types = new GgufTypeRules(type, (int)(ck.Main.Integer(K.Arch(K.BlockCount)) ?? 0), (int)(ck.Main.Integer(K.Arch(K.ExpertCount)) ?? 0));
         if (Path.GetFullPath(source) == Path.GetFullPath(outFile) || ck.Files.Any(f => Path.GetFullPath(f.Path) == Path.GetFullPath(outFile)))
             throw new ArgumentException($"--out must differ from the source files ('{source}')");
         var meta = ck.Main.Metadata.Where(kv => !kv.Key.StartsWith("split.", StringComparison.Ordinal) && kv.Key != K.FileType && kv.Key != GgufFile.AlignmentKey)
-            .Append(new(K.FileType, GgufValue.U32(FileType(type)))).ToList();
-        var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name,
-            types.For(t.Name, t.Dims[0], t.Dims.Length), t.Dims, emit =>
+            .Append(new(K.FileType, GgufValue.U32(type.Id))).ToList();
+        var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name, t.Type, t.Dims, emit =>
             {
                 GgufFile f = ck.FileOf(t);
                 int cols = (int)t.Dims[0];
@@ -104,7 +107,8 @@ public static class GgufConverter
                     emit(row);
                 }
             })).ToList();
-        Write(outFile, meta, plan, progress, cancellationToken);
+        int Key(string key) => (int)(ck.Main.Integer(K.Arch(key)) ?? 0);
+        Write(outFile, meta, Typed(plan, type, Key(K.BlockCount), Key(K.ExpertCount)), progress, cancellationToken);
     }
 
     /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>
@@ -139,12 +143,10 @@ public static class GgufConverter
         public void Dispose() => Flush();
     }
 
-    private static List<Planned> Plan(ModelConfig c, TensorReader r, WeightFormat type)
+    private static List<Planned> Plan(ModelConfig c, TensorReader r)
     {
         var plan = new List<Planned>();
-        var types = new GgufTypeRules(type, c.NLayers, c.NRoutedExperts);
-        void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) =>
-            plan.Add(new Planned(name, types.For(name, dims[0], dims.Length), dims, rows));
+        void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) => plan.Add(new Planned(name, GgmlType.F32, dims, rows));
         Action<Action<ReadOnlySpan<float>>> MatrixRows(string hf, int rows, int cols) => emit =>
         {
             using Matrix m = r.ReadMatrix(hf, rows, cols, "shape from config.json");

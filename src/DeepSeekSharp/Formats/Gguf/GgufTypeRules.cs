@@ -4,24 +4,28 @@ using G = DeepSeekSharp.Formats.TensorNames.Gguf;
 
 namespace DeepSeekSharp.Formats.Gguf;
 
-/// <summary>The type each tensor of a deepseek2 GGUF gets when a file is written as <paramref name="target"/>, as
-/// llama-quantize's llama_tensor_get_type chooses it without an importance matrix (the file types of
-/// <see cref="WeightFormats.GgufTargets"/>; Q4_K and Q5_K are its Q4_K_S and Q5_K_S):
+/// <summary>The type each tensor of a deepseek2 GGUF gets in a file of type <paramref name="file"/>, as
+/// llama-quantize's llama_tensor_get_type chooses it without an importance matrix:
 /// <list type="bullet">
-/// <item>1-D tensors, norms and the router stay F32; float targets (F32, F16, BF16) are written as they are named.</item>
-/// <item>The output matrix is Q6_K for the quantised targets but Q8_0 (Q8_0 where its rows do not divide into its
-/// own type's blocks).</item>
-/// <item>Q4_K_S: each layer's ffn_down tensors in the first eighth of the layers are Q5_K; the first four attn_v-like
-/// tensors (attn_v, attn_qkv, attn_kv_b, in file order) Q5_K.</item>
-/// <item>With eight routed experts (ggml's Mixtral rules): attn_v-like and attn_k tensors Q8_0, and for Q4_K_S
-/// attn_output Q5_K.</item>
+/// <item>1-D tensors, norms and the router stay F32; float file types (F32, F16, BF16) write every matrix in their
+/// format.</item>
+/// <item>The output matrix is Q6_K in every quantised type but Q8_0 (Q8_0 where its rows do not divide into the
+/// type's blocks).</item>
+/// <item>Q4_K_S: ffn_down tensors of the first eighth of the layers, and the first four attn_v-like tensors (attn_v,
+/// attn_qkv, attn_kv_b, in file order), are Q5_K.</item>
+/// <item>Q4_K_M and Q5_K_M: ffn_down tensors of the layers llama.cpp's use_more_bits picks (the first and last eighth,
+/// and every third between), and the attn_v-like tensors it picks by their count, are Q6_K.</item>
+/// <item>With eight routed experts (its Mixtral rules): attn_v-like and attn_k tensors Q8_0, and for Q4_K_S and
+/// Q4_K_M attn_output Q5_K.</item>
 /// <item>Rows that do not divide into the type's blocks fall back as llama.cpp's do (Q4_K → Q5_0, Q5_K → Q5_1,
 /// Q6_K → Q8_0; Q8_0, Q4_0 and a fallback that does not fit either → F16).</item>
 /// </list>
-/// Tensors must be asked for in the order they are written: the attn_v-like count runs over the file.</summary>
-public sealed class GgufTypeRules(WeightFormat target, int layers, int experts)
+/// Tensors must be asked for in the order they are written, among <paramref name="names"/> (the file's tensors): the
+/// attn_v-like ones are counted over the file.</summary>
+public sealed class GgufTypeRules(GgufFileType file, int layers, int experts, IEnumerable<string> names)
 {
-    private int _attentionV; // attn_v-like tensors seen so far (llama.cpp's i_attention_wv)
+    private readonly int _attentionVs = names.Count(IsAttentionV); // llama.cpp's n_attention_wv
+    private int _attentionV; // attn_v-like tensors seen so far (its i_attention_wv)
 
     /// <summary>The type of tensor <paramref name="name"/>, whose rows are <paramref name="rowLength"/> long (ggml's
     /// ne0) and which has <paramref name="nDims"/> dimensions.</summary>
@@ -29,15 +33,16 @@ public sealed class GgufTypeRules(WeightFormat target, int layers, int experts)
     {
         if (nDims == 1 || name.EndsWith("_norm.weight", StringComparison.Ordinal) || name.EndsWith(G.FfnGateInp, StringComparison.Ordinal))
             return GgmlType.F32;
-        if (target is WeightFormat.F32 or WeightFormat.F16 or WeightFormat.BF16) return target.ToGgml();
-        GgmlType type = target.ToGgml();
+        GgmlType type = file.Format.ToGgml();
+        if (file.Format is WeightFormat.F32 or WeightFormat.F16 or WeightFormat.BF16) return type;
+        bool q4ks = file == GgufFileType.Q4_K_S, q4km = file == GgufFileType.Q4_K_M;
         if (name == G.Output)
-            type = rowLength % type.Traits().BlockSize != 0 ? GgmlType.Q8_0 : type == GgmlType.Q8_0 ? GgmlType.Q8_0 : GgmlType.Q6_K;
-        else if (name.EndsWith(G.AttnKvB, StringComparison.Ordinal) || name.EndsWith("attn_v.weight", StringComparison.Ordinal) ||
-                 name.EndsWith("attn_qkv.weight", StringComparison.Ordinal))
+            type = rowLength % type.Traits().BlockSize != 0 || type == GgmlType.Q8_0 ? GgmlType.Q8_0 : GgmlType.Q6_K;
+        else if (IsAttentionV(name))
         {
             if (experts == 8) type = GgmlType.Q8_0;
-            else if (target == WeightFormat.Q4_K && _attentionV < 4) type = GgmlType.Q5_K;
+            else if (file.Medium && MoreBits(_attentionV, _attentionVs)) type = GgmlType.Q6_K;
+            else if (q4ks && _attentionV < 4) type = GgmlType.Q5_K;
             _attentionV++;
         }
         else if (name.EndsWith("attn_k.weight", StringComparison.Ordinal))
@@ -46,14 +51,22 @@ public sealed class GgufTypeRules(WeightFormat target, int layers, int experts)
         }
         else if (name.EndsWith(G.AttnOutput, StringComparison.Ordinal))
         {
-            if (experts == 8 && target == WeightFormat.Q4_K) type = GgmlType.Q5_K;
+            if (experts == 8 && (q4ks || q4km)) type = GgmlType.Q5_K;
         }
         else if (name.Contains("ffn_down", StringComparison.Ordinal))
         {
-            if (target == WeightFormat.Q4_K && Layer(name) < layers / 8) type = GgmlType.Q5_K;
+            int layer = Layer(name);
+            if (file.Medium && MoreBits(layer, layers)) type = GgmlType.Q6_K;
+            else if (q4ks && layer < layers / 8) type = GgmlType.Q5_K;
         }
         return Fitting(type, rowLength);
     }
+
+    /// <summary>llama.cpp's use_more_bits: the first and last eighth of <paramref name="n"/>, and every third between.</summary>
+    private static bool MoreBits(int i, int n) => i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+
+    private static bool IsAttentionV(string name) => name.EndsWith(G.AttnKvB, StringComparison.Ordinal) ||
+        name.EndsWith("attn_v.weight", StringComparison.Ordinal) || name.EndsWith("attn_qkv.weight", StringComparison.Ordinal);
 
     /// <summary>The layer of a tensor named blk.N.…</summary>
     private static int Layer(string name) =>

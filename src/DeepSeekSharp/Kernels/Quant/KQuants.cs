@@ -14,8 +14,9 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// 128 bytes of 4-bit codes: w = d·sc·q − dmin·m.</item>
 /// </list>
 /// In Q2_K and Q3_K, byte l of each 32-byte code group holds four weights 32 apart (bits 2j..2j+1 for weight
-/// 32·j + l of its 128). Quantisers fit each sub-block as ggml's make_qkx2_quants does (Q2_K, Q5_K) or by its
-/// largest magnitude (Q3_K), then quantise the sub-block scales against one super-block scale.</summary>
+/// 32·j + l of its 128). The Q5_K quantiser writes ggml's bytes (<see cref="ScaleMinFit"/>); Q2_K's fits each
+/// sub-block after make_qkx2_quants and Q3_K's by its largest magnitude (not ggml's bytes), then each quantises the
+/// sub-block scales against one super-block scale.</summary>
 public static class KQuants
 {
     internal static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[BinaryPrimitives.ReadUInt16LittleEndian(b[at..])];

@@ -19,7 +19,8 @@ public struct BlockQ8_0
 
 public static class Q8_0
 {
-    /// <summary>Quantises one row (length a multiple of 32): d = max|x| / 127, q = round(x / d).</summary>
+    /// <summary>Quantises one row (length a multiple of 32) as ggml's quantize_row_q8_0_ref does: d = max|x| / 127,
+    /// q = x · (1 / d) rounded to nearest, halves away from zero.</summary>
     public static void QuantizeRow(ReadOnlySpan<float> x, Span<BlockQ8_0> dst)
     {
         if (x.Length != dst.Length * BlockQ8_0.Size) ThrowHelper.LengthMismatch(nameof(dst), x.Length / BlockQ8_0.Size, dst.Length);
@@ -30,7 +31,8 @@ public static class Q8_0
             foreach (float f in v) amax = MathF.Max(amax, MathF.Abs(f));
             float d = amax / 127f, inv = d > 0 ? 1f / d : 0f;
             dst[b].D = HalfTable.FromFloat(d);
-            for (int i = 0; i < 32; i++) dst[b].Qs[i] = (sbyte)MathF.Round(v[i] * inv, MidpointRounding.ToEven);
+            // roundf, as ggml's quantize_row_q8_0_ref: halves away from zero.
+            for (int i = 0; i < 32; i++) dst[b].Qs[i] = (sbyte)MathF.Round(v[i] * inv, MidpointRounding.AwayFromZero);
         }
     }
 

@@ -642,15 +642,17 @@ public class QuantizedActivationsTests
         }
     }
 
-    /// <summary>Our Q4_K, Q5_K and Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what llama-quantize
-    /// makes without an importance matrix), on rows made by tests/data/quant/k_quants_ggml.c: uniform, tiny, with
-    /// outliers, with all-zero sub-blocks and an all-zero block, skewed, with a repeated extreme, with sub-blocks of 16
-    /// and of 32 whose scale rounds to zero, and with a sub-block of no negative weight.</summary>
+    /// <summary>Our Q8_0, Q4_K, Q5_K and Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what
+    /// llama-quantize makes without an importance matrix), on rows made by tests/data/quant/ggml_quantise.c: uniform,
+    /// tiny, with outliers, with all-zero sub-blocks and an all-zero block, skewed, with a repeated extreme, with
+    /// sub-blocks of 16 and of 32 whose scale rounds to zero, with a sub-block of no negative weight, and halves on a
+    /// scale of one (ties, which Q8_0 rounds away from zero).</summary>
     [Theory]
+    [InlineData("q8_0")]
     [InlineData("q4_k")]
     [InlineData("q5_k")]
     [InlineData("q6_k")]
-    public void KQuantisers_WriteGgmlsBytes(string type)
+    public void Quantisers_WriteGgmlsBytes(string type)
     {
         string[] expected = File.ReadAllLines(GoldenCase.DataPath("quant", $"{type}_ggml.txt"));
         const int cols = 512;
@@ -660,7 +662,7 @@ public class QuantizedActivationsTests
             state = state * 1664525u + 1013904223u;
             return (float)(int)(state >> 8) / 16777216f - 0.5f;
         }
-        Assert.Equal(10, expected.Length);
+        Assert.Equal(11, expected.Length);
         var x = new float[cols];
         for (int r = 0; r < expected.Length; r++)
         {
@@ -676,10 +678,12 @@ public class QuantizedActivationsTests
                 if (r == 7 && i / 16 == 2) v *= 1e-6f;
                 if (r == 8 && i / 32 == 3) v *= 1e-6f;
                 if (r == 9 && i / 32 == 5) v = MathF.Abs(v) + 1;
+                if (r == 10) v = i % 32 == 0 ? 127f : (float)((int)(v * 512) % 254) / 2;
                 x[i] = v;
             }
             byte[] bytes = type switch
             {
+                "q8_0" => Quantised<BlockQ8_0>(x, (s, d) => Q8_0.QuantizeRow(s, d), BlockQ8_0.Size),
                 "q4_k" => Quantised<BlockQ4K>(x, (s, d) => Q4K.QuantizeRow(s, d)),
                 "q5_k" => Quantise(x, 176, KQuants.QuantizeQ5K),
                 _ => Quantised<BlockQ6K>(x, (s, d) => Q6K.QuantizeRow(s, d)),
@@ -690,9 +694,9 @@ public class QuantizedActivationsTests
 
     private delegate void RowQuantiser<T>(ReadOnlySpan<float> x, Span<T> dst);
 
-    private static byte[] Quantised<T>(float[] x, RowQuantiser<T> quantise) where T : unmanaged
+    private static byte[] Quantised<T>(float[] x, RowQuantiser<T> quantise, int perBlock = 256) where T : unmanaged
     {
-        var blocks = new T[x.Length / 256];
+        var blocks = new T[x.Length / perBlock];
         quantise(x, blocks);
         return System.Runtime.InteropServices.MemoryMarshal.AsBytes(blocks.AsSpan()).ToArray();
     }

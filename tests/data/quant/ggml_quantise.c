@@ -1,27 +1,29 @@
-// Made the bytes in q4_k_ggml.txt, q5_k_ggml.txt and q6_k_ggml.txt: ggml of llama.cpp v0.5.0 as
+// Made the bytes in q8_0_ggml.txt, q4_k_ggml.txt, q5_k_ggml.txt and q6_k_ggml.txt: ggml of llama.cpp v0.5.0 as
 // ../shared/anchors/llamacpp/build.sh builds it (into DIR);
-// gcc -O2 k_quants_ggml.c -LDIR/bin -lggml-base -Wl,-rpath,DIR/bin && for t in q4_k q5_k q6_k; do ./a.out $t > ${t}_ggml.txt; done
+// gcc -O2 ggml_quantise.c -LDIR/bin -lggml-base -Wl,-rpath,DIR/bin && for t in q8_0 q4_k q5_k q6_k; do ./a.out $t > ${t}_ggml.txt; done
 // Quantises deterministic rows with ggml's quantize_row_<type>_ref (what llama-quantize calls without an importance
 // matrix) and prints each row's bytes as hex, one row a line.
 #include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+void quantize_row_q8_0_ref(const float * x, void * y, int64_t k);
 void quantize_row_q4_K_ref(const float * x, void * y, int64_t k);
 void quantize_row_q5_K_ref(const float * x, void * y, int64_t k);
 void quantize_row_q6_K_ref(const float * x, void * y, int64_t k);
 static uint32_t state = 12345;
 static float next(void) { state = state * 1664525u + 1013904223u; return (float)(int32_t)(state >> 8) / 16777216.0f - 0.5f; }
 int main(int argc, char ** argv) {
-    enum { ROWS = 10, COLS = 512 };
+    enum { ROWS = 11, COLS = 512 };
     const char * type = argc > 1 ? argv[1] : "q6_k";
     void (*quantize)(const float *, void *, int64_t) = quantize_row_q6_K_ref;
     unsigned bytes = 210; // per 256 weights
-    if (strcmp(type, "q4_k") == 0) { quantize = quantize_row_q4_K_ref; bytes = 144; }
+    if (strcmp(type, "q8_0") == 0) { quantize = quantize_row_q8_0_ref; bytes = 272; } // 8 blocks of 34
+    else if (strcmp(type, "q4_k") == 0) { quantize = quantize_row_q4_K_ref; bytes = 144; }
     else if (strcmp(type, "q5_k") == 0) { quantize = quantize_row_q5_K_ref; bytes = 176; }
-    else if (strcmp(type, "q6_k") != 0) { fprintf(stderr, "q4_k, q5_k or q6_k\n"); return 2; }
+    else if (strcmp(type, "q6_k") != 0) { fprintf(stderr, "q8_0, q4_k, q5_k or q6_k\n"); return 2; }
     static float x[COLS];
-    static unsigned char y[COLS / 256 * 210];
+    static unsigned char y[COLS / 256 * 272];
     for (int r = 0; r < ROWS; r++) {
         for (int i = 0; i < COLS; i++) {
             float v = next();
@@ -34,6 +36,7 @@ int main(int argc, char ** argv) {
             if (r == 7 && i / 16 == 2) v *= 1e-6f;        // a sub-block whose scale rounds to zero
             if (r == 8 && i / 32 == 3) v *= 1e-6f;        // the same for sub-blocks of 32
             if (r == 9 && i / 32 == 5) v = fabsf(v) + 1;  // a sub-block with no negative weight
+            if (r == 10) v = i % 32 == 0 ? 127.0f : (float)((int)(v * 512) % 254) / 2; // halves on a scale of 1: ties
             x[i] = v;
         }
         quantize(x, y, COLS);

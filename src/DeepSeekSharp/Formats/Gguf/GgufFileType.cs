@@ -1,0 +1,39 @@
+using DeepSeekSharp.Linear;
+
+namespace DeepSeekSharp.Formats.Gguf;
+
+/// <summary>A GGUF file type as llama-quantize names it (<c>general.file_type</c>, llama.cpp's enum llama_ftype): the
+/// format of most tensors and, for the k-quants, the mix — S keeps nearly all of them in it, M gives the sensitive
+/// ones (half the ffn_down and attn_v-like tensors, chosen by layer) Q6_K. <see cref="GgufTypeRules"/> spells the
+/// mixes out.</summary>
+public sealed record GgufFileType(string Name, WeightFormat Format, uint Id, bool Medium = false)
+{
+    public static readonly GgufFileType F32 = new("f32", WeightFormat.F32, 0), F16 = new("f16", WeightFormat.F16, 1),
+        BF16 = new("bf16", WeightFormat.BF16, 32), Q8_0 = new("q8_0", WeightFormat.Q8_0, 7), Q4_0 = new("q4_0", WeightFormat.Q4_0, 2),
+        Q4_K_S = new("q4_k_s", WeightFormat.Q4_K, 14), Q4_K_M = new("q4_k_m", WeightFormat.Q4_K, 15, Medium: true),
+        Q5_K_S = new("q5_k_s", WeightFormat.Q5_K, 16), Q5_K_M = new("q5_k_m", WeightFormat.Q5_K, 17, Medium: true),
+        Q6_K = new("q6_k", WeightFormat.Q6_K, 18);
+
+    /// <summary>Every file type <c>dss convert</c> writes.</summary>
+    public static readonly GgufFileType[] All = [F32, F16, BF16, Q8_0, Q4_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K];
+
+    /// <summary>The names <see cref="Parse"/> accepts: each type's, and q4_k and q5_k for their S mixes.</summary>
+    public static string[] Names => [.. All.Select(t => t.Name), "q4_k", "q5_k"];
+
+    /// <summary>The file type written for tensors of <paramref name="format"/> (Q4_K and Q5_K as their S mixes).</summary>
+    public static GgufFileType For(WeightFormat format) =>
+        All.FirstOrDefault(t => t.Format == format && !t.Medium)
+        ?? throw new ArgumentOutOfRangeException(nameof(format), format, $"GGUF file types: {string.Join(", ", Names)}");
+
+    /// <summary>Parses a command-line name (case-insensitive).</summary>
+    public static GgufFileType Parse(string name)
+    {
+        foreach (GgufFileType t in All)
+            if (string.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase)) return t;
+        if (string.Equals(name, "q4_k", StringComparison.OrdinalIgnoreCase)) return Q4_K_S;
+        if (string.Equals(name, "q5_k", StringComparison.OrdinalIgnoreCase)) return Q5_K_S;
+        throw new ArgumentException($"unknown GGUF file type '{name}'; expected one of: {string.Join(", ", Names)}", nameof(name));
+    }
+
+    public override string ToString() => Name;
+}
