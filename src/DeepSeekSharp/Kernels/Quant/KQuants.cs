@@ -118,15 +118,6 @@ public static class KQuants
     /// <summary>ggml's nearest_int: to nearest, ties to even (its float trick, for magnitudes below 2²²).</summary>
     internal static int NearestInt(float f) => (int)MathF.Round(f);
 
-    /// <summary>ggml's importance weights for fitting a sub-block of a 4/5-bit k-quant: rms(x) + |x|.</summary>
-    internal static void FitWeights(ReadOnlySpan<float> sub, Span<float> w)
-    {
-        float sumSq = 0;
-        foreach (float f in sub) sumSq += f * f;
-        float rms = MathF.Sqrt(sumSq / sub.Length);
-        for (int l = 0; l < sub.Length; l++) w[l] = rms + MathF.Abs(sub[l]);
-    }
-
     /// <summary>Best (scale, min ≥ 0) with x ≈ scale·q − min, q in 0..nmax, after ggml's make_qkx2_quants: try
     /// scales around (max − min)/nmax, weighted least squares for each, keep the smallest weighted error.</summary>
     internal static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int nmax, float rmin, float rdelta, int nstep)
