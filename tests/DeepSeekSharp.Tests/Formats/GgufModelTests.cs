@@ -205,13 +205,13 @@ public class GgufModelTests(ITestOutputHelper output)
     /// Q4_K_S puts ffn_down of the first eighth of the layers and the first four attn_v-like tensors in Q5_K; Q4_K_M
     /// and Q5_K_M put ffn_down of the layers use_more_bits picks (first and last eighth, every third between) and
     /// the attn_v-like tensors it picks by their count in Q6_K; with eight experts attn_kv_b is Q8_0 and (Q4_K_S,
-    /// Q4_K_M) attn_output Q5_K; a type whose blocks the rows do not fill falls back as llama.cpp's (Q5_K → Q5_1,
-    /// Q4_K → Q5_0, Q6_K → Q8_0).</summary>
+    /// Q4_K_M) attn_output Q5_K; a file without an output matrix gives its token embedding the output's type; a type
+    /// whose blocks the rows do not fill falls back as llama.cpp's (Q5_K → Q5_1, Q4_K → Q5_0, Q6_K → Q8_0).</summary>
     [Fact]
     public void TypeRules_FollowLlamaQuantizesChoices()
     {
-        string[] kvB = [.. Enumerable.Range(0, 16).Select(l => G.Block(l, G.AttnKvB))];
-        var q4ks = new GgufTypeRules(GgufFileType.Q4_K_S, 16, 64, kvB);
+        string[] kvB = [.. Enumerable.Range(0, 16).Select(l => G.Block(l, G.AttnKvB))], names = [G.Output, G.TokenEmbd, .. kvB];
+        var q4ks = new GgufTypeRules(GgufFileType.Q4_K_S, 16, 64, names);
         Assert.Equal(GgmlType.Q6_K, q4ks.For(G.Output, 2048, 2));
         Assert.Equal(GgmlType.Q4_K, q4ks.For(G.TokenEmbd, 2048, 2));
         Assert.Equal(GgmlType.F32, q4ks.For(G.Block(0, G.AttnNorm), 2048, 1));
@@ -230,7 +230,7 @@ public class GgufModelTests(ITestOutputHelper output)
         int[] moreBits = [0, 1, 4, 7, 10, 13, 14, 15];
         foreach (GgufFileType medium in new[] { GgufFileType.Q4_K_M, GgufFileType.Q5_K_M })
         {
-            var rules = new GgufTypeRules(medium, 16, 64, kvB);
+            var rules = new GgufTypeRules(medium, 16, 64, names);
             GgmlType plain = medium.Format.ToGgml();
             for (int l = 0; l < 16; l++)
             {
@@ -244,20 +244,24 @@ public class GgufModelTests(ITestOutputHelper output)
             Assert.Equal(GgmlType.Q6_K, rules.For(G.Output, 2048, 2));
         }
 
-        var q5ks = new GgufTypeRules(GgufFileType.Q5_K_S, 16, 64, kvB);
+        var q5ks = new GgufTypeRules(GgufFileType.Q5_K_S, 16, 64, names);
         Assert.Equal(GgmlType.Q5_K, q5ks.For(G.Block(0, G.FfnDown), 10240, 2));
         Assert.Equal(GgmlType.Q5_K, q5ks.For(kvB[0], 512, 2));
         Assert.Equal(GgmlType.Q6_K, q5ks.For(G.Output, 2048, 2));
 
-        var eightExperts = new GgufTypeRules(GgufFileType.Q4_K_M, 16, 8, kvB);
+        var eightExperts = new GgufTypeRules(GgufFileType.Q4_K_M, 16, 8, names);
         Assert.Equal(GgmlType.Q8_0, eightExperts.For(kvB[0], 512, 2));
         Assert.Equal(GgmlType.Q5_K, eightExperts.For(G.Block(0, G.AttnOutput), 2048, 2));
-        Assert.Equal(GgmlType.Q8_0, new GgufTypeRules(GgufFileType.Q6_K, 16, 8, kvB).For(kvB[3], 512, 2));
+        Assert.Equal(GgmlType.Q8_0, new GgufTypeRules(GgufFileType.Q6_K, 16, 8, names).For(kvB[3], 512, 2));
 
-        var q8 = new GgufTypeRules(GgufFileType.Q8_0, 16, 64, kvB);
+        // No output matrix among the file's tensors: the token embedding serves as it, and gets its type.
+        Assert.Equal(GgmlType.Q6_K, new GgufTypeRules(GgufFileType.Q4_K_M, 16, 64, [G.TokenEmbd, .. kvB]).For(G.TokenEmbd, 2048, 2));
+        Assert.Equal(GgmlType.Q4_K, new GgufTypeRules(GgufFileType.Q4_K_M, 16, 64, [G.TokenEmbd, G.Output]).For(G.TokenEmbd, 2048, 2));
+
+        var q8 = new GgufTypeRules(GgufFileType.Q8_0, 16, 64, names);
         Assert.Equal(GgmlType.Q8_0, q8.For(G.Output, 2048, 2));
         Assert.Equal(GgmlType.F16, q8.For(G.Block(0, G.FfnDown), 10945, 2));
-        Assert.Equal(GgmlType.F16, new GgufTypeRules(GgufFileType.F16, 16, 64, kvB).For(G.Output, 2048, 2));
+        Assert.Equal(GgmlType.F16, new GgufTypeRules(GgufFileType.F16, 16, 64, names).For(G.Output, 2048, 2));
     }
 
     [Fact]

@@ -10,7 +10,7 @@ namespace DeepSeekSharp.Formats.Gguf;
 /// <item>1-D tensors, norms and the router stay F32; float file types (F32, F16, BF16) write every matrix in their
 /// format.</item>
 /// <item>The output matrix is Q6_K in every quantised type but Q8_0 (Q8_0 where its rows do not divide into the
-/// type's blocks).</item>
+/// type's blocks); so is the token embedding of a file without one (tied embeddings).</item>
 /// <item>Q4_K_S: ffn_down tensors of the first eighth of the layers, and the first four attn_v-like tensors (attn_v,
 /// attn_qkv, attn_kv_b, in file order), are Q5_K.</item>
 /// <item>Q4_K_M and Q5_K_M: ffn_down tensors of the layers llama.cpp's use_more_bits picks (the first and last eighth,
@@ -25,6 +25,7 @@ namespace DeepSeekSharp.Formats.Gguf;
 public sealed class GgufTypeRules(GgufFileType file, int layers, int experts, IEnumerable<string> names)
 {
     private readonly int _attentionVs = names.Count(IsAttentionV); // llama.cpp's n_attention_wv
+    private readonly bool _tied = !names.Contains(G.Output); // no output matrix: the embedding is it (has_tied_embeddings)
     private int _attentionV; // attn_v-like tensors seen so far (its i_attention_wv)
 
     /// <summary>The type of tensor <paramref name="name"/>, whose rows are <paramref name="rowLength"/> long (ggml's
@@ -36,7 +37,7 @@ public sealed class GgufTypeRules(GgufFileType file, int layers, int experts, IE
         GgmlType type = file.Format.ToGgml();
         if (file.Format is WeightFormat.F32 or WeightFormat.F16 or WeightFormat.BF16) return type;
         bool q4ks = file == GgufFileType.Q4_K_S, q4km = file == GgufFileType.Q4_K_M;
-        if (name == G.Output)
+        if (name == G.Output || (_tied && name == G.TokenEmbd))
             type = rowLength % type.Traits().BlockSize != 0 || type == GgmlType.Q8_0 ? GgmlType.Q8_0 : GgmlType.Q6_K;
         else if (IsAttentionV(name))
         {
