@@ -13,8 +13,18 @@ internal static class ConvertCommand
     {
         var model = new Option<string>("--model") { Description = "Hugging Face model folder, or a GGUF file to re-quantise", Required = true };
         var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
-        var type = new Option<string>("--type") { Description = "file type, as llama-quantize names it (q4_k and q5_k are the _s mixes; norms and routers stay f32)", DefaultValueFactory = _ => "q8_0" };
-        type.AcceptOnlyFromAmong(GgufFileType.Names);
+        var type = new Option<string>("--type")
+        {
+            Description = "file type as llama-quantize names it, in either case (q4_k and q5_k are the _s mixes; norms and routers stay f32)",
+            DefaultValueFactory = _ => "q8_0",
+        };
+        type.CompletionSources.Add(GgufFileType.Names);
+        type.Validators.Add(result =>
+        {
+            string? name = result.GetValueOrDefault<string>();
+            if (name is not null && !GgufFileType.Names.Contains(name, StringComparer.OrdinalIgnoreCase))
+                result.AddError($"--type '{name}' is not a GGUF file type; expected one of: {string.Join(", ", GgufFileType.Names)}");
+        });
         var cmd = new Command("convert", "Convert a Hugging Face checkpoint to GGUF (llama.cpp's deepseek2 layout)") { model, output, type };
         cmd.SetAction(r =>
         {

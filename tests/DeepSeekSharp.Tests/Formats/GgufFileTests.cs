@@ -313,6 +313,29 @@ public class GgufFileTests : IDisposable
         Assert.Contains("completion 4", gen.Stderr);
     }
 
+    /// <summary><c>dss convert --type Q4_K_M</c> takes llama-quantize's name for the mix (in its upper case too) and
+    /// writes its file type (15), every tensor in the type <see cref="GgufTypeRules"/> gives it for the file's layers and
+    /// experts, in the order written; the model loads and generates from it.</summary>
+    [Fact]
+    public void Cli_ConvertsToTheQ4KMMix()
+    {
+        string path = PathOf("cli-q4_k_m.gguf");
+        var (code, _, stderr) = CliRunner.Run("convert", "--model", RandomModel.V3Tiny, "--out", path, "--type", "Q4_K_M");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("(q4_k_m)", stderr);
+        using (var f = GgufFile.Open(path))
+        {
+            Assert.Equal(15, f.Integer("general.file_type"));
+            var rules = new GgufTypeRules(GgufFileType.Q4_K_M, (int)f.Integer("deepseek2.block_count")!, (int)f.Integer("deepseek2.expert_count")!,
+                f.TensorList.Select(t => t.Name));
+            foreach (var t in f.TensorList) Assert.Equal((t.Name, rules.For(t.Name, t.Dims[0], t.Dims.Length)), (t.Name, t.Type));
+            Assert.Contains(f.TensorList, t => t.Type == GgmlType.Q5_0); // v3-tiny's 64-wide rows: Q4_K's fallback
+        }
+        var gen = CliRunner.Run("generate", "--model", path, "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0", "--context", "64");
+        Assert.True(gen.Code == 0, gen.Stderr);
+        Assert.Contains("completion 4", gen.Stderr);
+    }
+
     /// <summary>Writes <paramref name="src"/> as <paramref name="parts"/> files the way gguf-split does: metadata
     /// in the first, split.no / split.count / split.tensors.count in each, tensors spread over them.</summary>
     private string Split(string src, int parts, string name)
