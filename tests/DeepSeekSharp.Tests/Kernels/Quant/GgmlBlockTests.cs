@@ -642,13 +642,16 @@ public class QuantizedActivationsTests
         }
     }
 
-    /// <summary>Our Q8_0, Q4_K, Q5_K and Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what
+    /// <summary>Our Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what
     /// llama-quantize makes without an importance matrix), on rows made by tests/data/quant/ggml_quantise.c: uniform,
     /// tiny, with outliers, with all-zero sub-blocks and an all-zero block, skewed, with a repeated extreme, with
     /// sub-blocks of 16 and of 32 whose scale rounds to zero, with a sub-block of no negative weight, and halves on a
     /// scale of one (ties, which Q8_0 rounds away from zero).</summary>
     [Theory]
     [InlineData("q8_0")]
+    [InlineData("q4_0")]
+    [InlineData("q5_0")]
+    [InlineData("q5_1")]
     [InlineData("q4_k")]
     [InlineData("q5_k")]
     [InlineData("q6_k")]
@@ -684,6 +687,9 @@ public class QuantizedActivationsTests
             byte[] bytes = type switch
             {
                 "q8_0" => Quantised<BlockQ8_0>(x, (s, d) => Q8_0.QuantizeRow(s, d), BlockQ8_0.Size),
+                "q4_0" => Quantise(x, 144, LegacyQuants.QuantizeQ4_0),
+                "q5_0" => Quantise(x, 176, LegacyQuants.QuantizeQ5_0),
+                "q5_1" => Quantise(x, 192, LegacyQuants.QuantizeQ5_1),
                 "q4_k" => Quantised<BlockQ4K>(x, (s, d) => Q4K.QuantizeRow(s, d)),
                 "q5_k" => Quantise(x, 176, KQuants.QuantizeQ5K),
                 _ => Quantised<BlockQ6K>(x, (s, d) => Q6K.QuantizeRow(s, d)),
