@@ -1,6 +1,6 @@
-// Made the bytes in TYPE_ggml.txt (q8_0, q4_0, q5_0, q5_1, q4_k, q5_k, q6_k): ggml of llama.cpp v0.5.0 as
+// Made the bytes in TYPE_ggml.txt (q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k): ggml of llama.cpp v0.5.0 as
 // ../shared/anchors/llamacpp/build.sh builds it (into DIR);
-// gcc -O2 ggml_quantise.c -LDIR/bin -lggml-base -Wl,-rpath,DIR/bin && for t in q8_0 q4_0 q5_0 q5_1 q4_k q5_k q6_k; do ./a.out $t > ${t}_ggml.txt; done
+// gcc -O2 ggml_quantise.c -LDIR/bin -lggml-base -Wl,-rpath,DIR/bin && for t in q8_0 q4_0 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k; do ./a.out $t > ${t}_ggml.txt; done
 // Quantises deterministic rows with ggml's quantize_row_<type>_ref (what llama-quantize calls without an importance
 // matrix) and prints each row's bytes as hex, one row a line.
 #include <stdio.h>
@@ -11,6 +11,8 @@ void quantize_row_q8_0_ref(const float * x, void * y, int64_t k);
 void quantize_row_q4_0_ref(const float * x, void * y, int64_t k);
 void quantize_row_q5_0_ref(const float * x, void * y, int64_t k);
 void quantize_row_q5_1_ref(const float * x, void * y, int64_t k);
+void quantize_row_q2_K_ref(const float * x, void * y, int64_t k);
+void quantize_row_q3_K_ref(const float * x, void * y, int64_t k);
 void quantize_row_q4_K_ref(const float * x, void * y, int64_t k);
 void quantize_row_q5_K_ref(const float * x, void * y, int64_t k);
 void quantize_row_q6_K_ref(const float * x, void * y, int64_t k);
@@ -25,9 +27,11 @@ int main(int argc, char ** argv) {
     else if (strcmp(type, "q4_0") == 0) { quantize = quantize_row_q4_0_ref; bytes = 144; } // 8 of 18
     else if (strcmp(type, "q5_0") == 0) { quantize = quantize_row_q5_0_ref; bytes = 176; } // 8 of 22
     else if (strcmp(type, "q5_1") == 0) { quantize = quantize_row_q5_1_ref; bytes = 192; } // 8 of 24
+    else if (strcmp(type, "q2_k") == 0) { quantize = quantize_row_q2_K_ref; bytes = 84; }
+    else if (strcmp(type, "q3_k") == 0) { quantize = quantize_row_q3_K_ref; bytes = 110; }
     else if (strcmp(type, "q4_k") == 0) { quantize = quantize_row_q4_K_ref; bytes = 144; }
     else if (strcmp(type, "q5_k") == 0) { quantize = quantize_row_q5_K_ref; bytes = 176; }
-    else if (strcmp(type, "q6_k") != 0) { fprintf(stderr, "q8_0, q4_0, q5_0, q5_1, q4_k, q5_k or q6_k\n"); return 2; }
+    else if (strcmp(type, "q6_k") != 0) { fprintf(stderr, "q8_0, q4_0, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k\n"); return 2; }
     static float x[COLS];
     static unsigned char y[COLS / 256 * 272];
     for (int r = 0; r < ROWS; r++) {

@@ -14,9 +14,9 @@ namespace DeepSeekSharp.Kernels.Quant;
 /// 128 bytes of 4-bit codes: w = d·sc·q − dmin·m.</item>
 /// </list>
 /// In Q2_K and Q3_K, byte l of each 32-byte code group holds four weights 32 apart (bits 2j..2j+1 for weight
-/// 32·j + l of its 128). The Q5_K quantiser writes ggml's bytes (<see cref="ScaleMinFit"/>); Q2_K's fits each
-/// sub-block after make_qkx2_quants and Q3_K's by its largest magnitude (not ggml's bytes), then each quantises the
-/// sub-block scales against one super-block scale.</summary>
+/// 32·j + l of its 128). The quantisers write ggml's bytes: Q2_K and Q5_K fit each sub-block with make_qkx2_quants
+/// (<see cref="ScaleMinFit"/>), Q3_K with make_q3_quants (<see cref="Q3Fit"/>), then quantise the sub-block scales
+/// against one super-block scale.</summary>
 public static class KQuants
 {
     internal static float Half(ReadOnlySpan<byte> b, int at) => HalfTable.Values[BinaryPrimitives.ReadUInt16LittleEndian(b[at..])];
@@ -118,55 +118,14 @@ public static class KQuants
     /// <summary>ggml's nearest_int: to nearest, ties to even (its float trick, for magnitudes below 2²²).</summary>
     internal static int NearestInt(float f) => (int)MathF.Round(f);
 
-    /// <summary>Best (scale, min ≥ 0) with x ≈ scale·q − min, q in 0..nmax, after ggml's make_qkx2_quants: try
-    /// scales around (max − min)/nmax, weighted least squares for each, keep the smallest weighted error.</summary>
-    internal static (float Scale, float Min) FitAffine(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int nmax, float rmin, float rdelta, int nstep)
-    {
-        float lo = 0, hi = float.MinValue, sumW = 0, sumX = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            lo = MathF.Min(lo, x[i]);
-            hi = MathF.Max(hi, x[i]);
-            sumW += w[i];
-            sumX += w[i] * x[i];
-        }
-        if (hi <= lo) return (0, -lo);
-        float bestScale = (hi - lo) / nmax, bestOffset = lo, bestErr = FitError(x, w, lo, nmax, nmax / (hi - lo), bestScale, bestOffset);
-        for (int step = 0; step <= nstep; step++)
-        {
-            float iscale = (rmin + rdelta * step + nmax) / (hi - lo);
-            float sumL = 0, sumL2 = 0, sumXL = 0;
-            for (int i = 0; i < x.Length; i++)
-            {
-                float q = Math.Clamp(MathF.Round(iscale * (x[i] - lo)), 0, nmax);
-                sumL += w[i] * q;
-                sumL2 += w[i] * q * q;
-                sumXL += w[i] * q * x[i];
-            }
-            float det = sumW * sumL2 - sumL * sumL;
-            if (det <= 0) continue;
-            float scale = (sumW * sumXL - sumX * sumL) / det, offset = (sumL2 * sumX - sumL * sumXL) / det;
-            if (offset > 0) (offset, scale) = (0, sumXL / sumL2);
-            float err = FitError(x, w, lo, nmax, iscale, scale, offset);
-            if (err < bestErr) (bestErr, bestScale, bestOffset) = (err, scale, offset);
-        }
-        return (bestScale, -bestOffset);
-    }
-
-    private static float FitError(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float lo, int nmax, float iscale, float scale, float offset)
-    {
-        float e = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            float q = Math.Clamp(MathF.Round(iscale * (x[i] - lo)), 0, nmax), diff = scale * q + offset - x[i];
-            e += w[i] * diff * diff;
-        }
-        return e;
-    }
-
+    /// <summary>Quantises rows (a multiple of 256 weights) as ggml's quantize_row_q2_K_ref does: per sixteen weights
+    /// make_qkx2_quants with absolute errors, weights |x|, codes 0..3 (<see cref="ScaleMinFit.FitScalar"/>); the
+    /// sixteen scales and minimums quantised to 4 bits against the largest of each (d, dmin = max / 15); then each
+    /// sixteen's codes recomputed as nearest((x + dmin·m) / (d·sc)), kept from the fit where d·sc is zero.</summary>
     public static void QuantizeQ2K(ReadOnlySpan<float> src, Span<byte> dst)
     {
         Span<float> scales = stackalloc float[16], mins = stackalloc float[16], w = stackalloc float[16];
+        Span<byte> codes = stackalloc byte[256];
         for (int b = 0; b < src.Length / 256; b++)
         {
             ReadOnlySpan<float> v = src.Slice(b * 256, 256);
@@ -176,64 +135,129 @@ public static class KQuants
             for (int j = 0; j < 16; j++)
             {
                 for (int l = 0; l < 16; l++) w[l] = MathF.Abs(v[j * 16 + l]);
-                (scales[j], mins[j]) = FitAffine(v.Slice(j * 16, 16), w, 3, -0.5f, 0.1f, 15);
-                maxScale = MathF.Max(maxScale, scales[j]);
-                maxMin = MathF.Max(maxMin, mins[j]);
+                scales[j] = ScaleMinFit.FitScalar(v.Slice(j * 16, 16), w, 3, -0.5f, 0.1f, 15, codes.Slice(j * 16, 16), out mins[j], absolute: true);
+                if (scales[j] > maxScale) maxScale = scales[j];
+                if (mins[j] > maxMin) maxMin = mins[j];
             }
-            float d = SetHalf(blk, 80, maxScale / 15), dmin = SetHalf(blk, 82, maxMin / 15);
+            if (maxScale > 0)
+            {
+                float iscale = 15f / maxScale;
+                for (int j = 0; j < 16; j++) blk[j] = (byte)NearestInt(iscale * scales[j]);
+                SetHalf(blk, 80, maxScale / 15f);
+            }
+            if (maxMin > 0)
+            {
+                float iscale = 15f / maxMin;
+                for (int j = 0; j < 16; j++) blk[j] |= (byte)(NearestInt(iscale * mins[j]) << 4);
+                SetHalf(blk, 82, maxMin / 15f);
+            }
+            float d = Half(blk, 80), dmin = Half(blk, 82);
             for (int j = 0; j < 16; j++)
             {
-                int ls = d > 0 ? Math.Clamp((int)MathF.Round(scales[j] / d), 0, 15) : 0;
-                int lm = dmin > 0 ? Math.Clamp((int)MathF.Round(mins[j] / dmin), 0, 15) : 0;
-                blk[j] = (byte)(ls | (lm << 4));
-                float s = d * ls, m = dmin * lm;
-                for (int l = 0; l < 16; l++)
-                {
-                    int i = j * 16 + l;
-                    int q = s > 0 ? Math.Clamp((int)MathF.Round((v[i] + m) / s), 0, 3) : 0;
-                    blk[16 + i / 128 * 32 + i % 32] |= (byte)(q << (2 * (i % 128 / 32)));
-                }
+                float s = d * (blk[j] & 0xF);
+                if (s == 0) continue;
+                float m = dmin * (blk[j] >> 4);
+                for (int l = 0; l < 16; l++) codes[j * 16 + l] = (byte)Math.Clamp(NearestInt((v[j * 16 + l] + m) / s), 0, 3);
             }
+            // Byte l of each 32-byte group holds four codes 32 apart (bits 2k, 2k + 1 for code 32·k + l of its 128).
+            for (int i = 0; i < 256; i++) blk[16 + i / 128 * 32 + i % 32] |= (byte)(codes[i] << (2 * (i % 128 / 32)));
         }
     }
 
+    /// <summary>Quantises rows (a multiple of 256 weights) as ggml's quantize_row_q3_K_ref does: per sixteen weights
+    /// <see cref="Q3Fit"/>; the sixteen scales quantised to 6 bits (stored + 32) against d = −max / 32 (the scale of
+    /// largest magnitude on −32); then each sixteen's codes recomputed as nearest(x / (d·sc)), kept from the fit where
+    /// d·sc is zero.</summary>
     public static void QuantizeQ3K(ReadOnlySpan<float> src, Span<byte> dst)
     {
         Span<float> scales = stackalloc float[16];
+        Span<sbyte> codes = stackalloc sbyte[256];
         for (int b = 0; b < src.Length / 256; b++)
         {
             ReadOnlySpan<float> v = src.Slice(b * 256, 256);
             Span<byte> blk = dst.Slice(b * 110, 110);
             blk.Clear();
-            float maxScale = 0;
+            float maxScale = 0, amax = 0;
             for (int j = 0; j < 16; j++)
             {
-                float amax = 0, max = 0;
-                foreach (float f in v.Slice(j * 16, 16))
-                    if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
-                scales[j] = max / -4; // the largest magnitude lands on −4, the end of the range with room
-                if (MathF.Abs(scales[j]) > MathF.Abs(maxScale)) maxScale = scales[j];
+                scales[j] = Q3Fit(v.Slice(j * 16, 16), codes.Slice(j * 16, 16));
+                if (MathF.Abs(scales[j]) > amax) (amax, maxScale) = (MathF.Abs(scales[j]), scales[j]);
             }
-            float iscale = maxScale != 0 ? -32 / maxScale : 0;
-            float d = SetHalf(blk, 108, iscale != 0 ? 1 / iscale : 0);
+            if (maxScale != 0)
+            {
+                float iscale = -32f / maxScale;
+                for (int j = 0; j < 16; j++)
+                {
+                    int stored = Math.Clamp((int)(sbyte)NearestInt(iscale * scales[j]), -32, 31) + 32;
+                    if (j < 8) blk[96 + j] |= (byte)(stored & 0xF);
+                    else blk[96 + j - 8] |= (byte)((stored & 0xF) << 4);
+                    blk[96 + 8 + j % 4] |= (byte)((stored >> 4) << (2 * (j / 4)));
+                }
+                SetHalf(blk, 108, 1 / iscale);
+            }
+            float d = Half(blk, 108);
             for (int j = 0; j < 16; j++)
             {
-                int ls = Math.Clamp((int)MathF.Round(iscale * scales[j]), -32, 31);
-                int stored = ls + 32;
-                if (j < 8) blk[96 + j] |= (byte)(stored & 0xF);
-                else blk[96 + j - 8] |= (byte)((stored & 0xF) << 4);
-                blk[96 + 8 + j % 4] |= (byte)((stored >> 4) << (2 * (j / 4)));
-                float s = d * ls;
-                for (int l = 0; l < 16; l++)
-                {
-                    int i = j * 16 + l;
-                    int q = s != 0 ? Math.Clamp((int)MathF.Round(v[i] / s), -4, 3) + 4 : 4;
-                    int half = i / 128, jj = i % 128 / 32, ll = i % 32;
-                    blk[32 + half * 32 + ll] |= (byte)((q & 3) << (2 * jj));
-                    if (q > 3) blk[ll] |= (byte)(1 << (half * 4 + jj));
-                }
+                float s = d * Q3Scale(blk.Slice(96, 12), j);
+                if (s == 0) continue;
+                for (int l = 0; l < 16; l++) codes[j * 16 + l] = (sbyte)(Math.Clamp(NearestInt(v[j * 16 + l] / s), -4, 3) + 4);
+            }
+            for (int i = 0; i < 256; i++)
+            {
+                int q = codes[i], half = i / 128, k = i % 128 / 32, l = i % 32;
+                blk[32 + half * 32 + l] |= (byte)((q & 3) << (2 * k));
+                if (q > 3) blk[l] |= (byte)(1 << (i / 32)); // the third bit of code i: bit i / 32 of byte i mod 32
             }
         }
+    }
+
+    /// <summary>ggml's make_q3_quants(16, 4, x, L, do_rmse: true): the value of largest magnitude on −4, codes clamped to
+    /// −4..3; then up to five passes that move single codes to nearest(x · Σw·l² / Σw·x·l) over the others (w = x²)
+    /// where that raises (Σw·x·l)² / Σw·l², the scale Σw·x·l / Σw·l². Codes are left + 4 (0..7); all zero where every
+    /// value is below ggml's GROUP_MAX_EPS.</summary>
+    internal static float Q3Fit(ReadOnlySpan<float> x, Span<sbyte> codes)
+    {
+        const int nmax = 4;
+        float max = 0, amax = 0;
+        foreach (float f in x)
+            if (MathF.Abs(f) > amax) (amax, max) = (MathF.Abs(f), f);
+        if (amax < 1e-15f)
+        {
+            codes[..x.Length].Clear();
+            return 0;
+        }
+        float iscale = -nmax / max, sumlx = 0, suml2 = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+            codes[i] = (sbyte)l;
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        for (int pass = 0; pass < 5; pass++)
+        {
+            int changed = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                float w = x[i] * x[i], slx = sumlx - w * x[i] * codes[i];
+                if (!(slx > 0)) continue;
+                float sl2 = suml2 - w * codes[i] * codes[i];
+                int l = Math.Clamp(NearestInt(x[i] * sl2 / slx), -nmax, nmax - 1);
+                if (l == codes[i]) continue;
+                slx += w * x[i] * l;
+                sl2 += w * l * l;
+                if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2)
+                {
+                    codes[i] = (sbyte)l;
+                    (sumlx, suml2) = (slx, sl2);
+                    changed++;
+                }
+            }
+            if (changed == 0) break;
+        }
+        for (int i = 0; i < x.Length; i++) codes[i] += nmax;
+        return suml2 > 0 ? sumlx / suml2 : 0;
     }
 
     /// <summary>Quantises rows (a multiple of 256 weights) as ggml's quantize_row_q5_K_ref does

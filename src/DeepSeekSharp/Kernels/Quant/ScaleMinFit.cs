@@ -136,9 +136,11 @@ internal static class ScaleMinFit
     /// 0..nmax and min ≥ 0. The fit putting [lo, hi] = [min(x, 0), max x] on 0..nmax first; then for k = 0..nstep,
     /// iscale = (rmin + rdelta·k + nmax) / (hi − lo), the codes nearest(iscale·(x − lo)), (scale, offset) by weighted
     /// least squares (offset clamped to ≤ 0) and the weighted squared error; a candidate strictly better than the best
-    /// replaces it, and its offset becomes lo for the candidates after it (ggml's loop reuses <c>min</c>).</summary>
+    /// replaces it, and its offset becomes lo for the candidates after it (ggml's loop reuses <c>min</c>). With
+    /// <paramref name="absolute"/> the errors are weighted absolute ones (its use_mad, for Q2_K).</summary>
     /// <returns>the scale; <paramref name="min"/> gets −offset</returns>
-    internal static float FitScalar(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int nmax, float rmin, float rdelta, int nstep, Span<byte> codes, out float min)
+    internal static float FitScalar(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int nmax, float rmin, float rdelta, int nstep, Span<byte> codes, out float min,
+        bool absolute = false)
     {
         float hi = x[0], lo = x[0], sumW = w[0], sumX = sumW * x[0];
         for (int i = 1; i < x.Length; i++)
@@ -161,7 +163,7 @@ internal static class ScaleMinFit
             int l = Math.Clamp(KQuants.NearestInt(first * (x[i] - lo)), 0, nmax);
             codes[i] = (byte)l;
             float diff = scale * l + lo - x[i];
-            best += w[i] * (diff * diff);
+            best += w[i] * (absolute ? MathF.Abs(diff) : diff * diff);
         }
         Span<byte> aux = stackalloc byte[x.Length];
         for (int k = 0; k <= nstep; k++)
@@ -183,7 +185,7 @@ internal static class ScaleMinFit
             for (int i = 0; i < x.Length; i++)
             {
                 float diff = s * aux[i] + o - x[i];
-                error += w[i] * (diff * diff);
+                error += w[i] * (absolute ? MathF.Abs(diff) : diff * diff);
             }
             if (error < best)
             {

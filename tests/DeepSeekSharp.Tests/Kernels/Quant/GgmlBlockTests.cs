@@ -642,7 +642,7 @@ public class QuantizedActivationsTests
         }
     }
 
-    /// <summary>Our Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what
+    /// <summary>Our Q8_0, Q4_0, Q5_0, Q5_1 and Q2_K–Q6_K quantisers write the bytes ggml's quantize_row_*_ref write (what
     /// llama-quantize makes without an importance matrix), on rows made by tests/data/quant/ggml_quantise.c: uniform,
     /// tiny, with outliers, with all-zero sub-blocks and an all-zero block, skewed, with a repeated extreme, with
     /// sub-blocks of 16 and of 32 whose scale rounds to zero, with a sub-block of no negative weight, and halves on a
@@ -652,6 +652,8 @@ public class QuantizedActivationsTests
     [InlineData("q4_0")]
     [InlineData("q5_0")]
     [InlineData("q5_1")]
+    [InlineData("q2_k")]
+    [InlineData("q3_k")]
     [InlineData("q4_k")]
     [InlineData("q5_k")]
     [InlineData("q6_k")]
@@ -690,6 +692,8 @@ public class QuantizedActivationsTests
                 "q4_0" => Quantise(x, 144, LegacyQuants.QuantizeQ4_0),
                 "q5_0" => Quantise(x, 176, LegacyQuants.QuantizeQ5_0),
                 "q5_1" => Quantise(x, 192, LegacyQuants.QuantizeQ5_1),
+                "q2_k" => Quantise(x, 84, KQuants.QuantizeQ2K),
+                "q3_k" => Quantise(x, 110, KQuants.QuantizeQ3K),
                 "q4_k" => Quantised<BlockQ4K>(x, (s, d) => Q4K.QuantizeRow(s, d)),
                 "q5_k" => Quantise(x, 176, KQuants.QuantizeQ5K),
                 _ => Quantised<BlockQ6K>(x, (s, d) => Q6K.QuantizeRow(s, d)),
