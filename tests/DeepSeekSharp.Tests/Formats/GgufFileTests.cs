@@ -296,10 +296,7 @@ public class GgufFileTests : IDisposable
     [Fact]
     public void Cli_ConvertThenInspectAndGenerateFromTheGgufFile()
     {
-        string path = PathOf("cli.gguf");
-        var (code, _, stderr) = CliRunner.Run("convert", "--model", RandomModel.V3Tiny, "--out", path, "--type", "q8_0");
-        Assert.True(code == 0, stderr);
-        Assert.Contains("wrote", stderr);
+        string path = ConvertedByTheCli("cli.gguf", "q8_0", "wrote");
         var inspect = CliRunner.Run("inspect", "--model", path);
         Assert.True(inspect.Code == 0, inspect.Stderr);
         Assert.Contains("Q8_0", inspect.Stdout);
@@ -308,6 +305,23 @@ public class GgufFileTests : IDisposable
         Assert.Contains("deepseek2.attention.kv_lora_rank", meta.Stdout);
         Assert.Contains("tokenizer.ggml.tokens", meta.Stdout);
         Assert.Matches(@"blk\.0\.attn_k_b\.weight\s+\S+\s+\[", meta.Stdout);
+        AssertGenerates(path);
+    }
+
+    /// <summary><c>dss convert</c> of the random v3-tiny into <paramref name="file"/> as <paramref name="type"/>: it
+    /// succeeds and its report contains <paramref name="says"/>.</summary>
+    private string ConvertedByTheCli(string file, string type, string says)
+    {
+        string path = PathOf(file);
+        var (code, _, stderr) = CliRunner.Run("convert", "--model", RandomModel.V3Tiny, "--out", path, "--type", type);
+        Assert.True(code == 0, stderr);
+        Assert.Contains(says, stderr);
+        return path;
+    }
+
+    /// <summary><c>dss generate</c> from the file writes four tokens.</summary>
+    private static void AssertGenerates(string path)
+    {
         var gen = CliRunner.Run("generate", "--model", path, "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0", "--context", "64");
         Assert.True(gen.Code == 0, gen.Stderr);
         Assert.Contains("completion 4", gen.Stderr);
@@ -319,10 +333,7 @@ public class GgufFileTests : IDisposable
     [Fact]
     public void Cli_ConvertsToTheQ4KMMix()
     {
-        string path = PathOf("cli-q4_k_m.gguf");
-        var (code, _, stderr) = CliRunner.Run("convert", "--model", RandomModel.V3Tiny, "--out", path, "--type", "Q4_K_M");
-        Assert.True(code == 0, stderr);
-        Assert.Contains("(q4_k_m)", stderr);
+        string path = ConvertedByTheCli("cli-q4_k_m.gguf", "Q4_K_M", "(q4_k_m)");
         using (var f = GgufFile.Open(path))
         {
             Assert.Equal(15, f.Integer("general.file_type"));
@@ -331,9 +342,7 @@ public class GgufFileTests : IDisposable
             foreach (var t in f.TensorList) Assert.Equal((t.Name, rules.For(t.Name, t.Dims[0], t.Dims.Length)), (t.Name, t.Type));
             Assert.Contains(f.TensorList, t => t.Type == GgmlType.Q5_0); // v3-tiny's 64-wide rows: Q4_K's fallback
         }
-        var gen = CliRunner.Run("generate", "--model", path, "--prompt", "Hello", "--max-tokens", "4", "--temperature", "0", "--context", "64");
-        Assert.True(gen.Code == 0, gen.Stderr);
-        Assert.Contains("completion 4", gen.Stderr);
+        AssertGenerates(path);
     }
 
     /// <summary>Writes <paramref name="src"/> as <paramref name="parts"/> files the way gguf-split does: metadata
