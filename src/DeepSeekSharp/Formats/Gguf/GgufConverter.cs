@@ -18,7 +18,7 @@ namespace DeepSeekSharp.Formats.Gguf;
 /// renamed.</summary>
 public static class GgufConverter
 {
-    private sealed record Planned(string Name, GgmlType Type, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
+    private sealed record Planned(string Name, long[] Dims, Action<Action<ReadOnlySpan<float>>> Rows);
 
     /// <summary>Converts a Hugging Face folder, or re-quantises a deepseek2 GGUF file (as llama-quantize does: the
     /// same metadata with the new file type, every tensor dequantised and written in the type the rules give).</summary>
@@ -38,10 +38,9 @@ public static class GgufConverter
         Tokenizer? tokenizer = File.Exists(Path.Combine(hfDir, "tokenizer.json")) ? Tokenizer.Load(hfDir) : null;
         using SafeTensorsCheckpoint ckpt = SafeTensorsCheckpoint.Open(hfDir);
         var reader = new TensorReader(ckpt, c.Fp8BlockSize ?? (128, 128));
-        List<Planned> plan = Typed(Plan(c, reader), type, c.NLayers, c.NRoutedExperts);
         var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), type.Id);
         if (tokenizer is not null) meta.AddRange(Vocabulary(tokenizer, c.VocabSize));
-        Write(outFile, meta, plan, progress, cancellationToken);
+        Write(outFile, meta, Plan(c, reader), type, c.NLayers, c.NRoutedExperts, progress, cancellationToken);
     }
 
     /// <summary><see cref="Convert(string, string, GgufFileType, IProgress{ValueTuple{int, int}}?, CancellationToken)"/>
@@ -49,13 +48,6 @@ public static class GgufConverter
     public static void Convert(string source, string outFile, WeightFormat format, IProgress<(int Done, int Total)>? progress = null,
         CancellationToken cancellationToken = default) =>
         Convert(source, outFile, GgufFileType.For(format), progress, cancellationToken);
-
-    /// <summary>The plan with each tensor's type as <see cref="GgufTypeRules"/> gives it, in the order written.</summary>
-    private static List<Planned> Typed(List<Planned> plan, GgufFileType type, int layers, int experts)
-    {
-        var rules = new GgufTypeRules(type, layers, experts, plan.Select(p => p.Name));
-        return [.. plan.Select(p => p with { Type = rules.For(p.Name, p.Dims[0], p.Dims.Length) })];
-    }
 
     /// <summary>The output may not be one of the files the model is read from: the rename at the end would replace
     /// a checkpoint file with GGUF bytes while it is still mapped. A new .gguf inside the folder is fine.</summary>
@@ -67,17 +59,21 @@ public static class GgufConverter
             throw new ArgumentException($"--out '{outFile}' is one of the input checkpoint's own files; writing it would destroy the input");
     }
 
-    private static void Write(string outFile, List<KeyValuePair<string, GgufValue>> meta, List<Planned> plan, IProgress<(int Done, int Total)>? progress,
-        CancellationToken cancellationToken)
+    /// <summary>Writes the planned tensors in order, each in the type <see cref="GgufTypeRules"/> gives it in a
+    /// <paramref name="type"/> file of <paramref name="layers"/> layers and <paramref name="experts"/> routed experts.</summary>
+    private static void Write(string outFile, List<KeyValuePair<string, GgufValue>> meta, List<Planned> plan, GgufFileType type, int layers, int experts,
+        IProgress<(int Done, int Total)>? progress, CancellationToken cancellationToken)
     {
+        var rules = new GgufTypeRules(type, layers, experts, plan.Select(p => p.Name));
+        GgmlType[] types = [.. plan.Select(p => rules.For(p.Name, p.Dims[0], p.Dims.Length))];
         string? dir = Path.GetDirectoryName(Path.GetFullPath(outFile));
         if (dir is not null) Directory.CreateDirectory(dir);
         // Any failure or cancellation disposes the writer uncommitted, which deletes OUT.tmp: nothing half-written stays.
-        using var writer = new GgufWriter(outFile, meta, plan.Select(p => (p.Name, p.Type, p.Dims)));
+        using var writer = new GgufWriter(outFile, meta, plan.Select((p, i) => (p.Name, types[i], p.Dims)));
         for (int i = 0; i < plan.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            using (var batch = new RowBatch(plan[i].Type, writer, cancellationToken))
+            using (var batch = new RowBatch(types[i], writer, cancellationToken))
                 plan[i].Rows(batch.Add);
             progress?.Report((i + 1, plan.Count));
         }
@@ -93,7 +89,7 @@ public static class GgufConverter
             throw new ArgumentException($"--out must differ from the source files ('{source}')");
         var meta = ck.Main.Metadata.Where(kv => !kv.Key.StartsWith("split.", StringComparison.Ordinal) && kv.Key != K.FileType && kv.Key != GgufFile.AlignmentKey)
             .Append(new(K.FileType, GgufValue.U32(type.Id))).ToList();
-        var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name, t.Type, t.Dims, emit =>
+        var plan = ck.Files.SelectMany(f => f.TensorList).Select(t => new Planned(t.Name, t.Dims, emit =>
             {
                 GgufFile f = ck.FileOf(t);
                 int cols = (int)t.Dims[0];
@@ -108,7 +104,7 @@ public static class GgufConverter
                 }
             })).ToList();
         int Key(string key) => (int)(ck.Main.Integer(K.Arch(key)) ?? 0);
-        Write(outFile, meta, Typed(plan, type, Key(K.BlockCount), Key(K.ExpertCount)), progress, cancellationToken);
+        Write(outFile, meta, plan, type, Key(K.BlockCount), Key(K.ExpertCount), progress, cancellationToken);
     }
 
     /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>
@@ -146,7 +142,7 @@ public static class GgufConverter
     private static List<Planned> Plan(ModelConfig c, TensorReader r)
     {
         var plan = new List<Planned>();
-        void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) => plan.Add(new Planned(name, GgmlType.F32, dims, rows));
+        void Add(string name, long[] dims, Action<Action<ReadOnlySpan<float>>> rows) => plan.Add(new Planned(name, dims, rows));
         Action<Action<ReadOnlySpan<float>>> MatrixRows(string hf, int rows, int cols) => emit =>
         {
             using Matrix m = r.ReadMatrix(hf, rows, cols, "shape from config.json");

@@ -17,8 +17,11 @@ public sealed record GgufFileType(string Name, WeightFormat Format, uint Id, boo
     /// <summary>Every file type <c>dss convert</c> writes.</summary>
     public static readonly GgufFileType[] All = [F32, F16, BF16, Q8_0, Q4_0, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K];
 
-    /// <summary>The names <see cref="Parse"/> accepts: each type's, and q4_k and q5_k for their S mixes.</summary>
-    public static string[] Names => [.. All.Select(t => t.Name), "q4_k", "q5_k"];
+    /// <summary>Other names <see cref="Parse"/> accepts: q4_k and q5_k for the S mixes.</summary>
+    private static readonly (string Name, GgufFileType Type)[] Aliases = [("q4_k", Q4_K_S), ("q5_k", Q5_K_S)];
+
+    /// <summary>The names <see cref="Parse"/> accepts: each type's, then the aliases.</summary>
+    public static string[] Names => [.. All.Select(t => t.Name), .. Aliases.Select(a => a.Name)];
 
     /// <summary>The file type written for tensors of <paramref name="format"/> (Q4_K and Q5_K as their S mixes).</summary>
     public static GgufFileType For(WeightFormat format) =>
@@ -28,10 +31,8 @@ public sealed record GgufFileType(string Name, WeightFormat Format, uint Id, boo
     /// <summary>Parses a command-line name (case-insensitive).</summary>
     public static GgufFileType Parse(string name)
     {
-        foreach (GgufFileType t in All)
-            if (string.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase)) return t;
-        if (string.Equals(name, "q4_k", StringComparison.OrdinalIgnoreCase)) return Q4_K_S;
-        if (string.Equals(name, "q5_k", StringComparison.OrdinalIgnoreCase)) return Q5_K_S;
+        foreach ((string n, GgufFileType t) in All.Select(t => (t.Name, t)).Concat(Aliases))
+            if (string.Equals(n, name, StringComparison.OrdinalIgnoreCase)) return t;
         throw new ArgumentException($"unknown GGUF file type '{name}'; expected one of: {string.Join(", ", Names)}", nameof(name));
     }
 

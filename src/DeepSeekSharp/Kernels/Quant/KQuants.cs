@@ -139,18 +139,16 @@ public static class KQuants
                 if (scales[j] > maxScale) maxScale = scales[j];
                 if (mins[j] > maxMin) maxMin = mins[j];
             }
-            if (maxScale > 0)
+            // Scales in the low nibbles against d at byte 80, minimums in the high ones against dmin at 82 (zero if all are).
+            static void Quantise4(Span<byte> blk, ReadOnlySpan<float> values, float max, int shift, int at)
             {
-                float iscale = 15f / maxScale;
-                for (int j = 0; j < 16; j++) blk[j] = (byte)NearestInt(iscale * scales[j]);
-                SetHalf(blk, 80, maxScale / 15f);
+                if (!(max > 0)) return;
+                float iscale = 15f / max;
+                for (int j = 0; j < 16; j++) blk[j] |= (byte)(NearestInt(iscale * values[j]) << shift);
+                SetHalf(blk, at, max / 15f);
             }
-            if (maxMin > 0)
-            {
-                float iscale = 15f / maxMin;
-                for (int j = 0; j < 16; j++) blk[j] |= (byte)(NearestInt(iscale * mins[j]) << 4);
-                SetHalf(blk, 82, maxMin / 15f);
-            }
+            Quantise4(blk, scales, maxScale, 0, 80);
+            Quantise4(blk, mins, maxMin, 4, 82);
             float d = Half(blk, 80), dmin = Half(blk, 82);
             for (int j = 0; j < 16; j++)
             {
@@ -159,8 +157,7 @@ public static class KQuants
                 float m = dmin * (blk[j] >> 4);
                 for (int l = 0; l < 16; l++) codes[j * 16 + l] = (byte)Math.Clamp(NearestInt((v[j * 16 + l] + m) / s), 0, 3);
             }
-            // Byte l of each 32-byte group holds four codes 32 apart (bits 2k, 2k + 1 for code 32·k + l of its 128).
-            for (int i = 0; i < 256; i++) blk[16 + i / 128 * 32 + i % 32] |= (byte)(codes[i] << (2 * (i % 128 / 32)));
+            for (int i = 0; i < 256; i++) SetTwoBits(blk.Slice(16, 64), i, codes[i]);
         }
     }
 
@@ -204,12 +201,15 @@ public static class KQuants
             }
             for (int i = 0; i < 256; i++)
             {
-                int q = codes[i], half = i / 128, k = i % 128 / 32, l = i % 32;
-                blk[32 + half * 32 + l] |= (byte)((q & 3) << (2 * k));
-                if (q > 3) blk[l] |= (byte)(1 << (i / 32)); // the third bit of code i: bit i / 32 of byte i mod 32
+                SetTwoBits(blk.Slice(32, 64), i, codes[i] & 3);
+                if (codes[i] > 3) blk[i % 32] |= (byte)(1 << (i / 32)); // the third bit of code i: bit i / 32 of byte i mod 32
             }
         }
     }
+
+    /// <summary>Sets code i (0..3) of a super-block in Q2_K's and Q3_K's 64 bytes of 2-bit codes (zeroed first): byte l
+    /// of each 32-byte group holds four codes 32 apart, bits 2k and 2k + 1 code 32·k + l of its 128.</summary>
+    private static void SetTwoBits(Span<byte> qs, int i, int code) => qs[i / 128 * 32 + i % 32] |= (byte)(code << (2 * (i % 128 / 32)));
 
     /// <summary>ggml's make_q3_quants(16, 4, x, L, do_rmse: true): the value of largest magnitude on −4, codes clamped to
     /// −4..3; then up to five passes that move single codes to nearest(x · Σw·l² / Σw·x·l) over the others (w = x²)

@@ -81,12 +81,9 @@ internal static class ScaleMinFit
         }
         lo = Vector256.ConditionalSelect(Vector256.GreaterThan(lo, zero), zero, lo);
         Vector256<float> flat = Vector256.Equals(hi, lo); // such lanes end with codes 0, scale 0 (their numbers below are NaN)
-        Vector256<float> iscale = top / (hi - lo), scale = Vector256<float>.One / iscale, best = zero;
-        for (int i = 0; i < 32; i++)
-        {
-            Vector256<float> diff = scale * Codes(iscale, xt[i] - lo, top) + lo - xt[i];
-            best += wt[i] * (diff * diff);
-        }
+        Vector256<float> iscale = top / (hi - lo), scale = Vector256<float>.One / iscale;
+        for (int i = 0; i < 32; i++) lt[i] = Codes(iscale, xt[i] - lo, top);
+        Vector256<float> best = Error(scale, lo, xt, wt, lt);
         Vector256<float> bestIscale = iscale, bestLo = lo; // whose codes the fit keeps
         for (int k = 0; k <= nstep; k++)
         {
@@ -104,12 +101,7 @@ internal static class ScaleMinFit
             Vector256<float> positive = Vector256.GreaterThan(o, zero);
             s = Vector256.ConditionalSelect(positive, sumXL / sumL2, s);
             o = Vector256.ConditionalSelect(positive, zero, o);
-            Vector256<float> error = zero;
-            for (int i = 0; i < 32; i++)
-            {
-                Vector256<float> diff = s * lt[i] + o - xt[i];
-                error += wt[i] * (diff * diff);
-            }
+            Vector256<float> error = Error(s, o, xt, wt, lt);
             Vector256<float> better = Vector256.GreaterThan(det, zero) & Vector256.LessThan(error, best);
             best = Vector256.ConditionalSelect(better, error, best);
             scale = Vector256.ConditionalSelect(better, s, scale);
@@ -124,6 +116,20 @@ internal static class ScaleMinFit
             Vector256<int> l = Vector256.ConvertToInt32(Vector256.ConditionalSelect(flat, zero, Codes(bestIscale, xt[i] - bestLo, top)));
             for (int j = 0; j < 8; j++) codes[32 * j + i] = (byte)l[j];
         }
+    }
+
+    /// <summary>Σ w·(s·l + o − x)² over the 32 values, in order, each lane its own sub-block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Error(Vector256<float> s, Vector256<float> o, ReadOnlySpan<Vector256<float>> xt,
+        ReadOnlySpan<Vector256<float>> wt, ReadOnlySpan<Vector256<float>> lt)
+    {
+        Vector256<float> error = Vector256<float>.Zero;
+        for (int i = 0; i < 32; i++)
+        {
+            Vector256<float> diff = s * lt[i] + o - xt[i];
+            error += wt[i] * (diff * diff);
+        }
+        return error;
     }
 
     /// <summary>nearest(iscale · shifted) clamped to 0..top. The clamps are the CPU's own min and max (the codes are
