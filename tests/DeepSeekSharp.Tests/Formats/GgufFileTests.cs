@@ -327,20 +327,25 @@ public class GgufFileTests : IDisposable
         Assert.Contains("completion 4", gen.Stderr);
     }
 
-    /// <summary><c>dss convert --type Q4_K_M</c> takes llama-quantize's name for the mix (in its upper case too) and
-    /// writes its file type (15), every tensor in the type <see cref="GgufTypeRules"/> gives it for the file's layers and
-    /// experts, in the order written; the model loads and generates from it.</summary>
-    [Fact]
-    public void Cli_ConvertsToTheQ4KMMix()
+    /// <summary><c>dss convert --type T</c> takes llama-quantize's names for its mixes (in upper case too) and writes
+    /// the file type's id, every tensor in the type <see cref="GgufTypeRules"/> gives it for the file's layers, experts
+    /// and heads per KV head, in the order written, v3-tiny's 64-wide rows in the type's fallback; the model loads and
+    /// generates from it.</summary>
+    [Theory]
+    [InlineData("Q4_K_M", 15, GgmlType.Q5_0)]
+    [InlineData("q3_k_m", 12, GgmlType.Q5_0)]
+    [InlineData("Q2_K", 10, GgmlType.Q4_0)]
+    public void Cli_ConvertsToLlamaQuantizesMixes(string type, int id, GgmlType fallback)
     {
-        string path = ConvertedByTheCli("cli-q4_k_m.gguf", "Q4_K_M", "(q4_k_m)");
+        string path = ConvertedByTheCli($"cli-{type}.gguf", type, $"({type.ToLowerInvariant()})");
         using (var f = GgufFile.Open(path))
         {
-            Assert.Equal(15, f.Integer("general.file_type"));
-            var rules = new GgufTypeRules(GgufFileType.Q4_K_M, (int)f.Integer("deepseek2.block_count")!, (int)f.Integer("deepseek2.expert_count")!,
-                f.TensorList.Select(t => t.Name));
+            Assert.Equal(id, f.Integer("general.file_type"));
+            int Key(string key) => (int)f.Integer("deepseek2." + key)!;
+            var rules = new GgufTypeRules(GgufFileType.Parse(type), Key("block_count"), Key("expert_count"), f.TensorList.Select(t => t.Name),
+                Key("attention.head_count") / Key("attention.head_count_kv"));
             foreach (var t in f.TensorList) Assert.Equal((t.Name, rules.For(t.Name, t.Dims[0], t.Dims.Length)), (t.Name, t.Type));
-            Assert.Contains(f.TensorList, t => t.Type == GgmlType.Q5_0); // v3-tiny's 64-wide rows: Q4_K's fallback
+            Assert.Contains(f.TensorList, t => t.Type == fallback);
         }
         AssertGenerates(path);
     }

@@ -202,7 +202,8 @@ public class GgufModelTests(ITestOutputHelper output)
     }
 
     /// <summary>The types llama-quantize's llama_tensor_get_type gives without an importance matrix (llama-quant.cpp):
-    /// Q4_K_S puts ffn_down of the first eighth of the layers and the first four attn_v-like tensors in Q5_K; Q4_K_M
+    /// Q2_K and the Q3_K mixes as spelled out below (ffn_down, attn_output and attn_v-like tensors with more bits, Q2_K's
+    /// and Q3_K's fallback Q4_0); Q4_K_S puts ffn_down of the first eighth of the layers and the first four attn_v-like tensors in Q5_K; Q4_K_M
     /// and Q5_K_M put ffn_down of the layers use_more_bits picks (first and last eighth, every third between) and
     /// the attn_v-like tensors it picks by their count in Q6_K; with eight experts attn_kv_b is Q8_0 and (Q4_K_S,
     /// Q4_K_M) attn_output Q5_K; a file without an output matrix gives its token embedding the output's type; a type
@@ -257,6 +258,51 @@ public class GgufModelTests(ITestOutputHelper output)
         // No output matrix among the file's tensors: the token embedding serves as it, and gets its type.
         Assert.Equal(GgmlType.Q6_K, new GgufTypeRules(GgufFileType.Q4_K_M, 16, 64, [G.TokenEmbd, .. kvB]).For(G.TokenEmbd, 2048, 2));
         Assert.Equal(GgmlType.Q4_K, new GgufTypeRules(GgufFileType.Q4_K_M, 16, 64, [G.TokenEmbd, G.Output]).For(G.TokenEmbd, 2048, 2));
+
+        // Q2_K: ffn_down and attn_output Q3_K, attn_v-like Q4_K where four or more heads share a KV head (else Q3_K);
+        // rows of 128 or 1,408 do not fill Q2_K's or Q3_K's 256-blocks and fall back to Q4_0.
+        var q2k = new GgufTypeRules(GgufFileType.Q2_K, 16, 64, names, gqa: 16);
+        Assert.Equal(GgmlType.Q6_K, q2k.For(G.Output, 2048, 2));
+        Assert.Equal(GgmlType.Q2_K, q2k.For(G.TokenEmbd, 2048, 2));
+        Assert.Equal(GgmlType.Q2_K, q2k.For(G.Block(0, G.AttnQ), 2048, 2));
+        Assert.Equal(GgmlType.Q4_0, q2k.For(G.Block(0, G.AttnKB), 128, 3));
+        Assert.Equal(GgmlType.Q2_K, q2k.For(G.Block(0, G.AttnVB), 512, 3));
+        Assert.Equal(GgmlType.Q3_K, q2k.For(G.Block(0, G.AttnOutput), 2048, 2));
+        Assert.Equal(GgmlType.Q3_K, q2k.For(G.Block(5, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q4_0, q2k.For(G.Block(5, G.FfnDownExps), 1408, 3));
+        Assert.Equal(GgmlType.Q2_K, q2k.For(G.Block(5, G.FfnUpExps), 2048, 3));
+        Assert.Equal(GgmlType.Q4_K, q2k.For(kvB[0], 512, 2));
+        Assert.Equal(GgmlType.Q3_K, new GgufTypeRules(GgufFileType.Q2_K, 16, 64, names, gqa: 1).For(kvB[0], 512, 2));
+
+        // Q3_K_S keeps Q3_K but where the rows fall back; with eight experts its attn_output is Q5_K.
+        var q3ks = new GgufTypeRules(GgufFileType.Q3_K_S, 16, 64, names);
+        Assert.Equal(GgmlType.Q3_K, q3ks.For(G.Block(0, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q4_0, q3ks.For(G.Block(0, G.FfnDownExps), 1408, 3));
+        Assert.Equal(GgmlType.Q3_K, q3ks.For(G.Block(0, G.AttnOutput), 2048, 2));
+        Assert.Equal(GgmlType.Q3_K, q3ks.For(kvB[0], 512, 2));
+        Assert.Equal(GgmlType.Q5_K, new GgufTypeRules(GgufFileType.Q3_K_S, 16, 8, names).For(G.Block(0, G.AttnOutput), 2048, 2));
+
+        // Q3_K_M: ffn_down Q5_K in the first sixteenth of the layers (layer 0 of 16), Q4_K after; the first two
+        // attn_v-like tensors Q5_K, the rest Q4_K; attn_output Q4_K.
+        var q3km = new GgufTypeRules(GgufFileType.Q3_K_M, 16, 64, names);
+        Assert.Equal(GgmlType.Q5_K, q3km.For(G.Block(0, G.FfnDown), 10240, 2));
+        Assert.Equal(GgmlType.Q5_1, q3km.For(G.Block(0, G.FfnDown), 10944, 2)); // Q5_K's fallback
+        Assert.Equal(GgmlType.Q4_K, q3km.For(G.Block(1, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q5_0, q3km.For(G.Block(1, G.FfnDownExps), 1408, 3)); // Q4_K's fallback
+        Assert.Equal(GgmlType.Q3_K, q3km.For(G.Block(1, G.FfnGateExps), 2048, 3));
+        Assert.Equal(GgmlType.Q4_K, q3km.For(G.Block(1, G.AttnOutput), 2048, 2));
+        for (int l = 0; l < 4; l++) Assert.Equal(l < 2 ? GgmlType.Q5_K : GgmlType.Q4_K, q3km.For(kvB[l], 512, 2));
+        Assert.Equal(GgmlType.Q4_K, new GgufTypeRules(GgufFileType.Q3_K_M, 32, 64, names).For(G.Block(2, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q5_K, new GgufTypeRules(GgufFileType.Q3_K_M, 32, 64, names).For(G.Block(1, G.FfnDownShexp), 2816, 2));
+
+        // Q3_K_L: ffn_down, attn_v-like and attn_output Q5_K; with eight experts attn_output keeps Q3_K (llama.cpp's
+        // list of types that get Q5_K there leaves Q3_K_L out).
+        var q3kl = new GgufTypeRules(GgufFileType.Q3_K_L, 16, 64, names);
+        Assert.Equal(GgmlType.Q5_K, q3kl.For(G.Block(9, G.FfnDownShexp), 2816, 2));
+        Assert.Equal(GgmlType.Q5_1, q3kl.For(G.Block(9, G.FfnDownExps), 1408, 3));
+        Assert.Equal(GgmlType.Q5_K, q3kl.For(G.Block(9, G.AttnOutput), 2048, 2));
+        Assert.Equal(GgmlType.Q5_K, q3kl.For(kvB[7], 512, 2));
+        Assert.Equal(GgmlType.Q3_K, new GgufTypeRules(GgufFileType.Q3_K_L, 16, 8, names).For(G.Block(0, G.AttnOutput), 2048, 2));
 
         var q8 = new GgufTypeRules(GgufFileType.Q8_0, 16, 64, names);
         Assert.Equal(GgmlType.Q8_0, q8.For(G.Output, 2048, 2));

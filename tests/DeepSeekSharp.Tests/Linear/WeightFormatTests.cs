@@ -82,17 +82,22 @@ public class WeightFormatTests
     }
 
     [Fact]
-    public void GgufFileTypes_ParseLlamaQuantizesNames_WithQ4KAndQ5KAsTheSmallMixes()
+    public void GgufFileTypes_ParseLlamaQuantizesNames_WithItsAliasesForTheMediumMixes()
     {
         Assert.Equal(GgufFileType.Q8_0, GgufFileType.Parse("Q8_0"));
         Assert.Equal(GgufFileType.Q4_K_M, GgufFileType.Parse("q4_k_m"));
-        Assert.Equal(GgufFileType.Q4_K_S, GgufFileType.Parse("q4_k"));
-        Assert.Equal(GgufFileType.Q5_K_S, GgufFileType.Parse("Q5_K"));
+        Assert.Equal(GgufFileType.Q3_K_L, GgufFileType.Parse("Q3_K_L"));
+        // llama-quantize's QUANT_OPTIONS: "Q3_K", "Q4_K", "Q5_K" are aliases of the M mixes.
+        Assert.Equal(GgufFileType.Q3_K_M, GgufFileType.Parse("q3_k"));
+        Assert.Equal(GgufFileType.Q4_K_M, GgufFileType.Parse("q4_k"));
+        Assert.Equal(GgufFileType.Q5_K_M, GgufFileType.Parse("Q5_K"));
+        // Converting "into a format" takes the mix that keeps the most tensors in it.
         Assert.Equal(GgufFileType.Q4_K_S, GgufFileType.For(WeightFormat.Q4_K));
+        Assert.Equal(GgufFileType.Q3_K_S, GgufFileType.For(WeightFormat.Q3_K));
         // llama.cpp's enum llama_ftype
-        Assert.Equal([0u, 1, 32, 7, 2, 14, 15, 16, 17, 18], GgufFileType.All.Select(t => t.Id));
-        var e = Assert.Throws<ArgumentException>(() => GgufFileType.Parse("q3_k_m"));
-        Assert.Contains("q4_k_s, q4_k_m", e.Message);
+        Assert.Equal([0u, 1, 32, 7, 2, 10, 11, 12, 13, 14, 15, 16, 17, 18], GgufFileType.All.Select(t => t.Id));
+        var e = Assert.Throws<ArgumentException>(() => GgufFileType.Parse("q2_k_s"));
+        Assert.Contains("q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m", e.Message);
     }
 
     [Fact]

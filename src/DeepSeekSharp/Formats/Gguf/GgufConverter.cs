@@ -40,7 +40,7 @@ public static class GgufConverter
         var reader = new TensorReader(ckpt, c.Fp8BlockSize ?? (128, 128));
         var meta = Deepseek2Gguf.Metadata(c, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(hfDir))), type.Id);
         if (tokenizer is not null) meta.AddRange(Vocabulary(tokenizer, c.VocabSize));
-        Write(outFile, meta, Plan(c, reader), type, c.NLayers, c.NRoutedExperts, progress, cancellationToken);
+        Write(outFile, meta, Plan(c, reader), type, c.NLayers, c.NRoutedExperts, c.NHeads, progress, cancellationToken); // head_count_kv 1: MQA over the latent
     }
 
     /// <summary><see cref="Convert(string, string, GgufFileType, IProgress{ValueTuple{int, int}}?, CancellationToken)"/>
@@ -60,11 +60,12 @@ public static class GgufConverter
     }
 
     /// <summary>Writes the planned tensors in order, each in the type <see cref="GgufTypeRules"/> gives it in a
-    /// <paramref name="type"/> file of <paramref name="layers"/> layers and <paramref name="experts"/> routed experts.</summary>
+    /// <paramref name="type"/> file of <paramref name="layers"/> layers, <paramref name="experts"/> routed experts and
+    /// <paramref name="gqa"/> heads per KV head.</summary>
     private static void Write(string outFile, List<KeyValuePair<string, GgufValue>> meta, List<Planned> plan, GgufFileType type, int layers, int experts,
-        IProgress<(int Done, int Total)>? progress, CancellationToken cancellationToken)
+        int gqa, IProgress<(int Done, int Total)>? progress, CancellationToken cancellationToken)
     {
-        var rules = new GgufTypeRules(type, layers, experts, plan.Select(p => p.Name));
+        var rules = new GgufTypeRules(type, layers, experts, plan.Select(p => p.Name), gqa);
         GgmlType[] types = [.. plan.Select(p => rules.For(p.Name, p.Dims[0], p.Dims.Length))];
         string? dir = Path.GetDirectoryName(Path.GetFullPath(outFile));
         if (dir is not null) Directory.CreateDirectory(dir);
@@ -104,7 +105,8 @@ public static class GgufConverter
                 }
             })).ToList();
         int Key(string key) => (int)(ck.Main.Integer(K.Arch(key)) ?? 0);
-        Write(outFile, meta, plan, type, Key(K.BlockCount), Key(K.ExpertCount), progress, cancellationToken);
+        int heads = Key(K.HeadCount), kvHeads = ck.Main.Integer(K.Arch(K.HeadCountKv)) is long kv and > 0 ? (int)kv : heads; // llama.cpp's default: one per head
+        Write(outFile, meta, plan, type, Key(K.BlockCount), Key(K.ExpertCount), Math.Max(1, heads / Math.Max(1, kvHeads)), progress, cancellationToken);
     }
 
     /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>
