@@ -119,23 +119,26 @@ public static class KQuants
     internal static int NearestInt(float f) => (int)MathF.Round(f);
 
     /// <summary>Quantises rows (a multiple of 256 weights) as ggml's quantize_row_q2_K_ref does: per sixteen weights
-    /// make_qkx2_quants with absolute errors, weights |x|, codes 0..3 (<see cref="ScaleMinFit.FitScalar"/>); the
+    /// make_qkx2_quants with absolute errors, weights |x|, codes 0..3 (<see cref="ScaleMinFit.Fit8"/>, eight sixteens at
+    /// a time); the
     /// sixteen scales and minimums quantised to 4 bits against the largest of each (d, dmin = max / 15); then each
     /// sixteen's codes recomputed as nearest((x + dmin·m) / (d·sc)), kept from the fit where d·sc is zero.</summary>
     public static void QuantizeQ2K(ReadOnlySpan<float> src, Span<byte> dst)
     {
-        Span<float> scales = stackalloc float[16], mins = stackalloc float[16], w = stackalloc float[16];
+        Span<float> scales = stackalloc float[16], mins = stackalloc float[16], w = stackalloc float[256];
         Span<byte> codes = stackalloc byte[256];
         for (int b = 0; b < src.Length / 256; b++)
         {
             ReadOnlySpan<float> v = src.Slice(b * 256, 256);
             Span<byte> blk = dst.Slice(b * 84, 84);
             blk.Clear();
+            for (int i = 0; i < 256; i++) w[i] = MathF.Abs(v[i]);
+            for (int half = 0; half < 2; half++)
+                ScaleMinFit.Fit8(v.Slice(128 * half, 128), w.Slice(128 * half, 128), 3, -0.5f, 0.1f, 15, scales.Slice(8 * half, 8), mins.Slice(8 * half, 8),
+                    codes.Slice(128 * half, 128), n: 16, absolute: true);
             float maxScale = 0, maxMin = 0;
             for (int j = 0; j < 16; j++)
             {
-                for (int l = 0; l < 16; l++) w[l] = MathF.Abs(v[j * 16 + l]);
-                scales[j] = ScaleMinFit.FitScalar(v.Slice(j * 16, 16), w, 3, -0.5f, 0.1f, 15, codes.Slice(j * 16, 16), out mins[j], absolute: true);
                 if (scales[j] > maxScale) maxScale = scales[j];
                 if (mins[j] > maxMin) maxMin = mins[j];
             }

@@ -52,27 +52,29 @@ internal static class ScaleMinFit
         }
     }
 
-    /// <summary>ggml's make_qkx2_quants with squared errors (<see cref="FitScalar"/>, the specification) for the eight
-    /// sub-blocks of 32 in <paramref name="x"/> at once, sub-block j in lane j of a vector: each lane runs the scalar
-    /// loop's steps in its order over its own values (transposed first), so every sub-block gets the scalar loop's
-    /// scale, minimum and codes.</summary>
+    /// <summary>ggml's make_qkx2_quants (<see cref="FitScalar"/>, the specification) for the eight sub-blocks of
+    /// <paramref name="n"/> (32 for Q4_K and Q5_K, 16 with <paramref name="absolute"/> errors for Q2_K) in
+    /// <paramref name="x"/> at once, sub-block j in lane j of a vector: each lane runs the scalar loop's steps in its
+    /// order over its own values (transposed first), so every sub-block gets the scalar loop's scale, minimum and
+    /// codes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Fit8(ReadOnlySpan<float> x, ReadOnlySpan<float> w, int nmax, float rmin, float rdelta, int nstep,
-        Span<float> scales, Span<float> mins, Span<byte> codes)
+        Span<float> scales, Span<float> mins, Span<byte> codes, int n = 32, bool absolute = false)
     {
-        if (x.Length < 256 || w.Length < 256 || codes.Length < 256 || scales.Length < 8 || mins.Length < 8) ThrowHelper.TooShort(nameof(x), 256, x.Length);
-        Span<Vector256<float>> xt = stackalloc Vector256<float>[32], wt = stackalloc Vector256<float>[32], lt = stackalloc Vector256<float>[32];
+        if (n is < 1 or > 32) throw new ArgumentOutOfRangeException(nameof(n), n, "1 to 32 values a sub-block");
+        if (x.Length < 8 * n || w.Length < 8 * n || codes.Length < 8 * n || scales.Length < 8 || mins.Length < 8) ThrowHelper.TooShort(nameof(x), 8 * n, x.Length);
+        Span<Vector256<float>> xt = stackalloc Vector256<float>[n], wt = stackalloc Vector256<float>[n], lt = stackalloc Vector256<float>[n];
         Span<float> lanes = stackalloc float[8];
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < n; i++)
         {
-            for (int j = 0; j < 8; j++) lanes[j] = x[32 * j + i];
+            for (int j = 0; j < 8; j++) lanes[j] = x[n * j + i];
             xt[i] = Vector256.Create((ReadOnlySpan<float>)lanes);
-            for (int j = 0; j < 8; j++) lanes[j] = w[32 * j + i];
+            for (int j = 0; j < 8; j++) lanes[j] = w[n * j + i];
             wt[i] = Vector256.Create((ReadOnlySpan<float>)lanes);
         }
         Vector256<float> zero = Vector256<float>.Zero, top = Vector256.Create((float)nmax);
         Vector256<float> lo = xt[0], hi = xt[0], sumW = wt[0], sumX = wt[0] * xt[0];
-        for (int i = 1; i < 32; i++)
+        for (int i = 1; i < n; i++)
         {
             lo = Vector256.ConditionalSelect(Vector256.LessThan(xt[i], lo), xt[i], lo);
             hi = Vector256.ConditionalSelect(Vector256.GreaterThan(xt[i], hi), xt[i], hi);
@@ -82,14 +84,14 @@ internal static class ScaleMinFit
         lo = Vector256.ConditionalSelect(Vector256.GreaterThan(lo, zero), zero, lo);
         Vector256<float> flat = Vector256.Equals(hi, lo); // such lanes end with codes 0, scale 0 (their numbers below are NaN)
         Vector256<float> iscale = top / (hi - lo), scale = Vector256<float>.One / iscale;
-        for (int i = 0; i < 32; i++) lt[i] = Codes(iscale, xt[i] - lo, top);
-        Vector256<float> best = Error(scale, lo, xt, wt, lt);
+        for (int i = 0; i < n; i++) lt[i] = Codes(iscale, xt[i] - lo, top);
+        Vector256<float> best = Error(scale, lo, xt, wt, lt, absolute);
         Vector256<float> bestIscale = iscale, bestLo = lo; // whose codes the fit keeps
         for (int k = 0; k <= nstep; k++)
         {
             iscale = Vector256.Create(rmin + rdelta * k + nmax) / (hi - lo);
             Vector256<float> sumL = zero, sumL2 = zero, sumXL = zero;
-            for (int i = 0; i < 32; i++)
+            for (int i = 0; i < n; i++)
             {
                 Vector256<float> l = lt[i] = Codes(iscale, xt[i] - lo, top), wl = wt[i] * l;
                 sumL += wl;
@@ -101,7 +103,7 @@ internal static class ScaleMinFit
             Vector256<float> positive = Vector256.GreaterThan(o, zero);
             s = Vector256.ConditionalSelect(positive, sumXL / sumL2, s);
             o = Vector256.ConditionalSelect(positive, zero, o);
-            Vector256<float> error = Error(s, o, xt, wt, lt);
+            Vector256<float> error = Error(s, o, xt, wt, lt, absolute);
             Vector256<float> better = Vector256.GreaterThan(det, zero) & Vector256.LessThan(error, best);
             best = Vector256.ConditionalSelect(better, error, best);
             scale = Vector256.ConditionalSelect(better, s, scale);
@@ -111,23 +113,24 @@ internal static class ScaleMinFit
         }
         Vector256.ConditionalSelect(flat, zero, scale).CopyTo(scales);
         (-lo).CopyTo(mins);
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < n; i++)
         {
             Vector256<int> l = Vector256.ConvertToInt32(Vector256.ConditionalSelect(flat, zero, Codes(bestIscale, xt[i] - bestLo, top)));
-            for (int j = 0; j < 8; j++) codes[32 * j + i] = (byte)l[j];
+            for (int j = 0; j < 8; j++) codes[n * j + i] = (byte)l[j];
         }
     }
 
-    /// <summary>Σ w·(s·l + o − x)² over the 32 values, in order, each lane its own sub-block.</summary>
+    /// <summary>Σ w·(s·l + o − x)² (or, <paramref name="absolute"/>, Σ w·|s·l + o − x|) over the sub-block's values,
+    /// in order, each lane its own sub-block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Error(Vector256<float> s, Vector256<float> o, ReadOnlySpan<Vector256<float>> xt,
-        ReadOnlySpan<Vector256<float>> wt, ReadOnlySpan<Vector256<float>> lt)
+        ReadOnlySpan<Vector256<float>> wt, ReadOnlySpan<Vector256<float>> lt, bool absolute)
     {
         Vector256<float> error = Vector256<float>.Zero;
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < xt.Length; i++)
         {
             Vector256<float> diff = s * lt[i] + o - xt[i];
-            error += wt[i] * (diff * diff);
+            error += wt[i] * (absolute ? Vector256.Abs(diff) : diff * diff);
         }
         return error;
     }

@@ -752,28 +752,30 @@ public class QuantizedActivationsTests
         var scalar = new byte[32];
         var scales = new float[8];
         var mins = new float[8];
-        foreach ((int nmax, float rmin, int nstep) in new[] { (15, -1f, 20), (31, -0.5f, 15), (3, -0.5f, 15) })
+        // Q4_K's and Q5_K's fits (32 values, squared errors), then Q2_K's (16 values, absolute errors, weights |x|).
+        foreach ((int n, int nmax, float rmin, int nstep, bool absolute) in new[] { (32, 15, -1f, 20, false), (32, 31, -0.5f, 15, false), (32, 3, -0.5f, 15, false), (16, 3, -0.5f, 15, true) })
             for (int t = 0; t < 1000; t++)
             {
                 for (int j = 0; j < 8; j++)
                 {
                     float spread = MathF.Pow(10, rng.Next(-6, 3)), shift = (t + j) % 4 == 0 ? spread * (float)rng.NextDouble() : 0;
-                    for (int i = 0; i < 32; i++)
+                    for (int i = 0; i < n; i++)
                     {
                         float v = (float)(rng.NextDouble() - 0.5) * spread + shift;
-                        if ((t + j) % 7 == 0 && i % 5 == 0) v = x[32 * j]; // repeated values
-                        if (t % 50 == 0 && j == 3) v = -0.25f;            // a flat sub-block
-                        x[32 * j + i] = v;
-                        w[32 * j + i] = MathF.Abs(v) + spread * 0.1f;
+                        if ((t + j) % 7 == 0 && i % 5 == 0) v = x[n * j]; // repeated values
+                        if (t % 50 == 0 && j == 3) v = -0.25f;           // a flat sub-block
+                        if (absolute && (t + j) % 11 == 0 && i % 3 == 0) v = 0; // weights of zero
+                        x[n * j + i] = v;
+                        w[n * j + i] = absolute ? MathF.Abs(v) : MathF.Abs(v) + spread * 0.1f;
                     }
                 }
-                ScaleMinFit.Fit8(x, w, nmax, rmin, 0.1f, nstep, scales, mins, vector);
+                ScaleMinFit.Fit8(x, w, nmax, rmin, 0.1f, nstep, scales, mins, vector, n, absolute);
                 for (int j = 0; j < 8; j++)
                 {
-                    float scale = ScaleMinFit.FitScalar(x.AsSpan(32 * j, 32), w.AsSpan(32 * j, 32), nmax, rmin, 0.1f, nstep, scalar, out float min);
+                    float scale = ScaleMinFit.FitScalar(x.AsSpan(n * j, n), w.AsSpan(n * j, n), nmax, rmin, 0.1f, nstep, scalar, out float min, absolute);
                     Assert.Equal(BitConverter.SingleToInt32Bits(scale), BitConverter.SingleToInt32Bits(scales[j]));
                     Assert.Equal(BitConverter.SingleToInt32Bits(min), BitConverter.SingleToInt32Bits(mins[j]));
-                    Assert.True(vector.AsSpan(32 * j, 32).SequenceEqual(scalar), $"codes differ (nmax {nmax}, case {t}, sub-block {j})");
+                    Assert.True(vector.AsSpan(n * j, n).SequenceEqual(scalar.AsSpan(0, n)), $"codes differ (n {n}, nmax {nmax}, case {t}, sub-block {j})");
                 }
             }
     }
