@@ -5,7 +5,7 @@ using Spectre.Console;
 
 namespace DeepSeekSharp.Cli;
 
-/// <summary><c>dss convert --model HF_DIR --out FILE.gguf --type f32|f16|bf16|q8_0|q4_0|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k</c>:
+/// <summary><c>dss convert --model HF_DIR --out FILE.gguf --type f32|f16|bf16|q8_0|q4_0|q2_k|q3_k_s|q3_k_m|q3_k_l|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k</c>:
 /// a deepseek2 GGUF that llama.cpp and this engine both run.</summary>
 internal static class ConvertCommand
 {
@@ -15,7 +15,7 @@ internal static class ConvertCommand
         var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
         var type = new Option<string>("--type")
         {
-            Description = "file type as llama-quantize names it, in either case (q4_k and q5_k are the _s mixes; norms and routers stay f32)",
+            Description = "file type as llama-quantize names it, in either case (q3_k, q4_k and q5_k are the _m mixes, as in llama-quantize; norms and routers stay f32)",
             DefaultValueFactory = _ => "q8_0",
         };
         type.CompletionSources.Add(GgufFileType.Names);

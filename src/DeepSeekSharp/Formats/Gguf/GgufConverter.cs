@@ -44,7 +44,7 @@ public static class GgufConverter
     }
 
     /// <summary><see cref="Convert(string, string, GgufFileType, IProgress{ValueTuple{int, int}}?, CancellationToken)"/>
-    /// into the file type of tensors in <paramref name="format"/> (Q4_K and Q5_K as Q4_K_S and Q5_K_S).</summary>
+    /// into the file type of tensors in <paramref name="format"/> (Q3_K, Q4_K and Q5_K as their S mixes).</summary>
     public static void Convert(string source, string outFile, WeightFormat format, IProgress<(int Done, int Total)>? progress = null,
         CancellationToken cancellationToken = default) =>
         Convert(source, outFile, GgufFileType.For(format), progress, cancellationToken);
