@@ -175,6 +175,18 @@ public static unsafe class WeightFormats
     /// <summary>The safetensors dtypes we read, for error messages.</summary>
     public static string SupportedSafeTensorsNames => string.Join(", ", Table.Where(f => f.SafeTensors is not null).Select(f => f.SafeTensors));
 
+    /// <summary>The format llama.cpp puts a tensor in when its rows do not fill <paramref name="f"/>'s 256-blocks
+    /// (llama-quant.cpp's tensor_type_fallback: Q2_K and Q3_K → Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0); null for
+    /// the others.</summary>
+    public static WeightFormat? LlamaFallback(this WeightFormat f) => f switch
+    {
+        WeightFormat.Q2_K or WeightFormat.Q3_K => WeightFormat.Q4_0,
+        WeightFormat.Q4_K => WeightFormat.Q5_0,
+        WeightFormat.Q5_K => WeightFormat.Q5_1,
+        WeightFormat.Q6_K => WeightFormat.Q8_0,
+        _ => null,
+    };
+
     /// <summary>Formats weights can be converted into at load (<c>--quantize</c>): those with a quantiser and a fused
     /// kernel or a float layout.</summary>
     public static readonly WeightFormat[] LoadTargets = [WeightFormat.Q8_0, WeightFormat.Q4_0, WeightFormat.Q4_K, WeightFormat.Q5_K, WeightFormat.Q6_K, WeightFormat.BF16, WeightFormat.F32];

@@ -8,7 +8,9 @@ namespace DeepSeekSharp.Model;
 public sealed record LoadOptions
 {
     /// <summary>Convert projection, expert, embedding and lm_head weights to this format at load (one of
-    /// <see cref="WeightFormats.LoadTargets"/>). Matrices whose width does not fit the format's block fall back to Q8_0, then F32; routers stay F32.</summary>
+    /// <see cref="WeightFormats.LoadTargets"/>). Matrices whose width does not fit the format's block fall back as
+    /// llama-quantize's do (<see cref="WeightFormats.LlamaFallback"/>: Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0), then to
+    /// Q8_0, then F32; routers stay F32.</summary>
     public WeightFormat? Quantize { get; init; }
 
     /// <summary>Use weights that keep their stored format (F32, BF16, F16, FP8 codes; GGUF blocks in their file layout)
@@ -31,6 +33,7 @@ public sealed record LoadOptions
         if (quantizable && Quantize is { } q)
         {
             if (q.Traits().CanHold(cols)) return q;
+            if (q.LlamaFallback() is { } f && f.Traits().CanHold(cols)) return f;
             if (WeightFormat.Q8_0.Traits().CanHold(cols) && q != WeightFormat.F32) return WeightFormat.Q8_0;
             return WeightFormat.F32;
         }

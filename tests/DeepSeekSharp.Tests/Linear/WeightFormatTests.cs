@@ -1,6 +1,7 @@
 using DeepSeekSharp.Formats.Gguf;
 using DeepSeekSharp.Kernels.Quant;
 using DeepSeekSharp.Linear;
+using DeepSeekSharp.Model;
 
 namespace DeepSeekSharp.Tests.Linear;
 
@@ -79,6 +80,26 @@ public class WeightFormatTests
         Assert.Equal(WeightFormat.Q4_0, WeightFormats.Parse("q4_0", WeightFormats.LoadTargets));
         var e = Assert.Throws<ArgumentException>(() => WeightFormats.Parse("q3_k", WeightFormats.LoadTargets));
         Assert.Contains("q8_0, q4_0, q4_k, q5_k, q6_k, bf16, f32", e.Message);
+    }
+
+    /// <summary><c>--quantize</c>'s format for a matrix whose rows do not fill the format's blocks is llama-quantize's
+    /// fallback (V2-Lite's 1,408-wide expert down_proj, its 128-wide absorbed keys), then Q8_0, then F32; a matrix that
+    /// is not to be quantised keeps its stored format.</summary>
+    [Fact]
+    public void LoadTimeQuantisation_FallsBackAsLlamaQuantizeDoes()
+    {
+        static WeightFormat For(WeightFormat q, int cols, bool quantizable = true) =>
+            new LoadOptions { Quantize = q }.FormatFor(WeightFormat.BF16, cols, quantizable);
+        Assert.Equal(WeightFormat.Q4_K, For(WeightFormat.Q4_K, 2048));
+        Assert.Equal(WeightFormat.Q5_0, For(WeightFormat.Q4_K, 1408));
+        Assert.Equal(WeightFormat.Q5_0, For(WeightFormat.Q4_K, 128));
+        Assert.Equal(WeightFormat.Q5_1, For(WeightFormat.Q5_K, 1408));
+        Assert.Equal(WeightFormat.Q8_0, For(WeightFormat.Q6_K, 1408));
+        Assert.Equal(WeightFormat.Q8_0, For(WeightFormat.Q8_0, 1408));
+        Assert.Equal(WeightFormat.F32, For(WeightFormat.Q4_K, 1400)); // no block of 32 fits either
+        Assert.Equal(WeightFormat.F32, For(WeightFormat.Q4_0, 100));
+        Assert.Equal(WeightFormat.BF16, For(WeightFormat.Q4_K, 1408, quantizable: false));
+        Assert.Equal(WeightFormat.BF16, new LoadOptions().FormatFor(WeightFormat.BF16, 1408, quantizable: true));
     }
 
     [Fact]

@@ -97,18 +97,11 @@ public sealed class GgufTypeRules(GgufFileType file, int layers, int experts, IE
             ? layer : throw new ArgumentException($"tensor '{name}' is not in a layer (blk.N.…)", nameof(name));
 
     /// <summary><paramref name="type"/> where rows of <paramref name="rowLength"/> divide into its blocks, else
-    /// llama.cpp's fallback, else F16.</summary>
+    /// llama.cpp's fallback (<see cref="WeightFormats.LlamaFallback"/>), else F16.</summary>
     private static GgmlType Fitting(GgmlType type, long rowLength)
     {
         if (rowLength % type.Traits().BlockSize == 0) return type;
-        GgmlType fallback = type switch
-        {
-            GgmlType.Q2_K or GgmlType.Q3_K => GgmlType.Q4_0,
-            GgmlType.Q4_K => GgmlType.Q5_0,
-            GgmlType.Q5_K => GgmlType.Q5_1,
-            GgmlType.Q6_K => GgmlType.Q8_0,
-            _ => GgmlType.F16,
-        };
+        GgmlType fallback = type.Traits().Format.LlamaFallback()?.ToGgml() ?? GgmlType.F16;
         return rowLength % fallback.Traits().BlockSize == 0 ? fallback : GgmlType.F16;
     }
 }
