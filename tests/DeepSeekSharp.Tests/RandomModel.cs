@@ -10,7 +10,7 @@ public static class RandomModel
 {
     private static readonly Lazy<string> Dir = new(() =>
     {
-        string dir = Path.Combine(Path.GetTempPath(), "dss-random-v3-tiny-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-random-v3-tiny-" + Guid.NewGuid().ToString("N"));
         RandomCheckpoint.Create(RandomCheckpoint.Preset("v3-tiny"), dir, WeightFormat.BF16, seed: 11,
             tokenizerDir: Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3"));
         AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
@@ -22,7 +22,7 @@ public static class RandomModel
     private static readonly Lazy<string> R1Shaped = new(() =>
     {
         string r1 = Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny");
-        string dir = Path.Combine(Path.GetTempPath(), "dss-random-r1-shape-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-random-r1-shape-" + Guid.NewGuid().ToString("N"));
         RandomCheckpoint.Create(DeepSeekSharp.Formats.HfConfig.Load(r1), dir, WeightFormat.F32, seed: 5, tokenizerDir: r1);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
         return dir;
@@ -41,7 +41,7 @@ public static class RandomModel
         lock (DenseDirs)
         {
             if (DenseDirs.TryGetValue(seed, out string? dir)) return dir;
-            dir = Path.Combine(Path.GetTempPath(), $"dss-dense-{seed}-" + Guid.NewGuid().ToString("N"));
+            dir = Path.Combine(TestScratch.Root, $"dss-dense-{seed}-" + Guid.NewGuid().ToString("N"));
             ModelConfig c = RandomCheckpoint.Preset("v2-lite-tiny") with
             {
                 VocabSize = 1000, Dim = 256, InterDim = 512, NLayers = 2, NDenseLayers = 2, NHeads = 4,

@@ -5,11 +5,57 @@ using DeepSeekSharp.Formats.SafeTensors;
 
 namespace DeepSeekSharp.Tests;
 
+/// <summary>The folder a test run keeps its scratch files in: dss-tests/PID under the system's temporary folder,
+/// deleted when the run exits. A run killed before it could delete its folder leaves it behind; the next run deletes
+/// the folders of runs no longer alive as it starts, so interrupted runs do not pile up files (GGUF conversions of
+/// hundreds of megabytes among them).</summary>
+public static class TestScratch
+{
+    public static string Root { get; } = Create();
+
+    private static string Create()
+    {
+        string parent = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dss-tests");
+        Directory.CreateDirectory(parent);
+        Sweep(parent);
+        string root = System.IO.Path.Combine(parent, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Directory.CreateDirectory(root);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => Delete(root);
+        return root;
+    }
+
+    /// <summary>Deletes the folders in <paramref name="parent"/> named for processes that are no longer running.</summary>
+    internal static void Sweep(string parent)
+    {
+        foreach (string dir in Directory.GetDirectories(parent))
+            if (int.TryParse(System.IO.Path.GetFileName(dir), out int pid) && pid != Environment.ProcessId && !Alive(pid))
+                Delete(dir);
+    }
+
+    private static bool Alive(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; } // no such process
+        catch (InvalidOperationException) { return false; }
+    }
+
+    private static void Delete(string dir)
+    {
+        try { Directory.Delete(dir, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+}
+
 /// <summary>A temporary folder deleted when disposed.</summary>
 public sealed class TempDir : IDisposable
 {
     public TempDir() => System.IO.Directory.CreateDirectory(Path);
-    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "dss-test-" + Guid.NewGuid().ToString("N"));
+    public string Path { get; } = System.IO.Path.Combine(TestScratch.Root, "dss-test-" + Guid.NewGuid().ToString("N"));
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
     /// <summary>A copy of a golden case's folder to mutate.</summary>

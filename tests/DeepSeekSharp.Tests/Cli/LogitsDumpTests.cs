@@ -17,7 +17,7 @@ public class LogitsDumpTests
 
     private static string Dump(string name, int[] ids, params string[] extra)
     {
-        string dir = Path.Combine(Path.GetTempPath(), $"dss-dump-{Guid.NewGuid():N}");
+        string dir = Path.Combine(TestScratch.Root, $"dss-dump-{Guid.NewGuid():N}");
         var (code, _, stderr) = CliRunner.Run(["logits", "--model", Data(name), "--tokens", string.Join(",", ids), "--dump", dir, .. extra]);
         Assert.True(code == 0, stderr);
         return dir;

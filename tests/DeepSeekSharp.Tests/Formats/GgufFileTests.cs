@@ -13,7 +13,7 @@ namespace DeepSeekSharp.Tests.Formats;
 /// <summary>The GGUF container: what a written file reads back as, and a clear error for each kind of damage.</summary>
 public class GgufFileTests : IDisposable
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "dss-gguf-file-" + Guid.NewGuid().ToString("N"));
+    private readonly string _dir = Path.Combine(TestScratch.Root, "dss-gguf-file-" + Guid.NewGuid().ToString("N"));
 
     public GgufFileTests() => Directory.CreateDirectory(_dir);
 
@@ -250,7 +250,7 @@ public class GgufFileTests : IDisposable
     /// <summary>A GGUF converted from a checkpoint with the real DeepSeek-V3 tokenizer.</summary>
     private static readonly Lazy<string> WithVocab = new(() =>
     {
-        string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-vocab-{Guid.NewGuid():N}.gguf");
+        string path = Path.Combine(TestScratch.Root, $"dss-gguf-vocab-{Guid.NewGuid():N}.gguf");
         GgufConverter.Convert(RandomModel.V3Tiny, path, WeightFormat.Q8_0);
         AppDomain.CurrentDomain.ProcessExit += (_, _) => File.Delete(path);
         return path;

@@ -20,7 +20,7 @@ public class GgufModelTests(ITestOutputHelper output)
         lock (Converted)
         {
             if (Converted.TryGetValue((name, type), out string? path)) return path;
-            path = Path.Combine(Path.GetTempPath(), $"dss-gguf-{Guid.NewGuid():N}-{name}-{type}.gguf");
+            path = Path.Combine(TestScratch.Root, $"dss-gguf-{Guid.NewGuid():N}-{name}-{type}.gguf");
             GgufConverter.Convert(GoldenCase.Load(name).Directory, path, type);
             string p = path;
             AppDomain.CurrentDomain.ProcessExit += (_, _) => File.Delete(p);
@@ -111,7 +111,7 @@ public class GgufModelTests(ITestOutputHelper output)
     public void DenseModel_QuantisedGguf_StaysNearF32_WithRealKQuantTensors(WeightFormat type, GgmlType main, double bound)
     {
         string dir = RandomModel.Dense(11);
-        string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-dense-{Guid.NewGuid():N}.gguf");
+        string path = Path.Combine(TestScratch.Root, $"dss-gguf-dense-{Guid.NewGuid():N}.gguf");
         try
         {
             GgufConverter.Convert(dir, path, type);
@@ -185,7 +185,7 @@ public class GgufModelTests(ITestOutputHelper output)
     [Fact]
     public void Q4_0Conversion_KeepsTheOutputInQ6K_AsLlamaQuantizeDoes()
     {
-        string path = Path.Combine(Path.GetTempPath(), $"dss-gguf-q4_0-{Guid.NewGuid():N}.gguf");
+        string path = Path.Combine(TestScratch.Root, $"dss-gguf-q4_0-{Guid.NewGuid():N}.gguf");
         try
         {
             GgufConverter.Convert(RandomModel.Dense(11), path, WeightFormat.Q4_0);
@@ -313,7 +313,7 @@ public class GgufModelTests(ITestOutputHelper output)
     [Fact]
     public void RequantisingTheF32Gguf_GivesTheSameFileAsConvertingTheCheckpoint()
     {
-        string viaF32 = Path.Combine(Path.GetTempPath(), $"dss-gguf-requant-{Guid.NewGuid():N}.gguf");
+        string viaF32 = Path.Combine(TestScratch.Root, $"dss-gguf-requant-{Guid.NewGuid():N}.gguf");
         try
         {
             GgufConverter.Convert(Convert("v3-fp8-tiny", WeightFormat.F32), viaF32, WeightFormat.Q8_0);
@@ -335,7 +335,7 @@ public class GgufModelTests(ITestOutputHelper output)
         // convention (key_length = nope + rope, value_length = v_head_dim, no *_mla keys).
         GoldenCase g = GoldenCase.Load("v2-lite-tiny");
         string src = Convert("v2-lite-tiny", WeightFormat.F32);
-        string dst = Path.Combine(Path.GetTempPath(), $"dss-gguf-old-{Guid.NewGuid():N}.gguf");
+        string dst = Path.Combine(TestScratch.Root, $"dss-gguf-old-{Guid.NewGuid():N}.gguf");
         try
         {
             using (DeepSeekModel hf = DeepSeekModel.Load(g.Directory))

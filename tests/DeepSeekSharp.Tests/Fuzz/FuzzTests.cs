@@ -40,7 +40,7 @@ public class FuzzTests
         """).RootElement;
 
     [ThreadStatic] private static string? _scratch;
-    private static string Scratch(string ext) => _scratch ??= Path.Combine(Path.GetTempPath(), $"dss-fuzz-{Environment.ProcessId}-{Environment.CurrentManagedThreadId}") + ext;
+    private static string Scratch(string ext) => _scratch ??= Path.Combine(TestScratch.Root, $"dss-fuzz-{Environment.ProcessId}-{Environment.CurrentManagedThreadId}") + ext;
 
     private static readonly Target[] Targets =
     [
@@ -116,7 +116,7 @@ public class FuzzTests
 
     private static string Save(string target, int index, byte[] input, string what)
     {
-        string path = Path.Combine(Path.GetTempPath(), $"dss-fuzz-{target}-{index}.bin");
+        string path = Path.Combine(TestScratch.Root, $"dss-fuzz-{target}-{index}.bin");
         File.WriteAllBytes(path, input);
         return $"input #{index} (saved to {path}): {what}";
     }

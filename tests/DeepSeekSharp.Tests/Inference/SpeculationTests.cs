@@ -19,7 +19,7 @@ public class SpeculationTests
     /// special tokens, no merges, no template (the tests feed and compare ids; text only has to decode).</summary>
     private static string MakeTokenizer256()
     {
-        string dir = Path.Combine(Path.GetTempPath(), "dss-tokenizer-256-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-tokenizer-256-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(R1Tiny, "tokenizer.json")))!;
         json["added_tokens"] = new System.Text.Json.Nodes.JsonArray();

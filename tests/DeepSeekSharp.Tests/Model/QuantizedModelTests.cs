@@ -96,7 +96,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
         {
             VocabSize = 1000, Dim = 128, NHeads = 12, KvLoraRank = 64, QkNopeHeadDim = 32, QkRopeHeadDim = 16, VHeadDim = 32,
         };
-        string dir = Path.Combine(Path.GetTempPath(), "dss-heads-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-heads-" + Guid.NewGuid().ToString("N"));
         try
         {
             RandomCheckpoint.Create(c, dir, WeightFormat.BF16, seed: 4);
@@ -142,7 +142,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
         {
             VocabSize = 1000, Dim = 256, InterDim = 512, MoeInterDim = 640, QLoraRank = 64, KvLoraRank = 64,
         };
-        string dir = Path.Combine(Path.GetTempPath(), "dss-parts-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-parts-" + Guid.NewGuid().ToString("N"));
         string unshared = dir + "-unshared";
         try
         {
@@ -218,7 +218,7 @@ public class QuantizedModelTests(ITestOutputHelper output)
     public void Fp8KvB_GivesAnFp8TransposedWk_HoldingTheSameValues()
     {
         ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { QkNopeHeadDim = 128, VHeadDim = 128, KvLoraRank = 128 };
-        string dir = Path.Combine(Path.GetTempPath(), "dss-fp8-wk-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-fp8-wk-" + Guid.NewGuid().ToString("N"));
         try
         {
             RandomCheckpoint.Create(c, dir, WeightFormat.FP8, seed: 5);
@@ -254,8 +254,8 @@ public class QuantizedModelTests(ITestOutputHelper output)
     {
         // Projections 320 and 200 wide: whole 128 × 128 tiles and cut ones.
         ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { Dim = 200, InterDim = 320, MoeInterDim = 64, QLoraRank = 96, KvLoraRank = 64 };
-        string fp8 = Path.Combine(Path.GetTempPath(), "dss-fp8-" + Guid.NewGuid().ToString("N"));
-        string f32 = Path.Combine(Path.GetTempPath(), "dss-f32-" + Guid.NewGuid().ToString("N"));
+        string fp8 = Path.Combine(TestScratch.Root, "dss-fp8-" + Guid.NewGuid().ToString("N"));
+        string f32 = Path.Combine(TestScratch.Root, "dss-f32-" + Guid.NewGuid().ToString("N"));
         try
         {
             // Shards of at most 4 KB: most weights fill a shard alone, so their scales open the next one.

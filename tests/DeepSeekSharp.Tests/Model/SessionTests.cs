@@ -136,7 +136,7 @@ public class SessionTests
     public void WarmDecodeStep_AllocatesNothing_WithStoredFp8AndF16(DeepSeekSharp.Linear.WeightFormat format)
     {
         ModelConfig c = RandomCheckpoint.Preset("v3-tiny") with { VocabSize = 512, Dim = 256, InterDim = 512, MoeInterDim = 128, QLoraRank = 128, KvLoraRank = 128 };
-        string dir = Path.Combine(Path.GetTempPath(), "dss-alloc-" + Guid.NewGuid().ToString("N"));
+        string dir = Path.Combine(TestScratch.Root, "dss-alloc-" + Guid.NewGuid().ToString("N"));
         try
         {
             RandomCheckpoint.Create(c, dir, format, seed: 2);
