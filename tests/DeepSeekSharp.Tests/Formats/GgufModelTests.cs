@@ -274,13 +274,22 @@ public class GgufModelTests(ITestOutputHelper output)
         Assert.Equal(GgmlType.Q4_K, q2k.For(kvB[0], 512, 2));
         Assert.Equal(GgmlType.Q3_K, new GgufTypeRules(GgufFileType.Q2_K, 16, 64, names, gqa: 1).For(kvB[0], 512, 2));
 
-        // Q3_K_S keeps Q3_K but where the rows fall back; with eight experts its attn_output is Q5_K.
-        var q3ks = new GgufTypeRules(GgufFileType.Q3_K_S, 16, 64, names);
-        Assert.Equal(GgmlType.Q3_K, q3ks.For(G.Block(0, G.FfnDownShexp), 2816, 2));
-        Assert.Equal(GgmlType.Q4_0, q3ks.For(G.Block(0, G.FfnDownExps), 1408, 3));
-        Assert.Equal(GgmlType.Q3_K, q3ks.For(G.Block(0, G.AttnOutput), 2048, 2));
-        Assert.Equal(GgmlType.Q3_K, q3ks.For(kvB[0], 512, 2));
-        Assert.Equal(GgmlType.Q5_K, new GgufTypeRules(GgufFileType.Q3_K_S, 16, 8, names).For(G.Block(0, G.AttnOutput), 2048, 2));
+        // Q3_K_S keeps Q3_K but where the rows fall back; Q3_K_L gives ffn_down, attn_output and the attn_v-like
+        // tensors Q5_K. With eight experts attn_output is Q5_K in Q3_K_S but stays Q3_K in Q3_K_L (llama.cpp's list of
+        // types that get Q5_K there leaves Q3_K_L out).
+        foreach ((GgufFileType file, GgmlType down, GgmlType downExps, GgmlType attention, GgmlType outputOfEight) in new[]
+            {
+                (GgufFileType.Q3_K_S, GgmlType.Q3_K, GgmlType.Q4_0, GgmlType.Q3_K, GgmlType.Q5_K),
+                (GgufFileType.Q3_K_L, GgmlType.Q5_K, GgmlType.Q5_1, GgmlType.Q5_K, GgmlType.Q3_K),
+            })
+        {
+            var rules = new GgufTypeRules(file, 16, 64, names);
+            Assert.Equal(down, rules.For(G.Block(9, G.FfnDownShexp), 2816, 2));
+            Assert.Equal(downExps, rules.For(G.Block(9, G.FfnDownExps), 1408, 3));
+            Assert.Equal(attention, rules.For(G.Block(9, G.AttnOutput), 2048, 2));
+            Assert.Equal(attention, rules.For(kvB[0], 512, 2));
+            Assert.Equal(outputOfEight, new GgufTypeRules(file, 16, 8, names).For(G.Block(0, G.AttnOutput), 2048, 2));
+        }
 
         // Q3_K_M: ffn_down Q5_K in the first sixteenth of the layers (layer 0 of 16), Q4_K after; the first two
         // attn_v-like tensors Q5_K, the rest Q4_K; attn_output Q4_K.
@@ -294,15 +303,6 @@ public class GgufModelTests(ITestOutputHelper output)
         for (int l = 0; l < 4; l++) Assert.Equal(l < 2 ? GgmlType.Q5_K : GgmlType.Q4_K, q3km.For(kvB[l], 512, 2));
         Assert.Equal(GgmlType.Q4_K, new GgufTypeRules(GgufFileType.Q3_K_M, 32, 64, names).For(G.Block(2, G.FfnDownShexp), 2816, 2));
         Assert.Equal(GgmlType.Q5_K, new GgufTypeRules(GgufFileType.Q3_K_M, 32, 64, names).For(G.Block(1, G.FfnDownShexp), 2816, 2));
-
-        // Q3_K_L: ffn_down, attn_v-like and attn_output Q5_K; with eight experts attn_output keeps Q3_K (llama.cpp's
-        // list of types that get Q5_K there leaves Q3_K_L out).
-        var q3kl = new GgufTypeRules(GgufFileType.Q3_K_L, 16, 64, names);
-        Assert.Equal(GgmlType.Q5_K, q3kl.For(G.Block(9, G.FfnDownShexp), 2816, 2));
-        Assert.Equal(GgmlType.Q5_1, q3kl.For(G.Block(9, G.FfnDownExps), 1408, 3));
-        Assert.Equal(GgmlType.Q5_K, q3kl.For(G.Block(9, G.AttnOutput), 2048, 2));
-        Assert.Equal(GgmlType.Q5_K, q3kl.For(kvB[7], 512, 2));
-        Assert.Equal(GgmlType.Q3_K, new GgufTypeRules(GgufFileType.Q3_K_L, 16, 8, names).For(G.Block(0, G.AttnOutput), 2048, 2));
 
         var q8 = new GgufTypeRules(GgufFileType.Q8_0, 16, 64, names);
         Assert.Equal(GgmlType.Q8_0, q8.For(G.Output, 2048, 2));
