@@ -9,7 +9,7 @@ namespace DeepSeekSharp.Kernels;
 public static class KernelPaths
 {
     /// <summary>One line, e.g. "vectors 512-bit; AVX-512F on, AVX-512BW on, AVX2 on, FMA on, AVX-VNNI off, AVX-512 VBMI on
-    /// (Q5_0 fifth bits); 32-weight block panels int16 (AVX-512); Q4_K/Q5_K/Q6_K tiles on (one-token prefetch on); Q8_0 tiles on (one-token prefetch off); Q4_0/Q5_0 tiles on; FP8 quads (AVX-512)".</summary>
+    /// (Q5_0 fifth bits); 32-weight block panels int16 (AVX-512); Q2_K–Q6_K tiles on (one-token prefetch on); Q8_0 tiles on (one-token prefetch off); Q4_0/Q5_0 tiles on; FP8 quads (AVX-512)".</summary>
     public static string Describe()
     {
         string width = Vector512.IsHardwareAccelerated ? "512-bit" : Vector256.IsHardwareAccelerated ? "256-bit" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
@@ -22,7 +22,7 @@ public static class KernelPaths
                $"FMA {On(Fma.IsSupported)}, AVX-VNNI {On(AvxVnni.IsSupported)}, AVX-512 VBMI {On(Avx512Vbmi.VL.IsSupported)} (Q5_0 fifth bits); " +
                "32-weight block panels " +
                (AvxVnni.IsSupported ? "bytes (AVX-VNNI)" : Avx512BW.IsSupported ? "int16 (AVX-512)" : "off") +
-               $"; Q4_K/Q5_K/Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q5KTiles.IsSupported && Quant.Q6KTiles.IsSupported)} (one-token prefetch {On(Quant.Q4KTiles.PrefetchesAhead)}); Q8_0 tiles {On(Quant.Q8Tiles.IsSupported)} (one-token prefetch {On(Quant.ByteTiles.OnePrefetches)}); Q4_0/Q5_0 tiles {On(Quant.Q4Tiles.IsSupported && Quant.Q5Tiles.IsSupported)}; FP8 " +
+               $"; Q2_K–Q6_K tiles {On(Quant.Q4KTiles.IsSupported && Quant.Q5KTiles.IsSupported && Quant.Q6KTiles.IsSupported && Quant.LowBitKTiles.IsSupported)} (one-token prefetch {On(Quant.Q4KTiles.PrefetchesAhead)}); Q8_0 tiles {On(Quant.Q8Tiles.IsSupported)} (one-token prefetch {On(Quant.ByteTiles.OnePrefetches)}); Q4_0/Q5_0 tiles {On(Quant.Q4Tiles.IsSupported && Quant.Q5Tiles.IsSupported)}; FP8 " +
                (Quant.WidenedDot<Quant.Fp8Codes>.FourAtOnce ? "quads (AVX-512)" : Quant.Fp8Runs.IsSupported ? "runs (AVX2)" : "file layout") + narrow;
     }
 }

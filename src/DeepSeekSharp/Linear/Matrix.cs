@@ -189,8 +189,8 @@ public abstract unsafe class Matrix : IDisposable
     }
 
     /// <summary>Allocates a matrix of a format in aligned native memory (contents to be set with <see cref="SetRow"/>).
-    /// Q4_K, Q5_K, Q6_K, Q8_0, Q5_0 and Q4_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
-    /// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>, <see cref="Q4Tiles"/>) where the CPU has the kernels for them, and BF16 and F16 rows
+    /// Q2_K–Q6_K, Q8_0, Q5_0 and Q4_0 are kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
+    /// <see cref="LowBitKTiles"/>, <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>, <see cref="Q4Tiles"/>) where the CPU has the kernels for them, and BF16 and F16 rows
     /// wider than 8,192 columns as sixteen rows interleaved by column panels (<see cref="PanelMatrix{TC}"/>).</summary>
     public static Matrix Create(WeightFormat format, int rows, int cols) => Create(format, rows, cols, tiles: true);
 
@@ -202,6 +202,8 @@ public abstract unsafe class Matrix : IDisposable
         if (tiles && format == WeightFormat.Q4_K && Q4KTiles.IsSupported) return Q4KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q6_K && Q6KTiles.IsSupported) return Q6KTiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q5_K && Q5KTiles.IsSupported) return Q5KTiledMatrix.Create(rows, cols);
+        if (tiles && format == WeightFormat.Q3_K && LowBitKTiles.IsSupported) return LowBitKTiledMatrix<Q3KTileLayout>.Create(rows, cols);
+        if (tiles && format == WeightFormat.Q2_K && LowBitKTiles.IsSupported) return LowBitKTiledMatrix<Q2KTileLayout>.Create(rows, cols);
         if (tiles && format == WeightFormat.Q8_0 && Q8Tiles.IsSupported) return Q8TiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q5_0 && Q5Tiles.IsSupported) return Q5TiledMatrix.Create(rows, cols);
         if (tiles && format == WeightFormat.Q4_0 && Q4Tiles.IsSupported) return Q4TiledMatrix.Create(rows, cols);

@@ -83,7 +83,7 @@ internal abstract unsafe class TiledMatrix(WeightFormat format, int rows, int co
     }
 }
 
-/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>: AVX2, 512-bit kernels with AVX-512).</summary>
+/// <summary>A k-quant in tiles (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>, <see cref="LowBitKTiles"/>: AVX2, 512-bit kernels with AVX-512).</summary>
 internal abstract unsafe class TiledKMatrix(WeightFormat format, int rows, int cols, byte* data, IDisposable? owner, long groupBytes)
     : TiledMatrix(format, rows, cols, data, owner, groupBytes)
 {
@@ -205,6 +205,35 @@ internal sealed unsafe class Q6KTiledMatrix(int rows, int cols, byte* data, IDis
     private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.One(group, SuperBlocks, a, token, lanes);
 
     private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => Q6KTiles.Four(group, SuperBlocks, a, token, lanes);
+}
+
+/// <summary>Q2_K or Q3_K in <see cref="LowBitKTiles"/> (the formats of llama.cpp's smallest k-quant mixes).</summary>
+internal sealed unsafe class LowBitKTiledMatrix<TL>(int rows, int cols, byte* data, IDisposable? owner)
+    : TiledKMatrix(TL.TwoBit ? WeightFormat.Q2_K : WeightFormat.Q3_K, rows, cols, data, owner, LowBitKTiles.GroupBytes<TL>(cols / 256))
+    where TL : struct, ILowBitTileLayout
+{
+    public static long BytesFor(int rows, int cols) => BytesFor(rows, LowBitKTiles.GroupBytes<TL>(cols / 256));
+
+    public static LowBitKTiledMatrix<TL> Create(int rows, int cols)
+    {
+        NativeBuffer buffer = Allocate(rows, LowBitKTiles.GroupBytes<TL>(cols / 256));
+        return new LowBitKTiledMatrix<TL>(rows, cols, buffer.Pointer, buffer);
+    }
+
+    private protected override QuantizedActivations? Prepare(ReadOnlySpan<float> x, int n, QuantizedActivations target)
+    {
+        QuantizedActivations a = base.Prepare(x, n, target)!;
+        a.PrepareSums16(n);
+        return a;
+    }
+
+    private protected override void SetStoredRow(ReadOnlySpan<byte> stored, byte* group, int r) => LowBitKTiles.SetRow<TL>(stored, group, r);
+
+    private protected override void GetStoredRow(byte* group, int r, Span<byte> stored) => LowBitKTiles.GetRow<TL>(group, r, stored);
+
+    private protected override void One(byte* group, QuantizedActivations a, int token, float* lanes) => LowBitKTiles.One<TL>(group, SuperBlocks, a, token, lanes);
+
+    private protected override void Four(byte* group, QuantizedActivations a, int token, float* lanes) => LowBitKTiles.Four<TL>(group, SuperBlocks, a, token, lanes);
 }
 
 /// <summary>A 32-weight block format in tiles that give <see cref="ByteTiles"/>' column groups (AVX-VNNI): one or two

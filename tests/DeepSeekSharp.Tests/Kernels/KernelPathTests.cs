@@ -21,7 +21,7 @@ public class KernelPathTests(ITestOutputHelper output)
             Assert.False(Vector512.IsHardwareAccelerated);
             if (Avx2.IsSupported)
             {
-                Assert.Contains("Q4_K/Q5_K/Q6_K tiles on", KernelPaths.Describe()); // their 256-bit kernels are the ones tested
+                Assert.Contains("Q2_K–Q6_K tiles on", KernelPaths.Describe()); // their 256-bit kernels are the ones tested
                 Assert.Contains("FP8 runs (AVX2)", KernelPaths.Describe()); // and FP8's AVX2 layout is the one loaded
             }
         }
@@ -29,7 +29,7 @@ public class KernelPathTests(ITestOutputHelper output)
         {
             Assert.False(Avx2.IsSupported, "DOTNET_EnableAVX2=0 but AVX2 is still on");
             Assert.False(Vector256.IsHardwareAccelerated);
-            Assert.Contains("Q4_K/Q5_K/Q6_K tiles off", KernelPaths.Describe()); // the GGUF layouts' kernels are the ones tested
+            Assert.Contains("Q2_K–Q6_K tiles off", KernelPaths.Describe()); // the GGUF layouts' kernels are the ones tested
             // The row dots take the 128-bit integer kernels (ARM64's, with SSE's multiply-add in place of sdot).
             Assert.Contains("128-bit quantised dots on", KernelPaths.Describe());
             Assert.Contains("FP8 file layout", KernelPaths.Describe());

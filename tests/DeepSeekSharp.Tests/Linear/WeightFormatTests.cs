@@ -83,7 +83,7 @@ public class WeightFormatTests
     }
 
     /// <summary><c>--quantize</c>'s format for a matrix whose rows do not fill the format's blocks is llama-quantize's
-    /// fallback (V2-Lite's 1,408-wide expert down_proj, its 128-wide absorbed keys), then Q8_0, then F32; a matrix that
+    /// fallback (V2-Lite's 1,408-wide expert down_proj, a GGUF's 128-wide attn_k_b), then Q8_0, then F32; a matrix that
     /// is not to be quantised keeps its stored format.</summary>
     [Fact]
     public void LoadTimeQuantisation_FallsBackAsLlamaQuantizeDoes()

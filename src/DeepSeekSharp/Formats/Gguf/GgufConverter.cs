@@ -105,8 +105,8 @@ public static class GgufConverter
                 }
             })).ToList();
         int Key(string key) => (int)(ck.Main.Integer(K.Arch(key)) ?? 0);
-        int heads = Key(K.HeadCount), kvHeads = ck.Main.Integer(K.Arch(K.HeadCountKv)) is long kv and > 0 ? (int)kv : heads; // llama.cpp's default: one per head
-        Write(outFile, meta, plan, type, Key(K.BlockCount), Key(K.ExpertCount), Math.Max(1, heads / Math.Max(1, kvHeads)), progress, cancellationToken);
+        int heads = Key(K.HeadCount), kvHeads = Key(K.HeadCountKv) is > 0 and var kv ? kv : Math.Max(1, heads); // llama.cpp's default: one per head
+        Write(outFile, meta, plan, type, Key(K.BlockCount), Key(K.ExpertCount), Math.Max(1, heads / kvHeads), progress, cancellationToken);
     }
 
     /// <summary>Collects rows and quantises them in parallel, 256 at a time, writing them in order.</summary>

@@ -321,7 +321,7 @@ internal static unsafe class Q6KTiles
 
     /// <summary><see cref="Step"/> for the eight rows of 256-bit code vectors.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Step256(Vector256<int> acc, Vector256<byte> c0, Vector256<byte> c1, Vector256<byte> c2, Vector256<byte> c3,
+    internal static Vector256<int> Step256(Vector256<int> acc, Vector256<byte> c0, Vector256<byte> c1, Vector256<byte> c2, Vector256<byte> c3,
         Vector256<short> sc, sbyte* x) =>
         acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(c0, Broadcast256(x)) + Avx2.MultiplyAddAdjacent(c1, Broadcast256(x + 4)), sc)
             + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(c2, Broadcast256(x + 8)) + Avx2.MultiplyAddAdjacent(c3, Broadcast256(x + 12)), sc);
@@ -347,16 +347,16 @@ internal static unsafe class Q6KTiles
 
     /// <summary><see cref="Pick"/> in 256-bit registers (the same shuffle in each 128-bit lane).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Pick256(Vector256<short> pair, int e) =>
+    internal static Vector256<short> Pick256(Vector256<short> pair, int e) =>
         Avx2.Shuffle(pair.AsByte(), (e == 0
             ? Vector256.Create(0x01000100u, 0x05040504u, 0x09080908u, 0x0D0C0D0Cu, 0x01000100u, 0x05040504u, 0x09080908u, 0x0D0C0D0Cu)
             : Vector256.Create(0x03020302u, 0x07060706u, 0x0B0A0B0Au, 0x0F0E0F0Eu, 0x03020302u, 0x07060706u, 0x0B0A0B0Au, 0x0F0E0F0Eu)).AsByte()).AsInt16();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<sbyte> Broadcast256(sbyte* x) => Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+    internal static Vector256<sbyte> Broadcast256(sbyte* x) => Vector256.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Broadcast256(short* s) => Vector256.Create(Unsafe.ReadUnaligned<int>(s)).AsInt16();
+    internal static Vector256<short> Broadcast256(short* s) => Vector256.Create(Unsafe.ReadUnaligned<int>(s)).AsInt16();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> D256(byte* group, int b, int half) => HalfTable.ToSingle(Vector128.Load(Halves(group, b) + 8 * half));
@@ -364,7 +364,7 @@ internal static unsafe class Q6KTiles
     /// <summary><paramref name="acc"/> + one token's Σ sc · q · x over a sub-block's sixteen columns (the four code
     /// vectors against the token's four groups of four activations at <paramref name="x"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Step(Vector512<int> acc, Vector512<byte> c0, Vector512<byte> c1, Vector512<byte> c2, Vector512<byte> c3,
+    internal static Vector512<int> Step(Vector512<int> acc, Vector512<byte> c0, Vector512<byte> c1, Vector512<byte> c2, Vector512<byte> c3,
         Vector512<short> sc, sbyte* x) =>
         acc + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(c0, Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(c1, Broadcast(x + 4)), sc)
             + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(c2, Broadcast(x + 8)) + Avx512BW.MultiplyAddAdjacent(c3, Broadcast(x + 12)), sc);
@@ -409,7 +409,7 @@ internal static unsafe class Q6KTiles
 
     /// <summary>Sub-block 2p + e's scale in both int16 halves of each row's lane (a byte shuffle of the pair).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<short> Pick(Vector512<short> pair, int e) =>
+    internal static Vector512<short> Pick(Vector512<short> pair, int e) =>
         // Within each 32-bit lane, bytes 2e, 2e + 1 twice (vpshufb indexes each 128-bit lane on its own); constants
         // written in place (see the note on vector constants in BlockDots).
         Avx512BW.Shuffle(pair.AsByte(), (e == 0
@@ -420,11 +420,11 @@ internal static unsafe class Q6KTiles
 
     /// <summary>Four consecutive activation codes repeated across the vector.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<sbyte> Broadcast(sbyte* x) => Vector512.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
+    internal static Vector512<sbyte> Broadcast(sbyte* x) => Vector512.Create(Unsafe.ReadUnaligned<int>(x)).AsSByte();
 
     /// <summary>Two consecutive activation sums per 16 repeated across the vector (an int16 pair per lane).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<short> Broadcast(short* s) => Vector512.Create(Unsafe.ReadUnaligned<int>(s)).AsInt16();
+    internal static Vector512<short> Broadcast(short* s) => Vector512.Create(Unsafe.ReadUnaligned<int>(s)).AsInt16();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> D(byte* group, int b) => HalfTable.ToSingle(Vector256.Load(Halves(group, b)));

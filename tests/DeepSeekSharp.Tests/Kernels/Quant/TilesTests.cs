@@ -6,8 +6,8 @@ using DeepSeekSharp.Tensors;
 
 namespace DeepSeekSharp.Tests.Kernels.Quant;
 
-/// <summary>Q4_K, Q5_K, Q6_K, Q8_0, Q5_0 and Q4_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
-/// <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>, <see cref="Q4Tiles"/>: the in-memory layouts on AVX2 CPUs) must hold exactly the GGUF blocks they
+/// <summary>Q2_K–Q6_K, Q8_0, Q5_0 and Q4_0 kept as sixteen interleaved rows (<see cref="Q4KTiles"/>, <see cref="Q5KTiles"/>, <see cref="Q6KTiles"/>,
+/// <see cref="LowBitKTiles"/>, <see cref="Q8Tiles"/>, <see cref="Q5Tiles"/>, <see cref="Q4Tiles"/>: the in-memory layouts on AVX2 CPUs) must hold exactly the GGUF blocks they
 /// were given and compute exactly what the file-layout kernels compute.</summary>
 public unsafe class TilesTests
 {
@@ -16,6 +16,7 @@ public unsafe class TilesTests
         WeightFormat.Q4_K => Q4KTiles.IsSupported,
         WeightFormat.Q5_K => Q5KTiles.IsSupported,
         WeightFormat.Q6_K => Q6KTiles.IsSupported,
+        WeightFormat.Q2_K or WeightFormat.Q3_K => LowBitKTiles.IsSupported,
         WeightFormat.Q8_0 => Q8Tiles.IsSupported,
         WeightFormat.Q5_0 => Q5Tiles.IsSupported,
         WeightFormat.Q4_0 => Q4Tiles.IsSupported,
@@ -54,6 +55,24 @@ public unsafe class TilesTests
     [Fact]
     public void Q5KTiles_HoldTheGgufBlocksExactly() => // random bytes: every code and fifth bit, every scale packing
         AssertGroupHoldsRowsExactly<BlockQ5K>(3, Q5KTiledMatrix.BytesFor(16, 3 * 256), 7, &Q5KTiles.SetRow, &Q5KTiles.GetRow);
+
+    [Fact]
+    public void Q2KTiles_HoldTheGgufBlocksExactly()
+    {
+        // Random bytes: every pattern of codes, packed scales and minimums, d and dmin.
+        long bytes = AssertGroupHoldsRowsExactly<byte>(3 * LowBitKQuants.Q2KBytes, LowBitKTiledMatrix<Q2KTileLayout>.BytesFor(16, 3 * 256), 11,
+            &LowBitKTiles.SetRow<Q2KTileLayout>, &LowBitKTiles.GetRow<Q2KTileLayout>);
+        Assert.Equal(16 * 3 * LowBitKQuants.Q2KBytes, bytes); // every byte GGUF stores and nothing else
+    }
+
+    [Fact]
+    public void Q3KTiles_HoldTheGgufBlocksExactly()
+    {
+        // Random bytes: every pattern of low bits, high-mask bits and the 6-bit scale packing, and d.
+        long bytes = AssertGroupHoldsRowsExactly<byte>(3 * LowBitKQuants.Q3KBytes, LowBitKTiledMatrix<Q3KTileLayout>.BytesFor(16, 3 * 256), 12,
+            &LowBitKTiles.SetRow<Q3KTileLayout>, &LowBitKTiles.GetRow<Q3KTileLayout>);
+        Assert.Equal(128 + 3 * 16 * (LowBitKQuants.Q3KBytes - 2 + 4), bytes); // the d in two lines, scales widened to bytes
+    }
 
     [Fact]
     public void Q6KTiles_HoldTheGgufBlocksExactly()
@@ -136,6 +155,16 @@ public unsafe class TilesTests
         { WeightFormat.Q6_K, 5, 512, 4 },
         { WeightFormat.Q6_K, 70, 2816, 13 }, // the shared experts' down projection of a Q4_K_M file: 11 super-blocks
         { WeightFormat.Q6_K, 33, 256, 130 },
+        { WeightFormat.Q2_K, 16, 256, 1 },
+        { WeightFormat.Q2_K, 37, 768, 7 },
+        { WeightFormat.Q2_K, 5, 512, 4 },
+        { WeightFormat.Q2_K, 70, 2048, 13 },
+        { WeightFormat.Q2_K, 33, 256, 130 },
+        { WeightFormat.Q3_K, 16, 256, 1 },
+        { WeightFormat.Q3_K, 37, 768, 7 },
+        { WeightFormat.Q3_K, 5, 512, 4 },
+        { WeightFormat.Q3_K, 70, 2048, 13 },
+        { WeightFormat.Q3_K, 33, 256, 130 },
         // Q8_0: blocks fewer than eight (only the one-by-one tail), eight and one, five eights and four (1408 columns,
         // an expert's down projection), two and three tokens (verify passes run four with padding)
         { WeightFormat.Q8_0, 16, 32, 1 },
@@ -279,6 +308,8 @@ public unsafe class TilesTests
     [InlineData(WeightFormat.Q4_K, 21, 12)]
     [InlineData(WeightFormat.Q5_K, 21, 12)]
     [InlineData(WeightFormat.Q6_K, 21, 12)]
+    [InlineData(WeightFormat.Q2_K, 21, 12)]
+    [InlineData(WeightFormat.Q3_K, 21, 12)]
     [InlineData(WeightFormat.Q8_0, 21, 12)]
     [InlineData(WeightFormat.Q5_0, 21, 12)]
     [InlineData(WeightFormat.Q5_0, 300, 7)] // several tasks, the second read starting inside a group
