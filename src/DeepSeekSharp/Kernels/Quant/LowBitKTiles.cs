@@ -239,9 +239,9 @@ internal static unsafe class LowBitKTiles
                 term += Avx512BW.MultiplyAddAdjacent(termPair, Q6KTiles.Broadcast(sums16 + 2 * p));
                 sbyte* xm = x + 32 * p;
                 Unpack<TL>(t, p, 0, out Vector512<byte> c0, out Vector512<byte> c1, out Vector512<byte> c2, out Vector512<byte> c3);
-                isum = Q6KTiles.Step(isum, c0, c1, c2, c3, Q6KTiles.Pick(pair, 0), xm);
+                isum = Step(isum, c0, c1, c2, c3, Q6KTiles.Pick(pair, 0), xm);
                 Unpack<TL>(t, p, 1, out c0, out c1, out c2, out c3);
-                isum = Q6KTiles.Step(isum, c0, c1, c2, c3, Q6KTiles.Pick(pair, 1), xm + 16);
+                isum = Step(isum, c0, c1, c2, c3, Q6KTiles.Pick(pair, 1), xm + 16);
             }
             Vector512<float> dx = Vector512.Create(xd[b]);
             if (TL.TwoBit)
@@ -282,10 +282,10 @@ internal static unsafe class LowBitKTiles
                 {
                     Unpack<TL>(t, p, e, out Vector512<byte> c0, out Vector512<byte> c1, out Vector512<byte> c2, out Vector512<byte> c3);
                     Vector512<short> sc = Q6KTiles.Pick(pair, e);
-                    i0 = Q6KTiles.Step(i0, c0, c1, c2, c3, sc, xm);
-                    i1 = Q6KTiles.Step(i1, c0, c1, c2, c3, sc, xm + stride);
-                    i2 = Q6KTiles.Step(i2, c0, c1, c2, c3, sc, xm + 2 * stride);
-                    i3 = Q6KTiles.Step(i3, c0, c1, c2, c3, sc, xm + 3 * stride);
+                    i0 = Step(i0, c0, c1, c2, c3, sc, xm);
+                    i1 = Step(i1, c0, c1, c2, c3, sc, xm + stride);
+                    i2 = Step(i2, c0, c1, c2, c3, sc, xm + 2 * stride);
+                    i3 = Step(i3, c0, c1, c2, c3, sc, xm + 3 * stride);
                 }
             }
             if (TL.TwoBit)
@@ -339,9 +339,9 @@ internal static unsafe class LowBitKTiles
                 for (int e = 0; e < 2; e++, xm += 16)
                 {
                     Unpack256<TL>(t, p, e, 0, out Vector256<byte> c0, out Vector256<byte> c1, out Vector256<byte> c2, out Vector256<byte> c3);
-                    isum0 = Q6KTiles.Step256(isum0, c0, c1, c2, c3, Q6KTiles.Pick256(pair0, e), xm);
+                    isum0 = Step256(isum0, c0, c1, c2, c3, Q6KTiles.Pick256(pair0, e), xm);
                     Unpack256<TL>(t, p, e, 1, out c0, out c1, out c2, out c3);
-                    isum1 = Q6KTiles.Step256(isum1, c0, c1, c2, c3, Q6KTiles.Pick256(pair1, e), xm);
+                    isum1 = Step256(isum1, c0, c1, c2, c3, Q6KTiles.Pick256(pair1, e), xm);
                 }
             }
             Vector256<float> dx = Vector256.Create(xd[b]);
@@ -389,10 +389,10 @@ internal static unsafe class LowBitKTiles
                 {
                     Unpack256<TL>(t, p, e, half, out Vector256<byte> c0, out Vector256<byte> c1, out Vector256<byte> c2, out Vector256<byte> c3);
                     Vector256<short> sc = Q6KTiles.Pick256(pair, e);
-                    i0 = Q6KTiles.Step256(i0, c0, c1, c2, c3, sc, xm);
-                    i1 = Q6KTiles.Step256(i1, c0, c1, c2, c3, sc, xm + stride);
-                    i2 = Q6KTiles.Step256(i2, c0, c1, c2, c3, sc, xm + 2 * stride);
-                    i3 = Q6KTiles.Step256(i3, c0, c1, c2, c3, sc, xm + 3 * stride);
+                    i0 = Step256(i0, c0, c1, c2, c3, sc, xm);
+                    i1 = Step256(i1, c0, c1, c2, c3, sc, xm + stride);
+                    i2 = Step256(i2, c0, c1, c2, c3, sc, xm + 2 * stride);
+                    i3 = Step256(i3, c0, c1, c2, c3, sc, xm + 3 * stride);
                 }
             }
             Vector256<float> d = HalfTable.ToSingle(Vector128.Load(halves));
@@ -422,6 +422,22 @@ internal static unsafe class LowBitKTiles
         (a2 - m2).Store(result + 2 * Rows);
         (a3 - m3).Store(result + 3 * Rows);
     }
+
+    /// <summary><paramref name="acc"/> + one token's Σ sc · q · x over a sub-block's sixteen columns: the codes are
+    /// small enough (≤ 7) that all four code vectors' pair sums add up in int16 (4 · 2 · 7 · 128 = 7,168) before one
+    /// widening pair-add applies the scale (Q6_K's codes need two).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Step(Vector512<int> acc, Vector512<byte> c0, Vector512<byte> c1, Vector512<byte> c2, Vector512<byte> c3,
+        Vector512<short> sc, sbyte* x) =>
+        acc + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(c0, Q6KTiles.Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(c1, Q6KTiles.Broadcast(x + 4))
+            + (Avx512BW.MultiplyAddAdjacent(c2, Q6KTiles.Broadcast(x + 8)) + Avx512BW.MultiplyAddAdjacent(c3, Q6KTiles.Broadcast(x + 12))), sc);
+
+    /// <summary><see cref="Step"/> for the eight rows of 256-bit code vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Step256(Vector256<int> acc, Vector256<byte> c0, Vector256<byte> c1, Vector256<byte> c2, Vector256<byte> c3,
+        Vector256<short> sc, sbyte* x) =>
+        acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(c0, Q6KTiles.Broadcast256(x)) + Avx2.MultiplyAddAdjacent(c1, Q6KTiles.Broadcast256(x + 4))
+            + (Avx2.MultiplyAddAdjacent(c2, Q6KTiles.Broadcast256(x + 8)) + Avx2.MultiplyAddAdjacent(c3, Q6KTiles.Broadcast256(x + 12))), sc);
 
     /// <summary>Sub-blocks 2p and 2p + 1's scales (row r's two in the int16 halves of lane r) and the multipliers of
     /// their Σx terms: Q2_K's minimums, or Q3_K's scales again (the − 4 is applied once per super-block).</summary>

@@ -272,6 +272,53 @@ public unsafe class TilesTests
         }
     }
 
+    /// <summary>Q2_K's and Q3_K's largest codes (3, and 7 or 0 for Q3_K's − 4) against activation codes of ±127: the
+    /// tile kernels add a sub-block's sixteen products in int16 before the scale widens them.</summary>
+    [Theory]
+    [InlineData(WeightFormat.Q2_K)]
+    [InlineData(WeightFormat.Q3_K)]
+    public void LowBitTiledProducts_OfTheLargestCodes_EqualTheFileLayoutKernels_BitForBit(WeightFormat format)
+    {
+        if (!LowBitKTiles.IsSupported) return;
+        const int rows = 19, superBlocks = 3, cols = superBlocks * 256;
+        bool q2 = format == WeightFormat.Q2_K;
+        int blockBytes = q2 ? LowBitKQuants.Q2KBytes : LowBitKQuants.Q3KBytes;
+        var rng = new Random(8);
+        var bytes = new byte[rows * superBlocks * blockBytes];
+        rng.NextBytes(bytes); // scales and minimums of every pattern
+        for (int blk = 0; blk < rows * superBlocks; blk++)
+        {
+            Span<byte> b = bytes.AsSpan(blk * blockBytes, blockBytes);
+            byte codes = blk % 3 == 2 ? (byte)0 : (byte)0xFF; // Q2_K: 0 or 3; Q3_K: −4 or 3 (every low and high bit)
+            if (q2)
+            {
+                b.Slice(16, 64).Fill(codes);
+                BitConverter.TryWriteBytes(b[80..], HalfTable.FromFloat((float)(0.001 + rng.NextDouble() * 0.02)));
+                BitConverter.TryWriteBytes(b[82..], HalfTable.FromFloat((float)(rng.NextDouble() * 0.01)));
+            }
+            else
+            {
+                b[..96].Fill(codes);
+                BitConverter.TryWriteBytes(b[108..], HalfTable.FromFloat((float)(0.001 + rng.NextDouble() * 0.02)));
+            }
+        }
+        using Matrix file = Matrix.Create(format, rows, cols, tiles: false);
+        using Matrix tiled = Matrix.Create(format, rows, cols);
+        Assert.NotEqual(file.GetType(), tiled.GetType());
+        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        foreach (int n in new[] { 1, 4, 5 })
+        {
+            var x = new float[n * cols];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / 64 + i / cols) % 2 == 0 ? 2f : -2f;
+            var expected = new float[n * rows];
+            var actual = new float[n * rows];
+            file.Forward(x, expected, n);
+            tiled.Forward(x, actual, n);
+            Assert.Equal(Bits(expected), Bits(actual));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void TiledProducts_EqualTheFileLayoutKernels_BitForBit(WeightFormat format, int rows, int cols, int n)
