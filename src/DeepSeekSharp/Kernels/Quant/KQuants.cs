@@ -51,6 +51,14 @@ public static class KQuants
         return (low | (high << 4)) - 32;
     }
 
+    /// <summary>Ors scale <paramref name="j"/>'s 6-bit <paramref name="stored"/> value (the scale + 32) into a Q3_K
+    /// block's zeroed 12 packed bytes: the inverse of <see cref="Q3Scale"/>.</summary>
+    internal static void SetQ3Scale(Span<byte> packed, int j, int stored)
+    {
+        packed[j % 8] |= (byte)((stored & 0xF) << (j < 8 ? 0 : 4));
+        packed[8 + j % 4] |= (byte)((stored >> 4) << (2 * (j / 4)));
+    }
+
     public static void DequantizeQ3K(ReadOnlySpan<byte> src, Span<float> dst)
     {
         for (int b = 0; b < dst.Length / 256; b++)
@@ -188,10 +196,7 @@ public static class KQuants
                 float iscale = -32f / maxScale;
                 for (int j = 0; j < 16; j++)
                 {
-                    int stored = Math.Clamp((int)(sbyte)NearestInt(iscale * scales[j]), -32, 31) + 32;
-                    if (j < 8) blk[96 + j] |= (byte)(stored & 0xF);
-                    else blk[96 + j - 8] |= (byte)((stored & 0xF) << 4);
-                    blk[96 + 8 + j % 4] |= (byte)((stored >> 4) << (2 * (j / 4)));
+                    SetQ3Scale(blk.Slice(96, 12), j, Math.Clamp((int)(sbyte)NearestInt(iscale * scales[j]), -32, 31) + 32);
                 }
                 SetHalf(blk, 108, 1 / iscale);
             }
@@ -212,7 +217,7 @@ public static class KQuants
 
     /// <summary>Sets code i (0..3) of a super-block in Q2_K's and Q3_K's 64 bytes of 2-bit codes (zeroed first): byte l
     /// of each 32-byte group holds four codes 32 apart, bits 2k and 2k + 1 code 32·k + l of its 128.</summary>
-    private static void SetTwoBits(Span<byte> qs, int i, int code) => qs[i / 128 * 32 + i % 32] |= (byte)(code << (2 * (i % 128 / 32)));
+    internal static void SetTwoBits(Span<byte> qs, int i, int code) => qs[i / 128 * 32 + i % 32] |= (byte)(code << (2 * (i % 128 / 32)));
 
     /// <summary>ggml's make_q3_quants(16, 4, x, L, do_rmse: true): the value of largest magnitude on −4, codes clamped to
     /// −4..3; then up to five passes that move single codes to nearest(x · Σw·l² / Σw·x·l) over the others (w = x²)

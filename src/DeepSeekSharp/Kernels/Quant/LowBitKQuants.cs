@@ -22,7 +22,7 @@ public static class LowBitKQuants
     public const int Q2KBytes = 84, Q3KBytes = 110;
 
     /// <summary>2-bit code of weight <paramref name="i"/> (0..255) from a block's 64 code bytes.</summary>
-    private static int Code2(ReadOnlySpan<byte> qs, int i) => (qs[i / 128 * 32 + i % 32] >> (2 * (i % 128 / 32))) & 3;
+    internal static int Code2(ReadOnlySpan<byte> qs, int i) => (qs[i / 128 * 32 + i % 32] >> (2 * (i % 128 / 32))) & 3;
 
     /// <summary>Q3_K's code of weight <paramref name="i"/>, 0..7 (the value is it − 4).</summary>
     internal static int Q3Code(ReadOnlySpan<byte> blk, int i) =>

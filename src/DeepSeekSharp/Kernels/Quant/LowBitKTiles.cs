@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -92,17 +93,18 @@ internal static unsafe class LowBitKTiles
             if (TL.TwoBit)
             {
                 for (int j = 0; j < 16; j++) t[ScaleOffset + j / 2 * 32 + 2 * r + j % 2] = blk[j];
-                halves[r] = (ushort)(blk[80] | blk[81] << 8);
-                halves[16 + r] = (ushort)(blk[82] | blk[83] << 8);
+                halves[r] = BinaryPrimitives.ReadUInt16LittleEndian(blk[80..]);
+                halves[16 + r] = BinaryPrimitives.ReadUInt16LittleEndian(blk[82..]);
+                ReadOnlySpan<byte> qs = blk.Slice(16, 64);
                 for (int m = 0; m < 16; m++)
                     for (int i = 0; i < 4; i++)
-                        t[Q2CodeOffset + 64 * m + 4 * r + i] = (byte)(Code2(blk.Slice(16, 64), 16 * m + i) | Code2(blk.Slice(16, 64), 16 * m + 4 + i) << 2
-                            | Code2(blk.Slice(16, 64), 16 * m + 8 + i) << 4 | Code2(blk.Slice(16, 64), 16 * m + 12 + i) << 6);
+                        t[Q2CodeOffset + 64 * m + 4 * r + i] = (byte)(LowBitKQuants.Code2(qs, 16 * m + i) | LowBitKQuants.Code2(qs, 16 * m + 4 + i) << 2
+                            | LowBitKQuants.Code2(qs, 16 * m + 8 + i) << 4 | LowBitKQuants.Code2(qs, 16 * m + 12 + i) << 6);
             }
             else
             {
                 for (int j = 0; j < 16; j++) t[ScaleOffset + j / 2 * 32 + 2 * r + j % 2] = (byte)(sbyte)KQuants.Q3Scale(blk.Slice(96, 12), j);
-                halves[r] = (ushort)(blk[108] | blk[109] << 8);
+                halves[r] = BinaryPrimitives.ReadUInt16LittleEndian(blk[108..]);
                 for (int p = 0; p < 8; p++)
                 {
                     byte* v = t + Q3CodeOffset + Q3PairBytes * p;
@@ -140,23 +142,19 @@ internal static unsafe class LowBitKTiles
             if (TL.TwoBit)
             {
                 for (int j = 0; j < 16; j++) blk[j] = t[ScaleOffset + j / 2 * 32 + 2 * r + j % 2];
-                (blk[80], blk[81], blk[82], blk[83]) = ((byte)halves[r], (byte)(halves[r] >> 8), (byte)halves[16 + r], (byte)(halves[16 + r] >> 8));
+                BinaryPrimitives.WriteUInt16LittleEndian(blk[80..], halves[r]);
+                BinaryPrimitives.WriteUInt16LittleEndian(blk[82..], halves[16 + r]);
                 for (int m = 0; m < 16; m++)
                     for (int i = 0; i < 4; i++)
                     {
                         int v = t[Q2CodeOffset + 64 * m + 4 * r + i];
-                        for (int k = 0; k < 4; k++) SetCode2(blk.Slice(16, 64), 16 * m + 4 * k + i, v >> (2 * k) & 3);
+                        for (int k = 0; k < 4; k++) KQuants.SetTwoBits(blk.Slice(16, 64), 16 * m + 4 * k + i, v >> (2 * k) & 3);
                     }
             }
             else
             {
-                for (int j = 0; j < 16; j++)
-                {
-                    int s = (sbyte)t[ScaleOffset + j / 2 * 32 + 2 * r + j % 2] + 32; // 6 bits: low nibble, then two high bits
-                    blk[96 + j % 8] |= (byte)((s & 0xF) << (j < 8 ? 0 : 4));
-                    blk[104 + j % 4] |= (byte)((s >> 4) << (2 * (j / 4)));
-                }
-                (blk[108], blk[109]) = ((byte)halves[r], (byte)(halves[r] >> 8));
+                for (int j = 0; j < 16; j++) KQuants.SetQ3Scale(blk.Slice(96, 12), j, (sbyte)t[ScaleOffset + j / 2 * 32 + 2 * r + j % 2] + 32);
+                BinaryPrimitives.WriteUInt16LittleEndian(blk[108..], halves[r]);
                 for (int p = 0; p < 8; p++)
                 {
                     byte* v = t + Q3CodeOffset + Q3PairBytes * p;
@@ -165,19 +163,13 @@ internal static unsafe class LowBitKTiles
                             for (int k = 0; k < 4; k++)
                             {
                                 int c = 32 * p + 16 * e + 4 * k + i;
-                                SetCode2(blk.Slice(32, 64), c, v[64 * e + 4 * r + i] >> (2 * k) & 3);
+                                KQuants.SetTwoBits(blk.Slice(32, 64), c, v[64 * e + 4 * r + i] >> (2 * k) & 3);
                                 blk[c % 32] |= (byte)((v[128 + 4 * r + i] >> (4 * e + k) & 1) << (c / 32));
                             }
                 }
             }
         }
     }
-
-    /// <summary>2-bit code of column <paramref name="i"/> (0..255) in GGUF's 64 code bytes: byte 32·(i / 128) + i mod 32,
-    /// bits 2·((i mod 128) / 32) on.</summary>
-    private static int Code2(ReadOnlySpan<byte> qs, int i) => (qs[i / 128 * 32 + i % 32] >> (2 * (i % 128 / 32))) & 3;
-
-    private static void SetCode2(Span<byte> qs, int i, int q) => qs[i / 128 * 32 + i % 32] |= (byte)(q << (2 * (i % 128 / 32)));
 
     /// <summary>Token <paramref name="token"/> of <paramref name="a"/> (quantised per 256, with sums per 16) against
     /// the sixteen rows of the tile group at <paramref name="group"/>: row r's result in <paramref name="lanes"/>[r].</summary>
