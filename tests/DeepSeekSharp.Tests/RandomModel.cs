@@ -5,7 +5,7 @@ using DeepSeekSharp.Tensors;
 namespace DeepSeekSharp.Tests;
 
 /// <summary>A random-weight v3-tiny checkpoint with the real DeepSeek-V3 tokenizer (vocabulary 129280), written once
-/// per test run by the project's own <see cref="RandomCheckpoint"/> and removed at exit.</summary>
+/// per test run by the project's own <see cref="RandomCheckpoint"/> and removed at exit with the run's <see cref="TestScratch.Root"/>.</summary>
 public static class RandomModel
 {
     private static readonly Lazy<string> Dir = new(() =>
@@ -13,7 +13,6 @@ public static class RandomModel
         string dir = Path.Combine(TestScratch.Root, "dss-random-v3-tiny-" + Guid.NewGuid().ToString("N"));
         RandomCheckpoint.Create(RandomCheckpoint.Preset("v3-tiny"), dir, WeightFormat.BF16, seed: 11,
             tokenizerDir: Path.Combine(AppContext.BaseDirectory, "assets", "tokenizers", "deepseek-v3"));
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
         return dir;
     });
 
@@ -24,7 +23,6 @@ public static class RandomModel
         string r1 = Path.Combine(AppContext.BaseDirectory, "assets", "models", "r1-tiny");
         string dir = Path.Combine(TestScratch.Root, "dss-random-r1-shape-" + Guid.NewGuid().ToString("N"));
         RandomCheckpoint.Create(DeepSeekSharp.Formats.HfConfig.Load(r1), dir, WeightFormat.F32, seed: 5, tokenizerDir: r1);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, true); } catch (IOException) { } };
         return dir;
     });
 
@@ -48,8 +46,6 @@ public static class RandomModel
                 KvLoraRank = 256, QkNopeHeadDim = 64, QkRopeHeadDim = 32, VHeadDim = 64,
             };
             RandomCheckpoint.Create(c, dir, WeightFormat.F32, seed: seed);
-            string d = dir;
-            AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(d, true); } catch (IOException) { } };
             return DenseDirs[seed] = dir;
         }
     }

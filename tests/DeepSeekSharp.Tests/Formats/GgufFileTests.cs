@@ -252,7 +252,6 @@ public class GgufFileTests : IDisposable
     {
         string path = Path.Combine(TestScratch.Root, $"dss-gguf-vocab-{Guid.NewGuid():N}.gguf");
         GgufConverter.Convert(RandomModel.V3Tiny, path, WeightFormat.Q8_0);
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => File.Delete(path);
         return path;
     });
 

@@ -22,8 +22,6 @@ public class GgufModelTests(ITestOutputHelper output)
             if (Converted.TryGetValue((name, type), out string? path)) return path;
             path = Path.Combine(TestScratch.Root, $"dss-gguf-{Guid.NewGuid():N}-{name}-{type}.gguf");
             GgufConverter.Convert(GoldenCase.Load(name).Directory, path, type);
-            string p = path;
-            AppDomain.CurrentDomain.ProcessExit += (_, _) => File.Delete(p);
             return Converted[(name, type)] = path;
         }
     }
