@@ -225,18 +225,7 @@ public unsafe class TilesTests
             }
         using Matrix file = Matrix.Create(format, rows, cols, tiles: false);
         using Matrix tiled = Matrix.Create(format, rows, cols);
-        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        foreach (int n in new[] { 1, 4, 6, 9 }) // one token; four at once; the many-token kernels
-        {
-            var x = new float[n * cols];
-            for (int i = 0; i < x.Length; i++) x[i] = (i / 32 + i / cols) % 2 == 0 ? 2f : -2f;
-            var expected = new float[n * rows];
-            var actual = new float[n * rows];
-            file.Forward(x, expected, n);
-            tiled.Forward(x, actual, n);
-            Assert.Equal(Bits(expected), Bits(actual));
-        }
+        AssertStoredRowsMultiplyAlike(file, tiled, bytes, [1, 4, 6, 9], run: 32); // one token; four at once; the many-token kernels
     }
 
     /// <summary>Q5_K's largest codes (every nibble and fifth bit set) against activation codes of ±127: each int16
@@ -258,18 +247,7 @@ public unsafe class TilesTests
         }
         using Matrix file = Matrix.Create(WeightFormat.Q5_K, rows, cols, tiles: false);
         using Matrix tiled = Matrix.Create(WeightFormat.Q5_K, rows, cols);
-        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        foreach (int n in new[] { 1, 4, 5 }) // one token; four at once; four and one
-        {
-            var x = new float[n * cols];
-            for (int i = 0; i < x.Length; i++) x[i] = (i / 32 + i / cols) % 2 == 0 ? 2f : -2f;
-            var expected = new float[n * rows];
-            var actual = new float[n * rows];
-            file.Forward(x, expected, n);
-            tiled.Forward(x, actual, n);
-            Assert.Equal(Bits(expected), Bits(actual));
-        }
+        AssertStoredRowsMultiplyAlike(file, tiled, bytes, [1, 4, 5], run: 32); // one token; four at once; four and one
     }
 
     /// <summary>Q2_K's and Q3_K's largest codes (3, and 7 or 0 for Q3_K's − 4) against activation codes of ±127: the
@@ -305,18 +283,7 @@ public unsafe class TilesTests
         using Matrix file = Matrix.Create(format, rows, cols, tiles: false);
         using Matrix tiled = Matrix.Create(format, rows, cols);
         Assert.NotEqual(file.GetType(), tiled.GetType());
-        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
-        foreach (int n in new[] { 1, 4, 5 })
-        {
-            var x = new float[n * cols];
-            for (int i = 0; i < x.Length; i++) x[i] = (i / 64 + i / cols) % 2 == 0 ? 2f : -2f;
-            var expected = new float[n * rows];
-            var actual = new float[n * rows];
-            file.Forward(x, expected, n);
-            tiled.Forward(x, actual, n);
-            Assert.Equal(Bits(expected), Bits(actual));
-        }
+        AssertStoredRowsMultiplyAlike(file, tiled, bytes, [1, 4, 5], run: 64);
     }
 
     [Theory]
@@ -380,6 +347,26 @@ public unsafe class TilesTests
         }
         Assert.Throws<ArgumentOutOfRangeException>(() => tiled.ReadStoredRows(rows - 1, 2, _ => { }));
         if (Tiled(format)) Assert.Throws<NotSupportedException>(() => tiled.RawRow(0).Length); // else the file layout
+    }
+
+    /// <summary>The same stored rows (<paramref name="bytes"/>, GGUF blocks) in the file layout and in tiles multiply each
+    /// count of <paramref name="tokens"/> to the same bits, against activations of ±2 alternating in runs of
+    /// <paramref name="run"/> columns (so codes of ±127, of both signs within a super-block).</summary>
+    private static void AssertStoredRowsMultiplyAlike(Matrix file, Matrix tiled, byte[] bytes, int[] tokens, int run)
+    {
+        int rows = file.Rows, cols = file.Cols;
+        file.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        tiled.ReadStoredRows(0, rows, span => bytes.CopyTo(span));
+        foreach (int n in tokens)
+        {
+            var x = new float[n * cols];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / run + i / cols) % 2 == 0 ? 2f : -2f;
+            var expected = new float[n * rows];
+            var actual = new float[n * rows];
+            file.Forward(x, expected, n);
+            tiled.Forward(x, actual, n);
+            Assert.Equal(Bits(expected), Bits(actual));
+        }
     }
 
     private static int[] Bits(ReadOnlySpan<float> v)
